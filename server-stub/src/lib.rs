@@ -1,0 +1,1 @@
+//! Logsync's companion server (filled in by its own issue).

@@ -1,0 +1,403 @@
+//! The client's protocol driver: a [`Replica`] plus the connection state
+//! machine, blind to transport and storage. Messages in, [`Effect`]s out —
+//! the browser adapter (or a test, or a native client) carries them out:
+//! sends frames, writes storage, notifies listeners.
+//!
+//! One connection goes through: `connected()` → send `Hello` → receive
+//! `Welcome` (epoch check) → send `Subscribe { after: offset }` and push the
+//! outbox in seq order → receive `Events`/`Ack`/`Reject`/`Gap` → …
+//! → `disconnected()`.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::error::{CoreError, ErrorCode};
+use crate::protocol::{
+    ClientMsg, PushIntent, ServerMsg, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+use crate::reducer::Reducer;
+use crate::replica::{Applied, Replica};
+use crate::types::{Epoch, Event, Offset, Seq};
+
+/// Bytes a `Push` frame spends besides its payloads: tag, stream, count,
+/// and per intent a seq and a length (generous upper bounds).
+const PUSH_OVERHEAD: usize = 1 + 2 + 200 + 5;
+const PER_INTENT_OVERHEAD: usize = 10 + 5;
+
+/// Where a connection is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Phase {
+    /// No connection.
+    Offline,
+    /// `Hello` sent, waiting for `Welcome`.
+    Handshake,
+    /// Subscribed; intents flow.
+    Ready,
+}
+
+/// Something the adapter must do, in the order given.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Effect {
+    /// Send this message.
+    Send(ClientMsg),
+    /// Persist, in one storage transaction: append `events`, remove the
+    /// `confirmed` seqs from the outbox, and move the offset to `offset`.
+    PersistEvents {
+        /// Events to store.
+        events: Vec<Event>,
+        /// This client's intents they confirm.
+        confirmed: Vec<Seq>,
+        /// The new confirmed offset.
+        offset: Offset,
+    },
+    /// Remove `seq` from the outbox (it was rejected).
+    DropFromOutbox(Seq),
+    /// The optimistic state changed; notify subscribers.
+    StateChanged,
+    /// The server refused an intent; tell the app.
+    Rejected {
+        /// Its seq.
+        seq: Seq,
+        /// Its payload.
+        payload: Vec<u8>,
+        /// Why.
+        code: ErrorCode,
+        /// Why, for people.
+        message: String,
+    },
+    /// Events the reducer could not apply (state unchanged by each).
+    ReducerErrors(Vec<(Offset, String)>),
+    /// The server has another log epoch than the one stored: drop the stored
+    /// events and snapshots, store `epoch`, rewrite the outbox with the new
+    /// seqs (`renumbered` as `(old, new)`), offset 0. The app is told.
+    EpochReset {
+        /// The previous epoch.
+        previous: Epoch,
+        /// The server's epoch.
+        epoch: Epoch,
+        /// Outbox renumbering.
+        renumbered: Vec<(Seq, Seq)>,
+    },
+    /// Store the server's epoch (first contact).
+    StoreEpoch(Epoch),
+    /// The server expects a seq this replica does not hold: reload the outbox
+    /// from storage (another tab may have written it) and call
+    /// [`SyncClient::adopt`] for each entry, then [`SyncClient::flush`].
+    ReloadOutbox {
+        /// The seq the server expects.
+        expected: Seq,
+    },
+    /// The server head moved.
+    HeadChanged(Offset),
+    /// The server sent a fatal error and will close the connection.
+    ServerError {
+        /// Why.
+        code: ErrorCode,
+        /// Why, for people.
+        message: String,
+    },
+}
+
+/// A replica and its connection state.
+pub struct SyncClient<R: Reducer> {
+    replica: Replica<R>,
+    epoch: Option<Epoch>,
+    phase: Phase,
+    /// The highest seq pushed on this connection (0: none).
+    sent_through: u64,
+    head: Offset,
+    max_frame_bytes: usize,
+    initial: R::State,
+}
+
+impl<R: Reducer> SyncClient<R> {
+    /// Wraps a replica. `epoch` is the stored epoch (None on first start);
+    /// `initial` is the state a reset starts from.
+    pub fn new(replica: Replica<R>, epoch: Option<Epoch>, initial: R::State) -> Self {
+        let head = replica.offset();
+        SyncClient {
+            replica,
+            epoch,
+            phase: Phase::Offline,
+            sent_through: 0,
+            head,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            initial,
+        }
+    }
+
+    /// The replica.
+    pub fn replica(&self) -> &Replica<R> {
+        &self.replica
+    }
+
+    /// The replica, for dispatching. After [`Replica::assign_seq`] call
+    /// [`SyncClient::flush`] to send what became sendable.
+    pub fn replica_mut(&mut self) -> &mut Replica<R> {
+        &mut self.replica
+    }
+
+    /// The connection phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The server's head as last reported (at least the confirmed offset).
+    pub fn head(&self) -> Offset {
+        self.head.max(self.replica.offset())
+    }
+
+    /// The stored epoch.
+    pub fn epoch(&self) -> Option<&Epoch> {
+        self.epoch.as_ref()
+    }
+
+    /// A transport connected: the frame to send first.
+    pub fn connected(&mut self, token: Option<String>) -> ClientMsg {
+        self.phase = Phase::Handshake;
+        self.sent_through = 0;
+        ClientMsg::hello(self.replica.client_id(), token)
+    }
+
+    /// The transport closed (or failed).
+    pub fn disconnected(&mut self) {
+        self.phase = Phase::Offline;
+        self.sent_through = 0;
+    }
+
+    /// Adds an outbox entry read from storage (see [`Replica::adopt`]).
+    /// Returns [`Effect::StateChanged`] when it changed the state.
+    pub fn adopt(&mut self, seq: Seq, payload: Vec<u8>) -> Vec<Effect> {
+        if self.replica.adopt(seq, payload) {
+            alloc::vec![Effect::StateChanged]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The pushes that can go now: pending intents with a seq, after the
+    /// last one sent on this connection, contiguous, split to fit frames.
+    /// An intent too large for any frame is rejected locally.
+    pub fn flush(&mut self) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if self.phase != Phase::Ready {
+            return out;
+        }
+        let stream = self.replica.stream().clone();
+        let budget = self.max_frame_bytes.saturating_sub(PUSH_OVERHEAD);
+        let mut batch: Vec<PushIntent> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut too_large: Vec<Seq> = Vec::new();
+        let mut next = self.sent_through + 1;
+        for p in self.replica.pending() {
+            let Some(seq) = p.seq else { break };
+            if seq.get() < next {
+                continue;
+            }
+            if seq.get() != next {
+                // A hole: another tab holds that seq. Wait for it (a Gap
+                // from the server makes the adapter reload the outbox).
+                break;
+            }
+            let size = p.payload.len() + PER_INTENT_OVERHEAD;
+            if size > budget {
+                too_large.push(seq);
+                break;
+            }
+            if batch_bytes + size > budget && !batch.is_empty() {
+                out.push(Effect::Send(ClientMsg::Push {
+                    stream: stream.clone(),
+                    intents: core::mem::take(&mut batch),
+                }));
+                batch_bytes = 0;
+            }
+            batch.push(PushIntent {
+                seq,
+                payload: p.payload.clone(),
+            });
+            batch_bytes += size;
+            self.sent_through = seq.get();
+            next += 1;
+        }
+        if !batch.is_empty() {
+            out.push(Effect::Send(ClientMsg::Push {
+                stream,
+                intents: batch,
+            }));
+        }
+        for seq in too_large {
+            // The server would refuse the whole frame; refuse the intent here
+            // with the code the server would give it.
+            let limit = self.max_frame_bytes;
+            self.reject_local(
+                seq,
+                ErrorCode::PayloadTooLarge,
+                alloc::format!("the intent does not fit in a frame of {limit} bytes"),
+                &mut out,
+            );
+        }
+        out
+    }
+
+    fn reject_local(&mut self, seq: Seq, code: ErrorCode, message: String, out: &mut Vec<Effect>) {
+        if let Some(p) = self.replica.remove_pending(seq) {
+            out.push(Effect::DropFromOutbox(seq));
+            out.push(Effect::StateChanged);
+            out.push(Effect::Rejected {
+                seq,
+                payload: p.payload,
+                code,
+                message,
+            });
+        }
+    }
+
+    /// Handles one message from the server.
+    pub fn handle(&mut self, msg: ServerMsg) -> Result<Vec<Effect>, CoreError> {
+        let mut out = Vec::new();
+        match msg {
+            ServerMsg::Welcome {
+                version,
+                epoch,
+                max_frame_bytes,
+                ..
+            } => {
+                if version != PROTOCOL_VERSION {
+                    return Err(CoreError::ProtocolVersion {
+                        got: version,
+                        supported: PROTOCOL_VERSION,
+                    });
+                }
+                self.max_frame_bytes = (max_frame_bytes as usize).max(1024);
+                match &self.epoch {
+                    None => out.push(Effect::StoreEpoch(epoch.clone())),
+                    Some(prev) if *prev != epoch => {
+                        let renumbered = self.replica.reset(self.initial.clone());
+                        self.head = Offset::ZERO;
+                        out.push(Effect::EpochReset {
+                            previous: prev.clone(),
+                            epoch: epoch.clone(),
+                            renumbered,
+                        });
+                        out.push(Effect::StateChanged);
+                    }
+                    Some(_) => {}
+                }
+                self.epoch = Some(epoch);
+                self.phase = Phase::Ready;
+                self.sent_through = 0;
+                out.push(Effect::Send(ClientMsg::Subscribe {
+                    stream: self.replica.stream().clone(),
+                    after: self.replica.offset(),
+                }));
+                out.extend(self.flush());
+            }
+            ServerMsg::Events {
+                stream,
+                events,
+                head,
+            } => {
+                self.check_stream(&stream)?;
+                let Applied {
+                    offset,
+                    confirmed,
+                    state_changed,
+                    reducer_errors,
+                } = self.replica.apply_events(&events)?;
+                if !events.is_empty() {
+                    out.push(Effect::PersistEvents {
+                        events,
+                        confirmed,
+                        offset,
+                    });
+                }
+                if state_changed {
+                    out.push(Effect::StateChanged);
+                }
+                if !reducer_errors.is_empty() {
+                    out.push(Effect::ReducerErrors(reducer_errors));
+                }
+                let new_head = head.max(offset);
+                if new_head != self.head {
+                    self.head = new_head;
+                    out.push(Effect::HeadChanged(new_head));
+                }
+            }
+            ServerMsg::Ack {
+                stream,
+                seq,
+                offset,
+                ..
+            } => {
+                self.check_stream(&stream)?;
+                if offset <= self.replica.offset() && self.replica.remove_pending(seq).is_some() {
+                    // Confirmed by an event applied before this replica held
+                    // the intent (adopted late from another tab's outbox):
+                    // it is in the confirmed state already.
+                    out.push(Effect::DropFromOutbox(seq));
+                    out.push(Effect::StateChanged);
+                }
+                if offset > self.head {
+                    self.head = offset;
+                    out.push(Effect::HeadChanged(offset));
+                }
+            }
+            ServerMsg::Reject {
+                stream,
+                seq,
+                code,
+                message,
+            } => {
+                self.check_stream(&stream)?;
+                self.reject_local(seq, code, message, &mut out);
+            }
+            ServerMsg::Gap {
+                stream,
+                expected_seq,
+            } => {
+                self.check_stream(&stream)?;
+                self.sent_through = expected_seq.get() - 1;
+                let held = self
+                    .replica
+                    .pending()
+                    .iter()
+                    .any(|p| p.seq == Some(expected_seq));
+                if held {
+                    out.extend(self.flush());
+                } else {
+                    self.replica.bump_next_seq(expected_seq);
+                    out.push(Effect::ReloadOutbox {
+                        expected: expected_seq,
+                    });
+                }
+            }
+            ServerMsg::Error { code, message } => {
+                out.push(Effect::ServerError { code, message });
+            }
+            ServerMsg::Pong { .. } => {}
+        }
+        Ok(out)
+    }
+
+    fn check_stream(&self, stream: &crate::types::StreamName) -> Result<(), CoreError> {
+        if stream != self.replica.stream() {
+            return Err(CoreError::WrongStream {
+                expected: self.replica.stream().clone(),
+                got: stream.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A summary for status displays.
+    pub fn describe(&self) -> String {
+        alloc::format!(
+            "{:?} offset={} head={} pending={}",
+            self.phase,
+            self.replica.offset(),
+            self.head(),
+            self.replica.pending().len()
+        )
+        .to_string()
+    }
+}

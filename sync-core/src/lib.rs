@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+
+extern crate alloc;
+
+pub mod client;
+pub mod decide;
+pub mod error;
+pub mod json;
+pub mod protocol;
+pub mod reducer;
+pub mod replica;
+pub mod types;
+
+pub use client::{Effect, Phase, SyncClient};
+pub use decide::{decide, Decision};
+pub use error::{CoreError, ErrorCode};
+pub use protocol::{ClientMsg, PushIntent, ServerMsg, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
+pub use reducer::{ReduceError, Reducer};
+pub use replica::{Applied, LocalId, Pending, Replica};
+pub use types::{
+    ClientId, Epoch, Event, Intent, Offset, Seq, Snapshot, StreamName, MAX_STREAM_NAME_LEN,
+};

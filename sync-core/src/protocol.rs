@@ -1,0 +1,370 @@
+//! The WebSocket wire protocol: versioned messages and their postcard codec.
+//!
+//! Every WebSocket binary frame carries exactly one message, encoded with
+//! postcard. The first frame of each side carries [`PROTOCOL_VERSION`]
+//! (`Hello` from the client, `Welcome` from the server); both are variant 0
+//! and start with the version, so a peer of any version can read the
+//! version of another before anything else and answer a mismatch with an
+//! `Error { code: PROTOCOL_VERSION }` frame instead of a decoding failure.
+//!
+//! Rules that keep the format stable:
+//! - variants are only ever appended, never reordered or removed;
+//! - a field change is a new protocol version;
+//! - `sync-core/fixtures/protocol-v1/` pins the bytes of every message
+//!   (see the `golden` test), so a change to the format is always deliberate.
+//!
+//! Decoding never panics: every malformed input is a [`CoreError`] with
+//! code `MALFORMED_FRAME`, `FRAME_TOO_LARGE` or `PROTOCOL_VERSION`.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::{CoreError, ErrorCode};
+use crate::types::{ClientId, Epoch, Event, Offset, Seq, StreamName};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default largest frame either side accepts, in bytes (1 MiB).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// One intent inside a `Push`: the client id comes from `Hello`, the
+/// stream from the `Push`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct PushIntent {
+    /// The client's seq for this stream.
+    pub seq: Seq,
+    /// Opaque bytes.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// Messages a client sends.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// First frame of every connection.
+    Hello {
+        /// Must be [`PROTOCOL_VERSION`].
+        version: u32,
+        /// Who this client is.
+        client_id: ClientId,
+        /// A signed token, when the server requires one.
+        token: Option<String>,
+    },
+    /// Follow a stream: the server sends every event after `after` (in
+    /// batches), then live events. The server always answers with at least
+    /// one `Events` frame (possibly empty) that carries the head.
+    Subscribe {
+        /// Which stream.
+        stream: StreamName,
+        /// The last offset the client has.
+        after: Offset,
+    },
+    /// Stop following a stream.
+    Unsubscribe {
+        /// Which stream.
+        stream: StreamName,
+    },
+    /// Append intents, in seq order.
+    Push {
+        /// Where.
+        stream: StreamName,
+        /// What, in seq order.
+        intents: Vec<PushIntent>,
+    },
+    /// Heartbeat; answered with `Pong` carrying the same nonce.
+    Ping {
+        /// Echoed back.
+        nonce: u64,
+    },
+}
+
+/// Messages a server sends.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ServerMsg {
+    /// First frame of every connection, after a good `Hello`.
+    Welcome {
+        /// Must be [`PROTOCOL_VERSION`].
+        version: u32,
+        /// Which server node answered (for logs and metrics).
+        server_id: String,
+        /// The log's epoch; a change means another history.
+        epoch: Epoch,
+        /// The largest frame the server accepts; a client splits its pushes
+        /// to stay under it.
+        max_frame_bytes: u32,
+    },
+    /// Events of a subscribed stream, dense and in order: catch-up batches
+    /// and live events alike.
+    Events {
+        /// Which stream.
+        stream: StreamName,
+        /// Dense, ascending offsets; may be empty (then it only reports the head).
+        events: Vec<Event>,
+        /// The stream's head when the frame was made.
+        head: Offset,
+    },
+    /// An intent is in the log (durably).
+    Ack {
+        /// Which stream.
+        stream: StreamName,
+        /// The intent's seq.
+        seq: Seq,
+        /// Where it is.
+        offset: Offset,
+        /// True when the seq had been decided before (a resend).
+        duplicate: bool,
+    },
+    /// An intent was refused; it will never be in the log. A resend of the
+    /// same seq gets the same answer.
+    Reject {
+        /// Which stream.
+        stream: StreamName,
+        /// The intent's seq.
+        seq: Seq,
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// Why, for people.
+        message: String,
+    },
+    /// A pushed seq is beyond the next one; resend from `expected_seq`.
+    /// Intents after the gap in the same `Push` were not looked at.
+    Gap {
+        /// Which stream.
+        stream: StreamName,
+        /// The seq the server expects next from this client.
+        expected_seq: Seq,
+    },
+    /// A fatal error; the server closes the connection after it.
+    Error {
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// Why, for people.
+        message: String,
+    },
+    /// Answer to `Ping`.
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+}
+
+fn check_len(bytes: &[u8], max_frame_bytes: usize) -> Result<(), CoreError> {
+    if bytes.len() > max_frame_bytes {
+        return Err(CoreError::FrameTooLarge {
+            len: bytes.len(),
+            limit: max_frame_bytes,
+        });
+    }
+    if bytes.is_empty() {
+        return Err(CoreError::MalformedFrame {
+            reason: "empty frame".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the version of a variant-0 message (`Hello`/`Welcome`) without
+/// decoding the rest, so a mismatch is reported as such even when the
+/// remainder has another layout.
+fn check_version_prefix(bytes: &[u8]) -> Result<(), CoreError> {
+    if bytes.first() != Some(&0) {
+        return Ok(());
+    }
+    match postcard::take_from_bytes::<u32>(&bytes[1..]) {
+        Ok((v, _)) if v != PROTOCOL_VERSION => Err(CoreError::ProtocolVersion {
+            got: v,
+            supported: PROTOCOL_VERSION,
+        }),
+        Ok(_) => Ok(()),
+        Err(e) => Err(malformed(e)),
+    }
+}
+
+fn malformed(e: postcard::Error) -> CoreError {
+    CoreError::MalformedFrame {
+        reason: e.to_string(),
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], max_frame_bytes: usize) -> Result<T, CoreError> {
+    check_len(bytes, max_frame_bytes)?;
+    check_version_prefix(bytes)?;
+    let (msg, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| match e {
+        // Validation failures of domain types (stream names, seqs) come
+        // through serde's custom error; keep their text.
+        postcard::Error::SerdeDeCustom => CoreError::MalformedFrame {
+            reason: "a field failed validation (stream name, seq or code)".into(),
+        },
+        other => malformed(other),
+    })?;
+    if !rest.is_empty() {
+        return Err(CoreError::MalformedFrame {
+            reason: alloc::format!("{} trailing bytes after the message", rest.len()),
+        });
+    }
+    Ok(msg)
+}
+
+impl ClientMsg {
+    /// Encodes for the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes one frame; never panics.
+    pub fn decode(bytes: &[u8], max_frame_bytes: usize) -> Result<Self, CoreError> {
+        decode(bytes, max_frame_bytes)
+    }
+
+    /// A `Hello` of this build's version.
+    pub fn hello(client_id: ClientId, token: Option<String>) -> Self {
+        ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            client_id,
+            token,
+        }
+    }
+}
+
+impl ServerMsg {
+    /// Encodes for the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes one frame; never panics.
+    pub fn decode(bytes: &[u8], max_frame_bytes: usize) -> Result<Self, CoreError> {
+        decode(bytes, max_frame_bytes)
+    }
+
+    /// An `Error` frame for a core error.
+    pub fn error(e: &CoreError) -> Self {
+        ServerMsg::Error {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serialising into a Vec cannot fail for these types: every field is a
+    // plain integer, byte string, string, option or sequence of known length.
+    postcard::to_allocvec(msg).unwrap_or_default()
+}
+
+/// Encodes an `Events` frame from events already encoded, so the server
+/// can encode each event once and reuse its bytes for every subscriber.
+/// The output is byte-for-byte what [`ServerMsg::encode`] makes.
+pub fn encode_events_frame(stream: &StreamName, encoded_events: &[&[u8]], head: Offset) -> Vec<u8> {
+    let total: usize = encoded_events.iter().map(|e| e.len()).sum();
+    let mut out = Vec::with_capacity(total + stream.as_str().len() + 24);
+    out.push(1); // variant index of ServerMsg::Events
+    push_varint(&mut out, stream.as_str().len() as u64);
+    out.extend_from_slice(stream.as_str().as_bytes());
+    push_varint(&mut out, encoded_events.len() as u64);
+    for e in encoded_events {
+        out.extend_from_slice(e);
+    }
+    push_varint(&mut out, head.0);
+    out
+}
+
+/// Encodes one event as it appears inside an `Events` frame.
+pub fn encode_event(event: &Event) -> Vec<u8> {
+    encode(event)
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream() -> StreamName {
+        StreamName::new("todos/team-42").unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_limits() {
+        let msg = ClientMsg::Push {
+            stream: stream(),
+            intents: alloc::vec![PushIntent {
+                seq: Seq::FIRST,
+                payload: b"{}".to_vec()
+            }],
+        };
+        let bytes = msg.encode();
+        assert_eq!(ClientMsg::decode(&bytes, 1024).unwrap(), msg);
+        let e = ClientMsg::decode(&bytes, 3).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::FrameTooLarge);
+        let e = ClientMsg::decode(&[], 1024).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::MalformedFrame);
+        let mut extra = bytes.clone();
+        extra.push(0);
+        let e = ClientMsg::decode(&extra, 1024).unwrap_err();
+        assert!(e.to_string().contains("trailing"), "{e}");
+    }
+
+    #[test]
+    fn version_mismatch_is_reported_as_such() {
+        // A future Hello: version 2 and a layout this build does not know.
+        let bytes = [0u8, 2, 0xff, 0xff, 0xff];
+        let e = ClientMsg::decode(&bytes, 1024).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::ProtocolVersion);
+        assert!(e.to_string().contains("version 2"), "{e}");
+        let e = ServerMsg::decode(&bytes, 1024).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::ProtocolVersion);
+    }
+
+    #[test]
+    fn invalid_fields_are_refused() {
+        // Subscribe with an invalid stream name ("a b").
+        let bytes = [1u8, 3, b'a', b' ', b'b', 0];
+        let e = ClientMsg::decode(&bytes, 1024).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::MalformedFrame);
+        // Push with seq 0.
+        let bytes = [3u8, 1, b'a', 1, 0, 0];
+        let e = ClientMsg::decode(&bytes, 1024).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::MalformedFrame);
+        // Unknown variant.
+        let e = ClientMsg::decode(&[9], 1024).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::MalformedFrame);
+    }
+
+    #[test]
+    fn events_frame_from_preencoded_events_matches() {
+        let events: Vec<Event> = (1..=3)
+            .map(|i| Event {
+                offset: Offset(i),
+                client_id: ClientId([i as u8; 16]),
+                seq: Seq::new(i).unwrap(),
+                time_ms: 1_700_000_000_000 + i,
+                payload: alloc::format!("{{\"n\":{i}}}").into_bytes(),
+            })
+            .collect();
+        let msg = ServerMsg::Events {
+            stream: stream(),
+            events: events.clone(),
+            head: Offset(300),
+        };
+        let pre: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
+        let refs: Vec<&[u8]> = pre.iter().map(|v| v.as_slice()).collect();
+        assert_eq!(
+            encode_events_frame(&stream(), &refs, Offset(300)),
+            msg.encode()
+        );
+    }
+}

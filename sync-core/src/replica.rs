@@ -1,0 +1,506 @@
+//! A client's replica of one stream: confirmed state at an offset, the
+//! pending intents on top, and the optimistic state folded from both.
+//!
+//! `state = fold(reducer, confirmed, pending)`. When the server's events
+//! arrive, the confirmed state advances, this client's intents that they
+//! confirm leave the pending list, and the rest are re-applied on top
+//! (rebase). A rejected intent is dropped and the state recomputed.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::error::CoreError;
+use crate::reducer::Reducer;
+use crate::types::{ClientId, Event, Offset, Seq, StreamName};
+
+/// Identifies a dispatched intent inside one replica before (and after) it
+/// has its seq.
+pub type LocalId = u64;
+
+/// An intent that the server has not confirmed yet.
+#[derive(Clone, Debug)]
+pub struct Pending<A> {
+    /// Identity inside this replica.
+    pub local_id: LocalId,
+    /// The seq, once allocated (`None` while its outbox write is in flight).
+    pub seq: Option<Seq>,
+    /// The payload as sent.
+    pub payload: Vec<u8>,
+    /// The decoded payload; `None` when it does not decode (it is still
+    /// sent, and every replica skips it alike once it is confirmed).
+    pub action: Option<A>,
+}
+
+/// What applying a batch of server events did.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Applied {
+    /// The confirmed offset after the batch.
+    pub offset: Offset,
+    /// This client's seqs that the batch confirmed (remove them from the outbox).
+    pub confirmed: Vec<Seq>,
+    /// Whether the optimistic state changed (false when the batch only
+    /// confirmed this client's own pending intents, in order).
+    pub state_changed: bool,
+    /// Events whose payload did not decode or that the reducer refused;
+    /// the state is unchanged by each of them, on every replica.
+    pub reducer_errors: Vec<(Offset, String)>,
+}
+
+/// A client's replica of one stream.
+pub struct Replica<R: Reducer> {
+    stream: StreamName,
+    client_id: ClientId,
+    reducer: R,
+    confirmed: R::State,
+    offset: Offset,
+    pending: Vec<Pending<R::Action>>,
+    state: R::State,
+    next_local: LocalId,
+    next_seq: Seq,
+}
+
+impl<R: Reducer> Replica<R> {
+    /// A replica at offset 0 with `initial` state and no pending intents.
+    pub fn new(stream: StreamName, client_id: ClientId, reducer: R, initial: R::State) -> Self {
+        Self::restore(
+            stream,
+            client_id,
+            reducer,
+            initial,
+            Offset::ZERO,
+            Seq::FIRST,
+        )
+    }
+
+    /// A replica restored from storage: `confirmed` is the state at
+    /// `offset` (a snapshot, with later stored events applied through
+    /// [`Replica::apply_events`]); `next_seq` is the next seq to allocate.
+    /// Add the stored outbox with [`Replica::adopt`].
+    pub fn restore(
+        stream: StreamName,
+        client_id: ClientId,
+        reducer: R,
+        confirmed: R::State,
+        offset: Offset,
+        next_seq: Seq,
+    ) -> Self {
+        Replica {
+            stream,
+            client_id,
+            reducer,
+            state: confirmed.clone(),
+            confirmed,
+            offset,
+            pending: Vec::new(),
+            next_local: 1,
+            next_seq,
+        }
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &StreamName {
+        &self.stream
+    }
+
+    /// This client's id.
+    pub fn client_id(&self) -> ClientId {
+        self.client_id
+    }
+
+    /// The optimistic state: confirmed state with pending intents on top.
+    pub fn state(&self) -> &R::State {
+        &self.state
+    }
+
+    /// The state at the confirmed offset.
+    pub fn confirmed_state(&self) -> &R::State {
+        &self.confirmed
+    }
+
+    /// The last offset applied.
+    pub fn offset(&self) -> Offset {
+        self.offset
+    }
+
+    /// Pending intents in the order they are folded.
+    pub fn pending(&self) -> &[Pending<R::Action>] {
+        &self.pending
+    }
+
+    /// The seq [`Replica::dispatch`] will allocate next.
+    pub fn next_seq(&self) -> Seq {
+        self.next_seq
+    }
+
+    /// Moves the seq counter forward (never back), e.g. after another tab
+    /// of the same client allocated seqs.
+    pub fn bump_next_seq(&mut self, at_least: Seq) {
+        if at_least > self.next_seq {
+            self.next_seq = at_least;
+        }
+    }
+
+    /// The reducer.
+    pub fn reducer(&self) -> &R {
+        &self.reducer
+    }
+
+    /// Applies `payload` optimistically and allocates its seq from this
+    /// replica's counter. Returns the new pending intent's seq. A payload
+    /// that does not decode, or that the reducer refuses, is not added and
+    /// the state is unchanged.
+    pub fn dispatch(&mut self, payload: Vec<u8>) -> Result<Seq, CoreError> {
+        let local = self.dispatch_unassigned(payload)?;
+        let seq = self.next_seq;
+        self.assign_seq(local, seq);
+        Ok(seq)
+    }
+
+    /// Applies `payload` optimistically without allocating a seq yet (the
+    /// caller allocates it in durable storage, then calls
+    /// [`Replica::assign_seq`]).
+    pub fn dispatch_unassigned(&mut self, payload: Vec<u8>) -> Result<LocalId, CoreError> {
+        let action = self
+            .reducer
+            .decode(&payload)
+            .map_err(|e| CoreError::Reducer { message: e.0 })?;
+        let next = self
+            .reducer
+            .reduce(&self.state, &action)
+            .map_err(|e| CoreError::Reducer { message: e.0 })?;
+        self.state = next;
+        let local_id = self.next_local;
+        self.next_local += 1;
+        self.pending.push(Pending {
+            local_id,
+            seq: None,
+            payload,
+            action: Some(action),
+        });
+        Ok(local_id)
+    }
+
+    /// Gives a pending intent its seq. Returns false when no such pending
+    /// intent exists (it was dropped meanwhile).
+    pub fn assign_seq(&mut self, local_id: LocalId, seq: Seq) -> bool {
+        self.bump_next_seq(seq.next());
+        match self.pending.iter_mut().find(|p| p.local_id == local_id) {
+            Some(p) => {
+                p.seq = Some(seq);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds a stored outbox intent (after a restart, or written by another
+    /// tab of this client) unless it is already pending. It goes before
+    /// every pending intent with a higher or no seq, and the state is
+    /// recomputed. Returns whether it was added.
+    pub fn adopt(&mut self, seq: Seq, payload: Vec<u8>) -> bool {
+        if self.pending.iter().any(|p| p.seq == Some(seq)) {
+            return false;
+        }
+        self.bump_next_seq(seq.next());
+        // An intent that does not decode is kept: it must still reach the
+        // server (and every replica then skips it alike).
+        let action = self.reducer.decode(&payload).ok();
+        let at = self
+            .pending
+            .iter()
+            .position(|p| p.seq.is_none_or(|s| s > seq))
+            .unwrap_or(self.pending.len());
+        let local_id = self.next_local;
+        self.next_local += 1;
+        self.pending.insert(
+            at,
+            Pending {
+                local_id,
+                seq: Some(seq),
+                payload,
+                action,
+            },
+        );
+        self.recompute();
+        true
+    }
+
+    /// Applies a batch of the server's events: they must continue exactly
+    /// at `offset() + 1` and be dense; otherwise the whole batch is refused
+    /// with `OFFSET_GAP` / `OFFSET_REPEAT` and nothing changes.
+    pub fn apply_events(&mut self, events: &[Event]) -> Result<Applied, CoreError> {
+        let mut expect = self.offset.next();
+        for e in events {
+            if e.offset < expect {
+                return Err(CoreError::OffsetRepeat {
+                    stream: self.stream.clone(),
+                    have: self.offset.0,
+                    got: e.offset.0,
+                });
+            }
+            if e.offset > expect {
+                return Err(CoreError::OffsetGap {
+                    stream: self.stream.clone(),
+                    have: self.offset.0,
+                    expected: expect.0,
+                    got: e.offset.0,
+                });
+            }
+            expect = expect.next();
+        }
+        let mut applied = Applied {
+            offset: self.offset,
+            ..Applied::default()
+        };
+        if events.is_empty() {
+            return Ok(applied);
+        }
+        // Fast path: the batch is exactly our own oldest pending intents, in
+        // order. Then the optimistic state already holds them and stays the
+        // same value (and the same object, for callers that compare identity).
+        let own_prefix = events.len() <= self.pending.len()
+            && events.iter().zip(&self.pending).all(|(e, p)| {
+                e.client_id == self.client_id && p.seq == Some(e.seq) && p.payload == e.payload
+            });
+        for e in events {
+            match self
+                .reducer
+                .decode(&e.payload)
+                .and_then(|a| self.reducer.reduce(&self.confirmed, &a))
+            {
+                Ok(next) => self.confirmed = next,
+                Err(err) => applied.reducer_errors.push((e.offset, err.0)),
+            }
+            self.offset = e.offset;
+            if e.client_id == self.client_id {
+                if let Some(i) = self.pending.iter().position(|p| p.seq == Some(e.seq)) {
+                    self.pending.remove(i);
+                }
+                applied.confirmed.push(e.seq);
+            }
+        }
+        applied.offset = self.offset;
+        if own_prefix && applied.reducer_errors.is_empty() {
+            applied.state_changed = false;
+        } else {
+            self.recompute();
+            applied.state_changed = true;
+        }
+        Ok(applied)
+    }
+
+    /// Drops the pending intent with `seq` (rejected by the server, or found
+    /// confirmed another way) and recomputes the state. Returns it, or
+    /// `None` when no such intent is pending.
+    pub fn remove_pending(&mut self, seq: Seq) -> Option<Pending<R::Action>> {
+        let i = self.pending.iter().position(|p| p.seq == Some(seq))?;
+        let p = self.pending.remove(i);
+        self.recompute();
+        Some(p)
+    }
+
+    /// Forgets the confirmed history (the server came back with another
+    /// epoch): the state restarts from `initial` at offset 0 and the pending
+    /// intents are renumbered from seq 1, in order. Returns the `(old, new)`
+    /// seqs of the renumbered intents.
+    pub fn reset(&mut self, initial: R::State) -> Vec<(Seq, Seq)> {
+        self.confirmed = initial;
+        self.offset = Offset::ZERO;
+        let mut renumbered = Vec::new();
+        let mut next = Seq::FIRST;
+        for p in &mut self.pending {
+            if let Some(old) = p.seq {
+                renumbered.push((old, next));
+                p.seq = Some(next);
+                next = next.next();
+            }
+        }
+        self.next_seq = next;
+        // Intents still waiting for their seq will get one after these.
+        self.recompute();
+        renumbered
+    }
+
+    /// Swaps the reducer. The confirmed state is kept as it is (as Redux
+    /// does); the pending intents are re-applied with the new reducer.
+    pub fn replace_reducer(&mut self, reducer: R) {
+        self.reducer = reducer;
+        self.recompute();
+    }
+
+    /// Replaces the confirmed state and offset wholesale (loading a snapshot).
+    pub fn load_snapshot(&mut self, state: R::State, offset: Offset) {
+        self.confirmed = state;
+        self.offset = offset;
+        self.recompute();
+    }
+
+    fn recompute(&mut self) {
+        let mut state = self.confirmed.clone();
+        for p in &self.pending {
+            // A pending intent the reducer now refuses contributes nothing;
+            // the server's order decides its fate.
+            if let Some(Ok(next)) = p.action.as_ref().map(|a| self.reducer.reduce(&state, a)) {
+                state = next;
+            }
+        }
+        self.state = state;
+    }
+}
+
+impl<R: Reducer> core::fmt::Debug for Replica<R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Replica")
+            .field("stream", &self.stream.to_string())
+            .field("offset", &self.offset)
+            .field("pending", &self.pending.len())
+            .field("next_seq", &self.next_seq)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reducer::ReduceError;
+    use alloc::vec;
+
+    /// State: the list of payloads folded, in order. Payload "bad" is refused.
+    struct ListReducer;
+    impl Reducer for ListReducer {
+        type State = Vec<String>;
+        type Action = String;
+        fn decode(&self, payload: &[u8]) -> Result<String, ReduceError> {
+            core::str::from_utf8(payload)
+                .map(|s| s.to_string())
+                .map_err(|_| "not utf-8".into())
+        }
+        fn reduce(&self, state: &Vec<String>, a: &String) -> Result<Vec<String>, ReduceError> {
+            if a == "bad" {
+                return Err("bad action".into());
+            }
+            let mut s = state.clone();
+            s.push(a.clone());
+            Ok(s)
+        }
+    }
+
+    const ME: ClientId = ClientId([1; 16]);
+    const OTHER: ClientId = ClientId([2; 16]);
+
+    fn replica() -> Replica<ListReducer> {
+        Replica::new(StreamName::new("s").unwrap(), ME, ListReducer, vec![])
+    }
+
+    fn ev(offset: u64, client: ClientId, seq: u64, p: &str) -> Event {
+        Event {
+            offset: Offset(offset),
+            client_id: client,
+            seq: Seq::new(seq).unwrap(),
+            time_ms: 0,
+            payload: p.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn optimistic_then_confirmed_keeps_state() {
+        let mut r = replica();
+        assert_eq!(r.dispatch(b"a".to_vec()).unwrap().get(), 1);
+        assert_eq!(r.dispatch(b"b".to_vec()).unwrap().get(), 2);
+        assert_eq!(r.state(), &vec!["a", "b"]);
+        let applied = r.apply_events(&[ev(1, ME, 1, "a")]).unwrap();
+        assert!(!applied.state_changed);
+        assert_eq!(applied.confirmed, vec![Seq::FIRST]);
+        assert_eq!(r.confirmed_state(), &vec!["a"]);
+        assert_eq!(r.state(), &vec!["a", "b"]);
+        assert_eq!(r.pending().len(), 1);
+    }
+
+    #[test]
+    fn rebase_puts_remote_events_under_pending() {
+        let mut r = replica();
+        r.dispatch(b"mine".to_vec()).unwrap();
+        let applied = r.apply_events(&[ev(1, OTHER, 1, "theirs")]).unwrap();
+        assert!(applied.state_changed);
+        assert_eq!(r.state(), &vec!["theirs", "mine"]);
+        r.apply_events(&[ev(2, ME, 1, "mine")]).unwrap();
+        assert_eq!(r.state(), &vec!["theirs", "mine"]);
+        assert!(r.pending().is_empty());
+    }
+
+    #[test]
+    fn gaps_and_repeats_are_refused_whole() {
+        let mut r = replica();
+        r.apply_events(&[ev(1, OTHER, 1, "x")]).unwrap();
+        let e = r
+            .apply_events(&[ev(2, OTHER, 2, "y"), ev(4, OTHER, 3, "z")])
+            .unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::OffsetGap);
+        let e = r.apply_events(&[ev(1, OTHER, 1, "x")]).unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::OffsetRepeat);
+        assert_eq!(r.offset(), Offset(1));
+        assert_eq!(r.state(), &vec!["x"]);
+    }
+
+    #[test]
+    fn reject_drops_and_recomputes() {
+        let mut r = replica();
+        r.dispatch(b"a".to_vec()).unwrap();
+        r.dispatch(b"b".to_vec()).unwrap();
+        let p = r.remove_pending(Seq::FIRST).unwrap();
+        assert_eq!(p.payload, b"a");
+        assert_eq!(r.state(), &vec!["b"]);
+        assert!(r.remove_pending(Seq::FIRST).is_none());
+    }
+
+    #[test]
+    fn refused_dispatch_changes_nothing() {
+        let mut r = replica();
+        let e = r.dispatch(b"bad".to_vec()).unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::Reducer);
+        assert!(r.pending().is_empty());
+        assert_eq!(r.next_seq(), Seq::FIRST);
+    }
+
+    #[test]
+    fn refused_event_is_skipped_deterministically() {
+        let mut r = replica();
+        let applied = r
+            .apply_events(&[ev(1, OTHER, 1, "bad"), ev(2, OTHER, 2, "ok")])
+            .unwrap();
+        assert_eq!(applied.reducer_errors.len(), 1);
+        assert_eq!(r.offset(), Offset(2));
+        assert_eq!(r.state(), &vec!["ok"]);
+    }
+
+    #[test]
+    fn adopt_orders_by_seq_and_skips_known() {
+        let mut r = replica();
+        let l = r.dispatch_unassigned(b"late".to_vec()).unwrap();
+        assert!(r.adopt(Seq::new(2).unwrap(), b"two".to_vec()));
+        assert!(r.adopt(Seq::new(1).unwrap(), b"one".to_vec()));
+        assert!(!r.adopt(Seq::new(1).unwrap(), b"one".to_vec()));
+        assert_eq!(r.next_seq().get(), 3);
+        assert!(r.assign_seq(l, Seq::new(3).unwrap()));
+        assert_eq!(r.state(), &vec!["one", "two", "late"]);
+    }
+
+    #[test]
+    fn reset_renumbers_pending() {
+        let mut r = replica();
+        r.apply_events(&[ev(1, OTHER, 1, "x")]).unwrap();
+        r.adopt(Seq::new(7).unwrap(), b"a".to_vec());
+        r.adopt(Seq::new(9).unwrap(), b"b".to_vec());
+        let ren = r.reset(vec![]);
+        assert_eq!(
+            ren,
+            vec![
+                (Seq::new(7).unwrap(), Seq::new(1).unwrap()),
+                (Seq::new(9).unwrap(), Seq::new(2).unwrap())
+            ]
+        );
+        assert_eq!(r.offset(), Offset::ZERO);
+        assert_eq!(r.state(), &vec!["a", "b"]);
+        assert_eq!(r.next_seq().get(), 3);
+    }
+}

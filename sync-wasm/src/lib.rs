@@ -1,0 +1,1 @@
+//! Logsync's browser SDK (filled in by its own issue).

@@ -167,12 +167,24 @@ impl<R: Reducer> SyncClient<R> {
 
     /// Adds an outbox entry read from storage (see [`Replica::adopt`]).
     /// Returns [`Effect::StateChanged`] when it changed the state.
+    ///
+    /// An intent adopted below what this connection already pushed (another
+    /// tab sent it) is pushed again on its own: the server has decided it
+    /// and answers with its original result, so this replica learns it too.
     pub fn adopt(&mut self, seq: Seq, payload: Vec<u8>) -> Vec<Effect> {
-        if self.replica.adopt(seq, payload) {
-            alloc::vec![Effect::StateChanged]
-        } else {
-            Vec::new()
+        let resend =
+            (self.phase == Phase::Ready && seq.get() <= self.sent_through).then(|| payload.clone());
+        if !self.replica.adopt(seq, payload) {
+            return Vec::new();
         }
+        let mut out = alloc::vec![Effect::StateChanged];
+        if let Some(payload) = resend {
+            out.push(Effect::Send(ClientMsg::Push {
+                stream: self.replica.stream().clone(),
+                intents: alloc::vec![PushIntent { seq, payload }],
+            }));
+        }
+        out
     }
 
     /// The pushes that can go now: pending intents with a seq, after the
@@ -188,18 +200,20 @@ impl<R: Reducer> SyncClient<R> {
         let mut batch: Vec<PushIntent> = Vec::new();
         let mut batch_bytes = 0usize;
         let mut too_large: Vec<Seq> = Vec::new();
-        let mut next = self.sent_through + 1;
-        for p in self.replica.pending() {
-            let Some(seq) = p.seq else { break };
-            if seq.get() < next {
-                continue;
-            }
-            if seq.get() != next {
-                // A hole: another tab holds that seq. Wait for it (a Gap
-                // from the server makes the adapter reload the outbox).
-                break;
-            }
-            let size = p.payload.len() + PER_INTENT_OVERHEAD;
+        // Every pending intent with a seq above what this connection has
+        // pushed, in seq order. A hole (a seq held by another tab, or not
+        // yet allocated here) is not waited for: the server answers `Gap`
+        // when it expects an older seq, and decided seqs are simply skipped.
+        let mut ready: Vec<(Seq, &[u8])> = self
+            .replica
+            .pending()
+            .iter()
+            .filter_map(|p| p.seq.map(|s| (s, p.payload.as_slice())))
+            .filter(|(s, _)| s.get() > self.sent_through)
+            .collect();
+        ready.sort_by_key(|(s, _)| *s);
+        for (seq, payload) in ready {
+            let size = payload.len() + PER_INTENT_OVERHEAD;
             if size > budget {
                 too_large.push(seq);
                 break;
@@ -213,11 +227,10 @@ impl<R: Reducer> SyncClient<R> {
             }
             batch.push(PushIntent {
                 seq,
-                payload: p.payload.clone(),
+                payload: payload.to_vec(),
             });
             batch_bytes += size;
             self.sent_through = seq.get();
-            next += 1;
         }
         if !batch.is_empty() {
             out.push(Effect::Send(ClientMsg::Push {
@@ -399,5 +412,192 @@ impl<R: Reducer> SyncClient<R> {
             self.replica.pending().len()
         )
         .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reducer::ReduceError;
+    use crate::types::{ClientId, StreamName};
+    use alloc::vec;
+
+    struct Count;
+    impl Reducer for Count {
+        type State = u64;
+        type Action = ();
+        fn decode(&self, _: &[u8]) -> Result<(), ReduceError> {
+            Ok(())
+        }
+        fn reduce(&self, s: &u64, _: &()) -> Result<u64, ReduceError> {
+            Ok(s + 1)
+        }
+    }
+
+    fn stream() -> StreamName {
+        StreamName::new("s").unwrap()
+    }
+
+    fn client(epoch: Option<&str>) -> SyncClient<Count> {
+        let r = Replica::new(stream(), ClientId([1; 16]), Count, 0);
+        SyncClient::new(r, epoch.map(Epoch::from), 0)
+    }
+
+    fn welcome(epoch: &str, max_frame_bytes: u32) -> ServerMsg {
+        ServerMsg::Welcome {
+            version: PROTOCOL_VERSION,
+            server_id: "t".into(),
+            epoch: Epoch::from(epoch),
+            max_frame_bytes,
+        }
+    }
+
+    fn sends(effects: &[Effect]) -> Vec<&ClientMsg> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn welcome_subscribes_from_offset_then_pushes() {
+        let mut c = client(None);
+        c.replica_mut().dispatch(b"a".to_vec()).unwrap();
+        assert!(c.flush().is_empty(), "nothing goes out before Welcome");
+        assert!(matches!(c.connected(None), ClientMsg::Hello { .. }));
+        let fx = c.handle(welcome("e1", 1 << 20)).unwrap();
+        assert_eq!(fx[0], Effect::StoreEpoch(Epoch::from("e1")));
+        let s = sends(&fx);
+        assert!(matches!(
+            s[0],
+            ClientMsg::Subscribe {
+                after: Offset(0),
+                ..
+            }
+        ));
+        assert!(matches!(s[1], ClientMsg::Push { intents, .. } if intents.len() == 1));
+    }
+
+    #[test]
+    fn another_epoch_resets_and_renumbers() {
+        let mut c = client(Some("old"));
+        c.replica_mut()
+            .apply_events(&[Event {
+                offset: Offset(1),
+                client_id: ClientId([2; 16]),
+                seq: Seq::FIRST,
+                time_ms: 0,
+                payload: vec![],
+            }])
+            .unwrap();
+        c.replica_mut().adopt(Seq::new(8).unwrap(), b"x".to_vec());
+        c.connected(None);
+        let fx = c.handle(welcome("new", 1 << 20)).unwrap();
+        assert!(fx.contains(&Effect::EpochReset {
+            previous: Epoch::from("old"),
+            epoch: Epoch::from("new"),
+            renumbered: vec![(Seq::new(8).unwrap(), Seq::FIRST)],
+        }));
+        assert_eq!(*c.replica().state(), 1, "only the pending intent remains");
+        let s = sends(&fx);
+        assert!(matches!(
+            s[0],
+            ClientMsg::Subscribe {
+                after: Offset(0),
+                ..
+            }
+        ));
+        assert!(matches!(s[1], ClientMsg::Push { intents, .. } if intents[0].seq == Seq::FIRST));
+    }
+
+    #[test]
+    fn gap_resends_or_asks_for_the_outbox() {
+        let mut c = client(Some("e"));
+        c.replica_mut().adopt(Seq::new(3).unwrap(), b"c".to_vec());
+        c.connected(None);
+        c.handle(welcome("e", 1 << 20)).unwrap();
+        let fx = c
+            .handle(ServerMsg::Gap {
+                stream: stream(),
+                expected_seq: Seq::new(2).unwrap(),
+            })
+            .unwrap();
+        assert_eq!(
+            fx,
+            vec![Effect::ReloadOutbox {
+                expected: Seq::new(2).unwrap()
+            }]
+        );
+        let fx = c.adopt(Seq::new(2).unwrap(), b"b".to_vec());
+        assert_eq!(fx, vec![Effect::StateChanged]);
+        let fx = c.flush();
+        let s = sends(&fx);
+        assert!(matches!(s[0], ClientMsg::Push { intents, .. }
+            if intents.iter().map(|i| i.seq.get()).collect::<Vec<_>>() == vec![2, 3]));
+    }
+
+    #[test]
+    fn pushes_split_to_fit_frames_and_oversized_intents_are_refused() {
+        let mut c = client(Some("e"));
+        for _ in 0..3 {
+            c.replica_mut().dispatch(vec![b'x'; 400]).unwrap();
+        }
+        c.replica_mut().dispatch(vec![b'y'; 5000]).unwrap();
+        c.connected(None);
+        let fx = c.handle(welcome("e", 1024)).unwrap();
+        let pushes: Vec<usize> = sends(&fx)
+            .iter()
+            .filter_map(|m| match m {
+                ClientMsg::Push { intents, .. } => Some(intents.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pushes, vec![1, 1, 1], "400-byte intents, 1 KiB frames");
+        assert!(fx.iter().any(|e| matches!(e,
+            Effect::Rejected { code: ErrorCode::PayloadTooLarge, seq, .. } if seq.get() == 4)));
+        assert!(fx.contains(&Effect::DropFromOutbox(Seq::new(4).unwrap())));
+        for m in sends(&fx) {
+            assert!(m.encode().len() <= 1024);
+        }
+    }
+
+    #[test]
+    fn reject_rolls_back_and_reports() {
+        let mut c = client(Some("e"));
+        c.replica_mut().dispatch(b"a".to_vec()).unwrap();
+        assert_eq!(*c.replica().state(), 1);
+        let fx = c
+            .handle(ServerMsg::Reject {
+                stream: stream(),
+                seq: Seq::FIRST,
+                code: ErrorCode::Forbidden,
+                message: "no".into(),
+            })
+            .unwrap();
+        assert_eq!(*c.replica().state(), 0);
+        assert!(fx.contains(&Effect::DropFromOutbox(Seq::FIRST)));
+        assert!(fx.iter().any(|e| matches!(
+            e,
+            Effect::Rejected {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn messages_for_other_streams_are_refused() {
+        let mut c = client(Some("e"));
+        let e = c
+            .handle(ServerMsg::Events {
+                stream: StreamName::new("other").unwrap(),
+                events: vec![],
+                head: Offset(0),
+            })
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::WrongStream);
     }
 }

@@ -182,15 +182,22 @@ impl<R: Reducer> Replica<R> {
 
     /// Gives a pending intent its seq. Returns false when no such pending
     /// intent exists (it was dropped meanwhile).
+    ///
+    /// If the intent was meanwhile adopted from storage under that seq (an
+    /// outbox reload raced with the write), the two are one intent: the
+    /// adopted copy stays and this one is dropped.
     pub fn assign_seq(&mut self, local_id: LocalId, seq: Seq) -> bool {
         self.bump_next_seq(seq.next());
-        match self.pending.iter_mut().find(|p| p.local_id == local_id) {
-            Some(p) => {
-                p.seq = Some(seq);
-                true
-            }
-            None => false,
+        let Some(i) = self.pending.iter().position(|p| p.local_id == local_id) else {
+            return false;
+        };
+        if self.pending.iter().any(|p| p.seq == Some(seq)) {
+            self.pending.remove(i);
+            self.recompute();
+        } else {
+            self.pending[i].seq = Some(seq);
         }
+        true
     }
 
     /// Adds a stored outbox intent (after a restart, or written by another

@@ -1,0 +1,224 @@
+//! Golden byte fixtures pin the wire format: each message below must encode
+//! to exactly the bytes in `fixtures/protocol-v1/<name>.bin`, and those
+//! bytes must decode back to it. A failure here means the wire format
+//! changed: if that is deliberate, bump the protocol version, then
+//! regenerate with `LOGSYNC_BLESS=1 cargo test -p sync-core --test golden`
+//! and review the diff.
+
+use std::path::PathBuf;
+
+use sync_core::protocol::{ClientMsg, PushIntent, ServerMsg, DEFAULT_MAX_FRAME_BYTES};
+use sync_core::{ClientId, Epoch, ErrorCode, Event, Offset, Seq, StreamName};
+
+fn stream() -> StreamName {
+    StreamName::new("todos/team-42").expect("valid")
+}
+
+fn seq(n: u64) -> Seq {
+    Seq::new(n).expect("valid")
+}
+
+const CLIENT: ClientId = ClientId([
+    0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+]);
+
+fn client_fixtures() -> Vec<(&'static str, ClientMsg)> {
+    vec![
+        (
+            "client-hello",
+            ClientMsg::Hello {
+                version: 1,
+                client_id: CLIENT,
+                token: None,
+            },
+        ),
+        (
+            "client-hello-token",
+            ClientMsg::Hello {
+                version: 1,
+                client_id: CLIENT,
+                token: Some("eyJhbGciOiJIUzI1NiJ9.e30.sig".into()),
+            },
+        ),
+        (
+            "client-subscribe",
+            ClientMsg::Subscribe {
+                stream: stream(),
+                after: Offset(300),
+            },
+        ),
+        (
+            "client-unsubscribe",
+            ClientMsg::Unsubscribe { stream: stream() },
+        ),
+        (
+            "client-push",
+            ClientMsg::Push {
+                stream: stream(),
+                intents: vec![
+                    PushIntent {
+                        seq: seq(1),
+                        payload: br#"{"type":"todo/added","text":"milk"}"#.to_vec(),
+                    },
+                    PushIntent {
+                        seq: seq(2),
+                        payload: br#"{"type":"todo/toggled","id":1}"#.to_vec(),
+                    },
+                ],
+            },
+        ),
+        ("client-ping", ClientMsg::Ping { nonce: 0xdead_beef }),
+    ]
+}
+
+fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
+    vec![
+        (
+            "server-welcome",
+            ServerMsg::Welcome {
+                version: 1,
+                server_id: "node-1".into(),
+                epoch: Epoch("0123456789abcdef0123456789abcdef".into()),
+                max_frame_bytes: 1 << 20,
+            },
+        ),
+        (
+            "server-events",
+            ServerMsg::Events {
+                stream: stream(),
+                events: vec![
+                    Event {
+                        offset: Offset(301),
+                        client_id: CLIENT,
+                        seq: seq(1),
+                        time_ms: 1_764_115_200_000,
+                        payload: br#"{"type":"todo/added","text":"milk"}"#.to_vec(),
+                    },
+                    Event {
+                        offset: Offset(302),
+                        client_id: ClientId([7; 16]),
+                        seq: seq(40),
+                        time_ms: 1_764_115_200_123,
+                        payload: vec![0, 255, 1],
+                    },
+                ],
+                head: Offset(302),
+            },
+        ),
+        (
+            "server-events-empty",
+            ServerMsg::Events {
+                stream: stream(),
+                events: vec![],
+                head: Offset(0),
+            },
+        ),
+        (
+            "server-ack",
+            ServerMsg::Ack {
+                stream: stream(),
+                seq: seq(2),
+                offset: Offset(302),
+                duplicate: true,
+            },
+        ),
+        (
+            "server-reject",
+            ServerMsg::Reject {
+                stream: stream(),
+                seq: seq(3),
+                code: ErrorCode::PayloadTooLarge,
+                message: "payload of 2000000 bytes is over the limit of 262144".into(),
+            },
+        ),
+        (
+            "server-gap",
+            ServerMsg::Gap {
+                stream: stream(),
+                expected_seq: seq(5),
+            },
+        ),
+        (
+            "server-error",
+            ServerMsg::Error {
+                code: ErrorCode::ProtocolVersion,
+                message: "protocol version 2 is not supported; this side speaks version 1".into(),
+            },
+        ),
+        ("server-pong", ServerMsg::Pong { nonce: 0xdead_beef }),
+    ]
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/protocol-v1")
+}
+
+fn check(name: &str, bytes: &[u8]) -> Vec<u8> {
+    let path = dir().join(format!("{name}.bin"));
+    if std::env::var_os("LOGSYNC_BLESS").is_some() {
+        std::fs::create_dir_all(dir()).expect("create fixtures dir");
+        std::fs::write(&path, bytes).expect("write fixture");
+    }
+    let golden = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (regenerate with LOGSYNC_BLESS=1)", path.display()));
+    assert_eq!(
+        bytes,
+        &golden[..],
+        "{name}: encoding differs from {} — the wire format changed",
+        path.display()
+    );
+    golden
+}
+
+#[test]
+fn client_messages_match_golden_bytes() {
+    for (name, msg) in client_fixtures() {
+        let golden = check(name, &msg.encode());
+        assert_eq!(
+            ClientMsg::decode(&golden, DEFAULT_MAX_FRAME_BYTES).expect("decodes"),
+            msg,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn server_messages_match_golden_bytes() {
+    for (name, msg) in server_fixtures() {
+        let golden = check(name, &msg.encode());
+        assert_eq!(
+            ServerMsg::decode(&golden, DEFAULT_MAX_FRAME_BYTES).expect("decodes"),
+            msg,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn every_fixture_file_is_covered() {
+    let mut known: Vec<String> = client_fixtures()
+        .iter()
+        .map(|(n, _)| format!("{n}.bin"))
+        .chain(server_fixtures().iter().map(|(n, _)| format!("{n}.bin")))
+        .collect();
+    known.sort();
+    let mut files: Vec<String> = std::fs::read_dir(dir())
+        .expect("fixtures dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".bin"))
+        .collect();
+    files.sort();
+    assert_eq!(files, known, "fixture files and fixture list differ");
+}
+
+/// The hello fixture, byte by byte: the version must stay readable at a
+/// fixed place (variant 0, then the version varint) for every future version.
+#[test]
+fn hello_layout_is_version_first() {
+    let bytes = std::fs::read(dir().join("client-hello.bin")).expect("fixture");
+    assert_eq!(&bytes[..2], &[0, 1], "variant 0, version 1");
+    assert_eq!(&bytes[2..18], &CLIENT.0, "then the client id");
+    assert_eq!(bytes[18], 0, "then no token");
+    assert_eq!(bytes.len(), 19);
+}

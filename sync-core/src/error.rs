@@ -81,6 +81,10 @@ pub enum ErrorCode {
     Internal,
     /// A code this build does not know (sent by a newer peer).
     Unknown,
+    /// Client storage is full (the browser refused a write for quota).
+    QuotaExceeded,
+    /// The store was closed; the call cannot complete.
+    StoreClosed,
 }
 
 impl ErrorCode {
@@ -118,6 +122,8 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::Internal,
         ErrorCode::Unknown,
+        ErrorCode::QuotaExceeded,
+        ErrorCode::StoreClosed,
     ];
 
     /// The stable text of the code.
@@ -155,6 +161,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Unknown => "UNKNOWN",
+            ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
+            ErrorCode::StoreClosed => "STORE_CLOSED",
         }
     }
 

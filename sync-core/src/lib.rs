@@ -2,6 +2,7 @@
 
 extern crate alloc;
 
+pub mod backoff;
 pub mod client;
 pub mod decide;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod reducer;
 pub mod replica;
 pub mod types;
 
+pub use backoff::Backoff;
 pub use client::{Effect, Phase, SyncClient};
 pub use decide::{decide, Decision};
 pub use error::{CoreError, ErrorCode};

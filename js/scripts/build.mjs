@@ -1,0 +1,58 @@
+// Builds the wasm module into js/wasm/ (git-ignored, shipped by `npm pack`):
+// `wasm-pack build --release --target web` of ../sync-wasm, with the
+// repository's wasm-opt on PATH, then prints the package's size.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { delimiter, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+
+const jsDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const root = resolve(jsDir, '..');
+const crate = join(root, 'sync-wasm');
+const outDir = join(jsDir, 'wasm');
+const tools = join(root, '.tools', 'node_modules', '.bin');
+
+if (!existsSync(join(tools, 'wasm-opt'))) {
+  console.error(`wasm-opt not found in ${tools}; run scripts/setup.sh first`);
+  process.exit(1);
+}
+
+const result = spawnSync('wasm-pack', [
+  'build', '--release', '--target', 'web',
+  '--out-dir', outDir, '--out-name', 'logsync_wasm',
+  '--no-pack', '--no-gitignore', crate,
+], {
+  stdio: 'inherit',
+  env: { ...process.env, PATH: `${tools}${delimiter}${process.env.PATH}` },
+});
+if (result.error) {
+  console.error(`could not run wasm-pack: ${result.error.message} (run scripts/setup.sh)`);
+  process.exit(1);
+}
+if (result.status !== 0) process.exit(result.status ?? 1);
+
+// wasm-pack copies the crate's README and licence; the package has its own.
+for (const name of readdirSync(outDir)) {
+  if (!/^logsync_wasm(_bg)?\.(js|wasm|d\.ts|wasm\.d\.ts)$/.test(name)) rmSync(join(outDir, name), { recursive: true });
+}
+
+const files = [
+  join(outDir, 'logsync_wasm_bg.wasm'),
+  join(outDir, 'logsync_wasm.js'),
+  ...readdirSync(join(jsDir, 'src')).filter((f) => f.endsWith('.js')).map((f) => join(jsDir, 'src', f)),
+];
+let raw = 0;
+let gz = 0;
+for (const file of files) {
+  const bytes = readFileSync(file);
+  const g = gzipSync(bytes, { level: 9 }).length;
+  raw += statSync(file).size;
+  gz += g;
+  console.log(`  ${file.slice(jsDir.length + 1).padEnd(28)} ${kb(bytes.length).padStart(9)} raw ${kb(g).padStart(9)} gzip`);
+}
+console.log(`  ${'total (wasm + JS)'.padEnd(28)} ${kb(raw).padStart(9)} raw ${kb(gz).padStart(9)} gzip`);
+
+function kb(n) {
+  return `${(n / 1024).toFixed(1)} KiB`;
+}

@@ -1,0 +1,104 @@
+// Errors of the Logsync JS API. Every error Logsync throws or reports is a
+// real `Error` whose `name` is "LogsyncError" and whose `code` is one of
+// ERROR_CODES. Errors made inside the wasm module are plain `Error`s with
+// that name and code, so `instanceof LogsyncError` checks the shape rather
+// than the prototype chain.
+
+/**
+ * Every error code, in the order sync-core lists them. Kept equal to the
+ * wasm module's `errorCodes()` and to the `ErrorCode` union in errors.d.ts
+ * (test/error-codes.test.mjs checks all three).
+ */
+export const ERROR_CODES = Object.freeze([
+  'PROTOCOL_VERSION',
+  'MALFORMED_FRAME',
+  'FRAME_TOO_LARGE',
+  'HELLO_REQUIRED',
+  'UNEXPECTED_HELLO',
+  'INVALID_STREAM',
+  'INVALID_SEQ',
+  'INVALID_CLIENT_ID',
+  'INVALID_OFFSET',
+  'INVALID_JSON',
+  'INVALID_REQUEST',
+  'SEQ_GAP',
+  'PAYLOAD_TOO_LARGE',
+  'UNAUTHORIZED',
+  'FORBIDDEN',
+  'ORIGIN_FORBIDDEN',
+  'RATE_LIMITED',
+  'TOO_MANY_SUBSCRIPTIONS',
+  'TOO_MANY_CONNECTIONS',
+  'SLOW_CONSUMER',
+  'IDLE_TIMEOUT',
+  'SHUTTING_DOWN',
+  'STORAGE',
+  'REJECTED',
+  'OFFSET_GAP',
+  'OFFSET_REPEAT',
+  'WRONG_STREAM',
+  'REDUCER',
+  'EPOCH_CHANGED',
+  'NOT_FOUND',
+  'INTERNAL',
+  'UNKNOWN',
+  'QUOTA_EXCEEDED',
+  'STORE_CLOSED',
+]);
+
+const KNOWN = new Set(ERROR_CODES);
+
+/** An error with a stable, switchable `code`. */
+export class LogsyncError extends Error {
+  /**
+   * @param {string} code one of ERROR_CODES (anything else becomes UNKNOWN)
+   * @param {string} message what went wrong and, where it helps, how to fix it
+   * @param {{ cause?: unknown }} [options]
+   */
+  constructor(code, message, options) {
+    super(message, options);
+    this.name = 'LogsyncError';
+    this.code = KNOWN.has(code) ? code : 'UNKNOWN';
+  }
+
+  // Errors built by the wasm module are plain Errors with this name and a
+  // code; they count as LogsyncErrors too.
+  static [Symbol.hasInstance](value) {
+    return isLogsyncError(value);
+  }
+}
+
+/** Whether `value` is an error Logsync made (here or in the wasm module). */
+export function isLogsyncError(value) {
+  return (
+    value instanceof Error &&
+    value.name === 'LogsyncError' &&
+    typeof (/** @type {any} */ (value).code) === 'string'
+  );
+}
+
+/**
+ * Turns whatever a lower layer threw into a LogsyncError, keeping the cause.
+ * @param {unknown} err
+ * @param {string} code the code to use when `err` carries none
+ * @param {string} context what was being done, for the message
+ */
+export function toLogsyncError(err, code, context) {
+  if (isLogsyncError(err)) return err;
+  const text = err instanceof Error ? err.message : String(err);
+  return new LogsyncError(code, `${context}: ${text}`, { cause: err });
+}
+
+/** A short description of a value for error messages. */
+export function describe(value) {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  if (typeof value === 'function') return `a function${value.name ? ` (${value.name})` : ''}`;
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') {
+    const name = Object.getPrototypeOf(value)?.constructor?.name;
+    return name && name !== 'Object' ? `an instance of ${name}` : 'an object';
+  }
+  return `${typeof value} ${String(value)}`;
+}

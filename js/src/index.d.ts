@@ -1,0 +1,125 @@
+import type { ErrorCode } from './errors.js';
+export { ERROR_CODES, LogsyncError, isLogsyncError } from './errors.js';
+export type { ErrorCode } from './errors.js';
+
+/** A Redux action: a plain, JSON-serialisable object with a string `type`. */
+export interface Action<T extends string = string> {
+  type: T;
+  [extra: string]: unknown;
+}
+
+/** A pure, deterministic `(state, action) => state`; `state` is undefined only when computing the initial state. */
+export type Reducer<S, A extends Action = Action> = (state: S | undefined, action: A) => S;
+
+/** Options of `createSyncStore`. */
+export interface SyncStoreOptions<S, A extends Action = Action> {
+  /** The server's WebSocket URL, e.g. `ws://localhost:8080/v1/ws`. */
+  url: string;
+  /** The stream to follow: 1-200 bytes of `[A-Za-z0-9._~:/-]`, e.g. `todos/team-42`. */
+  stream: string;
+  /** Folds every event (and every pending action) into the state. */
+  reducer: Reducer<S, A>;
+  /** The state before the first event; when left out, `reducer(undefined, { type: '@@logsync/INIT' })`. */
+  initialState?: S;
+  /** The IndexedDB database (one per app). Default `"logsync"`. */
+  dbName?: string;
+  /** A JWT, when the server requires one. */
+  token?: string;
+  /** Store a snapshot of the state every this many events (default chosen by the SDK). */
+  snapshotEvery?: number;
+  /** `false` opens the store from IndexedDB only, without connecting. Default `true`. */
+  connect?: boolean;
+}
+
+/** An error as it appears in the status and in rejections. */
+export interface ErrorInfo {
+  code: ErrorCode;
+  message: string;
+}
+
+/** Where syncing stands. A new (frozen) object each time something changes. */
+export interface SyncStatus {
+  /** Connected and subscribed. */
+  readonly online: boolean;
+  /** The last server offset applied to the confirmed state. */
+  readonly offset: number;
+  /** The server's last offset, as far as this client knows. */
+  readonly head: number;
+  /** Actions dispatched here that the server has not confirmed yet. */
+  readonly pending: number;
+  /** The last error, or null. */
+  readonly lastError: ErrorInfo | null;
+  /** This installation's id (32 hex digits). */
+  readonly clientId: string;
+}
+
+/** An action the server refused; it has been dropped from the state. */
+export interface Rejection<A extends Action = Action> {
+  action: A;
+  code: ErrorCode;
+  message: string;
+}
+
+/** A way to stop listening. Calling it twice is harmless. */
+export type Unsubscribe = () => void;
+
+/** An observable of states, for interop (`Symbol.observable`). */
+export interface StateObservable<S> {
+  subscribe(observer: { next?(state: S): void }): { unsubscribe: Unsubscribe };
+  [Symbol.observable](): StateObservable<S>;
+}
+
+declare global {
+  interface SymbolConstructor {
+    readonly observable: symbol;
+  }
+}
+
+/** A Redux-compatible store whose state is kept in sync with the server. All methods work detached (`const { dispatch } = store`). */
+export interface SyncStore<S, A extends Action = Action> {
+  /** The stream this store follows. */
+  readonly stream: string;
+  /** The current state (optimistic: confirmed state with pending actions on top). The same object until it changes. */
+  getState(): S;
+  /** Applies `action` at once and sends it to the server (now, or when back online). Returns `action`. */
+  dispatch<T extends A>(action: T): T;
+  /** Calls `listener` after every state change. */
+  subscribe(listener: () => void): Unsubscribe;
+  /** Swaps the reducer and recomputes the state (for hot reloading). */
+  replaceReducer(nextReducer: Reducer<S, A>): void;
+  /** The sync status. */
+  readonly status: SyncStatus;
+  /** Calls `listener` with the new status whenever it changes. */
+  onStatus(listener: (status: SyncStatus) => void): Unsubscribe;
+  /** Calls `listener` with connection, storage and reducer errors (the store keeps running). */
+  onError(listener: (error: LogsyncErrorType) => void): Unsubscribe;
+  /** Calls `listener` when the server refuses one of this client's actions. */
+  onRejected(listener: (rejection: Rejection<A>) => void): Unsubscribe;
+  /** Resolves when every action dispatched so far is confirmed by the server. */
+  synced(): Promise<void>;
+  /** Disconnects and releases IndexedDB. The store cannot be used afterwards. */
+  close(): Promise<void>;
+  [Symbol.observable](): StateObservable<S>;
+}
+
+type LogsyncErrorType = import('./errors.js').LogsyncError;
+
+/** Options of `init`. */
+export interface InitOptions {
+  /** Where the `.wasm` file is, or its bytes or compiled module. Default: next to the package's JS. */
+  wasm?: string | URL | Request | Response | BufferSource | WebAssembly.Module;
+}
+
+/** Loads the wasm module once. Idempotent; `createSyncStore` calls it for you. */
+export declare function init(options?: InitOptions): Promise<void>;
+
+/** Opens the local replica of a stream (from IndexedDB, even offline) and starts syncing it. */
+export declare function createSyncStore<S, A extends Action = Action>(
+  options: SyncStoreOptions<S, A>,
+): Promise<SyncStore<S, A>>;
+
+/** The codes the loaded wasm module knows (equal to ERROR_CODES). Call after `await init()`. */
+export declare function wasmErrorCodes(): ErrorCode[];
+
+/** The type of the action that computes a missing `initialState`. */
+export declare const INIT_ACTION_TYPE: '@@logsync/INIT';

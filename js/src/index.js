@@ -1,0 +1,275 @@
+// The Logsync store: a Redux-compatible store whose state is the reduction
+// of a server-ordered event log, kept in IndexedDB and synced over a
+// WebSocket. This file is the idiomatic JS face over the wasm module's
+// low-level `openStore`; everything that syncs lives in the wasm module.
+
+import loadWasm, * as wasm from '../wasm/logsync_wasm.js';
+import { ERROR_CODES, LogsyncError, describe, isLogsyncError, toLogsyncError } from './errors.js';
+
+export { ERROR_CODES, LogsyncError, isLogsyncError };
+
+/** The action that computes a missing `initialState`, as Redux does. */
+export const INIT_ACTION_TYPE = '@@logsync/INIT';
+
+let loading = null;
+
+/**
+ * Loads and instantiates the WebAssembly module. Idempotent: every call
+ * returns the same promise, and `createSyncStore` calls it for you, so call
+ * it yourself only to start loading early or to say where the `.wasm` file
+ * is. After a failed load the next call tries again.
+ *
+ * @param {{ wasm?: string | URL | Request | Response | BufferSource | WebAssembly.Module }} [options]
+ * @returns {Promise<void>}
+ */
+export function init(options = {}) {
+  if (loading) return loading;
+  if (options === null || typeof options !== 'object') {
+    return Promise.reject(new LogsyncError('INVALID_REQUEST',
+      `init() takes an options object such as { wasm: new URL('…/logsync_wasm_bg.wasm', import.meta.url) } or nothing, got ${describe(options)}`));
+  }
+  const source = options.wasm;
+  loading = loadWasm(source === undefined ? undefined : { module_or_path: source }).then(
+    () => undefined,
+    (err) => {
+      loading = null;
+      throw toLogsyncError(err, 'INTERNAL',
+        'Logsync could not load its WebAssembly module (logsync_wasm_bg.wasm). ' +
+        'Serve the file next to the package\'s JS (bundlers such as Vite do this for you; in Vite dev mode ' +
+        'add optimizeDeps: { exclude: [\'logsync\'] }), or pass its location: init({ wasm: url })');
+    },
+  );
+  return loading;
+}
+
+/**
+ * Opens (or creates) the local replica of `options.stream` and starts
+ * syncing it. Resolves once the store is usable: state restored from
+ * IndexedDB, even with no network.
+ *
+ * @param {import('./index.js').SyncStoreOptions<any, any>} options
+ * @returns {Promise<import('./index.js').SyncStore<any, any>>}
+ */
+export async function createSyncStore(options) {
+  const { low, reducer, initialState } = checkOptions(options);
+  await init();
+  let inner;
+  try {
+    inner = await wasm.openStore(low, reducer, initialState);
+  } catch (err) {
+    throw toLogsyncError(err, 'INTERNAL', `Could not open the Logsync store of stream "${low.stream}"`);
+  }
+  return wrapStore(inner, low.stream);
+}
+
+/**
+ * The error codes the wasm module knows (equal to ERROR_CODES). Needs the
+ * module: call after `await init()`.
+ * @returns {string[]}
+ */
+export function wasmErrorCodes() {
+  if (!loading) {
+    throw new LogsyncError('INVALID_REQUEST', 'wasmErrorCodes() needs the wasm module: call `await init()` first (or use ERROR_CODES, which needs nothing)');
+  }
+  return Array.from(wasm.errorCodes());
+}
+
+function checkOptions(options) {
+  const bad = (what) => new LogsyncError('INVALID_REQUEST', `createSyncStore: ${what}`);
+  if (options === null || typeof options !== 'object') {
+    throw bad(`expects an options object { url, stream, reducer, initialState, dbName }, got ${describe(options)}`);
+  }
+  const { url, stream, reducer, dbName = 'logsync', token, snapshotEvery, connect } = options;
+  if (typeof url !== 'string' || !/^wss?:\/\//i.test(url)) {
+    const hint = typeof url === 'string' && /^https?:\/\//i.test(url)
+      ? ` (use ${url.replace(/^http/i, 'ws')})` : '';
+    throw bad(`options.url must be the server's WebSocket URL such as "ws://localhost:8080/v1/ws", got ${describe(url)}${hint}`);
+  }
+  if (typeof stream !== 'string' || stream.length === 0) {
+    throw bad(`options.stream must be a stream name such as "todos/team-42", got ${describe(stream)}`);
+  }
+  if (typeof reducer !== 'function') {
+    throw bad(`options.reducer must be a function (state, action) => state, got ${describe(reducer)}`);
+  }
+  if (typeof dbName !== 'string' || dbName.length === 0) {
+    throw bad(`options.dbName must be a non-empty string naming the IndexedDB database, got ${describe(dbName)}`);
+  }
+  if (token !== undefined && token !== null && typeof token !== 'string') {
+    throw bad(`options.token must be a string (a JWT) or left out, got ${describe(token)}`);
+  }
+  if (snapshotEvery !== undefined && !(Number.isInteger(snapshotEvery) && snapshotEvery > 0)) {
+    throw bad(`options.snapshotEvery must be a positive integer, got ${describe(snapshotEvery)}`);
+  }
+  if (connect !== undefined && typeof connect !== 'boolean') {
+    throw bad(`options.connect must be true or false, got ${describe(connect)}`);
+  }
+  let initialState = options.initialState;
+  if (initialState === undefined) {
+    // Like Redux: a reducer with a default state argument supplies it.
+    initialState = reducer(undefined, { type: INIT_ACTION_TYPE });
+    if (initialState === undefined) {
+      throw bad('options.initialState is missing and reducer(undefined, { type: "@@logsync/INIT" }) returned undefined; pass initialState or give the reducer a default state');
+    }
+  }
+  const low = { url, stream, dbName };
+  if (token != null) low.token = token;
+  if (snapshotEvery !== undefined) low.snapshotEvery = snapshotEvery;
+  if (connect !== undefined) low.connect = connect;
+  return { low, reducer, initialState };
+}
+
+const $$observable = (typeof Symbol === 'function' && Symbol.observable) || '@@observable';
+
+function wrapStore(inner, stream) {
+  let closed = false;
+  let status = freezeStatus(inner.status());
+  const statusListeners = new Set();
+  // One subscription to the wasm store keeps one status object per change,
+  // so `store.status` is referentially stable between changes (what
+  // useSyncExternalStore needs).
+  const stopStatus = inner.onStatus(() => {
+    const next = inner.status();
+    if (sameStatus(status, next)) return;
+    status = freezeStatus(next);
+    for (const listener of Array.from(statusListeners)) listener(status);
+  });
+
+  const ensureOpen = (method) => {
+    if (closed) {
+      throw new LogsyncError('STORE_CLOSED', `store.${method}() was called after store.close(); create a new store with createSyncStore()`);
+    }
+  };
+  const ensureFunction = (method, fn) => {
+    if (typeof fn !== 'function') {
+      throw new LogsyncError('INVALID_REQUEST', `store.${method}(listener) expects a function, got ${describe(fn)}`);
+    }
+  };
+  const once = (stop) => {
+    let done = false;
+    return () => {
+      if (!done) { done = true; stop(); }
+    };
+  };
+
+  const getState = () => inner.getState();
+
+  const dispatch = (action) => {
+    ensureOpen('dispatch');
+    checkAction(action);
+    try {
+      inner.dispatch(action);
+    } catch (err) {
+      throw toLogsyncError(err, 'INTERNAL', 'dispatch failed');
+    }
+    return action;
+  };
+
+  const subscribe = (listener) => {
+    ensureFunction('subscribe', listener);
+    return once(inner.subscribe(() => listener()));
+  };
+
+  const onStatus = (listener) => {
+    ensureFunction('onStatus', listener);
+    const entry = (s) => listener(s);
+    statusListeners.add(entry);
+    return once(() => statusListeners.delete(entry));
+  };
+
+  const onError = (listener) => {
+    ensureFunction('onError', listener);
+    return once(inner.onError((err) => listener(toLogsyncError(err, 'INTERNAL', 'sync error'))));
+  };
+
+  const onRejected = (listener) => {
+    ensureFunction('onRejected', listener);
+    return once(inner.onRejected((rejection) => listener(rejection)));
+  };
+
+  const replaceReducer = (nextReducer) => {
+    ensureOpen('replaceReducer');
+    if (typeof nextReducer !== 'function') {
+      throw new LogsyncError('INVALID_REQUEST', `store.replaceReducer(reducer) expects a function (state, action) => state, got ${describe(nextReducer)}`);
+    }
+    inner.replaceReducer(nextReducer);
+  };
+
+  const synced = () => {
+    if (closed) return Promise.reject(new LogsyncError('STORE_CLOSED', 'store.synced() was called after store.close(); create a new store with createSyncStore()'));
+    return Promise.resolve(inner.synced());
+  };
+
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    stopStatus();
+    statusListeners.clear();
+    await inner.close();
+  };
+
+  const observable = () => ({
+    subscribe(observer) {
+      if (observer === null || typeof observer !== 'object') {
+        throw new TypeError('Expected the observer to be an object with a next() method.');
+      }
+      const next = () => { if (observer.next) observer.next(getState()); };
+      next();
+      return { unsubscribe: subscribe(next) };
+    },
+    [$$observable]() { return this; },
+  });
+
+  return {
+    stream,
+    getState,
+    dispatch,
+    subscribe,
+    replaceReducer,
+    get status() { return status; },
+    onStatus,
+    onError,
+    onRejected,
+    synced,
+    close,
+    [$$observable]: observable,
+  };
+}
+
+function checkAction(action) {
+  if (!isPlainObject(action)) {
+    const hint = typeof action === 'function'
+      ? ' Functions (thunks) cannot be synced: dispatch the plain action they would produce.'
+      : '';
+    throw new LogsyncError('INVALID_REQUEST',
+      `dispatch expects a plain object action such as { type: 'todo/added', text: 'milk' }, got ${describe(action)}.${hint}`);
+  }
+  if (typeof action.type !== 'string') {
+    throw new LogsyncError('INVALID_REQUEST',
+      `dispatch expects an action with a string "type" (it travels as JSON), got type ${describe(action.type)}`);
+  }
+}
+
+function isPlainObject(value) {
+  if (value === null || typeof value !== 'object') return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+function freezeStatus(s) {
+  const lastError = s.lastError == null ? null : Object.freeze({ code: s.lastError.code, message: s.lastError.message });
+  return Object.freeze({
+    online: !!s.online,
+    offset: Number(s.offset),
+    head: Number(s.head),
+    pending: Number(s.pending),
+    lastError,
+    clientId: s.clientId,
+  });
+}
+
+function sameStatus(a, b) {
+  const ea = a.lastError, eb = b.lastError ?? null;
+  return a.online === !!b.online && a.offset === Number(b.offset) && a.head === Number(b.head) &&
+    a.pending === Number(b.pending) && a.clientId === b.clientId &&
+    (ea === eb || (ea !== null && eb !== null && ea.code === eb.code && ea.message === eb.message));
+}

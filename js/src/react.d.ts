@@ -1,0 +1,33 @@
+import type { ReactNode, ReactElement } from 'react';
+import type { Action, SyncStatus, SyncStore } from './index.js';
+
+/** Makes `store` available to the hooks below it. */
+export declare function LogsyncProvider<S, A extends Action>(props: {
+  store: SyncStore<S, A>;
+  children?: ReactNode;
+}): ReactElement;
+
+/** The store of the nearest `<LogsyncProvider>`. */
+export declare function useLogsyncStore<S = unknown, A extends Action = Action>(): SyncStore<S, A>;
+
+/** The whole state. */
+export declare function useSyncState<S = unknown>(): S;
+/** A slice of the state; re-renders only when it changes by `isEqual` (default `Object.is`). */
+export declare function useSyncState<S, T>(
+  selector: (state: S) => T,
+  isEqual?: (a: T, b: T) => boolean,
+): T;
+
+/** The store's `dispatch`. */
+export declare function useDispatch<A extends Action = Action>(): <T extends A>(action: T) => T;
+
+/** The sync status. */
+export declare function useSyncStatus(): SyncStatus;
+/** A part of the sync status; re-renders only when it changes by `isEqual`. */
+export declare function useSyncStatus<T>(
+  selector: (status: SyncStatus) => T,
+  isEqual?: (a: T, b: T) => boolean,
+): T;
+
+/** Shallow equality of two objects or arrays. */
+export declare function shallowEqual(a: unknown, b: unknown): boolean;

@@ -1,0 +1,132 @@
+// Compiled with `tsc --noEmit` by test/types.test.mjs: every public name is
+// used the way the README shows, and each `@ts-expect-error` line proves a
+// misuse is caught (tsc fails if such a line compiles).
+import {
+  init,
+  createSyncStore,
+  ERROR_CODES,
+  LogsyncError,
+  isLogsyncError,
+  wasmErrorCodes,
+  INIT_ACTION_TYPE,
+  type ErrorCode,
+  type SyncStore,
+  type SyncStatus,
+  type SyncStoreOptions,
+  type Rejection,
+  type Reducer,
+} from 'logsync';
+import { LogsyncProvider, useSyncState, useDispatch, useSyncStatus, useLogsyncStore, shallowEqual } from 'logsync/react';
+import { connectElmPorts, type ElmPortsOptions } from 'logsync/elm';
+import { Provider, useSelector } from 'react-redux';
+
+interface Todo { id: string; text: string; done: boolean }
+interface State { todos: Todo[] }
+type TodoAction =
+  | { type: 'todo/added'; id: string; text: string }
+  | { type: 'todo/toggled'; id: string };
+
+const reducer: Reducer<State, TodoAction> = (state = { todos: [] }, action) => {
+  switch (action.type) {
+    case 'todo/added':
+      return { todos: [...state.todos, { id: action.id, text: action.text, done: false }] };
+    case 'todo/toggled':
+      return { todos: state.todos.map((t) => (t.id === action.id ? { ...t, done: !t.done } : t)) };
+    default:
+      return state;
+  }
+};
+
+export async function main(): Promise<void> {
+  await init();
+  await init({ wasm: new URL('https://example.invalid/logsync_wasm_bg.wasm') });
+  const options: SyncStoreOptions<State, TodoAction> = {
+    url: 'ws://localhost:8080/v1/ws',
+    stream: 'todos/team-42',
+    reducer,
+    initialState: { todos: [] },
+    dbName: 'my-app',
+  };
+  const store: SyncStore<State, TodoAction> = await createSyncStore(options);
+  const added = store.dispatch({ type: 'todo/added', id: '1', text: 'milk' });
+  const id: string = added.id;
+  // @ts-expect-error an action outside the union is refused
+  store.dispatch({ type: 'todo/renamed', id: '1' });
+  const { dispatch, getState, subscribe } = store;
+  dispatch({ type: 'todo/toggled', id });
+  const todos: Todo[] = getState().todos;
+  const stop = subscribe(() => console.log(todos.length));
+  stop();
+  const status: SyncStatus = store.status;
+  const online: boolean = status.online;
+  const pending: number = status.pending;
+  const offset: number = status.offset;
+  const head: number = status.head;
+  const lastCode: ErrorCode | undefined = status.lastError?.code;
+  // @ts-expect-error status is read-only
+  store.status = status;
+  store.onStatus((s) => console.log(s.online, online, pending, offset, head, lastCode));
+  store.onError((err) => {
+    const code: ErrorCode = err.code;
+    if (code === 'UNAUTHORIZED') console.log(err.message);
+    // @ts-expect-error not an error code
+    if (code === 'NOT_A_CODE') console.log('never');
+  });
+  store.onRejected((r: Rejection<TodoAction>) => console.log(r.action.type, r.code, r.message));
+  store.replaceReducer(reducer);
+  await store.synced();
+  const sub = store[Symbol.observable]().subscribe({ next: (s) => console.log(s.todos.length) });
+  sub.unsubscribe();
+  await store.close();
+
+  // Redux's initial-state convention: initialState may be left out.
+  await createSyncStore({ url: 'wss://sync.example.invalid/v1/ws', stream: 's', reducer, connect: false, token: 'jwt', snapshotEvery: 100 });
+  // @ts-expect-error url is required
+  await createSyncStore({ stream: 's', reducer });
+
+  const codes: readonly ErrorCode[] = ERROR_CODES;
+  const fromWasm: ErrorCode[] = wasmErrorCodes();
+  const initType: '@@logsync/INIT' = INIT_ACTION_TYPE;
+  console.log(codes, fromWasm, initType);
+  try {
+    store.dispatch({ type: 'todo/toggled', id });
+  } catch (e) {
+    if (e instanceof LogsyncError) console.log(e.code satisfies ErrorCode);
+    if (isLogsyncError(e)) console.log(e.code);
+  }
+  new LogsyncError('INVALID_REQUEST', 'message', { cause: new Error('x') });
+
+  // Elm
+  const ports = {
+    dispatch: { subscribe(_cb: (v: unknown) => void) {}, unsubscribe(_cb: (v: unknown) => void) {} },
+    stateChanged: { send(_v: unknown) {} },
+  };
+  const elmOptions: ElmPortsOptions<State> = { statusPort: 'syncStatus', encodeState: (s) => s.todos };
+  const disconnect: () => void = connectElmPorts(ports, store, elmOptions);
+  disconnect();
+
+  // React
+  const App = () => {
+    const count = useSyncState((s: State) => s.todos.length);
+    const texts = useSyncState((s: State) => s.todos.map((t) => t.text), shallowEqual);
+    const whole = useSyncState<State>();
+    const d = useDispatch<TodoAction>();
+    const isOnline = useSyncStatus((s) => s.online);
+    const full: SyncStatus = useSyncStatus();
+    const same: SyncStore<State, TodoAction> = useLogsyncStore<State, TodoAction>();
+    const fromRedux = useSelector((s: State) => s.todos.length);
+    return (
+      <button onClick={() => d({ type: 'todo/added', id: String(count), text: 'x' })}>
+        {count} {texts.join()} {whole.todos.length} {String(isOnline)} {full.pending} {same.stream} {fromRedux}
+      </button>
+    );
+  };
+  const tree = (
+    <LogsyncProvider store={store}>
+      <Provider store={store}>
+        <App />
+      </Provider>
+    </LogsyncProvider>
+  );
+  console.log(tree);
+}

@@ -1,0 +1,520 @@
+port module Main exposing (main)
+
+{-| TodoMVC in Elm on a Logsync store.
+
+The store (in JavaScript, see main.js) is the source of truth: this program
+sends actions out through the `dispatch` port and receives the state, the
+sync status and refused actions through incoming ports. It keeps only what
+is this window's own business: the text being typed, the todo being edited
+and the filter.
+
+-}
+
+import Browser
+import Browser.Dom as Dom
+import Html exposing (Html, aside, button, div, footer, h1, header, input, label, li, p, section, span, strong, text, ul)
+import Html.Attributes exposing (attribute, autofocus, checked, class, classList, for, hidden, id, placeholder, type_, value)
+import Html.Events exposing (on, onBlur, onCheck, onClick, onDoubleClick, onInput)
+import Html.Keyed as Keyed
+import Html.Lazy exposing (lazy2)
+import Json.Decode as D
+import Json.Encode as E
+import Task
+
+
+
+-- PORTS (their JSON shapes are documented in README.md)
+
+
+port dispatch : E.Value -> Cmd msg
+
+
+port stateChanged : (D.Value -> msg) -> Sub msg
+
+
+port syncStatus : (D.Value -> msg) -> Sub msg
+
+
+port rejected : (D.Value -> msg) -> Sub msg
+
+
+
+-- MODEL
+
+
+type alias Todo =
+    { id : String
+    , text : String
+    , completed : Bool
+    }
+
+
+type alias SyncError =
+    { code : String
+    , message : String
+    }
+
+
+type alias Status =
+    { online : Bool
+    , offset : Int
+    , head : Int
+    , pending : Int
+    , lastError : Maybe SyncError
+    }
+
+
+type Filter
+    = All
+    | Active
+    | Completed
+
+
+type alias Flags =
+    { room : String
+    , idPrefix : String
+    }
+
+
+type alias Model =
+    { todos : List Todo
+    , status : Status
+    , field : String
+    , editing : Maybe ( String, String )
+    , filter : Filter
+    , room : String
+    , idPrefix : String
+    , nextId : Int
+    , problem : Maybe String
+    }
+
+
+init : Flags -> ( Model, Cmd Msg )
+init flags =
+    ( { todos = []
+      , status = { online = False, offset = 0, head = 0, pending = 0, lastError = Nothing }
+      , field = ""
+      , editing = Nothing
+      , filter = All
+      , room = flags.room
+      , idPrefix = flags.idPrefix
+      , nextId = 1
+      , problem = Nothing
+      }
+    , Cmd.none
+    )
+
+
+
+-- UPDATE
+
+
+type Msg
+    = GotState D.Value
+    | GotStatus D.Value
+    | GotRejected D.Value
+    | UpdateField String
+    | Add
+    | Toggle String
+    | Delete String
+    | StartEdit String String
+    | UpdateEdit String
+    | CommitEdit
+    | CancelEdit
+    | ToggleAll Bool
+    | ClearCompleted
+    | SetFilter Filter
+    | DismissProblem
+    | NoOp
+
+
+update : Msg -> Model -> ( Model, Cmd Msg )
+update msg model =
+    case msg of
+        GotState json ->
+            case D.decodeValue stateDecoder json of
+                Ok todos ->
+                    ( { model | todos = todos }, Cmd.none )
+
+                Err err ->
+                    ( { model | problem = Just ("Unexpected state: " ++ D.errorToString err) }, Cmd.none )
+
+        GotStatus json ->
+            case D.decodeValue statusDecoder json of
+                Ok status ->
+                    ( { model | status = status }, Cmd.none )
+
+                Err _ ->
+                    ( model, Cmd.none )
+
+        GotRejected json ->
+            case D.decodeValue rejectionDecoder json of
+                Ok message ->
+                    ( { model | problem = Just ("Not saved: " ++ message) }, Cmd.none )
+
+                Err _ ->
+                    ( model, Cmd.none )
+
+        UpdateField field ->
+            ( { model | field = field }, Cmd.none )
+
+        Add ->
+            let
+                trimmed =
+                    String.trim model.field
+            in
+            if String.isEmpty trimmed then
+                ( model, Cmd.none )
+
+            else
+                ( { model | field = "", nextId = model.nextId + 1 }
+                , send "todo/added"
+                    [ ( "id", E.string (model.idPrefix ++ "-" ++ String.fromInt model.nextId) )
+                    , ( "text", E.string trimmed )
+                    ]
+                )
+
+        Toggle todoId ->
+            ( model, send "todo/toggled" [ ( "id", E.string todoId ) ] )
+
+        Delete todoId ->
+            ( model, send "todo/deleted" [ ( "id", E.string todoId ) ] )
+
+        StartEdit todoId current ->
+            ( { model | editing = Just ( todoId, current ) }
+            , Task.attempt (\_ -> NoOp) (Dom.focus ("edit-" ++ todoId))
+            )
+
+        UpdateEdit draft ->
+            case model.editing of
+                Just ( todoId, _ ) ->
+                    ( { model | editing = Just ( todoId, draft ) }, Cmd.none )
+
+                Nothing ->
+                    ( model, Cmd.none )
+
+        CommitEdit ->
+            case model.editing of
+                Just ( todoId, draft ) ->
+                    let
+                        trimmed =
+                            String.trim draft
+                    in
+                    ( { model | editing = Nothing }
+                    , if String.isEmpty trimmed then
+                        send "todo/deleted" [ ( "id", E.string todoId ) ]
+
+                      else
+                        send "todo/edited" [ ( "id", E.string todoId ), ( "text", E.string trimmed ) ]
+                    )
+
+                Nothing ->
+                    ( model, Cmd.none )
+
+        CancelEdit ->
+            ( { model | editing = Nothing }, Cmd.none )
+
+        ToggleAll completed ->
+            ( model, send "todos/allToggled" [ ( "completed", E.bool completed ) ] )
+
+        ClearCompleted ->
+            ( model, send "todos/completedCleared" [] )
+
+        SetFilter filter ->
+            ( { model | filter = filter }, Cmd.none )
+
+        DismissProblem ->
+            ( { model | problem = Nothing }, Cmd.none )
+
+        NoOp ->
+            ( model, Cmd.none )
+
+
+{-| An action as the store expects it: a JSON object with a string "type".
+-}
+send : String -> List ( String, E.Value ) -> Cmd msg
+send actionType fields =
+    dispatch (E.object (( "type", E.string actionType ) :: fields))
+
+
+
+-- DECODERS
+
+
+stateDecoder : D.Decoder (List Todo)
+stateDecoder =
+    D.field "todos"
+        (D.list
+            (D.map3 Todo
+                (D.field "id" D.string)
+                (D.field "text" D.string)
+                (D.field "completed" D.bool)
+            )
+        )
+
+
+statusDecoder : D.Decoder Status
+statusDecoder =
+    D.map5 Status
+        (D.field "online" D.bool)
+        (D.field "offset" D.int)
+        (D.field "head" D.int)
+        (D.field "pending" D.int)
+        (D.field "lastError" (D.nullable errorDecoder))
+
+
+errorDecoder : D.Decoder SyncError
+errorDecoder =
+    D.map2 SyncError
+        (D.field "code" D.string)
+        (D.field "message" D.string)
+
+
+rejectionDecoder : D.Decoder String
+rejectionDecoder =
+    D.map2 (\code message -> message ++ " (" ++ code ++ ")")
+        (D.field "code" D.string)
+        (D.field "message" D.string)
+
+
+
+-- VIEW
+
+
+view : Model -> Html Msg
+view model =
+    div []
+        [ section [ class "todoapp" ]
+            [ header []
+                [ h1 [] [ text "todos" ]
+                , input
+                    [ class "new-todo"
+                    , attribute "data-testid" "new-todo"
+                    , placeholder "What needs to be done?"
+                    , autofocus True
+                    , value model.field
+                    , onInput UpdateField
+                    , onKey [ ( "Enter", Add ) ]
+                    ]
+                    []
+                ]
+            , viewMain model
+            , viewFooter model
+            ]
+        , viewStatus model
+        , footer [ class "info" ]
+            [ p [] [ text "Double-click to edit a todo" ]
+            , p [] [ text ("Room " ++ model.room ++ ": open this page in another window and watch changes sync. It keeps working offline.") ]
+            ]
+        ]
+
+
+viewMain : Model -> Html Msg
+viewMain model =
+    let
+        allCompleted =
+            List.all .completed model.todos
+
+        visible =
+            List.filter (isVisible model.filter) model.todos
+    in
+    section [ class "main", hidden (List.isEmpty model.todos) ]
+        [ input
+            [ id "toggle-all"
+            , class "toggle-all"
+            , type_ "checkbox"
+            , checked allCompleted
+            , onCheck ToggleAll
+            ]
+            []
+        , label [ for "toggle-all" ] [ text "Mark all as complete" ]
+        , Keyed.ul [ class "todo-list", attribute "data-testid" "todo-list" ]
+            (List.map (\todo -> ( todo.id, lazy2 viewTodo (editingText model todo.id) todo )) visible)
+        ]
+
+
+editingText : Model -> String -> Maybe String
+editingText model todoId =
+    case model.editing of
+        Just ( editingId, draft ) ->
+            if editingId == todoId then
+                Just draft
+
+            else
+                Nothing
+
+        Nothing ->
+            Nothing
+
+
+viewTodo : Maybe String -> Todo -> Html Msg
+viewTodo editing todo =
+    li
+        [ classList [ ( "completed", todo.completed ), ( "editing", editing /= Nothing ) ]
+        , attribute "data-testid" "todo-item"
+        ]
+        [ div [ class "view" ]
+            [ input
+                [ class "toggle"
+                , type_ "checkbox"
+                , checked todo.completed
+                , onClick (Toggle todo.id)
+                ]
+                []
+            , label [ attribute "data-testid" "todo-title", onDoubleClick (StartEdit todo.id todo.text) ] [ text todo.text ]
+            , button [ class "destroy", onClick (Delete todo.id) ] []
+            ]
+        , case editing of
+            Just draft ->
+                input
+                    [ class "edit"
+                    , id ("edit-" ++ todo.id)
+                    , value draft
+                    , onInput UpdateEdit
+                    , onBlur CommitEdit
+                    , onKey [ ( "Enter", CommitEdit ), ( "Escape", CancelEdit ) ]
+                    ]
+                    []
+
+            Nothing ->
+                text ""
+        ]
+
+
+viewFooter : Model -> Html Msg
+viewFooter model =
+    let
+        active =
+            List.length (List.filter (not << .completed) model.todos)
+
+        completed =
+            List.length model.todos - active
+    in
+    footer [ class "footer", hidden (List.isEmpty model.todos) ]
+        [ span [ class "todo-count", attribute "data-testid" "todo-count" ]
+            [ strong [] [ text (String.fromInt active) ]
+            , text
+                (if active == 1 then
+                    " item left"
+
+                 else
+                    " items left"
+                )
+            ]
+        , ul [ class "filters" ]
+            [ filterButton model.filter All "All"
+            , filterButton model.filter Active "Active"
+            , filterButton model.filter Completed "Completed"
+            ]
+        , button [ class "clear-completed", hidden (completed == 0), onClick ClearCompleted ] [ text "Clear completed" ]
+        ]
+
+
+filterButton : Filter -> Filter -> String -> Html Msg
+filterButton current filter name =
+    li [] [ button [ classList [ ( "selected", current == filter ) ], onClick (SetFilter filter) ] [ text name ] ]
+
+
+viewStatus : Model -> Html Msg
+viewStatus model =
+    let
+        status =
+            model.status
+
+        pendingText =
+            if status.pending == 0 then
+                "all changes synced"
+
+            else if status.pending == 1 then
+                "1 pending change"
+
+            else
+                String.fromInt status.pending ++ " pending changes"
+    in
+    aside
+        [ classList [ ( "status", True ), ( "online", status.online ), ( "offline", not status.online ) ]
+        , attribute "data-testid" "status"
+        , attribute "data-online" (boolText status.online)
+        , attribute "data-pending" (String.fromInt status.pending)
+        , attribute "data-offset" (String.fromInt status.offset)
+        ]
+        [ span [ class "dot" ] []
+        , strong []
+            [ text
+                (if status.online then
+                    "Online"
+
+                 else
+                    "Offline"
+                )
+            ]
+        , span [ attribute "data-testid" "pending" ] [ text pendingText ]
+        , span [ class "muted" ] [ text ("offset " ++ String.fromInt status.offset) ]
+        , span [ class "muted" ] [ text ("room " ++ model.room) ]
+        , case model.problem of
+            Just problem ->
+                span [ class "error" ] [ text problem, button [ onClick DismissProblem ] [ text "×" ] ]
+
+            Nothing ->
+                text ""
+        ]
+
+
+boolText : Bool -> String
+boolText b =
+    if b then
+        "true"
+
+    else
+        "false"
+
+
+isVisible : Filter -> Todo -> Bool
+isVisible filter todo =
+    case filter of
+        All ->
+            True
+
+        Active ->
+            not todo.completed
+
+        Completed ->
+            todo.completed
+
+
+{-| Fires the message of the first listed key that is pressed.
+-}
+onKey : List ( String, Msg ) -> Html.Attribute Msg
+onKey bindings =
+    on "keydown"
+        (D.field "key" D.string
+            |> D.andThen
+                (\key ->
+                    case List.filter (\( k, _ ) -> k == key) bindings of
+                        ( _, msg ) :: _ ->
+                            D.succeed msg
+
+                        [] ->
+                            D.fail "not a bound key"
+                )
+        )
+
+
+
+-- MAIN
+
+
+main : Program Flags Model Msg
+main =
+    Browser.element
+        { init = init
+        , update = update
+        , view = view
+        , subscriptions =
+            \_ ->
+                Sub.batch
+                    [ stateChanged GotState
+                    , syncStatus GotStatus
+                    , rejected GotRejected
+                    ]
+        }

@@ -1,0 +1,68 @@
+// The shared reducer: every window folds the same events through it, so it
+// must be pure and deterministic (ids and text come in the action, never
+// from Math.random or Date.now here), and it must tolerate any action any
+// client sent (an action it does not understand changes nothing).
+
+export const initialState = { todos: [] };
+
+const MAX_TEXT = 500;
+
+export function todosReducer(state = initialState, action) {
+  switch (action.type) {
+    case 'todo/added': {
+      const text = cleanText(action.text);
+      if (typeof action.id !== 'string' || !text || state.todos.some((t) => t.id === action.id)) return state;
+      return { ...state, todos: [...state.todos, { id: action.id, text, completed: false }] };
+    }
+    case 'todo/toggled':
+      return update(state, action.id, (t) => ({ ...t, completed: !t.completed }));
+    case 'todo/edited': {
+      const text = cleanText(action.text);
+      if (!text) return state;
+      return update(state, action.id, (t) => (t.text === text ? t : { ...t, text }));
+    }
+    case 'todo/deleted': {
+      const todos = state.todos.filter((t) => t.id !== action.id);
+      return todos.length === state.todos.length ? state : { ...state, todos };
+    }
+    case 'todos/allToggled': {
+      const completed = action.completed === true;
+      if (state.todos.every((t) => t.completed === completed)) return state;
+      return { ...state, todos: state.todos.map((t) => (t.completed === completed ? t : { ...t, completed })) };
+    }
+    case 'todos/completedCleared': {
+      const todos = state.todos.filter((t) => !t.completed);
+      return todos.length === state.todos.length ? state : { ...state, todos };
+    }
+    default:
+      return state;
+  }
+}
+
+function update(state, id, fn) {
+  let changed = false;
+  const todos = state.todos.map((t) => {
+    if (t.id !== id) return t;
+    const next = fn(t);
+    if (next !== t) changed = true;
+    return next;
+  });
+  return changed ? { ...state, todos } : state;
+}
+
+function cleanText(text) {
+  return typeof text === 'string' ? text.trim().slice(0, MAX_TEXT) : '';
+}
+
+// Action creators: the only place ids are made.
+export const addTodo = (text) => ({ type: 'todo/added', id: newId(), text });
+export const toggleTodo = (id) => ({ type: 'todo/toggled', id });
+export const editTodo = (id, text) => ({ type: 'todo/edited', id, text });
+export const deleteTodo = (id) => ({ type: 'todo/deleted', id });
+export const toggleAll = (completed) => ({ type: 'todos/allToggled', completed });
+export const clearCompleted = () => ({ type: 'todos/completedCleared' });
+
+function newId() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 12)}`;
+}

@@ -1,0 +1,42 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { defineConfig } from 'vite';
+
+// Where `npm run dev` forwards the API (the WebSocket and HTTP routes).
+const server = process.env.LOGSYNC_SERVER ?? 'http://127.0.0.1:8080';
+
+export default defineConfig({
+  // JSX through esbuild's automatic runtime: no React plugin needed.
+  esbuild: { jsx: 'automatic' },
+  resolve: {
+    // `logsync` is linked from ../../js, which has its own React for its
+    // tests: always use the app's one copy.
+    dedupe: ['react', 'react-dom'],
+  },
+  // The package finds its .wasm next to its JS (new URL(..., import.meta.url));
+  // pre-bundling would move the JS away from it.
+  optimizeDeps: { exclude: ['logsync'] },
+  server: {
+    proxy: { '/v1': { target: server, ws: true } },
+  },
+  plugins: [offlineShell()],
+});
+
+// Emits sw.js: a service worker that precaches every file of the build, so
+// the app itself (not only its data) opens with no network.
+function offlineShell() {
+  return {
+    name: 'logsync-example-offline-shell',
+    apply: 'build',
+    generateBundle(_options, bundle) {
+      const files = ['/', ...Object.keys(bundle).map((f) => `/${f}`)].filter((f) => f !== '/sw.js' && f !== '/index.html');
+      const version = createHash('sha256').update(files.join('\n')).digest('hex').slice(0, 12);
+      const source = readFileSync(new URL('./sw.js', import.meta.url), 'utf8');
+      this.emitFile({
+        type: 'asset',
+        fileName: 'sw.js',
+        source: `const PRECACHE = ${JSON.stringify(files)};\nconst VERSION = ${JSON.stringify(version)};\n${source}`,
+      });
+    },
+  };
+}

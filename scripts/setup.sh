@@ -61,7 +61,7 @@ if [ ! -x "$ROOT/.tools/node_modules/.bin/wasm-opt" ]; then
 fi
 
 # 6. node packages
-for dir in js tests/e2e examples/todo-react; do
+for dir in js tests/e2e examples/todo-react examples/todo-elm; do
   if [ -f "$ROOT/$dir/package.json" ]; then
     if [ ! -d "$ROOT/$dir/node_modules" ] || [ "$ROOT/$dir/package.json" -nt "$ROOT/$dir/node_modules/.stamp" ]; then
       log "npm install in $dir"

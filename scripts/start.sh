@@ -1,11 +1,85 @@
 #!/usr/bin/env bash
-# The main job: set up, build, start logsync-server with its embedded
-# SQLite store and serve the example app.
-# (Interim version: sets up and builds; the server and the example app land
-# with their own work and this script then starts them.)
+# The main command: sets up the machine (only what is missing), builds the
+# server, the npm package and the React example, and starts logsync-server
+# (embedded SQLite) serving the app and the API on one origin.
+#
+#   scripts/start.sh                 run until Ctrl-C
+#   scripts/start.sh --check         build, start, prove it serves the app and
+#                                    answers on the WebSocket, stop, exit 0/1
+#   scripts/start.sh --port 9000     another port (or LOGSYNC_PORT=9000)
+#   LOGSYNC_DB=/path/to/log.db       where the log is kept (default ./logsync.db)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+
+CHECK=0
+PORT="${LOGSYNC_PORT:-8080}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --check) CHECK=1 ;;
+    --port) PORT="${2:?--port needs a number}"; shift ;;
+    --port=*) PORT="${1#--port=}" ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ "${LOGSYNC_START_CHECK:-0}" = 1 ] && CHECK=1
+DB="${LOGSYNC_DB:-$ROOT/logsync.db}"
+
+log() { printf '\033[1m[start]\033[0m %s\n' "$*"; }
+
 scripts/setup.sh
-cargo build --workspace
-echo "Logsync builds. Not ready yet: the server and the example app (see README)."
+export PATH="$ROOT/.tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+
+log "building logsync-server"
+cargo build --profile release-native -p server-stub --bin logsync-server --locked
+log "building the npm package (wasm + JS)"
+(cd js && npm run --silent build)
+log "building the React example"
+(cd examples/todo-react && npm run --silent build -- --logLevel warn)
+
+SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/logsync-start.XXXXXX")"
+SERVER_PID=""
+cleanup() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+  fi
+  rm -rf "$SCRATCH"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ "$CHECK" = 1 ]; then
+  # A throwaway database, so a check never touches the real log.
+  DB="$SCRATCH/check.db"
+fi
+
+log "starting logsync-server on 127.0.0.1:$PORT (log in $DB)"
+# Server output goes to the terminal and to a file we read the address from;
+# $! is the server's own PID (process substitution, not a pipeline).
+target/release-native/logsync-server --listen "127.0.0.1:$PORT" --db "$DB" \
+  --static examples/todo-react/dist > >(tee "$SCRATCH/server.out") 2>&1 &
+SERVER_PID=$!
+
+URL=""
+for _ in $(seq 200); do
+  URL="$(sed -n 's/.*logsync-server listening on \(http[^ ]*\).*/\1/p' "$SCRATCH/server.out" | head -n1)"
+  [ -n "$URL" ] && break
+  kill -0 "$SERVER_PID" 2>/dev/null || { echo "logsync-server exited; is port $PORT free? (try --port)" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$URL" ] || { echo "logsync-server did not report its address within 20 s" >&2; exit 1; }
+URL="${URL%/}"
+
+if [ "$CHECK" = 1 ]; then
+  node --no-warnings --experimental-websocket scripts/check-app.mjs "$URL"
+  log "check passed"
+  exit 0
+fi
+
+printf '\n  \033[1mOpen %s/ in two browser windows\033[0m and add todos in one: they appear in the other.\n' "$URL"
+printf '  Rooms: %s/#team-42 opens another list. Ctrl-C stops the server.\n\n' "$URL"
+wait "$SERVER_PID"

@@ -1,0 +1,49 @@
+// Proves a running logsync-server serves the example app and speaks the
+// protocol: GET / is the app's page, GET /sw.js its service worker, and on
+// /v1/ws a Hello then a Ping (the golden fixtures of sync-core) get a Pong
+// with the same nonce back. Used by `scripts/start.sh --check`.
+//   node --experimental-websocket scripts/check-app.mjs http://127.0.0.1:8080
+import { readFileSync } from 'node:fs';
+
+const base = (process.argv[2] ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
+const fixture = (name) => readFileSync(new URL(`../sync-core/fixtures/protocol-v1/${name}.bin`, import.meta.url));
+const fail = (msg) => {
+  console.error(`check failed: ${msg}`);
+  process.exit(1);
+};
+
+const page = await fetch(`${base}/`).catch((e) => fail(`GET / : ${e.message}`));
+const html = await page.text();
+if (page.status !== 200 || !html.includes('<div id="root">')) fail(`GET / answered ${page.status} without the app's page`);
+const room = await fetch(`${base}/some/deep/link`);
+if (room.status !== 200 || !(await room.text()).includes('<div id="root">')) fail(`GET /some/deep/link answered ${room.status}, not the index.html fallback`);
+const sw = await fetch(`${base}/sw.js`);
+if (sw.status !== 200 || !(await sw.text()).includes('PRECACHE')) fail(`GET /sw.js answered ${sw.status}`);
+console.log(`ok  ${base}/ serves the React example (and its service worker)`);
+
+const wsUrl = `${base.replace(/^http/, 'ws')}/v1/ws`;
+const pong = fixture('server-pong');
+await new Promise((resolve) => {
+  const ws = new WebSocket(wsUrl);
+  ws.binaryType = 'arraybuffer';
+  const timer = setTimeout(() => fail(`no Pong from ${wsUrl} within 5 s`), 5_000);
+  ws.onerror = (e) => fail(`WebSocket ${wsUrl}: ${e.message ?? 'connection failed'}`);
+  ws.onopen = () => {
+    ws.send(fixture('client-hello'));
+    ws.send(fixture('client-ping'));
+  };
+  let frames = 0;
+  ws.onmessage = (event) => {
+    frames++;
+    const bytes = Buffer.from(event.data);
+    if (bytes.equals(pong)) {
+      clearTimeout(timer);
+      console.log(`ok  ${wsUrl} answered Hello + Ping with Welcome + Pong (${frames} frames)`);
+      ws.close();
+      resolve();
+    }
+  };
+  ws.onclose = (event) => {
+    if (!event.wasClean && frames === 0) fail(`${wsUrl} closed (${event.code}) before answering`);
+  };
+});

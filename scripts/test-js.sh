@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Tests of the npm package `logsync` and of the examples:
+#   1. builds: wasm + npm package, logsync-server, the React example
+#   2. the Elm example's sources parse (elm-format --validate; compiling
+#      them needs the Elm package site, which these machines cannot reach)
+#   3. node --test js/test: error codes (sync-core = wasm = JS = TypeScript),
+#      the store API in Node, tsc --noEmit on a usage file, React hooks,
+#      react-redux <Provider> with a Logsync store, the Elm ports adapter
+#   4. node --test tests/e2e: the React example in two headless Chromium
+#      contexts against a real logsync-server (started and stopped by PID
+#      inside the tests)
+# Exits non-zero on any failure. Chromium's profile files go to a scratch
+# TMPDIR that is removed at the end.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="$ROOT/.tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+
+started=$(date +%s)
+step() { printf '\n\033[1m==> %s\033[0m  (+%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
+
+SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/logsync-test-js.XXXXXX")"
+trap 'rm -rf "$SCRATCH"' EXIT
+export TMPDIR="$SCRATCH"
+
+for dir in js examples/todo-react examples/todo-elm tests/e2e; do
+  if [ ! -d "$dir/node_modules" ]; then
+    step "npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund)
+  fi
+done
+
+step "build: wasm module + npm package (js/)"
+(cd js && npm run --silent build)
+
+step "build: logsync-server"
+cargo build --profile release-native -p server-stub --bin logsync-server --locked
+
+step "build: React example"
+(cd examples/todo-react && npm run --silent build -- --logLevel warn)
+
+step "Elm example: sources parse"
+out="$(cd examples/todo-elm && node_modules/.bin/elm-format --validate src/)"
+if [ "$out" != "[]" ]; then echo "$out" >&2; exit 1; fi
+echo "ok (elm-format --validate src/)"
+
+step "node --test js/test (package, types, React, react-redux, Elm adapter)"
+(cd js && node --test test/)
+
+step "node --test tests/e2e (two Chromium contexts, real server)"
+(cd tests/e2e && node --test --test-concurrency=1 ./*.test.mjs)
+
+step "js tests passed"

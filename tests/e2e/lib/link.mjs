@@ -1,0 +1,57 @@
+// A network link between one browser context and the server: a TCP proxy
+// on its own port that can be cut (every connection reset, new ones
+// refused) and restored, and whose target can move (a restarted server).
+// Browsers do not let tests cut an open WebSocket any other way.
+import net from 'node:net';
+
+/** @param {() => number} targetPort the server's current port */
+export async function openLink(targetPort) {
+  const pairs = new Set();
+  let up = true;
+  const server = net.createServer((client) => {
+    if (!up) {
+      client.resetAndDestroy();
+      return;
+    }
+    const upstream = net.connect(targetPort(), '127.0.0.1');
+    const pair = { client, upstream };
+    pairs.add(pair);
+    const close = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', close).on('close', close);
+    upstream.on('error', close).on('close', close);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((res, rej) => server.listen(0, '127.0.0.1', res).once('error', rej));
+  const port = server.address().port;
+  const resetAll = () => {
+    for (const { client, upstream } of pairs) {
+      client.resetAndDestroy();
+      upstream.destroy();
+    }
+    pairs.clear();
+  };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    /** Resets every open connection and refuses new ones. */
+    cut() {
+      up = false;
+      resetAll();
+    },
+    restore() {
+      up = true;
+    },
+    /** Resets open connections but keeps accepting new ones (e.g. after a server restart). */
+    resetConnections: resetAll,
+    close() {
+      up = false;
+      resetAll();
+      return new Promise((res) => server.close(() => res()));
+    },
+  };
+}

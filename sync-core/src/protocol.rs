@@ -183,6 +183,17 @@ fn check_version_prefix(bytes: &[u8]) -> Result<(), CoreError> {
     }
 }
 
+fn check_version(v: u32) -> Result<(), CoreError> {
+    if v == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(CoreError::ProtocolVersion {
+            got: v,
+            supported: PROTOCOL_VERSION,
+        })
+    }
+}
+
 fn malformed(e: postcard::Error) -> CoreError {
     CoreError::MalformedFrame {
         reason: e.to_string(),
@@ -216,7 +227,13 @@ impl ClientMsg {
 
     /// Decodes one frame; never panics.
     pub fn decode(bytes: &[u8], max_frame_bytes: usize) -> Result<Self, CoreError> {
-        decode(bytes, max_frame_bytes)
+        let msg: Self = decode(bytes, max_frame_bytes)?;
+        // The prefix check reads canonical encodings; a non-canonical tag
+        // (e.g. a padded varint) must not smuggle another version past it.
+        if let ClientMsg::Hello { version, .. } = &msg {
+            check_version(*version)?;
+        }
+        Ok(msg)
     }
 
     /// A `Hello` of this build's version.
@@ -237,7 +254,11 @@ impl ServerMsg {
 
     /// Decodes one frame; never panics.
     pub fn decode(bytes: &[u8], max_frame_bytes: usize) -> Result<Self, CoreError> {
-        decode(bytes, max_frame_bytes)
+        let msg: Self = decode(bytes, max_frame_bytes)?;
+        if let ServerMsg::Welcome { version, .. } = &msg {
+            check_version(*version)?;
+        }
+        Ok(msg)
     }
 
     /// An `Error` frame for a core error.

@@ -1,1 +1,168 @@
-//! Logsync's companion server (filled in by its own issue).
+#![doc = include_str!("../README.md")]
+
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod intake;
+pub mod metrics;
+pub mod store;
+
+mod http;
+mod ws;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Cli, CommitMode, Config};
+pub use error::Error;
+pub use http::status_for;
+pub use ws::close_code;
+
+use hub::Hub;
+use intake::{IntentPolicy, SizeLimit};
+use metrics::Metrics;
+use store::sqlite::{SqliteOptions, SqliteStore};
+use store::LogStore;
+
+/// What every handler shares.
+pub(crate) struct AppState {
+    pub config: Config,
+    pub store: Arc<dyn LogStore>,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub policy: Arc<dyn IntentPolicy>,
+    /// Cancelled when shutdown starts.
+    pub shutdown: CancellationToken,
+    /// Every WebSocket connection, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// A server with its store open, ready to serve a listener.
+pub struct Server {
+    config: Config,
+    store: Arc<dyn LogStore>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    policy: Arc<dyn IntentPolicy>,
+}
+
+impl Server {
+    /// Validates `config` and opens the SQLite store it names (creating the
+    /// file and its epoch on first use).
+    pub async fn open(config: Config) -> Result<Server, Error> {
+        config.validate()?;
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(
+            config.feed_buffer_bytes,
+            config.max_frame_bytes,
+            metrics.clone(),
+        ));
+        let options = SqliteOptions {
+            path: config.db_path.clone(),
+            commit_mode: config.commit_mode,
+            max_batch_intents: config.max_batch_intents,
+            max_batch_bytes: config.max_batch_bytes,
+            max_readers: config.max_readers,
+        };
+        let (h, m) = (hub.clone(), metrics.clone());
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(options, h, m))
+            .await
+            .map_err(|e| Error::Storage(format!("opening the store failed: {e}")))??;
+        let policy = Arc::new(SizeLimit {
+            max_payload_bytes: config.max_payload_bytes,
+        });
+        Ok(Server {
+            config,
+            store: Arc::new(store),
+            hub,
+            metrics,
+            policy,
+        })
+    }
+
+    /// Replaces the intake policy (the hook that accepts or rejects
+    /// intents, e.g. for authorisation). The default only enforces
+    /// `max_payload_bytes`.
+    pub fn with_policy(mut self, policy: Arc<dyn IntentPolicy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The log's epoch.
+    pub fn epoch(&self) -> &sync_core::Epoch {
+        self.store.epoch()
+    }
+
+    /// Serves `listener` until `shutdown` resolves, then stops accepting,
+    /// closes every WebSocket with `SHUTTING_DOWN` (close code 1001) after
+    /// sending the outcomes of pushes already taken, ends SSE feeds, and
+    /// closes the store once its queued commits are durable.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let token = CancellationToken::new();
+        let state = Arc::new(AppState {
+            config: self.config,
+            store: self.store,
+            hub: self.hub,
+            metrics: self.metrics,
+            policy: self.policy,
+            shutdown: token.clone(),
+            tracker: TaskTracker::new(),
+        });
+        let addr = listener.local_addr()?;
+        tracing::info!(
+            %addr,
+            db = %state.config.db_path.display(),
+            epoch = %state.store.epoch(),
+            server_id = %state.config.server_id,
+            commit_mode = ?state.config.commit_mode,
+            "serving"
+        );
+        tracing::warn!(
+            "authentication is not configured: any client may read and write any stream"
+        );
+        let trigger = token.clone();
+        let watcher = tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        let app = http::router(state.clone());
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(token.clone().cancelled_owned())
+            .await;
+        // Also on a serve error: close what is open.
+        token.cancel();
+        watcher.abort();
+        tracing::info!("stopped accepting; closing connections");
+        state.tracker.close();
+        if tokio::time::timeout(state.config.shutdown_timeout, state.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = state.tracker.len(),
+                "connections still open after the shutdown timeout"
+            );
+        }
+        state.store.close().await;
+        tracing::info!("shutdown complete");
+        served.map_err(Error::Io)
+    }
+}
+
+/// Opens the store that `config` names and serves `listener` until
+/// `shutdown` resolves (see [`Server::serve`]).
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    Server::open(config).await?.serve(listener, shutdown).await
+}

@@ -1,5 +1,70 @@
-//! `logsync-server`.
-fn main() {
-    eprintln!("logsync-server: not built yet");
-    std::process::exit(1);
+//! `logsync-server`: parses flags, sets up logging, opens the store, binds,
+//! prints the address line and serves until SIGTERM or Ctrl-C.
+
+use clap::Parser as _;
+use server_stub::config::LogFormat;
+use server_stub::{Cli, Server};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    match serve(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(code = %e.code(), "{e}");
+            eprintln!("logsync-server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: Cli) -> Result<(), server_stub::Error> {
+    let config = cli.to_config()?;
+    let server = Server::open(config).await?;
+    let listener = tokio::net::TcpListener::bind(&cli.listen)
+        .await
+        .map_err(|e| {
+            server_stub::Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", cli.listen),
+            ))
+        })?;
+    // Scripts and tests read this exact line to learn the port.
+    println!(
+        "logsync-server listening on http://{}",
+        listener.local_addr()?
+    );
+    server.serve(listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
 }

@@ -1,0 +1,377 @@
+//! Server configuration: the [`Config`] that [`crate::run`] takes, and the
+//! command line (`Cli`) that `logsync-server` parses into it. Every flag
+//! has an environment variable, so container deployments need no flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::error::Error;
+
+/// How the single writer turns waiting intents into transactions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CommitMode {
+    /// Every intent waiting when a commit starts goes into one transaction
+    /// (one fsync for the lot). The default, and the one to run.
+    Group,
+    /// One transaction (one fsync) per intent. Slower by design; it exists
+    /// so benchmarks can measure what group commit buys on the same code.
+    PerIntent,
+}
+
+/// Bytes an `Events` frame spends besides its events: tag, stream name
+/// (at most 200 bytes and its length), event count and head.
+pub const FRAME_OVERHEAD: usize = 1 + 2 + 200 + 10 + 10;
+/// Bytes an encoded event spends besides its payload: offset, client id,
+/// seq, time and payload length.
+pub const EVENT_OVERHEAD: usize = 10 + 16 + 10 + 10 + 5;
+
+/// Everything [`crate::run`] needs besides the listener.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The SQLite file of the log (created when missing).
+    pub db_path: PathBuf,
+    /// This node's name in `Welcome` and in logs.
+    pub server_id: String,
+    /// Largest WebSocket frame or HTTP body accepted, and largest frame sent.
+    pub max_frame_bytes: usize,
+    /// Intents with a larger payload are rejected (`PAYLOAD_TOO_LARGE`),
+    /// and the rejection is stored as the decision for their seq.
+    pub max_payload_bytes: usize,
+    /// Group commit or one commit per intent.
+    pub commit_mode: CommitMode,
+    /// Most intents in one group commit.
+    pub max_batch_intents: usize,
+    /// Most payload bytes in one group commit.
+    pub max_batch_bytes: usize,
+    /// Most events in one catch-up frame or JSON page.
+    pub catch_up_events: usize,
+    /// Bytes of event frames that may wait for one connection before its
+    /// subscriptions pause (they then re-read the log at the client's pace).
+    pub send_queue_bytes: usize,
+    /// Bytes of recent encoded events kept in memory per followed stream,
+    /// shared by all its subscribers.
+    pub feed_buffer_bytes: usize,
+    /// Most subscriptions on one WebSocket connection.
+    pub max_subscriptions: usize,
+    /// How often the server pings each WebSocket.
+    pub ping_interval: Duration,
+    /// A WebSocket that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long shutdown waits for connections to close.
+    pub shutdown_timeout: Duration,
+    /// Serve this directory's files at `/` (with `index.html` for unknown paths).
+    pub static_dir: Option<PathBuf>,
+    /// Concurrent read connections to the database.
+    pub max_readers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            db_path: PathBuf::from("./logsync.db"),
+            server_id: random_server_id(),
+            max_frame_bytes: sync_core::DEFAULT_MAX_FRAME_BYTES,
+            max_payload_bytes: 256 * 1024,
+            commit_mode: CommitMode::Group,
+            max_batch_intents: 4096,
+            max_batch_bytes: 16 << 20,
+            catch_up_events: 1000,
+            send_queue_bytes: 1 << 20,
+            feed_buffer_bytes: 4 << 20,
+            max_subscriptions: 256,
+            ping_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            shutdown_timeout: Duration::from_secs(10),
+            static_dir: None,
+            max_readers: 4,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the limits against each other.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.max_frame_bytes < 4096 || self.max_frame_bytes > u32::MAX as usize {
+            return bad(format!(
+                "max frame bytes must be between 4096 and {}, got {}",
+                u32::MAX,
+                self.max_frame_bytes
+            ));
+        }
+        if self.max_payload_bytes + EVENT_OVERHEAD + FRAME_OVERHEAD > self.max_frame_bytes {
+            return bad(format!(
+                "max payload bytes ({}) must leave {} bytes of room in a frame of max frame bytes ({}): \
+                 every event must fit in one frame",
+                self.max_payload_bytes,
+                EVENT_OVERHEAD + FRAME_OVERHEAD,
+                self.max_frame_bytes
+            ));
+        }
+        if self.max_batch_intents == 0 || self.max_batch_bytes == 0 {
+            return bad("batch limits must be at least 1".into());
+        }
+        if self.catch_up_events == 0 {
+            return bad("catch-up events must be at least 1".into());
+        }
+        if self.max_subscriptions == 0 || self.max_readers == 0 {
+            return bad("max subscriptions and max readers must be at least 1".into());
+        }
+        if self.ping_interval.is_zero() || self.idle_timeout <= self.ping_interval {
+            return bad(format!(
+                "the idle timeout ({:?}) must be longer than the ping interval ({:?})",
+                self.idle_timeout, self.ping_interval
+            ));
+        }
+        if let Some(dir) = &self.static_dir {
+            if !dir.is_dir() {
+                return bad(format!("static directory {} does not exist", dir.display()));
+            }
+        }
+        if self.server_id.is_empty() {
+            return bad("server id must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+fn random_server_id() -> String {
+    let mut b = [0u8; 4];
+    // Without randomness every node is just "logsync": still correct, the
+    // id only labels logs.
+    if getrandom::fill(&mut b).is_err() {
+        return "logsync".into();
+    }
+    format!("logsync-{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
+}
+
+/// Log line format on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// `logsync-server`'s command line. Every flag also reads an environment
+/// variable; a flag wins over its variable.
+#[derive(Parser, Debug)]
+#[command(
+    name = "logsync-server",
+    version,
+    about = "Logsync's companion server: one durable, ordered log per stream, \
+             exactly-once intents, live fan-out over WebSocket, HTTP and SSE.",
+    long_about = None,
+    after_help = "On start, after binding, prints one line to stdout:\n  \
+                  logsync-server listening on http://<addr>\n\
+                  Logs go to stderr (filter with RUST_LOG, e.g. RUST_LOG=debug).\n\
+                  SIGTERM or Ctrl-C: stop accepting, finish in-flight commits, close sockets (1001)."
+)]
+pub struct Cli {
+    /// Address to listen on; port 0 picks a free port (the line on stdout tells which).
+    #[arg(long, env = "LOGSYNC_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// SQLite file of the log; created with its directory entry when missing.
+    #[arg(long, env = "LOGSYNC_DB", default_value = "./logsync.db")]
+    pub db: PathBuf,
+
+    /// Serve a built web app from this directory at `/` (unknown non-API GET paths get index.html).
+    #[arg(long = "static", env = "LOGSYNC_STATIC", value_name = "DIR")]
+    pub static_dir: Option<PathBuf>,
+
+    /// Name of this node in Welcome frames and logs (default: random).
+    #[arg(long, env = "LOGSYNC_SERVER_ID")]
+    pub server_id: Option<String>,
+
+    /// Largest WebSocket frame or HTTP body accepted, and largest frame sent (e.g. 1MiB).
+    #[arg(long, env = "LOGSYNC_MAX_FRAME_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    pub max_frame_bytes: usize,
+
+    /// Intents with a larger payload are rejected with PAYLOAD_TOO_LARGE; the rejection is
+    /// stored, so a resend of that seq gets the same answer.
+    #[arg(long, env = "LOGSYNC_MAX_PAYLOAD_BYTES", default_value = "256KiB", value_parser = parse_size)]
+    pub max_payload_bytes: usize,
+
+    /// `group`: one transaction (one fsync) for every intent waiting; `per-intent`: one each
+    /// (for benchmarks).
+    #[arg(long, env = "LOGSYNC_COMMIT_MODE", value_enum, default_value = "group")]
+    pub commit_mode: CommitMode,
+
+    /// Most intents in one group commit.
+    #[arg(long, env = "LOGSYNC_MAX_BATCH_INTENTS", default_value_t = 4096)]
+    pub max_batch_intents: usize,
+
+    /// Most payload bytes in one group commit.
+    #[arg(long, env = "LOGSYNC_MAX_BATCH_BYTES", default_value = "16MiB", value_parser = parse_size)]
+    pub max_batch_bytes: usize,
+
+    /// Most events per catch-up frame or JSON page.
+    #[arg(long, env = "LOGSYNC_CATCH_UP_EVENTS", default_value_t = 1000)]
+    pub catch_up_events: usize,
+
+    /// Bytes of event frames that may queue for one connection; past it the connection's
+    /// subscriptions pause and later re-read the log at the client's pace.
+    #[arg(long, env = "LOGSYNC_SEND_QUEUE_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    pub send_queue_bytes: usize,
+
+    /// Bytes of recent encoded events kept per followed stream, shared by its subscribers.
+    #[arg(long, env = "LOGSYNC_FEED_BUFFER_BYTES", default_value = "4MiB", value_parser = parse_size)]
+    pub feed_buffer_bytes: usize,
+
+    /// Most subscriptions on one WebSocket connection.
+    #[arg(long, env = "LOGSYNC_MAX_SUBSCRIPTIONS", default_value_t = 256)]
+    pub max_subscriptions: usize,
+
+    /// How often each WebSocket is pinged (e.g. 15s, 500ms).
+    #[arg(long, env = "LOGSYNC_PING_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// Close a WebSocket that has sent nothing, not even a pong, for this long.
+    #[arg(long, env = "LOGSYNC_IDLE_TIMEOUT", default_value = "45s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// On shutdown, how long to wait for connections to close.
+    #[arg(long, env = "LOGSYNC_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Concurrent read connections to the database.
+    #[arg(long, env = "LOGSYNC_MAX_READERS", default_value_t = 4)]
+    pub max_readers: usize,
+
+    /// Log format on stderr.
+    #[arg(long, env = "LOGSYNC_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Cli {
+    /// The [`Config`] these flags describe (validated).
+    pub fn to_config(&self) -> Result<Config, Error> {
+        let config = Config {
+            db_path: self.db.clone(),
+            server_id: self.server_id.clone().unwrap_or_else(random_server_id),
+            max_frame_bytes: self.max_frame_bytes,
+            max_payload_bytes: self.max_payload_bytes,
+            commit_mode: self.commit_mode,
+            max_batch_intents: self.max_batch_intents,
+            max_batch_bytes: self.max_batch_bytes,
+            catch_up_events: self.catch_up_events,
+            send_queue_bytes: self.send_queue_bytes,
+            feed_buffer_bytes: self.feed_buffer_bytes,
+            max_subscriptions: self.max_subscriptions,
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            static_dir: self.static_dir.clone(),
+            max_readers: self.max_readers,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Parses a byte size: a plain number of bytes, or a number with `KiB`,
+/// `MiB`, `GiB` (or `k`, `m`, `g`, also binary).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; write e.g. 1048576, 256KiB or 1MiB"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?}; use KiB, MiB or GiB"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Parses a duration: a number with `ms`, `s`, `m` or `h` (a plain number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; write e.g. 500ms, 15s or 2m"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?}; use ms, s, m or h"
+            ))
+        }
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("256KiB"), Ok(256 * 1024));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2m"), Ok(2 << 20));
+        assert!(parse_size("1TB").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_limits_are_checked() {
+        assert!(Config::default().validate().is_ok());
+        let c = Config {
+            max_payload_bytes: 1 << 20,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            idle_timeout: Duration::from_secs(1),
+            ping_interval: Duration::from_secs(2),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn cli_defaults() {
+        let cli = Cli::parse_from(["logsync-server"]);
+        assert_eq!(cli.listen, "127.0.0.1:8080");
+        assert_eq!(cli.db, PathBuf::from("./logsync.db"));
+        let c = cli.to_config().expect("defaults are valid");
+        assert_eq!(c.max_payload_bytes, 256 * 1024);
+        assert_eq!(c.commit_mode, CommitMode::Group);
+        let cli = Cli::parse_from([
+            "logsync-server",
+            "--commit-mode",
+            "per-intent",
+            "--max-payload-bytes",
+            "100",
+        ]);
+        let c = cli.to_config().expect("valid");
+        assert_eq!(c.commit_mode, CommitMode::PerIntent);
+        assert_eq!(c.max_payload_bytes, 100);
+    }
+}

@@ -1,0 +1,42 @@
+//! The server's one error type. Each variant maps to a stable
+//! [`ErrorCode`], which is what peers see (in an `Error` frame or an HTTP
+//! JSON body); the message keeps the cause for logs.
+
+use sync_core::ErrorCode;
+
+/// Everything that can go wrong in the server itself (bad input from peers
+/// is answered with [`ErrorCode`]s directly and never becomes an `Error`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The log store failed (disk, SQLite, corrupt rows).
+    #[error("storage failed: {0}")]
+    Storage(String),
+    /// The log store no longer takes work: the server is shutting down.
+    #[error("the log store is closed: the server is shutting down")]
+    StoreClosed,
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Binding, accepting or serving failed.
+    #[error("I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The stable code peers see for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Storage(_) => ErrorCode::Storage,
+            Error::StoreClosed => ErrorCode::ShuttingDown,
+            Error::Config(_) => ErrorCode::InvalidRequest,
+            Error::Io(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,424 @@
+//! The HTTP side: routes, the JSON API, Server-Sent Events, health,
+//! metrics, static files, CORS. Every error is a 4xx/5xx with the JSON body
+//! `{"error":{"code","message",...}}` of `sync_core::json::error_json`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures_util::StreamExt;
+use sync_core::json::{error_json, event_json, events_page_json, parse_intent};
+use sync_core::{ErrorCode, Offset, StreamName};
+use tower::ServiceExt as _;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::config::FRAME_OVERHEAD;
+use crate::hub::Subscription;
+use crate::store::{Outcome, ReadLimits};
+use crate::ws::SubscriptionGauge;
+use crate::AppState;
+
+/// The whole application.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    // Browser apps on another origin use the API directly; there are no
+    // cookies, so any origin may call it (tokens travel in headers).
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(Duration::from_secs(3600));
+    let api = Router::new()
+        .route("/v1/streams/{stream}/intents", post(post_intent))
+        .route("/v1/streams/{stream}/events", get(get_events))
+        .route("/v1/streams/{stream}", get(get_stream))
+        .route("/healthz", get(healthz))
+        .layer(cors);
+    Router::new()
+        .route("/v1/ws", get(crate::ws::upgrade))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// The HTTP status for an error code.
+pub fn status_for(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::FrameTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::SeqGap => StatusCode::CONFLICT,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden | ErrorCode::OriginForbidden => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::RateLimited | ErrorCode::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::Storage | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// A JSON error response with the status of its code.
+pub(crate) fn error_response(code: ErrorCode, message: &str, extra: &[(&str, String)]) -> Response {
+    error_with_status(status_for(code), code, message, extra)
+}
+
+fn error_with_status(
+    status: StatusCode,
+    code: ErrorCode,
+    message: &str,
+    extra: &[(&str, String)],
+) -> Response {
+    json_response(status, error_json(code, message, extra))
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn stream_name(path: Result<Path<String>, PathRejection>) -> Result<StreamName, Response> {
+    let Path(raw) = path.map_err(|r| {
+        error_response(
+            ErrorCode::InvalidStream,
+            &format!("the stream name in the URL could not be read: {r}"),
+            &[],
+        )
+    })?;
+    StreamName::new(raw).map_err(|e| error_response(e.code(), &e.to_string(), &[]))
+}
+
+/// `POST /v1/streams/{stream}/intents`.
+async fn post_intent(
+    State(st): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Response {
+    let stream = match stream_name(path) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let limit = st.config.max_frame_bytes;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                error_response(
+                    ErrorCode::FrameTooLarge,
+                    &format!("request body over the limit of {limit} bytes"),
+                    &[],
+                )
+            } else {
+                error_response(
+                    ErrorCode::InvalidRequest,
+                    &format!("request body could not be read: {e}"),
+                    &[],
+                )
+            };
+        }
+    };
+    let intent = match parse_intent(&bytes) {
+        Ok(i) => i,
+        Err((code, message)) => return error_response(code, &message, &[]),
+    };
+    let seq = intent.seq;
+    let outcome = crate::intake::push(
+        &st.store,
+        &*st.policy,
+        stream,
+        intent.client_id,
+        [(intent.seq, intent.payload)],
+    )
+    .await;
+    match outcome.map(|o| o.into_iter().next()) {
+        Ok(Some(Outcome::Appended {
+            offset, duplicate, ..
+        })) => json_response(
+            StatusCode::OK,
+            serde_json::json!({ "offset": offset.0, "duplicate": duplicate }).to_string(),
+        ),
+        Ok(Some(Outcome::Rejected {
+            seq,
+            code,
+            message,
+            duplicate,
+        })) => error_response(
+            code,
+            &message,
+            &[
+                ("seq", seq.to_string()),
+                ("duplicate", duplicate.to_string()),
+            ],
+        ),
+        Ok(Some(Outcome::Gap { expected })) => error_response(
+            ErrorCode::SeqGap,
+            &format!("seq {seq} is beyond the next one; send seq {expected} first"),
+            &[("expected_seq", expected.to_string())],
+        ),
+        Ok(None) => error_response(ErrorCode::Internal, "the store answered nothing", &[]),
+        Err(e) => error_response(e.code(), &e.to_string(), &[]),
+    }
+}
+
+struct EventsQuery {
+    after: Offset,
+    limit: Option<usize>,
+}
+
+fn parse_query(q: Option<&str>) -> Result<EventsQuery, Response> {
+    let mut out = EventsQuery {
+        after: Offset::ZERO,
+        limit: None,
+    };
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "after" => {
+                out.after = Offset(v.parse().map_err(|_| {
+                    error_response(
+                        ErrorCode::InvalidOffset,
+                        &format!("after must be an offset (an integer >= 0), got {v:?}"),
+                        &[],
+                    )
+                })?)
+            }
+            "limit" => {
+                out.limit = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    error_response(
+                        ErrorCode::InvalidRequest,
+                        &format!("limit must be an integer >= 1, got {v:?}"),
+                        &[],
+                    )
+                })?)
+            }
+            // Other parameters (e.g. a token) are not ours to refuse.
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /v1/streams/{stream}/events?after=N[&limit=M]`: one JSON page, or
+/// with `Accept: text/event-stream` a live SSE feed.
+async fn get_events(
+    State(st): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let stream = match stream_name(path) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let q = match parse_query(query.as_deref()) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let wants_sse = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
+    if wants_sse {
+        // A reconnecting EventSource repeats the URL and adds the header:
+        // the header is the newer position.
+        let mut after = q.after;
+        if let Some(v) = headers.get("last-event-id") {
+            match v.to_str().ok().and_then(|s| s.trim().parse().ok()) {
+                Some(n) => after = Offset(n),
+                None => {
+                    return error_response(
+                        ErrorCode::InvalidOffset,
+                        "Last-Event-ID must be an offset (an integer >= 0)",
+                        &[],
+                    )
+                }
+            }
+        }
+        return sse(st, stream, after);
+    }
+    let limits = ReadLimits {
+        max_events: q
+            .limit
+            .unwrap_or(st.config.catch_up_events)
+            .min(st.config.catch_up_events),
+        max_bytes: st.config.max_frame_bytes.saturating_sub(FRAME_OVERHEAD),
+    };
+    match st.store.read(stream, q.after, limits).await {
+        Ok(page) => json_response(StatusCode::OK, events_page_json(&page.events, page.head)),
+        Err(e) => error_response(e.code(), &e.to_string(), &[]),
+    }
+}
+
+fn sse(st: Arc<AppState>, stream: StreamName, after: Offset) -> Response {
+    let sub = Subscription::new(
+        &st.hub,
+        st.store.clone(),
+        &stream,
+        after,
+        st.config.catch_up_events,
+    );
+    let gauge = SubscriptionGauge::new(st.metrics.clone());
+    // hyper pulls the next chunk only when the socket takes more, so a slow
+    // reader holds one page at most, like a WebSocket subscriber.
+    let events = futures_util::stream::unfold((sub, gauge), |(mut sub, gauge)| async move {
+        match sub.next().await {
+            Ok(chunk) => {
+                let items: Vec<Result<SseEvent, Infallible>> = chunk
+                    .events()
+                    .iter()
+                    .map(|e| {
+                        // A raw line break in JSON text can only be
+                        // whitespace; SSE would read it as a field end.
+                        let data = event_json(e).replace(['\r', '\n'], " ");
+                        Ok(SseEvent::default().id(e.offset.0.to_string()).data(data))
+                    })
+                    .collect();
+                Some((futures_util::stream::iter(items), (sub, gauge)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, stream = %sub.stream(), "SSE feed ended");
+                None
+            }
+        }
+    })
+    .flatten()
+    .take_until(st.shutdown.clone().cancelled_owned());
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// `GET /v1/streams/{stream}`.
+async fn get_stream(
+    State(st): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let stream = match stream_name(path) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match st.store.head(stream.clone()).await {
+        Ok(head) => json_response(
+            StatusCode::OK,
+            serde_json::json!({
+                "stream": stream.as_str(),
+                "head": head.0,
+                "epoch": st.store.epoch().0,
+            })
+            .to_string(),
+        ),
+        Err(e) => error_response(e.code(), &e.to_string(), &[]),
+    }
+}
+
+/// `GET /healthz`: 200 while the store answers and the server is not
+/// shutting down.
+async fn healthz(State(st): State<Arc<AppState>>) -> Response {
+    if st.shutdown.is_cancelled() {
+        return error_response(ErrorCode::ShuttingDown, "the server is shutting down", &[]);
+    }
+    match st.store.check().await {
+        Ok(()) => json_response(
+            StatusCode::OK,
+            serde_json::json!({ "status": "ok", "server_id": st.config.server_id }).to_string(),
+        ),
+        Err(e) => error_response(e.code(), &e.to_string(), &[]),
+    }
+}
+
+/// `GET /metrics`.
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+fn is_api_path(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/") || path == "/healthz" || path == "/metrics"
+}
+
+/// Unknown paths: the static app (with `index.html` for client-side
+/// routes) when one is configured, else a JSON 404.
+async fn fallback(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if !is_api_path(&path) && (method == Method::GET || method == Method::HEAD) {
+        if let Some(dir) = &st.config.static_dir {
+            let serve = ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")));
+            return match serve.oneshot(req).await {
+                Ok(r) => r.map(Body::new),
+                Err(e) => match e {},
+            };
+        }
+    }
+    error_response(
+        ErrorCode::NotFound,
+        &format!("no route for {method} {path}"),
+        &[],
+    )
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    error_with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::InvalidRequest,
+        &format!("{} is not allowed on {}", req.method(), req.uri().path()),
+        &[],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(status_for(ErrorCode::SeqGap), StatusCode::CONFLICT);
+        assert_eq!(status_for(ErrorCode::InvalidJson), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status_for(ErrorCode::PayloadTooLarge),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+
+    #[test]
+    fn queries() {
+        let q = parse_query(Some("after=5&limit=10&token=x"))
+            .ok()
+            .expect("valid");
+        assert_eq!(q.after, Offset(5));
+        assert_eq!(q.limit, Some(10));
+        assert!(parse_query(Some("after=-1")).is_err());
+        assert!(parse_query(Some("after=abc")).is_err());
+        assert!(parse_query(Some("limit=0")).is_err());
+        assert_eq!(parse_query(None).ok().expect("valid").after, Offset(0));
+    }
+}

@@ -1,0 +1,79 @@
+//! The intake of intents, shared by the WebSocket and HTTP transports: the
+//! policy hook that accepts or rejects an intent, and the call into the
+//! store.
+//!
+//! The policy only sees the intent; the store applies its verdict only
+//! when the intent's seq is the next one, and stores it with the log, so a
+//! resend is always answered with the original decision.
+
+use std::sync::Arc;
+
+use sync_core::{ClientId, ErrorCode, Seq, StreamName};
+
+use crate::error::Error;
+use crate::store::{AppendRequest, LogStore, Outcome, ProposedIntent, Verdict};
+
+/// Decides whether an intent may be appended. Authorisation (`FORBIDDEN`)
+/// and application validation plug in here.
+pub trait IntentPolicy: Send + Sync + 'static {
+    /// The verdict for one intent.
+    fn check(&self, stream: &StreamName, client_id: &ClientId, seq: Seq, payload: &[u8])
+        -> Verdict;
+}
+
+/// The built-in policy: only the payload size limit.
+#[derive(Clone, Debug)]
+pub struct SizeLimit {
+    /// Largest payload accepted, in bytes.
+    pub max_payload_bytes: usize,
+}
+
+impl IntentPolicy for SizeLimit {
+    fn check(&self, _: &StreamName, _: &ClientId, _: Seq, payload: &[u8]) -> Verdict {
+        if payload.len() > self.max_payload_bytes {
+            Verdict::Reject {
+                code: ErrorCode::PayloadTooLarge,
+                message: format!(
+                    "payload of {} bytes is over the limit of {} bytes",
+                    payload.len(),
+                    self.max_payload_bytes
+                ),
+            }
+        } else {
+            Verdict::Accept
+        }
+    }
+}
+
+/// Runs the policy over `intents` and hands them to the store.
+pub async fn push(
+    store: &Arc<dyn LogStore>,
+    policy: &dyn IntentPolicy,
+    stream: StreamName,
+    client_id: ClientId,
+    intents: impl IntoIterator<Item = (Seq, Vec<u8>)>,
+) -> Result<Vec<Outcome>, Error> {
+    let intents = intents
+        .into_iter()
+        .map(|(seq, payload)| {
+            let verdict = policy.check(&stream, &client_id, seq, &payload);
+            // A refused payload is never stored: do not carry it further.
+            let payload = match verdict {
+                Verdict::Accept => payload,
+                Verdict::Reject { .. } => Vec::new(),
+            };
+            ProposedIntent {
+                seq,
+                payload,
+                verdict,
+            }
+        })
+        .collect();
+    store
+        .append(AppendRequest {
+            stream,
+            client_id,
+            intents,
+        })
+        .await
+}

@@ -1,0 +1,180 @@
+//! Durable log storage behind one trait, [`LogStore`], so the embedded
+//! SQLite default and a shared scale-out store serve the same server code.
+//!
+//! A store owns three things, always changed together in one transaction:
+//! the events of every stream (dense offsets from 1), the highest seq
+//! decided per (stream, client), and the outcome of every decision (the
+//! offset of an appended intent, or the code and message of a rejection).
+//! That is what makes intents exactly-once across retries and restarts.
+//!
+//! Fan-out learns of new events through the [`AppendListener`] given to
+//! the store when it is opened. A store calls
+//! [`AppendListener::appended`] after each commit with the events it
+//! wrote; a shared store whose other nodes append calls
+//! [`AppendListener::head_moved`] when it hears of theirs, and the
+//! subscribers read what they have not seen from the store. Nodes keep no
+//! state that is not in the store.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use sync_core::{ClientId, Epoch, ErrorCode, Event, Offset, Seq, StreamName};
+
+use crate::error::Error;
+
+/// A boxed, sendable future: the trait stays object-safe, so the server can
+/// hold any store as `Arc<dyn LogStore>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the intake decided for an intent before it reaches the log: it is
+/// only applied when the intent's seq is the next one (a resend keeps its
+/// original outcome).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Append it.
+    Accept,
+    /// Refuse it; the refusal is stored as the decision for this seq.
+    Reject {
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// Why, for people.
+        message: String,
+    },
+}
+
+/// One intent offered to the store.
+#[derive(Clone, Debug)]
+pub struct ProposedIntent {
+    /// The client's seq for the stream.
+    pub seq: Seq,
+    /// The payload (empty for rejected intents: it is never stored).
+    pub payload: Vec<u8>,
+    /// Append or refuse, when this seq is decided now.
+    pub verdict: Verdict,
+}
+
+/// Intents of one client for one stream, in seq order.
+#[derive(Clone, Debug)]
+pub struct AppendRequest {
+    /// Where.
+    pub stream: StreamName,
+    /// Who.
+    pub client_id: ClientId,
+    /// What, in seq order.
+    pub intents: Vec<ProposedIntent>,
+}
+
+impl AppendRequest {
+    /// Payload bytes of the request (for batch limits).
+    pub fn payload_bytes(&self) -> usize {
+        self.intents.iter().map(|i| i.payload.len()).sum()
+    }
+}
+
+/// The durable answer for one intent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// In the log at `offset`.
+    Appended {
+        /// The intent's seq.
+        seq: Seq,
+        /// Its place in the stream.
+        offset: Offset,
+        /// True when the seq had been decided before (a resend).
+        duplicate: bool,
+    },
+    /// Refused, for good.
+    Rejected {
+        /// The intent's seq.
+        seq: Seq,
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// Why, for people.
+        message: String,
+        /// True when the seq had been decided before (a resend).
+        duplicate: bool,
+    },
+    /// The seq is beyond the next one; this and the rest of the request
+    /// were not looked at. Always the last outcome of a request.
+    Gap {
+        /// The seq expected next.
+        expected: Seq,
+    },
+}
+
+/// Bounds of one read.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadLimits {
+    /// Most events.
+    pub max_events: usize,
+    /// Most encoded bytes (payloads plus [`crate::config::EVENT_OVERHEAD`]
+    /// each); at least one event is returned when there is one.
+    pub max_bytes: usize,
+}
+
+/// A range of events and the head at the time of the read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Dense, ascending.
+    pub events: Vec<Event>,
+    /// The stream's head when the page was read (0 for a stream never written).
+    pub head: Offset,
+}
+
+/// The latest stored snapshot of a stream: `(offset, state bytes)`.
+pub type StoredSnapshot = (Offset, Vec<u8>);
+
+/// Told of every committed append, in commit order per stream.
+pub trait AppendListener: Send + Sync + 'static {
+    /// `events` (dense, ascending) of `stream` are durable.
+    fn appended(&self, stream: &StreamName, events: &[Event]);
+    /// `stream` is durable up to `head`, through another node; read the
+    /// events from the store.
+    fn head_moved(&self, stream: &StreamName, head: Offset);
+}
+
+/// Durable log storage with exactly-once appends.
+pub trait LogStore: Send + Sync + 'static {
+    /// The log's epoch, made when the storage was created.
+    fn epoch(&self) -> &Epoch;
+
+    /// Decides each intent with [`sync_core::decide`] against the stored
+    /// last seq of (stream, client) and makes the decisions durable
+    /// (appended events, rejections, last seq) before answering. One
+    /// outcome per intent, up to and including a [`Outcome::Gap`].
+    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Outcome>, Error>>;
+
+    /// Events of `stream` after `after`, within `limits`, and the head.
+    fn read(
+        &self,
+        stream: StreamName,
+        after: Offset,
+        limits: ReadLimits,
+    ) -> BoxFuture<'_, Result<Page, Error>>;
+
+    /// The stream's head (0 for a stream never written).
+    fn head(&self, stream: StreamName) -> BoxFuture<'_, Result<Offset, Error>>;
+
+    /// Stores the state of `stream` at `offset` (opaque bytes).
+    fn put_snapshot(
+        &self,
+        stream: StreamName,
+        offset: Offset,
+        state: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// The latest snapshot of `stream`, if any.
+    fn latest_snapshot(
+        &self,
+        stream: StreamName,
+    ) -> BoxFuture<'_, Result<Option<StoredSnapshot>, Error>>;
+
+    /// A cheap round trip to the storage, for health checks.
+    fn check(&self) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// Finishes the commits already handed over and stops; later appends
+    /// fail with [`Error::StoreClosed`].
+    fn close(&self) -> BoxFuture<'_, ()>;
+}

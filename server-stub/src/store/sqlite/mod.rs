@@ -1,0 +1,470 @@
+//! The embedded default store: one SQLite file in WAL mode.
+//!
+//! - One writer thread owns the only read-write connection. It takes every
+//!   append request waiting in its queue (up to the batch limits), decides
+//!   them all in one transaction and commits once (`synchronous=FULL`: the
+//!   WAL is fsync'd before the commit returns), then answers each request.
+//!   That is group commit: one fsync pays for many intents, and an intent
+//!   is acknowledged only after the fsync that made it durable.
+//! - Reads run on a small pool of read-only connections on blocking
+//!   threads; WAL lets them read a consistent snapshot while the writer
+//!   commits.
+//!
+//! Layout (`schema_version` 1):
+//!
+//! ```text
+//! meta       (key, value)                          epoch, schema_version
+//! streams    (id, name UNIQUE, head)
+//! events     (stream_id, offset, client_id, seq, time_ms, payload)
+//!            PRIMARY KEY (stream_id, offset); UNIQUE (stream_id, client_id, seq)
+//! clients    (stream_id, client_id, last_seq)      highest seq decided
+//! rejections (stream_id, client_id, seq, code, message)
+//! snapshots  (stream_id, offset, state)
+//! ```
+
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use sync_core::{ClientId, Epoch, Event, Offset, Seq, StreamName};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::{
+    AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page, ReadLimits, StoredSnapshot,
+};
+use crate::config::{CommitMode, EVENT_OVERHEAD};
+use crate::error::Error;
+use crate::metrics::Metrics;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS streams (
+    id   INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    head INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS events (
+    stream_id INTEGER NOT NULL,
+    "offset"  INTEGER NOT NULL,
+    client_id BLOB NOT NULL,
+    seq       INTEGER NOT NULL,
+    time_ms   INTEGER NOT NULL,
+    payload   BLOB NOT NULL,
+    PRIMARY KEY (stream_id, "offset")
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_intent ON events (stream_id, client_id, seq);
+CREATE TABLE IF NOT EXISTS clients (
+    stream_id INTEGER NOT NULL,
+    client_id BLOB NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, client_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rejections (
+    stream_id INTEGER NOT NULL,
+    client_id BLOB NOT NULL,
+    seq       INTEGER NOT NULL,
+    code      TEXT NOT NULL,
+    message   TEXT NOT NULL,
+    PRIMARY KEY (stream_id, client_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    stream_id INTEGER NOT NULL,
+    "offset"  INTEGER NOT NULL,
+    state     BLOB NOT NULL,
+    PRIMARY KEY (stream_id, "offset")
+);
+"#;
+
+/// Options of the SQLite store.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// The database file.
+    pub path: PathBuf,
+    /// Group commit or one commit per intent.
+    pub commit_mode: CommitMode,
+    /// Most intents per transaction.
+    pub max_batch_intents: usize,
+    /// Most payload bytes per transaction.
+    pub max_batch_bytes: usize,
+    /// Read connections.
+    pub max_readers: usize,
+}
+
+/// The SQLite log store.
+pub struct SqliteStore {
+    path: PathBuf,
+    epoch: Epoch,
+    jobs: Mutex<Option<mpsc::Sender<writer::Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<ReaderPool>,
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database, then starts the writer thread.
+    /// Blocking: call from a blocking context or at start-up.
+    pub fn open(
+        options: SqliteOptions,
+        listener: Arc<dyn AppendListener>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, Error> {
+        let conn = open_writer(&options.path)?;
+        let epoch = init_schema(&conn)?;
+        // A small queue: when the writer is saturated, pushers wait here,
+        // which is the back-pressure that keeps memory bounded.
+        let (tx, rx) = mpsc::channel(1024);
+        let w = writer::Writer {
+            conn,
+            rx,
+            listener,
+            metrics,
+            mode: options.commit_mode,
+            max_batch_intents: options.max_batch_intents,
+            max_batch_bytes: options.max_batch_bytes,
+        };
+        let handle = std::thread::Builder::new()
+            .name("logsync-writer".into())
+            .spawn(move || w.run())?;
+        Ok(SqliteStore {
+            path: options.path.clone(),
+            epoch,
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            readers: Arc::new(ReaderPool {
+                path: options.path,
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(options.max_readers.max(1)),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    {
+        let _permit = self
+            .readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::StoreClosed)?;
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match pool.idle.lock().map(|mut v| v.pop()) {
+                Ok(Some(c)) => c,
+                _ => open_reader(&pool.path)?,
+            };
+            let result = f(&conn);
+            if let Ok(mut idle) = pool.idle.lock() {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("read task failed: {e}")))?
+    }
+}
+
+fn open_writer(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open(path)
+        .map_err(|e| Error::Storage(format!("cannot open database {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Storage(format!(
+            "database {} refused WAL mode (got {mode})",
+            path.display()
+        )));
+    }
+    // FULL: in WAL mode the WAL is fsync'd at every commit, so an
+    // acknowledged intent survives power loss, not only a process crash.
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::Storage(format!("cannot open database {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(16);
+    Ok(conn)
+}
+
+/// Creates the tables when missing and returns the epoch (made now for a
+/// new database).
+fn init_schema(conn: &Connection) -> Result<Epoch, Error> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        conn.execute_batch(SCHEMA)?;
+        let version: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match version {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
+            }
+            Some(v) if v == SCHEMA_VERSION.to_string() => {}
+            Some(v) => {
+                return Err(Error::Storage(format!(
+                    "database schema version {v} is not supported by this build (it reads version {SCHEMA_VERSION})"
+                )))
+            }
+        }
+        let epoch: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let epoch = match epoch {
+            Some(e) => Epoch(e),
+            None => {
+                let mut bytes = [0u8; 16];
+                getrandom::fill(&mut bytes)
+                    .map_err(|e| Error::Storage(format!("no randomness for the epoch: {e}")))?;
+                let e = Epoch::from_random(bytes);
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('epoch', ?1)",
+                    [e.0.as_str()],
+                )?;
+                e
+            }
+        };
+        Ok(epoch)
+    })();
+    match result {
+        Ok(e) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(e)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Offsets and seqs are `u64` in Logsync and `INTEGER` (i64) in SQLite.
+pub(crate) fn to_sql(n: u64) -> Result<i64, Error> {
+    i64::try_from(n).map_err(|_| Error::Storage(format!("{n} is beyond what the store can hold")))
+}
+
+pub(crate) fn from_sql(n: i64) -> Result<u64, Error> {
+    u64::try_from(n).map_err(|_| Error::Storage(format!("negative number {n} in the database")))
+}
+
+fn read_page(
+    conn: &Connection,
+    stream: &StreamName,
+    after: Offset,
+    limits: ReadLimits,
+) -> Result<Page, Error> {
+    // One read transaction, so the head and the events are one snapshot.
+    conn.execute_batch("BEGIN")?;
+    let result = (|| {
+        let row: Option<(i64, i64)> = conn
+            .prepare_cached("SELECT id, head FROM streams WHERE name = ?1")?
+            .query_row([stream.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((id, head)) = row else {
+            return Ok(Page::default());
+        };
+        let head = Offset(from_sql(head)?);
+        let mut events = Vec::new();
+        if after >= head {
+            return Ok(Page { events, head });
+        }
+        let mut stmt = conn.prepare_cached(
+            r#"SELECT "offset", client_id, seq, time_ms, payload FROM events
+               WHERE stream_id = ?1 AND "offset" > ?2 ORDER BY "offset" LIMIT ?3"#,
+        )?;
+        let limit = to_sql(limits.max_events.max(1) as u64)?;
+        let mut rows = stmt.query(rusqlite::params![id, to_sql(after.0)?, limit])?;
+        let mut bytes = 0usize;
+        while let Some(r) = rows.next()? {
+            let payload: Vec<u8> = r.get(4)?;
+            let size = payload.len() + EVENT_OVERHEAD;
+            if !events.is_empty() && bytes + size > limits.max_bytes {
+                break;
+            }
+            bytes += size;
+            events.push(event_from_row(
+                r.get(0)?,
+                &r.get::<_, Vec<u8>>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                payload,
+            )?);
+        }
+        Ok(Page { events, head })
+    })();
+    let _ = conn.execute_batch("COMMIT");
+    result
+}
+
+fn event_from_row(
+    offset: i64,
+    client_id: &[u8],
+    seq: i64,
+    time_ms: i64,
+    payload: Vec<u8>,
+) -> Result<Event, Error> {
+    let client: [u8; 16] = client_id.try_into().map_err(|_| {
+        Error::Storage(format!("client id of {} bytes in the log", client_id.len()))
+    })?;
+    Ok(Event {
+        offset: Offset(from_sql(offset)?),
+        client_id: ClientId::from_bytes(client),
+        seq: Seq::new(from_sql(seq)?).map_err(|e| Error::Storage(e.to_string()))?,
+        time_ms: from_sql(time_ms)?,
+        payload,
+    })
+}
+
+impl LogStore for SqliteStore {
+    fn epoch(&self) -> &Epoch {
+        &self.epoch
+    }
+
+    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Outcome>, Error>> {
+        Box::pin(async move {
+            if request.intents.is_empty() {
+                return Ok(Vec::new());
+            }
+            let sender = self
+                .jobs
+                .lock()
+                .map_err(|_| Error::StoreClosed)?
+                .clone()
+                .ok_or(Error::StoreClosed)?;
+            let (reply, answer) = oneshot::channel();
+            sender
+                .send(writer::Job::Append { request, reply })
+                .await
+                .map_err(|_| Error::StoreClosed)?;
+            answer.await.map_err(|_| Error::StoreClosed)?
+        })
+    }
+
+    fn read(
+        &self,
+        stream: StreamName,
+        after: Offset,
+        limits: ReadLimits,
+    ) -> BoxFuture<'_, Result<Page, Error>> {
+        Box::pin(self.with_reader(move |c| read_page(c, &stream, after, limits)))
+    }
+
+    fn head(&self, stream: StreamName) -> BoxFuture<'_, Result<Offset, Error>> {
+        Box::pin(self.with_reader(move |c| {
+            let head: Option<i64> = c
+                .prepare_cached("SELECT head FROM streams WHERE name = ?1")?
+                .query_row([stream.as_str()], |r| r.get(0))
+                .optional()?;
+            Ok(Offset(from_sql(head.unwrap_or(0))?))
+        }))
+    }
+
+    fn put_snapshot(
+        &self,
+        stream: StreamName,
+        offset: Offset,
+        state: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let sender = self
+                .jobs
+                .lock()
+                .map_err(|_| Error::StoreClosed)?
+                .clone()
+                .ok_or(Error::StoreClosed)?;
+            let (reply, answer) = oneshot::channel();
+            sender
+                .send(writer::Job::Snapshot {
+                    stream,
+                    offset,
+                    state,
+                    reply,
+                })
+                .await
+                .map_err(|_| Error::StoreClosed)?;
+            answer.await.map_err(|_| Error::StoreClosed)?
+        })
+    }
+
+    fn latest_snapshot(
+        &self,
+        stream: StreamName,
+    ) -> BoxFuture<'_, Result<Option<StoredSnapshot>, Error>> {
+        Box::pin(self.with_reader(move |c| {
+            let row: Option<(i64, Vec<u8>)> = c
+                .prepare_cached(
+                    r#"SELECT s."offset", s.state FROM snapshots s JOIN streams t ON t.id = s.stream_id
+                       WHERE t.name = ?1 ORDER BY s."offset" DESC LIMIT 1"#,
+                )?
+                .query_row([stream.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            row.map(|(o, s)| Ok((Offset(from_sql(o)?), s))).transpose()
+        }))
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            if self.jobs.lock().map(|j| j.is_none()).unwrap_or(true) {
+                return Err(Error::StoreClosed);
+            }
+            self.with_reader(|c| {
+                c.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))?;
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Dropping the last sender lets the writer drain its queue
+            // (every job already handed over is committed and answered),
+            // then stop.
+            if let Ok(mut jobs) = self.jobs.lock() {
+                jobs.take();
+            }
+            let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+            if let Some(handle) = handle {
+                let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+            }
+            self.readers.permits.close();
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,292 @@
+//! The SQLite store against real files in a temporary directory.
+
+use std::sync::{Arc, Mutex};
+
+use sync_core::{ClientId, ErrorCode, Event, Offset, Seq, StreamName};
+
+use super::{SqliteOptions, SqliteStore};
+use crate::config::CommitMode;
+use crate::metrics::Metrics;
+use crate::store::{
+    AppendListener, AppendRequest, LogStore, Outcome, ProposedIntent, ReadLimits, Verdict,
+};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(String, Vec<u64>)>>);
+
+impl AppendListener for Recorder {
+    fn appended(&self, stream: &StreamName, events: &[Event]) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push((
+                stream.to_string(),
+                events.iter().map(|e| e.offset.0).collect(),
+            ));
+        }
+    }
+    fn head_moved(&self, _: &StreamName, _: Offset) {}
+}
+
+fn open(dir: &tempfile::TempDir, mode: CommitMode) -> (SqliteStore, Arc<Recorder>) {
+    let rec = Arc::new(Recorder::default());
+    let store = SqliteStore::open(
+        SqliteOptions {
+            path: dir.path().join("log.db"),
+            commit_mode: mode,
+            max_batch_intents: 1000,
+            max_batch_bytes: 1 << 20,
+            max_readers: 2,
+        },
+        rec.clone(),
+        Arc::new(Metrics::default()),
+    )
+    .expect("open");
+    (store, rec)
+}
+
+fn seq(n: u64) -> Seq {
+    Seq::new(n).expect("seq")
+}
+
+fn request(stream: &str, client: u8, seqs: &[u64]) -> AppendRequest {
+    AppendRequest {
+        stream: StreamName::new(stream).expect("name"),
+        client_id: ClientId([client; 16]),
+        intents: seqs
+            .iter()
+            .map(|s| ProposedIntent {
+                seq: seq(*s),
+                payload: format!("{{\"c\":{client},\"s\":{s}}}").into_bytes(),
+                verdict: Verdict::Accept,
+            })
+            .collect(),
+    }
+}
+
+fn all() -> ReadLimits {
+    ReadLimits {
+        max_events: 10_000,
+        max_bytes: usize::MAX,
+    }
+}
+
+#[tokio::test]
+async fn appends_dedups_gaps_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = StreamName::new("todos/a").expect("name");
+    let epoch;
+    {
+        let (store, rec) = open(&dir, CommitMode::Group);
+        epoch = store.epoch().clone();
+        let o = store
+            .append(request("todos/a", 1, &[1, 2]))
+            .await
+            .expect("append");
+        assert_eq!(
+            o,
+            vec![
+                Outcome::Appended {
+                    seq: seq(1),
+                    offset: Offset(1),
+                    duplicate: false
+                },
+                Outcome::Appended {
+                    seq: seq(2),
+                    offset: Offset(2),
+                    duplicate: false
+                },
+            ]
+        );
+        // Seq 2 again, then 3: the duplicate keeps its offset, 3 is new.
+        let o = store
+            .append(request("todos/a", 1, &[2, 3]))
+            .await
+            .expect("append");
+        assert_eq!(
+            o[0],
+            Outcome::Appended {
+                seq: seq(2),
+                offset: Offset(2),
+                duplicate: true
+            }
+        );
+        assert_eq!(
+            o[1],
+            Outcome::Appended {
+                seq: seq(3),
+                offset: Offset(3),
+                duplicate: false
+            }
+        );
+        // A gap stops the request there.
+        let o = store
+            .append(request("todos/a", 1, &[5, 4]))
+            .await
+            .expect("append");
+        assert_eq!(o, vec![Outcome::Gap { expected: seq(4) }]);
+        // A rejection is a decision too.
+        let mut r = request("todos/a", 1, &[4]);
+        r.intents[0].verdict = Verdict::Reject {
+            code: ErrorCode::PayloadTooLarge,
+            message: "too big".into(),
+        };
+        let o = store.append(r).await.expect("append");
+        assert!(matches!(
+            &o[0],
+            Outcome::Rejected {
+                duplicate: false,
+                code: ErrorCode::PayloadTooLarge,
+                ..
+            }
+        ));
+        assert_eq!(store.head(s.clone()).await.expect("head"), Offset(3));
+        let recorded = rec.0.lock().expect("lock").clone();
+        assert_eq!(
+            recorded,
+            vec![("todos/a".into(), vec![1, 2]), ("todos/a".into(), vec![3])]
+        );
+        store.close().await;
+        assert!(store.append(request("todos/a", 1, &[5])).await.is_err());
+    }
+    let (store, _) = open(&dir, CommitMode::Group);
+    assert_eq!(store.epoch(), &epoch, "the epoch is stored with the log");
+    let o = store
+        .append(request("todos/a", 1, &[1, 3, 4, 5]))
+        .await
+        .expect("append");
+    assert_eq!(
+        o[0],
+        Outcome::Appended {
+            seq: seq(1),
+            offset: Offset(1),
+            duplicate: true
+        }
+    );
+    assert_eq!(
+        o[1],
+        Outcome::Appended {
+            seq: seq(3),
+            offset: Offset(3),
+            duplicate: true
+        }
+    );
+    assert!(
+        matches!(&o[2], Outcome::Rejected { duplicate: true, code: ErrorCode::PayloadTooLarge, message, .. } if message == "too big")
+    );
+    assert_eq!(
+        o[3],
+        Outcome::Appended {
+            seq: seq(5),
+            offset: Offset(4),
+            duplicate: false
+        }
+    );
+    let page = store.read(s.clone(), Offset(0), all()).await.expect("read");
+    assert_eq!(page.head, Offset(4));
+    let offsets: Vec<u64> = page.events.iter().map(|e| e.offset.0).collect();
+    assert_eq!(offsets, vec![1, 2, 3, 4]);
+    assert_eq!(page.events[3].payload, br#"{"c":1,"s":5}"#);
+    assert_eq!(page.events[3].seq, seq(5));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn reads_are_bounded_and_streams_independent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(&dir, CommitMode::PerIntent);
+    let seqs: Vec<u64> = (1..=50).collect();
+    store.append(request("a", 1, &seqs)).await.expect("append");
+    store.append(request("b", 1, &[1])).await.expect("append");
+    let a = StreamName::new("a").expect("name");
+    let page = store
+        .read(
+            a.clone(),
+            Offset(10),
+            ReadLimits {
+                max_events: 7,
+                max_bytes: usize::MAX,
+            },
+        )
+        .await
+        .expect("read");
+    assert_eq!(page.events.len(), 7);
+    assert_eq!(page.events[0].offset, Offset(11));
+    assert_eq!(page.head, Offset(50));
+    // A byte limit smaller than one event still returns one.
+    let page = store
+        .read(
+            a.clone(),
+            Offset(0),
+            ReadLimits {
+                max_events: 100,
+                max_bytes: 1,
+            },
+        )
+        .await
+        .expect("read");
+    assert_eq!(page.events.len(), 1);
+    let b = StreamName::new("b").expect("name");
+    assert_eq!(store.head(b).await.expect("head"), Offset(1));
+    let none = StreamName::new("never").expect("name");
+    let page = store
+        .read(none.clone(), Offset(0), all())
+        .await
+        .expect("read");
+    assert_eq!(page, Default::default());
+    assert_eq!(store.head(none).await.expect("head"), Offset(0));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn snapshots_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(&dir, CommitMode::Group);
+    let s = StreamName::new("s").expect("name");
+    assert_eq!(store.latest_snapshot(s.clone()).await.expect("get"), None);
+    store
+        .put_snapshot(s.clone(), Offset(5), b"five".to_vec())
+        .await
+        .expect("put");
+    store
+        .put_snapshot(s.clone(), Offset(9), b"nine".to_vec())
+        .await
+        .expect("put");
+    assert_eq!(
+        store.latest_snapshot(s).await.expect("get"),
+        Some((Offset(9), b"nine".to_vec()))
+    );
+    assert!(store.check().await.is_ok());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_appends_get_dense_offsets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(&dir, CommitMode::Group);
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for c in 0..8u8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut offsets = Vec::new();
+            for s in 1..=25 {
+                let o = store.append(request("s", c, &[s])).await.expect("append");
+                match &o[0] {
+                    Outcome::Appended {
+                        offset,
+                        duplicate: false,
+                        ..
+                    } => offsets.push(offset.0),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            offsets
+        }));
+    }
+    let mut all_offsets = Vec::new();
+    for t in tasks {
+        all_offsets.extend(t.await.expect("task"));
+    }
+    all_offsets.sort_unstable();
+    assert_eq!(all_offsets, (1..=200).collect::<Vec<u64>>());
+    store.close().await;
+}

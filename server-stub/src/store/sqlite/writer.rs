@@ -1,0 +1,431 @@
+//! The single writer: group commit over one read-write connection.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use sync_core::{decide, ClientId, Decision, ErrorCode, Event, Offset, Seq, StreamName};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{from_sql, to_sql};
+use crate::config::CommitMode;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::store::{AppendListener, AppendRequest, Outcome, Verdict};
+
+/// Work for the writer, with where to send the answer.
+pub(crate) enum Job {
+    Append {
+        request: AppendRequest,
+        reply: oneshot::Sender<Result<Vec<Outcome>, Error>>,
+    },
+    Snapshot {
+        stream: StreamName,
+        offset: Offset,
+        state: Vec<u8>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+}
+
+impl Job {
+    fn intents(&self) -> usize {
+        match self {
+            Job::Append { request, .. } => request.intents.len(),
+            Job::Snapshot { .. } => 1,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Job::Append { request, .. } => request.payload_bytes(),
+            Job::Snapshot { state, .. } => state.len(),
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    pub conn: Connection,
+    pub rx: mpsc::Receiver<Job>,
+    pub listener: Arc<dyn AppendListener>,
+    pub metrics: Arc<Metrics>,
+    pub mode: CommitMode,
+    pub max_batch_intents: usize,
+    pub max_batch_bytes: usize,
+}
+
+/// Events appended in one transaction, grouped by stream in offset order.
+type Appended = Vec<(StreamName, Vec<Event>)>;
+
+enum Reply {
+    Append(oneshot::Sender<Result<Vec<Outcome>, Error>>, Vec<Outcome>),
+    Snapshot(oneshot::Sender<Result<(), Error>>),
+}
+
+impl Writer {
+    pub fn run(mut self) {
+        // Blocks until a job arrives; returns None once every sender is
+        // gone and the queue is drained, which is how shutdown finishes
+        // the commits already handed over.
+        while let Some(first) = self.rx.blocking_recv() {
+            match self.mode {
+                CommitMode::Group => {
+                    let mut intents = first.intents();
+                    let mut bytes = first.bytes();
+                    let mut jobs = vec![first];
+                    // Everything that queued up during the previous fsync
+                    // goes into this one transaction.
+                    while intents < self.max_batch_intents && bytes < self.max_batch_bytes {
+                        match self.rx.try_recv() {
+                            Ok(job) => {
+                                intents += job.intents();
+                                bytes += job.bytes();
+                                jobs.push(job);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(jobs);
+                }
+                CommitMode::PerIntent => self.commit_each(first),
+            }
+        }
+        tracing::debug!("log writer stopped");
+    }
+
+    /// Decides every job in one transaction and commits once.
+    fn commit(&mut self, jobs: Vec<Job>) {
+        let started = Instant::now();
+        let intents: usize = jobs.iter().map(Job::intents).sum();
+        let mut appended: Appended = Vec::new();
+        let mut replies = Vec::with_capacity(jobs.len());
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let time_ms = now_ms();
+            for job in jobs {
+                match job {
+                    Job::Append { request, reply } => {
+                        let outcomes = apply(&tx, request, time_ms, &mut appended)?;
+                        replies.push(Reply::Append(reply, outcomes));
+                    }
+                    Job::Snapshot {
+                        stream,
+                        offset,
+                        state,
+                        reply,
+                    } => {
+                        put_snapshot(&tx, &stream, offset, &state)?;
+                        replies.push(Reply::Snapshot(reply));
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok::<(), Error>(())
+        })();
+        self.finish(result, started, intents, appended, replies);
+    }
+
+    /// One transaction per intent: the baseline that group commit is
+    /// measured against.
+    fn commit_each(&mut self, job: Job) {
+        let Job::Append { request, reply } = job else {
+            return self.commit(vec![job]);
+        };
+        let AppendRequest {
+            stream,
+            client_id,
+            intents,
+        } = request;
+        let mut outcomes = Vec::with_capacity(intents.len());
+        for intent in intents {
+            let started = Instant::now();
+            let mut appended: Appended = Vec::new();
+            let one = AppendRequest {
+                stream: stream.clone(),
+                client_id,
+                intents: vec![intent],
+            };
+            let result = (|| {
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let o = apply(&tx, one, now_ms(), &mut appended)?;
+                tx.commit()?;
+                Ok::<_, Error>(o)
+            })();
+            match result {
+                Ok(o) => {
+                    self.metrics.commit(1, started.elapsed());
+                    self.publish(&appended);
+                    let gap = o.iter().any(|x| matches!(x, Outcome::Gap { .. }));
+                    outcomes.extend(o);
+                    if gap {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "commit failed");
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
+        count(&self.metrics, &outcomes);
+        let _ = reply.send(Ok(outcomes));
+    }
+
+    fn finish(
+        &self,
+        result: Result<(), Error>,
+        started: Instant,
+        intents: usize,
+        appended: Appended,
+        replies: Vec<Reply>,
+    ) {
+        match result {
+            Ok(()) => {
+                self.metrics.commit(intents, started.elapsed());
+                // Fan-out first: by the time a pusher sees its Ack, the
+                // event is in the live feed too.
+                self.publish(&appended);
+                for r in replies {
+                    match r {
+                        Reply::Append(reply, outcomes) => {
+                            count(&self.metrics, &outcomes);
+                            let _ = reply.send(Ok(outcomes));
+                        }
+                        Reply::Snapshot(reply) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                // The transaction rolled back (dropped): nothing of this
+                // batch is in the log, so every pusher may safely retry.
+                tracing::error!(error = %e, intents, "commit failed; batch rolled back");
+                let message = e.to_string();
+                for r in replies {
+                    match r {
+                        Reply::Append(reply, _) => {
+                            let _ = reply.send(Err(Error::Storage(message.clone())));
+                        }
+                        Reply::Snapshot(reply) => {
+                            let _ = reply.send(Err(Error::Storage(message.clone())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&self, appended: &Appended) {
+        for (stream, events) in appended {
+            self.listener.appended(stream, events);
+        }
+    }
+}
+
+fn count(metrics: &Metrics, outcomes: &[Outcome]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for o in outcomes {
+        match o {
+            Outcome::Appended {
+                duplicate: false, ..
+            } => metrics.intents_appended.fetch_add(1, Relaxed),
+            Outcome::Rejected {
+                duplicate: false, ..
+            } => metrics.intents_rejected.fetch_add(1, Relaxed),
+            Outcome::Appended { .. } | Outcome::Rejected { .. } => {
+                metrics.intents_duplicate.fetch_add(1, Relaxed)
+            }
+            Outcome::Gap { .. } => metrics.intents_gap.fetch_add(1, Relaxed),
+        };
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The stream's id and head, creating the stream on first use.
+fn ensure_stream(tx: &Transaction<'_>, stream: &StreamName) -> Result<(i64, u64), Error> {
+    let row: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT id, head FROM streams WHERE name = ?1")?
+        .query_row([stream.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match row {
+        Some((id, head)) => Ok((id, from_sql(head)?)),
+        None => {
+            tx.prepare_cached("INSERT INTO streams (name, head) VALUES (?1, 0)")?
+                .execute([stream.as_str()])?;
+            Ok((tx.last_insert_rowid(), 0))
+        }
+    }
+}
+
+/// Decides one request's intents inside `tx`.
+fn apply(
+    tx: &Transaction<'_>,
+    request: AppendRequest,
+    time_ms: u64,
+    appended: &mut Appended,
+) -> Result<Vec<Outcome>, Error> {
+    let AppendRequest {
+        stream,
+        client_id,
+        intents,
+    } = request;
+    let (stream_id, start_head) = ensure_stream(tx, &stream)?;
+    let client = &client_id.0[..];
+    let start_last: u64 = tx
+        .prepare_cached("SELECT last_seq FROM clients WHERE stream_id = ?1 AND client_id = ?2")?
+        .query_row(rusqlite::params![stream_id, client], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map(from_sql)
+        .transpose()?
+        .unwrap_or(0);
+    let (mut head, mut last) = (start_head, start_last);
+    let mut outcomes = Vec::with_capacity(intents.len());
+    let mut new_events = Vec::new();
+    for intent in intents {
+        let seq = intent.seq;
+        match decide(last, seq) {
+            Decision::Append => {
+                match intent.verdict {
+                    Verdict::Accept => {
+                        head += 1;
+                        tx.prepare_cached(
+                            r#"INSERT INTO events (stream_id, "offset", client_id, seq, time_ms, payload)
+                               VALUES (?1, ?2, ?3, ?4, ?5, ?6)"#,
+                        )?
+                        .execute(rusqlite::params![
+                            stream_id,
+                            to_sql(head)?,
+                            client,
+                            to_sql(seq.get())?,
+                            to_sql(time_ms)?,
+                            intent.payload
+                        ])?;
+                        outcomes.push(Outcome::Appended {
+                            seq,
+                            offset: Offset(head),
+                            duplicate: false,
+                        });
+                        new_events.push(Event {
+                            offset: Offset(head),
+                            client_id,
+                            seq,
+                            time_ms,
+                            payload: intent.payload,
+                        });
+                    }
+                    Verdict::Reject { code, message } => {
+                        tx.prepare_cached(
+                            "INSERT INTO rejections (stream_id, client_id, seq, code, message)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(rusqlite::params![
+                            stream_id,
+                            client,
+                            to_sql(seq.get())?,
+                            code.as_str(),
+                            message
+                        ])?;
+                        outcomes.push(Outcome::Rejected {
+                            seq,
+                            code,
+                            message,
+                            duplicate: false,
+                        });
+                    }
+                }
+                last = seq.get();
+            }
+            Decision::Duplicate => outcomes.push(lookup(tx, &stream, stream_id, &client_id, seq)?),
+            Decision::Gap { expected } => {
+                outcomes.push(Outcome::Gap { expected });
+                break;
+            }
+        }
+    }
+    if last != start_last {
+        tx.prepare_cached(
+            "INSERT INTO clients (stream_id, client_id, last_seq) VALUES (?1, ?2, ?3)
+             ON CONFLICT (stream_id, client_id) DO UPDATE SET last_seq = excluded.last_seq",
+        )?
+        .execute(rusqlite::params![stream_id, client, to_sql(last)?])?;
+    }
+    if head != start_head {
+        tx.prepare_cached("UPDATE streams SET head = ?1 WHERE id = ?2")?
+            .execute(rusqlite::params![to_sql(head)?, stream_id])?;
+    }
+    if !new_events.is_empty() {
+        match appended.iter_mut().find(|(s, _)| *s == stream) {
+            Some((_, evs)) => evs.extend(new_events),
+            None => appended.push((stream, new_events)),
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The stored outcome of an already decided seq.
+fn lookup(
+    tx: &Transaction<'_>,
+    stream: &StreamName,
+    stream_id: i64,
+    client_id: &ClientId,
+    seq: Seq,
+) -> Result<Outcome, Error> {
+    let client = &client_id.0[..];
+    let params = rusqlite::params![stream_id, client, to_sql(seq.get())?];
+    let offset: Option<i64> = tx
+        .prepare_cached(
+            r#"SELECT "offset" FROM events WHERE stream_id = ?1 AND client_id = ?2 AND seq = ?3"#,
+        )?
+        .query_row(params, |r| r.get(0))
+        .optional()?;
+    if let Some(o) = offset {
+        return Ok(Outcome::Appended {
+            seq,
+            offset: Offset(from_sql(o)?),
+            duplicate: true,
+        });
+    }
+    let rejection: Option<(String, String)> = tx
+        .prepare_cached(
+            "SELECT code, message FROM rejections WHERE stream_id = ?1 AND client_id = ?2 AND seq = ?3",
+        )?
+        .query_row(params, |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match rejection {
+        Some((code, message)) => Ok(Outcome::Rejected {
+            seq,
+            code: ErrorCode::parse(&code),
+            message,
+            duplicate: true,
+        }),
+        None => Err(Error::Storage(format!(
+            "seq {seq} of client {client_id} on stream {stream} is decided but its outcome is missing"
+        ))),
+    }
+}
+
+fn put_snapshot(
+    tx: &Transaction<'_>,
+    stream: &StreamName,
+    offset: Offset,
+    state: &[u8],
+) -> Result<(), Error> {
+    let (stream_id, _) = ensure_stream(tx, stream)?;
+    tx.prepare_cached(
+        r#"INSERT INTO snapshots (stream_id, "offset", state) VALUES (?1, ?2, ?3)
+           ON CONFLICT (stream_id, "offset") DO UPDATE SET state = excluded.state"#,
+    )?
+    .execute(rusqlite::params![stream_id, to_sql(offset.0)?, state])?;
+    Ok(())
+}

@@ -1,0 +1,586 @@
+//! The WebSocket transport (`GET /v1/ws`): one postcard message per binary
+//! frame, as `sync_core::protocol` defines.
+//!
+//! Each connection runs a few tasks that share nothing with other
+//! connections but the store and the hub:
+//! - the reader (this module's loop): decodes frames, answers `Hello` and
+//!   `Ping`, starts subscriptions, hands pushes to the store, pings the
+//!   client and closes idle connections;
+//! - the acknowledger: awaits each push's durable outcome, in order, and
+//!   queues `Ack`/`Reject`/`Gap`;
+//! - one task per subscription: the cursor of [`crate::hub::Subscription`];
+//! - the writer: the only owner of the socket's sending half.
+//!
+//! Everything bound for the client goes through one bounded queue, and
+//! event frames also take their size from a per-connection byte budget. A
+//! client that stops reading fills its own queue and budget; its
+//! subscription tasks then wait, and catch up from the log once it reads
+//! again. Nothing it does can hold up another connection or grow memory
+//! past those bounds.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use sync_core::{ClientId, ClientMsg, ErrorCode, Offset, ServerMsg, StreamName, PROTOCOL_VERSION};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Instant};
+use tracing::Instrument as _;
+
+use crate::hub::Subscription;
+use crate::metrics::Metrics;
+use crate::store::{BoxFuture, Outcome};
+use crate::{AppState, Error};
+
+/// Frames (of any size) that may wait in one connection's queue.
+const QUEUE_FRAMES: usize = 256;
+/// Pushes whose outcome one connection may await at once; past it the
+/// reader stops reading, which pushes back on the client through TCP.
+const PUSHES_IN_FLIGHT: usize = 32;
+/// How long a closing connection waits for the client's Close reply.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// `GET /v1/ws`.
+pub(crate) async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(r) => {
+            return crate::http::error_response(
+                ErrorCode::InvalidRequest,
+                &format!("/v1/ws speaks the WebSocket protocol only: {r}"),
+                &[],
+            )
+        }
+    };
+    if state.shutdown.is_cancelled() {
+        return crate::http::error_response(
+            ErrorCode::ShuttingDown,
+            "the server is shutting down",
+            &[],
+        );
+    }
+    let max = state.config.max_frame_bytes;
+    let tracker = state.tracker.clone();
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        // Bounds what a client that does not read can make the socket buffer.
+        .max_write_buffer_size(2 * max + (128 << 10))
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
+        .on_upgrade(move |socket| {
+            let id = NEXT_CONN.fetch_add(1, Relaxed);
+            tracker
+                .track_future(run(socket, state).instrument(tracing::info_span!("ws", conn = id)))
+        })
+}
+
+/// What the writer sends.
+enum Out {
+    Frame {
+        bytes: Bytes,
+        /// Held while the frame waits; returns its bytes to the budget.
+        queued: Option<Queued>,
+        /// Set when the subscription that made the frame was replaced.
+        stale: Option<Arc<AtomicBool>>,
+    },
+    Ping,
+    Close(u16, String),
+}
+
+impl Out {
+    fn msg(msg: &ServerMsg) -> Out {
+        Out::Frame {
+            bytes: Bytes::from(msg.encode()),
+            queued: None,
+            stale: None,
+        }
+    }
+}
+
+/// Bytes of the connection's budget held by one queued frame.
+struct Queued {
+    _permit: OwnedSemaphorePermit,
+    bytes: i64,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.metrics
+            .fanout_queue_bytes
+            .fetch_sub(self.bytes, Relaxed);
+    }
+}
+
+/// Why a connection ends.
+type Fatal = (ErrorCode, String);
+
+struct Sub {
+    task: JoinHandle<()>,
+    stale: Arc<AtomicBool>,
+}
+
+impl Sub {
+    fn stop(self) {
+        self.stale.store(true, Relaxed);
+        self.task.abort();
+    }
+}
+
+type PendingPush = (StreamName, BoxFuture<'static, Result<Vec<Outcome>, Error>>);
+
+struct Conn {
+    state: Arc<AppState>,
+    out: mpsc::Sender<Out>,
+    budget: Arc<Semaphore>,
+    fatal: mpsc::Sender<Fatal>,
+    pushes: Option<mpsc::Sender<PendingPush>>,
+    client_id: Option<ClientId>,
+    subs: HashMap<StreamName, Sub>,
+}
+
+async fn run(socket: WebSocket, state: Arc<AppState>) {
+    let metrics = state.metrics.clone();
+    metrics.connections.fetch_add(1, Relaxed);
+    metrics.connections_total.fetch_add(1, Relaxed);
+    tracing::debug!("connected");
+
+    let (sink, mut stream) = socket.split();
+    let (out, out_rx) = mpsc::channel(QUEUE_FRAMES);
+    let (fatal, mut fatal_rx) = mpsc::channel(4);
+    let (pushes, pushes_rx) = mpsc::channel(PUSHES_IN_FLIGHT);
+    let writer = tokio::spawn(write_loop(sink, out_rx).in_current_span());
+    let acker = tokio::spawn(ack_loop(pushes_rx, out.clone(), fatal.clone()).in_current_span());
+    let mut conn = Conn {
+        budget: Arc::new(Semaphore::new(state.config.send_queue_bytes)),
+        state: state.clone(),
+        out,
+        fatal,
+        pushes: Some(pushes),
+        client_id: None,
+        subs: HashMap::new(),
+    };
+
+    let ping_every = state.config.ping_interval;
+    let idle_timeout = state.config.idle_timeout;
+    let mut ticker = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let shutdown = state.shutdown.clone();
+
+    // `Some(reason)`: the server ends the connection and tells the client
+    // why; `None`: the client is gone.
+    let reason: Option<Fatal> = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                break Some((ErrorCode::ShuttingDown, "the server is shutting down; reconnect later".into()));
+            }
+            Some(f) = fatal_rx.recv() => break Some(f),
+            _ = ticker.tick() => {
+                if last_heard.elapsed() >= idle_timeout {
+                    break Some((ErrorCode::IdleTimeout, format!(
+                        "nothing received for {} ms (pings unanswered)", idle_timeout.as_millis()
+                    )));
+                }
+                // A full queue means the client is not reading; the ping
+                // would not get through either, and the idle timeout
+                // will tell.
+                let _ = conn.out.try_send(Out::Ping);
+            }
+            frame = stream.next() => {
+                match frame {
+                    None => break None,
+                    Some(Err(e)) => {
+                        if is_too_large(e) {
+                            break Some((ErrorCode::FrameTooLarge, format!(
+                                "frame over the limit of {} bytes", state.config.max_frame_bytes
+                            )));
+                        }
+                        break None;
+                    }
+                    Some(Ok(msg)) => {
+                        last_heard = Instant::now();
+                        let handled = match msg {
+                            Message::Binary(bytes) => conn.on_frame(&bytes).await,
+                            Message::Text(_) => Err((ErrorCode::MalformedFrame,
+                                "text frames are not part of the protocol: send binary postcard frames".into())),
+                            Message::Ping(_) | Message::Pong(_) => Ok(()),
+                            Message::Close(_) => break None,
+                        };
+                        if let Err(f) = handled {
+                            break Some(f);
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    for (_, sub) in conn.subs.drain() {
+        sub.stop();
+    }
+    // No more pushes; the acknowledger finishes those already taken
+    // (their commits complete either way), so the client gets their
+    // outcomes before the close.
+    conn.pushes.take();
+    match &reason {
+        Some(_) => {
+            if timeout(state.config.shutdown_timeout, acker).await.is_err() {
+                tracing::warn!("outcomes of pushes not sent before the close");
+            }
+        }
+        None => acker.abort(),
+    }
+    if let Some((code, message)) = &reason {
+        metrics.error(*code);
+        if *code == ErrorCode::ShuttingDown {
+            tracing::debug!(%code, %message, "closing");
+        } else {
+            tracing::info!(%code, %message, "closing connection");
+        }
+        let error = ServerMsg::Error {
+            code: *code,
+            message: message.clone(),
+        };
+        let close = Out::Close(close_code(*code), close_reason(message));
+        let sent = timeout(CLOSE_GRACE, async {
+            conn.out.send(Out::msg(&error)).await.is_ok() && conn.out.send(close).await.is_ok()
+        })
+        .await;
+        if matches!(sent, Ok(true)) {
+            // Let the client answer the Close, as the protocol asks.
+            let _ = timeout(CLOSE_GRACE, async {
+                while let Some(Ok(m)) = stream.next().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+    drop(conn);
+    let mut writer = writer;
+    if timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+        writer.abort();
+    }
+    metrics.connections.fetch_sub(1, Relaxed);
+    tracing::debug!("disconnected");
+}
+
+impl Conn {
+    async fn on_frame(&mut self, bytes: &[u8]) -> Result<(), Fatal> {
+        let msg = ClientMsg::decode(bytes, self.state.config.max_frame_bytes)
+            .map_err(|e| (e.code(), e.to_string()))?;
+        let (client_id, msg) = match (&self.client_id, msg) {
+            (
+                None,
+                ClientMsg::Hello {
+                    client_id, token, ..
+                },
+            ) => {
+                // The decoder already refused other versions.
+                if token.is_some() {
+                    tracing::debug!("Hello carries a token; authentication is not configured");
+                }
+                self.client_id = Some(client_id);
+                tracing::debug!(client = %client_id, "hello");
+                let welcome = ServerMsg::Welcome {
+                    version: PROTOCOL_VERSION,
+                    server_id: self.state.config.server_id.clone(),
+                    epoch: self.state.store.epoch().clone(),
+                    max_frame_bytes: self.state.config.max_frame_bytes as u32,
+                };
+                return self.send(&welcome).await;
+            }
+            (Some(_), ClientMsg::Hello { .. }) => {
+                return Err((
+                    ErrorCode::UnexpectedHello,
+                    "Hello was already received on this connection".into(),
+                ))
+            }
+            (None, _) => {
+                return Err((
+                    ErrorCode::HelloRequired,
+                    "the first frame of a connection must be Hello".into(),
+                ))
+            }
+            (Some(id), msg) => (*id, msg),
+        };
+        match msg {
+            ClientMsg::Subscribe { stream, after } => self.subscribe(stream, after),
+            ClientMsg::Unsubscribe { stream } => {
+                if let Some(sub) = self.subs.remove(&stream) {
+                    sub.stop();
+                }
+                Ok(())
+            }
+            ClientMsg::Push { stream, intents } => {
+                if intents.is_empty() {
+                    return Ok(());
+                }
+                let store = self.state.store.clone();
+                let policy = self.state.policy.clone();
+                let s = stream.clone();
+                let fut: BoxFuture<'static, _> = Box::pin(async move {
+                    crate::intake::push(
+                        &store,
+                        &*policy,
+                        s,
+                        client_id,
+                        intents.into_iter().map(|i| (i.seq, i.payload)),
+                    )
+                    .await
+                });
+                match &self.pushes {
+                    Some(p) => p.send((stream, fut)).await.map_err(|_| internal()),
+                    None => Err(internal()),
+                }
+            }
+            ClientMsg::Ping { nonce } => self.send(&ServerMsg::Pong { nonce }).await,
+            // Handled above.
+            ClientMsg::Hello { .. } => Err(internal()),
+        }
+    }
+
+    async fn send(&self, msg: &ServerMsg) -> Result<(), Fatal> {
+        self.out.send(Out::msg(msg)).await.map_err(|_| internal())
+    }
+
+    fn subscribe(&mut self, stream: StreamName, after: Offset) -> Result<(), Fatal> {
+        match self.subs.remove(&stream) {
+            // A second Subscribe replaces the first; frames of the old one
+            // still queued are dropped.
+            Some(old) => old.stop(),
+            None if self.subs.len() >= self.state.config.max_subscriptions => {
+                return Err((
+                    ErrorCode::TooManySubscriptions,
+                    format!(
+                        "a connection may follow at most {} streams",
+                        self.state.config.max_subscriptions
+                    ),
+                ));
+            }
+            None => {}
+        }
+        let state = &self.state;
+        let sub = Subscription::new(
+            &state.hub,
+            state.store.clone(),
+            &stream,
+            after,
+            state.config.catch_up_events,
+        );
+        let stale = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(
+            subscription_loop(
+                sub,
+                self.out.clone(),
+                self.budget.clone(),
+                state.config.send_queue_bytes,
+                stale.clone(),
+                self.fatal.clone(),
+                state.metrics.clone(),
+            )
+            .in_current_span(),
+        );
+        self.subs.insert(stream, Sub { task, stale });
+        Ok(())
+    }
+}
+
+fn internal() -> Fatal {
+    (
+        ErrorCode::Internal,
+        "the connection's tasks stopped unexpectedly".into(),
+    )
+}
+
+/// Counts a live subscription for as long as it exists.
+pub(crate) struct SubscriptionGauge(Arc<Metrics>);
+
+impl SubscriptionGauge {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.subscriptions.fetch_add(1, Relaxed);
+        SubscriptionGauge(metrics)
+    }
+}
+
+impl Drop for SubscriptionGauge {
+    fn drop(&mut self) {
+        self.0.subscriptions.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn subscription_loop(
+    mut sub: Subscription,
+    out: mpsc::Sender<Out>,
+    budget: Arc<Semaphore>,
+    budget_total: usize,
+    stale: Arc<AtomicBool>,
+    fatal: mpsc::Sender<Fatal>,
+    metrics: Arc<Metrics>,
+) {
+    let _gauge = SubscriptionGauge::new(metrics.clone());
+    loop {
+        let chunk = match sub.next().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, stream = %sub.stream(), "subscription failed");
+                let _ = fatal.send((e.code(), e.to_string())).await;
+                return;
+            }
+        };
+        let frame = chunk.frame(sub.stream(), &metrics);
+        drop(chunk);
+        // Wait for room in this connection's budget: a client that does
+        // not read stops here, holding nothing but this one frame.
+        let n = frame.len().clamp(1, budget_total.max(1));
+        let Ok(permit) = budget.clone().acquire_many_owned(n as u32).await else {
+            return;
+        };
+        metrics.fanout_queue_bytes.fetch_add(n as i64, Relaxed);
+        let queued = Queued {
+            _permit: permit,
+            bytes: n as i64,
+            metrics: metrics.clone(),
+        };
+        let item = Out::Frame {
+            bytes: frame,
+            queued: Some(queued),
+            stale: Some(stale.clone()),
+        };
+        if out.send(item).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn ack_loop(
+    mut pushes: mpsc::Receiver<PendingPush>,
+    out: mpsc::Sender<Out>,
+    fatal: mpsc::Sender<Fatal>,
+) {
+    // In order: the outcomes of one client's pushes are sent in the order
+    // the pushes came, and each push is handed to the store only after the
+    // previous one is decided.
+    while let Some((stream, push)) = pushes.recv().await {
+        match push.await {
+            Ok(outcomes) => {
+                for o in outcomes {
+                    let msg = match o {
+                        Outcome::Appended {
+                            seq,
+                            offset,
+                            duplicate,
+                        } => ServerMsg::Ack {
+                            stream: stream.clone(),
+                            seq,
+                            offset,
+                            duplicate,
+                        },
+                        Outcome::Rejected {
+                            seq, code, message, ..
+                        } => ServerMsg::Reject {
+                            stream: stream.clone(),
+                            seq,
+                            code,
+                            message,
+                        },
+                        Outcome::Gap { expected } => ServerMsg::Gap {
+                            stream: stream.clone(),
+                            expected_seq: expected,
+                        },
+                    };
+                    if out.send(Out::msg(&msg)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, %stream, "push failed");
+                let _ = fatal.send((e.code(), e.to_string())).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Out>) {
+    while let Some(item) = queue.recv().await {
+        let sent = match item {
+            Out::Frame {
+                bytes,
+                queued,
+                stale,
+            } => {
+                if stale.is_some_and(|s| s.load(Relaxed)) {
+                    continue;
+                }
+                let r = sink.send(Message::Binary(bytes)).await;
+                drop(queued);
+                r
+            }
+            Out::Ping => sink.send(Message::Ping(Bytes::new())).await,
+            Out::Close(code, reason) => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    })))
+                    .await;
+                break;
+            }
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+}
+
+fn is_too_large(e: axum::Error) -> bool {
+    matches!(
+        e.into_inner().downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+/// The WebSocket close code that goes with an error code.
+pub fn close_code(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::FrameTooLarge => 1009,
+        ErrorCode::ShuttingDown => 1001,
+        ErrorCode::IdleTimeout
+        | ErrorCode::TooManySubscriptions
+        | ErrorCode::TooManyConnections
+        | ErrorCode::SlowConsumer
+        | ErrorCode::Unauthorized
+        | ErrorCode::Forbidden
+        | ErrorCode::OriginForbidden
+        | ErrorCode::RateLimited => 1008,
+        ErrorCode::Storage | ErrorCode::Internal => 1011,
+        _ => 1002,
+    }
+}
+
+/// A close reason fits in 123 bytes.
+fn close_reason(message: &str) -> String {
+    let mut end = message.len().min(123);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_string()
+}

@@ -34,9 +34,9 @@ pub struct Faults {
 impl Default for Faults {
     fn default() -> Self {
         Faults {
-            refuse: 0.1,
-            cut: 0.01,
-            blackhole: 0.003,
+            refuse: 0.15,
+            cut: 0.03,
+            blackhole: 0.005,
             delay: 0.1,
             max_delay: Duration::from_millis(150),
         }

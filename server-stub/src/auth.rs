@@ -1,0 +1,272 @@
+//! Authentication and per-stream permissions.
+//!
+//! With a secret configured (`LOGSYNC_JWT_SECRET`, or `--jwt-secret-file`),
+//! every request carries a JWT signed with HS256 whose claims are:
+//!
+//! ```json
+//! {"sub": "user-42", "exp": 1764115200, "read": ["todos/*"], "write": ["todos/team-42"]}
+//! ```
+//!
+//! `read` and `write` list stream names; a trailing `*` matches any suffix
+//! (`"*"` alone matches every stream). `nbf` is honoured when present.
+//! Only HS256 is accepted: a token naming any other algorithm (including
+//! `none`) is refused, so an attacker cannot pick the algorithm.
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use sync_core::{ErrorCode, StreamName};
+
+/// Largest token accepted, in bytes (a sane header + claims fit in far less).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Tolerated clock difference for `exp`/`nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 30;
+
+/// Who a verified token speaks for, and where they may go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The subject.
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    read: Vec<Pattern>,
+    write: Vec<Pattern>,
+}
+
+impl Principal {
+    /// Everything allowed: the server runs without a secret.
+    pub fn open() -> Self {
+        Principal {
+            sub: String::new(),
+            exp: u64::MAX,
+            read: vec![Pattern::Prefix(String::new())],
+            write: vec![Pattern::Prefix(String::new())],
+        }
+    }
+
+    /// May this principal read (subscribe to) `stream`?
+    pub fn can_read(&self, stream: &StreamName) -> bool {
+        self.read.iter().any(|p| p.matches(stream.as_str()))
+    }
+
+    /// May this principal append to `stream`?
+    pub fn can_write(&self, stream: &StreamName) -> bool {
+        self.write.iter().any(|p| p.matches(stream.as_str()))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    fn parse(s: &str) -> Pattern {
+        match s.strip_suffix('*') {
+            Some(prefix) => Pattern::Prefix(prefix.to_string()),
+            None => Pattern::Exact(s.to_string()),
+        }
+    }
+
+    fn matches(&self, stream: &str) -> bool {
+        match self {
+            Pattern::Exact(s) => s == stream,
+            Pattern::Prefix(p) => stream.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// Why a token was refused. Every variant maps to `UNAUTHORIZED`; the
+/// message says which check failed (never echoing the token).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token where one is required.
+    #[error("a token is required: pass it in Hello.token, an `Authorization: Bearer` header or `?token=`")]
+    Missing,
+    /// Not three base64url parts of JSON.
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    /// Another algorithm than HS256.
+    #[error("token algorithm {0:?} is not accepted; use HS256")]
+    Algorithm(String),
+    /// The signature does not match.
+    #[error("token signature is invalid")]
+    Signature,
+    /// `exp` is in the past.
+    #[error("token expired at {exp} (now {now})")]
+    Expired {
+        /// The token's expiry.
+        exp: u64,
+        /// The server's clock.
+        now: u64,
+    },
+    /// `nbf` is in the future.
+    #[error("token is not valid before {nbf} (now {now})")]
+    NotYetValid {
+        /// The token's start.
+        nbf: u64,
+        /// The server's clock.
+        now: u64,
+    },
+}
+
+impl AuthError {
+    /// The stable code.
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::Unauthorized
+    }
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
+    read: Vec<String>,
+    #[serde(default)]
+    write: Vec<String>,
+}
+
+fn b64(part: &str, what: &str) -> Result<Vec<u8>, AuthError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .map_err(|e| AuthError::Malformed(format!("{what} is not base64url: {e}")))
+}
+
+/// Verifies an HS256 JWT against `secret` at time `now` (seconds since the
+/// Unix epoch).
+pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Principal, AuthError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::Malformed(format!(
+            "token of {} bytes is over the limit of {MAX_TOKEN_BYTES}",
+            token.len()
+        )));
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed("expected three dot-separated parts".into()));
+    };
+    let header: Header = serde_json::from_slice(&b64(h, "header")?)
+        .map_err(|e| AuthError::Malformed(format!("header: {e}")))?;
+    if header.alg != "HS256" {
+        return Err(AuthError::Algorithm(header.alg.chars().take(20).collect()));
+    }
+    let sig = b64(s, "signature")?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret)
+        .map_err(|_| AuthError::Malformed("unusable secret".into()))?;
+    mac.update(h.as_bytes());
+    mac.update(b".");
+    mac.update(c.as_bytes());
+    // Constant-time comparison.
+    mac.verify_slice(&sig).map_err(|_| AuthError::Signature)?;
+    let claims: Claims = serde_json::from_slice(&b64(c, "claims")?)
+        .map_err(|e| AuthError::Malformed(format!("claims (need sub, exp, read, write): {e}")))?;
+    if claims.exp.saturating_add(LEEWAY_SECS) < now {
+        return Err(AuthError::Expired {
+            exp: claims.exp,
+            now,
+        });
+    }
+    if let Some(nbf) = claims.nbf {
+        if nbf > now.saturating_add(LEEWAY_SECS) {
+            return Err(AuthError::NotYetValid { nbf, now });
+        }
+    }
+    Ok(Principal {
+        sub: claims.sub,
+        exp: claims.exp,
+        read: claims.read.iter().map(|p| Pattern::parse(p)).collect(),
+        write: claims.write.iter().map(|p| Pattern::parse(p)).collect(),
+    })
+}
+
+/// Signs claims with HS256 (for tests, tools and the `logsync-server token`
+/// helper; production tokens come from the app's own auth service).
+pub fn sign(claims_json: &str, secret: &[u8]) -> String {
+    let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let head = enc(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let body = enc(claims_json.as_bytes());
+    // new_from_slice accepts keys of any length for HMAC.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(head.as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    let sig = enc(&mac.finalize().into_bytes());
+    format!("{head}.{body}.{sig}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"test-secret-test-secret-test-sec";
+
+    fn s(name: &str) -> StreamName {
+        StreamName::new(name).unwrap()
+    }
+
+    fn token(claims: &str) -> String {
+        sign(claims, SECRET)
+    }
+
+    #[test]
+    fn valid_token_and_patterns() {
+        let t = token(r#"{"sub":"u1","exp":2000,"read":["todos/*","a"],"write":["todos/team-42"]}"#);
+        let p = verify(&t, SECRET, 1000).unwrap();
+        assert_eq!(p.sub, "u1");
+        assert!(p.can_read(&s("todos/x")));
+        assert!(p.can_read(&s("a")));
+        assert!(!p.can_read(&s("ab")));
+        assert!(!p.can_read(&s("other")));
+        assert!(p.can_write(&s("todos/team-42")));
+        assert!(!p.can_write(&s("todos/team-43")));
+        let all = verify(&token(r#"{"sub":"u","exp":2000,"read":["*"]}"#), SECRET, 1000).unwrap();
+        assert!(all.can_read(&s("anything")));
+        assert!(!all.can_write(&s("anything")));
+    }
+
+    #[test]
+    fn forged_expired_and_foreign_tokens_are_refused() {
+        let t = token(r#"{"sub":"u1","exp":2000}"#);
+        assert_eq!(verify(&t, b"another-secret", 1000), Err(AuthError::Signature));
+        assert!(matches!(verify(&t, SECRET, 3000), Err(AuthError::Expired { .. })));
+        // Tampered claims keep the old signature.
+        let mut parts: Vec<&str> = t.split('.').collect();
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"sub":"admin","exp":2000,"write":["*"]}"#);
+        parts[1] = &forged;
+        assert_eq!(verify(&parts.join("."), SECRET, 1000), Err(AuthError::Signature));
+        // alg "none" with an empty signature.
+        let none = format!(
+            "{}.{}.",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            parts[1]
+        );
+        assert!(matches!(verify(&none, SECRET, 1000), Err(AuthError::Algorithm(_))));
+        for junk in ["", "a.b", "a.b.c.d", "!!!.e30.x", &"x".repeat(MAX_TOKEN_BYTES + 1)] {
+            assert!(matches!(verify(junk, SECRET, 1000), Err(AuthError::Malformed(_))), "{junk:.20}");
+        }
+        let nbf = token(r#"{"sub":"u1","exp":5000,"nbf":4000}"#);
+        assert!(matches!(verify(&nbf, SECRET, 1000), Err(AuthError::NotYetValid { .. })));
+    }
+
+    #[test]
+    fn open_principal_allows_everything() {
+        let p = Principal::open();
+        assert!(p.can_read(&s("x")) && p.can_write(&s("y/z")));
+    }
+}

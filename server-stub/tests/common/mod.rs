@@ -1,0 +1,236 @@
+//! Shared helpers for the server's integration tests: an in-process server
+//! on 127.0.0.1:0 with a real SQLite file, real WebSocket clients, and
+//! waiting with deadlines.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use server_stub::Config;
+use sync_core::{ClientId, ClientMsg, Event, Offset, PushIntent, Seq, ServerMsg, StreamName};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Default deadline for anything a test waits for.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Awaits `fut` or fails the test after `DEADLINE`, saying what was awaited.
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(DEADLINE, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
+    }
+}
+
+pub fn config(dir: &Path) -> Config {
+    Config {
+        db_path: dir.join("log.db"),
+        server_id: "test-server".into(),
+        ..Config::default()
+    }
+}
+
+/// A server running in this process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub db: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), server_stub::Error>>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let db = config.db_path.clone();
+        let task = tokio::spawn(server_stub::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            db,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Starts graceful shutdown.
+    pub fn begin_stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
+    /// Shuts down and waits until `run` returned.
+    pub async fn stop(mut self) {
+        self.begin_stop();
+        if let Some(t) = self.task.take() {
+            within("server shutdown", t).await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.begin_stop();
+    }
+}
+
+pub fn stream(name: &str) -> StreamName {
+    StreamName::new(name).unwrap()
+}
+
+pub fn seq(n: u64) -> Seq {
+    Seq::new(n).unwrap()
+}
+
+pub fn client_id(n: u8) -> ClientId {
+    ClientId([n; 16])
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client speaking the protocol.
+pub struct Client {
+    pub ws: Ws,
+    pub id: ClientId,
+}
+
+impl Client {
+    /// Connects without saying Hello.
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = within("WebSocket connect", tokio_tungstenite::connect_async(url))
+            .await
+            .unwrap();
+        Client {
+            ws,
+            id: client_id(0),
+        }
+    }
+
+    /// Connects and completes the handshake; returns the Welcome too.
+    pub async fn hello(url: &str, id: ClientId) -> (Client, ServerMsg) {
+        let mut c = Client::connect(url).await;
+        c.id = id;
+        c.send(&ClientMsg::hello(id, None)).await;
+        let welcome = c.recv().await;
+        assert!(matches!(welcome, ServerMsg::Welcome { .. }), "{welcome:?}");
+        (c, welcome)
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) {
+        self.send_raw(Message::Binary(msg.encode().into())).await;
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) {
+        within("send", self.ws.send(msg)).await.unwrap();
+    }
+
+    /// The next protocol message; fails on close or after the deadline.
+    pub async fn recv(&mut self) -> ServerMsg {
+        loop {
+            let m = within("a server message", self.ws.next())
+                .await
+                .expect("connection ended")
+                .expect("read failed");
+            match m {
+                Message::Binary(b) => return ServerMsg::decode(&b, 64 << 20).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes: the Error frame (if any) and the
+    /// close frame.
+    pub async fn recv_close(&mut self) -> (Option<ServerMsg>, Option<CloseFrame>) {
+        let mut error = None;
+        loop {
+            let m = within("the server's close", self.ws.next()).await;
+            match m {
+                Some(Ok(Message::Binary(b))) => {
+                    let msg = ServerMsg::decode(&b, 64 << 20).unwrap();
+                    if matches!(msg, ServerMsg::Error { .. }) {
+                        error = Some(msg);
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => return (error, frame),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return (error, None),
+            }
+        }
+    }
+
+    /// Pushes `(seq, payload)` pairs to `stream`.
+    pub async fn push(&mut self, stream_name: &str, intents: &[(u64, Vec<u8>)]) {
+        let msg = ClientMsg::Push {
+            stream: stream(stream_name),
+            intents: intents
+                .iter()
+                .map(|(s, p)| PushIntent {
+                    seq: seq(*s),
+                    payload: p.clone(),
+                })
+                .collect(),
+        };
+        self.send(&msg).await;
+    }
+
+    pub async fn subscribe(&mut self, stream_name: &str, after: u64) {
+        self.send(&ClientMsg::Subscribe {
+            stream: stream(stream_name),
+            after: Offset(after),
+        })
+        .await;
+    }
+
+    /// Reads Events frames (ignoring other messages) until the events
+    /// received reach offset `upto`; returns them in order.
+    pub async fn events_until(&mut self, upto: u64) -> Vec<Event> {
+        let mut out: Vec<Event> = Vec::new();
+        while out.last().map(|e| e.offset.0).unwrap_or(0) < upto {
+            if let ServerMsg::Events { events, .. } = self.recv().await {
+                out.extend(events);
+            }
+        }
+        out
+    }
+}
+
+/// Asserts events are dense from `first` on.
+pub fn assert_dense(events: &[Event], first: u64) {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e.offset.0,
+            first + i as u64,
+            "events must be dense and in order; got {:?}",
+            events.iter().map(|e| e.offset.0).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// A payload of `n` bytes that is valid JSON (a string).
+pub fn json_payload(tag: &str, n: usize) -> Vec<u8> {
+    let mut s = format!("\"{tag}:");
+    while s.len() + 1 < n {
+        s.push('x');
+    }
+    s.push('"');
+    s.into_bytes()
+}

@@ -1,0 +1,479 @@
+//! The WebSocket protocol end to end: order under concurrent writers,
+//! resume without gap or repeat, exactly-once pushes (also across a
+//! restart), rejections, heartbeats, graceful shutdown, golden fixtures.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use common::*;
+use sync_core::{ClientMsg, ErrorCode, Event, Offset, ServerMsg};
+
+/// Pushes `count` intents in pushes of 1-5, waiting for each push's
+/// outcomes; returns seq -> offset.
+async fn write(url: String, id: u8, stream: &str, count: u64) -> BTreeMap<u64, u64> {
+    let (mut c, _) = Client::hello(&url, client_id(id)).await;
+    let mut acked = BTreeMap::new();
+    let mut next = 1;
+    while next <= count {
+        let n = (next % 5 + 1).min(count - next + 1);
+        let intents: Vec<(u64, Vec<u8>)> = (next..next + n)
+            .map(|s| (s, format!("{{\"w\":{id},\"s\":{s}}}").into_bytes()))
+            .collect();
+        c.push(stream, &intents).await;
+        for _ in 0..n {
+            match c.recv().await {
+                ServerMsg::Ack {
+                    seq,
+                    offset,
+                    duplicate: false,
+                    ..
+                } => {
+                    acked.insert(seq.get(), offset.0);
+                }
+                other => panic!("writer {id}: unexpected {other:?}"),
+            }
+        }
+        next += n;
+    }
+    acked
+}
+
+#[tokio::test]
+async fn ten_concurrent_writers_every_subscriber_sees_one_dense_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(server_stub::Config {
+        catch_up_events: 7,
+        ..config(dir.path())
+    })
+    .await;
+    let url = server.ws_url();
+    let mut subscribers = Vec::new();
+    for i in 0..3 {
+        let (mut c, _) = Client::hello(&url, client_id(100 + i)).await;
+        c.subscribe("orders", 0).await;
+        // The first answer is always an Events frame carrying the head.
+        match c.recv().await {
+            ServerMsg::Events { events, head, .. } => {
+                assert!(events.is_empty());
+                assert_eq!(head, Offset(0));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        subscribers.push(c);
+    }
+    let writers: Vec<_> = (1..=10u8)
+        .map(|id| tokio::spawn(write(url.clone(), id, "orders", 40)))
+        .collect();
+    // One subscriber joins in the middle of the load, from offset 0.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (mut late, _) = Client::hello(&url, client_id(200)).await;
+    late.subscribe("orders", 0).await;
+    subscribers.push(late);
+
+    let mut acks: HashMap<(u8, u64), u64> = HashMap::new();
+    for (i, w) in writers.into_iter().enumerate() {
+        for (s, o) in within("writer", w).await.unwrap() {
+            acks.insert((i as u8 + 1, s), o);
+        }
+    }
+    assert_eq!(acks.len(), 400);
+    let mut seen: Vec<Vec<Event>> = Vec::new();
+    for c in &mut subscribers {
+        let events = c.events_until(400).await;
+        assert_eq!(events.len(), 400);
+        assert_dense(&events, 1);
+        seen.push(events);
+    }
+    for other in &seen[1..] {
+        assert_eq!(other, &seen[0], "every subscriber sees the same order");
+    }
+    // Each intent exactly once, at the offset its Ack named.
+    let mut once = HashSet::new();
+    for e in &seen[0] {
+        let w = e.client_id.0[0];
+        assert!(once.insert((w, e.seq.get())), "duplicate event {e:?}");
+        assert_eq!(acks[&(w, e.seq.get())], e.offset.0);
+        assert_eq!(
+            e.payload,
+            format!("{{\"w\":{w},\"s\":{}}}", e.seq.get()).into_bytes()
+        );
+    }
+    // Per writer, its intents are in seq order in the log.
+    for w in 1..=10u8 {
+        let seqs: Vec<u64> = seen[0]
+            .iter()
+            .filter(|e| e.client_id.0[0] == w)
+            .map(|e| e.seq.get())
+            .collect();
+        assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn resume_from_offset_misses_nothing_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // A tiny in-memory feed and small pages force every resume through
+    // catch-up from the log and back onto the live feed while writes go on.
+    let server = TestServer::start(server_stub::Config {
+        catch_up_events: 9,
+        feed_buffer_bytes: 2048,
+        ..config(dir.path())
+    })
+    .await;
+    let url = server.ws_url();
+    const TOTAL: u64 = 600;
+    let writer = tokio::spawn(write(url.clone(), 1, "feed", TOTAL));
+
+    let mut got: Vec<Event> = Vec::new();
+    let mut sessions = 0;
+    while got.last().map(|e| e.offset.0).unwrap_or(0) < TOTAL {
+        sessions += 1;
+        let after = got.last().map(|e| e.offset.0).unwrap_or(0);
+        let (mut c, _) = Client::hello(&url, client_id(50)).await;
+        c.subscribe("feed", after).await;
+        // Read a while (a few frames), then drop the connection abruptly,
+        // unless this is the session that reads to the end.
+        let frames = if sessions < 6 { 3 } else { usize::MAX };
+        let mut read = 0;
+        while read < frames && got.last().map(|e| e.offset.0).unwrap_or(0) < TOTAL {
+            if let ServerMsg::Events { events, head, .. } = c.recv().await {
+                if let Some(last) = events.last() {
+                    assert!(head >= last.offset, "head {head:?} below {last:?}");
+                }
+                if let Some(first) = events.first() {
+                    let expected = got.last().map(|e| e.offset.0).unwrap_or(0) + 1;
+                    assert_eq!(first.offset.0, expected, "gap or repeat at a resume");
+                }
+                got.extend(events);
+                read += 1;
+            }
+        }
+        drop(c);
+    }
+    assert!(sessions >= 6, "resumed {sessions} times");
+    assert_eq!(got.len() as u64, TOTAL);
+    assert_dense(&got, 1);
+    let acked = within("writer", writer).await.unwrap();
+    for e in &got {
+        assert_eq!(acked[&e.seq.get()], e.offset.0);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_subscribe_restarts_from_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(server_stub::Config {
+        catch_up_events: 5,
+        ..config(dir.path())
+    })
+    .await;
+    let url = server.ws_url();
+    write(url.clone(), 1, "s", 20).await;
+    let (mut c, _) = Client::hello(&url, client_id(9)).await;
+    c.subscribe("s", 0).await;
+    let ServerMsg::Events { events, head, .. } = c.recv().await else {
+        panic!("expected events")
+    };
+    assert_eq!(head, Offset(20));
+    assert_eq!(events.first().map(|e| e.offset), Some(Offset(1)));
+    let all = c.events_until(20).await;
+    assert_dense(&all, 6);
+    // The first subscription is now live and idle; a second Subscribe
+    // replaces it and starts over from its own offset.
+    c.subscribe("s", 10).await;
+    let again = c.events_until(20).await;
+    assert_dense(&again, 11);
+    assert_eq!(again.len(), 10);
+    // Live events follow, once: the first subscription is gone.
+    write(url.clone(), 2, "s", 1).await;
+    let live = c.events_until(21).await;
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].offset, Offset(21));
+    c.send(&ClientMsg::Ping { nonce: 9 }).await;
+    assert_eq!(c.recv().await, ServerMsg::Pong { nonce: 9 });
+    // Unsubscribe: nothing more arrives, but the connection lives on.
+    c.send(&ClientMsg::Unsubscribe {
+        stream: stream("s"),
+    })
+    .await;
+    c.send(&ClientMsg::Ping { nonce: 1 }).await;
+    assert_eq!(c.recv().await, ServerMsg::Pong { nonce: 1 });
+    write(url.clone(), 3, "s", 1).await;
+    c.send(&ClientMsg::Ping { nonce: 2 }).await;
+    assert_eq!(c.recv().await, ServerMsg::Pong { nonce: 2 });
+    server.stop().await;
+}
+
+fn ack(msg: ServerMsg) -> (u64, u64, bool) {
+    match msg {
+        ServerMsg::Ack {
+            seq,
+            offset,
+            duplicate,
+            ..
+        } => (seq.get(), offset.0, duplicate),
+        other => panic!("expected an Ack, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn duplicates_and_replays_get_original_answers_also_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = server_stub::Config {
+        max_payload_bytes: 100,
+        ..config(dir.path())
+    };
+    let server = TestServer::start(cfg.clone()).await;
+    let url = server.ws_url();
+    // Someone else writes first, so offsets and seqs differ.
+    write(url.clone(), 2, "dup", 3).await;
+    let (mut c, welcome) = Client::hello(&url, client_id(1)).await;
+    let ServerMsg::Welcome {
+        epoch,
+        max_frame_bytes,
+        ..
+    } = welcome
+    else {
+        unreachable!()
+    };
+    assert_eq!(max_frame_bytes as usize, cfg.max_frame_bytes);
+    let p = |s: u64| (s, format!("[{s}]").into_bytes());
+    c.push("dup", &[p(1), p(2), p(3)]).await;
+    let first: Vec<_> = vec![
+        ack(c.recv().await),
+        ack(c.recv().await),
+        ack(c.recv().await),
+    ];
+    assert_eq!(first, vec![(1, 4, false), (2, 5, false), (3, 6, false)]);
+    // A single resend, then the whole batch again.
+    c.push("dup", &[p(2)]).await;
+    assert_eq!(ack(c.recv().await), (2, 5, true));
+    c.push("dup", &[p(1), p(2), p(3), p(4)]).await;
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(ack(c.recv().await));
+    }
+    assert_eq!(
+        answers,
+        vec![(1, 4, true), (2, 5, true), (3, 6, true), (4, 7, false)]
+    );
+    // A seq beyond the next: Gap with the expected seq; the rest ignored.
+    c.push("dup", &[p(6), p(5)]).await;
+    assert_eq!(
+        c.recv().await,
+        ServerMsg::Gap {
+            stream: stream("dup"),
+            expected_seq: seq(5)
+        }
+    );
+    // Over the payload limit: rejected, and the rejection is the decision.
+    c.push("dup", &[(5, json_payload("big", 200))]).await;
+    let reject = c.recv().await;
+    let ServerMsg::Reject {
+        seq: s,
+        code,
+        message,
+        ..
+    } = &reject
+    else {
+        panic!("expected Reject, got {reject:?}")
+    };
+    assert_eq!((s.get(), *code), (5, ErrorCode::PayloadTooLarge));
+    assert!(message.contains("200 bytes"), "{message}");
+    c.push("dup", &[(5, b"1".to_vec())]).await;
+    assert_eq!(c.recv().await, reject, "a resend gets the same rejection");
+    c.push("dup", &[p(6)]).await;
+    assert_eq!(ack(c.recv().await), (6, 8, false));
+    drop(c);
+    server.stop().await;
+
+    // Same file, new process state.
+    let server = TestServer::start(cfg).await;
+    let url = server.ws_url();
+    let (mut c, welcome) = Client::hello(&url, client_id(1)).await;
+    let ServerMsg::Welcome { epoch: epoch2, .. } = welcome else {
+        unreachable!()
+    };
+    assert_eq!(epoch2, epoch, "the epoch survives a restart");
+    c.push("dup", &[p(1), p(2), p(3), p(4), (5, vec![]), p(6), p(7)])
+        .await;
+    let mut after_restart = Vec::new();
+    for _ in 0..7 {
+        after_restart.push(c.recv().await);
+    }
+    let expect_acks = [(1, 4), (2, 5), (3, 6), (4, 7)];
+    for (msg, (s, o)) in after_restart[..4].iter().zip(expect_acks) {
+        assert_eq!(ack(msg.clone()), (s, o, true));
+    }
+    assert_eq!(after_restart[4], reject);
+    assert_eq!(ack(after_restart[5].clone()), (6, 8, true));
+    assert_eq!(ack(after_restart[6].clone()), (7, 9, false));
+    // The log holds each intent once: 3 of the other writer, 6 of ours.
+    c.subscribe("dup", 0).await;
+    let events = c.events_until(9).await;
+    assert_eq!(events.len(), 9);
+    assert_dense(&events, 1);
+    let ours: Vec<u64> = events
+        .iter()
+        .filter(|e| e.client_id == client_id(1))
+        .map(|e| e.seq.get())
+        .collect();
+    assert_eq!(ours, vec![1, 2, 3, 4, 6, 7]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pings_are_answered_and_live_clients_stay_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(server_stub::Config {
+        ping_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(400),
+        ..config(dir.path())
+    })
+    .await;
+    let (mut c, _) = Client::hello(&server.ws_url(), client_id(1)).await;
+    // Reading answers the server's WebSocket pings; stay past the idle
+    // timeout several times over while reading.
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut nonce = 0;
+    while tokio::time::Instant::now() < until {
+        nonce += 1;
+        c.send(&ClientMsg::Ping { nonce }).await;
+        assert_eq!(c.recv().await, ServerMsg::Pong { nonce });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_sends_outcomes_then_closes_with_going_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let mut server = TestServer::start(cfg.clone()).await;
+    let (mut sub, _) = Client::hello(&server.ws_url(), client_id(2)).await;
+    sub.subscribe("s", 0).await;
+    sub.recv().await;
+    let (mut c, _) = Client::hello(&server.ws_url(), client_id(1)).await;
+    let intents: Vec<(u64, Vec<u8>)> = (1..=200).map(|s| (s, b"{}".to_vec())).collect();
+    c.push("s", &intents).await;
+    c.send(&ClientMsg::Ping { nonce: 7 }).await;
+    // The Pong proves the push was taken before the shutdown began.
+    loop {
+        match c.recv().await {
+            ServerMsg::Pong { nonce: 7 } => break,
+            ServerMsg::Ack { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    server.begin_stop();
+    let mut acks = 0;
+    let mut error = None;
+    let mut close = None;
+    // The Acks (some may have come before the Pong) and then the close.
+    loop {
+        match within("close", futures_util::StreamExt::next(&mut c.ws)).await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) => {
+                match ServerMsg::decode(&b, 1 << 20).unwrap() {
+                    ServerMsg::Ack { .. } => acks += 1,
+                    e @ ServerMsg::Error { .. } => error = Some(e),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
+                close = f;
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    assert!(acks <= 200);
+    assert!(
+        matches!(
+            error,
+            Some(ServerMsg::Error {
+                code: ErrorCode::ShuttingDown,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
+    let (e, f) = sub.recv_close().await;
+    assert!(matches!(
+        e,
+        Some(ServerMsg::Error {
+            code: ErrorCode::ShuttingDown,
+            ..
+        })
+    ));
+    assert_eq!(f.map(|f| u16::from(f.code)), Some(1001));
+    server.stop().await;
+    // The whole push was committed before the server stopped.
+    let server = TestServer::start(cfg).await;
+    let (mut c, _) = Client::hello(&server.ws_url(), client_id(3)).await;
+    c.subscribe("s", 0).await;
+    let ServerMsg::Events { head, .. } = c.recv().await else {
+        panic!("expected events")
+    };
+    assert_eq!(head, Offset(200));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn golden_client_fixtures_are_understood() {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sync-core/fixtures/protocol-v1");
+    let read = |name: &str| std::fs::read(fixtures.join(format!("{name}.bin"))).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&fixtures)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("client-"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 5, "{names:?}");
+    for n in &names {
+        let bytes = std::fs::read(fixtures.join(n)).unwrap();
+        ClientMsg::decode(&bytes, 1 << 20).unwrap_or_else(|e| panic!("{n}: {e}"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(config(dir.path())).await;
+    let mut c = Client::connect(&server.ws_url()).await;
+    let raw = |b: Vec<u8>| tokio_tungstenite::tungstenite::Message::Binary(b.into());
+    c.send_raw(raw(read("client-hello"))).await;
+    assert!(matches!(c.recv().await, ServerMsg::Welcome { .. }));
+    c.send_raw(raw(read("client-ping"))).await;
+    let ClientMsg::Ping { nonce } = ClientMsg::decode(&read("client-ping"), 1 << 20).unwrap()
+    else {
+        panic!("not a ping")
+    };
+    assert_eq!(c.recv().await, ServerMsg::Pong { nonce });
+    c.send_raw(raw(read("client-subscribe"))).await;
+    assert!(matches!(c.recv().await, ServerMsg::Events { .. }));
+    c.send_raw(raw(read("client-push"))).await;
+    let answer = c.recv().await;
+    assert!(
+        matches!(
+            answer,
+            ServerMsg::Ack { .. } | ServerMsg::Gap { .. } | ServerMsg::Reject { .. }
+        ),
+        "{answer:?}"
+    );
+    c.send_raw(raw(read("client-unsubscribe"))).await;
+    c.send(&ClientMsg::Ping { nonce: 5 }).await;
+    loop {
+        // Events of the subscription may still be in flight.
+        match c.recv().await {
+            ServerMsg::Pong { nonce: 5 } => break,
+            ServerMsg::Events { .. } | ServerMsg::Ack { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    server.stop().await;
+}

@@ -33,14 +33,18 @@ if (result.error) {
 if (result.status !== 0) process.exit(result.status ?? 1);
 
 // wasm-pack copies the crate's README and licence; the package has its own.
+// `snippets/` holds the crate's inline JS, imported by the glue.
 for (const name of readdirSync(outDir)) {
-  if (!/^logsync_wasm(_bg)?\.(js|wasm|d\.ts|wasm\.d\.ts)$/.test(name)) rmSync(join(outDir, name), { recursive: true });
+  if (name !== 'snippets' && !/^logsync_wasm(_bg)?\.(js|wasm|d\.ts|wasm\.d\.ts)$/.test(name)) {
+    rmSync(join(outDir, name), { recursive: true });
+  }
 }
 
 const files = [
   join(outDir, 'logsync_wasm_bg.wasm'),
   join(outDir, 'logsync_wasm.js'),
-  ...readdirSync(join(jsDir, 'src')).filter((f) => f.endsWith('.js')).map((f) => join(jsDir, 'src', f)),
+  ...listJs(join(outDir, 'snippets')),
+  ...listJs(join(jsDir, 'src')),
 ];
 let raw = 0;
 let gz = 0;
@@ -49,9 +53,17 @@ for (const file of files) {
   const g = gzipSync(bytes, { level: 9 }).length;
   raw += statSync(file).size;
   gz += g;
-  console.log(`  ${file.slice(jsDir.length + 1).padEnd(28)} ${kb(bytes.length).padStart(9)} raw ${kb(g).padStart(9)} gzip`);
+  console.log(`  ${file.slice(jsDir.length + 1).padEnd(52)} ${kb(bytes.length).padStart(9)} raw ${kb(g).padStart(9)} gzip`);
 }
-console.log(`  ${'total (wasm + JS)'.padEnd(28)} ${kb(raw).padStart(9)} raw ${kb(gz).padStart(9)} gzip`);
+console.log(`  ${'total (wasm + JS)'.padEnd(52)} ${kb(raw).padStart(9)} raw ${kb(gz).padStart(9)} gzip`);
+
+function listJs(dir) {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true })
+    .filter((f) => f.endsWith('.js'))
+    .sort()
+    .map((f) => join(dir, f));
+}
 
 function kb(n) {
   return `${(n / 1024).toFixed(1)} KiB`;

@@ -25,10 +25,16 @@ export interface SyncStoreOptions<S, A extends Action = Action> {
   dbName?: string;
   /** A JWT, when the server requires one. */
   token?: string;
-  /** Store a snapshot of the state every this many events (default chosen by the SDK). */
+  /** Store a snapshot of the state every this many confirmed events (default 1000). */
   snapshotEvery?: number;
-  /** `false` opens the store from IndexedDB only, without connecting. Default `true`. */
+  /** `false` opens the store from IndexedDB only, without connecting (until `reconnect()`). Default `true`. */
   connect?: boolean;
+  /** Ping period in ms (default 15000); a connection silent for two periods is dropped and reopened. */
+  heartbeatMs?: number;
+  /** First reconnect delay in ms (default 500), doubled after each failure, with jitter. */
+  backoffMinMs?: number;
+  /** Longest reconnect delay in ms (default 30000). */
+  backoffMaxMs?: number;
 }
 
 /** An error as it appears in the status and in rejections. */
@@ -97,6 +103,10 @@ export interface SyncStore<S, A extends Action = Action> {
   onRejected(listener: (rejection: Rejection<A>) => void): Unsubscribe;
   /** Resolves when every action dispatched so far is confirmed by the server. */
   synced(): Promise<void>;
+  /** Connects now: after `goOffline()`, after `connect: false`, or to skip a reconnect delay. */
+  reconnect(): void;
+  /** Drops the connection and stays offline (dispatches are kept) until `reconnect()`. */
+  goOffline(): void;
   /** Disconnects and releases IndexedDB. The store cannot be used afterwards. */
   close(): Promise<void>;
   [Symbol.observable](): StateObservable<S>;

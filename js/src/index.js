@@ -79,7 +79,7 @@ function checkOptions(options) {
   if (options === null || typeof options !== 'object') {
     throw bad(`expects an options object { url, stream, reducer, initialState, dbName }, got ${describe(options)}`);
   }
-  const { url, stream, reducer, dbName = 'logsync', token, snapshotEvery, connect } = options;
+  const { url, stream, reducer, dbName = 'logsync', token, snapshotEvery, connect, heartbeatMs, backoffMinMs, backoffMaxMs } = options;
   if (typeof url !== 'string' || !/^wss?:\/\//i.test(url)) {
     const hint = typeof url === 'string' && /^https?:\/\//i.test(url)
       ? ` (use ${url.replace(/^http/i, 'ws')})` : '';
@@ -97,8 +97,13 @@ function checkOptions(options) {
   if (token !== undefined && token !== null && typeof token !== 'string') {
     throw bad(`options.token must be a string (a JWT) or left out, got ${describe(token)}`);
   }
-  if (snapshotEvery !== undefined && !(Number.isInteger(snapshotEvery) && snapshotEvery > 0)) {
-    throw bad(`options.snapshotEvery must be a positive integer, got ${describe(snapshotEvery)}`);
+  for (const [name, value] of [['snapshotEvery', snapshotEvery], ['heartbeatMs', heartbeatMs], ['backoffMinMs', backoffMinMs], ['backoffMaxMs', backoffMaxMs]]) {
+    if (value !== undefined && !(Number.isInteger(value) && value > 0 && value <= 0xffffffff)) {
+      throw bad(`options.${name} must be a positive integer, got ${describe(value)}`);
+    }
+  }
+  if (backoffMinMs !== undefined && backoffMaxMs !== undefined && backoffMinMs > backoffMaxMs) {
+    throw bad(`options.backoffMinMs (${backoffMinMs}) must not exceed options.backoffMaxMs (${backoffMaxMs})`);
   }
   if (connect !== undefined && typeof connect !== 'boolean') {
     throw bad(`options.connect must be true or false, got ${describe(connect)}`);
@@ -115,6 +120,9 @@ function checkOptions(options) {
   if (token != null) low.token = token;
   if (snapshotEvery !== undefined) low.snapshotEvery = snapshotEvery;
   if (connect !== undefined) low.connect = connect;
+  if (heartbeatMs !== undefined) low.heartbeatMs = heartbeatMs;
+  if (backoffMinMs !== undefined) low.backoffMinMs = backoffMinMs;
+  if (backoffMaxMs !== undefined) low.backoffMaxMs = backoffMaxMs;
   return { low, reducer, initialState };
 }
 
@@ -122,17 +130,6 @@ const $$observable = (typeof Symbol === 'function' && Symbol.observable) || '@@o
 
 function wrapStore(inner, stream) {
   let closed = false;
-  let status = freezeStatus(inner.status());
-  const statusListeners = new Set();
-  // One subscription to the wasm store keeps one status object per change,
-  // so `store.status` is referentially stable between changes (what
-  // useSyncExternalStore needs).
-  const stopStatus = inner.onStatus(() => {
-    const next = inner.status();
-    if (sameStatus(status, next)) return;
-    status = freezeStatus(next);
-    for (const listener of Array.from(statusListeners)) listener(status);
-  });
 
   const ensureOpen = (method) => {
     if (closed) {
@@ -169,11 +166,12 @@ function wrapStore(inner, stream) {
     return once(inner.subscribe(() => listener()));
   };
 
+  // The wasm store keeps one frozen status object per change, so
+  // `store.status` is referentially stable between changes (what
+  // useSyncExternalStore needs).
   const onStatus = (listener) => {
     ensureFunction('onStatus', listener);
-    const entry = (s) => listener(s);
-    statusListeners.add(entry);
-    return once(() => statusListeners.delete(entry));
+    return once(inner.onStatus(() => listener(inner.status())));
   };
 
   const onError = (listener) => {
@@ -199,11 +197,19 @@ function wrapStore(inner, stream) {
     return Promise.resolve(inner.synced());
   };
 
+  const reconnect = () => {
+    ensureOpen('reconnect');
+    inner.reconnect();
+  };
+
+  const goOffline = () => {
+    ensureOpen('goOffline');
+    inner.goOffline();
+  };
+
   const close = async () => {
     if (closed) return;
     closed = true;
-    stopStatus();
-    statusListeners.clear();
     await inner.close();
   };
 
@@ -225,11 +231,13 @@ function wrapStore(inner, stream) {
     dispatch,
     subscribe,
     replaceReducer,
-    get status() { return status; },
+    get status() { return inner.status(); },
     onStatus,
     onError,
     onRejected,
     synced,
+    reconnect,
+    goOffline,
     close,
     [$$observable]: observable,
   };
@@ -253,23 +261,4 @@ function isPlainObject(value) {
   if (value === null || typeof value !== 'object') return false;
   const proto = Object.getPrototypeOf(value);
   return proto === Object.prototype || proto === null;
-}
-
-function freezeStatus(s) {
-  const lastError = s.lastError == null ? null : Object.freeze({ code: s.lastError.code, message: s.lastError.message });
-  return Object.freeze({
-    online: !!s.online,
-    offset: Number(s.offset),
-    head: Number(s.head),
-    pending: Number(s.pending),
-    lastError,
-    clientId: s.clientId,
-  });
-}
-
-function sameStatus(a, b) {
-  const ea = a.lastError, eb = b.lastError ?? null;
-  return a.online === !!b.online && a.offset === Number(b.offset) && a.head === Number(b.head) &&
-    a.pending === Number(b.pending) && a.clientId === b.clientId &&
-    (ea === eb || (ea !== null && eb !== null && ea.code === eb.code && ea.message === eb.message));
 }

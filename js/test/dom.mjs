@@ -13,3 +13,12 @@ export function freshRoot() {
   document.body.appendChild(el);
   return el;
 }
+
+// The wasm module looks IndexedDB up on the global object it finds first,
+// which is now the jsdom window: give it the one the test installed
+// (import 'fake-indexeddb/auto' before this module).
+for (const key of Object.getOwnPropertyNames(globalThis)) {
+  if ((key === 'indexedDB' || key.startsWith('IDB')) && !(key in dom.window)) {
+    dom.window[key] = globalThis[key];
+  }
+}

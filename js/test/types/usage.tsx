@@ -75,12 +75,14 @@ export async function main(): Promise<void> {
   store.onRejected((r: Rejection<TodoAction>) => console.log(r.action.type, r.code, r.message));
   store.replaceReducer(reducer);
   await store.synced();
+  store.goOffline();
+  store.reconnect();
   const sub = store[Symbol.observable]().subscribe({ next: (s) => console.log(s.todos.length) });
   sub.unsubscribe();
   await store.close();
 
   // Redux's initial-state convention: initialState may be left out.
-  await createSyncStore({ url: 'wss://sync.example.invalid/v1/ws', stream: 's', reducer, connect: false, token: 'jwt', snapshotEvery: 100 });
+  await createSyncStore({ url: 'wss://sync.example.invalid/v1/ws', stream: 's', reducer, connect: false, token: 'jwt', snapshotEvery: 100, heartbeatMs: 5000, backoffMinMs: 100, backoffMaxMs: 10000 });
   // @ts-expect-error url is required
   await createSyncStore({ stream: 's', reducer });
 

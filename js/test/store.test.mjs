@@ -1,0 +1,197 @@
+// The store API of `logsync` on the real wasm module in Node: IndexedDB
+// is fake-indexeddb, and stores open with `connect: false` (no server), so
+// what is tested is the JS face and the local engine: the Redux contract,
+// detached methods, misuse errors, status, persistence across reopen.
+import 'fake-indexeddb/auto';
+import './wasm-node.mjs';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { createSyncStore, init, LogsyncError } from 'logsync';
+
+const counter = (state = { count: 0 }, action) => {
+  switch (action.type) {
+    case 'inc':
+      return { count: state.count + (action.by ?? 1) };
+    case 'noop':
+      return state;
+    default:
+      return state;
+  }
+};
+
+const offline = (extra = {}) => ({
+  url: 'ws://127.0.0.1:9/v1/ws',
+  stream: 'test/counter',
+  reducer: counter,
+  dbName: `test-${randomUUID()}`,
+  connect: false,
+  ...extra,
+});
+
+test('init() is idempotent', async () => {
+  const p = init();
+  assert.equal(init(), p);
+  await p;
+});
+
+test('the Redux contract, with every method detached', async (t) => {
+  const store = await createSyncStore(offline({ initialState: { count: 10 } }));
+  t.after(() => store.close());
+  const { getState, dispatch, subscribe } = store;
+  assert.deepEqual(getState(), { count: 10 });
+  assert.equal(getState(), getState(), 'same object until it changes');
+
+  let calls = 0;
+  const unsubscribe = subscribe(() => calls++);
+  const action = { type: 'inc', by: 5 };
+  assert.equal(dispatch(action), action, 'dispatch returns the action');
+  assert.deepEqual(getState(), { count: 15 }, 'applied before dispatch returns');
+  assert.equal(calls, 1, 'listener called before dispatch returns');
+
+  const before = getState();
+  dispatch({ type: 'noop' });
+  assert.equal(getState(), before, 'an action that changes nothing keeps the object');
+
+  unsubscribe();
+  unsubscribe();
+  dispatch({ type: 'inc' });
+  assert.equal(calls <= 2, true);
+  const afterUnsubscribe = calls;
+  dispatch({ type: 'inc' });
+  assert.equal(calls, afterUnsubscribe, 'no calls after unsubscribe');
+  assert.deepEqual(getState(), { count: 17 });
+});
+
+test('initialState defaults to reducer(undefined, INIT) like Redux', async (t) => {
+  const store = await createSyncStore(offline());
+  t.after(() => store.close());
+  assert.deepEqual(store.getState(), { count: 0 });
+});
+
+test('status: a stable object, pending counts the outbox while offline', async (t) => {
+  const store = await createSyncStore(offline());
+  t.after(() => store.close());
+  const s0 = store.status;
+  assert.equal(store.status, s0, 'same object until something changes');
+  assert.equal(s0.online, false);
+  assert.equal(s0.offset, 0);
+  assert.equal(s0.pending, 0);
+  assert.equal(s0.lastError, null);
+  assert.match(s0.clientId, /^[0-9a-f]{32}$/);
+  assert.ok(Object.isFrozen(s0));
+
+  const seen = [];
+  const stop = store.onStatus((s) => seen.push(s.pending));
+  store.dispatch({ type: 'inc' });
+  store.dispatch({ type: 'inc' });
+  const deadline = Date.now() + 5_000;
+  while (store.status.pending !== 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(store.status.pending, 2);
+  assert.notEqual(store.status, s0);
+  assert.ok(seen.includes(2), `onStatus saw ${seen}`);
+  stop();
+});
+
+test('state and outbox survive closing and reopening (IndexedDB)', async () => {
+  const options = offline();
+  const first = await createSyncStore(options);
+  first.dispatch({ type: 'inc', by: 3 });
+  first.dispatch({ type: 'inc', by: 4 });
+  const clientId = first.status.clientId;
+  await first.close();
+
+  const second = await createSyncStore(options);
+  try {
+    assert.deepEqual(second.getState(), { count: 7 });
+    assert.equal(second.status.pending, 2);
+    assert.equal(second.status.clientId, clientId, 'the same installation');
+  } finally {
+    await second.close();
+  }
+});
+
+test('dispatch refuses what is not a plain action, saying how to fix it', async (t) => {
+  const store = await createSyncStore(offline());
+  t.after(() => store.close());
+  const refuses = (value, pattern) =>
+    assert.throws(() => store.dispatch(value), (err) => {
+      assert.ok(err instanceof LogsyncError);
+      assert.equal(err.code, 'INVALID_REQUEST');
+      assert.match(err.message, pattern);
+      return true;
+    });
+  refuses(() => {}, /Functions \(thunks\) cannot be synced/);
+  refuses(undefined, /plain object action such as \{ type: 'todo\/added'/);
+  refuses('inc', /got "inc"/);
+  refuses(new Map(), /an instance of Map/);
+  refuses({ by: 1 }, /string "type"/);
+  refuses({ type: Symbol('x') }, /string "type"/);
+  assert.deepEqual(store.getState(), { count: 0 }, 'nothing applied');
+});
+
+test('createSyncStore says which option is wrong', async () => {
+  const rejects = (options, pattern) =>
+    assert.rejects(createSyncStore(options), (err) => {
+      assert.ok(err instanceof LogsyncError);
+      assert.equal(err.code, 'INVALID_REQUEST');
+      assert.match(err.message, pattern);
+      return true;
+    });
+  await rejects(undefined, /expects an options object/);
+  await rejects(offline({ url: 'http://localhost:8080/v1/ws' }), /use ws:\/\/localhost:8080\/v1\/ws/);
+  await rejects(offline({ url: undefined }), /options\.url must be/);
+  await rejects(offline({ stream: '' }), /options\.stream must be/);
+  await rejects(offline({ reducer: {} }), /options\.reducer must be a function/);
+  await rejects(offline({ dbName: 3 }), /options\.dbName/);
+  await rejects(offline({ snapshotEvery: 0 }), /snapshotEvery must be a positive integer/);
+  await rejects(offline({ connect: 'yes' }), /connect must be true or false/);
+  await rejects(offline({ reducer: (s) => s }), /initialState is missing/);
+});
+
+test('an invalid stream name is refused with INVALID_STREAM', async () => {
+  await assert.rejects(createSyncStore(offline({ stream: 'has spaces' })), (err) => {
+    assert.ok(err instanceof LogsyncError, String(err));
+    assert.equal(err.code, 'INVALID_STREAM');
+    return true;
+  });
+});
+
+test('after close(): STORE_CLOSED', async () => {
+  const store = await createSyncStore(offline());
+  await store.close();
+  await store.close(); // idempotent
+  assert.throws(() => store.dispatch({ type: 'inc' }), (err) => err.code === 'STORE_CLOSED' && /createSyncStore/.test(err.message));
+  await assert.rejects(store.synced(), (err) => err.code === 'STORE_CLOSED');
+});
+
+test('listener registration checks its argument', async (t) => {
+  const store = await createSyncStore(offline());
+  t.after(() => store.close());
+  for (const method of ['subscribe', 'onStatus', 'onError', 'onRejected']) {
+    assert.throws(() => store[method]('nope'), (err) => err.code === 'INVALID_REQUEST' && err.message.includes(`store.${method}(listener) expects a function`));
+  }
+});
+
+test('replaceReducer recomputes the state with the new reducer', async (t) => {
+  const store = await createSyncStore(offline());
+  t.after(() => store.close());
+  store.dispatch({ type: 'inc', by: 2 });
+  store.replaceReducer((state = { count: 0 }, action) => (action.type === 'inc' ? { count: state.count + 10 * (action.by ?? 1) } : state));
+  assert.deepEqual(store.getState(), { count: 20 }, 'pending actions re-applied through the new reducer');
+  assert.throws(() => store.replaceReducer(null), /expects a function/);
+});
+
+test('Symbol.observable: the store as an observable of states', async (t) => {
+  const store = await createSyncStore(offline());
+  t.after(() => store.close());
+  const key = Symbol.observable ?? '@@observable';
+  const observable = store[key]();
+  assert.equal(observable[key](), observable);
+  const states = [];
+  const sub = observable.subscribe({ next: (s) => states.push(s.count) });
+  store.dispatch({ type: 'inc' });
+  sub.unsubscribe();
+  store.dispatch({ type: 'inc' });
+  assert.deepEqual(states, [0, 1]);
+});

@@ -40,18 +40,18 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             HeaderName::from_static("last-event-id"),
         ])
         .max_age(Duration::from_secs(3600));
-    let api = Router::new()
+    Router::new()
         .route("/v1/streams/{stream}/intents", post(post_intent))
         .route("/v1/streams/{stream}/events", get(get_events))
         .route("/v1/streams/{stream}", get(get_stream))
         .route("/healthz", get(healthz))
-        .layer(cors);
-    Router::new()
         .route("/v1/ws", get(crate::ws::upgrade))
         .route("/metrics", get(metrics))
-        .merge(api)
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
+        // Outermost, so preflight requests are answered before routing
+        // (a route has no OPTIONS method of its own).
+        .layer(cors)
         .with_state(state)
 }
 

@@ -73,9 +73,15 @@ pub(crate) async fn upgrade(
         );
     }
     let max = state.config.max_frame_bytes;
+    // Frames up to twice the limit are read whole and refused by the
+    // decoder (FRAME_TOO_LARGE, then an orderly close). Larger ones are
+    // refused at their header without being buffered; the connection then
+    // ends with the rest of the frame unread, which the client may see as
+    // a reset.
+    let read_limit = max.saturating_mul(2);
     let tracker = state.tracker.clone();
-    ws.max_message_size(max)
-        .max_frame_size(max)
+    ws.max_message_size(read_limit)
+        .max_frame_size(read_limit)
         // Bounds what a client that does not read can make the socket buffer.
         .max_write_buffer_size(2 * max + (128 << 10))
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))

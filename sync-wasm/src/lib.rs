@@ -1,1 +1,26 @@
-//! Logsync's browser SDK (filled in by its own issue).
+#![doc = include_str!("../README.md")]
+
+mod engine;
+mod error;
+mod idb;
+mod listeners;
+mod net;
+mod reducer;
+mod signal;
+mod socket;
+mod storage;
+mod wasm_store;
+mod writer;
+
+#[cfg(feature = "test-hooks")]
+pub mod testing;
+
+pub use engine::{
+    ErrorInfo, Rejection, Status, Store, StoreOptions, DEFAULT_BACKOFF_MAX_MS,
+    DEFAULT_BACKOFF_MIN_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_EVERY, MAX_PAYLOAD_BYTES,
+};
+pub use error::{describe_js, WasmError};
+pub use listeners::ListenerId;
+pub use reducer::{JsReducer, StoreReducer};
+pub use storage::SCHEMA_VERSION;
+pub use wasm_store::{error_codes, open_store, WasmStore};

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Tests of the browser SDK (sync-wasm): native unit tests, then every
+# browser test in headless Chromium with real IndexedDB against a real
+# `logsync-server` that the server-control harness starts and stops.
+#
+#   scripts/test-wasm.sh
+#
+# Needs what scripts/setup.sh installs (wasm32 target, wasm-pack,
+# wasm-bindgen CLI, chromium + chromedriver, node). Fails on any failure;
+# always stops the harness and the server, and removes its scratch dir.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="$ROOT/.tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+
+started=$(date +%s)
+step() { printf '\n\033[1m==> [wasm] %s\033[0m  (+%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
+
+# Chromium leaves ~18 MB per run under TMPDIR; the harness keeps its
+# server database there too. All of it goes at the end.
+SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/logsync-wasm-test.XXXXXX")"
+HARNESS_PID=""
+cleanup() {
+  local rc=$?
+  if [ -n "$HARNESS_PID" ] && kill -0 "$HARNESS_PID" 2>/dev/null; then
+    # The harness stops its server (by PID) before it exits.
+    kill -TERM "$HARNESS_PID" 2>/dev/null || true
+    wait "$HARNESS_PID" 2>/dev/null || true
+  fi
+  if [ "$rc" -ne 0 ] && [ -s "$SCRATCH/harness.err" ]; then
+    echo "---- harness stderr (last 40 lines) ----" >&2
+    tail -n 40 "$SCRATCH/harness.err" >&2 || true
+  fi
+  rm -rf "$SCRATCH"
+  if [ "$rc" -ne 0 ]; then
+    printf '\n\033[1;31m[wasm] FAILED (exit %s) after %ss\033[0m\n' "$rc" "$(( $(date +%s) - started ))" >&2
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+step "build logsync-server"
+cargo build -p server-stub --bin logsync-server --locked
+
+step "sync-wasm native unit tests"
+cargo test -p sync-wasm --lib --locked
+
+step "start the server-control harness"
+export TMPDIR="$SCRATCH"
+node tests/harness/server-control.mjs --server "$ROOT/target/debug/logsync-server" \
+  -- --max-payload-bytes 1024 >"$SCRATCH/harness.out" 2>"$SCRATCH/harness.err" &
+HARNESS_PID=$!
+LOGSYNC_HARNESS_URL=""
+for _ in $(seq 1 100); do
+  LOGSYNC_HARNESS_URL="$(sed -n 's/^logsync-harness listening on \(http:[^ ]*\)$/\1/p' "$SCRATCH/harness.out" | head -n 1)"
+  [ -n "$LOGSYNC_HARNESS_URL" ] && break
+  kill -0 "$HARNESS_PID" 2>/dev/null || { echo "the harness exited early" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$LOGSYNC_HARNESS_URL" ] || { echo "the harness did not print its URL within 10 s" >&2; exit 1; }
+echo "harness at $LOGSYNC_HARNESS_URL"
+# Read by the tests at compile time (option_env!).
+export LOGSYNC_HARNESS_URL
+
+step "browser tests (wasm-pack test --headless --chrome)"
+export CHROMEDRIVER=/usr/bin/chromedriver
+# The whole of one test binary must finish within this many seconds.
+export WASM_BINDGEN_TEST_TIMEOUT=300
+wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver sync-wasm --features test-hooks
+
+step "sync-wasm: all tests passed"

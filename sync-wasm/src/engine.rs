@@ -1,0 +1,706 @@
+//! The browser store: a [`SyncClient`] driven by IndexedDB and a
+//! WebSocket, generic over its reducer. [`Store`] is the Rust API (for a
+//! reducer compiled in); the JS `WasmStore` wraps a `Store<JsReducer>`.
+//!
+//! The order of things, which the Redux contract and the exactly-once
+//! promise both rest on:
+//! 1. `dispatch` runs the reducer, queues the intent's outbox write and
+//!    notifies subscribers, then returns.
+//! 2. One writer task carries out the storage queue in order, merging
+//!    neighbours into one transaction: seq allocation + outbox write
+//!    (strict durability), then the intent may be pushed; confirmed events
+//!    + outbox deletions + offset (+ snapshot).
+//! 3. Server frames are handled as they come; their effects go to the
+//!    socket (in order) and to the storage queue (in order).
+//!
+//! Calls into JS (reducers, listeners) never happen while this module holds
+//! a `RefCell` borrow it would need again: a reducer or listener that calls
+//! back into the store gets a clear error instead of a panic.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
+
+use sync_core::{
+    ClientId, Effect, Epoch, ErrorCode, Offset, Phase, Replica, Seq, ServerMsg, StreamName,
+    SyncClient,
+};
+
+use crate::error::WasmError;
+use crate::listeners::{List, ListenerId};
+use crate::net::Net;
+use crate::reducer::StoreReducer;
+use crate::signal::{self, Sender};
+use crate::socket::Timer;
+use crate::storage::Db;
+use crate::writer::Job;
+
+/// Largest payload a dispatch accepts: what fits in a default-sized frame.
+pub const MAX_PAYLOAD_BYTES: usize = sync_core::DEFAULT_MAX_FRAME_BYTES - 1024;
+/// Default number of confirmed events between two snapshots.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1000;
+/// Default heartbeat period.
+pub const DEFAULT_HEARTBEAT_MS: u32 = 15_000;
+/// Default first reconnect delay (before jitter).
+pub const DEFAULT_BACKOFF_MIN_MS: u32 = 500;
+/// Default longest reconnect delay.
+pub const DEFAULT_BACKOFF_MAX_MS: u32 = 30_000;
+
+/// How to open a store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// The server's WebSocket URL, `ws://host/v1/ws` or `wss://…`.
+    pub url: String,
+    /// The stream this store follows.
+    pub stream: StreamName,
+    /// The IndexedDB database (one per app; several streams may share it).
+    pub db_name: String,
+    /// A token sent in `Hello`, when the server requires one.
+    pub token: Option<String>,
+    /// Confirmed events between two snapshots of the confirmed state.
+    pub snapshot_every: u64,
+    /// Whether to connect once opened (false: offline until `reconnect`).
+    pub connect: bool,
+    /// Ping period; a connection silent for two periods is dropped.
+    pub heartbeat_ms: u32,
+    /// First reconnect delay (grows x2 per failure, with jitter).
+    pub backoff_min_ms: u32,
+    /// Longest reconnect delay.
+    pub backoff_max_ms: u32,
+}
+
+impl StoreOptions {
+    /// Options with the defaults for everything but the three names.
+    pub fn new(url: impl Into<String>, stream: StreamName, db_name: impl Into<String>) -> Self {
+        StoreOptions {
+            url: url.into(),
+            stream,
+            db_name: db_name.into(),
+            token: None,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            connect: true,
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            backoff_min_ms: DEFAULT_BACKOFF_MIN_MS,
+            backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
+        }
+    }
+
+    fn check(&self) -> Result<(), WasmError> {
+        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
+            return Err(WasmError::InvalidRequest(format!(
+                "url must start with ws:// or wss:// (e.g. ws://localhost:8080/v1/ws), got {:?}",
+                self.url
+            )));
+        }
+        if self.db_name.is_empty() {
+            return Err(WasmError::InvalidRequest("dbName must not be empty".into()));
+        }
+        if self.snapshot_every == 0 || self.heartbeat_ms == 0 {
+            return Err(WasmError::InvalidRequest(
+                "snapshotEvery and heartbeatMs must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An error as the status shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErrorInfo {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// What happened.
+    pub message: String,
+}
+
+/// What a store reports about itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Status {
+    /// Connected and subscribed (after `Welcome`).
+    pub online: bool,
+    /// The confirmed offset.
+    pub offset: u64,
+    /// The server's head as last heard (at least `offset`).
+    pub head: u64,
+    /// Intents not yet confirmed.
+    pub pending: usize,
+    /// The last error (storage, server, reducer, rejection), if any.
+    pub last_error: Option<ErrorInfo>,
+    /// This browser profile's client id.
+    pub client_id: ClientId,
+}
+
+/// An intent the server refused; it was rolled back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejection {
+    /// Its seq.
+    pub seq: Seq,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Why, as a stable code.
+    pub code: ErrorCode,
+    /// Why, for people.
+    pub message: String,
+}
+
+/// What a step produced for listeners; delivered once no borrow is held.
+#[derive(Default)]
+pub(crate) struct Notes {
+    pub state: bool,
+    pub errors: Vec<WasmError>,
+    pub rejections: Vec<Rejection>,
+}
+
+#[derive(Default)]
+pub(crate) struct Listeners {
+    next: ListenerId,
+    pub state: List<dyn Fn()>,
+    pub status: List<dyn Fn()>,
+    pub error: List<dyn Fn(&WasmError)>,
+    pub rejected: List<dyn Fn(&Rejection)>,
+}
+
+impl Listeners {
+    fn remove(&mut self, id: ListenerId) {
+        self.state.remove(id);
+        self.status.remove(id);
+        self.error.remove(id);
+        self.rejected.remove(id);
+    }
+
+    fn clear(&mut self) {
+        self.state.clear();
+        self.status.clear();
+        self.error.clear();
+        self.rejected.clear();
+    }
+}
+
+/// Everything mutable about a store.
+pub(crate) struct Core<R: StoreReducer> {
+    pub client: SyncClient<R>,
+    pub closed: bool,
+    pub jobs: VecDeque<Job<R::State>>,
+    pub writer_busy: bool,
+    pub write_failures: u32,
+    pub write_retry: Option<Timer>,
+    /// Offset of the last snapshot taken (or stored).
+    pub snapshot_offset: Offset,
+    /// A `Welcome` held back until in-flight seq allocations are done, so
+    /// that an epoch reset renumbers every pending intent.
+    pub deferred_welcome: Option<ServerMsg>,
+    pub net: Net,
+    pub last_error: Option<ErrorInfo>,
+    pub synced_waiters: Vec<Sender<Result<(), WasmError>>>,
+    pub idle_waiters: Vec<Sender<()>>,
+}
+
+impl<R: StoreReducer> Core<R> {
+    pub fn error(&mut self, e: WasmError, notes: &mut Notes) {
+        self.last_error = Some(ErrorInfo {
+            code: e.code(),
+            message: e.to_string(),
+        });
+        notes.errors.push(e);
+    }
+
+    fn compute_status(&self) -> Status {
+        let r = self.client.replica();
+        Status {
+            online: self.client.phase() == Phase::Ready,
+            offset: r.offset().0,
+            head: self.client.head().0,
+            pending: r.pending().len(),
+            last_error: self.last_error.clone(),
+            client_id: r.client_id(),
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.jobs.is_empty() && !self.writer_busy
+    }
+
+    /// Carries out one effect of the protocol driver.
+    pub fn apply(&mut self, effect: Effect, notes: &mut Notes, snapshot_every: u64) {
+        match effect {
+            Effect::Send(msg) => self.net.send(&msg),
+            Effect::PersistEvents {
+                events,
+                confirmed,
+                offset,
+            } => {
+                let snapshot = (offset.0 >= self.snapshot_offset.0.saturating_add(snapshot_every))
+                    .then(|| {
+                        self.snapshot_offset = offset;
+                        (offset, self.client.replica().confirmed_state().clone())
+                    });
+                self.jobs
+                    .push_back(Job::write(events, confirmed, offset, snapshot, None));
+            }
+            Effect::DropFromOutbox(seq) => {
+                self.jobs
+                    .push_back(Job::write(Vec::new(), vec![seq], Offset::ZERO, None, None));
+            }
+            Effect::StateChanged => notes.state = true,
+            Effect::Rejected {
+                seq,
+                payload,
+                code,
+                message,
+            } => {
+                self.last_error = Some(ErrorInfo {
+                    code,
+                    message: message.clone(),
+                });
+                notes.rejections.push(Rejection {
+                    seq,
+                    payload,
+                    code,
+                    message,
+                });
+            }
+            Effect::ReducerErrors(list) => {
+                for (offset, message) in list {
+                    let e = sync_core::CoreError::Reducer {
+                        message: format!(
+                            "event at offset {offset} left the state unchanged: {message}"
+                        ),
+                    };
+                    self.error(e.into(), notes);
+                }
+            }
+            Effect::EpochReset {
+                previous, epoch, ..
+            } => {
+                self.snapshot_offset = Offset::ZERO;
+                let message = format!(
+                    "the server's log has epoch {epoch}, this store followed {previous}: the confirmed history was dropped and pending intents are sent again"
+                );
+                self.jobs.push_back(Job::Reset(epoch));
+                self.error(
+                    WasmError::Server {
+                        code: ErrorCode::EpochChanged,
+                        message,
+                    },
+                    notes,
+                );
+            }
+            Effect::StoreEpoch(epoch) => {
+                self.jobs.push_back(Job::write(
+                    Vec::new(),
+                    Vec::new(),
+                    Offset::ZERO,
+                    None,
+                    Some(epoch),
+                ));
+            }
+            Effect::ReloadOutbox { expected } => self.jobs.push_back(Job::Reload(Some(expected))),
+            Effect::HeadChanged(_) => {}
+            Effect::ServerError { code, message } => {
+                self.error(WasmError::Server { code, message }, notes)
+            }
+        }
+    }
+}
+
+/// The store's shared parts.
+pub(crate) struct Engine<R: StoreReducer> {
+    pub opts: StoreOptions,
+    pub db: Db,
+    pub core: RefCell<Core<R>>,
+    pub listeners: RefCell<Listeners>,
+    pub me: Weak<Engine<R>>,
+    pub browser_events: RefCell<Option<crate::net::BrowserEvents>>,
+    /// The status as last told to listeners, and its version.
+    pub published: RefCell<(Status, u64)>,
+}
+
+fn busy() -> WasmError {
+    WasmError::InvalidRequest(
+        "the store is busy running the reducer: a reducer may not dispatch, read the state or subscribe".into(),
+    )
+}
+
+impl<R: StoreReducer> Engine<R> {
+    /// Tells listeners what happened, then refreshes the status and
+    /// completes `synced()` / `close()` waiters whose condition holds.
+    pub fn emit(&self, notes: Notes) {
+        if notes.state {
+            let ls = self.listeners.borrow().state.snapshot();
+            for f in ls {
+                f();
+            }
+        }
+        if !notes.rejections.is_empty() {
+            let ls = self.listeners.borrow().rejected.snapshot();
+            for r in &notes.rejections {
+                for f in &ls {
+                    f(r);
+                }
+            }
+        }
+        if !notes.errors.is_empty() {
+            let ls = self.listeners.borrow().error.snapshot();
+            for e in &notes.errors {
+                for f in &ls {
+                    f(e);
+                }
+            }
+        }
+        let (changed, synced, idle) = {
+            let Ok(mut c) = self.core.try_borrow_mut() else {
+                return;
+            };
+            let s = c.compute_status();
+            let changed = {
+                let mut p = self.published.borrow_mut();
+                let changed = s != p.0;
+                if changed {
+                    *p = (s, p.1 + 1);
+                }
+                changed
+            };
+            let idle = c.idle();
+            let synced = if idle && c.client.replica().pending().is_empty() {
+                std::mem::take(&mut c.synced_waiters)
+            } else {
+                Vec::new()
+            };
+            let idle = if idle {
+                std::mem::take(&mut c.idle_waiters)
+            } else {
+                Vec::new()
+            };
+            (changed, synced, idle)
+        };
+        if changed {
+            let ls = self.listeners.borrow().status.snapshot();
+            for f in ls {
+                f();
+            }
+        }
+        for w in synced {
+            w.send(Ok(()));
+        }
+        for w in idle {
+            w.send(());
+        }
+    }
+}
+
+impl<R: StoreReducer> Engine<R> {
+    /// Marks the store closed and stops the network; returns what to wait
+    /// for (the storage queue) before the database may close.
+    fn begin_close(self: &Rc<Self>) -> Result<Option<signal::Receiver<()>>, WasmError> {
+        let (wait, retry) = {
+            let mut c = self.core.try_borrow_mut().map_err(|_| busy())?;
+            if !c.closed {
+                c.closed = true;
+                c.client.disconnected();
+                c.net.shutdown();
+            }
+            // A write waiting to be retried gets one last attempt now.
+            let retry = c.write_retry.take();
+            let wait = (!c.idle()).then(|| {
+                let (tx, rx) = signal::channel();
+                c.idle_waiters.push(tx);
+                rx
+            });
+            (wait, retry)
+        };
+        if retry.is_some() {
+            drop(retry);
+            self.restart_writer();
+        }
+        self.stop_listening_to_browser();
+        Ok(wait)
+    }
+
+    /// Closes the database and fails what can no longer complete.
+    fn finish_close(&self) {
+        let waiters = std::mem::take(&mut self.core.borrow_mut().synced_waiters);
+        self.db.close();
+        for w in waiters {
+            w.send(Err(WasmError::Closed));
+        }
+        self.emit(Notes::default());
+        // Listeners may hold JS functions that hold the store: let go.
+        self.listeners.borrow_mut().clear();
+    }
+}
+
+/// A browser store over reducer `R`. Cloning gives another handle to the
+/// same store.
+pub struct Store<R: StoreReducer> {
+    engine: Rc<Engine<R>>,
+}
+
+impl<R: StoreReducer> Clone for Store<R> {
+    fn clone(&self) -> Self {
+        Store {
+            engine: self.engine.clone(),
+        }
+    }
+}
+
+/// 16 bytes from the browser's cryptographic random source.
+fn random16() -> Result<[u8; 16], WasmError> {
+    let buf = js_sys::Uint8Array::new_with_length(16);
+    crate::net::get_random_values(&buf).map_err(|e| {
+        WasmError::Internal(format!(
+            "crypto.getRandomValues failed: {}",
+            crate::error::describe_js(&e)
+        ))
+    })?;
+    let mut out = [0u8; 16];
+    buf.copy_to(&mut out);
+    Ok(out)
+}
+
+impl<R: StoreReducer> Store<R> {
+    /// Opens the store from IndexedDB alone (snapshot, the events after it,
+    /// the outbox), then connects in the background unless
+    /// `opts.connect` is false.
+    ///
+    /// Records that cannot be read are reported (in `status().last_error`
+    /// and, right after this returns, to the error listeners); the store
+    /// opens with what can be trusted and the server sends the rest again.
+    pub async fn open(
+        opts: StoreOptions,
+        reducer: R,
+        initial: R::State,
+    ) -> Result<Self, WasmError> {
+        opts.check()?;
+        let db = Db::open(&opts.db_name).await?;
+        let (client_id, mut problems) = db.client_id(random16()?).await?;
+        let loaded = db.load(opts.stream.as_str()).await?;
+        problems.extend(loaded.problems);
+        let record = loaded.record;
+        let (confirmed, offset, events) = match loaded.snapshot.map(|s| reducer.state_from_js(s)) {
+            Some(Ok(state)) => (state, Offset(record.snapshot_offset), loaded.events),
+            Some(Err(e)) => {
+                // The events stored start after the snapshot: useless
+                // without it. Start over; the server sends the history.
+                problems.push(e);
+                (initial.clone(), Offset::ZERO, Vec::new())
+            }
+            None => (initial.clone(), Offset::ZERO, loaded.events),
+        };
+        let next_seq = Seq::new(record.next_seq).map_err(WasmError::from)?;
+        let mut replica = Replica::restore(
+            opts.stream.clone(),
+            client_id,
+            reducer,
+            confirmed,
+            offset,
+            next_seq,
+        );
+        match replica.apply_events(&events) {
+            Ok(applied) => {
+                for (off, msg) in applied.reducer_errors {
+                    problems.push(
+                        sync_core::CoreError::Reducer {
+                            message: format!(
+                                "stored event at offset {off} left the state unchanged: {msg}"
+                            ),
+                        }
+                        .into(),
+                    );
+                }
+            }
+            Err(e) => problems.push(e.into()),
+        }
+        let mut client = SyncClient::new(replica, record.epoch.map(Epoch), initial);
+        for (seq, payload) in loaded.outbox {
+            // Offline: adopting only folds the intent into the state.
+            let _ = client.adopt(seq, payload);
+        }
+        let snapshot_offset = offset;
+        let mut notes = Notes::default();
+        let net = Net::new(&opts);
+        let mut core = Core {
+            client,
+            closed: false,
+            jobs: VecDeque::new(),
+            writer_busy: false,
+            write_failures: 0,
+            write_retry: None,
+            snapshot_offset,
+            deferred_welcome: None,
+            net,
+            last_error: None,
+            synced_waiters: Vec::new(),
+            idle_waiters: Vec::new(),
+        };
+        for p in problems {
+            core.error(p, &mut notes);
+        }
+        let published = RefCell::new((core.compute_status(), 0));
+        let engine = Rc::new_cyclic(|me| Engine {
+            opts,
+            db,
+            core: RefCell::new(core),
+            listeners: RefCell::new(Listeners::default()),
+            me: me.clone(),
+            browser_events: RefCell::new(None),
+            published,
+        });
+        engine.listen_to_browser();
+        if engine.opts.connect {
+            engine.connect_now();
+        }
+        if !notes.errors.is_empty() {
+            // Give the caller the chance to add error listeners first.
+            let weak = Rc::downgrade(&engine);
+            let pending = RefCell::new(Some(notes));
+            let timer = Timer::new(0, false, move || {
+                if let (Some(e), Some(n)) = (weak.upgrade(), pending.borrow_mut().take()) {
+                    e.emit(n);
+                }
+            });
+            engine.core.borrow_mut().net.startup_timer = Some(timer);
+        }
+        Ok(Store { engine })
+    }
+
+    /// The optimistic state (confirmed state with pending intents on top).
+    pub fn with_state<T>(&self, f: impl FnOnce(&R::State) -> T) -> Result<T, WasmError> {
+        let c = self.engine.core.try_borrow().map_err(|_| busy())?;
+        Ok(f(c.client.replica().state()))
+    }
+
+    /// Applies `payload` at once (reducer, then subscribers), and queues it
+    /// to be written to the outbox and pushed. On a reducer failure the
+    /// state is unchanged and nothing is queued.
+    pub fn dispatch(&self, payload: Vec<u8>) -> Result<(), WasmError> {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            // Refused before it takes a seq: a seq the server never decides
+            // would hold back every later intent.
+            return Err(WasmError::PayloadTooLarge {
+                len: payload.len(),
+                limit: MAX_PAYLOAD_BYTES,
+            });
+        }
+        {
+            let mut c = self.engine.core.try_borrow_mut().map_err(|_| busy())?;
+            if c.closed {
+                return Err(WasmError::Closed);
+            }
+            let local = c
+                .client
+                .replica_mut()
+                .dispatch_unassigned(payload.clone())?;
+            c.jobs.push_back(Job::Alloc(local, payload));
+        }
+        self.engine.kick_writer();
+        self.engine.emit(Notes {
+            state: true,
+            ..Notes::default()
+        });
+        Ok(())
+    }
+
+    /// Swaps the reducer: the confirmed state stays, pending intents are
+    /// re-applied with the new one, and subscribers are notified.
+    pub fn replace_reducer(&self, reducer: R) -> Result<(), WasmError> {
+        {
+            let mut c = self.engine.core.try_borrow_mut().map_err(|_| busy())?;
+            c.client.replica_mut().replace_reducer(reducer);
+        }
+        self.engine.emit(Notes {
+            state: true,
+            ..Notes::default()
+        });
+        Ok(())
+    }
+
+    fn add(&self, f: impl FnOnce(&mut Listeners, ListenerId)) -> ListenerId {
+        let mut l = self.engine.listeners.borrow_mut();
+        l.next += 1;
+        let id = l.next;
+        f(&mut l, id);
+        id
+    }
+
+    /// Calls `f` after every state change (dispatch, remote events,
+    /// rebases, rollbacks).
+    pub fn subscribe(&self, f: impl Fn() + 'static) -> ListenerId {
+        self.add(|l, id| l.state.add(id, Rc::new(f)))
+    }
+
+    /// Calls `f` after every status change.
+    pub fn on_status(&self, f: impl Fn() + 'static) -> ListenerId {
+        self.add(|l, id| l.status.add(id, Rc::new(f)))
+    }
+
+    /// Calls `f` with every error (storage, server, malformed frames,
+    /// reducer failures on events, epoch changes).
+    pub fn on_error(&self, f: impl Fn(&WasmError) + 'static) -> ListenerId {
+        self.add(|l, id| l.error.add(id, Rc::new(f)))
+    }
+
+    /// Calls `f` with every intent the server refused (already rolled back).
+    pub fn on_rejected(&self, f: impl Fn(&Rejection) + 'static) -> ListenerId {
+        self.add(|l, id| l.rejected.add(id, Rc::new(f)))
+    }
+
+    /// Removes a listener of any kind; removing twice is harmless.
+    pub fn remove_listener(&self, id: ListenerId) {
+        self.engine.listeners.borrow_mut().remove(id);
+    }
+
+    /// A function that removes listener `id` and does not keep the store
+    /// alive (for JS `unsubscribe` functions).
+    pub fn remover(&self, id: ListenerId) -> impl Fn() + 'static {
+        let weak = Rc::downgrade(&self.engine);
+        move || {
+            if let Some(e) = weak.upgrade() {
+                e.listeners.borrow_mut().remove(id);
+            }
+        }
+    }
+
+    /// The status, and a number that changes whenever it does.
+    pub fn status(&self) -> (Status, u64) {
+        self.engine.published.borrow().clone()
+    }
+
+    /// Resolves when no intent is pending and the storage queue is empty;
+    /// fails with `STORE_CLOSED` if the store closes first.
+    pub async fn synced(&self) -> Result<(), WasmError> {
+        let rx = {
+            let mut c = self.engine.core.try_borrow_mut().map_err(|_| busy())?;
+            if c.closed {
+                return Err(WasmError::Closed);
+            }
+            if c.idle() && c.client.replica().pending().is_empty() {
+                return Ok(());
+            }
+            let (tx, rx) = signal::channel();
+            c.synced_waiters.push(tx);
+            rx
+        };
+        rx.await
+    }
+
+    /// Connects now (after `go_offline`, or to skip a backoff wait).
+    pub fn reconnect(&self) {
+        self.engine.reconnect_now();
+    }
+
+    /// Drops the connection and stays offline until `reconnect`.
+    pub fn go_offline(&self) {
+        self.engine.go_offline();
+    }
+
+    /// Closes the store: disconnects, finishes the storage queue, closes
+    /// the database, fails pending `synced()` calls with `STORE_CLOSED`.
+    /// Calling it again waits for the same end.
+    pub async fn close(&self) -> Result<(), WasmError> {
+        if let Some(rx) = self.engine.begin_close()? {
+            rx.await;
+        }
+        self.engine.finish_close();
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! A thin promise layer over IndexedDB: open with a schema upgrade, start a
+//! transaction, await a read, await a transaction's outcome.
+//!
+//! Writes are issued without awaiting each request: IndexedDB runs the
+//! requests of one transaction in order, and the transaction's outcome
+//! (`complete`, or `abort` with its `error`, e.g. `QuotaExceededError`) is
+//! the one result that matters. Awaiting the outcome rather than each
+//! request is what makes a batch of 1,000 writes one round trip.
+
+use js_sys::{Array, Promise};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    IdbDatabase, IdbFactory, IdbKeyRange, IdbObjectStore, IdbOpenDbRequest, IdbRequest,
+    IdbTransaction,
+};
+
+use crate::error::WasmError;
+
+#[wasm_bindgen(inline_js = r#"
+export function idbRequest(r) {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+}
+export function idbTransaction(db, names, mode, durability) {
+  return durability ? db.transaction(names, mode, { durability }) : db.transaction(names, mode);
+}
+export function idbDone(tx) {
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve();
+    tx.onabort = () => reject(tx.error || new DOMException('the transaction was aborted', 'AbortError'));
+  });
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = idbRequest)]
+    fn idb_request(r: &IdbRequest) -> Promise;
+    #[wasm_bindgen(js_name = idbDone)]
+    fn idb_done(tx: &IdbTransaction) -> Promise;
+    // `durability` is not in web-sys's stable API yet.
+    #[wasm_bindgen(js_name = idbTransaction, catch)]
+    fn idb_transaction(
+        db: &IdbDatabase,
+        names: &Array,
+        mode: &str,
+        durability: Option<&str>,
+    ) -> Result<IdbTransaction, JsValue>;
+}
+
+/// How hard a write transaction must be flushed before it reports success.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Durability {
+    /// Flushed to disk before `complete` (used before an intent may be sent).
+    Strict,
+    /// The browser may report `complete` before flushing (data that the
+    /// server can send again).
+    Relaxed,
+}
+
+/// The IndexedDB factory of this global (window or worker).
+fn factory() -> Result<IdbFactory, WasmError> {
+    js_sys::Reflect::get(&js_sys::global(), &"indexedDB".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<IdbFactory>().ok())
+        .ok_or_else(|| WasmError::Storage("IndexedDB is not available in this context".into()))
+}
+
+/// Opens database `name` at `version`, creating the missing `stores` (with
+/// out-of-line keys) when the database is new or older.
+pub(crate) async fn open(
+    name: &str,
+    version: u32,
+    stores: &[&str],
+) -> Result<IdbDatabase, WasmError> {
+    let req: IdbOpenDbRequest = factory()?
+        .open_with_u32(name, version)
+        .map_err(|e| WasmError::from_storage("cannot open the database", &e))?;
+    let names: Vec<String> = stores.iter().map(|s| s.to_string()).collect();
+    let upgrade_req = req.clone();
+    // Lives until the open completes (the handler is detached below).
+    let on_upgrade = Closure::<dyn FnMut()>::new(move || {
+        let Ok(result) = upgrade_req.result() else {
+            return;
+        };
+        let db: IdbDatabase = result.unchecked_into();
+        let have = db.object_store_names();
+        for n in &names {
+            if !have.contains(n) {
+                // A failure here aborts the version change, which rejects
+                // the open request below with the cause.
+                let _ = db.create_object_store(n);
+            }
+        }
+    });
+    req.set_onupgradeneeded(Some(on_upgrade.as_ref().unchecked_ref()));
+    let result = JsFuture::from(idb_request(&req)).await;
+    req.set_onupgradeneeded(None);
+    drop(on_upgrade);
+    let db: IdbDatabase = result
+        .map_err(|e| WasmError::from_storage("cannot open the database", &e))?
+        .unchecked_into();
+    Ok(db)
+}
+
+/// Starts a transaction over `stores`.
+pub(crate) fn transaction(
+    db: &IdbDatabase,
+    stores: &[&str],
+    write: Option<Durability>,
+) -> Result<IdbTransaction, WasmError> {
+    let names = Array::new();
+    for s in stores {
+        names.push(&JsValue::from_str(s));
+    }
+    let (mode, durability) = match write {
+        None => ("readonly", None),
+        Some(Durability::Strict) => ("readwrite", Some("strict")),
+        Some(Durability::Relaxed) => ("readwrite", Some("relaxed")),
+    };
+    let tx = idb_transaction(db, &names, mode, durability);
+    tx.map_err(|e| WasmError::from_storage("cannot start a transaction", &e))
+}
+
+/// The object store `name` of `tx`.
+pub(crate) fn store(tx: &IdbTransaction, name: &str) -> Result<IdbObjectStore, WasmError> {
+    tx.object_store(name)
+        .map_err(|e| WasmError::from_storage(&format!("no object store {name}"), &e))
+}
+
+/// Awaits a request's result.
+pub(crate) async fn read(
+    req: Result<IdbRequest, JsValue>,
+    what: &str,
+) -> Result<JsValue, WasmError> {
+    let req = req.map_err(|e| WasmError::from_storage(what, &e))?;
+    JsFuture::from(idb_request(&req))
+        .await
+        .map_err(|e| WasmError::from_storage(what, &e))
+}
+
+/// Starts awaiting a transaction's outcome now, before any request is
+/// issued, so that its handlers are in place whatever happens next.
+pub(crate) fn outcome(tx: &IdbTransaction) -> JsFuture {
+    JsFuture::from(idb_done(tx))
+}
+
+/// The key `[stream, n]`.
+pub(crate) fn key2(stream: &JsValue, n: u64) -> JsValue {
+    Array::of2(stream, &JsValue::from_f64(n as f64)).into()
+}
+
+/// All keys `[stream, n]` with `from <= n` (to infinity).
+pub(crate) fn range_from(stream: &JsValue, from: u64) -> Result<JsValue, WasmError> {
+    let upper: JsValue = Array::of2(stream, &JsValue::from_f64(f64::INFINITY)).into();
+    IdbKeyRange::bound(&key2(stream, from), &upper)
+        .map(JsValue::from)
+        .map_err(|e| WasmError::from_storage("bad key range", &e))
+}
+
+/// All keys `[stream, n]` with `from <= n <= to`.
+pub(crate) fn range(stream: &JsValue, from: u64, to: u64) -> Result<JsValue, WasmError> {
+    IdbKeyRange::bound(&key2(stream, from), &key2(stream, to))
+        .map(JsValue::from)
+        .map_err(|e| WasmError::from_storage("bad key range", &e))
+}

@@ -1,0 +1,325 @@
+//! The store's connection: one WebSocket at a time, reconnected with
+//! exponential backoff and jitter, a heartbeat that drops a silent
+//! connection, and the browser's `online`/`offline` events.
+//!
+//! States: offline (waiting out a backoff delay, or paused by
+//! `goOffline`) → connecting (socket opening) → handshake (`Hello` sent)
+//! → ready (`Welcome` handled: subscribed, outbox pushed). Any close,
+//! malformed frame, protocol error or silence of two heartbeat periods
+//! drops the socket and schedules the next attempt.
+
+use std::rc::Rc;
+
+use js_sys::Uint8Array;
+use sync_core::{Backoff, ClientMsg, CoreError, Phase, ServerMsg};
+use wasm_bindgen::prelude::*;
+use web_sys::EventTarget;
+
+use crate::engine::{Core, Engine, Notes, StoreOptions};
+use crate::error::WasmError;
+use crate::reducer::StoreReducer;
+use crate::socket::{Socket, SocketEvent, Timer};
+use crate::writer::Job;
+
+/// Largest frame accepted from the server (catch-up batches can be big).
+const MAX_INBOUND_FRAME: usize = 16 << 20;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = crypto, js_name = getRandomValues, catch)]
+    pub(crate) fn get_random_values(buf: &Uint8Array) -> Result<JsValue, JsValue>;
+}
+
+/// Connection state.
+pub(crate) struct Net {
+    pub socket: Option<Socket>,
+    /// Numbers sockets, so events of an old one are ignored.
+    pub gen: u64,
+    pub backoff: Backoff,
+    pub reconnect_timer: Option<Timer>,
+    pub heartbeat: Option<Timer>,
+    pub startup_timer: Option<Timer>,
+    pub last_rx_ms: f64,
+    pub nonce: u64,
+    /// `goOffline()` was called: no attempts until `reconnect()`.
+    pub paused: bool,
+}
+
+impl Net {
+    pub fn new(opts: &StoreOptions) -> Net {
+        Net {
+            socket: None,
+            gen: 0,
+            backoff: Backoff::new(opts.backoff_min_ms, opts.backoff_max_ms),
+            reconnect_timer: None,
+            heartbeat: None,
+            startup_timer: None,
+            last_rx_ms: 0.0,
+            nonce: 0,
+            paused: !opts.connect,
+        }
+    }
+
+    pub fn send(&self, msg: &ClientMsg) {
+        if let Some(s) = &self.socket {
+            s.send(&msg.encode());
+        }
+    }
+
+    /// Drops the socket and every timer.
+    pub fn shutdown(&mut self) {
+        self.socket = None;
+        self.heartbeat = None;
+        self.reconnect_timer = None;
+        self.startup_timer = None;
+    }
+}
+
+/// The `online`/`offline` listeners on the global object.
+pub(crate) struct BrowserEvents {
+    target: EventTarget,
+    online: Closure<dyn FnMut()>,
+    offline: Closure<dyn FnMut()>,
+}
+
+impl<R: StoreReducer> Engine<R> {
+    /// Connects unless connected, paused or closed.
+    pub fn connect_now(self: &Rc<Self>) {
+        let mut notes = Notes::default();
+        {
+            let mut c = self.core.borrow_mut();
+            self.connect(&mut c, &mut notes);
+        }
+        self.emit(notes);
+    }
+
+    fn connect(self: &Rc<Self>, c: &mut Core<R>, notes: &mut Notes) {
+        if c.closed || c.net.paused || c.net.socket.is_some() {
+            return;
+        }
+        c.net.reconnect_timer = None;
+        c.net.gen += 1;
+        let gen = c.net.gen;
+        let weak = self.me.clone();
+        let opened = Socket::open(&self.opts.url, move |ev| {
+            if let Some(e) = weak.upgrade() {
+                e.on_socket(gen, ev);
+            }
+        });
+        match opened {
+            Ok(socket) => {
+                c.net.socket = Some(socket);
+                c.net.last_rx_ms = js_sys::Date::now();
+                let weak = self.me.clone();
+                c.net.heartbeat = Some(Timer::new(self.opts.heartbeat_ms, true, move || {
+                    if let Some(e) = weak.upgrade() {
+                        e.heartbeat(gen);
+                    }
+                }));
+            }
+            Err(e) => {
+                c.error(e, notes);
+                self.schedule_reconnect(c);
+            }
+        }
+    }
+
+    fn on_socket(self: &Rc<Self>, gen: u64, ev: SocketEvent) {
+        let mut notes = Notes::default();
+        {
+            let mut c = self.core.borrow_mut();
+            if c.closed || c.net.gen != gen || c.net.socket.is_none() {
+                return;
+            }
+            match ev {
+                SocketEvent::Open => {
+                    let hello = c.client.connected(self.opts.token.clone());
+                    c.net.send(&hello);
+                    c.net.last_rx_ms = js_sys::Date::now();
+                    // Other tabs of this profile may have written intents.
+                    c.jobs.push_back(Job::Reload(None));
+                }
+                SocketEvent::Frame(frame) => {
+                    c.net.last_rx_ms = js_sys::Date::now();
+                    let msg = match frame {
+                        Ok(bytes) => {
+                            ServerMsg::decode(&bytes, MAX_INBOUND_FRAME).map_err(WasmError::from)
+                        }
+                        Err(len) => Err(CoreError::MalformedFrame {
+                            reason: format!(
+                                "a text frame of {len} bytes; the protocol uses binary frames"
+                            ),
+                        }
+                        .into()),
+                    };
+                    match msg {
+                        Ok(msg) => self.handle_msg(&mut c, msg, &mut notes),
+                        Err(e) => {
+                            c.error(e, &mut notes);
+                            self.drop_connection(&mut c);
+                        }
+                    }
+                }
+                SocketEvent::Closed => self.drop_connection(&mut c),
+            }
+        }
+        self.kick_writer();
+        self.emit(notes);
+    }
+
+    /// Hands one server message to the protocol driver and carries out
+    /// its effects. A `Welcome` waits while seq allocations are in flight.
+    pub fn handle_msg(self: &Rc<Self>, c: &mut Core<R>, msg: ServerMsg, notes: &mut Notes) {
+        let welcome = matches!(msg, ServerMsg::Welcome { .. });
+        if welcome && c.jobs.iter().any(|j| matches!(j, Job::Alloc(..))) {
+            c.deferred_welcome = Some(msg);
+            return;
+        }
+        match c.client.handle(msg) {
+            Ok(effects) => {
+                if welcome {
+                    c.net.backoff.reset();
+                }
+                for e in effects {
+                    c.apply(e, notes, self.opts.snapshot_every);
+                }
+            }
+            Err(e) => {
+                c.error(e.into(), notes);
+                self.drop_connection(c);
+            }
+        }
+    }
+
+    /// Closes the socket (if any) and schedules the next attempt.
+    pub fn drop_connection(self: &Rc<Self>, c: &mut Core<R>) {
+        c.net.socket = None;
+        c.net.heartbeat = None;
+        c.deferred_welcome = None;
+        c.client.disconnected();
+        self.schedule_reconnect(c);
+    }
+
+    fn schedule_reconnect(self: &Rc<Self>, c: &mut Core<R>) {
+        if c.closed || c.net.paused {
+            return;
+        }
+        let delay = c.net.backoff.next_delay_ms(js_sys::Math::random());
+        let weak = self.me.clone();
+        c.net.reconnect_timer = Some(Timer::new(delay, false, move || {
+            if let Some(e) = weak.upgrade() {
+                e.connect_now();
+            }
+        }));
+    }
+
+    fn heartbeat(self: &Rc<Self>, gen: u64) {
+        let mut c = self.core.borrow_mut();
+        if c.closed || c.net.gen != gen || c.net.socket.is_none() {
+            return;
+        }
+        let silent = js_sys::Date::now() - c.net.last_rx_ms;
+        if silent >= 2.0 * f64::from(self.opts.heartbeat_ms) {
+            // Half-open or stuck: the server would have answered a ping.
+            self.drop_connection(&mut c);
+            drop(c);
+            self.emit(Notes::default());
+        } else if c.client.phase() == Phase::Ready {
+            c.net.nonce += 1;
+            let ping = ClientMsg::Ping { nonce: c.net.nonce };
+            c.net.send(&ping);
+        }
+    }
+
+    /// Leaves the paused state and connects now, without a backoff wait.
+    pub fn reconnect_now(self: &Rc<Self>) {
+        let mut notes = Notes::default();
+        {
+            let Ok(mut c) = self.core.try_borrow_mut() else {
+                return;
+            };
+            c.net.paused = false;
+            c.net.backoff.reset();
+            self.connect(&mut c, &mut notes);
+        }
+        self.emit(notes);
+    }
+
+    /// Drops the connection and stays offline until `reconnect_now`.
+    pub fn go_offline(self: &Rc<Self>) {
+        {
+            let Ok(mut c) = self.core.try_borrow_mut() else {
+                return;
+            };
+            c.net.paused = true;
+            c.net.socket = None;
+            c.net.heartbeat = None;
+            c.net.reconnect_timer = None;
+            c.deferred_welcome = None;
+            c.client.disconnected();
+        }
+        self.emit(Notes::default());
+    }
+
+    fn browser_says(self: &Rc<Self>, online: bool) {
+        let mut notes = Notes::default();
+        {
+            let mut c = self.core.borrow_mut();
+            if c.closed || c.net.paused {
+                return;
+            }
+            if online {
+                // Worth trying at once, whatever the backoff says.
+                c.net.backoff.reset();
+                if c.net.socket.is_none() {
+                    self.connect(&mut c, &mut notes);
+                }
+            } else {
+                // The socket is likely dead; attempts go on at backoff
+                // pace in case the browser is wrong.
+                self.drop_connection(&mut c);
+            }
+        }
+        self.emit(notes);
+    }
+
+    /// Follows the browser's `online`/`offline` events.
+    pub fn listen_to_browser(self: &Rc<Self>) {
+        let Ok(target) = js_sys::global().dyn_into::<EventTarget>() else {
+            return;
+        };
+        let make = |online: bool| {
+            let weak = self.me.clone();
+            Closure::<dyn FnMut()>::new(move || {
+                let weak = weak.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Some(e) = weak.upgrade() {
+                        e.browser_says(online);
+                    }
+                });
+            })
+        };
+        let online = make(true);
+        let offline = make(false);
+        let _ = target.add_event_listener_with_callback("online", online.as_ref().unchecked_ref());
+        let _ =
+            target.add_event_listener_with_callback("offline", offline.as_ref().unchecked_ref());
+        *self.browser_events.borrow_mut() = Some(BrowserEvents {
+            target,
+            online,
+            offline,
+        });
+    }
+
+    /// Stops following the browser's events.
+    pub fn stop_listening_to_browser(&self) {
+        if let Some(b) = self.browser_events.borrow_mut().take() {
+            let _ = b
+                .target
+                .remove_event_listener_with_callback("online", b.online.as_ref().unchecked_ref());
+            let _ = b
+                .target
+                .remove_event_listener_with_callback("offline", b.offline.as_ref().unchecked_ref());
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Reducers a browser store can run: a JS function `(state, action) =>
+//! state` ([`JsReducer`]), or any Rust [`Reducer`] that says how its state
+//! is kept in IndexedDB ([`StoreReducer`]).
+
+use js_sys::Function;
+use sync_core::{ReduceError, Reducer};
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::error::{describe_js, WasmError};
+
+/// A [`Reducer`] whose state a browser store can snapshot into IndexedDB.
+pub trait StoreReducer: Reducer + 'static {
+    /// The state as a value IndexedDB can store (structured-cloneable).
+    fn state_to_js(&self, state: &Self::State) -> Result<JsValue, WasmError>;
+
+    /// The state back from a stored value.
+    fn state_from_js(&self, value: JsValue) -> Result<Self::State, WasmError>;
+}
+
+/// A JS reducer: the state is any JS value, an action is the `JSON.parse`
+/// of the payload's UTF-8 text, and a throw (or `undefined` returned) is a
+/// [`ReduceError`] that leaves the state as it was.
+pub struct JsReducer {
+    func: Function,
+}
+
+impl JsReducer {
+    /// Wraps `func`, checking that it is a function.
+    pub fn new(func: JsValue) -> Result<JsReducer, WasmError> {
+        match func.dyn_into::<Function>() {
+            Ok(func) => Ok(JsReducer { func }),
+            Err(_) => Err(WasmError::InvalidRequest(
+                "expected the reducer to be a function (state, action) => state".into(),
+            )),
+        }
+    }
+}
+
+impl Reducer for JsReducer {
+    type State = JsValue;
+    type Action = JsValue;
+
+    fn decode(&self, payload: &[u8]) -> Result<JsValue, ReduceError> {
+        let text = core::str::from_utf8(payload)
+            .map_err(|e| ReduceError(format!("the payload is not UTF-8 text: {e}")))?;
+        js_sys::JSON::parse(text)
+            .map_err(|e| ReduceError(format!("the payload is not JSON: {}", describe_js(&e))))
+    }
+
+    fn reduce(&self, state: &JsValue, action: &JsValue) -> Result<JsValue, ReduceError> {
+        let next = self
+            .func
+            .call2(&JsValue::UNDEFINED, state, action)
+            .map_err(|e| ReduceError(format!("the reducer threw {}", describe_js(&e))))?;
+        if next.is_undefined() {
+            return Err(ReduceError(
+                "the reducer returned undefined; return the state it was given when an action does not apply".into(),
+            ));
+        }
+        Ok(next)
+    }
+}
+
+impl StoreReducer for JsReducer {
+    fn state_to_js(&self, state: &JsValue) -> Result<JsValue, WasmError> {
+        Ok(state.clone())
+    }
+
+    fn state_from_js(&self, value: JsValue) -> Result<JsValue, WasmError> {
+        Ok(value)
+    }
+}

@@ -1,0 +1,575 @@
+//! The store's IndexedDB schema and its transactions. See the README's
+//! "Storage schema" for the record shapes.
+//!
+//! Every read of a record checks its shape; a record that does not have
+//! the shape this build writes is reported as [`WasmError::Corrupt`] and
+//! the load goes on with what can be trusted (the server sends again what
+//! was confirmed; see `load`).
+
+use js_sys::{Object, Reflect, Uint8Array};
+use sync_core::{ClientId, Epoch, Event, Offset, Seq};
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::IdbDatabase;
+
+use crate::error::WasmError;
+use crate::idb::{self, Durability};
+
+/// IndexedDB version of the schema below. A change of schema is a new
+/// version with an upgrade step.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: &str = "meta";
+const STREAMS: &str = "streams";
+const EVENTS: &str = "events";
+const OUTBOX: &str = "outbox";
+const SNAPSHOTS: &str = "snapshots";
+const ALL: [&str; 5] = [META, STREAMS, EVENTS, OUTBOX, SNAPSHOTS];
+
+/// The `streams` record of one stream.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct StreamRecord {
+    pub offset: u64,
+    pub next_seq: u64,
+    pub snapshot_offset: u64,
+    pub epoch: Option<String>,
+}
+
+/// What a store starts from.
+pub(crate) struct Loaded {
+    pub record: StreamRecord,
+    /// The state at `record.snapshot_offset`, when a snapshot is stored.
+    pub snapshot: Option<JsValue>,
+    /// Events after the snapshot, dense from `snapshot_offset + 1`.
+    pub events: Vec<Event>,
+    /// The outbox, in seq order.
+    pub outbox: Vec<(Seq, Vec<u8>)>,
+    /// Records that could not be read (reported; the load went on).
+    pub problems: Vec<WasmError>,
+}
+
+/// One transaction's worth of confirmed events and what goes with them.
+pub(crate) struct EventsWrite {
+    pub events: Vec<Event>,
+    /// Outbox entries to delete (confirmed or rejected seqs).
+    pub drop_seqs: Vec<Seq>,
+    pub offset: Offset,
+    /// A snapshot of the confirmed state at an offset within the batch.
+    pub snapshot: Option<(Offset, JsValue)>,
+    pub epoch: Option<Epoch>,
+}
+
+/// The result of a seq allocation.
+pub(crate) struct Allocated {
+    /// The seq of the first intent; the others follow one by one.
+    pub first: Seq,
+    /// Outbox entries other tabs wrote since this tab last allocated.
+    pub others: Vec<(Seq, Vec<u8>)>,
+}
+
+/// An open database.
+pub(crate) struct Db {
+    db: IdbDatabase,
+    name: String,
+    // Closes this connection when another tab upgrades the schema, so the
+    // upgrade is not blocked forever.
+    _on_version_change: wasm_bindgen::closure::Closure<dyn FnMut()>,
+}
+
+impl Db {
+    /// Opens (or creates) database `name`.
+    pub async fn open(name: &str) -> Result<Db, WasmError> {
+        let db = idb::open(name, SCHEMA_VERSION, &ALL).await?;
+        let to_close = db.clone();
+        let on_version_change =
+            wasm_bindgen::closure::Closure::<dyn FnMut()>::new(move || to_close.close());
+        db.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
+        Ok(Db {
+            db,
+            name: name.to_string(),
+            _on_version_change: on_version_change,
+        })
+    }
+
+    /// Closes the connection (pending transactions finish first).
+    pub fn close(&self) {
+        self.db.set_onversionchange(None);
+        self.db.close();
+    }
+
+    /// This browser profile's client id: read, or created once with
+    /// `random` and stored, in one transaction (two tabs opening at once
+    /// agree on one id).
+    pub async fn client_id(
+        &self,
+        random: [u8; 16],
+    ) -> Result<(ClientId, Vec<WasmError>), WasmError> {
+        let tx = idb::transaction(&self.db, &[META], Some(Durability::Strict))?;
+        let outcome = idb::outcome(&tx);
+        let meta = idb::store(&tx, META)?;
+        let stored = idb::read(meta.get(&"clientId".into()), "read meta.clientId").await?;
+        let mut problems = Vec::new();
+        let id = match stored.as_string().map(|s| ClientId::from_hex(&s)) {
+            Some(Ok(id)) => id,
+            found => {
+                if !stored.is_undefined() {
+                    problems.push(WasmError::Corrupt {
+                        key: "meta/clientId".into(),
+                        reason: match found {
+                            Some(Err(e)) => e.to_string(),
+                            _ => "not a string".into(),
+                        },
+                    });
+                }
+                let id = ClientId::from_bytes(random);
+                put(&meta, &"clientId".into(), &id.to_hex().into())?;
+                put(&meta, &"schemaVersion".into(), &SCHEMA_VERSION.into())?;
+                id
+            }
+        };
+        finish(&self.name, &tx, outcome, "store the client id").await?;
+        Ok((id, problems))
+    }
+
+    /// Reads everything a store of `stream` starts from, in one read-only
+    /// transaction (a consistent view even while another tab writes).
+    pub async fn load(&self, stream: &str) -> Result<Loaded, WasmError> {
+        let key: JsValue = stream.into();
+        let tx = idb::transaction(&self.db, &[STREAMS, EVENTS, OUTBOX, SNAPSHOTS], None)?;
+        let outcome = idb::outcome(&tx);
+        let mut problems = Vec::new();
+
+        let raw = idb::read(idb::store(&tx, STREAMS)?.get(&key), "read streams").await?;
+        let mut record = StreamRecord::from_js(&raw, stream).unwrap_or_else(|e| {
+            problems.push(e);
+            StreamRecord::default()
+        });
+        let mut snapshot = None;
+        if record.snapshot_offset > 0 {
+            let raw = idb::read(idb::store(&tx, SNAPSHOTS)?.get(&key), "read snapshots").await?;
+            match read_snapshot(&raw, stream, record.snapshot_offset) {
+                Ok(state) => snapshot = Some(state),
+                Err(e) => {
+                    // The events before the snapshot are gone: start from
+                    // offset 0 and let the server send the history again.
+                    problems.push(e);
+                    record.snapshot_offset = 0;
+                }
+            }
+        }
+        let range = idb::range_from(&key, record.snapshot_offset + 1)?;
+        let raw = idb::read(
+            idb::store(&tx, EVENTS)?.get_all_with_key(&range),
+            "read events",
+        )
+        .await?;
+        let events = read_events(&raw, stream, record.snapshot_offset, &mut problems);
+        let raw = idb::read(
+            idb::store(&tx, OUTBOX)?.get_all_with_key(&idb::range_from(&key, 1)?),
+            "read outbox",
+        )
+        .await?;
+        let outbox = read_outbox(&raw, stream, &mut problems);
+        finish(&self.name, &tx, outcome, "read the stored stream").await?;
+
+        // A seq must never be handed out twice: when the record was
+        // unreadable, start after every seq this store can still see.
+        let seen = outbox.last().map_or(0, |(s, _)| s.get());
+        record.next_seq = record.next_seq.max(seen + 1).max(1);
+        Ok(Loaded {
+            record,
+            snapshot,
+            events,
+            outbox,
+            problems,
+        })
+    }
+
+    /// Allocates `payloads.len()` seqs and writes the intents to the
+    /// outbox, in one strict transaction: this is what makes two tabs of
+    /// one client never hand out one seq twice. `floor` is the seq this
+    /// tab would allocate next; entries between it and the stored counter
+    /// were written by other tabs and are returned.
+    pub async fn allocate(
+        &self,
+        stream: &str,
+        payloads: &[&[u8]],
+        floor: Seq,
+    ) -> Result<(Allocated, Vec<WasmError>), WasmError> {
+        let key: JsValue = stream.into();
+        let tx = idb::transaction(&self.db, &[STREAMS, OUTBOX], Some(Durability::Strict))?;
+        let outcome = idb::outcome(&tx);
+        let streams = idb::store(&tx, STREAMS)?;
+        let outbox = idb::store(&tx, OUTBOX)?;
+        let mut problems = Vec::new();
+        let raw = idb::read(streams.get(&key), "read streams").await?;
+        let mut record = StreamRecord::from_js(&raw, stream).unwrap_or_else(|e| {
+            problems.push(e);
+            StreamRecord::default()
+        });
+        let stored_next = record.next_seq.max(1);
+        let mut others = Vec::new();
+        if stored_next > floor.get() {
+            let range = idb::range(&key, floor.get(), stored_next - 1)?;
+            let raw = idb::read(outbox.get_all_with_key(&range), "read outbox").await?;
+            others = read_outbox(&raw, stream, &mut problems);
+        }
+        let first = stored_next.max(floor.get());
+        let now = js_sys::Date::now();
+        for (i, payload) in payloads.iter().enumerate() {
+            let seq = first + i as u64;
+            put(
+                &outbox,
+                &idb::key2(&key, seq),
+                &outbox_value(seq, payload, now),
+            )?;
+        }
+        record.next_seq = first + payloads.len() as u64;
+        put(&streams, &key, &record.to_js())?;
+        finish(&self.name, &tx, outcome, "write the outbox").await?;
+        let first = Seq::new(first).map_err(WasmError::from)?;
+        Ok((Allocated { first, others }, problems))
+    }
+
+    /// Writes a batch of confirmed events in one transaction: the events,
+    /// the outbox entries they confirm removed, the offset moved, and when
+    /// given a snapshot (the events it covers are deleted).
+    pub async fn write_events(
+        &self,
+        stream: &str,
+        w: &EventsWrite,
+    ) -> Result<Vec<WasmError>, WasmError> {
+        let key: JsValue = stream.into();
+        let tx = idb::transaction(
+            &self.db,
+            &[STREAMS, EVENTS, OUTBOX, SNAPSHOTS],
+            Some(Durability::Relaxed),
+        )?;
+        let outcome = idb::outcome(&tx);
+        let streams = idb::store(&tx, STREAMS)?;
+        let mut problems = Vec::new();
+        let raw = idb::read(streams.get(&key), "read streams").await?;
+        let mut record = StreamRecord::from_js(&raw, stream).unwrap_or_else(|e| {
+            problems.push(e);
+            StreamRecord::default()
+        });
+        // Another tab of this profile may be further along: never move back.
+        let mut snapshot_at = 0;
+        if let Some((offset, state)) = &w.snapshot {
+            if offset.0 > record.snapshot_offset {
+                let value = Object::new();
+                set(&value, "offset", &JsValue::from_f64(offset.0 as f64));
+                set(&value, "state", state);
+                set(&value, "timeMs", &js_sys::Date::now().into());
+                // A state that cannot be cloned (a function inside, say)
+                // throws here, synchronously, without aborting: keep the
+                // events instead and report it.
+                match idb::store(&tx, SNAPSHOTS)?.put_with_key(&value, &key) {
+                    Ok(_) => snapshot_at = offset.0,
+                    Err(e) => problems.push(WasmError::from_storage(
+                        "cannot store a snapshot of the state",
+                        &e,
+                    )),
+                }
+            }
+        }
+        let events = idb::store(&tx, EVENTS)?;
+        for e in &w.events {
+            if e.offset.0 > snapshot_at {
+                let bytes = sync_core::protocol::encode_event(e);
+                put(
+                    &events,
+                    &idb::key2(&key, e.offset.0),
+                    &Uint8Array::from(&bytes[..]),
+                )?;
+            }
+        }
+        if snapshot_at > 0 {
+            events
+                .delete(&idb::range(&key, 0, snapshot_at)?)
+                .map_err(|e| WasmError::from_storage("delete events", &e))?;
+            record.snapshot_offset = snapshot_at;
+        }
+        let outbox = idb::store(&tx, OUTBOX)?;
+        for seq in &w.drop_seqs {
+            outbox
+                .delete(&idb::key2(&key, seq.get()))
+                .map_err(|e| WasmError::from_storage("delete outbox", &e))?;
+        }
+        record.offset = record.offset.max(w.offset.0);
+        if let Some(epoch) = &w.epoch {
+            record.epoch = Some(epoch.0.clone());
+        }
+        put(&streams, &key, &record.to_js())?;
+        finish(&self.name, &tx, outcome, "write events").await?;
+        Ok(problems)
+    }
+
+    /// Forgets the stream's history (the server has another epoch): events
+    /// and snapshot deleted, offset 0, the outbox rewritten with `outbox`.
+    pub async fn reset(
+        &self,
+        stream: &str,
+        epoch: &Epoch,
+        outbox: &[(Seq, Vec<u8>)],
+    ) -> Result<(), WasmError> {
+        let key: JsValue = stream.into();
+        let tx = idb::transaction(
+            &self.db,
+            &[STREAMS, EVENTS, OUTBOX, SNAPSHOTS],
+            Some(Durability::Strict),
+        )?;
+        let outcome = idb::outcome(&tx);
+        let all = idb::range_from(&key, 0)?;
+        let del = |store: &str, k: &JsValue| -> Result<(), WasmError> {
+            idb::store(&tx, store)?
+                .delete(k)
+                .map(|_| ())
+                .map_err(|e| WasmError::from_storage("reset the stream", &e))
+        };
+        del(EVENTS, &all)?;
+        del(OUTBOX, &all)?;
+        del(SNAPSHOTS, &key)?;
+        let out = idb::store(&tx, OUTBOX)?;
+        let now = js_sys::Date::now();
+        for (seq, payload) in outbox {
+            put(
+                &out,
+                &idb::key2(&key, seq.get()),
+                &outbox_value(seq.get(), payload, now),
+            )?;
+        }
+        let record = StreamRecord {
+            offset: 0,
+            next_seq: outbox.last().map_or(1, |(s, _)| s.get() + 1),
+            snapshot_offset: 0,
+            epoch: Some(epoch.0.clone()),
+        };
+        put(&idb::store(&tx, STREAMS)?, &key, &record.to_js())?;
+        finish(&self.name, &tx, outcome, "reset the stream").await
+    }
+
+    /// The whole outbox of `stream`, in seq order.
+    pub async fn read_outbox(
+        &self,
+        stream: &str,
+    ) -> Result<(Vec<(Seq, Vec<u8>)>, Vec<WasmError>), WasmError> {
+        let key: JsValue = stream.into();
+        let tx = idb::transaction(&self.db, &[OUTBOX], None)?;
+        let outcome = idb::outcome(&tx);
+        let raw = idb::read(
+            idb::store(&tx, OUTBOX)?.get_all_with_key(&idb::range_from(&key, 1)?),
+            "read outbox",
+        )
+        .await?;
+        let mut problems = Vec::new();
+        let outbox = read_outbox(&raw, stream, &mut problems);
+        finish(&self.name, &tx, outcome, "read the outbox").await?;
+        Ok((outbox, problems))
+    }
+}
+
+async fn finish(
+    db: &str,
+    tx: &web_sys::IdbTransaction,
+    outcome: wasm_bindgen_futures::JsFuture,
+    what: &str,
+) -> Result<(), WasmError> {
+    #[cfg(feature = "test-hooks")]
+    if tx.mode().ok() == Some(web_sys::IdbTransactionMode::Readwrite) {
+        if let Some(e) = crate::testing::take_fault(db) {
+            // The browser refuses the transaction: nothing of it is kept.
+            let _ = tx.abort();
+            let _ = outcome.await;
+            return Err(WasmError::from_storage(what, &e));
+        }
+    }
+    let _ = (db, tx);
+    outcome
+        .await
+        .map(|_| ())
+        .map_err(|e| WasmError::from_storage(what, &e))
+}
+
+fn put(store: &web_sys::IdbObjectStore, key: &JsValue, value: &JsValue) -> Result<(), WasmError> {
+    store
+        .put_with_key(value, key)
+        .map(|_| ())
+        .map_err(|e| WasmError::from_storage(&format!("write {}", store.name()), &e))
+}
+
+fn set(obj: &Object, name: &str, value: &JsValue) {
+    // Setting a data property on a plain new object cannot fail.
+    let _ = Reflect::set(obj, &name.into(), value);
+}
+
+fn get(obj: &JsValue, name: &str) -> JsValue {
+    Reflect::get(obj, &name.into()).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// A non-negative integer that a JS number holds exactly.
+fn whole(v: &JsValue) -> Option<u64> {
+    let n = v.as_f64()?;
+    (n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0).then_some(n as u64)
+}
+
+fn outbox_value(seq: u64, payload: &[u8], now: f64) -> JsValue {
+    let value = Object::new();
+    set(&value, "seq", &JsValue::from_f64(seq as f64));
+    set(&value, "payload", &Uint8Array::from(payload));
+    set(&value, "timeMs", &now.into());
+    value.into()
+}
+
+impl StreamRecord {
+    fn from_js(raw: &JsValue, stream: &str) -> Result<StreamRecord, WasmError> {
+        if raw.is_undefined() {
+            return Ok(StreamRecord {
+                next_seq: 1,
+                ..StreamRecord::default()
+            });
+        }
+        let bad = |reason: &str| WasmError::Corrupt {
+            key: format!("streams/{stream}"),
+            reason: reason.into(),
+        };
+        if !raw.is_object() {
+            return Err(bad("not an object"));
+        }
+        let offset =
+            whole(&get(raw, "offset")).ok_or_else(|| bad("offset is not a whole number"))?;
+        let next_seq = whole(&get(raw, "nextSeq"))
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| bad("nextSeq is not a whole number >= 1"))?;
+        let snapshot_offset = whole(&get(raw, "snapshotOffset"))
+            .ok_or_else(|| bad("snapshotOffset is not a whole number"))?;
+        let epoch = get(raw, "epoch");
+        let epoch = if epoch.is_null() || epoch.is_undefined() {
+            None
+        } else {
+            Some(
+                epoch
+                    .as_string()
+                    .ok_or_else(|| bad("epoch is not a string"))?,
+            )
+        };
+        Ok(StreamRecord {
+            offset,
+            next_seq,
+            snapshot_offset,
+            epoch,
+        })
+    }
+
+    fn to_js(&self) -> JsValue {
+        let o = Object::new();
+        set(&o, "offset", &JsValue::from_f64(self.offset as f64));
+        set(&o, "nextSeq", &JsValue::from_f64(self.next_seq as f64));
+        set(
+            &o,
+            "snapshotOffset",
+            &JsValue::from_f64(self.snapshot_offset as f64),
+        );
+        let epoch = self
+            .epoch
+            .as_deref()
+            .map_or(JsValue::NULL, JsValue::from_str);
+        set(&o, "epoch", &epoch);
+        o.into()
+    }
+}
+
+fn read_snapshot(raw: &JsValue, stream: &str, expected: u64) -> Result<JsValue, WasmError> {
+    let bad = |reason: String| WasmError::Corrupt {
+        key: format!("snapshots/{stream}"),
+        reason,
+    };
+    if !raw.is_object() {
+        return Err(bad("missing or not an object".into()));
+    }
+    match whole(&get(raw, "offset")) {
+        Some(o) if o == expected => {}
+        other => {
+            return Err(bad(format!(
+                "offset {other:?} does not match the stream's {expected}"
+            )))
+        }
+    }
+    let state = get(raw, "state");
+    if state.is_undefined() {
+        return Err(bad("no state".into()));
+    }
+    Ok(state)
+}
+
+/// Decodes stored events, keeping the dense run after `after`; the first
+/// unreadable or missing one ends the run (the server sends the rest).
+fn read_events(
+    raw: &JsValue,
+    stream: &str,
+    after: u64,
+    problems: &mut Vec<WasmError>,
+) -> Vec<Event> {
+    let Some(arr) = raw.dyn_ref::<js_sys::Array>() else {
+        problems.push(WasmError::Storage(
+            "getAll on events did not return an array".into(),
+        ));
+        return Vec::new();
+    };
+    let mut events = Vec::with_capacity(arr.length() as usize);
+    let mut expect = after + 1;
+    for value in arr.iter() {
+        let decoded = value
+            .dyn_ref::<Uint8Array>()
+            .ok_or_else(|| "not bytes".to_string())
+            .and_then(|b| postcard::from_bytes::<Event>(&b.to_vec()).map_err(|e| e.to_string()))
+            .and_then(|e| {
+                if e.offset.0 == expect {
+                    Ok(e)
+                } else {
+                    Err(format!(
+                        "holds offset {} where {expect} was expected",
+                        e.offset
+                    ))
+                }
+            });
+        match decoded {
+            Ok(e) => {
+                events.push(e);
+                expect += 1;
+            }
+            Err(reason) => {
+                problems.push(WasmError::Corrupt {
+                    key: format!("events/[{stream},{expect}]"),
+                    reason,
+                });
+                break;
+            }
+        }
+    }
+    events
+}
+
+fn read_outbox(raw: &JsValue, stream: &str, problems: &mut Vec<WasmError>) -> Vec<(Seq, Vec<u8>)> {
+    let Some(arr) = raw.dyn_ref::<js_sys::Array>() else {
+        problems.push(WasmError::Storage(
+            "getAll on outbox did not return an array".into(),
+        ));
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(arr.length() as usize);
+    for (i, value) in arr.iter().enumerate() {
+        let seq = whole(&get(&value, "seq")).and_then(|s| Seq::new(s).ok());
+        let payload = get(&value, "payload").dyn_into::<Uint8Array>().ok();
+        match (seq, payload) {
+            (Some(seq), Some(p)) => out.push((seq, p.to_vec())),
+            _ => problems.push(WasmError::Corrupt {
+                key: format!("outbox/{stream} (entry {i})"),
+                reason:
+                    "expected {seq: number >= 1, payload: Uint8Array}; the intent cannot be sent"
+                        .into(),
+            }),
+        }
+    }
+    out.sort_by_key(|(s, _)| *s);
+    out
+}

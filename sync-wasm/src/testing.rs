@@ -1,0 +1,43 @@
+//! Fault injection for tests (feature `test-hooks`, never in a release
+//! build): makes the browser refuse the next write transactions of one
+//! database, the way it does when the origin's quota is used up.
+//!
+//! An armed fault aborts the real transaction (nothing of it is stored)
+//! and the store receives a real `DOMException` of the given name, through
+//! the same path a browser's refusal takes.
+
+use std::cell::RefCell;
+
+use wasm_bindgen::JsValue;
+
+thread_local! {
+    static FAULTS: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The next `count` write transactions on database `db_name` fail with a
+/// `DOMException` named `dom_name` (e.g. `"QuotaExceededError"`).
+pub fn fail_next_writes(db_name: &str, dom_name: &str, count: usize) {
+    FAULTS.with(|f| {
+        let mut f = f.borrow_mut();
+        for _ in 0..count {
+            f.push((db_name.to_string(), dom_name.to_string()));
+        }
+    });
+}
+
+/// Disarms every fault.
+pub fn clear_faults() {
+    FAULTS.with(|f| f.borrow_mut().clear());
+}
+
+/// Takes one armed fault of `db_name`, as the exception to fail with.
+pub(crate) fn take_fault(db_name: &str) -> Option<JsValue> {
+    let name = FAULTS.with(|f| {
+        let mut f = f.borrow_mut();
+        let i = f.iter().position(|(db, _)| db == db_name)?;
+        Some(f.remove(i).1)
+    })?;
+    web_sys::DomException::new_with_message_and_name("injected by logsync test hooks", &name)
+        .ok()
+        .map(JsValue::from)
+}

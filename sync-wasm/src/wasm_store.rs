@@ -1,0 +1,414 @@
+//! The JS face: `openStore(options, reducer, initialState)` and the
+//! `WasmStore` it resolves to, a Redux-compatible store over a JS reducer.
+//! Each method converts its arguments, calls [`Store`], and converts the
+//! result; errors become `LogsyncError`s through [`WasmError::to_js`].
+
+use std::cell::RefCell;
+
+use js_sys::{Array, Function, Object, Promise, Reflect};
+use sync_core::{ErrorCode, StreamName};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::engine::{Rejection, Status, Store, StoreOptions};
+use crate::error::{describe_js, WasmError};
+use crate::reducer::JsReducer;
+
+/// TypeScript declarations that go into the generated `.d.ts`.
+#[allow(dead_code)] // read through `TS_SECTION` (and the unit test)
+const TS_TYPES: &str = r#"
+/** Options of `openStore`. */
+export interface StoreOptions {
+  /** The server's WebSocket URL, e.g. `ws://localhost:8080/v1/ws`. */
+  url: string;
+  /** The stream to follow: 1-200 bytes of `[A-Za-z0-9._~:/-]`. */
+  stream: string;
+  /** The IndexedDB database (one per app; streams share it). */
+  dbName: string;
+  /** Sent in `Hello` when the server requires a token. */
+  token?: string;
+  /** Confirmed events between two snapshots (default 1000). */
+  snapshotEvery?: number;
+  /** Connect once opened (default true); false stays offline until `reconnect()`. */
+  connect?: boolean;
+  /** Ping period in ms (default 15000); a connection silent for two periods is dropped. */
+  heartbeatMs?: number;
+  /** First reconnect delay in ms (default 500), doubled per failure, with jitter. */
+  backoffMinMs?: number;
+  /** Longest reconnect delay in ms (default 30000). */
+  backoffMaxMs?: number;
+}
+/** A Redux reducer: pure and deterministic. */
+export type Reducer<S = any, A = any> = (state: S, action: A) => S;
+/** Every stable error code (see `errorCodes()`). */
+export type ErrorCode =
+  | 'PROTOCOL_VERSION' | 'MALFORMED_FRAME' | 'FRAME_TOO_LARGE' | 'HELLO_REQUIRED'
+  | 'UNEXPECTED_HELLO' | 'INVALID_STREAM' | 'INVALID_SEQ' | 'INVALID_CLIENT_ID'
+  | 'INVALID_OFFSET' | 'INVALID_JSON' | 'INVALID_REQUEST' | 'SEQ_GAP' | 'PAYLOAD_TOO_LARGE'
+  | 'UNAUTHORIZED' | 'FORBIDDEN' | 'ORIGIN_FORBIDDEN' | 'RATE_LIMITED'
+  | 'TOO_MANY_SUBSCRIPTIONS' | 'TOO_MANY_CONNECTIONS' | 'SLOW_CONSUMER' | 'IDLE_TIMEOUT'
+  | 'SHUTTING_DOWN' | 'STORAGE' | 'REJECTED' | 'OFFSET_GAP' | 'OFFSET_REPEAT'
+  | 'WRONG_STREAM' | 'REDUCER' | 'EPOCH_CHANGED' | 'NOT_FOUND' | 'INTERNAL' | 'UNKNOWN'
+  | 'QUOTA_EXCEEDED' | 'STORE_CLOSED';
+/** Every error Logsync throws, rejects with or reports. */
+export interface LogsyncError extends Error {
+  name: 'LogsyncError';
+  code: ErrorCode;
+}
+/** A store's status; the same object until something in it changes. */
+export interface StoreStatus {
+  readonly online: boolean;
+  readonly offset: number;
+  readonly head: number;
+  readonly pending: number;
+  readonly lastError: null | { readonly code: ErrorCode; readonly message: string };
+  readonly clientId: string;
+}
+/** An intent the server refused (already rolled back). */
+export interface Rejection {
+  readonly action: unknown;
+  readonly code: ErrorCode;
+  readonly message: string;
+}
+"#;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_SECTION: &str = TS_TYPES;
+
+/// Every stable error code, in the order of `sync_core::ErrorCode::ALL`.
+#[wasm_bindgen(js_name = errorCodes, unchecked_return_type = "ErrorCode[]")]
+pub fn error_codes() -> Array {
+    ErrorCode::ALL
+        .iter()
+        .map(|c| JsValue::from_str(c.as_str()))
+        .collect()
+}
+
+/// Opens a store: IndexedDB first (no network needed), then the
+/// connection in the background. Its methods work detached from it.
+#[wasm_bindgen(js_name = openStore, unchecked_return_type = "WasmStore")]
+pub async fn open_store(
+    #[wasm_bindgen(unchecked_param_type = "StoreOptions")] options: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "Reducer")] reducer: JsValue,
+    #[wasm_bindgen(js_name = initialState)] initial_state: JsValue,
+) -> Result<JsValue, JsValue> {
+    let opts = parse_options(&options)?;
+    let reducer = JsReducer::new(reducer)?;
+    let store = Store::open(opts, reducer, initial_state).await?;
+    let obj: JsValue = WasmStore {
+        store,
+        status: RefCell::new(None),
+    }
+    .into();
+    bind_methods(&obj);
+    Ok(obj)
+}
+
+/// A Redux-compatible store over a JS reducer, synced through a Logsync
+/// server and kept in IndexedDB.
+#[wasm_bindgen]
+pub struct WasmStore {
+    store: Store<JsReducer>,
+    status: RefCell<Option<(u64, JsValue)>>,
+}
+
+#[wasm_bindgen]
+impl WasmStore {
+    /// The state: the same object until it changes.
+    #[wasm_bindgen(js_name = getState)]
+    pub fn get_state(&self) -> Result<JsValue, JsValue> {
+        Ok(self.store.with_state(|s| s.clone())?)
+    }
+
+    /// Applies `action` at once and notifies subscribers before it returns;
+    /// the intent is stored and sent after. Returns `action`.
+    pub fn dispatch(&self, action: JsValue) -> Result<JsValue, JsValue> {
+        let text = action_json(&action)?;
+        self.store.dispatch(text.into_bytes())?;
+        Ok(action)
+    }
+
+    /// Calls `listener()` after every state change; returns `unsubscribe`.
+    #[wasm_bindgen(unchecked_return_type = "() => void")]
+    pub fn subscribe(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "() => void")] listener: JsValue,
+    ) -> Result<Function, JsValue> {
+        let f = function(listener, "subscribe")?;
+        let id = self.store.subscribe(move || call(&f, &JsValue::UNDEFINED));
+        Ok(unsubscriber(self.store.remover(id)))
+    }
+
+    /// Swaps the reducer; pending intents are re-applied with it.
+    #[wasm_bindgen(js_name = replaceReducer)]
+    pub fn replace_reducer(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Reducer")] reducer: JsValue,
+    ) -> Result<(), JsValue> {
+        Ok(self.store.replace_reducer(JsReducer::new(reducer)?)?)
+    }
+
+    /// The status: the same (frozen) object until it changes.
+    #[wasm_bindgen(unchecked_return_type = "StoreStatus")]
+    pub fn status(&self) -> JsValue {
+        let (status, version) = self.store.status();
+        let mut cache = self.status.borrow_mut();
+        match &*cache {
+            Some((v, obj)) if *v == version => obj.clone(),
+            _ => {
+                let obj = status_js(&status);
+                *cache = Some((version, obj.clone()));
+                obj
+            }
+        }
+    }
+
+    /// Calls `listener()` after every status change; returns `unsubscribe`.
+    #[wasm_bindgen(js_name = onStatus, unchecked_return_type = "() => void")]
+    pub fn on_status(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "() => void")] listener: JsValue,
+    ) -> Result<Function, JsValue> {
+        let f = function(listener, "onStatus")?;
+        let id = self.store.on_status(move || call(&f, &JsValue::UNDEFINED));
+        Ok(unsubscriber(self.store.remover(id)))
+    }
+
+    /// Calls `listener(error)` with every `LogsyncError` the store meets.
+    #[wasm_bindgen(js_name = onError, unchecked_return_type = "() => void")]
+    pub fn on_error(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(error: LogsyncError) => void")] listener: JsValue,
+    ) -> Result<Function, JsValue> {
+        let f = function(listener, "onError")?;
+        let id = self.store.on_error(move |e| call(&f, &e.to_js()));
+        Ok(unsubscriber(self.store.remover(id)))
+    }
+
+    /// Calls `listener({action, code, message})` for every intent the
+    /// server refused (already rolled back).
+    #[wasm_bindgen(js_name = onRejected, unchecked_return_type = "() => void")]
+    pub fn on_rejected(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(rejection: Rejection) => void")] listener: JsValue,
+    ) -> Result<Function, JsValue> {
+        let f = function(listener, "onRejected")?;
+        let id = self.store.on_rejected(move |r| call(&f, &rejection_js(r)));
+        Ok(unsubscriber(self.store.remover(id)))
+    }
+
+    /// Resolves when nothing is pending and the outbox is drained; rejects
+    /// with `STORE_CLOSED` if the store closes first.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn synced(&self) -> Promise {
+        let store = self.store.clone();
+        future_to_promise(async move {
+            store.synced().await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Connects now (after `goOffline()`, or to skip a backoff wait).
+    pub fn reconnect(&self) {
+        self.store.reconnect();
+    }
+
+    /// Drops the connection and stays offline until `reconnect()`.
+    #[wasm_bindgen(js_name = goOffline)]
+    pub fn go_offline(&self) {
+        self.store.go_offline();
+    }
+
+    /// Disconnects, finishes pending IndexedDB writes, closes the
+    /// database. Idempotent.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn close(&self) -> Promise {
+        let store = self.store.clone();
+        future_to_promise(async move {
+            store.close().await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+}
+
+/// Makes every method callable detached (`const { dispatch } = store`).
+fn bind_methods(obj: &JsValue) {
+    const METHODS: [&str; 12] = [
+        "getState",
+        "dispatch",
+        "subscribe",
+        "replaceReducer",
+        "status",
+        "onStatus",
+        "onError",
+        "onRejected",
+        "synced",
+        "reconnect",
+        "goOffline",
+        "close",
+    ];
+    for name in METHODS {
+        let key = JsValue::from_str(name);
+        if let Ok(f) =
+            Reflect::get(obj, &key).and_then(|f| f.dyn_into::<Function>().map_err(JsValue::from))
+        {
+            let _ = Reflect::set(obj, &key, &f.bind0(obj));
+        }
+    }
+}
+
+fn get(obj: &JsValue, name: &str) -> JsValue {
+    Reflect::get(obj, &name.into()).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn bad(msg: String) -> WasmError {
+    WasmError::InvalidRequest(msg)
+}
+
+fn required_string(options: &JsValue, name: &str) -> Result<String, WasmError> {
+    get(options, name)
+        .as_string()
+        .ok_or_else(|| bad(format!("options.{name} must be a string")))
+}
+
+fn optional_u32(options: &JsValue, name: &str, default: u32) -> Result<u32, WasmError> {
+    let v = get(options, name);
+    if v.is_undefined() {
+        return Ok(default);
+    }
+    match v.as_f64() {
+        Some(n) if n >= 1.0 && n <= f64::from(u32::MAX) && n.fract() == 0.0 => Ok(n as u32),
+        _ => Err(bad(format!("options.{name} must be a whole number >= 1"))),
+    }
+}
+
+fn parse_options(options: &JsValue) -> Result<StoreOptions, WasmError> {
+    if !options.is_object() {
+        return Err(bad(
+            "openStore needs an options object {url, stream, dbName}".into(),
+        ));
+    }
+    let stream = StreamName::new(required_string(options, "stream")?)?;
+    let mut opts = StoreOptions::new(
+        required_string(options, "url")?,
+        stream,
+        required_string(options, "dbName")?,
+    );
+    let token = get(options, "token");
+    if !(token.is_undefined() || token.is_null()) {
+        opts.token = Some(
+            token
+                .as_string()
+                .ok_or_else(|| bad("options.token must be a string".into()))?,
+        );
+    }
+    let connect = get(options, "connect");
+    if !connect.is_undefined() {
+        opts.connect = connect
+            .as_bool()
+            .ok_or_else(|| bad("options.connect must be a boolean".into()))?;
+    }
+    opts.snapshot_every = u64::from(optional_u32(
+        options,
+        "snapshotEvery",
+        opts.snapshot_every as u32,
+    )?);
+    opts.heartbeat_ms = optional_u32(options, "heartbeatMs", opts.heartbeat_ms)?;
+    opts.backoff_min_ms = optional_u32(options, "backoffMinMs", opts.backoff_min_ms)?;
+    opts.backoff_max_ms = optional_u32(options, "backoffMaxMs", opts.backoff_max_ms)?;
+    Ok(opts)
+}
+
+/// The payload of an action: its JSON text, after checking the Redux
+/// shape (a plain object with a string `type`).
+fn action_json(action: &JsValue) -> Result<String, WasmError> {
+    if !action.is_object() || Array::is_array(action) {
+        return Err(bad(
+            "actions must be plain objects with a string `type`, e.g. {type: 'todo/added'}".into(),
+        ));
+    }
+    if !get(action, "type").is_string() {
+        return Err(bad(
+            "the action's `type` must be a string, e.g. {type: 'todo/added'}".into(),
+        ));
+    }
+    let text = js_sys::JSON::stringify(action).map_err(|e| WasmError::NotJson(describe_js(&e)))?;
+    text.as_string()
+        .ok_or_else(|| WasmError::NotJson("JSON.stringify gave no text".into()))
+}
+
+fn function(v: JsValue, method: &str) -> Result<Function, WasmError> {
+    v.dyn_into::<Function>()
+        .map_err(|_| bad(format!("{method} expects a function")))
+}
+
+/// Calls a listener; a throw is reported to the page as an uncaught error
+/// and the other listeners still run.
+fn call(f: &Function, arg: &JsValue) {
+    if let Err(e) = f.call1(&JsValue::UNDEFINED, arg) {
+        let global = js_sys::global();
+        let report = get(&global, "reportError");
+        if let Some(report) = report.dyn_ref::<Function>() {
+            let _ = report.call1(&JsValue::UNDEFINED, &e);
+        }
+    }
+}
+
+fn unsubscriber(remove: impl Fn() + 'static) -> Function {
+    Closure::<dyn Fn()>::new(remove)
+        .into_js_value()
+        .unchecked_into()
+}
+
+fn set(obj: &Object, name: &str, value: &JsValue) {
+    // A data property on a plain new object: cannot fail.
+    let _ = Reflect::set(obj, &name.into(), value);
+}
+
+fn status_js(s: &Status) -> JsValue {
+    let o = Object::new();
+    set(&o, "online", &s.online.into());
+    set(&o, "offset", &JsValue::from_f64(s.offset as f64));
+    set(&o, "head", &JsValue::from_f64(s.head as f64));
+    set(&o, "pending", &JsValue::from_f64(s.pending as f64));
+    let last = match &s.last_error {
+        None => JsValue::NULL,
+        Some(e) => {
+            let le = Object::new();
+            set(&le, "code", &e.code.as_str().into());
+            set(&le, "message", &e.message.as_str().into());
+            Object::freeze(&le).into()
+        }
+    };
+    set(&o, "lastError", &last);
+    set(&o, "clientId", &s.client_id.to_hex().into());
+    Object::freeze(&o).into()
+}
+
+fn rejection_js(r: &Rejection) -> JsValue {
+    let o = Object::new();
+    let action = core::str::from_utf8(&r.payload)
+        .ok()
+        .and_then(|t| js_sys::JSON::parse(t).ok())
+        .unwrap_or(JsValue::UNDEFINED);
+    set(&o, "action", &action);
+    set(&o, "code", &r.code.as_str().into());
+    set(&o, "message", &r.message.as_str().into());
+    Object::freeze(&o).into()
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typescript_union_lists_every_code() {
+        for code in ErrorCode::ALL {
+            assert!(
+                TS_TYPES.contains(&format!("'{}'", code.as_str())),
+                "ErrorCode {code} is missing from the TypeScript union"
+            );
+        }
+        assert_eq!(TS_TYPES.matches("| '").count(), ErrorCode::ALL.len());
+    }
+}

@@ -1,0 +1,457 @@
+//! Stores against a real `logsync-server` (started and stopped through the
+//! server-control harness), in headless Chromium with real IndexedDB and
+//! real WebSockets. The harness starts the server with
+//! `--max-payload-bytes 1024` (see scripts/test-wasm.sh).
+#![cfg(target_arch = "wasm32")]
+
+mod common;
+
+use common::*;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const T: f64 = 20_000.0;
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+#[wasm_bindgen_test]
+async fn dispatch_while_the_server_is_down_reaches_the_log_once() {
+    let url = server_ws_url().await;
+    server_stop().await;
+    let stream = unique("down");
+    let store = open(options(&url, &stream, &unique("db"), "")).await;
+    let want = ids("d", 3);
+    for id in &want {
+        add(&store, id);
+    }
+    assert_eq!(items(&store), want, "applied at once, offline");
+    assert_eq!(status_num(&store, "pending"), 3.0);
+    assert_eq!(status(&store, "online"), JsValue::FALSE);
+
+    server_start().await;
+    synced(&store, 20_000).await;
+    assert_eq!(status(&store, "online"), JsValue::TRUE);
+    assert_eq!(status_num(&store, "offset"), 3.0, "confirmed");
+    assert_eq!(status_num(&store, "head"), 3.0);
+    assert_eq!(items(&store), want);
+    assert_exactly_once(&log_entries(&stream).await, &want);
+
+    // Another device sees the same log.
+    let other = open(options(&url, &stream, &unique("db"), "")).await;
+    wait_for(T, "the second device catches up", || {
+        status_num(&other, "offset") == 3.0
+    })
+    .await;
+    assert_eq!(items(&other), want);
+    close(&other).await;
+    close(&store).await;
+}
+
+#[wasm_bindgen_test]
+async fn two_devices_converge() {
+    let url = server_start().await;
+    let stream = unique("converge");
+    let a = open(options(&url, &stream, &unique("db-a"), "")).await;
+    let b = open(options(&url, &stream, &unique("db-b"), "")).await;
+    wait_for(T, "both online", || {
+        status(&a, "online") == JsValue::TRUE && status(&b, "online") == JsValue::TRUE
+    })
+    .await;
+    let (ia, ib) = (ids("a", 25), ids("b", 25));
+    for i in 0..25 {
+        add(&a, &ia[i]);
+        add(&b, &ib[i]);
+        if i % 7 == 0 {
+            sleep(5).await; // let frames interleave
+        }
+    }
+    synced(&a, 20_000).await;
+    synced(&b, 20_000).await;
+    wait_for(T, "both at offset 50", || {
+        status_num(&a, "offset") == 50.0 && status_num(&b, "offset") == 50.0
+    })
+    .await;
+    assert_eq!(items(&a), items(&b), "same state");
+    let all: Vec<String> = ia.iter().chain(ib.iter()).cloned().collect();
+    let entries = log_entries(&stream).await;
+    assert_exactly_once(&entries, &all);
+    // The state is the log folded in order.
+    let logged: Vec<String> = entries.iter().map(|e| e.2.clone()).collect();
+    assert_eq!(items(&a), logged);
+    // Each device's own intents keep their dispatch order in the log.
+    let a_order: Vec<&String> = logged.iter().filter(|id| id.starts_with('a')).collect();
+    assert_eq!(a_order, ia.iter().collect::<Vec<_>>());
+    close(&a).await;
+    close(&b).await;
+}
+
+#[wasm_bindgen_test]
+async fn closed_with_pending_intents_and_server_down_then_reopened() {
+    let url = server_ws_url().await;
+    server_stop().await;
+    let stream = unique("reopen");
+    let db = unique("db");
+    let store = open(options(&url, &stream, &db, "")).await;
+    let want = ids("r", 5);
+    for id in &want {
+        add(&store, id);
+    }
+    close(&store).await;
+
+    let again = open(options(&url, &stream, &db, "")).await;
+    assert_eq!(items(&again), want, "state back from IndexedDB");
+    assert_eq!(
+        status_num(&again, "pending"),
+        5.0,
+        "outbox back from IndexedDB"
+    );
+    let (_, outbox) = raw_get_all(&db, "outbox").await;
+    assert_eq!(outbox.length(), 5);
+
+    server_start().await;
+    synced(&again, 20_000).await;
+    assert_eq!(status_num(&again, "offset"), 5.0);
+    assert_exactly_once(&log_entries(&stream).await, &want);
+    let (_, outbox) = raw_get_all(&db, "outbox").await;
+    assert_eq!(outbox.length(), 0, "confirmed intents leave the outbox");
+    close(&again).await;
+}
+
+#[wasm_bindgen_test]
+async fn rejected_intent_is_rolled_back_and_reported() {
+    let url = server_start().await;
+    let stream = unique("reject");
+    let store = open(options(&url, &stream, &unique("db"), "")).await;
+    let (rec, rejections) = recorder();
+    call(&store, "onRejected", &[rec.into()]).unwrap();
+    let (states, state_log) = recorder();
+    call(&store, "subscribe", &[states.into()]).unwrap();
+
+    add(&store, "small-1");
+    // Over the server's --max-payload-bytes 1024: refused, and the refusal
+    // is stored by the server.
+    let big = "x".repeat(2000);
+    add(&store, &big);
+    add(&store, "small-2");
+    assert_eq!(
+        items(&store).len(),
+        3,
+        "optimistic until the server answers"
+    );
+    synced(&store, 20_000).await;
+
+    assert_eq!(items(&store), vec!["small-1", "small-2"], "rolled back");
+    assert_eq!(rejections.borrow().len(), 1);
+    let r = rejections.borrow()[0].clone();
+    assert_eq!(
+        get(&r, "code").as_string().as_deref(),
+        Some("PAYLOAD_TOO_LARGE")
+    );
+    assert_eq!(get(&get(&r, "action"), "id").as_string(), Some(big.clone()));
+    assert!(!get(&r, "message").as_string().unwrap().is_empty());
+    assert_eq!(
+        last_error_code(&store).as_deref(),
+        Some("PAYLOAD_TOO_LARGE")
+    );
+    assert!(
+        state_log.borrow().len() >= 4,
+        "the rollback notified subscribers"
+    );
+    assert_exactly_once(
+        &log_entries(&stream).await,
+        &["small-1".into(), "small-2".into()],
+    );
+    assert_eq!(status_num(&store, "offset"), 2.0);
+    close(&store).await;
+}
+
+#[wasm_bindgen_test]
+async fn server_restart_during_a_session_misses_nothing() {
+    let url = server_start().await;
+    let stream = unique("restart");
+    let a = open(options(&url, &stream, &unique("db-a"), "")).await;
+    let b = open(options(&url, &stream, &unique("db-b"), "")).await;
+    let onlines = std::rc::Rc::new(std::cell::RefCell::new(Vec::<bool>::new()));
+    let (a2, o2) = (a.clone(), onlines.clone());
+    let watch = Closure::<dyn Fn()>::new(move || {
+        o2.borrow_mut().push(status(&a2, "online") == JsValue::TRUE);
+    });
+    call(&a, "onStatus", &[watch.as_ref().clone()]).unwrap();
+    let mut want = Vec::new();
+    for id in ids("before", 5) {
+        add(&a, &id);
+        want.push(id);
+    }
+    synced(&a, 20_000).await;
+
+    server_kill().await;
+    wait_for(T, "a notices the server is gone", || {
+        status(&a, "online") == JsValue::FALSE
+    })
+    .await;
+    for id in ids("during-a", 3) {
+        add(&a, &id);
+        want.push(id);
+    }
+    for id in ids("during-b", 3) {
+        add(&b, &id);
+        want.push(id);
+    }
+    server_start().await;
+    synced(&a, 20_000).await;
+    synced(&b, 20_000).await;
+    for id in ids("after-b", 4) {
+        add(&b, &id);
+        want.push(id);
+    }
+    synced(&b, 20_000).await;
+    wait_for(T, "both reach offset 15", || {
+        status_num(&a, "offset") == 15.0 && status_num(&b, "offset") == 15.0
+    })
+    .await;
+    assert_eq!(items(&a), items(&b));
+    assert_exactly_once(&log_entries(&stream).await, &want);
+    let logged: Vec<String> = log_entries(&stream)
+        .await
+        .into_iter()
+        .map(|e| e.2)
+        .collect();
+    assert_eq!(items(&a), logged, "a folded every event, in log order");
+    // Online, then offline (kill), then online again, all reported.
+    let seen = onlines.borrow().clone();
+    let went_off = seen.iter().position(|o| !o).expect("an offline status");
+    assert!(seen[went_off..].iter().any(|o| *o), "back online: {seen:?}");
+    close(&a).await;
+    close(&b).await;
+    drop(watch);
+}
+
+#[wasm_bindgen_test]
+async fn two_tabs_on_one_database_lose_and_duplicate_nothing() {
+    let url = server_start().await;
+    let stream = unique("tabs");
+    let db = unique("db");
+    let t1 = open(options(&url, &stream, &db, "")).await;
+    let t2 = open(options(&url, &stream, &db, "")).await;
+    assert_eq!(
+        status(&t1, "clientId"),
+        status(&t2, "clientId"),
+        "one client per database"
+    );
+    let (i1, i2) = (ids("t1-", 30), ids("t2-", 30));
+    for i in 0..30 {
+        add(&t1, &i1[i]);
+        add(&t2, &i2[i]);
+        if i % 5 == 0 {
+            sleep(3).await;
+        }
+    }
+    // A third tab opened mid-way sees both tabs' pending intents.
+    let t3 = open(options(&url, &stream, &db, "")).await;
+    synced(&t1, 30_000).await;
+    synced(&t2, 30_000).await;
+    synced(&t3, 30_000).await;
+    wait_for(T, "all tabs at offset 60", || {
+        [&t1, &t2, &t3]
+            .iter()
+            .all(|t| status_num(t, "offset") == 60.0)
+    })
+    .await;
+    let all: Vec<String> = i1.iter().chain(i2.iter()).cloned().collect();
+    let entries = log_entries(&stream).await;
+    assert_exactly_once(&entries, &all);
+    let mut seqs: Vec<u64> = entries.iter().map(|e| e.1).collect();
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        (1..=60).collect::<Vec<u64>>(),
+        "seqs 1..60, each once"
+    );
+    assert_eq!(items(&t1), items(&t2));
+    assert_eq!(items(&t1), items(&t3));
+    for t in [&t1, &t2, &t3] {
+        close(t).await;
+    }
+}
+
+#[wasm_bindgen_test]
+async fn snapshots_bound_what_a_restart_reads() {
+    let url = server_start().await;
+    let stream = unique("snap");
+    let db = unique("db");
+    let store = open(options(&url, &stream, &db, r#","snapshotEvery":10"#)).await;
+    let want = ids("s", 35);
+    for id in &want {
+        add(&store, id);
+        sleep(1).await; // several Events frames, several transactions
+    }
+    synced(&store, 20_000).await;
+    wait_for(T, "offset 35", || status_num(&store, "offset") == 35.0).await;
+    close(&store).await;
+
+    let (keys, snaps) = raw_get_all(&db, "snapshots").await;
+    assert_eq!(keys.length(), 1);
+    let snap_offset = get(&snaps.get(0), "offset").as_f64().unwrap();
+    assert!(
+        snap_offset >= 30.0,
+        "a snapshot every 10 events: at {snap_offset}"
+    );
+    let (event_keys, _) = raw_get_all(&db, "events").await;
+    assert_eq!(
+        event_keys.length() as f64,
+        35.0 - snap_offset,
+        "only the events after the snapshot are kept"
+    );
+
+    // Offline reopen: snapshot + later events give the same state.
+    let again = open(options(&url, &stream, &db, r#","connect":false"#)).await;
+    assert_eq!(items(&again), want);
+    assert_eq!(status_num(&again, "offset"), 35.0);
+    assert_eq!(status_num(&again, "pending"), 0.0);
+    close(&again).await;
+}
+
+#[wasm_bindgen_test]
+async fn corrupt_records_are_reported_and_healed_from_the_server() {
+    let url = server_start().await;
+    let stream = unique("corrupt");
+    let db = unique("db");
+    let store = open(options(&url, &stream, &db, "")).await;
+    let want = ids("c", 12);
+    for id in &want {
+        add(&store, id);
+    }
+    synced(&store, 20_000).await;
+    wait_for(T, "offset 12", || status_num(&store, "offset") == 12.0).await;
+    close(&store).await;
+
+    // Event 5 becomes unreadable; an unreadable outbox record appears too.
+    let key = |n: f64| -> JsValue { js_sys::Array::of2(&stream.as_str().into(), &n.into()).into() };
+    raw_put(&db, "events", key(5.0), JsValue::from_str("not an event")).await;
+    raw_put(&db, "outbox", key(99.0), JsValue::from_str("not an intent")).await;
+
+    // Offline first: the store opens with what it can trust (events 1-4)
+    // and says what it could not read.
+    let offline = open(options(&url, &stream, &db, r#","connect":false"#)).await;
+    assert_eq!(last_error_code(&offline).as_deref(), Some("STORAGE"));
+    let message = get(&status(&offline, "lastError"), "message")
+        .as_string()
+        .unwrap();
+    assert!(message.contains("unreadable"), "{message}");
+    assert_eq!(status_num(&offline, "offset"), 4.0);
+    assert_eq!(items(&offline), want[..4].to_vec());
+    close(&offline).await;
+
+    // Online: error listeners added right after open hear about it, and
+    // the server sends the rest again.
+    let healed = open(options(&url, &stream, &db, "")).await;
+    let (rec, errors) = recorder();
+    call(&healed, "onError", &[rec.into()]).unwrap();
+    wait_for(T, "healed to offset 12", || {
+        status_num(&healed, "offset") == 12.0
+    })
+    .await;
+    wait_for(T, "errors reported", || errors.borrow().len() >= 2).await;
+    for e in errors.borrow().iter() {
+        assert_eq!(get(e, "name").as_string().as_deref(), Some("LogsyncError"));
+        assert_eq!(get(e, "code").as_string().as_deref(), Some("STORAGE"));
+    }
+    assert_eq!(items(&healed), want);
+    close(&healed).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_quota_refusal_is_reported_and_loses_no_intent() {
+    let url = server_start().await;
+    let stream = unique("quota");
+    let db = unique("db");
+    let store = open(options(&url, &stream, &db, "")).await;
+    wait_for(T, "online", || status(&store, "online") == JsValue::TRUE).await;
+    let (rec, errors) = recorder();
+    call(&store, "onError", &[rec.into()]).unwrap();
+
+    // The browser refuses the next three write transactions (aborted, as
+    // it does when the quota is used up): the outbox write of these
+    // intents must be retried, and they must not be sent before it lands.
+    sync_wasm::testing::fail_next_writes(&db, "QuotaExceededError", 3);
+    let want = ids("q", 2);
+    for id in &want {
+        add(&store, id);
+    }
+    assert_eq!(items(&store), want, "state kept");
+    wait_for(T, "quota errors reported", || errors.borrow().len() >= 1).await;
+    let e = errors.borrow()[0].clone();
+    assert_eq!(
+        get(&e, "code").as_string().as_deref(),
+        Some("QUOTA_EXCEEDED"),
+        "{}",
+        describe(&e)
+    );
+    assert!(get(&e, "message").as_string().unwrap().contains("quota"));
+    synced(&store, 20_000).await;
+    assert!(errors.borrow().len() >= 3, "each refusal reported");
+    assert_exactly_once(&log_entries(&stream).await, &want);
+    assert_eq!(items(&store), want);
+    sync_wasm::testing::clear_faults();
+    close(&store).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_malformed_server_frame_is_reported_and_the_state_kept() {
+    let stream = unique("malformed");
+    let db = unique("db");
+    let store = open(options(&malformed_ws_url(), &stream, &db, "")).await;
+    let (rec, errors) = recorder();
+    call(&store, "onError", &[rec.into()]).unwrap();
+    add(&store, "kept");
+    wait_for(T, "a MALFORMED_FRAME error", || {
+        errors
+            .borrow()
+            .iter()
+            .any(|e| get(e, "code").as_string().as_deref() == Some("MALFORMED_FRAME"))
+    })
+    .await;
+    assert_eq!(last_error_code(&store).as_deref(), Some("MALFORMED_FRAME"));
+    assert_eq!(status(&store, "online"), JsValue::FALSE);
+    assert_eq!(items(&store), vec!["kept"]);
+    assert_eq!(status_num(&store, "pending"), 1.0);
+    close(&store).await;
+
+    // The intent is still in the outbox: a store on a good server sends it.
+    let url = server_start().await;
+    let good = open(options(&url, &stream, &db, "")).await;
+    synced(&good, 20_000).await;
+    assert_exactly_once(&log_entries(&stream).await, &["kept".into()]);
+    close(&good).await;
+}
+
+#[wasm_bindgen_test]
+async fn go_offline_and_reconnect() {
+    let url = server_start().await;
+    let stream = unique("manual");
+    let store = open(options(&url, &stream, &unique("db"), "")).await;
+    wait_for(T, "online", || status(&store, "online") == JsValue::TRUE).await;
+    call(&store, "goOffline", &[]).unwrap();
+    assert_eq!(status(&store, "online"), JsValue::FALSE);
+    add(&store, "held");
+    sleep(300).await;
+    assert_eq!(
+        status_num(&store, "pending"),
+        1.0,
+        "nothing is sent while offline"
+    );
+    assert!(log_entries(&stream).await.is_empty());
+    call(&store, "reconnect", &[]).unwrap();
+    synced(&store, 20_000).await;
+    assert_exactly_once(&log_entries(&stream).await, &["held".into()]);
+    let p: js_sys::Promise = call(&store, "synced", &[]).unwrap().unchecked_into();
+    within(1000, "synced when nothing is pending", p)
+        .await
+        .unwrap();
+    close(&store).await;
+}

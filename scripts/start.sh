@@ -4,8 +4,9 @@
 # (embedded SQLite) serving the app and the API on one origin.
 #
 #   scripts/start.sh                 run until Ctrl-C
-#   scripts/start.sh --check         build, start, prove it serves the app and
-#                                    answers on the WebSocket, stop, exit 0/1
+#   scripts/start.sh --check         build, start (on a free port), prove it
+#                                    serves the app and answers on the
+#                                    WebSocket, stop, exit 0/1
 #   scripts/start.sh --port 9000     another port (or LOGSYNC_PORT=9000)
 #   LOGSYNC_DB=/path/to/log.db       where the log is kept (default ./logsync.db)
 set -euo pipefail
@@ -13,18 +14,22 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 CHECK=0
-PORT="${LOGSYNC_PORT:-8080}"
+PORT="${LOGSYNC_PORT:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --check) CHECK=1 ;;
     --port) PORT="${2:?--port needs a number}"; shift ;;
     --port=*) PORT="${1#--port=}" ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
 done
 [ "${LOGSYNC_START_CHECK:-0}" = 1 ] && CHECK=1
+# A check picks a free port unless told otherwise, so it never collides.
+if [ -z "$PORT" ]; then
+  if [ "$CHECK" = 1 ]; then PORT=0; else PORT=8080; fi
+fi
 DB="${LOGSYNC_DB:-$ROOT/logsync.db}"
 
 log() { printf '\033[1m[start]\033[0m %s\n' "$*"; }
@@ -60,13 +65,14 @@ fi
 log "starting logsync-server on 127.0.0.1:$PORT (log in $DB)"
 # Server output goes to the terminal and to a file we read the address from;
 # $! is the server's own PID (process substitution, not a pipeline).
+: > "$SCRATCH/server.out"
 target/release-native/logsync-server --listen "127.0.0.1:$PORT" --db "$DB" \
   --static examples/todo-react/dist > >(tee "$SCRATCH/server.out") 2>&1 &
 SERVER_PID=$!
 
 URL=""
 for _ in $(seq 200); do
-  URL="$(sed -n 's/.*logsync-server listening on \(http[^ ]*\).*/\1/p' "$SCRATCH/server.out" | head -n1)"
+  URL="$(sed -n 's/.*logsync-server listening on \(http[^ ]*\).*/\1/p' "$SCRATCH/server.out" | head -n1 || true)"
   [ -n "$URL" ] && break
   kill -0 "$SERVER_PID" 2>/dev/null || { echo "logsync-server exited; is port $PORT free? (try --port)" >&2; exit 1; }
   sleep 0.1

@@ -45,7 +45,7 @@ if [ "$out" != "[]" ]; then echo "$out" >&2; exit 1; fi
 echo "ok (elm-format --validate src/)"
 
 step "node --test js/test (package, types, React, react-redux, Elm adapter)"
-(cd js && node --test test/)
+(cd js && node --test test/*.test.mjs)
 
 step "node --test tests/e2e (two Chromium contexts, real server)"
 (cd tests/e2e && node --test --test-concurrency=1 ./*.test.mjs)

@@ -1,4 +1,4 @@
-import { defineConfig } from 'vite';
+import { defineConfig, searchForWorkspaceRoot } from 'vite';
 
 const server = process.env.LOGSYNC_SERVER ?? 'http://127.0.0.1:8080';
 
@@ -7,6 +7,6 @@ export default defineConfig({
   server: {
     proxy: { '/v1': { target: server, ws: true } },
     // main.js shares the reducer and styles of ../todo-react.
-    fs: { allow: ['..', '../../js'] },
+    fs: { allow: [searchForWorkspaceRoot(process.cwd()), '../todo-react/src', '../../js'] },
   },
 });

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { defineConfig } from 'vite';
+import { defineConfig, searchForWorkspaceRoot } from 'vite';
 
 // Where `npm run dev` forwards the API (the WebSocket and HTTP routes).
 const server = process.env.LOGSYNC_SERVER ?? 'http://127.0.0.1:8080';
@@ -15,9 +15,14 @@ export default defineConfig({
   },
   // The package finds its .wasm next to its JS (new URL(..., import.meta.url));
   // pre-bundling would move the JS away from it.
-  optimizeDeps: { exclude: ['logsync'] },
+  optimizeDeps: {
+    exclude: ['logsync'],
+    include: ['react', 'react-dom/client', 'react/jsx-dev-runtime'],
+  },
   server: {
     proxy: { '/v1': { target: server, ws: true } },
+    // The linked package lives outside this folder (dev server only).
+    fs: { allow: [searchForWorkspaceRoot(process.cwd()), '../../js'] },
   },
   plugins: [offlineShell()],
 });

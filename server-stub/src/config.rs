@@ -116,6 +116,12 @@ impl Config {
         if self.catch_up_events == 0 {
             return bad("catch-up events must be at least 1".into());
         }
+        if !(1024..=1 << 30).contains(&self.send_queue_bytes) {
+            return bad(format!(
+                "send queue bytes must be between 1KiB and 1GiB, got {}",
+                self.send_queue_bytes
+            ));
+        }
         if self.max_subscriptions == 0 || self.max_readers == 0 {
             return bad("max subscriptions and max readers must be at least 1".into());
         }

@@ -97,15 +97,23 @@ fn json_response(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn stream_name(path: Result<Path<String>, PathRejection>) -> Result<StreamName, Response> {
+/// A request that cannot be served: its code and message.
+struct ApiError(ErrorCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(self.0, &self.1, &[])
+    }
+}
+
+fn stream_name(path: Result<Path<String>, PathRejection>) -> Result<StreamName, ApiError> {
     let Path(raw) = path.map_err(|r| {
-        error_response(
+        ApiError(
             ErrorCode::InvalidStream,
-            &format!("the stream name in the URL could not be read: {r}"),
-            &[],
+            format!("the stream name in the URL could not be read: {r}"),
         )
     })?;
-    StreamName::new(raw).map_err(|e| error_response(e.code(), &e.to_string(), &[]))
+    StreamName::new(raw).map_err(|e| ApiError(e.code(), e.to_string()))
 }
 
 /// `POST /v1/streams/{stream}/intents`.
@@ -116,7 +124,7 @@ async fn post_intent(
 ) -> Response {
     let stream = match stream_name(path) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let limit = st.config.max_frame_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
@@ -187,7 +195,7 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
-fn parse_query(q: Option<&str>) -> Result<EventsQuery, Response> {
+fn parse_query(q: Option<&str>) -> Result<EventsQuery, ApiError> {
     let mut out = EventsQuery {
         after: Offset::ZERO,
         limit: None,
@@ -197,19 +205,17 @@ fn parse_query(q: Option<&str>) -> Result<EventsQuery, Response> {
         match k {
             "after" => {
                 out.after = Offset(v.parse().map_err(|_| {
-                    error_response(
+                    ApiError(
                         ErrorCode::InvalidOffset,
-                        &format!("after must be an offset (an integer >= 0), got {v:?}"),
-                        &[],
+                        format!("after must be an offset (an integer >= 0), got {v:?}"),
                     )
                 })?)
             }
             "limit" => {
                 out.limit = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    error_response(
+                    ApiError(
                         ErrorCode::InvalidRequest,
-                        &format!("limit must be an integer >= 1, got {v:?}"),
-                        &[],
+                        format!("limit must be an integer >= 1, got {v:?}"),
                     )
                 })?)
             }
@@ -230,11 +236,11 @@ async fn get_events(
 ) -> Response {
     let stream = match stream_name(path) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let q = match parse_query(query.as_deref()) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let wants_sse = headers
         .get_all(header::ACCEPT)
@@ -318,7 +324,7 @@ async fn get_stream(
 ) -> Response {
     let stream = match stream_name(path) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     match st.store.head(stream.clone()).await {
         Ok(head) => json_response(
@@ -411,14 +417,12 @@ mod tests {
 
     #[test]
     fn queries() {
-        let q = parse_query(Some("after=5&limit=10&token=x"))
-            .ok()
-            .expect("valid");
+        let q = parse_query(Some("after=5&limit=10&token=x")).unwrap_or_else(|e| panic!("{}", e.1));
         assert_eq!(q.after, Offset(5));
         assert_eq!(q.limit, Some(10));
         assert!(parse_query(Some("after=-1")).is_err());
         assert!(parse_query(Some("after=abc")).is_err());
         assert!(parse_query(Some("limit=0")).is_err());
-        assert_eq!(parse_query(None).ok().expect("valid").after, Offset(0));
+        assert!(parse_query(None).is_ok_and(|q| q.after == Offset(0)));
     }
 }

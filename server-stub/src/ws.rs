@@ -352,7 +352,7 @@ impl Conn {
                     .await
                 });
                 match &self.pushes {
-                    Some(p) => p.send((stream, fut)).await.map_err(|_| internal()),
+                    Some(p) => self.enqueue(p, (stream, fut)).await,
                     None => Err(internal()),
                 }
             }
@@ -363,7 +363,25 @@ impl Conn {
     }
 
     async fn send(&self, msg: &ServerMsg) -> Result<(), Fatal> {
-        self.out.send(Out::msg(msg)).await.map_err(|_| internal())
+        self.enqueue(&self.out, Out::msg(msg)).await
+    }
+
+    /// Waits for room in one of this connection's queues. They stay full
+    /// only while the client reads nothing: past the idle timeout that is
+    /// a slow consumer, and shutdown does not wait for it either.
+    async fn enqueue<T>(&self, queue: &mpsc::Sender<T>, item: T) -> Result<(), Fatal> {
+        let patience = self.state.config.idle_timeout;
+        tokio::select! {
+            sent = queue.send(item) => sent.map_err(|_| internal()),
+            _ = self.state.shutdown.cancelled() => Err((
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; reconnect later".into(),
+            )),
+            _ = tokio::time::sleep(patience) => Err((
+                ErrorCode::SlowConsumer,
+                format!("the client read nothing for {} ms while answers waited", patience.as_millis()),
+            )),
+        }
     }
 
     fn subscribe(&mut self, stream: StreamName, after: Offset) -> Result<(), Fatal> {

@@ -24,12 +24,16 @@ self.addEventListener('fetch', (event) => {
     // Network first, so a new deploy shows at once; the cached page when the
     // network fails or hangs.
     event.respondWith(
-      withTimeout(fetch(request), 3000).catch(() => caches.match('/', { cacheName: CACHE })),
+      withTimeout(fetch(request), 3000).catch(() => caches.match('/', { cacheName: CACHE, ignoreVary: true })),
     );
     return;
   }
-  // Build files have content hashes in their names: the cache is always right.
-  event.respondWith(caches.match(request, { cacheName: CACHE }).then((hit) => hit ?? fetch(request)));
+  // Build files have content hashes in their names: the cache is always
+  // right. ignoreVary: the server varies on Origin (CORS), which a module
+  // script request sends and the precache request did not.
+  event.respondWith(
+    caches.match(request, { cacheName: CACHE, ignoreVary: true }).then((hit) => hit ?? fetch(request)),
+  );
 });
 
 function withTimeout(promise, ms) {

@@ -4,29 +4,23 @@
 // through its own link, a TCP proxy the test can cut like a network.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { launchBrowser, waitFor } from './lib/browser.mjs';
 import { openLink } from './lib/link.mjs';
 import { startServer } from './lib/server.mjs';
 import { addTodo, openTodoApp, status, titles, waitOfflineReady, waitStatus, waitTitles } from './lib/todo-page.mjs';
 
-let dir;
 let server;
 let browser;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'logsync-e2e-'));
-  server = await startServer({ db: join(dir, 'log.db') });
+  server = await startServer();
   browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
-  await server?.stop();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await server?.close();
 });
 
 /** Two fresh installations in one new room, each through its own link. */
@@ -106,14 +100,17 @@ test('the server restarts in the middle: both contexts reconnect and converge', 
   const { a, b } = await twoWindows(t);
   await addTodo(a, 'before restart');
   await waitTitles(b, ['before restart']);
+  await waitStatus(a, 'A synced', (s) => s.pending === 0);
 
-  const db = join(dir, 'log.db');
-  await server.stop();
+  // kill -9: no goodbye frames; what was acknowledged must survive.
+  const pid = server.pid;
+  await server.kill();
   await waitStatus(a, 'A offline', (s) => !s.online);
   await waitStatus(b, 'B offline', (s) => !s.online);
   await addTodo(a, 'A while down');
   await addTodo(b, 'B while down');
-  server = await startServer({ db });
+  await server.start();
+  assert.notEqual(server.pid, pid, 'a new server process');
 
   const all = ['before restart', 'A while down', 'B while down'];
   const sa = await waitStatus(a, 'A reconnected and synced', (s) => s.online && s.pending === 0, 30_000);

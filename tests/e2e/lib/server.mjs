@@ -1,5 +1,8 @@
-// Starts a real logsync-server (embedded SQLite) serving the built React
-// example, on 127.0.0.1 port 0, and stops it by its PID.
+// A real logsync-server (embedded SQLite) serving the built React example,
+// controlled through the project's server-control harness
+// (tests/harness/server-control.mjs): it starts the server on a free port,
+// keeps that port across restarts, stops or kills it by PID, and removes
+// its database directory when it exits.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
@@ -9,51 +12,60 @@ import { createInterface } from 'node:readline';
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const SERVER_BIN = process.env.LOGSYNC_SERVER_BIN ?? join(ROOT, 'target', 'release-native', 'logsync-server');
 export const APP_DIST = process.env.LOGSYNC_APP_DIST ?? join(ROOT, 'examples', 'todo-react', 'dist');
-
-const running = new Set();
-process.on('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
-});
+const HARNESS = join(ROOT, 'tests', 'harness', 'server-control.mjs');
 
 /**
- * @param {{ db: string, listen?: string, staticDir?: string }} options
- * @returns {Promise<{ url: string, port: number, pid: number, stop: () => Promise<void>, log: () => string }>}
+ * Starts the harness and, through it, the server.
+ * @returns {Promise<{ url: string, port: number, pid: number, stop(): Promise<void>, kill(): Promise<void>, start(): Promise<void>, close(): Promise<void> }>}
  */
-export async function startServer({ db, listen = '127.0.0.1:0', staticDir = APP_DIST }) {
-  for (const [what, path] of [['server binary', SERVER_BIN], ['built React example', join(staticDir, 'index.html')]]) {
-    if (!existsSync(path)) throw new Error(`${what} not found at ${path}: run scripts/test-js.sh (it builds both)`);
+export async function startServer({ staticDir = APP_DIST } = {}) {
+  for (const [what, path] of [['server binary', SERVER_BIN], ['built React example', join(staticDir, 'index.html')], ['server-control harness', HARNESS]]) {
+    if (!existsSync(path)) throw new Error(`${what} not found at ${path}: run scripts/test-js.sh (it builds what is missing)`);
   }
-  const child = spawn(SERVER_BIN, ['--listen', listen, '--db', db, '--static', staticDir], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+  // stdin stays a pipe: if this process dies, the harness sees it close and
+  // stops its server.
+  const harness = spawn(process.execPath, [HARNESS, '--server', SERVER_BIN, '--', '--static', staticDir], {
+    stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });
-  running.add(child);
   let log = '';
-  child.stderr.on('data', (d) => { log += d; });
-  const exited = new Promise((res) => child.once('exit', (code, signal) => { running.delete(child); res({ code, signal }); }));
-
-  const url = await new Promise((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`logsync-server did not report its address within 20 s\n${log}`)), 20_000);
-    const lines = createInterface({ input: child.stdout });
-    lines.on('line', (line) => {
-      log += `${line}\n`;
-      const m = /logsync-server listening on (http:\/\/\S+)/.exec(line);
-      if (m) { clearTimeout(timer); res(m[1].replace(/\/$/, '')); }
+  harness.stderr.on('data', (d) => { log += d; });
+  const exited = new Promise((res) => harness.once('exit', res));
+  const control = await new Promise((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`the harness did not start within 10 s\n${log}`)), 10_000);
+    createInterface({ input: harness.stdout }).on('line', (line) => {
+      const m = /logsync-harness listening on (http:\/\/\S+)/.exec(line);
+      if (m) { clearTimeout(timer); res(m[1]); }
     });
-    exited.then(({ code, signal }) => { clearTimeout(timer); rej(new Error(`logsync-server exited (${code ?? signal}) before listening\n${log}`)); });
+    exited.then((code) => { clearTimeout(timer); rej(new Error(`the harness exited (${code})\n${log}`)); });
   });
 
-  return {
-    url,
-    port: Number(new URL(url).port),
-    pid: child.pid,
-    log: () => log,
-    async stop(signal = 'SIGTERM') {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill(signal);
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+  const call = async (path) => {
+    const r = await fetch(`${control}${path}`, { method: path === '/info' ? 'GET' : 'POST' });
+    const body = await r.json();
+    if (!r.ok) throw new Error(`harness ${path}: ${JSON.stringify(body)}\n${log}`);
+    return body;
+  };
+
+  const server = {
+    url: '',
+    port: 0,
+    pid: 0,
+    async start() {
+      const info = await call('/start');
+      Object.assign(server, { url: info.url, port: info.port, pid: info.pid });
+    },
+    /** SIGTERM, waits for the exit. */
+    async stop() { await call('/stop'); },
+    /** SIGKILL, waits for the exit. */
+    async kill() { await call('/kill'); },
+    /** Stops the server and the harness (which removes the database). */
+    async close() {
+      if (harness.exitCode !== null) return;
+      harness.kill('SIGTERM');
       await exited;
-      clearTimeout(timer);
     },
   };
+  await server.start();
+  return server;
 }

@@ -75,11 +75,23 @@ impl Net {
     }
 }
 
-/// The `online`/`offline` listeners on the global object.
+/// The `online`/`offline` listeners on the global object; dropping it
+/// removes them.
 pub(crate) struct BrowserEvents {
     target: EventTarget,
     online: Closure<dyn FnMut()>,
     offline: Closure<dyn FnMut()>,
+}
+
+impl Drop for BrowserEvents {
+    fn drop(&mut self) {
+        let _ = self
+            .target
+            .remove_event_listener_with_callback("online", self.online.as_ref().unchecked_ref());
+        let _ = self
+            .target
+            .remove_event_listener_with_callback("offline", self.offline.as_ref().unchecked_ref());
+    }
 }
 
 impl<R: StoreReducer> Engine<R> {
@@ -313,13 +325,6 @@ impl<R: StoreReducer> Engine<R> {
 
     /// Stops following the browser's events.
     pub fn stop_listening_to_browser(&self) {
-        if let Some(b) = self.browser_events.borrow_mut().take() {
-            let _ = b
-                .target
-                .remove_event_listener_with_callback("online", b.online.as_ref().unchecked_ref());
-            let _ = b
-                .target
-                .remove_event_listener_with_callback("offline", b.offline.as_ref().unchecked_ref());
-        }
+        self.browser_events.borrow_mut().take();
     }
 }

@@ -95,7 +95,16 @@ impl Db {
         self.db.set_onversionchange(None);
         self.db.close();
     }
+}
 
+impl Drop for Db {
+    fn drop(&mut self) {
+        // A store dropped without close(): the handler's closure goes now.
+        self.close();
+    }
+}
+
+impl Db {
     /// This browser profile's client id: read, or created once with
     /// `random` and stored, in one transaction (two tabs opening at once
     /// agree on one id).

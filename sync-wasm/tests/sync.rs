@@ -385,6 +385,15 @@ async fn a_quota_refusal_is_reported_and_loses_no_intent() {
     }
     assert_eq!(items(&store), want, "state kept");
     wait_for(T, "quota errors reported", || errors.borrow().len() >= 1).await;
+    // The third refusal comes at least 600 ms after the first (retries at
+    // 200, 400, 800 ms): until the outbox write lands nothing may be sent.
+    let early_log = log_entries(&stream).await;
+    if errors.borrow().len() < 3 {
+        assert!(
+            early_log.is_empty(),
+            "sent before its outbox write landed: {early_log:?}"
+        );
+    }
     let e = errors.borrow()[0].clone();
     assert_eq!(
         get(&e, "code").as_string().as_deref(),

@@ -82,8 +82,10 @@ test('offline: A adds three todos, reloads while offline, comes back; B gets eac
   assert.equal(reloaded.pending, 3, 'the outbox survived the reload');
   assert.deepEqual(await titles(b), ['from B before'], 'B cannot have them yet');
 
-  await contextA.setOffline(false);
+  // The network first, then the browser's `online` event (which makes the
+  // store connect at once).
   linkA.restore();
+  await contextA.setOffline(false);
   await waitStatus(a, 'A back online and synced', (s) => s.online && s.pending === 0, 30_000);
   const all = ['from B before', ...offlineTodos];
   await waitTitles(b, all);

@@ -2,10 +2,9 @@ import type { ErrorCode } from './errors.js';
 export { ERROR_CODES, LogsyncError, isLogsyncError } from './errors.js';
 export type { ErrorCode } from './errors.js';
 
-/** A Redux action: a plain, JSON-serialisable object with a string `type`. */
+/** A Redux action: a plain, JSON-serialisable object with a string `type` (and any other fields). */
 export interface Action<T extends string = string> {
   type: T;
-  [extra: string]: unknown;
 }
 
 /** A pure, deterministic `(state, action) => state`; `state` is undefined only when computing the initial state. */

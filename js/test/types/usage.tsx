@@ -22,9 +22,10 @@ import { Provider, useSelector } from 'react-redux';
 
 interface Todo { id: string; text: string; done: boolean }
 interface State { todos: Todo[] }
-type TodoAction =
-  | { type: 'todo/added'; id: string; text: string }
-  | { type: 'todo/toggled'; id: string };
+// Actions declared as interfaces (no index signature) must work too.
+interface TodoAdded { type: 'todo/added'; id: string; text: string }
+interface TodoToggled { type: 'todo/toggled'; id: string }
+type TodoAction = TodoAdded | TodoToggled;
 
 const reducer: Reducer<State, TodoAction> = (state = { todos: [] }, action) => {
   switch (action.type) {

@@ -12,6 +12,7 @@ export { ERROR_CODES, LogsyncError, isLogsyncError };
 export const INIT_ACTION_TYPE = '@@logsync/INIT';
 
 let loading = null;
+let loaded = false;
 
 /**
  * Loads and instantiates the WebAssembly module. Idempotent: every call
@@ -30,7 +31,9 @@ export function init(options = {}) {
   }
   const source = options.wasm;
   loading = loadWasm(source === undefined ? undefined : { module_or_path: source }).then(
-    () => undefined,
+    () => {
+      loaded = true;
+    },
     (err) => {
       loading = null;
       throw toLogsyncError(err, 'INTERNAL',
@@ -68,7 +71,7 @@ export async function createSyncStore(options) {
  * @returns {string[]}
  */
 export function wasmErrorCodes() {
-  if (!loading) {
+  if (!loaded) {
     throw new LogsyncError('INVALID_REQUEST', 'wasmErrorCodes() needs the wasm module: call `await init()` first (or use ERROR_CODES, which needs nothing)');
   }
   return Array.from(wasm.errorCodes());

@@ -210,10 +210,15 @@ function wrapStore(inner, stream) {
     inner.goOffline();
   };
 
-  const close = async () => {
-    if (closed) return;
-    closed = true;
-    await inner.close();
+  // Every call returns the same promise, so `await store.close()` from two
+  // places both wait for the database to be closed.
+  let closing = null;
+  const close = () => {
+    if (closing === null) {
+      closed = true;
+      closing = Promise.resolve(inner.close());
+    }
+    return closing;
   };
 
   const observable = () => ({

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use sync_core::{ClientId, ClientMsg, ErrorCode, Offset, ServerMsg, StreamName, PROTOCOL_VERSION};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tracing::Instrument as _;
@@ -45,6 +45,8 @@ const QUEUE_FRAMES: usize = 256;
 /// Pushes whose outcome one connection may await at once; past it the
 /// reader stops reading, which pushes back on the client through TCP.
 const PUSHES_IN_FLIGHT: usize = 32;
+/// Read buffer of each WebSocket (see `upgrade`).
+const READ_BUFFER_BYTES: usize = 2 << 10;
 /// How long a closing connection waits for the client's Close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -82,6 +84,11 @@ pub(crate) async fn upgrade(
     let tracker = state.tracker.clone();
     ws.max_message_size(read_limit)
         .max_frame_size(read_limit)
+        // Small buffers: most connections are idle most of the time, and
+        // the default 128 KiB read buffer would be most of their cost.
+        // Large frames still go through; they are read in more steps.
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
         // Bounds what a client that does not read can make the socket buffer.
         .max_write_buffer_size(2 * max + (128 << 10))
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
@@ -97,9 +104,9 @@ enum Out {
     Frame {
         bytes: Bytes,
         /// Held while the frame waits; returns its bytes to the budget.
-        queued: Option<Queued>,
-        /// Set when the subscription that made the frame was replaced.
-        stale: Option<Arc<AtomicBool>>,
+        /// For event frames: the budget they hold and whether their
+        /// subscription was replaced (boxed: keeps every queue slot small).
+        event: Option<Box<EventFrame>>,
     },
     Ping,
     Close(u16, String),
@@ -109,10 +116,17 @@ impl Out {
     fn msg(msg: &ServerMsg) -> Out {
         Out::Frame {
             bytes: Bytes::from(msg.encode()),
-            queued: None,
-            stale: None,
+            event: None,
         }
     }
+}
+
+/// What an event frame carries besides its bytes.
+struct EventFrame {
+    /// Returns its bytes to the connection's budget when dropped.
+    _queued: Queued,
+    /// Set when the subscription that made the frame was replaced.
+    stale: Arc<AtomicBool>,
 }
 
 /// Bytes of the connection's budget held by one queued frame.
@@ -133,6 +147,23 @@ impl Drop for Queued {
 /// Why a connection ends.
 type Fatal = (ErrorCode, String);
 
+/// Where a connection's tasks report the first fatal error.
+#[derive(Clone)]
+struct FatalTx(watch::Sender<Option<Fatal>>);
+
+impl FatalTx {
+    fn raise(&self, fatal: Fatal) {
+        self.0.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(fatal);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
 struct Sub {
     task: JoinHandle<()>,
     stale: Arc<AtomicBool>,
@@ -151,7 +182,7 @@ struct Conn {
     state: Arc<AppState>,
     out: mpsc::Sender<Out>,
     budget: Arc<Semaphore>,
-    fatal: mpsc::Sender<Fatal>,
+    fatal: FatalTx,
     pushes: Option<mpsc::Sender<PendingPush>>,
     client_id: Option<ClientId>,
     subs: HashMap<StreamName, Sub>,
@@ -165,7 +196,8 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
 
     let (sink, mut stream) = socket.split();
     let (out, out_rx) = mpsc::channel(QUEUE_FRAMES);
-    let (fatal, mut fatal_rx) = mpsc::channel(4);
+    let (fatal, mut fatal_rx) = watch::channel(None);
+    let fatal = FatalTx(fatal);
     let (pushes, pushes_rx) = mpsc::channel(PUSHES_IN_FLIGHT);
     let writer = tokio::spawn(write_loop(sink, out_rx).in_current_span());
     let acker = tokio::spawn(ack_loop(pushes_rx, out.clone(), fatal.clone()).in_current_span());
@@ -194,7 +226,11 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
             _ = shutdown.cancelled() => {
                 break Some((ErrorCode::ShuttingDown, "the server is shutting down; reconnect later".into()));
             }
-            Some(f) = fatal_rx.recv() => break Some(f),
+            Ok(()) = fatal_rx.changed() => {
+                if let Some(f) = fatal_rx.borrow_and_update().clone() {
+                    break Some(f);
+                }
+            }
             _ = ticker.tick() => {
                 if last_heard.elapsed() >= idle_timeout {
                     break Some((ErrorCode::IdleTimeout, format!(
@@ -455,7 +491,7 @@ async fn subscription_loop(
     budget: Arc<Semaphore>,
     budget_total: usize,
     stale: Arc<AtomicBool>,
-    fatal: mpsc::Sender<Fatal>,
+    fatal: FatalTx,
     metrics: Arc<Metrics>,
 ) {
     let _gauge = SubscriptionGauge::new(metrics.clone());
@@ -464,7 +500,7 @@ async fn subscription_loop(
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, stream = %sub.stream(), "subscription failed");
-                let _ = fatal.send((e.code(), e.to_string())).await;
+                fatal.raise((e.code(), e.to_string()));
                 return;
             }
         };
@@ -477,15 +513,17 @@ async fn subscription_loop(
             return;
         };
         metrics.fanout_queue_bytes.fetch_add(n as i64, Relaxed);
-        let queued = Queued {
-            _permit: permit,
-            bytes: n as i64,
-            metrics: metrics.clone(),
+        let event = EventFrame {
+            _queued: Queued {
+                _permit: permit,
+                bytes: n as i64,
+                metrics: metrics.clone(),
+            },
+            stale: stale.clone(),
         };
         let item = Out::Frame {
             bytes: frame,
-            queued: Some(queued),
-            stale: Some(stale.clone()),
+            event: Some(Box::new(event)),
         };
         if out.send(item).await.is_err() {
             return;
@@ -493,11 +531,7 @@ async fn subscription_loop(
     }
 }
 
-async fn ack_loop(
-    mut pushes: mpsc::Receiver<PendingPush>,
-    out: mpsc::Sender<Out>,
-    fatal: mpsc::Sender<Fatal>,
-) {
+async fn ack_loop(mut pushes: mpsc::Receiver<PendingPush>, out: mpsc::Sender<Out>, fatal: FatalTx) {
     // In order: the outcomes of one client's pushes are sent in the order
     // the pushes came, and each push is handed to the store only after the
     // previous one is decided.
@@ -536,7 +570,7 @@ async fn ack_loop(
             }
             Err(e) => {
                 tracing::error!(error = %e, %stream, "push failed");
-                let _ = fatal.send((e.code(), e.to_string())).await;
+                fatal.raise((e.code(), e.to_string()));
                 return;
             }
         }
@@ -546,16 +580,12 @@ async fn ack_loop(
 async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Out>) {
     while let Some(item) = queue.recv().await {
         let sent = match item {
-            Out::Frame {
-                bytes,
-                queued,
-                stale,
-            } => {
-                if stale.is_some_and(|s| s.load(Relaxed)) {
+            Out::Frame { bytes, event } => {
+                if event.as_ref().is_some_and(|e| e.stale.load(Relaxed)) {
                     continue;
                 }
                 let r = sink.send(Message::Binary(bytes)).await;
-                drop(queued);
+                drop(event);
                 r
             }
             Out::Ping => sink.send(Message::Ping(Bytes::new())).await,

@@ -3,7 +3,8 @@
 #   1. size: wasm + JS glue of `wasm-pack build --release --target web`,
 #      raw and gzip -9;
 #   2. start-up: `openStore` → first state with N stored events (default
-#      10,000 and 100,000; set LOGSYNC_BENCH_SIZES=1000,5000 to change),
+#      10,000, 100,000 and 100,999 — the last one leaves 999 events after the
+#      last snapshot, the worst case; set LOGSYNC_BENCH_SIZES=1000,5000 to change),
 #      in headless Chromium against a real logsync-server.
 #
 #   scripts/bench-wasm.sh            both
@@ -59,7 +60,7 @@ if [ "$what" = all ] || [ "$what" = startup ]; then
   done
   [ -n "$LOGSYNC_HARNESS_URL" ] || { echo "the harness did not start" >&2; exit 1; }
   export LOGSYNC_HARNESS_URL
-  export LOGSYNC_BENCH_SIZES="${LOGSYNC_BENCH_SIZES:-10000,100000}"
+  export LOGSYNC_BENCH_SIZES="${LOGSYNC_BENCH_SIZES:-10000,100000,100999}"
   export CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=1800
   echo "== start-up (release build, headless Chromium, sizes $LOGSYNC_BENCH_SIZES)"
   wasm-pack test --release --headless --chrome --chromedriver /usr/bin/chromedriver sync-wasm \

@@ -7,7 +7,8 @@
 //! Run with `scripts/bench-wasm.sh` (release build, headless Chromium, a
 //! real `logsync-server`); results are printed by the harness as
 //! `REPORT {…}` lines. Sizes: `LOGSYNC_BENCH_SIZES` at compile time,
-//! default `10000,100000`.
+//! default `10000,100000,100999` (the last leaves 999 events after the last
+//! snapshot: the worst case).
 #![cfg(target_arch = "wasm32")]
 
 #[path = "../tests/common/mod.rs"]
@@ -131,7 +132,7 @@ async fn bench(url: &str, n: usize) {
 #[wasm_bindgen_test]
 async fn startup_time() {
     let url = server_start().await;
-    let sizes = option_env!("LOGSYNC_BENCH_SIZES").unwrap_or("10000,100000");
+    let sizes = option_env!("LOGSYNC_BENCH_SIZES").unwrap_or("10000,100000,100999");
     for n in sizes
         .split(',')
         .map(|s| s.trim().parse::<usize>().expect("LOGSYNC_BENCH_SIZES"))

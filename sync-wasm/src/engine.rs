@@ -189,6 +189,8 @@ pub(crate) struct Core<R: StoreReducer> {
     /// A `Welcome` held back until in-flight seq allocations are done, so
     /// that an epoch reset renumbers every pending intent.
     pub deferred_welcome: Option<ServerMsg>,
+    /// Epoch resets so far (outbox reads from before one are stale).
+    pub resets: u64,
     pub net: Net,
     pub last_error: Option<ErrorInfo>,
     pub synced_waiters: Vec<Sender<Result<(), WasmError>>>,
@@ -273,6 +275,7 @@ impl<R: StoreReducer> Core<R> {
                 previous, epoch, ..
             } => {
                 self.snapshot_offset = Offset::ZERO;
+                self.resets += 1;
                 let message = format!(
                     "the server's log has epoch {epoch}, this store followed {previous}: the confirmed history was dropped and pending intents are sent again"
                 );
@@ -294,7 +297,10 @@ impl<R: StoreReducer> Core<R> {
                     Some(epoch),
                 ));
             }
-            Effect::ReloadOutbox { expected } => self.jobs.push_back(Job::Reload(Some(expected))),
+            Effect::ReloadOutbox { expected } => self.jobs.push_back(Job::Reload {
+                expected: Some(expected),
+                resets: self.resets,
+            }),
             Effect::HeadChanged(_) => {}
             Effect::ServerError { code, message } => {
                 self.error(WasmError::Server { code, message }, notes)
@@ -527,6 +533,7 @@ impl<R: StoreReducer> Store<R> {
             write_retry: None,
             snapshot_offset,
             deferred_welcome: None,
+            resets: 0,
             net,
             last_error: None,
             synced_waiters: Vec::new(),

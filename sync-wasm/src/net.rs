@@ -149,7 +149,11 @@ impl<R: StoreReducer> Engine<R> {
                     c.net.send(&hello);
                     c.net.last_rx_ms = js_sys::Date::now();
                     // Other tabs of this profile may have written intents.
-                    c.jobs.push_back(Job::Reload(None));
+                    let resets = c.resets;
+                    c.jobs.push_back(Job::Reload {
+                        expected: None,
+                        resets,
+                    });
                 }
                 SocketEvent::Frame(frame) => {
                     c.net.last_rx_ms = js_sys::Date::now();

@@ -30,9 +30,11 @@ pub(crate) enum Job<S> {
     Write(WriteJob<S>),
     /// Forget the history for a new epoch; rewrite the outbox.
     Reset(Epoch),
-    /// Re-read the outbox (other tabs write to it); `Some(seq)` when the
-    /// server expects that seq.
-    Reload(Option<Seq>),
+    /// Re-read the outbox (other tabs write to it); `expected` when the
+    /// server expects that seq. `resets` is the store's epoch-reset count
+    /// when queued: a read queued before a reset sees the old numbering
+    /// and is ignored.
+    Reload { expected: Option<Seq>, resets: u64 },
 }
 
 pub(crate) struct WriteJob<S> {
@@ -73,7 +75,10 @@ enum Work {
         epoch: Epoch,
         outbox: Vec<(Seq, Vec<u8>)>,
     },
-    Reload(Option<Seq>),
+    Reload {
+        expected: Option<Seq>,
+        resets: u64,
+    },
 }
 
 enum Done {
@@ -97,10 +102,10 @@ impl<R: StoreReducer> Core<R> {
                 .iter()
                 .take_while(|j| matches!(j, Job::Write(_)))
                 .count(),
-            Job::Reload(_) => self
+            Job::Reload { .. } => self
                 .jobs
                 .iter()
-                .take_while(|j| matches!(j, Job::Reload(_)))
+                .take_while(|j| matches!(j, Job::Reload { .. }))
                 .count(),
             Job::Reset(_) => 1,
         };
@@ -157,10 +162,20 @@ impl<R: StoreReducer> Core<R> {
                     .filter_map(|p| p.seq.map(|s| (s, p.payload.clone())))
                     .collect(),
             },
-            Job::Reload(_) => Work::Reload(head.fold(None, |acc, j| match j {
-                Job::Reload(e) => e.or(acc),
-                _ => acc,
-            })),
+            Job::Reload { .. } => {
+                let (mut expected, mut resets) = (None, 0);
+                for j in head {
+                    if let Job::Reload {
+                        expected: e,
+                        resets: r,
+                    } = j
+                    {
+                        expected = e.or(expected);
+                        resets = *r;
+                    }
+                }
+                Work::Reload { expected, resets }
+            }
         };
         Some((n, work))
     }
@@ -222,7 +237,7 @@ impl<R: StoreReducer> Engine<R> {
                 self.db.reset(stream, epoch, outbox).await?;
                 (Done::Written, Vec::new())
             }
-            Work::Reload(_) => {
+            Work::Reload { .. } => {
                 let (entries, p) = self.db.read_outbox(stream).await?;
                 (Done::Reload(entries), p)
             }
@@ -253,7 +268,11 @@ impl<R: StoreReducer> Engine<R> {
                     }
                     effects.extend(c.client.flush());
                 }
-                (Work::Reload(expected), Done::Reload(entries)) => {
+                (Work::Reload { resets, .. }, Done::Reload(_)) if resets != c.resets => {
+                    // Read under the numbering before an epoch reset: the
+                    // reset has rewritten the outbox since.
+                }
+                (Work::Reload { expected, .. }, Done::Reload(entries)) => {
                     for (seq, payload) in entries {
                         effects.extend(c.client.adopt(seq, payload));
                     }

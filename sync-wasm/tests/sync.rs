@@ -464,3 +464,128 @@ async fn go_offline_and_reconnect() {
         .unwrap();
     close(&store).await;
 }
+
+#[wasm_bindgen_test]
+async fn the_heartbeat_drops_a_silent_connection_and_keeps_a_live_one() {
+    // A peer that accepts the connection and never answers: without a
+    // heartbeat the store would wait on it forever.
+    let before = broken_peer_connections("silent").await;
+    let silent = open(options(
+        &silent_ws_url(),
+        &unique("silent"),
+        &unique("db"),
+        r#","heartbeatMs":100"#,
+    ))
+    .await;
+    let start = js_sys::Date::now();
+    while broken_peer_connections("silent").await < before + 3 {
+        assert!(
+            js_sys::Date::now() - start < T,
+            "the store did not give up on a silent connection"
+        );
+        sleep(50).await;
+    }
+    assert_eq!(status(&silent, "online"), JsValue::FALSE);
+    close(&silent).await;
+
+    // A live server answers the pings: an idle connection stays up although
+    // two silent periods (200 ms) are much shorter than the observation.
+    let url = server_start().await;
+    let live = open(options(
+        &url,
+        &unique("live"),
+        &unique("db"),
+        r#","heartbeatMs":100"#,
+    ))
+    .await;
+    wait_for(T, "online", || status(&live, "online") == JsValue::TRUE).await;
+    let drops = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let (l, d) = (live.clone(), drops.clone());
+    let watch = Closure::<dyn Fn()>::new(move || {
+        if status(&l, "online") == JsValue::FALSE {
+            d.set(d.get() + 1);
+        }
+    });
+    call(&live, "onStatus", &[watch.as_ref().clone()]).unwrap();
+    sleep(1500).await; // the observation window: nothing may happen in it
+    assert_eq!(drops.get(), 0, "a live connection was dropped");
+    assert_eq!(status(&live, "online"), JsValue::TRUE);
+    close(&live).await;
+    drop(watch);
+}
+
+#[wasm_bindgen_test]
+async fn the_browser_online_and_offline_events_are_followed() {
+    let url = server_start().await;
+    let stream = unique("events");
+    // Backoff of 30-60 s: only the `online` event can bring it back quickly.
+    let store = open(options(
+        &url,
+        &stream,
+        &unique("db"),
+        r#","backoffMinMs":60000,"backoffMaxMs":60000"#,
+    ))
+    .await;
+    wait_for(T, "online", || status(&store, "online") == JsValue::TRUE).await;
+    js_sys::eval("dispatchEvent(new Event('offline'))").unwrap();
+    wait_for(T, "offline after the offline event", || {
+        status(&store, "online") == JsValue::FALSE
+    })
+    .await;
+    add(&store, "while-offline");
+    js_sys::eval("dispatchEvent(new Event('online'))").unwrap();
+    synced(&store, 5_000).await;
+    assert_eq!(status(&store, "online"), JsValue::TRUE);
+    assert_exactly_once(&log_entries(&stream).await, &["while-offline".into()]);
+    close(&store).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_server_with_a_new_epoch_resets_the_history_and_keeps_pending_intents() {
+    let url = server_start().await;
+    let stream = unique("epoch");
+    let db = unique("db");
+    let store = open(options(&url, &stream, &db, "")).await;
+    let (rec, errors) = recorder();
+    call(&store, "onError", &[rec.into()]).unwrap();
+    for id in ids("old", 3) {
+        add(&store, &id);
+    }
+    synced(&store, 20_000).await;
+    wait_for(T, "offset 3", || status_num(&store, "offset") == 3.0).await;
+
+    // The server comes back with an empty database: another log.
+    server_reset().await;
+    wait_for(T, "offline", || status(&store, "online") == JsValue::FALSE).await;
+    add(&store, "p1");
+    add(&store, "p2");
+    server_start().await;
+    wait_for(T, "an EPOCH_CHANGED error", || {
+        errors
+            .borrow()
+            .iter()
+            .any(|e| get(e, "code").as_string().as_deref() == Some("EPOCH_CHANGED"))
+    })
+    .await;
+    synced(&store, 20_000).await;
+    assert_eq!(
+        items(&store),
+        vec!["p1", "p2"],
+        "the old history is gone, pending intents kept"
+    );
+    assert_eq!(status_num(&store, "offset"), 2.0);
+    let entries = log_entries(&stream).await;
+    assert_exactly_once(&entries, &["p1".into(), "p2".into()]);
+    assert_eq!(
+        entries.iter().map(|e| e.1).collect::<Vec<_>>(),
+        vec![1, 2],
+        "renumbered from seq 1"
+    );
+    close(&store).await;
+
+    // Storage was rewritten for the new log.
+    let again = open(options(&url, &stream, &db, r#","connect":false"#)).await;
+    assert_eq!(items(&again), vec!["p1", "p2"]);
+    assert_eq!(status_num(&again, "offset"), 2.0);
+    close(&again).await;
+}

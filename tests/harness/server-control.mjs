@@ -61,6 +61,7 @@ function info() {
     url: port ? `http://127.0.0.1:${port}` : null,
     wsUrl: port ? `ws://127.0.0.1:${port}/v1/ws` : null,
     db: dbPath,
+    brokenPeerConnections: { ...brokenPeers },
   };
 }
 
@@ -231,22 +232,29 @@ const server = http.createServer(async (req, res) => {
   }
 });
 
-// `ws://…/malformed-ws`: a WebSocket peer that answers the first frame it
-// receives with a binary frame no Logsync decoder accepts, then stays open.
-// Browser tests use it to check how a store handles a broken server.
+// Two deliberately broken WebSocket peers for browser tests:
+// `ws://…/malformed-ws` answers the first frame it receives with a binary
+// frame no Logsync decoder accepts, then stays open; `ws://…/silent-ws`
+// accepts the connection and never sends a byte (a half-open connection).
+// `GET /info` counts the connections each one accepted.
+const brokenPeers = { malformed: 0, silent: 0 };
 server.on('upgrade', (req, socket) => {
   socket.on('error', () => {});
-  if (new URL(req.url, 'http://x').pathname !== '/malformed-ws') {
+  const kind = { '/malformed-ws': 'malformed', '/silent-ws': 'silent' }[new URL(req.url, 'http://x').pathname];
+  if (!kind) {
     socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
     return;
   }
+  brokenPeers[kind] += 1;
   const key = req.headers['sec-websocket-key'];
   const accept = crypto.createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
   socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
-  socket.once('data', () => {
-    const garbage = Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0x13, 0x37]);
-    socket.write(Buffer.concat([Buffer.from([0x82, garbage.length]), garbage]));
-  });
+  if (kind === 'malformed') {
+    socket.once('data', () => {
+      const garbage = Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0x13, 0x37]);
+      socket.write(Buffer.concat([Buffer.from([0x82, garbage.length]), garbage]));
+    });
+  }
 });
 
 // ---- lifetime -------------------------------------------------------------

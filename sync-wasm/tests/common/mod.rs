@@ -185,9 +185,22 @@ pub async fn server_ws_url() -> String {
     }
 }
 
-/// The harness's deliberately broken WebSocket peer.
+/// The harness's peer that answers with a frame no decoder accepts.
 pub fn malformed_ws_url() -> String {
     format!("{}/malformed-ws", harness().replacen("http://", "ws://", 1))
+}
+
+/// The harness's peer that accepts connections and never sends anything.
+pub fn silent_ws_url() -> String {
+    format!("{}/silent-ws", harness().replacen("http://", "ws://", 1))
+}
+
+/// How many connections the harness's broken peer `kind` accepted.
+pub async fn broken_peer_connections(kind: &str) -> u32 {
+    let info = harness_call("GET", "/info").await;
+    get(&get(&info, "brokenPeerConnections"), kind)
+        .as_f64()
+        .expect("count") as u32
 }
 
 /// Every event of `stream` in the server's log (GET /v1/streams/…/events).

@@ -10,6 +10,8 @@
 //! default `10000,100000,100999` (the last leaves 999 events after the last
 //! snapshot: the worst case).
 #![cfg(target_arch = "wasm32")]
+// Benchmark code: a failed unwrap is a failed run.
+#![allow(clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -249,9 +249,7 @@ fn bind_methods(obj: &JsValue) {
     ];
     for name in METHODS {
         let key = JsValue::from_str(name);
-        if let Ok(f) =
-            Reflect::get(obj, &key).and_then(|f| f.dyn_into::<Function>().map_err(JsValue::from))
-        {
+        if let Ok(f) = Reflect::get(obj, &key).and_then(|f| f.dyn_into::<Function>()) {
             let _ = Reflect::set(obj, &key, &f.bind0(obj));
         }
     }

@@ -1,6 +1,8 @@
 //! A reducer written in Rust and compiled in: `Store<Counter>` synced
 //! through a real server, in headless Chromium with real IndexedDB.
 #![cfg(target_arch = "wasm32")]
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

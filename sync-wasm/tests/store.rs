@@ -2,6 +2,8 @@
 //! server: the Redux contract, errors at the JS boundary, and restarts
 //! from IndexedDB with no network.
 #![cfg(target_arch = "wasm32")]
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -40,7 +42,7 @@ async fn redux_contract() {
         .unwrap()
         .unchecked_into();
     let action = js_sys::JSON::parse(r#"{"type":"add","id":"a"}"#).unwrap();
-    let returned = call(&store, "dispatch", &[action.clone()]).unwrap();
+    let returned = call(&store, "dispatch", std::slice::from_ref(&action)).unwrap();
     assert!(
         js_sys::Object::is(&returned, &action),
         "dispatch returns the action"

@@ -3,6 +3,8 @@
 //! real WebSockets. The harness starts the server with
 //! `--max-payload-bytes 1024` (see scripts/test-wasm.sh).
 #![cfg(target_arch = "wasm32")]
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -384,7 +386,7 @@ async fn a_quota_refusal_is_reported_and_loses_no_intent() {
         add(&store, id);
     }
     assert_eq!(items(&store), want, "state kept");
-    wait_for(T, "quota errors reported", || errors.borrow().len() >= 1).await;
+    wait_for(T, "quota errors reported", || !errors.borrow().is_empty()).await;
     // The third refusal comes at least 600 ms after the first (retries at
     // 200, 400, 800 ms): until the outbox write lands nothing may be sent.
     let early_log = log_entries(&stream).await;

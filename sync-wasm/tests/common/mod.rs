@@ -139,9 +139,12 @@ pub async fn within(ms: u32, what: &str, promise: js_sys::Promise) -> Result<JsV
 
 /// The harness URL, compiled in by scripts/test-wasm.sh.
 pub fn harness() -> &'static str {
-    option_env!("LOGSYNC_HARNESS_URL").expect(
-        "LOGSYNC_HARNESS_URL was not set at compile time: run these tests with scripts/test-wasm.sh",
-    )
+    match option_env!("LOGSYNC_HARNESS_URL") {
+        Some(url) => url,
+        None => panic!(
+            "LOGSYNC_HARNESS_URL was not set at compile time: run these tests with scripts/test-wasm.sh"
+        ),
+    }
 }
 
 async fn harness_call(method: &str, path: &str) -> JsValue {

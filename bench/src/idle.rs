@@ -114,7 +114,7 @@ async fn open_with(
     subscribe: bool,
     streams: usize,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .map_err(|e| format!("connect {i}: {e}"))?;
     let mut id = [0u8; 16];

@@ -207,7 +207,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP logsync_errors_total Errors sent to peers, by code.\n# TYPE logsync_errors_total counter"
+            "# HELP logsync_errors_total Errors that ended WebSocket connections, by code.\n# TYPE logsync_errors_total counter"
         );
         for (code, n) in ErrorCode::ALL.iter().zip(&self.errors) {
             let n = n.load(Relaxed);

@@ -140,7 +140,7 @@ pub trait LogStore: Send + Sync + 'static {
     /// The log's epoch, made when the storage was created.
     fn epoch(&self) -> &Epoch;
 
-    /// Decides each intent with [`sync_core::decide`] against the stored
+    /// Decides each intent with [`sync_core::decide()`] against the stored
     /// last seq of (stream, client) and makes the decisions durable
     /// (appended events, rejections, last seq) before answering. One
     /// outcome per intent, up to and including a [`Outcome::Gap`].

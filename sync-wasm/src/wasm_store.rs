@@ -341,13 +341,19 @@ fn function(v: JsValue, method: &str) -> Result<Function, WasmError> {
 }
 
 /// Calls a listener; a throw is reported to the page as an uncaught error
-/// and the other listeners still run.
+/// (`reportError`, or `console.error` where there is none, as in Node) and
+/// the other listeners still run.
 fn call(f: &Function, arg: &JsValue) {
     if let Err(e) = f.call1(&JsValue::UNDEFINED, arg) {
         let global = js_sys::global();
         let report = get(&global, "reportError");
         if let Some(report) = report.dyn_ref::<Function>() {
             let _ = report.call1(&JsValue::UNDEFINED, &e);
+        } else {
+            let console = get(&global, "console");
+            if let Some(error) = get(&console, "error").dyn_ref::<Function>() {
+                let _ = error.call2(&console, &"a Logsync listener threw:".into(), &e);
+            }
         }
     }
 }

@@ -262,9 +262,15 @@ impl<R: StoreReducer> Engine<R> {
                         effects.extend(c.client.adopt(seq, payload));
                     }
                     let mut seq = a.first;
+                    let before = c.client.replica().pending().len();
                     for local in locals {
                         c.client.replica_mut().assign_seq(local, seq);
                         seq = seq.next();
+                    }
+                    // An intent already adopted under its seq is merged
+                    // into that copy, which recomputes the state.
+                    if c.client.replica().pending().len() != before {
+                        notes.state = true;
                     }
                     effects.extend(c.client.flush());
                 }

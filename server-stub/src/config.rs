@@ -53,6 +53,9 @@ pub struct Config {
     /// Bytes of recent encoded events kept in memory per followed stream,
     /// shared by all its subscribers.
     pub feed_buffer_bytes: usize,
+    /// Bytes of recent encoded events kept for all followed streams
+    /// together; with many busy streams each keeps its share.
+    pub feed_memory_bytes: usize,
     /// Most subscriptions on one WebSocket connection.
     pub max_subscriptions: usize,
     /// How often the server pings each WebSocket.
@@ -80,6 +83,7 @@ impl Default for Config {
             catch_up_events: 1000,
             send_queue_bytes: 1 << 20,
             feed_buffer_bytes: 4 << 20,
+            feed_memory_bytes: 256 << 20,
             max_subscriptions: 256,
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
@@ -228,6 +232,11 @@ pub struct Cli {
     #[arg(long, env = "LOGSYNC_FEED_BUFFER_BYTES", default_value = "4MiB", value_parser = parse_size)]
     pub feed_buffer_bytes: usize,
 
+    /// Bytes of recent encoded events kept for all followed streams together (each busy
+    /// stream keeps its share, at most --feed-buffer-bytes).
+    #[arg(long, env = "LOGSYNC_FEED_MEMORY_BYTES", default_value = "256MiB", value_parser = parse_size)]
+    pub feed_memory_bytes: usize,
+
     /// Most subscriptions on one WebSocket connection.
     #[arg(long, env = "LOGSYNC_MAX_SUBSCRIPTIONS", default_value_t = 256)]
     pub max_subscriptions: usize,
@@ -267,6 +276,7 @@ impl Cli {
             catch_up_events: self.catch_up_events,
             send_queue_bytes: self.send_queue_bytes,
             feed_buffer_bytes: self.feed_buffer_bytes,
+            feed_memory_bytes: self.feed_memory_bytes,
             max_subscriptions: self.max_subscriptions,
             ping_interval: self.ping_interval,
             idle_timeout: self.idle_timeout,

@@ -145,17 +145,26 @@ impl Feed {
 pub struct Hub {
     feeds: Mutex<HashMap<StreamName, Weak<Feed>>>,
     window_bytes: usize,
+    total_bytes: usize,
     max_frame_bytes: usize,
     metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    /// A hub keeping `window_bytes` of recent batches per followed stream,
-    /// each frame at most `max_frame_bytes`.
-    pub fn new(window_bytes: usize, max_frame_bytes: usize, metrics: Arc<Metrics>) -> Self {
+    /// A hub keeping at most `window_bytes` of recent batches per followed
+    /// stream and about `total_bytes` for all of them (each feed gets an
+    /// equal share, and always keeps its newest batch), each frame at most
+    /// `max_frame_bytes`.
+    pub fn new(
+        window_bytes: usize,
+        total_bytes: usize,
+        max_frame_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Hub {
             feeds: Mutex::new(HashMap::new()),
             window_bytes,
+            total_bytes,
             max_frame_bytes,
             metrics,
         }
@@ -181,10 +190,13 @@ impl Hub {
         f
     }
 
-    fn existing(&self, stream: &StreamName) -> Option<Arc<Feed>> {
+    /// The feed of `stream` if someone follows it, and the window size it
+    /// may keep now.
+    fn existing(&self, stream: &StreamName) -> Option<(Arc<Feed>, usize)> {
         let mut feeds = self.feeds.lock().ok()?;
+        let share = self.total_bytes / feeds.len().max(1);
         match feeds.get(stream).map(Weak::upgrade) {
-            Some(Some(f)) => Some(f),
+            Some(Some(f)) => Some((f, self.window_bytes.min(share))),
             Some(None) => {
                 feeds.remove(stream);
                 None
@@ -242,16 +254,16 @@ impl AppendListener for Hub {
     fn appended(&self, stream: &StreamName, events: &[Event]) {
         // Nobody follows the stream: nothing to encode. A feed made later
         // learns the head from its first read of the log.
-        let Some(feed) = self.existing(stream) else {
+        let Some((feed, limit)) = self.existing(stream) else {
             return;
         };
         for batch in self.batches(stream, events) {
-            feed.push(batch, self.window_bytes);
+            feed.push(batch, limit);
         }
     }
 
     fn head_moved(&self, stream: &StreamName, head: Offset) {
-        if let Some(feed) = self.existing(stream) {
+        if let Some((feed, _)) = self.existing(stream) {
             feed.raise_head(head);
         }
     }
@@ -409,7 +421,7 @@ mod tests {
 
     #[test]
     fn window_is_bounded_and_contiguous() {
-        let hub = Hub::new(10_000, 1 << 20, Arc::new(Metrics::default()));
+        let hub = Hub::new(10_000, 1 << 30, 1 << 20, Arc::new(Metrics::default()));
         let s = StreamName::new("s").expect("name");
         let feed = hub.feed(&s);
         for o in 1..=100 {
@@ -432,8 +444,28 @@ mod tests {
     }
 
     #[test]
+    fn busy_streams_share_the_total() {
+        let hub = Hub::new(1 << 20, 40_000, 1 << 20, Arc::new(Metrics::default()));
+        let names: Vec<StreamName> = (0..4)
+            .map(|i| StreamName::new(format!("s{i}")).expect("name"))
+            .collect();
+        let feeds: Vec<Arc<Feed>> = names.iter().map(|n| hub.feed(n)).collect();
+        for o in 1..=100 {
+            for n in &names {
+                hub.appended(n, &[ev(o, 1000)]);
+            }
+        }
+        for f in &feeds {
+            let w = f.window.lock().expect("lock");
+            // A quarter of 40,000 each, give or take one batch.
+            assert!(w.bytes <= 10_000, "{}", w.bytes);
+            assert!(w.batches.len() >= 2);
+        }
+    }
+
+    #[test]
     fn large_commits_are_split_to_fit_frames() {
-        let hub = Hub::new(1 << 30, 8192, Arc::new(Metrics::default()));
+        let hub = Hub::new(1 << 30, 1 << 30, 8192, Arc::new(Metrics::default()));
         let s = StreamName::new("s").expect("name");
         let events: Vec<Event> = (1..=10).map(|o| ev(o, 3000)).collect();
         let batches = hub.batches(&s, &events);

@@ -59,6 +59,7 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(
             config.feed_buffer_bytes,
+            config.feed_memory_bytes,
             config.max_frame_bytes,
             metrics.clone(),
         ));

@@ -68,7 +68,24 @@ async fn ten_concurrent_writers_every_subscriber_sees_one_dense_order() {
         .map(|id| tokio::spawn(write(url.clone(), id, "orders", 40)))
         .collect();
     // One subscriber joins in the middle of the load, from offset 0.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    within("a quarter of the load", async {
+        loop {
+            let meta: serde_json::Value = serde_json::from_str(
+                &reqwest::get(server.url("/v1/streams/orders"))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+            if meta["head"].as_u64().unwrap() >= 100 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     let (mut late, _) = Client::hello(&url, client_id(200)).await;
     late.subscribe("orders", 0).await;
     subscribers.push(late);

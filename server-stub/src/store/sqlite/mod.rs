@@ -196,7 +196,11 @@ fn open_writer(path: &Path) -> Result<Connection, Error> {
     }
     // FULL: in WAL mode the WAL is fsync'd at every commit, so an
     // acknowledged intent survives power loss, not only a process crash.
-    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")?;
+    // journal_size_limit: after a checkpoint, truncate a WAL that a burst
+    // made large instead of keeping it at its peak size.
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF; PRAGMA journal_size_limit=67108864;",
+    )?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }

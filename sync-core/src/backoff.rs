@@ -81,7 +81,9 @@ mod tests {
         for _ in 0..100 {
             assert!(b.next_delay_ms(f64::NAN) <= 1);
         }
+        // Out-of-range randomness is clamped: 2.0 acts as 1.0 (the cap).
         let mut b = Backoff::new(u32::MAX, 1);
-        assert!(b.next_delay_ms(2.0) <= u32::MAX);
+        assert_eq!(b.next_delay_ms(2.0), u32::MAX);
+        assert_eq!(b.next_delay_ms(-1.0), u32::MAX / 2);
     }
 }

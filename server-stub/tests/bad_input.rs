@@ -64,7 +64,9 @@ async fn expect_error(
 
 /// The next seq of client `id` on stream "healthy" (from the log).
 async fn next_seq(server: &TestServer, id: u8) -> u64 {
-    let body = reqwest::get(server.url("/v1/streams/healthy/events?after=0"))
+    let body = http()
+        .get(server.url("/v1/streams/healthy/events?after=0"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -373,7 +375,7 @@ async fn post(
     path: &str,
     body: impl Into<reqwest::Body>,
 ) -> (u16, serde_json::Value) {
-    let r = reqwest::Client::new()
+    let r = http()
         .post(server.url(path))
         .header("content-type", "application/json")
         .body(body)
@@ -394,7 +396,7 @@ async fn get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new().get(server.url(path));
+    let mut req = http().get(server.url(path));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -520,11 +522,7 @@ async fn http_bad_urls_and_parameters() {
     assert_eq!((st, code(&v)), (404, "NOT_FOUND"));
     let (st, v) = get(&s, "/v1/ws", &[]).await;
     assert_eq!((st, code(&v)), (400, "INVALID_REQUEST"));
-    let r = reqwest::Client::new()
-        .delete(s.url("/v1/streams/a"))
-        .send()
-        .await
-        .unwrap();
+    let r = http().delete(s.url("/v1/streams/a")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 405);
     let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
     assert_eq!(code(&v), "INVALID_REQUEST");

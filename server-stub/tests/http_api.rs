@@ -19,7 +19,7 @@ async fn post_intent(
         r#"{{"client_id":"{}","seq":{seq},"payload":{payload}}}"#,
         client_id(id).to_hex()
     );
-    let r = reqwest::Client::new()
+    let r = http()
         .post(s.url(&format!("/v1/streams/{stream_path}/intents")))
         .body(body)
         .send()
@@ -30,7 +30,7 @@ async fn post_intent(
 }
 
 async fn get_json(s: &TestServer, path: &str) -> serde_json::Value {
-    let r = reqwest::get(s.url(path)).await.unwrap();
+    let r = http().get(s.url(path)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "{path}");
     assert_eq!(r.headers()["content-type"], "application/json");
     serde_json::from_str(&r.text().await.unwrap()).unwrap()
@@ -110,7 +110,7 @@ async fn sse_events(resp: reqwest::Response, n: usize) -> Vec<(u64, serde_json::
 }
 
 async fn sse(s: &TestServer, path: &str, last_event_id: Option<&str>) -> reqwest::Response {
-    let mut req = reqwest::Client::new()
+    let mut req = http()
         .get(s.url(path))
         .header("accept", "text/event-stream");
     if let Some(id) = last_event_id {
@@ -151,7 +151,7 @@ async fn server_sent_events_catch_up_go_live_and_resume() {
     // A reconnecting EventSource repeats the URL and adds Last-Event-ID,
     // which wins over `after`.
     let r = sse(&s, "/v1/streams/feed/events?after=2", Some("5")).await;
-    let got = sse_events(r, 2).await;
+    let got = within("SSE resume", sse_events(r, 2)).await;
     assert_eq!(
         got.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
         vec![6, 7]
@@ -172,7 +172,7 @@ async fn health_metrics_and_cors() {
     let (mut c, _) = Client::hello(&s.ws_url(), client_id(2)).await;
     c.subscribe("m", 0).await;
     c.recv().await;
-    let r = reqwest::get(s.url("/metrics")).await.unwrap();
+    let r = http().get(s.url("/metrics")).send().await.unwrap();
     assert!(r.headers()["content-type"]
         .to_str()
         .unwrap()
@@ -194,7 +194,7 @@ async fn health_metrics_and_cors() {
     assert!(text.contains("logsync_fanout_queue_bytes "));
 
     // CORS: a preflight from another origin, then the real request.
-    let r = reqwest::Client::new()
+    let r = http()
         .request(reqwest::Method::OPTIONS, s.url("/v1/streams/m/intents"))
         .header("origin", "http://app.example")
         .header("access-control-request-method", "POST")
@@ -220,7 +220,7 @@ async fn health_metrics_and_cors() {
         .unwrap()
         .to_lowercase();
     assert!(allowed.contains("authorization") && allowed.contains("content-type"));
-    let r = reqwest::Client::new()
+    let r = http()
         .get(s.url("/v1/streams/m"))
         .header("origin", "http://app.example")
         .send()
@@ -245,7 +245,7 @@ async fn static_app_with_index_fallback() {
     let text = |path: &'static str| {
         let url = s.url(path);
         async move {
-            let r = reqwest::get(url).await.unwrap();
+            let r = http().get(url).send().await.unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
@@ -264,11 +264,7 @@ async fn static_app_with_index_fallback() {
     assert_eq!(status, 404);
     assert!(body.contains("NOT_FOUND"), "{body}");
     assert_eq!(get_json(&s, "/healthz").await["status"], "ok");
-    let r = reqwest::Client::new()
-        .post(s.url("/todos"))
-        .send()
-        .await
-        .unwrap();
+    let r = http().post(s.url("/todos")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
     s.stop().await;
 }

@@ -104,7 +104,9 @@ async fn read_all(p: &Proc, stream: &str) -> Vec<serde_json::Value> {
     loop {
         let after = out.len();
         let page: serde_json::Value = serde_json::from_str(
-            &reqwest::get(p.url(&format!("/v1/streams/{stream}/events?after={after}")))
+            &http()
+                .get(p.url(&format!("/v1/streams/{stream}/events?after={after}")))
+                .send()
                 .await
                 .unwrap()
                 .text()
@@ -158,7 +160,7 @@ async fn address_line_help_and_sigterm() {
 
     let dir = tempfile::tempdir().unwrap();
     let p = Proc::spawn(dir.path(), &[]).await;
-    let h = reqwest::get(p.url("/healthz")).await.unwrap();
+    let h = http().get(p.url("/healthz")).send().await.unwrap();
     assert_eq!(h.status().as_u16(), 200);
     let (mut c, _) = Client::hello(&p.ws(), client_id(1)).await;
     let status = p.sigterm().await;
@@ -423,7 +425,9 @@ async fn stalled_subscriber_neither_slows_others_nor_grows_memory() {
         growth < pushed / 3,
         "server memory grew by {growth} bytes while {pushed} bytes went past a stalled subscriber"
     );
-    let metrics = reqwest::get(p.url("/metrics"))
+    let metrics = http()
+        .get(p.url("/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -451,7 +455,9 @@ async fn stalled_subscriber_neither_slows_others_nor_grows_memory() {
         }
     }
     assert_dense(&got, 1);
-    let metrics = reqwest::get(p.url("/metrics"))
+    let metrics = http()
+        .get(p.url("/metrics"))
+        .send()
         .await
         .unwrap()
         .text()

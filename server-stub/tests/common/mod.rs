@@ -29,6 +29,14 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     }
 }
 
+/// An HTTP client whose requests fail after `DEADLINE` instead of hanging.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(DEADLINE)
+        .build()
+        .unwrap()
+}
+
 pub fn config(dir: &Path) -> Config {
     Config {
         db_path: dir.join("log.db"),
@@ -144,25 +152,35 @@ impl Client {
 
     /// The next protocol message; fails on close or after the deadline.
     pub async fn recv(&mut self) -> ServerMsg {
-        loop {
-            let m = within("a server message", self.ws.next())
-                .await
-                .expect("connection ended")
-                .expect("read failed");
-            match m {
-                Message::Binary(b) => return ServerMsg::decode(&b, 64 << 20).unwrap(),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("unexpected {other:?}"),
+        // One deadline for the message, however many pings come first.
+        within("a server message", async {
+            loop {
+                let m = self
+                    .ws
+                    .next()
+                    .await
+                    .expect("connection ended")
+                    .expect("read failed");
+                match m {
+                    Message::Binary(b) => return ServerMsg::decode(&b, 64 << 20).unwrap(),
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                    other => panic!("unexpected {other:?}"),
+                }
             }
-        }
+        })
+        .await
     }
 
     /// Reads until the server closes: the Error frame (if any) and the
     /// close frame.
     pub async fn recv_close(&mut self) -> (Option<ServerMsg>, Option<CloseFrame>) {
+        within("the server's close", self.recv_close_inner()).await
+    }
+
+    async fn recv_close_inner(&mut self) -> (Option<ServerMsg>, Option<CloseFrame>) {
         let mut error = None;
         loop {
-            let m = within("the server's close", self.ws.next()).await;
+            let m = self.ws.next().await;
             match m {
                 Some(Ok(Message::Binary(b))) => {
                     let msg = ServerMsg::decode(&b, 64 << 20).unwrap();

@@ -185,7 +185,7 @@ pub struct Cli {
     #[arg(long, env = "LOGSYNC_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
 
-    /// SQLite file of the log; created with its directory entry when missing.
+    /// SQLite file of the log; created when missing (its directory must exist).
     #[arg(long, env = "LOGSYNC_DB", default_value = "./logsync.db")]
     pub db: PathBuf,
 

@@ -251,8 +251,12 @@ async fn get_events(
         // A reconnecting EventSource repeats the URL and adds the header:
         // the header is the newer position.
         let mut after = q.after;
-        if let Some(v) = headers.get("last-event-id") {
-            match v.to_str().ok().and_then(|s| s.trim().parse().ok()) {
+        let last_id = headers
+            .get("last-event-id")
+            .map(|v| v.to_str().map(str::trim).unwrap_or("?"))
+            .filter(|v| !v.is_empty());
+        if let Some(v) = last_id {
+            match v.parse().ok() {
                 Some(n) => after = Offset(n),
                 None => {
                     return error_response(

@@ -156,6 +156,10 @@ async fn server_sent_events_catch_up_go_live_and_resume() {
         got.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
         vec![6, 7]
     );
+    // An empty Last-Event-ID is no position: `after` counts.
+    let r = sse(&s, "/v1/streams/feed/events?after=6", Some("")).await;
+    let got = within("SSE with an empty Last-Event-ID", sse_events(r, 1)).await;
+    assert_eq!(got[0].0, 7);
     // Shutdown ends open SSE feeds (the server would wait for them).
     let _open = sse(&s, "/v1/streams/feed/events", None).await;
     s.stop().await;

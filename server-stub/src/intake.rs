@@ -77,3 +77,39 @@ pub async fn push(
         })
         .await
 }
+
+/// Decides `seq` as rejected on the client's own request (`Withdraw`: the
+/// intent cannot be pushed), through the same store path as any intent, so
+/// the seq leaves no hole and a resend gets the same answer.
+pub async fn withdraw(
+    store: &Arc<dyn LogStore>,
+    stream: StreamName,
+    client_id: ClientId,
+    seq: Seq,
+    code: ErrorCode,
+    message: String,
+) -> Result<Vec<Outcome>, Error> {
+    // The client names the reason; keep it short, it is stored.
+    let mut message = message;
+    if message.len() > MAX_WITHDRAW_MESSAGE {
+        let mut end = MAX_WITHDRAW_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    store
+        .append(AppendRequest {
+            stream,
+            client_id,
+            intents: vec![ProposedIntent {
+                seq,
+                payload: Vec::new(),
+                verdict: Verdict::Reject { code, message },
+            }],
+        })
+        .await
+}
+
+/// Longest reason kept for a withdrawn intent, in bytes.
+pub const MAX_WITHDRAW_MESSAGE: usize = 300;

@@ -392,6 +392,22 @@ impl Conn {
                     None => Err(internal()),
                 }
             }
+            ClientMsg::Withdraw {
+                stream,
+                seq,
+                code,
+                message,
+            } => {
+                let store = self.state.store.clone();
+                let s = stream.clone();
+                let fut: BoxFuture<'static, _> = Box::pin(async move {
+                    crate::intake::withdraw(&store, s, client_id, seq, code, message).await
+                });
+                match &self.pushes {
+                    Some(p) => self.enqueue(p, (stream, fut)).await,
+                    None => Err(internal()),
+                }
+            }
             ClientMsg::Ping { nonce } => self.send(&ServerMsg::Pong { nonce }).await,
             // Handled above.
             ClientMsg::Hello { .. } => Err(internal()),

@@ -561,3 +561,43 @@ async fn live_events_are_encoded_once_and_shared_by_subscribers() {
     assert_eq!(shared().await - before, 15);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_withdrawn_seq_is_decided_as_rejected_and_leaves_no_hole() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(config(dir.path())).await;
+    let (mut c, _) = Client::hello(&server.ws_url(), client_id(9)).await;
+    let withdraw = |s: u64| ClientMsg::Withdraw {
+        stream: stream("wd"),
+        seq: seq(s),
+        code: ErrorCode::PayloadTooLarge,
+        message: "does not fit".into(),
+    };
+    c.push("wd", &[(1, b"1".to_vec())]).await;
+    assert_eq!(ack(c.recv().await), (1, 1, false));
+    c.send(&withdraw(2)).await;
+    let reject = c.recv().await;
+    assert!(
+        matches!(&reject, ServerMsg::Reject { seq: s, code: ErrorCode::PayloadTooLarge, message, .. }
+            if s.get() == 2 && message == "does not fit"),
+        "{reject:?}"
+    );
+    // The next seq is appended right after: no hole.
+    c.push("wd", &[(3, b"3".to_vec())]).await;
+    assert_eq!(ack(c.recv().await), (3, 2, false));
+    // Resending seq 2, as a push or a withdraw, gets the original rejection.
+    c.push("wd", &[(2, b"2".to_vec())]).await;
+    assert_eq!(c.recv().await, reject);
+    c.send(&withdraw(2)).await;
+    assert_eq!(c.recv().await, reject);
+    // Withdrawing beyond the next seq is a gap, like a push.
+    c.send(&withdraw(9)).await;
+    assert_eq!(
+        c.recv().await,
+        ServerMsg::Gap {
+            stream: stream("wd"),
+            expected_seq: seq(4)
+        }
+    );
+    server.stop().await;
+}

@@ -199,7 +199,6 @@ impl<R: Reducer> SyncClient<R> {
         let budget = self.max_frame_bytes.saturating_sub(PUSH_OVERHEAD);
         let mut batch: Vec<PushIntent> = Vec::new();
         let mut batch_bytes = 0usize;
-        let mut too_large: Vec<Seq> = Vec::new();
         // Every pending intent with a seq above what this connection has
         // pushed, in seq order. A hole (a seq held by another tab, or not
         // yet allocated here) is not waited for: the server answers `Gap`
@@ -215,8 +214,29 @@ impl<R: Reducer> SyncClient<R> {
         for (seq, payload) in ready {
             let size = payload.len() + PER_INTENT_OVERHEAD;
             if size > budget {
-                too_large.push(seq);
-                break;
+                // It can never be pushed. Withdraw it in its place in the
+                // sequence, so the server decides the seq (rejected) and
+                // later intents are not held behind a hole; the server's
+                // `Reject` then rolls it back here like any rejection.
+                if !batch.is_empty() {
+                    out.push(Effect::Send(ClientMsg::Push {
+                        stream: stream.clone(),
+                        intents: core::mem::take(&mut batch),
+                    }));
+                    batch_bytes = 0;
+                }
+                out.push(Effect::Send(ClientMsg::Withdraw {
+                    stream: stream.clone(),
+                    seq,
+                    code: ErrorCode::PayloadTooLarge,
+                    message: alloc::format!(
+                        "intent of {} bytes does not fit in the server's frame limit of {} bytes",
+                        payload.len(),
+                        self.max_frame_bytes
+                    ),
+                }));
+                self.sent_through = seq.get();
+                continue;
             }
             if batch_bytes + size > budget && !batch.is_empty() {
                 out.push(Effect::Send(ClientMsg::Push {
@@ -237,17 +257,6 @@ impl<R: Reducer> SyncClient<R> {
                 stream,
                 intents: batch,
             }));
-        }
-        for seq in too_large {
-            // The server would refuse the whole frame; refuse the intent here
-            // with the code the server would give it.
-            let limit = self.max_frame_bytes;
-            self.reject_local(
-                seq,
-                ErrorCode::PayloadTooLarge,
-                alloc::format!("the intent does not fit in a frame of {limit} bytes"),
-                &mut out,
-            );
         }
         out
     }
@@ -540,28 +549,54 @@ mod tests {
     }
 
     #[test]
-    fn pushes_split_to_fit_frames_and_oversized_intents_are_refused() {
+    fn pushes_split_to_fit_frames_and_oversized_intents_are_withdrawn() {
         let mut c = client(Some("e"));
         for _ in 0..3 {
             c.replica_mut().dispatch(vec![b'x'; 400]).unwrap();
         }
         c.replica_mut().dispatch(vec![b'y'; 5000]).unwrap();
+        c.replica_mut().dispatch(vec![b'z'; 10]).unwrap();
         c.connected(None);
         let fx = c.handle(welcome("e", 1024)).unwrap();
-        let pushes: Vec<usize> = sends(&fx)
+        let shape: Vec<String> = sends(&fx)
             .iter()
             .filter_map(|m| match m {
-                ClientMsg::Push { intents, .. } => Some(intents.len()),
+                ClientMsg::Push { intents, .. } => Some(alloc::format!(
+                    "push {:?}",
+                    intents.iter().map(|i| i.seq.get()).collect::<Vec<_>>()
+                )),
+                ClientMsg::Withdraw { seq, code, .. } => {
+                    Some(alloc::format!("withdraw {seq} {code}"))
+                }
                 _ => None,
             })
             .collect();
-        assert_eq!(pushes, vec![1, 1, 1], "400-byte intents, 1 KiB frames");
-        assert!(fx.iter().any(|e| matches!(e,
-            Effect::Rejected { code: ErrorCode::PayloadTooLarge, seq, .. } if seq.get() == 4)));
-        assert!(fx.contains(&Effect::DropFromOutbox(Seq::new(4).unwrap())));
+        assert_eq!(
+            shape,
+            vec![
+                "push [1]",
+                "push [2]",
+                "push [3]",
+                "withdraw 4 PAYLOAD_TOO_LARGE",
+                "push [5]"
+            ],
+            "400-byte intents in 1 KiB frames; the 5000-byte one withdrawn in its place"
+        );
         for m in sends(&fx) {
             assert!(m.encode().len() <= 1024);
         }
+        // It stays pending (and in the outbox) until the server decides it.
+        assert_eq!(c.replica().pending().len(), 5);
+        let fx = c
+            .handle(ServerMsg::Reject {
+                stream: stream(),
+                seq: Seq::new(4).unwrap(),
+                code: ErrorCode::PayloadTooLarge,
+                message: "withdrawn".into(),
+            })
+            .unwrap();
+        assert!(fx.contains(&Effect::DropFromOutbox(Seq::new(4).unwrap())));
+        assert_eq!(c.replica().pending().len(), 4);
     }
 
     #[test]

@@ -79,6 +79,21 @@ pub enum ClientMsg {
         /// Echoed back.
         nonce: u64,
     },
+    /// Gives up an intent that cannot be pushed (it does not fit in one
+    /// frame): the server decides `seq` as rejected with this code and
+    /// message, exactly as if it had refused the intent itself, so the seq
+    /// leaves no hole and a resend gets the same `Reject`. Same ordering
+    /// rules as `Push` (a seq beyond the next is answered with `Gap`).
+    Withdraw {
+        /// Where.
+        stream: StreamName,
+        /// The intent's seq.
+        seq: Seq,
+        /// Why, as a stable code (e.g. `PAYLOAD_TOO_LARGE`).
+        code: ErrorCode,
+        /// Why, for people (at most a few hundred bytes are kept).
+        message: String,
+    },
 }
 
 /// Messages a server sends.

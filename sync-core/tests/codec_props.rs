@@ -65,6 +65,14 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             }
         }),
         any::<u64>().prop_map(|nonce| ClientMsg::Ping { nonce }),
+        (stream(), seq(), code(), ".{0,80}").prop_map(|(stream, seq, code, message)| {
+            ClientMsg::Withdraw {
+                stream,
+                seq,
+                code,
+                message,
+            }
+        }),
     ]
 }
 

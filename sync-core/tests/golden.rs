@@ -68,6 +68,15 @@ fn client_fixtures() -> Vec<(&'static str, ClientMsg)> {
             },
         ),
         ("client-ping", ClientMsg::Ping { nonce: 0xdead_beef }),
+        (
+            "client-withdraw",
+            ClientMsg::Withdraw {
+                stream: stream(),
+                seq: seq(4),
+                code: ErrorCode::PayloadTooLarge,
+                message: "intent of 2000000 bytes does not fit".into(),
+            },
+        ),
     ]
 }
 

@@ -141,6 +141,7 @@ impl Server {
             }
             ClientMsg::Unsubscribe { .. } => c.sent_through = None,
             ClientMsg::Ping { nonce } => out.push((conn, ServerMsg::Pong { nonce })),
+            ClientMsg::Withdraw { .. } => panic!("no intent is too large in this simulation"),
             ClientMsg::Push { stream, intents } => {
                 let client = c.client.expect("Hello comes first");
                 for PushIntent { seq, payload } in intents {

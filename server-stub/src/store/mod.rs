@@ -171,6 +171,22 @@ pub trait LogStore: Send + Sync + 'static {
         stream: StreamName,
     ) -> BoxFuture<'_, Result<Option<StoredSnapshot>, Error>>;
 
+    /// Binds `client_id` to the authenticated subject `sub` on its first
+    /// use, durably, and answers the subject the id is bound to: `sub`
+    /// itself for a new binding or a repeat, the earlier subject when
+    /// another one holds the id. A binding never changes afterwards, so
+    /// callers may cache answers.
+    ///
+    /// With authentication on, the server calls this before it takes a
+    /// push or a `Hello` under `client_id`, and refuses the request with
+    /// `FORBIDDEN` when the answer is not `sub`: nobody can answer for
+    /// another subject's intents. Storage: one table
+    /// `client_subjects (client_id PRIMARY KEY, sub)`; one upsert that
+    /// keeps an existing row (`INSERT … ON CONFLICT (client_id) DO NOTHING`,
+    /// then read the row back), committed before answering.
+    fn bind_client(&self, client_id: ClientId, sub: String)
+        -> BoxFuture<'_, Result<String, Error>>;
+
     /// A cheap round trip to the storage, for health checks.
     fn check(&self) -> BoxFuture<'_, Result<(), Error>>;
 

@@ -20,7 +20,11 @@
 //! clients    (stream_id, client_id, last_seq)      highest seq decided
 //! rejections (stream_id, client_id, seq, code, message)
 //! snapshots  (stream_id, offset, state)
+//! client_subjects (client_id, sub)                 who a client id belongs to (with auth)
 //! ```
+//!
+//! `client_subjects` was added without a schema version change: it is
+//! created when missing, and a file without it simply has no bindings yet.
 
 mod writer;
 
@@ -80,6 +84,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
     state     BLOB NOT NULL,
     PRIMARY KEY (stream_id, "offset")
 );
+CREATE TABLE IF NOT EXISTS client_subjects (
+    client_id BLOB PRIMARY KEY,
+    sub       TEXT NOT NULL
+) WITHOUT ROWID;
 "#;
 
 /// Options of the SQLite store.
@@ -438,6 +446,45 @@ impl LogStore for SqliteStore {
                 .optional()?;
             row.map(|(o, s)| Ok((Offset(from_sql(o)?), s))).transpose()
         }))
+    }
+
+    fn bind_client(
+        &self,
+        client_id: ClientId,
+        sub: String,
+    ) -> BoxFuture<'_, Result<String, Error>> {
+        Box::pin(async move {
+            // Bindings never change: a read answers every use but the first
+            // without a write (and without an fsync).
+            let bound = self
+                .with_reader(move |c| {
+                    Ok(
+                        c.prepare_cached("SELECT sub FROM client_subjects WHERE client_id = ?1")?
+                            .query_row([&client_id.0[..]], |r| r.get::<_, String>(0))
+                            .optional()?,
+                    )
+                })
+                .await?;
+            if let Some(bound) = bound {
+                return Ok(bound);
+            }
+            let sender = self
+                .jobs
+                .lock()
+                .map_err(|_| Error::StoreClosed)?
+                .clone()
+                .ok_or(Error::StoreClosed)?;
+            let (reply, answer) = oneshot::channel();
+            sender
+                .send(writer::Job::BindClient {
+                    client_id,
+                    sub,
+                    reply,
+                })
+                .await
+                .map_err(|_| Error::StoreClosed)?;
+            answer.await.map_err(|_| Error::StoreClosed)?
+        })
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), Error>> {

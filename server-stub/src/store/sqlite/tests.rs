@@ -290,3 +290,40 @@ async fn concurrent_appends_get_dense_offsets() {
     assert_eq!(all_offsets, (1..=200).collect::<Vec<u64>>());
     store.close().await;
 }
+
+#[tokio::test]
+async fn client_bindings_are_first_come_and_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(&dir, CommitMode::Group);
+    let id = ClientId([7; 16]);
+    assert_eq!(
+        store.bind_client(id, "alice".into()).await.expect("bind"),
+        "alice"
+    );
+    // Repeats and other subjects get the first subject back.
+    assert_eq!(
+        store.bind_client(id, "alice".into()).await.expect("bind"),
+        "alice"
+    );
+    assert_eq!(
+        store.bind_client(id, "mallory".into()).await.expect("bind"),
+        "alice"
+    );
+    // Two subjects racing for a fresh id: exactly one wins, both hear who.
+    let fresh = ClientId([8; 16]);
+    let (a, b) = tokio::join!(
+        store.bind_client(fresh, "a".into()),
+        store.bind_client(fresh, "b".into())
+    );
+    let (a, b) = (a.expect("bind"), b.expect("bind"));
+    assert_eq!(a, b);
+    assert!(a == "a" || a == "b");
+    store.close().await;
+    let (store, _) = open(&dir, CommitMode::Group);
+    assert_eq!(
+        store.bind_client(id, "mallory".into()).await.expect("bind"),
+        "alice"
+    );
+    assert_eq!(store.bind_client(fresh, "c".into()).await.expect("bind"), a);
+    store.close().await;
+}

@@ -25,13 +25,18 @@ pub(crate) enum Job {
         state: Vec<u8>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    BindClient {
+        client_id: ClientId,
+        sub: String,
+        reply: oneshot::Sender<Result<String, Error>>,
+    },
 }
 
 impl Job {
     fn intents(&self) -> usize {
         match self {
             Job::Append { request, .. } => request.intents.len(),
-            Job::Snapshot { .. } => 1,
+            Job::Snapshot { .. } | Job::BindClient { .. } => 1,
         }
     }
 
@@ -39,6 +44,7 @@ impl Job {
         match self {
             Job::Append { request, .. } => request.payload_bytes(),
             Job::Snapshot { state, .. } => state.len(),
+            Job::BindClient { sub, .. } => sub.len(),
         }
     }
 }
@@ -59,6 +65,7 @@ type Appended = Vec<(StreamName, Vec<Event>)>;
 enum Reply {
     Append(oneshot::Sender<Result<Vec<Outcome>, Error>>, Vec<Outcome>),
     Snapshot(oneshot::Sender<Result<(), Error>>),
+    Bound(oneshot::Sender<Result<String, Error>>, String),
 }
 
 impl Writer {
@@ -117,6 +124,14 @@ impl Writer {
                     } => {
                         put_snapshot(&tx, &stream, offset, &state)?;
                         replies.push(Reply::Snapshot(reply));
+                    }
+                    Job::BindClient {
+                        client_id,
+                        sub,
+                        reply,
+                    } => {
+                        let bound = bind_client(&tx, &client_id, &sub)?;
+                        replies.push(Reply::Bound(reply, bound));
                     }
                 }
             }
@@ -198,6 +213,9 @@ impl Writer {
                         Reply::Snapshot(reply) => {
                             let _ = reply.send(Ok(()));
                         }
+                        Reply::Bound(reply, sub) => {
+                            let _ = reply.send(Ok(sub));
+                        }
                     }
                 }
             }
@@ -212,6 +230,9 @@ impl Writer {
                             let _ = reply.send(Err(Error::Storage(message.clone())));
                         }
                         Reply::Snapshot(reply) => {
+                            let _ = reply.send(Err(Error::Storage(message.clone())));
+                        }
+                        Reply::Bound(reply, _) => {
                             let _ = reply.send(Err(Error::Storage(message.clone())));
                         }
                     }
@@ -428,4 +449,16 @@ fn put_snapshot(
     )?
     .execute(rusqlite::params![stream_id, to_sql(offset.0)?, state])?;
     Ok(())
+}
+
+/// Binds `client_id` to `sub` unless it is bound already; the subject it
+/// is bound to.
+fn bind_client(tx: &Transaction<'_>, client_id: &ClientId, sub: &str) -> Result<String, Error> {
+    tx.prepare_cached(
+        "INSERT INTO client_subjects (client_id, sub) VALUES (?1, ?2) ON CONFLICT (client_id) DO NOTHING",
+    )?
+    .execute(rusqlite::params![&client_id.0[..], sub])?;
+    Ok(tx
+        .prepare_cached("SELECT sub FROM client_subjects WHERE client_id = ?1")?
+        .query_row([&client_id.0[..]], |r| r.get(0))?)
 }

@@ -647,7 +647,7 @@ proptest! {
     #[test]
     fn devices_converge_exactly_once(
         devices in 2usize..=5,
-        ops in prop::collection::vec(op_strategy(), 1..120),
+        ops in prop::collection::vec(op_strategy(), 1..300),
     ) {
         let mut w = World::new(&vec![1; devices]);
         for op in ops {
@@ -661,7 +661,7 @@ proptest! {
     #[test]
     fn tabs_sharing_storage_converge_exactly_once(
         tabs in prop::collection::vec(1usize..=2, 2..=5),
-        ops in prop::collection::vec(op_strategy(), 1..120),
+        ops in prop::collection::vec(op_strategy(), 1..300),
     ) {
         let mut w = World::new(&tabs);
         for op in ops {

@@ -40,3 +40,28 @@ impl From<rusqlite::Error> for Error {
         Error::Storage(e.to_string())
     }
 }
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The plain `Display` of a database error says only "db error":
+        // keep PostgreSQL's message and SQLSTATE.
+        match e.as_db_error() {
+            Some(db) => Error::Storage(format!(
+                "PostgreSQL: {} ({})",
+                db.message(),
+                db.code().code()
+            )),
+            None => Error::Storage(format!("PostgreSQL: {e}")),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            deadpool_postgres::PoolError::Closed => Error::StoreClosed,
+            other => Error::Storage(format!("PostgreSQL connection pool: {other}")),
+        }
+    }
+}

@@ -267,6 +267,20 @@ impl AppendListener for Hub {
             feed.raise_head(head);
         }
     }
+
+    fn follows(&self, stream: &StreamName) -> bool {
+        self.existing(stream).is_some()
+    }
+
+    fn followed(&self) -> Vec<(StreamName, Offset)> {
+        let Ok(feeds) = self.feeds.lock() else {
+            return Vec::new();
+        };
+        feeds
+            .iter()
+            .filter_map(|(s, f)| Some((s.clone(), f.upgrade()?.head())))
+            .collect()
+    }
 }
 
 /// What a subscription yields next.

@@ -15,6 +15,7 @@
 //! subscribers read what they have not seen from the store. Nodes keep no
 //! state that is not in the store.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
@@ -133,6 +134,16 @@ pub trait AppendListener: Send + Sync + 'static {
     /// `stream` is durable up to `head`, through another node; read the
     /// events from the store.
     fn head_moved(&self, stream: &StreamName, head: Offset);
+    /// Whether anyone on this node follows `stream`: a shared store reads
+    /// another node's events only for streams that are followed.
+    fn follows(&self, _stream: &StreamName) -> bool {
+        true
+    }
+    /// The streams followed on this node and the head each one knows, so a
+    /// shared store that may have missed other nodes' commits can check.
+    fn followed(&self) -> Vec<(StreamName, Offset)> {
+        Vec::new()
+    }
 }
 
 /// Durable log storage with exactly-once appends.

@@ -1,0 +1,1020 @@
+//! The node's writer: group commit over one dedicated connection.
+//!
+//! One task per node takes every append waiting in its queue (up to the
+//! batch limits) and decides them all in one transaction:
+//!
+//! 1. `BEGIN`; create-or-lock the row of every stream in the batch, in
+//!    name order (`INSERT … ON CONFLICT DO UPDATE … RETURNING head` takes
+//!    the row lock and returns the head as of the lock); read the last
+//!    decided seq of every (stream, client) in the batch. One round trip,
+//!    pipelined.
+//! 2. Decide every intent with [`sync_core::decide`] in memory. The row
+//!    locks make this safe across nodes: every writer of a stream, on any
+//!    node, holds its row lock from before it reads `last_seq` until its
+//!    commit, so decisions on one stream never interleave. Resends look up
+//!    their stored outcome (one more round trip, only when there are any).
+//! 3. Insert the events, rejections and new `last_seq`s with set-based
+//!    statements, move the heads, `COMMIT`. One round trip, pipelined; an
+//!    intent is acknowledged only after PostgreSQL reported the commit
+//!    (durable with `synchronous_commit = on`, the default).
+//! 4. `NOTIFY logsync` once per stream, in a transaction of its own. It is
+//!    kept out of the data transaction on purpose: PostgreSQL serialises
+//!    every committing transaction that notifies, WAL flush included,
+//!    which would stop concurrent nodes from sharing fsyncs. The notifying
+//!    transaction skips the flush (`synchronous_commit = off`): a
+//!    notification is a hint, never the record.
+//!
+//! Lock order by stream name means two nodes never deadlock on each other;
+//! a deadlock or serialization failure reported anyway is retried with
+//! the whole batch (nothing of it was committed).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sync_core::{decide, ClientId, Decision, ErrorCode, Event, Offset, Seq, StreamName};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+
+use super::fanout::Fanout;
+use super::{connect, from_pg, to_pg};
+use crate::config::CommitMode;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::store::{AppendRequest, Outcome, Verdict};
+
+/// Attempts per batch when PostgreSQL reports a deadlock or a
+/// serialization failure.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// Work for the writer, with where to send the answer.
+pub(crate) enum Job {
+    Append {
+        request: AppendRequest,
+        reply: oneshot::Sender<Result<Vec<Outcome>, Error>>,
+    },
+    Snapshot {
+        stream: StreamName,
+        offset: Offset,
+        state: Vec<u8>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+}
+
+impl Job {
+    fn intents(&self) -> usize {
+        match self {
+            Job::Append { request, .. } => request.intents.len(),
+            Job::Snapshot { .. } => 1,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Job::Append { request, .. } => request.payload_bytes(),
+            Job::Snapshot { state, .. } => state.len(),
+        }
+    }
+
+    fn work(&self) -> Work<'_> {
+        match self {
+            Job::Append { request, .. } => Work::Append(request),
+            Job::Snapshot {
+                stream,
+                offset,
+                state,
+                ..
+            } => Work::Snapshot {
+                stream,
+                offset: *offset,
+                state,
+            },
+        }
+    }
+
+    fn stream(&self) -> &StreamName {
+        match self {
+            Job::Append { request, .. } => &request.stream,
+            Job::Snapshot { stream, .. } => stream,
+        }
+    }
+}
+
+/// One item of a transaction, borrowed from its job.
+#[derive(Clone, Copy)]
+enum Work<'a> {
+    Append(&'a AppendRequest),
+    Snapshot {
+        stream: &'a StreamName,
+        offset: Offset,
+        state: &'a [u8],
+    },
+}
+
+impl Work<'_> {
+    fn stream(&self) -> &StreamName {
+        match self {
+            Work::Append(r) => &r.stream,
+            Work::Snapshot { stream, .. } => stream,
+        }
+    }
+}
+
+/// What a committed transaction decided.
+struct Committed {
+    /// One list per work item (empty for snapshots).
+    outcomes: Vec<Vec<Outcome>>,
+    /// New events per stream, in offset order.
+    appended: Vec<(StreamName, Vec<Event>)>,
+    /// Other nodes' events that this node's hub had not been handed yet,
+    /// from its last one up to the head this transaction locked, per
+    /// stream: handed over first, they keep the hub's window contiguous.
+    before: HashMap<StreamName, Vec<Event>>,
+}
+
+/// The statements of one connection, prepared once.
+struct Statements {
+    begin: Statement,
+    commit: Statement,
+    rollback: Statement,
+    lock: Statement,
+    lasts: Statement,
+    outcomes: Statement,
+    events: Statement,
+    rejections: Statement,
+    clients: Statement,
+    heads: Statement,
+    snapshots: Statement,
+    quick_commit: Statement,
+    notify: Statement,
+    gap: Statement,
+}
+
+impl Statements {
+    async fn prepare(c: &Client) -> Result<Self, tokio_postgres::Error> {
+        Ok(Statements {
+            begin: c.prepare("BEGIN").await?,
+            commit: c.prepare("COMMIT").await?,
+            rollback: c.prepare("ROLLBACK").await?,
+            // Sorted input: rows are locked in name order on every node.
+            lock: c
+                .prepare(
+                    "INSERT INTO logsync_streams (name)
+                     SELECT n FROM unnest($1::text[]) AS n ORDER BY n
+                     ON CONFLICT (name) DO UPDATE SET head = logsync_streams.head
+                     RETURNING id, name, head",
+                )
+                .await?,
+            lasts: c
+                .prepare(
+                    "SELECT s.name, c.client_id, c.last_seq
+                     FROM unnest($1::text[], $2::bytea[]) AS k(name, client_id)
+                     JOIN logsync_streams s ON s.name = k.name
+                     JOIN logsync_clients c ON c.stream_id = s.id AND c.client_id = k.client_id",
+                )
+                .await?,
+            outcomes: c
+                .prepare(
+                    r#"SELECT k.i, e."offset", r.code, r.message
+                       FROM unnest($1::bigint[], $2::bytea[], $3::bigint[])
+                            WITH ORDINALITY AS k(stream_id, client_id, seq, i)
+                       LEFT JOIN logsync_events e
+                         ON e.stream_id = k.stream_id AND e.client_id = k.client_id AND e.seq = k.seq
+                       LEFT JOIN logsync_rejections r
+                         ON r.stream_id = k.stream_id AND r.client_id = k.client_id AND r.seq = k.seq"#,
+                )
+                .await?,
+            events: c
+                .prepare(
+                    r#"INSERT INTO logsync_events (stream_id, "offset", client_id, seq, time_ms, payload)
+                       SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[],
+                                            $5::bigint[], $6::bytea[])"#,
+                )
+                .await?,
+            rejections: c
+                .prepare(
+                    "INSERT INTO logsync_rejections (stream_id, client_id, seq, code, message)
+                     SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bigint[], $4::text[], $5::text[])",
+                )
+                .await?,
+            clients: c
+                .prepare(
+                    "INSERT INTO logsync_clients (stream_id, client_id, last_seq)
+                     SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bigint[])
+                     ON CONFLICT (stream_id, client_id) DO UPDATE SET last_seq = excluded.last_seq",
+                )
+                .await?,
+            heads: c
+                .prepare(
+                    "UPDATE logsync_streams s SET head = v.head
+                     FROM unnest($1::bigint[], $2::bigint[]) AS v(id, head) WHERE s.id = v.id",
+                )
+                .await?,
+            snapshots: c
+                .prepare(
+                    r#"INSERT INTO logsync_snapshots (stream_id, "offset", state)
+                       SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])
+                       ON CONFLICT (stream_id, "offset") DO UPDATE SET state = excluded.state"#,
+                )
+                .await?,
+            quick_commit: c
+                .prepare("SET LOCAL synchronous_commit TO off")
+                .await?,
+            notify: c
+                .prepare("SELECT pg_notify('logsync', p) FROM unnest($1::text[]) AS p")
+                .await?,
+            gap: c
+                .prepare(
+                    r#"SELECT e.stream_id, e."offset", e.client_id, e.seq, e.time_ms, e.payload
+                       FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS g(stream_id, after, upto)
+                       JOIN logsync_events e ON e.stream_id = g.stream_id
+                            AND e."offset" > g.after AND e."offset" <= g.upto
+                       ORDER BY e.stream_id, e."offset""#,
+                )
+                .await?,
+        })
+    }
+}
+
+pub(crate) struct Conn {
+    client: Client,
+    st: Statements,
+}
+
+pub(crate) struct Writer {
+    pub config: tokio_postgres::Config,
+    pub conn: Option<Conn>,
+    pub rx: mpsc::Receiver<Job>,
+    pub fanout: Arc<Fanout>,
+    pub metrics: Arc<Metrics>,
+    pub mode: CommitMode,
+    pub max_batch_intents: usize,
+    pub max_batch_bytes: usize,
+}
+
+impl Writer {
+    /// Connects and prepares the statements (at start, so a wrong URL or
+    /// missing rights fail the start, not the first append).
+    pub async fn ready(&mut self) -> Result<(), Error> {
+        self.connection().await.map(|_| ())
+    }
+
+    async fn connection(&mut self) -> Result<&Conn, Error> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let client = connect(&self.config, "logsync-writer").await?;
+            let st = Statements::prepare(&client).await?;
+            self.conn = Some(Conn { client, st });
+        }
+        self.conn.as_ref().ok_or(Error::StoreClosed)
+    }
+
+    pub async fn run(mut self) {
+        // Returns None once every sender is gone and the queue is drained,
+        // which is how shutdown finishes the commits already handed over.
+        while let Some(first) = self.rx.recv().await {
+            match self.mode {
+                CommitMode::Group => {
+                    let mut intents = first.intents();
+                    let mut bytes = first.bytes();
+                    let mut jobs = vec![first];
+                    // Everything that queued up during the previous commit
+                    // goes into this one transaction.
+                    while intents < self.max_batch_intents && bytes < self.max_batch_bytes {
+                        match self.rx.try_recv() {
+                            Ok(job) => {
+                                intents += job.intents();
+                                bytes += job.bytes();
+                                jobs.push(job);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(jobs).await;
+                }
+                CommitMode::PerIntent => self.commit_each(first).await,
+            }
+        }
+        tracing::debug!("PostgreSQL writer stopped");
+    }
+
+    /// Decides every job in one transaction and answers each.
+    async fn commit(&mut self, jobs: Vec<Job>) {
+        let started = Instant::now();
+        let intents: usize = jobs.iter().map(Job::intents).sum();
+        let work: Vec<Work<'_>> = jobs.iter().map(Job::work).collect();
+        let result = self.execute(&work).await;
+        drop(work);
+        match result {
+            Ok(committed) => {
+                self.metrics.commit(intents, started.elapsed());
+                // Fan-out first: by the time a pusher sees its Ack, the
+                // event is in this node's live feed too.
+                self.publish(&committed);
+                for (job, outcomes) in jobs.into_iter().zip(committed.outcomes) {
+                    match job {
+                        Job::Append { reply, .. } => {
+                            count(&self.metrics, &outcomes);
+                            let _ = reply.send(Ok(outcomes));
+                        }
+                        Job::Snapshot { reply, .. } => {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                }
+                self.notify(&committed.appended).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, intents, "commit failed; batch rolled back");
+                let streams: BTreeSet<StreamName> =
+                    jobs.iter().map(|j| j.stream().clone()).collect();
+                let message = e.to_string();
+                for job in jobs {
+                    match job {
+                        Job::Append { reply, .. } => {
+                            let _ = reply.send(Err(Error::Storage(message.clone())));
+                        }
+                        Job::Snapshot { reply, .. } => {
+                            let _ = reply.send(Err(Error::Storage(message.clone())));
+                        }
+                    }
+                }
+                // A connection lost during COMMIT leaves its outcome
+                // unknown: if it did commit, this node's subscribers must
+                // still hear of it.
+                self.fanout.recheck(streams.into_iter().collect());
+            }
+        }
+    }
+
+    /// One transaction per intent: the baseline that group commit is
+    /// measured against.
+    async fn commit_each(&mut self, job: Job) {
+        let Job::Append { request, reply } = job else {
+            return self.commit(vec![job]).await;
+        };
+        let mut outcomes = Vec::with_capacity(request.intents.len());
+        for intent in &request.intents {
+            let started = Instant::now();
+            let one = AppendRequest {
+                stream: request.stream.clone(),
+                client_id: request.client_id,
+                intents: vec![intent.clone()],
+            };
+            match self.execute(&[Work::Append(&one)]).await {
+                Ok(committed) => {
+                    self.metrics.commit(1, started.elapsed());
+                    self.publish(&committed);
+                    self.notify(&committed.appended).await;
+                    let o = committed.outcomes.into_iter().flatten();
+                    let before = outcomes.len();
+                    outcomes.extend(o);
+                    if outcomes[before..]
+                        .iter()
+                        .any(|x| matches!(x, Outcome::Gap { .. }))
+                    {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "commit failed");
+                    let _ = reply.send(Err(e));
+                    self.fanout.recheck(vec![request.stream.clone()]);
+                    return;
+                }
+            }
+        }
+        count(&self.metrics, &outcomes);
+        let _ = reply.send(Ok(outcomes));
+    }
+
+    fn publish(&self, committed: &Committed) {
+        for (stream, events) in &committed.appended {
+            match committed.before.get(stream) {
+                Some(before) => {
+                    let all: Vec<Event> = before.iter().chain(events).cloned().collect();
+                    self.fanout.publish(stream, &all);
+                }
+                None => self.fanout.publish(stream, events),
+            }
+        }
+    }
+
+    /// Tells every node (this one included) of the new heads.
+    async fn notify(&mut self, appended: &[(StreamName, Vec<Event>)]) {
+        let payloads: Vec<String> = appended
+            .iter()
+            .filter_map(|(stream, events)| {
+                let (first, last) = (events.first()?, events.last()?);
+                Some(self.fanout.message(stream, first.offset, last.offset))
+            })
+            .collect();
+        if payloads.is_empty() {
+            return;
+        }
+        let Ok(conn) = self.connection().await else {
+            // The other nodes' sweeps find these heads.
+            return;
+        };
+        let (c, st) = (&conn.client, &conn.st);
+        let results = futures_util::future::join_all([
+            c.execute(&st.begin, &[]),
+            c.execute(&st.quick_commit, &[]),
+            c.execute(&st.notify, &[&payloads]),
+            c.execute(&st.commit, &[]),
+        ])
+        .await;
+        if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+            tracing::warn!(error = %Error::from(e), "NOTIFY failed; other nodes learn of these commits by their sweep");
+            let _ = c.execute(&st.rollback, &[]).await;
+        }
+    }
+
+    /// Runs one transaction over `work`, retrying deadlocks and
+    /// serialization failures.
+    async fn execute(&mut self, work: &[Work<'_>]) -> Result<Committed, Error> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let fanout = self.fanout.clone();
+            let conn = self.connection().await?;
+            let e = match transact(conn, &fanout, work, now_ms()).await {
+                Ok(committed) => return Ok(committed),
+                Err(e) => e,
+            };
+            if conn.client.is_closed() {
+                self.conn = None;
+            } else {
+                // Leaves the connection clean for the next batch (a no-op
+                // when the failure already ended the transaction).
+                let _ = conn.client.execute(&conn.st.rollback, &[]).await;
+            }
+            match e {
+                TxError::Pg(pg) if retryable(&pg) && attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(error = %Error::from(pg), attempt, "retrying the batch");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                TxError::Pg(pg) => return Err(pg.into()),
+                TxError::Other(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn count(metrics: &Metrics, outcomes: &[Outcome]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for o in outcomes {
+        match o {
+            Outcome::Appended {
+                duplicate: false, ..
+            } => metrics.intents_appended.fetch_add(1, Relaxed),
+            Outcome::Rejected {
+                duplicate: false, ..
+            } => metrics.intents_rejected.fetch_add(1, Relaxed),
+            Outcome::Appended { .. } | Outcome::Rejected { .. } => {
+                metrics.intents_duplicate.fetch_add(1, Relaxed)
+            }
+            Outcome::Gap { .. } => metrics.intents_gap.fetch_add(1, Relaxed),
+        };
+    }
+}
+
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(&SqlState::T_R_SERIALIZATION_FAILURE) | Some(&SqlState::T_R_DEADLOCK_DETECTED)
+    )
+}
+
+/// A few milliseconds, growing, with jitter so two nodes do not collide again.
+fn backoff(attempt: u32) -> Duration {
+    let mut b = [0u8; 1];
+    let jitter = getrandom::fill(&mut b).map(|_| b[0] as u64).unwrap_or(0);
+    Duration::from_micros(1000 * u64::from(attempt) + jitter * 8)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+enum TxError {
+    Pg(tokio_postgres::Error),
+    Other(Error),
+}
+
+impl From<tokio_postgres::Error> for TxError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        TxError::Pg(e)
+    }
+}
+
+impl From<Error> for TxError {
+    fn from(e: Error) -> Self {
+        TxError::Other(e)
+    }
+}
+
+/// The first error of pipelined statements (later ones only say the
+/// transaction was aborted).
+fn first_error<T>(
+    results: Vec<Result<T, tokio_postgres::Error>>,
+) -> Result<Vec<T>, tokio_postgres::Error> {
+    results.into_iter().collect()
+}
+
+/// One transaction over `work` (see the module docs for its steps).
+async fn transact(
+    conn: &Conn,
+    fanout: &Fanout,
+    work: &[Work<'_>],
+    time_ms: u64,
+) -> Result<Committed, TxError> {
+    let (c, st) = (&conn.client, &conn.st);
+    let names: Vec<&str> = work
+        .iter()
+        .map(|w| w.stream().as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let pairs: Vec<(&str, ClientId)> = work
+        .iter()
+        .filter_map(|w| match w {
+            Work::Append(r) => Some((r.stream.as_str(), r.client_id)),
+            Work::Snapshot { .. } => None,
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let pair_names: Vec<&str> = pairs.iter().map(|p| p.0).collect();
+    let pair_clients: Vec<&[u8]> = pairs.iter().map(|p| &p.1 .0[..]).collect();
+
+    // Round trip 1: begin, lock the streams, read the last seqs.
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&names];
+    let lasts_params: [&(dyn ToSql + Sync); 2] = [&pair_names, &pair_clients];
+    let (begin, lock, lasts) = {
+        let begin = c.execute(&st.begin, &[]);
+        let lock = c.query(&st.lock, &lock_params);
+        let lasts = c.query(&st.lasts, &lasts_params);
+        // Polled in order, so the three are sent together and run in order.
+        futures_util::future::join3(begin, lock, lasts).await
+    };
+    begin?;
+    let mut streams: HashMap<String, (i64, u64)> = HashMap::with_capacity(names.len());
+    for row in lock? {
+        let id: i64 = row.try_get(0)?;
+        let name: String = row.try_get(1)?;
+        let head: i64 = row.try_get(2)?;
+        streams.insert(name, (id, from_pg(head)?));
+    }
+    let mut last_seqs: HashMap<(String, ClientId), u64> = HashMap::new();
+    for row in lasts? {
+        let name: String = row.try_get(0)?;
+        let client: &[u8] = row.try_get(1)?;
+        let last: i64 = row.try_get(2)?;
+        last_seqs.insert((name, client_id(client)?), from_pg(last)?);
+    }
+
+    // Other nodes' commits this node's hub has not been handed yet: read
+    // them with the writes (the row lock keeps them stable).
+    let mut gaps: (Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+    let mut gap_streams: HashMap<i64, &StreamName> = HashMap::new();
+    for w in work {
+        let stream = w.stream();
+        let Some(&(id, head)) = streams.get(stream.as_str()) else {
+            continue;
+        };
+        if gap_streams.contains_key(&id) {
+            continue;
+        }
+        if let Some(known) = fanout.missing_before(stream, Offset(head)) {
+            gaps.0.push(id);
+            gaps.1.push(to_pg(known.0)?);
+            gaps.2.push(to_pg(head)?);
+            gap_streams.insert(id, stream);
+        }
+    }
+
+    // Decide in memory.
+    let mut plan = Plan::new(streams, last_seqs, time_ms);
+    for w in work {
+        plan.add(w)?;
+    }
+
+    // Round trip 2 (only with resends of seqs decided before this batch):
+    // their stored outcomes.
+    if !plan.lookups.is_empty() {
+        let ids: Vec<i64> = plan.lookups.iter().map(|l| l.0).collect();
+        let clients: Vec<&[u8]> = plan.lookups.iter().map(|l| &l.1 .0[..]).collect();
+        let seqs: Vec<i64> = plan
+            .lookups
+            .iter()
+            .map(|l| to_pg(l.2.get()))
+            .collect::<Result<_, _>>()?;
+        let rows = c.query(&st.outcomes, &[&ids, &clients, &seqs]).await?;
+        let mut found: Vec<Option<Outcome>> = vec![None; plan.lookups.len()];
+        for row in rows {
+            let i: i64 = row.try_get(0)?;
+            let offset: Option<i64> = row.try_get(1)?;
+            let code: Option<String> = row.try_get(2)?;
+            let message: Option<String> = row.try_get(3)?;
+            let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| found.get_mut(i)) else {
+                continue;
+            };
+            let seq = plan.lookups[usize::try_from(i - 1).unwrap_or(0)].2;
+            *slot = match (offset, code, message) {
+                (Some(o), _, _) => Some(Outcome::Appended {
+                    seq,
+                    offset: Offset(from_pg(o)?),
+                    duplicate: true,
+                }),
+                (None, Some(code), Some(message)) => Some(Outcome::Rejected {
+                    seq,
+                    code: ErrorCode::parse(&code),
+                    message,
+                    duplicate: true,
+                }),
+                _ => None,
+            };
+        }
+        plan.found = found;
+    }
+
+    // Round trip 3: every write, then COMMIT.
+    {
+        let rows = plan.rows(work)?;
+        type Params<'p> = Vec<&'p (dyn ToSql + Sync)>;
+        let mut statements: Vec<(&Statement, Params<'_>)> = Vec::new();
+        if !rows.ev_stream.is_empty() {
+            statements.push((
+                &st.events,
+                vec![
+                    &rows.ev_stream,
+                    &rows.ev_offset,
+                    &rows.ev_client,
+                    &rows.ev_seq,
+                    &rows.ev_time,
+                    &rows.ev_payload,
+                ],
+            ));
+        }
+        if !rows.rj_stream.is_empty() {
+            statements.push((
+                &st.rejections,
+                vec![
+                    &rows.rj_stream,
+                    &rows.rj_client,
+                    &rows.rj_seq,
+                    &rows.rj_code,
+                    &rows.rj_message,
+                ],
+            ));
+        }
+        if !rows.cl_stream.is_empty() {
+            statements.push((
+                &st.clients,
+                vec![&rows.cl_stream, &rows.cl_client, &rows.cl_last],
+            ));
+        }
+        if !rows.hd_stream.is_empty() {
+            statements.push((&st.heads, vec![&rows.hd_stream, &rows.hd_head]));
+        }
+        if !rows.sn_stream.is_empty() {
+            statements.push((
+                &st.snapshots,
+                vec![&rows.sn_stream, &rows.sn_offset, &rows.sn_state],
+            ));
+        }
+        statements.push((&st.commit, Vec::new()));
+        let gap_params: [&(dyn ToSql + Sync); 3] = [&gaps.0, &gaps.1, &gaps.2];
+        let gap_rows = (!gaps.0.is_empty()).then(|| c.query(&st.gap, &gap_params));
+        let writes = statements
+            .iter()
+            .map(|(statement, params)| c.execute(*statement, params.as_slice()));
+        // Sent before the writes, in the same round trip.
+        let (gap_rows, writes) = futures_util::future::join(
+            async {
+                match gap_rows {
+                    Some(q) => q.await.map(Some),
+                    None => Ok(None),
+                }
+            },
+            futures_util::future::join_all(writes),
+        )
+        .await;
+        // Every result must be Ok: after a failed statement PostgreSQL turns
+        // the COMMIT into a rollback without an error of its own.
+        let gap_rows = gap_rows?;
+        first_error(writes)?;
+        let mut before: HashMap<StreamName, Vec<Event>> = HashMap::new();
+        for row in gap_rows.unwrap_or_default() {
+            let id: i64 = row.try_get(0)?;
+            let Some(stream) = gap_streams.get(&id) else {
+                continue;
+            };
+            let client: &[u8] = row.try_get(2)?;
+            before.entry((*stream).clone()).or_default().push(Event {
+                offset: Offset(from_pg(row.try_get(1)?)?),
+                client_id: client_id(client)?,
+                seq: Seq::new(from_pg(row.try_get(3)?)?)
+                    .map_err(|e| Error::Storage(e.to_string()))?,
+                time_ms: from_pg(row.try_get(4)?)?,
+                payload: row.try_get(5)?,
+            });
+        }
+        let mut committed = plan.finish(work)?;
+        committed.before = before;
+        Ok(committed)
+    }
+}
+
+fn client_id(bytes: &[u8]) -> Result<ClientId, Error> {
+    let b: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| Error::Storage(format!("client id of {} bytes in the log", bytes.len())))?;
+    Ok(ClientId::from_bytes(b))
+}
+
+/// Where an intent's outcome comes from.
+enum Slot {
+    Known(Outcome),
+    /// Index into `Plan::lookups`.
+    Stored(usize),
+}
+
+/// An appended intent: (work index, intent index, stream id, offset).
+type Placed = (usize, usize, i64, Offset);
+
+/// The decisions of one transaction, made in memory under the row locks.
+struct Plan {
+    time_ms: u64,
+    /// Stream name -> (id, head as decided so far).
+    streams: HashMap<String, (i64, u64)>,
+    /// Head of each stream when locked.
+    start_heads: HashMap<i64, u64>,
+    /// (stream, client) -> last seq decided so far.
+    lasts: HashMap<(String, ClientId), u64>,
+    /// (stream, client) -> last seq stored before this transaction.
+    start_lasts: HashMap<(String, ClientId), u64>,
+    /// Decisions made in this transaction, for a resend in the same batch.
+    decided: HashMap<(String, ClientId, Seq), Outcome>,
+    slots: Vec<Vec<Slot>>,
+    placed: Vec<Placed>,
+    rejected: Vec<(i64, ClientId, Seq, ErrorCode, String)>,
+    /// (stream id, offset) -> work index, the latest wins.
+    snapshots: HashMap<(i64, Offset), usize>,
+    lookups: Vec<(i64, ClientId, Seq)>,
+    found: Vec<Option<Outcome>>,
+}
+
+/// Column arrays for the set-based writes.
+#[derive(Default)]
+struct Rows<'a> {
+    ev_stream: Vec<i64>,
+    ev_offset: Vec<i64>,
+    ev_client: Vec<&'a [u8]>,
+    ev_seq: Vec<i64>,
+    ev_time: Vec<i64>,
+    ev_payload: Vec<&'a [u8]>,
+    rj_stream: Vec<i64>,
+    rj_client: Vec<&'a [u8]>,
+    rj_seq: Vec<i64>,
+    rj_code: Vec<&'a str>,
+    rj_message: Vec<&'a str>,
+    cl_stream: Vec<i64>,
+    cl_client: Vec<&'a [u8]>,
+    cl_last: Vec<i64>,
+    hd_stream: Vec<i64>,
+    hd_head: Vec<i64>,
+    sn_stream: Vec<i64>,
+    sn_offset: Vec<i64>,
+    sn_state: Vec<&'a [u8]>,
+}
+
+impl Plan {
+    fn new(
+        streams: HashMap<String, (i64, u64)>,
+        lasts: HashMap<(String, ClientId), u64>,
+        time_ms: u64,
+    ) -> Self {
+        Plan {
+            time_ms,
+            start_heads: streams.values().copied().collect(),
+            streams,
+            start_lasts: lasts.clone(),
+            lasts,
+            decided: HashMap::new(),
+            slots: Vec::new(),
+            placed: Vec::new(),
+            rejected: Vec::new(),
+            snapshots: HashMap::new(),
+            lookups: Vec::new(),
+            found: Vec::new(),
+        }
+    }
+
+    fn stream(&self, name: &StreamName) -> Result<(i64, u64), Error> {
+        self.streams.get(name.as_str()).copied().ok_or_else(|| {
+            Error::Storage(format!("stream {name} was not locked by its transaction"))
+        })
+    }
+
+    /// Decides one work item, in batch order.
+    fn add(&mut self, work: &Work<'_>) -> Result<(), Error> {
+        let index = self.slots.len();
+        let request = match work {
+            Work::Append(r) => *r,
+            Work::Snapshot { stream, offset, .. } => {
+                let (id, _) = self.stream(stream)?;
+                self.snapshots.insert((id, *offset), index);
+                self.slots.push(Vec::new());
+                return Ok(());
+            }
+        };
+        let (id, mut head) = self.stream(&request.stream)?;
+        let name = request.stream.as_str().to_string();
+        let key = (name.clone(), request.client_id);
+        let mut last = self.lasts.get(&key).copied().unwrap_or(0);
+        let mut slots = Vec::with_capacity(request.intents.len());
+        for (i, intent) in request.intents.iter().enumerate() {
+            let seq = intent.seq;
+            match decide(last, seq) {
+                Decision::Append => {
+                    let outcome = match &intent.verdict {
+                        Verdict::Accept => {
+                            head += 1;
+                            self.placed.push((index, i, id, Offset(head)));
+                            Outcome::Appended {
+                                seq,
+                                offset: Offset(head),
+                                duplicate: false,
+                            }
+                        }
+                        Verdict::Reject { code, message } => {
+                            self.rejected.push((
+                                id,
+                                request.client_id,
+                                seq,
+                                *code,
+                                message.clone(),
+                            ));
+                            Outcome::Rejected {
+                                seq,
+                                code: *code,
+                                message: message.clone(),
+                                duplicate: false,
+                            }
+                        }
+                    };
+                    self.decided
+                        .insert((name.clone(), request.client_id, seq), outcome.clone());
+                    slots.push(Slot::Known(outcome));
+                    last = seq.get();
+                }
+                Decision::Duplicate => {
+                    match self.decided.get(&(name.clone(), request.client_id, seq)) {
+                        // Decided earlier in this same transaction.
+                        Some(o) => slots.push(Slot::Known(as_duplicate(o.clone()))),
+                        None => {
+                            slots.push(Slot::Stored(self.lookups.len()));
+                            self.lookups.push((id, request.client_id, seq));
+                        }
+                    }
+                }
+                Decision::Gap { expected } => {
+                    slots.push(Slot::Known(Outcome::Gap { expected }));
+                    break;
+                }
+            }
+        }
+        self.lasts.insert(key, last);
+        if let Some(s) = self.streams.get_mut(request.stream.as_str()) {
+            s.1 = head;
+        }
+        self.slots.push(slots);
+        Ok(())
+    }
+
+    /// The column arrays of every write, borrowing payloads from `work`.
+    fn rows<'a>(&'a self, work: &'a [Work<'a>]) -> Result<Rows<'a>, Error> {
+        let mut rows = Rows::default();
+        for &(w, i, stream_id, offset) in &self.placed {
+            let Some(Work::Append(request)) = work.get(w) else {
+                return Err(Error::Storage("an appended intent lost its request".into()));
+            };
+            let Some(intent) = request.intents.get(i) else {
+                return Err(Error::Storage("an appended intent lost its payload".into()));
+            };
+            rows.ev_stream.push(stream_id);
+            rows.ev_offset.push(to_pg(offset.0)?);
+            rows.ev_client.push(&request.client_id.0[..]);
+            rows.ev_seq.push(to_pg(intent.seq.get())?);
+            rows.ev_time.push(to_pg(self.time_ms)?);
+            rows.ev_payload.push(&intent.payload);
+        }
+        for (stream_id, client, seq, code, message) in &self.rejected {
+            rows.rj_stream.push(*stream_id);
+            rows.rj_client.push(&client.0[..]);
+            rows.rj_seq.push(to_pg(seq.get())?);
+            rows.rj_code.push(code.as_str());
+            rows.rj_message.push(message);
+        }
+        for ((name, client), last) in &self.lasts {
+            if self.start_lasts.get(&(name.clone(), *client)) == Some(last) || *last == 0 {
+                continue;
+            }
+            let (id, _) = self.streams.get(name.as_str()).copied().ok_or_else(|| {
+                Error::Storage(format!("stream {name} was not locked by its transaction"))
+            })?;
+            rows.cl_stream.push(id);
+            rows.cl_client.push(&client.0[..]);
+            rows.cl_last.push(to_pg(*last)?);
+        }
+        for (id, head) in self.streams.values() {
+            if self.start_heads.get(id) != Some(head) {
+                rows.hd_stream.push(*id);
+                rows.hd_head.push(to_pg(*head)?);
+            }
+        }
+        for (&(id, offset), &w) in &self.snapshots {
+            if let Some(Work::Snapshot { state, .. }) = work.get(w) {
+                rows.sn_stream.push(id);
+                rows.sn_offset.push(to_pg(offset.0)?);
+                rows.sn_state.push(state);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Resolves every outcome and lists the new events per stream.
+    fn finish(self, work: &[Work<'_>]) -> Result<Committed, Error> {
+        let mut outcomes = Vec::with_capacity(self.slots.len());
+        for slots in self.slots {
+            let mut list = Vec::with_capacity(slots.len());
+            for slot in slots {
+                list.push(match slot {
+                    Slot::Known(o) => o,
+                    Slot::Stored(i) => {
+                        let (_, client, seq) = self.lookups[i];
+                        self.found.get(i).cloned().flatten().ok_or_else(|| {
+                            Error::Storage(format!(
+                                "seq {seq} of client {client} is decided but its outcome is missing"
+                            ))
+                        })?
+                    }
+                });
+            }
+            outcomes.push(list);
+        }
+        let mut appended: Vec<(StreamName, Vec<Event>)> = Vec::new();
+        for &(w, i, _, offset) in &self.placed {
+            let Some(Work::Append(request)) = work.get(w) else {
+                continue;
+            };
+            let Some(intent) = request.intents.get(i) else {
+                continue;
+            };
+            let event = Event {
+                offset,
+                client_id: request.client_id,
+                seq: intent.seq,
+                time_ms: self.time_ms,
+                payload: intent.payload.clone(),
+            };
+            match appended.iter_mut().find(|(s, _)| *s == request.stream) {
+                Some((_, events)) => events.push(event),
+                None => appended.push((request.stream.clone(), vec![event])),
+            }
+        }
+        Ok(Committed {
+            outcomes,
+            appended,
+            before: HashMap::new(),
+        })
+    }
+}
+
+fn as_duplicate(o: Outcome) -> Outcome {
+    match o {
+        Outcome::Appended { seq, offset, .. } => Outcome::Appended {
+            seq,
+            offset,
+            duplicate: true,
+        },
+        Outcome::Rejected {
+            seq, code, message, ..
+        } => Outcome::Rejected {
+            seq,
+            code,
+            message,
+            duplicate: true,
+        },
+        gap => gap,
+    }
+}

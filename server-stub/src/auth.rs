@@ -12,8 +12,11 @@
 //! Only HS256 is accepted: a token naming any other algorithm (including
 //! `none`) is refused, so an attacker cannot pick the algorithm.
 
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 use sync_core::{ErrorCode, StreamName};
@@ -21,8 +24,55 @@ use sync_core::{ErrorCode, StreamName};
 /// Largest token accepted, in bytes (a sane header + claims fit in far less).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
+/// Longest `sub` accepted, in bytes.
+pub const MAX_SUBJECT_BYTES: usize = 256;
+
 /// Tolerated clock difference for `exp`/`nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 30;
+
+/// Shortest secret accepted, in bytes: HS256 keys must be at least as long
+/// as the hash (RFC 7518, section 3.2), or they can be guessed offline from
+/// any token.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The HS256 key. Its `Debug` output never shows the bytes, so a logged
+/// configuration cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Wraps key bytes; refuses keys shorter than [`MIN_SECRET_BYTES`].
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Secret, String> {
+        let bytes = bytes.into();
+        if bytes.len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "the JWT secret has {} bytes; use at least {MIN_SECRET_BYTES} random bytes \
+                 (e.g. `openssl rand -base64 48`)",
+                bytes.len()
+            ));
+        }
+        Ok(Secret(bytes))
+    }
+
+    /// The key bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes, redacted)", self.0.len())
+    }
+}
+
+/// Seconds since the Unix epoch, by the server's clock.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// Who a verified token speaks for, and where they may go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +86,8 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Everything allowed: the server runs without a secret.
+    /// Everything allowed, no subject, never expires: the server runs
+    /// without a secret.
     pub fn open() -> Self {
         Principal {
             sub: String::new(),
@@ -54,6 +105,18 @@ impl Principal {
     /// May this principal append to `stream`?
     pub fn can_write(&self, stream: &StreamName) -> bool {
         self.write.iter().any(|p| p.matches(stream.as_str()))
+    }
+
+    /// True for [`Principal::open`]: no token was verified, and client ids
+    /// are not bound to anyone.
+    pub fn is_open(&self) -> bool {
+        self.sub.is_empty()
+    }
+
+    /// When the token stops being accepted (expiry plus the leeway),
+    /// seconds since the Unix epoch; `None` for the open principal.
+    pub fn valid_until(&self) -> Option<u64> {
+        (!self.is_open()).then(|| self.exp.saturating_add(LEEWAY_SECS))
     }
 }
 
@@ -89,9 +152,12 @@ pub enum AuthError {
     /// Not three base64url parts of JSON.
     #[error("malformed token: {0}")]
     Malformed(String),
-    /// Another algorithm than HS256.
+    /// Another algorithm than HS256, or a header this server cannot honour.
     #[error("token algorithm {0:?} is not accepted; use HS256")]
     Algorithm(String),
+    /// The header marks extensions as critical (`crit`); none are supported.
+    #[error("token header lists critical extensions (crit); none are supported")]
+    Critical,
     /// The signature does not match.
     #[error("token signature is invalid")]
     Signature,
@@ -123,18 +189,40 @@ impl AuthError {
 #[derive(Deserialize)]
 struct Header {
     alg: String,
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    #[serde(deserialize_with = "numeric_date")]
     exp: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_numeric_date")]
     nbf: Option<u64>,
     #[serde(default)]
     read: Vec<String>,
     #[serde(default)]
     write: Vec<String>,
+}
+
+/// A JWT NumericDate: seconds since the Unix epoch, which RFC 7519 allows
+/// to carry a fraction (dropped here).
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(v) = n.as_u64() {
+        return Ok(v);
+    }
+    match n.as_f64() {
+        Some(f) if f.is_finite() && f >= 0.0 => Ok(f.min(u64::MAX as f64) as u64),
+        _ => Err(serde::de::Error::custom(format!(
+            "{n} is not a date (seconds since 1970, >= 0)"
+        ))),
+    }
+}
+
+fn optional_numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    numeric_date(d).map(Some)
 }
 
 fn b64(part: &str, what: &str) -> Result<Vec<u8>, AuthError> {
@@ -153,14 +241,20 @@ pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Principal, AuthErr
         )));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(AuthError::Malformed("expected three dot-separated parts".into()));
+        return Err(AuthError::Malformed(
+            "expected three dot-separated parts".into(),
+        ));
     };
     let header: Header = serde_json::from_slice(&b64(h, "header")?)
         .map_err(|e| AuthError::Malformed(format!("header: {e}")))?;
     if header.alg != "HS256" {
         return Err(AuthError::Algorithm(header.alg.chars().take(20).collect()));
+    }
+    if header.crit.is_some() {
+        return Err(AuthError::Critical);
     }
     let sig = b64(s, "signature")?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret)
@@ -172,6 +266,13 @@ pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Principal, AuthErr
     mac.verify_slice(&sig).map_err(|_| AuthError::Signature)?;
     let claims: Claims = serde_json::from_slice(&b64(c, "claims")?)
         .map_err(|e| AuthError::Malformed(format!("claims (need sub, exp, read, write): {e}")))?;
+    // An empty subject would be the open principal's, which binds nothing.
+    if claims.sub.is_empty() || claims.sub.len() > MAX_SUBJECT_BYTES {
+        return Err(AuthError::Malformed(format!(
+            "sub must be 1-{MAX_SUBJECT_BYTES} bytes, got {}",
+            claims.sub.len()
+        )));
+    }
     if claims.exp.saturating_add(LEEWAY_SECS) < now {
         return Err(AuthError::Expired {
             exp: claims.exp,
@@ -189,6 +290,21 @@ pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Principal, AuthErr
         read: claims.read.iter().map(|p| Pattern::parse(p)).collect(),
         write: claims.write.iter().map(|p| Pattern::parse(p)).collect(),
     })
+}
+
+/// The principal a request speaks for: with no secret configured the open
+/// principal (any token is ignored), else the verified token's, at `now`
+/// (seconds since the Unix epoch).
+pub fn authenticate(
+    secret: Option<&Secret>,
+    token: Option<&str>,
+    now: u64,
+) -> Result<Principal, AuthError> {
+    match (secret, token) {
+        (None, _) => Ok(Principal::open()),
+        (Some(_), None) => Err(AuthError::Missing),
+        (Some(secret), Some(token)) => verify(token, secret.bytes(), now),
+    }
 }
 
 /// Signs claims with HS256 (for tests, tools and the `logsync-server token`
@@ -225,7 +341,8 @@ mod tests {
 
     #[test]
     fn valid_token_and_patterns() {
-        let t = token(r#"{"sub":"u1","exp":2000,"read":["todos/*","a"],"write":["todos/team-42"]}"#);
+        let t =
+            token(r#"{"sub":"u1","exp":2000,"read":["todos/*","a"],"write":["todos/team-42"]}"#);
         let p = verify(&t, SECRET, 1000).unwrap();
         assert_eq!(p.sub, "u1");
         assert!(p.can_read(&s("todos/x")));
@@ -234,7 +351,12 @@ mod tests {
         assert!(!p.can_read(&s("other")));
         assert!(p.can_write(&s("todos/team-42")));
         assert!(!p.can_write(&s("todos/team-43")));
-        let all = verify(&token(r#"{"sub":"u","exp":2000,"read":["*"]}"#), SECRET, 1000).unwrap();
+        let all = verify(
+            &token(r#"{"sub":"u","exp":2000,"read":["*"]}"#),
+            SECRET,
+            1000,
+        )
+        .unwrap();
         assert!(all.can_read(&s("anything")));
         assert!(!all.can_write(&s("anything")));
     }
@@ -242,31 +364,142 @@ mod tests {
     #[test]
     fn forged_expired_and_foreign_tokens_are_refused() {
         let t = token(r#"{"sub":"u1","exp":2000}"#);
-        assert_eq!(verify(&t, b"another-secret", 1000), Err(AuthError::Signature));
-        assert!(matches!(verify(&t, SECRET, 3000), Err(AuthError::Expired { .. })));
+        assert_eq!(
+            verify(&t, b"another-secret", 1000),
+            Err(AuthError::Signature)
+        );
+        assert!(matches!(
+            verify(&t, SECRET, 3000),
+            Err(AuthError::Expired { .. })
+        ));
         // Tampered claims keep the old signature.
         let mut parts: Vec<&str> = t.split('.').collect();
         let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(br#"{"sub":"admin","exp":2000,"write":["*"]}"#);
         parts[1] = &forged;
-        assert_eq!(verify(&parts.join("."), SECRET, 1000), Err(AuthError::Signature));
+        assert_eq!(
+            verify(&parts.join("."), SECRET, 1000),
+            Err(AuthError::Signature)
+        );
         // alg "none" with an empty signature.
         let none = format!(
             "{}.{}.",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
             parts[1]
         );
-        assert!(matches!(verify(&none, SECRET, 1000), Err(AuthError::Algorithm(_))));
-        for junk in ["", "a.b", "a.b.c.d", "!!!.e30.x", &"x".repeat(MAX_TOKEN_BYTES + 1)] {
-            assert!(matches!(verify(junk, SECRET, 1000), Err(AuthError::Malformed(_))), "{junk:.20}");
+        assert!(matches!(
+            verify(&none, SECRET, 1000),
+            Err(AuthError::Algorithm(_))
+        ));
+        for junk in [
+            "",
+            "a.b",
+            "a.b.c.d",
+            "!!!.e30.x",
+            &"x".repeat(MAX_TOKEN_BYTES + 1),
+        ] {
+            assert!(
+                matches!(verify(junk, SECRET, 1000), Err(AuthError::Malformed(_))),
+                "{junk:.20}"
+            );
         }
         let nbf = token(r#"{"sub":"u1","exp":5000,"nbf":4000}"#);
-        assert!(matches!(verify(&nbf, SECRET, 1000), Err(AuthError::NotYetValid { .. })));
+        assert!(matches!(
+            verify(&nbf, SECRET, 1000),
+            Err(AuthError::NotYetValid { .. })
+        ));
     }
 
     #[test]
     fn open_principal_allows_everything() {
         let p = Principal::open();
         assert!(p.can_read(&s("x")) && p.can_write(&s("y/z")));
+        assert!(p.is_open());
+        assert_eq!(p.valid_until(), None);
+        let token = token(r#"{"sub":"u1","exp":2000}"#);
+        assert_eq!(
+            authenticate(None, Some(&token), 1000),
+            Ok(Principal::open())
+        );
+        assert_eq!(authenticate(None, None, 1000), Ok(Principal::open()));
+    }
+
+    #[test]
+    fn authenticate_with_a_secret_needs_a_valid_token() {
+        let secret = Secret::new(SECRET).unwrap();
+        assert_eq!(
+            authenticate(Some(&secret), None, 1000),
+            Err(AuthError::Missing)
+        );
+        let t = token(r#"{"sub":"u1","exp":2000,"read":["a"]}"#);
+        let p = authenticate(Some(&secret), Some(&t), 1000).unwrap();
+        assert!(!p.is_open());
+        assert_eq!(p.valid_until(), Some(2000 + LEEWAY_SECS));
+        assert!(authenticate(Some(&secret), Some("x.y.z"), 1000).is_err());
+    }
+
+    #[test]
+    fn secrets_are_long_and_never_printed() {
+        assert!(Secret::new(&b"short"[..]).is_err());
+        let secret = Secret::new(SECRET).unwrap();
+        let shown = format!("{secret:?}");
+        assert!(!shown.contains("test-secret"), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn claims_edge_cases() {
+        // Fractional dates (allowed by RFC 7519) and leeway at the edges.
+        let t = token(r#"{"sub":"u","exp":2000.9}"#);
+        assert_eq!(verify(&t, SECRET, 2000 + LEEWAY_SECS).unwrap().exp, 2000);
+        assert!(matches!(
+            verify(&t, SECRET, 2001 + LEEWAY_SECS),
+            Err(AuthError::Expired { .. })
+        ));
+        for bad in [
+            r#"{"sub":"","exp":2000}"#,
+            r#"{"exp":2000}"#,
+            r#"{"sub":"u"}"#,
+            r#"{"sub":"u","exp":-1}"#,
+            r#"{"sub":"u","exp":"2000"}"#,
+            r#"{"sub":"u","exp":2000,"read":"a"}"#,
+        ] {
+            assert!(
+                matches!(
+                    verify(&token(bad), SECRET, 1000),
+                    Err(AuthError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+        let long = format!(
+            r#"{{"sub":"{}","exp":2000}}"#,
+            "x".repeat(MAX_SUBJECT_BYTES + 1)
+        );
+        assert!(matches!(
+            verify(&token(&long), SECRET, 1000),
+            Err(AuthError::Malformed(_))
+        ));
+        // A header with critical extensions is refused even when signed.
+        let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let head = enc(br#"{"alg":"HS256","crit":["exp"]}"#);
+        let body = enc(br#"{"sub":"u","exp":2000}"#);
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).unwrap();
+        mac.update(format!("{head}.{body}").as_bytes());
+        let sig = enc(&mac.finalize().into_bytes());
+        assert_eq!(
+            verify(&format!("{head}.{body}.{sig}"), SECRET, 1000),
+            Err(AuthError::Critical)
+        );
+        // Patterns: a star only counts at the end; "*" alone is everything.
+        let p = verify(
+            &token(r#"{"sub":"u","exp":2000,"read":["a*b","x/*"],"write":["*"]}"#),
+            SECRET,
+            1000,
+        )
+        .unwrap();
+        assert!(!p.can_read(&s("aab")) && !p.can_read(&s("x")));
+        assert!(p.can_read(&s("x/")) || p.can_read(&s("x/y")));
+        assert!(p.can_write(&s("anything/at/all")));
     }
 }

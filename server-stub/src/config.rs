@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::auth::Secret;
 use crate::error::Error;
 
 /// How the single writer turns waiting intents into transactions.
@@ -68,6 +69,20 @@ pub struct Config {
     pub static_dir: Option<PathBuf>,
     /// Concurrent read connections to the database.
     pub max_readers: usize,
+    /// The HS256 key of client tokens; `None` runs open: any client may
+    /// read and write any stream (the server warns at start).
+    pub jwt_secret: Option<Secret>,
+    /// Origins (`https://app.example.com`) whose pages may open WebSockets
+    /// and call the HTTP API; empty allows any. Requests without an
+    /// `Origin` header (non-browser clients) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Most WebSocket connections and SSE feeds open at once.
+    pub max_connections: usize,
+    /// Intents per second one WebSocket connection may push, sustained;
+    /// 0 turns the limit off.
+    pub max_intents_per_sec: u32,
+    /// Intents one connection may push at once before the rate applies.
+    pub intents_burst: u32,
 }
 
 impl Default for Config {
@@ -90,6 +105,11 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             static_dir: None,
             max_readers: 4,
+            jwt_secret: None,
+            allowed_origins: Vec::new(),
+            max_connections: 50_000,
+            max_intents_per_sec: 10_000,
+            intents_burst: 10_000,
         }
     }
 }
@@ -143,10 +163,48 @@ impl Config {
         if self.server_id.is_empty() {
             return bad("server id must not be empty".into());
         }
+        if self.max_connections == 0 {
+            return bad("max connections must be at least 1".into());
+        }
+        if self.max_intents_per_sec > 0 && self.intents_burst == 0 {
+            return bad("the intents burst must be at least 1 when a rate is set".into());
+        }
+        for origin in &self.allowed_origins {
+            check_origin(origin).map_err(Error::Config)?;
+        }
         Ok(())
     }
 }
 
+/// An allowed origin is what browsers send in `Origin`: a scheme, a host
+/// and maybe a port, no path (`https://app.example.com`,
+/// `http://localhost:5173`), compared exactly (lowercase).
+fn check_origin(origin: &str) -> Result<(), String> {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ', '*']) => {
+            if origin.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(format!("allowed origin {origin:?} must be lowercase"));
+            }
+            Ok(())
+        }
+        _ => Err(format!(
+            "allowed origin {origin:?} must look like https://app.example.com or \
+             http://localhost:5173 (scheme, host, optional port; no path)"
+        )),
+    }
+}
+
+/// Normalises origins from the command line: trimmed, lowercase, without a
+/// trailing slash; empty entries dropped.
+pub fn normalize_origins(list: &[String]) -> Vec<String> {
+    list.iter()
+        .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+        .filter(|o| !o.is_empty())
+        .collect()
+}
 fn random_server_id() -> String {
     let mut b = [0u8; 4];
     // Without randomness every node is just "logsync": still correct, the
@@ -260,6 +318,66 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, env = "LOGSYNC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// File holding the HS256 secret of client tokens (its bytes, a trailing newline dropped).
+    /// Or set LOGSYNC_JWT_SECRET. Without either the server runs open: anyone may read and
+    /// write every stream.
+    #[arg(
+        long,
+        env = "LOGSYNC_JWT_SECRET_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// Origins whose pages may open WebSockets and call the API, comma-separated
+    /// (e.g. https://app.example.com,http://localhost:5173). Others get 403 ORIGIN_FORBIDDEN;
+    /// requests without an Origin header (non-browser clients) are allowed. Default: any origin.
+    #[arg(
+        long,
+        env = "LOGSYNC_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS"
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Most WebSocket connections and SSE feeds open at once; more get 429 TOO_MANY_CONNECTIONS.
+    #[arg(long, env = "LOGSYNC_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+
+    /// Intents per second one WebSocket connection may push, sustained (0: no limit). A client
+    /// a little over it is slowed down; one far over it gets RATE_LIMITED and is disconnected.
+    #[arg(long, env = "LOGSYNC_MAX_INTENTS_PER_SEC", default_value_t = 10_000)]
+    pub max_intents_per_sec: u32,
+
+    /// Intents one connection may push at once before the rate applies (default: the rate).
+    #[arg(long, env = "LOGSYNC_INTENTS_BURST")]
+    pub intents_burst: Option<u32>,
+
+    #[command(subcommand)]
+    /// A helper command instead of serving.
+    pub command: Option<Command>,
+}
+
+/// `logsync-server <command>`: helpers that do not serve.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Prints a signed token for development and tests (reads the secret like the server:
+    /// LOGSYNC_JWT_SECRET or --jwt-secret-file). Production tokens come from your auth service.
+    Token {
+        /// The subject (user id) the token speaks for.
+        #[arg(long)]
+        sub: String,
+        /// A stream pattern it may read (repeatable; a trailing * matches any suffix).
+        #[arg(long)]
+        read: Vec<String>,
+        /// A stream pattern it may write (repeatable).
+        #[arg(long)]
+        write: Vec<String>,
+        /// How long it is valid (e.g. 15m, 1h, 24h).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+    },
 }
 
 impl Cli {
@@ -283,10 +401,55 @@ impl Cli {
             shutdown_timeout: self.shutdown_timeout,
             static_dir: self.static_dir.clone(),
             max_readers: self.max_readers,
+            jwt_secret: self.jwt_secret()?,
+            allowed_origins: normalize_origins(&self.allowed_origins),
+            max_connections: self.max_connections,
+            max_intents_per_sec: self.max_intents_per_sec,
+            intents_burst: self.intents_burst.unwrap_or(self.max_intents_per_sec),
         };
         config.validate()?;
         Ok(config)
     }
+
+    /// The token secret from `--jwt-secret-file` or `LOGSYNC_JWT_SECRET`
+    /// (never a flag: command lines are visible to every local user).
+    pub fn jwt_secret(&self) -> Result<Option<Secret>, Error> {
+        secret_from(
+            self.jwt_secret_file.as_deref(),
+            std::env::var_os("LOGSYNC_JWT_SECRET"),
+        )
+    }
+}
+
+/// Reads the secret from a file or from the value of `LOGSYNC_JWT_SECRET`;
+/// setting both is refused, so it is always clear which key is in use.
+pub fn secret_from(
+    file: Option<&std::path::Path>,
+    env: Option<std::ffi::OsString>,
+) -> Result<Option<Secret>, Error> {
+    let bytes =
+        match (file, env) {
+            (Some(_), Some(_)) => return Err(Error::Config(
+                "both --jwt-secret-file (LOGSYNC_JWT_SECRET_FILE) and LOGSYNC_JWT_SECRET are set; \
+                 set one"
+                    .into(),
+            )),
+            (None, None) => return Ok(None),
+            (Some(path), None) => {
+                let mut b = std::fs::read(path).map_err(|e| {
+                    Error::Config(format!(
+                        "cannot read the JWT secret file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+                    b.pop();
+                }
+                b
+            }
+            (None, Some(v)) => v.into_encoded_bytes(),
+        };
+    Secret::new(bytes).map(Some).map_err(Error::Config)
 }
 
 /// Parses a byte size: a plain number of bytes, or a number with `KiB`,
@@ -369,6 +532,74 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn security_flags() {
+        let cli = Cli::parse_from([
+            "logsync-server",
+            "--allowed-origins",
+            " https://App.example.com/ ,http://localhost:5173",
+            "--max-intents-per-sec",
+            "50",
+        ]);
+        assert_eq!(
+            normalize_origins(&cli.allowed_origins),
+            vec!["https://app.example.com", "http://localhost:5173"]
+        );
+        assert_eq!(cli.intents_burst.unwrap_or(cli.max_intents_per_sec), 50);
+        for bad in [
+            "app.example.com",
+            "https://a.example/path",
+            "ftp://x",
+            "https://*.x",
+        ] {
+            let c = Config {
+                allowed_origins: vec![bad.into()],
+                ..Config::default()
+            };
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        let c = Config {
+            max_connections: 0,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        // The secret: a file (trailing newline dropped) or the variable, not both.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secret");
+        std::fs::write(&path, format!("{}\n", "k".repeat(40))).expect("write");
+        let s = secret_from(Some(&path), None).expect("ok").expect("some");
+        assert_eq!(s.bytes(), "k".repeat(40).as_bytes());
+        assert!(secret_from(Some(&path), Some("x".repeat(40).into())).is_err());
+        assert!(secret_from(None, Some("short".into())).is_err());
+        assert!(secret_from(Some(&dir.path().join("missing")), None).is_err());
+        assert_eq!(secret_from(None, None).expect("ok"), None);
+        let cli = Cli::parse_from([
+            "logsync-server",
+            "token",
+            "--sub",
+            "u1",
+            "--read",
+            "todos/*",
+            "--ttl",
+            "2h",
+        ]);
+        match cli.command {
+            Some(Command::Token {
+                sub,
+                read,
+                write,
+                ttl,
+            }) => {
+                assert_eq!(
+                    (sub.as_str(), read, write),
+                    ("u1", vec!["todos/*".to_string()], vec![])
+                );
+                assert_eq!(ttl, Duration::from_secs(7200));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,10 +18,13 @@ use axum::Router;
 use futures_util::StreamExt;
 use sync_core::json::{error_json, event_json, events_page_json, parse_intent};
 use sync_core::{ErrorCode, Offset, StreamName};
+use tokio::sync::OwnedSemaphorePermit;
 use tower::ServiceExt as _;
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
+use crate::access::{self, Denied};
+use crate::auth::{now_secs, Principal};
 use crate::config::FRAME_OVERHEAD;
 use crate::hub::Subscription;
 use crate::store::{Outcome, ReadLimits};
@@ -30,9 +34,21 @@ use crate::AppState;
 /// The whole application.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     // Browser apps on another origin use the API directly; there are no
-    // cookies, so any origin may call it (tokens travel in headers).
+    // cookies (tokens travel in headers or the query), so by default any
+    // origin may call it. With allowed origins configured, only those.
+    let allow_origin = if state.config.allowed_origins.is_empty() {
+        AllowOrigin::from(Any)
+    } else {
+        AllowOrigin::list(
+            state
+                .config
+                .allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
     let cors = CorsLayer::new()
-        .allow_origin(Any)
+        .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([
             header::AUTHORIZATION,
@@ -49,6 +65,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin_guard,
+        ))
         // Outermost, so preflight requests are answered before routing
         // (a route has no OPTIONS method of its own).
         .layer(cors)
@@ -97,6 +117,63 @@ fn json_response(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
+/// Refuses API requests from pages of origins not allowed (the WebSocket
+/// upgrade checks its own, before upgrading).
+async fn origin_guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/v1/streams/") {
+        if let Err(denied) = access::check_origin(&st.config, req.headers()) {
+            return refuse(&st, denied);
+        }
+    }
+    next.run(req).await
+}
+
+/// A refusal by a limit, authentication or authorisation: counted in the
+/// metrics, answered with its status (401 also says how to authenticate).
+fn refuse(st: &AppState, (code, message): Denied) -> Response {
+    st.metrics.refused(code);
+    let mut r = error_response(code, &message, &[]);
+    if code == ErrorCode::Unauthorized {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"logsync\""),
+        );
+    }
+    r
+}
+
+/// The request's principal, from `Authorization: Bearer` or `?token=`.
+fn authenticate(
+    st: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Principal, Denied> {
+    access::http_token(headers, query)
+        .and_then(|token| access::principal(&st.config, token.as_deref()))
+}
+
+/// A place under the connection limit, when one is free.
+pub(crate) fn connection_permit(st: &AppState) -> Option<OwnedSemaphorePermit> {
+    st.connections.clone().try_acquire_owned().ok()
+}
+
+/// 429 `TOO_MANY_CONNECTIONS`, counted.
+pub(crate) fn too_many_connections(st: &AppState) -> Response {
+    let mut r = refuse(
+        st,
+        (
+            ErrorCode::TooManyConnections,
+            format!(
+                "the server holds its limit of {} connections; retry later",
+                st.config.max_connections
+            ),
+        ),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
 /// A request that cannot be served: its code and message.
 struct ApiError(ErrorCode, String);
 
@@ -120,12 +197,23 @@ fn stream_name(path: Result<Path<String>, PathRejection>) -> Result<StreamName, 
 async fn post_intent(
     State(st): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
+    let principal = match authenticate(&st, &headers, query.as_deref()) {
+        Ok(p) => p,
+        Err(denied) => return refuse(&st, denied),
+    };
     let stream = match stream_name(path) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
+    // Before the body is read: a refused write stores nothing and reads
+    // nothing, whether the stream exists or not.
+    if let Err(denied) = access::check_write(&principal, &stream) {
+        return refuse(&st, denied);
+    }
     let limit = st.config.max_frame_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
@@ -133,10 +221,12 @@ async fn post_intent(
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             return if too_large {
-                error_response(
-                    ErrorCode::FrameTooLarge,
-                    &format!("request body over the limit of {limit} bytes"),
-                    &[],
+                refuse(
+                    &st,
+                    (
+                        ErrorCode::FrameTooLarge,
+                        format!("request body over the limit of {limit} bytes"),
+                    ),
                 )
             } else {
                 error_response(
@@ -151,6 +241,13 @@ async fn post_intent(
         Ok(i) => i,
         Err((code, message)) => return error_response(code, &message, &[]),
     };
+    if let Err(denied) = st
+        .bindings
+        .check(&*st.store, &principal, intent.client_id)
+        .await
+    {
+        return refuse(&st, denied);
+    }
     let seq = intent.seq;
     let outcome = crate::intake::push(
         &st.store,
@@ -234,10 +331,17 @@ async fn get_events(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    let principal = match authenticate(&st, &headers, query.as_deref()) {
+        Ok(p) => p,
+        Err(denied) => return refuse(&st, denied),
+    };
     let stream = match stream_name(path) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
+    if let Err(denied) = access::check_read(&principal, &stream) {
+        return refuse(&st, denied);
+    }
     let q = match parse_query(query.as_deref()) {
         Ok(q) => q,
         Err(e) => return e.into_response(),
@@ -267,7 +371,10 @@ async fn get_events(
                 }
             }
         }
-        return sse(st, stream, after);
+        let Some(permit) = connection_permit(&st) else {
+            return too_many_connections(&st);
+        };
+        return sse(st, stream, after, &principal, permit);
     }
     let limits = ReadLimits {
         max_events: q
@@ -282,7 +389,13 @@ async fn get_events(
     }
 }
 
-fn sse(st: Arc<AppState>, stream: StreamName, after: Offset) -> Response {
+fn sse(
+    st: Arc<AppState>,
+    stream: StreamName,
+    after: Offset,
+    principal: &Principal,
+    permit: OwnedSemaphorePermit,
+) -> Response {
     let sub = Subscription::new(
         &st.hub,
         st.store.clone(),
@@ -290,7 +403,26 @@ fn sse(st: Arc<AppState>, stream: StreamName, after: Offset) -> Response {
         after,
         st.config.catch_up_events,
     );
-    let gauge = SubscriptionGauge::new(st.metrics.clone());
+    // The feed holds its place under the connection limit while it lasts.
+    let gauge = (SubscriptionGauge::new(st.metrics.clone()), permit);
+    // It ends when the token expires: the EventSource then reconnects with
+    // the same URL, gets 401, and the app opens a new one with a new token.
+    let expires = principal.valid_until().and_then(|until| {
+        tokio::time::Instant::now()
+            .checked_add(Duration::from_secs(until.saturating_sub(now_secs())))
+    });
+    let shutdown = st.shutdown.clone();
+    let end = async move {
+        tokio::select! {
+            _ = shutdown.cancelled_owned() => {}
+            _ = async {
+                match expires {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    };
     // hyper pulls the next chunk only when the socket takes more, so a slow
     // reader holds one page at most, like a WebSocket subscriber.
     let events = futures_util::stream::unfold((sub, gauge), |(mut sub, gauge)| async move {
@@ -315,7 +447,7 @@ fn sse(st: Arc<AppState>, stream: StreamName, after: Offset) -> Response {
         }
     })
     .flatten()
-    .take_until(st.shutdown.clone().cancelled_owned());
+    .take_until(end);
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -325,11 +457,20 @@ fn sse(st: Arc<AppState>, stream: StreamName, after: Offset) -> Response {
 async fn get_stream(
     State(st): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
 ) -> Response {
+    let principal = match authenticate(&st, &headers, query.as_deref()) {
+        Ok(p) => p,
+        Err(denied) => return refuse(&st, denied),
+    };
     let stream = match stream_name(path) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
+    if let Err(denied) = access::check_read(&principal, &stream) {
+        return refuse(&st, denied);
+    }
     match st.store.head(stream.clone()).await {
         Ok(head) => json_response(
             StatusCode::OK,

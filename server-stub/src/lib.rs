@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod hub;
@@ -7,7 +8,9 @@ pub mod intake;
 pub mod metrics;
 pub mod store;
 
+mod access;
 mod http;
+mod limits;
 mod ws;
 
 use std::future::Future;
@@ -40,6 +43,34 @@ pub(crate) struct AppState {
     pub shutdown: CancellationToken,
     /// Every WebSocket connection, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Places under `max_connections`, for WebSocket connections and SSE feeds.
+    pub connections: Arc<tokio::sync::Semaphore>,
+    /// Client ids known to be bound to a subject.
+    pub bindings: access::Bindings,
+}
+
+impl AppState {
+    pub(crate) fn new(
+        config: Config,
+        store: Arc<dyn LogStore>,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        policy: Arc<dyn IntentPolicy>,
+        shutdown: CancellationToken,
+    ) -> AppState {
+        let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+        AppState {
+            config,
+            store,
+            hub,
+            metrics,
+            policy,
+            shutdown,
+            tracker: TaskTracker::new(),
+            connections,
+            bindings: access::Bindings::default(),
+        }
+    }
 }
 
 /// A server with its store open, ready to serve a listener.
@@ -109,15 +140,14 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let token = CancellationToken::new();
-        let state = Arc::new(AppState {
-            config: self.config,
-            store: self.store,
-            hub: self.hub,
-            metrics: self.metrics,
-            policy: self.policy,
-            shutdown: token.clone(),
-            tracker: TaskTracker::new(),
-        });
+        let state = Arc::new(AppState::new(
+            self.config,
+            self.store,
+            self.hub,
+            self.metrics,
+            self.policy,
+            token.clone(),
+        ));
         let addr = listener.local_addr()?;
         tracing::info!(
             %addr,
@@ -127,9 +157,18 @@ impl Server {
             commit_mode = ?state.config.commit_mode,
             "serving"
         );
-        tracing::warn!(
-            "authentication is not configured: any client may read and write any stream"
-        );
+        if state.config.jwt_secret.is_none() {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF: no JWT secret is configured (LOGSYNC_JWT_SECRET or \
+                 --jwt-secret-file), so anyone who reaches this server may read and write every \
+                 stream. Configure a secret before exposing it beyond this machine."
+            );
+        } else {
+            tracing::info!("authentication on: HS256 tokens required");
+        }
+        if state.config.allowed_origins.is_empty() {
+            tracing::info!("browser pages of any origin may connect (--allowed-origins not set)");
+        }
         let trigger = token.clone();
         let watcher = tokio::spawn(async move {
             shutdown.await;

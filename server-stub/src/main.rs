@@ -2,13 +2,31 @@
 //! prints the address line and serves until SIGTERM or Ctrl-C.
 
 use clap::Parser as _;
-use server_stub::config::LogFormat;
+use server_stub::config::{Command, LogFormat};
 use server_stub::{Cli, Server};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Token {
+        sub,
+        read,
+        write,
+        ttl,
+    }) = &cli.command
+    {
+        return match mint_token(&cli, sub, read, write, *ttl) {
+            Ok(token) => {
+                println!("{token}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("logsync-server token: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -25,6 +43,29 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `logsync-server token`: a development token signed with the server's secret.
+fn mint_token(
+    cli: &Cli,
+    sub: &str,
+    read: &[String],
+    write: &[String],
+    ttl: std::time::Duration,
+) -> Result<String, server_stub::Error> {
+    let secret = cli.jwt_secret()?.ok_or_else(|| {
+        server_stub::Error::Config(
+            "no secret to sign with: set LOGSYNC_JWT_SECRET or --jwt-secret-file, as for the server"
+                .into(),
+        )
+    })?;
+    let claims = serde_json::json!({
+        "sub": sub,
+        "exp": server_stub::auth::now_secs().saturating_add(ttl.as_secs()),
+        "read": read,
+        "write": write,
+    });
+    Ok(server_stub::auth::sign(&claims.to_string(), secret.bytes()))
 }
 
 async fn serve(cli: Cli) -> Result<(), server_stub::Error> {

@@ -85,9 +85,74 @@ pub struct Metrics {
     pub commit_batch_intents: Histogram,
     /// Time from transaction start to durable commit.
     pub commit_seconds: Histogram,
+    /// Pushes a connection had to wait for because it was over its intent
+    /// rate (it was slowed down, not refused).
+    pub intents_paced: AtomicU64,
     /// Errors sent to peers, by code (index into [`ErrorCode::ALL`]).
     errors: Vec<AtomicU64>,
+    /// Requests refused by a limit, by limit (index into [`Limit::ALL`]).
+    limit_trips: Vec<AtomicU64>,
+    /// Requests refused by authentication, authorisation or the origin
+    /// check, by code (index into [`DENIALS`]).
+    denied: Vec<AtomicU64>,
 }
+
+/// The limits that refuse requests, as `logsync_limit_trips_total{limit}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// A frame or HTTP body over `max_frame_bytes` (`FRAME_TOO_LARGE`).
+    FrameBytes,
+    /// A connection far over its intent rate (`RATE_LIMITED`).
+    IntentRate,
+    /// Too many subscriptions on one connection (`TOO_MANY_SUBSCRIPTIONS`).
+    Subscriptions,
+    /// Answers waited too long for a client that reads nothing
+    /// (`SLOW_CONSUMER`): the connection's pending bytes stayed at their cap.
+    PendingBytes,
+    /// Too many WebSocket connections and SSE feeds (`TOO_MANY_CONNECTIONS`).
+    Connections,
+}
+
+impl Limit {
+    /// Every limit, in the order they are rendered.
+    pub const ALL: [Limit; 5] = [
+        Limit::FrameBytes,
+        Limit::IntentRate,
+        Limit::Subscriptions,
+        Limit::PendingBytes,
+        Limit::Connections,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::FrameBytes => "frame_bytes",
+            Limit::IntentRate => "intent_rate",
+            Limit::Subscriptions => "subscriptions",
+            Limit::PendingBytes => "pending_bytes",
+            Limit::Connections => "connections",
+        }
+    }
+
+    /// The limit an error code reports, if it is a limit's.
+    pub fn of(code: ErrorCode) -> Option<Limit> {
+        match code {
+            ErrorCode::FrameTooLarge => Some(Limit::FrameBytes),
+            ErrorCode::RateLimited => Some(Limit::IntentRate),
+            ErrorCode::TooManySubscriptions => Some(Limit::Subscriptions),
+            ErrorCode::SlowConsumer => Some(Limit::PendingBytes),
+            ErrorCode::TooManyConnections => Some(Limit::Connections),
+            _ => None,
+        }
+    }
+}
+
+/// The codes counted in `logsync_denied_total{code}`.
+pub const DENIALS: [ErrorCode; 3] = [
+    ErrorCode::Unauthorized,
+    ErrorCode::Forbidden,
+    ErrorCode::OriginForbidden,
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -104,7 +169,10 @@ impl Default for Metrics {
             catch_up_reads: AtomicU64::new(0),
             commit_batch_intents: Histogram::new(BATCH_BOUNDS),
             commit_seconds: Histogram::new(SECONDS_BOUNDS),
+            intents_paced: AtomicU64::new(0),
             errors: ErrorCode::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            limit_trips: Limit::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            denied: DENIALS.iter().map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -114,6 +182,19 @@ impl Metrics {
     pub fn error(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
             self.errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a request refused with `code` on any transport, when the
+    /// code is a limit's or a denial's (other codes are not counted here).
+    pub fn refused(&self, code: ErrorCode) {
+        if let Some(limit) = Limit::of(code) {
+            if let Some(i) = Limit::ALL.iter().position(|l| *l == limit) {
+                self.limit_trips[i].fetch_add(1, Relaxed);
+            }
+        }
+        if let Some(i) = DENIALS.iter().position(|c| *c == code) {
+            self.denied[i].fetch_add(1, Relaxed);
         }
     }
 
@@ -205,6 +286,35 @@ impl Metrics {
             "logsync_commit_seconds",
             "Time from transaction start to durable commit.",
         );
+        counter(
+            &mut out,
+            "logsync_intents_paced_total",
+            "Pushes delayed because their connection was over its intent rate.",
+            self.intents_paced.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP logsync_limit_trips_total Requests and connections refused by a limit, by limit.\n# TYPE logsync_limit_trips_total counter"
+        );
+        for (limit, n) in Limit::ALL.iter().zip(&self.limit_trips) {
+            let _ = writeln!(
+                out,
+                "logsync_limit_trips_total{{limit=\"{}\"}} {}",
+                limit.as_str(),
+                n.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP logsync_denied_total Requests refused by authentication, permissions or the origin check, by code.\n# TYPE logsync_denied_total counter"
+        );
+        for (code, n) in DENIALS.iter().zip(&self.denied) {
+            let _ = writeln!(
+                out,
+                "logsync_denied_total{{code=\"{code}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP logsync_errors_total Errors that ended WebSocket connections, by code.\n# TYPE logsync_errors_total counter"
@@ -233,6 +343,14 @@ mod tests {
         assert!(text.contains("logsync_commit_batch_intents_bucket{le=\"2\"} 0"));
         assert!(text.contains("logsync_commit_seconds_count 1"));
         assert!(text.contains("logsync_errors_total{code=\"SEQ_GAP\"} 1"));
+        m.refused(ErrorCode::RateLimited);
+        m.refused(ErrorCode::Forbidden);
+        m.refused(ErrorCode::SeqGap);
+        let text = m.render();
+        assert!(text.contains("logsync_limit_trips_total{limit=\"intent_rate\"} 1"));
+        assert!(text.contains("logsync_limit_trips_total{limit=\"connections\"} 0"));
+        assert!(text.contains("logsync_denied_total{code=\"FORBIDDEN\"} 1"));
+        assert!(text.contains("logsync_denied_total{code=\"UNAUTHORIZED\"} 0"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("name value");
             assert!(value.parse::<f64>().is_ok(), "{line}");

@@ -23,19 +23,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use sync_core::{ClientId, ClientMsg, ErrorCode, Offset, ServerMsg, StreamName, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tracing::Instrument as _;
 
+use crate::access;
+use crate::auth::{now_secs, Principal};
 use crate::hub::Subscription;
+use crate::limits::{Admit, IntentRate};
 use crate::metrics::Metrics;
 use crate::store::{BoxFuture, Outcome};
 use crate::{AppState, Error};
@@ -55,6 +58,7 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 /// `GET /v1/ws`.
 pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let ws = match ws {
@@ -74,6 +78,16 @@ pub(crate) async fn upgrade(
             &[],
         );
     }
+    // Refused before the upgrade, as plain HTTP: a page of a foreign origin
+    // gets no socket at all (cross-site WebSocket hijacking), and a server
+    // at its connection limit spends nothing on another one.
+    if let Err((code, message)) = access::check_origin(&state.config, &headers) {
+        state.metrics.refused(code);
+        return crate::http::error_response(code, &message, &[]);
+    }
+    let Some(permit) = crate::http::connection_permit(&state) else {
+        return crate::http::too_many_connections(&state);
+    };
     let max = state.config.max_frame_bytes;
     // Frames up to twice the limit are read whole and refused by the
     // decoder (FRAME_TOO_LARGE, then an orderly close). Larger ones are
@@ -94,8 +108,10 @@ pub(crate) async fn upgrade(
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| {
             let id = NEXT_CONN.fetch_add(1, Relaxed);
-            tracker
-                .track_future(run(socket, state).instrument(tracing::info_span!("ws", conn = id)))
+            let (sink, stream) = socket.split();
+            tracker.track_future(
+                run(sink, stream, state, permit).instrument(tracing::info_span!("ws", conn = id)),
+            )
         })
 }
 
@@ -185,16 +201,33 @@ struct Conn {
     fatal: FatalTx,
     pushes: Option<mpsc::Sender<PendingPush>>,
     client_id: Option<ClientId>,
+    /// Who the `Hello` token speaks for (open until then, but nothing but
+    /// `Hello` is handled before it).
+    principal: Principal,
+    /// When the token stops being valid: the connection then ends with
+    /// `UNAUTHORIZED`, and the client reconnects with a fresh token.
+    expires: Option<Instant>,
+    rate: Option<IntentRate>,
     subs: HashMap<StreamName, Sub>,
 }
 
-async fn run(socket: WebSocket, state: Arc<AppState>) {
+/// One connection, over any sink and stream of WebSocket messages (the
+/// socket's halves in the server; channels in the fuzz harness). Holds
+/// `_permit`, its place under the connection limit, until it ends.
+pub(crate) async fn run<Si, St>(
+    sink: Si,
+    mut stream: St,
+    state: Arc<AppState>,
+    _permit: OwnedSemaphorePermit,
+) where
+    Si: Sink<Message> + Unpin + Send + 'static,
+    St: Stream<Item = Result<Message, axum::Error>> + Unpin + Send + 'static,
+{
     let metrics = state.metrics.clone();
     metrics.connections.fetch_add(1, Relaxed);
     metrics.connections_total.fetch_add(1, Relaxed);
     tracing::debug!("connected");
 
-    let (sink, mut stream) = socket.split();
     let (out, out_rx) = mpsc::channel(QUEUE_FRAMES);
     let (fatal, mut fatal_rx) = watch::channel(None);
     let fatal = FatalTx(fatal);
@@ -208,6 +241,13 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
         fatal,
         pushes: Some(pushes),
         client_id: None,
+        principal: Principal::open(),
+        expires: None,
+        rate: IntentRate::new(
+            state.config.max_intents_per_sec,
+            state.config.intents_burst,
+            Instant::now(),
+        ),
         subs: HashMap::new(),
     };
 
@@ -230,6 +270,10 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
                 if let Some(f) = fatal_rx.borrow_and_update().clone() {
                     break Some(f);
                 }
+            }
+            _ = sleep_until_some(conn.expires) => {
+                break Some((ErrorCode::Unauthorized,
+                    "the token expired; reconnect with a new one".into()));
             }
             _ = ticker.tick() => {
                 if last_heard.elapsed() >= idle_timeout {
@@ -288,6 +332,7 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
     }
     if let Some((code, message)) = &reason {
         metrics.error(*code);
+        metrics.refused(*code);
         if *code == ErrorCode::ShuttingDown {
             tracing::debug!(%code, %message, "closing");
         } else {
@@ -335,11 +380,22 @@ impl Conn {
                 },
             ) => {
                 // The decoder already refused other versions.
-                if token.is_some() {
+                let principal = access::principal(&self.state.config, token.as_deref())?;
+                self.state
+                    .bindings
+                    .check(&*self.state.store, &principal, client_id)
+                    .await?;
+                if principal.is_open() && token.is_some() {
                     tracing::debug!("Hello carries a token; authentication is not configured");
                 }
+                if let Some(until) = principal.valid_until() {
+                    let left = Duration::from_secs(until.saturating_sub(now_secs()));
+                    // A date too far ahead for the clock type never comes.
+                    self.expires = Instant::now().checked_add(left);
+                }
+                tracing::debug!(client = %client_id, sub = %principal.sub, "hello");
+                self.principal = principal;
                 self.client_id = Some(client_id);
-                tracing::debug!(client = %client_id, "hello");
                 let welcome = ServerMsg::Welcome {
                     version: PROTOCOL_VERSION,
                     server_id: self.state.config.server_id.clone(),
@@ -363,17 +419,33 @@ impl Conn {
             (Some(id), msg) => (*id, msg),
         };
         match msg {
-            ClientMsg::Subscribe { stream, after } => self.subscribe(stream, after),
+            ClientMsg::Subscribe { stream, after } => {
+                access::check_read(&self.principal, &stream)?;
+                self.subscribe(stream, after)
+            }
             ClientMsg::Unsubscribe { stream } => {
                 if let Some(sub) = self.subs.remove(&stream) {
                     sub.stop();
                 }
                 Ok(())
             }
-            ClientMsg::Push { stream, intents } => {
+            ClientMsg::Push {
+                stream,
+                mut intents,
+            } => {
+                // Refused before anything is stored or looked up: a push to a
+                // stream the token may not write leaves no trace in the log,
+                // and its answer says nothing about the stream.
+                access::check_write(&self.principal, &stream)?;
                 if intents.is_empty() {
                     return Ok(());
                 }
+                let wanted = intents.len();
+                intents.truncate(self.admit(wanted).await?);
+                if intents.is_empty() {
+                    return Err(self.rate_limited());
+                }
+                let taken = intents.len();
                 let store = self.state.store.clone();
                 let policy = self.state.policy.clone();
                 let s = stream.clone();
@@ -388,9 +460,13 @@ impl Conn {
                     .await
                 });
                 match &self.pushes {
-                    Some(p) => self.enqueue(p, (stream, fut)).await,
-                    None => Err(internal()),
+                    Some(p) => self.enqueue(p, (stream, fut)).await?,
+                    None => return Err(internal()),
                 }
+                if taken < wanted {
+                    return Err(self.rate_limited());
+                }
+                Ok(())
             }
             ClientMsg::Withdraw {
                 stream,
@@ -398,6 +474,10 @@ impl Conn {
                 code,
                 message,
             } => {
+                access::check_write(&self.principal, &stream)?;
+                if self.admit(1).await? == 0 {
+                    return Err(self.rate_limited());
+                }
                 let store = self.state.store.clone();
                 let s = stream.clone();
                 let fut: BoxFuture<'static, _> = Box::pin(async move {
@@ -412,6 +492,40 @@ impl Conn {
             // Handled above.
             ClientMsg::Hello { .. } => Err(internal()),
         }
+    }
+
+    /// How many of `k` intents may go now: all of them, perhaps after a
+    /// short pause (the reader stops meanwhile, which slows the client
+    /// through TCP), or fewer when the client is far over its rate.
+    async fn admit(&mut self, k: usize) -> Result<usize, Fatal> {
+        let Some(rate) = &mut self.rate else {
+            return Ok(k);
+        };
+        match rate.admit(k, Instant::now()) {
+            Admit::Now => Ok(k),
+            Admit::After(wait) => {
+                self.state.metrics.intents_paced.fetch_add(1, Relaxed);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => Ok(k),
+                    _ = self.state.shutdown.cancelled() => Err((
+                        ErrorCode::ShuttingDown,
+                        "the server is shutting down; reconnect later".into(),
+                    )),
+                }
+            }
+            Admit::Partial(n) => Ok(n),
+        }
+    }
+
+    fn rate_limited(&self) -> Fatal {
+        (
+            ErrorCode::RateLimited,
+            format!(
+                "more than {} intents per second (burst {}): the intents after the last answer \
+                 were not taken; reconnect later and send them again",
+                self.state.config.max_intents_per_sec, self.state.config.intents_burst
+            ),
+        )
     }
 
     async fn send(&self, msg: &ServerMsg) -> Result<(), Fatal> {
@@ -475,6 +589,14 @@ impl Conn {
         );
         self.subs.insert(stream, Sub { task, stale });
         Ok(())
+    }
+}
+
+/// Waits until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -593,7 +715,10 @@ async fn ack_loop(mut pushes: mpsc::Receiver<PendingPush>, out: mpsc::Sender<Out
     }
 }
 
-async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Out>) {
+async fn write_loop<Si>(mut sink: Si, mut queue: mpsc::Receiver<Out>)
+where
+    Si: Sink<Message> + Unpin,
+{
     while let Some(item) = queue.recv().await {
         let sent = match item {
             Out::Frame { bytes, event } => {

@@ -231,6 +231,79 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Connects and sends `Hello` with `token`; returns the server's first
+    /// answer (`Welcome`, or the `Error` that refuses the connection).
+    pub async fn hello_with_token(
+        url: &str,
+        id: ClientId,
+        token: Option<&str>,
+    ) -> (Client, ServerMsg) {
+        let mut c = Client::connect(url).await;
+        c.id = id;
+        c.send(&ClientMsg::hello(id, token.map(str::to_string)))
+            .await;
+        let first = c.recv().await;
+        (c, first)
+    }
+}
+
+/// Tries a WebSocket upgrade with extra request headers: the client, or
+/// the HTTP status and JSON body that refused it.
+pub async fn try_connect(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Client, (u16, serde_json::Value)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut()
+            .insert(http_header_name(k), v.parse().unwrap());
+    }
+    match within("WebSocket connect", tokio_tungstenite::connect_async(req)).await {
+        Ok((ws, _)) => Ok(Client {
+            ws,
+            id: client_id(0),
+        }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let status = resp.status().as_u16();
+            let body = resp.body().clone().unwrap_or_default();
+            let json = serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("refusal body is not JSON ({e}): {body:?}"));
+            Err((status, json))
+        }
+        Err(e) => panic!("WebSocket connect failed unexpectedly: {e}"),
+    }
+}
+
+fn http_header_name(k: &str) -> tokio_tungstenite::tungstenite::http::HeaderName {
+    tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap()
+}
+
+/// The value of one metric line of `GET /metrics` (`name` with its labels,
+/// e.g. `logsync_limit_trips_total{limit="intent_rate"}`), 0 when absent.
+pub async fn metric(server: &TestServer, name: &str) -> f64 {
+    let text = http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// The code of an HTTP error body `{"error":{"code":…}}`.
+pub fn error_code(v: &serde_json::Value) -> &str {
+    v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {v}"))
+}
+
 /// Asserts events are dense from `first` on.
 pub fn assert_dense(events: &[Event], first: u64) {
     for (i, e) in events.iter().enumerate() {

@@ -33,6 +33,9 @@ pub const EVENT_OVERHEAD: usize = 10 + 16 + 10 + 10 + 5;
 pub struct Config {
     /// The SQLite file of the log (created when missing).
     pub db_path: PathBuf,
+    /// The scale-out store: a PostgreSQL URL (`postgres://…`) that several
+    /// nodes share. When set, the log lives there and `db_path` is unused.
+    pub store_url: Option<String>,
     /// This node's name in `Welcome` and in logs.
     pub server_id: String,
     /// Largest WebSocket frame or HTTP body accepted, and largest frame sent.
@@ -89,6 +92,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             db_path: PathBuf::from("./logsync.db"),
+            store_url: None,
             server_id: random_server_id(),
             max_frame_bytes: sync_core::DEFAULT_MAX_FRAME_BYTES,
             max_payload_bytes: 256 * 1024,
@@ -160,6 +164,15 @@ impl Config {
                 return bad(format!("static directory {} does not exist", dir.display()));
             }
         }
+        if let Some(url) = &self.store_url {
+            if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                // Not echoed: it may hold a password.
+                return bad(
+                    "--store takes a PostgreSQL URL: postgres://user:password@host:5432/database"
+                        .into(),
+                );
+            }
+        }
         if self.server_id.is_empty() {
             return bad("server id must not be empty".into());
         }
@@ -205,6 +218,20 @@ pub fn normalize_origins(list: &[String]) -> Vec<String> {
         .filter(|o| !o.is_empty())
         .collect()
 }
+
+impl Config {
+    /// Where the log lives, for logs: the SQLite file, or the PostgreSQL
+    /// URL without its password.
+    pub fn store_description(&self) -> String {
+        match &self.store_url {
+            Some(url) => crate::store::postgres::parse_url(url)
+                .map(|c| crate::store::postgres::describe(&c))
+                .unwrap_or_else(|_| "postgres (invalid URL)".into()),
+            None => self.db_path.display().to_string(),
+        }
+    }
+}
+
 fn random_server_id() -> String {
     let mut b = [0u8; 4];
     // Without randomness every node is just "logsync": still correct, the
@@ -246,6 +273,17 @@ pub struct Cli {
     /// SQLite file of the log; created when missing (its directory must exist).
     #[arg(long, env = "LOGSYNC_DB", default_value = "./logsync.db")]
     pub db: PathBuf,
+
+    /// The scale-out store instead of --db: a PostgreSQL URL
+    /// (postgres://user:password@host:5432/database) that several nodes share. The schema is
+    /// created or migrated at start.
+    #[arg(
+        long,
+        env = "LOGSYNC_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
 
     /// Serve a built web app from this directory at `/` (unknown non-API GET paths get index.html).
     #[arg(long = "static", env = "LOGSYNC_STATIC", value_name = "DIR")]
@@ -385,6 +423,7 @@ impl Cli {
     pub fn to_config(&self) -> Result<Config, Error> {
         let config = Config {
             db_path: self.db.clone(),
+            store_url: self.store.clone(),
             server_id: self.server_id.clone().unwrap_or_else(random_server_id),
             max_frame_bytes: self.max_frame_bytes,
             max_payload_bytes: self.max_payload_bytes,

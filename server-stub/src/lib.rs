@@ -29,8 +29,9 @@ pub use ws::close_code;
 use hub::Hub;
 use intake::{IntentPolicy, SizeLimit};
 use metrics::Metrics;
+use store::postgres::{PostgresOptions, PostgresStore};
 use store::sqlite::{SqliteOptions, SqliteStore};
-use store::LogStore;
+use store::{LogStore, ReadLimits};
 
 /// What every handler shares.
 pub(crate) struct AppState {
@@ -83,8 +84,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Validates `config` and opens the SQLite store it names (creating the
-    /// file and its epoch on first use).
+    /// Validates `config` and opens the store it names: PostgreSQL when
+    /// `store_url` is set (creating or migrating its schema), else the
+    /// SQLite file (creating the file and its epoch on first use).
     pub async fn open(config: Config) -> Result<Server, Error> {
         config.validate()?;
         let metrics = Arc::new(Metrics::default());
@@ -94,23 +96,13 @@ impl Server {
             config.max_frame_bytes,
             metrics.clone(),
         ));
-        let options = SqliteOptions {
-            path: config.db_path.clone(),
-            commit_mode: config.commit_mode,
-            max_batch_intents: config.max_batch_intents,
-            max_batch_bytes: config.max_batch_bytes,
-            max_readers: config.max_readers,
-        };
-        let (h, m) = (hub.clone(), metrics.clone());
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(options, h, m))
-            .await
-            .map_err(|e| Error::Storage(format!("opening the store failed: {e}")))??;
+        let store = open_store(&config, hub.clone(), metrics.clone()).await?;
         let policy = Arc::new(SizeLimit {
             max_payload_bytes: config.max_payload_bytes,
         });
         Ok(Server {
             config,
-            store: Arc::new(store),
+            store,
             hub,
             metrics,
             policy,
@@ -151,7 +143,7 @@ impl Server {
         let addr = listener.local_addr()?;
         tracing::info!(
             %addr,
-            db = %state.config.db_path.display(),
+            store = %state.config.store_description(),
             epoch = %state.store.epoch(),
             server_id = %state.config.server_id,
             commit_mode = ?state.config.commit_mode,
@@ -202,6 +194,39 @@ impl Server {
         tracing::info!("shutdown complete");
         served.map_err(Error::Io)
     }
+}
+
+/// The store `config` names, open, reporting commits to `hub`.
+async fn open_store(
+    config: &Config,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<dyn LogStore>, Error> {
+    if let Some(url) = &config.store_url {
+        let options = PostgresOptions {
+            commit_mode: config.commit_mode,
+            max_batch_intents: config.max_batch_intents,
+            max_batch_bytes: config.max_batch_bytes,
+            max_readers: config.max_readers,
+            fanout_read: ReadLimits {
+                max_events: config.catch_up_events,
+                max_bytes: config.feed_buffer_bytes,
+            },
+            ..PostgresOptions::new(url.clone())
+        };
+        return Ok(Arc::new(PostgresStore::open(options, hub, metrics).await?));
+    }
+    let options = SqliteOptions {
+        path: config.db_path.clone(),
+        commit_mode: config.commit_mode,
+        max_batch_intents: config.max_batch_intents,
+        max_batch_bytes: config.max_batch_bytes,
+        max_readers: config.max_readers,
+    };
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(options, hub, metrics))
+        .await
+        .map_err(|e| Error::Storage(format!("opening the store failed: {e}")))??;
+    Ok(Arc::new(store))
 }
 
 /// Opens the store that `config` names and serves `listener` until

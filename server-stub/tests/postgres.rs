@@ -1,0 +1,674 @@
+//! Scale-out: real `logsync-server` processes sharing one real PostgreSQL,
+//! driven by real WebSocket and HTTP clients.
+//!
+//! - Two nodes, writers on both appending to one stream at once: every
+//!   subscriber on either node sees the same dense order; an intent resent
+//!   through the other node (or sent through both at once) is in the log
+//!   once and answered with its original offset; SSE on one node follows
+//!   appends made on the other.
+//! - A node killed with `kill -9` in the middle of a write load: its
+//!   clients reconnect to the other node, resend what was not
+//!   acknowledged and resume their subscriptions from their offsets;
+//!   nothing is lost or doubled, everyone converges, and a node started
+//!   afterwards serves the same log and epoch.
+//!
+//! These need `LOGSYNC_TEST_POSTGRES_URL` (see `scripts/test-postgres.sh`,
+//! which starts a throwaway PostgreSQL and runs them); a plain
+//! `cargo test` lists them as ignored, with that reason.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{http, within, DEADLINE};
+use futures_util::{SinkExt, StreamExt};
+use sync_core::{
+    ClientId, ClientMsg, Epoch, Event, Offset, PushIntent, Seq, ServerMsg, StreamName,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const NEEDS_POSTGRES: &str = "LOGSYNC_TEST_POSTGRES_URL";
+
+/// A database of its own for one test, dropped at its end.
+struct TestDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    async fn new() -> TestDb {
+        let admin = std::env::var(NEEDS_POSTGRES).unwrap_or_else(|_| {
+            panic!("{NEEDS_POSTGRES} is not set: scripts/test-postgres.sh starts a PostgreSQL and sets it")
+        });
+        let mut b = [0u8; 6];
+        getrandom::fill(&mut b).unwrap();
+        let name = format!(
+            "logsync_p_{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        );
+        sql(&admin, &format!("CREATE DATABASE {name}")).await;
+        let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
+        let (root, _) = base.rsplit_once('/').unwrap();
+        let url = if query.is_empty() {
+            format!("{root}/{name}")
+        } else {
+            format!("{root}/{name}?{query}")
+        };
+        TestDb { admin, name, url }
+    }
+
+    async fn drop(self) {
+        sql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        )
+        .await;
+    }
+}
+
+async fn sql(url: &str, sql: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(sql).await.unwrap();
+}
+
+/// A `logsync-server` process on the shared database.
+struct Node {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Node {
+    async fn spawn(db: &TestDb, dir: &Path, name: &str) -> Node {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_logsync-server"))
+            .args(["--listen", "127.0.0.1:0", "--server-id", name, "--store"])
+            .arg(&db.url)
+            // Never the SQLite default: a stray ./logsync.db would mean the
+            // node did not use the shared store.
+            .arg("--db")
+            .arg(dir.join(format!("{name}-unused.db")))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = within("the listening line", lines.next_line())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| {
+                panic!(
+                    "{name} printed no address; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        let addr = line
+            .strip_prefix("logsync-server listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Node { child, addr, log }
+    }
+
+    fn ws(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    async fn kill9(mut self) {
+        self.signal("-KILL");
+        within("exit after SIGKILL", self.child.wait())
+            .await
+            .unwrap();
+    }
+
+    async fn stop(mut self) {
+        self.signal("-TERM");
+        let status = within("exit after SIGTERM", self.child.wait())
+            .await
+            .unwrap();
+        assert!(
+            status.success(),
+            "{status}; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn id(n: u8) -> ClientId {
+    ClientId([n; 16])
+}
+
+fn seq(n: u64) -> Seq {
+    Seq::new(n).unwrap()
+}
+
+fn stream(name: &str) -> StreamName {
+    StreamName::new(name).unwrap()
+}
+
+fn payload(client: u8, s: u64) -> Vec<u8> {
+    format!("{{\"client\":{client},\"seq\":{s}}}").into_bytes()
+}
+
+/// Connects and says Hello; `None` when the node is unreachable or the
+/// connection ends first.
+async fn open(url: &str, client: ClientId) -> Option<(Ws, Epoch)> {
+    let (mut ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(url))
+        .await
+        .ok()?
+        .ok()?;
+    ws.send(Message::Binary(
+        ClientMsg::hello(client, None).encode().into(),
+    ))
+    .await
+    .ok()?;
+    match next(&mut ws).await? {
+        ServerMsg::Welcome { epoch, .. } => Some((ws, epoch)),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+/// The next protocol message; `None` when the connection ends. Fails the
+/// test after the deadline.
+async fn next(ws: &mut Ws) -> Option<ServerMsg> {
+    within("a server message", async {
+        loop {
+            match ws.next().await? {
+                Ok(Message::Binary(b)) => return Some(ServerMsg::decode(&b, 64 << 20).unwrap()),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+}
+
+async fn send(ws: &mut Ws, msg: &ClientMsg) -> bool {
+    ws.send(Message::Binary(msg.encode().into())).await.is_ok()
+}
+
+async fn push(ws: &mut Ws, name: &str, intents: Vec<(u64, Vec<u8>)>) -> bool {
+    let msg = ClientMsg::Push {
+        stream: stream(name),
+        intents: intents
+            .into_iter()
+            .map(|(s, payload)| PushIntent {
+                seq: seq(s),
+                payload,
+            })
+            .collect(),
+    };
+    send(ws, &msg).await
+}
+
+/// A device writing `total` intents to `name`, a few in flight at a time.
+/// When its node goes away it connects to the next one in `urls` and
+/// resends everything not acknowledged. Returns seq -> offset, checking
+/// that acknowledgements come in seq order and that a seq acknowledged
+/// twice (a resend) keeps its offset.
+async fn writer(
+    urls: Vec<String>,
+    client: u8,
+    name: &'static str,
+    total: u64,
+    acked: Arc<AtomicUsize>,
+    reconnects: Arc<AtomicUsize>,
+) -> BTreeMap<u64, u64> {
+    const WINDOW: u64 = 4;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut offsets: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut which = 0;
+    'connection: loop {
+        assert!(Instant::now() < deadline, "writer {client} did not finish");
+        let url = &urls[which % urls.len()];
+        let Some((mut ws, _)) = open(url, id(client)).await else {
+            which += 1;
+            reconnects.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        // Resend from the first seq without an answer.
+        let mut sent = offsets.len() as u64;
+        loop {
+            while sent < total && sent - (offsets.len() as u64) < WINDOW {
+                sent += 1;
+                if !push(&mut ws, name, vec![(sent, payload(client, sent))]).await {
+                    break;
+                }
+            }
+            if offsets.len() as u64 == total {
+                return offsets;
+            }
+            match next(&mut ws).await {
+                Some(ServerMsg::Ack { seq, offset, .. }) => {
+                    let expected = offsets.len() as u64 + 1;
+                    assert_eq!(seq.get(), expected, "writer {client}: Acks in seq order");
+                    offsets.insert(seq.get(), offset.0);
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(ServerMsg::Events { .. }) => {}
+                Some(ServerMsg::Error { .. }) | None => {
+                    which += 1;
+                    reconnects.fetch_add(1, Ordering::Relaxed);
+                    continue 'connection;
+                }
+                Some(other) => panic!("writer {client}: unexpected {other:?}"),
+            }
+        }
+    }
+}
+
+/// A device following `name` until offset `until`. When its node goes away
+/// it resubscribes on the next one in `urls` from the last offset it has.
+/// Checks that events arrive dense, in order, never repeated.
+async fn follower(urls: Vec<String>, client: u8, name: &'static str, until: u64) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut events: Vec<Event> = Vec::new();
+    let mut which = 0;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "follower {client} did not converge"
+        );
+        let url = &urls[which % urls.len()];
+        let Some((mut ws, _)) = open(url, id(client)).await else {
+            which += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let after = Offset(events.len() as u64);
+        if !send(
+            &mut ws,
+            &ClientMsg::Subscribe {
+                stream: stream(name),
+                after,
+            },
+        )
+        .await
+        {
+            which += 1;
+            continue;
+        }
+        loop {
+            match next(&mut ws).await {
+                Some(ServerMsg::Events { events: batch, .. }) => {
+                    for e in batch {
+                        assert_eq!(
+                            e.offset.0,
+                            events.len() as u64 + 1,
+                            "follower {client}: dense, in order, no repeat"
+                        );
+                        events.push(e);
+                    }
+                    if events.len() as u64 >= until {
+                        return events;
+                    }
+                }
+                Some(ServerMsg::Error { .. }) | None => {
+                    which += 1;
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Every event of `name`, read page by page over HTTP from `node`.
+async fn read_log(node: &Node, name: &str) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    loop {
+        let page: serde_json::Value = http()
+            .get(node.url(&format!("/v1/streams/{name}/events?after={}", out.len())))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap();
+        let events = page["events"].as_array().unwrap();
+        if events.is_empty() {
+            assert_eq!(page["head"].as_u64().unwrap() as usize, out.len());
+            return out;
+        }
+        out.extend(events.iter().cloned());
+    }
+}
+
+/// The log is dense and holds each (client, seq) once; returns
+/// (client, seq) per offset.
+fn check_log(log: &[serde_json::Value]) -> Vec<(String, u64)> {
+    let mut seen = HashSet::new();
+    log.iter()
+        .enumerate()
+        .map(|(i, e)| {
+            assert_eq!(e["offset"].as_u64().unwrap(), i as u64 + 1, "dense log");
+            let key = (
+                e["client_id"].as_str().unwrap().to_string(),
+                e["seq"].as_u64().unwrap(),
+            );
+            assert!(seen.insert(key.clone()), "{key:?} is in the log twice");
+            key
+        })
+        .collect()
+}
+
+fn hex_id(client: u8) -> String {
+    format!("{client:02x}").repeat(16)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn two_nodes_one_order_and_resends_answered_once() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Node::spawn(&db, dir.path(), "node-1").await;
+    let n2 = Node::spawn(&db, dir.path(), "node-2").await;
+    let (_, e1) = open(&n1.ws(), id(200)).await.unwrap();
+    let (_, e2) = open(&n2.ws(), id(201)).await.unwrap();
+    assert_eq!(e1, e2, "every node reports the epoch stored in PostgreSQL");
+
+    // Subscribers on both nodes, then writers on both, all on one stream.
+    const WRITERS: u8 = 6;
+    const EACH: u64 = 40;
+    let total = u64::from(WRITERS) * EACH;
+    let followers: Vec<_> = [(&n1, 101u8), (&n2, 102), (&n1, 103), (&n2, 104)]
+        .into_iter()
+        .map(|(n, c)| tokio::spawn(follower(vec![n.ws()], c, "shared", total)))
+        .collect();
+    let acked = Arc::new(AtomicUsize::new(0));
+    let reconnects = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (1..=WRITERS)
+        .map(|c| {
+            let url = if c % 2 == 1 { n1.ws() } else { n2.ws() };
+            tokio::spawn(writer(
+                vec![url],
+                c,
+                "shared",
+                EACH,
+                acked.clone(),
+                reconnects.clone(),
+            ))
+        })
+        .collect();
+    let mut acks: BTreeMap<u8, BTreeMap<u64, u64>> = BTreeMap::new();
+    for (c, w) in (1..=WRITERS).zip(writers) {
+        acks.insert(c, w.await.unwrap());
+    }
+    assert_eq!(reconnects.load(Ordering::Relaxed), 0);
+    let mut seen: Vec<Vec<Event>> = Vec::new();
+    for f in followers {
+        seen.push(f.await.unwrap());
+    }
+    for other in &seen[1..] {
+        assert_eq!(other, &seen[0], "every subscriber sees the same events");
+    }
+    let order = &seen[0];
+    assert_eq!(order.len() as u64, total);
+    for (c, offsets) in &acks {
+        for (s, o) in offsets {
+            let e = &order[*o as usize - 1];
+            assert_eq!(
+                (e.client_id, e.seq.get()),
+                (id(*c), *s),
+                "an Ack names its event's offset"
+            );
+            assert_eq!(e.payload, payload(*c, *s));
+        }
+    }
+
+    // Writer 1 (on node 1) resends seqs 5..=8 through node 2, then seq 41.
+    let (mut ws, _) = open(&n2.ws(), id(1)).await.unwrap();
+    push(
+        &mut ws,
+        "shared",
+        (5..=9).map(|s| (s, payload(1, s))).collect(),
+    )
+    .await;
+    let mut follower_n1 = tokio::spawn(follower(vec![n1.ws()], 105, "shared", total + 1));
+    assert!(push(&mut ws, "shared", vec![(EACH + 1, payload(1, EACH + 1))]).await);
+    for s in 5..=EACH + 1 {
+        if s > 9 && s <= EACH {
+            continue;
+        }
+        match next(&mut ws).await.unwrap() {
+            ServerMsg::Ack {
+                seq,
+                offset,
+                duplicate,
+                ..
+            } => {
+                assert_eq!(seq.get(), s);
+                if s <= 9 {
+                    assert!(duplicate, "seq {s} was decided through node 1");
+                    assert_eq!(offset.0, acks[&1][&s], "the original offset");
+                } else {
+                    assert!(!duplicate);
+                    assert_eq!(offset.0, total + 1, "a new seq goes to the head");
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let on_n1 = within("node 1's subscriber", &mut follower_n1)
+        .await
+        .unwrap();
+    assert_eq!(
+        on_n1.len() as u64,
+        total + 1,
+        "node 1 fans out node 2's append"
+    );
+
+    // The same intent through both nodes at once: one offset, decided once.
+    let (mut a, _) = open(&n1.ws(), id(50)).await.unwrap();
+    let (mut b, _) = open(&n2.ws(), id(50)).await.unwrap();
+    let (ok_a, ok_b) = tokio::join!(
+        push(&mut a, "shared", vec![(1, payload(50, 1))]),
+        push(&mut b, "shared", vec![(1, payload(50, 1))])
+    );
+    assert!(ok_a && ok_b);
+    let (ra, rb) = (next(&mut a).await.unwrap(), next(&mut b).await.unwrap());
+    let (
+        ServerMsg::Ack {
+            offset: oa,
+            duplicate: dup_a,
+            ..
+        },
+        ServerMsg::Ack {
+            offset: ob,
+            duplicate: dup_b,
+            ..
+        },
+    ) = (&ra, &rb)
+    else {
+        panic!("unexpected {ra:?} {rb:?}");
+    };
+    assert_eq!(oa, ob, "both nodes answer the same offset");
+    assert!(dup_a ^ dup_b, "exactly one node decided it: {ra:?} {rb:?}");
+
+    // SSE on node 2 follows an append made over HTTP on node 1.
+    let head = total + 2;
+    let mut sse = http()
+        .get(n2.url(&format!("/v1/streams/shared/events?after={head}")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let body = serde_json::json!({"client_id": hex_id(60), "seq": 1, "payload": {"via": "http"}});
+    let posted: serde_json::Value = serde_json::from_str(
+        &http()
+            .post(n1.url("/v1/streams/shared/intents"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(posted["offset"].as_u64(), Some(head + 1), "{posted}");
+    let mut text = String::new();
+    within("the SSE event on node 2", async {
+        while !text.contains(&format!("id: {}", head + 1)) {
+            let chunk = sse.chunk().await.unwrap().expect("the feed stays open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(text.contains(r#""via":"http""#), "{text}");
+
+    // Both nodes serve the same log, each intent once.
+    let log1 = read_log(&n1, "shared").await;
+    let log2 = read_log(&n2, "shared").await;
+    assert_eq!(log1, log2);
+    assert_eq!(check_log(&log1).len() as u64, head + 1);
+    n1.stop().await;
+    n2.stop().await;
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn a_killed_node_loses_nothing_and_its_clients_resume_elsewhere() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Node::spawn(&db, dir.path(), "node-1").await;
+    let n2 = Node::spawn(&db, dir.path(), "node-2").await;
+    let (_, epoch) = open(&n2.ws(), id(200)).await.unwrap();
+    // Every client knows both nodes and starts on its own.
+    let both = |first: &Node, second: &Node| vec![first.ws(), second.ws()];
+    const WRITERS: u8 = 6;
+    const EACH: u64 = 150;
+    let total = u64::from(WRITERS) * EACH;
+    let acked = Arc::new(AtomicUsize::new(0));
+    let reconnects = Arc::new(AtomicUsize::new(0));
+    let followers: Vec<_> = (0..4u8)
+        .map(|i| {
+            let urls = if i % 2 == 0 {
+                both(&n1, &n2)
+            } else {
+                both(&n2, &n1)
+            };
+            tokio::spawn(follower(urls, 100 + i, "load", total))
+        })
+        .collect();
+    let writers: Vec<_> = (1..=WRITERS)
+        .map(|c| {
+            let urls = if c % 2 == 1 {
+                both(&n1, &n2)
+            } else {
+                both(&n2, &n1)
+            };
+            tokio::spawn(writer(
+                urls,
+                c,
+                "load",
+                EACH,
+                acked.clone(),
+                reconnects.clone(),
+            ))
+        })
+        .collect();
+
+    // Kill node 1 once a third of the load is acknowledged.
+    within("a third of the load", async {
+        while (acked.load(Ordering::Relaxed) as u64) < total / 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    n1.kill9().await;
+    let at_kill = acked.load(Ordering::Relaxed) as u64;
+    assert!(
+        at_kill < total,
+        "node 1 died mid-load ({at_kill} of {total} acknowledged)"
+    );
+
+    let mut acks: BTreeMap<u8, BTreeMap<u64, u64>> = BTreeMap::new();
+    for (c, w) in (1..=WRITERS).zip(writers) {
+        acks.insert(c, w.await.unwrap());
+    }
+    assert!(
+        reconnects.load(Ordering::Relaxed) >= usize::from(WRITERS / 2),
+        "node 1's writers moved to node 2"
+    );
+    let mut seen: Vec<Vec<Event>> = Vec::new();
+    for f in followers {
+        seen.push(f.await.unwrap());
+    }
+
+    // The log: every intent once, dense, and where its Ack said.
+    let log = read_log(&n2, "load").await;
+    let keys = check_log(&log);
+    assert_eq!(keys.len() as u64, total, "nothing lost, nothing doubled");
+    for (c, offsets) in &acks {
+        assert_eq!(offsets.len() as u64, EACH);
+        for (s, o) in offsets {
+            assert_eq!(keys[*o as usize - 1], (hex_id(*c), *s), "Ack offsets hold");
+        }
+    }
+    for events in &seen {
+        assert_eq!(
+            events, &seen[0],
+            "every follower converged on the same events"
+        );
+    }
+    for (e, j) in seen[0].iter().zip(&log) {
+        assert_eq!(e.offset.0, j["offset"].as_u64().unwrap());
+        assert_eq!(e.client_id.to_hex(), j["client_id"].as_str().unwrap());
+    }
+
+    // A node started now holds no state of its own: it serves the same
+    // log and epoch at once.
+    let n3 = Node::spawn(&db, dir.path(), "node-3").await;
+    let (_, again) = open(&n3.ws(), id(201)).await.unwrap();
+    assert_eq!(again, epoch);
+    let fresh = follower(vec![n3.ws()], 120, "load", total).await;
+    assert_eq!(fresh, seen[0]);
+    n2.stop().await;
+    n3.stop().await;
+    db.drop().await;
+}

@@ -3,14 +3,15 @@
 //! Ack that says it is durable, push the next) — what N busy devices do.
 //! Every (commit mode, writer count) gets a fresh server and database.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
 use sync_core::{ClientId, ClientMsg, PushIntent, Seq, ServerMsg, StreamName};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::server::Server;
+use crate::out::{round, Sink};
+use crate::server::{Launcher, Variant};
 
 /// Flags of `logsync-bench append`.
 #[derive(clap::Args, Debug)]
@@ -21,12 +22,18 @@ pub struct Args {
     /// Commit modes to compare, comma-separated (`group`, `per-intent`).
     #[arg(long, value_delimiter = ',', default_value = "group,per-intent")]
     modes: Vec<String>,
+    /// Server variants to measure, comma-separated `--variant` labels.
+    #[arg(long, value_delimiter = ',', default_value = "logsync")]
+    targets: Vec<String>,
     /// Measured time per run.
     #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
     duration: Duration,
     /// Unmeasured time before it (connections warm, caches filled).
     #[arg(long, default_value = "1s", value_parser = crate::parse_duration)]
     warmup: Duration,
+    /// Runs of every cell; the modes alternate within each repeat.
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
     /// Payload size of each intent, in bytes (a JSON string).
     #[arg(long, default_value_t = 100)]
     payload_bytes: usize,
@@ -41,7 +48,12 @@ struct Run {
 }
 
 /// Runs every combination and prints a Markdown table.
-pub async fn run(bin: &Path, dir: &Path, args: Args) -> Result<(), String> {
+pub async fn run(
+    launcher: &Launcher,
+    variants: &[Variant],
+    sink: &Sink,
+    args: Args,
+) -> Result<(), String> {
     println!(
         "durable appends: {} B payloads, {} stream(s), {:?} measured after {:?} warm-up, one intent in flight per writer",
         args.payload_bytes,
@@ -49,44 +61,60 @@ pub async fn run(bin: &Path, dir: &Path, args: Args) -> Result<(), String> {
         args.duration,
         args.warmup
     );
-    println!("| commit mode | writers | intents/s | p50 ms | p99 ms | acked in window |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for &writers in &args.writers {
-        for mode in &args.modes {
-            let db = dir.join(format!("append-{mode}-{writers}.db"));
-            remove_db(&db);
-            let server = Server::start(bin, &db, &["--commit-mode".into(), mode.clone()]).await?;
-            let run = measure(&server.ws_url(), writers, &args).await;
-            server.stop().await?;
-            remove_db(&db);
-            let mut run = run?;
-            run.latencies_us.sort_unstable();
-            let pct = |p: f64| {
-                let v = &run.latencies_us;
-                if v.is_empty() {
-                    return 0.0;
+    println!("| server | commit mode | writers | intents/s | p50 ms | p99 ms | acked in window | server CPU s |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for repeat in 1..=args.repeats.max(1) {
+        for target in &args.targets {
+            let variant = variants
+                .iter()
+                .find(|v| &v.label == target)
+                .ok_or_else(|| format!("unknown target {target:?}: use a --variant label"))?;
+            for &writers in &args.writers {
+                for mode in &args.modes {
+                    let server = launcher
+                        .server(variant, &["--commit-mode".into(), mode.clone()])
+                        .await?;
+                    let cpu0 = server.cpu_seconds()?;
+                    let run = measure(&server.url, writers, &args).await;
+                    let cpu = server.cpu_seconds().map(|c| c - cpu0);
+                    server.stop().await?;
+                    let mut run = run?;
+                    let cpu = cpu?;
+                    run.latencies_us.sort_unstable();
+                    let pct = |p: f64| {
+                        let v = &run.latencies_us;
+                        if v.is_empty() {
+                            return 0.0;
+                        }
+                        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+                        v[i.min(v.len() - 1)] as f64 / 1000.0
+                    };
+                    let rate = run.acked as f64 / args.duration.as_secs_f64();
+                    println!(
+                        "| {target} | {mode} | {writers} | {rate:.0} | {:.2} | {:.2} | {} | {cpu:.2} |",
+                        pct(0.50),
+                        pct(0.99),
+                        run.acked
+                    );
+                    sink.record(json!({
+                        "bench": "append",
+                        "target": target,
+                        "mode": mode,
+                        "writers": writers,
+                        "repeat": repeat,
+                        "payload_bytes": args.payload_bytes,
+                        "duration_s": args.duration.as_secs_f64(),
+                        "intents_per_s": round(rate, 1),
+                        "p50_ms": round(pct(0.50), 3),
+                        "p99_ms": round(pct(0.99), 3),
+                        "acked": run.acked,
+                        "server_cpu_s": round(cpu, 2),
+                    }))?;
                 }
-                let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-                v[i.min(v.len() - 1)] as f64 / 1000.0
-            };
-            println!(
-                "| {mode} | {writers} | {:.0} | {:.2} | {:.2} | {} |",
-                run.acked as f64 / args.duration.as_secs_f64(),
-                pct(0.50),
-                pct(0.99),
-                run.acked
-            );
+            }
         }
     }
     Ok(())
-}
-
-fn remove_db(db: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = db.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
 }
 
 type Ws =

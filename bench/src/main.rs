@@ -1,15 +1,23 @@
 //! `logsync-bench`: load generators for `logsync-server`, run as a separate
-//! process that starts the server binary itself on a fresh database for
-//! each measurement. One subcommand per question; see bench/README.md.
+//! process that starts the server binary itself (and the baseline relay,
+//! `logsync-relay`) on a fresh database for each measurement. One
+//! subcommand per question; see BENCHMARKS.md at the repository root.
 
 mod append;
+mod fanout;
+mod hist;
 mod idle;
+mod out;
+mod procstat;
+mod seed;
 mod server;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+use server::{Launcher, Variant};
 
 #[derive(Parser, Debug)]
 #[command(name = "logsync-bench", about = "Load generators for logsync-server.")]
@@ -18,9 +26,28 @@ struct Cli {
     #[arg(long, global = true, env = "LOGSYNC_SERVER_BIN")]
     server_bin: Option<PathBuf>,
 
+    /// The relay binary (default: `logsync-relay` next to this binary).
+    #[arg(long, global = true, env = "LOGSYNC_RELAY_BIN")]
+    relay_bin: Option<PathBuf>,
+
     /// Directory for the benchmark databases (default: a fresh temp dir).
     #[arg(long, global = true)]
     dir: Option<PathBuf>,
+
+    /// Run every started server and relay under `taskset -c CPUS` (e.g.
+    /// `1`), so that it and the load generator do not share cores.
+    #[arg(long, global = true)]
+    server_cpus: Option<String>,
+
+    /// A server variant: `LABEL=FLAGS…` (flags added to every start of
+    /// the server; `{run}` in them becomes a name unique to the run).
+    /// Repeatable. `logsync` (no extra flags) always exists.
+    #[arg(long = "variant", global = true)]
+    variants: Vec<String>,
+
+    /// Append one JSON object per measured run to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -28,11 +55,17 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Fan-out: writers and N subscribers on one stream, against the
+    /// server and the baseline relay.
+    Fanout(fanout::Args),
     /// Durable appends per second: closed-loop writers (one intent in
     /// flight each) against group commit and one commit per intent.
     Append(append::Args),
     /// Server memory (RSS) per idle WebSocket connection.
     Idle(idle::Args),
+    /// Fills a running server's stream with N events (for catch-up
+    /// benchmarks).
+    Seed(seed::Args),
 }
 
 /// Parses `500ms`, `5s`, `2m` (a plain number is seconds).
@@ -53,42 +86,62 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let server_bin = match cli
-        .server_bin
-        .clone()
-        .map(Ok)
-        .unwrap_or_else(server::default_bin)
-    {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("logsync-bench: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let tmp;
-    let dir = match &cli.dir {
-        Some(d) => d.clone(),
-        None => match tempfile::tempdir() {
-            Ok(t) => {
-                tmp = t;
-                tmp.path().to_path_buf()
-            }
-            Err(e) => {
-                eprintln!("logsync-bench: no temp dir: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        },
-    };
-    let result = match cli.command {
-        Command::Append(args) => append::run(&server_bin, &dir, args).await,
-        Command::Idle(args) => idle::run(&server_bin, &dir, args).await,
-    };
-    match result {
+    match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("logsync-bench: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let sink = out::Sink::open(cli.json.clone())?;
+    if let Command::Seed(args) = cli.command {
+        return seed::run(&sink, args).await;
+    }
+    let mut variants = vec![Variant {
+        label: "logsync".into(),
+        args: Vec::new(),
+    }];
+    for v in &cli.variants {
+        let v = Variant::parse(v)?;
+        variants.retain(|o| o.label != v.label);
+        variants.push(v);
+    }
+    let server_bin = match cli.server_bin.clone() {
+        Some(b) => b,
+        None => server::sibling_bin(
+            "logsync-server",
+            "build it with `cargo build --profile release-native -p server-stub` or pass --server-bin",
+        )?,
+    };
+    let relay_bin = match cli.relay_bin.clone() {
+        Some(b) => b,
+        None => server::sibling_bin(
+            "logsync-relay",
+            "build it with `cargo build --profile release-native -p logsync-bench` or pass --relay-bin",
+        )
+        .unwrap_or_default(),
+    };
+    let tmp;
+    let dir = match &cli.dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir().map_err(|e| format!("no temp dir: {e}"))?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let launcher = Launcher {
+        server_bin,
+        relay_bin,
+        cpus: cli.server_cpus.clone(),
+        dir,
+    };
+    match cli.command {
+        Command::Fanout(args) => fanout::run(&launcher, &variants, &sink, args).await,
+        Command::Append(args) => append::run(&launcher, &variants, &sink, args).await,
+        Command::Idle(args) => idle::run(&launcher, &variants, &sink, args).await,
+        Command::Seed(_) => Ok(()),
     }
 }

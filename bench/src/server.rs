@@ -1,41 +1,159 @@
-//! Starting and stopping the server under test.
+//! Starting and stopping the processes under test: `logsync-server` (on a
+//! fresh database each time) and the baseline relay, optionally pinned to
+//! some CPUs with `taskset`, each read for its CPU time and peak memory.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// `logsync-server` next to the running binary (both come from the same
+use crate::procstat;
+
+/// `name` next to the running binary (all come from the same
 /// `cargo build --profile release-native`).
-pub fn default_bin() -> Result<PathBuf, String> {
+pub fn sibling_bin(name: &str, hint: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let bin = exe.with_file_name("logsync-server");
+    let bin = exe.with_file_name(name);
     if bin.is_file() {
         Ok(bin)
     } else {
-        Err(format!(
-            "{} not found; build it with `cargo build --profile release-native -p server-stub` or pass --server-bin",
-            bin.display()
-        ))
+        Err(format!("{} not found; {hint}", bin.display()))
     }
 }
 
-/// A running server process.
-pub struct Server {
-    child: Child,
-    /// `host:port`.
-    pub addr: String,
+/// A variant of the server to measure: a label and extra flags (for
+/// example another store).
+#[derive(Clone, Debug)]
+pub struct Variant {
+    /// Shown in the tables (`logsync`, `logsync-postgres`, …).
+    pub label: String,
+    /// Added to the server's command line; `{run}` becomes a name unique to
+    /// the run (for a fresh database per run).
+    pub args: Vec<String>,
 }
 
-impl Server {
-    /// Starts `bin` on a free port with the database `db` and `args`, and
-    /// waits for its address line.
-    pub async fn start(bin: &Path, db: &Path, args: &[String]) -> Result<Server, String> {
-        let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
+impl Variant {
+    /// Parses `LABEL` or `LABEL=ARGS…` (ARGS split on whitespace).
+    pub fn parse(s: &str) -> Result<Variant, String> {
+        let (label, args) = match s.split_once('=') {
+            Some((l, a)) => (l.trim(), a.split_whitespace().map(String::from).collect()),
+            None => (s.trim(), Vec::new()),
+        };
+        if label.is_empty() || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!(
+                "server variant {s:?}: expected LABEL or LABEL=ARGS, LABEL of [A-Za-z0-9-]"
+            ));
+        }
+        Ok(Variant {
+            label: label.to_string(),
+            args,
+        })
+    }
+}
+
+/// What every measurement needs to start its processes.
+#[derive(Clone, Debug)]
+pub struct Launcher {
+    /// `logsync-server`.
+    pub server_bin: PathBuf,
+    /// `logsync-relay` (fan-out baseline).
+    pub relay_bin: PathBuf,
+    /// `taskset -c CPUS` for every started process (None: not pinned).
+    pub cpus: Option<String>,
+    /// Where databases go.
+    pub dir: PathBuf,
+}
+
+static RUN: AtomicU64 = AtomicU64::new(1);
+
+impl Launcher {
+    /// Starts `logsync-server` on a fresh database with `variant`'s flags
+    /// and `args`.
+    pub async fn server(&self, variant: &Variant, args: &[String]) -> Result<Proc, String> {
+        let run = format!("run{}x{}", std::process::id(), RUN.fetch_add(1, Relaxed));
+        let db = self.dir.join(format!("{run}.db"));
+        remove_db(&db);
+        let mut argv: Vec<String> = vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--db".into(),
+            db.to_string_lossy().into_owned(),
+        ];
+        argv.extend(variant.args.iter().map(|a| a.replace("{run}", &run)));
+        argv.extend(args.iter().cloned());
+        let mut p = Proc::spawn(
+            &self.server_bin,
+            &argv,
+            "logsync-server listening on http://",
+            self.cpus.as_deref(),
+        )
+        .await?;
+        p.url = format!("ws://{}/v1/ws", p.addr);
+        p.db = Some(db);
+        Ok(p)
+    }
+
+    /// Starts the baseline relay.
+    pub async fn relay(&self) -> Result<Proc, String> {
+        if self.relay_bin.as_os_str().is_empty() {
+            return Err("logsync-relay not found next to this binary; build it with `cargo build --profile release-native -p logsync-bench` or pass --relay-bin".into());
+        }
+        let argv = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
+        let mut p = Proc::spawn(
+            &self.relay_bin,
+            &argv,
+            "logsync-relay listening on ws://",
+            self.cpus.as_deref(),
+        )
+        .await?;
+        p.url = format!("ws://{}/", p.addr);
+        Ok(p)
+    }
+}
+
+/// Deletes a SQLite database and its side files.
+pub fn remove_db(db: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// A running process under test.
+pub struct Proc {
+    child: Child,
+    pid: String,
+    /// `host:port` from its address line.
+    pub addr: String,
+    /// Its WebSocket URL.
+    pub url: String,
+    db: Option<PathBuf>,
+}
+
+impl Proc {
+    /// Starts `bin args` (under `taskset -c cpus` when given) and waits
+    /// for the stdout line that starts with `prefix` and ends with the
+    /// address.
+    async fn spawn(
+        bin: &Path,
+        args: &[String],
+        prefix: &str,
+        cpus: Option<&str>,
+    ) -> Result<Proc, String> {
+        // taskset execs the program, so the PID is the program's own.
+        let mut cmd = match cpus {
+            Some(c) => {
+                let mut cmd = Command::new("taskset");
+                cmd.args(["-c", c]).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -43,56 +161,65 @@ impl Server {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let pid = child.id().ok_or("the process exited at once")?.to_string();
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
             .await
-            .map_err(|_| "the server printed no address within 20 s".to_string())?
+            .map_err(|_| format!("{} printed no address within 20 s", bin.display()))?
             .map_err(|e| e.to_string())?
-            .ok_or("the server exited before printing its address")?;
+            .ok_or_else(|| format!("{} exited before printing its address", bin.display()))?;
         let addr = line
-            .strip_prefix("logsync-server listening on http://")
+            .strip_prefix(prefix)
             .ok_or_else(|| format!("unexpected first line {line:?}"))?
+            .trim_end_matches('/')
             .to_string();
-        Ok(Server { child, addr })
+        // Keep reading stdout so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Proc {
+            child,
+            pid,
+            addr,
+            url: String::new(),
+            db: None,
+        })
     }
 
-    /// The WebSocket URL.
-    pub fn ws_url(&self) -> String {
-        format!("ws://{}/v1/ws", self.addr)
+    /// CPU seconds used so far.
+    pub fn cpu_seconds(&self) -> Result<f64, String> {
+        procstat::cpu_seconds(&self.pid)
     }
 
-    /// The process id.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// Resident memory of the server process, in bytes.
+    /// Resident memory now, in bytes.
     pub fn rss_bytes(&self) -> Result<u64, String> {
-        let pid = self.pid().ok_or("the server has exited")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .map_err(|e| format!("cannot read the server's memory: {e}"))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .ok_or_else(|| "no VmRSS line".to_string())
+        procstat::rss_bytes(&self.pid)
     }
 
-    /// SIGTERM, then wait for the exit.
+    /// Peak resident memory since start, in bytes.
+    pub fn peak_rss_bytes(&self) -> Result<u64, String> {
+        procstat::peak_rss_bytes(&self.pid)
+    }
+
+    /// SIGTERM, then wait for the exit (SIGKILL after 30 s); removes the
+    /// database.
     pub async fn stop(mut self) -> Result<(), String> {
-        if let Some(pid) = self.pid() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid])
+            .status();
+        let r = match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
             Ok(Ok(_)) => Ok(()),
             _ => {
                 let _ = self.child.start_kill();
-                Err("the server did not stop within 30 s of SIGTERM".into())
+                let _ = self.child.wait().await;
+                Err(format!(
+                    "process {} did not stop within 30 s of SIGTERM",
+                    self.pid
+                ))
             }
+        };
+        if let Some(db) = &self.db {
+            remove_db(db);
         }
+        r
     }
 }

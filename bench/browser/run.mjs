@@ -1,0 +1,300 @@
+#!/usr/bin/env node
+// Browser benchmarks of the `logsync` npm package (its release build in
+// js/, made by `npm run build`), in headless Chromium driven by
+// playwright-core, against a real logsync-server on loopback:
+//
+//   (a) dispatch cost against Redux (same reducer, same page) — a ratio;
+//   (b) events/s applied during catch-up, against a plain-JS fold of the
+//       same actions;
+//   (c) start-up to first state with 1k … 1M stored events (IndexedDB
+//       seeded in bulk in the store's own format), with snapshots and
+//       with full replay, against a plain IndexedDB read of the records;
+//   (d) catch-up of 100k events from the server.
+//
+//   node bench/browser/run.mjs --server target/release-native/logsync-server \
+//        --seeder target/release-native/logsync-bench [--json out.jsonl] [--quick]
+//        [--server-cpus 1] [--profile-dispatch]
+//
+// Starts and stops everything itself (a static file server, the
+// logsync-server, Chromium); each run leaves nothing behind but --json.
+
+import http from 'node:http';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..', '..');
+
+// ---- options ---------------------------------------------------------------
+
+const opts = { quick: false, json: null, server: null, seeder: null, cpus: null, profile: false, only: null, wasmDir: null };
+{
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--quick') opts.quick = true;
+    else if (a === '--json') opts.json = argv[++i];
+    else if (a === '--server') opts.server = argv[++i];
+    else if (a === '--seeder') opts.seeder = argv[++i];
+    else if (a === '--server-cpus') opts.cpus = argv[++i];
+    else if (a === '--profile-dispatch') opts.profile = true;
+    else if (a === '--only') opts.only = new Set(argv[++i].split(','));
+    // Serve another build of the wasm module as js/wasm/ (e.g. one with
+    // function names, `wasm-pack build --profiling --no-opt`, for profiles).
+    else if (a === '--wasm-dir') opts.wasmDir = path.resolve(argv[++i]);
+    else fail(`unknown argument ${a}`);
+  }
+  opts.server ||= path.join(root, 'target/release-native/logsync-server');
+  opts.seeder ||= path.join(root, 'target/release-native/logsync-bench');
+  for (const [what, p] of [['--server', opts.server], ['--seeder', opts.seeder], ['js build', path.join(root, 'js/wasm/logsync_wasm_bg.wasm')]]) {
+    if (!fs.existsSync(p)) fail(`${what}: ${p} does not exist (bench/run.sh builds it)`);
+  }
+}
+
+const P = opts.quick
+  ? { dispatchRepeats: 3, dispatchOps: 1000, catchupEvents: 20_000, catchupRepeats: 1, startupRuns: 3,
+    startupSnap: [1000, 10_000, 100_000, 1_000_000], startupReplay: [1000, 10_000] }
+  : { dispatchRepeats: 7, dispatchOps: 10000, catchupEvents: 100_000, catchupRepeats: 3, startupRuns: 7,
+    startupSnap: [1000, 10_000, 100_000, 1_000_000], startupReplay: [1000, 10_000, 100_000] };
+
+function fail(msg) {
+  process.stderr.write(`bench/browser: ${msg}\n`);
+  process.exit(2);
+}
+
+const records = [];
+function record(r) {
+  records.push(r);
+  if (opts.json) fs.appendFileSync(opts.json, `${JSON.stringify(r)}\n`);
+}
+
+// ---- everything this script starts, stopped on every exit path ----------------
+
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'logsync-browser-bench-'));
+let server = null;
+let statics = null;
+let browser = null;
+
+async function cleanup() {
+  try { if (browser) await browser.close(); } catch { /* already gone */ }
+  browser = null;
+  if (server && server.exitCode === null && server.signalCode === null) {
+    server.kill('SIGTERM');
+    await new Promise((r) => { const t = setTimeout(() => { server.kill('SIGKILL'); r(); }, 10_000); server.once('exit', () => { clearTimeout(t); r(); }); });
+  }
+  server = null;
+  if (statics) statics.close();
+  statics = null;
+  fs.rmSync(scratch, { recursive: true, force: true });
+}
+process.on('SIGINT', () => { cleanup().finally(() => process.exit(130)); });
+process.on('SIGTERM', () => { cleanup().finally(() => process.exit(143)); });
+process.on('exit', () => { if (server) server.kill('SIGKILL'); });
+
+// ---- the static files: the package, Redux, the page ------------------------------
+
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.map': 'application/json' };
+const ROUTES = [
+  ...(opts.wasmDir ? [['/js/wasm/', opts.wasmDir + path.sep]] : []),
+  ['/js/', path.join(root, 'js') + path.sep],
+  ['/bench/browser/', here + path.sep],
+];
+
+function startStatics() {
+  return new Promise((resolve) => {
+    const srv = http.createServer((req, res) => {
+      const url = new URL(req.url, 'http://x');
+      let file = null;
+      if (url.pathname === '/redux.mjs') {
+        // Redux's production browser build, as an app would ship it.
+        file = path.join(here, 'node_modules/redux/dist/redux.browser.mjs');
+      } else {
+        for (const [prefix, dir] of ROUTES) {
+          if (url.pathname.startsWith(prefix)) {
+            const f = path.resolve(dir, `.${url.pathname.slice(prefix.length - 1)}`);
+            if (f.startsWith(dir)) file = f;
+            break;
+          }
+        }
+      }
+      if (!file || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+        res.writeHead(404).end();
+        return;
+      }
+      res.writeHead(200, {
+        'content-type': TYPES[path.extname(file)] || 'application/octet-stream',
+        // Cross-origin isolation gives performance.now() 5 µs resolution
+        // instead of 100 µs.
+        'cross-origin-opener-policy': 'same-origin',
+        'cross-origin-embedder-policy': 'require-corp',
+        'cache-control': 'no-store',
+      });
+      fs.createReadStream(file).pipe(res);
+    });
+    srv.listen(0, '127.0.0.1', () => resolve(srv));
+  });
+}
+
+// ---- the server ----------------------------------------------------------------
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const argv = ['--listen', '127.0.0.1:0', '--db', path.join(scratch, 'bench.db')];
+    const [cmd, args] = opts.cpus ? ['taskset', ['-c', opts.cpus, opts.server, ...argv]] : [opts.server, argv];
+    const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
+    let buf = '';
+    let err = '';
+    const timer = setTimeout(() => reject(new Error(`logsync-server printed no address in 20 s: ${err}`)), 20_000);
+    proc.stderr.on('data', (c) => { err = (err + c).slice(-4000); });
+    proc.stdout.setEncoding('utf8');
+    proc.stdout.on('data', (c) => {
+      buf += c;
+      const m = /logsync-server listening on http:\/\/(\S+)/.exec(buf);
+      if (m) { clearTimeout(timer); resolve({ proc, addr: m[1] }); }
+    });
+    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`logsync-server exited (${code}): ${err}`)); });
+  });
+}
+
+function seed(url, stream, events) {
+  const r = spawnSync(opts.seeder, ['seed', '--url', url, '--stream', stream, '--events', String(events), ...(opts.json ? ['--json', opts.json] : [])], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`seeding ${stream} failed: ${r.stderr || r.error}`);
+  process.stdout.write(r.stdout);
+}
+
+// ---- aggregation -------------------------------------------------------------
+
+const stats = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return { min: s[0], median: s[Math.floor(s.length / 2)], max: s[s.length - 1] };
+};
+const f = (v, d = 2) => (v === undefined || v === null || Number.isNaN(v) ? '—' : Number(v).toFixed(d));
+const mmm = (xs, d = 2) => { const s = stats(xs); return `${f(s.min, d)} / **${f(s.median, d)}** / ${f(s.max, d)}`; };
+
+async function profileDispatch(page) {
+  // Chrome's sampling profiler over a loop of dispatches into an offline
+  // store (the `list` reducer): where a dispatch's time goes.
+  await page.evaluate(() => window.bench.openForProfile({ reducer: 'list' }));
+  await page.evaluate(() => window.bench.dispatchLoop({ ops: 2000 })); // warm
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Profiler.enable');
+  await cdp.send('Profiler.setSamplingInterval', { interval: 20 });
+  const finished = new Promise((resolve) => cdp.once('Profiler.consoleProfileFinished', (e) => resolve(e.profile)));
+  const perOp = await page.evaluate(() => window.bench.dispatchLoop({ ops: 20000, profile: true }));
+  const profile = await finished;
+  await page.evaluate(() => window.bench.closeProfiled());
+  const self = new Map();
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  for (let i = 0; i < profile.samples.length; i++) {
+    const n = byId.get(profile.samples[i]);
+    const fn = n.callFrame.functionName || '(anonymous)';
+    if (fn === '(idle)' || fn === '(program)') continue;
+    const name = `${fn} ${n.callFrame.url ? path.basename(n.callFrame.url) : ''}`.trim();
+    self.set(name, (self.get(name) || 0) + (profile.timeDeltas[i] || 0));
+  }
+  const total = [...self.values()].reduce((a, b) => a + b, 0);
+  const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25);
+  console.log(`\nprofile of 20,000 dispatches into an offline store (${f(perOp, 2)} µs each under the profiler); self time, top 25:`);
+  for (const [name, us] of top) console.log(`  ${(100 * us / total).toFixed(1).padStart(5)}%  ${name}`);
+  record({ bench: 'browser-profile', what: 'dispatch', us_per_dispatch: perOp, top: top.map(([name, us]) => ({ name, pct: +(100 * us / total).toFixed(1) })) });
+}
+
+// ---- main ------------------------------------------------------------------------
+
+async function main() {
+  statics = await startStatics();
+  const origin = `http://127.0.0.1:${statics.address().port}`;
+  const started = await startServer();
+  server = started.proc;
+  const wsUrl = `ws://${started.addr}/v1/ws`;
+
+  const userDataDir = fs.mkdtempSync(path.join(scratch, 'chromium-'));
+  browser = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const version = browser.browser()?.version() ?? spawnSync('/usr/bin/chromium', ['--version'], { encoding: 'utf8' }).stdout.trim();
+  const page = browser.pages()[0] ?? await browser.newPage();
+  page.setDefaultTimeout(600_000);
+  page.on('pageerror', (e) => process.stderr.write(`page error: ${e.message}\n`));
+  await page.goto(`${origin}/bench/browser/page.html`);
+  await page.waitForFunction(() => window.benchReady === true);
+  const isolated = await page.evaluate(() => self.crossOriginIsolated);
+  record({ bench: 'browser-env', chromium: version, cross_origin_isolated: isolated });
+  console.log(`chromium ${version}; cross-origin isolated (5 µs timers): ${isolated}`);
+
+  const { init_ms: initMs } = await page.evaluate(() => window.bench.initTime());
+  record({ bench: 'browser-init', init_ms: initMs });
+  console.log(`wasm module load + instantiate: ${f(initMs, 1)} ms`);
+
+  const want = (what) => !opts.only || opts.only.has(what);
+  if (opts.profile) await profileDispatch(page);
+
+  // (a) dispatch vs Redux
+  if (want('dispatch')) {
+  console.log('\n(a) dispatch: µs per dispatch, min / median / max over repeats');
+  console.log('| reducer | Redux | Redux + JSON round trip | Logsync | Logsync ÷ Redux | Logsync ÷ (Redux + JSON) | dispatch → all confirmed, intents/s |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|');
+  for (const reducer of ['list', 'counter']) {
+    const runs = await page.evaluate((a) => window.bench.dispatch(a), { url: wsUrl, reducer, repeats: P.dispatchRepeats, ops: P.dispatchOps });
+    runs.forEach((r, i) => record({ bench: 'dispatch', reducer, repeat: i + 1, ops: P.dispatchOps, ...r, confirm_intents_per_s: P.dispatchOps / (r.confirm_all_ms / 1000) }));
+    console.log(`| ${reducer} | ${mmm(runs.map((r) => r.redux_us), 3)} | ${mmm(runs.map((r) => r.redux_json_us), 3)} | ${mmm(runs.map((r) => r.logsync_us), 2)} | ${mmm(runs.map((r) => r.ratio), 1)} | ${mmm(runs.map((r) => r.ratio_vs_json), 1)} | ${mmm(runs.map((r) => P.dispatchOps / (r.confirm_all_ms / 1000)), 0)} |`);
+  }
+  }
+
+  // (b) + (d) catch-up from the server
+  if (want('catchup')) {
+  const n = P.catchupEvents;
+  const stream = `catchup/${n}-${Date.now().toString(36)}`;
+  seed(wsUrl, stream, n);
+  const formatStream = `format-${Date.now().toString(36)}`;
+  seed(wsUrl, formatStream, 50);
+  const fmt = await page.evaluate((a) => window.bench.checkFormat(a), { url: wsUrl, stream: formatStream, n: 50 });
+  record({ bench: 'format-check', ...fmt });
+  console.log(`stored-event format check: ${fmt.records} records written by the store, re-made byte for byte by the seeding encoder`);
+  console.log(`\n(b, d) catch-up of ${n} events from the server, min / median / max over ${P.catchupRepeats}`);
+  console.log('| snapshots | to first batch ms | to offset = head ms | to all written ms | applied events/s | plain JS fold events/s | applied ÷ fold |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|');
+  for (const [label, every] of [['every 1000 (default)', 1000], ['off', 1e9]]) {
+    if (label === 'off' && opts.quick) continue;
+    const runs = [];
+    for (let r = 0; r < (label === 'off' ? 1 : P.catchupRepeats); r++) {
+      const c = await page.evaluate((a) => window.bench.catchup(a), { url: wsUrl, stream, n, snapshotEvery: every });
+      const fo = await page.evaluate((a) => window.bench.fold(a), { n });
+      const run = { ...c, ...fo, apply_vs_fold: c.apply_events_per_s / fo.fold_events_per_s };
+      runs.push(run);
+      record({ bench: 'catchup', events: n, snapshots: label, repeat: r + 1, ...run });
+    }
+    console.log(`| ${label} | ${mmm(runs.map((r) => r.first_batch_ms), 0)} | ${mmm(runs.map((r) => r.to_head_ms), 0)} | ${mmm(runs.map((r) => r.to_written_ms), 0)} | ${mmm(runs.map((r) => r.apply_events_per_s), 0)} | ${mmm(runs.map((r) => r.fold_events_per_s), 0)} | ${mmm(runs.map((r) => r.apply_vs_fold), 2)} |`);
+  }
+
+  }
+
+  // (c) start-up
+  if (want('startup')) {
+  console.log(`\n(c) start-up: openStore (no network) → first getState(), ms, min / median / max over ${P.startupRuns}`);
+  console.log('| stored events | stored as | records read | Logsync start-up | plain IndexedDB read of the same records | seeding s |');
+  console.log('|---:|---|---:|---:|---:|---:|');
+  const cases = [
+    ...P.startupSnap.map((size) => ({ n: size, tail: Math.min(999, size), label: 'snapshot + 999 events (worst case)', snapshotEvery: 1000 })),
+    ...P.startupReplay.map((size) => ({ n: size, tail: size, label: 'events only (snapshots off)', snapshotEvery: 1e9 })),
+  ];
+  for (const c of cases) {
+    const r = await page.evaluate((a) => window.bench.startup(a), { n: c.n, tail: c.tail, runs: P.startupRuns, snapshotEvery: c.snapshotEvery });
+    const s = stats(r.store_ms);
+    record({ bench: 'startup', events: c.n, stored: c.label, tail_events: c.tail, runs: P.startupRuns, store_ms: r.store_ms, idb_ms: r.idb_ms, median_ms: s.median, idb_median_ms: stats(r.idb_ms).median, seed_ms: r.seed_ms });
+    console.log(`| ${c.n} | ${c.label} | ${c.tail + (c.tail < c.n ? 1 : 0)} | ${mmm(r.store_ms, 1)} | ${mmm(r.idb_ms, 1)} | ${f(r.seed_ms / 1000, 1)} |`);
+  }
+  }
+}
+
+main().then(
+  async () => { await cleanup(); },
+  async (e) => { process.stderr.write(`bench/browser: ${e.stack || e}\n`); await cleanup(); process.exit(1); },
+);

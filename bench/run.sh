@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Logsync's benchmark suite, one command (see BENCHMARKS.md):
+#
+#   bench/run.sh                  everything, ~10 min on 2 cores
+#   bench/run.sh --quick          a short smoke run of everything, ~2 min
+#   bench/run.sh --only fanout,append,idle,browser,size
+#   bench/run.sh --no-pin         do not pin the server and the load generator
+#
+# Builds the server, the load generator and the relay with the speed
+# profile and the npm package (js/) in release, runs each benchmark, writes
+# bench/results/<UTC date>[-quick].md (the tables) and .jsonl (one record
+# per measured run), and prints the tables. Stops everything it started.
+#
+# More server variants (e.g. another store) run beside the default one:
+#   LOGSYNC_BENCH_VARIANTS='postgres=--store postgres://127.0.0.1:5432/bench_{run}' bench/run.sh
+# (`;`-separated LABEL=FLAGS; `{run}` becomes a name unique to each server
+# start). Each label is measured in the fan-out, append and idle benchmarks.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="$ROOT/.tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+
+QUICK=0
+PIN=1
+ONLY="fanout,append,idle,browser,size"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --no-pin) PIN=0 ;;
+    --only) ONLY="$2"; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "bench/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+started=$(date +%s)
+stamp="$(date -u +%Y-%m-%dT%H-%M-%SZ)"
+[ "$QUICK" = 1 ] && stamp="$stamp-quick"
+mkdir -p bench/results
+RAW="bench/results/$stamp.jsonl"
+MD="bench/results/$stamp.md"
+: >"$RAW"
+
+# Everything started below is a direct child run in the foreground, or
+# the one background job whose PID is in CHILD; each stops its own
+# servers and browser. Chromium's leftovers go to this scratch TMPDIR.
+SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/logsync-bench.XXXXXX")"
+CHILD=""
+cleanup() {
+  local rc=$?
+  if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
+    kill -TERM "$CHILD" 2>/dev/null || true
+    wait "$CHILD" 2>/dev/null || true
+  fi
+  rm -rf "$SCRATCH"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+export TMPDIR="$SCRATCH"
+
+# Runs "$@" as a tracked child so an interrupt stops it (and it its own).
+run() {
+  "$@" &
+  CHILD=$!
+  wait "$CHILD"
+  CHILD=""
+}
+
+step() { printf '\n\033[1m==> %s\033[0m  (+%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
+
+# ---- build -----------------------------------------------------------------
+step "build: server, load generator, relay (release-native); npm package (release)"
+cargo build --profile release-native -p server-stub -p logsync-bench --locked 2>&1 | tail -n 2
+BIN="$ROOT/target/release-native"
+if want browser || want size; then
+  (cd js && { [ -d node_modules ] || npm ci --no-audit --no-fund >/dev/null; } && npm run build --silent >"$SCRATCH/npm-build.log" 2>&1) \
+    || { cat "$SCRATCH/npm-build.log" >&2; exit 1; }
+fi
+if want browser && [ ! -d bench/browser/node_modules ]; then
+  (cd bench/browser && npm ci --no-audit --no-fund >/dev/null)
+fi
+
+# ---- the machine -----------------------------------------------------------
+# Two cores: with pinning the server (or relay) runs on CPU 1 and the load
+# generator on CPU 0, so they never compete; the relay is measured the same
+# way. Chromium is not pinned (it is several processes).
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  LOADGEN=(taskset -c 0 "$BIN/logsync-bench" --server-cpus 1)
+  BROWSER_PIN=()
+  pinning="Fan-out, append and idle: server (or relay) pinned to CPU 1, load generator to CPU 0 (taskset). Browser benchmarks: nothing pinned."
+else
+  LOADGEN=("$BIN/logsync-bench")
+  BROWSER_PIN=()
+  pinning="Nothing pinned: server, relay, load generator and browser share all cores."
+fi
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ] || [ "$hard" -ge 20000 ]; then ulimit -n 20000; else ulimit -n "$hard"; fi
+
+VARIANT_ARGS=()
+TARGETS="logsync"
+IFS=';' read -r -a variants <<<"${LOGSYNC_BENCH_VARIANTS:-}"
+for v in "${variants[@]}"; do
+  [ -z "${v// }" ] && continue
+  VARIANT_ARGS+=(--variant "$v")
+  TARGETS="$TARGETS,${v%%=*}"
+done
+
+node -e '
+const [nproc, cpu, mem, kernel, load, commit, mode, pinning, date] = process.argv.slice(1);
+console.log(JSON.stringify({ bench: "machine", nproc: +nproc, cpu, memory: mem, kernel, load, commit, mode, pinning, date }));
+' "$(nproc)" "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)" \
+  "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)" "$(uname -r)" \
+  "$(cut -d' ' -f1-3 /proc/loadavg)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- bench server-stub sync-wasm sync-core js 2>/dev/null || echo '+changes')" \
+  "$([ "$QUICK" = 1 ] && echo quick || echo full)" "$pinning" "$(date -u '+%Y-%m-%d %H:%M UTC')" >>"$RAW"
+echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$pinning"
+
+# ---- the benchmarks ----------------------------------------------------------
+if [ "$QUICK" = 1 ]; then
+  FANOUT=(--subscribers 10,100 --many-writers 20 --repeats 1 --duration 1s --warmup 300ms --drain 10s)
+  APPEND=(--writers 1,10 --repeats 1 --duration 1s --warmup 300ms)
+  IDLE=(--connections 1000 --repeats 1 --settle 1s)
+  BROWSER=(--quick)
+else
+  FANOUT=(--subscribers 10,100,1000 --many-writers 100 --repeats 3 --duration 3s --warmup 1s --drain 15s)
+  APPEND=(--writers 1,10,100 --repeats 3 --duration 3s --warmup 500ms)
+  IDLE=(--connections 1000,10000 --repeats 2 --settle 2s)
+  BROWSER=()
+fi
+
+if want fanout; then
+  step "1. fan-out: server vs relay"
+  run "${LOADGEN[@]}" "${VARIANT_ARGS[@]}" --json "$RAW" fanout --targets "relay,$TARGETS" "${FANOUT[@]}"
+fi
+if want append; then
+  step "2. durable append: group commit vs one commit per intent"
+  run "${LOADGEN[@]}" "${VARIANT_ARGS[@]}" --json "$RAW" append --targets "$TARGETS" "${APPEND[@]}"
+fi
+if want idle; then
+  step "3. memory per idle connection"
+  run "${LOADGEN[@]}" "${VARIANT_ARGS[@]}" --json "$RAW" idle --targets "$TARGETS" "${IDLE[@]}"
+fi
+if want browser; then
+  step "4. client in headless Chromium (release build)"
+  run node bench/browser/run.mjs --server "$BIN/logsync-server" --seeder "$BIN/logsync-bench" \
+    --json "$RAW" --profile-dispatch "${BROWSER_PIN[@]}" "${BROWSER[@]}"
+fi
+if want size; then
+  step "5. size of the npm package's release build"
+  node bench/size.mjs --json "$RAW"
+fi
+
+# ---- the report --------------------------------------------------------------
+elapsed=$(( $(date +%s) - started ))
+node -e 'const fs=require("fs");const f=process.argv[1];const l=fs.readFileSync(f,"utf8").split("\n");const m=JSON.parse(l[0]);m.duration_s=+process.argv[2];l[0]=JSON.stringify(m);fs.writeFileSync(f,l.join("\n"));' "$RAW" "$elapsed"
+node bench/report.mjs "$RAW" >"$MD"
+step "results ($elapsed s): $MD"
+cat "$MD"

@@ -15,6 +15,7 @@
 //! subscribers read what they have not seen from the store. Nodes keep no
 //! state that is not in the store.
 
+pub mod memory;
 pub mod postgres;
 pub mod sqlite;
 

@@ -48,6 +48,10 @@ const QUEUE_FRAMES: usize = 256;
 /// Pushes whose outcome one connection may await at once; past it the
 /// reader stops reading, which pushes back on the client through TCP.
 const PUSHES_IN_FLIGHT: usize = 32;
+/// Frames' worth of pushed payload bytes that may wait for their outcome
+/// on one connection (with the count above, this bounds what a client can
+/// make the server hold by pushing faster than the log commits).
+const PUSH_FRAMES_IN_FLIGHT: usize = 4;
 /// Read buffer of each WebSocket (see `upgrade`).
 const READ_BUFFER_BYTES: usize = 2 << 10;
 /// How long a closing connection waits for the client's Close reply.
@@ -198,6 +202,8 @@ struct Conn {
     state: Arc<AppState>,
     out: mpsc::Sender<Out>,
     budget: Arc<Semaphore>,
+    /// Payload bytes of pushes waiting for their outcome.
+    inbound: Arc<Semaphore>,
     fatal: FatalTx,
     pushes: Option<mpsc::Sender<PendingPush>>,
     client_id: Option<ClientId>,
@@ -236,6 +242,7 @@ pub(crate) async fn run<Si, St>(
     let acker = tokio::spawn(ack_loop(pushes_rx, out.clone(), fatal.clone()).in_current_span());
     let mut conn = Conn {
         budget: Arc::new(Semaphore::new(state.config.send_queue_bytes)),
+        inbound: Arc::new(Semaphore::new(inbound_budget(&state))),
         state: state.clone(),
         out,
         fatal,
@@ -446,10 +453,14 @@ impl Conn {
                     return Err(self.rate_limited());
                 }
                 let taken = intents.len();
+                let bytes: usize = intents.iter().map(|i| i.payload.len() + 16).sum();
+                let held = self.hold_inbound(bytes).await?;
                 let store = self.state.store.clone();
                 let policy = self.state.policy.clone();
                 let s = stream.clone();
                 let fut: BoxFuture<'static, _> = Box::pin(async move {
+                    // The bytes count against the budget until decided.
+                    let _held = held;
                     crate::intake::push(
                         &store,
                         &*policy,
@@ -536,16 +547,33 @@ impl Conn {
     /// only while the client reads nothing: past the idle timeout that is
     /// a slow consumer, and shutdown does not wait for it either.
     async fn enqueue<T>(&self, queue: &mpsc::Sender<T>, item: T) -> Result<(), Fatal> {
+        self.patiently(async { queue.send(item).await.map_err(|_| internal()) })
+            .await?
+    }
+
+    /// Takes `bytes` (at most the whole budget) of the connection's budget
+    /// for pushes in flight, waiting like [`Conn::enqueue`] while it is used
+    /// up: the reader then stops reading, which slows the client through TCP.
+    async fn hold_inbound(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Fatal> {
+        let n = bytes.clamp(1, inbound_budget(&self.state)) as u32;
+        let inbound = self.inbound.clone();
+        self.patiently(async { inbound.acquire_many_owned(n).await.map_err(|_| internal()) })
+            .await?
+    }
+
+    /// `fut`, unless the server shuts down first or it takes longer than
+    /// the idle timeout (`SLOW_CONSUMER`).
+    async fn patiently<T>(&self, fut: impl std::future::Future<Output = T>) -> Result<T, Fatal> {
         let patience = self.state.config.idle_timeout;
         tokio::select! {
-            sent = queue.send(item) => sent.map_err(|_| internal()),
+            done = fut => Ok(done),
             _ = self.state.shutdown.cancelled() => Err((
                 ErrorCode::ShuttingDown,
                 "the server is shutting down; reconnect later".into(),
             )),
             _ = tokio::time::sleep(patience) => Err((
                 ErrorCode::SlowConsumer,
-                format!("the client read nothing for {} ms while answers waited", patience.as_millis()),
+                format!("waited {} ms for room: the client reads its answers too slowly", patience.as_millis()),
             )),
         }
     }
@@ -598,6 +626,16 @@ async fn sleep_until_some(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// The budget for pushes in flight on one connection, in bytes (a whole
+/// frame always fits, and a permit count fits in `u32`).
+fn inbound_budget(state: &AppState) -> usize {
+    state
+        .config
+        .max_frame_bytes
+        .saturating_mul(PUSH_FRAMES_IN_FLIGHT)
+        .min(u32::MAX as usize)
 }
 
 fn internal() -> Fatal {

@@ -9,9 +9,10 @@
 //!   the database: the row lock orders the decisions, and the primary and
 //!   unique keys refuse a second event at an offset or for a
 //!   (stream, client, seq). See `writer`.
-//! - **Fan-out across nodes**: after a commit the writer sends
-//!   `NOTIFY logsync`; every node `LISTEN`s on a dedicated connection,
-//!   reads the new events once and hands them to its hub. See `fanout`.
+//! - **Fan-out across nodes**: after a commit the node sends
+//!   `NOTIFY logsync` (see `notifier`); every node `LISTEN`s on a dedicated
+//!   connection, reads the new events once and hands them to its hub. See
+//!   `fanout`.
 //! - **Reads** use a small pool of connections (`--max-readers`).
 //! - **No node state**: the log, the decisions, the epoch and the schema
 //!   version live in PostgreSQL; a node keeps only caches. Any node can be
@@ -32,9 +33,10 @@
 //! logsync_client_subjects (client_id, sub)                who a client id belongs to (with auth)
 //! ```
 //!
-//! Connections per node: `--max-readers` + 2 (writer, LISTEN).
+//! Connections per node: `--max-readers` + 3 (writer, notifier, LISTEN).
 
 mod fanout;
+mod notifier;
 mod schema;
 mod writer;
 
@@ -103,7 +105,11 @@ pub struct PostgresStore {
     pool: Pool,
     jobs: Mutex<Option<mpsc::Sender<writer::Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    listener: Mutex<Option<JoinHandle<()>>>,
     notifier: Mutex<Option<JoinHandle<()>>>,
+    /// Stops the notifier once the writer has finished.
+    notifier_stop: CancellationToken,
+    /// Stops the LISTEN task.
     stop: CancellationToken,
 }
 
@@ -148,11 +154,13 @@ impl PostgresStore {
         ));
 
         let (tx, rx) = mpsc::channel(1024);
+        let notices = Arc::new(notifier::Notices::default());
         let mut w = writer::Writer {
             config: config.clone(),
             conn: None,
             rx,
             fanout: fanout.clone(),
+            notices: notices.clone(),
             metrics,
             mode: options.commit_mode,
             max_batch_intents: options.max_batch_intents,
@@ -162,9 +170,9 @@ impl PostgresStore {
 
         let stop = CancellationToken::new();
         let (ready, listening) = oneshot::channel();
-        let notifier = tokio::spawn(fanout::listen(
-            fanout,
-            config,
+        let listener = tokio::spawn(fanout::listen(
+            fanout.clone(),
+            config.clone(),
             options.sweep_interval,
             stop.clone(),
             ready,
@@ -175,6 +183,13 @@ impl PostgresStore {
             Err(_) => return Err(Error::Storage("the LISTEN task ended at start".into())),
         }
         let writer = tokio::spawn(w.run());
+        let notifier_stop = CancellationToken::new();
+        let notifier = tokio::spawn(notifier::run(
+            notices,
+            fanout,
+            config,
+            notifier_stop.clone(),
+        ));
         tracing::info!(store = %target, %epoch, schema_version = SCHEMA_VERSION, "PostgreSQL store open");
         Ok(PostgresStore {
             epoch,
@@ -182,7 +197,9 @@ impl PostgresStore {
             pool,
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            listener: Mutex::new(Some(listener)),
             notifier: Mutex::new(Some(notifier)),
+            notifier_stop,
             stop,
         })
     }
@@ -475,10 +492,16 @@ impl LogStore for PostgresStore {
             if let Some(writer) = writer {
                 let _ = writer.await;
             }
-            self.stop.cancel();
+            // The last commits are announced, then nothing listens.
+            self.notifier_stop.cancel();
             let notifier = self.notifier.lock().ok().and_then(|mut n| n.take());
             if let Some(notifier) = notifier {
                 let _ = notifier.await;
+            }
+            self.stop.cancel();
+            let listener = self.listener.lock().ok().and_then(|mut l| l.take());
+            if let Some(listener) = listener {
+                let _ = listener.await;
             }
             self.pool.close();
         })

@@ -17,12 +17,9 @@
 //!    statements, move the heads, `COMMIT`. One round trip, pipelined; an
 //!    intent is acknowledged only after PostgreSQL reported the commit
 //!    (durable with `synchronous_commit = on`, the default).
-//! 4. `NOTIFY logsync` once per stream, in a transaction of its own. It is
-//!    kept out of the data transaction on purpose: PostgreSQL serialises
-//!    every committing transaction that notifies, WAL flush included,
-//!    which would stop concurrent nodes from sharing fsyncs. The notifying
-//!    transaction skips the flush (`synchronous_commit = off`): a
-//!    notification is a hint, never the record.
+//! 4. Hand the events to this node's hub, answer the pushers, and record
+//!    the new heads for the notifier (`super::notifier`), which tells the
+//!    other nodes.
 //!
 //! Lock order by stream name means two nodes never deadlock on each other;
 //! a deadlock or serialization failure reported anyway is retried with
@@ -39,6 +36,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use super::fanout::Fanout;
+use super::notifier::Notices;
 use super::{connect, from_pg, to_pg};
 use crate::config::CommitMode;
 use crate::error::Error;
@@ -147,8 +145,6 @@ struct Statements {
     clients: Statement,
     heads: Statement,
     snapshots: Statement,
-    quick_commit: Statement,
-    notify: Statement,
     gap: Statement,
 }
 
@@ -219,12 +215,6 @@ impl Statements {
                        ON CONFLICT (stream_id, "offset") DO UPDATE SET state = excluded.state"#,
                 )
                 .await?,
-            quick_commit: c
-                .prepare("SET LOCAL synchronous_commit TO off")
-                .await?,
-            notify: c
-                .prepare("SELECT pg_notify('logsync', p) FROM unnest($1::text[]) AS p")
-                .await?,
             gap: c
                 .prepare(
                     r#"SELECT e.stream_id, e."offset", e.client_id, e.seq, e.time_ms, e.payload
@@ -248,6 +238,7 @@ pub(crate) struct Writer {
     pub conn: Option<Conn>,
     pub rx: mpsc::Receiver<Job>,
     pub fanout: Arc<Fanout>,
+    pub notices: Arc<Notices>,
     pub metrics: Arc<Metrics>,
     pub mode: CommitMode,
     pub max_batch_intents: usize,
@@ -326,7 +317,7 @@ impl Writer {
                         }
                     }
                 }
-                self.notify(&committed.appended).await;
+                self.announce(&committed.appended);
             }
             Err(e) => {
                 tracing::error!(error = %e, intents, "commit failed; batch rolled back");
@@ -369,7 +360,7 @@ impl Writer {
                 Ok(committed) => {
                     self.metrics.commit(1, started.elapsed());
                     self.publish(&committed);
-                    self.notify(&committed.appended).await;
+                    self.announce(&committed.appended);
                     let o = committed.outcomes.into_iter().flatten();
                     let before = outcomes.len();
                     outcomes.extend(o);
@@ -404,33 +395,12 @@ impl Writer {
         }
     }
 
-    /// Tells every node (this one included) of the new heads.
-    async fn notify(&mut self, appended: &[(StreamName, Vec<Event>)]) {
-        let payloads: Vec<String> = appended
-            .iter()
-            .filter_map(|(stream, events)| {
-                let (first, last) = (events.first()?, events.last()?);
-                Some(self.fanout.message(stream, first.offset, last.offset))
-            })
-            .collect();
-        if payloads.is_empty() {
-            return;
-        }
-        let Ok(conn) = self.connection().await else {
-            // The other nodes' sweeps find these heads.
-            return;
-        };
-        let (c, st) = (&conn.client, &conn.st);
-        let results = futures_util::future::join_all([
-            c.execute(&st.begin, &[]),
-            c.execute(&st.quick_commit, &[]),
-            c.execute(&st.notify, &[&payloads]),
-            c.execute(&st.commit, &[]),
-        ])
-        .await;
-        if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
-            tracing::warn!(error = %Error::from(e), "NOTIFY failed; other nodes learn of these commits by their sweep");
-            let _ = c.execute(&st.rollback, &[]).await;
+    /// Records the new heads for the notifier.
+    fn announce(&self, appended: &[(StreamName, Vec<Event>)]) {
+        for (stream, events) in appended {
+            if let (Some(first), Some(last)) = (events.first(), events.last()) {
+                self.notices.add(stream, first.offset, last.offset);
+            }
         }
     }
 

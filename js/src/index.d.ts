@@ -56,6 +56,8 @@ export interface SyncStatus {
   readonly lastError: ErrorInfo | null;
   /** This installation's id (32 hex digits). */
   readonly clientId: string;
+  /** The server refused the token (`UNAUTHORIZED`) or what it allows (`FORBIDDEN`): the store keeps its actions but does not reconnect until `setToken()` (or `reconnect()`). */
+  readonly needsToken: boolean;
 }
 
 /** An action the server refused; it has been dropped from the state. */
@@ -106,6 +108,8 @@ export interface SyncStore<S, A extends Action = Action> {
   reconnect(): void;
   /** Drops the connection and stays offline (dispatches are kept) until `reconnect()`. */
   goOffline(): void;
+  /** Uses `token` (a JWT, or null for none) from the next connection on; after a refused token (`status.needsToken`) connects at once. A live connection keeps going. */
+  setToken(token: string | null): void;
   /** Disconnects and releases IndexedDB. The store cannot be used afterwards. */
   close(): Promise<void>;
   [Symbol.observable](): StateObservable<S>;

@@ -210,6 +210,16 @@ function wrapStore(inner, stream) {
     inner.goOffline();
   };
 
+  // A refreshed token is used from the next connection on; a store that
+  // stopped because the server refused its token connects at once.
+  const setToken = (token) => {
+    ensureOpen('setToken');
+    if (token !== null && typeof token !== 'string') {
+      throw new LogsyncError('INVALID_REQUEST', `store.setToken(token) expects a string (a JWT) or null, got ${describe(token)}`);
+    }
+    inner.setToken(token);
+  };
+
   // Every call returns the same promise, so `await store.close()` from two
   // places both wait for the database to be closed.
   let closing = null;
@@ -246,6 +256,7 @@ function wrapStore(inner, stream) {
     synced,
     reconnect,
     goOffline,
+    setToken,
     close,
     [$$observable]: observable,
   };

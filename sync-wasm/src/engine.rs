@@ -128,6 +128,10 @@ pub struct Status {
     pub last_error: Option<ErrorInfo>,
     /// This browser profile's client id.
     pub client_id: ClientId,
+    /// The server refused the token (`UNAUTHORIZED`) or what it allows
+    /// (`FORBIDDEN`); the store does not reconnect until `set_token` (or
+    /// `reconnect`). Dispatches are kept meanwhile.
+    pub needs_token: bool,
 }
 
 /// An intent the server refused; it was rolled back.
@@ -215,6 +219,7 @@ impl<R: StoreReducer> Core<R> {
             pending: r.pending().len(),
             last_error: self.last_error.clone(),
             client_id: r.client_id(),
+            needs_token: self.net.needs_token,
         }
     }
 
@@ -303,6 +308,13 @@ impl<R: StoreReducer> Core<R> {
             }),
             Effect::HeadChanged(_) => {}
             Effect::ServerError { code, message } => {
+                // A token replaced since this connection's Hello (refreshed
+                // before it expired) is worth a normal reconnect.
+                if matches!(code, ErrorCode::Unauthorized | ErrorCode::Forbidden)
+                    && self.net.token == self.net.sent_token
+                {
+                    self.net.needs_token = true;
+                }
                 self.error(WasmError::Server { code, message }, notes)
             }
         }
@@ -698,6 +710,12 @@ impl<R: StoreReducer> Store<R> {
     /// Drops the connection and stays offline until `reconnect`.
     pub fn go_offline(&self) {
         self.engine.go_offline();
+    }
+
+    /// Uses `token` from the next connection on; after the server refused
+    /// the previous one, connects now.
+    pub fn set_token(&self, token: Option<String>) {
+        self.engine.set_token(token);
     }
 
     /// Closes the store: disconnects, finishes the storage queue, closes

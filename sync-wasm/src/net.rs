@@ -6,7 +6,10 @@
 //! `goOffline`) → connecting (socket opening) → handshake (`Hello` sent)
 //! → ready (`Welcome` handled: subscribed, outbox pushed). Any close,
 //! malformed frame, protocol error or silence of two heartbeat periods
-//! drops the socket and schedules the next attempt.
+//! drops the socket and schedules the next attempt — except after the
+//! server refused the token (`UNAUTHORIZED`) or what it allows
+//! (`FORBIDDEN`): trying again with the same token cannot help, so the
+//! store waits for `setToken()` (or `reconnect()`), keeping its outbox.
 
 use std::rc::Rc;
 
@@ -43,6 +46,13 @@ pub(crate) struct Net {
     pub nonce: u64,
     /// `goOffline()` was called: no attempts until `reconnect()`.
     pub paused: bool,
+    /// Sent in the next `Hello`.
+    pub token: Option<String>,
+    /// Sent in this connection's `Hello`.
+    pub sent_token: Option<String>,
+    /// The server refused the token or what it allows: no attempts until
+    /// `setToken()` or `reconnect()`.
+    pub needs_token: bool,
 }
 
 impl Net {
@@ -57,6 +67,9 @@ impl Net {
             last_rx_ms: 0.0,
             nonce: 0,
             paused: !opts.connect,
+            token: opts.token.clone(),
+            sent_token: None,
+            needs_token: false,
         }
     }
 
@@ -106,7 +119,7 @@ impl<R: StoreReducer> Engine<R> {
     }
 
     fn connect(self: &Rc<Self>, c: &mut Core<R>, notes: &mut Notes) {
-        if c.closed || c.net.paused || c.net.socket.is_some() {
+        if c.closed || c.net.paused || c.net.needs_token || c.net.socket.is_some() {
             return;
         }
         c.net.reconnect_timer = None;
@@ -145,7 +158,9 @@ impl<R: StoreReducer> Engine<R> {
             }
             match ev {
                 SocketEvent::Open => {
-                    let hello = c.client.connected(self.opts.token.clone());
+                    let token = c.net.token.clone();
+                    c.net.sent_token = token.clone();
+                    let hello = c.client.connected(token);
                     c.net.send(&hello);
                     c.net.last_rx_ms = js_sys::Date::now();
                     // Other tabs of this profile may have written intents.
@@ -217,7 +232,7 @@ impl<R: StoreReducer> Engine<R> {
     }
 
     fn schedule_reconnect(self: &Rc<Self>, c: &mut Core<R>) {
-        if c.closed || c.net.paused {
+        if c.closed || c.net.paused || c.net.needs_token {
             return;
         }
         let delay = c.net.backoff.next_delay_ms(js_sys::Math::random());
@@ -255,8 +270,27 @@ impl<R: StoreReducer> Engine<R> {
                 return;
             };
             c.net.paused = false;
+            c.net.needs_token = false;
             c.net.backoff.reset();
             self.connect(&mut c, &mut notes);
+        }
+        self.emit(notes);
+    }
+
+    /// Uses `token` from the next connection on. A live connection stays
+    /// (its token is still good); a store waiting for a token connects now.
+    pub fn set_token(self: &Rc<Self>, token: Option<String>) {
+        let mut notes = Notes::default();
+        {
+            let Ok(mut c) = self.core.try_borrow_mut() else {
+                return;
+            };
+            c.net.token = token;
+            if c.net.needs_token {
+                c.net.needs_token = false;
+                c.net.backoff.reset();
+                self.connect(&mut c, &mut notes);
+            }
         }
         self.emit(notes);
     }

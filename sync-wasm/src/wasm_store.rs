@@ -63,6 +63,8 @@ export interface StoreStatus {
   readonly pending: number;
   readonly lastError: null | { readonly code: ErrorCode; readonly message: string };
   readonly clientId: string;
+  /** The server refused the token (UNAUTHORIZED) or what it allows (FORBIDDEN): no reconnects until `setToken()` or `reconnect()`. */
+  readonly needsToken: boolean;
 }
 /** An intent the server refused (already rolled back). */
 export interface Rejection {
@@ -219,6 +221,28 @@ impl WasmStore {
         self.store.go_offline();
     }
 
+    /// Uses `token` (a string, or null for none) from the next connection
+    /// on; a store that stopped because the server refused its token
+    /// connects now.
+    #[wasm_bindgen(js_name = setToken)]
+    pub fn set_token(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string | null")] token: JsValue,
+    ) -> Result<(), JsValue> {
+        let token = if token.is_null() || token.is_undefined() {
+            None
+        } else {
+            Some(token.as_string().ok_or_else(|| {
+                WasmError::InvalidRequest(format!(
+                    "setToken expects a string (a JWT) or null, got {}",
+                    describe_js(&token)
+                ))
+            })?)
+        };
+        self.store.set_token(token);
+        Ok(())
+    }
+
     /// Disconnects, finishes pending IndexedDB writes, closes the
     /// database. Idempotent.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
@@ -233,7 +257,7 @@ impl WasmStore {
 
 /// Makes every method callable detached (`const { dispatch } = store`).
 fn bind_methods(obj: &JsValue) {
-    const METHODS: [&str; 12] = [
+    const METHODS: [&str; 13] = [
         "getState",
         "dispatch",
         "subscribe",
@@ -245,6 +269,7 @@ fn bind_methods(obj: &JsValue) {
         "synced",
         "reconnect",
         "goOffline",
+        "setToken",
         "close",
     ];
     for name in METHODS {
@@ -386,6 +411,7 @@ fn status_js(s: &Status) -> JsValue {
     };
     set(&o, "lastError", &last);
     set(&o, "clientId", &s.client_id.to_hex().into());
+    set(&o, "needsToken", &s.needs_token.into());
     Object::freeze(&o).into()
 }
 

@@ -51,6 +51,8 @@ const STOP_TIMEOUT_MS = 10_000;
 let child = null;
 let port = 0;
 let stderrTail = [];
+/** Whether the running server got arguments or environment of its own start. */
+let custom = false;
 
 function info() {
   const running = child !== null;
@@ -61,6 +63,7 @@ function info() {
     url: port ? `http://127.0.0.1:${port}` : null,
     wsUrl: port ? `ws://127.0.0.1:${port}/v1/ws` : null,
     db: dbPath,
+    custom: running && custom,
     brokenPeerConnections: { ...brokenPeers },
   };
 }
@@ -69,13 +72,13 @@ function log(line) {
   if (args.verbose) process.stderr.write(`[server] ${line}\n`);
 }
 
-async function start(extraArgs = []) {
+async function start(extraArgs = [], env = {}) {
   if (child) return info();
   // The port may still be held for a moment after a kill; retry briefly.
   const deadline = Date.now() + START_TIMEOUT_MS;
   for (;;) {
     try {
-      return await startOnce(extraArgs, deadline);
+      return await startOnce(extraArgs, env, deadline);
     } catch (e) {
       if (!(port && /in use/i.test(String(e.message))) || Date.now() > deadline) throw e;
       await new Promise((r) => setTimeout(r, 100));
@@ -83,10 +86,10 @@ async function start(extraArgs = []) {
   }
 }
 
-function startOnce(extraArgs, deadline) {
+function startOnce(extraArgs, env, deadline) {
   return new Promise((resolve, reject) => {
     const argv = ['--listen', `127.0.0.1:${port}`, '--db', dbPath, ...args.extra, ...extraArgs];
-    const proc = spawn(args.server, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(args.server, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     stderrTail = [];
     let settled = false;
     let buffered = '';
@@ -110,6 +113,7 @@ function startOnce(extraArgs, deadline) {
           clearTimeout(timer);
           port = Number(m[1]);
           child = proc;
+          custom = extraArgs.length > 0 || Object.keys(env).length > 0;
           resolve(info());
         }
       }
@@ -206,7 +210,21 @@ const routes = {
     if (!Array.isArray(extra) || !extra.every((a) => typeof a === 'string')) {
       throw Object.assign(new Error('"args" must be an array of strings'), { status: 400 });
     }
-    return serial(() => start(extra));
+    const env = body.env ?? {};
+    if (typeof env !== 'object' || Array.isArray(env) || !Object.values(env).every((v) => typeof v === 'string')) {
+      throw Object.assign(new Error('"env" must be an object of strings'), { status: 400 });
+    }
+    return serial(() => start(extra, env));
+  },
+  // An HS256 JWT of `claims` signed with `secret`, for auth tests.
+  'POST /token': async (body) => {
+    if (typeof body.secret !== 'string' || typeof body.claims !== 'object' || body.claims === null) {
+      throw Object.assign(new Error('body must be {"secret": string, "claims": object}'), { status: 400 });
+    }
+    const b64 = (s) => Buffer.from(s).toString('base64url');
+    const head = `${b64(JSON.stringify({ alg: 'HS256', typ: 'JWT' }))}.${b64(JSON.stringify(body.claims))}`;
+    const sig = crypto.createHmac('sha256', body.secret).update(head).digest('base64url');
+    return { token: `${head}.${sig}` };
   },
   'POST /stop': async () => serial(() => stop('SIGTERM')),
   'POST /kill': async () => serial(() => stop('SIGKILL')),

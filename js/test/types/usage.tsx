@@ -63,10 +63,15 @@ export async function main(): Promise<void> {
   const pending: number = status.pending;
   const offset: number = status.offset;
   const head: number = status.head;
+  const needsToken: boolean = status.needsToken;
+  store.setToken('a.new.jwt');
+  store.setToken(null);
+  // @ts-expect-error a token is a string
+  store.setToken(42);
   const lastCode: ErrorCode | undefined = status.lastError?.code;
   // @ts-expect-error status is read-only
   store.status = status;
-  store.onStatus((s) => console.log(s.online, online, pending, offset, head, lastCode));
+  store.onStatus((s) => console.log(s.online, online, pending, offset, head, lastCode, needsToken));
   store.onError((err) => {
     const code: ErrorCode = err.code;
     if (code === 'UNAUTHORIZED') console.log(err.message);

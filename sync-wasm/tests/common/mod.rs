@@ -153,6 +153,28 @@ async fn harness_call(method: &str, path: &str) -> JsValue {
         .unwrap_or_else(|e| panic!("harness {method} {path} failed: {e:?}"))
 }
 
+/// Starts the server with this start's own `{"args": [...], "env": {...}}`
+/// (`body` is that JSON); its WebSocket URL. Stop it first if it runs.
+pub async fn server_start_with(body: &str) -> String {
+    let body = js_sys::JSON::parse(body).expect("start body json");
+    let info = http_json("POST", &format!("{}/start", harness()), body)
+        .await
+        .unwrap_or_else(|e| panic!("harness POST /start failed: {e:?}"));
+    get(&info, "wsUrl").as_string().expect("wsUrl")
+}
+
+/// An HS256 token of `claims` (JSON text) signed with `secret`.
+pub async fn mint_token(secret: &str, claims: &str) -> String {
+    let body = js_sys::Object::new();
+    let _ = Reflect::set(&body, &"secret".into(), &secret.into());
+    let claims = js_sys::JSON::parse(claims).expect("claims json");
+    let _ = Reflect::set(&body, &"claims".into(), &claims);
+    let r = http_json("POST", &format!("{}/token", harness()), body.into())
+        .await
+        .unwrap_or_else(|e| panic!("harness POST /token failed: {e:?}"));
+    get(&r, "token").as_string().expect("token")
+}
+
 /// Starts the server (no-op when running); its WebSocket URL.
 pub async fn server_start() -> String {
     let info = harness_call("POST", "/start").await;
@@ -176,9 +198,15 @@ pub async fn server_reset() {
 }
 
 /// The server's WebSocket URL; starts it once if it never ran, so the
-/// port is known.
+/// port is known. A server started with settings of its own (an earlier
+/// test that did not get to restore it) is restarted with the defaults.
 pub async fn server_ws_url() -> String {
-    let info = harness_call("GET", "/info").await;
+    let mut info = harness_call("GET", "/info").await;
+    if get(&info, "custom") == JsValue::TRUE {
+        server_stop().await;
+        server_start().await;
+        info = harness_call("GET", "/info").await;
+    }
     match get(&info, "wsUrl").as_string() {
         Some(url) => url,
         None => {

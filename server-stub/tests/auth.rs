@@ -499,6 +499,33 @@ async fn cross_origin_websockets_and_requests_are_refused_when_origins_are_confi
     s.stop().await;
 }
 
+/// Without a secret, credentials are ignored, whatever their form.
+#[tokio::test]
+async fn an_open_server_ignores_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(config(dir.path())).await;
+    for (seq, auth) in [
+        (1, "Basic dXNlcjpwYXNz"),
+        (2, "Bearer not.a.token"),
+        (3, "nonsense"),
+    ] {
+        let (st, body, _) = http_status(
+            http()
+                .post(s.url("/v1/streams/x/intents?token=junk"))
+                .header("authorization", auth)
+                .body(intent_body(1, seq)),
+        )
+        .await;
+        assert_eq!(st, 200, "{auth}: {body}");
+    }
+    let (mut c, first) =
+        Client::hello_with_token(&s.ws_url(), client_id(1), Some("not.a.token")).await;
+    assert!(matches!(first, ServerMsg::Welcome { .. }), "{first:?}");
+    c.push("x", &[(4, b"4".to_vec())]).await;
+    assert!(matches!(c.recv().await, ServerMsg::Ack { .. }));
+    s.stop().await;
+}
+
 /// The binary: `token` mints what the server accepts, and an open server
 /// says so loudly.
 #[tokio::test]

@@ -250,10 +250,10 @@ proptest! {
 
     #[test]
     fn stream_names_in_urls(raw in stream_bytes(), t in token(), which in 0u8..3) {
-        // "." and ".." are valid stream names, but URL clients resolve
-        // them (also as %2E) as dot segments before sending: no HTTP
-        // request can name them.
+        // URL clients resolve "." and ".." (also as %2E) as dot segments
+        // before sending, so the naming rule reserves them.
         prop_assume!(raw != b"." && raw != b"..");
+        prop_assert!(sync_core::StreamName::new(".").is_err());
         let e = env();
         let seg = percent_encode(&raw);
         let req = match which {

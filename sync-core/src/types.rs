@@ -52,6 +52,15 @@ pub fn validate_stream_name(name: &str) -> Result<(), CoreError> {
             ),
         });
     }
+    if name == "." || name == ".." {
+        // As a URL path segment these are normalised away by HTTP clients,
+        // so such a stream could never be reached over the HTTP API.
+        return Err(CoreError::InvalidStream {
+            reason: alloc::format!(
+                "stream name {name:?} is reserved (it is a relative path segment)"
+            ),
+        });
+    }
     if let Some((i, c)) = name.char_indices().find(|(_, c)| {
         !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | ':' | '/' | '-'))
     }) {
@@ -340,7 +349,9 @@ mod tests {
         assert!(StreamName::new("todos/team-42").is_ok());
         assert!(StreamName::new("a.b_c~d:e/f-G9").is_ok());
         assert!(StreamName::new("x".repeat(200)).is_ok());
-        for bad in ["", "has space", "ü", "a?b", "a#b", "a%2F"] {
+        assert!(StreamName::new("...").is_ok());
+        assert!(StreamName::new("a/../b").is_ok());
+        for bad in ["", "has space", "ü", "a?b", "a#b", "a%2F", ".", ".."] {
             let e = StreamName::new(bad).unwrap_err();
             assert_eq!(e.code(), crate::ErrorCode::InvalidStream, "{bad:?}");
         }

@@ -119,6 +119,7 @@ function statusValue(s) {
     pending: s.pending,
     lastError: s.lastError == null ? null : { code: s.lastError.code, message: s.lastError.message },
     clientId: s.clientId ?? null,
+    needsToken: s.needsToken === true,
   };
 }
 

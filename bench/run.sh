@@ -121,12 +121,12 @@ echo "$pinning"
 
 # ---- the benchmarks ----------------------------------------------------------
 if [ "$QUICK" = 1 ]; then
-  FANOUT=(--subscribers 10,100 --many-writers 20 --repeats 1 --duration 1s --warmup 300ms --drain 10s)
+  FANOUT=(--subscribers 10,100 --many-writers 20 --repeats 1 --duration 1s --warmup 300ms --drain 5s)
   APPEND=(--writers 1,10 --repeats 1 --duration 1s --warmup 300ms)
   IDLE=(--connections 1000 --repeats 1 --settle 1s)
   BROWSER=(--quick)
 else
-  FANOUT=(--subscribers 10,100,1000 --many-writers 100 --repeats 3 --duration 3s --warmup 1s --drain 15s)
+  FANOUT=(--subscribers 10,100,1000 --many-writers 100 --repeats 3 --duration 3s --warmup 1s --drain 5s)
   APPEND=(--writers 1,10,100 --repeats 3 --duration 3s --warmup 500ms)
   IDLE=(--connections 1000,10000 --repeats 2 --settle 2s)
   BROWSER=()

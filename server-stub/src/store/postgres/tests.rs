@@ -664,6 +664,47 @@ async fn lost_listen_connections_and_notifications_are_recovered() {
         })
         .await;
     assert_eq!(rec_a.events("s"), vec![1, 2, 3, 4]);
+
+    // Every connection of both nodes cut at once (what a PostgreSQL restart
+    // or failover does): the stores reconnect by themselves. An append
+    // caught in the cut may fail (its pusher retries, exactly-once makes
+    // that safe); the next ones go through and still reach node a.
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name LIKE 'logsync-%' AND datname = current_database()",
+            &[],
+        )
+        .await
+        .expect("terminate");
+    let mut outcome = None;
+    for _ in 0..3 {
+        match b.append(request("s", 2, &[1])).await {
+            Ok(o) => {
+                outcome = Some(o);
+                break;
+            }
+            Err(Error::Storage(_)) => continue,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    let outcome = outcome.expect("appends work again after the cut");
+    assert!(
+        matches!(
+            outcome[0],
+            Outcome::Appended {
+                offset: Offset(5),
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(a.head(name("s")).await.expect("head"), Offset(5));
+    rec_a
+        .wait("node a to hear of offset 5", |seen| {
+            seen.heads.get("s") == Some(&5)
+        })
+        .await;
     a.close().await;
     b.close().await;
     db.drop().await;

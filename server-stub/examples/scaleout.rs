@@ -205,16 +205,27 @@ fn pct(v: &mut [u64], p: f64) -> f64 {
     v[i.min(v.len() - 1)] as f64 / 1000.0
 }
 
+/// The run's time origin, its measured window, and where samples go.
+#[derive(Clone)]
+struct Run {
+    start: Instant,
+    window: (Instant, Instant),
+    samples: Arc<Mutex<Samples>>,
+}
+
 async fn writer(
     url: String,
     index: usize,
     node: usize,
     size: usize,
     streams: usize,
-    start: Instant,
-    window: (Instant, Instant),
-    samples: Arc<Mutex<Samples>>,
+    run: Run,
 ) -> Result<usize, String> {
+    let Run {
+        start,
+        window,
+        samples,
+    } = run;
     let mut id = [0u8; 16];
     id[..8].copy_from_slice(&(index as u64 + 1).to_be_bytes());
     let mut ws = hello(&url, ClientId(id)).await?;
@@ -254,11 +265,14 @@ async fn subscriber(
     url: String,
     index: usize,
     node: usize,
-    start: Instant,
-    window: (Instant, Instant),
-    samples: Arc<Mutex<Samples>>,
+    run: Run,
     ready: tokio::sync::mpsc::Sender<()>,
 ) -> Result<(), String> {
+    let Run {
+        start,
+        window,
+        samples,
+    } = run;
     let mut id = [0xffu8; 16];
     id[..8].copy_from_slice(&(index as u64).to_be_bytes());
     let mut ws = hello(&url, ClientId(id)).await?;
@@ -348,6 +362,11 @@ async fn run_one(args: &Args, writers: usize, round: u32) -> Result<String, Stri
     let settle = Duration::from_millis(300);
     let window_start = start + settle + args.warmup;
     let window = (window_start, window_start + args.duration);
+    let run = Run {
+        start,
+        window,
+        samples: samples.clone(),
+    };
     let mut subs = Vec::new();
     for j in 0..args.subscribers {
         let node = j % args.nodes;
@@ -355,9 +374,7 @@ async fn run_one(args: &Args, writers: usize, round: u32) -> Result<String, Stri
             nodes[node].ws.clone(),
             j,
             node,
-            start,
-            window,
-            samples.clone(),
+            run.clone(),
             ready_tx.clone(),
         )));
     }
@@ -373,9 +390,7 @@ async fn run_one(args: &Args, writers: usize, round: u32) -> Result<String, Stri
             node,
             args.payload_bytes,
             args.streams,
-            start,
-            window,
-            samples.clone(),
+            run.clone(),
         )));
     }
     let mut acked = 0;

@@ -756,3 +756,28 @@ async fn client_bindings_hold_across_nodes() {
     b.close().await;
     db.drop().await;
 }
+
+/// Runs without PostgreSQL: URLs are checked at start, and what the
+/// server logs about them never holds the password.
+#[test]
+fn store_urls_are_checked_and_logged_without_passwords() {
+    let c = super::parse_url("postgres://app:s3cret@db.internal:6432/logs").expect("parses");
+    assert_eq!(super::describe(&c), "postgres://app@db.internal:6432/logs");
+    assert!(super::parse_url("postgres://app@db.internal:notaport/logs").is_err());
+    let config = crate::Config {
+        store_url: Some("postgresql://app:s3cret@db.internal/logs".into()),
+        ..crate::Config::default()
+    };
+    assert!(config.validate().is_ok());
+    assert_eq!(
+        config.store_description(),
+        "postgres://app@db.internal:5432/logs"
+    );
+    let config = crate::Config {
+        store_url: Some("mysql://app:s3cret@db.internal/logs".into()),
+        ..crate::Config::default()
+    };
+    let err = config.validate().expect_err("not PostgreSQL").to_string();
+    assert!(err.contains("postgres://"), "{err}");
+    assert!(!err.contains("s3cret"), "the URL is not echoed: {err}");
+}

@@ -164,6 +164,19 @@ impl<R: Reducer> Replica<R> {
             .reducer
             .decode(&payload)
             .map_err(|e| CoreError::Reducer { message: e.0 })?;
+        self.dispatch_decoded(payload, action)
+    }
+
+    /// [`Replica::dispatch_unassigned`] for a caller that already holds the
+    /// decoded action (e.g. it just parsed the payload text it made), so the
+    /// payload is not decoded a second time. `action` must be what
+    /// [`Reducer::decode`] gives for `payload`: rebases and other replicas
+    /// use the decoded payload.
+    pub fn dispatch_decoded(
+        &mut self,
+        payload: Vec<u8>,
+        action: R::Action,
+    ) -> Result<LocalId, CoreError> {
         let next = self
             .reducer
             .reduce(&self.state, &action)

@@ -9,7 +9,9 @@ use sync_core::{ClientId, Epoch, ErrorCode, Event, Offset, Seq, StreamName};
 const LIMIT: usize = 1 << 16;
 
 fn stream() -> impl Strategy<Value = StreamName> {
-    "[A-Za-z0-9._~:/-]{1,40}".prop_map(|s| StreamName::new(s).expect("matches the rule"))
+    "[A-Za-z0-9._~:/-]{1,40}"
+        .prop_filter("reserved names", |s| s != "." && s != "..")
+        .prop_map(|s| StreamName::new(s).expect("matches the rule"))
 }
 
 fn seq() -> impl Strategy<Value = Seq> {

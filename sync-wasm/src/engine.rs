@@ -592,6 +592,16 @@ impl<R: StoreReducer> Store<R> {
     /// to be written to the outbox and pushed. On a reducer failure the
     /// state is unchanged and nothing is queued.
     pub fn dispatch(&self, payload: Vec<u8>) -> Result<(), WasmError> {
+        self.dispatch_with(payload, None)
+    }
+
+    /// [`Store::dispatch`] with the payload already decoded by the caller
+    /// (it must be what the reducer's `decode` gives for `payload`).
+    pub fn dispatch_decoded(&self, payload: Vec<u8>, action: R::Action) -> Result<(), WasmError> {
+        self.dispatch_with(payload, Some(action))
+    }
+
+    fn dispatch_with(&self, payload: Vec<u8>, action: Option<R::Action>) -> Result<(), WasmError> {
         if payload.len() > MAX_PAYLOAD_BYTES {
             // Refused before it takes a seq: a seq the server never decides
             // would hold back every later intent.
@@ -605,10 +615,11 @@ impl<R: StoreReducer> Store<R> {
             if c.closed {
                 return Err(WasmError::Closed);
             }
-            let local = c
-                .client
-                .replica_mut()
-                .dispatch_unassigned(payload.clone())?;
+            let replica = c.client.replica_mut();
+            let local = match action {
+                Some(action) => replica.dispatch_decoded(payload.clone(), action)?,
+                None => replica.dispatch_unassigned(payload.clone())?,
+            };
             c.jobs.push_back(Job::Alloc(local, payload));
         }
         self.engine.kick_writer();

@@ -435,7 +435,6 @@ fn sse(
             Ok(chunk) => {
                 let items: Vec<Result<SseEvent, Infallible>> = chunk
                     .events()
-                    .iter()
                     .map(|e| {
                         // A raw line break in JSON text can only be
                         // whitespace; SSE would read it as a field end.

@@ -11,6 +11,17 @@
 //! full); it holds no batches beyond that queue, and when it reads again it
 //! catches up from the log at its own pace and rejoins the feed. One cursor
 //! drives every step, so there is never a gap or a repeat at a switch.
+//!
+//! A subscriber that is caught up takes one batch at a time and sends the
+//! shared frame. One that has fallen behind — the window holds several
+//! batches past its cursor, because its connection or the whole server
+//! was busy — takes all of them at once (up to [`COALESCE_BYTES`] and the
+//! frame limit) as one `Events` frame, built by copying the events'
+//! encodings out of the shared frames (nothing is encoded again). Under
+//! load, frames then grow instead of multiplying: the cost of fan-out is
+//! the number of frames (a system call and a wake-up each), not their
+//! size, so a server that falls behind catches up instead of falling
+//! further behind.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,6 +37,12 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::{AppendListener, LogStore, Page, ReadLimits};
 
+/// Most bytes of events a subscriber that is behind takes into one frame
+/// (less when the frame limit is lower). Large enough that a frame carries
+/// hundreds of small events, small enough that building it is a short
+/// copy and a connection's queue holds several.
+pub const COALESCE_BYTES: usize = 64 << 10;
+
 /// Committed events of one stream, with their `Events` frame encoded once.
 #[derive(Debug)]
 pub struct Batch {
@@ -37,16 +54,37 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// `ServerMsg::Events { stream, events, head: last }`, encoded.
     pub frame: Bytes,
+    /// Where each event's encoding starts inside `frame`, and (last
+    /// entry) where the last one ends: frames for subscribers that skip
+    /// some events or join several batches copy these ranges.
+    bounds: Vec<u32>,
 }
 
 impl Batch {
     fn bytes(&self) -> usize {
         self.frame.len()
+            + self.bounds.len() * 4
             + self
                 .events
                 .iter()
                 .map(|e| e.payload.len() + 64)
                 .sum::<usize>()
+    }
+
+    /// The encoding of event `i` (0 = the first) as it sits in `frame`.
+    fn encoded(&self, i: usize) -> &[u8] {
+        match (self.bounds.get(i), self.bounds.get(i + 1)) {
+            (Some(&a), Some(&b)) => self.frame.get(a as usize..b as usize).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    /// Bytes of the encodings of the events from `skip` on.
+    fn encoded_len(&self, skip: usize) -> usize {
+        match (self.bounds.get(skip), self.bounds.last()) {
+            (Some(&a), Some(&b)) => b.saturating_sub(a) as usize,
+            _ => 0,
+        }
     }
 }
 
@@ -60,12 +98,52 @@ pub struct Feed {
 #[derive(Default)]
 struct Window {
     batches: VecDeque<Arc<Batch>>,
+    /// The last few frames made for subscribers that were behind, each
+    /// holding events `from..=to` (whole commits after `from`). A
+    /// subscriber whose cursor is at a kept `from` takes exactly that run
+    /// (the commits after it come in its next frame), so subscribers that
+    /// fell behind together — under load they usually do — send the same
+    /// bytes, built once. Counted in `bytes`; the first to go when the
+    /// window needs room.
+    joined: VecDeque<Joined>,
     bytes: usize,
+    /// The limit of the last `push`.
+    limit: usize,
+}
+
+/// A frame of events `from..=to` made for a subscriber that was behind.
+struct Joined {
+    from: Offset,
+    to: Offset,
+    frame: Bytes,
+}
+
+/// Joined frames kept per feed.
+const JOINED_KEPT: usize = 4;
+
+impl Window {
+    /// Drops the oldest kept frames, then the oldest batches (always
+    /// keeping the newest batch), until `extra` more bytes fit in `limit`.
+    fn make_room(&mut self, extra: usize, limit: usize) {
+        while self.bytes + extra > limit {
+            if let Some(j) = self.joined.pop_front() {
+                self.bytes -= j.frame.len();
+            } else if self.batches.len() > 1 {
+                if let Some(old) = self.batches.pop_front() {
+                    self.bytes -= old.bytes();
+                }
+            } else {
+                break;
+            }
+        }
+    }
 }
 
 enum Lookup {
-    /// The batch holding the cursor, and how many of its events to skip.
-    Live(Arc<Batch>, usize),
+    /// The batch holding the cursor, how many of its events to skip, and
+    /// the batches right after it that go into the same frame (none when
+    /// the subscriber is caught up).
+    Live(Arc<Batch>, usize, Vec<Arc<Batch>>),
     /// The cursor is at or below the head but not in the window: read the log.
     Behind,
     /// The cursor is past the head: wait.
@@ -95,7 +173,9 @@ impl Feed {
         });
     }
 
-    fn lookup(&self, next: Offset) -> Lookup {
+    /// Where `next` is, taking with its batch the batches after it whose
+    /// events fit in `budget` bytes together with it.
+    fn lookup(&self, next: Offset, budget: usize) -> Lookup {
         let head = self.head();
         if next > head {
             return Lookup::Ahead;
@@ -111,33 +191,89 @@ impl Feed {
         }
         // Batches are contiguous: find the one holding `next`.
         let i = window.batches.partition_point(|b| b.last < next);
-        match window.batches.get(i) {
-            Some(b) if b.first <= next => Lookup::Live(b.clone(), (next.0 - b.first.0) as usize),
-            _ => Lookup::Behind,
+        let Some(b) = window.batches.get(i).filter(|b| b.first <= next) else {
+            return Lookup::Behind;
+        };
+        let skip = (next.0 - b.first.0) as usize;
+        // Another subscriber at this cursor made a frame already: end
+        // where it ends, to send the same bytes.
+        let end = window
+            .joined
+            .iter()
+            .find(|j| j.from == next && j.to >= b.last)
+            .map_or(Offset(u64::MAX), |j| j.to);
+        let mut size = b.encoded_len(skip);
+        let mut more = Vec::new();
+        for later in window.batches.range(i + 1..) {
+            size += later.encoded_len(0);
+            if size > budget || later.last > end {
+                break;
+            }
+            more.push(later.clone());
         }
+        Lookup::Live(b.clone(), skip, more)
     }
 
     fn push(&self, batch: Batch, limit: usize) {
         let last = batch.last;
         if let Ok(mut w) = self.window.lock() {
+            w.limit = limit;
             if let Some(back) = w.batches.back() {
                 if back.last.next() != batch.first {
                     // Not contiguous (the feed missed commits made before it
                     // existed, or another node's): start a new window; older
                     // cursors read the log.
                     w.batches.clear();
+                    w.joined.clear();
                     w.bytes = 0;
                 }
             }
             w.bytes += batch.bytes();
             w.batches.push_back(Arc::new(batch));
-            while w.bytes > limit && w.batches.len() > 1 {
-                if let Some(old) = w.batches.pop_front() {
-                    w.bytes -= old.bytes();
-                }
-            }
+            w.make_room(0, limit);
         }
         self.raise_head(last);
+    }
+
+    /// The frame of events `from..=to` made for another subscriber, if it
+    /// is still kept.
+    fn joined(&self, from: Offset, to: Offset) -> Option<Bytes> {
+        let w = self.window.lock().ok()?;
+        w.joined
+            .iter()
+            .find(|j| j.from == from && j.to == to)
+            .map(|j| j.frame.clone())
+    }
+
+    /// Keeps `frame` (events `from..=to`) for the next subscribers at the
+    /// same place, within the window's limit: older kept frames, then the
+    /// oldest batches make room, as for a new commit.
+    fn keep_joined(&self, from: Offset, to: Offset, frame: &Bytes) {
+        let Ok(mut w) = self.window.lock() else {
+            return;
+        };
+        // Only for a run the window still holds (a subscriber's cursor
+        // can only land on it from there).
+        if w.batches.front().is_none_or(|b| b.first > from)
+            || w.joined.iter().any(|j| j.from == from)
+        {
+            return;
+        }
+        if w.joined.len() >= JOINED_KEPT {
+            if let Some(j) = w.joined.pop_front() {
+                w.bytes -= j.frame.len();
+            }
+        }
+        let limit = w.limit;
+        w.make_room(frame.len(), limit);
+        if w.bytes + frame.len() <= limit {
+            w.bytes += frame.len();
+            w.joined.push_back(Joined {
+                from,
+                to,
+                frame: frame.clone(),
+            });
+        }
     }
 }
 
@@ -242,12 +378,30 @@ fn make_batch(stream: &StreamName, events: &[Event], encoded: &[Vec<u8>]) -> Bat
     let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
     let first = events.first().map(|e| e.offset).unwrap_or_default();
     let last = events.last().map(|e| e.offset).unwrap_or_default();
+    let frame = encode_events_frame(stream, &refs, last);
+    // The events sit back to back just before the head, which ends the
+    // frame: find them from the end.
+    let body: usize = encoded.iter().map(Vec::len).sum();
+    let end = frame.len() - varint_len(last.0);
+    let mut at = end - body;
+    let mut bounds = Vec::with_capacity(encoded.len() + 1);
+    for e in encoded {
+        bounds.push(at as u32);
+        at += e.len();
+    }
+    bounds.push(at as u32);
     Batch {
         first,
         last,
         events: events.to_vec(),
-        frame: Bytes::from(encode_events_frame(stream, &refs, last)),
+        frame: Bytes::from(frame),
+        bounds,
     }
+}
+
+/// Bytes of `v` as a postcard varint.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 impl AppendListener for Hub {
@@ -285,39 +439,63 @@ impl AppendListener for Hub {
 
 /// What a subscription yields next.
 pub enum Chunk {
-    /// A batch from the feed; skip its first `skip` events (already sent).
+    /// Batches from the feed: `batch`, whose first `skip` events the
+    /// subscriber already has, then `more` (consecutive; empty when the
+    /// subscriber is caught up).
     Live {
-        /// The shared batch.
+        /// The shared batch holding the cursor.
         batch: Arc<Batch>,
         /// Events at its start the subscriber already has.
         skip: usize,
+        /// The batches after it, for a subscriber that is behind.
+        more: Vec<Arc<Batch>>,
     },
     /// A page read from the log.
     Page(Page),
 }
 
 impl Chunk {
-    /// The `Events` frame for this chunk. A live chunk without a skip is
-    /// the shared frame itself (no copy, no encoding).
+    /// The `Events` frame for this chunk. A live chunk of one whole batch
+    /// is the shared frame itself (no copy, no encoding); other live
+    /// chunks copy the events' encodings out of the shared frames.
     pub fn frame(&self, stream: &StreamName, metrics: &Metrics) -> Bytes {
         match self {
-            Chunk::Live { batch, skip: 0 } => {
+            Chunk::Live {
+                batch,
+                skip: 0,
+                more,
+            } if more.is_empty() => {
                 metrics.fanout_shared_frames.fetch_add(1, Relaxed);
                 batch.frame.clone()
             }
-            Chunk::Live { batch, skip } => {
-                encode_frame(stream, batch.events.get(*skip..).unwrap_or(&[]), batch.last)
+            Chunk::Live { batch, skip, more } => {
+                if !more.is_empty() {
+                    metrics.fanout_coalesced_frames.fetch_add(1, Relaxed);
+                }
+                let head = more.last().unwrap_or(batch).last;
+                let mut refs: Vec<&[u8]> = Vec::new();
+                refs.extend((*skip..batch.events.len()).map(|i| batch.encoded(i)));
+                for b in more {
+                    refs.extend((0..b.events.len()).map(|i| b.encoded(i)));
+                }
+                Bytes::from(encode_events_frame(stream, &refs, head))
             }
             Chunk::Page(p) => encode_frame(stream, &p.events, p.head),
         }
     }
 
-    /// The events of this chunk (past the skip).
-    pub fn events(&self) -> &[Event] {
-        match self {
-            Chunk::Live { batch, skip } => batch.events.get(*skip..).unwrap_or(&[]),
-            Chunk::Page(p) => &p.events,
-        }
+    /// The events of this chunk (past the skip), in order.
+    pub fn events(&self) -> impl Iterator<Item = &Event> + '_ {
+        let (first, more, page): (&[Event], &[Arc<Batch>], &[Event]) = match self {
+            Chunk::Live { batch, skip, more } => {
+                (batch.events.get(*skip..).unwrap_or(&[]), more, &[])
+            }
+            Chunk::Page(p) => (&[], &[], &p.events),
+        };
+        first
+            .iter()
+            .chain(more.iter().flat_map(|b| b.events.iter()))
+            .chain(page)
     }
 }
 
@@ -334,6 +512,8 @@ pub struct Subscription {
     feed: Arc<Feed>,
     next: Offset,
     limits: ReadLimits,
+    /// Most bytes of events one live frame takes when behind.
+    coalesce: usize,
     started: bool,
     metrics: Arc<Metrics>,
 }
@@ -358,6 +538,7 @@ impl Subscription {
                 max_events,
                 max_bytes: hub.max_frame_bytes.saturating_sub(FRAME_OVERHEAD),
             },
+            coalesce: COALESCE_BYTES.min(hub.max_frame_bytes.saturating_sub(FRAME_OVERHEAD)),
             started: false,
             metrics: hub.metrics.clone(),
         }
@@ -366,6 +547,31 @@ impl Subscription {
     /// The stream.
     pub fn stream(&self) -> &StreamName {
         self.feed.stream()
+    }
+
+    /// The `Events` frame of `chunk` (from this subscription's
+    /// [`Subscription::next`]): as [`Chunk::frame`], except that a frame
+    /// joining several commits is shared with the other subscribers that
+    /// take the same events next, so under load, when all of them fall
+    /// behind together, it is built once too.
+    pub fn frame(&self, chunk: &Chunk) -> Bytes {
+        let Chunk::Live { batch, skip, more } = chunk else {
+            return chunk.frame(self.stream(), &self.metrics);
+        };
+        if *skip == 0 && more.is_empty() {
+            return chunk.frame(self.stream(), &self.metrics);
+        }
+        let from = Offset(batch.first.0 + *skip as u64);
+        let to = more.last().unwrap_or(batch).last;
+        if let Some(frame) = self.feed.joined(from, to) {
+            if !more.is_empty() {
+                self.metrics.fanout_coalesced_frames.fetch_add(1, Relaxed);
+            }
+            return frame;
+        }
+        let frame = chunk.frame(self.stream(), &self.metrics);
+        self.feed.keep_joined(from, to, &frame);
+        frame
     }
 
     /// The next chunk. The first call always answers at once with a page
@@ -379,15 +585,15 @@ impl Subscription {
             // Subscribe to head changes before looking, so a commit between
             // the look and the wait still wakes us.
             let mut head = self.feed.head.subscribe();
-            match self.feed.lookup(self.next) {
-                Lookup::Live(batch, skip) => {
-                    self.next = batch.last.next();
-                    return Ok(Chunk::Live { batch, skip });
+            match self.feed.lookup(self.next, self.coalesce) {
+                Lookup::Live(batch, skip, more) => {
+                    self.next = more.last().unwrap_or(&batch).last.next();
+                    return Ok(Chunk::Live { batch, skip, more });
                 }
                 Lookup::Behind => {
                     self.metrics.catch_up_reads.fetch_add(1, Relaxed);
                     let chunk = self.read().await?;
-                    if !chunk.events().is_empty() {
+                    if chunk.events().next().is_some() {
                         return Ok(chunk);
                     }
                     // The log has nothing at the cursor although the feed's
@@ -421,7 +627,9 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sync_core::{ClientId, Seq};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{AppendRequest, ProposedIntent, Verdict};
+    use sync_core::{ClientId, Epoch, Seq, ServerMsg};
 
     fn ev(o: u64, len: usize) -> Event {
         Event {
@@ -442,19 +650,19 @@ mod tests {
             hub.appended(&s, &[ev(o, 1000)]);
         }
         assert_eq!(feed.head(), Offset(100));
-        assert!(matches!(feed.lookup(Offset(1)), Lookup::Behind));
-        assert!(matches!(feed.lookup(Offset(100)), Lookup::Live(_, 0)));
-        assert!(matches!(feed.lookup(Offset(101)), Lookup::Ahead));
+        assert!(matches!(feed.lookup(Offset(1), 0), Lookup::Behind));
+        assert!(matches!(feed.lookup(Offset(100), 0), Lookup::Live(_, 0, _)));
+        assert!(matches!(feed.lookup(Offset(101), 0), Lookup::Ahead));
         let w = feed.window.lock().expect("lock");
         assert!(w.bytes <= 10_000, "{}", w.bytes);
         // A gap (commits this feed never saw) restarts the window.
         drop(w);
         hub.appended(&s, &[ev(105, 10)]);
-        assert!(matches!(feed.lookup(Offset(101)), Lookup::Behind));
-        assert!(matches!(feed.lookup(Offset(105)), Lookup::Live(_, 0)));
+        assert!(matches!(feed.lookup(Offset(101), 0), Lookup::Behind));
+        assert!(matches!(feed.lookup(Offset(105), 0), Lookup::Live(_, 0, _)));
         // Another node's commit: the head moves, the window cannot serve it.
         hub.head_moved(&s, Offset(107));
-        assert!(matches!(feed.lookup(Offset(106)), Lookup::Behind));
+        assert!(matches!(feed.lookup(Offset(106), 0), Lookup::Behind));
     }
 
     #[test]
@@ -497,5 +705,231 @@ mod tests {
             assert_eq!(events, b.events);
         }
         assert_eq!(next, 11);
+    }
+
+    /// A hub with frames of at most `max_frame` bytes over an in-memory
+    /// store that reports its appends to it.
+    fn hub_and_store(max_frame: usize) -> (Arc<Hub>, Arc<dyn LogStore>) {
+        let hub = Arc::new(Hub::new(
+            64 << 20,
+            1 << 30,
+            max_frame,
+            Arc::new(Metrics::default()),
+        ));
+        let store: Arc<dyn LogStore> =
+            Arc::new(MemoryStore::new(Epoch::from_random([7; 16]), hub.clone()));
+        (hub, store)
+    }
+
+    /// Appends one commit of `sizes.len()` events (payload sizes `sizes`).
+    async fn commit(
+        store: &Arc<dyn LogStore>,
+        s: &StreamName,
+        next_seq: &mut u64,
+        sizes: &[usize],
+    ) {
+        let intents = sizes
+            .iter()
+            .map(|&len| {
+                *next_seq += 1;
+                ProposedIntent {
+                    seq: Seq::new(*next_seq).expect("seq"),
+                    payload: vec![b'p'; len],
+                    verdict: Verdict::Accept,
+                }
+            })
+            .collect();
+        let outcomes = store
+            .append(AppendRequest {
+                stream: s.clone(),
+                client_id: ClientId([3; 16]),
+                intents,
+            })
+            .await
+            .expect("append");
+        assert!(outcomes
+            .iter()
+            .all(|o| matches!(o, crate::store::Outcome::Appended { .. })));
+    }
+
+    /// Takes the next chunk's frame, checks it is exactly what
+    /// `ServerMsg::encode` makes for its events and within `max_frame`,
+    /// and returns its offsets.
+    async fn take(sub: &mut Subscription, max_frame: usize) -> Vec<u64> {
+        let chunk = sub.next().await.expect("next");
+        let frame = sub.frame(&chunk);
+        assert!(frame.len() <= max_frame, "{} > {max_frame}", frame.len());
+        let msg = ServerMsg::decode(&frame, max_frame).expect("decodes");
+        assert_eq!(
+            msg.encode(),
+            frame.to_vec(),
+            "byte for byte ServerMsg::encode"
+        );
+        let ServerMsg::Events { events, head, .. } = msg else {
+            panic!("not Events: {msg:?}")
+        };
+        let seen: Vec<&Event> = chunk.events().collect();
+        assert_eq!(seen.len(), events.len());
+        assert!(seen.iter().zip(&events).all(|(a, b)| *a == b));
+        if let Some(last) = events.last() {
+            assert!(head >= last.offset, "head {head:?} before {last:?}");
+            if matches!(chunk, Chunk::Live { .. }) {
+                assert_eq!(head, last.offset, "a live frame's head is its last event");
+            }
+        }
+        events.iter().map(|e| e.offset.0).collect()
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_behind_takes_many_commits_in_few_frames_dense_and_within_the_limit() {
+        let max_frame = 16 << 10;
+        let (hub, store) = hub_and_store(max_frame);
+        let s = StreamName::new("behind").expect("name");
+        let mut sub = Subscription::new(&hub, store.clone(), &s, Offset::ZERO, 1000);
+        assert_eq!(take(&mut sub, max_frame).await, Vec::<u64>::new());
+        // 300 commits of one event each while the subscriber takes nothing.
+        let mut seq = 0;
+        for _ in 0..300 {
+            commit(&store, &s, &mut seq, &[100]).await;
+        }
+        let mut got = Vec::new();
+        let mut frames = 0;
+        while got.len() < 300 {
+            got.extend(take(&mut sub, max_frame).await);
+            frames += 1;
+        }
+        assert_eq!(
+            got,
+            (1..=300).collect::<Vec<u64>>(),
+            "dense, in order, no repeat"
+        );
+        // ~150 encoded bytes per event: 300 of them fill 3 frames of 16 KiB.
+        assert!(frames <= 4, "{frames} frames for 300 commits");
+        assert_eq!(hub.metrics.fanout_coalesced_frames.load(Relaxed), frames);
+        assert_eq!(hub.metrics.fanout_shared_frames.load(Relaxed), 0);
+        assert_eq!(
+            hub.metrics.catch_up_reads.load(Relaxed),
+            0,
+            "all from the feed"
+        );
+
+        // Caught up: the next commit is the shared frame, encoded once.
+        commit(&store, &s, &mut seq, &[100]).await;
+        let chunk = sub.next().await.expect("next");
+        let frame = chunk.frame(&s, &hub.metrics);
+        let shared = hub
+            .feed(&s)
+            .window
+            .lock()
+            .expect("lock")
+            .batches
+            .back()
+            .expect("batch")
+            .frame
+            .clone();
+        assert_eq!(
+            frame.as_ptr(),
+            shared.as_ptr(),
+            "the same bytes, not a copy"
+        );
+        assert_eq!(hub.metrics.fanout_shared_frames.load(Relaxed), 1);
+        assert_eq!(hub.metrics.fanout_coalesced_frames.load(Relaxed), frames);
+    }
+
+    #[tokio::test]
+    async fn subscribers_behind_at_the_same_place_share_one_joined_frame() {
+        let max_frame = 1 << 20;
+        let (hub, store) = hub_and_store(max_frame);
+        let s = StreamName::new("together").expect("name");
+        let mut subs = Vec::new();
+        for _ in 0..3 {
+            let mut sub = Subscription::new(&hub, store.clone(), &s, Offset::ZERO, 1000);
+            take(&mut sub, max_frame).await;
+            subs.push(sub);
+        }
+        let mut seq = 0;
+        for _ in 0..20 {
+            commit(&store, &s, &mut seq, &[100]).await;
+        }
+        let mut frames = Vec::new();
+        for (i, sub) in subs.iter_mut().enumerate() {
+            let chunk = sub.next().await.expect("next");
+            frames.push(sub.frame(&chunk));
+            if i == 0 {
+                // A commit in the middle of the round: the others still
+                // take the run the first one took, and this one after.
+                commit(&store, &s, &mut seq, &[100]).await;
+            }
+        }
+        assert!(
+            frames.iter().all(|f| f.as_ptr() == frames[0].as_ptr()),
+            "one copy"
+        );
+        let msg = ServerMsg::decode(&frames[0], max_frame).expect("decodes");
+        assert!(matches!(&msg, ServerMsg::Events { events, .. } if events.len() == 20));
+        assert_eq!(hub.metrics.fanout_coalesced_frames.load(Relaxed), 3);
+        for sub in &mut subs {
+            assert_eq!(take(sub, max_frame).await, vec![21]);
+        }
+        // The kept frame counts against the window.
+        let feed = hub.feed(&s);
+        let w = feed.window.lock().expect("lock");
+        let batches: usize = w.batches.iter().map(|b| b.bytes()).sum();
+        assert_eq!(w.joined.len(), 1);
+        assert_eq!(w.bytes, batches + frames[0].len());
+    }
+
+    #[tokio::test]
+    async fn a_cursor_inside_a_commit_joins_it_with_the_next_ones() {
+        let max_frame = 1 << 20;
+        let (hub, store) = hub_and_store(max_frame);
+        let s = StreamName::new("skip").expect("name");
+        let _follow = hub.feed(&s);
+        let mut seq = 0;
+        commit(&store, &s, &mut seq, &[10; 10]).await;
+        commit(&store, &s, &mut seq, &[20; 10]).await;
+        commit(&store, &s, &mut seq, &[30; 1]).await;
+        // Catch-up pages of two events: the first ends inside commit 1.
+        let mut sub = Subscription::new(&hub, store.clone(), &s, Offset(3), 2);
+        assert_eq!(take(&mut sub, max_frame).await, vec![4, 5]);
+        assert_eq!(
+            take(&mut sub, max_frame).await,
+            (6..=21).collect::<Vec<u64>>()
+        );
+        assert_eq!(hub.metrics.fanout_coalesced_frames.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn frames_stay_dense_and_within_the_limit_whatever_the_commits_and_the_pace() {
+        // A small pseudo-random walk over commit sizes, payload sizes and
+        // how many commits land between two takes.
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for &max_frame in &[4096usize, 9000, 1 << 20] {
+            let (hub, store) = hub_and_store(max_frame);
+            let s = StreamName::new("walk").expect("name");
+            let mut sub = Subscription::new(&hub, store.clone(), &s, Offset::ZERO, 50);
+            take(&mut sub, max_frame).await;
+            let (mut seq, mut got, mut expected) = (0u64, Vec::new(), 0u64);
+            for _ in 0..60 {
+                for _ in 0..rand(6) {
+                    let sizes: Vec<usize> = (0..1 + rand(12))
+                        .map(|_| rand((max_frame as u64 - 400).min(3000)) as usize)
+                        .collect();
+                    expected += sizes.len() as u64;
+                    commit(&store, &s, &mut seq, &sizes).await;
+                }
+                while (got.len() as u64) < expected {
+                    got.extend(take(&mut sub, max_frame).await);
+                }
+            }
+            assert_eq!(got, (1..=expected).collect::<Vec<u64>>());
+            assert!(hub.metrics.fanout_coalesced_frames.load(Relaxed) > 0);
+        }
     }
 }

@@ -53,6 +53,18 @@ pub async fn push(
     client_id: ClientId,
     intents: impl IntoIterator<Item = (Seq, Vec<u8>)>,
 ) -> Result<Vec<Outcome>, Error> {
+    store
+        .append(push_request(policy, stream, client_id, intents))
+        .await
+}
+
+/// The request for a push: the policy's verdict on each intent.
+pub fn push_request(
+    policy: &dyn IntentPolicy,
+    stream: StreamName,
+    client_id: ClientId,
+    intents: impl IntoIterator<Item = (Seq, Vec<u8>)>,
+) -> AppendRequest {
     let intents = intents
         .into_iter()
         .map(|(seq, payload)| {
@@ -69,26 +81,24 @@ pub async fn push(
             }
         })
         .collect();
-    store
-        .append(AppendRequest {
-            stream,
-            client_id,
-            intents,
-        })
-        .await
+    AppendRequest {
+        stream,
+        client_id,
+        intents,
+    }
 }
 
-/// Decides `seq` as rejected on the client's own request (`Withdraw`: the
-/// intent cannot be pushed), through the same store path as any intent, so
-/// the seq leaves no hole and a resend gets the same answer.
-pub async fn withdraw(
-    store: &Arc<dyn LogStore>,
+/// The request that decides `seq` as rejected on the client's own request
+/// (`Withdraw`: the intent cannot be pushed), through the same store path
+/// as any intent, so the seq leaves no hole and a resend gets the same
+/// answer. The client's reason is kept to [`MAX_WITHDRAW_MESSAGE`] bytes.
+pub fn withdraw_request(
     stream: StreamName,
     client_id: ClientId,
     seq: Seq,
     code: ErrorCode,
     message: String,
-) -> Result<Vec<Outcome>, Error> {
+) -> AppendRequest {
     // The client names the reason; keep it short, it is stored.
     let mut message = message;
     if message.len() > MAX_WITHDRAW_MESSAGE {
@@ -98,17 +108,15 @@ pub async fn withdraw(
         }
         message.truncate(end);
     }
-    store
-        .append(AppendRequest {
-            stream,
-            client_id,
-            intents: vec![ProposedIntent {
-                seq,
-                payload: Vec::new(),
-                verdict: Verdict::Reject { code, message },
-            }],
-        })
-        .await
+    AppendRequest {
+        stream,
+        client_id,
+        intents: vec![ProposedIntent {
+            seq,
+            payload: Vec::new(),
+            verdict: Verdict::Reject { code, message },
+        }],
+    }
 }
 
 /// Longest reason kept for a withdrawn intent, in bytes.

@@ -28,6 +28,12 @@ impl Histogram {
         }
     }
 
+    /// Observations so far.
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
     /// Records one observation.
     pub fn observe(&self, v: f64) {
         if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
@@ -79,6 +85,9 @@ pub struct Metrics {
     pub fanout_queue_bytes: AtomicI64,
     /// `Events` frames sent that were shared with other subscribers unchanged.
     pub fanout_shared_frames: AtomicU64,
+    /// `Events` frames that joined several commits for a subscriber that
+    /// was behind the feed.
+    pub fanout_coalesced_frames: AtomicU64,
     /// Reads of the log by subscribers that were behind the in-memory feed.
     pub catch_up_reads: AtomicU64,
     /// Intents per commit (transaction).
@@ -166,6 +175,7 @@ impl Default for Metrics {
             intents_gap: AtomicU64::new(0),
             fanout_queue_bytes: AtomicI64::new(0),
             fanout_shared_frames: AtomicU64::new(0),
+            fanout_coalesced_frames: AtomicU64::new(0),
             catch_up_reads: AtomicU64::new(0),
             commit_batch_intents: Histogram::new(BATCH_BOUNDS),
             commit_seconds: Histogram::new(SECONDS_BOUNDS),
@@ -269,6 +279,12 @@ impl Metrics {
             "logsync_fanout_shared_frames_total",
             "Events frames sent as shared bytes, encoded once for every subscriber.",
             self.fanout_shared_frames.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "logsync_fanout_coalesced_frames_total",
+            "Events frames that joined several commits for a subscriber behind the feed.",
+            self.fanout_coalesced_frames.load(Relaxed),
         );
         counter(
             &mut out,

@@ -40,20 +40,27 @@ use crate::auth::{now_secs, Principal};
 use crate::hub::Subscription;
 use crate::limits::{Admit, IntentRate};
 use crate::metrics::Metrics;
-use crate::store::{BoxFuture, Outcome};
-use crate::{AppState, Error};
+use crate::store::{AppendRequest, Outcome, Submitted};
+use crate::AppState;
 
 /// Frames (of any size) that may wait in one connection's queue.
 const QUEUE_FRAMES: usize = 256;
-/// Pushes whose outcome one connection may await at once; past it the
-/// reader stops reading, which pushes back on the client through TCP.
-const PUSHES_IN_FLIGHT: usize = 32;
+/// Pushes one connection may have in flight at once (handed to the store,
+/// outcome not sent yet); past it the reader stops reading, which pushes
+/// back on the client through TCP. Enough for a client that pipelines
+/// one-intent pushes to fill a commit while the previous one is flushed.
+const PUSHES_IN_FLIGHT: usize = 256;
 /// Frames' worth of pushed payload bytes that may wait for their outcome
 /// on one connection (with the count above, this bounds what a client can
 /// make the server hold by pushing faster than the log commits).
 const PUSH_FRAMES_IN_FLIGHT: usize = 4;
 /// Read buffer of each WebSocket (see `upgrade`).
 const READ_BUFFER_BYTES: usize = 2 << 10;
+/// Bytes of frames the socket gathers before it writes them, within one
+/// run of the writer (see `write_loop`; it flushes after each run).
+const WRITE_BUFFER_BYTES: usize = 8 << 10;
+/// Most frames the writer takes from its queue before it flushes.
+const WRITE_BATCH_FRAMES: usize = 64;
 /// How long a closing connection waits for the client's Close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -104,9 +111,10 @@ pub(crate) async fn upgrade(
         .max_frame_size(read_limit)
         // Small buffers: most connections are idle most of the time, and
         // the default 128 KiB read buffer would be most of their cost.
-        // Large frames still go through; they are read in more steps.
+        // Large frames still go through; they are read in more steps. The
+        // write buffer only grows as far as the frames queued at once.
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         // Bounds what a client that does not read can make the socket buffer.
         .max_write_buffer_size(2 * max + (128 << 10))
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
@@ -196,7 +204,7 @@ impl Sub {
     }
 }
 
-type PendingPush = (StreamName, BoxFuture<'static, Result<Vec<Outcome>, Error>>);
+type PendingPush = (StreamName, Submitted);
 
 struct Conn {
     state: Arc<AppState>,
@@ -455,25 +463,13 @@ impl Conn {
                 let taken = intents.len();
                 let bytes: usize = intents.iter().map(|i| i.payload.len() + 16).sum();
                 let held = self.hold_inbound(bytes).await?;
-                let store = self.state.store.clone();
-                let policy = self.state.policy.clone();
-                let s = stream.clone();
-                let fut: BoxFuture<'static, _> = Box::pin(async move {
-                    // The bytes count against the budget until decided.
-                    let _held = held;
-                    crate::intake::push(
-                        &store,
-                        &*policy,
-                        s,
-                        client_id,
-                        intents.into_iter().map(|i| (i.seq, i.payload)),
-                    )
-                    .await
-                });
-                match &self.pushes {
-                    Some(p) => self.enqueue(p, (stream, fut)).await?,
-                    None => return Err(internal()),
-                }
+                let request = crate::intake::push_request(
+                    &*self.state.policy,
+                    stream.clone(),
+                    client_id,
+                    intents.into_iter().map(|i| (i.seq, i.payload)),
+                );
+                self.submit(stream, request, Some(held)).await?;
                 if taken < wanted {
                     return Err(self.rate_limited());
                 }
@@ -489,15 +485,9 @@ impl Conn {
                 if self.admit(1).await? == 0 {
                     return Err(self.rate_limited());
                 }
-                let store = self.state.store.clone();
-                let s = stream.clone();
-                let fut: BoxFuture<'static, _> = Box::pin(async move {
-                    crate::intake::withdraw(&store, s, client_id, seq, code, message).await
-                });
-                match &self.pushes {
-                    Some(p) => self.enqueue(p, (stream, fut)).await,
-                    None => Err(internal()),
-                }
+                let request =
+                    crate::intake::withdraw_request(stream.clone(), client_id, seq, code, message);
+                self.submit(stream, request, None).await
             }
             ClientMsg::Ping { nonce } => self.send(&ServerMsg::Pong { nonce }).await,
             // Handled above.
@@ -549,6 +539,53 @@ impl Conn {
     async fn enqueue<T>(&self, queue: &mpsc::Sender<T>, item: T) -> Result<(), Fatal> {
         self.patiently(async { queue.send(item).await.map_err(|_| internal()) })
             .await?
+    }
+
+    /// Hands `request` to the store at once and queues its outcome for the
+    /// acknowledger. The store decides one connection's requests in the
+    /// order they are submitted here, so pushes read one after another are
+    /// all in flight together (and share commits) while their answers
+    /// still go out in order. `held` (the request's share of the budget
+    /// for pushes in flight) is returned once the request is decided.
+    async fn submit(
+        &self,
+        stream: StreamName,
+        request: AppendRequest,
+        held: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), Fatal> {
+        let Some(pushes) = &self.pushes else {
+            return Err(internal());
+        };
+        // A place in the acknowledger's queue first, so a request the
+        // store took always has its answer sent.
+        let slot = self
+            .patiently(async { pushes.reserve().await.map_err(|_| internal()) })
+            .await??;
+        // Waits only while the store's own queue is full (its back-pressure
+        // on every connection), so no idle timeout here.
+        let submitted = tokio::select! {
+            s = self.state.store.submit(request) => s,
+            _ = self.state.shutdown.cancelled() => return Err((
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; reconnect later".into(),
+            )),
+        };
+        let answer = match submitted {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::error!(error = %e, %stream, "push failed");
+                return Err((e.code(), e.to_string()));
+            }
+        };
+        slot.send((
+            stream,
+            Box::pin(async move {
+                // The bytes count against the budget until decided.
+                let _held = held;
+                answer.await
+            }),
+        ));
+        Ok(())
     }
 
     /// Takes `bytes` (at most the whole budget) of the connection's budget
@@ -680,7 +717,7 @@ async fn subscription_loop(
                 return;
             }
         };
-        let frame = chunk.frame(sub.stream(), &metrics);
+        let frame = sub.frame(&chunk);
         drop(chunk);
         // Wait for room in this connection's budget: a client that does
         // not read stops here, holding nothing but this one frame.
@@ -708,9 +745,9 @@ async fn subscription_loop(
 }
 
 async fn ack_loop(mut pushes: mpsc::Receiver<PendingPush>, out: mpsc::Sender<Out>, fatal: FatalTx) {
-    // In order: the outcomes of one client's pushes are sent in the order
-    // the pushes came, and each push is handed to the store only after the
-    // previous one is decided.
+    // In order: the reader handed each push to the store as it came (the
+    // store decides them in that order, several per commit); their
+    // outcomes go out in the same order.
     while let Some((stream, push)) = pushes.recv().await {
         match push.await {
             Ok(outcomes) => {
@@ -757,29 +794,45 @@ async fn write_loop<Si>(mut sink: Si, mut queue: mpsc::Receiver<Out>)
 where
     Si: Sink<Message> + Unpin,
 {
-    while let Some(item) = queue.recv().await {
-        let sent = match item {
-            Out::Frame { bytes, event } => {
-                if event.as_ref().is_some_and(|e| e.stale.load(Relaxed)) {
-                    continue;
+    while let Some(first) = queue.recv().await {
+        // Everything already queued goes out with one flush: the socket
+        // buffer (`WRITE_BUFFER_BYTES`) gathers small frames — a run of
+        // answers to pipelined pushes, events of several streams — into
+        // few writes. Nothing waits for more to come.
+        let mut item = Some(first);
+        let mut fed = 0;
+        while let Some(next) = item.take() {
+            let fed_ok = match next {
+                Out::Frame { bytes, event } => {
+                    if event.as_ref().is_some_and(|e| e.stale.load(Relaxed)) {
+                        true
+                    } else {
+                        // The frame's bytes are in the socket buffer after
+                        // this: its budget is returned.
+                        sink.feed(Message::Binary(bytes)).await.is_ok()
+                    }
                 }
-                let r = sink.send(Message::Binary(bytes)).await;
-                drop(event);
-                r
+                Out::Ping => sink.feed(Message::Ping(Bytes::new())).await.is_ok(),
+                Out::Close(code, reason) => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        })))
+                        .await;
+                    return;
+                }
+            };
+            if !fed_ok {
+                return;
             }
-            Out::Ping => sink.send(Message::Ping(Bytes::new())).await,
-            Out::Close(code, reason) => {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    })))
-                    .await;
-                break;
+            fed += 1;
+            if fed < WRITE_BATCH_FRAMES {
+                item = queue.try_recv().ok();
             }
-        };
-        if sent.is_err() {
-            break;
+        }
+        if sink.flush().await.is_err() {
+            return;
         }
     }
 }

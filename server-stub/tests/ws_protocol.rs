@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use common::*;
+use futures_util::StreamExt;
 use sync_core::{ClientMsg, ErrorCode, Event, Offset, ServerMsg};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Pushes `count` intents in pushes of 1-5, waiting for each push's
 /// outcomes; returns seq -> offset.
@@ -538,22 +540,20 @@ async fn live_events_are_encoded_once_and_shared_by_subscribers() {
             .unwrap()
     };
     let before = shared().await;
-    // Five commits of one event each, while every subscriber is live.
+    // Five commits of one event each, while every subscriber is live and
+    // caught up (each has the previous event before the next commit: a
+    // subscriber that is behind would take several commits in one frame).
     let (mut w, _) = Client::hello(&url, client_id(1)).await;
+    let mut frames = vec![Vec::new(); subs.len()];
     for s in 1..=5 {
         w.push("shared", &[(s, b"{}".to_vec())]).await;
         assert!(matches!(w.recv().await, ServerMsg::Ack { .. }));
-    }
-    let mut frames = Vec::new();
-    for c in &mut subs {
-        let mut mine = Vec::new();
-        while mine.len() < 5 {
+        for (c, mine) in subs.iter_mut().zip(&mut frames) {
             match c.recv().await {
                 m @ ServerMsg::Events { .. } => mine.push(m.encode()),
                 other => panic!("unexpected {other:?}"),
             }
         }
-        frames.push(mine);
     }
     assert_eq!(frames[0], frames[1]);
     assert_eq!(frames[0], frames[2]);
@@ -599,5 +599,131 @@ async fn a_withdrawn_seq_is_decided_as_rejected_and_leaves_no_hole() {
             expected_seq: seq(4)
         }
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_behind_the_feed_catches_up_in_few_large_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let max_frame = 16 << 10;
+    let server = TestServer::start(server_stub::Config {
+        max_frame_bytes: max_frame,
+        max_payload_bytes: 1024,
+        // The new subscriber's first page ends early, so the rest comes
+        // from the feed's window.
+        catch_up_events: 10,
+        ..config(dir.path())
+    })
+    .await;
+    let url = server.ws_url();
+    // A follower keeps the stream's feed (and its window) alive.
+    let (mut follower, _) = Client::hello(&url, client_id(20)).await;
+    follower.subscribe("behind", 0).await;
+    follower.recv().await;
+    let (mut w, _) = Client::hello(&url, client_id(1)).await;
+    for s in 1..=200u64 {
+        w.push("behind", &[(s, vec![b'7'; 100])]).await;
+        assert!(matches!(w.recv().await, ServerMsg::Ack { .. }));
+    }
+    follower.events_until(200).await;
+    let coalesced_before = metric(&server, "logsync_fanout_coalesced_frames_total").await;
+
+    // 200 commits behind: a page from the log, then the window's commits
+    // joined into frames of up to 16 KiB.
+    let (mut late, _) = Client::hello(&url, client_id(21)).await;
+    late.subscribe("behind", 0).await;
+    let mut offsets = Vec::new();
+    let mut frames = 0;
+    while offsets.last() != Some(&200) {
+        let raw = within("an Events frame", late.ws.next())
+            .await
+            .expect("open")
+            .expect("read");
+        let Message::Binary(bytes) = raw else {
+            continue;
+        };
+        assert!(bytes.len() <= max_frame, "frame of {} bytes", bytes.len());
+        let ServerMsg::Events { events, head, .. } = ServerMsg::decode(&bytes, max_frame).unwrap()
+        else {
+            panic!("not Events")
+        };
+        assert!(head.0 >= events.last().map_or(0, |e| e.offset.0));
+        frames += 1;
+        offsets.extend(events.iter().map(|e| e.offset.0));
+    }
+    assert_eq!(
+        offsets,
+        (1..=200).collect::<Vec<u64>>(),
+        "dense, in order, no repeat"
+    );
+    // 1 page + 190 events of ~150 encoded bytes in 16 KiB frames.
+    assert!(frames <= 4, "{frames} frames for 200 commits");
+    assert!(
+        metric(&server, "logsync_fanout_coalesced_frames_total").await > coalesced_before,
+        "the window's commits were joined"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pipelined_pushes_share_commits_and_are_answered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(server_stub::Config {
+        max_payload_bytes: 1000,
+        ..config(dir.path())
+    })
+    .await;
+    let (mut c, _) = Client::hello(&server.ws_url(), client_id(30)).await;
+    let commits_before = metric(&server, "logsync_commit_batch_intents_count").await;
+    // 101 pushes sent without waiting for any answer: seqs 1..=60, then
+    // 62 (a gap), then 61..=100 with 70 too large to accept.
+    let mut order: Vec<u64> = (1..=60).collect();
+    order.push(62);
+    order.extend(61..=100);
+    for &s in &order {
+        let payload = if s == 70 {
+            vec![b'x'; 2000]
+        } else {
+            s.to_string().into_bytes()
+        };
+        c.push("piped", &[(s, payload)]).await;
+    }
+    let mut offset = 0;
+    for (i, &s) in order.iter().enumerate() {
+        let answer = c.recv().await;
+        match s {
+            62 if i == 60 => assert_eq!(
+                answer,
+                ServerMsg::Gap {
+                    stream: stream("piped"),
+                    expected_seq: seq(61)
+                }
+            ),
+            70 => assert!(
+                matches!(&answer, ServerMsg::Reject { seq: r, code: ErrorCode::PayloadTooLarge, .. } if r.get() == 70),
+                "{answer:?}"
+            ),
+            _ => {
+                offset += 1;
+                assert_eq!(ack(answer), (s, offset, false), "answer to seq {s}");
+            }
+        }
+    }
+    let commits = metric(&server, "logsync_commit_batch_intents_count").await - commits_before;
+    let intents = metric(&server, "logsync_commit_batch_intents_sum").await;
+    // One push at a time would be 101 transactions of one push each.
+    assert!(
+        commits < order.len() as f64,
+        "{commits} commits for {} pushes in flight together",
+        order.len()
+    );
+    assert!(intents >= 100.0, "{intents}");
+    // The log holds each accepted intent once, in seq order.
+    let mut r = Client::hello(&server.ws_url(), client_id(31)).await.0;
+    r.subscribe("piped", 0).await;
+    let events = r.events_until(99).await;
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq.get()).collect();
+    let want: Vec<u64> = (1..=100).filter(|s| *s != 70).collect();
+    assert_eq!(seqs, want);
     server.stop().await;
 }

@@ -106,6 +106,10 @@ pub enum Outcome {
     },
 }
 
+/// The outcomes of a request handed to the store with
+/// [`LogStore::submit`], to be awaited later.
+pub type Submitted = BoxFuture<'static, Result<Vec<Outcome>, Error>>;
+
 /// Bounds of one read.
 #[derive(Clone, Copy, Debug)]
 pub struct ReadLimits {
@@ -158,6 +162,26 @@ pub trait LogStore: Send + Sync + 'static {
     /// outcome per intent, up to and including a [`Outcome::Gap`].
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Outcome>, Error>>;
 
+    /// Hands `request` to the store and answers, once it is queued, with a
+    /// future of its outcomes (what [`LogStore::append`] would answer).
+    ///
+    /// Requests submitted one after another (each `submit` awaited before
+    /// the next call) are decided in that order. One connection can so
+    /// keep many pushes in flight, decided in the order it sent them, and
+    /// consecutive ones can share a commit. The wait for the first future
+    /// is the store's back-pressure (its queue is full); the outcome comes
+    /// whether or not the second future is polled.
+    ///
+    /// The default decides the request before answering (an in-memory
+    /// store has nothing to wait for); stores with a writer queue only
+    /// queue it.
+    fn submit(&self, request: AppendRequest) -> BoxFuture<'_, Result<Submitted, Error>> {
+        Box::pin(async move {
+            let outcome = self.append(request).await;
+            Ok(Box::pin(std::future::ready(outcome)) as Submitted)
+        })
+    }
+
     /// Events of `stream` after `after`, within `limits`, and the head.
     fn read(
         &self,
@@ -205,4 +229,90 @@ pub trait LogStore: Send + Sync + 'static {
     /// Finishes the commits already handed over and stops; later appends
     /// fail with [`Error::StoreClosed`].
     fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Checks every store must pass, run by each store's tests.
+#[cfg(test)]
+pub(crate) mod conformance {
+    use sync_core::{ClientId, Offset, Seq, StreamName};
+
+    use super::{AppendRequest, LogStore, Outcome, ProposedIntent, Verdict};
+    use crate::metrics::Metrics;
+
+    /// One client's requests submitted one after another without waiting
+    /// for their outcomes (as a connection pipelines its pushes) are
+    /// decided in submission order — a gap, a rejection and a resend among
+    /// them — and share commits (`metrics` is the store's).
+    pub(crate) async fn submitted_requests_are_decided_in_order(
+        store: &dyn LogStore,
+        metrics: &Metrics,
+        stream: &str,
+    ) {
+        let stream = StreamName::new(stream).expect("name");
+        let client = ClientId([9; 16]);
+        // Seqs 1..=30, 32 (a gap), 31..=60 with 40 rejected, then 5 again.
+        let mut order: Vec<u64> = (1..=30).collect();
+        order.push(32);
+        order.extend(31..=60);
+        order.push(5);
+        let commits_before = metrics.commit_batch_intents.count();
+        let mut answers = Vec::new();
+        for &s in &order {
+            let verdict = if s == 40 {
+                Verdict::Reject {
+                    code: sync_core::ErrorCode::PayloadTooLarge,
+                    message: "no".into(),
+                }
+            } else {
+                Verdict::Accept
+            };
+            let request = AppendRequest {
+                stream: stream.clone(),
+                client_id: client,
+                intents: vec![ProposedIntent {
+                    seq: Seq::new(s).expect("seq"),
+                    payload: s.to_string().into_bytes(),
+                    verdict,
+                }],
+            };
+            answers.push(store.submit(request).await.expect("submit"));
+        }
+        let mut offset = 0;
+        for (i, (&s, answer)) in order.iter().zip(answers).enumerate() {
+            let outcomes = answer.await.expect("outcome");
+            let seq = Seq::new(s).expect("seq");
+            let want = if i == 30 {
+                Outcome::Gap {
+                    expected: Seq::new(31).expect("seq"),
+                }
+            } else if i == order.len() - 1 {
+                Outcome::Appended {
+                    seq,
+                    offset: Offset(5),
+                    duplicate: true,
+                }
+            } else if s == 40 {
+                Outcome::Rejected {
+                    seq,
+                    code: sync_core::ErrorCode::PayloadTooLarge,
+                    message: "no".into(),
+                    duplicate: false,
+                }
+            } else {
+                offset += 1;
+                Outcome::Appended {
+                    seq,
+                    offset: Offset(offset),
+                    duplicate: false,
+                }
+            };
+            assert_eq!(outcomes, vec![want], "request {i} (seq {s})");
+        }
+        let commits = metrics.commit_batch_intents.count() - commits_before;
+        assert!(
+            commits < order.len() as u64,
+            "{commits} commits for {} requests submitted together",
+            order.len()
+        );
+    }
 }

@@ -309,6 +309,24 @@ async fn appends_dedups_gaps_rejections_and_reopen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn submitted_requests_are_decided_in_order_and_share_commits() {
+    let db = TestDb::new().await;
+    let metrics = Arc::new(Metrics::default());
+    let options = PostgresOptions {
+        max_readers: 2,
+        ..PostgresOptions::new(&db.url)
+    };
+    let store = PostgresStore::open(options, Arc::new(Recorder::default()), metrics.clone())
+        .await
+        .expect("open");
+    crate::store::conformance::submitted_requests_are_decided_in_order(&store, &metrics, "piped")
+        .await;
+    store.close().await;
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
 async fn reads_are_bounded_streams_independent_and_snapshots_kept() {
     let db = TestDb::new().await;
     let (store, _) = open_with(&db.url, CommitMode::PerIntent).await;

@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
     AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page, ReadLimits, StoredSnapshot,
+    Submitted,
 };
 use crate::config::{CommitMode, EVENT_OVERHEAD};
 use crate::error::Error;
@@ -367,9 +368,13 @@ impl LogStore for SqliteStore {
     }
 
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Outcome>, Error>> {
+        Box::pin(async move { self.submit(request).await?.await })
+    }
+
+    fn submit(&self, request: AppendRequest) -> BoxFuture<'_, Result<Submitted, Error>> {
         Box::pin(async move {
             if request.intents.is_empty() {
-                return Ok(Vec::new());
+                return Ok(Box::pin(std::future::ready(Ok(Vec::new()))) as Submitted);
             }
             let sender = self
                 .jobs
@@ -378,11 +383,13 @@ impl LogStore for SqliteStore {
                 .clone()
                 .ok_or(Error::StoreClosed)?;
             let (reply, answer) = oneshot::channel();
+            // The writer takes its queue in order: this is the order of
+            // the decisions.
             sender
                 .send(writer::Job::Append { request, reply })
                 .await
                 .map_err(|_| Error::StoreClosed)?;
-            answer.await.map_err(|_| Error::StoreClosed)?
+            Ok(Box::pin(async move { answer.await.map_err(|_| Error::StoreClosed)? }) as Submitted)
         })
     }
 

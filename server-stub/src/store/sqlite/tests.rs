@@ -327,3 +327,24 @@ async fn client_bindings_are_first_come_and_durable() {
     assert_eq!(store.bind_client(fresh, "c".into()).await.expect("bind"), a);
     store.close().await;
 }
+
+#[tokio::test]
+async fn submitted_requests_are_decided_in_order_and_share_commits() {
+    let dir = tempfile::tempdir().expect("dir");
+    let metrics = Arc::new(Metrics::default());
+    let store = SqliteStore::open(
+        SqliteOptions {
+            path: dir.path().join("log.db"),
+            commit_mode: CommitMode::Group,
+            max_batch_intents: 1000,
+            max_batch_bytes: 1 << 20,
+            max_readers: 2,
+        },
+        Arc::new(Recorder::default()),
+        metrics.clone(),
+    )
+    .expect("open");
+    crate::store::conformance::submitted_requests_are_decided_in_order(&store, &metrics, "piped")
+        .await;
+    store.close().await;
+}

@@ -5,6 +5,10 @@
 #   bench/run.sh --quick          a short smoke run of everything, ~2 min
 #   bench/run.sh --only fanout,append,idle,browser,size
 #   bench/run.sh --no-pin         do not pin the server and the load generator
+#   bench/run.sh --postgres       also the PostgreSQL store (one node) in the fan-out
+#                                 and append benchmarks, on a throwaway cluster
+#                                 (scripts/pg-cluster.sh) that is removed afterwards;
+#                                 two nodes: bench/postgres.sh
 #
 # Builds the server, the load generator and the relay with the speed
 # profile and the npm package (js/) in release, runs each benchmark, writes
@@ -12,9 +16,12 @@
 # per measured run), and prints the tables. Stops everything it started.
 #
 # More server variants (e.g. another store) run beside the default one:
-#   LOGSYNC_BENCH_VARIANTS='postgres=--store postgres://127.0.0.1:5432/bench_{run}' bench/run.sh
+#   LOGSYNC_BENCH_VARIANTS='pg=--store postgres://u@127.0.0.1:5432/bench_{run}' \
+#   LOGSYNC_BENCH_PG_ADMIN_URL=postgres://u@127.0.0.1:5432/postgres bench/run.sh
 # (`;`-separated LABEL=FLAGS; `{run}` becomes a name unique to each server
-# start). Each label is measured in the fan-out, append and idle benchmarks.
+# start; with an admin URL the load generator creates that database before
+# each start and drops it after). Each label is measured in the fan-out,
+# append and idle benchmarks.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -22,13 +29,15 @@ export PATH="$ROOT/.tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 
 QUICK=0
 PIN=1
+POSTGRES=0
 ONLY="fanout,append,idle,browser,size"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --no-pin) PIN=0 ;;
+    --postgres) POSTGRES=1 ;;
     --only) ONLY="$2"; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -48,12 +57,14 @@ MD="bench/results/$stamp.md"
 # servers and browser. Chromium's leftovers go to this scratch TMPDIR.
 SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/logsync-bench.XXXXXX")"
 CHILD=""
+PG_STARTED=0
 cleanup() {
   local rc=$?
   if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
     kill -TERM "$CHILD" 2>/dev/null || true
     wait "$CHILD" 2>/dev/null || true
   fi
+  if [ "$PG_STARTED" = 1 ]; then pg_cluster_stop; fi
   rm -rf "$SCRATCH"
   exit "$rc"
 }
@@ -108,6 +119,31 @@ for v in "${variants[@]}"; do
   VARIANT_ARGS+=(--variant "$v")
   TARGETS="$TARGETS,${v%%=*}"
 done
+IDLE_TARGETS="$TARGETS"
+
+# ---- PostgreSQL (--postgres) ------------------------------------------------
+# A throwaway cluster (fsync and synchronous commits on); the load
+# generator creates a fresh database in it for every server start (the
+# server never creates databases) and drops it after. With pinning the
+# cluster runs on the server's CPU: the store is part of the server side.
+if [ "$POSTGRES" = 1 ]; then
+  step "PostgreSQL: a throwaway cluster"
+  # shellcheck source=scripts/pg-cluster.sh
+  source "$ROOT/scripts/pg-cluster.sh"
+  # Under /tmp: the cluster runs as the postgres user, which must reach it.
+  PG_STARTED=1
+  pg_cluster_start "$(mktemp -d /tmp/logsync-bench-pg.XXXXXX)"
+  if [ "${#LOADGEN[@]}" -gt 1 ]; then
+    for pid in "$PG_CLUSTER_PID" $(pgrep -P "$PG_CLUSTER_PID"); do
+      taskset -a -p -c 1 "$pid" >/dev/null || true
+    done
+  fi
+  export LOGSYNC_BENCH_PG_ADMIN_URL="$PG_URL"
+  VARIANT_ARGS+=(--variant "postgres=--store ${PG_URL%/*}/bench_{run}")
+  TARGETS="$TARGETS,postgres"
+  pg_version="$("$(pg_bin_dir)/postgres" --version | awk '{print $3}')"
+  pinning="$pinning PostgreSQL $pg_version (fsync and synchronous commits on) on the same machine$([ "${#LOADGEN[@]}" -gt 1 ] && echo ', pinned to CPU 1 with the server')."
+fi
 
 node -e '
 const [nproc, cpu, mem, kernel, load, commit, mode, pinning, date] = process.argv.slice(1);
@@ -122,11 +158,13 @@ echo "$pinning"
 # ---- the benchmarks ----------------------------------------------------------
 if [ "$QUICK" = 1 ]; then
   FANOUT=(--subscribers 10,100 --many-writers 20 --repeats 1 --duration 1s --warmup 300ms --drain 5s)
+  PIPELINED=(--repeats 1 --duration 1s --warmup 300ms --drain 5s)
   APPEND=(--writers 1,10 --repeats 1 --duration 1s --warmup 300ms)
   IDLE=(--connections 1000 --repeats 1 --settle 1s)
   BROWSER=(--quick)
 else
   FANOUT=(--subscribers 10,100,1000 --many-writers 100 --repeats 3 --duration 3s --warmup 1s --drain 5s)
+  PIPELINED=(--repeats 3 --duration 3s --warmup 1s --drain 5s)
   APPEND=(--writers 1,10,100 --repeats 3 --duration 3s --warmup 500ms)
   IDLE=(--connections 1000,10000 --repeats 2 --settle 2s)
   BROWSER=()
@@ -135,6 +173,9 @@ fi
 if want fanout; then
   step "1. fan-out: server vs relay"
   run "${LOADGEN[@]}" "${VARIANT_ARGS[@]}" --json "$RAW" fanout --targets "relay,$TARGETS" "${FANOUT[@]}"
+  step "1b. fan-out, one intent per push, pipelined (as fast as the window allows)"
+  run "${LOADGEN[@]}" "${VARIANT_ARGS[@]}" --json "$RAW" fanout --targets "relay,$TARGETS" \
+    --subscribers 10 --many-writers 0 --modes max --max-batch 1 "${PIPELINED[@]}"
 fi
 if want append; then
   step "2. durable append: group commit vs one commit per intent"
@@ -142,7 +183,7 @@ if want append; then
 fi
 if want idle; then
   step "3. memory per idle connection"
-  run "${LOADGEN[@]}" "${VARIANT_ARGS[@]}" --json "$RAW" idle --targets "$TARGETS" "${IDLE[@]}"
+  run "${LOADGEN[@]}" "${VARIANT_ARGS[@]}" --json "$RAW" idle --targets "$IDLE_TARGETS" "${IDLE[@]}"
 fi
 if want browser; then
   step "4. client in headless Chromium (release build)"

@@ -45,6 +45,15 @@ struct Cli {
     #[arg(long = "variant", global = true)]
     variants: Vec<String>,
 
+    /// A PostgreSQL connection allowed to create databases (e.g.
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`). Before every start
+    /// of a server whose flags hold a PostgreSQL URL
+    /// (`--store postgres://…/NAME`, NAME made unique with `{run}`), the
+    /// database NAME is created through it; it is dropped after the
+    /// server stopped. The server never creates databases itself.
+    #[arg(long, global = true, env = "LOGSYNC_BENCH_PG_ADMIN_URL")]
+    pg_admin_url: Option<String>,
+
     /// Append one JSON object per measured run to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -137,6 +146,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         relay_bin,
         cpus: cli.server_cpus.clone(),
         dir,
+        pg_admin_url: cli.pg_admin_url.clone(),
     };
     match cli.command {
         Command::Fanout(args) => fanout::run(&launcher, &variants, &sink, args).await,

@@ -65,6 +65,9 @@ pub struct Launcher {
     pub cpus: Option<String>,
     /// Where databases go.
     pub dir: PathBuf,
+    /// Where to create a fresh PostgreSQL database for each server start
+    /// of a variant on the PostgreSQL store (see `--pg-admin-url`).
+    pub pg_admin_url: Option<String>,
 }
 
 static RUN: AtomicU64 = AtomicU64::new(1);
@@ -82,17 +85,47 @@ impl Launcher {
             "--db".into(),
             db.to_string_lossy().into_owned(),
         ];
-        argv.extend(variant.args.iter().map(|a| a.replace("{run}", &run)));
+        let extra: Vec<String> = variant
+            .args
+            .iter()
+            .map(|a| a.replace("{run}", &run))
+            .collect();
+        // A fresh PostgreSQL database for this start, when the variant
+        // names one and there is a connection to create it with.
+        let pg_db = match (
+            &self.pg_admin_url,
+            extra.iter().find_map(|a| pg_database(a)),
+        ) {
+            (Some(admin), Some(name)) => {
+                pg::create_database(admin, &name).await?;
+                Some(PgDatabase {
+                    admin: admin.clone(),
+                    name,
+                })
+            }
+            _ => None,
+        };
+        argv.extend(extra);
         argv.extend(args.iter().cloned());
-        let mut p = Proc::spawn(
+        let spawned = Proc::spawn(
             &self.server_bin,
             &argv,
             "logsync-server listening on http://",
             self.cpus.as_deref(),
         )
-        .await?;
+        .await;
+        let mut p = match spawned {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(db) = &pg_db {
+                    db.drop_quietly().await;
+                }
+                return Err(e);
+            }
+        };
         p.url = format!("ws://{}/v1/ws", p.addr);
         p.db = Some(db);
+        p.pg_db = pg_db;
         Ok(p)
     }
 
@@ -114,6 +147,76 @@ impl Launcher {
     }
 }
 
+/// The database name of a PostgreSQL URL (`postgres://…/NAME?…`), if
+/// `arg` is one.
+fn pg_database(arg: &str) -> Option<String> {
+    let rest = arg
+        .strip_prefix("postgres://")
+        .or_else(|| arg.strip_prefix("postgresql://"))?;
+    let path = rest.split_once('/')?.1;
+    let name = path.split(['?', '#']).next()?;
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// A database made for one server start.
+struct PgDatabase {
+    admin: String,
+    name: String,
+}
+
+impl PgDatabase {
+    async fn drop_quietly(&self) {
+        if let Err(e) = pg::drop_database(&self.admin, &self.name).await {
+            eprintln!("logsync-bench: {e}");
+        }
+    }
+}
+
+/// `CREATE DATABASE` / `DROP DATABASE` through an admin connection.
+mod pg {
+    /// Names go into SQL unquoted by the caller: only plain identifiers.
+    pub(super) fn checked(name: &str) -> Result<&str, String> {
+        if !name.is_empty()
+            && name.len() <= 63
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            Ok(name)
+        } else {
+            Err(format!(
+                "PostgreSQL database name {name:?}: use letters, digits and _ (at most 63)"
+            ))
+        }
+    }
+
+    async fn execute(admin: &str, sql: &str) -> Result<(), String> {
+        let (client, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("cannot connect to --pg-admin-url: {e}"))?;
+        let driver = tokio::spawn(conn);
+        let r = client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| format!("{sql}: {e}"));
+        drop(client);
+        let _ = driver.await;
+        r
+    }
+
+    pub async fn create_database(admin: &str, name: &str) -> Result<(), String> {
+        let name = checked(name)?;
+        execute(admin, &format!("CREATE DATABASE \"{name}\"")).await
+    }
+
+    pub async fn drop_database(admin: &str, name: &str) -> Result<(), String> {
+        let name = checked(name)?;
+        execute(
+            admin,
+            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        )
+        .await
+    }
+}
+
 /// Deletes a SQLite database and its side files.
 pub fn remove_db(db: &Path) {
     for suffix in ["", "-wal", "-shm"] {
@@ -132,6 +235,7 @@ pub struct Proc {
     /// Its WebSocket URL.
     pub url: String,
     db: Option<PathBuf>,
+    pg_db: Option<PgDatabase>,
 }
 
 impl Proc {
@@ -182,6 +286,7 @@ impl Proc {
             addr,
             url: String::new(),
             db: None,
+            pg_db: None,
         })
     }
 
@@ -201,7 +306,7 @@ impl Proc {
     }
 
     /// SIGTERM, then wait for the exit (SIGKILL after 30 s); removes the
-    /// database.
+    /// database (the SQLite file, or the PostgreSQL database made for it).
     pub async fn stop(mut self) -> Result<(), String> {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.pid])
@@ -220,6 +325,32 @@ impl Proc {
         if let Some(db) = &self.db {
             remove_db(db);
         }
+        if let Some(db) = &self.pg_db {
+            db.drop_quietly().await;
+        }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_url_names_its_database() {
+        let name = |a: &str| pg_database(a);
+        assert_eq!(
+            name("postgres://postgres@127.0.0.1:5432/bench_run1x2").as_deref(),
+            Some("bench_run1x2")
+        );
+        assert_eq!(
+            name("postgresql://u:p@h/db?sslmode=disable").as_deref(),
+            Some("db")
+        );
+        assert_eq!(name("postgres://h:5432"), None);
+        assert_eq!(name("postgres://h/"), None);
+        assert_eq!(name("--store"), None);
+        assert!(pg::checked("bench_run1x2").is_ok());
+        assert!(pg::checked("a\"; DROP").is_err());
     }
 }

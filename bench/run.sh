@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Logsync's benchmark suite, one command (see BENCHMARKS.md):
 #
-#   bench/run.sh                  everything, ~10 min on 2 cores
+#   bench/run.sh                  everything, ~7 min on 2 cores once built (~10 with --postgres)
 #   bench/run.sh --quick          a short smoke run of everything, ~2 min
 #   bench/run.sh --only fanout,append,idle,browser,size
 #   bench/run.sh --no-pin         do not pin the server and the load generator

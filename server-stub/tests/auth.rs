@@ -408,8 +408,9 @@ async fn a_client_id_belongs_to_its_first_subject_also_after_a_restart() {
 async fn connections_end_when_their_token_expires() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(auth_config(dir.path())).await;
-    // Accepted for about one more second (the leeway is on the server).
-    let short = token_exp("alice", &["a"], &["a"], now_secs() + 1 - LEEWAY_SECS);
+    // Accepted for one to two more seconds (`exp` counts whole seconds and
+    // the leeway is on the server): long enough to subscribe first.
+    let short = token_exp("alice", &["a"], &["a"], now_secs() + 2 - LEEWAY_SECS);
     let started = tokio::time::Instant::now();
     let (mut c, first) = Client::hello_with_token(&s.ws_url(), client_id(1), Some(&short)).await;
     assert!(matches!(first, ServerMsg::Welcome { .. }), "{first:?}");
@@ -427,7 +428,7 @@ async fn connections_end_when_their_token_expires() {
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // An SSE feed ends too.
-    let short = token_exp("alice", &["a"], &["a"], now_secs() + 1 - LEEWAY_SECS);
+    let short = token_exp("alice", &["a"], &["a"], now_secs() + 2 - LEEWAY_SECS);
     let r = http()
         .get(s.url(&format!("/v1/streams/a/events?token={short}")))
         .header("accept", "text/event-stream")

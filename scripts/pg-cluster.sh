@@ -39,6 +39,15 @@ pg_ensure_installed() {
   [ -n "$(pg_bin_dir)" ]
 }
 
+# PostgreSQL refuses to run as root: as root, clusters belong to the
+# `postgres` OS user, made here if binaries exist without it.
+pg_ensure_owner() {
+  if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+    pg_log "creating the postgres OS user"
+    useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+  fi
+}
+
 # Runs a PostgreSQL binary as the cluster's owner.
 pg_as_owner() {
   if [ "$(id -u)" -eq 0 ]; then
@@ -55,6 +64,7 @@ pg_cluster_start() {
   local dir="$1"; shift
   local bin port try
   pg_ensure_installed || return 1
+  pg_ensure_owner || return 1
   bin="$(pg_bin_dir)"
   PG_CLUSTER_DIR="$dir"
   mkdir -p "$dir"

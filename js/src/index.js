@@ -62,7 +62,7 @@ export async function createSyncStore(options) {
   } catch (err) {
     throw toLogsyncError(err, 'INTERNAL', `Could not open the Logsync store of stream "${low.stream}"`);
   }
-  return wrapStore(inner, low.stream);
+  return wrapStore(inner, low.stream, reducer);
 }
 
 /**
@@ -131,8 +131,78 @@ function checkOptions(options) {
 
 const $$observable = (typeof Symbol === 'function' && Symbol.observable) || '@@observable';
 
-function wrapStore(inner, stream) {
+// The wasm store's message for a reducer that dispatches or reads the state.
+const BUSY = 'INVALID_REQUEST: the store is busy running the reducer: a reducer may not dispatch, read the state or subscribe';
+
+// Calls a listener; a throw goes to the page as an uncaught error (as the
+// wasm store does with its listeners) and the other listeners still run.
+function callListener(fn) {
+  try {
+    fn();
+  } catch (err) {
+    report(err, 'a Logsync listener threw:');
+  }
+}
+
+function report(err, what) {
+  if (typeof reportError === 'function') reportError(err);
+  else console.error(what, err);
+}
+
+function errorText(err) {
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}
+
+function wrapStore(inner, stream, firstReducer) {
   let closed = false;
+  let reducer = firstReducer;
+
+  // Dispatch runs the reducer here, in JS, and tells subscribers at once;
+  // the dispatches of one burst (everything until the next microtask) go
+  // to the wasm store in one call, which records them as pending intents
+  // with the states computed here and queues them for IndexedDB and the
+  // server. That saves each dispatch the crossings into wasm and back.
+  // `burst.base` is the state the first of them was folded onto; if the
+  // wasm store's state moved meanwhile (it tells us through `onInner`),
+  // the burst is handed over at once and folded again there.
+  let burst = null;
+  let latest; // the state after the burst's last dispatch
+  let reducing = false;
+  // Actions whose JSON text has at most this many UTF-16 units are surely
+  // within the store's byte limit (3 UTF-8 bytes per unit at most); longer
+  // ones take the wasm store's own dispatch, which measures and refuses.
+  const inlineLimit = Math.floor(wasm.maxActionBytes() / 3);
+
+  // Subscribers, copied on write so a dispatch notifies the ones it saw
+  // when it began (as Redux does) without copying on every dispatch.
+  let listeners = [];
+  const notify = () => {
+    const now = listeners;
+    for (let i = 0; i < now.length; i++) callListener(now[i].fn);
+  };
+
+  const flush = () => {
+    if (burst === null) return false;
+    const { base, items } = burst;
+    burst = null;
+    try {
+      return inner.dispatchFolded(base, items);
+    } catch (err) {
+      // Nothing of the burst was recorded: keep it and try again soon.
+      burst = { base, items };
+      if (!closed) setTimeout(flush, 0);
+      report(toLogsyncError(err, 'INTERNAL', 'handing dispatches to the store failed'), 'Logsync:');
+      return false;
+    }
+  };
+
+  // Every state change of the wasm store: remote events, rebases,
+  // rollbacks, a refolded burst, replaceReducer, a large action.
+  const onInner = () => {
+    if (burst !== null && flush()) return; // the refold notified already
+    notify();
+  };
+  inner.subscribe(onInner);
 
   const ensureOpen = (method) => {
     if (closed) {
@@ -151,22 +221,68 @@ function wrapStore(inner, stream) {
     };
   };
 
-  const getState = () => inner.getState();
+  const getState = () => {
+    if (reducing) throw new LogsyncError('INVALID_REQUEST', BUSY);
+    return burst !== null ? latest : inner.getState();
+  };
 
   const dispatch = (action) => {
     ensureOpen('dispatch');
     checkAction(action);
+    if (reducing) throw new LogsyncError('INVALID_REQUEST', BUSY);
+    let text;
     try {
-      inner.dispatch(action);
+      text = JSON.stringify(action);
     } catch (err) {
-      throw toLogsyncError(err, 'INTERNAL', 'dispatch failed');
+      throw new LogsyncError('INVALID_JSON', `INVALID_JSON: the action is not JSON-serialisable: ${errorText(err)}`, { cause: err });
     }
+    if (typeof text !== 'string') {
+      throw new LogsyncError('INVALID_JSON', 'INVALID_JSON: the action is not JSON-serialisable: JSON.stringify gave no text');
+    }
+    if (text.length > inlineLimit) {
+      // Rare and large: the wasm store measures it in bytes and refuses it
+      // with PAYLOAD_TOO_LARGE when it is over. Earlier dispatches first.
+      flush();
+      try {
+        inner.dispatch(action);
+      } catch (err) {
+        throw toLogsyncError(err, 'INTERNAL', 'dispatch failed');
+      }
+      return action;
+    }
+    // What the reducer sees is what every other device will see: the
+    // action as it travels, JSON.
+    const parsed = JSON.parse(text);
+    const base = burst !== null ? latest : inner.getState();
+    let next;
+    reducing = true;
+    try {
+      next = reducer(base, parsed);
+    } catch (err) {
+      throw new LogsyncError('REDUCER', `REDUCER: reducer failed: the reducer threw ${errorText(err)}`, { cause: err });
+    } finally {
+      reducing = false;
+    }
+    if (next === undefined) {
+      throw new LogsyncError('REDUCER', 'REDUCER: reducer failed: the reducer returned undefined; return the state it was given when an action does not apply');
+    }
+    if (burst === null) {
+      burst = { base, items: [] };
+      queueMicrotask(flush);
+    }
+    burst.items.push(text, parsed, next);
+    latest = next;
+    notify();
     return action;
   };
 
   const subscribe = (listener) => {
     ensureFunction('subscribe', listener);
-    return once(inner.subscribe(() => listener()));
+    const entry = { fn: listener };
+    listeners = [...listeners, entry];
+    return once(() => {
+      listeners = listeners.filter((e) => e !== entry);
+    });
   };
 
   // The wasm store keeps one frozen status object per change, so
@@ -192,11 +308,14 @@ function wrapStore(inner, stream) {
     if (typeof nextReducer !== 'function') {
       throw new LogsyncError('INVALID_REQUEST', `store.replaceReducer(reducer) expects a function (state, action) => state, got ${describe(nextReducer)}`);
     }
+    flush();
     inner.replaceReducer(nextReducer);
+    reducer = nextReducer;
   };
 
   const synced = () => {
     if (closed) return Promise.reject(new LogsyncError('STORE_CLOSED', 'store.synced() was called after store.close(); create a new store with createSyncStore()'));
+    flush();
     return Promise.resolve(inner.synced());
   };
 
@@ -225,6 +344,7 @@ function wrapStore(inner, stream) {
   let closing = null;
   const close = () => {
     if (closing === null) {
+      flush();
       closed = true;
       closing = Promise.resolve(inner.close());
     }
@@ -249,6 +369,9 @@ function wrapStore(inner, stream) {
     dispatch,
     subscribe,
     replaceReducer,
+    // Not flushed here: status may be read while a view renders, and a
+    // flush tells status listeners. A burst shows in `pending` a
+    // microtask after its first dispatch.
     get status() { return inner.status(); },
     onStatus,
     onError,

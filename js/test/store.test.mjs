@@ -195,3 +195,114 @@ test('Symbol.observable: the store as an observable of states', async (t) => {
   store.dispatch({ type: 'inc' });
   assert.deepEqual(states, [0, 1]);
 });
+
+// A list reducer: the state is the ids added, in order.
+const list = (state = [], action) => (action.type === 'add' ? [...state, action.id] : state);
+
+test('a burst of dispatches: applied and notified one by one, recorded in order', async () => {
+  const options = offline({ reducer: list, stream: 'test/list' });
+  const store = await createSyncStore(options);
+  const seen = [];
+  store.subscribe(() => seen.push(store.getState().length));
+  for (let i = 0; i < 50; i++) store.dispatch({ type: 'add', id: `a${i}` });
+  assert.equal(store.getState().length, 50);
+  assert.deepEqual(seen, Array.from({ length: 50 }, (_, i) => i + 1), 'one notification per dispatch, each seeing its state');
+  // A large action takes the wasm store's own dispatch, after the burst.
+  const big = 'x'.repeat(200_000);
+  store.dispatch({ type: 'add', id: big });
+  store.dispatch({ type: 'add', id: 'last' });
+  await null; // the burst goes to the wasm store in a microtask
+  assert.equal(store.status.pending, 52, 'status counts the burst a microtask later');
+  const expected = [...Array.from({ length: 50 }, (_, i) => `a${i}`), big, 'last'];
+  assert.deepEqual(store.getState(), expected);
+  await store.close();
+
+  const again = await createSyncStore(options);
+  try {
+    assert.deepEqual(again.getState(), expected, 'the outbox came back in dispatch order');
+    assert.equal(again.status.pending, 52);
+  } finally {
+    await again.close();
+  }
+});
+
+test('dispatch: reducer errors, oversized and unserialisable actions record nothing', async (t) => {
+  const store = await createSyncStore(offline({
+    reducer: (state = [], action) => {
+      if (action.type === 'boom') throw new RangeError('no');
+      if (action.type === 'undef') return undefined;
+      if (action.type === 'peek') store.getState();
+      if (action.type === 'nested') store.dispatch({ type: 'add', id: 'n' });
+      return list(state, action);
+    },
+    stream: 'test/errors',
+  }));
+  t.after(() => store.close());
+  store.dispatch({ type: 'add', id: 'ok' });
+  const code = (action, expected, pattern) => assert.throws(() => store.dispatch(action), (err) => {
+    assert.ok(err instanceof LogsyncError, String(err));
+    assert.equal(err.code, expected);
+    assert.match(err.message, pattern);
+    return true;
+  });
+  code({ type: 'boom' }, 'REDUCER', /the reducer threw RangeError: no/);
+  code({ type: 'undef' }, 'REDUCER', /returned undefined/);
+  code({ type: 'peek' }, 'REDUCER', /busy running the reducer/);
+  code({ type: 'nested' }, 'REDUCER', /busy running the reducer/);
+  code({ type: 'add', id: 1n }, 'INVALID_JSON', /not JSON-serialisable/);
+  code({ type: 'add', toJSON: () => undefined }, 'INVALID_JSON', /gave no text/);
+  code({ type: 'add', id: 'y'.repeat(2_000_000) }, 'PAYLOAD_TOO_LARGE', /limit/);
+  assert.deepEqual(store.getState(), ['ok']);
+  await null;
+  assert.equal(store.status.pending, 1, 'only the good action is pending');
+});
+
+test('a listener may dispatch; a throwing listener does not stop the others', async (t) => {
+  const store = await createSyncStore(offline({ reducer: list, stream: 'test/nested' }));
+  t.after(() => store.close());
+  const reported = [];
+  const saved = globalThis.reportError;
+  globalThis.reportError = (err) => reported.push(err);
+  t.after(() => { globalThis.reportError = saved; });
+  store.subscribe(() => { throw new Error('listener bug'); });
+  let calls = 0;
+  store.subscribe(() => {
+    calls++;
+    if (store.getState().at(-1) === 'a') store.dispatch({ type: 'add', id: 'echo' });
+  });
+  store.dispatch({ type: 'add', id: 'a' });
+  assert.deepEqual(store.getState(), ['a', 'echo']);
+  assert.equal(calls, 2);
+  assert.equal(reported.length, 2);
+  await null;
+  assert.equal(store.status.pending, 2);
+});
+
+test('wasm dispatchFolded: states taken as given on the same base, folded again on a moved one', async (t) => {
+  await init();
+  const wasmModule = await import('../wasm/logsync_wasm.js');
+  const inner = await wasmModule.openStore(
+    { url: 'ws://127.0.0.1:9/v1/ws', stream: 'test/folded', dbName: `test-${randomUUID()}`, connect: false },
+    list,
+    [],
+  );
+  t.after(() => inner.close());
+  let notified = 0;
+  inner.subscribe(() => notified++);
+  const base = inner.getState();
+  const s1 = ['a'];
+  const s2 = ['a', 'b'];
+  const refolded = inner.dispatchFolded(base, ['{"type":"add","id":"a"}', { type: 'add', id: 'a' }, s1, '{"type":"add","id":"b"}', { type: 'add', id: 'b' }, s2]);
+  assert.equal(refolded, false);
+  assert.equal(inner.getState(), s2, 'the given state object is the state');
+  assert.equal(notified, 0, 'the caller has notified already');
+
+  // A base that is not the state any more (here: a stale one): folded again.
+  const stale = inner.dispatchFolded(base, ['{"type":"add","id":"c"}', { type: 'add', id: 'c' }, ['c']]);
+  assert.equal(stale, true);
+  assert.deepEqual(inner.getState(), ['a', 'b', 'c']);
+  assert.equal(notified, 1);
+  assert.throws(() => inner.dispatchFolded(base, ['x']), (err) => err.code === 'INVALID_REQUEST');
+  assert.throws(() => inner.dispatchFolded(inner.getState(), ['z'.repeat(2_000_000), {}, []]), (err) => err.code === 'PAYLOAD_TOO_LARGE');
+  assert.equal(inner.status().pending, 3);
+});

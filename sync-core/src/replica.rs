@@ -193,6 +193,39 @@ impl<R: Reducer> Replica<R> {
         Ok(local_id)
     }
 
+    /// Records a pending intent whose optimistic fold the caller already
+    /// ran: `next` must be `reduce(state(), action)`, computed against the
+    /// state this replica holds now (a JS adapter folds a burst of
+    /// dispatches itself and hands them over in one call). With `next` =
+    /// `None` the replica folds it here; a reducer that refuses it then
+    /// leaves the state as it is, as in a rebase — the intent is kept
+    /// either way, because the caller has already told its user it was
+    /// dispatched. `action` must be what [`Reducer::decode`] gives for
+    /// `payload`.
+    pub fn dispatch_folded(
+        &mut self,
+        payload: Vec<u8>,
+        action: R::Action,
+        next: Option<R::State>,
+    ) -> LocalId {
+        let next = match next {
+            Some(next) => Some(next),
+            None => self.reducer.reduce(&self.state, &action).ok(),
+        };
+        if let Some(next) = next {
+            self.state = next;
+        }
+        let local_id = self.next_local;
+        self.next_local += 1;
+        self.pending.push(Pending {
+            local_id,
+            seq: None,
+            payload,
+            action: Some(action),
+        });
+        local_id
+    }
+
     /// Gives a pending intent its seq. Returns false when no such pending
     /// intent exists (it was dropped meanwhile).
     ///
@@ -434,6 +467,25 @@ mod tests {
         assert_eq!(r.confirmed_state(), &vec!["a"]);
         assert_eq!(r.state(), &vec!["a", "b"]);
         assert_eq!(r.pending().len(), 1);
+    }
+
+    #[test]
+    fn folded_dispatch_takes_the_callers_state_and_keeps_refused_intents() {
+        let mut r = replica();
+        let a = r.dispatch_folded(b"a".to_vec(), "a".into(), Some(vec!["a".into()]));
+        assert_eq!(r.state(), &vec!["a"]);
+        // Folded here: a refused action leaves the state, the intent stays.
+        let bad = r.dispatch_folded(b"bad".to_vec(), "bad".into(), None);
+        let c = r.dispatch_folded(b"c".to_vec(), "c".into(), None);
+        assert_eq!(r.state(), &vec!["a", "c"]);
+        assert_eq!(r.pending().len(), 3);
+        assert!(a < bad && bad < c, "local ids in dispatch order");
+        assert!(r.assign_seq(a, Seq::new(1).unwrap()));
+        assert!(r.assign_seq(bad, Seq::new(2).unwrap()));
+        assert!(r.assign_seq(c, Seq::new(3).unwrap()));
+        // A remote event rebases them like any pending intent.
+        r.apply_events(&[ev(1, OTHER, 1, "x")]).unwrap();
+        assert_eq!(r.state(), &vec!["x", "a", "c"]);
     }
 
     #[test]

@@ -630,6 +630,58 @@ impl<R: StoreReducer> Store<R> {
         Ok(())
     }
 
+    /// Records a burst of intents the caller has already folded and told
+    /// its subscribers about (the JS store runs the reducer itself and
+    /// hands its dispatches over once per microtask). `based_on` says
+    /// whether the replica's state is still the one the caller folded the
+    /// first of them onto: then each intent's state is taken as it is and
+    /// subscribers are not told again; otherwise (the state moved under
+    /// the burst) they are folded here onto the current state and
+    /// subscribers are notified. Returns whether that refold happened.
+    ///
+    /// Every intent is kept, also one the reducer now refuses: its
+    /// dispatch has already returned. Payloads must be within
+    /// [`MAX_PAYLOAD_BYTES`] (the caller checks; one over refuses the
+    /// whole burst before anything is recorded).
+    pub fn dispatch_folded(
+        &self,
+        items: Vec<(Vec<u8>, R::Action, R::State)>,
+        based_on: impl FnOnce(&R::State) -> bool,
+    ) -> Result<bool, WasmError> {
+        if let Some(len) = items
+            .iter()
+            .map(|(p, _, _)| p.len())
+            .find(|&len| len > MAX_PAYLOAD_BYTES)
+        {
+            return Err(WasmError::PayloadTooLarge {
+                len,
+                limit: MAX_PAYLOAD_BYTES,
+            });
+        }
+        let refold = {
+            let mut c = self.engine.core.try_borrow_mut().map_err(|_| busy())?;
+            if c.closed {
+                return Err(WasmError::Closed);
+            }
+            let replica = c.client.replica_mut();
+            let refold = !based_on(replica.state());
+            let mut allocs = Vec::with_capacity(items.len());
+            for (payload, action, state) in items {
+                let next = (!refold).then_some(state);
+                let local = replica.dispatch_folded(payload.clone(), action, next);
+                allocs.push(Job::Alloc(local, payload));
+            }
+            c.jobs.extend(allocs);
+            refold
+        };
+        self.engine.kick_writer();
+        self.engine.emit(Notes {
+            state: refold,
+            ..Notes::default()
+        });
+        Ok(refold)
+    }
+
     /// Swaps the reducer: the confirmed state stays, pending intents are
     /// re-applied with the new one, and subscribers are notified.
     pub fn replace_reducer(&self, reducer: R) -> Result<(), WasmError> {

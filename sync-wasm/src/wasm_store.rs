@@ -86,6 +86,13 @@ pub fn error_codes() -> Array {
         .collect()
 }
 
+/// The largest action a store takes: its `JSON.stringify` text, in UTF-8
+/// bytes (larger ones are refused with `PAYLOAD_TOO_LARGE`).
+#[wasm_bindgen(js_name = maxActionBytes)]
+pub fn max_action_bytes() -> u32 {
+    crate::engine::MAX_PAYLOAD_BYTES as u32
+}
+
 /// Opens a store: IndexedDB first (no network needed), then the
 /// connection in the background. Its methods work detached from it.
 #[wasm_bindgen(js_name = openStore, unchecked_return_type = "WasmStore")]
@@ -133,6 +140,34 @@ impl WasmStore {
         let payload = String::from(&text).into_bytes();
         self.store.dispatch_decoded(payload, parsed)?;
         Ok(action)
+    }
+
+    /// Records dispatches the caller already folded (the `logsync` package
+    /// runs the reducer in JS, tells its subscribers, and hands its
+    /// dispatches over once per microtask): `batch` is flat
+    /// `[json, action, stateAfter, json, action, stateAfter, …]`, where
+    /// `json` is `JSON.stringify` of the action, `action` is `JSON.parse`
+    /// of `json`, and the first `stateAfter` was computed from `base`. When
+    /// the store's state is no longer `base`, the actions are folded again
+    /// onto the current state and subscribers notified; returns whether
+    /// that happened. Each JSON text must be within `maxActionBytes()`.
+    #[wasm_bindgen(js_name = dispatchFolded)]
+    pub fn dispatch_folded(&self, base: JsValue, batch: Array) -> Result<bool, JsValue> {
+        let len = batch.length();
+        if len % 3 != 0 {
+            return Err(bad("dispatchFolded expects [json, action, state] triples".into()).into());
+        }
+        let mut items = Vec::with_capacity((len / 3) as usize);
+        let mut i = 0;
+        while i < len {
+            let text = batch
+                .get(i)
+                .as_string()
+                .ok_or_else(|| bad("dispatchFolded: the JSON text must be a string".into()))?;
+            items.push((text.into_bytes(), batch.get(i + 1), batch.get(i + 2)));
+            i += 3;
+        }
+        Ok(self.store.dispatch_folded(items, |state| *state == base)?)
     }
 
     /// Calls `listener()` after every state change; returns `unsubscribe`.
@@ -262,9 +297,10 @@ impl WasmStore {
 
 /// Makes every method callable detached (`const { dispatch } = store`).
 fn bind_methods(obj: &JsValue) {
-    const METHODS: [&str; 13] = [
+    const METHODS: [&str; 14] = [
         "getState",
         "dispatch",
+        "dispatchFolded",
         "subscribe",
         "replaceReducer",
         "status",

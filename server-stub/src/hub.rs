@@ -456,9 +456,13 @@ pub enum Chunk {
 
 impl Chunk {
     /// The `Events` frame for this chunk. A live chunk of one whole batch
-    /// is the shared frame itself (no copy, no encoding); other live
-    /// chunks copy the events' encodings out of the shared frames.
-    pub fn frame(&self, stream: &StreamName, metrics: &Metrics) -> Bytes {
+    /// is the shared frame itself (no copy, no encoding; its head is the
+    /// one it was made with, at its commit); other live chunks copy the
+    /// events' encodings out of the shared frames and carry `head`, the
+    /// stream's head now, when it is past their last event (a subscriber
+    /// behind by more than one frame's worth must not take a frame's end
+    /// for the head).
+    pub fn frame(&self, stream: &StreamName, metrics: &Metrics, head: Offset) -> Bytes {
         match self {
             Chunk::Live {
                 batch,
@@ -472,7 +476,7 @@ impl Chunk {
                 if !more.is_empty() {
                     metrics.fanout_coalesced_frames.fetch_add(1, Relaxed);
                 }
-                let head = more.last().unwrap_or(batch).last;
+                let head = head.max(more.last().unwrap_or(batch).last);
                 let mut refs: Vec<&[u8]> = Vec::new();
                 refs.extend((*skip..batch.events.len()).map(|i| batch.encoded(i)));
                 for b in more {
@@ -556,10 +560,10 @@ impl Subscription {
     /// behind together, it is built once too.
     pub fn frame(&self, chunk: &Chunk) -> Bytes {
         let Chunk::Live { batch, skip, more } = chunk else {
-            return chunk.frame(self.stream(), &self.metrics);
+            return chunk.frame(self.stream(), &self.metrics, self.feed.head());
         };
         if *skip == 0 && more.is_empty() {
-            return chunk.frame(self.stream(), &self.metrics);
+            return chunk.frame(self.stream(), &self.metrics, self.feed.head());
         }
         let from = Offset(batch.first.0 + *skip as u64);
         let to = more.last().unwrap_or(batch).last;
@@ -569,7 +573,7 @@ impl Subscription {
             }
             return frame;
         }
-        let frame = chunk.frame(self.stream(), &self.metrics);
+        let frame = chunk.frame(self.stream(), &self.metrics, self.feed.head());
         self.feed.keep_joined(from, to, &frame);
         frame
     }
@@ -773,8 +777,19 @@ mod tests {
         assert!(seen.iter().zip(&events).all(|(a, b)| *a == b));
         if let Some(last) = events.last() {
             assert!(head >= last.offset, "head {head:?} before {last:?}");
-            if matches!(chunk, Chunk::Live { .. }) {
-                assert_eq!(head, last.offset, "a live frame's head is its last event");
+            match &chunk {
+                Chunk::Live { skip: 0, more, .. } if more.is_empty() => {
+                    assert_eq!(
+                        head, last.offset,
+                        "a shared frame's head is its commit's last event"
+                    )
+                }
+                Chunk::Live { .. } => assert_eq!(
+                    head,
+                    sub.feed.head().max(last.offset),
+                    "a joined frame carries the head it was made at"
+                ),
+                Chunk::Page(_) => {}
             }
         }
         events.iter().map(|e| e.offset.0).collect()
@@ -816,7 +831,7 @@ mod tests {
         // Caught up: the next commit is the shared frame, encoded once.
         commit(&store, &s, &mut seq, &[100]).await;
         let chunk = sub.next().await.expect("next");
-        let frame = chunk.frame(&s, &hub.metrics);
+        let frame = chunk.frame(&s, &hub.metrics, hub.feed(&s).head());
         let shared = hub
             .feed(&s)
             .window

@@ -246,6 +246,10 @@ pub async fn read_log(
         .await
         .map_err(|e| e.to_string())?;
     let mut log: Vec<Event> = Vec::new();
+    // The first frame is a page read from the log, with the log's head;
+    // the clients are quiet by now, so that is the end. A later frame's
+    // head is the head when that frame was made, which can be older.
+    let mut end = Offset::ZERO;
     let mut subscribed = false;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -269,7 +273,8 @@ pub async fn read_log(
             }
             ServerMsg::Events { events, head, .. } => {
                 log.extend(events);
-                if log.len() as u64 >= head.0 {
+                end = end.max(head);
+                if log.len() as u64 >= end.0 {
                     let _ = ws.close(None).await;
                     return Ok(log);
                 }

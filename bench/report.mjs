@@ -129,13 +129,14 @@ const disp = of('dispatch');
 if (disp.length) {
   say('## 4a. Client: dispatch against Redux');
   say();
-  say('Headless Chromium, release build of the npm package and Redux 5 (production browser build) in the same page, the same reducer, one subscriber each; the Logsync store online against a real server. Each repeat interleaves the stores in blocks of 500 dispatches. µs per dispatch (the synchronous call: reducer, listeners, queueing the outbox write), min / **median** / max over repeats. "Redux + JSON round trip" dispatches `JSON.parse(JSON.stringify(action))`: the floor for any store that ships actions as JSON. The last column times dispatch → every intent in the outbox, pushed, durably appended by the server and confirmed back (`synced()`).');
+  say('Headless Chromium, release build of the npm package and Redux 5 (production browser build) in the same page, the same reducer, one subscriber each; the Logsync store online against a real server. Each repeat interleaves the stores in blocks of 500 dispatches. µs per dispatch, min / **median** / max over repeats: the dispatch call (reducer, listeners) and the store\'s handover of its dispatches to wasm, which happens at the next microtask checkpoint — every timed block ends with one (`await null`, for all three stores), so a block of 500 is handed over once. The "one per microtask" rows put a checkpoint after every dispatch, as when each dispatch comes from its own click or key press: the handover is paid per dispatch, and every store pays the checkpoint. "Redux + JSON round trip" dispatches `JSON.parse(JSON.stringify(action))`: the floor for any store that ships actions as JSON. The last column times dispatch → every intent in the outbox, pushed, durably appended by the server and confirmed back (`synced()`).');
   say();
   say('| reducer | Redux µs | Redux + JSON µs | Logsync µs | Logsync ÷ Redux | Logsync ÷ (Redux + JSON) | dispatch → confirmed, intents/s |');
   say('|---|---:|---:|---:|---:|---:|---:|');
-  for (const [reducer, rs] of groupBy(disp, (r) => r.reducer)) {
+  for (const [key, rs] of groupBy(disp, (r) => `${r.reducer}${r.per_tick ? ', one per microtask' : ''}`)) {
+    const reducer = key;
     say(`| ${reducer} | ${mmm(rs.map((r) => r.redux_us), 3)} | ${mmm(rs.map((r) => r.redux_json_us), 3)} | ${mmm(rs.map((r) => r.logsync_us), 2)} | ${mmm(rs.map((r) => r.ratio), 1)} | ${mmm(rs.map((r) => r.ratio_vs_json), 1)} | ${mmm(rs.map((r) => r.confirm_intents_per_s))} |`);
-    targets.push({ what: `dispatch (${reducer} reducer) ÷ Redux`, target: '≤ 3', value: fmt(median(rs.map((r) => r.ratio)), 1), ok: median(rs.map((r) => r.ratio)) <= 3 });
+    targets.push({ what: `dispatch ÷ Redux (${reducer} reducer)`, target: '≤ 3', value: fmt(median(rs.map((r) => r.ratio)), 1), ok: median(rs.map((r) => r.ratio)) <= 3 });
   }
   say();
 }

@@ -31,7 +31,7 @@ const root = path.resolve(here, '..', '..');
 
 // ---- options ---------------------------------------------------------------
 
-const opts = { quick: false, json: null, server: null, seeder: null, cpus: null, profile: false, only: null, wasmDir: null };
+const opts = { quick: false, json: null, server: null, seeder: null, cpus: null, profile: false, profileEvery: 500, only: null, wasmDir: null };
 {
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i++) {
@@ -42,6 +42,8 @@ const opts = { quick: false, json: null, server: null, seeder: null, cpus: null,
     else if (a === '--seeder') opts.seeder = argv[++i];
     else if (a === '--server-cpus') opts.cpus = argv[++i];
     else if (a === '--profile-dispatch') opts.profile = true;
+    // Hand over to wasm every N dispatches in the profile (1: one per microtask).
+    else if (a === '--profile-every') opts.profileEvery = Number(argv[++i]);
     else if (a === '--only') opts.only = new Set(argv[++i].split(','));
     // Serve another build of the wasm module as js/wasm/ (e.g. one with
     // function names, `wasm-pack build --profiling --no-opt`, for profiles).
@@ -179,12 +181,12 @@ async function profileDispatch(page) {
   // Chrome's sampling profiler over a loop of dispatches into an offline
   // store (the `list` reducer): where a dispatch's time goes.
   await page.evaluate(() => window.bench.openForProfile({ reducer: 'list' }));
-  await page.evaluate(() => window.bench.dispatchLoop({ ops: 2000 })); // warm
+  await page.evaluate((every) => window.bench.dispatchLoop({ ops: 2000, every }), opts.profileEvery); // warm
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Profiler.enable');
   await cdp.send('Profiler.setSamplingInterval', { interval: 20 });
   const finished = new Promise((resolve) => cdp.once('Profiler.consoleProfileFinished', (e) => resolve(e.profile)));
-  const perOp = await page.evaluate(() => window.bench.dispatchLoop({ ops: 20000, profile: true }));
+  const perOp = await page.evaluate((every) => window.bench.dispatchLoop({ ops: 20000, profile: true, every }), opts.profileEvery);
   const profile = await finished;
   await page.evaluate(() => window.bench.closeProfiled());
   const self = new Map();
@@ -241,10 +243,10 @@ async function main() {
   console.log('\n(a) dispatch: µs per dispatch, min / median / max over repeats');
   console.log('| reducer | Redux | Redux + JSON round trip | Logsync | Logsync ÷ Redux | Logsync ÷ (Redux + JSON) | dispatch → all confirmed, intents/s |');
   console.log('|---|---:|---:|---:|---:|---:|---:|');
-  for (const reducer of ['list', 'counter']) {
-    const runs = await page.evaluate((a) => window.bench.dispatch(a), { url: wsUrl, reducer, repeats: P.dispatchRepeats, ops: P.dispatchOps });
-    runs.forEach((r, i) => record({ bench: 'dispatch', reducer, repeat: i + 1, ops: P.dispatchOps, ...r, confirm_intents_per_s: P.dispatchOps / (r.confirm_all_ms / 1000) }));
-    console.log(`| ${reducer} | ${mmm(runs.map((r) => r.redux_us), 3)} | ${mmm(runs.map((r) => r.redux_json_us), 3)} | ${mmm(runs.map((r) => r.logsync_us), 2)} | ${mmm(runs.map((r) => r.ratio), 1)} | ${mmm(runs.map((r) => r.ratio_vs_json), 1)} | ${mmm(runs.map((r) => P.dispatchOps / (r.confirm_all_ms / 1000)), 0)} |`);
+  for (const [reducer, perTick] of [['list', false], ['counter', false], ['list', true], ['counter', true]]) {
+    const runs = await page.evaluate((a) => window.bench.dispatch(a), { url: wsUrl, reducer, repeats: P.dispatchRepeats, ops: P.dispatchOps, perTick });
+    runs.forEach((r, i) => record({ bench: 'dispatch', reducer, per_tick: perTick, repeat: i + 1, ops: P.dispatchOps, ...r, confirm_intents_per_s: P.dispatchOps / (r.confirm_all_ms / 1000) }));
+    console.log(`| ${reducer}${perTick ? ', one per microtask' : ''} | ${mmm(runs.map((r) => r.redux_us), 3)} | ${mmm(runs.map((r) => r.redux_json_us), 3)} | ${mmm(runs.map((r) => r.logsync_us), 2)} | ${mmm(runs.map((r) => r.ratio), 1)} | ${mmm(runs.map((r) => r.ratio_vs_json), 1)} | ${mmm(runs.map((r) => P.dispatchOps / (r.confirm_all_ms / 1000)), 0)} |`);
   }
   }
 

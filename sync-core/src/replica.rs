@@ -182,15 +182,7 @@ impl<R: Reducer> Replica<R> {
             .reduce(&self.state, &action)
             .map_err(|e| CoreError::Reducer { message: e.0 })?;
         self.state = next;
-        let local_id = self.next_local;
-        self.next_local += 1;
-        self.pending.push(Pending {
-            local_id,
-            seq: None,
-            payload,
-            action: Some(action),
-        });
-        Ok(local_id)
+        Ok(self.push_pending(payload, action))
     }
 
     /// Records a pending intent whose optimistic fold the caller already
@@ -215,6 +207,12 @@ impl<R: Reducer> Replica<R> {
         if let Some(next) = next {
             self.state = next;
         }
+        self.push_pending(payload, action)
+    }
+
+    /// Appends a pending intent without a seq yet (the state is the
+    /// caller's business).
+    fn push_pending(&mut self, payload: Vec<u8>, action: R::Action) -> LocalId {
         let local_id = self.next_local;
         self.next_local += 1;
         self.pending.push(Pending {

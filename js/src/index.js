@@ -181,16 +181,21 @@ function wrapStore(inner, stream, firstReducer) {
     for (let i = 0; i < now.length; i++) callListener(now[i].fn);
   };
 
+  let retryMs = 0; // after a failed handover: the next wait, doubled up to 1 s
   const flush = () => {
     if (burst === null) return false;
     const { base, items } = burst;
     burst = null;
     try {
-      return inner.dispatchFolded(base, items);
+      const refolded = inner.dispatchFolded(base, items);
+      retryMs = 0;
+      return refolded;
     } catch (err) {
-      // Nothing of the burst was recorded: keep it and try again soon.
+      // Nothing of the burst was recorded: keep it and try again, backing
+      // off so a lasting failure is not reported in a tight loop.
       burst = { base, items };
-      if (!closed) setTimeout(flush, 0);
+      retryMs = Math.min(Math.max(retryMs * 2, 10), 1000);
+      if (!closed) setTimeout(flush, retryMs);
       report(toLogsyncError(err, 'INTERNAL', 'handing dispatches to the store failed'), 'Logsync:');
       return false;
     }

@@ -44,7 +44,10 @@ impl Bindings {
                 let b: Arc<str> = store
                     .bind_client(client_id, principal.sub.clone())
                     .await
-                    .map_err(|e| (e.code(), e.to_string()))?
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "binding a client id failed");
+                        e.to_peer()
+                    })?
                     .into();
                 if let Ok(mut m) = self.0.lock() {
                     if m.len() >= MAX_CACHED_BINDINGS {

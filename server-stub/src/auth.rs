@@ -225,9 +225,11 @@ fn optional_numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Optio
     numeric_date(d).map(Some)
 }
 
+/// Decodes one part: canonical base64url only (RFC 7515: no `=` padding,
+/// no set bits past the last byte), so one token has one spelling.
 fn b64(part: &str, what: &str) -> Result<Vec<u8>, AuthError> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part.trim_end_matches('='))
+        .decode(part)
         .map_err(|e| AuthError::Malformed(format!("{what} is not base64url: {e}")))
 }
 
@@ -408,6 +410,39 @@ mod tests {
             verify(&nbf, SECRET, 1000),
             Err(AuthError::NotYetValid { .. })
         ));
+    }
+
+    #[test]
+    fn only_the_canonical_encoding_of_a_token_is_accepted() {
+        let t = token(r#"{"sub":"u1","exp":2000}"#);
+        assert!(verify(&t, SECRET, 1000).is_ok());
+        // A 32-byte signature is 43 characters: padding would add one `=`.
+        for padded in [format!("{t}="), format!("{t}==")] {
+            assert!(
+                matches!(verify(&padded, SECRET, 1000), Err(AuthError::Malformed(_))),
+                "{padded}"
+            );
+        }
+        // The last character carries 2 spare bits: set them and the bytes
+        // stay the same, the spelling does not.
+        let (head, last) = t.split_at(t.len() - 1);
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let i = alphabet.find(last).expect("base64url");
+        let other = &alphabet[(i | 1)..(i | 1) + 1];
+        if other != last {
+            let respelled = format!("{head}{other}");
+            assert!(
+                matches!(
+                    verify(&respelled, SECRET, 1000),
+                    Err(AuthError::Malformed(_))
+                ),
+                "{respelled}"
+            );
+        }
+        // A padded header or claims part, too.
+        let parts: Vec<&str> = t.split('.').collect();
+        let padded = format!("{}=.{}.{}", parts[0], parts[1], parts[2]);
+        assert!(verify(&padded, SECRET, 1000).is_err());
     }
 
     #[test]

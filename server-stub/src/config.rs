@@ -86,6 +86,36 @@ pub struct Config {
     pub max_intents_per_sec: u32,
     /// Intents one connection may push at once before the rate applies.
     pub intents_burst: u32,
+    /// How long a new WebSocket may take to send `Hello`.
+    pub hello_timeout: Duration,
+    /// How long a request's headers may take to arrive, whole; also how
+    /// long an idle keep-alive connection is kept.
+    pub header_read_timeout: Duration,
+    /// How long a request body may take to arrive, whole.
+    pub body_read_timeout: Duration,
+    /// Most TCP connections open at once, of any kind (HTTP requests,
+    /// SSE feeds, WebSockets, sockets that sent nothing yet); more are
+    /// answered `503` at once and closed.
+    pub max_tcp_connections: usize,
+    /// WebSockets and SSE feeds one subject may hold at once (0: no limit).
+    pub max_subject_connections: usize,
+    /// Intents per second one subject may push over all its connections
+    /// and HTTP requests, sustained (0: no limit).
+    pub max_subject_intents_per_sec: u32,
+    /// Intents one subject may push at once before its rate applies.
+    pub subject_intents_burst: u32,
+    /// Payload bytes per second one subject may push, sustained (0: no limit).
+    pub max_subject_bytes_per_sec: usize,
+    /// Payload bytes one subject may push at once before its rate applies.
+    pub subject_bytes_burst: usize,
+    /// Streams one subject may create per hour (0: no limit).
+    pub max_new_streams_per_hour: u32,
+    /// Serve `/healthz`, `/livez` and `/metrics` on this address only
+    /// (e.g. a private interface), not on the main one.
+    pub ops_listen: Option<String>,
+    /// `--static` serves dotfiles (`/.env`) and follows symlinks out of
+    /// its directory only when this is set.
+    pub static_unsafe: bool,
 }
 
 impl Default for Config {
@@ -114,6 +144,18 @@ impl Default for Config {
             max_connections: 50_000,
             max_intents_per_sec: 10_000,
             intents_burst: 10_000,
+            hello_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_tcp_connections: 51_024,
+            max_subject_connections: 1024,
+            max_subject_intents_per_sec: 20_000,
+            subject_intents_burst: 20_000,
+            max_subject_bytes_per_sec: 32 << 20,
+            subject_bytes_burst: 64 << 20,
+            max_new_streams_per_hour: 10_000,
+            ops_listen: None,
+            static_unsafe: false,
         }
     }
 }
@@ -176,8 +218,26 @@ impl Config {
         if self.server_id.is_empty() {
             return bad("server id must not be empty".into());
         }
-        if self.max_connections == 0 {
-            return bad("max connections must be at least 1".into());
+        if self.max_connections == 0 || self.max_tcp_connections == 0 {
+            return bad("max connections and max TCP connections must be at least 1".into());
+        }
+        for (name, d) in [
+            ("hello timeout", self.hello_timeout),
+            ("header read timeout", self.header_read_timeout),
+            ("body read timeout", self.body_read_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(format!("the {name} must be longer than 0"));
+            }
+        }
+        if self.max_subject_intents_per_sec > 0 && self.subject_intents_burst == 0 {
+            return bad("the subject intents burst must be at least 1 when a rate is set".into());
+        }
+        if self.max_subject_bytes_per_sec > 0 && self.subject_bytes_burst < self.max_frame_bytes {
+            return bad(format!(
+                "the subject bytes burst ({}) must hold at least one frame ({} bytes)",
+                self.subject_bytes_burst, self.max_frame_bytes
+            ));
         }
         if self.max_intents_per_sec > 0 && self.intents_burst == 0 {
             return bad("the intents burst must be at least 1 when a rate is set".into());
@@ -392,6 +452,71 @@ pub struct Cli {
     #[arg(long, env = "LOGSYNC_INTENTS_BURST")]
     pub intents_burst: Option<u32>,
 
+    /// How long a new WebSocket may take to send Hello; then IDLE_TIMEOUT and close.
+    #[arg(long, env = "LOGSYNC_HELLO_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub hello_timeout: Duration,
+
+    /// How long a request's headers may take to arrive, whole (however slowly they drip);
+    /// also how long an idle keep-alive connection is kept. Then the connection is closed.
+    #[arg(long, env = "LOGSYNC_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// How long a request body may take to arrive, whole; then 408 IDLE_TIMEOUT.
+    #[arg(long, env = "LOGSYNC_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+
+    /// Most TCP connections open at once, of any kind (requests, SSE feeds, WebSockets, sockets
+    /// that sent nothing yet); more get a fixed 503 and are closed. Default: --max-connections
+    /// + 1024. Lowered at start to fit under the open-files limit (ulimit -n).
+    #[arg(long, env = "LOGSYNC_MAX_TCP_CONNECTIONS")]
+    pub max_tcp_connections: Option<usize>,
+
+    /// WebSockets and SSE feeds one subject (token `sub`; client address when authentication
+    /// is off) may hold at once, on this node; more get TOO_MANY_CONNECTIONS (0: no limit).
+    #[arg(long, env = "LOGSYNC_MAX_SUBJECT_CONNECTIONS", default_value_t = 1024)]
+    pub max_subject_connections: usize,
+
+    /// Intents per second one subject may push over all its WebSockets and HTTP requests,
+    /// sustained (0: no limit); a little over is paced, far over gets RATE_LIMITED.
+    #[arg(
+        long,
+        env = "LOGSYNC_MAX_SUBJECT_INTENTS_PER_SEC",
+        default_value_t = 20_000
+    )]
+    pub max_subject_intents_per_sec: u32,
+
+    /// Intents one subject may push at once before its rate applies (default: the rate).
+    #[arg(long, env = "LOGSYNC_SUBJECT_INTENTS_BURST")]
+    pub subject_intents_burst: Option<u32>,
+
+    /// Payload bytes per second one subject may push over all its connections, sustained
+    /// (0: no limit); a little over is paced, far over gets RATE_LIMITED.
+    #[arg(long, env = "LOGSYNC_MAX_SUBJECT_BYTES_PER_SEC", default_value = "32MiB", value_parser = parse_size)]
+    pub max_subject_bytes_per_sec: usize,
+
+    /// Payload bytes one subject may push at once before its byte rate applies.
+    #[arg(long, env = "LOGSYNC_SUBJECT_BYTES_BURST", default_value = "64MiB", value_parser = parse_size)]
+    pub subject_bytes_burst: usize,
+
+    /// Streams one subject may create per hour, on this node (0: no limit); more get
+    /// RATE_LIMITED.
+    #[arg(
+        long,
+        env = "LOGSYNC_MAX_NEW_STREAMS_PER_HOUR",
+        default_value_t = 10_000
+    )]
+    pub max_new_streams_per_hour: u32,
+
+    /// Serve /healthz, /livez and /metrics on this address only (e.g. 10.0.0.5:9090 or
+    /// 127.0.0.1:9090), not on --listen.
+    #[arg(long, env = "LOGSYNC_OPS_LISTEN", value_name = "ADDR")]
+    pub ops_listen: Option<String>,
+
+    /// Let --static serve dotfiles (/.env, /.git/…) and follow symlinks that lead out of its
+    /// directory. Off by default: both are refused with 404.
+    #[arg(long, env = "LOGSYNC_STATIC_UNSAFE")]
+    pub static_unsafe: bool,
+
     #[command(subcommand)]
     /// A helper command instead of serving.
     pub command: Option<Command>,
@@ -445,6 +570,22 @@ impl Cli {
             max_connections: self.max_connections,
             max_intents_per_sec: self.max_intents_per_sec,
             intents_burst: self.intents_burst.unwrap_or(self.max_intents_per_sec),
+            hello_timeout: self.hello_timeout,
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            max_tcp_connections: self
+                .max_tcp_connections
+                .unwrap_or(self.max_connections.saturating_add(1024)),
+            max_subject_connections: self.max_subject_connections,
+            max_subject_intents_per_sec: self.max_subject_intents_per_sec,
+            subject_intents_burst: self
+                .subject_intents_burst
+                .unwrap_or(self.max_subject_intents_per_sec),
+            max_subject_bytes_per_sec: self.max_subject_bytes_per_sec,
+            subject_bytes_burst: self.subject_bytes_burst,
+            max_new_streams_per_hour: self.max_new_streams_per_hour,
+            ops_listen: self.ops_listen.clone(),
+            static_unsafe: self.static_unsafe,
         };
         config.validate()?;
         Ok(config)

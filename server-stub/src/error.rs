@@ -35,6 +35,22 @@ impl Error {
     }
 }
 
+impl Error {
+    /// What a peer is told: the code and a stable message. Storage and I/O
+    /// details (file paths, SQL, PostgreSQL's SQLSTATE text) stay in the
+    /// server's log; callers log `self` where they answer with this.
+    pub fn to_peer(&self) -> (ErrorCode, String) {
+        let message = match self {
+            Error::Storage(_) => {
+                "the log store failed; nothing of this request was stored, retry later".to_string()
+            }
+            Error::Io(_) => "the server failed; retry later".to_string(),
+            Error::StoreClosed | Error::Config(_) => self.to_string(),
+        };
+        (self.code(), message)
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         Error::Storage(e.to_string())

@@ -188,7 +188,7 @@ pub async fn session(data: &[u8]) -> Transcript {
         let _ = tx.send(m);
         Ok::<_, std::convert::Infallible>(tx)
     });
-    crate::ws::run(Box::pin(outgoing), Box::pin(incoming), state, permit).await;
+    crate::ws::run(Box::pin(outgoing), Box::pin(incoming), state, permit, None).await;
 
     let mut t = Transcript::default();
     while let Ok(m) = rx.try_recv() {

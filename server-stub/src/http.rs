@@ -27,12 +27,59 @@ use crate::access::{self, Denied};
 use crate::auth::{now_secs, Principal};
 use crate::config::FRAME_OVERHEAD;
 use crate::hub::Subscription;
+use crate::limits::Admit;
+use crate::listen::Peer;
+use crate::metrics::Limit;
 use crate::store::{Outcome, ReadLimits};
+use crate::subjects::{subject_key, SubjectSlot};
 use crate::ws::SubscriptionGauge;
 use crate::AppState;
 
-/// The whole application.
-pub(crate) fn router(state: Arc<AppState>) -> Router {
+/// The operational endpoints alone (`/healthz`, `/livez`, `/metrics`),
+/// for a separate listen address.
+pub(crate) fn ops_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .route("/metrics", get(metrics))
+        .fallback(|req: Request| async move {
+            error_response(
+                ErrorCode::NotFound,
+                &format!("no route for {} {}", req.method(), req.uri().path()),
+                &[],
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), log_5xx))
+        .with_state(state)
+}
+
+fn is_ops_path(path: &str) -> bool {
+    path == "/healthz" || path == "/livez" || path == "/metrics"
+}
+
+/// Operational endpoints answer without CORS headers: no page of another
+/// origin may read them (the CORS layer answers every path, preflights
+/// included; this takes its headers off again for these).
+async fn no_cors_on_ops(req: Request, next: Next) -> Response {
+    let ops = is_ops_path(req.uri().path());
+    let mut response = next.run(req).await;
+    if ops {
+        let names: Vec<HeaderName> = response
+            .headers()
+            .keys()
+            .filter(|k| k.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in names {
+            response.headers_mut().remove(name);
+        }
+    }
+    response
+}
+
+/// The whole application; without the operational endpoints when they
+/// have their own listen address (`with_ops` false).
+pub(crate) fn router(state: Arc<AppState>, with_ops: bool) -> Router {
     // Browser apps on another origin use the API directly; there are no
     // cookies (tokens travel in headers or the query), so by default any
     // origin may call it. With allowed origins configured, only those.
@@ -56,14 +103,18 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             HeaderName::from_static("last-event-id"),
         ])
         .max_age(Duration::from_secs(3600));
-    Router::new()
+    let mut app = Router::new()
         .route("/v1/streams/{stream}/intents", post(post_intent))
         .route("/v1/streams/{stream}/events", get(get_events))
         .route("/v1/streams/{stream}", get(get_stream))
-        .route("/healthz", get(healthz))
-        .route("/v1/ws", get(crate::ws::upgrade))
-        .route("/metrics", get(metrics))
-        .fallback(fallback)
+        .route("/v1/ws", get(crate::ws::upgrade));
+    if with_ops {
+        app = app
+            .route("/healthz", get(healthz))
+            .route("/livez", get(livez))
+            .route("/metrics", get(metrics));
+    }
+    app.fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -72,6 +123,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         // Outermost, so preflight requests are answered before routing
         // (a route has no OPTIONS method of its own).
         .layer(cors)
+        .layer(axum::middleware::from_fn(no_cors_on_ops))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), log_5xx))
         .with_state(state)
 }
 
@@ -179,6 +232,31 @@ pub(crate) fn too_many_connections(st: &AppState) -> Response {
     r
 }
 
+/// Waits as a subject's bucket says (at most [`crate::limits::MAX_PACE`]),
+/// or the `429 RATE_LIMITED` that refuses the request.
+async fn pace(st: &AppState, admitted: Admit, limit: Limit) -> Result<(), Response> {
+    match admitted {
+        Admit::Now => Ok(()),
+        Admit::After(wait) => {
+            st.metrics
+                .intents_paced
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(wait).await;
+            Ok(())
+        }
+        Admit::Partial(_) => Err(subject_refusal(st.subjects.rate_limited(limit))),
+    }
+}
+
+/// A refusal by a subject's limit (its trip is counted already), with
+/// `Retry-After`.
+fn subject_refusal((code, message): Denied) -> Response {
+    let mut r = error_response(code, &message, &[]);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 /// A request that cannot be served: its code and message.
 struct ApiError(ErrorCode, String);
 
@@ -201,6 +279,7 @@ fn stream_name(path: Result<Path<String>, PathRejection>) -> Result<StreamName, 
 /// `POST /v1/streams/{stream}/intents`.
 async fn post_intent(
     State(st): State<Arc<AppState>>,
+    Peer(peer): Peer,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -219,8 +298,35 @@ async fn post_intent(
     if let Err(denied) = access::check_write(&principal, &stream) {
         return refuse(&st, denied);
     }
+    // The subject's intent rate, shared with its WebSockets.
+    let subject = subject_key(&principal, peer);
+    let admitted = st.subjects.admit_intents(&subject, 1);
+    if let Err(r) = pace(&st, admitted, Limit::SubjectIntentRate).await {
+        return r;
+    }
     let limit = st.config.max_frame_bytes;
-    let bytes = match axum::body::to_bytes(body, limit).await {
+    // The whole body within the deadline: a body dripped byte by byte
+    // holds a connection no longer than that.
+    let deadline = st.config.body_read_timeout;
+    let read = match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(read) => read,
+        Err(_) => {
+            st.metrics.trip(crate::metrics::Limit::BodyReadTimeout);
+            let mut r = error_with_status(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::IdleTimeout,
+                &format!(
+                    "the request body did not arrive within {} ms",
+                    deadline.as_millis()
+                ),
+                &[],
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+    };
+    let bytes = match read {
         Ok(b) => b,
         Err(e) => {
             let too_large = std::error::Error::source(&e)
@@ -246,6 +352,17 @@ async fn post_intent(
         Ok(i) => i,
         Err((code, message)) => return error_response(code, &message, &[]),
     };
+    let admitted = st.subjects.admit_bytes(&subject, intent.payload.len());
+    if let Err(r) = pace(&st, admitted, Limit::SubjectBytes).await {
+        return r;
+    }
+    if let Err(denied) = st
+        .subjects
+        .check_new_stream(&subject, &stream, &*st.store)
+        .await
+    {
+        return subject_refusal(denied);
+    }
     if let Err(denied) = st
         .bindings
         .check(&*st.store, &principal, intent.client_id)
@@ -288,7 +405,7 @@ async fn post_intent(
             &[("expected_seq", expected.to_string())],
         ),
         Ok(None) => error_response(ErrorCode::Internal, "the store answered nothing", &[]),
-        Err(e) => error_response(e.code(), &e.to_string(), &[]),
+        Err(e) => store_failed(&e, "append"),
     }
 }
 
@@ -332,6 +449,7 @@ fn parse_query(q: Option<&str>) -> Result<EventsQuery, ApiError> {
 /// with `Accept: text/event-stream` a live SSE feed.
 async fn get_events(
     State(st): State<Arc<AppState>>,
+    Peer(peer): Peer,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -379,7 +497,11 @@ async fn get_events(
         let Some(permit) = connection_permit(&st) else {
             return too_many_connections(&st);
         };
-        return sse(st, stream, after, &principal, permit);
+        let slot = match st.subjects.connect(&subject_key(&principal, peer)) {
+            Ok(slot) => slot,
+            Err(denied) => return subject_refusal(denied),
+        };
+        return sse(st, stream, after, &principal, (permit, slot));
     }
     let limits = ReadLimits {
         max_events: q
@@ -390,7 +512,7 @@ async fn get_events(
     };
     match st.store.read(stream, q.after, limits).await {
         Ok(page) => json_response(StatusCode::OK, events_page_json(&page.events, page.head)),
-        Err(e) => error_response(e.code(), &e.to_string(), &[]),
+        Err(e) => store_failed(&e, "read"),
     }
 }
 
@@ -399,7 +521,7 @@ fn sse(
     stream: StreamName,
     after: Offset,
     principal: &Principal,
-    permit: OwnedSemaphorePermit,
+    permit: (OwnedSemaphorePermit, SubjectSlot),
 ) -> Response {
     let sub = Subscription::new(
         &st.hub,
@@ -485,12 +607,47 @@ async fn get_stream(
             })
             .to_string(),
         ),
-        Err(e) => error_response(e.code(), &e.to_string(), &[]),
+        Err(e) => store_failed(&e, "head"),
     }
 }
 
-/// `GET /healthz`: 200 while the store answers and the server is not
-/// shutting down.
+/// A store error as a response: the detail goes to the log, the peer gets
+/// the code and a stable message (no paths, no SQL).
+fn store_failed(e: &crate::Error, what: &str) -> Response {
+    tracing::error!(error = %e, what, "storage request failed");
+    let (code, message) = e.to_peer();
+    error_response(code, &message, &[])
+}
+
+/// Logs and counts every 5xx answer (the detail of storage failures is
+/// logged where they happen; this line ties it to the request).
+async fn log_5xx(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    // The path only: a query may hold a token.
+    let path = req.uri().path().to_string();
+    let response = next.run(req).await;
+    if response.status().is_server_error() {
+        st.metrics
+            .http_5xx
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            status = response.status().as_u16(),
+            %method,
+            path = %crate::logfmt::escape(&path),
+            "answered with a server error"
+        );
+    }
+    response
+}
+
+/// `GET /livez`: 200 while the process serves requests (liveness: restart
+/// the process when this fails). `/healthz` is readiness.
+async fn livez() -> Response {
+    json_response(StatusCode::OK, r#"{"status":"ok"}"#.to_string())
+}
+
+/// `GET /healthz` (readiness): 200 while the store can read and write and
+/// the server is not shutting down; `503 STORAGE` while writes fail.
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     if st.shutdown.is_cancelled() {
         return error_response(ErrorCode::ShuttingDown, "the server is shutting down", &[]);
@@ -500,7 +657,7 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
             StatusCode::OK,
             serde_json::json!({ "status": "ok", "server_id": st.config.server_id }).to_string(),
         ),
-        Err(e) => error_response(e.code(), &e.to_string(), &[]),
+        Err(e) => store_failed(&e, "health check"),
     }
 }
 
@@ -517,7 +674,11 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 }
 
 fn is_api_path(path: &str) -> bool {
-    path == "/v1" || path.starts_with("/v1/") || path == "/healthz" || path == "/metrics"
+    path == "/v1"
+        || path.starts_with("/v1/")
+        || path == "/healthz"
+        || path == "/livez"
+        || path == "/metrics"
 }
 
 /// Unknown paths: the static app (with `index.html` for client-side
@@ -527,6 +688,13 @@ async fn fallback(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let method = req.method().clone();
     if !is_api_path(&path) && (method == Method::GET || method == Method::HEAD) {
         if let Some(dir) = &st.config.static_dir {
+            if !st.config.static_unsafe && !static_path_allowed(dir, &path).await {
+                return error_response(
+                    ErrorCode::NotFound,
+                    &format!("no route for {method} {}", crate::logfmt::escape(&path)),
+                    &[],
+                );
+            }
             let serve = ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")));
             return match serve.oneshot(req).await {
                 Ok(r) => r.map(Body::new),
@@ -539,6 +707,53 @@ async fn fallback(State(st): State<Arc<AppState>>, req: Request) -> Response {
         &format!("no route for {method} {path}"),
         &[],
     )
+}
+
+/// Whether `--static` may serve `path`: no segment starts with a dot
+/// (dotfiles, `.git/`, and `..`), and a file that exists there resolves
+/// (through any symlinks) to a place inside `dir`.
+async fn static_path_allowed(dir: &std::path::Path, path: &str) -> bool {
+    let Some(decoded) = percent_decode_path(path) else {
+        return false;
+    };
+    let relative = decoded.trim_start_matches('/');
+    if relative
+        .split(['/', '\\'])
+        .any(|segment| segment.starts_with('.'))
+    {
+        return false;
+    }
+    let candidate = dir.join(relative);
+    if tokio::fs::symlink_metadata(&candidate).await.is_err() {
+        // Nothing there: the app's index.html answers.
+        return true;
+    }
+    match (
+        tokio::fs::canonicalize(dir).await,
+        tokio::fs::canonicalize(&candidate).await,
+    ) {
+        (Ok(root), Ok(target)) => target.starts_with(root),
+        // A dangling link, or a folder that vanished.
+        _ => false,
+    }
+}
+
+/// `%XX` escapes of a URL path decoded; `None` when broken or not UTF-8.
+fn percent_decode_path(path: &str) -> Option<String> {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 async fn method_not_allowed(req: Request) -> Response {

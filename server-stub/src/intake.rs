@@ -21,7 +21,8 @@ pub trait IntentPolicy: Send + Sync + 'static {
         -> Verdict;
 }
 
-/// The built-in policy: only the payload size limit.
+/// The built-in policy: the payload size limit, and the nesting limit of
+/// JSON payloads ([`sync_core::json::MAX_PAYLOAD_DEPTH`]).
 #[derive(Clone, Debug)]
 pub struct SizeLimit {
     /// Largest payload accepted, in bytes.
@@ -37,6 +38,14 @@ impl IntentPolicy for SizeLimit {
                     "payload of {} bytes is over the limit of {} bytes",
                     payload.len(),
                     self.max_payload_bytes
+                ),
+            }
+        } else if sync_core::json::nests_deeper_than(payload, sync_core::json::MAX_PAYLOAD_DEPTH) {
+            Verdict::Reject {
+                code: ErrorCode::InvalidJson,
+                message: format!(
+                    "payload nests arrays and objects deeper than {} levels",
+                    sync_core::json::MAX_PAYLOAD_DEPTH
                 ),
             }
         } else {

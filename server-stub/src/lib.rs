@@ -13,12 +13,14 @@ pub mod store;
 mod access;
 mod http;
 mod limits;
+mod listen;
+mod logfmt;
+mod subjects;
 mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,6 +52,8 @@ pub(crate) struct AppState {
     pub connections: Arc<tokio::sync::Semaphore>,
     /// Client ids known to be bound to a subject.
     pub bindings: access::Bindings,
+    /// What each subject holds and spends (connections, rates).
+    pub subjects: Arc<subjects::Subjects>,
 }
 
 impl AppState {
@@ -62,7 +66,9 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> AppState {
         let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+        let subjects = Arc::new(subjects::Subjects::new(&config, metrics.clone()));
         AppState {
+            subjects,
             config,
             store,
             hub,
@@ -128,9 +134,32 @@ impl Server {
     /// closes every WebSocket with `SHUTTING_DOWN` (close code 1001) after
     /// sending the outcomes of pushes already taken, ends SSE feeds, and
     /// closes the store once its queued commits are durable.
+    ///
+    /// With `ops_listen` configured, `/healthz`, `/livez` and `/metrics`
+    /// are served only on that address.
     pub async fn serve(
         self,
         listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let ops = match &self.config.ops_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr} (--ops-listen): {e}"),
+                ))
+            })?),
+            None => None,
+        };
+        self.serve_with_ops(listener, ops, shutdown).await
+    }
+
+    /// [`Server::serve`], with the operational endpoints on `ops` (and not
+    /// on `listener`) when it is given.
+    pub async fn serve_with_ops(
+        self,
+        listener: TcpListener,
+        ops: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let token = CancellationToken::new();
@@ -168,18 +197,37 @@ impl Server {
             shutdown.await;
             trigger.cancel();
         });
-        let app = http::router(state.clone());
-        // Acks and events are small frames that must not wait for Nagle.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        let app = http::router(state.clone(), ops.is_none());
+        let ops_server = ops.map(|ops| {
+            match ops.local_addr() {
+                Ok(a) => tracing::info!(addr = %a, "serving /healthz, /livez and /metrics"),
+                Err(e) => tracing::warn!(error = %e, "operational listener has no address"),
             }
+            tokio::spawn(listen::serve(
+                ops,
+                http::ops_router(state.clone()),
+                64,
+                state.config.header_read_timeout,
+                state.metrics.clone(),
+                token.clone(),
+                state.config.shutdown_timeout,
+            ))
         });
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(token.clone().cancelled_owned())
-            .await;
-        // Also on a serve error: close what is open.
+        let max_tcp = effective_tcp_cap(&state.config);
+        listen::serve(
+            listener,
+            app,
+            max_tcp,
+            state.config.header_read_timeout,
+            state.metrics.clone(),
+            token.clone(),
+            state.config.shutdown_timeout,
+        )
+        .await;
         token.cancel();
+        if let Some(ops) = ops_server {
+            let _ = ops.await;
+        }
         watcher.abort();
         tracing::info!("stopped accepting; closing connections");
         state.tracker.close();
@@ -194,7 +242,34 @@ impl Server {
         }
         state.store.close().await;
         tracing::info!("shutdown complete");
-        served.map_err(Error::Io)
+        Ok(())
+    }
+}
+
+/// The cap on accepted TCP connections: `max_tcp_connections`, lowered to
+/// leave room under the process's open-files limit (the database, its
+/// WAL, the listener and the log need descriptors too: when accept runs
+/// out of them every request suffers, not only the new one).
+fn effective_tcp_cap(config: &Config) -> usize {
+    let wanted = config.max_tcp_connections;
+    match listen::open_files_limit() {
+        Some(files) => {
+            let reserve = 32 + 2 * config.max_readers as u64;
+            let room = files.saturating_sub(reserve).max(1) as usize;
+            if room < wanted {
+                tracing::warn!(
+                    max_tcp_connections = wanted,
+                    open_files_limit = files,
+                    cap = room,
+                    "the open-files limit is below --max-tcp-connections; accepting at most {room} \
+                     connections (raise `ulimit -n` to accept more)"
+                );
+                room
+            } else {
+                wanted
+            }
+        }
+        None => wanted,
     }
 }
 

@@ -51,6 +51,31 @@ impl IntentRate {
         })
     }
 
+    /// A full bucket of `burst` tokens refilled at `rate` per second (a
+    /// fraction for slow budgets, e.g. streams per hour); `None` when
+    /// `rate` is 0 (no limit).
+    pub(crate) fn per_second(rate: f64, burst: f64, now: Instant) -> Option<IntentRate> {
+        (rate > 0.0).then(|| IntentRate {
+            rate,
+            burst: burst.max(1.0),
+            tokens: burst.max(1.0),
+            last: now,
+        })
+    }
+
+    /// Takes `k` tokens when the bucket holds them; never waits.
+    pub(crate) fn try_take(&mut self, k: f64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= k {
+            self.tokens -= k;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Decides a push of `k` intents arriving at `now`.
     pub(crate) fn admit(&mut self, k: usize, now: Instant) -> Admit {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();

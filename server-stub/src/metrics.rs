@@ -69,6 +69,10 @@ const SECONDS_BOUNDS: &[f64] = &[
 pub struct Metrics {
     /// Open WebSocket connections.
     pub connections: AtomicI64,
+    /// Open TCP connections of any kind.
+    pub tcp_connections: AtomicI64,
+    /// Responses with a 5xx status.
+    pub http_5xx: AtomicU64,
     /// WebSocket connections accepted since start.
     pub connections_total: AtomicU64,
     /// Live subscriptions (WebSocket and SSE).
@@ -120,16 +124,41 @@ pub enum Limit {
     PendingBytes,
     /// Too many WebSocket connections and SSE feeds (`TOO_MANY_CONNECTIONS`).
     Connections,
+    /// Too many TCP connections of any kind: answered `503` at accept.
+    TcpConnections,
+    /// A WebSocket sent no `Hello` within `hello_timeout` (`IDLE_TIMEOUT`).
+    HelloTimeout,
+    /// A request's head did not arrive within `header_read_timeout`, or a
+    /// keep-alive connection stayed idle that long (closed).
+    HeaderReadTimeout,
+    /// A request body did not arrive within `body_read_timeout` (`408`).
+    BodyReadTimeout,
+    /// One subject's WebSockets and SSE feeds (`TOO_MANY_CONNECTIONS`).
+    SubjectConnections,
+    /// One subject's intents per second over every transport (`RATE_LIMITED`).
+    SubjectIntentRate,
+    /// One subject's payload bytes per second over every transport (`RATE_LIMITED`).
+    SubjectBytes,
+    /// Streams one subject may create per hour (`RATE_LIMITED`).
+    SubjectNewStreams,
 }
 
 impl Limit {
     /// Every limit, in the order they are rendered.
-    pub const ALL: [Limit; 5] = [
+    pub const ALL: [Limit; 13] = [
         Limit::FrameBytes,
         Limit::IntentRate,
         Limit::Subscriptions,
         Limit::PendingBytes,
         Limit::Connections,
+        Limit::TcpConnections,
+        Limit::HelloTimeout,
+        Limit::HeaderReadTimeout,
+        Limit::BodyReadTimeout,
+        Limit::SubjectConnections,
+        Limit::SubjectIntentRate,
+        Limit::SubjectBytes,
+        Limit::SubjectNewStreams,
     ];
 
     /// The label value.
@@ -140,6 +169,14 @@ impl Limit {
             Limit::Subscriptions => "subscriptions",
             Limit::PendingBytes => "pending_bytes",
             Limit::Connections => "connections",
+            Limit::TcpConnections => "tcp_connections",
+            Limit::HelloTimeout => "hello_timeout",
+            Limit::HeaderReadTimeout => "header_read_timeout",
+            Limit::BodyReadTimeout => "body_read_timeout",
+            Limit::SubjectConnections => "subject_connections",
+            Limit::SubjectIntentRate => "subject_intent_rate",
+            Limit::SubjectBytes => "subject_bytes",
+            Limit::SubjectNewStreams => "subject_new_streams",
         }
     }
 
@@ -167,6 +204,8 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             connections: AtomicI64::new(0),
+            tcp_connections: AtomicI64::new(0),
+            http_5xx: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             subscriptions: AtomicI64::new(0),
             intents_appended: AtomicU64::new(0),
@@ -192,6 +231,14 @@ impl Metrics {
     pub fn error(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
             self.errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts one trip of `limit` (for limits whose code is shared, e.g.
+    /// `RATE_LIMITED` of a connection's and of a subject's rate).
+    pub fn trip(&self, limit: Limit) {
+        if let Some(i) = Limit::ALL.iter().position(|l| *l == limit) {
+            self.limit_trips[i].fetch_add(1, Relaxed);
         }
     }
 
@@ -231,6 +278,18 @@ impl Metrics {
             "logsync_connections",
             "Open WebSocket connections.",
             self.connections.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "logsync_tcp_connections",
+            "Open TCP connections of any kind (HTTP, SSE, WebSocket, not yet spoken).",
+            self.tcp_connections.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "logsync_http_5xx_total",
+            "HTTP responses with a 5xx status (each is logged).",
+            self.http_5xx.load(Relaxed),
         );
         counter(
             &mut out,

@@ -69,6 +69,7 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 /// `GET /v1/ws`.
 pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
+    crate::listen::Peer(peer): crate::listen::Peer,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -122,7 +123,8 @@ pub(crate) async fn upgrade(
             let id = NEXT_CONN.fetch_add(1, Relaxed);
             let (sink, stream) = socket.split();
             tracker.track_future(
-                run(sink, stream, state, permit).instrument(tracing::info_span!("ws", conn = id)),
+                run(sink, stream, state, permit, peer)
+                    .instrument(tracing::info_span!("ws", conn = id)),
             )
         })
 }
@@ -223,6 +225,13 @@ struct Conn {
     expires: Option<Instant>,
     rate: Option<IntentRate>,
     subs: HashMap<StreamName, Sub>,
+    /// The peer's address (the subject of an open server).
+    peer: Option<std::net::SocketAddr>,
+    /// Whom the per-subject limits count this connection against, and its
+    /// place under the subject's connection limit (from `Hello` on).
+    subject: Option<(Arc<str>, crate::subjects::SubjectSlot)>,
+    /// Set when the subject's rate, not the connection's, cut a push.
+    subject_limited: AtomicBool,
 }
 
 /// One connection, over any sink and stream of WebSocket messages (the
@@ -233,6 +242,7 @@ pub(crate) async fn run<Si, St>(
     mut stream: St,
     state: Arc<AppState>,
     _permit: OwnedSemaphorePermit,
+    peer: Option<std::net::SocketAddr>,
 ) where
     Si: Sink<Message> + Unpin + Send + 'static,
     St: Stream<Item = Result<Message, axum::Error>> + Unpin + Send + 'static,
@@ -264,13 +274,20 @@ pub(crate) async fn run<Si, St>(
             Instant::now(),
         ),
         subs: HashMap::new(),
+        peer,
+        subject: None,
+        subject_limited: AtomicBool::new(false),
     };
 
     let ping_every = state.config.ping_interval;
     let idle_timeout = state.config.idle_timeout;
     let mut ticker = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Only protocol frames count as activity: WebSocket pongs are answered
+    // by client libraries on their own, so a socket that never speaks the
+    // protocol would otherwise hold its place forever.
     let mut last_heard = Instant::now();
+    let hello_by = Instant::now() + state.config.hello_timeout;
     let shutdown = state.shutdown.clone();
 
     // `Some(reason)`: the server ends the connection and tells the client
@@ -286,6 +303,12 @@ pub(crate) async fn run<Si, St>(
                     break Some(f);
                 }
             }
+            _ = sleep_until_some(conn.client_id.is_none().then_some(hello_by)) => {
+                metrics.trip(crate::metrics::Limit::HelloTimeout);
+                break Some((ErrorCode::IdleTimeout, format!(
+                    "no Hello within {} ms of connecting", state.config.hello_timeout.as_millis()
+                )));
+            }
             _ = sleep_until_some(conn.expires) => {
                 break Some((ErrorCode::Unauthorized,
                     "the token expired; reconnect with a new one".into()));
@@ -293,7 +316,8 @@ pub(crate) async fn run<Si, St>(
             _ = ticker.tick() => {
                 if last_heard.elapsed() >= idle_timeout {
                     break Some((ErrorCode::IdleTimeout, format!(
-                        "nothing received for {} ms (pings unanswered)", idle_timeout.as_millis()
+                        "no protocol frame received for {} ms (send Ping to keep a quiet connection)",
+                        idle_timeout.as_millis()
                     )));
                 }
                 // A full queue means the client is not reading; the ping
@@ -313,9 +337,11 @@ pub(crate) async fn run<Si, St>(
                         break None;
                     }
                     Some(Ok(msg)) => {
-                        last_heard = Instant::now();
                         let handled = match msg {
-                            Message::Binary(bytes) => conn.on_frame(&bytes).await,
+                            Message::Binary(bytes) => {
+                                last_heard = Instant::now();
+                                conn.on_frame(&bytes).await
+                            }
                             Message::Text(_) => Err((ErrorCode::MalformedFrame,
                                 "text frames are not part of the protocol: send binary postcard frames".into())),
                             Message::Ping(_) | Message::Pong(_) => Ok(()),
@@ -347,7 +373,10 @@ pub(crate) async fn run<Si, St>(
     }
     if let Some((code, message)) = &reason {
         metrics.error(*code);
-        metrics.refused(*code);
+        // A subject's limit counted its own trip already.
+        if !conn.subject_limited.load(Relaxed) {
+            metrics.refused(*code);
+        }
         if *code == ErrorCode::ShuttingDown {
             tracing::debug!(%code, %message, "closing");
         } else {
@@ -400,6 +429,11 @@ impl Conn {
                     .bindings
                     .check(&*self.state.store, &principal, client_id)
                     .await?;
+                let key = crate::subjects::subject_key(&principal, self.peer);
+                let slot = self.state.subjects.connect(&key).inspect_err(|_| {
+                    self.subject_limited.store(true, Relaxed);
+                })?;
+                self.subject = Some((key, slot));
                 if principal.is_open() && token.is_some() {
                     tracing::debug!("Hello carries a token; authentication is not configured");
                 }
@@ -408,7 +442,7 @@ impl Conn {
                     // A date too far ahead for the clock type never comes.
                     self.expires = Instant::now().checked_add(left);
                 }
-                tracing::debug!(client = %client_id, sub = %principal.sub, "hello");
+                tracing::debug!(client = %client_id, sub = %crate::logfmt::escape(&principal.sub), "hello");
                 self.principal = principal;
                 self.client_id = Some(client_id);
                 let welcome = ServerMsg::Welcome {
@@ -499,10 +533,29 @@ impl Conn {
     /// short pause (the reader stops meanwhile, which slows the client
     /// through TCP), or fewer when the client is far over its rate.
     async fn admit(&mut self, k: usize) -> Result<usize, Fatal> {
-        let Some(rate) = &mut self.rate else {
-            return Ok(k);
+        let own = match &mut self.rate {
+            Some(rate) => rate.admit(k, Instant::now()),
+            None => Admit::Now,
         };
-        match rate.admit(k, Instant::now()) {
+        // The subject's rate over all its connections and requests.
+        let subject = match &self.subject {
+            Some((key, _)) => self.state.subjects.admit_intents(key, k),
+            None => Admit::Now,
+        };
+        let decision = match (own, subject) {
+            (Admit::Partial(a), Admit::Partial(b)) => Admit::Partial(a.min(b)),
+            (Admit::Partial(n), _) => Admit::Partial(n),
+            (_, Admit::Partial(n)) => {
+                if n < k {
+                    self.subject_limited.store(true, Relaxed);
+                }
+                Admit::Partial(n)
+            }
+            (Admit::After(a), Admit::After(b)) => Admit::After(a.max(b)),
+            (Admit::After(d), Admit::Now) | (Admit::Now, Admit::After(d)) => Admit::After(d),
+            (Admit::Now, Admit::Now) => Admit::Now,
+        };
+        match decision {
             Admit::Now => Ok(k),
             Admit::After(wait) => {
                 self.state.metrics.intents_paced.fetch_add(1, Relaxed);
@@ -519,6 +572,12 @@ impl Conn {
     }
 
     fn rate_limited(&self) -> Fatal {
+        if self.subject_limited.load(Relaxed) {
+            return self
+                .state
+                .subjects
+                .rate_limited(crate::metrics::Limit::SubjectIntentRate);
+        }
         (
             ErrorCode::RateLimited,
             format!(
@@ -556,6 +615,17 @@ impl Conn {
         let Some(pushes) = &self.pushes else {
             return Err(internal());
         };
+        if let Some((key, _)) = &self.subject {
+            self.state
+                .subjects
+                .check_new_stream(key, &stream, &*self.state.store)
+                .await
+                .inspect_err(|e| {
+                    if e.0 == ErrorCode::RateLimited {
+                        self.subject_limited.store(true, Relaxed);
+                    }
+                })?;
+        }
         // A place in the acknowledger's queue first, so a request the
         // store took always has its answer sent.
         let slot = self
@@ -574,7 +644,7 @@ impl Conn {
             Ok(answer) => answer,
             Err(e) => {
                 tracing::error!(error = %e, %stream, "push failed");
-                return Err((e.code(), e.to_string()));
+                return Err(e.to_peer());
             }
         };
         slot.send((
@@ -592,6 +662,22 @@ impl Conn {
     /// for pushes in flight, waiting like [`Conn::enqueue`] while it is used
     /// up: the reader then stops reading, which slows the client through TCP.
     async fn hold_inbound(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Fatal> {
+        if let Some((key, _)) = &self.subject {
+            match self.state.subjects.admit_bytes(key, bytes) {
+                Admit::Now => {}
+                Admit::After(wait) => {
+                    self.state.metrics.intents_paced.fetch_add(1, Relaxed);
+                    self.patiently(tokio::time::sleep(wait)).await?;
+                }
+                Admit::Partial(_) => {
+                    self.subject_limited.store(true, Relaxed);
+                    return Err(self
+                        .state
+                        .subjects
+                        .rate_limited(crate::metrics::Limit::SubjectBytes));
+                }
+            }
+        }
         let n = bytes.clamp(1, inbound_budget(&self.state)) as u32;
         let inbound = self.inbound.clone();
         self.patiently(async { inbound.acquire_many_owned(n).await.map_err(|_| internal()) })
@@ -713,7 +799,7 @@ async fn subscription_loop(
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, stream = %sub.stream(), "subscription failed");
-                fatal.raise((e.code(), e.to_string()));
+                fatal.raise(e.to_peer());
                 return;
             }
         };
@@ -783,7 +869,7 @@ async fn ack_loop(mut pushes: mpsc::Receiver<PendingPush>, out: mpsc::Sender<Out
             }
             Err(e) => {
                 tracing::error!(error = %e, %stream, "push failed");
-                fatal.raise((e.code(), e.to_string()));
+                fatal.raise(e.to_peer());
                 return;
             }
         }

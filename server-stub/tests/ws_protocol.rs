@@ -360,11 +360,20 @@ async fn pings_are_answered_and_live_clients_stay_connected() {
     let (mut c, _) = Client::hello(&server.ws_url(), client_id(1)).await;
     c.send(&ClientMsg::Ping { nonce: 1 }).await;
     assert_eq!(c.recv().await, ServerMsg::Pong { nonce: 1 });
-    // Send nothing for three idle timeouts, only read: the WebSocket
-    // library answers the server's pings, which keeps the connection.
+    // Three idle timeouts long, the client only sends its protocol Ping
+    // now and then (as the SDK's heartbeat does) and reads: the server
+    // keeps pinging, and the connection stays. (WebSocket pongs alone do
+    // not keep it: tests/deadlines.rs.)
     let until = tokio::time::Instant::now() + Duration::from_millis(3000);
     let mut pings = 0;
+    let mut nonce = 10;
+    let mut next_heartbeat = tokio::time::Instant::now();
     while tokio::time::Instant::now() < until {
+        if tokio::time::Instant::now() >= next_heartbeat {
+            nonce += 1;
+            c.send(&ClientMsg::Ping { nonce }).await;
+            next_heartbeat += Duration::from_millis(300);
+        }
         match tokio::time::timeout(
             Duration::from_millis(50),
             futures_util::StreamExt::next(&mut c.ws),
@@ -372,6 +381,10 @@ async fn pings_are_answered_and_live_clients_stay_connected() {
         .await
         {
             Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b)))) => {
+                let pong = ServerMsg::decode(&b, 1 << 20).unwrap();
+                assert!(matches!(pong, ServerMsg::Pong { .. }), "{pong:?}");
+            }
             Ok(other) => panic!("unexpected {other:?}"),
             Err(_) => {}
         }

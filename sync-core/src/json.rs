@@ -113,6 +113,43 @@ struct RawIntent<'a> {
     payload: &'a RawValue,
 }
 
+/// Deepest nesting of arrays and objects accepted in a payload. Deeper
+/// JSON breaks readers whose parsers limit depth (`serde_json` and many
+/// others stop at 128), so it is refused at the door.
+pub const MAX_PAYLOAD_DEPTH: usize = 128;
+
+/// Whether `json` nests arrays and objects deeper than `max` (strings and
+/// their escapes are skipped; the text is not otherwise checked).
+pub fn nests_deeper_than(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Parses an intent body. Every failure is `INVALID_JSON`,
 /// `INVALID_CLIENT_ID` or `INVALID_SEQ` with a message naming the field.
 pub fn parse_intent(body: &[u8]) -> Result<IntentRequest, (ErrorCode, String)> {
@@ -126,6 +163,14 @@ pub fn parse_intent(body: &[u8]) -> Result<IntentRequest, (ErrorCode, String)> {
     })?;
     let client_id = ClientId::from_hex(raw.client_id).map_err(|e| (e.code(), e.to_string()))?;
     let seq = Seq::new(raw.seq).map_err(|e: CoreError| (e.code(), e.to_string()))?;
+    if nests_deeper_than(raw.payload.get().as_bytes(), MAX_PAYLOAD_DEPTH) {
+        return Err((
+            ErrorCode::InvalidJson,
+            alloc::format!(
+                "payload nests arrays and objects deeper than {MAX_PAYLOAD_DEPTH} levels"
+            ),
+        ));
+    }
     Ok(IntentRequest {
         client_id,
         seq,
@@ -136,6 +181,28 @@ pub fn parse_intent(body: &[u8]) -> Result<IntentRequest, (ErrorCode, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_depth() {
+        let deep = |n: usize| {
+            let mut s = "[".repeat(n);
+            s.push_str(&"]".repeat(n));
+            s
+        };
+        assert!(!nests_deeper_than(deep(128).as_bytes(), 128));
+        assert!(nests_deeper_than(deep(129).as_bytes(), 128));
+        // Brackets inside strings do not count, escaped quotes do not end them.
+        let s = alloc::format!(r#"{{"a":"{}\"[[["}}"#, "[".repeat(500));
+        assert!(!nests_deeper_than(s.as_bytes(), 2));
+        let body = |payload: &str| {
+            alloc::format!(
+                r#"{{"client_id":"0123456789abcdef0123456789abcdef","seq":1,"payload":{payload}}}"#
+            )
+        };
+        assert!(parse_intent(body(&deep(128)).as_bytes()).is_ok());
+        let refused = parse_intent(body(&deep(100_000)).as_bytes());
+        assert_eq!(refused.err().map(|e| e.0), Some(ErrorCode::InvalidJson));
+    }
 
     fn ev(payload: &[u8]) -> Event {
         Event {

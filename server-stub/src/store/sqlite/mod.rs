@@ -29,6 +29,7 @@
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -113,7 +114,16 @@ pub struct SqliteStore {
     jobs: Mutex<Option<mpsc::Sender<writer::Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<ReaderPool>,
+    /// False while the writer's last commit failed.
+    writable: Arc<AtomicBool>,
+    /// When the health check last tried a write.
+    last_probe: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often the health check tries a real write while writes succeed
+/// (each costs one commit), and while they fail.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const PROBE_EVERY_FAILING: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct ReaderPool {
     path: PathBuf,
@@ -134,7 +144,9 @@ impl SqliteStore {
         // A small queue: when the writer is saturated, pushers wait here,
         // which is the back-pressure that keeps memory bounded.
         let (tx, rx) = mpsc::channel(1024);
+        let writable = Arc::new(AtomicBool::new(true));
         let w = writer::Writer {
+            writable: writable.clone(),
             conn,
             rx,
             listener,
@@ -156,6 +168,8 @@ impl SqliteStore {
                 idle: Mutex::new(Vec::new()),
                 permits: Semaphore::new(options.max_readers.max(1)),
             }),
+            writable,
+            last_probe: Mutex::new(None),
         })
     }
 
@@ -496,8 +510,40 @@ impl LogStore for SqliteStore {
 
     fn check(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            if self.jobs.lock().map(|j| j.is_none()).unwrap_or(true) {
-                return Err(Error::StoreClosed);
+            let sender = self
+                .jobs
+                .lock()
+                .map_err(|_| Error::StoreClosed)?
+                .clone()
+                .ok_or(Error::StoreClosed)?;
+            // A real write now and then (and every second while writes
+            // fail, to see them come back): a store that can read but not
+            // write is not healthy.
+            let every = if self.writable.load(Ordering::Relaxed) {
+                PROBE_EVERY
+            } else {
+                PROBE_EVERY_FAILING
+            };
+            let due = self.last_probe.lock().is_ok_and(|mut last| {
+                let now = std::time::Instant::now();
+                let due = last.is_none_or(|t| now.duration_since(t) >= every);
+                if due {
+                    *last = Some(now);
+                }
+                due
+            });
+            if due {
+                let (reply, answer) = oneshot::channel();
+                sender
+                    .send(writer::Job::Probe { reply })
+                    .await
+                    .map_err(|_| Error::StoreClosed)?;
+                answer.await.map_err(|_| Error::StoreClosed)??;
+            }
+            if !self.writable.load(Ordering::Relaxed) {
+                return Err(Error::Storage(
+                    "the last commit failed: the store cannot write".into(),
+                ));
             }
             self.with_reader(|c| {
                 c.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))?;

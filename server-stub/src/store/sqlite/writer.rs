@@ -1,5 +1,6 @@
 //! The single writer: group commit over one read-write connection.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,13 +31,17 @@ pub(crate) enum Job {
         sub: String,
         reply: oneshot::Sender<Result<String, Error>>,
     },
+    /// A write that changes nothing, committed: can the store write?
+    Probe {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
 }
 
 impl Job {
     fn intents(&self) -> usize {
         match self {
             Job::Append { request, .. } => request.intents.len(),
-            Job::Snapshot { .. } | Job::BindClient { .. } => 1,
+            Job::Snapshot { .. } | Job::BindClient { .. } | Job::Probe { .. } => 1,
         }
     }
 
@@ -45,6 +50,7 @@ impl Job {
             Job::Append { request, .. } => request.payload_bytes(),
             Job::Snapshot { state, .. } => state.len(),
             Job::BindClient { sub, .. } => sub.len(),
+            Job::Probe { .. } => 0,
         }
     }
 }
@@ -57,6 +63,9 @@ pub(crate) struct Writer {
     pub mode: CommitMode,
     pub max_batch_intents: usize,
     pub max_batch_bytes: usize,
+    /// False while the last commit failed (the store cannot write); the
+    /// health check reads it.
+    pub writable: Arc<AtomicBool>,
 }
 
 /// Events appended in one transaction, grouped by stream in offset order.
@@ -66,6 +75,7 @@ enum Reply {
     Append(oneshot::Sender<Result<Vec<Outcome>, Error>>, Vec<Outcome>),
     Snapshot(oneshot::Sender<Result<(), Error>>),
     Bound(oneshot::Sender<Result<String, Error>>, String),
+    Probe(oneshot::Sender<Result<(), Error>>),
 }
 
 impl Writer {
@@ -99,22 +109,30 @@ impl Writer {
         tracing::debug!("log writer stopped");
     }
 
-    /// Decides every job in one transaction and commits once.
+    /// Decides every job in one transaction and commits once. When any
+    /// statement or the commit fails, the transaction rolls back and every
+    /// job of the batch, decided or not, is answered with the failure.
     fn commit(&mut self, jobs: Vec<Job>) {
         let started = Instant::now();
         let intents: usize = jobs.iter().map(Job::intents).sum();
         let mut appended: Appended = Vec::new();
         let mut replies = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs.into_iter();
         let result = (|| {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let time_ms = now_ms();
-            for job in jobs {
+            // Each job's reply is kept before its work runs, so a failure
+            // leaves no waiting request unanswered.
+            for job in jobs.by_ref() {
                 match job {
                     Job::Append { request, reply } => {
+                        replies.push(Reply::Append(reply, Vec::new()));
                         let outcomes = apply(&tx, request, time_ms, &mut appended)?;
-                        replies.push(Reply::Append(reply, outcomes));
+                        if let Some(Reply::Append(_, o)) = replies.last_mut() {
+                            *o = outcomes;
+                        }
                     }
                     Job::Snapshot {
                         stream,
@@ -122,22 +140,38 @@ impl Writer {
                         state,
                         reply,
                     } => {
-                        put_snapshot(&tx, &stream, offset, &state)?;
                         replies.push(Reply::Snapshot(reply));
+                        put_snapshot(&tx, &stream, offset, &state)?;
                     }
                     Job::BindClient {
                         client_id,
                         sub,
                         reply,
                     } => {
+                        replies.push(Reply::Bound(reply, String::new()));
                         let bound = bind_client(&tx, &client_id, &sub)?;
-                        replies.push(Reply::Bound(reply, bound));
+                        if let Some(Reply::Bound(_, b)) = replies.last_mut() {
+                            *b = bound;
+                        }
+                    }
+                    Job::Probe { reply } => {
+                        replies.push(Reply::Probe(reply));
+                        probe(&tx)?;
                     }
                 }
             }
             tx.commit()?;
             Ok::<(), Error>(())
         })();
+        // Jobs the failure stopped before: answered with it too.
+        for job in jobs {
+            replies.push(match job {
+                Job::Append { reply, .. } => Reply::Append(reply, Vec::new()),
+                Job::Snapshot { reply, .. } => Reply::Snapshot(reply),
+                Job::BindClient { reply, .. } => Reply::Bound(reply, String::new()),
+                Job::Probe { reply } => Reply::Probe(reply),
+            });
+        }
         self.finish(result, started, intents, appended, replies);
     }
 
@@ -171,6 +205,7 @@ impl Writer {
             })();
             match result {
                 Ok(o) => {
+                    self.writable.store(true, Ordering::Relaxed);
                     self.metrics.commit(1, started.elapsed());
                     self.publish(&appended);
                     let gap = o.iter().any(|x| matches!(x, Outcome::Gap { .. }));
@@ -181,6 +216,7 @@ impl Writer {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "commit failed");
+                    self.writable.store(false, Ordering::Relaxed);
                     let _ = reply.send(Err(e));
                     return;
                 }
@@ -198,6 +234,7 @@ impl Writer {
         appended: Appended,
         replies: Vec<Reply>,
     ) {
+        self.writable.store(result.is_ok(), Ordering::Relaxed);
         match result {
             Ok(()) => {
                 self.metrics.commit(intents, started.elapsed());
@@ -216,6 +253,9 @@ impl Writer {
                         Reply::Bound(reply, sub) => {
                             let _ = reply.send(Ok(sub));
                         }
+                        Reply::Probe(reply) => {
+                            let _ = reply.send(Ok(()));
+                        }
                     }
                 }
             }
@@ -223,7 +263,10 @@ impl Writer {
                 // The transaction rolled back (dropped): nothing of this
                 // batch is in the log, so every pusher may safely retry.
                 tracing::error!(error = %e, intents, "commit failed; batch rolled back");
-                let message = e.to_string();
+                let message = match e {
+                    Error::Storage(m) => m,
+                    other => other.to_string(),
+                };
                 for r in replies {
                     match r {
                         Reply::Append(reply, _) => {
@@ -233,6 +276,9 @@ impl Writer {
                             let _ = reply.send(Err(Error::Storage(message.clone())));
                         }
                         Reply::Bound(reply, _) => {
+                            let _ = reply.send(Err(Error::Storage(message.clone())));
+                        }
+                        Reply::Probe(reply) => {
                             let _ = reply.send(Err(Error::Storage(message.clone())));
                         }
                     }
@@ -448,6 +494,13 @@ fn put_snapshot(
            ON CONFLICT (stream_id, "offset") DO UPDATE SET state = excluded.state"#,
     )?
     .execute(rusqlite::params![stream_id, to_sql(offset.0)?, state])?;
+    Ok(())
+}
+
+/// A write that changes nothing: fails when the database cannot be written.
+fn probe(tx: &Transaction<'_>) -> Result<(), Error> {
+    tx.prepare_cached("UPDATE meta SET value = value WHERE key = 'schema_version'")?
+        .execute([])?;
     Ok(())
 }
 

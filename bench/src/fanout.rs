@@ -194,13 +194,22 @@ pub async fn run(
             for (label, variant) in &targets {
                 let proc = match variant {
                     None => launcher.relay().await?,
-                    // The per-connection intent rate limit (an abuse guard,
-                    // 10,000/s by default) would cap max mode's one bulk
-                    // writer by policy; this measures capacity, so it is off.
+                    // The per-connection and per-subject limits (abuse
+                    // guards; every client here is one address) would cap
+                    // max mode's bulk writer and the subscriber count by
+                    // policy; this measures capacity, so they are off.
                     Some(v) => {
-                        launcher
-                            .server(v, &["--max-intents-per-sec".into(), "0".into()])
-                            .await?
+                        let off = [
+                            "--max-intents-per-sec",
+                            "--max-subject-intents-per-sec",
+                            "--max-subject-bytes-per-sec",
+                            "--max-subject-connections",
+                        ];
+                        let args: Vec<String> = off
+                            .iter()
+                            .flat_map(|f| [f.to_string(), "0".to_string()])
+                            .collect();
+                        launcher.server(v, &args).await?
                     }
                 };
                 let kind = if variant.is_some() {

@@ -79,7 +79,11 @@ pub async fn run(
                 .find(|v| &v.label == target)
                 .ok_or_else(|| format!("unknown target {target:?}: use a --variant label"))?;
             for &n in &args.connections {
-                let server = launcher.server(variant, &[]).await?;
+                let server = launcher
+                    // All connections come from one address, which the
+                    // per-subject connection limit would count as one user.
+                    .server(variant, &["--max-subject-connections".into(), "0".into()])
+                    .await?;
                 let measured = measure(&server.url, n, &args, || server.rss_bytes()).await;
                 server.stop().await?;
                 let (baseline, after) = measured?;

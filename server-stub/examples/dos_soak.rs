@@ -141,10 +141,17 @@ async fn main() {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
-                // Reads (answering pings) and never says Hello.
-                while let Ok(Some(Ok(_))) =
-                    tokio::time::timeout(Duration::from_secs(1), ws.next()).await
-                {}
+                // Reads (answering pings) and never says Hello, until the
+                // server closes the socket.
+                loop {
+                    if stop.load(Relaxed) {
+                        return;
+                    }
+                    match tokio::time::timeout(Duration::from_secs(1), ws.next()).await {
+                        Ok(Some(Ok(_))) | Err(_) => continue,
+                        Ok(_) => break,
+                    }
+                }
                 counts.no_hello_cut.fetch_add(1, Relaxed);
             }
         }));

@@ -541,6 +541,18 @@ pub enum Command {
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
     },
+
+    /// Binds a client id to a subject in the store (--db or --store), as its first
+    /// authenticated use would: for client ids used while the server ran without
+    /// authentication, before switching it on. Refuses an id bound to another subject.
+    Bind {
+        /// The client id: 32 hex digits.
+        #[arg(long)]
+        client_id: String,
+        /// The subject (token `sub`) it belongs to.
+        #[arg(long)]
+        sub: String,
+    },
 }
 
 impl Cli {

@@ -273,6 +273,20 @@ fn effective_tcp_cap(config: &Config) -> usize {
     }
 }
 
+/// The store `config` names, open, for an administrative command (no
+/// server: nobody follows its commits).
+#[doc(hidden)]
+pub async fn open_store_for_admin(config: &Config) -> Result<Arc<dyn LogStore>, Error> {
+    let metrics = Arc::new(Metrics::default());
+    let hub = Arc::new(Hub::new(
+        config.feed_buffer_bytes,
+        config.feed_memory_bytes,
+        config.max_frame_bytes,
+        metrics.clone(),
+    ));
+    open_store(config, hub, metrics).await
+}
+
 /// The store `config` names, open, reporting commits to `hub`.
 async fn open_store(
     config: &Config,

@@ -35,6 +35,15 @@ async fn main() -> std::process::ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    if let Some(Command::Bind { client_id, sub }) = &cli.command {
+        return match bind(&cli, client_id, sub).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("logsync-server bind: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     match serve(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -66,6 +75,29 @@ fn mint_token(
         "write": write,
     });
     Ok(server_stub::auth::sign(&claims.to_string(), secret.bytes()))
+}
+
+/// `logsync-server bind`: binds a client id to a subject in the store.
+async fn bind(cli: &Cli, client_id: &str, sub: &str) -> Result<(), String> {
+    let id = sync_core::ClientId::from_hex(client_id).map_err(|e| e.to_string())?;
+    if sub.is_empty() || sub.len() > 256 {
+        return Err("--sub must be 1-256 bytes".into());
+    }
+    let config = cli.to_config().map_err(|e| e.to_string())?;
+    let store = server_stub::open_store_for_admin(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bound = store.bind_client(id, sub.to_string()).await;
+    store.close().await;
+    let bound = bound.map_err(|e| e.to_string())?;
+    if bound == sub {
+        println!("client id {id} is bound to {sub:?}");
+        Ok(())
+    } else {
+        Err(format!(
+            "client id {id} is already bound to another subject ({bound:?}); bindings never change"
+        ))
+    }
 }
 
 async fn serve(cli: Cli) -> Result<(), server_stub::Error> {

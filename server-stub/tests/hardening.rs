@@ -156,3 +156,53 @@ async fn deeply_nested_payloads_are_refused() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn client_ids_from_an_open_server_are_bound_before_authentication() {
+    use server_stub::auth::{now_secs, sign, Secret};
+    const SECRET: &[u8] = b"bind-test-secret-0123456789abcdef-xyz";
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log.db");
+    let id = "0505050505050505".repeat(2);
+    let bind = |sub: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_logsync-server"))
+            .args([
+                "--db",
+                db.to_str().unwrap(),
+                "bind",
+                "--client-id",
+                &id,
+                "--sub",
+                sub,
+            ])
+            .env_remove("LOGSYNC_JWT_SECRET")
+            .output()
+            .unwrap()
+    };
+    let out = bind("alice");
+    assert!(out.status.success(), "{out:?}");
+    // Bindings never change: another subject is refused.
+    let out = bind("mallory");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already bound"));
+    let s = TestServer::start(server_stub::Config {
+        jwt_secret: Some(Secret::new(SECRET).unwrap()),
+        ..config(dir.path())
+    })
+    .await;
+    let token = |sub: &str| {
+        let claims =
+            serde_json::json!({"sub": sub, "exp": now_secs() + 600, "read": ["*"], "write": ["*"]});
+        sign(&claims.to_string(), SECRET)
+    };
+    let (_, first) =
+        Client::hello_with_token(&s.ws_url(), client_id(5), Some(&token("mallory"))).await;
+    match first {
+        ServerMsg::Error { code, .. } => assert_eq!(code, ErrorCode::Forbidden),
+        other => panic!("expected FORBIDDEN, got {other:?}"),
+    }
+    let (_, first) =
+        Client::hello_with_token(&s.ws_url(), client_id(5), Some(&token("alice"))).await;
+    assert!(matches!(first, ServerMsg::Welcome { .. }), "{first:?}");
+    s.stop().await;
+}

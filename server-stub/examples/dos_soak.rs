@@ -10,6 +10,10 @@
 //! cargo build --profile release-native -p server-stub --bin logsync-server --example dos_soak
 //! target/release-native/examples/dos_soak --server-bin target/release-native/logsync-server --seconds 20
 //! ```
+//!
+//! Flags after `--` go to the server (e.g. `-- --max-tcp-connections 1000`).
+//! The attackers connect from 127.0.0.2, the well-behaved client from
+//! 127.0.0.1.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -26,6 +30,9 @@ use tokio::process::Command;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+/// Attackers connect from this loopback address, the well-behaved client
+/// from 127.0.0.1 (so a per-address cap can tell them apart).
+const ATTACKER_IP: [u8; 4] = [127, 0, 0, 2];
 const SECRET: &str = "dos-soak-secret-0123456789abcdef-0123456789";
 const SLOWLORIS: usize = 300;
 const NO_HELLO: usize = 200;
@@ -43,6 +50,12 @@ struct Counts {
     shed_503: AtomicU64,
 }
 
+async fn attacker_connect(addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from((ATTACKER_IP, 0)))?;
+    socket.connect(addr).await
+}
+
 fn token(sub: &str) -> String {
     let exp = server_stub::auth::now_secs() + 3600;
     let claims = serde_json::json!({"sub": sub, "exp": exp, "read": ["*"], "write": ["*"]});
@@ -53,9 +66,11 @@ fn token(sub: &str) -> String {
 async fn main() {
     let mut server_bin = PathBuf::from("target/release-native/logsync-server");
     let mut seconds = 20u64;
+    let mut server_args: Vec<String> = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
+            "--" => server_args.extend(it.by_ref()),
             "--server-bin" => server_bin = it.next().expect("--server-bin PATH").into(),
             "--seconds" => seconds = it.next().expect("--seconds N").parse().expect("a number"),
             other => panic!("unknown flag {other}; use --server-bin PATH --seconds N"),
@@ -66,6 +81,7 @@ async fn main() {
     let mut child = Command::new(&server_bin)
         .args(["--listen", "127.0.0.1:0", "--db"])
         .arg(dir.path().join("soak.db"))
+        .args(&server_args)
         .env("LOGSYNC_JWT_SECRET", SECRET)
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
@@ -93,7 +109,7 @@ async fn main() {
         let (stop, counts) = (stop.clone(), counts.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Relaxed) {
-                let Ok(mut tcp) = TcpStream::connect(addr).await else {
+                let Ok(mut tcp) = attacker_connect(addr).await else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
@@ -132,9 +148,13 @@ async fn main() {
         tasks.push(tokio::spawn(async move {
             while !stop.load(Relaxed) {
                 let url = format!("ws://{addr}/v1/ws");
+                let Ok(tcp) = attacker_connect(addr).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
                 let Ok(Ok((mut ws, _))) = tokio::time::timeout(
                     Duration::from_secs(5),
-                    tokio_tungstenite::connect_async(url),
+                    tokio_tungstenite::client_async(url, tcp),
                 )
                 .await
                 else {
@@ -159,6 +179,7 @@ async fn main() {
     let mallory = token("mallory");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
+        .local_address(std::net::IpAddr::from(ATTACKER_IP))
         .build()
         .unwrap();
     for _ in 0..SSE_FLOODERS {
@@ -299,7 +320,11 @@ async fn main() {
     };
 
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let metrics = http.get(format!("http://{addr}/metrics")).send().await.ok();
+    let metrics = reqwest::Client::new()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .ok();
     let metrics = match metrics {
         Some(r) => r.text().await.unwrap_or_default(),
         None => String::new(),

@@ -97,6 +97,9 @@ pub struct Config {
     /// SSE feeds, WebSockets, sockets that sent nothing yet); more are
     /// answered `503` at once and closed.
     pub max_tcp_connections: usize,
+    /// Most TCP connections from one client address (0: no limit). Off by
+    /// default: behind a proxy every connection has the proxy's address.
+    pub max_tcp_connections_per_address: usize,
     /// WebSockets and SSE feeds one subject may hold at once (0: no limit).
     pub max_subject_connections: usize,
     /// Intents per second one subject may push over all its connections
@@ -148,6 +151,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             max_tcp_connections: 51_024,
+            max_tcp_connections_per_address: 0,
             max_subject_connections: 1024,
             max_subject_intents_per_sec: 20_000,
             subject_intents_burst: 20_000,
@@ -471,6 +475,15 @@ pub struct Cli {
     #[arg(long, env = "LOGSYNC_MAX_TCP_CONNECTIONS")]
     pub max_tcp_connections: Option<usize>,
 
+    /// Most TCP connections from one client IP address (0: no limit, the default: behind a
+    /// reverse proxy every connection comes from the proxy). For a server reached directly.
+    #[arg(
+        long,
+        env = "LOGSYNC_MAX_TCP_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 0
+    )]
+    pub max_tcp_connections_per_address: usize,
+
     /// WebSockets and SSE feeds one subject (token `sub`; client address when authentication
     /// is off) may hold at once, on this node; more get TOO_MANY_CONNECTIONS (0: no limit).
     #[arg(long, env = "LOGSYNC_MAX_SUBJECT_CONNECTIONS", default_value_t = 1024)]
@@ -588,6 +601,7 @@ impl Cli {
             max_tcp_connections: self
                 .max_tcp_connections
                 .unwrap_or(self.max_connections.saturating_add(1024)),
+            max_tcp_connections_per_address: self.max_tcp_connections_per_address,
             max_subject_connections: self.max_subject_connections,
             max_subject_intents_per_sec: self.max_subject_intents_per_sec,
             subject_intents_burst: self

@@ -69,10 +69,51 @@ pub(crate) fn open_files_limit() -> Option<u64> {
 /// Serves `listener` with `app` until `stop` is cancelled; then stops
 /// accepting, asks every HTTP connection to finish its request and close,
 /// and returns once they have (or after `grace`).
+/// Open connections per client address, for the per-address cap.
+#[derive(Default)]
+struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection's count under its address, returned on drop.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.table.0.lock() {
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+impl PerAddress {
+    /// A place for one more connection from `ip`, when it has fewer than `max`.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     max_tcp: usize,
+    max_per_address: usize,
     header_read_timeout: Duration,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -80,6 +121,7 @@ pub(crate) async fn serve(
 ) {
     let places = Arc::new(Semaphore::new(max_tcp));
     let shedding = Arc::new(Semaphore::new(SHEDDING));
+    let per_address = Arc::new(PerAddress::default());
     let connections = TaskTracker::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -97,6 +139,18 @@ pub(crate) async fn serve(
                 }
             },
         };
+        let address = if max_per_address > 0 {
+            match per_address.take(peer.ip(), max_per_address) {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics.trip(Limit::AddressConnections);
+                    shed(tcp, &shedding);
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
         let Ok(place) = places.clone().try_acquire_owned() else {
             metrics.trip(Limit::TcpConnections);
             shed(tcp, &shedding);
@@ -110,6 +164,7 @@ pub(crate) async fn serve(
         let io = TokioIo::new(Held {
             tcp,
             _place: place,
+            _address: address,
             metrics: metrics.clone(),
         });
         let app = app.clone();
@@ -204,6 +259,7 @@ fn shed(tcp: TcpStream, shedding: &Arc<Semaphore>) {
 struct Held {
     tcp: TcpStream,
     _place: OwnedSemaphorePermit,
+    _address: Option<AddressSlot>,
     metrics: Arc<Metrics>,
 }
 

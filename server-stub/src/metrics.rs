@@ -126,6 +126,8 @@ pub enum Limit {
     Connections,
     /// Too many TCP connections of any kind: answered `503` at accept.
     TcpConnections,
+    /// Too many TCP connections from one client address: `503` at accept.
+    AddressConnections,
     /// A WebSocket sent no `Hello` within `hello_timeout` (`IDLE_TIMEOUT`).
     HelloTimeout,
     /// A request's head did not arrive within `header_read_timeout`, or a
@@ -145,13 +147,14 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, in the order they are rendered.
-    pub const ALL: [Limit; 13] = [
+    pub const ALL: [Limit; 14] = [
         Limit::FrameBytes,
         Limit::IntentRate,
         Limit::Subscriptions,
         Limit::PendingBytes,
         Limit::Connections,
         Limit::TcpConnections,
+        Limit::AddressConnections,
         Limit::HelloTimeout,
         Limit::HeaderReadTimeout,
         Limit::BodyReadTimeout,
@@ -170,6 +173,7 @@ impl Limit {
             Limit::PendingBytes => "pending_bytes",
             Limit::Connections => "connections",
             Limit::TcpConnections => "tcp_connections",
+            Limit::AddressConnections => "address_connections",
             Limit::HelloTimeout => "hello_timeout",
             Limit::HeaderReadTimeout => "header_read_timeout",
             Limit::BodyReadTimeout => "body_read_timeout",

@@ -288,3 +288,62 @@ async fn connections_over_the_tcp_cap_get_a_503_at_once() {
     drop(held);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn connections_over_the_per_address_cap_get_a_503_and_other_addresses_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(server_stub::Config {
+        max_tcp_connections_per_address: 2,
+        header_read_timeout: Duration::from_secs(60),
+        ..config(dir.path())
+    })
+    .await;
+    let from = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let addr = s.addr;
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(std::net::SocketAddr::new(ip, 0)).unwrap();
+            socket.connect(addr).await.unwrap()
+        }
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = from("127.0.0.1").await;
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        held.push(tcp);
+    }
+    let ask = |mut tcp: TcpStream| async move {
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let got = read_to_close(&mut tcp).await.expect("an answer");
+        String::from_utf8_lossy(&got).to_string()
+    };
+    let refused = within("the third connection of one address refused", async {
+        loop {
+            let text = ask(from("127.0.0.1").await).await;
+            if text.starts_with("HTTP/1.1 503") {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(refused.contains("\"TOO_MANY_CONNECTIONS\""), "{refused}");
+    // Another address is served.
+    let text = ask(from("127.0.0.2").await).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    drop(held);
+    assert!(
+        metric(
+            &s,
+            "logsync_limit_trips_total{limit=\"address_connections\"}"
+        )
+        .await
+            >= 1.0
+    );
+    s.stop().await;
+}

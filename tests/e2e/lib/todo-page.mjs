@@ -46,13 +46,17 @@ export function waitTitles(page, expected, timeout = 15_000) {
 }
 
 /** Waits until the service worker controls the page (the app shell is cached). */
-export async function waitOfflineReady(page) {
-  await page.evaluate(async () => {
-    await navigator.serviceWorker.ready;
-    if (!navigator.serviceWorker.controller) {
-      await new Promise((res) => navigator.serviceWorker.addEventListener('controllerchange', res, { once: true }));
-    }
-  });
+export async function waitOfflineReady(page, timeout = 15_000) {
+  await page.evaluate(async (ms) => {
+    const ready = (async () => {
+      await navigator.serviceWorker.ready;
+      if (!navigator.serviceWorker.controller) {
+        await new Promise((res) => navigator.serviceWorker.addEventListener('controllerchange', res, { once: true }));
+      }
+    })();
+    const late = new Promise((_, rej) => setTimeout(() => rej(new Error(`no service worker controls the page after ${ms} ms`)), ms));
+    await Promise.race([ready, late]);
+  }, timeout);
 }
 
 /** The row of the todo whose title is exactly `text`. */

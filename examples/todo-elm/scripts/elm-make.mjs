@@ -26,8 +26,11 @@ export function elmEnv(env = process.env) {
 }
 
 // What elm make prints on success, line by line (after splitting on \r and
-// \n): progress counters, "Success!" and the output file.
+// \n and dropping colours): downloads (first build with network), progress
+// counters, "Success!" and the output file.
 const PROGRESS = [
+  /^Starting downloads\.\.\.$/,
+  /^● \S+\/\S+ \d+\.\d+\.\d+$/,
   /^Verifying dependencies \(\d+\/\d+\)$/,
   /^Dependencies (ready|loaded)!$/,
   /^Compiling( \.\.\.| \(\d+\))?$/,
@@ -35,6 +38,15 @@ const PROGRESS = [
   /^Success!$/,
   /^\S+ ───> \S+$/,
 ];
+
+/** The lines of elm's output that are not progress (empty when all is well). */
+export function unexpectedOutput(printed) {
+  return printed
+    .replace(/\x1b\[[0-9;]*m/g, '')
+    .split(/[\r\n]+/)
+    .map((line) => line.trim())
+    .filter((line) => line && !PROGRESS.some((re) => re.test(line)));
+}
 
 /**
  * Compiles `main` (relative to `cwd`) to `output`; throws with the
@@ -48,10 +60,7 @@ export function elmMake({ main = 'src/Main.elm', output = 'elm-out/elm.js', opti
   const printed = `${run.stdout ?? ''}${run.stderr ?? ''}`;
   if (run.error) throw new Error(`elm ${args.join(' ')}: ${run.error.message}`);
   if (run.status !== 0) throw new Error(`elm ${args.join(' ')} failed (exit ${run.status}):\n${printed}`);
-  const extra = printed
-    .split(/[\r\n]+/)
-    .map((line) => line.trim())
-    .filter((line) => line && !PROGRESS.some((re) => re.test(line)));
+  const extra = unexpectedOutput(printed);
   if (extra.length > 0) {
     throw new Error(`elm ${args.join(' ')} printed more than progress (warnings are errors here):\n${extra.join('\n')}`);
   }

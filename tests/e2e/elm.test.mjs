@@ -2,7 +2,7 @@
 // with Vite, in headless Chromium against a real logsync-server (SQLite):
 // add, toggle, edit, delete; an Elm window and a React window in one room;
 // offline, reloaded offline and back online with each action once in the
-// server's log; a rejection shown by the Elm app.
+// server's log; a rejection and a refused token shown by the Elm app.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -201,4 +201,16 @@ test('a rejection (PAYLOAD_TOO_LARGE) is shown by the Elm app, and the todo roll
 
   await rejection.locator('button').click();
   await rejection.waitFor({ state: 'detached' });
+});
+
+test('a server that wants a token: the Elm app shows needsToken and the typed code, and keeps working offline', async (t) => {
+  const secured = await startServer({ staticDir: ELM_APP_DIST, env: { LOGSYNC_JWT_SECRET: 'e2e-secret-'.padEnd(48, 'x') } });
+  t.after(() => secured.close());
+  const page = await openTodoApp(await newContext(t), secured.url, newRoom());
+  await page.locator('[data-testid=needs-token]').waitFor({ timeout: 15_000 });
+  assert.equal(await page.locator('[data-testid=last-error]').textContent(), 'UNAUTHORIZED');
+  assert.equal((await status(page)).online, false);
+  await addTodo(page, 'kept until a token comes');
+  await waitTitles(page, ['kept until a token comes']);
+  await waitStatus(page, 'one pending', (s) => s.pending === 1);
 });

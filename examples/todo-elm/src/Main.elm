@@ -422,12 +422,13 @@ viewStatus model =
         , span [ class "muted" ] [ text ("room " ++ model.room) ]
         , case ( status.online, status.lastError ) of
             ( False, Just error ) ->
-                span [ class "error", title error.message ] [ text (ErrorCode.toString error.code) ]
+                span [ class "error", title error.message, attribute "data-testid" "last-error" ] [ text (ErrorCode.toString error.code) ]
 
             _ ->
                 text ""
         , if status.needsToken then
-            span [ class "error", attribute "role" "alert" ] [ text "Sign in again: the server refused this window's token" ]
+            span [ class "error", attribute "role" "alert", attribute "data-testid" "needs-token" ]
+                [ text "Sign in again: the server refused this window's token" ]
 
           else
             text ""

@@ -17,11 +17,12 @@ const HARNESS = join(ROOT, 'tests', 'harness', 'server-control.mjs');
 
 /**
  * Starts the harness and, through it, the server.
- * @param {{ staticDir?: string, args?: string[] }} [options] the app to
- *   serve (default: the React example) and further server arguments
+ * @param {{ staticDir?: string, args?: string[], env?: Record<string, string> }} [options]
+ *   the app to serve (default: the React example), further server
+ *   arguments and environment
  * @returns {Promise<{ url: string, port: number, pid: number, stop(): Promise<void>, kill(): Promise<void>, start(): Promise<void>, close(): Promise<void> }>}
  */
-export async function startServer({ staticDir = APP_DIST, args = [] } = {}) {
+export async function startServer({ staticDir = APP_DIST, args = [], env = {} } = {}) {
   for (const [what, path] of [['server binary', SERVER_BIN], ['built app', join(staticDir, 'index.html')], ['server-control harness', HARNESS]]) {
     if (!existsSync(path)) throw new Error(`${what} not found at ${path}: run scripts/test-js.sh (it builds what is missing)`);
   }
@@ -29,7 +30,7 @@ export async function startServer({ staticDir = APP_DIST, args = [] } = {}) {
   // stops its server.
   const harness = spawn(process.execPath, [HARNESS, '--server', SERVER_BIN, '--', '--static', staticDir, ...args], {
     stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', ...env },
   });
   let log = '';
   harness.stderr.on('data', (d) => { log += d; });

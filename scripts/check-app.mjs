@@ -1,11 +1,22 @@
 // Proves a running logsync-server serves the example app and speaks the
 // protocol: GET / is the app's page, GET /sw.js its service worker, and on
 // /v1/ws a Hello then a Ping (the golden fixtures of sync-core) get a Pong
-// with the same nonce back. Used by `scripts/start.sh --check`.
-//   node --experimental-websocket scripts/check-app.mjs http://127.0.0.1:8080
+// with the same nonce back. Used by `scripts/start.sh --check [--app elm]`.
+//   node --experimental-websocket scripts/check-app.mjs http://127.0.0.1:8080 [react|elm]
 import { readFileSync } from 'node:fs';
 
 const base = (process.argv[2] ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
+const app = process.argv[3] ?? 'react';
+// Each example's page has its mount point, which the other's has not.
+const APPS = {
+  react: { name: 'the React example', mount: '<div id="root">' },
+  elm: { name: 'the Elm example', mount: '<div id="app">' },
+};
+if (!APPS[app]) {
+  console.error(`check failed: unknown app ${JSON.stringify(app)} (react or elm)`);
+  process.exit(2);
+}
+const { name, mount } = APPS[app];
 const fixture = (name) => readFileSync(new URL(`../sync-core/fixtures/protocol-v1/${name}.bin`, import.meta.url));
 const fail = (msg) => {
   console.error(`check failed: ${msg}`);
@@ -14,12 +25,12 @@ const fail = (msg) => {
 
 const page = await fetch(`${base}/`).catch((e) => fail(`GET / : ${e.message}`));
 const html = await page.text();
-if (page.status !== 200 || !html.includes('<div id="root">')) fail(`GET / answered ${page.status} without the app's page`);
+if (page.status !== 200 || !html.includes(mount)) fail(`GET / answered ${page.status} without the page of ${name}`);
 const room = await fetch(`${base}/some/deep/link`);
-if (room.status !== 200 || !(await room.text()).includes('<div id="root">')) fail(`GET /some/deep/link answered ${room.status}, not the index.html fallback`);
+if (room.status !== 200 || !(await room.text()).includes(mount)) fail(`GET /some/deep/link answered ${room.status}, not the index.html fallback`);
 const sw = await fetch(`${base}/sw.js`);
 if (sw.status !== 200 || !(await sw.text()).includes('PRECACHE')) fail(`GET /sw.js answered ${sw.status}`);
-console.log(`ok  ${base}/ serves the React example (and its service worker)`);
+console.log(`ok  ${base}/ serves ${name} (and its service worker)`);
 
 const wsUrl = `${base.replace(/^http/, 'ws')}/v1/ws`;
 const pong = fixture('server-pong');

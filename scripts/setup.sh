@@ -8,7 +8,9 @@
 #   3. wasm-pack, pinned
 #   4. wasm-bindgen CLI matching Cargo.lock exactly
 #   5. wasm-opt from npm's binaryen, into .tools/
-#   6. node packages of js/, tests/e2e and examples
+#   6. node packages of js/, tests/e2e and examples (the Elm compiler is
+#      the example's pinned npm package @lydell/elm, which ships the binary)
+#   7. Elm packages: the offline cache beside the clone, when there is one
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -69,5 +71,16 @@ for dir in js tests/e2e examples/todo-react examples/todo-elm; do
     fi
   fi
 done
+
+# 7. Elm packages. Where ../shared/elm holds the offline ELM_HOME (machines
+# that cannot reach package.elm-lang.org), unpack it into .tools/elm, which
+# stays writable; examples/todo-elm/scripts/elm-make.mjs uses it from there.
+# Without it, elm uses its own cache (~/.elm) and downloads what it needs.
+ELM_CACHE="$ROOT/../shared/elm/elm-home-0.19.1.tar.gz"
+if [ -f "$ELM_CACHE" ] && { [ ! -f "$ROOT/.tools/elm/.stamp" ] || [ "$ELM_CACHE" -nt "$ROOT/.tools/elm/.stamp" ]; }; then
+  log "unpacking the offline Elm package cache into .tools/elm"
+  "$ROOT/../shared/elm/use-elm-home.sh" "$ROOT/.tools/elm" "$ELM_CACHE" >/dev/null
+  touch "$ROOT/.tools/elm/.stamp"
+fi
 
 log "ready"

@@ -4,9 +4,13 @@
 # (embedded SQLite) serving the app and the API on one origin.
 #
 #   scripts/start.sh                 run until Ctrl-C
+#   scripts/start.sh --app elm       the Elm example instead of the React one
+#                                    (same rooms; examples/todo-elm/README.md
+#                                    shows both side by side)
 #   scripts/start.sh --check         build, start (on a free port), prove it
 #                                    serves the app and answers on the
-#                                    WebSocket, stop, exit 0/1
+#                                    WebSocket, stop, exit 0/1 (with
+#                                    --app elm: the same for the Elm example)
 #   scripts/start.sh --port 9000     another port (or LOGSYNC_PORT=9000)
 #   LOGSYNC_DB=/path/to/log.db       where the log is kept (default ./logsync.db)
 set -euo pipefail
@@ -14,10 +18,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 CHECK=0
+APP=react
 PORT="${LOGSYNC_PORT:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --check) CHECK=1 ;;
+    --app) APP="${2:?--app needs react or elm}"; shift ;;
+    --app=*) APP="${1#--app=}" ;;
     --port) PORT="${2:?--port needs a number}"; shift ;;
     --port=*) PORT="${1#--port=}" ;;
     -h|--help) sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -26,6 +33,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ "${LOGSYNC_START_CHECK:-0}" = 1 ] && CHECK=1
+case "$APP" in
+  react|elm) ;;
+  *) echo "unknown app: $APP (--app react or --app elm)" >&2; exit 2 ;;
+esac
 # A check picks a free port unless told otherwise, so it never collides.
 if [ -z "$PORT" ]; then
   if [ "$CHECK" = 1 ]; then PORT=0; else PORT=8080; fi
@@ -41,8 +52,13 @@ log "building logsync-server"
 cargo build --profile release-native -p server-stub --bin logsync-server --locked
 log "building the npm package (wasm + JS)"
 (cd js && npm run --silent build)
-log "building the React example"
-(cd examples/todo-react && npm run --silent build -- --logLevel warn)
+if [ "$APP" = elm ]; then
+  log "building the Elm example"
+  (cd examples/todo-elm && npm run --silent build -- --logLevel warn)
+else
+  log "building the React example"
+  (cd examples/todo-react && npm run --silent build -- --logLevel warn)
+fi
 
 SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/logsync-start.XXXXXX")"
 SERVER_PID=""
@@ -67,7 +83,7 @@ log "starting logsync-server on 127.0.0.1:$PORT (log in $DB)"
 # $! is the server's own PID (process substitution, not a pipeline).
 : > "$SCRATCH/server.out"
 target/release-native/logsync-server --listen "127.0.0.1:$PORT" --db "$DB" \
-  --static examples/todo-react/dist > >(tee "$SCRATCH/server.out") 2>&1 &
+  --static "examples/todo-$APP/dist" > >(tee "$SCRATCH/server.out") 2>&1 &
 SERVER_PID=$!
 
 URL=""
@@ -81,7 +97,7 @@ done
 URL="${URL%/}"
 
 if [ "$CHECK" = 1 ]; then
-  node --no-warnings --experimental-websocket scripts/check-app.mjs "$URL"
+  node --no-warnings --experimental-websocket scripts/check-app.mjs "$URL" "$APP"
   log "check passed"
   exit 0
 fi

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Tests of the npm package `logsync` and of the examples:
-#   1. builds: wasm + npm package, logsync-server, the React example
-#   2. the Elm example's sources parse (elm-format --validate; compiling
-#      them needs the Elm package site, which these machines cannot reach)
+#   1. builds: wasm + npm package, logsync-server, the React example, the
+#      Elm example (elm make --optimize, failing on any compiler output
+#      besides progress; packages from the offline cache setup.sh unpacks)
+#   2. the Elm sources are elm-formatted
 #   3. node --test js/test: error codes (sync-core = wasm = JS = TypeScript),
 #      the store API in Node, tsc --noEmit on a usage file, React hooks,
 #      react-redux <Provider> with a Logsync store, the Elm ports adapter
-#   4. node --test tests/e2e: the React example in two headless Chromium
-#      contexts against a real logsync-server (started and stopped by PID
-#      inside the tests)
+#   4. node --test examples/todo-elm/tests: the generated Elm ErrorCode
+#      module matches sync-core; Logsync.elm compiled into a real Elm
+#      program and connected with connectElmPorts
+#   5. node --test tests/e2e: the React and Elm examples in headless
+#      Chromium contexts against a real logsync-server (started and stopped
+#      by PID inside the tests)
 # Exits non-zero on any failure. Chromium's profile files go to a scratch
 # TMPDIR that is removed at the end.
 set -euo pipefail
@@ -39,15 +43,21 @@ cargo build --profile release-native -p server-stub --bin logsync-server --locke
 step "build: React example"
 (cd examples/todo-react && npm run --silent build -- --logLevel warn)
 
-step "Elm example: sources parse"
-out="$(cd examples/todo-elm && node_modules/.bin/elm-format --validate src/)"
+step "build: Elm example (elm make --optimize, no warnings)"
+(cd examples/todo-elm && npm run --silent build -- --logLevel warn)
+
+step "Elm example: sources are elm-formatted"
+out="$(cd examples/todo-elm && node_modules/.bin/elm-format --validate src/ tests/elm/)"
 if [ "$out" != "[]" ]; then echo "$out" >&2; exit 1; fi
-echo "ok (elm-format --validate src/)"
+echo "ok (elm-format --validate src/ tests/elm/)"
 
 step "node --test js/test (package, types, React, react-redux, Elm adapter)"
 (cd js && node --test test/*.test.mjs)
 
-step "node --test tests/e2e (two Chromium contexts, real server)"
+step "node --test examples/todo-elm/tests (generated error codes, Logsync.elm compiled)"
+(cd examples/todo-elm && node --test tests/)
+
+step "node --test tests/e2e (React and Elm examples in Chromium, real server)"
 (cd tests/e2e && node --test --test-concurrency=1 ./*.test.mjs)
 
 step "js tests passed"

@@ -1,11 +1,19 @@
-// Glue: open the Logsync store, start the Elm program, connect the ports.
+// Glue: open the Logsync store, start the Elm program, connect the ports
+// that src/Logsync.elm declares.
 import { createSyncStore } from 'logsync';
 import { connectElmPorts } from 'logsync/elm';
 // The same reducer as the React example, so Elm and React windows can share a room.
 import { initialState, todosReducer } from '../todo-react/src/todos.js';
 import '../todo-react/src/styles.css';
+// Written by `npm run elm` (scripts/elm-make.mjs); vite.config.js makes it a module.
+import { Elm } from './elm-out/elm.js';
 
 const room = roomFromHash();
+
+if ('serviceWorker' in navigator && import.meta.env.PROD) {
+  // The app shell works offline too (the React example's sw.js).
+  navigator.serviceWorker.register('/sw.js').catch((err) => console.warn('service worker not registered:', err));
+}
 
 async function start() {
   const store = await createSyncStore({
@@ -15,17 +23,20 @@ async function start() {
     initialState,
     dbName: 'logsync-todomvc',
   });
-  const app = window.Elm.Main.init({
+  const app = Elm.Main.init({
     node: document.getElementById('app'),
     // Ids of new todos: a random prefix per page load plus a counter in Elm.
     flags: { room, idPrefix: crypto.randomUUID() },
   });
+  // The port names of src/Logsync.elm.
   connectElmPorts(app.ports, store, {
     dispatchPort: 'dispatch',
     statePort: 'stateChanged',
     statusPort: 'syncStatus',
     rejectedPort: 'rejected',
+    errorPort: 'errors',
   });
+  // Handy in the console: logsync.store.getState(), logsync.store.status.
   window.logsync = { store, app };
 }
 
@@ -34,8 +45,13 @@ function roomFromHash() {
   return /^[A-Za-z0-9._~-]{1,64}$/.test(raw) ? raw : 'demo';
 }
 
-window.addEventListener('hashchange', () => location.reload());
+window.addEventListener('hashchange', () => {
+  if (roomFromHash() !== room) location.reload();
+});
 
 start().catch((err) => {
-  document.getElementById('app').textContent = `Could not open the todo list: ${err.code ?? err.name}: ${err.message}`;
+  const app = document.getElementById('app');
+  app.className = 'fatal';
+  app.setAttribute('role', 'alert');
+  app.textContent = `Could not open the todo list: ${err.code ?? err.name}: ${err.message}`;
 });

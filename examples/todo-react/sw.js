@@ -1,5 +1,5 @@
 // The app shell's service worker (PRECACHE and VERSION are prepended by the
-// build, see vite.config.js). Data never goes through here: Logsync keeps it
+// build, see offline-shell.js). Data never goes through here: Logsync keeps it
 // in IndexedDB and syncs it over the WebSocket.
 /* global PRECACHE, VERSION */
 const CACHE = `todo-shell-${VERSION}`;

@@ -1,6 +1,5 @@
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { defineConfig, searchForWorkspaceRoot } from 'vite';
+import { offlineShell } from './offline-shell.js';
 
 // Where `npm run dev` forwards the API (the WebSocket and HTTP routes).
 const server = process.env.LOGSYNC_SERVER ?? 'http://127.0.0.1:8080';
@@ -26,22 +25,3 @@ export default defineConfig({
   },
   plugins: [offlineShell()],
 });
-
-// Emits sw.js: a service worker that precaches every file of the build, so
-// the app itself (not only its data) opens with no network.
-function offlineShell() {
-  return {
-    name: 'logsync-example-offline-shell',
-    apply: 'build',
-    generateBundle(_options, bundle) {
-      const files = ['/', ...Object.keys(bundle).map((f) => `/${f}`)].filter((f) => f !== '/sw.js' && f !== '/index.html');
-      const version = createHash('sha256').update(files.join('\n')).digest('hex').slice(0, 12);
-      const source = readFileSync(new URL('./sw.js', import.meta.url), 'utf8');
-      this.emitFile({
-        type: 'asset',
-        fileName: 'sw.js',
-        source: `const PRECACHE = ${JSON.stringify(files)};\nconst VERSION = ${JSON.stringify(version)};\n${source}`,
-      });
-    },
-  };
-}

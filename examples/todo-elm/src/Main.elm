@@ -1,41 +1,27 @@
-port module Main exposing (main)
+module Main exposing (main)
 
 {-| TodoMVC in Elm on a Logsync store.
 
 The store (in JavaScript, see main.js) is the source of truth: this program
-sends actions out through the `dispatch` port and receives the state, the
-sync status and refused actions through incoming ports. It keeps only what
-is this window's own business: the text being typed, the todo being edited
-and the filter.
+sends actions out with `Logsync.send` and receives the state, the sync
+status, refused actions and errors as typed `Logsync.Event`s (the ports are
+in Logsync.elm). It keeps only what is this window's own business: the text
+being typed, the todo being edited and the filter.
 
 -}
 
 import Browser
 import Browser.Dom as Dom
 import Html exposing (Html, aside, button, div, footer, h1, header, input, label, li, p, section, span, strong, text, ul)
-import Html.Attributes exposing (attribute, autofocus, checked, class, classList, for, hidden, id, placeholder, type_, value)
+import Html.Attributes exposing (attribute, autofocus, checked, class, classList, for, hidden, id, maxlength, placeholder, title, type_, value)
 import Html.Events exposing (on, onBlur, onCheck, onClick, onDoubleClick, onInput)
 import Html.Keyed as Keyed
 import Html.Lazy exposing (lazy2)
 import Json.Decode as D
 import Json.Encode as E
+import Logsync exposing (Event(..))
+import Logsync.ErrorCode as ErrorCode exposing (ErrorCode(..))
 import Task
-
-
-
--- PORTS (their JSON shapes are documented in README.md)
-
-
-port dispatch : E.Value -> Cmd msg
-
-
-port stateChanged : (D.Value -> msg) -> Sub msg
-
-
-port syncStatus : (D.Value -> msg) -> Sub msg
-
-
-port rejected : (D.Value -> msg) -> Sub msg
 
 
 
@@ -49,19 +35,11 @@ type alias Todo =
     }
 
 
-type alias SyncError =
-    { code : String
-    , message : String
-    }
-
-
-type alias Status =
-    { online : Bool
-    , offset : Int
-    , head : Int
-    , pending : Int
-    , lastError : Maybe SyncError
-    }
+{-| Longest todo text (the shared reducer cuts longer text to this).
+-}
+maxText : Int
+maxText =
+    500
 
 
 type Filter
@@ -78,13 +56,14 @@ type alias Flags =
 
 type alias Model =
     { todos : List Todo
-    , status : Status
+    , status : Logsync.Status
     , field : String
     , editing : Maybe ( String, String )
     , filter : Filter
     , room : String
     , idPrefix : String
     , nextId : Int
+    , rejection : Maybe Logsync.Rejection
     , problem : Maybe String
     }
 
@@ -92,13 +71,14 @@ type alias Model =
 init : Flags -> ( Model, Cmd Msg )
 init flags =
     ( { todos = []
-      , status = { online = False, offset = 0, head = 0, pending = 0, lastError = Nothing }
+      , status = Logsync.initialStatus
       , field = ""
       , editing = Nothing
       , filter = All
       , room = flags.room
       , idPrefix = flags.idPrefix
       , nextId = 1
+      , rejection = Nothing
       , problem = Nothing
       }
     , Cmd.none
@@ -110,9 +90,7 @@ init flags =
 
 
 type Msg
-    = GotState D.Value
-    | GotStatus D.Value
-    | GotRejected D.Value
+    = FromLogsync (Logsync.Event (List Todo))
     | UpdateField String
     | Add
     | Toggle String
@@ -124,6 +102,7 @@ type Msg
     | ToggleAll Bool
     | ClearCompleted
     | SetFilter Filter
+    | DismissRejection
     | DismissProblem
     | NoOp
 
@@ -131,29 +110,8 @@ type Msg
 update : Msg -> Model -> ( Model, Cmd Msg )
 update msg model =
     case msg of
-        GotState json ->
-            case D.decodeValue stateDecoder json of
-                Ok todos ->
-                    ( { model | todos = todos }, Cmd.none )
-
-                Err err ->
-                    ( { model | problem = Just ("Unexpected state: " ++ D.errorToString err) }, Cmd.none )
-
-        GotStatus json ->
-            case D.decodeValue statusDecoder json of
-                Ok status ->
-                    ( { model | status = status }, Cmd.none )
-
-                Err _ ->
-                    ( model, Cmd.none )
-
-        GotRejected json ->
-            case D.decodeValue rejectionDecoder json of
-                Ok message ->
-                    ( { model | problem = Just ("Not saved: " ++ message) }, Cmd.none )
-
-                Err _ ->
-                    ( model, Cmd.none )
+        FromLogsync event ->
+            ( fromLogsync event model, Cmd.none )
 
         UpdateField field ->
             ( { model | field = field }, Cmd.none )
@@ -168,17 +126,17 @@ update msg model =
 
             else
                 ( { model | field = "", nextId = model.nextId + 1 }
-                , send "todo/added"
+                , Logsync.send "todo/added"
                     [ ( "id", E.string (model.idPrefix ++ "-" ++ String.fromInt model.nextId) )
                     , ( "text", E.string trimmed )
                     ]
                 )
 
         Toggle todoId ->
-            ( model, send "todo/toggled" [ ( "id", E.string todoId ) ] )
+            ( model, Logsync.send "todo/toggled" [ ( "id", E.string todoId ) ] )
 
         Delete todoId ->
-            ( model, send "todo/deleted" [ ( "id", E.string todoId ) ] )
+            ( model, Logsync.send "todo/deleted" [ ( "id", E.string todoId ) ] )
 
         StartEdit todoId current ->
             ( { model | editing = Just ( todoId, current ) }
@@ -202,10 +160,14 @@ update msg model =
                     in
                     ( { model | editing = Nothing }
                     , if String.isEmpty trimmed then
-                        send "todo/deleted" [ ( "id", E.string todoId ) ]
+                        Logsync.send "todo/deleted" [ ( "id", E.string todoId ) ]
+
+                      else if List.any (\todo -> todo.id == todoId && todo.text == trimmed) model.todos then
+                        -- unchanged: no event in the shared log
+                        Cmd.none
 
                       else
-                        send "todo/edited" [ ( "id", E.string todoId ), ( "text", E.string trimmed ) ]
+                        Logsync.send "todo/edited" [ ( "id", E.string todoId ), ( "text", E.string trimmed ) ]
                     )
 
                 Nothing ->
@@ -215,13 +177,16 @@ update msg model =
             ( { model | editing = Nothing }, Cmd.none )
 
         ToggleAll completed ->
-            ( model, send "todos/allToggled" [ ( "completed", E.bool completed ) ] )
+            ( model, Logsync.send "todos/allToggled" [ ( "completed", E.bool completed ) ] )
 
         ClearCompleted ->
-            ( model, send "todos/completedCleared" [] )
+            ( model, Logsync.send "todos/completedCleared" [] )
 
         SetFilter filter ->
             ( { model | filter = filter }, Cmd.none )
+
+        DismissRejection ->
+            ( { model | rejection = Nothing }, Cmd.none )
 
         DismissProblem ->
             ( { model | problem = Nothing }, Cmd.none )
@@ -230,17 +195,31 @@ update msg model =
             ( model, Cmd.none )
 
 
-{-| An action as the store expects it: a JSON object with a string "type".
--}
-send : String -> List ( String, E.Value ) -> Cmd msg
-send actionType fields =
-    dispatch (E.object (( "type", E.string actionType ) :: fields))
+fromLogsync : Logsync.Event (List Todo) -> Model -> Model
+fromLogsync event model =
+    case event of
+        StateChanged todos ->
+            { model | todos = todos }
+
+        StatusChanged status ->
+            { model | status = status }
+
+        ActionRejected rejection ->
+            { model | rejection = Just rejection }
+
+        ErrorReported error ->
+            { model | problem = Just (error.message ++ " (" ++ ErrorCode.toString error.code ++ ")") }
+
+        DecodeFailed portName err ->
+            { model | problem = Just ("Unexpected value on port " ++ portName ++ ": " ++ D.errorToString err) }
 
 
 
 -- DECODERS
 
 
+{-| The shared reducer's state (../todo-react/src/todos.js).
+-}
 stateDecoder : D.Decoder (List Todo)
 stateDecoder =
     D.field "todos"
@@ -251,30 +230,6 @@ stateDecoder =
                 (D.field "completed" D.bool)
             )
         )
-
-
-statusDecoder : D.Decoder Status
-statusDecoder =
-    D.map5 Status
-        (D.field "online" D.bool)
-        (D.field "offset" D.int)
-        (D.field "head" D.int)
-        (D.field "pending" D.int)
-        (D.field "lastError" (D.nullable errorDecoder))
-
-
-errorDecoder : D.Decoder SyncError
-errorDecoder =
-    D.map2 SyncError
-        (D.field "code" D.string)
-        (D.field "message" D.string)
-
-
-rejectionDecoder : D.Decoder String
-rejectionDecoder =
-    D.map2 (\code message -> message ++ " (" ++ code ++ ")")
-        (D.field "code" D.string)
-        (D.field "message" D.string)
 
 
 
@@ -291,7 +246,9 @@ view model =
                     [ class "new-todo"
                     , attribute "data-testid" "new-todo"
                     , placeholder "What needs to be done?"
+                    , attribute "aria-label" "New todo"
                     , autofocus True
+                    , maxlength maxText
                     , value model.field
                     , onInput UpdateField
                     , onKey [ ( "Enter", Add ) ]
@@ -370,6 +327,7 @@ viewTodo editing todo =
                     [ class "edit"
                     , id ("edit-" ++ todo.id)
                     , value draft
+                    , maxlength maxText
                     , onInput UpdateEdit
                     , onBlur CommitEdit
                     , onKey [ ( "Enter", CommitEdit ), ( "Escape", CancelEdit ) ]
@@ -449,15 +407,77 @@ viewStatus model =
                 )
             ]
         , span [ attribute "data-testid" "pending" ] [ text pendingText ]
-        , span [ class "muted" ] [ text ("offset " ++ String.fromInt status.offset) ]
+        , span [ class "muted", title "Last event applied / last event on the server" ]
+            [ text
+                ("offset "
+                    ++ String.fromInt status.offset
+                    ++ (if status.head > status.offset then
+                            " of " ++ String.fromInt status.head
+
+                        else
+                            ""
+                       )
+                )
+            ]
         , span [ class "muted" ] [ text ("room " ++ model.room) ]
+        , case ( status.online, status.lastError ) of
+            ( False, Just error ) ->
+                span [ class "error", title error.message, attribute "data-testid" "last-error" ] [ text (ErrorCode.toString error.code) ]
+
+            _ ->
+                text ""
+        , if status.needsToken then
+            span [ class "error", attribute "role" "alert", attribute "data-testid" "needs-token" ]
+                [ text "Sign in again: the server refused this window's token" ]
+
+          else
+            text ""
+        , case model.rejection of
+            Just rejection ->
+                span
+                    [ class "error"
+                    , attribute "role" "alert"
+                    , attribute "data-testid" "rejection"
+                    , attribute "data-code" (ErrorCode.toString rejection.code)
+                    ]
+                    [ text (rejectionText rejection)
+                    , button [ onClick DismissRejection, attribute "aria-label" "Dismiss" ] [ text "×" ]
+                    ]
+
+            Nothing ->
+                text ""
         , case model.problem of
             Just problem ->
-                span [ class "error" ] [ text problem, button [ onClick DismissProblem ] [ text "×" ] ]
+                span [ class "error", attribute "data-testid" "problem" ]
+                    [ text problem
+                    , button [ onClick DismissProblem, attribute "aria-label" "Dismiss" ] [ text "×" ]
+                    ]
 
             Nothing ->
                 text ""
         ]
+
+
+{-| What a refused change means for the person who made it.
+-}
+rejectionText : Logsync.Rejection -> String
+rejectionText rejection =
+    let
+        reason =
+            case rejection.code of
+                PayloadTooLarge ->
+                    "it is too long for the server"
+
+                RateLimited ->
+                    "too many changes at once; try again in a moment"
+
+                Forbidden ->
+                    "this list is read-only for you"
+
+                _ ->
+                    rejection.message
+    in
+    "Not saved: " ++ reason ++ " (" ++ ErrorCode.toString rejection.code ++ ")"
 
 
 boolText : Bool -> String
@@ -510,11 +530,5 @@ main =
         { init = init
         , update = update
         , view = view
-        , subscriptions =
-            \_ ->
-                Sub.batch
-                    [ stateChanged GotState
-                    , syncStatus GotStatus
-                    , rejected GotRejected
-                    ]
+        , subscriptions = \_ -> Logsync.subscriptions stateDecoder FromLogsync
         }

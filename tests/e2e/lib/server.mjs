@@ -1,4 +1,4 @@
-// A real logsync-server (embedded SQLite) serving the built React example,
+// A real logsync-server (embedded SQLite) serving a built example app,
 // controlled through the project's server-control harness
 // (tests/harness/server-control.mjs): it starts the server on a free port,
 // keeps that port across restarts, stops or kills it by PID, and removes
@@ -12,21 +12,25 @@ import { createInterface } from 'node:readline';
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const SERVER_BIN = process.env.LOGSYNC_SERVER_BIN ?? join(ROOT, 'target', 'release-native', 'logsync-server');
 export const APP_DIST = process.env.LOGSYNC_APP_DIST ?? join(ROOT, 'examples', 'todo-react', 'dist');
+export const ELM_APP_DIST = process.env.LOGSYNC_ELM_APP_DIST ?? join(ROOT, 'examples', 'todo-elm', 'dist');
 const HARNESS = join(ROOT, 'tests', 'harness', 'server-control.mjs');
 
 /**
  * Starts the harness and, through it, the server.
+ * @param {{ staticDir?: string, args?: string[], env?: Record<string, string> }} [options]
+ *   the app to serve (default: the React example), further server
+ *   arguments and environment
  * @returns {Promise<{ url: string, port: number, pid: number, stop(): Promise<void>, kill(): Promise<void>, start(): Promise<void>, close(): Promise<void> }>}
  */
-export async function startServer({ staticDir = APP_DIST } = {}) {
-  for (const [what, path] of [['server binary', SERVER_BIN], ['built React example', join(staticDir, 'index.html')], ['server-control harness', HARNESS]]) {
+export async function startServer({ staticDir = APP_DIST, args = [], env = {} } = {}) {
+  for (const [what, path] of [['server binary', SERVER_BIN], ['built app', join(staticDir, 'index.html')], ['server-control harness', HARNESS]]) {
     if (!existsSync(path)) throw new Error(`${what} not found at ${path}: run scripts/test-js.sh (it builds what is missing)`);
   }
   // stdin stays a pipe: if this process dies, the harness sees it close and
   // stops its server.
-  const harness = spawn(process.execPath, [HARNESS, '--server', SERVER_BIN, '--', '--static', staticDir], {
+  const harness = spawn(process.execPath, [HARNESS, '--server', SERVER_BIN, '--', '--static', staticDir, ...args], {
     stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', ...env },
   });
   let log = '';
   harness.stderr.on('data', (d) => { log += d; });

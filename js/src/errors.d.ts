@@ -33,7 +33,8 @@ export type ErrorCode =
   | 'INTERNAL'
   | 'UNKNOWN'
   | 'QUOTA_EXCEEDED'
-  | 'STORE_CLOSED';
+  | 'STORE_CLOSED'
+  | 'CONNECT_FAILED';
 
 /** Every code, in a fixed order (equal to the wasm module's `errorCodes()`). */
 export declare const ERROR_CODES: readonly ErrorCode[];

@@ -44,6 +44,7 @@ export const ERROR_CODES = Object.freeze([
   'UNKNOWN',
   'QUOTA_EXCEEDED',
   'STORE_CLOSED',
+  'CONNECT_FAILED',
 ]);
 
 const KNOWN = new Set(ERROR_CODES);

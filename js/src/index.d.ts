@@ -50,9 +50,9 @@ export interface SyncStatus {
   readonly offset: number;
   /** The server's last offset, as far as this client knows. */
   readonly head: number;
-  /** Actions dispatched here that the server has not confirmed yet. */
+  /** Actions dispatched in this tab (or found in storage when it opened) that the server has not confirmed, rejected or been told to discard yet. */
   readonly pending: number;
-  /** The last error, or null. */
+  /** The current problem, or null: why the store cannot sync (connection, server, token) or store (IndexedDB). Cleared once it is over; `onError` keeps the history. */
   readonly lastError: ErrorInfo | null;
   /** This installation's id (32 hex digits). */
   readonly clientId: string;
@@ -65,6 +65,14 @@ export interface Rejection<A extends Action = Action> {
   action: A;
   code: ErrorCode;
   message: string;
+}
+
+/** An action of this tab that waits for the server. */
+export interface PendingAction<A extends Action = Action> {
+  /** Its seq, to pass to `discard`; null for the moment its IndexedDB write takes. */
+  readonly seq: number | null;
+  /** The action, as it travels (JSON). */
+  readonly action: A;
 }
 
 /** A way to stop listening. Calling it twice is harmless. */
@@ -108,8 +116,12 @@ export interface SyncStore<S, A extends Action = Action> {
   reconnect(): void;
   /** Drops the connection and stays offline (dispatches are kept) until `reconnect()`. */
   goOffline(): void;
-  /** Uses `token` (a JWT, or null for none) from the next connection on; after a refused token (`status.needsToken`) connects at once. A live connection keeps going. */
-  setToken(token: string | null): void;
+  /** Uses `token` (a JWT, or null for none) from the next connection on; after a refused token (`status.needsToken`) connects at once. A live connection keeps going. A token of another user (another `sub`) switches to that user's own local replica; the promise resolves once it is open (dispatch waits for it). */
+  setToken(token: string | null): Promise<void>;
+  /** This tab's actions that wait for the server, in the order they apply. */
+  pending(): PendingAction<A>[];
+  /** Discards a pending action (by its seq from `pending()`): it leaves the state at once and is withdrawn instead of sent. An action the server already took cannot be discarded; its event arrives as usual. */
+  discard(seq: number): void;
   /** Disconnects and releases IndexedDB. The store cannot be used afterwards. */
   close(): Promise<void>;
   [Symbol.observable](): StateObservable<S>;
@@ -135,4 +147,7 @@ export declare function createSyncStore<S, A extends Action = Action>(
 export declare function wasmErrorCodes(): ErrorCode[];
 
 /** The type of the action that computes a missing `initialState`. */
+/** The IndexedDB database a store of `dbName` uses for the user `token` speaks for: `dbName`, or `dbName@subject` for a JWT with a `sub`. */
+export declare function dbNameFor(dbName: string, token: string | null): string;
+
 export declare const INIT_ACTION_TYPE: '@@logsync/INIT';

@@ -56,13 +56,40 @@ export function init(options = {}) {
 export async function createSyncStore(options) {
   const { low, reducer, initialState } = checkOptions(options);
   await init();
-  let inner;
+  const inner = await openInner(low, reducer, initialState);
+  return wrapStore(inner, low, reducer, initialState);
+}
+
+// The IndexedDB database of a user: `dbName` alone without a token (or
+// one without a subject), `dbName@subject` otherwise, so that the users of
+// one browser never share a client id (the server binds a client id to its
+// first subject), a replica or an outbox.
+export function dbNameFor(dbName, token) {
+  const sub = typeof token === 'string' ? tokenSubject(token) : null;
+  return sub === null ? dbName : `${dbName}@${sub}`;
+}
+
+// The `sub` claim of a JWT, read without checking the signature (the
+// server checks it); null for anything else. Read here rather than in the
+// wasm module: JSON.parse is free in JS, a JSON parser in Rust is not.
+function tokenSubject(token) {
+  const parts = token.split('.');
+  if (parts.length !== 3) return null;
   try {
-    inner = await wasm.openStore(low, reducer, initialState);
-  } catch (err) {
-    throw toLogsyncError(err, 'INTERNAL', `Could not open the Logsync store of stream "${low.stream}"`);
+    const b64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+    const bytes = Uint8Array.from(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4)), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims !== null && typeof claims === 'object' && typeof claims.sub === 'string' && claims.sub !== '' ? claims.sub : null;
+  } catch {
+    return null;
   }
-  return wrapStore(inner, low.stream, reducer);
+}
+
+function openInner(low, reducer, initialState) {
+  const dbName = dbNameFor(low.dbName, low.token ?? null);
+  return Promise.resolve(wasm.openStore({ ...low, dbName }, reducer, initialState)).catch((err) => {
+    throw toLogsyncError(err, 'INTERNAL', `Could not open the Logsync store of stream "${low.stream}"`);
+  });
 }
 
 /**
@@ -132,7 +159,7 @@ function checkOptions(options) {
 const $$observable = (typeof Symbol === 'function' && Symbol.observable) || '@@observable';
 
 // The wasm store's message for a reducer that dispatches or reads the state.
-const BUSY = 'INVALID_REQUEST: the store is busy running the reducer: a reducer may not dispatch, read the state or subscribe';
+const BUSY = 'the store is busy running the reducer: a reducer may not dispatch, read the state or subscribe';
 
 // Calls a listener; a throw goes to the page as an uncaught error (as the
 // wasm store does with its listeners) and the other listeners still run.
@@ -153,9 +180,15 @@ function errorText(err) {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }
 
-function wrapStore(inner, stream, firstReducer) {
+function wrapStore(first, low, firstReducer, initialState) {
+  const { stream } = low;
+  let inner = first;
+  let dbName = dbNameFor(low.dbName, low.token ?? null);
   let closed = false;
   let reducer = firstReducer;
+  // While another user's replica opens (setToken with another subject),
+  // dispatching would mix the two users' actions: refused until it is open.
+  let switching = null;
 
   // Dispatch runs the reducer here, in JS, and tells subscribers at once;
   // the dispatches of one burst (everything until the next microtask) go
@@ -207,7 +240,32 @@ function wrapStore(inner, stream, firstReducer) {
     if (burst !== null && flush()) return; // the refold notified already
     notify();
   };
-  inner.subscribe(onInner);
+
+  // Status, error and rejection listeners live here, so that they follow
+  // the store when it switches to another user's replica.
+  const statusListeners = new Set();
+  const errorListeners = new Set();
+  const rejectedListeners = new Set();
+  const fanOut = (set, value) => {
+    for (const entry of [...set]) {
+      try {
+        entry.fn(value);
+      } catch (err) {
+        report(err, 'a Logsync listener threw:');
+      }
+    }
+  };
+  let unwire = () => {};
+  const wire = (store) => {
+    const stops = [
+      store.subscribe(onInner),
+      store.onStatus(() => fanOut(statusListeners, store.status())),
+      store.onError((err) => fanOut(errorListeners, toLogsyncError(err, 'INTERNAL', 'sync error'))),
+      store.onRejected((rejection) => fanOut(rejectedListeners, rejection)),
+    ];
+    unwire = () => stops.forEach((stop) => stop());
+  };
+  wire(inner);
 
   const ensureOpen = (method) => {
     if (closed) {
@@ -234,15 +292,18 @@ function wrapStore(inner, stream, firstReducer) {
   const dispatch = (action) => {
     ensureOpen('dispatch');
     checkAction(action);
+    if (switching !== null) {
+      throw new LogsyncError('INVALID_REQUEST', 'store.dispatch() was called while the store switches to another user\'s replica; await store.setToken(token) first');
+    }
     if (reducing) throw new LogsyncError('INVALID_REQUEST', BUSY);
     let text;
     try {
       text = JSON.stringify(action);
     } catch (err) {
-      throw new LogsyncError('INVALID_JSON', `INVALID_JSON: the action is not JSON-serialisable: ${errorText(err)}`, { cause: err });
+      throw new LogsyncError('INVALID_JSON', `the action is not JSON-serialisable: ${errorText(err)}`, { cause: err });
     }
     if (typeof text !== 'string') {
-      throw new LogsyncError('INVALID_JSON', 'INVALID_JSON: the action is not JSON-serialisable: JSON.stringify gave no text');
+      throw new LogsyncError('INVALID_JSON', 'the action is not JSON-serialisable: JSON.stringify gave no text');
     }
     if (text.length > inlineLimit) {
       // Rare and large: the wasm store measures it in bytes and refuses it
@@ -264,12 +325,12 @@ function wrapStore(inner, stream, firstReducer) {
     try {
       next = reducer(base, parsed);
     } catch (err) {
-      throw new LogsyncError('REDUCER', `REDUCER: reducer failed: the reducer threw ${errorText(err)}`, { cause: err });
+      throw new LogsyncError('REDUCER', `reducer failed: the reducer threw ${errorText(err)}`, { cause: err });
     } finally {
       reducing = false;
     }
     if (next === undefined) {
-      throw new LogsyncError('REDUCER', 'REDUCER: reducer failed: the reducer returned undefined; return the state it was given when an action does not apply');
+      throw new LogsyncError('REDUCER', 'reducer failed: the reducer returned undefined; return the state it was given when an action does not apply');
     }
     if (burst === null) {
       burst = { base, items: [] };
@@ -293,19 +354,30 @@ function wrapStore(inner, stream, firstReducer) {
   // The wasm store keeps one frozen status object per change, so
   // `store.status` is referentially stable between changes (what
   // useSyncExternalStore needs).
-  const onStatus = (listener) => {
-    ensureFunction('onStatus', listener);
-    return once(inner.onStatus(() => listener(inner.status())));
+  const listen = (set, method, listener) => {
+    ensureFunction(method, listener);
+    const entry = { fn: listener };
+    set.add(entry);
+    return once(() => set.delete(entry));
   };
+  const onStatus = (listener) => listen(statusListeners, 'onStatus', listener);
+  const onError = (listener) => listen(errorListeners, 'onError', listener);
+  const onRejected = (listener) => listen(rejectedListeners, 'onRejected', listener);
 
-  const onError = (listener) => {
-    ensureFunction('onError', listener);
-    return once(inner.onError((err) => listener(toLogsyncError(err, 'INTERNAL', 'sync error'))));
+  // This tab's actions that wait for the server, and discarding one.
+  const pending = () => {
+    ensureOpen('pending');
+    flush();
+    return Array.from(inner.pending());
   };
-
-  const onRejected = (listener) => {
-    ensureFunction('onRejected', listener);
-    return once(inner.onRejected((rejection) => listener(rejection)));
+  const discard = (seq) => {
+    ensureOpen('discard');
+    flush();
+    try {
+      inner.discard(seq);
+    } catch (err) {
+      throw toLogsyncError(err, 'INTERNAL', 'discard failed');
+    }
   };
 
   const replaceReducer = (nextReducer) => {
@@ -335,13 +407,50 @@ function wrapStore(inner, stream, firstReducer) {
   };
 
   // A refreshed token is used from the next connection on; a store that
-  // stopped because the server refused its token connects at once.
+  // stopped because the server refused its token connects at once. A
+  // token of another user (another `sub`) switches to that user's own
+  // replica: the previous user's replica is closed with its pending
+  // actions kept in its database, to be sent when that user signs in
+  // again on this browser.
   const setToken = (token) => {
     ensureOpen('setToken');
     if (token !== null && typeof token !== 'string') {
       throw new LogsyncError('INVALID_REQUEST', `store.setToken(token) expects a string (a JWT) or null, got ${describe(token)}`);
     }
-    inner.setToken(token);
+    const next = dbNameFor(low.dbName, token);
+    if (switching === null && next === dbName) {
+      inner.setToken(token);
+      return Promise.resolve();
+    }
+    flush(); // the previous user's last dispatches go to their replica
+    const previous = switching ?? Promise.resolve();
+    const step = previous.then(async () => {
+      if (closed) return;
+      if (next === dbName) {
+        inner.setToken(token);
+        return;
+      }
+      flush();
+      const opened = await openInner({ ...low, token: token ?? undefined }, reducer, initialState);
+      if (closed) {
+        await opened.close();
+        return;
+      }
+      const old = inner;
+      unwire();
+      inner = opened;
+      dbName = next;
+      wire(inner);
+      notify();
+      fanOut(statusListeners, inner.status());
+      await old.close();
+    });
+    switching = step;
+    const done = () => {
+      if (switching === step) switching = null;
+    };
+    step.then(done, done);
+    return step;
   };
 
   // Every call returns the same promise, so `await store.close()` from two
@@ -351,7 +460,8 @@ function wrapStore(inner, stream, firstReducer) {
     if (closing === null) {
       flush();
       closed = true;
-      closing = Promise.resolve(inner.close());
+      const waitSwitch = switching ?? Promise.resolve();
+      closing = waitSwitch.catch(() => {}).then(() => inner.close());
     }
     return closing;
   };
@@ -385,6 +495,8 @@ function wrapStore(inner, stream, firstReducer) {
     reconnect,
     goOffline,
     setToken,
+    pending,
+    discard,
     close,
     [$$observable]: observable,
   };

@@ -85,6 +85,30 @@ pub(crate) fn check_read(principal: &Principal, stream: &StreamName) -> Result<(
     }
 }
 
+/// How a write the token does not allow is answered.
+pub(crate) enum WriteRefusal {
+    /// The token may read the stream: each intent's seq is decided as
+    /// rejected with this `FORBIDDEN` (stored like any rejection, without
+    /// its payload) and the connection, with its subscriptions, goes on.
+    Reject(Denied),
+    /// The token may not even read it: the connection ends with
+    /// `FORBIDDEN` and nothing is stored, so nothing about the stream leaks.
+    Fatal(Denied),
+}
+
+/// [`check_write`], telling a reader (whose refused writes become stored
+/// rejections) from a stranger to the stream.
+pub(crate) fn check_write_or_reject(
+    principal: &Principal,
+    stream: &StreamName,
+) -> Result<(), WriteRefusal> {
+    match check_write(principal, stream) {
+        Ok(()) => Ok(()),
+        Err(denied) if principal.can_read(stream) => Err(WriteRefusal::Reject(denied)),
+        Err(denied) => Err(WriteRefusal::Fatal(denied)),
+    }
+}
+
 /// Refuses writing `stream` (nothing is stored for a refused write).
 pub(crate) fn check_write(principal: &Principal, stream: &StreamName) -> Result<(), Denied> {
     if principal.can_write(stream) {

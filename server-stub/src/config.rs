@@ -553,6 +553,10 @@ pub enum Command {
         /// How long it is valid (e.g. 15m, 1h, 24h).
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
+        /// Mint a token that expired `--ttl` ago instead (for tests of
+        /// expiry handling; it is refused as UNAUTHORIZED).
+        #[arg(long)]
+        expired: bool,
     },
 
     /// Binds a client id to a subject in the store (--db or --store), as its first
@@ -797,7 +801,9 @@ mod tests {
                 read,
                 write,
                 ttl,
+                expired,
             }) => {
+                assert!(!expired);
                 assert_eq!(
                     (sub.as_str(), read, write),
                     ("u1", vec!["todos/*".to_string()], vec![])

@@ -686,6 +686,9 @@ fn is_api_path(path: &str) -> bool {
 async fn fallback(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    if let Some(refused) = misplaced_upgrade(&req) {
+        return refused;
+    }
     if !is_api_path(&path) && (method == Method::GET || method == Method::HEAD) {
         if let Some(dir) = &st.config.static_dir {
             if !st.config.static_unsafe && !static_path_allowed(dir, &path).await {
@@ -754,6 +757,29 @@ fn percent_decode_path(path: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// A WebSocket upgrade to any path but `/v1/ws` (e.g. a client URL
+/// without the path) is answered 404 with a JSON body naming the right
+/// path, never with the static app: a browser would only report
+/// "Unexpected response code: 200".
+fn misplaced_upgrade(req: &Request) -> Option<Response> {
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    upgrade.then(|| {
+        error_response(
+            ErrorCode::NotFound,
+            &format!(
+                "no WebSocket endpoint at {}: logsync-server's WebSocket endpoint is /v1/ws \
+                 (connect to ws://HOST:PORT/v1/ws)",
+                req.uri().path()
+            ),
+            &[],
+        )
+    })
 }
 
 async fn method_not_allowed(req: Request) -> Response {

@@ -128,5 +128,33 @@ pub fn withdraw_request(
     }
 }
 
+/// The request that decides each of `seqs` as rejected with `code`
+/// (a write the token does not allow, on a stream it may read): stored
+/// like any rejection, without the payloads, so the seqs leave no hole and
+/// a resend gets the same answer.
+pub fn refused_request(
+    stream: StreamName,
+    client_id: ClientId,
+    seqs: impl IntoIterator<Item = Seq>,
+    code: ErrorCode,
+    message: &str,
+) -> AppendRequest {
+    AppendRequest {
+        stream,
+        client_id,
+        intents: seqs
+            .into_iter()
+            .map(|seq| ProposedIntent {
+                seq,
+                payload: Vec::new(),
+                verdict: Verdict::Reject {
+                    code,
+                    message: message.to_string(),
+                },
+            })
+            .collect(),
+    }
+}
+
 /// Longest reason kept for a withdrawn intent, in bytes.
 pub const MAX_WITHDRAW_MESSAGE: usize = 300;

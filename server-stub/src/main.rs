@@ -14,10 +14,12 @@ async fn main() -> std::process::ExitCode {
         read,
         write,
         ttl,
+        expired,
     }) = &cli.command
     {
-        return match mint_token(&cli, sub, read, write, *ttl) {
+        return match mint_token(&cli, sub, read, write, *ttl, *expired) {
             Ok(token) => {
+                // One newline-terminated line (a test checks it).
                 println!("{token}");
                 std::process::ExitCode::SUCCESS
             }
@@ -61,6 +63,7 @@ fn mint_token(
     read: &[String],
     write: &[String],
     ttl: std::time::Duration,
+    expired: bool,
 ) -> Result<String, server_stub::Error> {
     let secret = cli.jwt_secret()?.ok_or_else(|| {
         server_stub::Error::Config(
@@ -68,9 +71,15 @@ fn mint_token(
                 .into(),
         )
     })?;
+    let now = server_stub::auth::now_secs();
     let claims = serde_json::json!({
         "sub": sub,
-        "exp": server_stub::auth::now_secs().saturating_add(ttl.as_secs()),
+        "exp": if expired {
+            // Past the server's leeway too, so it is refused at once.
+            now.saturating_sub(ttl.as_secs().max(1) + server_stub::auth::LEEWAY_SECS)
+        } else {
+            now.saturating_add(ttl.as_secs())
+        },
         "read": read,
         "write": write,
     });

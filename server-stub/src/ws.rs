@@ -482,10 +482,17 @@ impl Conn {
                 stream,
                 mut intents,
             } => {
-                // Refused before anything is stored or looked up: a push to a
-                // stream the token may not write leaves no trace in the log,
-                // and its answer says nothing about the stream.
-                access::check_write(&self.principal, &stream)?;
+                // A push to a stream the token may neither write nor read is
+                // refused before anything is stored or looked up: it leaves no
+                // trace, and its answer says nothing about the stream. One the
+                // token may read is decided seq by seq as rejected (FORBIDDEN),
+                // so the reader keeps its subscription and its later intents
+                // are not held behind an undecided seq.
+                let refused = match access::check_write_or_reject(&self.principal, &stream) {
+                    Ok(()) => None,
+                    Err(access::WriteRefusal::Reject(denied)) => Some(denied),
+                    Err(access::WriteRefusal::Fatal(denied)) => return Err(denied),
+                };
                 if intents.is_empty() {
                     return Ok(());
                 }
@@ -497,12 +504,21 @@ impl Conn {
                 let taken = intents.len();
                 let bytes: usize = intents.iter().map(|i| i.payload.len() + 16).sum();
                 let held = self.hold_inbound(bytes).await?;
-                let request = crate::intake::push_request(
-                    &*self.state.policy,
-                    stream.clone(),
-                    client_id,
-                    intents.into_iter().map(|i| (i.seq, i.payload)),
-                );
+                let request = match refused {
+                    None => crate::intake::push_request(
+                        &*self.state.policy,
+                        stream.clone(),
+                        client_id,
+                        intents.into_iter().map(|i| (i.seq, i.payload)),
+                    ),
+                    Some((code, message)) => crate::intake::refused_request(
+                        stream.clone(),
+                        client_id,
+                        intents.into_iter().map(|i| i.seq),
+                        code,
+                        &message,
+                    ),
+                };
                 self.submit(stream, request, Some(held)).await?;
                 if taken < wanted {
                     return Err(self.rate_limited());
@@ -515,7 +531,13 @@ impl Conn {
                 code,
                 message,
             } => {
-                access::check_write(&self.principal, &stream)?;
+                // A reader may withdraw (its refused writes are decided the
+                // same way); a stranger to the stream may not.
+                if let Err(access::WriteRefusal::Fatal(denied)) =
+                    access::check_write_or_reject(&self.principal, &stream)
+                {
+                    return Err(denied);
+                }
                 if self.admit(1).await? == 0 {
                     return Err(self.rate_limited());
                 }

@@ -130,20 +130,34 @@ async fn a_token_for_one_stream_cannot_read_or_write_another_over_websocket() {
     })
     .await;
     expect_refusal(&mut c, None, ErrorCode::Forbidden).await;
-    // A reader of b may not write it.
+    // A reader of b may not write it: each pushed seq is decided as
+    // rejected (FORBIDDEN), and the connection and its subscription go on.
     let reader = token("alice", &["b"], &[]);
     let (mut c, _) = Client::hello_with_token(&s.ws_url(), client_id(1), Some(&reader)).await;
     c.subscribe("b", 0).await;
     let events = c.events_until(1).await;
     assert_eq!(events[0].payload, b"\"secret of b\"");
     c.push("b", &[(1, b"2".to_vec())]).await;
-    expect_refusal(&mut c, None, ErrorCode::Forbidden).await;
+    match c.recv().await {
+        ServerMsg::Reject { seq, code, .. } => {
+            assert_eq!((seq.get(), code), (1, ErrorCode::Forbidden))
+        }
+        other => panic!("expected Reject FORBIDDEN, got {other:?}"),
+    }
+    w.push("b", &[(2, b"\"live\"".to_vec())]).await;
+    assert!(matches!(w.recv().await, ServerMsg::Ack { .. }));
+    let events = c.events_until(2).await;
+    assert_eq!(
+        events.last().map(|e| e.payload.clone()),
+        Some(b"\"live\"".to_vec())
+    );
 
-    // b holds only the admin's event; alice's client has no decided seq
-    // there (its seq 1 is still free: appended now, not a duplicate).
+    // b holds only the admin's events; alice's seq 1 there is decided as
+    // rejected: a resend with write access gets the same answer, and her
+    // next seq is appended.
     w.subscribe("b", 0).await;
-    let events = w.events_until(1).await;
-    assert_eq!(events.len(), 1);
+    let events = w.events_until(2).await;
+    assert_eq!(events.len(), 2);
     let (mut c, first) = Client::hello_with_token(&s.ws_url(), client_id(1), Some(&admin)).await;
     // The admin token names another subject: client 1 belongs to alice.
     expect_refusal(&mut c, Some(first), ErrorCode::Forbidden).await;
@@ -151,16 +165,23 @@ async fn a_token_for_one_stream_cannot_read_or_write_another_over_websocket() {
     let (mut c, _) = Client::hello_with_token(&s.ws_url(), client_id(1), Some(&alice_b)).await;
     c.push("b", &[(1, b"3".to_vec())]).await;
     match c.recv().await {
+        ServerMsg::Reject { seq, code, .. } => {
+            assert_eq!((seq.get(), code), (1, ErrorCode::Forbidden))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    c.push("b", &[(2, b"3".to_vec())]).await;
+    match c.recv().await {
         ServerMsg::Ack {
             seq,
             offset,
             duplicate,
             ..
-        } => assert_eq!((seq.get(), offset.0, duplicate), (1, 2, false)),
+        } => assert_eq!((seq.get(), offset.0, duplicate), (2, 3, false)),
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(metric(&s, "logsync_intents_rejected_total").await, 0.0);
-    assert!(metric(&s, "logsync_denied_total{code=\"FORBIDDEN\"}").await >= 5.0);
+    assert_eq!(metric(&s, "logsync_intents_rejected_total").await, 1.0);
+    assert!(metric(&s, "logsync_denied_total{code=\"FORBIDDEN\"}").await >= 4.0);
     s.stop().await;
 }
 
@@ -549,7 +570,28 @@ async fn the_binary_mints_tokens_and_warns_when_open() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let minted = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.ends_with('\n') && printed.matches('\n').count() == 1,
+        "one newline-terminated line: {printed:?}"
+    );
+    let minted = printed.trim().to_string();
+    // --expired: a token that is already past its expiry (and the leeway).
+    let out = std::process::Command::new(bin)
+        .args(["--jwt-secret-file"])
+        .arg(&secret_file)
+        .args(["token", "--sub", "dev", "--read", "todos/*", "--expired"])
+        .env_remove("LOGSYNC_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stale = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let e = server_stub::auth::verify(&stale, SECRET, now_secs()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unauthorized, "{e}");
     let p = server_stub::auth::verify(&minted, SECRET, now_secs()).unwrap();
     assert_eq!(p.sub, "dev");
     assert!(p.can_write(&stream("todos/x")) && !p.can_read(&stream("other")));

@@ -270,5 +270,20 @@ async fn static_app_with_index_fallback() {
     assert_eq!(get_json(&s, "/healthz").await["status"], "ok");
     let r = http().post(s.url("/todos")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
+    // A WebSocket upgrade anywhere but /v1/ws (a client URL without the
+    // path) is refused with a JSON error naming the right path, not the app.
+    let base = s.ws_url().replace("/v1/ws", "");
+    for path in ["/", "/todos/active", "/v1/wss"] {
+        let url = format!("{base}{path}");
+        match try_connect(&url, &[]).await {
+            Err((status, body)) => {
+                assert_eq!(status, 404, "{path}: {body}");
+                assert_eq!(body["error"]["code"], "NOT_FOUND", "{body}");
+                let message = body["error"]["message"].as_str().unwrap_or_default();
+                assert!(message.contains("/v1/ws"), "{path}: {message}");
+            }
+            Ok(_) => panic!("an upgrade to {path} was accepted"),
+        }
+    }
     s.stop().await;
 }

@@ -52,6 +52,9 @@ pub enum Effect {
     },
     /// Remove `seq` from the outbox (it was rejected).
     DropFromOutbox(Seq),
+    /// Mark `seq` discarded in the outbox, so that no tab and no later
+    /// session pushes it: it is withdrawn instead.
+    MarkDiscarded(Seq),
     /// The optimistic state changed; notify subscribers.
     StateChanged,
     /// The server refused an intent; tell the app.
@@ -96,6 +99,18 @@ pub enum Effect {
         /// Why, for people.
         message: String,
     },
+}
+
+/// The reason stored for a seq the app discarded.
+pub const DISCARDED_MESSAGE: &str = "discarded by the app before the server took it";
+
+fn discarded_withdraw(stream: crate::types::StreamName, seq: Seq) -> ClientMsg {
+    ClientMsg::Withdraw {
+        stream,
+        seq,
+        code: ErrorCode::Rejected,
+        message: DISCARDED_MESSAGE.into(),
+    }
 }
 
 /// A replica and its connection state.
@@ -172,15 +187,34 @@ impl<R: Reducer> SyncClient<R> {
     /// tab sent it) is pushed again on its own: the server has decided it
     /// and answers with its original result, so this replica learns it too.
     pub fn adopt(&mut self, seq: Seq, payload: Vec<u8>) -> Vec<Effect> {
-        let resend =
-            (self.phase == Phase::Ready && seq.get() <= self.sent_through).then(|| payload.clone());
-        if !self.replica.adopt(seq, payload) {
+        self.adopt_as(seq, payload, false, false)
+    }
+
+    /// [`SyncClient::adopt`], saying whether the intent counts as this
+    /// client's own (`own`: found in storage when it opened, see
+    /// [`Replica::own_pending`]) and whether the app discarded it
+    /// (`discarded`: it is withdrawn, never pushed).
+    pub fn adopt_as(
+        &mut self,
+        seq: Seq,
+        payload: Vec<u8>,
+        own: bool,
+        discarded: bool,
+    ) -> Vec<Effect> {
+        let sent = self.phase == Phase::Ready && seq.get() <= self.sent_through;
+        let resend = sent.then(|| payload.clone());
+        let added = self.replica.adopt_as(seq, payload, own);
+        let newly_discarded = discarded && self.replica.mark_discarded(seq);
+        if !added && !newly_discarded {
             return Vec::new();
         }
         let mut out = alloc::vec![Effect::StateChanged];
-        if let Some(payload) = resend {
+        let stream = self.replica.stream().clone();
+        if newly_discarded && sent {
+            out.push(Effect::Send(discarded_withdraw(stream, seq)));
+        } else if let (true, Some(payload)) = (added, resend) {
             out.push(Effect::Send(ClientMsg::Push {
-                stream: self.replica.stream().clone(),
+                stream,
                 intents: alloc::vec![PushIntent { seq, payload }],
             }));
         }
@@ -203,16 +237,29 @@ impl<R: Reducer> SyncClient<R> {
         // pushed, in seq order. A hole (a seq held by another tab, or not
         // yet allocated here) is not waited for: the server answers `Gap`
         // when it expects an older seq, and decided seqs are simply skipped.
-        let mut ready: Vec<(Seq, &[u8])> = self
+        let mut ready: Vec<(Seq, &[u8], bool)> = self
             .replica
             .pending()
             .iter()
-            .filter_map(|p| p.seq.map(|s| (s, p.payload.as_slice())))
-            .filter(|(s, _)| s.get() > self.sent_through)
+            .filter_map(|p| p.seq.map(|s| (s, p.payload.as_slice(), p.discarded)))
+            .filter(|(s, _, _)| s.get() > self.sent_through)
             .collect();
-        ready.sort_by_key(|(s, _)| *s);
-        for (seq, payload) in ready {
+        ready.sort_by_key(|(s, _, _)| *s);
+        for (seq, payload, discarded) in ready {
             let size = payload.len() + PER_INTENT_OVERHEAD;
+            if discarded {
+                // Withdrawn in its place, like an oversized intent.
+                if !batch.is_empty() {
+                    out.push(Effect::Send(ClientMsg::Push {
+                        stream: stream.clone(),
+                        intents: core::mem::take(&mut batch),
+                    }));
+                    batch_bytes = 0;
+                }
+                out.push(Effect::Send(discarded_withdraw(stream.clone(), seq)));
+                self.sent_through = seq.get();
+                continue;
+            }
             if size > budget {
                 // It can never be pushed. Withdraw it in its place in the
                 // sequence, so the server decides the seq (rejected) and
@@ -261,10 +308,36 @@ impl<R: Reducer> SyncClient<R> {
         out
     }
 
+    /// Discards the pending intent with `seq`: it leaves the optimistic
+    /// state at once and is withdrawn in its place in the sequence instead
+    /// of pushed, so the server decides its seq as rejected and no resend
+    /// can ever apply it. An intent the server has already taken cannot be
+    /// recalled: its event arrives like any other (a withdrawal sent after
+    /// it is answered with the original result).
+    pub fn discard(&mut self, seq: Seq) -> Result<Vec<Effect>, CoreError> {
+        if !self.replica.mark_discarded(seq) {
+            return Err(CoreError::NotPending { seq: seq.get() });
+        }
+        let mut out = alloc::vec![Effect::MarkDiscarded(seq), Effect::StateChanged];
+        if self.phase == Phase::Ready && seq.get() <= self.sent_through {
+            // Pushed on this connection already: withdraw it now, after
+            // the push. The server answers with whichever came first.
+            out.push(Effect::Send(discarded_withdraw(
+                self.replica.stream().clone(),
+                seq,
+            )));
+        }
+        Ok(out)
+    }
+
     fn reject_local(&mut self, seq: Seq, code: ErrorCode, message: String, out: &mut Vec<Effect>) {
         if let Some(p) = self.replica.remove_pending(seq) {
             out.push(Effect::DropFromOutbox(seq));
             out.push(Effect::StateChanged);
+            if p.discarded {
+                // The app asked for it; nothing to tell.
+                return;
+            }
             out.push(Effect::Rejected {
                 seq,
                 payload: p.payload,
@@ -621,6 +694,166 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    #[test]
+    fn a_refused_write_is_a_rejection_and_the_connection_stays_ready() {
+        // A read-only token: the server decides each pushed seq as
+        // rejected with FORBIDDEN (stored like any rejection) instead of
+        // ending the connection.
+        let mut c = client(Some("e"));
+        c.connected(None);
+        c.handle(welcome("e", 1 << 20)).unwrap();
+        c.replica_mut().dispatch(b"vote".to_vec()).unwrap();
+        let fx = c.flush();
+        assert_eq!(sends(&fx).len(), 1);
+        let fx = c
+            .handle(ServerMsg::Reject {
+                stream: stream(),
+                seq: Seq::FIRST,
+                code: ErrorCode::Forbidden,
+                message: "the token does not allow writing stream s".into(),
+            })
+            .unwrap();
+        assert_eq!(c.phase(), Phase::Ready, "the subscription stays live");
+        assert_eq!(*c.replica().state(), 0, "rolled back");
+        assert!(fx.contains(&Effect::DropFromOutbox(Seq::FIRST)));
+        assert!(fx.iter().any(|e| matches!(
+            e,
+            Effect::Rejected {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        )));
+        assert!(!fx.iter().any(|e| matches!(e, Effect::ServerError { .. })));
+        // Events keep coming in.
+        let fx = c
+            .handle(ServerMsg::Events {
+                stream: stream(),
+                events: vec![crate::types::Event {
+                    offset: Offset(1),
+                    client_id: ClientId([2; 16]),
+                    seq: Seq::FIRST,
+                    time_ms: 0,
+                    payload: b"x".to_vec(),
+                }],
+                head: Offset(1),
+            })
+            .unwrap();
+        assert!(fx.contains(&Effect::StateChanged));
+        // The next intent takes the next seq: the refused one is decided,
+        // no hole holds it back.
+        assert_eq!(
+            c.replica_mut().dispatch(b"again".to_vec()).unwrap().get(),
+            2
+        );
+        let fx = c.flush();
+        assert!(
+            matches!(sends(&fx)[..], [ClientMsg::Push { intents, .. }] if intents[0].seq.get() == 2)
+        );
+        // A resend of seq 1 gets the same answer, which changes nothing.
+        let fx = c
+            .handle(ServerMsg::Reject {
+                stream: stream(),
+                seq: Seq::FIRST,
+                code: ErrorCode::Forbidden,
+                message: "again".into(),
+            })
+            .unwrap();
+        assert!(fx.is_empty());
+    }
+
+    #[test]
+    fn discarded_intents_are_withdrawn_in_their_place() {
+        let mut c = client(Some("e"));
+        for p in [b"a", b"b", b"c"] {
+            c.replica_mut().dispatch(p.to_vec()).unwrap();
+        }
+        assert_eq!(*c.replica().state(), 3);
+        let fx = c.discard(Seq::new(2).unwrap()).unwrap();
+        assert_eq!(
+            fx,
+            vec![
+                Effect::MarkDiscarded(Seq::new(2).unwrap()),
+                Effect::StateChanged
+            ],
+            "offline: nothing sent yet"
+        );
+        assert_eq!(*c.replica().state(), 2, "left out of the state at once");
+        assert_eq!(c.replica().own_pending().count(), 2);
+        assert_eq!(
+            c.discard(Seq::new(2).unwrap()).unwrap_err().code(),
+            ErrorCode::InvalidRequest
+        );
+        c.connected(None);
+        let fx = c.handle(welcome("e", 1 << 20)).unwrap();
+        let shape: Vec<String> = sends(&fx)
+            .iter()
+            .filter_map(|m| match m {
+                ClientMsg::Push { intents, .. } => Some(alloc::format!(
+                    "push {:?}",
+                    intents.iter().map(|i| i.seq.get()).collect::<Vec<_>>()
+                )),
+                ClientMsg::Withdraw { seq, code, .. } => {
+                    Some(alloc::format!("withdraw {seq} {code}"))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(shape, vec!["push [1]", "withdraw 2 REJECTED", "push [3]"]);
+        // The server's Reject for it drops it without telling the app.
+        let fx = c
+            .handle(ServerMsg::Reject {
+                stream: stream(),
+                seq: Seq::new(2).unwrap(),
+                code: ErrorCode::Rejected,
+                message: DISCARDED_MESSAGE.into(),
+            })
+            .unwrap();
+        assert!(fx.contains(&Effect::DropFromOutbox(Seq::new(2).unwrap())));
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Rejected { .. })));
+        // One already pushed on this connection is withdrawn at once.
+        let fx = c.discard(Seq::new(3).unwrap()).unwrap();
+        assert!(matches!(sends(&fx)[..], [ClientMsg::Withdraw { seq, .. }] if seq.get() == 3));
+        // If the server had taken it, its event confirms it: it comes back.
+        let fx = c
+            .handle(ServerMsg::Events {
+                stream: stream(),
+                events: vec![crate::types::Event {
+                    offset: Offset(1),
+                    client_id: ClientId([1; 16]),
+                    seq: Seq::new(3).unwrap(),
+                    time_ms: 0,
+                    payload: b"c".to_vec(),
+                }],
+                head: Offset(1),
+            })
+            .unwrap();
+        assert!(fx.contains(&Effect::StateChanged));
+        assert_eq!(
+            *c.replica().state(),
+            2,
+            "seq 1 pending on top of the confirmed seq 3"
+        );
+    }
+
+    #[test]
+    fn only_own_intents_count_as_pending_here() {
+        let mut c = client(Some("e"));
+        c.adopt_as(Seq::new(1).unwrap(), b"found at open".to_vec(), true, false);
+        c.replica_mut().dispatch(b"mine".to_vec()).unwrap();
+        // Another tab's intent, adopted from the shared outbox.
+        c.adopt(Seq::new(3).unwrap(), b"theirs".to_vec());
+        assert_eq!(c.replica().pending().len(), 3);
+        assert_eq!(c.replica().own_pending().count(), 2);
+        // Our own dispatch meeting its adopted copy stays ours.
+        let l = c
+            .replica_mut()
+            .dispatch_unassigned(b"raced".to_vec())
+            .unwrap();
+        c.adopt(Seq::new(4).unwrap(), b"raced".to_vec());
+        c.replica_mut().assign_seq(l, Seq::new(4).unwrap());
+        assert_eq!(c.replica().own_pending().count(), 3);
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// The store was closed; the call cannot complete.
     StoreClosed,
+    /// A connection attempt failed: nothing answered, or something that
+    /// is not a Logsync WebSocket endpoint did.
+    ConnectFailed,
 }
 
 impl ErrorCode {
@@ -124,6 +127,7 @@ impl ErrorCode {
         ErrorCode::Unknown,
         ErrorCode::QuotaExceeded,
         ErrorCode::StoreClosed,
+        ErrorCode::ConnectFailed,
     ];
 
     /// The stable text of the code.
@@ -163,6 +167,7 @@ impl ErrorCode {
             ErrorCode::Unknown => "UNKNOWN",
             ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
             ErrorCode::StoreClosed => "STORE_CLOSED",
+            ErrorCode::ConnectFailed => "CONNECT_FAILED",
         }
     }
 
@@ -287,6 +292,12 @@ pub enum CoreError {
         /// The message's stream.
         got: StreamName,
     },
+    /// No pending intent has this seq.
+    #[error("no pending action has seq {seq}: it was confirmed, rejected or discarded already")]
+    NotPending {
+        /// The seq asked for.
+        seq: u64,
+    },
     /// A reducer failed.
     #[error("reducer failed: {message}")]
     Reducer {
@@ -311,6 +322,7 @@ impl CoreError {
             CoreError::OffsetRepeat { .. } => ErrorCode::OffsetRepeat,
             CoreError::WrongStream { .. } => ErrorCode::WrongStream,
             CoreError::Reducer { .. } => ErrorCode::Reducer,
+            CoreError::NotPending { .. } => ErrorCode::InvalidRequest,
         }
     }
 }

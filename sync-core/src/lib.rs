@@ -4,6 +4,7 @@ extern crate alloc;
 
 pub mod backoff;
 pub mod client;
+pub mod connect;
 pub mod decide;
 pub mod error;
 pub mod json;
@@ -14,6 +15,7 @@ pub mod types;
 
 pub use backoff::Backoff;
 pub use client::{Effect, Phase, SyncClient};
+pub use connect::{connect_failure, FailureReports, Probe};
 pub use decide::{decide, Decision};
 pub use error::{CoreError, ErrorCode};
 pub use protocol::{ClientMsg, PushIntent, ServerMsg, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};

@@ -29,6 +29,12 @@ pub struct Pending<A> {
     /// The decoded payload; `None` when it does not decode (it is still
     /// sent, and every replica skips it alike once it is confirmed).
     pub action: Option<A>,
+    /// Dispatched through this replica (or found in storage when it
+    /// opened), as opposed to adopted later from another tab's outbox.
+    pub own: bool,
+    /// Discarded by the app: left out of the optimistic state, and
+    /// withdrawn instead of pushed (see [`crate::SyncClient::discard`]).
+    pub discarded: bool,
 }
 
 /// What applying a batch of server events did.
@@ -220,6 +226,8 @@ impl<R: Reducer> Replica<R> {
             seq: None,
             payload,
             action: Some(action),
+            own: true,
+            discarded: false,
         });
         local_id
     }
@@ -235,7 +243,9 @@ impl<R: Reducer> Replica<R> {
         let Some(i) = self.pending.iter().position(|p| p.local_id == local_id) else {
             return false;
         };
-        if self.pending.iter().any(|p| p.seq == Some(seq)) {
+        if let Some(j) = self.pending.iter().position(|p| p.seq == Some(seq)) {
+            // The copy that stays counts as dispatched here.
+            self.pending[j].own = true;
             self.pending.remove(i);
             self.recompute();
         } else {
@@ -249,6 +259,12 @@ impl<R: Reducer> Replica<R> {
     /// every pending intent with a higher or no seq, and the state is
     /// recomputed. Returns whether it was added.
     pub fn adopt(&mut self, seq: Seq, payload: Vec<u8>) -> bool {
+        self.adopt_as(seq, payload, false)
+    }
+
+    /// [`Replica::adopt`], saying whether the intent counts as this
+    /// replica's own (`own`: found in storage when the replica opened).
+    pub fn adopt_as(&mut self, seq: Seq, payload: Vec<u8>, own: bool) -> bool {
         if self.pending.iter().any(|p| p.seq == Some(seq)) {
             return false;
         }
@@ -270,6 +286,8 @@ impl<R: Reducer> Replica<R> {
                 seq: Some(seq),
                 payload,
                 action,
+                own,
+                discarded: false,
             },
         );
         self.recompute();
@@ -350,6 +368,28 @@ impl<R: Reducer> Replica<R> {
         Some(p)
     }
 
+    /// Marks the pending intent with `seq` as discarded and recomputes the
+    /// state without it. Returns false when no such intent is pending, or
+    /// it was discarded already.
+    pub fn mark_discarded(&mut self, seq: Seq) -> bool {
+        let Some(p) = self
+            .pending
+            .iter_mut()
+            .find(|p| p.seq == Some(seq) && !p.discarded)
+        else {
+            return false;
+        };
+        p.discarded = true;
+        self.recompute();
+        true
+    }
+
+    /// The pending intents that count as this replica's own and are not
+    /// discarded (what a status shows as pending).
+    pub fn own_pending(&self) -> impl Iterator<Item = &Pending<R::Action>> {
+        self.pending.iter().filter(|p| p.own && !p.discarded)
+    }
+
     /// Forgets the confirmed history (the server came back with another
     /// epoch): the state restarts from `initial` at offset 0 and the pending
     /// intents are renumbered from seq 1, in order. Returns the `(old, new)`
@@ -388,7 +428,7 @@ impl<R: Reducer> Replica<R> {
 
     fn recompute(&mut self) {
         let mut state = self.confirmed.clone();
-        for p in &self.pending {
+        for p in self.pending.iter().filter(|p| !p.discarded) {
             // A pending intent the reducer now refuses contributes nothing;
             // the server's order decides its fate.
             if let Some(Ok(next)) = p.action.as_ref().map(|a| self.reducer.reduce(&state, a)) {

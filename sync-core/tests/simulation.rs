@@ -382,6 +382,7 @@ impl World {
                 Effect::DropFromOutbox(seq) => {
                     self.storages[device].outbox.remove(&seq);
                 }
+                Effect::MarkDiscarded(_) => panic!("no discards in this simulation"),
                 Effect::StoreEpoch(e) => self.storages[device].epoch = Some(e),
                 Effect::EpochReset { .. } => panic!("one epoch in this simulation"),
                 Effect::ReloadOutbox { .. } => {

@@ -122,9 +122,14 @@ pub struct Status {
     pub offset: u64,
     /// The server's head as last heard (at least `offset`).
     pub head: u64,
-    /// Intents not yet confirmed.
+    /// Intents dispatched in this tab (or found in storage when it
+    /// opened) and not yet confirmed, rejected or discarded.
     pub pending: usize,
-    /// The last error (storage, server, reducer, rejection), if any.
+    /// The current problem, if any: why the store cannot sync (a failed
+    /// connection, a server error, a refused token) or cannot store (an
+    /// IndexedDB failure). Cleared once it is over: by the next `Welcome`
+    /// for a connection problem, by the next successful write for a
+    /// storage one. Every error, past ones too, goes to the error listeners.
     pub last_error: Option<ErrorInfo>,
     /// This browser profile's client id.
     pub client_id: ClientId,
@@ -145,6 +150,24 @@ pub struct Rejection {
     pub code: ErrorCode,
     /// Why, for people.
     pub message: String,
+}
+
+/// What kind of current problem an error is (see [`Status::last_error`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Problem {
+    /// The store cannot sync; over when a connection is welcomed.
+    Connection,
+    /// The store cannot store; over when a write succeeds.
+    Storage,
+}
+
+/// An intent of this tab that waits for the server.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingAction {
+    /// Its seq, `None` for the moment its outbox write takes.
+    pub seq: Option<Seq>,
+    /// Its payload.
+    pub payload: Vec<u8>,
 }
 
 /// What a step produced for listeners; delivered once no borrow is held.
@@ -196,18 +219,37 @@ pub(crate) struct Core<R: StoreReducer> {
     /// Epoch resets so far (outbox reads from before one are stale).
     pub resets: u64,
     pub net: Net,
-    pub last_error: Option<ErrorInfo>,
+    /// The current problem (see [`Status::last_error`]).
+    pub problem: Option<(Problem, ErrorInfo)>,
     pub synced_waiters: Vec<Sender<Result<(), WasmError>>>,
     pub idle_waiters: Vec<Sender<()>>,
 }
 
 impl<R: StoreReducer> Core<R> {
+    /// Reports an error to the error listeners (history only: it is not a
+    /// current problem).
     pub fn error(&mut self, e: WasmError, notes: &mut Notes) {
-        self.last_error = Some(ErrorInfo {
-            code: e.code(),
-            message: e.to_string(),
-        });
         notes.errors.push(e);
+    }
+
+    /// Reports an error that is a current problem of `kind` until it is
+    /// over (see [`Status::last_error`]).
+    pub fn problem(&mut self, kind: Problem, e: WasmError, notes: &mut Notes) {
+        self.problem = Some((
+            kind,
+            ErrorInfo {
+                code: e.code(),
+                message: e.to_string(),
+            },
+        ));
+        notes.errors.push(e);
+    }
+
+    /// A problem of `kind` is over.
+    pub fn clear_problem(&mut self, kind: Problem) {
+        if self.problem.as_ref().is_some_and(|(k, _)| *k == kind) {
+            self.problem = None;
+        }
     }
 
     fn compute_status(&self) -> Status {
@@ -216,8 +258,8 @@ impl<R: StoreReducer> Core<R> {
             online: self.client.phase() == Phase::Ready,
             offset: r.offset().0,
             head: self.client.head().0,
-            pending: r.pending().len(),
-            last_error: self.last_error.clone(),
+            pending: r.own_pending().count(),
+            last_error: self.problem.as_ref().map(|(_, e)| e.clone()),
             client_id: r.client_id(),
             needs_token: self.net.needs_token,
         }
@@ -248,6 +290,7 @@ impl<R: StoreReducer> Core<R> {
                 self.jobs
                     .push_back(Job::write(Vec::new(), vec![seq], Offset::ZERO, None, None));
             }
+            Effect::MarkDiscarded(seq) => self.jobs.push_back(Job::Discard(seq)),
             Effect::StateChanged => notes.state = true,
             Effect::Rejected {
                 seq,
@@ -255,10 +298,8 @@ impl<R: StoreReducer> Core<R> {
                 code,
                 message,
             } => {
-                self.last_error = Some(ErrorInfo {
-                    code,
-                    message: message.clone(),
-                });
+                // An answer about one intent, not a problem of the store:
+                // the rejection listeners hear of it.
                 notes.rejections.push(Rejection {
                     seq,
                     payload,
@@ -315,7 +356,11 @@ impl<R: StoreReducer> Core<R> {
                 {
                     self.net.needs_token = true;
                 }
-                self.error(WasmError::Server { code, message }, notes)
+                self.problem(
+                    Problem::Connection,
+                    WasmError::Server { code, message },
+                    notes,
+                )
             }
         }
     }
@@ -529,9 +574,10 @@ impl<R: StoreReducer> Store<R> {
             Err(e) => problems.push(e.into()),
         }
         let mut client = SyncClient::new(replica, record.epoch.map(Epoch), initial);
-        for (seq, payload) in loaded.outbox {
-            // Offline: adopting only folds the intent into the state.
-            let _ = client.adopt(seq, payload);
+        for e in loaded.outbox {
+            // Offline: adopting only folds the intent into the state. What
+            // the tab finds at open counts as its own.
+            let _ = client.adopt_as(e.seq, e.payload, true, e.discarded);
         }
         let snapshot_offset = offset;
         let mut notes = Notes::default();
@@ -547,12 +593,13 @@ impl<R: StoreReducer> Store<R> {
             deferred_welcome: None,
             resets: 0,
             net,
-            last_error: None,
+            problem: None,
             synced_waiters: Vec::new(),
             idle_waiters: Vec::new(),
         };
         for p in problems {
-            core.error(p, &mut notes);
+            // Unreadable records: a storage problem until a write succeeds.
+            core.problem(Problem::Storage, p, &mut notes);
         }
         let published = RefCell::new((core.compute_status(), 0));
         let engine = Rc::new_cyclic(|me| Engine {
@@ -680,6 +727,44 @@ impl<R: StoreReducer> Store<R> {
             ..Notes::default()
         });
         Ok(refold)
+    }
+
+    /// This tab's intents that wait for the server (dispatched here, or
+    /// found in storage when the store opened), in the order they are
+    /// folded; discarded ones are left out.
+    pub fn pending(&self) -> Result<Vec<PendingAction>, WasmError> {
+        let c = self.engine.core.try_borrow().map_err(|_| busy())?;
+        Ok(c.client
+            .replica()
+            .own_pending()
+            .map(|p| PendingAction {
+                seq: p.seq,
+                payload: p.payload.clone(),
+            })
+            .collect())
+    }
+
+    /// Discards the pending intent `seq`: it leaves the state at once and
+    /// is withdrawn instead of sent, so the server decides it as rejected
+    /// and it can never be applied — unless the server took it already,
+    /// in which case its event arrives like any other (see
+    /// [`sync_core::SyncClient::discard`]).
+    pub fn discard(&self, seq: u64) -> Result<(), WasmError> {
+        let seq = Seq::new(seq).map_err(WasmError::from)?;
+        let mut notes = Notes::default();
+        {
+            let mut c = self.engine.core.try_borrow_mut().map_err(|_| busy())?;
+            if c.closed {
+                return Err(WasmError::Closed);
+            }
+            let effects = c.client.discard(seq)?;
+            for e in effects {
+                c.apply(e, &mut notes, self.engine.opts.snapshot_every);
+            }
+        }
+        self.engine.kick_writer();
+        self.engine.emit(notes);
+        Ok(())
     }
 
     /// Swaps the reducer: the confirmed state stays, pending intents are

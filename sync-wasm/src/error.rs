@@ -55,6 +55,10 @@ pub enum WasmError {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+    /// A connection attempt failed (the message says to what, what the
+    /// browser said, and the likely fix).
+    #[error("{0}")]
+    ConnectFailed(String),
     /// An invariant did not hold (a bug in Logsync).
     #[error("internal error: {0}")]
     Internal(String),
@@ -72,6 +76,7 @@ impl WasmError {
             WasmError::NotJson(_) => ErrorCode::InvalidJson,
             WasmError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             WasmError::Closed => ErrorCode::StoreClosed,
+            WasmError::ConnectFailed(_) => ErrorCode::ConnectFailed,
             WasmError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -89,9 +94,11 @@ impl WasmError {
     }
 
     /// This error as a JS `Error` with `name = "LogsyncError"` and `code`.
-    /// The one conversion at the JS boundary.
+    /// The one conversion at the JS boundary. The message never repeats
+    /// the code (it is in `code`), and it is the same text that
+    /// `status.lastError.message` shows.
     pub fn to_js(&self) -> JsValue {
-        let err = js_sys::Error::new(&format!("{}: {self}", self.code()));
+        let err = js_sys::Error::new(&self.to_string());
         err.set_name("LogsyncError");
         let _ = js_sys::Reflect::set(&err, &"code".into(), &self.code().as_str().into());
         err.into()

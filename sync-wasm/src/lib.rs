@@ -16,7 +16,7 @@ mod writer;
 pub mod testing;
 
 pub use engine::{
-    ErrorInfo, Rejection, Status, Store, StoreOptions, DEFAULT_BACKOFF_MAX_MS,
+    ErrorInfo, PendingAction, Rejection, Status, Store, StoreOptions, DEFAULT_BACKOFF_MAX_MS,
     DEFAULT_BACKOFF_MIN_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_SNAPSHOT_EVERY, MAX_PAYLOAD_BYTES,
 };
 pub use error::{describe_js, WasmError};

@@ -14,11 +14,11 @@
 use std::rc::Rc;
 
 use js_sys::Uint8Array;
-use sync_core::{Backoff, ClientMsg, CoreError, Phase, ServerMsg};
+use sync_core::{Backoff, ClientMsg, CoreError, FailureReports, Phase, Probe, ServerMsg};
 use wasm_bindgen::prelude::*;
 use web_sys::EventTarget;
 
-use crate::engine::{Core, Engine, Notes, StoreOptions};
+use crate::engine::{Core, Engine, Notes, Problem, StoreOptions};
 use crate::error::WasmError;
 use crate::reducer::StoreReducer;
 use crate::socket::{Socket, SocketEvent, Timer};
@@ -31,6 +31,62 @@ const MAX_INBOUND_FRAME: usize = 16 << 20;
 extern "C" {
     #[wasm_bindgen(js_namespace = crypto, js_name = getRandomValues, catch)]
     pub(crate) fn get_random_values(buf: &Uint8Array) -> Result<JsValue, JsValue>;
+}
+
+// The WebSocket API hides why a connection failed (a page must not learn
+// about ports it cannot reach), so after a failed attempt that is to be
+// reported, the address is asked once over plain HTTP. First a CORS
+// request, which logsync-server answers (it allows any origin by default)
+// and same-origin servers answer: its status is readable. Failing that, a
+// no-cors HEAD: an opaque answer still says an HTTP server is there (a
+// no-cors GET would not: the browser blocks an opaque HTML or JSON body as
+// a network error). A network error on both means nothing answered that
+// the page may see. Resolves to the HTTP status (0 when opaque) or the
+// text of the network error.
+#[wasm_bindgen(inline_js = r#"
+export async function probeHttp(url) {
+  const init = (extra) => {
+    const o = { cache: 'no-store', credentials: 'omit', ...extra };
+    if (typeof AbortSignal !== 'undefined' && AbortSignal.timeout) o.signal = AbortSignal.timeout(5000);
+    return o;
+  };
+  try {
+    return (await fetch(url, init({ mode: 'cors' }))).status;
+  } catch (_) {
+    // Not readable across origins: ask without CORS.
+  }
+  try {
+    const r = await fetch(url, init({ mode: 'no-cors', method: 'HEAD' }));
+    return r.type === 'opaque' ? 0 : r.status;
+  } catch (e) {
+    return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  }
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = probeHttp)]
+    async fn probe_http(url: &str) -> JsValue;
+}
+
+/// The `http(s)://` address of a `ws(s)://` URL.
+fn http_url(ws_url: &str) -> String {
+    if let Some(rest) = ws_url.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = ws_url.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        ws_url.to_string()
+    }
+}
+
+/// Asks `ws_url`'s address over HTTP (see `probeHttp`).
+async fn probe(ws_url: &str) -> Probe {
+    let answer = probe_http(&http_url(ws_url)).await;
+    match answer.as_f64() {
+        Some(0.0) => Probe::Http(None),
+        Some(n) => Probe::Http(Some(n as u16)),
+        None => Probe::NoAnswer(answer.as_string().unwrap_or_else(|| "no answer".into())),
+    }
 }
 
 /// Connection state.
@@ -53,6 +109,10 @@ pub(crate) struct Net {
     /// The server refused the token or what it allows: no attempts until
     /// `setToken()` or `reconnect()`.
     pub needs_token: bool,
+    /// The current socket has opened.
+    pub opened: bool,
+    /// Which failed attempts are reported.
+    pub failures: FailureReports,
 }
 
 impl Net {
@@ -70,6 +130,8 @@ impl Net {
             token: opts.token.clone(),
             sent_token: None,
             needs_token: false,
+            opened: false,
+            failures: FailureReports::default(),
         }
     }
 
@@ -134,6 +196,7 @@ impl<R: StoreReducer> Engine<R> {
         match opened {
             Ok(socket) => {
                 c.net.socket = Some(socket);
+                c.net.opened = false;
                 c.net.last_rx_ms = js_sys::Date::now();
                 let weak = self.me.clone();
                 c.net.heartbeat = Some(Timer::new(self.opts.heartbeat_ms, true, move || {
@@ -143,7 +206,7 @@ impl<R: StoreReducer> Engine<R> {
                 }));
             }
             Err(e) => {
-                c.error(e, notes);
+                c.problem(Problem::Connection, e, notes);
                 self.schedule_reconnect(c);
             }
         }
@@ -158,6 +221,7 @@ impl<R: StoreReducer> Engine<R> {
             }
             match ev {
                 SocketEvent::Open => {
+                    c.net.opened = true;
                     let token = c.net.token.clone();
                     c.net.sent_token = token.clone();
                     let hello = c.client.connected(token);
@@ -186,12 +250,17 @@ impl<R: StoreReducer> Engine<R> {
                     match msg {
                         Ok(msg) => self.handle_msg(&mut c, msg, &mut notes),
                         Err(e) => {
-                            c.error(e, &mut notes);
+                            c.problem(Problem::Connection, e, &mut notes);
                             self.drop_connection(&mut c);
                         }
                     }
                 }
-                SocketEvent::Closed => self.drop_connection(&mut c),
+                SocketEvent::Closed { code, reason } => {
+                    if !c.net.opened {
+                        self.connect_failed(&mut c, code, reason);
+                    }
+                    self.drop_connection(&mut c);
+                }
             }
         }
         self.kick_writer();
@@ -209,17 +278,58 @@ impl<R: StoreReducer> Engine<R> {
         match c.client.handle(msg) {
             Ok(effects) => {
                 if welcome {
+                    // Healthy again: a connection problem is history now.
                     c.net.backoff.reset();
+                    c.net.failures.connected();
+                    c.clear_problem(Problem::Connection);
                 }
                 for e in effects {
                     c.apply(e, notes, self.opts.snapshot_every);
                 }
             }
             Err(e) => {
-                c.error(e.into(), notes);
+                c.problem(Problem::Connection, e.into(), notes);
                 self.drop_connection(c);
             }
         }
+    }
+
+    /// A socket closed before it opened. The first failure of an outage is
+    /// reported, then at most one per `sync_core::connect::REPORT_EVERY_MS`;
+    /// a report first asks the address over HTTP (see `probe`), so it can
+    /// say what is there.
+    fn connect_failed(self: &Rc<Self>, c: &mut Core<R>, code: u16, reason: String) {
+        let Some(suppressed) = c.net.failures.failed(js_sys::Date::now()) else {
+            return;
+        };
+        let url = self.opts.url.clone();
+        let transport = if reason.is_empty() {
+            format!("the WebSocket closed before it opened (close code {code})")
+        } else {
+            format!("the WebSocket closed before it opened (close code {code}: {reason})")
+        };
+        let weak = self.me.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let probe = probe(&url).await;
+            let Some(e) = weak.upgrade() else { return };
+            let mut notes = Notes::default();
+            {
+                let Ok(mut c) = e.core.try_borrow_mut() else {
+                    return;
+                };
+                // Closed meanwhile, or connected since: nothing to report.
+                if c.closed || c.client.phase() == Phase::Ready {
+                    return;
+                }
+                let message = sync_core::connect_failure(&url, &transport, &probe, suppressed);
+                c.problem(
+                    Problem::Connection,
+                    WasmError::ConnectFailed(message),
+                    &mut notes,
+                );
+            }
+            e.emit(notes);
+        });
     }
 
     /// Closes the socket (if any) and schedules the next attempt.

@@ -30,8 +30,9 @@ pub(crate) enum SocketEvent {
     Open,
     /// One binary frame (or a text frame, as `Err` with its length).
     Frame(Result<Vec<u8>, usize>),
-    /// Closed (by either side, or failed to connect).
-    Closed,
+    /// Closed (by either side, or failed to connect), with the close
+    /// event's code and reason.
+    Closed { code: u16, reason: String },
 }
 
 /// One WebSocket connection.
@@ -70,9 +71,12 @@ impl Socket {
             wasm_bindgen_futures::spawn_local(async move { f(SocketEvent::Frame(frame)) });
         });
         let f = on_event;
-        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |_: CloseEvent| {
+        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
             let f = f.clone();
-            wasm_bindgen_futures::spawn_local(async move { f(SocketEvent::Closed) });
+            let (code, reason) = (e.code(), e.reason());
+            wasm_bindgen_futures::spawn_local(
+                async move { f(SocketEvent::Closed { code, reason }) },
+            );
         });
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));

@@ -34,6 +34,15 @@ pub(crate) struct StreamRecord {
     pub epoch: Option<String>,
 }
 
+/// One intent of the outbox.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct OutboxEntry {
+    pub seq: Seq,
+    pub payload: Vec<u8>,
+    /// The app discarded it: it is withdrawn, never pushed.
+    pub discarded: bool,
+}
+
 /// What a store starts from.
 pub(crate) struct Loaded {
     pub record: StreamRecord,
@@ -42,7 +51,7 @@ pub(crate) struct Loaded {
     /// Events after the snapshot, dense from `snapshot_offset + 1`.
     pub events: Vec<Event>,
     /// The outbox, in seq order.
-    pub outbox: Vec<(Seq, Vec<u8>)>,
+    pub outbox: Vec<OutboxEntry>,
     /// Records that could not be read (reported; the load went on).
     pub problems: Vec<WasmError>,
 }
@@ -63,7 +72,7 @@ pub(crate) struct Allocated {
     /// The seq of the first intent; the others follow one by one.
     pub first: Seq,
     /// Outbox entries other tabs wrote since this tab last allocated.
-    pub others: Vec<(Seq, Vec<u8>)>,
+    pub others: Vec<OutboxEntry>,
 }
 
 /// An open database.
@@ -182,7 +191,7 @@ impl Db {
 
         // A seq must never be handed out twice: when the record was
         // unreadable, start after every seq this store can still see.
-        let seen = outbox.last().map_or(0, |(s, _)| s.get());
+        let seen = outbox.last().map_or(0, |e| e.seq.get());
         record.next_seq = record.next_seq.max(seen + 1).max(1);
         Ok(Loaded {
             record,
@@ -229,7 +238,7 @@ impl Db {
             put(
                 &outbox,
                 &idb::key2(&key, seq),
-                &outbox_value(seq, payload, now),
+                &outbox_value(seq, payload, false, now),
             )?;
         }
         record.next_seq = first + payloads.len() as u64;
@@ -319,7 +328,7 @@ impl Db {
         &self,
         stream: &str,
         epoch: &Epoch,
-        outbox: &[(Seq, Vec<u8>)],
+        outbox: &[OutboxEntry],
     ) -> Result<(), WasmError> {
         let key: JsValue = stream.into();
         let tx = idb::transaction(
@@ -340,16 +349,16 @@ impl Db {
         del(SNAPSHOTS, &key)?;
         let out = idb::store(&tx, OUTBOX)?;
         let now = js_sys::Date::now();
-        for (seq, payload) in outbox {
+        for e in outbox {
             put(
                 &out,
-                &idb::key2(&key, seq.get()),
-                &outbox_value(seq.get(), payload, now),
+                &idb::key2(&key, e.seq.get()),
+                &outbox_value(e.seq.get(), &e.payload, e.discarded, now),
             )?;
         }
         let record = StreamRecord {
             offset: 0,
-            next_seq: outbox.last().map_or(1, |(s, _)| s.get() + 1),
+            next_seq: outbox.last().map_or(1, |e| e.seq.get() + 1),
             snapshot_offset: 0,
             epoch: Some(epoch.0.clone()),
         };
@@ -361,7 +370,7 @@ impl Db {
     pub async fn read_outbox(
         &self,
         stream: &str,
-    ) -> Result<(Vec<(Seq, Vec<u8>)>, Vec<WasmError>), WasmError> {
+    ) -> Result<(Vec<OutboxEntry>, Vec<WasmError>), WasmError> {
         let key: JsValue = stream.into();
         let tx = idb::transaction(&self.db, &[OUTBOX], None)?;
         let outcome = idb::outcome(&tx);
@@ -374,6 +383,24 @@ impl Db {
         let outbox = read_outbox(&raw, stream, &mut problems);
         finish(&self.name, &tx, outcome, "read the outbox").await?;
         Ok((outbox, problems))
+    }
+
+    /// Marks the outbox entries of `seqs` discarded (entries already gone,
+    /// decided meanwhile, are skipped), in one strict transaction.
+    pub async fn mark_discarded(&self, stream: &str, seqs: &[Seq]) -> Result<(), WasmError> {
+        let key: JsValue = stream.into();
+        let tx = idb::transaction(&self.db, &[OUTBOX], Some(Durability::Strict))?;
+        let outcome = idb::outcome(&tx);
+        let outbox = idb::store(&tx, OUTBOX)?;
+        for seq in seqs {
+            let k = idb::key2(&key, seq.get());
+            let raw = idb::read(outbox.get(&k), "read outbox").await?;
+            if raw.is_object() {
+                set(raw.unchecked_ref(), "discarded", &JsValue::TRUE);
+                put(&outbox, &k, &raw)?;
+            }
+        }
+        finish(&self.name, &tx, outcome, "mark outbox entries discarded").await
     }
 }
 
@@ -421,10 +448,13 @@ fn whole(v: &JsValue) -> Option<u64> {
     (n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0).then_some(n as u64)
 }
 
-fn outbox_value(seq: u64, payload: &[u8], now: f64) -> JsValue {
+fn outbox_value(seq: u64, payload: &[u8], discarded: bool, now: f64) -> JsValue {
     let value = Object::new();
     set(&value, "seq", &JsValue::from_f64(seq as f64));
     set(&value, "payload", &Uint8Array::from(payload));
+    if discarded {
+        set(&value, "discarded", &JsValue::TRUE);
+    }
     set(&value, "timeMs", &now.into());
     value.into()
 }
@@ -558,7 +588,7 @@ fn read_events(
     events
 }
 
-fn read_outbox(raw: &JsValue, stream: &str, problems: &mut Vec<WasmError>) -> Vec<(Seq, Vec<u8>)> {
+fn read_outbox(raw: &JsValue, stream: &str, problems: &mut Vec<WasmError>) -> Vec<OutboxEntry> {
     let Some(arr) = raw.dyn_ref::<js_sys::Array>() else {
         problems.push(WasmError::Storage(
             "getAll on outbox did not return an array".into(),
@@ -570,7 +600,11 @@ fn read_outbox(raw: &JsValue, stream: &str, problems: &mut Vec<WasmError>) -> Ve
         let seq = whole(&get(&value, "seq")).and_then(|s| Seq::new(s).ok());
         let payload = get(&value, "payload").dyn_into::<Uint8Array>().ok();
         match (seq, payload) {
-            (Some(seq), Some(p)) => out.push((seq, p.to_vec())),
+            (Some(seq), Some(p)) => out.push(OutboxEntry {
+                seq,
+                payload: p.to_vec(),
+                discarded: get(&value, "discarded") == JsValue::TRUE,
+            }),
             _ => problems.push(WasmError::Corrupt {
                 key: format!("outbox/{stream} (entry {i})"),
                 reason:
@@ -579,6 +613,6 @@ fn read_outbox(raw: &JsValue, stream: &str, problems: &mut Vec<WasmError>) -> Ve
             }),
         }
     }
-    out.sort_by_key(|(s, _)| *s);
+    out.sort_by_key(|e| e.seq);
     out
 }

@@ -49,7 +49,7 @@ export type ErrorCode =
   | 'TOO_MANY_SUBSCRIPTIONS' | 'TOO_MANY_CONNECTIONS' | 'SLOW_CONSUMER' | 'IDLE_TIMEOUT'
   | 'SHUTTING_DOWN' | 'STORAGE' | 'REJECTED' | 'OFFSET_GAP' | 'OFFSET_REPEAT'
   | 'WRONG_STREAM' | 'REDUCER' | 'EPOCH_CHANGED' | 'NOT_FOUND' | 'INTERNAL' | 'UNKNOWN'
-  | 'QUOTA_EXCEEDED' | 'STORE_CLOSED';
+  | 'QUOTA_EXCEEDED' | 'STORE_CLOSED' | 'CONNECT_FAILED';
 /** Every error Logsync throws, rejects with or reports. */
 export interface LogsyncError extends Error {
   name: 'LogsyncError';
@@ -65,6 +65,13 @@ export interface StoreStatus {
   readonly clientId: string;
   /** The server refused the token (UNAUTHORIZED) or what it allows (FORBIDDEN): no reconnects until `setToken()` or `reconnect()`. */
   readonly needsToken: boolean;
+}
+/** An action of this tab that waits for the server. */
+export interface PendingAction {
+  /** Its seq (pass it to `discard`); null for the moment its IndexedDB write takes. */
+  readonly seq: number | null;
+  /** The action as it travels (JSON). */
+  readonly action: unknown;
 }
 /** An intent the server refused (already rolled back). */
 export interface Rejection {
@@ -205,6 +212,41 @@ impl WasmStore {
         }
     }
 
+    /// This tab's actions that wait for the server, in the order they
+    /// apply: `[{seq, action}]` (`seq` is null for the moment the action's
+    /// IndexedDB write takes).
+    #[wasm_bindgen(unchecked_return_type = "PendingAction[]")]
+    pub fn pending(&self) -> Result<Array, JsValue> {
+        let list = self.store.pending()?;
+        Ok(list
+            .iter()
+            .map(|p| {
+                let o = Object::new();
+                let seq = p
+                    .seq
+                    .map_or(JsValue::NULL, |s| JsValue::from_f64(s.get() as f64));
+                set(&o, "seq", &seq);
+                set(&o, "action", &payload_js(&p.payload));
+                JsValue::from(Object::freeze(&o))
+            })
+            .collect())
+    }
+
+    /// Discards the pending action `seq`: it leaves the state at once and
+    /// is withdrawn instead of sent (unless the server took it already).
+    pub fn discard(&self, seq: JsValue) -> Result<(), JsValue> {
+        let n = seq
+            .as_f64()
+            .filter(|n| *n >= 1.0 && n.fract() == 0.0 && *n <= 9_007_199_254_740_991.0)
+            .ok_or_else(|| {
+                bad(format!(
+                    "discard(seq) expects the seq of a pending action (a whole number >= 1, from pending()), got {}",
+                    describe_js(&seq)
+                ))
+            })?;
+        Ok(self.store.discard(n as u64)?)
+    }
+
     /// Calls `listener()` after every status change; returns `unsubscribe`.
     #[wasm_bindgen(js_name = onStatus, unchecked_return_type = "() => void")]
     pub fn on_status(
@@ -297,7 +339,7 @@ impl WasmStore {
 
 /// Makes every method callable detached (`const { dispatch } = store`).
 fn bind_methods(obj: &JsValue) {
-    const METHODS: [&str; 14] = [
+    const METHODS: [&str; 16] = [
         "getState",
         "dispatch",
         "dispatchFolded",
@@ -312,6 +354,8 @@ fn bind_methods(obj: &JsValue) {
         "goOffline",
         "setToken",
         "close",
+        "pending",
+        "discard",
     ];
     for name in METHODS {
         let key = JsValue::from_str(name);
@@ -466,13 +510,17 @@ fn status_js(s: &Status) -> JsValue {
     Object::freeze(&o).into()
 }
 
-fn rejection_js(r: &Rejection) -> JsValue {
-    let o = Object::new();
-    let action = core::str::from_utf8(&r.payload)
+/// An intent's payload as the action it is (`undefined` if it is not JSON).
+fn payload_js(payload: &[u8]) -> JsValue {
+    core::str::from_utf8(payload)
         .ok()
         .and_then(|t| js_sys::JSON::parse(t).ok())
-        .unwrap_or(JsValue::UNDEFINED);
-    set(&o, "action", &action);
+        .unwrap_or(JsValue::UNDEFINED)
+}
+
+fn rejection_js(r: &Rejection) -> JsValue {
+    let o = Object::new();
+    set(&o, "action", &payload_js(&r.payload));
     set(&o, "code", &r.code.as_str().into());
     set(&o, "message", &r.message.as_str().into());
     Object::freeze(&o).into()

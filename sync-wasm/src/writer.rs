@@ -13,11 +13,11 @@ use std::rc::Rc;
 
 use sync_core::{Epoch, Event, LocalId, Offset, Seq};
 
-use crate::engine::{Core, Engine, Notes};
+use crate::engine::{Core, Engine, Notes, Problem};
 use crate::error::WasmError;
 use crate::reducer::StoreReducer;
 use crate::socket::Timer;
-use crate::storage::{Allocated, EventsWrite};
+use crate::storage::{Allocated, EventsWrite, OutboxEntry};
 
 /// Longest wait before retrying a failed write.
 const MAX_RETRY_MS: u32 = 10_000;
@@ -35,6 +35,8 @@ pub(crate) enum Job<S> {
     /// when queued: a read queued before a reset sees the old numbering
     /// and is ignored.
     Reload { expected: Option<Seq>, resets: u64 },
+    /// Mark an outbox entry discarded by the app.
+    Discard(Seq),
 }
 
 pub(crate) struct WriteJob<S> {
@@ -73,8 +75,9 @@ enum Work {
     Write(EventsWrite),
     Reset {
         epoch: Epoch,
-        outbox: Vec<(Seq, Vec<u8>)>,
+        outbox: Vec<OutboxEntry>,
     },
+    Discard(Vec<Seq>),
     Reload {
         expected: Option<Seq>,
         resets: u64,
@@ -83,7 +86,7 @@ enum Work {
 
 enum Done {
     Alloc(Allocated),
-    Reload(Vec<(Seq, Vec<u8>)>),
+    Reload(Vec<OutboxEntry>),
     Written,
 }
 
@@ -106,6 +109,11 @@ impl<R: StoreReducer> Core<R> {
                 .jobs
                 .iter()
                 .take_while(|j| matches!(j, Job::Reload { .. }))
+                .count(),
+            Job::Discard(_) => self
+                .jobs
+                .iter()
+                .take_while(|j| matches!(j, Job::Discard(_)))
                 .count(),
             Job::Reset(_) => 1,
         };
@@ -159,9 +167,22 @@ impl<R: StoreReducer> Core<R> {
                     .replica()
                     .pending()
                     .iter()
-                    .filter_map(|p| p.seq.map(|s| (s, p.payload.clone())))
+                    .filter_map(|p| {
+                        p.seq.map(|seq| OutboxEntry {
+                            seq,
+                            payload: p.payload.clone(),
+                            discarded: p.discarded,
+                        })
+                    })
                     .collect(),
             },
+            Job::Discard(_) => Work::Discard(
+                head.filter_map(|j| match j {
+                    Job::Discard(seq) => Some(*seq),
+                    _ => None,
+                })
+                .collect(),
+            ),
             Job::Reload { .. } => {
                 let (mut expected, mut resets) = (None, 0);
                 for j in head {
@@ -179,6 +200,11 @@ impl<R: StoreReducer> Core<R> {
         };
         Some((n, work))
     }
+}
+
+/// Folds an outbox entry another tab wrote into this tab's replica.
+fn adopt<R: StoreReducer>(c: &mut Core<R>, e: OutboxEntry) -> Vec<sync_core::Effect> {
+    c.client.adopt_as(e.seq, e.payload, false, e.discarded)
 }
 
 impl<R: StoreReducer> Engine<R> {
@@ -241,6 +267,10 @@ impl<R: StoreReducer> Engine<R> {
                 let (entries, p) = self.db.read_outbox(stream).await?;
                 (Done::Reload(entries), p)
             }
+            Work::Discard(seqs) => {
+                self.db.mark_discarded(stream, seqs).await?;
+                (Done::Written, Vec::new())
+            }
         })
     }
 
@@ -250,6 +280,8 @@ impl<R: StoreReducer> Engine<R> {
             let mut c = self.core.borrow_mut();
             c.jobs.drain(..n);
             c.write_failures = 0;
+            // Storage works again: a storage problem is history now.
+            c.clear_problem(Problem::Storage);
             for p in problems {
                 c.error(p, &mut notes);
             }
@@ -258,8 +290,8 @@ impl<R: StoreReducer> Engine<R> {
                 (Work::Alloc { locals, .. }, Done::Alloc(a)) => {
                     // Other tabs' intents hold the lower seqs: fold them in
                     // first, then give ours their seqs, then push.
-                    for (seq, payload) in a.others {
-                        effects.extend(c.client.adopt(seq, payload));
+                    for e in a.others {
+                        effects.extend(adopt(&mut c, e));
                     }
                     let mut seq = a.first;
                     let before = c.client.replica().pending().len();
@@ -279,8 +311,8 @@ impl<R: StoreReducer> Engine<R> {
                     // reset has rewritten the outbox since.
                 }
                 (Work::Reload { expected, .. }, Done::Reload(entries)) => {
-                    for (seq, payload) in entries {
-                        effects.extend(c.client.adopt(seq, payload));
+                    for e in entries {
+                        effects.extend(adopt(&mut c, e));
                     }
                     let missing = expected.filter(|e| {
                         !c.client
@@ -291,7 +323,8 @@ impl<R: StoreReducer> Engine<R> {
                     });
                     if let Some(seq) = missing {
                         // Pushing on would only earn the same Gap again.
-                        c.error(
+                        c.problem(
+                            Problem::Connection,
                             WasmError::Internal(format!(
                                 "the server expects seq {seq}, which the outbox does not hold (an unreadable record?); later intents wait"
                             )),
@@ -323,14 +356,15 @@ impl<R: StoreReducer> Engine<R> {
             for p in problems {
                 c.error(p, &mut notes);
             }
-            c.error(e, &mut notes);
+            c.problem(Problem::Storage, e, &mut notes);
             c.write_failures = c.write_failures.saturating_add(1);
             if c.closed {
                 // No more retries after close: say what is lost.
                 let lost = c.jobs.len();
                 c.jobs.clear();
                 c.writer_busy = false;
-                c.error(
+                c.problem(
+                    Problem::Storage,
                     WasmError::Storage(format!(
                         "the store closed while IndexedDB refused writes; {lost} queued writes were not stored"
                     )),

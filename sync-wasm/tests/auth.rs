@@ -119,3 +119,67 @@ async fn tokens_decide_what_a_store_may_sync() {
     server_stop().await;
     server_start().await;
 }
+
+#[wasm_bindgen_test]
+async fn a_readers_refused_write_is_rolled_back_and_it_keeps_reading() {
+    server_ws_url().await;
+    server_stop().await;
+    let url = server_start_with(&format!(r#"{{"env":{{"LOGSYNC_JWT_SECRET":{SECRET:?}}}}}"#)).await;
+    let poll = unique("auth/poll");
+    let writer = mint_token(
+        SECRET,
+        &claims("host", &format!("{poll}*"), &format!("{poll}*")),
+    )
+    .await;
+    let viewer = mint_token(SECRET, &claims("viewer", &format!("{poll}*"), "nothing/*")).await;
+    let host = open(options(&url, &poll, &unique("db"), &with_token(&writer))).await;
+    let view = open(options(&url, &poll, &unique("db"), &with_token(&viewer))).await;
+    let (rec, rejections) = recorder();
+    call(&view, "onRejected", &[rec.into()]).unwrap();
+    wait_for(T, "the viewer online", || {
+        status(&view, "online") == JsValue::TRUE
+    })
+    .await;
+
+    // The viewer votes: it shows at once, then the server refuses it.
+    add(&view, "v1");
+    assert_eq!(items(&view), vec!["v1"]);
+    wait_for(T, "a FORBIDDEN rejection", || {
+        !rejections.borrow().is_empty()
+    })
+    .await;
+    let r = rejections.borrow()[0].clone();
+    assert_eq!(get(&r, "code").as_string().as_deref(), Some("FORBIDDEN"));
+    assert_eq!(
+        get(&get(&r, "action"), "id").as_string().as_deref(),
+        Some("v1")
+    );
+    assert!(items(&view).is_empty(), "rolled back");
+    assert_eq!(status_num(&view, "pending"), 0.0, "not pending forever");
+    assert_eq!(status(&view, "needsToken"), JsValue::FALSE);
+    assert_eq!(
+        status(&view, "online"),
+        JsValue::TRUE,
+        "the connection stays"
+    );
+    synced(&view, 20_000).await;
+
+    // The read side goes on: the host's votes arrive live.
+    add(&host, "h1");
+    wait_for(T, "the host's vote at the viewer", || {
+        items(&view) == ["h1"]
+    })
+    .await;
+    // A second refused vote is answered the same way (no seq hole holds it).
+    add(&view, "v2");
+    wait_for(T, "a second rejection", || rejections.borrow().len() == 2).await;
+    add(&host, "h2");
+    wait_for(T, "the host's next vote", || items(&view) == ["h1", "h2"]).await;
+    assert_eq!(items(&host), vec!["h1", "h2"]);
+    assert_eq!(status(&view, "online"), JsValue::TRUE);
+
+    close(&host).await;
+    close(&view).await;
+    server_stop().await;
+    server_start().await;
+}

@@ -9,6 +9,7 @@ import {
   isLogsyncError,
   wasmErrorCodes,
   INIT_ACTION_TYPE,
+  dbNameFor,
   type ErrorCode,
   type SyncStore,
   type SyncStatus,
@@ -64,8 +65,16 @@ export async function main(): Promise<void> {
   const offset: number = status.offset;
   const head: number = status.head;
   const needsToken: boolean = status.needsToken;
-  store.setToken('a.new.jwt');
+  const switched: Promise<void> = store.setToken('a.new.jwt');
+  void switched;
   store.setToken(null);
+  const waiting = store.pending();
+  const firstSeq: number | null = waiting[0]?.seq ?? null;
+  if (firstSeq !== null) store.discard(firstSeq);
+  // @ts-expect-error discard takes a seq number
+  store.discard('1');
+  const db: string = dbNameFor('app', null);
+  void db;
   // @ts-expect-error a token is a string
   store.setToken(42);
   const lastCode: ErrorCode | undefined = status.lastError?.code;

@@ -207,6 +207,8 @@ impl ChaosClient {
                 Effect::DropFromOutbox(s) => {
                     self.storage.outbox.remove(&s);
                 }
+                // This client never discards.
+                Effect::MarkDiscarded(_) => {}
                 Effect::Rejected { seq, .. } => lock(&self.view).rejected.push(seq),
                 Effect::StoreEpoch(e) => self.storage.epoch = Some(e),
                 Effect::EpochReset { epoch, .. } => {

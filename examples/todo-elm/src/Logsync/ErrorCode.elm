@@ -51,6 +51,7 @@ import Json.Decode as D
   - `Unknown` (`UNKNOWN`): A code this build does not know (sent by a newer peer).
   - `QuotaExceeded` (`QUOTA_EXCEEDED`): Client storage is full (the browser refused a write for quota).
   - `StoreClosed` (`STORE_CLOSED`): The store was closed; the call cannot complete.
+  - `ConnectFailed` (`CONNECT_FAILED`): A connection attempt failed: nothing answered, or something that is not a Logsync WebSocket endpoint did.
 
 -}
 type ErrorCode
@@ -88,6 +89,7 @@ type ErrorCode
     | Unknown
     | QuotaExceeded
     | StoreClosed
+    | ConnectFailed
 
 
 {-| Every code, in sync-core's order.
@@ -128,6 +130,7 @@ all =
     , Unknown
     , QuotaExceeded
     , StoreClosed
+    , ConnectFailed
     ]
 
 
@@ -238,6 +241,9 @@ toString code =
         StoreClosed ->
             "STORE_CLOSED"
 
+        ConnectFailed ->
+            "CONNECT_FAILED"
+
 
 {-| The code with this text, or `Nothing` for text this build does not know.
 -}
@@ -345,6 +351,9 @@ fromString text =
 
         "STORE_CLOSED" ->
             Just StoreClosed
+
+        "CONNECT_FAILED" ->
+            Just ConnectFailed
 
         _ ->
             Nothing

@@ -68,6 +68,9 @@ step "browser tests (wasm-pack test --headless --chrome)"
 export CHROMEDRIVER=/usr/bin/chromedriver
 # The whole of one test binary must finish within this many seconds.
 export WASM_BINDGEN_TEST_TIMEOUT=300
-wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver sync-wasm --features test-hooks
+# WASM_TEST_ARGS narrows a run while working on one test, e.g.
+# WASM_TEST_ARGS="--test sync -- epoch" (cargo test arguments).
+# shellcheck disable=SC2086
+wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver sync-wasm --features test-hooks ${WASM_TEST_ARGS:-}
 
 step "sync-wasm: all tests passed"

@@ -15,6 +15,7 @@ use crate::error::{CoreError, ErrorCode};
 use crate::protocol::{
     ClientMsg, PushIntent, ServerMsg, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
+use crate::outbox::OutboxEntry;
 use crate::reducer::Reducer;
 use crate::replica::{Applied, Replica};
 use crate::types::{Epoch, Event, Offset, Seq};
@@ -31,6 +32,11 @@ pub enum Phase {
     Offline,
     /// `Hello` sent, waiting for `Welcome`.
     Handshake,
+    /// `Welcome` said the server's log has another epoch (or is the first
+    /// one heard of): waiting for storage to reset (see
+    /// [`SyncClient::reset_to`]) or store it ([`SyncClient::epoch_stored`])
+    /// before subscribing.
+    Resetting,
     /// Subscribed; intents flow.
     Ready,
 }
@@ -70,18 +76,18 @@ pub enum Effect {
     },
     /// Events the reducer could not apply (state unchanged by each).
     ReducerErrors(Vec<(Offset, String)>),
-    /// The server has another log epoch than the one stored: drop the stored
-    /// events and snapshots, store `epoch`, rewrite the outbox with the new
-    /// seqs (`renumbered` as `(old, new)`), offset 0. The app is told.
+    /// The server has another log epoch than the one stored: storage is to
+    /// reset to `epoch` ([`crate::outbox::Work::Reset`]), then
+    /// [`SyncClient::reset_to`] takes the renumbered outbox and the
+    /// connection goes on. The app is told.
     EpochReset {
         /// The previous epoch.
         previous: Epoch,
         /// The server's epoch.
         epoch: Epoch,
-        /// Outbox renumbering.
-        renumbered: Vec<(Seq, Seq)>,
     },
-    /// Store the server's epoch (first contact).
+    /// Store the server's epoch (first contact), then call
+    /// [`SyncClient::epoch_stored`]; nothing is sent before.
     StoreEpoch(Epoch),
     /// The server expects a seq this replica does not hold: reload the outbox
     /// from storage (another tab may have written it) and call
@@ -123,6 +129,11 @@ pub struct SyncClient<R: Reducer> {
     head: Offset,
     max_frame_bytes: usize,
     initial: R::State,
+    /// The epoch a [`Phase::Resetting`] connection waits for.
+    resetting: Option<Epoch>,
+    /// The outbox was read from storage since this connection opened (its
+    /// seqs are in storage's current numbering): pushes may go.
+    checked: bool,
 }
 
 impl<R: Reducer> SyncClient<R> {
@@ -138,6 +149,8 @@ impl<R: Reducer> SyncClient<R> {
             head,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             initial,
+            resetting: None,
+            checked: false,
         }
     }
 
@@ -170,6 +183,7 @@ impl<R: Reducer> SyncClient<R> {
     /// A transport connected: the frame to send first.
     pub fn connected(&mut self, token: Option<String>) -> ClientMsg {
         self.phase = Phase::Handshake;
+        self.checked = false;
         self.sent_through = 0;
         ClientMsg::hello(self.replica.client_id(), token)
     }
@@ -221,12 +235,92 @@ impl<R: Reducer> SyncClient<R> {
         out
     }
 
+    /// The outbox has been read from storage since the connection opened
+    /// (the adapter re-reads it on every connect, see
+    /// [`crate::outbox::Outbox::connected`]): another tab may have reset
+    /// storage's numbering, and nothing is pushed before that is known.
+    /// Returns the pushes that can go now.
+    pub fn outbox_checked(&mut self) -> Vec<Effect> {
+        self.checked = true;
+        self.flush()
+    }
+
+    /// Storage holds `epoch` now (after [`Effect::StoreEpoch`]): a
+    /// connection waiting for it subscribes and pushes.
+    pub fn epoch_stored(&mut self, epoch: Epoch) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if self.epoch.is_none() {
+            self.epoch = Some(epoch.clone());
+        }
+        if self.phase == Phase::Resetting && self.resetting.as_ref() == Some(&epoch) {
+            self.resetting = None;
+            self.checked = true;
+            self.ready(&mut out);
+        } else {
+            self.still_resetting(&mut out);
+        }
+        out
+    }
+
+    /// After storage settled on an epoch other than the one a waiting
+    /// connection needs (a connection of the new epoch came while the
+    /// store or reset of an older one was queued): reset to the new one.
+    fn still_resetting(&mut self, out: &mut Vec<Effect>) {
+        if let (Phase::Resetting, Some(want), Some(have)) =
+            (self.phase, self.resetting.as_ref(), self.epoch.as_ref())
+        {
+            if want != have {
+                out.push(Effect::EpochReset {
+                    previous: have.clone(),
+                    epoch: want.clone(),
+                });
+            }
+        }
+    }
+
+    /// Subscribes from the confirmed offset and pushes the outbox.
+    fn ready(&mut self, out: &mut Vec<Effect>) {
+        self.phase = Phase::Ready;
+        self.sent_through = 0;
+        out.push(Effect::Send(ClientMsg::Subscribe {
+            stream: self.replica.stream().clone(),
+            after: self.replica.offset(),
+        }));
+        out.extend(self.flush());
+    }
+
+    /// Storage has reset to `epoch` and holds `outbox`, renumbered (see
+    /// [`crate::outbox`]): the confirmed history is forgotten and the
+    /// pending intents are taken from `outbox` ([`Replica::reset_to`]).
+    /// A connection waiting for this reset subscribes and pushes; a ready
+    /// one (storage was reset by another tab) is left alone: the adapter
+    /// connects again (see [`crate::outbox::Finished::reconnect`]).
+    /// Returns the effects and the seqs whose discard mark must be stored
+    /// again.
+    pub fn reset_to(&mut self, epoch: Epoch, outbox: Vec<OutboxEntry>) -> (Vec<Effect>, Vec<Seq>) {
+        let rediscard = self.replica.reset_to(self.initial.clone(), outbox);
+        self.checked = true;
+        self.head = Offset::ZERO;
+        self.epoch = Some(epoch.clone());
+        let mut out = alloc::vec![Effect::StateChanged];
+        let waited = self.resetting.as_ref() == Some(&epoch);
+        if waited {
+            self.resetting = None;
+        }
+        if self.phase == Phase::Resetting && waited {
+            self.ready(&mut out);
+        } else {
+            self.still_resetting(&mut out);
+        }
+        (out, rediscard)
+    }
+
     /// The pushes that can go now: pending intents with a seq, after the
     /// last one sent on this connection, contiguous, split to fit frames.
     /// An intent too large for any frame is rejected locally.
     pub fn flush(&mut self) -> Vec<Effect> {
         let mut out = Vec::new();
-        if self.phase != Phase::Ready {
+        if self.phase != Phase::Ready || !self.checked {
             return out;
         }
         let stream = self.replica.stream().clone();
@@ -365,27 +459,35 @@ impl<R: Reducer> SyncClient<R> {
                 }
                 self.max_frame_bytes = (max_frame_bytes as usize).max(1024);
                 match &self.epoch {
-                    None => out.push(Effect::StoreEpoch(epoch.clone())),
+                    None => {
+                        // First contact: nothing is sent until storage has
+                        // the epoch (another tab may have stored another).
+                        self.phase = Phase::Resetting;
+                        if self.resetting.as_ref() != Some(&epoch) {
+                            self.resetting = Some(epoch.clone());
+                            out.push(Effect::StoreEpoch(epoch));
+                        }
+                        return Ok(out);
+                    }
                     Some(prev) if *prev != epoch => {
-                        let renumbered = self.replica.reset(self.initial.clone());
-                        self.head = Offset::ZERO;
+                        // Nothing is sent until storage has renumbered
+                        // every tab's intents for the new epoch.
+                        self.phase = Phase::Resetting;
+                        if self.resetting.as_ref() == Some(&epoch) {
+                            // Asked for already (an earlier connection).
+                            return Ok(out);
+                        }
+                        self.resetting = Some(epoch.clone());
                         out.push(Effect::EpochReset {
                             previous: prev.clone(),
-                            epoch: epoch.clone(),
-                            renumbered,
+                            epoch,
                         });
-                        out.push(Effect::StateChanged);
+                        return Ok(out);
                     }
                     Some(_) => {}
                 }
                 self.epoch = Some(epoch);
-                self.phase = Phase::Ready;
-                self.sent_through = 0;
-                out.push(Effect::Send(ClientMsg::Subscribe {
-                    stream: self.replica.stream().clone(),
-                    after: self.replica.offset(),
-                }));
-                out.extend(self.flush());
+                self.ready(&mut out);
             }
             ServerMsg::Events {
                 stream,
@@ -451,7 +553,18 @@ impl<R: Reducer> SyncClient<R> {
                 expected_seq,
             } => {
                 self.check_stream(&stream)?;
-                self.sent_through = expected_seq.get() - 1;
+                // Push on from the seq the server expects — and from any
+                // lower one still pending here: the server decided it, but
+                // its answer was lost with an earlier connection; pushed
+                // again, it is answered with the original result.
+                let lowest = self
+                    .replica
+                    .pending()
+                    .iter()
+                    .filter_map(|p| p.seq)
+                    .min()
+                    .map_or(u64::MAX, |s| s.get());
+                self.sent_through = (expected_seq.get() - 1).min(lowest - 1);
                 let held = self
                     .replica
                     .pending()
@@ -551,7 +664,9 @@ mod tests {
         assert!(c.flush().is_empty(), "nothing goes out before Welcome");
         assert!(matches!(c.connected(None), ClientMsg::Hello { .. }));
         let fx = c.handle(welcome("e1", 1 << 20)).unwrap();
-        assert_eq!(fx[0], Effect::StoreEpoch(Epoch::from("e1")));
+        // First contact: nothing goes out until storage has the epoch.
+        assert_eq!(fx, vec![Effect::StoreEpoch(Epoch::from("e1"))]);
+        let fx = c.epoch_stored(Epoch::from("e1"));
         let s = sends(&fx);
         assert!(matches!(
             s[0],
@@ -577,12 +692,33 @@ mod tests {
             .unwrap();
         c.replica_mut().adopt(Seq::new(8).unwrap(), b"x".to_vec());
         c.connected(None);
+        c.outbox_checked();
         let fx = c.handle(welcome("new", 1 << 20)).unwrap();
-        assert!(fx.contains(&Effect::EpochReset {
-            previous: Epoch::from("old"),
-            epoch: Epoch::from("new"),
-            renumbered: vec![(Seq::new(8).unwrap(), Seq::FIRST)],
-        }));
+        // Nothing is sent until storage has reset.
+        assert_eq!(
+            fx,
+            vec![Effect::EpochReset {
+                previous: Epoch::from("old"),
+                epoch: Epoch::from("new"),
+            }]
+        );
+        assert_eq!(c.phase(), Phase::Resetting);
+        // A second connection before the reset is done asks nothing more.
+        c.disconnected();
+        c.connected(None);
+        c.outbox_checked();
+        assert!(c.handle(welcome("new", 1 << 20)).unwrap().is_empty());
+        let (fx, rediscard) = c.reset_to(
+            Epoch::from("new"),
+            vec![OutboxEntry {
+                seq: Seq::FIRST,
+                payload: b"x".to_vec(),
+                discarded: false,
+            }],
+        );
+        assert!(rediscard.is_empty());
+        assert_eq!(c.phase(), Phase::Ready);
+        assert_eq!(c.epoch(), Some(&Epoch::from("new")));
         assert_eq!(*c.replica().state(), 1, "only the pending intent remains");
         let s = sends(&fx);
         assert!(matches!(
@@ -600,6 +736,7 @@ mod tests {
         let mut c = client(Some("e"));
         c.replica_mut().adopt(Seq::new(3).unwrap(), b"c".to_vec());
         c.connected(None);
+        c.outbox_checked();
         c.handle(welcome("e", 1 << 20)).unwrap();
         let fx = c
             .handle(ServerMsg::Gap {
@@ -630,6 +767,7 @@ mod tests {
         c.replica_mut().dispatch(vec![b'y'; 5000]).unwrap();
         c.replica_mut().dispatch(vec![b'z'; 10]).unwrap();
         c.connected(None);
+        c.outbox_checked();
         let fx = c.handle(welcome("e", 1024)).unwrap();
         let shape: Vec<String> = sends(&fx)
             .iter()
@@ -703,6 +841,7 @@ mod tests {
         // ending the connection.
         let mut c = client(Some("e"));
         c.connected(None);
+        c.outbox_checked();
         c.handle(welcome("e", 1 << 20)).unwrap();
         c.replica_mut().dispatch(b"vote".to_vec()).unwrap();
         let fx = c.flush();
@@ -786,6 +925,7 @@ mod tests {
             ErrorCode::InvalidRequest
         );
         c.connected(None);
+        c.outbox_checked();
         let fx = c.handle(welcome("e", 1 << 20)).unwrap();
         let shape: Vec<String> = sends(&fx)
             .iter()

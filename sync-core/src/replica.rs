@@ -10,6 +10,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::error::CoreError;
+use crate::outbox::OutboxEntry;
 use crate::reducer::Reducer;
 use crate::types::{ClientId, Event, Offset, Seq, StreamName};
 
@@ -325,11 +326,16 @@ impl<R: Reducer> Replica<R> {
             return Ok(applied);
         }
         // Fast path: the batch is exactly our own oldest pending intents, in
-        // order. Then the optimistic state already holds them and stays the
-        // same value (and the same object, for callers that compare identity).
+        // order, none of them discarded. Then the optimistic state already
+        // holds them and stays the same value (and the same object, for
+        // callers that compare identity). A discarded one the server took
+        // anyway is not in the optimistic state: it must be recomputed.
         let own_prefix = events.len() <= self.pending.len()
             && events.iter().zip(&self.pending).all(|(e, p)| {
-                e.client_id == self.client_id && p.seq == Some(e.seq) && p.payload == e.payload
+                e.client_id == self.client_id
+                    && p.seq == Some(e.seq)
+                    && p.payload == e.payload
+                    && !p.discarded
             });
         for e in events {
             match self
@@ -390,26 +396,51 @@ impl<R: Reducer> Replica<R> {
         self.pending.iter().filter(|p| p.own && !p.discarded)
     }
 
-    /// Forgets the confirmed history (the server came back with another
-    /// epoch): the state restarts from `initial` at offset 0 and the pending
-    /// intents are renumbered from seq 1, in order. Returns the `(old, new)`
-    /// seqs of the renumbered intents.
-    pub fn reset(&mut self, initial: R::State) -> Vec<(Seq, Seq)> {
+    /// Forgets the confirmed history for a new epoch: the state restarts
+    /// from `initial` at offset 0 and the pending intents with a seq are
+    /// replaced by `outbox`, the stored outbox in the new epoch's
+    /// numbering (see [`crate::outbox::renumber`]), which holds every
+    /// tab's intents. This replica's own intents are found in it by
+    /// payload, in order, and stay its own; one the app discarded here but
+    /// not marked there stays discarded, and its new seq is returned so
+    /// the mark can be stored. Own intents not in `outbox` were settled by
+    /// another tab. Intents still waiting for their seq stay, after the
+    /// others.
+    pub fn reset_to(&mut self, initial: R::State, outbox: Vec<OutboxEntry>) -> Vec<Seq> {
         self.confirmed = initial;
         self.offset = Offset::ZERO;
-        let mut renumbered = Vec::new();
-        let mut next = Seq::FIRST;
-        for p in &mut self.pending {
-            if let Some(old) = p.seq {
-                renumbered.push((old, next));
-                p.seq = Some(next);
-                next = next.next();
+        let old = core::mem::take(&mut self.pending);
+        let (with_seq, waiting): (Vec<_>, Vec<_>) = old.into_iter().partition(|p| p.seq.is_some());
+        let mut own = with_seq.into_iter().filter(|p| p.own).peekable();
+        let mut rediscard = Vec::new();
+        self.next_seq = Seq::FIRST;
+        for e in outbox {
+            let mine = own.peek().is_some_and(|p| p.payload == e.payload);
+            let mut discarded = e.discarded;
+            if mine {
+                if let Some(p) = own.next() {
+                    if p.discarded && !e.discarded {
+                        discarded = true;
+                        rediscard.push(e.seq);
+                    }
+                }
             }
+            self.next_seq = self.next_seq.max(e.seq.next());
+            let action = self.reducer.decode(&e.payload).ok();
+            let local_id = self.next_local;
+            self.next_local += 1;
+            self.pending.push(Pending {
+                local_id,
+                seq: Some(e.seq),
+                payload: e.payload,
+                action,
+                own: mine,
+                discarded,
+            });
         }
-        self.next_seq = next;
-        // Intents still waiting for their seq will get one after these.
+        self.pending.extend(waiting);
         self.recompute();
-        renumbered
+        rediscard
     }
 
     /// Swaps the reducer. The confirmed state is kept as it is (as Redux
@@ -596,21 +627,28 @@ mod tests {
     }
 
     #[test]
-    fn reset_renumbers_pending() {
+    fn reset_to_takes_the_stored_outbox_and_finds_its_own_by_payload() {
         let mut r = replica();
         r.apply_events(&[ev(1, OTHER, 1, "x")]).unwrap();
-        r.adopt(Seq::new(7).unwrap(), b"a".to_vec());
-        r.adopt(Seq::new(9).unwrap(), b"b".to_vec());
-        let ren = r.reset(vec![]);
-        assert_eq!(
-            ren,
-            vec![
-                (Seq::new(7).unwrap(), Seq::new(1).unwrap()),
-                (Seq::new(9).unwrap(), Seq::new(2).unwrap())
-            ]
-        );
+        // Own intents at 7 and 9 (9 discarded here), another tab's at 8.
+        r.adopt_as(Seq::new(7).unwrap(), b"a".to_vec(), true);
+        r.adopt_as(Seq::new(8).unwrap(), b"o".to_vec(), false);
+        r.adopt_as(Seq::new(9).unwrap(), b"b".to_vec(), true);
+        assert!(r.mark_discarded(Seq::new(9).unwrap()));
+        let waiting = r.dispatch_unassigned(b"w".to_vec()).unwrap();
+        let e = |seq: u64, p: &str| OutboxEntry {
+            seq: Seq::new(seq).unwrap(),
+            payload: p.as_bytes().to_vec(),
+            discarded: false,
+        };
+        // Storage renumbered them, and holds one more tab's intent.
+        let rediscard = r.reset_to(vec![], vec![e(1, "a"), e(2, "o"), e(3, "b"), e(4, "z")]);
+        assert_eq!(rediscard, vec![Seq::new(3).unwrap()]);
         assert_eq!(r.offset(), Offset::ZERO);
-        assert_eq!(r.state(), &vec!["a", "b"]);
-        assert_eq!(r.next_seq().get(), 3);
+        assert_eq!(r.state(), &vec!["a", "o", "z", "w"]);
+        let own: Vec<_> = r.own_pending().map(|p| p.payload.clone()).collect();
+        assert_eq!(own, vec![b"a".to_vec(), b"w".to_vec()]);
+        assert_eq!(r.next_seq().get(), 5);
+        assert!(r.assign_seq(waiting, Seq::new(5).unwrap()));
     }
 }

@@ -1,25 +1,32 @@
 //! A whole system simulated in one thread: an in-memory server that follows
 //! the protocol (ordering, exactly-once decisions with `decide`, catch-up in
-//! batches then live events), and 2-5 devices with 1-2 tabs each that run
-//! the real `SyncClient` over simulated connections and simulated durable
-//! storage shared by the tabs of a device.
+//! batches then live events), and 2-5 devices with 1-3 tabs each that run
+//! the real `SyncClient` and its storage queue (`Outbox`) over simulated
+//! connections and simulated durable storage shared by the tabs of a
+//! device. Storage carries out each tab's queued work whenever the
+//! simulation says so (seq allocation is asynchronous, as in a browser),
+//! with the same contract as the browser's IndexedDB code.
 //!
-//! Proptest drives it with random dispatches, random delivery order (each
-//! connection is FIFO, like TCP, but connections interleave at random),
-//! replayed pushes, disconnects, tab crashes and restores from storage,
-//! server restarts and server rejections. After quiescence:
+//! Proptest drives it with random dispatches and discards, random delivery
+//! order (each connection is FIFO, like TCP, but connections interleave at
+//! random), random storage progress per tab, replayed pushes, disconnects,
+//! tab crashes (with work queued, between an allocation and its push) and
+//! restores from storage, server restarts, server rejections, and servers
+//! that come back with an empty log (a new epoch). After quiescence:
 //! - every tab has the same confirmed offset and state, equal to folding
-//!   the server's log, and nothing pending;
-//! - no (client, seq) appears in the log twice;
-//! - every intent not rejected appears exactly once, every rejected one never.
+//!   the server's log, and nothing pending; storage holds the same;
+//! - no (client, seq) and no intent appears in the log twice;
+//! - every intent given a seq and not rejected, discarded or confirmed in
+//!   an earlier epoch's log appears exactly once; rejected ones never.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use proptest::prelude::*;
 use sync_core::protocol::PushIntent;
+use sync_core::outbox::renumber;
 use sync_core::{
-    decide, ClientId, ClientMsg, Decision, Effect, Epoch, ErrorCode, Event, Offset, ReduceError,
-    Reducer, Replica, Seq, ServerMsg, StreamName, SyncClient,
+    decide, ClientId, ClientMsg, Decision, Done, Effect, Epoch, ErrorCode, Event, Offset, Outbox,
+    OutboxEntry, ReduceError, Reducer, Replica, Seq, ServerMsg, StreamName, SyncClient, Work,
 };
 
 /// Order-sensitive reducer: a count and a hash chain over the payloads.
@@ -61,7 +68,7 @@ const BATCH: usize = 3;
 #[derive(Clone)]
 enum Outcome {
     Appended(Offset),
-    Rejected(String),
+    Rejected(ErrorCode, String),
 }
 
 /// The server: one stream, durable across "restarts" (which only drop
@@ -141,114 +148,280 @@ impl Server {
             }
             ClientMsg::Unsubscribe { .. } => c.sent_through = None,
             ClientMsg::Ping { nonce } => out.push((conn, ServerMsg::Pong { nonce })),
-            ClientMsg::Withdraw { .. } => panic!("no intent is too large in this simulation"),
+            ClientMsg::Withdraw {
+                stream,
+                seq,
+                code,
+                message,
+            } => {
+                let client = c.client.expect("Hello comes first");
+                self.decide_one(conn, client, &stream, seq, Err((code, message)), &mut out);
+            }
             ClientMsg::Push { stream, intents } => {
                 let client = c.client.expect("Hello comes first");
                 for PushIntent { seq, payload } in intents {
-                    let head = Offset(self.log.len() as u64);
-                    let decided = self.decided.entry(client).or_default();
-                    match decide(decided.len() as u64, seq) {
-                        Decision::Duplicate => {
-                            let msg = match &decided[seq.get() as usize - 1] {
-                                Outcome::Appended(offset) => ServerMsg::Ack {
-                                    stream: stream.clone(),
-                                    seq,
-                                    offset: *offset,
-                                    duplicate: true,
-                                },
-                                Outcome::Rejected(m) => ServerMsg::Reject {
-                                    stream: stream.clone(),
-                                    seq,
-                                    code: ErrorCode::Rejected,
-                                    message: m.clone(),
-                                },
-                            };
-                            out.push((conn, msg));
-                        }
-                        Decision::Gap { expected } => {
-                            out.push((
-                                conn,
-                                ServerMsg::Gap {
-                                    stream: stream.clone(),
-                                    expected_seq: expected,
-                                },
-                            ));
-                            break;
-                        }
-                        Decision::Append if is_rejected_payload(&payload) => {
-                            let m = format!("seq {seq} refused");
-                            decided.push(Outcome::Rejected(m.clone()));
-                            out.push((
-                                conn,
-                                ServerMsg::Reject {
-                                    stream: stream.clone(),
-                                    seq,
-                                    code: ErrorCode::Rejected,
-                                    message: m,
-                                },
-                            ));
-                        }
-                        Decision::Append => {
-                            let offset = head.next();
-                            decided.push(Outcome::Appended(offset));
-                            let event = Event {
-                                offset,
-                                client_id: client,
-                                seq,
-                                time_ms: offset.0,
-                                payload,
-                            };
-                            self.log.push(event.clone());
-                            out.push((
-                                conn,
-                                ServerMsg::Ack {
-                                    stream: stream.clone(),
-                                    seq,
-                                    offset,
-                                    duplicate: false,
-                                },
-                            ));
-                            // Live fan-out to every subscriber that is caught up.
-                            for (id, sc) in self.conns.iter_mut() {
-                                if sc.closed {
-                                    continue;
-                                }
-                                if let Some(through) = sc.sent_through {
-                                    if through.next() == offset {
-                                        sc.sent_through = Some(offset);
-                                        out.push((
-                                            *id,
-                                            ServerMsg::Events {
-                                                stream: stream.clone(),
-                                                events: vec![event.clone()],
-                                                head: offset,
-                                            },
-                                        ));
-                                    }
-                                }
-                            }
-                        }
+                    if !self.decide_one(conn, client, &stream, seq, Ok(payload), &mut out) {
+                        break;
                     }
                 }
             }
         }
         out
     }
+
+    /// Decides one pushed (`Ok`) or withdrawn (`Err`) intent; false after
+    /// a `Gap` (the rest of the push is not looked at).
+    fn decide_one(
+        &mut self,
+        conn: usize,
+        client: ClientId,
+        stream: &StreamName,
+        seq: Seq,
+        intent: Result<Vec<u8>, (ErrorCode, String)>,
+        out: &mut Vec<(usize, ServerMsg)>,
+    ) -> bool {
+        let head = self.head();
+        let decided = self.decided.entry(client).or_default();
+        let reject = |code, message| ServerMsg::Reject {
+            stream: stream.clone(),
+            seq,
+            code,
+            message,
+        };
+        match decide(decided.len() as u64, seq) {
+            Decision::Duplicate => {
+                let msg = match &decided[seq.get() as usize - 1] {
+                    Outcome::Appended(offset) => ServerMsg::Ack {
+                        stream: stream.clone(),
+                        seq,
+                        offset: *offset,
+                        duplicate: true,
+                    },
+                    Outcome::Rejected(code, m) => reject(*code, m.clone()),
+                };
+                out.push((conn, msg));
+                true
+            }
+            Decision::Gap { expected } => {
+                out.push((
+                    conn,
+                    ServerMsg::Gap {
+                        stream: stream.clone(),
+                        expected_seq: expected,
+                    },
+                ));
+                false
+            }
+            Decision::Append => {
+                let payload = match intent {
+                    Err((code, m)) => {
+                        decided.push(Outcome::Rejected(code, m.clone()));
+                        out.push((conn, reject(code, m)));
+                        return true;
+                    }
+                    Ok(p) if is_rejected_payload(&p) => {
+                        let m = format!("seq {seq} refused");
+                        decided.push(Outcome::Rejected(ErrorCode::Rejected, m.clone()));
+                        out.push((conn, reject(ErrorCode::Rejected, m)));
+                        return true;
+                    }
+                    Ok(p) => p,
+                };
+                let offset = head.next();
+                decided.push(Outcome::Appended(offset));
+                let event = Event {
+                    offset,
+                    client_id: client,
+                    seq,
+                    time_ms: offset.0,
+                    payload,
+                };
+                self.log.push(event.clone());
+                out.push((
+                    conn,
+                    ServerMsg::Ack {
+                        stream: stream.clone(),
+                        seq,
+                        offset,
+                        duplicate: false,
+                    },
+                ));
+                // Live fan-out to every subscriber that is caught up.
+                for (id, sc) in self.conns.iter_mut() {
+                    if sc.closed {
+                        continue;
+                    }
+                    if let Some(through) = sc.sent_through {
+                        if through.next() == offset {
+                            sc.sent_through = Some(offset);
+                            out.push((
+                                *id,
+                                ServerMsg::Events {
+                                    stream: stream.clone(),
+                                    events: vec![event.clone()],
+                                    head: offset,
+                                },
+                            ));
+                        }
+                    }
+                }
+                true
+            }
+        }
+    }
 }
 
-/// A device's durable storage, shared by its tabs.
-#[derive(Clone, Default)]
+/// A device's durable storage, shared by its tabs: what the browser keeps
+/// in IndexedDB, with the same contract (see `sync_core::outbox::Work`).
+#[derive(Clone)]
 struct Storage {
-    offset: Offset,
-    snapshot: ChainState,
-    next_seq: u64,
-    outbox: BTreeMap<Seq, Vec<u8>>,
     epoch: Option<Epoch>,
+    /// Epoch resets so far: the outbox's numbering.
+    generation: u64,
+    offset: Offset,
+    /// The last snapshot: its offset and state; events after it are kept.
+    snapshot: (Offset, ChainState),
+    events: BTreeMap<Offset, Event>,
+    next_seq: u64,
+    outbox: BTreeMap<Seq, (Vec<u8>, bool)>,
+}
+
+impl Storage {
+    fn new() -> Storage {
+        Storage {
+            epoch: None,
+            generation: 0,
+            offset: Offset::ZERO,
+            snapshot: (Offset::ZERO, ChainState::default()),
+            events: BTreeMap::new(),
+            next_seq: 1,
+            outbox: BTreeMap::new(),
+        }
+    }
+
+    fn entries(&self) -> Vec<OutboxEntry> {
+        self.outbox
+            .iter()
+            .map(|(seq, (payload, discarded))| OutboxEntry {
+                seq: *seq,
+                payload: payload.clone(),
+                discarded: *discarded,
+            })
+            .collect()
+    }
+
+    /// One transaction. Every payload given a seq is recorded in `allocated`.
+    fn execute(&mut self, work: Work<ChainState>, allocated: &mut HashSet<Vec<u8>>) -> Done {
+        let stale = |s: &Storage, under: &u64| {
+            (s.generation != *under).then(|| Done::Stale {
+                stored: s.epoch.clone(),
+            })
+        };
+        match work {
+            Work::Alloc {
+                payloads,
+                floor,
+                under,
+            } => {
+                if let Some(d) = stale(self, &under) {
+                    return d;
+                }
+                let others = self
+                    .entries()
+                    .into_iter()
+                    .filter(|e| e.seq >= floor)
+                    .collect();
+                let first = self.next_seq.max(floor.get());
+                for (i, p) in payloads.into_iter().enumerate() {
+                    let seq = Seq::new(first + i as u64).expect("seq >= 1");
+                    assert!(allocated.insert(p.clone()), "a payload allocated twice");
+                    self.outbox.insert(seq, (p, false));
+                    self.next_seq = seq.get() + 1;
+                }
+                Done::Alloc {
+                    first: Seq::new(first).expect("seq >= 1"),
+                    others,
+                }
+            }
+            Work::Write { write, under } => {
+                if write.is_stale(under, self.generation, self.epoch.as_ref()) {
+                    return Done::Stale {
+                        stored: self.epoch.clone(),
+                    };
+                }
+                for e in write.events {
+                    if e.offset > self.snapshot.0 {
+                        self.events.insert(e.offset, e);
+                    }
+                }
+                for seq in write.drop_seqs {
+                    self.outbox.remove(&seq);
+                }
+                self.offset = self.offset.max(write.offset);
+                if let Some((offset, state)) = write.snapshot {
+                    if offset > self.snapshot.0 {
+                        self.snapshot = (offset, state);
+                        self.events = self.events.split_off(&offset.next());
+                    }
+                }
+                if let Some(e) = write.epoch {
+                    self.epoch = Some(e);
+                }
+                Done::Written
+            }
+            Work::Reset { epoch } => {
+                if self.epoch.as_ref() != Some(&epoch) {
+                    let entries = renumber(self.entries());
+                    *self = Storage {
+                        epoch: Some(epoch),
+                        generation: self.generation + 1,
+                        next_seq: entries.last().map_or(1, |e| e.seq.get() + 1),
+                        outbox: entries
+                            .iter()
+                            .map(|e| (e.seq, (e.payload.clone(), e.discarded)))
+                            .collect(),
+                        ..Storage::new()
+                    };
+                }
+                Done::Reset {
+                    entries: self.entries(),
+                    generation: self.generation,
+                }
+            }
+            Work::Reload { under } => stale(self, &under).unwrap_or(Done::Reload(self.entries())),
+            Work::Discard { seqs, under } => {
+                if let Some(d) = stale(self, &under) {
+                    return d;
+                }
+                for seq in seqs {
+                    if let Some(e) = self.outbox.get_mut(&seq) {
+                        e.1 = true;
+                    }
+                }
+                Done::Written
+            }
+        }
+    }
+
+    /// The confirmed state as a restarted tab reads it: the snapshot and
+    /// the events after it, in order, as far as they are dense.
+    fn read(&self) -> (ChainState, Offset) {
+        let (mut offset, mut state) = self.snapshot;
+        for (o, e) in &self.events {
+            if *o != offset.next() || *o > self.offset {
+                break;
+            }
+            state = ChainReducer.reduce(&state, &e.payload).expect("total reducer");
+            offset = *o;
+        }
+        (state, offset)
+    }
 }
 
 struct Tab {
     device: usize,
     client: SyncClient<ChainReducer>,
+    queue: Outbox<ChainState>,
     conn: Option<usize>,
     /// Pushes sent on any connection, for replays.
     sent_pushes: Vec<ClientMsg>,
@@ -267,26 +440,37 @@ struct World {
     tabs: Vec<Tab>,
     nets: BTreeMap<usize, Net>,
     next_conn: usize,
-    /// Every intent ever given a seq: (client, seq) -> payload.
-    dispatched: HashMap<(ClientId, Seq), Vec<u8>>,
+    snapshot_every: u64,
+    /// Every payload ever given a seq.
+    allocated: HashSet<Vec<u8>>,
+    /// Payloads the app discarded.
+    discarded: HashSet<Vec<u8>>,
+    /// Payloads in the logs of earlier epochs.
+    earlier_logs: HashSet<Vec<u8>>,
+    epochs: u64,
     payload_counter: u64,
 }
 
 #[derive(Clone, Debug)]
 enum Op {
     Dispatch { tab: usize, reject: bool },
+    Discard { tab: usize, pick: usize },
     Deliver { pick: usize },
+    Store { tab: usize },
     Disconnect { tab: usize },
     Connect { tab: usize },
     Replay { tab: usize, pick: usize },
     CrashTab { tab: usize },
     RestartServer,
+    NewEpoch,
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..16usize, prop::bool::weighted(0.1)).prop_map(|(tab, reject)| Op::Dispatch { tab, reject }),
+        1 => (0..16usize, 0..8usize).prop_map(|(tab, pick)| Op::Discard { tab, pick }),
         10 => (0..64usize).prop_map(|pick| Op::Deliver { pick }),
+        6 => (0..16usize).prop_map(|tab| Op::Store { tab }),
         1 => (0..16usize).prop_map(|tab| Op::Disconnect { tab }),
         2 => (0..16usize).prop_map(|tab| Op::Connect { tab }),
         1 => (0..16usize, 0..64usize).prop_map(|(tab, pick)| Op::Replay { tab, pick }),
@@ -295,8 +479,16 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// [`op_strategy`] with servers that come back with an empty log.
+fn op_strategy_with_epochs() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        30 => op_strategy(),
+        1 => Just(Op::NewEpoch),
+    ]
+}
+
 impl World {
-    fn new(tabs_per_device: &[usize]) -> World {
+    fn new(tabs_per_device: &[usize], snapshot_every: u64) -> World {
         let stream = StreamName::new("sim/stream").expect("valid");
         let mut w = World {
             server: Server {
@@ -311,20 +503,22 @@ impl World {
             tabs: vec![],
             nets: BTreeMap::new(),
             next_conn: 0,
-            dispatched: HashMap::new(),
+            snapshot_every,
+            allocated: HashSet::new(),
+            discarded: HashSet::new(),
+            earlier_logs: HashSet::new(),
+            epochs: 1,
             payload_counter: 0,
         };
         for (device, &n) in tabs_per_device.iter().enumerate() {
-            w.storages.push(Storage {
-                next_seq: 1,
-                ..Storage::default()
-            });
+            w.storages.push(Storage::new());
             w.client_ids.push(ClientId([device as u8 + 1; 16]));
             for _ in 0..n {
-                let client = w.open_tab(device);
+                let (client, queue) = w.open_tab(device);
                 w.tabs.push(Tab {
                     device,
                     client,
+                    queue,
                     conn: None,
                     sent_pushes: vec![],
                 });
@@ -333,30 +527,44 @@ impl World {
         w
     }
 
-    /// A tab starts from storage alone: snapshot, offset, outbox.
-    fn open_tab(&self, device: usize) -> SyncClient<ChainReducer> {
+    /// A tab starts from storage alone: snapshot and events, offset, outbox.
+    fn open_tab(&self, device: usize) -> (SyncClient<ChainReducer>, Outbox<ChainState>) {
         let s = &self.storages[device];
+        let (state, offset) = s.read();
         let replica = Replica::restore(
             self.server.stream.clone(),
             self.client_ids[device],
             ChainReducer,
-            s.snapshot,
-            s.offset,
+            state,
+            offset,
             Seq::new(s.next_seq).expect("seq >= 1"),
         );
         let mut client = SyncClient::new(replica, s.epoch.clone(), ChainState::default());
-        for (seq, payload) in &s.outbox {
-            client.adopt(*seq, payload.clone());
+        for e in s.entries() {
+            client.adopt_as(e.seq, e.payload, true, e.discarded);
         }
-        client
+        (client, Outbox::new(s.snapshot.0, self.snapshot_every, s.generation))
     }
 
+    /// Effects of the client: storage ones are queued, the rest carried out.
     fn run_effects(&mut self, tab: usize, effects: Vec<Effect>) {
-        let mut queue: VecDeque<Effect> = effects.into();
-        while let Some(effect) = queue.pop_front() {
-            let device = self.tabs[tab].device;
+        let mut out = Vec::new();
+        {
+            let t = &mut self.tabs[tab];
+            for e in effects {
+                out.extend(t.queue.effect(e, &t.client));
+            }
+        }
+        self.carry_out(tab, out);
+    }
+
+    fn carry_out(&mut self, tab: usize, effects: Vec<Effect>) {
+        for effect in effects {
             match effect {
                 Effect::Send(msg) => {
+                    if std::env::var_os("SIM_TRACE").is_some() {
+                        eprintln!("tab {tab} sends on {:?}: {msg:?}", self.tabs[tab].conn);
+                    }
                     if matches!(msg, ClientMsg::Push { .. }) {
                         self.tabs[tab].sent_pushes.push(msg.clone());
                     }
@@ -366,44 +574,35 @@ impl World {
                         }
                     }
                 }
-                Effect::PersistEvents {
-                    confirmed, offset, ..
-                } => {
-                    let s = &mut self.storages[device];
-                    // Another tab of the device may already be further.
-                    if offset > s.offset {
-                        s.offset = offset;
-                        s.snapshot = *self.tabs[tab].client.replica().confirmed_state();
-                    }
-                    for seq in confirmed {
-                        s.outbox.remove(&seq);
-                    }
-                }
-                Effect::DropFromOutbox(seq) => {
-                    self.storages[device].outbox.remove(&seq);
-                }
-                Effect::MarkDiscarded(_) => panic!("no discards in this simulation"),
-                Effect::StoreEpoch(e) => self.storages[device].epoch = Some(e),
-                Effect::EpochReset { .. } => panic!("one epoch in this simulation"),
-                Effect::ReloadOutbox { .. } => {
-                    let outbox = self.storages[device].outbox.clone();
-                    let client = &mut self.tabs[tab].client;
-                    let mut more = Vec::new();
-                    for (seq, payload) in outbox {
-                        more.extend(client.adopt(seq, payload));
-                    }
-                    more.extend(client.flush());
-                    queue.extend(more);
-                }
                 Effect::ServerError { code, message } => {
                     panic!("server error {code}: {message}")
                 }
-                Effect::StateChanged
-                | Effect::Rejected { .. }
-                | Effect::ReducerErrors(_)
-                | Effect::HeadChanged(_) => {}
+                _ => {}
             }
         }
+    }
+
+    /// Storage carries out the next unit of the tab's queue; false when
+    /// there was none.
+    fn store(&mut self, tab: usize) -> bool {
+        let t = &mut self.tabs[tab];
+        let Some((n, work)) = t.queue.next(&t.client) else {
+            return false;
+        };
+        let done = self.storages[t.device].execute(work.clone(), &mut self.allocated);
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!("tab {tab} gen {} {work:?} -> {done:?}", t.queue.generation());
+        }
+        let finished = t.queue.finish(n, work, done, &mut t.client);
+        if let Some(seq) = finished.missing {
+            panic!("tab {tab}: the server expects seq {seq}, which no outbox holds");
+        }
+        self.carry_out(tab, finished.effects);
+        if finished.reconnect {
+            self.disconnect(tab);
+            self.connect(tab);
+        }
+        true
     }
 
     fn dispatch(&mut self, tab: usize, reject: bool) {
@@ -417,22 +616,31 @@ impl World {
             self.payload_counter
         )
         .into_bytes();
-        // Optimistic apply first, then the durable seq allocation + outbox
-        // write (one storage transaction), then the push.
-        let local = self.tabs[tab]
+        // Optimistic apply first; the durable seq allocation and outbox
+        // write (one storage transaction) happen when storage gets to it.
+        let t = &mut self.tabs[tab];
+        let local = t
             .client
             .replica_mut()
             .dispatch_unassigned(payload.clone())
             .expect("total reducer");
-        let s = &mut self.storages[device];
-        let seq = Seq::new(s.next_seq).expect("seq >= 1");
-        s.next_seq += 1;
-        s.outbox.insert(seq, payload.clone());
-        self.dispatched
-            .insert((self.client_ids[device], seq), payload);
-        let client = &mut self.tabs[tab].client;
-        assert!(client.replica_mut().assign_seq(local, seq));
-        let effects = client.flush();
+        t.queue.dispatched(local, payload);
+    }
+
+    fn discard(&mut self, tab: usize, pick: usize) {
+        let t = &mut self.tabs[tab];
+        let seqs: Vec<(Seq, Vec<u8>)> = t
+            .client
+            .replica()
+            .own_pending()
+            .filter_map(|p| p.seq.map(|s| (s, p.payload.clone())))
+            .collect();
+        if seqs.is_empty() {
+            return;
+        }
+        let (seq, payload) = seqs[pick % seqs.len()].clone();
+        let effects = t.client.discard(seq).expect("pending");
+        self.discarded.insert(payload);
         self.run_effects(tab, effects);
     }
 
@@ -450,7 +658,8 @@ impl World {
                 closed: false,
             },
         );
-        let hello = self.tabs[tab].client.connected(None);
+        let t = &mut self.tabs[tab];
+        let hello = t.client.connected(None);
         self.nets.insert(
             conn,
             Net {
@@ -459,16 +668,9 @@ impl World {
                 tab,
             },
         );
-        self.tabs[tab].conn = Some(conn);
-        // The adapter re-reads the outbox on every connect (other tabs may
-        // have written to it).
-        let device = self.tabs[tab].device;
-        let outbox = self.storages[device].outbox.clone();
-        let mut effects = Vec::new();
-        for (seq, payload) in outbox {
-            effects.extend(self.tabs[tab].client.adopt(seq, payload));
-        }
-        self.run_effects(tab, effects);
+        t.conn = Some(conn);
+        // Other tabs may have written to the outbox.
+        t.queue.connected(&t.client);
     }
 
     fn disconnect(&mut self, tab: usize) {
@@ -505,6 +707,9 @@ impl World {
                 .get_mut(&conn)
                 .and_then(|n| n.to_server.pop_front())
                 .expect("non-empty");
+            if std::env::var_os("SIM_TRACE").is_some() {
+                eprintln!("conn {conn} -> {msg:?}");
+            }
             for (target, reply) in self.server.handle(conn, msg) {
                 if let Some(net) = self.nets.get_mut(&target) {
                     net.to_client.push_back(reply);
@@ -514,6 +719,9 @@ impl World {
             let net = self.nets.get_mut(&conn).expect("exists");
             let msg = net.to_client.pop_front().expect("non-empty");
             let tab = net.tab;
+            if std::env::var_os("SIM_TRACE").is_some() {
+                eprintln!("tab {tab} <- {msg:?}");
+            }
             let effects = self.tabs[tab]
                 .client
                 .handle(msg)
@@ -527,8 +735,12 @@ impl World {
         let n = self.tabs.len();
         match op {
             Op::Dispatch { tab, reject } => self.dispatch(tab % n, reject),
+            Op::Discard { tab, pick } => self.discard(tab % n, pick),
             Op::Deliver { pick } => {
                 self.deliver(pick);
+            }
+            Op::Store { tab } => {
+                self.store(tab % n);
             }
             Op::Disconnect { tab } => self.disconnect(tab % n),
             Op::Connect { tab } => self.connect(tab % n),
@@ -546,15 +758,30 @@ impl World {
                 }
             }
             Op::CrashTab { tab } => {
+                // Memory is gone, queued storage work with it; storage stays.
                 let tab = tab % n;
                 self.disconnect(tab);
                 let device = self.tabs[tab].device;
-                self.tabs[tab].client = self.open_tab(device);
+                let (client, queue) = self.open_tab(device);
+                self.tabs[tab].client = client;
+                self.tabs[tab].queue = queue;
+                self.tabs[tab].sent_pushes.clear();
             }
             Op::RestartServer => {
                 for tab in 0..n {
                     self.disconnect(tab);
                 }
+            }
+            Op::NewEpoch => {
+                for tab in 0..n {
+                    self.disconnect(tab);
+                }
+                self.epochs += 1;
+                for e in self.server.log.drain(..) {
+                    self.earlier_logs.insert(e.payload);
+                }
+                self.server.decided.clear();
+                self.server.epoch = Epoch(format!("e{}", self.epochs));
             }
         }
     }
@@ -564,9 +791,23 @@ impl World {
             self.connect(tab);
         }
         let mut steps = 0;
-        while self.deliver(steps) {
-            steps += 1;
-            assert!(steps < 200_000, "no quiescence after {steps} deliveries");
+        loop {
+            let mut progress = false;
+            for tab in 0..self.tabs.len() {
+                while self.store(tab) {
+                    progress = true;
+                    steps += 1;
+                    assert!(steps < 200_000, "no quiescence after {steps} steps");
+                }
+            }
+            if self.deliver(steps) {
+                progress = true;
+                steps += 1;
+            }
+            if !progress {
+                break;
+            }
+            assert!(steps < 200_000, "no quiescence after {steps} steps");
         }
     }
 
@@ -574,17 +815,19 @@ impl World {
         let log = &self.server.log;
         if std::env::var_os("SIM_STATS").is_some() {
             eprintln!(
-                "log={} dispatched={} tabs={} conns={}",
+                "log={} allocated={} tabs={} conns={} epochs={}",
                 log.len(),
-                self.dispatched.len(),
+                self.allocated.len(),
                 self.tabs.len(),
-                self.next_conn
+                self.next_conn,
+                self.epochs
             );
         }
         let expected = fold(log);
         let head = Offset(log.len() as u64);
         for (i, t) in self.tabs.iter().enumerate() {
             let r = t.client.replica();
+            assert_eq!(t.client.epoch(), Some(&self.server.epoch), "tab {i} epoch");
             assert_eq!(r.offset(), head, "tab {i} offset");
             assert_eq!(*r.confirmed_state(), expected, "tab {i} confirmed state");
             assert!(
@@ -603,11 +846,14 @@ impl World {
                 "device {d} outbox not drained: {:?}",
                 s.outbox.keys()
             );
+            assert_eq!(s.epoch.as_ref(), Some(&self.server.epoch), "device {d} epoch");
             assert_eq!(s.offset, head, "device {d} stored offset");
-            assert_eq!(s.snapshot, expected, "device {d} stored snapshot");
+            assert_eq!(s.read(), (expected, head), "device {d} stored state");
         }
-        // Dense offsets; no (client, seq) twice; payloads are what was dispatched.
+        // Dense offsets; no (client, seq) or intent twice; only intents
+        // that were given a seq.
         let mut seen = HashSet::new();
+        let mut payloads = HashSet::new();
         for (i, e) in log.iter().enumerate() {
             assert_eq!(e.offset, Offset(i as u64 + 1));
             assert!(
@@ -615,20 +861,28 @@ impl World {
                 "{:?} twice",
                 (e.client_id, e.seq)
             );
-            assert_eq!(
-                self.dispatched.get(&(e.client_id, e.seq)),
-                Some(&e.payload),
+            assert!(
+                payloads.insert(e.payload.clone()),
+                "intent {} twice in the log",
+                String::from_utf8_lossy(&e.payload)
+            );
+            assert!(
+                self.allocated.contains(&e.payload),
                 "log holds an intent nobody dispatched"
             );
         }
-        // Every intent not rejected appears exactly once; rejected ones never.
-        for ((client, seq), payload) in &self.dispatched {
-            let in_log = seen.contains(&(*client, *seq));
-            assert_eq!(
-                in_log,
-                !is_rejected_payload(payload),
-                "intent {client} seq {seq} ({}) in log: {in_log}",
-                String::from_utf8_lossy(payload)
+        // Every intent not rejected appears exactly once; rejected ones
+        // never; discarded ones and ones an earlier log held at most once.
+        for p in &self.allocated {
+            let in_log = payloads.contains(p);
+            let maybe = self.discarded.contains(p) || self.earlier_logs.contains(p);
+            let must = !is_rejected_payload(p) && !maybe;
+            assert!(
+                in_log == must || (maybe && !is_rejected_payload(p)),
+                "intent {} (expected: {}) is in the log {} times",
+                String::from_utf8_lossy(p),
+                if must { "once" } else { "never" },
+                usize::from(in_log),
             );
         }
     }
@@ -648,9 +902,10 @@ proptest! {
     #[test]
     fn devices_converge_exactly_once(
         devices in 2usize..=5,
+        every in 1u64..=4,
         ops in prop::collection::vec(op_strategy(), 1..300),
     ) {
-        let mut w = World::new(&vec![1; devices]);
+        let mut w = World::new(&vec![1; devices], every);
         for op in ops {
             w.apply(op);
         }
@@ -658,13 +913,29 @@ proptest! {
         w.check();
     }
 
-    /// Devices with one or two tabs that share storage and the client id.
+    /// Devices with one to three tabs that share storage and the client id.
     #[test]
     fn tabs_sharing_storage_converge_exactly_once(
-        tabs in prop::collection::vec(1usize..=2, 2..=5),
+        tabs in prop::collection::vec(1usize..=3, 2..=5),
+        every in 1u64..=4,
         ops in prop::collection::vec(op_strategy(), 1..300),
     ) {
-        let mut w = World::new(&tabs);
+        let mut w = World::new(&tabs, every);
+        for op in ops {
+            w.apply(op);
+        }
+        w.quiesce();
+        w.check();
+    }
+
+    /// Tabs sharing storage while the server comes back with empty logs.
+    #[test]
+    fn epoch_resets_with_several_tabs_keep_every_intent_once(
+        tabs in prop::collection::vec(1usize..=3, 1..=4),
+        every in 1u64..=4,
+        ops in prop::collection::vec(op_strategy_with_epochs(), 1..300),
+    ) {
+        let mut w = World::new(&tabs, every);
         for op in ops {
             w.apply(op);
         }
@@ -676,11 +947,14 @@ proptest! {
 /// A deterministic scenario with every fault at once, as a readable example.
 #[test]
 fn offline_dispatch_then_reconnect() {
-    let mut w = World::new(&[1, 2]);
+    let mut w = World::new(&[1, 2], 2);
     w.dispatch(0, false);
     w.dispatch(1, false);
     w.dispatch(2, true);
     w.dispatch(2, false);
+    for tab in 0..3 {
+        w.store(tab);
+    }
     w.connect(1);
     for i in 0..5 {
         w.deliver(i);
@@ -690,4 +964,55 @@ fn offline_dispatch_then_reconnect() {
     w.quiesce();
     w.check();
     assert_eq!(w.server.log.len(), 4);
+}
+
+/// Two tabs of one device each hold a stored intent when the server comes
+/// back with an empty log; the second tab to reconnect still numbers its
+/// intent as the first one's reset left it.
+#[test]
+fn epoch_reset_keeps_the_other_tabs_stored_intent() {
+    let mut w = World::new(&[2], 1);
+    w.quiesce();
+    w.apply(Op::NewEpoch);
+    w.dispatch(0, false);
+    w.dispatch(1, false);
+    w.store(0);
+    w.store(1);
+    // Tab 0 alone reconnects and resets storage for the new epoch.
+    w.connect(0);
+    for _ in 0..20 {
+        w.deliver(0);
+        w.store(0);
+    }
+    w.quiesce();
+    w.check();
+    assert_eq!(w.server.log.len(), 2);
+}
+
+/// An intent discarded while the server took it anyway is in everyone's
+/// state, once.
+#[test]
+fn a_discarded_intent_the_server_took_anyway_is_in_the_state() {
+    let mut w = World::new(&[1, 1], 1);
+    w.quiesce();
+    w.dispatch(0, false);
+    w.store(0);
+    // The push is on its way; the app discards it before the answer.
+    w.deliver(0);
+    w.discard(0, 0);
+    w.quiesce();
+    w.check();
+    assert_eq!(w.server.log.len(), 1);
+}
+
+#[test]
+fn debug_case() {
+    use Op::*;
+    let ops = vec![Connect{tab:4,},Deliver{pick:0,},Deliver{pick:0,},NewEpoch,Connect{tab:4,},Deliver{pick:0,},Deliver{pick:0,},RestartServer,];
+    let mut w = World::new(&[1, 3, 3], 1);
+    for op in ops {
+        w.apply(op);
+    }
+    w.quiesce();
+    w.check();
 }

@@ -590,3 +590,56 @@ async fn a_server_with_a_new_epoch_resets_the_history_and_keeps_pending_intents(
     assert_eq!(status_num(&again, "offset"), 2.0);
     close(&again).await;
 }
+
+#[wasm_bindgen_test]
+async fn an_epoch_reset_with_two_tabs_keeps_every_tabs_intent() {
+    let url = server_start().await;
+    let stream = unique("epoch-tabs");
+    let db = unique("db");
+    let a = open(options(&url, &stream, &db, "")).await;
+    let b = open(options(&url, &stream, &db, "")).await;
+    add(&a, "old");
+    synced(&a, 20_000).await;
+    wait_for(T, "both tabs at offset 1", || {
+        status_num(&a, "offset") == 1.0 && status_num(&b, "offset") == 1.0
+    })
+    .await;
+
+    // The server comes back with an empty database while each tab holds
+    // an intent of its own, written to the shared outbox.
+    server_reset().await;
+    wait_for(T, "both offline", || {
+        status(&a, "online") == JsValue::FALSE && status(&b, "online") == JsValue::FALSE
+    })
+    .await;
+    add(&a, "from-a");
+    add(&b, "from-b");
+    wait_for(T, "both outbox writes done", || {
+        let seq = |s: &JsValue| {
+            let p = call(s, "pending", &[]).unwrap();
+            js_sys::Array::from(&p)
+                .iter()
+                .all(|x| get(&x, "seq").as_f64().is_some())
+        };
+        seq(&a) && seq(&b)
+    })
+    .await;
+    server_start().await;
+    synced(&a, 20_000).await;
+    synced(&b, 20_000).await;
+    wait_for(T, "both tabs at offset 2", || {
+        status_num(&a, "offset") == 2.0 && status_num(&b, "offset") == 2.0
+    })
+    .await;
+    let entries = log_entries(&stream).await;
+    assert_exactly_once(&entries, &["from-a".into(), "from-b".into()]);
+    let mut seqs: Vec<u64> = entries.iter().map(|e| e.1).collect();
+    seqs.sort();
+    assert_eq!(seqs, vec![1, 2], "one numbering for both tabs, from seq 1");
+    let mut got = items(&a);
+    got.sort();
+    assert_eq!(got, vec!["from-a", "from-b"]);
+    assert_eq!(items(&a), items(&b));
+    close(&a).await;
+    close(&b).await;
+}

@@ -1,0 +1,550 @@
+//! The client's storage queue as a pure state machine: which storage jobs a
+//! client needs, in which order, which of them one transaction may merge,
+//! and what their results mean. An adapter (the browser's IndexedDB, a
+//! test's map, a native client's files) only carries out each [`Work`] in
+//! one transaction and hands back what storage answered as a [`Done`].
+//!
+//! The rules it holds, which exactly-once rests on:
+//! - **Seqs come from storage.** A dispatched intent waits for a
+//!   [`Work::Alloc`], one transaction that takes the next seqs from the
+//!   stored counter (shared by every tab of a client) and writes the outbox
+//!   entries. Other tabs' entries found below the new seqs are adopted
+//!   first, so they fold in seq order.
+//! - **Numbering belongs to an epoch.** When the server's log has another
+//!   epoch, the pending intents are renumbered from seq 1. Storage does it,
+//!   once for all tabs: [`Work::Reset`] renumbers the stored outbox (every
+//!   tab's entries, in seq order — see [`renumber`]) unless another tab has
+//!   already reset to that epoch; every tab then takes the stored outbox as
+//!   its pending list ([`SyncClient::reset_to`]). A job queued under one
+//!   epoch's numbering is never carried out under another's: storage
+//!   answers [`Done::Stale`] (storage counts its resets: the numbering's
+//!   generation) and the tab first takes over storage's numbering; a job
+//!   queued before this tab's own reset is dropped. A connection pushes
+//!   nothing until the outbox has been read under the current numbering
+//!   ([`SyncClient::outbox_checked`]).
+//! - **A seq the server expects but the outbox does not hold** (an
+//!   unreadable record) is reported as [`Finished::missing`]: pushing on
+//!   would only earn the same `Gap` again.
+//! - **Snapshots** of the confirmed state are written with the events every
+//!   `snapshot_every` offsets.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+use crate::client::{Effect, Phase, SyncClient};
+use crate::reducer::Reducer;
+use crate::replica::LocalId;
+use crate::types::{Epoch, Event, Offset, Seq};
+
+/// One stored outbox entry: an intent with its seq, written by any tab.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct OutboxEntry {
+    /// Its seq (in the numbering of the stored epoch).
+    pub seq: Seq,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Discarded by the app: withdrawn, never pushed.
+    pub discarded: bool,
+}
+
+/// The outbox after an epoch reset: the same entries in seq order,
+/// numbered from seq 1.
+pub fn renumber(mut entries: Vec<OutboxEntry>) -> Vec<OutboxEntry> {
+    entries.sort_by_key(|e| e.seq);
+    let mut next = Seq::FIRST;
+    for e in &mut entries {
+        e.seq = next;
+        next = next.next();
+    }
+    entries
+}
+
+/// A storage job as queued.
+#[derive(Clone, Debug)]
+enum Job<S> {
+    Alloc(LocalId, Vec<u8>),
+    Write {
+        write: EventsWrite<S>,
+        under: u64,
+    },
+    Reset(Epoch),
+    Reload {
+        expected: Option<Seq>,
+        under: u64,
+    },
+    Discard {
+        seq: Seq,
+        under: u64,
+    },
+}
+
+impl<S> Job<S> {
+    fn kind(&self) -> u8 {
+        match self {
+            Job::Alloc(..) => 0,
+            Job::Write { .. } => 1,
+            Job::Reset(_) => 2,
+            Job::Reload { .. } => 3,
+            Job::Discard { .. } => 4,
+        }
+    }
+
+    fn under(&self) -> Option<u64> {
+        match self {
+            Job::Write { under, .. } | Job::Reload { under, .. } | Job::Discard { under, .. } => {
+                Some(*under)
+            }
+            Job::Alloc(..) | Job::Reset(_) => None,
+        }
+    }
+}
+
+/// Confirmed events, outbox deletions, offset, snapshot and epoch, written
+/// in one transaction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventsWrite<S> {
+    /// Events to store (by offset; storing one twice is harmless).
+    pub events: Vec<Event>,
+    /// Outbox entries to delete.
+    pub drop_seqs: Vec<Seq>,
+    /// The stored offset moves up to this (never down).
+    pub offset: Offset,
+    /// A snapshot of the confirmed state at an offset; events up to it may go.
+    pub snapshot: Option<(Offset, S)>,
+    /// The epoch to store (first contact).
+    pub epoch: Option<Epoch>,
+}
+
+impl<S> EventsWrite<S> {
+    /// Whether storage must refuse this write queued under numbering
+    /// `under`: storage has another numbering (`generation`), or it stores
+    /// an epoch other than the one this write brings (a tab that had never
+    /// heard of an epoch must not store one over another tab's reset).
+    pub fn is_stale(&self, under: u64, generation: u64, stored: Option<&Epoch>) -> bool {
+        under != generation
+            || matches!((stored, &self.epoch), (Some(s), Some(e)) if s != e)
+    }
+
+    fn empty() -> Self {
+        EventsWrite {
+            events: Vec::new(),
+            drop_seqs: Vec::new(),
+            offset: Offset::ZERO,
+            snapshot: None,
+            epoch: None,
+        }
+    }
+}
+
+/// One storage transaction to carry out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Work<S> {
+    /// Take `payloads.len()` seqs from the stored counter (at least
+    /// `floor`), write the entries, and read the entries other tabs wrote
+    /// from `floor` up to the first new seq. Answer [`Done::Alloc`].
+    Alloc {
+        /// Their payloads, in dispatch order.
+        payloads: Vec<Vec<u8>>,
+        /// The lowest seq this tab may take.
+        floor: Seq,
+        /// The numbering this tab uses (see [`Outbox::generation`]): when
+        /// storage has another, take nothing and answer [`Done::Stale`].
+        under: u64,
+    },
+    /// Write, unless [`EventsWrite::is_stale`]; then write nothing and
+    /// answer [`Done::Stale`]. Otherwise [`Done::Written`].
+    Write {
+        /// What to write.
+        write: EventsWrite<S>,
+        /// The numbering its seqs and offsets use.
+        under: u64,
+    },
+    /// The server's log has epoch `epoch`. Unless the stored epoch is
+    /// already `epoch`: drop stored events and snapshots, [`renumber`]
+    /// the stored outbox, store `epoch`, offset 0, the seq counter after
+    /// the last entry, and count one more numbering. Answer
+    /// [`Done::Reset`] with the outbox and the numbering as stored.
+    Reset {
+        /// The new epoch.
+        epoch: Epoch,
+    },
+    /// Read the whole outbox: [`Done::Reload`] (or [`Done::Stale`] when
+    /// storage has another numbering than `under`).
+    Reload {
+        /// The numbering this tab uses.
+        under: u64,
+    },
+    /// Mark these entries discarded (or [`Done::Stale`], as for `Write`).
+    Discard {
+        /// Their seqs.
+        seqs: Vec<Seq>,
+        /// The numbering the seqs use.
+        under: u64,
+    },
+}
+
+/// What storage answered for one [`Work`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Done {
+    /// Seqs taken: `first` and up; `others` are entries other tabs wrote
+    /// from the floor up to `first`.
+    Alloc {
+        /// The first seq taken.
+        first: Seq,
+        /// Other tabs' entries below `first`.
+        others: Vec<OutboxEntry>,
+    },
+    /// Written.
+    Written,
+    /// The outbox as read.
+    Reload(Vec<OutboxEntry>),
+    /// The outbox after the reset, and the stored numbering.
+    Reset {
+        /// The outbox, renumbered.
+        entries: Vec<OutboxEntry>,
+        /// The stored numbering.
+        generation: u64,
+    },
+    /// Nothing done: storage has another numbering than the job's
+    /// (another tab reset it to epoch `stored`).
+    Stale {
+        /// The stored epoch.
+        stored: Option<Epoch>,
+    },
+}
+
+/// What finishing a unit of work asks of the adapter.
+#[derive(Debug, Default)]
+pub struct Finished {
+    /// Effects to carry out, in order (as [`Outbox::effect`] returns them:
+    /// storage effects are queued already).
+    pub effects: Vec<Effect>,
+    /// The server expects this seq and no tab's outbox holds it: report it
+    /// and drop the connection (pushing on would earn the same `Gap`).
+    pub missing: Option<Seq>,
+    /// Storage was reset under a ready connection (by another tab): drop
+    /// the connection and connect again, so that the subscription starts
+    /// over in the new epoch.
+    pub reconnect: bool,
+}
+
+/// The storage queue of one tab (see the module docs).
+#[derive(Debug)]
+pub struct Outbox<S> {
+    jobs: VecDeque<Job<S>>,
+    snapshot_every: u64,
+    snapshot_offset: Offset,
+    generation: u64,
+}
+
+impl<S: Clone> Outbox<S> {
+    /// An empty queue; `snapshot_offset` is the offset of the stored
+    /// snapshot, one is written every `snapshot_every` offsets;
+    /// `generation` is the stored numbering (how many epoch resets storage
+    /// has seen), as read with the outbox.
+    pub fn new(snapshot_offset: Offset, snapshot_every: u64, generation: u64) -> Self {
+        Outbox {
+            jobs: VecDeque::new(),
+            snapshot_every: snapshot_every.max(1),
+            snapshot_offset,
+            generation,
+        }
+    }
+
+    /// The numbering this tab's seqs use: how many epoch resets storage
+    /// had seen when this tab last read it. Seqs of two numberings never
+    /// mix: a job carries the one it was queued under.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether no job waits.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Jobs waiting (merged jobs count one each).
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Forgets every queued job (the store closed and storage refuses
+    /// writes); returns how many there were.
+    pub fn clear(&mut self) -> usize {
+        let n = self.jobs.len();
+        self.jobs.clear();
+        n
+    }
+
+    /// An intent was dispatched ([`crate::Replica::dispatch_unassigned`]):
+    /// queue its seq allocation.
+    pub fn dispatched(&mut self, local: LocalId, payload: Vec<u8>) {
+        self.jobs.push_back(Job::Alloc(local, payload));
+    }
+
+    /// A connection opened: other tabs may have written intents, so the
+    /// outbox is read again.
+    pub fn connected<R: Reducer<State = S>>(&mut self, client: &SyncClient<R>) {
+        let _ = client;
+        self.jobs.push_back(Job::Reload {
+            expected: None,
+            under: self.generation,
+        });
+    }
+
+    /// Takes one effect of `client`: storage effects become jobs (`None`
+    /// is returned); every other effect is returned for the adapter, and
+    /// so is [`Effect::EpochReset`], which the app is told of.
+    pub fn effect<R: Reducer<State = S>>(
+        &mut self,
+        effect: Effect,
+        client: &SyncClient<R>,
+    ) -> Option<Effect> {
+        let under = self.generation;
+        match effect {
+            Effect::PersistEvents {
+                events,
+                confirmed,
+                offset,
+            } => {
+                let due = offset.0 >= self.snapshot_offset.0.saturating_add(self.snapshot_every);
+                let snapshot = due.then(|| {
+                    self.snapshot_offset = offset;
+                    (offset, client.replica().confirmed_state().clone())
+                });
+                self.jobs.push_back(Job::Write {
+                    write: EventsWrite {
+                        events,
+                        drop_seqs: confirmed,
+                        offset,
+                        snapshot,
+                        epoch: None,
+                    },
+                    under,
+                });
+                None
+            }
+            Effect::DropFromOutbox(seq) => {
+                let mut write = EventsWrite::empty();
+                write.drop_seqs.push(seq);
+                self.jobs.push_back(Job::Write { write, under });
+                None
+            }
+            Effect::MarkDiscarded(seq) => {
+                self.jobs.push_back(Job::Discard { seq, under });
+                None
+            }
+            Effect::StoreEpoch(epoch) => {
+                let mut write = EventsWrite::empty();
+                write.epoch = Some(epoch);
+                self.jobs.push_back(Job::Write { write, under });
+                None
+            }
+            Effect::ReloadOutbox { expected } => {
+                self.jobs.push_back(Job::Reload {
+                    expected: Some(expected),
+                    under,
+                });
+                None
+            }
+            Effect::EpochReset { ref epoch, .. } => {
+                self.snapshot_offset = Offset::ZERO;
+                self.jobs.push_back(Job::Reset(epoch.clone()));
+                Some(effect)
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Drops jobs at the head queued under another numbering than this
+    /// tab's now (its reset came after them).
+    fn drop_stale(&mut self) {
+        while let Some(under) = self.jobs.front().and_then(|j| j.under()) {
+            if under == self.generation {
+                break;
+            }
+            self.jobs.pop_front();
+        }
+    }
+
+    /// The next unit of work: the jobs at the head of the queue that one
+    /// transaction carries out together (neighbours of one kind), and how
+    /// many jobs it covers (pass both to [`Outbox::finish`]).
+    pub fn next<R: Reducer<State = S>>(
+        &mut self,
+        client: &SyncClient<R>,
+    ) -> Option<(usize, Work<S>)> {
+        self.drop_stale();
+        let first = self.jobs.front()?;
+        let kind = first.kind();
+        let n = if kind == 2 {
+            1
+        } else {
+            self.jobs.iter().take_while(|j| j.kind() == kind).count()
+        };
+        let head = self.jobs.range(..n);
+        let under = self.generation;
+        let work = match kind {
+            0 => Work::Alloc {
+                payloads: head
+                    .filter_map(|j| match j {
+                        Job::Alloc(_, p) => Some(p.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+                floor: client.replica().next_seq(),
+                under,
+            },
+            1 => {
+                let mut w = EventsWrite::empty();
+                for j in head {
+                    if let Job::Write { write, .. } = j {
+                        w.events.extend(write.events.iter().cloned());
+                        w.drop_seqs.extend(write.drop_seqs.iter().copied());
+                        w.offset = w.offset.max(write.offset);
+                        if write.snapshot.is_some() {
+                            w.snapshot.clone_from(&write.snapshot);
+                        }
+                        if write.epoch.is_some() {
+                            w.epoch.clone_from(&write.epoch);
+                        }
+                    }
+                }
+                Work::Write { write: w, under }
+            }
+            2 => match first {
+                Job::Reset(epoch) => Work::Reset {
+                    epoch: epoch.clone(),
+                },
+                _ => return None,
+            },
+            3 => Work::Reload { under },
+            _ => Work::Discard {
+                seqs: head
+                    .filter_map(|j| match j {
+                        Job::Discard { seq, .. } => Some(*seq),
+                        _ => None,
+                    })
+                    .collect(),
+                under,
+            },
+        };
+        Some((n, work))
+    }
+
+    /// Storage carried out the `n` jobs of `work` and answered `done`:
+    /// updates `client` and says what the adapter must do next.
+    pub fn finish<R: Reducer<State = S>>(
+        &mut self,
+        n: usize,
+        work: Work<S>,
+        done: Done,
+        client: &mut SyncClient<R>,
+    ) -> Finished {
+        let mut out = Finished::default();
+        let n = n.min(self.jobs.len());
+        let taken: Vec<Job<S>> = self.jobs.drain(..n).collect();
+        let mut effects = Vec::new();
+        match (work, done) {
+            (_, Done::Stale { stored }) => {
+                // Another tab reset storage to another epoch: nothing was
+                // written. Take storage's numbering first. Allocations
+                // still have to happen; what else was queued described
+                // this tab's view from before, which the take-over
+                // replaces (stored outbox, discards carried over).
+                for j in taken.into_iter().rev() {
+                    if matches!(j, Job::Alloc(..)) {
+                        self.jobs.push_front(j);
+                    }
+                }
+                self.take_over(stored);
+            }
+            (Work::Write { write, .. }, Done::Written) => {
+                if let Some(epoch) = write.epoch {
+                    effects.extend(client.epoch_stored(epoch));
+                }
+            }
+            (Work::Alloc { .. }, Done::Alloc { first, others }) => {
+                // Other tabs' intents hold the lower seqs: fold them in
+                // first, then give ours their seqs, then push.
+                for e in others {
+                    effects.extend(client.adopt_as(e.seq, e.payload, false, e.discarded));
+                }
+                let mut seq = first;
+                for j in &taken {
+                    if let Job::Alloc(local, _) = j {
+                        client.replica_mut().assign_seq(*local, seq);
+                        seq = seq.next();
+                    }
+                }
+                effects.push(Effect::StateChanged);
+                effects.extend(client.flush());
+            }
+            (Work::Reset { epoch }, Done::Reset { entries, generation }) => {
+                self.snapshot_offset = Offset::ZERO;
+                self.generation = generation;
+                out.reconnect = client.phase() == Phase::Ready;
+                let (fx, rediscard) = client.reset_to(epoch, entries);
+                effects.extend(fx);
+                for seq in rediscard {
+                    effects.push(Effect::MarkDiscarded(seq));
+                }
+            }
+            (Work::Reload { .. }, Done::Reload(entries)) => {
+                let expected = taken.iter().find_map(|j| match j {
+                    Job::Reload { expected, .. } => *expected,
+                    _ => None,
+                });
+                for e in entries {
+                    effects.extend(client.adopt_as(e.seq, e.payload, false, e.discarded));
+                }
+                let held =
+                    |s: Seq| client.replica().pending().iter().any(|p| p.seq == Some(s));
+                match expected.filter(|s| !held(*s)) {
+                    Some(seq) => out.missing = Some(seq),
+                    None => effects.extend(client.outbox_checked()),
+                }
+            }
+            _ => {}
+        }
+        for e in effects {
+            if let Some(e) = self.effect(e, client) {
+                out.effects.push(e);
+            }
+        }
+        out
+    }
+
+    /// Storage has another epoch than this tab's numbering: reset to it
+    /// before anything else (no write happens when it is already stored).
+    fn take_over(&mut self, stored: Option<Epoch>) {
+        if let Some(epoch) = stored {
+            // One reset to it is enough: a later one would start over again.
+            self.jobs
+                .retain(|j| !matches!(j, Job::Reset(e) if *e == epoch));
+            self.snapshot_offset = Offset::ZERO;
+            self.jobs.push_front(Job::Reset(epoch));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, p: &str) -> OutboxEntry {
+        OutboxEntry {
+            seq: Seq::new(seq).unwrap(),
+            payload: p.as_bytes().to_vec(),
+            discarded: false,
+        }
+    }
+
+    #[test]
+    fn renumber_keeps_seq_order_from_one() {
+        let r = renumber(alloc::vec![entry(9, "b"), entry(4, "a"), entry(12, "c")]);
+        let got: Vec<(u64, &[u8])> = r.iter().map(|e| (e.seq.get(), &e.payload[..])).collect();
+        assert_eq!(got, alloc::vec![(1, &b"a"[..]), (2, b"b"), (3, b"c")]);
+    }
+
+}

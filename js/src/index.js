@@ -38,8 +38,8 @@ export function init(options = {}) {
       loading = null;
       throw toLogsyncError(err, 'INTERNAL',
         'Logsync could not load its WebAssembly module (logsync_wasm_bg.wasm). ' +
-        'Serve the file next to the package\'s JS (bundlers such as Vite do this for you; in Vite dev mode ' +
-        'add optimizeDeps: { exclude: [\'logsync\'] }), or pass its location: init({ wasm: url })');
+        'Serve the file next to the package\'s JS (bundlers such as Vite do this for you; with Vite 7 or older, ' +
+        'add optimizeDeps: { exclude: [\'logsync\'] } for its dev server), or pass its location: init({ wasm: url })');
     },
   );
   return loading;

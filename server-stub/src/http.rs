@@ -203,7 +203,7 @@ fn authenticate(
 ) -> Result<Principal, Denied> {
     // An open server ignores credentials, also ones it could not parse
     // (e.g. a proxy's `Authorization: Basic`).
-    if st.config.jwt_secret.is_none() {
+    if st.config.jwt_secret.is_none() && st.config.jwt_jwks.is_none() {
         return Ok(Principal::open());
     }
     access::http_token(headers, query)

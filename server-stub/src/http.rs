@@ -203,7 +203,7 @@ fn authenticate(
 ) -> Result<Principal, Denied> {
     // An open server ignores credentials, also ones it could not parse
     // (e.g. a proxy's `Authorization: Basic`).
-    if st.config.jwt_secret.is_none() {
+    if st.config.jwt_secret.is_none() && st.config.jwt_jwks.is_none() {
         return Ok(Principal::open());
     }
     access::http_token(headers, query)
@@ -661,14 +661,13 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// `GET /metrics`.
-async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+/// `GET /metrics`: Prometheus text, or OpenMetrics when `Accept` asks.
+async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = st.metrics.exposition(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        st.metrics.render(),
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
     )
         .into_response()
 }

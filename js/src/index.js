@@ -50,7 +50,7 @@ export function init(options = {}) {
  * syncing it. Resolves once the store is usable: state restored from
  * IndexedDB, even with no network.
  *
- * @param {import('./index.js').SyncStoreOptions<any, any>} options
+ * @param {import('./index.js').StoreOptions<any, any>} options
  * @returns {Promise<import('./index.js').SyncStore<any, any>>}
  */
 export async function createSyncStore(options) {

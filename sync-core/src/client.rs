@@ -477,8 +477,8 @@ impl<R: Reducer> SyncClient<R> {
     fn check_stream(&self, stream: &crate::types::StreamName) -> Result<(), CoreError> {
         if stream != self.replica.stream() {
             return Err(CoreError::WrongStream {
-                expected: self.replica.stream().clone(),
-                got: stream.clone(),
+                expected: self.replica.stream().to_string(),
+                got: stream.to_string(),
             });
         }
         Ok(())

@@ -29,7 +29,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use sync_core::protocol::{
-    encode_event, encode_events_frame_with_ranges, EVENTS_FRAME_OVERHEAD as FRAME_OVERHEAD,
+    encode_event, encode_events_frame, encode_events_frame_with_ranges,
+    EVENTS_FRAME_OVERHEAD as FRAME_OVERHEAD,
 };
 use sync_core::{Event, Offset, StreamName};
 use tokio::sync::watch;

@@ -52,14 +52,13 @@ test('the Redux contract, with every method detached', async (t) => {
   const before = getState();
   dispatch({ type: 'noop' });
   assert.equal(getState(), before, 'an action that changes nothing keeps the object');
+  assert.equal(calls, 2, 'every dispatch notifies, as in Redux');
 
   unsubscribe();
   unsubscribe();
   dispatch({ type: 'inc' });
-  assert.equal(calls <= 2, true);
-  const afterUnsubscribe = calls;
   dispatch({ type: 'inc' });
-  assert.equal(calls, afterUnsubscribe, 'no calls after unsubscribe');
+  assert.equal(calls, 2, 'no calls after unsubscribe');
   assert.deepEqual(getState(), { count: 17 });
 });
 

@@ -121,7 +121,9 @@ impl ErrorCode {
     /// generated docs in other languages).
     pub fn description(self) -> String {
         let doc = strum::EnumMessage::get_documentation(&self).unwrap_or_default();
-        doc.split_whitespace().collect::<alloc::vec::Vec<_>>().join(" ")
+        doc.split_whitespace()
+            .collect::<alloc::vec::Vec<_>>()
+            .join(" ")
     }
 
     /// Parses a code; text this build does not know gives [`ErrorCode::Unknown`].

@@ -7,6 +7,7 @@
 //! ```
 //!
 //! and commit the result.
+#![allow(clippy::unwrap_used)]
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -68,7 +69,9 @@ fn js_types() -> String {
     );
     s.push_str(&ts_union("  "));
     s.push('\n');
-    s.push_str("/** Every code, in a fixed order (equal to the wasm module's `errorCodes()`). */\n");
+    s.push_str(
+        "/** Every code, in a fixed order (equal to the wasm module's `errorCodes()`). */\n",
+    );
     s.push_str("export declare const ERROR_CODES: readonly ErrorCode[];\n");
     s
 }
@@ -214,7 +217,7 @@ fn every_code_appears_in_every_generated_file() {
     for (path, text) in files() {
         for code in ErrorCode::ALL {
             assert!(
-                text.contains(&format!("{}", code.as_str())),
+                text.contains(&format!("'{code}'")) || text.contains(&format!("\"{code}\"")),
                 "{path} lacks {code}"
             );
         }
@@ -222,8 +225,14 @@ fn every_code_appears_in_every_generated_file() {
     let elm = elm_module();
     for code in ErrorCode::ALL {
         let variant = format!("{code:?}");
-        assert!(elm.contains(&format!("\n    | {variant}\n")) || elm.contains(&format!("\n    = {variant}\n")));
-        assert!(elm.contains(&format!("\"{}\" ->\n            Just {variant}\n", code.as_str())));
+        assert!(
+            elm.contains(&format!("\n    | {variant}\n"))
+                || elm.contains(&format!("\n    = {variant}\n"))
+        );
+        assert!(elm.contains(&format!(
+            "\"{}\" ->\n            Just {variant}\n",
+            code.as_str()
+        )));
     }
 }
 
@@ -239,7 +248,10 @@ fn code_texts_are_screaming_snake_variant_names() {
             expected.push(ch.to_ascii_uppercase());
         }
         assert_eq!(code.as_str(), expected);
-        assert!(!code.description().is_empty(), "{code:?} has no doc comment");
+        assert!(
+            !code.description().is_empty(),
+            "{code:?} has no doc comment"
+        );
         assert_eq!(ErrorCode::parse(code.as_str()), *code);
     }
     assert_eq!(ErrorCode::parse("NOT_A_CODE_YET"), ErrorCode::Unknown);

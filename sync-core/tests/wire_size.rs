@@ -35,15 +35,20 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn event() -> impl Strategy<Value = Event> {
-    (wide_u64(), any::<[u8; 16]>(), wide_u64(), wide_u64(), payload()).prop_map(
-        |(offset, id, seq, time_ms, payload)| Event {
+    (
+        wide_u64(),
+        any::<[u8; 16]>(),
+        wide_u64(),
+        wide_u64(),
+        payload(),
+    )
+        .prop_map(|(offset, id, seq, time_ms, payload)| Event {
             offset: Offset(offset),
             client_id: ClientId(id),
             seq: Seq::new(seq.max(1)).unwrap(),
             time_ms,
             payload,
-        },
-    )
+        })
 }
 
 fn longest_stream() -> StreamName {
@@ -142,7 +147,11 @@ fn largest_payloads_fit_their_frames_with_little_slack() {
         };
         let len = events.encode().len();
         assert!(len <= frame, "events frame of {len} bytes over {frame}");
-        assert!(frame - len <= 4 + 4, "events frame leaves {} bytes", frame - len);
+        assert!(
+            frame - len <= 4 + 4,
+            "events frame leaves {} bytes",
+            frame - len
+        );
     }
 }
 

@@ -91,13 +91,6 @@ pub fn error_codes() -> Array {
         .collect()
 }
 
-/// The largest action a store takes: its `JSON.stringify` text, in UTF-8
-/// bytes (larger ones are refused with `PAYLOAD_TOO_LARGE`).
-#[wasm_bindgen(js_name = maxActionBytes)]
-pub fn max_action_bytes() -> u32 {
-    crate::engine::MAX_PAYLOAD_BYTES as u32
-}
-
 /// Opens a store: IndexedDB first (no network needed), then the
 /// connection in the background. Its methods work detached from it.
 #[wasm_bindgen(js_name = openStore, unchecked_return_type = "WasmStore")]
@@ -155,7 +148,8 @@ impl WasmStore {
     /// of `json`, and the first `stateAfter` was computed from `base`. When
     /// the store's state is no longer `base`, the actions are folded again
     /// onto the current state and subscribers notified; returns whether
-    /// that happened. Each JSON text must be within `maxActionBytes()`.
+    /// that happened. Each JSON text is to be within `maxActionBytes()`
+    /// (one over it is recorded, then rejected with `PAYLOAD_TOO_LARGE`).
     #[wasm_bindgen(js_name = dispatchFolded)]
     pub fn dispatch_folded(&self, base: JsValue, batch: Array) -> Result<bool, JsValue> {
         let len = batch.length();
@@ -193,6 +187,16 @@ impl WasmStore {
         #[wasm_bindgen(unchecked_param_type = "Reducer")] reducer: JsValue,
     ) -> Result<(), JsValue> {
         Ok(self.store.replace_reducer(JsReducer::new(reducer)?)?)
+    }
+
+    /// The largest action `dispatch` takes now: its `JSON.stringify` text,
+    /// in UTF-8 bytes (larger ones are refused with `PAYLOAD_TOO_LARGE`
+    /// before they are applied). It is what the server accepts, learnt
+    /// when connecting (until then, what a default server accepts); it
+    /// changes only with a status change.
+    #[wasm_bindgen(js_name = maxActionBytes)]
+    pub fn max_action_bytes(&self) -> Result<u32, JsValue> {
+        Ok(self.store.max_payload_bytes()? as u32)
     }
 
     /// The status: the same (frozen) object until it changes.

@@ -341,9 +341,10 @@ impl WasmStore {
 
 /// Makes every method callable detached (`const { dispatch } = store`).
 fn bind_methods(obj: &JsValue) {
-    const METHODS: [&str; 16] = [
+    const METHODS: [&str; 17] = [
         "getState",
         "dispatch",
+        "maxActionBytes",
         "dispatchFolded",
         "subscribe",
         "replaceReducer",

@@ -21,12 +21,9 @@ pub enum CommitMode {
     PerIntent,
 }
 
-/// Bytes an `Events` frame spends besides its events: tag, stream name
-/// (at most 200 bytes and its length), event count and head.
-pub const FRAME_OVERHEAD: usize = 1 + 2 + 200 + 10 + 10;
-/// Bytes an encoded event spends besides its payload: offset, client id,
-/// seq, time and payload length.
-pub const EVENT_OVERHEAD: usize = 10 + 16 + 10 + 10 + 5;
+/// Bytes an `Events` frame spends besides its events, and an encoded
+/// event besides its payload: facts of the wire format, from sync-core.
+pub use sync_core::protocol::{EVENTS_FRAME_OVERHEAD as FRAME_OVERHEAD, EVENT_OVERHEAD};
 
 /// Everything [`crate::run`] needs besides the listener.
 #[derive(Clone, Debug)]
@@ -132,7 +129,7 @@ impl Default for Config {
             store_url: None,
             server_id: random_server_id(),
             max_frame_bytes: sync_core::DEFAULT_MAX_FRAME_BYTES,
-            max_payload_bytes: 256 * 1024,
+            max_payload_bytes: sync_core::DEFAULT_MAX_PAYLOAD_BYTES,
             commit_mode: CommitMode::Group,
             max_batch_intents: 4096,
             max_batch_bytes: 16 << 20,

@@ -449,7 +449,10 @@ impl Conn {
                     version: PROTOCOL_VERSION,
                     server_id: self.state.config.server_id.clone(),
                     epoch: self.state.store.epoch().clone(),
-                    max_frame_bytes: self.state.config.max_frame_bytes as u32,
+                    max_frame_bytes: sync_core::protocol::welcome_frame_limit(
+                        self.state.config.max_frame_bytes,
+                        self.state.config.max_payload_bytes,
+                    ),
                 };
                 return self.send(&welcome).await;
             }

@@ -13,16 +13,13 @@ use alloc::vec::Vec;
 
 use crate::error::{CoreError, ErrorCode};
 use crate::protocol::{
-    ClientMsg, PushIntent, ServerMsg, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    max_push_payload, welcome_frame_limit, ClientMsg, PushIntent, ServerMsg,
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PAYLOAD_BYTES, PROTOCOL_VERSION,
+    PUSH_FRAME_OVERHEAD as PUSH_OVERHEAD, PUSH_INTENT_OVERHEAD as PER_INTENT_OVERHEAD,
 };
 use crate::reducer::Reducer;
 use crate::replica::{Applied, Replica};
 use crate::types::{Epoch, Event, Offset, Seq};
-
-/// Bytes a `Push` frame spends besides its payloads: tag, stream, count,
-/// and per intent a seq and a length (generous upper bounds).
-const PUSH_OVERHEAD: usize = 1 + 2 + 200 + 5;
-const PER_INTENT_OVERHEAD: usize = 10 + 5;
 
 /// Where a connection is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -136,9 +133,18 @@ impl<R: Reducer> SyncClient<R> {
             phase: Phase::Offline,
             sent_through: 0,
             head,
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            // Until a `Welcome` says otherwise: what a default server takes.
+            max_frame_bytes: welcome_frame_limit(DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PAYLOAD_BYTES)
+                as usize,
             initial,
         }
+    }
+
+    /// The largest payload this client can push: what the server of the
+    /// last `Welcome` accepts (before any, what a default server accepts).
+    /// A larger action is to be refused at dispatch.
+    pub fn max_payload_bytes(&self) -> usize {
+        max_push_payload(self.max_frame_bytes)
     }
 
     /// The replica.
@@ -363,7 +369,7 @@ impl<R: Reducer> SyncClient<R> {
                         supported: PROTOCOL_VERSION,
                     });
                 }
-                self.max_frame_bytes = (max_frame_bytes as usize).max(1024);
+                self.max_frame_bytes = max_frame_bytes as usize;
                 match &self.epoch {
                     None => out.push(Effect::StoreEpoch(epoch.clone())),
                     Some(prev) if *prev != epoch => {
@@ -477,8 +483,8 @@ impl<R: Reducer> SyncClient<R> {
     fn check_stream(&self, stream: &crate::types::StreamName) -> Result<(), CoreError> {
         if stream != self.replica.stream() {
             return Err(CoreError::WrongStream {
-                expected: self.replica.stream().clone(),
-                got: stream.clone(),
+                expected: self.replica.stream().to_string(),
+                got: stream.to_string(),
             });
         }
         Ok(())

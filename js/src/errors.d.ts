@@ -34,7 +34,8 @@ export type ErrorCode =
   | 'UNKNOWN'
   | 'QUOTA_EXCEEDED'
   | 'STORE_CLOSED'
-  | 'CONNECT_FAILED';
+  | 'CONNECT_FAILED'
+  | 'SEQ_REUSED';
 
 /** Every code, in a fixed order (equal to the wasm module's `errorCodes()`). */
 export declare const ERROR_CODES: readonly ErrorCode[];

@@ -45,6 +45,7 @@ export const ERROR_CODES = Object.freeze([
   'QUOTA_EXCEEDED',
   'STORE_CLOSED',
   'CONNECT_FAILED',
+  'SEQ_REUSED',
 ]);
 
 const KNOWN = new Set(ERROR_CODES);

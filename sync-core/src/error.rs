@@ -88,6 +88,11 @@ pub enum ErrorCode {
     /// A connection attempt failed: nothing answered, or something that
     /// is not a Logsync WebSocket endpoint did.
     ConnectFailed,
+    /// A push reused a seq that already holds another intent (its payload
+    /// differs from the one the seq was decided with). The message names
+    /// the offset of the intent that holds the seq; the pushed intent is
+    /// refused and nothing is stored.
+    SeqReused,
 }
 
 impl ErrorCode {
@@ -128,6 +133,7 @@ impl ErrorCode {
         ErrorCode::QuotaExceeded,
         ErrorCode::StoreClosed,
         ErrorCode::ConnectFailed,
+        ErrorCode::SeqReused,
     ];
 
     /// The stable text of the code.
@@ -168,6 +174,7 @@ impl ErrorCode {
             ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
             ErrorCode::StoreClosed => "STORE_CLOSED",
             ErrorCode::ConnectFailed => "CONNECT_FAILED",
+            ErrorCode::SeqReused => "SEQ_REUSED",
         }
     }
 

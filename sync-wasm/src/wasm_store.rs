@@ -49,7 +49,8 @@ export type ErrorCode =
   | 'TOO_MANY_SUBSCRIPTIONS' | 'TOO_MANY_CONNECTIONS' | 'SLOW_CONSUMER' | 'IDLE_TIMEOUT'
   | 'SHUTTING_DOWN' | 'STORAGE' | 'REJECTED' | 'OFFSET_GAP' | 'OFFSET_REPEAT'
   | 'WRONG_STREAM' | 'REDUCER' | 'EPOCH_CHANGED' | 'NOT_FOUND' | 'INTERNAL' | 'UNKNOWN'
-  | 'QUOTA_EXCEEDED' | 'STORE_CLOSED' | 'CONNECT_FAILED';
+  | 'QUOTA_EXCEEDED' | 'STORE_CLOSED' | 'CONNECT_FAILED'
+  | 'SEQ_REUSED';
 /** Every error Logsync throws, rejects with or reports. */
 export interface LogsyncError extends Error {
   name: 'LogsyncError';

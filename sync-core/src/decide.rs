@@ -305,12 +305,14 @@ mod tests {
                         Step::Gap { expected: seq(next) }
                     };
                     prop_assert_eq!(*step, want);
-                    if matches!(step, Step::Gap { .. }) {
+                    let gap = matches!(step, Step::Gap { .. });
+                    if gap {
                         prop_assert_eq!(i, steps.len() - 1);
                     }
                 }
                 if steps.len() < offers.len() {
-                    prop_assert!(matches!(steps.last(), Some(Step::Gap { .. })));
+                    let stopped = matches!(steps.last(), Some(Step::Gap { .. }));
+                    prop_assert!(stopped, "fewer steps than offers only after a gap");
                 }
                 prop_assert_eq!(position.last_decided, model.decided.len() as u64);
                 prop_assert_eq!(position.head, Offset(model.events));

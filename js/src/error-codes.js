@@ -37,4 +37,5 @@ export const ERROR_CODES = Object.freeze([
   'QUOTA_EXCEEDED',
   'STORE_CLOSED',
   'CONNECT_FAILED',
+  'SEQ_REUSED',
 ]);

@@ -132,7 +132,7 @@ pub(crate) fn router(state: Arc<AppState>, with_ops: bool) -> Router {
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::FrameTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::SeqGap => StatusCode::CONFLICT,
+        ErrorCode::SeqGap | ErrorCode::SeqReused => StatusCode::CONFLICT,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden | ErrorCode::OriginForbidden => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -398,6 +398,11 @@ async fn post_intent(
                 ("seq", seq.to_string()),
                 ("duplicate", duplicate.to_string()),
             ],
+        ),
+        Ok(Some(Outcome::SeqReused { seq, offset })) => error_response(
+            ErrorCode::SeqReused,
+            &Outcome::seq_reused_message(seq, offset),
+            &[("seq", seq.to_string()), ("offset", offset.to_string())],
         ),
         Ok(Some(Outcome::Gap { expected })) => error_response(
             ErrorCode::SeqGap,

@@ -724,11 +724,11 @@ mod tests {
             .iter()
             .map(|&len| {
                 *next_seq += 1;
-                ProposedIntent {
-                    seq: Seq::new(*next_seq).expect("seq"),
-                    payload: vec![b'p'; len],
-                    verdict: Verdict::Accept,
-                }
+                ProposedIntent::new(
+                    Seq::new(*next_seq).expect("seq"),
+                    vec![b'p'; len],
+                    Verdict::Accept,
+                )
             })
             .collect();
         let outcomes = store

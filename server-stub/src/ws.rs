@@ -886,6 +886,12 @@ async fn ack_loop(mut pushes: mpsc::Receiver<PendingPush>, out: mpsc::Sender<Out
                             stream: stream.clone(),
                             expected_seq: expected,
                         },
+                        Outcome::SeqReused { seq, offset } => ServerMsg::Reject {
+                            stream: stream.clone(),
+                            seq,
+                            code: ErrorCode::SeqReused,
+                            message: Outcome::seq_reused_message(seq, offset),
+                        },
                     };
                     if out.send(Out::msg(&msg)).await.is_err() {
                         return;

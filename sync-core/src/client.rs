@@ -98,6 +98,16 @@ pub enum Effect {
     },
 }
 
+/// Whether a refusal with `code` is also an error of this client, to be
+/// reported with the other errors (the JS `onError`) as well as to the
+/// rejection listeners: `SEQ_REUSED` means the server holds another intent
+/// under the seq, which only a bug in the client's seq keeping (or an
+/// outbox replayed against a log it did not come from) produces. The
+/// intent is rolled back like any refused one, never dropped quietly.
+pub fn rejection_is_client_error(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::SeqReused)
+}
+
 /// The reason stored for a seq the app discarded.
 pub const DISCARDED_MESSAGE: &str = "discarded by the app before the server took it";
 
@@ -700,6 +710,39 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    #[test]
+    fn a_reused_seq_rolls_the_intent_back_and_reports_it() {
+        let mut c = client(Some("e"));
+        c.connected(None);
+        c.handle(welcome("e", 1 << 20)).unwrap();
+        c.replica_mut().dispatch(b"a".to_vec()).unwrap();
+        assert_eq!(*c.replica().state(), 1);
+        let fx = c.flush();
+        assert_eq!(sends(&fx).len(), 1);
+        let message = "seq 1 already holds another intent (at offset 3)";
+        let fx = c
+            .handle(ServerMsg::Reject {
+                stream: stream(),
+                seq: Seq::FIRST,
+                code: ErrorCode::SeqReused,
+                message: message.into(),
+            })
+            .unwrap();
+        assert_eq!(*c.replica().state(), 0, "rolled back");
+        assert!(c.replica().pending().is_empty());
+        assert!(fx.contains(&Effect::DropFromOutbox(Seq::FIRST)));
+        assert!(fx.contains(&Effect::Rejected {
+            seq: Seq::FIRST,
+            payload: b"a".to_vec(),
+            code: ErrorCode::SeqReused,
+            message: message.into(),
+        }));
+        assert_eq!(c.phase(), Phase::Ready);
+        assert!(rejection_is_client_error(ErrorCode::SeqReused));
+        assert!(!rejection_is_client_error(ErrorCode::Rejected));
+        assert!(!rejection_is_client_error(ErrorCode::Forbidden));
     }
 
     #[test]

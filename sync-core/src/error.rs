@@ -105,6 +105,11 @@ pub enum ErrorCode {
     /// A connection attempt failed: nothing answered, or something that
     /// is not a Logsync WebSocket endpoint did.
     ConnectFailed,
+    /// A push reused a seq that already holds another intent (its payload
+    /// differs from the one the seq was decided with). The message names
+    /// the offset of the intent that holds the seq; the pushed intent is
+    /// refused and nothing is stored.
+    SeqReused,
 }
 
 impl ErrorCode {

@@ -16,7 +16,10 @@ pub mod types;
 pub use backoff::Backoff;
 pub use client::{Effect, Phase, SyncClient};
 pub use connect::{connect_failure, FailureReports, Probe};
-pub use decide::{decide, Decision};
+pub use decide::{
+    answer_resend, decide, decide_batch, Decision, IntentDigest, Offer, Position, ResendAnswer,
+    Step,
+};
 pub use error::{CoreError, ErrorCode};
 pub use protocol::{
     ClientMsg, PushIntent, ServerMsg, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,

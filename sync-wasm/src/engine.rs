@@ -302,7 +302,17 @@ impl<R: StoreReducer> Core<R> {
                 message,
             } => {
                 // An answer about one intent, not a problem of the store:
-                // the rejection listeners hear of it.
+                // the rejection listeners hear of it; one that only a
+                // client bug causes is reported as an error too.
+                if sync_core::client::rejection_is_client_error(code) {
+                    self.error(
+                        WasmError::Server {
+                            code,
+                            message: message.clone(),
+                        },
+                        notes,
+                    );
+                }
                 notes.rejections.push(Rejection {
                     seq,
                     payload,

@@ -70,4 +70,6 @@ export type ErrorCode =
   /** The store was closed; the call cannot complete. */
   | 'STORE_CLOSED'
   /** A connection attempt failed: nothing answered, or something that is not a Logsync WebSocket endpoint did. */
-  | 'CONNECT_FAILED';
+  | 'CONNECT_FAILED'
+  /** A push reused a seq that already holds another intent (its payload differs from the one the seq was decided with). The message names the offset of the intent that holds the seq; the pushed intent is refused and nothing is stored. */
+  | 'SEQ_REUSED';

@@ -52,6 +52,7 @@ import Json.Decode as D
   - `QuotaExceeded` (`QUOTA_EXCEEDED`): Client storage is full (the browser refused a write for quota).
   - `StoreClosed` (`STORE_CLOSED`): The store was closed; the call cannot complete.
   - `ConnectFailed` (`CONNECT_FAILED`): A connection attempt failed: nothing answered, or something that is not a Logsync WebSocket endpoint did.
+  - `SeqReused` (`SEQ_REUSED`): A push reused a seq that already holds another intent (its payload differs from the one the seq was decided with). The message names the offset of the intent that holds the seq; the pushed intent is refused and nothing is stored.
 
 -}
 type ErrorCode
@@ -90,6 +91,7 @@ type ErrorCode
     | QuotaExceeded
     | StoreClosed
     | ConnectFailed
+    | SeqReused
 
 
 {-| Every code, in sync-core's order.
@@ -131,6 +133,7 @@ all =
     , QuotaExceeded
     , StoreClosed
     , ConnectFailed
+    , SeqReused
     ]
 
 
@@ -244,6 +247,9 @@ toString code =
         ConnectFailed ->
             "CONNECT_FAILED"
 
+        SeqReused ->
+            "SEQ_REUSED"
+
 
 {-| The code with this text, or `Nothing` for text this build does not know.
 -}
@@ -354,6 +360,9 @@ fromString text =
 
         "CONNECT_FAILED" ->
             Just ConnectFailed
+
+        "SEQ_REUSED" ->
+            Just SeqReused
 
         _ ->
             Nothing

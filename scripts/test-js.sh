@@ -12,7 +12,9 @@
 #      program and connected with connectElmPorts
 #   5. node --test tests/e2e: the React and Elm examples in headless
 #      Chromium contexts against a real logsync-server (started and stopped
-#      by PID inside the tests)
+#      by PID inside the tests); the packed package in fresh Vite apps,
+#      among them js/README.md's "Your first app" run word for word (it
+#      npm-installs Vite and React from the registry into a temp folder)
 # Exits non-zero on any failure. Chromium's profile files go to a scratch
 # TMPDIR that is removed at the end.
 set -euo pipefail

@@ -42,19 +42,25 @@ cargo build -p sync-core --target wasm32-unknown-unknown --locked
 step "cargo test: core, server (native)"
 cargo test --workspace --exclude sync-wasm --locked
 
-if [ -x scripts/test-postgres.sh ]; then
-  step "server on PostgreSQL"
-  scripts/test-postgres.sh
-fi
+# Every layer's script must be there and executable: a missing one is a
+# failure, never a silently skipped layer.
+layer() {
+  local script="$1"
+  shift
+  if [ ! -f "$script" ]; then
+    echo "$script is missing: the test layer \"$*\" cannot run" >&2
+    exit 1
+  fi
+  if [ ! -x "$script" ]; then
+    echo "$script is not executable (chmod +x $script): the test layer \"$*\" cannot run" >&2
+    exit 1
+  fi
+  step "$*"
+  "$script"
+}
 
-if [ -x scripts/test-wasm.sh ]; then
-  step "browser SDK in headless Chromium"
-  scripts/test-wasm.sh
-fi
-
-if [ -x scripts/test-js.sh ]; then
-  step "npm package, React/Elm bindings, end-to-end"
-  scripts/test-js.sh
-fi
+layer scripts/test-postgres.sh "server on PostgreSQL"
+layer scripts/test-wasm.sh "browser SDK in headless Chromium"
+layer scripts/test-js.sh "npm package, React/Elm bindings, end-to-end"
 
 step "all tests passed"

@@ -1,43 +1,8 @@
-/** Every stable error code Logsync uses, in Rust, on the wire, over HTTP and in JS. */
-export type ErrorCode =
-  | 'PROTOCOL_VERSION'
-  | 'MALFORMED_FRAME'
-  | 'FRAME_TOO_LARGE'
-  | 'HELLO_REQUIRED'
-  | 'UNEXPECTED_HELLO'
-  | 'INVALID_STREAM'
-  | 'INVALID_SEQ'
-  | 'INVALID_CLIENT_ID'
-  | 'INVALID_OFFSET'
-  | 'INVALID_JSON'
-  | 'INVALID_REQUEST'
-  | 'SEQ_GAP'
-  | 'PAYLOAD_TOO_LARGE'
-  | 'UNAUTHORIZED'
-  | 'FORBIDDEN'
-  | 'ORIGIN_FORBIDDEN'
-  | 'RATE_LIMITED'
-  | 'TOO_MANY_SUBSCRIPTIONS'
-  | 'TOO_MANY_CONNECTIONS'
-  | 'SLOW_CONSUMER'
-  | 'IDLE_TIMEOUT'
-  | 'SHUTTING_DOWN'
-  | 'STORAGE'
-  | 'REJECTED'
-  | 'OFFSET_GAP'
-  | 'OFFSET_REPEAT'
-  | 'WRONG_STREAM'
-  | 'REDUCER'
-  | 'EPOCH_CHANGED'
-  | 'NOT_FOUND'
-  | 'INTERNAL'
-  | 'UNKNOWN'
-  | 'QUOTA_EXCEEDED'
-  | 'STORE_CLOSED'
-  | 'CONNECT_FAILED';
+// ErrorCode and ERROR_CODES are generated from sync-core's ErrorCode.
+import type { ErrorCode } from './error-codes.js';
 
-/** Every code, in a fixed order (equal to the wasm module's `errorCodes()`). */
-export declare const ERROR_CODES: readonly ErrorCode[];
+export type { ErrorCode } from './error-codes.js';
+export { ERROR_CODES } from './error-codes.js';
 
 /**
  * An error with a stable code to switch on. `err instanceof LogsyncError`

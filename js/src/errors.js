@@ -4,48 +4,12 @@
 // that name and code, so `instanceof LogsyncError` checks the shape rather
 // than the prototype chain.
 
-/**
- * Every error code, in the order sync-core lists them. Kept equal to the
- * wasm module's `errorCodes()` and to the `ErrorCode` union in errors.d.ts
- * (test/error-codes.test.mjs checks all three).
- */
-export const ERROR_CODES = Object.freeze([
-  'PROTOCOL_VERSION',
-  'MALFORMED_FRAME',
-  'FRAME_TOO_LARGE',
-  'HELLO_REQUIRED',
-  'UNEXPECTED_HELLO',
-  'INVALID_STREAM',
-  'INVALID_SEQ',
-  'INVALID_CLIENT_ID',
-  'INVALID_OFFSET',
-  'INVALID_JSON',
-  'INVALID_REQUEST',
-  'SEQ_GAP',
-  'PAYLOAD_TOO_LARGE',
-  'UNAUTHORIZED',
-  'FORBIDDEN',
-  'ORIGIN_FORBIDDEN',
-  'RATE_LIMITED',
-  'TOO_MANY_SUBSCRIPTIONS',
-  'TOO_MANY_CONNECTIONS',
-  'SLOW_CONSUMER',
-  'IDLE_TIMEOUT',
-  'SHUTTING_DOWN',
-  'STORAGE',
-  'REJECTED',
-  'OFFSET_GAP',
-  'OFFSET_REPEAT',
-  'WRONG_STREAM',
-  'REDUCER',
-  'EPOCH_CHANGED',
-  'NOT_FOUND',
-  'INTERNAL',
-  'UNKNOWN',
-  'QUOTA_EXCEEDED',
-  'STORE_CLOSED',
-  'CONNECT_FAILED',
-]);
+// ERROR_CODES is generated from sync-core's ErrorCode (error-codes.js;
+// sync-core/tests/generated.rs keeps it equal, and test/error-codes.test.mjs
+// checks it against the wasm module's errorCodes()).
+import { ERROR_CODES } from './error-codes.js';
+
+export { ERROR_CODES };
 
 const KNOWN = new Set(ERROR_CODES);
 

@@ -11,7 +11,7 @@ export interface Action<T extends string = string> {
 export type Reducer<S, A extends Action = Action> = (state: S | undefined, action: A) => S;
 
 /** Options of `createSyncStore`. */
-export interface SyncStoreOptions<S, A extends Action = Action> {
+export interface StoreOptions<S, A extends Action = Action> {
   /** The server's WebSocket URL, e.g. `ws://localhost:8080/v1/ws`. */
   url: string;
   /** The stream to follow: 1-200 bytes of `[A-Za-z0-9._~:/-]`, e.g. `todos/team-42`. */
@@ -43,7 +43,7 @@ export interface ErrorInfo {
 }
 
 /** Where syncing stands. A new (frozen) object each time something changes. */
-export interface SyncStatus {
+export interface Status {
   /** Connected and subscribed. */
   readonly online: boolean;
   /** The last server offset applied to the confirmed state. */
@@ -59,6 +59,11 @@ export interface SyncStatus {
   /** The server refused the token (`UNAUTHORIZED`) or what it allows (`FORBIDDEN`): the store keeps its actions but does not reconnect until `setToken()` (or `reconnect()`). */
   readonly needsToken: boolean;
 }
+
+/** @deprecated The same type as {@link Status} (its former name). */
+export type SyncStatus = Status;
+/** @deprecated The same type as {@link StoreOptions} (its former name). */
+export type SyncStoreOptions<S, A extends Action = Action> = StoreOptions<S, A>;
 
 /** An action the server refused; it has been dropped from the state. */
 export interface Rejection<A extends Action = Action> {
@@ -103,9 +108,9 @@ export interface SyncStore<S, A extends Action = Action> {
   /** Swaps the reducer and recomputes the state (for hot reloading). */
   replaceReducer(nextReducer: Reducer<S, A>): void;
   /** The sync status. */
-  readonly status: SyncStatus;
+  readonly status: Status;
   /** Calls `listener` with the new status whenever it changes. */
-  onStatus(listener: (status: SyncStatus) => void): Unsubscribe;
+  onStatus(listener: (status: Status) => void): Unsubscribe;
   /** Calls `listener` with connection, storage and reducer errors (the store keeps running). */
   onError(listener: (error: LogsyncErrorType) => void): Unsubscribe;
   /** Calls `listener` when the server refuses one of this client's actions. */
@@ -140,7 +145,7 @@ export declare function init(options?: InitOptions): Promise<void>;
 
 /** Opens the local replica of a stream (from IndexedDB, even offline) and starts syncing it. */
 export declare function createSyncStore<S, A extends Action = Action>(
-  options: SyncStoreOptions<S, A>,
+  options: StoreOptions<S, A>,
 ): Promise<SyncStore<S, A>>;
 
 /** The codes the loaded wasm module knows (equal to ERROR_CODES). Call after `await init()`. */

@@ -38,8 +38,8 @@ export function init(options = {}) {
       loading = null;
       throw toLogsyncError(err, 'INTERNAL',
         'Logsync could not load its WebAssembly module (logsync_wasm_bg.wasm). ' +
-        'Serve the file next to the package\'s JS (bundlers such as Vite do this for you; in Vite dev mode ' +
-        'add optimizeDeps: { exclude: [\'logsync\'] }), or pass its location: init({ wasm: url })');
+        'Serve the file next to the package\'s JS (bundlers such as Vite do this for you; with Vite 7 or older, ' +
+        'add optimizeDeps: { exclude: [\'logsync\'] } for its dev server), or pass its location: init({ wasm: url })');
     },
   );
   return loading;
@@ -50,7 +50,7 @@ export function init(options = {}) {
  * syncing it. Resolves once the store is usable: state restored from
  * IndexedDB, even with no network.
  *
- * @param {import('./index.js').SyncStoreOptions<any, any>} options
+ * @param {import('./index.js').StoreOptions<any, any>} options
  * @returns {Promise<import('./index.js').SyncStore<any, any>>}
  */
 export async function createSyncStore(options) {
@@ -203,8 +203,10 @@ function wrapStore(first, low, firstReducer, initialState) {
   let reducing = false;
   // Actions whose JSON text has at most this many UTF-16 units are surely
   // within the store's byte limit (3 UTF-8 bytes per unit at most); longer
-  // ones take the wasm store's own dispatch, which measures and refuses.
-  const inlineLimit = Math.floor(wasm.maxActionBytes() / 3);
+  // ones take the wasm store's own dispatch, which measures and refuses
+  // them before they are applied. The limit is the server's (learnt when
+  // connecting), so it is read again on every status change.
+  let inlineLimit = 0;
 
   // Subscribers, copied on write so a dispatch notifies the ones it saw
   // when it began (as Redux does) without copying on every dispatch.
@@ -257,9 +259,13 @@ function wrapStore(first, low, firstReducer, initialState) {
   };
   let unwire = () => {};
   const wire = (store) => {
+    inlineLimit = Math.floor(store.maxActionBytes() / 3);
     const stops = [
       store.subscribe(onInner),
-      store.onStatus(() => fanOut(statusListeners, store.status())),
+      store.onStatus(() => {
+        inlineLimit = Math.floor(store.maxActionBytes() / 3);
+        fanOut(statusListeners, store.status());
+      }),
       store.onError((err) => fanOut(errorListeners, toLogsyncError(err, 'INTERNAL', 'sync error'))),
       store.onRejected((rejection) => fanOut(rejectedListeners, rejection)),
     ];

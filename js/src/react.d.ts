@@ -1,5 +1,5 @@
 import type { ReactNode, ReactElement } from 'react';
-import type { Action, SyncStatus, SyncStore } from './index.js';
+import type { Action, Status, SyncStore } from './index.js';
 
 /** Makes `store` available to the hooks below it. */
 export declare function LogsyncProvider<S, A extends Action>(props: {
@@ -22,10 +22,10 @@ export declare function useSyncState<S, T>(
 export declare function useDispatch<A extends Action = Action>(): <T extends A>(action: T) => T;
 
 /** The sync status. */
-export declare function useSyncStatus(): SyncStatus;
+export declare function useSyncStatus(): Status;
 /** A part of the sync status; re-renders only when it changes by `isEqual`. */
 export declare function useSyncStatus<T>(
-  selector: (status: SyncStatus) => T,
+  selector: (status: Status) => T,
   isEqual?: (a: T, b: T) => boolean,
 ): T;
 

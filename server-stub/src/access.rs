@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::{header, HeaderMap};
 use sync_core::{ClientId, ErrorCode, StreamName};
 
-use crate::auth::{authenticate, now_secs, Principal};
+use crate::auth::{authenticate_with, now_secs, Principal};
 use crate::config::Config;
 use crate::store::LogStore;
 
@@ -123,8 +123,13 @@ pub(crate) fn check_write(principal: &Principal, stream: &StreamName) -> Result<
 
 /// The principal of a WebSocket `Hello` or an HTTP request's token.
 pub(crate) fn principal(config: &Config, token: Option<&str>) -> Result<Principal, Denied> {
-    authenticate(config.jwt_secret.as_ref(), token, now_secs())
-        .map_err(|e| (e.code(), e.to_string()))
+    authenticate_with(
+        config.jwt_secret.as_ref(),
+        config.jwt_jwks.as_ref(),
+        token,
+        now_secs(),
+    )
+    .map_err(|e| (e.code(), e.to_string()))
 }
 
 /// The token of an HTTP request: `Authorization: Bearer <token>`, else the

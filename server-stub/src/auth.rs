@@ -1,7 +1,6 @@
 //! Authentication and per-stream permissions.
 //!
-//! With a secret configured (`LOGSYNC_JWT_SECRET`, or `--jwt-secret-file`),
-//! every request carries a JWT signed with HS256 whose claims are:
+//! Every request carries a JWT whose claims are:
 //!
 //! ```json
 //! {"sub": "user-42", "exp": 1764115200, "read": ["todos/*"], "write": ["todos/team-42"]}
@@ -9,17 +8,41 @@
 //!
 //! `read` and `write` list stream names; a trailing `*` matches any suffix
 //! (`"*"` alone matches every stream). `nbf` is honoured when present.
-//! Only HS256 is accepted: a token naming any other algorithm (including
-//! `none`) is refused, so an attacker cannot pick the algorithm.
+//!
+//! Two kinds of key verify it, either or both:
+//!
+//! - a shared secret (`LOGSYNC_JWT_SECRET`, or `--jwt-secret-file`) for
+//!   tokens signed with HS256;
+//! - the public keys of a JWKS file (`--jwt-jwks-file`), so an identity
+//!   provider can sign tokens (RS256, PS256, ES256, EdDSA, ...) without
+//!   sharing a secret. A token picks its key by `kid`.
+//!
+//! The key decides the algorithm, never the token: a token whose `alg` is
+//! not the one of the key it names is refused (so an RSA public key can
+//! never be used as an HMAC secret), as are `alg: none` and every algorithm
+//! no configured key has. Signatures, base64url and the claims' JSON are
+//! checked by the `jsonwebtoken` crate; this module picks the key, refuses
+//! `crit` headers (which that crate ignores), and checks the dates against
+//! the clock it is given, so tests and token lifetimes share one clock.
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::Deserialize;
-use sha2::Sha256;
 use sync_core::{ErrorCode, StreamName};
+
+// The unit tests forge tokens with an HMAC of their own, independent of
+// the library that verifies them.
+#[cfg(test)]
+use hmac::{Hmac, KeyInit, Mac};
+#[cfg(test)]
+use sha2::Sha256;
 
 /// Largest token accepted, in bytes (a sane header + claims fit in far less).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -152,8 +175,9 @@ pub enum AuthError {
     /// Not three base64url parts of JSON.
     #[error("malformed token: {0}")]
     Malformed(String),
-    /// Another algorithm than HS256, or a header this server cannot honour.
-    #[error("token algorithm {0:?} is not accepted; use HS256")]
+    /// An algorithm no configured key has (`none` included), or another
+    /// one than the key the token names.
+    #[error("token algorithm {0:?} is not accepted; use HS256 with the shared secret, or the algorithm of a key in the JWKS file")]
     Algorithm(String),
     /// The header marks extensions as critical (`crit`); none are supported.
     #[error("token header lists critical extensions (crit); none are supported")]
@@ -161,6 +185,10 @@ pub enum AuthError {
     /// The signature does not match.
     #[error("token signature is invalid")]
     Signature,
+    /// The token names a key (`kid`) the JWKS file does not have, or names
+    /// none where several keys could be meant.
+    #[error("token key: {0}")]
+    UnknownKey(String),
     /// `exp` is in the past.
     #[error("token expired at {exp} (now {now})")]
     Expired {
@@ -186,9 +214,215 @@ impl AuthError {
     }
 }
 
+/// The public keys of an identity provider, read from a JWKS file
+/// (`{"keys": [...]}`, RFC 7517). Keys marked for encryption
+/// (`"use": "enc"`, or an encryption `alg`) are skipped; every other key
+/// must be a usable signature key, or the file is refused.
+#[derive(Clone)]
+pub struct Jwks {
+    keys: Arc<[JwksKey]>,
+}
+
+struct JwksKey {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+/// Smallest RSA modulus accepted from a JWKS file, in bits (NIST SP
+/// 800-131A: shorter keys are no longer safe for signatures).
+pub const MIN_RSA_BITS: usize = 2048;
+
+impl Jwks {
+    /// Reads and checks a JWKS file; the error names the file and says
+    /// what is wrong with it.
+    pub fn from_file(path: &Path) -> Result<Jwks, String> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("cannot read the JWKS file {}: {e}", path.display()))?;
+        Jwks::from_json(&bytes)
+            .map_err(|e| format!("the JWKS file {} is not usable: {e}", path.display()))
+    }
+
+    /// Parses and checks a JWKS document.
+    pub fn from_json(bytes: &[u8]) -> Result<Jwks, String> {
+        #[derive(Deserialize)]
+        struct Set {
+            keys: Vec<serde_json::Value>,
+        }
+        let set: Set = serde_json::from_slice(bytes)
+            .map_err(|e| format!("not a JWKS document ({{\"keys\": [...]}}): {e}"))?;
+        let mut keys: Vec<JwksKey> = Vec::new();
+        for (i, value) in set.keys.into_iter().enumerate() {
+            let kid = value
+                .get("kid")
+                .and_then(|k| k.as_str())
+                .map(str::to_string);
+            let name = match &kid {
+                Some(kid) => format!("key {i} (kid {kid:?})"),
+                None => format!("key {i}"),
+            };
+            let jwk: Jwk = serde_json::from_value(value).map_err(|e| format!("{name}: {e}"))?;
+            let Some(key) = JwksKey::from_jwk(&jwk).map_err(|e| format!("{name}: {e}"))? else {
+                continue;
+            };
+            if key.kid.is_some() && keys.iter().any(|k| k.kid == key.kid) {
+                return Err(format!("{name}: another key has the same kid"));
+            }
+            keys.push(key);
+        }
+        if keys.is_empty() {
+            return Err("it has no signature keys".into());
+        }
+        Ok(Jwks { keys: keys.into() })
+    }
+
+    /// The number of signature keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Never true: a JWKS without keys is refused when read.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The key for a token of algorithm `alg` naming `kid`.
+    fn select(&self, alg: &str, kid: Option<&str>) -> Result<&JwksKey, AuthError> {
+        let refused = || AuthError::Algorithm(alg.chars().take(20).collect());
+        let algorithm = alg.parse::<Algorithm>().map_err(|_| refused())?;
+        match kid {
+            Some(kid) => {
+                let key = self
+                    .keys
+                    .iter()
+                    .find(|k| k.kid.as_deref() == Some(kid))
+                    .ok_or_else(|| {
+                        AuthError::UnknownKey(format!(
+                            "no key in the JWKS file has kid {:?}",
+                            kid.chars().take(64).collect::<String>()
+                        ))
+                    })?;
+                // The key decides the algorithm (no algorithm confusion).
+                if key.alg != algorithm {
+                    return Err(refused());
+                }
+                Ok(key)
+            }
+            None => {
+                let mut candidates = self.keys.iter().filter(|k| k.alg == algorithm);
+                match (candidates.next(), candidates.next()) {
+                    (Some(key), None) => Ok(key),
+                    (None, _) => Err(refused()),
+                    (Some(_), Some(_)) => Err(AuthError::UnknownKey(format!(
+                        "the token names no kid and the JWKS file has several {algorithm:?} keys"
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Jwks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| format!("{:?} {}", k.alg, k.kid.as_deref().unwrap_or("(no kid)")))
+            .collect();
+        write!(f, "Jwks[{}]", keys.join(", "))
+    }
+}
+
+impl JwksKey {
+    /// The key, `None` for an encryption key, or why it cannot verify.
+    fn from_jwk(jwk: &Jwk) -> Result<Option<JwksKey>, String> {
+        if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
+            return Ok(None);
+        }
+        let b64 = |s: &str, what: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .map_err(|e| format!("{what} is not base64url: {e}"))
+        };
+        // The algorithms a key of this type and curve can verify; the
+        // first is the one implied when the key names none.
+        let fits: &[Algorithm] = match &jwk.algorithm {
+            AlgorithmParameters::RSA(rsa) => {
+                let n = b64(&rsa.n, "n")?;
+                let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
+                if bits < MIN_RSA_BITS {
+                    return Err(format!(
+                        "RSA key of about {bits} bits; use at least {MIN_RSA_BITS}"
+                    ));
+                }
+                b64(&rsa.e, "e")?;
+                &[
+                    Algorithm::RS256,
+                    Algorithm::RS384,
+                    Algorithm::RS512,
+                    Algorithm::PS256,
+                    Algorithm::PS384,
+                    Algorithm::PS512,
+                ]
+            }
+            AlgorithmParameters::OctetKeyPair(okp) => {
+                if okp.curve != EllipticCurve::Ed25519 {
+                    return Err(format!(
+                        "OKP curve {:?} is not supported; use Ed25519",
+                        okp.curve
+                    ));
+                }
+                // The verifier reads exactly 32 bytes.
+                let x = b64(&okp.x, "x")?;
+                if x.len() != 32 {
+                    return Err(format!("Ed25519 x has {} bytes, not 32", x.len()));
+                }
+                &[Algorithm::EdDSA]
+            }
+            AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+                EllipticCurve::P256 => &[Algorithm::ES256],
+                EllipticCurve::P384 => &[Algorithm::ES384],
+                ref other => return Err(format!("EC curve {other:?} is not supported")),
+            },
+            AlgorithmParameters::OctetKey(_) => {
+                return Err(
+                    "a shared secret (kty \"oct\") does not belong in a JWKS file; \
+                     put an HS256 secret in --jwt-secret-file"
+                        .into(),
+                )
+            }
+        };
+        let alg = match jwk.common.key_algorithm {
+            None => fits[0],
+            Some(KeyAlgorithm::RSA1_5 | KeyAlgorithm::RSA_OAEP | KeyAlgorithm::RSA_OAEP_256) => {
+                return Ok(None)
+            }
+            Some(a) => a
+                .to_string()
+                .parse::<Algorithm>()
+                .map_err(|_| format!("alg {a} is not a signature algorithm"))?,
+        };
+        if !fits.contains(&alg) {
+            return Err(format!("alg {alg:?} does not fit a key of this type"));
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key: {e}"))?;
+        // Builds the verifier once, so a key it cannot use is refused now
+        // rather than at each token.
+        (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.verifier_factory)(&alg, &key)
+            .map_err(|e| format!("unusable {alg:?} key: {e}"))?;
+        Ok(Some(JwksKey {
+            kid: jwk.common.key_id.clone(),
+            alg,
+            key,
+        }))
+    }
+}
+
 #[derive(Deserialize)]
 struct Header {
     alg: String,
+    #[serde(default)]
+    kid: Option<String>,
     #[serde(default)]
     crit: Option<serde::de::IgnoredAny>,
 }
@@ -225,17 +459,20 @@ fn optional_numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Optio
     numeric_date(d).map(Some)
 }
 
-/// Decodes one part: canonical base64url only (RFC 7515: no `=` padding,
-/// no set bits past the last byte), so one token has one spelling.
-fn b64(part: &str, what: &str) -> Result<Vec<u8>, AuthError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|e| AuthError::Malformed(format!("{what} is not base64url: {e}")))
-}
-
 /// Verifies an HS256 JWT against `secret` at time `now` (seconds since the
 /// Unix epoch).
 pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Principal, AuthError> {
+    verify_with(token, Some(secret), None, now)
+}
+
+/// Verifies a JWT at time `now` (seconds since the Unix epoch): HS256
+/// with `secret`, or any algorithm of a key in `jwks`.
+pub fn verify_with(
+    token: &str,
+    secret: Option<&[u8]>,
+    jwks: Option<&Jwks>,
+    now: u64,
+) -> Result<Principal, AuthError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(AuthError::Malformed(format!(
             "token of {} bytes is over the limit of {MAX_TOKEN_BYTES}",
@@ -243,31 +480,38 @@ pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Principal, AuthErr
         )));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) =
+    let (Some(h), Some(_), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(AuthError::Malformed(
             "expected three dot-separated parts".into(),
         ));
     };
-    let header: Header = serde_json::from_slice(&b64(h, "header")?)
+    // The header is read here first: its `alg` and `kid` pick the key,
+    // and `crit` (which the library ignores) is refused.
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|e| AuthError::Malformed(format!("header is not base64url: {e}")))?;
+    let header: Header = serde_json::from_slice(&header)
         .map_err(|e| AuthError::Malformed(format!("header: {e}")))?;
-    if header.alg != "HS256" {
-        return Err(AuthError::Algorithm(header.alg.chars().take(20).collect()));
-    }
+    let hmac_key;
+    let (key, alg) = match (header.alg.as_str(), secret, jwks) {
+        ("HS256", Some(secret), _) => {
+            hmac_key = DecodingKey::from_secret(secret);
+            (&hmac_key, Algorithm::HS256)
+        }
+        (alg, _, Some(jwks)) if alg != "HS256" => {
+            let key = jwks.select(alg, header.kid.as_deref())?;
+            (&key.key, key.alg)
+        }
+        (alg, _, _) => return Err(AuthError::Algorithm(alg.chars().take(20).collect())),
+    };
     if header.crit.is_some() {
         return Err(AuthError::Critical);
     }
-    let sig = b64(s, "signature")?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret)
-        .map_err(|_| AuthError::Malformed("unusable secret".into()))?;
-    mac.update(h.as_bytes());
-    mac.update(b".");
-    mac.update(c.as_bytes());
-    // Constant-time comparison.
-    mac.verify_slice(&sig).map_err(|_| AuthError::Signature)?;
-    let claims: Claims = serde_json::from_slice(&b64(c, "claims")?)
-        .map_err(|e| AuthError::Malformed(format!("claims (need sub, exp, read, write): {e}")))?;
+    let claims = jsonwebtoken::decode::<Claims>(token, key, &validation(alg))
+        .map_err(|e| refusal(e, &header.alg))?
+        .claims;
     // An empty subject would be the open principal's, which binds nothing.
     if claims.sub.is_empty() || claims.sub.len() > MAX_SUBJECT_BYTES {
         return Err(AuthError::Malformed(format!(
@@ -294,6 +538,35 @@ pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Principal, AuthErr
     })
 }
 
+/// What the library checks for `alg`: the signature with exactly that
+/// algorithm, nothing about dates or audiences (checked above against the
+/// given clock; `aud` is not used).
+fn validation(alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    v
+}
+
+/// The refusal for an error of the library.
+fn refusal(e: jsonwebtoken::errors::Error, alg: &str) -> AuthError {
+    match e.kind() {
+        ErrorKind::InvalidSignature => AuthError::Signature,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::MissingAlgorithm
+        | ErrorKind::InvalidAlgorithmName => AuthError::Algorithm(alg.chars().take(20).collect()),
+        ErrorKind::Base64(e) => AuthError::Malformed(format!("not base64url: {e}")),
+        // The header was read above, and the signature is checked before
+        // the claims: a JSON error here is the claims'.
+        ErrorKind::Json(e) => {
+            AuthError::Malformed(format!("claims (need sub, exp, read, write): {e}"))
+        }
+        _ => AuthError::Malformed(e.to_string()),
+    }
+}
+
 /// The principal a request speaks for: with no secret configured the open
 /// principal (any token is ignored), else the verified token's, at `now`
 /// (seconds since the Unix epoch).
@@ -302,10 +575,22 @@ pub fn authenticate(
     token: Option<&str>,
     now: u64,
 ) -> Result<Principal, AuthError> {
-    match (secret, token) {
-        (None, _) => Ok(Principal::open()),
-        (Some(_), None) => Err(AuthError::Missing),
-        (Some(secret), Some(token)) => verify(token, secret.bytes(), now),
+    authenticate_with(secret, None, token, now)
+}
+
+/// The principal a request speaks for: with neither a secret nor a JWKS
+/// configured the open principal (any token is ignored), else the verified
+/// token's, at `now` (seconds since the Unix epoch).
+pub fn authenticate_with(
+    secret: Option<&Secret>,
+    jwks: Option<&Jwks>,
+    token: Option<&str>,
+    now: u64,
+) -> Result<Principal, AuthError> {
+    match (secret, jwks, token) {
+        (None, None, _) => Ok(Principal::open()),
+        (_, _, None) => Err(AuthError::Missing),
+        (secret, jwks, Some(token)) => verify_with(token, secret.map(Secret::bytes), jwks, now),
     }
 }
 
@@ -315,16 +600,17 @@ pub fn sign(claims_json: &str, secret: &[u8]) -> String {
     let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let head = enc(br#"{"alg":"HS256","typ":"JWT"}"#);
     let body = enc(claims_json.as_bytes());
-    // new_from_slice accepts keys of any length for HMAC.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
-    };
-    mac.update(head.as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    let sig = enc(&mac.finalize().into_bytes());
-    format!("{head}.{body}.{sig}")
+    let message = format!("{head}.{body}");
+    // HMAC accepts keys of any length; the claims are signed as given
+    // (also ones that are not JSON, for tests of malformed tokens).
+    match jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &EncodingKey::from_secret(secret),
+        Algorithm::HS256,
+    ) {
+        Ok(sig) => format!("{message}.{sig}"),
+        Err(_) => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -536,5 +822,255 @@ mod tests {
         assert!(!p.can_read(&s("aab")) && !p.can_read(&s("x")));
         assert!(p.can_read(&s("x/")) || p.can_read(&s("x/y")));
         assert!(p.can_write(&s("anything/at/all")));
+    }
+}
+
+#[cfg(test)]
+mod jwks_tests {
+    use super::*;
+    use jsonwebtoken::{encode, Header as JwtHeader};
+
+    const JWKS: &str = include_str!("../tests/fixtures/jwks/jwks.json");
+    const RSA_1: &[u8] = include_bytes!("../tests/fixtures/jwks/rsa-1.der");
+    const RSA_2: &[u8] = include_bytes!("../tests/fixtures/jwks/rsa-2.der");
+    const ED_1: &[u8] = include_bytes!("../tests/fixtures/jwks/ed-1.der");
+    const STRANGER: &[u8] = include_bytes!("../tests/fixtures/jwks/rsa-stranger.der");
+    const SECRET: &[u8] = b"test-secret-test-secret-test-sec";
+    const CLAIMS: &str = r#"{"sub":"idp-user","exp":2000,"read":["a/*"],"write":["a/1"]}"#;
+
+    fn jwks() -> Jwks {
+        Jwks::from_json(JWKS.as_bytes()).unwrap()
+    }
+
+    fn signed(alg: Algorithm, kid: Option<&str>, key: &EncodingKey) -> String {
+        let mut header = JwtHeader::new(alg);
+        header.kid = kid.map(str::to_string);
+        let claims: serde_json::Value = serde_json::from_str(CLAIMS).unwrap();
+        encode(&header, &claims, key).unwrap()
+    }
+
+    fn rs256(kid: Option<&str>, der: &[u8]) -> String {
+        signed(Algorithm::RS256, kid, &EncodingKey::from_rsa_der(der))
+    }
+
+    fn eddsa(kid: Option<&str>) -> String {
+        signed(Algorithm::EdDSA, kid, &EncodingKey::from_ed_der(ED_1))
+    }
+
+    #[test]
+    fn the_fixture_has_three_signature_keys_and_skips_the_encryption_key() {
+        let set = jwks();
+        assert_eq!(set.len(), 3);
+        let shown = format!("{set:?}");
+        assert!(shown.contains("RS256 rsa-2"), "{shown}");
+        assert!(shown.contains("EdDSA ed-1"), "{shown}");
+        assert!(!shown.contains("rsa-enc"), "{shown}");
+    }
+
+    #[test]
+    fn rs256_and_eddsa_tokens_verify_with_the_key_their_kid_names() {
+        let set = jwks();
+        for token in [
+            rs256(Some("rsa-1"), RSA_1),
+            rs256(Some("rsa-2"), RSA_2),
+            eddsa(Some("ed-1")),
+            // Without a kid: the only key of the token's algorithm.
+            eddsa(None),
+        ] {
+            let p = verify_with(&token, None, Some(&set), 1000).unwrap();
+            assert_eq!(p.sub, "idp-user");
+            assert!(p.can_read(&StreamName::new("a/x").unwrap()));
+            assert!(p.can_write(&StreamName::new("a/1").unwrap()));
+            assert!(!p.can_write(&StreamName::new("a/2").unwrap()));
+        }
+        // The dates are checked against the given clock, as for HS256.
+        assert!(matches!(
+            verify_with(&eddsa(Some("ed-1")), None, Some(&set), 3000),
+            Err(AuthError::Expired { exp: 2000, .. })
+        ));
+    }
+
+    #[test]
+    fn a_kid_picks_one_key_and_an_unknown_kid_is_refused() {
+        let set = jwks();
+        // Signed by rsa-2 but naming rsa-1: rsa-1 checks it, and refuses.
+        assert_eq!(
+            verify_with(&rs256(Some("rsa-1"), RSA_2), None, Some(&set), 1000),
+            Err(AuthError::Signature)
+        );
+        // A key outside the set, claiming a kid of the set.
+        assert_eq!(
+            verify_with(&rs256(Some("rsa-1"), STRANGER), None, Some(&set), 1000),
+            Err(AuthError::Signature)
+        );
+        let unknown = verify_with(&rs256(Some("rsa-9"), RSA_1), None, Some(&set), 1000);
+        assert!(
+            matches!(unknown, Err(AuthError::UnknownKey(ref m)) if m.contains("rsa-9")),
+            "{unknown:?}"
+        );
+        assert_eq!(unknown.unwrap_err().code(), ErrorCode::Unauthorized);
+        // No kid, and two RS256 keys: which one is not guessed.
+        assert!(matches!(
+            verify_with(&rs256(None, RSA_1), None, Some(&set), 1000),
+            Err(AuthError::UnknownKey(_))
+        ));
+        // The encryption key is not a verification key.
+        assert!(matches!(
+            verify_with(&rs256(Some("rsa-enc"), RSA_1), None, Some(&set), 1000),
+            Err(AuthError::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn the_key_decides_the_algorithm() {
+        let set = jwks();
+        let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        // HS256 "signed" with the RSA public key's modulus as the secret
+        // (the classic confusion): HS256 only ever uses the shared secret.
+        let n = JWKS
+            .split("\"n\": \"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let confused = {
+            let mut header = JwtHeader::new(Algorithm::HS256);
+            header.kid = Some("rsa-1".into());
+            let claims: serde_json::Value = serde_json::from_str(CLAIMS).unwrap();
+            encode(&header, &claims, &EncodingKey::from_secret(n.as_bytes())).unwrap()
+        };
+        assert!(matches!(
+            verify_with(&confused, None, Some(&set), 1000),
+            Err(AuthError::Algorithm(_))
+        ));
+        // With a secret configured too, the token meets the secret, not the key.
+        assert_eq!(
+            verify_with(&confused, Some(SECRET), Some(&set), 1000),
+            Err(AuthError::Signature)
+        );
+        // An EdDSA token naming an RSA key, and RS384 naming an RS256 key.
+        let ed_as_rsa = eddsa(Some("rsa-1"));
+        assert!(matches!(
+            verify_with(&ed_as_rsa, None, Some(&set), 1000),
+            Err(AuthError::Algorithm(_))
+        ));
+        let rs384 = signed(
+            Algorithm::RS384,
+            Some("rsa-1"),
+            &EncodingKey::from_rsa_der(RSA_1),
+        );
+        assert!(matches!(
+            verify_with(&rs384, None, Some(&set), 1000),
+            Err(AuthError::Algorithm(_))
+        ));
+        // alg none, and algorithms nobody has heard of.
+        let claims = rs256(Some("rsa-1"), RSA_1);
+        let claims = claims.split('.').nth(1).unwrap();
+        for alg in ["none", "None", "RS1", "HS256"] {
+            let head = enc(format!(r#"{{"alg":"{alg}","kid":"rsa-1"}}"#).as_bytes());
+            let token = format!("{head}.{claims}.");
+            assert!(
+                matches!(
+                    verify_with(&token, None, Some(&set), 1000),
+                    Err(AuthError::Algorithm(_))
+                ),
+                "{alg}"
+            );
+        }
+        // HS256 tokens still verify with the secret next to a JWKS.
+        let hs = sign(CLAIMS, SECRET);
+        assert!(verify_with(&hs, Some(SECRET), Some(&set), 1000).is_ok());
+        let secret = Secret::new(SECRET).unwrap();
+        assert!(authenticate_with(Some(&secret), Some(&set), Some(&hs), 1000).is_ok());
+        assert!(authenticate_with(None, Some(&set), Some(&hs), 1000).is_err());
+        assert_eq!(
+            authenticate_with(None, Some(&set), None, 1000),
+            Err(AuthError::Missing)
+        );
+        let rs = rs256(Some("rsa-1"), RSA_1);
+        assert!(authenticate_with(None, Some(&set), Some(&rs), 1000).is_ok());
+        assert!(authenticate(Some(&secret), Some(&rs), 1000).is_err());
+    }
+
+    #[test]
+    fn a_crit_header_is_refused_for_jwks_keys_too() {
+        let mut header = JwtHeader::new(Algorithm::EdDSA);
+        header.kid = Some("ed-1".into());
+        let claims: serde_json::Value = serde_json::from_str(CLAIMS).unwrap();
+        // The library's Header has no crit: write the header by hand and
+        // sign it with the library.
+        let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let head = enc(br#"{"alg":"EdDSA","kid":"ed-1","crit":["exp"]}"#);
+        let body = enc(claims.to_string().as_bytes());
+        let message = format!("{head}.{body}");
+        let sig = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_ed_der(ED_1),
+            Algorithm::EdDSA,
+        )
+        .unwrap();
+        assert_eq!(
+            verify_with(&format!("{message}.{sig}"), None, Some(&jwks()), 1000),
+            Err(AuthError::Critical)
+        );
+    }
+
+    #[test]
+    fn a_jwks_that_cannot_be_used_is_refused_with_the_reason() {
+        let rsa_1 = JWKS
+            .split("\"n\": \"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let cases: &[(&str, &str)] = &[
+            ("", "not a JWKS document"),
+            ("[]", "not a JWKS document"),
+            (r#"{"keys": "x"}"#, "not a JWKS document"),
+            (r#"{"keys": []}"#, "no signature keys"),
+            (
+                r#"{"keys": [{"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB"}]}"#,
+                "no signature keys",
+            ),
+            (r#"{"keys": [{"kty": "XYZ"}]}"#, "key 0"),
+            (
+                r#"{"keys": [{"kty": "RSA", "kid": "small", "n": "AQAB", "e": "AQAB"}]}"#,
+                "key 0 (kid \"small\"): RSA key of about 24 bits",
+            ),
+            (
+                r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#,
+                "--jwt-secret-file",
+            ),
+            (
+                r#"{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "AQID"}]}"#,
+                "Ed25519 x has 3 bytes",
+            ),
+            (
+                r#"{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "!!"}]}"#,
+                "x is not base64url",
+            ),
+        ];
+        for (json, reason) in cases {
+            let e = Jwks::from_json(json.as_bytes()).unwrap_err();
+            assert!(e.contains(reason), "{json}: {e}");
+        }
+        // An RSA key that claims EdDSA, an unknown alg, a duplicate kid.
+        let key = |extra: &str| format!(r#"{{"kty": "RSA", "n": "{rsa_1}", "e": "AQAB"{extra}}}"#);
+        for (keys, reason) in [
+            (key(r#", "alg": "EdDSA""#), "does not fit"),
+            (key(r#", "alg": "XS999""#), "key 0"),
+            (
+                format!(r#"{},{}"#, key(r#", "kid": "k""#), key(r#", "kid": "k""#)),
+                "key 1 (kid \"k\"): another key has the same kid",
+            ),
+        ] {
+            let json = format!(r#"{{"keys": [{keys}]}}"#);
+            let e = Jwks::from_json(json.as_bytes()).unwrap_err();
+            assert!(e.contains(reason), "{json}: {e}");
+        }
+        let e = Jwks::from_file(Path::new("/nonexistent/jwks.json")).unwrap_err();
+        assert!(e.contains("/nonexistent/jwks.json"), "{e}");
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::auth::Secret;
+use crate::auth::{Jwks, Secret};
 use crate::error::Error;
 
 /// How the single writer turns waiting intents into transactions.
@@ -21,12 +21,9 @@ pub enum CommitMode {
     PerIntent,
 }
 
-/// Bytes an `Events` frame spends besides its events: tag, stream name
-/// (at most 200 bytes and its length), event count and head.
-pub const FRAME_OVERHEAD: usize = 1 + 2 + 200 + 10 + 10;
-/// Bytes an encoded event spends besides its payload: offset, client id,
-/// seq, time and payload length.
-pub const EVENT_OVERHEAD: usize = 10 + 16 + 10 + 10 + 5;
+/// Bytes an `Events` frame spends besides its events, and an encoded
+/// event besides its payload: facts of the wire format, from sync-core.
+pub use sync_core::protocol::{EVENTS_FRAME_OVERHEAD as FRAME_OVERHEAD, EVENT_OVERHEAD};
 
 /// Everything [`crate::run`] needs besides the listener.
 #[derive(Clone, Debug)]
@@ -75,6 +72,10 @@ pub struct Config {
     /// The HS256 key of client tokens; `None` runs open: any client may
     /// read and write any stream (the server warns at start).
     pub jwt_secret: Option<Secret>,
+    /// Public keys (a JWKS file) that verify tokens an identity provider
+    /// signs (RS256, EdDSA, ...). With neither this nor `jwt_secret` the
+    /// server runs open.
+    pub jwt_jwks: Option<Jwks>,
     /// Origins (`https://app.example.com`) whose pages may open WebSockets
     /// and call the HTTP API; empty allows any. Requests without an
     /// `Origin` header (non-browser clients) are always allowed.
@@ -128,7 +129,7 @@ impl Default for Config {
             store_url: None,
             server_id: random_server_id(),
             max_frame_bytes: sync_core::DEFAULT_MAX_FRAME_BYTES,
-            max_payload_bytes: 256 * 1024,
+            max_payload_bytes: sync_core::DEFAULT_MAX_PAYLOAD_BYTES,
             commit_mode: CommitMode::Group,
             max_batch_intents: 4096,
             max_batch_bytes: 16 << 20,
@@ -143,6 +144,7 @@ impl Default for Config {
             static_dir: None,
             max_readers: 4,
             jwt_secret: None,
+            jwt_jwks: None,
             allowed_origins: Vec::new(),
             max_connections: 50_000,
             max_intents_per_sec: 10_000,
@@ -432,6 +434,12 @@ pub struct Cli {
     )]
     pub jwt_secret_file: Option<PathBuf>,
 
+    /// JWKS file ({"keys": [...]}) of an identity provider's public keys: tokens signed with
+    /// them (RS256, PS256, ES256, EdDSA; the key's kid picks it) are accepted, with or without
+    /// a secret. The server refuses to start if the file is unreadable or a key is unusable.
+    #[arg(long, env = "LOGSYNC_JWT_JWKS_FILE", value_name = "PATH")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
     /// Origins whose pages may open WebSockets and call the API, comma-separated
     /// (e.g. https://app.example.com,http://localhost:5173). Others get 403 ORIGIN_FORBIDDEN;
     /// requests without an Origin header (non-browser clients) are allowed. Default: any origin.
@@ -595,6 +603,10 @@ impl Cli {
             static_dir: self.static_dir.clone(),
             max_readers: self.max_readers,
             jwt_secret: self.jwt_secret()?,
+            jwt_jwks: match &self.jwt_jwks_file {
+                Some(path) => Some(Jwks::from_file(path).map_err(Error::Config)?),
+                None => None,
+            },
             allowed_origins: normalize_origins(&self.allowed_origins),
             max_connections: self.max_connections,
             max_intents_per_sec: self.max_intents_per_sec,

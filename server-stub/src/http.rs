@@ -132,7 +132,7 @@ pub(crate) fn router(state: Arc<AppState>, with_ops: bool) -> Router {
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::FrameTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::SeqGap => StatusCode::CONFLICT,
+        ErrorCode::SeqGap | ErrorCode::SeqReused => StatusCode::CONFLICT,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden | ErrorCode::OriginForbidden => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -203,7 +203,7 @@ fn authenticate(
 ) -> Result<Principal, Denied> {
     // An open server ignores credentials, also ones it could not parse
     // (e.g. a proxy's `Authorization: Basic`).
-    if st.config.jwt_secret.is_none() {
+    if st.config.jwt_secret.is_none() && st.config.jwt_jwks.is_none() {
         return Ok(Principal::open());
     }
     access::http_token(headers, query)
@@ -398,6 +398,11 @@ async fn post_intent(
                 ("seq", seq.to_string()),
                 ("duplicate", duplicate.to_string()),
             ],
+        ),
+        Ok(Some(Outcome::SeqReused { seq, offset })) => error_response(
+            ErrorCode::SeqReused,
+            &Outcome::seq_reused_message(seq, offset),
+            &[("seq", seq.to_string()), ("offset", offset.to_string())],
         ),
         Ok(Some(Outcome::Gap { expected })) => error_response(
             ErrorCode::SeqGap,
@@ -661,14 +666,13 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// `GET /metrics`.
-async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+/// `GET /metrics`: Prometheus text, or OpenMetrics when `Accept` asks.
+async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = st.metrics.exposition(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        st.metrics.render(),
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
     )
         .into_response()
 }

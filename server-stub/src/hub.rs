@@ -28,11 +28,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
-use sync_core::protocol::{encode_event, encode_events_frame};
+use sync_core::protocol::{
+    encode_event, encode_events_frame, encode_events_frame_with_ranges,
+    EVENTS_FRAME_OVERHEAD as FRAME_OVERHEAD,
+};
 use sync_core::{Event, Offset, StreamName};
 use tokio::sync::watch;
 
-use crate::config::FRAME_OVERHEAD;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::{AppendListener, LogStore, Page, ReadLimits};
@@ -378,18 +380,9 @@ fn make_batch(stream: &StreamName, events: &[Event], encoded: &[Vec<u8>]) -> Bat
     let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
     let first = events.first().map(|e| e.offset).unwrap_or_default();
     let last = events.last().map(|e| e.offset).unwrap_or_default();
-    let frame = encode_events_frame(stream, &refs, last);
-    // The events sit back to back just before the head, which ends the
-    // frame: find them from the end.
-    let body: usize = encoded.iter().map(Vec::len).sum();
-    let end = frame.len() - varint_len(last.0);
-    let mut at = end - body;
-    let mut bounds = Vec::with_capacity(encoded.len() + 1);
-    for e in encoded {
-        bounds.push(at as u32);
-        at += e.len();
-    }
-    bounds.push(at as u32);
+    let (frame, ranges) = encode_events_frame_with_ranges(stream, &refs, last);
+    let mut bounds: Vec<u32> = ranges.iter().map(|r| r.start as u32).collect();
+    bounds.push(ranges.last().map_or(0, |r| r.end) as u32);
     Batch {
         first,
         last,
@@ -397,11 +390,6 @@ fn make_batch(stream: &StreamName, events: &[Event], encoded: &[Vec<u8>]) -> Bat
         frame: Bytes::from(frame),
         bounds,
     }
-}
-
-/// Bytes of `v` as a postcard varint.
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 impl AppendListener for Hub {
@@ -736,11 +724,11 @@ mod tests {
             .iter()
             .map(|&len| {
                 *next_seq += 1;
-                ProposedIntent {
-                    seq: Seq::new(*next_seq).expect("seq"),
-                    payload: vec![b'p'; len],
-                    verdict: Verdict::Accept,
-                }
+                ProposedIntent::new(
+                    Seq::new(*next_seq).expect("seq"),
+                    vec![b'p'; len],
+                    Verdict::Accept,
+                )
             })
             .collect();
         let outcomes = store

@@ -78,16 +78,15 @@ pub fn push_request(
         .into_iter()
         .map(|(seq, payload)| {
             let verdict = policy.check(&stream, &client_id, seq, &payload);
+            // The digest is taken from what the client sent, so a resend
+            // is checked against the intent holding its seq even when the
+            // policy refuses it now.
+            let mut intent = ProposedIntent::new(seq, payload, verdict);
             // A refused payload is never stored: do not carry it further.
-            let payload = match verdict {
-                Verdict::Accept => payload,
-                Verdict::Reject { .. } => Vec::new(),
-            };
-            ProposedIntent {
-                seq,
-                payload,
-                verdict,
+            if let Verdict::Reject { .. } = intent.verdict {
+                intent.payload = Vec::new();
             }
+            intent
         })
         .collect();
     AppendRequest {
@@ -124,6 +123,8 @@ pub fn withdraw_request(
             seq,
             payload: Vec::new(),
             verdict: Verdict::Reject { code, message },
+            // The intent itself is not sent: nothing to check a resend by.
+            digest: None,
         }],
     }
 }
@@ -151,6 +152,9 @@ pub fn refused_request(
                     code,
                     message: message.to_string(),
                 },
+                // The payloads are not looked at: a resend of an appended
+                // seq keeps its original answer.
+                digest: None,
             })
             .collect(),
     }

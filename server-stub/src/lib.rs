@@ -180,14 +180,19 @@ impl Server {
             commit_mode = ?state.config.commit_mode,
             "serving"
         );
-        if state.config.jwt_secret.is_none() {
+        if state.config.jwt_secret.is_none() && state.config.jwt_jwks.is_none() {
             tracing::warn!(
-                "AUTHENTICATION IS OFF: no JWT secret is configured (LOGSYNC_JWT_SECRET or \
-                 --jwt-secret-file), so anyone who reaches this server may read and write every \
-                 stream. Configure a secret before exposing it beyond this machine."
+                "AUTHENTICATION IS OFF: no JWT secret (LOGSYNC_JWT_SECRET or --jwt-secret-file) \
+                 and no JWKS file (--jwt-jwks-file) is configured, so anyone who reaches this \
+                 server may read and write every stream. Configure one before exposing it beyond \
+                 this machine."
             );
         } else {
-            tracing::info!("authentication on: HS256 tokens required");
+            tracing::info!(
+                hs256 = state.config.jwt_secret.is_some(),
+                jwks = ?state.config.jwt_jwks,
+                "authentication on: tokens required"
+            );
         }
         if state.config.allowed_origins.is_empty() {
             tracing::info!("browser pages of any origin may connect (--allowed-origins not set)");

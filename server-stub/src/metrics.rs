@@ -1,12 +1,30 @@
-//! Counters, gauges and histograms, rendered in the Prometheus text format
-//! at `GET /metrics`. Plain atomics: recording is a few nanoseconds and
-//! needs no registry.
+//! Counters, gauges and histograms, served at `GET /metrics` in the
+//! Prometheus text format (0.0.4), or in OpenMetrics 1.0 text when the
+//! scraper asks for it (`Accept: application/openmetrics-text`).
+//!
+//! Recording stays on plain atomics, a few nanoseconds with no lock and
+//! no label lookup; the `prometheus-client` crate renders them (a
+//! [`Collector`] over a snapshot of the atomics, taken at each scrape).
+//! Its own metric types cost more where it matters: its histograms take a
+//! lock per observation and its labelled families hash the labels per
+//! increment (numbers: `examples/metrics_cost.rs`, README "Metrics").
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use sync_core::ErrorCode;
+
+/// The content type of the Prometheus text format (0.0.4).
+pub const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// The content type of the OpenMetrics 1.0 text format.
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A histogram with fixed bucket bounds.
 #[derive(Debug)]
@@ -43,18 +61,33 @@ impl Histogram {
         self.sum_micros.fetch_add((v * 1e6) as u64, Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (b, n) in self.bounds.iter().zip(&self.buckets) {
-            cumulative += n.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
+    /// Sum, count and per-bucket counts (not cumulative), the last one
+    /// the `+Inf` bucket: what the encoder takes.
+    fn snapshot(&self) -> HistogramSnapshot {
+        let mut buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .zip(&self.buckets)
+            .map(|(b, n)| (*b, n.load(Relaxed)))
+            .collect();
         let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        let bounded: u64 = buckets.iter().map(|(_, n)| n).sum();
+        // Observations race with the scrape: the count is read after the
+        // buckets, so it is rarely behind them, and then +Inf gets 0.
+        buckets.push((f64::INFINITY, count.saturating_sub(bounded)));
+        HistogramSnapshot {
+            sum: self.sum_micros.load(Relaxed) as f64 / 1e6,
+            count: count.max(bounded),
+            buckets,
+        }
     }
+}
+
+#[derive(Debug)]
+struct HistogramSnapshot {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
 }
 
 const BATCH_BOUNDS: &[f64] = &[
@@ -265,146 +298,261 @@ impl Metrics {
         self.commit_seconds.observe(took.as_secs_f64());
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        gauge(
-            &mut out,
-            "logsync_connections",
-            "Open WebSocket connections.",
-            self.connections.load(Relaxed),
-        );
-        gauge(
-            &mut out,
-            "logsync_tcp_connections",
-            "Open TCP connections of any kind (HTTP, SSE, WebSocket, not yet spoken).",
-            self.tcp_connections.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "logsync_http_5xx_total",
-            "HTTP responses with a 5xx status (each is logged).",
-            self.http_5xx.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "logsync_connections_total",
-            "WebSocket connections accepted.",
-            self.connections_total.load(Relaxed),
-        );
-        gauge(
-            &mut out,
-            "logsync_subscriptions",
-            "Live subscriptions (WebSocket and SSE).",
-            self.subscriptions.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "logsync_intents_appended_total",
-            "Intents appended to the log.",
-            self.intents_appended.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "logsync_intents_rejected_total",
-            "Intents rejected (the rejection is stored).",
-            self.intents_rejected.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "logsync_intents_deduplicated_total",
-            "Resent intents answered with their original outcome.",
-            self.intents_duplicate.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "logsync_intents_gap_total",
-            "Pushes refused because a seq was beyond the next one.",
-            self.intents_gap.load(Relaxed),
-        );
-        gauge(
-            &mut out,
-            "logsync_fanout_queue_bytes",
-            "Bytes of frames waiting in connections' outgoing queues.",
-            self.fanout_queue_bytes.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "logsync_fanout_shared_frames_total",
-            "Events frames sent as shared bytes, encoded once for every subscriber.",
-            self.fanout_shared_frames.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "logsync_fanout_coalesced_frames_total",
-            "Events frames that joined several commits for a subscriber behind the feed.",
-            self.fanout_coalesced_frames.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "logsync_catch_up_reads_total",
-            "Log reads by subscribers behind the in-memory feed.",
-            self.catch_up_reads.load(Relaxed),
-        );
-        self.commit_batch_intents.render(
-            &mut out,
-            "logsync_commit_batch_intents",
-            "Intents per durable commit.",
-        );
-        self.commit_seconds.render(
-            &mut out,
-            "logsync_commit_seconds",
-            "Time from transaction start to durable commit.",
-        );
-        counter(
-            &mut out,
-            "logsync_intents_paced_total",
-            "Pushes delayed because their connection was over its intent rate.",
-            self.intents_paced.load(Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP logsync_limit_trips_total Requests and connections refused by a limit, by limit.\n# TYPE logsync_limit_trips_total counter"
-        );
-        for (limit, n) in Limit::ALL.iter().zip(&self.limit_trips) {
-            let _ = writeln!(
-                out,
-                "logsync_limit_trips_total{{limit=\"{}\"}} {}",
-                limit.as_str(),
-                n.load(Relaxed)
-            );
+        self.encode(false)
+    }
+
+    /// The OpenMetrics 1.0 text exposition (ends with `# EOF`).
+    pub fn render_openmetrics(&self) -> String {
+        self.encode(true)
+    }
+
+    /// The exposition a scraper's `Accept` header asks for, and its
+    /// content type: OpenMetrics when it accepts
+    /// `application/openmetrics-text` (as Prometheus does), else the
+    /// Prometheus text format.
+    pub fn exposition(&self, accept: Option<&str>) -> (&'static str, String) {
+        if accept.is_some_and(accepts_openmetrics) {
+            (OPENMETRICS_TEXT, self.render_openmetrics())
+        } else {
+            (PROMETHEUS_TEXT, self.render())
         }
-        let _ = writeln!(
-            out,
-            "# HELP logsync_denied_total Requests refused by authentication, permissions or the origin check, by code.\n# TYPE logsync_denied_total counter"
-        );
-        for (code, n) in DENIALS.iter().zip(&self.denied) {
-            let _ = writeln!(
-                out,
-                "logsync_denied_total{{code=\"{code}\"}} {}",
-                n.load(Relaxed)
-            );
+    }
+
+    fn encode(&self, openmetrics: bool) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self.snapshot(openmetrics)));
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail, and every name is valid.
+        let _ = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &registry)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+        };
+        out
+    }
+
+    /// Every value, read once, in the order they are rendered.
+    fn snapshot(&self, openmetrics: bool) -> Snapshot {
+        use Family::*;
+        let families = vec![
+            Gauge(
+                "logsync_connections",
+                "Open WebSocket connections.",
+                self.connections.load(Relaxed),
+            ),
+            Gauge(
+                "logsync_tcp_connections",
+                "Open TCP connections of any kind (HTTP, SSE, WebSocket, not yet spoken).",
+                self.tcp_connections.load(Relaxed),
+            ),
+            Counter(
+                "logsync_http_5xx",
+                "HTTP responses with a 5xx status (each is logged).",
+                self.http_5xx.load(Relaxed),
+            ),
+            // OpenMetrics would name this counter's family
+            // `logsync_connections`, the gauge's name: it is untyped there.
+            Untyped(
+                "logsync_connections_total",
+                "WebSocket connections accepted.",
+                self.connections_total.load(Relaxed),
+            ),
+            Gauge(
+                "logsync_subscriptions",
+                "Live subscriptions (WebSocket and SSE).",
+                self.subscriptions.load(Relaxed),
+            ),
+            Counter(
+                "logsync_intents_appended",
+                "Intents appended to the log.",
+                self.intents_appended.load(Relaxed),
+            ),
+            Counter(
+                "logsync_intents_rejected",
+                "Intents rejected (the rejection is stored).",
+                self.intents_rejected.load(Relaxed),
+            ),
+            Counter(
+                "logsync_intents_deduplicated",
+                "Resent intents answered with their original outcome.",
+                self.intents_duplicate.load(Relaxed),
+            ),
+            Counter(
+                "logsync_intents_gap",
+                "Pushes refused because a seq was beyond the next one.",
+                self.intents_gap.load(Relaxed),
+            ),
+            Gauge(
+                "logsync_fanout_queue_bytes",
+                "Bytes of frames waiting in connections' outgoing queues.",
+                self.fanout_queue_bytes.load(Relaxed),
+            ),
+            Counter(
+                "logsync_fanout_shared_frames",
+                "Events frames sent as shared bytes, encoded once for every subscriber.",
+                self.fanout_shared_frames.load(Relaxed),
+            ),
+            Counter(
+                "logsync_fanout_coalesced_frames",
+                "Events frames that joined several commits for a subscriber behind the feed.",
+                self.fanout_coalesced_frames.load(Relaxed),
+            ),
+            Counter(
+                "logsync_catch_up_reads",
+                "Log reads by subscribers behind the in-memory feed.",
+                self.catch_up_reads.load(Relaxed),
+            ),
+            Histogram(
+                "logsync_commit_batch_intents",
+                "Intents per durable commit.",
+                self.commit_batch_intents.snapshot(),
+            ),
+            Histogram(
+                "logsync_commit_seconds",
+                "Time from transaction start to durable commit.",
+                self.commit_seconds.snapshot(),
+            ),
+            Counter(
+                "logsync_intents_paced",
+                "Pushes delayed because their connection was over its intent rate.",
+                self.intents_paced.load(Relaxed),
+            ),
+            Labelled(
+                "logsync_limit_trips",
+                "Requests and connections refused by a limit, by limit.",
+                "limit",
+                Limit::ALL
+                    .iter()
+                    .zip(&self.limit_trips)
+                    .map(|(l, n)| (l.as_str(), n.load(Relaxed)))
+                    .collect(),
+            ),
+            Labelled(
+                "logsync_denied",
+                "Requests refused by authentication, permissions or the origin check, by code.",
+                "code",
+                DENIALS
+                    .iter()
+                    .zip(&self.denied)
+                    .map(|(c, n)| (c.as_str(), n.load(Relaxed)))
+                    .collect(),
+            ),
+            Labelled(
+                "logsync_errors",
+                "Errors that ended WebSocket connections, by code.",
+                "code",
+                ErrorCode::ALL
+                    .iter()
+                    .zip(&self.errors)
+                    .map(|(c, n)| (c.as_str(), n.load(Relaxed)))
+                    // Only codes that happened: there are many.
+                    .filter(|(_, n)| *n > 0)
+                    .collect(),
+            ),
+        ];
+        Snapshot {
+            families,
+            openmetrics,
         }
-        let _ = writeln!(
-            out,
-            "# HELP logsync_errors_total Errors that ended WebSocket connections, by code.\n# TYPE logsync_errors_total counter"
-        );
-        for (code, n) in ErrorCode::ALL.iter().zip(&self.errors) {
-            let n = n.load(Relaxed);
-            if n > 0 {
-                let _ = writeln!(out, "logsync_errors_total{{code=\"{code}\"}} {n}");
+    }
+}
+
+/// Does an `Accept` header take OpenMetrics text (with a q above 0)?
+fn accepts_openmetrics(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let mut params = range.split(';').map(str::trim);
+        params
+            .next()
+            .is_some_and(|t| t.eq_ignore_ascii_case("application/openmetrics-text"))
+            && params.all(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_none_or(|q| q > 0.0)
+            })
+    })
+}
+
+/// One metric family's values, read at a scrape. Counter names are given
+/// without `_total`: the encoders add it.
+#[derive(Debug)]
+enum Family {
+    Gauge(&'static str, &'static str, i64),
+    Counter(&'static str, &'static str, u64),
+    /// A counter in the Prometheus format, `unknown` in OpenMetrics (full name).
+    Untyped(&'static str, &'static str, u64),
+    Histogram(&'static str, &'static str, HistogramSnapshot),
+    /// A counter with one label: (label value, count) pairs.
+    Labelled(
+        &'static str,
+        &'static str,
+        &'static str,
+        Vec<(&'static str, u64)>,
+    ),
+}
+
+/// The values of one scrape, encoded by `prometheus-client`.
+#[derive(Debug)]
+struct Snapshot {
+    families: Vec<Family>,
+    openmetrics: bool,
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in &self.families {
+            match family {
+                Family::Gauge(name, help, v) => {
+                    let gauge = ConstGauge::new(*v);
+                    gauge.encode(encoder.encode_descriptor(
+                        name,
+                        help,
+                        None,
+                        gauge.metric_type(),
+                    )?)?;
+                }
+                Family::Counter(name, help, v) => {
+                    let counter = ConstCounter::new(*v);
+                    counter.encode(encoder.encode_descriptor(
+                        name,
+                        help,
+                        None,
+                        counter.metric_type(),
+                    )?)?;
+                }
+                Family::Untyped(name, help, v) => {
+                    if self.openmetrics {
+                        encoder
+                            .encode_descriptor(name, help, None, MetricType::Unknown)?
+                            .encode_gauge(v)?;
+                    } else {
+                        let base = name.strip_suffix("_total").unwrap_or(name);
+                        let counter = ConstCounter::new(*v);
+                        counter.encode(encoder.encode_descriptor(
+                            base,
+                            help,
+                            None,
+                            counter.metric_type(),
+                        )?)?;
+                    }
+                }
+                Family::Histogram(name, help, h) => {
+                    encoder
+                        .encode_descriptor(name, help, None, MetricType::Histogram)?
+                        .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+                }
+                Family::Labelled(name, help, label, values) => {
+                    let mut metric =
+                        encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                    for (value, n) in values {
+                        let labels = [(*label, *value)];
+                        ConstCounter::new(*n).encode(metric.encode_family(&labels)?)?;
+                    }
+                }
             }
         }
-        out
+        Ok(())
     }
 }
 
@@ -434,5 +582,70 @@ mod tests {
             let (_, value) = line.rsplit_once(' ').expect("name value");
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn openmetrics_when_the_scraper_asks_for_it() {
+        let m = Metrics::default();
+        m.commit(3, Duration::from_millis(2));
+        m.connections_total.fetch_add(2, Relaxed);
+        m.refused(ErrorCode::Unauthorized);
+        // What Prometheus sends, and plain requests.
+        let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,\
+                          application/openmetrics-text;version=0.0.1;q=0.4,\
+                          text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        let (content_type, text) = m.exposition(Some(prometheus));
+        assert_eq!(content_type, OPENMETRICS_TEXT);
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        for accept in [
+            None,
+            Some("*/*"),
+            Some("text/plain"),
+            Some("application/openmetrics-text;q=0"),
+            Some("application/openmetrics-textual"),
+        ] {
+            let (content_type, text) = m.exposition(accept);
+            assert_eq!(content_type, PROMETHEUS_TEXT, "{accept:?}");
+            assert!(
+                text.starts_with("# HELP logsync_connections "),
+                "{accept:?}"
+            );
+            assert!(!text.contains("# EOF"), "{accept:?}");
+        }
+        let (_, text) = m.exposition(Some(prometheus));
+        // Samples keep their names; counters' families drop `_total`.
+        assert!(text.contains("\n# TYPE logsync_denied counter\n"), "{text}");
+        assert!(text.contains("\nlogsync_denied_total{code=\"UNAUTHORIZED\"} 1\n"));
+        assert!(text.contains("\nlogsync_commit_batch_intents_bucket{le=\"4.0\"} 1\n"));
+        assert!(text.contains("\nlogsync_commit_seconds_count 1\n"));
+        assert!(text.contains("\nlogsync_connections_total 2\n"), "{text}");
+        // Every family name once (OpenMetrics requires it): the accepted
+        // connections counter is `unknown` there, beside the gauge.
+        let mut families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap_or(""))
+            .collect();
+        let all = families.len();
+        families.sort_unstable();
+        families.dedup();
+        assert_eq!(families.len(), all, "{text}");
+        assert!(text.contains("# TYPE logsync_connections_total unknown\n"));
+        // The Prometheus text format types the same counter as a counter.
+        assert!(m
+            .render()
+            .contains("# TYPE logsync_connections_total counter\nlogsync_connections_total 2\n"));
+    }
+
+    #[test]
+    fn a_histogram_snapshot_counts_values_over_the_last_bound_in_inf() {
+        let h = Histogram::new(&[1.0, 2.0]);
+        for v in [0.5, 1.5, 1.5, 3.0, 100.0] {
+            h.observe(v);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count, 5);
+        assert_eq!(s.buckets, vec![(1.0, 1), (2.0, 2), (f64::INFINITY, 2)]);
+        assert!((s.sum - 106.5).abs() < 1e-9, "{}", s.sum);
     }
 }

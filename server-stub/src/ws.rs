@@ -449,7 +449,10 @@ impl Conn {
                     version: PROTOCOL_VERSION,
                     server_id: self.state.config.server_id.clone(),
                     epoch: self.state.store.epoch().clone(),
-                    max_frame_bytes: self.state.config.max_frame_bytes as u32,
+                    max_frame_bytes: sync_core::protocol::welcome_frame_limit(
+                        self.state.config.max_frame_bytes,
+                        self.state.config.max_payload_bytes,
+                    ),
                 };
                 return self.send(&welcome).await;
             }
@@ -882,6 +885,12 @@ async fn ack_loop(mut pushes: mpsc::Receiver<PendingPush>, out: mpsc::Sender<Out
                         Outcome::Gap { expected } => ServerMsg::Gap {
                             stream: stream.clone(),
                             expected_seq: expected,
+                        },
+                        Outcome::SeqReused { seq, offset } => ServerMsg::Reject {
+                            stream: stream.clone(),
+                            seq,
+                            code: ErrorCode::SeqReused,
+                            message: Outcome::seq_reused_message(seq, offset),
                         },
                     };
                     if out.send(Out::msg(&msg)).await.is_err() {

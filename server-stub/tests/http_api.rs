@@ -44,7 +44,9 @@ async fn intents_pages_and_stream_metadata() {
     let path = "todos%2Fteam-42";
     let v = post_intent(&s, path, 1, 1, r#"{"type": "todo/added",  "text": "milk"}"#).await;
     assert_eq!(v, serde_json::json!({"offset": 1, "duplicate": false}));
-    let v = post_intent(&s, path, 1, 1, r#"{"type": "todo/added"}"#).await;
+    // A resend is the same intent (its payload byte for byte); another
+    // payload under the seq is SEQ_REUSED (tests/seq_reused.rs).
+    let v = post_intent(&s, path, 1, 1, r#"{"type": "todo/added",  "text": "milk"}"#).await;
     assert_eq!(v, serde_json::json!({"offset": 1, "duplicate": true}));
     post_intent(&s, path, 2, 1, "[1,2,3]").await;
     // A payload that is not JSON, pushed over WebSocket.
@@ -285,5 +287,50 @@ async fn static_app_with_index_fallback() {
             Ok(_) => panic!("an upgrade to {path} was accepted"),
         }
     }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_are_openmetrics_when_the_scraper_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(config(dir.path())).await;
+    post_intent(&s, "om", 1, 1, "1").await;
+    let r = http()
+        .get(s.url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(
+        text.contains("\nlogsync_intents_appended_total 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n# TYPE logsync_intents_appended counter\n"),
+        "{text}"
+    );
+    // Without the Accept header: the Prometheus text format, as before.
+    let r = http().get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(
+        text.contains(
+            "\n# TYPE logsync_intents_appended_total counter\nlogsync_intents_appended_total 1\n"
+        ),
+        "{text}"
+    );
     s.stop().await;
 }

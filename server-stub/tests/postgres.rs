@@ -672,3 +672,90 @@ async fn a_killed_node_loses_nothing_and_its_clients_resume_elsewhere() {
     n3.stop().await;
     db.drop().await;
 }
+
+/// A seq reused for another intent is refused with `SEQ_REUSED` on either
+/// node, over WebSocket and HTTP, naming the offset that holds the seq;
+/// the true resend keeps its original answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn a_reused_seq_is_refused_on_every_node() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Node::spawn(&db, dir.path(), "node-1").await;
+    let n2 = Node::spawn(&db, dir.path(), "node-2").await;
+    let (mut w1, _) = open(&n1.ws(), id(7)).await.unwrap();
+    assert!(
+        push(
+            &mut w1,
+            "reused",
+            vec![(1, payload(7, 1)), (2, payload(7, 2))]
+        )
+        .await
+    );
+    for s in 1..=2 {
+        match next(&mut w1).await {
+            Some(ServerMsg::Ack {
+                seq: got,
+                offset,
+                duplicate: false,
+                ..
+            }) => assert_eq!((got, offset), (seq(s), Offset(s))),
+            other => panic!("expected an Ack, got {other:?}"),
+        }
+    }
+    // Through the other node: seq 1 with another payload, then the same.
+    let (mut w2, _) = open(&n2.ws(), id(7)).await.unwrap();
+    assert!(
+        push(
+            &mut w2,
+            "reused",
+            vec![(1, payload(7, 99)), (1, payload(7, 1))]
+        )
+        .await
+    );
+    match next(&mut w2).await {
+        Some(ServerMsg::Reject {
+            seq: got,
+            code,
+            message,
+            ..
+        }) => {
+            assert_eq!((got, code), (seq(1), sync_core::ErrorCode::SeqReused));
+            assert!(message.contains("offset 1"), "{message}");
+        }
+        other => panic!("expected SEQ_REUSED, got {other:?}"),
+    }
+    match next(&mut w2).await {
+        Some(ServerMsg::Ack {
+            offset, duplicate, ..
+        }) => assert_eq!((offset, duplicate), (Offset(1), true)),
+        other => panic!("expected the original Ack, got {other:?}"),
+    }
+    for (node, body, status) in [
+        (&n1, String::from_utf8(payload(7, 2)).unwrap(), 200),
+        (&n2, String::from_utf8(payload(7, 98)).unwrap(), 409),
+    ] {
+        let r = http()
+            .post(node.url("/v1/streams/reused/intents"))
+            .body(format!(
+                r#"{{"client_id":"{}","seq":2,"payload":{body}}}"#,
+                hex_id(7)
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status);
+        let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        if status == 409 {
+            assert_eq!(v["error"]["code"], "SEQ_REUSED");
+            assert_eq!(v["error"]["offset"], 2);
+        } else {
+            assert_eq!(v, serde_json::json!({"offset": 2, "duplicate": true}));
+        }
+    }
+    assert_eq!(read_log(&n2, "reused").await.len(), 2);
+    drop((w1, w2));
+    n1.stop().await;
+    n2.stop().await;
+    db.drop().await;
+}

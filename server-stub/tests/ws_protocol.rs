@@ -262,7 +262,16 @@ async fn duplicates_and_replays_get_original_answers_also_after_restart() {
     else {
         unreachable!()
     };
-    assert_eq!(max_frame_bytes as usize, cfg.max_frame_bytes);
+    // The announced frame limit makes the client's largest action exactly
+    // the largest payload this server accepts.
+    assert_eq!(
+        max_frame_bytes,
+        sync_core::protocol::welcome_frame_limit(cfg.max_frame_bytes, cfg.max_payload_bytes)
+    );
+    assert_eq!(
+        sync_core::protocol::max_push_payload(max_frame_bytes as usize),
+        cfg.max_payload_bytes
+    );
     let p = |s: u64| (s, format!("[{s}]").into_bytes());
     c.push("dup", &[p(1), p(2), p(3)]).await;
     let first: Vec<_> = vec![
@@ -739,4 +748,58 @@ async fn pipelined_pushes_share_commits_and_are_answered_in_order() {
     let want: Vec<u64> = (1..=100).filter(|s| *s != 70).collect();
     assert_eq!(seqs, want);
     server.stop().await;
+}
+
+/// A server started with no flags announces, in `Welcome`, a frame limit
+/// from which a client derives exactly the largest payload the server
+/// accepts: an action of that size is acked (its push fits the announced
+/// frame even with the longest stream name and seq), one byte more is
+/// rejected with `PAYLOAD_TOO_LARGE`.
+#[tokio::test]
+async fn the_client_limit_is_exactly_what_a_default_server_accepts() {
+    use clap::Parser as _;
+    use sync_core::protocol::max_push_payload;
+    use sync_core::{PushIntent, Seq, StreamName};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log.db");
+    let cfg = server_stub::Cli::try_parse_from(["logsync-server", "--db", db.to_str().unwrap()])
+        .unwrap()
+        .to_config()
+        .unwrap();
+    assert_eq!(cfg.max_payload_bytes, sync_core::DEFAULT_MAX_PAYLOAD_BYTES);
+    let server = TestServer::start(cfg.clone()).await;
+    let (mut c, welcome) = Client::hello(&server.ws_url(), client_id(7)).await;
+    let ServerMsg::Welcome {
+        max_frame_bytes, ..
+    } = welcome
+    else {
+        unreachable!()
+    };
+    let limit = max_push_payload(max_frame_bytes as usize);
+    assert_eq!(limit, cfg.max_payload_bytes);
+
+    // The worst case of the encoding: the longest stream name, the largest
+    // seq. Its frame still fits the announced limit.
+    let longest = StreamName::new("s".repeat(sync_core::MAX_STREAM_NAME_LEN)).unwrap();
+    let worst = ClientMsg::Push {
+        stream: longest,
+        intents: vec![PushIntent {
+            seq: Seq::new(u64::MAX).unwrap(),
+            payload: vec![b'1'; limit],
+        }],
+    };
+    assert!(worst.encode().len() <= max_frame_bytes as usize);
+
+    let at = format!("\"{}\"", "x".repeat(limit - 2)).into_bytes();
+    assert_eq!(at.len(), limit);
+    let over = format!("\"{}\"", "x".repeat(limit - 1)).into_bytes();
+    c.push("limits", &[(1, at), (2, over)]).await;
+    assert_eq!(ack(c.recv().await).0, 1);
+    match c.recv().await {
+        ServerMsg::Reject { seq, code, .. } => {
+            assert_eq!((seq.get(), code), (2, ErrorCode::PayloadTooLarge));
+        }
+        other => panic!("expected a Reject, got {other:?}"),
+    }
 }

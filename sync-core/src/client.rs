@@ -13,17 +13,14 @@ use alloc::vec::Vec;
 
 use crate::error::{CoreError, ErrorCode};
 use crate::protocol::{
-    ClientMsg, PushIntent, ServerMsg, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    max_push_payload, welcome_frame_limit, ClientMsg, PushIntent, ServerMsg,
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PAYLOAD_BYTES, PROTOCOL_VERSION,
+    PUSH_FRAME_OVERHEAD as PUSH_OVERHEAD, PUSH_INTENT_OVERHEAD as PER_INTENT_OVERHEAD,
 };
 use crate::outbox::OutboxEntry;
 use crate::reducer::Reducer;
 use crate::replica::{Applied, Replica};
 use crate::types::{Epoch, Event, Offset, Seq};
-
-/// Bytes a `Push` frame spends besides its payloads: tag, stream, count,
-/// and per intent a seq and a length (generous upper bounds).
-const PUSH_OVERHEAD: usize = 1 + 2 + 200 + 5;
-const PER_INTENT_OVERHEAD: usize = 10 + 5;
 
 /// Where a connection is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -107,6 +104,16 @@ pub enum Effect {
     },
 }
 
+/// Whether a refusal with `code` is also an error of this client, to be
+/// reported with the other errors (the JS `onError`) as well as to the
+/// rejection listeners: `SEQ_REUSED` means the server holds another intent
+/// under the seq, which only a bug in the client's seq keeping (or an
+/// outbox replayed against a log it did not come from) produces. The
+/// intent is rolled back like any refused one, never dropped quietly.
+pub fn rejection_is_client_error(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::SeqReused)
+}
+
 /// The reason stored for a seq the app discarded.
 pub const DISCARDED_MESSAGE: &str = "discarded by the app before the server took it";
 
@@ -147,11 +154,20 @@ impl<R: Reducer> SyncClient<R> {
             phase: Phase::Offline,
             sent_through: 0,
             head,
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            // Until a `Welcome` says otherwise: what a default server takes.
+            max_frame_bytes: welcome_frame_limit(DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PAYLOAD_BYTES)
+                as usize,
             initial,
             resetting: None,
             checked: false,
         }
+    }
+
+    /// The largest payload this client can push: what the server of the
+    /// last `Welcome` accepts (before any, what a default server accepts).
+    /// A larger action is to be refused at dispatch.
+    pub fn max_payload_bytes(&self) -> usize {
+        max_push_payload(self.max_frame_bytes)
     }
 
     /// The replica.
@@ -457,7 +473,7 @@ impl<R: Reducer> SyncClient<R> {
                         supported: PROTOCOL_VERSION,
                     });
                 }
-                self.max_frame_bytes = (max_frame_bytes as usize).max(1024);
+                self.max_frame_bytes = max_frame_bytes as usize;
                 match &self.epoch {
                     None => {
                         // First contact: nothing is sent until storage has
@@ -590,8 +606,8 @@ impl<R: Reducer> SyncClient<R> {
     fn check_stream(&self, stream: &crate::types::StreamName) -> Result<(), CoreError> {
         if stream != self.replica.stream() {
             return Err(CoreError::WrongStream {
-                expected: self.replica.stream().clone(),
-                got: stream.clone(),
+                expected: self.replica.stream().to_string(),
+                got: stream.to_string(),
             });
         }
         Ok(())
@@ -832,6 +848,40 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    #[test]
+    fn a_reused_seq_rolls_the_intent_back_and_reports_it() {
+        let mut c = client(Some("e"));
+        c.connected(None);
+        c.outbox_checked();
+        c.handle(welcome("e", 1 << 20)).unwrap();
+        c.replica_mut().dispatch(b"a".to_vec()).unwrap();
+        assert_eq!(*c.replica().state(), 1);
+        let fx = c.flush();
+        assert_eq!(sends(&fx).len(), 1);
+        let message = "seq 1 already holds another intent (at offset 3)";
+        let fx = c
+            .handle(ServerMsg::Reject {
+                stream: stream(),
+                seq: Seq::FIRST,
+                code: ErrorCode::SeqReused,
+                message: message.into(),
+            })
+            .unwrap();
+        assert_eq!(*c.replica().state(), 0, "rolled back");
+        assert!(c.replica().pending().is_empty());
+        assert!(fx.contains(&Effect::DropFromOutbox(Seq::FIRST)));
+        assert!(fx.contains(&Effect::Rejected {
+            seq: Seq::FIRST,
+            payload: b"a".to_vec(),
+            code: ErrorCode::SeqReused,
+            message: message.into(),
+        }));
+        assert_eq!(c.phase(), Phase::Ready);
+        assert!(rejection_is_client_error(ErrorCode::SeqReused));
+        assert!(!rejection_is_client_error(ErrorCode::Rejected));
+        assert!(!rejection_is_client_error(ErrorCode::Forbidden));
     }
 
     #[test]

@@ -14,7 +14,24 @@ use serde::{Deserialize, Serialize};
 /// On the wire a code travels as its text, so a peer with a newer list
 /// still decodes: a code this build does not know becomes
 /// [`ErrorCode::Unknown`].
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+///
+/// This enum is the one list of codes: [`ErrorCode::ALL`] and the text of
+/// each code are derived from it, and the TypeScript union, the JS list
+/// and the Elm module are generated from it (`sync-core/tests/generated.rs`;
+/// after adding a variant run `LOGSYNC_BLESS=1 cargo test -p sync-core
+/// --test generated`). New codes go at the end.
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Debug,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+    strum::EnumMessage,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[non_exhaustive]
 pub enum ErrorCode {
     /// The peer speaks another protocol version.
@@ -88,87 +105,30 @@ pub enum ErrorCode {
     /// A connection attempt failed: nothing answered, or something that
     /// is not a Logsync WebSocket endpoint did.
     ConnectFailed,
+    /// A push reused a seq that already holds another intent (its payload
+    /// differs from the one the seq was decided with). The message names
+    /// the offset of the intent that holds the seq; the pushed intent is
+    /// refused and nothing is stored.
+    SeqReused,
 }
 
 impl ErrorCode {
-    /// Every known code, for tests and for generating the TypeScript union.
-    pub const ALL: &'static [ErrorCode] = &[
-        ErrorCode::ProtocolVersion,
-        ErrorCode::MalformedFrame,
-        ErrorCode::FrameTooLarge,
-        ErrorCode::HelloRequired,
-        ErrorCode::UnexpectedHello,
-        ErrorCode::InvalidStream,
-        ErrorCode::InvalidSeq,
-        ErrorCode::InvalidClientId,
-        ErrorCode::InvalidOffset,
-        ErrorCode::InvalidJson,
-        ErrorCode::InvalidRequest,
-        ErrorCode::SeqGap,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::Unauthorized,
-        ErrorCode::Forbidden,
-        ErrorCode::OriginForbidden,
-        ErrorCode::RateLimited,
-        ErrorCode::TooManySubscriptions,
-        ErrorCode::TooManyConnections,
-        ErrorCode::SlowConsumer,
-        ErrorCode::IdleTimeout,
-        ErrorCode::ShuttingDown,
-        ErrorCode::Storage,
-        ErrorCode::Rejected,
-        ErrorCode::OffsetGap,
-        ErrorCode::OffsetRepeat,
-        ErrorCode::WrongStream,
-        ErrorCode::Reducer,
-        ErrorCode::EpochChanged,
-        ErrorCode::NotFound,
-        ErrorCode::Internal,
-        ErrorCode::Unknown,
-        ErrorCode::QuotaExceeded,
-        ErrorCode::StoreClosed,
-        ErrorCode::ConnectFailed,
-    ];
+    /// Every known code, in declaration order (derived from the enum, so
+    /// no variant can be left out).
+    pub const ALL: &'static [ErrorCode] = <ErrorCode as strum::VariantArray>::VARIANTS;
 
-    /// The stable text of the code.
+    /// The stable text of the code: the variant's name in SCREAMING_SNAKE.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::ProtocolVersion => "PROTOCOL_VERSION",
-            ErrorCode::MalformedFrame => "MALFORMED_FRAME",
-            ErrorCode::FrameTooLarge => "FRAME_TOO_LARGE",
-            ErrorCode::HelloRequired => "HELLO_REQUIRED",
-            ErrorCode::UnexpectedHello => "UNEXPECTED_HELLO",
-            ErrorCode::InvalidStream => "INVALID_STREAM",
-            ErrorCode::InvalidSeq => "INVALID_SEQ",
-            ErrorCode::InvalidClientId => "INVALID_CLIENT_ID",
-            ErrorCode::InvalidOffset => "INVALID_OFFSET",
-            ErrorCode::InvalidJson => "INVALID_JSON",
-            ErrorCode::InvalidRequest => "INVALID_REQUEST",
-            ErrorCode::SeqGap => "SEQ_GAP",
-            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            ErrorCode::Unauthorized => "UNAUTHORIZED",
-            ErrorCode::Forbidden => "FORBIDDEN",
-            ErrorCode::OriginForbidden => "ORIGIN_FORBIDDEN",
-            ErrorCode::RateLimited => "RATE_LIMITED",
-            ErrorCode::TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
-            ErrorCode::TooManyConnections => "TOO_MANY_CONNECTIONS",
-            ErrorCode::SlowConsumer => "SLOW_CONSUMER",
-            ErrorCode::IdleTimeout => "IDLE_TIMEOUT",
-            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
-            ErrorCode::Storage => "STORAGE",
-            ErrorCode::Rejected => "REJECTED",
-            ErrorCode::OffsetGap => "OFFSET_GAP",
-            ErrorCode::OffsetRepeat => "OFFSET_REPEAT",
-            ErrorCode::WrongStream => "WRONG_STREAM",
-            ErrorCode::Reducer => "REDUCER",
-            ErrorCode::EpochChanged => "EPOCH_CHANGED",
-            ErrorCode::NotFound => "NOT_FOUND",
-            ErrorCode::Internal => "INTERNAL",
-            ErrorCode::Unknown => "UNKNOWN",
-            ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
-            ErrorCode::StoreClosed => "STORE_CLOSED",
-            ErrorCode::ConnectFailed => "CONNECT_FAILED",
-        }
+        self.into()
+    }
+
+    /// What the code means: the variant's doc comment, on one line (for
+    /// generated docs in other languages).
+    pub fn description(self) -> String {
+        let doc = strum::EnumMessage::get_documentation(&self).unwrap_or_default();
+        doc.split_whitespace()
+            .collect::<alloc::vec::Vec<_>>()
+            .join(" ")
     }
 
     /// Parses a code; text this build does not know gives [`ErrorCode::Unknown`].
@@ -266,7 +226,7 @@ pub enum CoreError {
     #[error("events of stream {stream} skip from offset {have} to {got}; expected {expected}")]
     OffsetGap {
         /// Which stream.
-        stream: StreamName,
+        stream: String,
         /// The replica's confirmed offset.
         have: u64,
         /// The offset expected next.
@@ -278,7 +238,7 @@ pub enum CoreError {
     #[error("events of stream {stream} repeat offset {got}; the replica is already at {have}")]
     OffsetRepeat {
         /// Which stream.
-        stream: StreamName,
+        stream: String,
         /// The replica's confirmed offset.
         have: u64,
         /// The offset received.
@@ -288,9 +248,9 @@ pub enum CoreError {
     #[error("message for stream {got} reached the replica of stream {expected}")]
     WrongStream {
         /// The replica's stream.
-        expected: StreamName,
+        expected: String,
         /// The message's stream.
-        got: StreamName,
+        got: String,
     },
     /// No pending intent has this seq.
     #[error("no pending action has seq {seq}: it was confirmed, rejected or discarded already")]
@@ -305,8 +265,6 @@ pub enum CoreError {
         message: String,
     },
 }
-
-use crate::types::StreamName;
 
 impl CoreError {
     /// The stable code of this error.

@@ -17,12 +17,16 @@ pub mod types;
 pub use backoff::Backoff;
 pub use client::{Effect, Phase, SyncClient};
 pub use connect::{connect_failure, FailureReports, Probe};
-pub use decide::{decide, Decision};
+pub use decide::{
+    answer_resend, decide, decide_batch, Decision, IntentDigest, Offer, Position, ResendAnswer,
+    Step,
+};
 pub use error::{CoreError, ErrorCode};
 pub use outbox::{Done, EventsWrite, Finished, Outbox, OutboxEntry, Work};
-pub use protocol::{ClientMsg, PushIntent, ServerMsg, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
+pub use protocol::{
+    ClientMsg, PushIntent, ServerMsg, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,
+    PROTOCOL_VERSION,
+};
 pub use reducer::{ReduceError, Reducer};
 pub use replica::{Applied, LocalId, Pending, Replica};
-pub use types::{
-    ClientId, Epoch, Event, Intent, Offset, Seq, Snapshot, StreamName, MAX_STREAM_NAME_LEN,
-};
+pub use types::{ClientId, Epoch, Event, Offset, Seq, StreamName, MAX_STREAM_NAME_LEN};

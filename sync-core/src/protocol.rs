@@ -18,17 +18,81 @@
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{CoreError, ErrorCode};
-use crate::types::{ClientId, Epoch, Event, Offset, Seq, StreamName};
+use crate::types::{ClientId, Epoch, Event, Offset, Seq, StreamName, MAX_STREAM_NAME_LEN};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Default largest frame either side accepts, in bytes (1 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// Default largest payload a server accepts, in bytes (256 KiB). A client
+/// that has not heard a `Welcome` yet assumes this limit.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 256 << 10;
+
+// Sizes of the encoding. postcard writes integers as varints (7 bits a
+// byte), byte strings and strings as a varint length and the bytes, a
+// `[u8; 16]` as its 16 bytes and an enum variant as a varint index. The
+// overheads below are upper bounds over every stream name, seq, offset and
+// time; `tests/wire_size.rs` checks them against encoded frames.
+
+/// Most bytes of a varint holding a `u64`.
+const VARINT_U64: usize = 10;
+/// Most bytes of a varint holding a length (lengths fit in a `u32`: no
+/// frame is larger, see [`ServerMsg::Welcome`]).
+const VARINT_LEN: usize = 5;
+/// A stream name and its length, at most.
+const STREAM_FIELD: usize = varint_len(MAX_STREAM_NAME_LEN as u64) + MAX_STREAM_NAME_LEN;
+
+/// Bytes an `Events` frame spends besides its events: variant, stream,
+/// event count and head.
+pub const EVENTS_FRAME_OVERHEAD: usize = 1 + STREAM_FIELD + VARINT_LEN + VARINT_U64;
+/// Bytes an encoded event spends besides its payload: offset, client id,
+/// seq, time and payload length.
+pub const EVENT_OVERHEAD: usize = VARINT_U64 + 16 + VARINT_U64 + VARINT_U64 + VARINT_LEN;
+/// Bytes a `Push` frame spends besides its intents: variant, stream and
+/// intent count.
+pub const PUSH_FRAME_OVERHEAD: usize = 1 + STREAM_FIELD + VARINT_LEN;
+/// Bytes an intent inside a `Push` spends besides its payload: seq and
+/// payload length.
+pub const PUSH_INTENT_OVERHEAD: usize = VARINT_U64 + VARINT_LEN;
+
+/// The largest payload that surely fits, alone, in a `Push` frame of at
+/// most `max_frame_bytes` (whatever the stream and seq): the largest
+/// action a client can send to a server announcing that frame limit.
+pub const fn max_push_payload(max_frame_bytes: usize) -> usize {
+    max_frame_bytes.saturating_sub(PUSH_FRAME_OVERHEAD + PUSH_INTENT_OVERHEAD)
+}
+
+/// The largest payload that surely fits, alone, in an `Events` frame of at
+/// most `max_frame_bytes`.
+pub const fn max_event_payload(max_frame_bytes: usize) -> usize {
+    max_frame_bytes.saturating_sub(EVENTS_FRAME_OVERHEAD + EVENT_OVERHEAD)
+}
+
+/// The frame limit a server announces in `Welcome`: its own frame limit,
+/// lowered so that [`max_push_payload`] of it is exactly the largest
+/// payload it accepts. A client derives its largest action from this one
+/// number, so it refuses at dispatch what the server would refuse after
+/// the action had been applied optimistically.
+pub const fn welcome_frame_limit(max_frame_bytes: usize, max_payload_bytes: usize) -> u32 {
+    let for_payload = max_payload_bytes.saturating_add(PUSH_FRAME_OVERHEAD + PUSH_INTENT_OVERHEAD);
+    let limit = if for_payload < max_frame_bytes {
+        for_payload
+    } else {
+        max_frame_bytes
+    };
+    if limit > u32::MAX as usize {
+        u32::MAX
+    } else {
+        limit as u32
+    }
+}
 
 /// One intent inside a `Push`: the client id comes from `Hello`, the
 /// stream from the `Push`.
@@ -107,8 +171,11 @@ pub enum ServerMsg {
         server_id: String,
         /// The log's epoch; a change means another history.
         epoch: Epoch,
-        /// The largest frame the server accepts; a client splits its pushes
-        /// to stay under it.
+        /// The largest `Push` frame the server takes: its frame limit, or
+        /// less, so that the largest payload that fits alone
+        /// ([`max_push_payload`]) is the largest it accepts (see
+        /// [`welcome_frame_limit`]). A client splits its pushes to stay
+        /// under it and refuses larger actions at dispatch.
         max_frame_bytes: u32,
     },
     /// Events of a subscribed stream, dense and in order: catch-up batches
@@ -295,22 +362,42 @@ fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 /// can encode each event once and reuse its bytes for every subscriber.
 /// The output is byte-for-byte what [`ServerMsg::encode`] makes.
 pub fn encode_events_frame(stream: &StreamName, encoded_events: &[&[u8]], head: Offset) -> Vec<u8> {
+    encode_events_frame_with_ranges(stream, encoded_events, head).0
+}
+
+/// [`encode_events_frame`], and where each event's encoding lies inside
+/// the frame (one range per event, in order, back to back), so a frame for
+/// a subscriber that needs only some of the events can copy them out.
+pub fn encode_events_frame_with_ranges(
+    stream: &StreamName,
+    encoded_events: &[&[u8]],
+    head: Offset,
+) -> (Vec<u8>, Vec<Range<usize>>) {
     let total: usize = encoded_events.iter().map(|e| e.len()).sum();
-    let mut out = Vec::with_capacity(total + stream.as_str().len() + 24);
+    let mut out = Vec::with_capacity(total + EVENTS_FRAME_OVERHEAD);
     out.push(1); // variant index of ServerMsg::Events
     push_varint(&mut out, stream.as_str().len() as u64);
     out.extend_from_slice(stream.as_str().as_bytes());
     push_varint(&mut out, encoded_events.len() as u64);
+    let mut ranges = Vec::with_capacity(encoded_events.len());
     for e in encoded_events {
+        let start = out.len();
         out.extend_from_slice(e);
+        ranges.push(start..out.len());
     }
     push_varint(&mut out, head.0);
-    out
+    (out, ranges)
 }
 
 /// Encodes one event as it appears inside an `Events` frame.
 pub fn encode_event(event: &Event) -> Vec<u8> {
     encode(event)
+}
+
+/// Bytes of `v` as a varint.
+const fn varint_len(v: u64) -> usize {
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
 }
 
 fn push_varint(out: &mut Vec<u8>, mut v: u64) {

@@ -303,14 +303,14 @@ impl<R: Reducer> Replica<R> {
         for e in events {
             if e.offset < expect {
                 return Err(CoreError::OffsetRepeat {
-                    stream: self.stream.clone(),
+                    stream: self.stream.to_string(),
                     have: self.offset.0,
                     got: e.offset.0,
                 });
             }
             if e.offset > expect {
                 return Err(CoreError::OffsetGap {
-                    stream: self.stream.clone(),
+                    stream: self.stream.to_string(),
                     have: self.offset.0,
                     expected: expect.0,
                     got: e.offset.0,

@@ -1,5 +1,5 @@
-//! Domain types: streams, offsets, client ids, sequence numbers, intents,
-//! events and snapshots. Every constructor that takes outside input
+//! Domain types: streams, offsets, client ids, sequence numbers, events
+//! and epochs. Every constructor that takes outside input
 //! validates it and answers with a typed [`CoreError`].
 
 use alloc::string::{String, ToString};
@@ -273,20 +273,6 @@ impl FromStr for ClientId {
     }
 }
 
-/// A client's request to append `payload` to `stream`.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct Intent {
-    /// Where to append.
-    pub stream: StreamName,
-    /// Who asks.
-    pub client_id: ClientId,
-    /// The client's seq for this stream.
-    pub seq: Seq,
-    /// Opaque bytes (JSON text in the JS API).
-    #[serde(with = "serde_bytes")]
-    pub payload: Vec<u8>,
-}
-
 /// An accepted intent, at its place in the stream.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Event {
@@ -301,17 +287,6 @@ pub struct Event {
     /// The intent's payload, unchanged.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
-}
-
-/// The reduction of events `1..=offset` of a stream.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Snapshot<S> {
-    /// Which stream.
-    pub stream: StreamName,
-    /// The last event folded in.
-    pub offset: Offset,
-    /// The state.
-    pub state: S,
 }
 
 /// The epoch of a log: a random id made when its storage was created. A

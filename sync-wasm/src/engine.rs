@@ -35,8 +35,11 @@ use crate::socket::Timer;
 use crate::storage::Db;
 use crate::writer::Job;
 
-/// Largest payload a dispatch accepts: what fits in a default-sized frame.
-pub const MAX_PAYLOAD_BYTES: usize = sync_core::DEFAULT_MAX_FRAME_BYTES - 1024;
+/// Largest payload a store ever records: what fits alone in a
+/// default-sized frame. A dispatch is held to the lower limit of the
+/// server it syncs with, [`Store::max_payload_bytes`].
+pub const MAX_PAYLOAD_BYTES: usize =
+    sync_core::protocol::max_push_payload(sync_core::DEFAULT_MAX_FRAME_BYTES);
 /// Default number of confirmed events between two snapshots.
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1000;
 /// Default heartbeat period.
@@ -299,7 +302,17 @@ impl<R: StoreReducer> Core<R> {
                 message,
             } => {
                 // An answer about one intent, not a problem of the store:
-                // the rejection listeners hear of it.
+                // the rejection listeners hear of it; one that only a
+                // client bug causes is reported as an error too.
+                if sync_core::client::rejection_is_client_error(code) {
+                    self.error(
+                        WasmError::Server {
+                            code,
+                            message: message.clone(),
+                        },
+                        notes,
+                    );
+                }
                 notes.rejections.push(Rejection {
                     seq,
                     payload,
@@ -629,6 +642,13 @@ impl<R: StoreReducer> Store<R> {
         Ok(Store { engine })
     }
 
+    /// The largest payload a dispatch takes now: what the server of the
+    /// last `Welcome` accepts (before any, what a default server accepts).
+    pub fn max_payload_bytes(&self) -> Result<usize, WasmError> {
+        let c = self.engine.core.try_borrow().map_err(|_| busy())?;
+        Ok(c.client.max_payload_bytes())
+    }
+
     /// The optimistic state (confirmed state with pending intents on top).
     pub fn with_state<T>(&self, f: impl FnOnce(&R::State) -> T) -> Result<T, WasmError> {
         let c = self.engine.core.try_borrow().map_err(|_| busy())?;
@@ -649,18 +669,19 @@ impl<R: StoreReducer> Store<R> {
     }
 
     fn dispatch_with(&self, payload: Vec<u8>, action: Option<R::Action>) -> Result<(), WasmError> {
-        if payload.len() > MAX_PAYLOAD_BYTES {
-            // Refused before it takes a seq: a seq the server never decides
-            // would hold back every later intent.
-            return Err(WasmError::PayloadTooLarge {
-                len: payload.len(),
-                limit: MAX_PAYLOAD_BYTES,
-            });
-        }
         {
             let mut c = self.engine.core.try_borrow_mut().map_err(|_| busy())?;
             if c.closed {
                 return Err(WasmError::Closed);
+            }
+            let limit = c.client.max_payload_bytes();
+            if payload.len() > limit {
+                // Refused before it is applied or takes a seq: the server
+                // would refuse it after the optimistic apply.
+                return Err(WasmError::PayloadTooLarge {
+                    len: payload.len(),
+                    limit,
+                });
             }
             let replica = c.client.replica_mut();
             let local = match action {
@@ -687,9 +708,12 @@ impl<R: StoreReducer> Store<R> {
     /// subscribers are notified. Returns whether that refold happened.
     ///
     /// Every intent is kept, also one the reducer now refuses: its
-    /// dispatch has already returned. Payloads must be within
-    /// [`MAX_PAYLOAD_BYTES`] (the caller checks; one over refuses the
-    /// whole burst before anything is recorded).
+    /// dispatch has already returned. Payloads are to be within
+    /// [`Store::max_payload_bytes`] (the caller checks); one over it but
+    /// within [`MAX_PAYLOAD_BYTES`] is recorded and then withdrawn, so the
+    /// server rejects it (`PAYLOAD_TOO_LARGE`); one over
+    /// [`MAX_PAYLOAD_BYTES`] refuses the whole burst before anything is
+    /// recorded.
     pub fn dispatch_folded(
         &self,
         items: Vec<(Vec<u8>, R::Action, R::State)>,

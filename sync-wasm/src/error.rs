@@ -44,7 +44,7 @@ pub enum WasmError {
     /// An action that `JSON.stringify` cannot serialise.
     #[error("the action is not JSON-serialisable: {0}")]
     NotJson(String),
-    /// An action whose JSON text is too large for one frame.
+    /// An action whose JSON text is over what the server accepts.
     #[error("the action's JSON is {len} bytes; the limit is {limit}")]
     PayloadTooLarge {
         /// Its size.

@@ -40,23 +40,13 @@ export interface StoreOptions {
 }
 /** A Redux reducer: pure and deterministic. */
 export type Reducer<S = any, A = any> = (state: S, action: A) => S;
-/** Every stable error code (see `errorCodes()`). */
-export type ErrorCode =
-  | 'PROTOCOL_VERSION' | 'MALFORMED_FRAME' | 'FRAME_TOO_LARGE' | 'HELLO_REQUIRED'
-  | 'UNEXPECTED_HELLO' | 'INVALID_STREAM' | 'INVALID_SEQ' | 'INVALID_CLIENT_ID'
-  | 'INVALID_OFFSET' | 'INVALID_JSON' | 'INVALID_REQUEST' | 'SEQ_GAP' | 'PAYLOAD_TOO_LARGE'
-  | 'UNAUTHORIZED' | 'FORBIDDEN' | 'ORIGIN_FORBIDDEN' | 'RATE_LIMITED'
-  | 'TOO_MANY_SUBSCRIPTIONS' | 'TOO_MANY_CONNECTIONS' | 'SLOW_CONSUMER' | 'IDLE_TIMEOUT'
-  | 'SHUTTING_DOWN' | 'STORAGE' | 'REJECTED' | 'OFFSET_GAP' | 'OFFSET_REPEAT'
-  | 'WRONG_STREAM' | 'REDUCER' | 'EPOCH_CHANGED' | 'NOT_FOUND' | 'INTERNAL' | 'UNKNOWN'
-  | 'QUOTA_EXCEEDED' | 'STORE_CLOSED' | 'CONNECT_FAILED';
 /** Every error Logsync throws, rejects with or reports. */
 export interface LogsyncError extends Error {
   name: 'LogsyncError';
   code: ErrorCode;
 }
 /** A store's status; the same object until something in it changes. */
-export interface StoreStatus {
+export interface Status {
   readonly online: boolean;
   readonly offset: number;
   readonly head: number;
@@ -84,6 +74,14 @@ export interface Rejection {
 #[wasm_bindgen(typescript_custom_section)]
 const TS_SECTION: &str = TS_TYPES;
 
+/// The `ErrorCode` union, generated from `sync_core::ErrorCode` (see
+/// `sync-core/tests/generated.rs`).
+#[allow(dead_code)] // read through `TS_ERROR_CODES_SECTION` (and the unit test)
+const TS_ERROR_CODES: &str = include_str!("error_codes.d.ts");
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_ERROR_CODES_SECTION: &str = TS_ERROR_CODES;
+
 /// Every stable error code, in the order of `sync_core::ErrorCode::ALL`.
 #[wasm_bindgen(js_name = errorCodes, unchecked_return_type = "ErrorCode[]")]
 pub fn error_codes() -> Array {
@@ -91,13 +89,6 @@ pub fn error_codes() -> Array {
         .iter()
         .map(|c| JsValue::from_str(c.as_str()))
         .collect()
-}
-
-/// The largest action a store takes: its `JSON.stringify` text, in UTF-8
-/// bytes (larger ones are refused with `PAYLOAD_TOO_LARGE`).
-#[wasm_bindgen(js_name = maxActionBytes)]
-pub fn max_action_bytes() -> u32 {
-    crate::engine::MAX_PAYLOAD_BYTES as u32
 }
 
 /// Opens a store: IndexedDB first (no network needed), then the
@@ -157,7 +148,8 @@ impl WasmStore {
     /// of `json`, and the first `stateAfter` was computed from `base`. When
     /// the store's state is no longer `base`, the actions are folded again
     /// onto the current state and subscribers notified; returns whether
-    /// that happened. Each JSON text must be within `maxActionBytes()`.
+    /// that happened. Each JSON text is to be within `maxActionBytes()`
+    /// (one over it is recorded, then rejected with `PAYLOAD_TOO_LARGE`).
     #[wasm_bindgen(js_name = dispatchFolded)]
     pub fn dispatch_folded(&self, base: JsValue, batch: Array) -> Result<bool, JsValue> {
         let len = batch.length();
@@ -197,8 +189,18 @@ impl WasmStore {
         Ok(self.store.replace_reducer(JsReducer::new(reducer)?)?)
     }
 
+    /// The largest action `dispatch` takes now: its `JSON.stringify` text,
+    /// in UTF-8 bytes (larger ones are refused with `PAYLOAD_TOO_LARGE`
+    /// before they are applied). It is what the server accepts, learnt
+    /// when connecting (until then, what a default server accepts); it
+    /// changes only with a status change.
+    #[wasm_bindgen(js_name = maxActionBytes)]
+    pub fn max_action_bytes(&self) -> Result<u32, JsValue> {
+        Ok(self.store.max_payload_bytes()? as u32)
+    }
+
     /// The status: the same (frozen) object until it changes.
-    #[wasm_bindgen(unchecked_return_type = "StoreStatus")]
+    #[wasm_bindgen(unchecked_return_type = "Status")]
     pub fn status(&self) -> JsValue {
         let (status, version) = self.store.status();
         let mut cache = self.status.borrow_mut();
@@ -339,9 +341,10 @@ impl WasmStore {
 
 /// Makes every method callable detached (`const { dispatch } = store`).
 fn bind_methods(obj: &JsValue) {
-    const METHODS: [&str; 16] = [
+    const METHODS: [&str; 17] = [
         "getState",
         "dispatch",
+        "maxActionBytes",
         "dispatchFolded",
         "subscribe",
         "replaceReducer",
@@ -534,10 +537,11 @@ mod tests {
     fn typescript_union_lists_every_code() {
         for code in ErrorCode::ALL {
             assert!(
-                TS_TYPES.contains(&format!("'{}'", code.as_str())),
-                "ErrorCode {code} is missing from the TypeScript union"
+                TS_ERROR_CODES.contains(&format!("| '{}'", code.as_str())),
+                "ErrorCode {code} is missing from the TypeScript union: run \
+                 `LOGSYNC_BLESS=1 cargo test -p sync-core --test generated`"
             );
         }
-        assert_eq!(TS_TYPES.matches("| '").count(), ErrorCode::ALL.len());
+        assert_eq!(TS_ERROR_CODES.matches("| '").count(), ErrorCode::ALL.len());
     }
 }

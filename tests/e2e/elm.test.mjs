@@ -179,28 +179,30 @@ test('Elm offline: actions, a reload while offline, back online: each action onc
   assert.deepEqual(added, ['offline one', 'offline two', 'offline three'], 'each offline todo exactly once');
 });
 
-test('a rejection (PAYLOAD_TOO_LARGE) is shown by the Elm app, and the todo rolled back', async (t) => {
+test('a todo too long for the server is refused before it shows, and the Elm app says why (PAYLOAD_TOO_LARGE)', async (t) => {
   const small = await startServer({ staticDir: ELM_APP_DIST, args: ['--max-payload-bytes', '200'] });
   t.after(() => small.close());
   const room = newRoom();
   const page = await openElm(t, small.url, room);
 
   await addTodo(page, 'short enough');
+  // Confirmed: the store has met the server and knows its limit.
+  await waitStatus(page, 'the first todo confirmed', (s) => s.online && s.offset === 1 && s.pending === 0);
   const long = `too long ${'x'.repeat(300)}`;
   await addTodo(page, long);
 
-  const rejection = page.locator('[data-testid=rejection]');
-  await rejection.waitFor({ timeout: 15_000 });
-  assert.equal(await rejection.getAttribute('data-code'), 'PAYLOAD_TOO_LARGE');
-  assert.match(await rejection.textContent(), /^Not saved: it is too long for the server \(PAYLOAD_TOO_LARGE\)/);
+  const problem = page.locator('[data-testid=problem]');
+  await problem.waitFor({ timeout: 15_000 });
+  assert.match(await problem.textContent(), /the limit is 200 \(PAYLOAD_TOO_LARGE\)/);
   await waitTitles(page, ['short enough']);
+  assert.equal(await page.locator('[data-testid=rejection]').count(), 0, 'nothing was applied, so nothing is rolled back');
   await waitStatus(page, 'nothing pending', (s) => s.pending === 0);
 
   const events = await serverEvents(small.url, `todos/${room}`);
   assert.deepEqual(events.map((e) => e.payload.text), ['short enough']);
 
-  await rejection.locator('button').click();
-  await rejection.waitFor({ state: 'detached' });
+  await problem.locator('button').click();
+  await problem.waitFor({ state: 'detached' });
 });
 
 test('a server that wants a token: the Elm app shows needsToken and the typed code, and keeps working offline', async (t) => {

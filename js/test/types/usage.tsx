@@ -12,6 +12,8 @@ import {
   dbNameFor,
   type ErrorCode,
   type SyncStore,
+  type Status,
+  type StoreOptions,
   type SyncStatus,
   type SyncStoreOptions,
   type Rejection,
@@ -42,7 +44,7 @@ const reducer: Reducer<State, TodoAction> = (state = { todos: [] }, action) => {
 export async function main(): Promise<void> {
   await init();
   await init({ wasm: new URL('https://example.invalid/logsync_wasm_bg.wasm') });
-  const options: SyncStoreOptions<State, TodoAction> = {
+  const options: StoreOptions<State, TodoAction> = {
     url: 'ws://localhost:8080/v1/ws',
     stream: 'todos/team-42',
     reducer,
@@ -59,7 +61,12 @@ export async function main(): Promise<void> {
   const todos: Todo[] = getState().todos;
   const stop = subscribe(() => console.log(todos.length));
   stop();
-  const status: SyncStatus = store.status;
+  const status: Status = store.status;
+  // The former names stay as aliases of the same types.
+  const oldStatus: SyncStatus = status;
+  const oldOptions: SyncStoreOptions<State, TodoAction> = options;
+  void oldStatus;
+  void oldOptions;
   const online: boolean = status.online;
   const pending: number = status.pending;
   const offset: number = status.offset;
@@ -129,7 +136,7 @@ export async function main(): Promise<void> {
     const whole = useSyncState<State>();
     const d = useDispatch<TodoAction>();
     const isOnline = useSyncStatus((s) => s.online);
-    const full: SyncStatus = useSyncStatus();
+    const full: Status = useSyncStatus();
     const same: SyncStore<State, TodoAction> = useLogsyncStore<State, TodoAction>();
     const fromRedux = useSelector((s: State) => s.todos.length);
     return (

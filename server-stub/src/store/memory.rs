@@ -1,5 +1,6 @@
 //! A [`LogStore`] in memory: the same decisions as the durable stores
-//! (through [`sync_core::decide()`]), none of the durability. For the fuzz
+//! (through [`sync_core::decide_batch`], and the same conformance tests),
+//! none of the durability. For the fuzz
 //! harness and tests that need many fresh stores quickly; never for data
 //! anyone wants back.
 
@@ -7,11 +8,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sync_core::{decide, ClientId, Decision, Epoch, ErrorCode, Event, Offset, Seq, StreamName};
+use sync_core::{
+    decide_batch, ClientId, Epoch, ErrorCode, Event, IntentDigest, Offset, Position, Step,
+    StreamName,
+};
 
 use super::{
-    AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page, ReadLimits, StoredSnapshot,
-    Verdict,
+    appended_resend, AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page,
+    ProposedIntent, ReadLimits, StoredSnapshot,
 };
 use crate::config::EVENT_OVERHEAD;
 use crate::error::Error;
@@ -23,8 +27,8 @@ struct StreamLog {
     last: HashMap<ClientId, u64>,
     /// Stored rejections per (client, seq).
     rejections: HashMap<(ClientId, u64), (ErrorCode, String)>,
-    /// Offset of each appended (client, seq).
-    offsets: HashMap<(ClientId, u64), Offset>,
+    /// Offset and payload digest of each appended (client, seq).
+    offsets: HashMap<(ClientId, u64), (Offset, IntentDigest)>,
     snapshot: Option<StoredSnapshot>,
 }
 
@@ -74,62 +78,63 @@ fn now_ms() -> u64 {
 fn apply(log: &mut StreamLog, request: AppendRequest) -> Result<(Vec<Outcome>, Vec<Event>), Error> {
     let client = request.client_id;
     let time_ms = now_ms();
-    let mut outcomes = Vec::with_capacity(request.intents.len());
+    let mut position = Position {
+        last_decided: log.last.get(&client).copied().unwrap_or(0),
+        head: Offset(log.events.len() as u64),
+    };
+    let steps = decide_batch(&mut position, request.intents.iter().map(|i| i.offer()));
+    let mut outcomes = Vec::with_capacity(steps.len());
     let mut new_events = Vec::new();
-    for intent in request.intents {
-        let last = log.last.get(&client).copied().unwrap_or(0);
-        let seq = intent.seq;
-        match decide(last, seq) {
-            Decision::Append => {
-                match intent.verdict {
-                    Verdict::Accept => {
-                        let offset = Offset(log.events.len() as u64 + 1);
-                        let event = Event {
-                            offset,
-                            client_id: client,
-                            seq,
-                            time_ms,
-                            payload: intent.payload,
-                        };
-                        log.events.push(event.clone());
-                        new_events.push(event);
-                        log.offsets.insert((client, seq.get()), offset);
-                        outcomes.push(Outcome::Appended {
-                            seq,
-                            offset,
-                            duplicate: false,
-                        });
-                    }
-                    Verdict::Reject { code, message } => {
-                        log.rejections
-                            .insert((client, seq.get()), (code, message.clone()));
-                        outcomes.push(Outcome::Rejected {
-                            seq,
-                            code,
-                            message,
-                            duplicate: false,
-                        });
-                    }
+    for (step, intent) in steps.into_iter().zip(request.intents) {
+        outcomes.push(match step {
+            Step::Append { seq, offset } => {
+                let digest = intent.stored_digest();
+                let event = Event {
+                    offset,
+                    client_id: client,
+                    seq,
+                    time_ms,
+                    payload: intent.payload,
+                };
+                log.events.push(event.clone());
+                new_events.push(event);
+                log.offsets.insert((client, seq.get()), (offset, digest));
+                Outcome::Appended {
+                    seq,
+                    offset,
+                    duplicate: false,
                 }
-                log.last.insert(client, seq.get());
             }
-            Decision::Duplicate => outcomes.push(lookup(log, client, seq)?),
-            Decision::Gap { expected } => {
-                outcomes.push(Outcome::Gap { expected });
-                break;
+            Step::Reject { seq } => {
+                let (code, message) = intent.refusal()?;
+                log.rejections
+                    .insert((client, seq.get()), (code, message.clone()));
+                Outcome::Rejected {
+                    seq,
+                    code,
+                    message,
+                    duplicate: false,
+                }
             }
-        }
+            Step::Resend { .. } => lookup(log, client, &intent)?,
+            Step::Gap { expected } => Outcome::Gap { expected },
+        });
+    }
+    if position.last_decided > 0 {
+        log.last.insert(client, position.last_decided);
     }
     Ok((outcomes, new_events))
 }
 
-fn lookup(log: &StreamLog, client: ClientId, seq: Seq) -> Result<Outcome, Error> {
-    if let Some(offset) = log.offsets.get(&(client, seq.get())) {
-        return Ok(Outcome::Appended {
+fn lookup(log: &StreamLog, client: ClientId, intent: &ProposedIntent) -> Result<Outcome, Error> {
+    let seq = intent.seq;
+    if let Some((offset, digest)) = log.offsets.get(&(client, seq.get())) {
+        return Ok(appended_resend(
             seq,
-            offset: *offset,
-            duplicate: true,
-        });
+            intent.digest.as_ref(),
+            *offset,
+            Some(*digest),
+        ));
     }
     match log.rejections.get(&(client, seq.get())) {
         Some((code, message)) => Ok(Outcome::Rejected {
@@ -255,7 +260,7 @@ impl LogStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::ProposedIntent;
+    use crate::store::conformance;
 
     struct Nobody;
     impl AppendListener for Nobody {
@@ -263,95 +268,29 @@ mod tests {
         fn head_moved(&self, _: &StreamName, _: Offset) {}
     }
 
-    fn req(client: u8, seqs: &[u64], reject: bool) -> AppendRequest {
-        AppendRequest {
-            stream: StreamName::new("s").expect("name"),
-            client_id: ClientId([client; 16]),
-            intents: seqs
-                .iter()
-                .map(|s| ProposedIntent {
-                    seq: Seq::new(*s).expect("seq"),
-                    payload: vec![*s as u8],
-                    verdict: if reject {
-                        Verdict::Reject {
-                            code: ErrorCode::Rejected,
-                            message: "no".into(),
-                        }
-                    } else {
-                        Verdict::Accept
-                    },
-                })
-                .collect(),
-        }
+    fn store() -> MemoryStore {
+        MemoryStore::new(Epoch::from("e"), Arc::new(Nobody))
     }
 
     #[tokio::test]
     async fn decides_like_the_durable_stores() {
-        let store = MemoryStore::new(Epoch::from("e"), Arc::new(Nobody));
-        let o = store.append(req(1, &[1, 2], false)).await.expect("append");
-        assert!(matches!(
-            o[1],
-            Outcome::Appended {
-                offset: Offset(2),
-                duplicate: false,
-                ..
-            }
-        ));
-        let o = store.append(req(1, &[3], true)).await.expect("append");
-        assert!(matches!(
-            o[0],
-            Outcome::Rejected {
-                duplicate: false,
-                ..
-            }
-        ));
-        // Resends get the original answers; a gap stops the request.
-        let o = store
-            .append(req(1, &[2, 3, 5, 4], false))
-            .await
-            .expect("append");
-        assert!(matches!(
-            o[0],
-            Outcome::Appended {
-                offset: Offset(2),
-                duplicate: true,
-                ..
-            }
-        ));
-        assert!(matches!(
-            o[1],
-            Outcome::Rejected {
-                duplicate: true,
-                ..
-            }
-        ));
-        assert!(matches!(o[2], Outcome::Gap { expected } if expected.get() == 4));
-        assert_eq!(o.len(), 3);
-        let limits = ReadLimits {
-            max_events: 1,
-            max_bytes: 1 << 20,
-        };
-        let page = store
-            .read(StreamName::new("s").expect("name"), Offset(1), limits)
-            .await
-            .expect("read");
-        assert_eq!((page.events.len(), page.head), (1, Offset(2)));
-        assert_eq!(page.events[0].offset, Offset(2));
-        assert_eq!(
-            store
-                .bind_client(ClientId([1; 16]), "a".into())
-                .await
-                .expect("bind"),
-            "a"
-        );
-        assert_eq!(
-            store
-                .bind_client(ClientId([1; 16]), "b".into())
-                .await
-                .expect("bind"),
-            "a"
-        );
+        let store = store();
+        conformance::decides_resends_and_gaps(&store, "decides").await;
+        conformance::a_reused_seq_is_refused(&store, "reused").await;
+        conformance::submitted_requests_are_decided_in_order(&store, None, "piped").await;
         store.close().await;
-        assert!(store.append(req(2, &[1], false)).await.is_err());
+        let s = StreamName::new("s").expect("name");
+        let closed = store
+            .append(AppendRequest {
+                stream: s,
+                client_id: ClientId([2; 16]),
+                intents: vec![ProposedIntent::new(
+                    sync_core::Seq::FIRST,
+                    b"x".to_vec(),
+                    crate::store::Verdict::Accept,
+                )],
+            })
+            .await;
+        assert!(matches!(closed, Err(Error::StoreClosed)), "{closed:?}");
     }
 }

@@ -22,7 +22,10 @@ pub mod sqlite;
 use std::future::Future;
 use std::pin::Pin;
 
-use sync_core::{ClientId, Epoch, ErrorCode, Event, Offset, Seq, StreamName};
+use sync_core::{
+    answer_resend, ClientId, Epoch, ErrorCode, Event, IntentDigest, Offer, Offset, ResendAnswer,
+    Seq, StreamName,
+};
 
 use crate::error::Error;
 
@@ -55,6 +58,73 @@ pub struct ProposedIntent {
     pub payload: Vec<u8>,
     /// Append or refuse, when this seq is decided now.
     pub verdict: Verdict,
+    /// The digest of the payload the client sent (taken before a refused
+    /// payload is dropped), to tell a resend from another intent under a
+    /// seq decided before; `None` when the request does not carry the
+    /// intent (a withdrawal, a refused write): its resend is not checked.
+    pub digest: Option<IntentDigest>,
+}
+
+impl ProposedIntent {
+    /// An intent with `payload`, its digest taken now.
+    pub fn new(seq: Seq, payload: Vec<u8>, verdict: Verdict) -> ProposedIntent {
+        ProposedIntent {
+            seq,
+            digest: Some(IntentDigest::of(&payload)),
+            payload,
+            verdict,
+        }
+    }
+
+    /// What [`sync_core::decide_batch`] is offered for this intent.
+    pub fn offer(&self) -> Offer {
+        Offer {
+            seq: self.seq,
+            accept: matches!(self.verdict, Verdict::Accept),
+        }
+    }
+
+    /// The digest a store keeps for this intent once it is appended.
+    pub fn stored_digest(&self) -> IntentDigest {
+        self.digest
+            .unwrap_or_else(|| IntentDigest::of(&self.payload))
+    }
+
+    /// The refusal of an intent that [`sync_core::decide_batch`] decided
+    /// as rejected (its verdict is a refusal, by construction).
+    pub fn refusal(&self) -> Result<(ErrorCode, String), Error> {
+        match &self.verdict {
+            Verdict::Reject { code, message } => Ok((*code, message.clone())),
+            Verdict::Accept => Err(Error::Storage(format!(
+                "seq {} was decided as rejected but its verdict is to accept",
+                self.seq
+            ))),
+        }
+    }
+}
+
+/// The answer to a resend of `seq` (the resent payload's digest is
+/// `offered`, when the request carries it) whose intent is appended at
+/// `offset` with stored digest `stored` (`None` for an intent stored
+/// before digests were kept: it is not checked).
+pub fn appended_resend(
+    seq: Seq,
+    offered: Option<&IntentDigest>,
+    offset: Offset,
+    stored: Option<IntentDigest>,
+) -> Outcome {
+    let answer = match stored {
+        Some(stored) => answer_resend(offset, &stored, offered),
+        None => ResendAnswer::Same,
+    };
+    match answer {
+        ResendAnswer::Same => Outcome::Appended {
+            seq,
+            offset,
+            duplicate: true,
+        },
+        ResendAnswer::Reused { offset } => Outcome::SeqReused { seq, offset },
+    }
 }
 
 /// Intents of one client for one stream, in seq order.
@@ -104,6 +174,25 @@ pub enum Outcome {
         /// The seq expected next.
         expected: Seq,
     },
+    /// The seq was decided before for another intent (the payloads
+    /// differ): this one is refused with `SEQ_REUSED` and nothing is
+    /// stored; the seq keeps the intent at `offset`.
+    SeqReused {
+        /// The intent's seq.
+        seq: Seq,
+        /// Where the intent that holds the seq is.
+        offset: Offset,
+    },
+}
+
+impl Outcome {
+    /// The message of a [`Outcome::SeqReused`] answer.
+    pub fn seq_reused_message(seq: Seq, offset: Offset) -> String {
+        format!(
+            "seq {seq} already holds another intent (at offset {offset}); this intent was not appended: \
+             each intent needs its own seq"
+        )
+    }
 }
 
 /// The outcomes of a request handed to the store with
@@ -156,8 +245,10 @@ pub trait LogStore: Send + Sync + 'static {
     /// The log's epoch, made when the storage was created.
     fn epoch(&self) -> &Epoch;
 
-    /// Decides each intent with [`sync_core::decide()`] against the stored
-    /// last seq of (stream, client) and makes the decisions durable
+    /// Decides the intents with [`sync_core::decide_batch`] from the
+    /// stored last seq of (stream, client) and the stream's head, answers
+    /// each resend with its stored outcome (checked with
+    /// [`appended_resend`]), and makes the decisions durable
     /// (appended events, rejections, last seq) before answering. One
     /// outcome per intent, up to and including a [`Outcome::Gap`].
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Outcome>, Error>>;
@@ -231,21 +322,200 @@ pub trait LogStore: Send + Sync + 'static {
     fn close(&self) -> BoxFuture<'_, ()>;
 }
 
-/// Checks every store must pass, run by each store's tests.
+/// Checks every store must pass, run by each store's tests (the in-memory
+/// store's included: it decides like the durable ones).
 #[cfg(test)]
 pub(crate) mod conformance {
-    use sync_core::{ClientId, Offset, Seq, StreamName};
+    use sync_core::{ClientId, ErrorCode, IntentDigest, Offset, Seq, StreamName};
 
-    use super::{AppendRequest, LogStore, Outcome, ProposedIntent, Verdict};
+    use super::{AppendRequest, LogStore, Outcome, ProposedIntent, ReadLimits, Verdict};
     use crate::metrics::Metrics;
+
+    fn seq(n: u64) -> Seq {
+        Seq::new(n).expect("seq")
+    }
+
+    fn intent(s: u64, payload: &str) -> ProposedIntent {
+        ProposedIntent::new(seq(s), payload.as_bytes().to_vec(), Verdict::Accept)
+    }
+
+    fn refused(s: u64) -> ProposedIntent {
+        ProposedIntent::new(
+            seq(s),
+            Vec::new(),
+            Verdict::Reject {
+                code: ErrorCode::Rejected,
+                message: "no".into(),
+            },
+        )
+    }
+
+    fn request(stream: &StreamName, client: u8, intents: Vec<ProposedIntent>) -> AppendRequest {
+        AppendRequest {
+            stream: stream.clone(),
+            client_id: ClientId([client; 16]),
+            intents,
+        }
+    }
+
+    fn appended(s: u64, offset: u64, duplicate: bool) -> Outcome {
+        Outcome::Appended {
+            seq: seq(s),
+            offset: Offset(offset),
+            duplicate,
+        }
+    }
+
+    /// Appends, a rejection, resends of both (within a request and
+    /// across requests), a gap that stops a request, reads and bindings.
+    pub(crate) async fn decides_resends_and_gaps(store: &dyn LogStore, stream: &str) {
+        let s = StreamName::new(stream).expect("name");
+        let o = store
+            .append(request(&s, 1, vec![intent(1, "a"), intent(2, "b")]))
+            .await
+            .expect("append");
+        assert_eq!(o, vec![appended(1, 1, false), appended(2, 2, false)]);
+        let o = store
+            .append(request(&s, 1, vec![refused(3), intent(2, "b")]))
+            .await
+            .expect("append");
+        assert_eq!(
+            o,
+            vec![
+                Outcome::Rejected {
+                    seq: seq(3),
+                    code: ErrorCode::Rejected,
+                    message: "no".into(),
+                    duplicate: false
+                },
+                appended(2, 2, true)
+            ]
+        );
+        // Another client on the same stream has seqs of its own.
+        let o = store
+            .append(request(&s, 2, vec![intent(1, "c"), intent(1, "c")]))
+            .await
+            .expect("append");
+        assert_eq!(o, vec![appended(1, 3, false), appended(1, 3, true)]);
+        // Resends get the original answers; a gap stops the request.
+        let o = store
+            .append(request(
+                &s,
+                1,
+                vec![
+                    intent(2, "b"),
+                    intent(3, "d"),
+                    intent(5, "e"),
+                    intent(4, "f"),
+                ],
+            ))
+            .await
+            .expect("append");
+        assert_eq!(o.len(), 3, "{o:?}");
+        assert_eq!(o[0], appended(2, 2, true));
+        assert!(
+            matches!(&o[1], Outcome::Rejected { duplicate: true, code: ErrorCode::Rejected, message, .. } if message == "no"),
+            "{o:?}"
+        );
+        assert_eq!(o[2], Outcome::Gap { expected: seq(4) });
+        assert_eq!(store.head(s.clone()).await.expect("head"), Offset(3));
+        let limits = ReadLimits {
+            max_events: 1,
+            max_bytes: 1 << 20,
+        };
+        let page = store
+            .read(s.clone(), Offset(1), limits)
+            .await
+            .expect("read");
+        assert_eq!((page.events.len(), page.head), (1, Offset(3)));
+        assert_eq!(page.events[0].offset, Offset(2));
+        assert_eq!(page.events[0].payload, b"b");
+        let id = ClientId([0xb1; 16]);
+        assert_eq!(store.bind_client(id, "a".into()).await.expect("bind"), "a");
+        assert_eq!(store.bind_client(id, "b".into()).await.expect("bind"), "a");
+    }
+
+    /// A resend under a decided seq with another payload is refused with
+    /// `SeqReused` naming the offset that holds the seq, within a request
+    /// and across requests; nothing of it is stored, and the true resend
+    /// still gets its offset.
+    pub(crate) async fn a_reused_seq_is_refused(store: &dyn LogStore, stream: &str) {
+        let s = StreamName::new(stream).expect("name");
+        let o = store
+            .append(request(&s, 7, vec![intent(1, "first"), intent(1, "other")]))
+            .await
+            .expect("append");
+        assert_eq!(
+            o,
+            vec![
+                appended(1, 1, false),
+                Outcome::SeqReused {
+                    seq: seq(1),
+                    offset: Offset(1)
+                }
+            ]
+        );
+        let o = store
+            .append(request(
+                &s,
+                7,
+                vec![intent(1, "again"), intent(1, "first"), intent(2, "second")],
+            ))
+            .await
+            .expect("append");
+        assert_eq!(
+            o,
+            vec![
+                Outcome::SeqReused {
+                    seq: seq(1),
+                    offset: Offset(1)
+                },
+                appended(1, 1, true),
+                appended(2, 2, false)
+            ]
+        );
+        // The policy refusing the resent payload changes nothing: it is
+        // still another intent under a taken seq.
+        let mut r = refused(2);
+        r.digest = Some(IntentDigest::of(b"too big now"));
+        let o = store.append(request(&s, 7, vec![r])).await.expect("append");
+        assert_eq!(
+            o,
+            vec![Outcome::SeqReused {
+                seq: seq(2),
+                offset: Offset(2)
+            }]
+        );
+        // A request that does not carry the intent (a withdrawal, a
+        // refused write) is not checked: the original outcome stands.
+        let mut r = refused(2);
+        r.digest = None;
+        let o = store.append(request(&s, 7, vec![r])).await.expect("append");
+        assert_eq!(o, vec![appended(2, 2, true)]);
+        let page = store
+            .read(
+                s.clone(),
+                Offset(0),
+                ReadLimits {
+                    max_events: 100,
+                    max_bytes: 1 << 20,
+                },
+            )
+            .await
+            .expect("read");
+        let payloads: Vec<&[u8]> = page.events.iter().map(|e| &e.payload[..]).collect();
+        assert_eq!(payloads, vec![&b"first"[..], &b"second"[..]]);
+        assert_eq!(page.head, Offset(2));
+    }
 
     /// One client's requests submitted one after another without waiting
     /// for their outcomes (as a connection pipelines its pushes) are
     /// decided in submission order — a gap, a rejection and a resend among
-    /// them — and share commits (`metrics` is the store's).
+    /// them — and, when the store commits (`metrics` is the store's),
+    /// share commits.
     pub(crate) async fn submitted_requests_are_decided_in_order(
         store: &dyn LogStore,
-        metrics: &Metrics,
+        metrics: Option<&Metrics>,
         stream: &str,
     ) {
         let stream = StreamName::new(stream).expect("name");
@@ -255,7 +525,7 @@ pub(crate) mod conformance {
         order.push(32);
         order.extend(31..=60);
         order.push(5);
-        let commits_before = metrics.commit_batch_intents.count();
+        let commits_before = metrics.map(|m| m.commit_batch_intents.count());
         let mut answers = Vec::new();
         for &s in &order {
             let verdict = if s == 40 {
@@ -269,11 +539,11 @@ pub(crate) mod conformance {
             let request = AppendRequest {
                 stream: stream.clone(),
                 client_id: client,
-                intents: vec![ProposedIntent {
-                    seq: Seq::new(s).expect("seq"),
-                    payload: s.to_string().into_bytes(),
+                intents: vec![ProposedIntent::new(
+                    Seq::new(s).expect("seq"),
+                    s.to_string().into_bytes(),
                     verdict,
-                }],
+                )],
             };
             answers.push(store.submit(request).await.expect("submit"));
         }
@@ -308,11 +578,13 @@ pub(crate) mod conformance {
             };
             assert_eq!(outcomes, vec![want], "request {i} (seq {s})");
         }
-        let commits = metrics.commit_batch_intents.count() - commits_before;
-        assert!(
-            commits < order.len() as u64,
-            "{commits} commits for {} requests submitted together",
-            order.len()
-        );
+        if let (Some(metrics), Some(before)) = (metrics, commits_before) {
+            let commits = metrics.commit_batch_intents.count() - before;
+            assert!(
+                commits < order.len() as u64,
+                "{commits} commits for {} requests submitted together",
+                order.len()
+            );
+        }
     }
 }

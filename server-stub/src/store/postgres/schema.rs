@@ -16,7 +16,7 @@ const MIGRATION_LOCK: i64 = 0x006c_6f67_7379_6e63;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`. Append new
 /// ones; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: the log, the decisions, the snapshots and the client bindings.
     r#"
     CREATE TABLE logsync_meta (
@@ -62,6 +62,13 @@ const MIGRATIONS: &[&str] = &[
         client_id BYTEA PRIMARY KEY CHECK (octet_length(client_id) = 16),
         sub       TEXT NOT NULL
     );
+    "#,
+    // 2: the SHA-256 of each appended intent's payload, to tell a resend
+    // from another intent under the same seq; filled for the log so far.
+    r#"
+    ALTER TABLE logsync_events ADD COLUMN digest BYTEA
+        CHECK (digest IS NULL OR octet_length(digest) = 32);
+    UPDATE logsync_events SET digest = sha256(payload);
     "#,
 ];
 

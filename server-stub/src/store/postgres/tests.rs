@@ -185,10 +185,12 @@ fn request(stream: &str, client: u8, seqs: &[u64]) -> AppendRequest {
         client_id: ClientId([client; 16]),
         intents: seqs
             .iter()
-            .map(|s| ProposedIntent {
-                seq: seq(*s),
-                payload: format!("{{\"c\":{client},\"s\":{s}}}").into_bytes(),
-                verdict: Verdict::Accept,
+            .map(|s| {
+                ProposedIntent::new(
+                    seq(*s),
+                    format!("{{\"c\":{client},\"s\":{s}}}").into_bytes(),
+                    Verdict::Accept,
+                )
             })
             .collect(),
     }
@@ -319,8 +321,12 @@ async fn submitted_requests_are_decided_in_order_and_share_commits() {
     let store = PostgresStore::open(options, Arc::new(Recorder::default()), metrics.clone())
         .await
         .expect("open");
-    crate::store::conformance::submitted_requests_are_decided_in_order(&store, &metrics, "piped")
-        .await;
+    crate::store::conformance::submitted_requests_are_decided_in_order(
+        &store,
+        Some(&metrics),
+        "piped",
+    )
+    .await;
     store.close().await;
     db.drop().await;
 }
@@ -798,4 +804,86 @@ fn store_urls_are_checked_and_logged_without_passwords() {
     let err = config.validate().expect_err("not PostgreSQL").to_string();
     assert!(err.contains("postgres://"), "{err}");
     assert!(!err.contains("s3cret"), "the URL is not echoed: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn decides_like_every_store() {
+    let db = TestDb::new().await;
+    for mode in [CommitMode::Group, CommitMode::PerIntent] {
+        let (store, _) = open_with(&db.url, mode).await;
+        let suffix = format!("{mode:?}").to_lowercase();
+        crate::store::conformance::decides_resends_and_gaps(&store, &format!("decides-{suffix}"))
+            .await;
+        crate::store::conformance::a_reused_seq_is_refused(&store, &format!("reused-{suffix}"))
+            .await;
+        store.close().await;
+    }
+    db.drop().await;
+}
+
+/// A database at schema version 1 (no payload digests) is migrated: the
+/// digests are filled from the stored payloads, so a reused seq of an
+/// intent appended before is caught too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn a_version_1_database_is_migrated() {
+    let db = TestDb::new().await;
+    db.sql(super::schema::MIGRATIONS[0]).await;
+    db.sql(
+        r#"CREATE TABLE logsync_schema (
+               one     BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+               version INT NOT NULL);
+           INSERT INTO logsync_schema (version) VALUES (1);
+           INSERT INTO logsync_meta (key, value) VALUES ('epoch', 'old-epoch');
+           INSERT INTO logsync_streams (name, head) VALUES ('todos/a', 2);
+           INSERT INTO logsync_events (stream_id, "offset", client_id, seq, time_ms, payload)
+             SELECT id, o, '\x00000000000000000000000000000000'::bytea, o, 5,
+                    convert_to('{"s":' || o || '}', 'UTF8')
+             FROM logsync_streams, generate_series(1, 2) AS o;
+           INSERT INTO logsync_clients (stream_id, client_id, last_seq)
+             SELECT id, '\x00000000000000000000000000000000'::bytea, 2 FROM logsync_streams;"#,
+    )
+    .await;
+    let (store, _) = open(&db.url).await;
+    assert_eq!(store.epoch().0, "old-epoch");
+    let intent = |s: u64, payload: &str| {
+        ProposedIntent::new(seq(s), payload.as_bytes().to_vec(), Verdict::Accept)
+    };
+    let o = store
+        .append(AppendRequest {
+            stream: name("todos/a"),
+            client_id: ClientId([0; 16]),
+            intents: vec![
+                intent(1, r#"{"s":1}"#),
+                intent(2, r#"{"s":"two"}"#),
+                intent(3, r#"{"s":3}"#),
+            ],
+        })
+        .await
+        .expect("append");
+    assert_eq!(
+        o,
+        vec![
+            appended(1, 1, true),
+            Outcome::SeqReused {
+                seq: seq(2),
+                offset: Offset(2)
+            },
+            appended(3, 3, false),
+        ]
+    );
+    store.close().await;
+    let client = admin_client(&db.url).await;
+    let row = client
+        .query_one(
+            "SELECT (SELECT version FROM logsync_schema),
+                    (SELECT count(*) FROM logsync_events WHERE digest IS NULL)",
+            &[],
+        )
+        .await
+        .expect("query");
+    assert_eq!(row.get::<_, i32>(0), SCHEMA_VERSION);
+    assert_eq!(row.get::<_, i64>(1), 0);
+    db.drop().await;
 }

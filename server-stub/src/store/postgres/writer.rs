@@ -8,7 +8,7 @@
 //!    the row lock and returns the head as of the lock); read the last
 //!    decided seq of every (stream, client) in the batch. One round trip,
 //!    pipelined.
-//! 2. Decide every intent with [`sync_core::decide`] in memory. The row
+//! 2. Decide every intent with [`sync_core::decide_batch`] in memory. The row
 //!    locks make this safe across nodes: every writer of a stream, on any
 //!    node, holds its row lock from before it reads `last_seq` until its
 //!    commit, so decisions on one stream never interleave. Resends look up
@@ -29,7 +29,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sync_core::{decide, ClientId, Decision, ErrorCode, Event, Offset, Seq, StreamName};
+use sync_core::{
+    decide_batch, ClientId, ErrorCode, Event, IntentDigest, Offset, Position, Seq, Step, StreamName,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -41,7 +43,7 @@ use super::{connect, from_pg, to_pg};
 use crate::config::CommitMode;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::store::{AppendRequest, Outcome, Verdict};
+use crate::store::{appended_resend, AppendRequest, Outcome, ProposedIntent};
 
 /// Attempts per batch when PostgreSQL reports a deadlock or a
 /// serialization failure.
@@ -173,7 +175,7 @@ impl Statements {
                 .await?,
             outcomes: c
                 .prepare(
-                    r#"SELECT k.i, e."offset", r.code, r.message
+                    r#"SELECT k.i, e."offset", r.code, r.message, e.digest
                        FROM unnest($1::bigint[], $2::bytea[], $3::bigint[])
                             WITH ORDINALITY AS k(stream_id, client_id, seq, i)
                        LEFT JOIN logsync_events e
@@ -184,9 +186,9 @@ impl Statements {
                 .await?,
             events: c
                 .prepare(
-                    r#"INSERT INTO logsync_events (stream_id, "offset", client_id, seq, time_ms, payload)
+                    r#"INSERT INTO logsync_events (stream_id, "offset", client_id, seq, time_ms, payload, digest)
                        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[],
-                                            $5::bigint[], $6::bytea[])"#,
+                                            $5::bigint[], $6::bytea[], $7::bytea[])"#,
                 )
                 .await?,
             rejections: c
@@ -445,7 +447,9 @@ fn count(metrics: &Metrics, outcomes: &[Outcome]) {
             Outcome::Rejected {
                 duplicate: false, ..
             } => metrics.intents_rejected.fetch_add(1, Relaxed),
-            Outcome::Appended { .. } | Outcome::Rejected { .. } => {
+            // A seq reused for another intent is a resend of a decided
+            // seq too.
+            Outcome::Appended { .. } | Outcome::Rejected { .. } | Outcome::SeqReused { .. } => {
                 metrics.intents_duplicate.fetch_add(1, Relaxed)
             }
             Outcome::Gap { .. } => metrics.intents_gap.fetch_add(1, Relaxed),
@@ -597,13 +601,21 @@ async fn transact(
             let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| found.get_mut(i)) else {
                 continue;
             };
-            let seq = plan.lookups[usize::try_from(i - 1).unwrap_or(0)].2;
+            let (_, _, seq, offered) = plan.lookups[usize::try_from(i - 1).unwrap_or(0)];
+            let digest: Option<&[u8]> = row.try_get(4)?;
+            let digest = match digest {
+                Some(d) => Some(IntentDigest::from_slice(d).ok_or_else(|| {
+                    Error::Storage(format!("digest of {} bytes stored for seq {seq}", d.len()))
+                })?),
+                None => None,
+            };
             *slot = match (offset, code, message) {
-                (Some(o), _, _) => Some(Outcome::Appended {
+                (Some(o), _, _) => Some(appended_resend(
                     seq,
-                    offset: Offset(from_pg(o)?),
-                    duplicate: true,
-                }),
+                    offered.as_ref(),
+                    Offset(from_pg(o)?),
+                    digest,
+                )),
                 (None, Some(code), Some(message)) => Some(Outcome::Rejected {
                     seq,
                     code: ErrorCode::parse(&code),
@@ -631,6 +643,7 @@ async fn transact(
                     &rows.ev_seq,
                     &rows.ev_time,
                     &rows.ev_payload,
+                    &rows.ev_digest,
                 ],
             ));
         }
@@ -718,8 +731,9 @@ enum Slot {
     Stored(usize),
 }
 
-/// An appended intent: (work index, intent index, stream id, offset).
-type Placed = (usize, usize, i64, Offset);
+/// An appended intent: (work index, intent index, stream id, offset,
+/// payload digest).
+type Placed = (usize, usize, i64, Offset, IntentDigest);
 
 /// The decisions of one transaction, made in memory under the row locks.
 struct Plan {
@@ -732,14 +746,17 @@ struct Plan {
     lasts: HashMap<(String, ClientId), u64>,
     /// (stream, client) -> last seq stored before this transaction.
     start_lasts: HashMap<(String, ClientId), u64>,
-    /// Decisions made in this transaction, for a resend in the same batch.
-    decided: HashMap<(String, ClientId, Seq), Outcome>,
+    /// Decisions made in this transaction (with the digest of an
+    /// appended intent), for a resend in the same batch.
+    decided: HashMap<(String, ClientId, Seq), (Outcome, Option<IntentDigest>)>,
     slots: Vec<Vec<Slot>>,
     placed: Vec<Placed>,
     rejected: Vec<(i64, ClientId, Seq, ErrorCode, String)>,
     /// (stream id, offset) -> work index, the latest wins.
     snapshots: HashMap<(i64, Offset), usize>,
-    lookups: Vec<(i64, ClientId, Seq)>,
+    /// Resends of seqs decided before this transaction: (stream id,
+    /// client, seq, digest of the resent payload).
+    lookups: Vec<(i64, ClientId, Seq, Option<IntentDigest>)>,
     found: Vec<Option<Outcome>>,
 }
 
@@ -752,6 +769,7 @@ struct Rows<'a> {
     ev_seq: Vec<i64>,
     ev_time: Vec<i64>,
     ev_payload: Vec<&'a [u8]>,
+    ev_digest: Vec<&'a [u8]>,
     rj_stream: Vec<i64>,
     rj_client: Vec<&'a [u8]>,
     rj_seq: Vec<i64>,
@@ -807,65 +825,64 @@ impl Plan {
                 return Ok(());
             }
         };
-        let (id, mut head) = self.stream(&request.stream)?;
+        let (id, head) = self.stream(&request.stream)?;
         let name = request.stream.as_str().to_string();
-        let key = (name.clone(), request.client_id);
-        let mut last = self.lasts.get(&key).copied().unwrap_or(0);
-        let mut slots = Vec::with_capacity(request.intents.len());
-        for (i, intent) in request.intents.iter().enumerate() {
-            let seq = intent.seq;
-            match decide(last, seq) {
-                Decision::Append => {
-                    let outcome = match &intent.verdict {
-                        Verdict::Accept => {
-                            head += 1;
-                            self.placed.push((index, i, id, Offset(head)));
-                            Outcome::Appended {
-                                seq,
-                                offset: Offset(head),
-                                duplicate: false,
-                            }
-                        }
-                        Verdict::Reject { code, message } => {
-                            self.rejected.push((
-                                id,
-                                request.client_id,
-                                seq,
-                                *code,
-                                message.clone(),
-                            ));
-                            Outcome::Rejected {
-                                seq,
-                                code: *code,
-                                message: message.clone(),
-                                duplicate: false,
-                            }
-                        }
+        let client = request.client_id;
+        let key = (name.clone(), client);
+        let mut position = Position {
+            last_decided: self.lasts.get(&key).copied().unwrap_or(0),
+            head: Offset(head),
+        };
+        let steps = decide_batch(
+            &mut position,
+            request.intents.iter().map(ProposedIntent::offer),
+        );
+        let mut slots = Vec::with_capacity(steps.len());
+        for (i, (step, intent)) in steps.into_iter().zip(&request.intents).enumerate() {
+            let slot = match step {
+                Step::Append { seq, offset } => {
+                    let digest = intent.stored_digest();
+                    self.placed.push((index, i, id, offset, digest));
+                    let outcome = Outcome::Appended {
+                        seq,
+                        offset,
+                        duplicate: false,
                     };
                     self.decided
-                        .insert((name.clone(), request.client_id, seq), outcome.clone());
-                    slots.push(Slot::Known(outcome));
-                    last = seq.get();
+                        .insert((name.clone(), client, seq), (outcome.clone(), Some(digest)));
+                    Slot::Known(outcome)
                 }
-                Decision::Duplicate => {
-                    match self.decided.get(&(name.clone(), request.client_id, seq)) {
-                        // Decided earlier in this same transaction.
-                        Some(o) => slots.push(Slot::Known(as_duplicate(o.clone()))),
-                        None => {
-                            slots.push(Slot::Stored(self.lookups.len()));
-                            self.lookups.push((id, request.client_id, seq));
-                        }
+                Step::Reject { seq } => {
+                    let (code, message) = intent.refusal()?;
+                    self.rejected.push((id, client, seq, code, message.clone()));
+                    let outcome = Outcome::Rejected {
+                        seq,
+                        code,
+                        message,
+                        duplicate: false,
+                    };
+                    self.decided
+                        .insert((name.clone(), client, seq), (outcome.clone(), None));
+                    Slot::Known(outcome)
+                }
+                Step::Resend { seq } => match self.decided.get(&(name.clone(), client, seq)) {
+                    // Decided earlier in this same transaction.
+                    Some((Outcome::Appended { offset, .. }, digest)) => Slot::Known(
+                        appended_resend(seq, intent.digest.as_ref(), *offset, *digest),
+                    ),
+                    Some((o, _)) => Slot::Known(as_duplicate(o.clone())),
+                    None => {
+                        self.lookups.push((id, client, seq, intent.digest));
+                        Slot::Stored(self.lookups.len() - 1)
                     }
-                }
-                Decision::Gap { expected } => {
-                    slots.push(Slot::Known(Outcome::Gap { expected }));
-                    break;
-                }
-            }
+                },
+                Step::Gap { expected } => Slot::Known(Outcome::Gap { expected }),
+            };
+            slots.push(slot);
         }
-        self.lasts.insert(key, last);
+        self.lasts.insert(key, position.last_decided);
         if let Some(s) = self.streams.get_mut(request.stream.as_str()) {
-            s.1 = head;
+            s.1 = position.head.0;
         }
         self.slots.push(slots);
         Ok(())
@@ -874,7 +891,8 @@ impl Plan {
     /// The column arrays of every write, borrowing payloads from `work`.
     fn rows<'a>(&'a self, work: &'a [Work<'a>]) -> Result<Rows<'a>, Error> {
         let mut rows = Rows::default();
-        for &(w, i, stream_id, offset) in &self.placed {
+        for (w, i, stream_id, offset, digest) in &self.placed {
+            let (w, i, stream_id, offset) = (*w, *i, *stream_id, *offset);
             let Some(Work::Append(request)) = work.get(w) else {
                 return Err(Error::Storage("an appended intent lost its request".into()));
             };
@@ -887,6 +905,7 @@ impl Plan {
             rows.ev_seq.push(to_pg(intent.seq.get())?);
             rows.ev_time.push(to_pg(self.time_ms)?);
             rows.ev_payload.push(&intent.payload);
+            rows.ev_digest.push(&digest.0[..]);
         }
         for (stream_id, client, seq, code, message) in &self.rejected {
             rows.rj_stream.push(*stream_id);
@@ -931,7 +950,7 @@ impl Plan {
                 list.push(match slot {
                     Slot::Known(o) => o,
                     Slot::Stored(i) => {
-                        let (_, client, seq) = self.lookups[i];
+                        let (_, client, seq, _) = self.lookups[i];
                         self.found.get(i).cloned().flatten().ok_or_else(|| {
                             Error::Storage(format!(
                                 "seq {seq} of client {client} is decided but its outcome is missing"
@@ -943,7 +962,7 @@ impl Plan {
             outcomes.push(list);
         }
         let mut appended: Vec<(StreamName, Vec<Event>)> = Vec::new();
-        for &(w, i, _, offset) in &self.placed {
+        for &(w, i, _, offset, _) in &self.placed {
             let Some(Work::Append(request)) = work.get(w) else {
                 continue;
             };

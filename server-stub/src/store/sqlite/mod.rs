@@ -10,13 +10,14 @@
 //!   threads; WAL lets them read a consistent snapshot while the writer
 //!   commits.
 //!
-//! Layout (`schema_version` 1):
+//! Layout (`schema_version` 2):
 //!
 //! ```text
 //! meta       (key, value)                          epoch, schema_version
 //! streams    (id, name UNIQUE, head)
-//! events     (stream_id, offset, client_id, seq, time_ms, payload)
+//! events     (stream_id, offset, client_id, seq, time_ms, payload, digest)
 //!            PRIMARY KEY (stream_id, offset); UNIQUE (stream_id, client_id, seq)
+//!            digest: SHA-256 of the payload, to tell a resend from a reused seq
 //! clients    (stream_id, client_id, last_seq)      highest seq decided
 //! rejections (stream_id, client_id, seq, code, message)
 //! snapshots  (stream_id, offset, state)
@@ -25,6 +26,10 @@
 //!
 //! `client_subjects` was added without a schema version change: it is
 //! created when missing, and a file without it simply has no bindings yet.
+//!
+//! Migrations run at open, in the writer's first transaction: version 1 →
+//! 2 adds `events.digest` and fills it from the stored payloads. A file
+//! whose version is newer than this build is refused.
 
 mod writer;
 
@@ -44,7 +49,7 @@ use crate::config::{CommitMode, EVENT_OVERHEAD};
 use crate::error::Error;
 use crate::metrics::Metrics;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
@@ -63,6 +68,7 @@ CREATE TABLE IF NOT EXISTS events (
     seq       INTEGER NOT NULL,
     time_ms   INTEGER NOT NULL,
     payload   BLOB NOT NULL,
+    digest    BLOB,
     PRIMARY KEY (stream_id, "offset")
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_intent ON events (stream_id, client_id, seq);
@@ -260,6 +266,14 @@ fn init_schema(conn: &Connection) -> Result<Epoch, Error> {
                 )?;
             }
             Some(v) if v == SCHEMA_VERSION.to_string() => {}
+            Some(v) if v == "1" => {
+                migrate_1_to_2(conn)?;
+                conn.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
+                tracing::info!(version = SCHEMA_VERSION, "applied schema migration");
+            }
             Some(v) => {
                 return Err(Error::Storage(format!(
                     "database schema version {v} is not supported by this build (it reads version {SCHEMA_VERSION})"
@@ -297,6 +311,28 @@ fn init_schema(conn: &Connection) -> Result<Epoch, Error> {
             Err(e)
         }
     }
+}
+
+/// Version 1 → 2: the payload digest of every appended intent. `CREATE
+/// TABLE IF NOT EXISTS` left a version-1 `events` table as it was.
+fn migrate_1_to_2(conn: &Connection) -> Result<(), Error> {
+    conn.execute_batch("ALTER TABLE events ADD COLUMN digest BLOB")?;
+    // Digests first (32 bytes a row), writes after: the read does not
+    // walk a table it is changing.
+    let mut digests: Vec<(i64, sync_core::IntentDigest)> = Vec::new();
+    {
+        let mut read = conn.prepare("SELECT rowid, payload FROM events")?;
+        let mut rows = read.query([])?;
+        while let Some(row) = rows.next()? {
+            let payload: Vec<u8> = row.get(1)?;
+            digests.push((row.get(0)?, sync_core::IntentDigest::of(&payload)));
+        }
+    }
+    let mut write = conn.prepare("UPDATE events SET digest = ?1 WHERE rowid = ?2")?;
+    for (rowid, digest) in digests {
+        write.execute(rusqlite::params![&digest.0[..], rowid])?;
+    }
+    Ok(())
 }
 
 /// Offsets and seqs are `u64` in Logsync and `INTEGER` (i64) in SQLite.

@@ -53,10 +53,12 @@ fn request(stream: &str, client: u8, seqs: &[u64]) -> AppendRequest {
         client_id: ClientId([client; 16]),
         intents: seqs
             .iter()
-            .map(|s| ProposedIntent {
-                seq: seq(*s),
-                payload: format!("{{\"c\":{client},\"s\":{s}}}").into_bytes(),
-                verdict: Verdict::Accept,
+            .map(|s| {
+                ProposedIntent::new(
+                    seq(*s),
+                    format!("{{\"c\":{client},\"s\":{s}}}").into_bytes(),
+                    Verdict::Accept,
+                )
             })
             .collect(),
     }
@@ -344,7 +346,132 @@ async fn submitted_requests_are_decided_in_order_and_share_commits() {
         metrics.clone(),
     )
     .expect("open");
-    crate::store::conformance::submitted_requests_are_decided_in_order(&store, &metrics, "piped")
-        .await;
+    crate::store::conformance::submitted_requests_are_decided_in_order(
+        &store,
+        Some(&metrics),
+        "piped",
+    )
+    .await;
     store.close().await;
+}
+
+#[tokio::test]
+async fn decides_like_every_store() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, _) = open(&dir, CommitMode::Group);
+    crate::store::conformance::decides_resends_and_gaps(&store, "decides").await;
+    crate::store::conformance::a_reused_seq_is_refused(&store, "reused").await;
+    store.close().await;
+    // One commit per intent decides the same.
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, _) = open(&dir, CommitMode::PerIntent);
+    crate::store::conformance::decides_resends_and_gaps(&store, "decides").await;
+    crate::store::conformance::a_reused_seq_is_refused(&store, "reused").await;
+    store.close().await;
+}
+
+/// A file written with schema version 1 (no payload digests) opens: the
+/// migration fills the digests from the stored payloads, so a reused seq
+/// of an intent appended before is caught too.
+#[tokio::test]
+async fn a_version_1_file_is_migrated() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("open");
+        conn.execute_batch(include_str!("../../../fixtures/sqlite/schema-v1.sql"))
+            .expect("v1 schema");
+        conn.execute_batch(
+            r#"INSERT INTO meta (key, value) VALUES ('schema_version', '1'), ('epoch', 'old-epoch');
+               INSERT INTO streams (id, name, head) VALUES (1, 'todos/a', 2);
+               INSERT INTO events (stream_id, "offset", client_id, seq, time_ms, payload)
+                 VALUES (1, 1, zeroblob(16), 1, 5, CAST('{"s":1}' AS BLOB)),
+                        (1, 2, zeroblob(16), 2, 6, CAST('{"s":2}' AS BLOB));
+               INSERT INTO clients (stream_id, client_id, last_seq) VALUES (1, zeroblob(16), 2);"#,
+        )
+        .expect("v1 rows");
+    }
+    let (store, _) = open(&dir, CommitMode::Group);
+    assert_eq!(store.epoch().0, "old-epoch");
+    let intent = |s: u64, payload: &str| {
+        ProposedIntent::new(seq(s), payload.as_bytes().to_vec(), Verdict::Accept)
+    };
+    let o = store
+        .append(AppendRequest {
+            stream: StreamName::new("todos/a").expect("name"),
+            client_id: ClientId([0; 16]),
+            intents: vec![
+                intent(1, r#"{"s":1}"#),
+                intent(2, r#"{"s":"two"}"#),
+                intent(3, r#"{"s":3}"#),
+            ],
+        })
+        .await
+        .expect("append");
+    assert_eq!(
+        o,
+        vec![
+            Outcome::Appended {
+                seq: seq(1),
+                offset: Offset(1),
+                duplicate: true
+            },
+            Outcome::SeqReused {
+                seq: seq(2),
+                offset: Offset(2)
+            },
+            Outcome::Appended {
+                seq: seq(3),
+                offset: Offset(3),
+                duplicate: false
+            },
+        ]
+    );
+    store.close().await;
+    let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("open");
+    let version: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("version");
+    assert_eq!(version, "2");
+    let missing: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM events WHERE digest IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(missing, 0);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let (store, _) = open(&dir, CommitMode::Group);
+        store.close().await;
+    }
+    let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("open");
+    conn.execute(
+        "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+        [],
+    )
+    .expect("bump");
+    drop(conn);
+    let err = SqliteStore::open(
+        SqliteOptions {
+            path: dir.path().join("log.db"),
+            commit_mode: CommitMode::Group,
+            max_batch_intents: 1000,
+            max_batch_bytes: 1 << 20,
+            max_readers: 2,
+        },
+        Arc::new(Recorder::default()),
+        Arc::new(Metrics::default()),
+    )
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("schema version 3"), "{err}");
 }

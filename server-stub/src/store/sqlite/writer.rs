@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
-use sync_core::{decide, ClientId, Decision, ErrorCode, Event, Offset, Seq, StreamName};
+use sync_core::{
+    decide_batch, ClientId, ErrorCode, Event, IntentDigest, Offset, Position, Step, StreamName,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{from_sql, to_sql};
 use crate::config::CommitMode;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::store::{AppendListener, AppendRequest, Outcome, Verdict};
+use crate::store::{appended_resend, AppendListener, AppendRequest, Outcome, ProposedIntent};
 
 /// Work for the writer, with where to send the answer.
 pub(crate) enum Job {
@@ -304,7 +306,9 @@ fn count(metrics: &Metrics, outcomes: &[Outcome]) {
             Outcome::Rejected {
                 duplicate: false, ..
             } => metrics.intents_rejected.fetch_add(1, Relaxed),
-            Outcome::Appended { .. } | Outcome::Rejected { .. } => {
+            // A seq reused for another intent is a resend of a decided
+            // seq too.
+            Outcome::Appended { .. } | Outcome::Rejected { .. } | Outcome::SeqReused { .. } => {
                 metrics.intents_duplicate.fetch_add(1, Relaxed)
             }
             Outcome::Gap { .. } => metrics.intents_gap.fetch_add(1, Relaxed),
@@ -335,7 +339,8 @@ fn ensure_stream(tx: &Transaction<'_>, stream: &StreamName) -> Result<(i64, u64)
     }
 }
 
-/// Decides one request's intents inside `tx`.
+/// Decides one request's intents inside `tx`: the steps of
+/// [`decide_batch`], executed.
 fn apply(
     tx: &Transaction<'_>,
     request: AppendRequest,
@@ -356,80 +361,82 @@ fn apply(
         .map(from_sql)
         .transpose()?
         .unwrap_or(0);
-    let (mut head, mut last) = (start_head, start_last);
-    let mut outcomes = Vec::with_capacity(intents.len());
+    let start = Position {
+        last_decided: start_last,
+        head: Offset(start_head),
+    };
+    let mut position = start;
+    let steps = decide_batch(&mut position, intents.iter().map(ProposedIntent::offer));
+    let mut outcomes = Vec::with_capacity(steps.len());
     let mut new_events = Vec::new();
-    for intent in intents {
-        let seq = intent.seq;
-        match decide(last, seq) {
-            Decision::Append => {
-                match intent.verdict {
-                    Verdict::Accept => {
-                        head += 1;
-                        tx.prepare_cached(
-                            r#"INSERT INTO events (stream_id, "offset", client_id, seq, time_ms, payload)
-                               VALUES (?1, ?2, ?3, ?4, ?5, ?6)"#,
-                        )?
-                        .execute(rusqlite::params![
-                            stream_id,
-                            to_sql(head)?,
-                            client,
-                            to_sql(seq.get())?,
-                            to_sql(time_ms)?,
-                            intent.payload
-                        ])?;
-                        outcomes.push(Outcome::Appended {
-                            seq,
-                            offset: Offset(head),
-                            duplicate: false,
-                        });
-                        new_events.push(Event {
-                            offset: Offset(head),
-                            client_id,
-                            seq,
-                            time_ms,
-                            payload: intent.payload,
-                        });
-                    }
-                    Verdict::Reject { code, message } => {
-                        tx.prepare_cached(
-                            "INSERT INTO rejections (stream_id, client_id, seq, code, message)
-                             VALUES (?1, ?2, ?3, ?4, ?5)",
-                        )?
-                        .execute(rusqlite::params![
-                            stream_id,
-                            client,
-                            to_sql(seq.get())?,
-                            code.as_str(),
-                            message
-                        ])?;
-                        outcomes.push(Outcome::Rejected {
-                            seq,
-                            code,
-                            message,
-                            duplicate: false,
-                        });
-                    }
+    for (step, intent) in steps.into_iter().zip(intents) {
+        outcomes.push(match step {
+            Step::Append { seq, offset } => {
+                let digest = intent.stored_digest();
+                tx.prepare_cached(
+                    r#"INSERT INTO events (stream_id, "offset", client_id, seq, time_ms, payload, digest)
+                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"#,
+                )?
+                .execute(rusqlite::params![
+                    stream_id,
+                    to_sql(offset.0)?,
+                    client,
+                    to_sql(seq.get())?,
+                    to_sql(time_ms)?,
+                    intent.payload,
+                    &digest.0[..]
+                ])?;
+                new_events.push(Event {
+                    offset,
+                    client_id,
+                    seq,
+                    time_ms,
+                    payload: intent.payload,
+                });
+                Outcome::Appended {
+                    seq,
+                    offset,
+                    duplicate: false,
                 }
-                last = seq.get();
             }
-            Decision::Duplicate => outcomes.push(lookup(tx, &stream, stream_id, &client_id, seq)?),
-            Decision::Gap { expected } => {
-                outcomes.push(Outcome::Gap { expected });
-                break;
+            Step::Reject { seq } => {
+                let (code, message) = intent.refusal()?;
+                tx.prepare_cached(
+                    "INSERT INTO rejections (stream_id, client_id, seq, code, message)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(rusqlite::params![
+                    stream_id,
+                    client,
+                    to_sql(seq.get())?,
+                    code.as_str(),
+                    message
+                ])?;
+                Outcome::Rejected {
+                    seq,
+                    code,
+                    message,
+                    duplicate: false,
+                }
             }
-        }
+            Step::Resend { .. } => lookup(tx, &stream, stream_id, &client_id, &intent)?,
+            Step::Gap { expected } => Outcome::Gap { expected },
+        });
     }
-    if last != start_last {
+    if position.last_decided != start.last_decided {
         tx.prepare_cached(
             "INSERT INTO clients (stream_id, client_id, last_seq) VALUES (?1, ?2, ?3)
              ON CONFLICT (stream_id, client_id) DO UPDATE SET last_seq = excluded.last_seq",
         )?
-        .execute(rusqlite::params![stream_id, client, to_sql(last)?])?;
+        .execute(rusqlite::params![
+            stream_id,
+            client,
+            to_sql(position.last_decided)?
+        ])?;
     }
-    if head != start_head {
+    if position.head != start.head {
         tx.prepare_cached("UPDATE streams SET head = ?1 WHERE id = ?2")?
-            .execute(rusqlite::params![to_sql(head)?, stream_id])?;
+            .execute(rusqlite::params![to_sql(position.head.0)?, stream_id])?;
     }
     if !new_events.is_empty() {
         match appended.iter_mut().find(|(s, _)| *s == stream) {
@@ -440,28 +447,40 @@ fn apply(
     Ok(outcomes)
 }
 
-/// The stored outcome of an already decided seq.
+/// The stored outcome of an already decided seq, answering a resend of
+/// `intent`.
 fn lookup(
     tx: &Transaction<'_>,
     stream: &StreamName,
     stream_id: i64,
     client_id: &ClientId,
-    seq: Seq,
+    intent: &ProposedIntent,
 ) -> Result<Outcome, Error> {
+    let seq = intent.seq;
     let client = &client_id.0[..];
     let params = rusqlite::params![stream_id, client, to_sql(seq.get())?];
-    let offset: Option<i64> = tx
+    let appended: Option<(i64, Option<Vec<u8>>)> = tx
         .prepare_cached(
-            r#"SELECT "offset" FROM events WHERE stream_id = ?1 AND client_id = ?2 AND seq = ?3"#,
+            r#"SELECT "offset", digest FROM events WHERE stream_id = ?1 AND client_id = ?2 AND seq = ?3"#,
         )?
-        .query_row(params, |r| r.get(0))
+        .query_row(params, |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    if let Some(o) = offset {
-        return Ok(Outcome::Appended {
+    if let Some((o, digest)) = appended {
+        let digest = match digest {
+            Some(d) => Some(IntentDigest::from_slice(&d).ok_or_else(|| {
+                Error::Storage(format!(
+                    "digest of {} bytes stored for seq {seq} of client {client_id}",
+                    d.len()
+                ))
+            })?),
+            None => None,
+        };
+        return Ok(appended_resend(
             seq,
-            offset: Offset(from_sql(o)?),
-            duplicate: true,
-        });
+            intent.digest.as_ref(),
+            Offset(from_sql(o)?),
+            digest,
+        ));
     }
     let rejection: Option<(String, String)> = tx
         .prepare_cached(

@@ -12,12 +12,12 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::error::{CoreError, ErrorCode};
+use crate::outbox::OutboxEntry;
 use crate::protocol::{
     max_push_payload, welcome_frame_limit, ClientMsg, PushIntent, ServerMsg,
     DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PAYLOAD_BYTES, PROTOCOL_VERSION,
     PUSH_FRAME_OVERHEAD as PUSH_OVERHEAD, PUSH_INTENT_OVERHEAD as PER_INTENT_OVERHEAD,
 };
-use crate::outbox::OutboxEntry;
 use crate::reducer::Reducer;
 use crate::replica::{Applied, Replica};
 use crate::types::{Epoch, Event, Offset, Seq};
@@ -200,6 +200,7 @@ impl<R: Reducer> SyncClient<R> {
     pub fn connected(&mut self, token: Option<String>) -> ClientMsg {
         self.phase = Phase::Handshake;
         self.checked = false;
+        self.resetting = None;
         self.sent_through = 0;
         ClientMsg::hello(self.replica.client_id(), token)
     }
@@ -207,6 +208,7 @@ impl<R: Reducer> SyncClient<R> {
     /// The transport closed (or failed).
     pub fn disconnected(&mut self) {
         self.phase = Phase::Offline;
+        self.resetting = None;
         self.sent_through = 0;
     }
 
@@ -478,21 +480,17 @@ impl<R: Reducer> SyncClient<R> {
                     None => {
                         // First contact: nothing is sent until storage has
                         // the epoch (another tab may have stored another).
+                        // (The storage queue runs one store per epoch.)
                         self.phase = Phase::Resetting;
-                        if self.resetting.as_ref() != Some(&epoch) {
-                            self.resetting = Some(epoch.clone());
-                            out.push(Effect::StoreEpoch(epoch));
-                        }
+                        self.resetting = Some(epoch.clone());
+                        out.push(Effect::StoreEpoch(epoch));
                         return Ok(out);
                     }
                     Some(prev) if *prev != epoch => {
                         // Nothing is sent until storage has renumbered
                         // every tab's intents for the new epoch.
+                        // (The storage queue runs one reset per epoch.)
                         self.phase = Phase::Resetting;
-                        if self.resetting.as_ref() == Some(&epoch) {
-                            // Asked for already (an earlier connection).
-                            return Ok(out);
-                        }
                         self.resetting = Some(epoch.clone());
                         out.push(Effect::EpochReset {
                             previous: prev.clone(),
@@ -719,11 +717,12 @@ mod tests {
             }]
         );
         assert_eq!(c.phase(), Phase::Resetting);
-        // A second connection before the reset is done asks nothing more.
+        // A second connection before the reset is done asks again (the
+        // storage queue keeps one reset per epoch, see outbox.rs).
         c.disconnected();
         c.connected(None);
         c.outbox_checked();
-        assert!(c.handle(welcome("new", 1 << 20)).unwrap().is_empty());
+        assert_eq!(c.handle(welcome("new", 1 << 20)).unwrap(), fx);
         let (fx, rediscard) = c.reset_to(
             Epoch::from("new"),
             vec![OutboxEntry {

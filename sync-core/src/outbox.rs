@@ -67,7 +67,11 @@ enum Job<S> {
         write: EventsWrite<S>,
         under: u64,
     },
-    Reset(Epoch),
+    /// Reset to `epoch`, renumbering only from `from` (see [`Work::Reset`]).
+    Reset {
+        epoch: Epoch,
+        from: Option<Epoch>,
+    },
     Reload {
         expected: Option<Seq>,
         under: u64,
@@ -83,7 +87,7 @@ impl<S> Job<S> {
         match self {
             Job::Alloc(..) => 0,
             Job::Write { .. } => 1,
-            Job::Reset(_) => 2,
+            Job::Reset { .. } => 2,
             Job::Reload { .. } => 3,
             Job::Discard { .. } => 4,
         }
@@ -94,7 +98,7 @@ impl<S> Job<S> {
             Job::Write { under, .. } | Job::Reload { under, .. } | Job::Discard { under, .. } => {
                 Some(*under)
             }
-            Job::Alloc(..) | Job::Reset(_) => None,
+            Job::Alloc(..) | Job::Reset { .. } => None,
         }
     }
 }
@@ -121,8 +125,7 @@ impl<S> EventsWrite<S> {
     /// an epoch other than the one this write brings (a tab that had never
     /// heard of an epoch must not store one over another tab's reset).
     pub fn is_stale(&self, under: u64, generation: u64, stored: Option<&Epoch>) -> bool {
-        under != generation
-            || matches!((stored, &self.epoch), (Some(s), Some(e)) if s != e)
+        under != generation || matches!((stored, &self.epoch), (Some(s), Some(e)) if s != e)
     }
 
     fn empty() -> Self {
@@ -159,14 +162,21 @@ pub enum Work<S> {
         /// The numbering its seqs and offsets use.
         under: u64,
     },
-    /// The server's log has epoch `epoch`. Unless the stored epoch is
-    /// already `epoch`: drop stored events and snapshots, [`renumber`]
-    /// the stored outbox, store `epoch`, offset 0, the seq counter after
-    /// the last entry, and count one more numbering. Answer
-    /// [`Done::Reset`] with the outbox and the numbering as stored.
+    /// The server's log has epoch `epoch`. If the stored epoch is
+    /// already `epoch`, change nothing. If it is `from`: drop stored
+    /// events and snapshots, [`renumber`] the stored outbox, store
+    /// `epoch`, offset 0, the seq counter after the last entry, and count
+    /// one more numbering. Either way answer [`Done::Reset`] with the
+    /// outbox and the numbering as stored. Any other stored epoch (another
+    /// tab moved storage on meanwhile): change nothing and answer
+    /// [`Done::Stale`] — renumbering from 1 in an epoch whose seqs another
+    /// tab has pushed already would reuse them.
     Reset {
         /// The new epoch.
         epoch: Epoch,
+        /// The epoch this tab's numbering belongs to; `None` only follows
+        /// storage (it never renumbers).
+        from: Option<Epoch>,
     },
     /// Read the whole outbox: [`Done::Reload`] (or [`Done::Stale`] when
     /// storage has another numbering than `under`).
@@ -335,6 +345,12 @@ impl<S: Clone> Outbox<S> {
                 None
             }
             Effect::StoreEpoch(epoch) => {
+                let queued = self.jobs.iter().any(
+                    |j| matches!(j, Job::Write { write, .. } if write.epoch.as_ref() == Some(&epoch)),
+                );
+                if queued {
+                    return None;
+                }
                 let mut write = EventsWrite::empty();
                 write.epoch = Some(epoch);
                 self.jobs.push_back(Job::Write { write, under });
@@ -347,9 +363,24 @@ impl<S: Clone> Outbox<S> {
                 });
                 None
             }
-            Effect::EpochReset { ref epoch, .. } => {
+            Effect::EpochReset {
+                ref epoch,
+                ref previous,
+            } => {
+                // One reset to an epoch at a time (each connection of the
+                // new epoch asks; the app is told once).
+                if self
+                    .jobs
+                    .iter()
+                    .any(|j| matches!(j, Job::Reset { epoch: e, .. } if e == epoch))
+                {
+                    return None;
+                }
                 self.snapshot_offset = Offset::ZERO;
-                self.jobs.push_back(Job::Reset(epoch.clone()));
+                self.jobs.push_back(Job::Reset {
+                    epoch: epoch.clone(),
+                    from: Some(previous.clone()),
+                });
                 Some(effect)
             }
             other => Some(other),
@@ -413,8 +444,9 @@ impl<S: Clone> Outbox<S> {
                 Work::Write { write: w, under }
             }
             2 => match first {
-                Job::Reset(epoch) => Work::Reset {
+                Job::Reset { epoch, from } => Work::Reset {
                     epoch: epoch.clone(),
+                    from: from.clone(),
                 },
                 _ => return None,
             },
@@ -480,7 +512,13 @@ impl<S: Clone> Outbox<S> {
                 effects.push(Effect::StateChanged);
                 effects.extend(client.flush());
             }
-            (Work::Reset { epoch }, Done::Reset { entries, generation }) => {
+            (
+                Work::Reset { epoch, .. },
+                Done::Reset {
+                    entries,
+                    generation,
+                },
+            ) => {
                 self.snapshot_offset = Offset::ZERO;
                 self.generation = generation;
                 out.reconnect = client.phase() == Phase::Ready;
@@ -498,8 +536,7 @@ impl<S: Clone> Outbox<S> {
                 for e in entries {
                     effects.extend(client.adopt_as(e.seq, e.payload, false, e.discarded));
                 }
-                let held =
-                    |s: Seq| client.replica().pending().iter().any(|p| p.seq == Some(s));
+                let held = |s: Seq| client.replica().pending().iter().any(|p| p.seq == Some(s));
                 match expected.filter(|s| !held(*s)) {
                     Some(seq) => out.missing = Some(seq),
                     None => effects.extend(client.outbox_checked()),
@@ -521,9 +558,9 @@ impl<S: Clone> Outbox<S> {
         if let Some(epoch) = stored {
             // One reset to it is enough: a later one would start over again.
             self.jobs
-                .retain(|j| !matches!(j, Job::Reset(e) if *e == epoch));
+                .retain(|j| !matches!(j, Job::Reset { epoch: e, .. } if *e == epoch));
             self.snapshot_offset = Offset::ZERO;
-            self.jobs.push_front(Job::Reset(epoch));
+            self.jobs.push_front(Job::Reset { epoch, from: None });
         }
     }
 }
@@ -546,5 +583,4 @@ mod tests {
         let got: Vec<(u64, &[u8])> = r.iter().map(|e| (e.seq.get(), &e.payload[..])).collect();
         assert_eq!(got, alloc::vec![(1, &b"a"[..]), (2, b"b"), (3, b"c")]);
     }
-
 }

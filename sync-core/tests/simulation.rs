@@ -22,11 +22,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use proptest::prelude::*;
-use sync_core::protocol::PushIntent;
 use sync_core::outbox::renumber;
+use sync_core::protocol::PushIntent;
 use sync_core::{
     decide, ClientId, ClientMsg, Decision, Done, Effect, Epoch, ErrorCode, Event, Offset, Outbox,
-    OutboxEntry, ReduceError, Reducer, Replica, Seq, ServerMsg, StreamName, SyncClient, Work,
+    OutboxEntry, Phase, ReduceError, Reducer, Replica, Seq, ServerMsg, StreamName, SyncClient,
+    Work,
 };
 
 /// Order-sensitive reducer: a count and a hash chain over the payloads.
@@ -369,8 +370,13 @@ impl Storage {
                 }
                 Done::Written
             }
-            Work::Reset { epoch } => {
+            Work::Reset { epoch, from } => {
                 if self.epoch.as_ref() != Some(&epoch) {
+                    if from.is_none() || self.epoch != from {
+                        return Done::Stale {
+                            stored: self.epoch.clone(),
+                        };
+                    }
                     let entries = renumber(self.entries());
                     *self = Storage {
                         epoch: Some(epoch),
@@ -411,7 +417,9 @@ impl Storage {
             if *o != offset.next() || *o > self.offset {
                 break;
             }
-            state = ChainReducer.reduce(&state, &e.payload).expect("total reducer");
+            state = ChainReducer
+                .reduce(&state, &e.payload)
+                .expect("total reducer");
             offset = *o;
         }
         (state, offset)
@@ -423,8 +431,10 @@ struct Tab {
     client: SyncClient<ChainReducer>,
     queue: Outbox<ChainState>,
     conn: Option<usize>,
-    /// Pushes sent on any connection, for replays.
-    sent_pushes: Vec<ClientMsg>,
+    /// Pushes sent on any connection, with the epoch they were numbered
+    /// in, for replays (a client resends a push only in its epoch: after
+    /// a reset its seqs mean other intents).
+    sent_pushes: Vec<(Option<Epoch>, ClientMsg)>,
 }
 
 struct Net {
@@ -543,7 +553,10 @@ impl World {
         for e in s.entries() {
             client.adopt_as(e.seq, e.payload, true, e.discarded);
         }
-        (client, Outbox::new(s.snapshot.0, self.snapshot_every, s.generation))
+        (
+            client,
+            Outbox::new(s.snapshot.0, self.snapshot_every, s.generation),
+        )
     }
 
     /// Effects of the client: storage ones are queued, the rest carried out.
@@ -566,7 +579,8 @@ impl World {
                         eprintln!("tab {tab} sends on {:?}: {msg:?}", self.tabs[tab].conn);
                     }
                     if matches!(msg, ClientMsg::Push { .. }) {
-                        self.tabs[tab].sent_pushes.push(msg.clone());
+                        let epoch = self.tabs[tab].client.epoch().cloned();
+                        self.tabs[tab].sent_pushes.push((epoch, msg.clone()));
                     }
                     if let Some(conn) = self.tabs[tab].conn {
                         if let Some(net) = self.nets.get_mut(&conn) {
@@ -591,7 +605,10 @@ impl World {
         };
         let done = self.storages[t.device].execute(work.clone(), &mut self.allocated);
         if std::env::var_os("SIM_TRACE").is_some() {
-            eprintln!("tab {tab} gen {} {work:?} -> {done:?}", t.queue.generation());
+            eprintln!(
+                "tab {tab} gen {} {work:?} -> {done:?}",
+                t.queue.generation()
+            );
         }
         let finished = t.queue.finish(n, work, done, &mut t.client);
         if let Some(seq) = finished.missing {
@@ -747,8 +764,18 @@ impl World {
             Op::Replay { tab, pick } => {
                 let tab = tab % n;
                 let t = &self.tabs[tab];
-                if let (Some(conn), false) = (t.conn, t.sent_pushes.is_empty()) {
-                    let msg = t.sent_pushes[pick % t.sent_pushes.len()].clone();
+                let epoch = t.client.epoch();
+                let same: Vec<&ClientMsg> = t
+                    .sent_pushes
+                    .iter()
+                    .filter(|(e, _)| e.as_ref() == epoch)
+                    .map(|(_, m)| m)
+                    .collect();
+                // (and only on a connection past its Welcome, as a client
+                // pushes nothing before it)
+                let ready = t.client.phase() == Phase::Ready;
+                if let (Some(conn), false, true) = (t.conn, same.is_empty(), ready) {
+                    let msg = same[pick % same.len()].clone();
                     if let Some(net) = self.nets.get_mut(&conn) {
                         // A replayed push can only follow the Hello.
                         if net.to_server.is_empty() {
@@ -846,7 +873,11 @@ impl World {
                 "device {d} outbox not drained: {:?}",
                 s.outbox.keys()
             );
-            assert_eq!(s.epoch.as_ref(), Some(&self.server.epoch), "device {d} epoch");
+            assert_eq!(
+                s.epoch.as_ref(),
+                Some(&self.server.epoch),
+                "device {d} epoch"
+            );
             assert_eq!(s.offset, head, "device {d} stored offset");
             assert_eq!(s.read(), (expected, head), "device {d} stored state");
         }
@@ -1005,14 +1036,77 @@ fn a_discarded_intent_the_server_took_anyway_is_in_the_state() {
     assert_eq!(w.server.log.len(), 1);
 }
 
-#[test]
-fn debug_case() {
-    use Op::*;
-    let ops = vec![Connect{tab:4,},Deliver{pick:0,},Deliver{pick:0,},NewEpoch,Connect{tab:4,},Deliver{pick:0,},Deliver{pick:0,},RestartServer,];
-    let mut w = World::new(&[1, 3, 3], 1);
+/// Runs `ops` on tabs sharing storage and checks the end state.
+fn run_case(tabs: &[usize], every: u64, ops: Vec<Op>) {
+    let mut w = World::new(tabs, every);
     for op in ops {
         w.apply(op);
     }
     w.quiesce();
     w.check();
+}
+
+/// Found by the property test: a tab's reset to an epoch the server has
+/// left already (queued by a dropped connection) must not renumber storage
+/// back from 1 after another tab has pushed seqs of the newer epoch.
+#[test]
+fn a_stale_reset_does_not_renumber_over_a_newer_epoch() {
+    use Op::*;
+    run_case(
+        &[1, 3, 1],
+        1,
+        vec![
+            Connect { tab: 13 },
+            Dispatch {
+                tab: 1,
+                reject: false,
+            },
+            Deliver { pick: 0 },
+            Store { tab: 1 },
+            Deliver { pick: 0 },
+            Store { tab: 8 },
+            NewEpoch,
+            Store { tab: 8 },
+            Dispatch {
+                tab: 3,
+                reject: false,
+            },
+            Connect { tab: 8 },
+            Deliver { pick: 0 },
+            Deliver { pick: 0 },
+            CrashTab { tab: 11 },
+            NewEpoch,
+            Connect { tab: 6 },
+            Deliver { pick: 0 },
+            Deliver { pick: 0 },
+            Store { tab: 11 },
+            Store { tab: 1 },
+            Deliver { pick: 0 },
+            Deliver { pick: 0 },
+            Deliver { pick: 0 },
+            Deliver { pick: 0 },
+            Deliver { pick: 0 },
+        ],
+    );
+}
+
+/// Found by the property test: a connection of a new epoch that comes
+/// after the one that asked for the reset was dropped asks again.
+#[test]
+fn a_new_connection_asks_for_the_reset_again() {
+    use Op::*;
+    run_case(
+        &[1, 3, 3],
+        1,
+        vec![
+            Connect { tab: 4 },
+            Deliver { pick: 0 },
+            Deliver { pick: 0 },
+            NewEpoch,
+            Connect { tab: 4 },
+            Deliver { pick: 0 },
+            Deliver { pick: 0 },
+            RestartServer,
+        ],
+    );
 }

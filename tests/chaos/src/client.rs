@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use sync_core::{
-    ClientId, ClientMsg, Effect, Epoch, Offset, ReduceError, Reducer, Replica, Seq, ServerMsg,
-    StreamName, SyncClient, DEFAULT_MAX_FRAME_BYTES,
+    ClientId, ClientMsg, Effect, Epoch, Offset, OutboxEntry, ReduceError, Reducer, Replica, Seq,
+    ServerMsg, StreamName, SyncClient, DEFAULT_MAX_FRAME_BYTES,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -210,12 +210,38 @@ impl ChaosClient {
                 // This client never discards.
                 Effect::MarkDiscarded(_) => {}
                 Effect::Rejected { seq, .. } => lock(&self.view).rejected.push(seq),
-                Effect::StoreEpoch(e) => self.storage.epoch = Some(e),
+                // One tab, storage in memory: each storage step is done at
+                // once and answered right away.
+                Effect::StoreEpoch(e) => {
+                    self.storage.epoch = Some(e.clone());
+                    queue.extend(self.sync.epoch_stored(e));
+                }
                 Effect::EpochReset { epoch, .. } => {
                     lock(&self.view)
                         .protocol_errors
                         .push(format!("epoch changed to {epoch}: the server lost its log"));
-                    self.storage.epoch = Some(epoch);
+                    // What storage does on a reset (see sync_core::outbox):
+                    // forget the confirmed history, renumber the outbox.
+                    let entries = sync_core::outbox::renumber(
+                        self.storage
+                            .outbox
+                            .iter()
+                            .map(|(seq, payload)| OutboxEntry {
+                                seq: *seq,
+                                payload: payload.clone(),
+                                discarded: false,
+                            })
+                            .collect(),
+                    );
+                    self.storage = Storage {
+                        offset: Offset::ZERO,
+                        snapshot: ChainState::default(),
+                        next_seq: entries.last().map_or(1, |e| e.seq.get() + 1),
+                        outbox: entries.iter().map(|e| (e.seq, e.payload.clone())).collect(),
+                        epoch: Some(epoch.clone()),
+                    };
+                    let (effects, _) = self.sync.reset_to(epoch, entries);
+                    queue.extend(effects);
                 }
                 Effect::ReloadOutbox { .. } => {
                     for (seq, p) in self.storage.outbox.clone() {
@@ -287,6 +313,9 @@ impl ChaosClient {
         if send(&mut ws, &hello).await.is_err() {
             return;
         }
+        // The outbox is in memory, read as it is: nothing else writes it.
+        let checked = self.sync.outbox_checked();
+        let _ = self.run_effects(checked);
         let mut ping = tokio::time::interval(PING_EVERY);
         let mut last_rx = Instant::now();
         let mut nonce = 0u64;

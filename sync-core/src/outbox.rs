@@ -568,6 +568,158 @@ impl<S: Clone> Outbox<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{ServerMsg, PROTOCOL_VERSION};
+    use crate::reducer::ReduceError;
+    use crate::replica::Replica;
+    use crate::types::{ClientId, StreamName};
+    use crate::ClientMsg;
+
+    struct Count;
+    impl Reducer for Count {
+        type State = u64;
+        type Action = ();
+        fn decode(&self, _: &[u8]) -> Result<(), ReduceError> {
+            Ok(())
+        }
+        fn reduce(&self, s: &u64, _: &()) -> Result<u64, ReduceError> {
+            Ok(s + 1)
+        }
+    }
+
+    fn client(epoch: Option<&str>) -> SyncClient<Count> {
+        let r = Replica::new(StreamName::new("s").unwrap(), ClientId([1; 16]), Count, 0);
+        SyncClient::new(r, epoch.map(Epoch::from), 0)
+    }
+
+    fn welcome(epoch: &str) -> ServerMsg {
+        ServerMsg::Welcome {
+            version: PROTOCOL_VERSION,
+            server_id: "t".into(),
+            epoch: Epoch::from(epoch),
+            max_frame_bytes: 1 << 20,
+        }
+    }
+
+    /// Connects `c`, reads the (empty) outbox, and hands it `welcome`.
+    fn connect(q: &mut Outbox<u64>, c: &mut SyncClient<Count>, epoch: &str) -> Vec<Effect> {
+        c.connected(None);
+        q.connected(c);
+        let (n, work) = q.next(c).unwrap();
+        assert!(matches!(work, Work::Reload { .. }));
+        let f = q.finish(n, work, Done::Reload(Vec::new()), c);
+        assert!(f.effects.is_empty());
+        let mut out = Vec::new();
+        for e in c.handle(welcome(epoch)).unwrap() {
+            out.extend(q.effect(e, c));
+        }
+        out
+    }
+
+    fn sends(effects: &[Effect]) -> usize {
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Send(_)))
+            .count()
+    }
+
+    #[test]
+    fn a_store_of_the_first_epoch_finished_after_close_stays_offline() {
+        let (mut q, mut c) = (Outbox::new(Offset::ZERO, 10, 0), client(None));
+        assert!(connect(&mut q, &mut c, "e").is_empty());
+        // Closed (or dropped) before storage has the epoch.
+        c.disconnected();
+        let (n, work) = q.next(&c).unwrap();
+        assert!(
+            matches!(&work, Work::Write { write, .. } if write.epoch == Some(Epoch::from("e")))
+        );
+        let f = q.finish(n, work, Done::Written, &mut c);
+        assert_eq!(sends(&f.effects), 0, "{:?}", f.effects);
+        assert_eq!(c.phase(), Phase::Offline);
+        assert!(!f.reconnect);
+    }
+
+    #[test]
+    fn a_reset_finished_after_close_stays_offline() {
+        let (mut q, mut c) = (Outbox::new(Offset::ZERO, 10, 0), client(Some("old")));
+        let told = connect(&mut q, &mut c, "new");
+        assert!(matches!(&told[..], [Effect::EpochReset { .. }]), "{told:?}");
+        c.disconnected();
+        let (n, work) = q.next(&c).unwrap();
+        assert_eq!(
+            work,
+            Work::Reset {
+                epoch: Epoch::from("new"),
+                from: Some(Epoch::from("old")),
+            }
+        );
+        let done = Done::Reset {
+            entries: Vec::new(),
+            generation: 1,
+        };
+        let f = q.finish(n, work, done, &mut c);
+        assert_eq!(sends(&f.effects), 0, "{:?}", f.effects);
+        assert_eq!(c.phase(), Phase::Offline);
+        assert!(!f.reconnect);
+        assert_eq!(q.generation(), 1);
+    }
+
+    #[test]
+    fn two_connections_of_one_new_epoch_queue_one_reset() {
+        let (mut q, mut c) = (Outbox::new(Offset::ZERO, 10, 0), client(Some("old")));
+        let first = connect(&mut q, &mut c, "new");
+        c.disconnected();
+        // The second connection is welcomed before the reset ran.
+        c.connected(None);
+        q.connected(&c);
+        let mut second = Vec::new();
+        for e in c.handle(welcome("new")).unwrap() {
+            second.extend(q.effect(e, &c));
+        }
+        assert_eq!(first.len(), 1, "the app is told once");
+        assert!(second.is_empty(), "{second:?}");
+        let (n, work) = q.next(&c).unwrap();
+        assert!(matches!(work, Work::Reset { .. }));
+        let done = Done::Reset {
+            entries: Vec::new(),
+            generation: 1,
+        };
+        let f = q.finish(n, work, done, &mut c);
+        // The second connection was waiting for it: it subscribes.
+        assert_eq!(c.phase(), Phase::Ready);
+        assert!(f
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Send(ClientMsg::Subscribe { .. }))));
+        // The read queued by the second connection was of the old
+        // numbering: the reset has read the outbox since.
+        assert!(q.next(&c).is_none(), "nothing else queued");
+    }
+
+    #[test]
+    fn a_reset_storage_refuses_follows_storage_without_renumbering() {
+        let (mut q, mut c) = (Outbox::new(Offset::ZERO, 10, 0), client(Some("e1")));
+        connect(&mut q, &mut c, "e2");
+        let (n, work) = q.next(&c).unwrap();
+        // Another tab has moved storage to e3 meanwhile.
+        let f = q.finish(
+            n,
+            work,
+            Done::Stale {
+                stored: Some(Epoch::from("e3")),
+            },
+            &mut c,
+        );
+        assert!(f.effects.is_empty());
+        let (_, work) = q.next(&c).unwrap();
+        assert_eq!(
+            work,
+            Work::Reset {
+                epoch: Epoch::from("e3"),
+                from: None,
+            },
+            "follow storage; never renumber from an epoch this tab did not number in"
+        );
+    }
 
     fn entry(seq: u64, p: &str) -> OutboxEntry {
         OutboxEntry {

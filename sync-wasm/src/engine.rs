@@ -18,22 +18,27 @@
 //! back into the store gets a clear error instead of a panic.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
+use js_sys::Uint8Array;
 use sync_core::{
-    ClientId, Effect, Epoch, ErrorCode, Offset, Phase, Replica, Seq, ServerMsg, StreamName,
-    SyncClient,
+    ClientId, Effect, Epoch, ErrorCode, Offset, Outbox, Phase, Replica, Seq, StreamName, SyncClient,
 };
+use wasm_bindgen::prelude::*;
 
+use crate::conn::{BrowserEvents, Net};
 use crate::error::WasmError;
 use crate::listeners::{List, ListenerId};
-use crate::net::Net;
 use crate::reducer::StoreReducer;
 use crate::signal::{self, Sender};
 use crate::socket::Timer;
 use crate::storage::Db;
-use crate::writer::Job;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = crypto, js_name = getRandomValues, catch)]
+    fn get_random_values(buf: &Uint8Array) -> Result<JsValue, JsValue>;
+}
 
 /// Largest payload a store ever records: what fits alone in a
 /// default-sized frame. A dispatch is held to the lower limit of the
@@ -210,17 +215,11 @@ impl Listeners {
 pub(crate) struct Core<R: StoreReducer> {
     pub client: SyncClient<R>,
     pub closed: bool,
-    pub jobs: VecDeque<Job<R::State>>,
+    /// The storage queue (its rules live in sync-core; writer.rs runs it).
+    pub outbox: Outbox<R::State>,
     pub writer_busy: bool,
     pub write_failures: u32,
     pub write_retry: Option<Timer>,
-    /// Offset of the last snapshot taken (or stored).
-    pub snapshot_offset: Offset,
-    /// A `Welcome` held back until in-flight seq allocations are done, so
-    /// that an epoch reset renumbers every pending intent.
-    pub deferred_welcome: Option<ServerMsg>,
-    /// Epoch resets so far (outbox reads from before one are stale).
-    pub resets: u64,
     pub net: Net,
     /// The current problem (see [`Status::last_error`]).
     pub problem: Option<(Problem, ErrorInfo)>,
@@ -269,31 +268,22 @@ impl<R: StoreReducer> Core<R> {
     }
 
     fn idle(&self) -> bool {
-        self.jobs.is_empty() && !self.writer_busy
+        self.outbox.is_empty() && !self.writer_busy
     }
 
-    /// Carries out one effect of the protocol driver.
-    pub fn apply(&mut self, effect: Effect, notes: &mut Notes, snapshot_every: u64) {
+    /// Carries out one effect of the protocol driver: storage effects
+    /// become jobs of the storage queue, the others are done here.
+    pub fn apply(&mut self, effect: Effect, notes: &mut Notes) {
+        if let Some(effect) = self.outbox.effect(effect, &self.client) {
+            self.carry_out(effect, notes);
+        }
+    }
+
+    /// Carries out an effect that is not a storage job (as
+    /// [`Outbox::effect`] and [`Outbox::finish`] hand them out).
+    pub fn carry_out(&mut self, effect: Effect, notes: &mut Notes) {
         match effect {
             Effect::Send(msg) => self.net.send(&msg),
-            Effect::PersistEvents {
-                events,
-                confirmed,
-                offset,
-            } => {
-                let snapshot = (offset.0 >= self.snapshot_offset.0.saturating_add(snapshot_every))
-                    .then(|| {
-                        self.snapshot_offset = offset;
-                        (offset, self.client.replica().confirmed_state().clone())
-                    });
-                self.jobs
-                    .push_back(Job::write(events, confirmed, offset, snapshot, None));
-            }
-            Effect::DropFromOutbox(seq) => {
-                self.jobs
-                    .push_back(Job::write(Vec::new(), vec![seq], Offset::ZERO, None, None));
-            }
-            Effect::MarkDiscarded(seq) => self.jobs.push_back(Job::Discard(seq)),
             Effect::StateChanged => notes.state = true,
             Effect::Rejected {
                 seq,
@@ -330,15 +320,11 @@ impl<R: StoreReducer> Core<R> {
                     self.error(e.into(), notes);
                 }
             }
-            Effect::EpochReset {
-                previous, epoch, ..
-            } => {
-                self.snapshot_offset = Offset::ZERO;
-                self.resets += 1;
+            Effect::EpochReset { previous, epoch } => {
+                // (The storage queue has queued the reset.)
                 let message = format!(
                     "the server's log has epoch {epoch}, this store followed {previous}: the confirmed history was dropped and pending intents are sent again"
                 );
-                self.jobs.push_back(Job::Reset(epoch));
                 self.error(
                     WasmError::Server {
                         code: ErrorCode::EpochChanged,
@@ -347,20 +333,13 @@ impl<R: StoreReducer> Core<R> {
                     notes,
                 );
             }
-            Effect::StoreEpoch(epoch) => {
-                self.jobs.push_back(Job::write(
-                    Vec::new(),
-                    Vec::new(),
-                    Offset::ZERO,
-                    None,
-                    Some(epoch),
-                ));
-            }
-            Effect::ReloadOutbox { expected } => self.jobs.push_back(Job::Reload {
-                expected: Some(expected),
-                resets: self.resets,
-            }),
-            Effect::HeadChanged(_) => {}
+            // Storage effects are jobs of the storage queue already.
+            Effect::PersistEvents { .. }
+            | Effect::DropFromOutbox(_)
+            | Effect::MarkDiscarded(_)
+            | Effect::StoreEpoch(_)
+            | Effect::ReloadOutbox { .. }
+            | Effect::HeadChanged(_) => {}
             Effect::ServerError { code, message } => {
                 // A token replaced since this connection's Hello (refreshed
                 // before it expired) is worth a normal reconnect.
@@ -386,7 +365,7 @@ pub(crate) struct Engine<R: StoreReducer> {
     pub core: RefCell<Core<R>>,
     pub listeners: RefCell<Listeners>,
     pub me: Weak<Engine<R>>,
-    pub browser_events: RefCell<Option<crate::net::BrowserEvents>>,
+    pub browser_events: RefCell<Option<BrowserEvents>>,
     /// The status as last told to listeners, and its version.
     pub published: RefCell<(Status, u64)>,
 }
@@ -522,7 +501,7 @@ impl<R: StoreReducer> Clone for Store<R> {
 /// 16 bytes from the browser's cryptographic random source.
 fn random16() -> Result<[u8; 16], WasmError> {
     let buf = js_sys::Uint8Array::new_with_length(16);
-    crate::net::get_random_values(&buf).map_err(|e| {
+    get_random_values(&buf).map_err(|e| {
         WasmError::Internal(format!(
             "crypto.getRandomValues failed: {}",
             crate::error::describe_js(&e)
@@ -592,19 +571,20 @@ impl<R: StoreReducer> Store<R> {
             // the tab finds at open counts as its own.
             let _ = client.adopt_as(e.seq, e.payload, true, e.discarded);
         }
-        let snapshot_offset = offset;
         let mut notes = Notes::default();
-        let net = Net::new(&opts);
+        let net = Net::new(
+            opts.backoff_min_ms,
+            opts.backoff_max_ms,
+            !opts.connect,
+            opts.token.clone(),
+        );
         let mut core = Core {
             client,
             closed: false,
-            jobs: VecDeque::new(),
+            outbox: Outbox::new(offset, opts.snapshot_every, record.generation),
             writer_busy: false,
             write_failures: 0,
             write_retry: None,
-            snapshot_offset,
-            deferred_welcome: None,
-            resets: 0,
             net,
             problem: None,
             synced_waiters: Vec::new(),
@@ -688,7 +668,7 @@ impl<R: StoreReducer> Store<R> {
                 Some(action) => replica.dispatch_decoded(payload.clone(), action)?,
                 None => replica.dispatch_unassigned(payload.clone())?,
             };
-            c.jobs.push_back(Job::Alloc(local, payload));
+            c.outbox.dispatched(local, payload);
         }
         self.engine.kick_writer();
         self.engine.emit(Notes {
@@ -734,15 +714,14 @@ impl<R: StoreReducer> Store<R> {
             if c.closed {
                 return Err(WasmError::Closed);
             }
-            let replica = c.client.replica_mut();
+            let Core { client, outbox, .. } = &mut *c;
+            let replica = client.replica_mut();
             let refold = !based_on(replica.state());
-            let mut allocs = Vec::with_capacity(items.len());
             for (payload, action, state) in items {
                 let next = (!refold).then_some(state);
                 let local = replica.dispatch_folded(payload.clone(), action, next);
-                allocs.push(Job::Alloc(local, payload));
+                outbox.dispatched(local, payload);
             }
-            c.jobs.extend(allocs);
             refold
         };
         self.engine.kick_writer();
@@ -783,7 +762,7 @@ impl<R: StoreReducer> Store<R> {
             }
             let effects = c.client.discard(seq)?;
             for e in effects {
-                c.apply(e, &mut notes, self.engine.opts.snapshot_every);
+                c.apply(e, &mut notes);
             }
         }
         self.engine.kick_writer();

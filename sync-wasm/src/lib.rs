@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod conn;
 mod engine;
 mod error;
 mod idb;

@@ -13,25 +13,18 @@
 
 use std::rc::Rc;
 
-use js_sys::Uint8Array;
-use sync_core::{Backoff, ClientMsg, CoreError, FailureReports, Phase, Probe, ServerMsg};
+use sync_core::{ClientMsg, CoreError, Phase, Probe, ServerMsg};
 use wasm_bindgen::prelude::*;
 use web_sys::EventTarget;
 
-use crate::engine::{Core, Engine, Notes, Problem, StoreOptions};
+use crate::conn::BrowserEvents;
+use crate::engine::{Core, Engine, Notes, Problem};
 use crate::error::WasmError;
 use crate::reducer::StoreReducer;
 use crate::socket::{Socket, SocketEvent, Timer};
-use crate::writer::Job;
 
 /// Largest frame accepted from the server (catch-up batches can be big).
 const MAX_INBOUND_FRAME: usize = 16 << 20;
-
-#[wasm_bindgen]
-extern "C" {
-    #[wasm_bindgen(js_namespace = crypto, js_name = getRandomValues, catch)]
-    pub(crate) fn get_random_values(buf: &Uint8Array) -> Result<JsValue, JsValue>;
-}
 
 // The WebSocket API hides why a connection failed (a page must not learn
 // about ports it cannot reach), so after a failed attempt that is to be
@@ -86,86 +79,6 @@ async fn probe(ws_url: &str) -> Probe {
         Some(0.0) => Probe::Http(None),
         Some(n) => Probe::Http(Some(n as u16)),
         None => Probe::NoAnswer(answer.as_string().unwrap_or_else(|| "no answer".into())),
-    }
-}
-
-/// Connection state.
-pub(crate) struct Net {
-    pub socket: Option<Socket>,
-    /// Numbers sockets, so events of an old one are ignored.
-    pub gen: u64,
-    pub backoff: Backoff,
-    pub reconnect_timer: Option<Timer>,
-    pub heartbeat: Option<Timer>,
-    pub startup_timer: Option<Timer>,
-    pub last_rx_ms: f64,
-    pub nonce: u64,
-    /// `goOffline()` was called: no attempts until `reconnect()`.
-    pub paused: bool,
-    /// Sent in the next `Hello`.
-    pub token: Option<String>,
-    /// Sent in this connection's `Hello`.
-    pub sent_token: Option<String>,
-    /// The server refused the token or what it allows: no attempts until
-    /// `setToken()` or `reconnect()`.
-    pub needs_token: bool,
-    /// The current socket has opened.
-    pub opened: bool,
-    /// Which failed attempts are reported.
-    pub failures: FailureReports,
-}
-
-impl Net {
-    pub fn new(opts: &StoreOptions) -> Net {
-        Net {
-            socket: None,
-            gen: 0,
-            backoff: Backoff::new(opts.backoff_min_ms, opts.backoff_max_ms),
-            reconnect_timer: None,
-            heartbeat: None,
-            startup_timer: None,
-            last_rx_ms: 0.0,
-            nonce: 0,
-            paused: !opts.connect,
-            token: opts.token.clone(),
-            sent_token: None,
-            needs_token: false,
-            opened: false,
-            failures: FailureReports::default(),
-        }
-    }
-
-    pub fn send(&self, msg: &ClientMsg) {
-        if let Some(s) = &self.socket {
-            s.send(&msg.encode());
-        }
-    }
-
-    /// Drops the socket and every timer.
-    pub fn shutdown(&mut self) {
-        self.socket = None;
-        self.heartbeat = None;
-        self.reconnect_timer = None;
-        self.startup_timer = None;
-    }
-}
-
-/// The `online`/`offline` listeners on the global object; dropping it
-/// removes them.
-pub(crate) struct BrowserEvents {
-    target: EventTarget,
-    online: Closure<dyn FnMut()>,
-    offline: Closure<dyn FnMut()>,
-}
-
-impl Drop for BrowserEvents {
-    fn drop(&mut self) {
-        let _ = self
-            .target
-            .remove_event_listener_with_callback("online", self.online.as_ref().unchecked_ref());
-        let _ = self
-            .target
-            .remove_event_listener_with_callback("offline", self.offline.as_ref().unchecked_ref());
     }
 }
 
@@ -228,11 +141,8 @@ impl<R: StoreReducer> Engine<R> {
                     c.net.send(&hello);
                     c.net.last_rx_ms = js_sys::Date::now();
                     // Other tabs of this profile may have written intents.
-                    let resets = c.resets;
-                    c.jobs.push_back(Job::Reload {
-                        expected: None,
-                        resets,
-                    });
+                    let Core { outbox, client, .. } = &mut *c;
+                    outbox.connected(client);
                 }
                 SocketEvent::Frame(frame) => {
                     c.net.last_rx_ms = js_sys::Date::now();
@@ -268,13 +178,9 @@ impl<R: StoreReducer> Engine<R> {
     }
 
     /// Hands one server message to the protocol driver and carries out
-    /// its effects. A `Welcome` waits while seq allocations are in flight.
+    /// its effects.
     pub fn handle_msg(self: &Rc<Self>, c: &mut Core<R>, msg: ServerMsg, notes: &mut Notes) {
         let welcome = matches!(msg, ServerMsg::Welcome { .. });
-        if welcome && c.jobs.iter().any(|j| matches!(j, Job::Alloc(..))) {
-            c.deferred_welcome = Some(msg);
-            return;
-        }
         match c.client.handle(msg) {
             Ok(effects) => {
                 if welcome {
@@ -284,7 +190,7 @@ impl<R: StoreReducer> Engine<R> {
                     c.clear_problem(Problem::Connection);
                 }
                 for e in effects {
-                    c.apply(e, notes, self.opts.snapshot_every);
+                    c.apply(e, notes);
                 }
             }
             Err(e) => {
@@ -336,7 +242,6 @@ impl<R: StoreReducer> Engine<R> {
     pub fn drop_connection(self: &Rc<Self>, c: &mut Core<R>) {
         c.net.socket = None;
         c.net.heartbeat = None;
-        c.deferred_welcome = None;
         c.client.disconnected();
         self.schedule_reconnect(c);
     }
@@ -415,7 +320,6 @@ impl<R: StoreReducer> Engine<R> {
             c.net.socket = None;
             c.net.heartbeat = None;
             c.net.reconnect_timer = None;
-            c.deferred_welcome = None;
             c.client.disconnected();
         }
         self.emit(Notes::default());

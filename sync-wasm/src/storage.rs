@@ -7,7 +7,7 @@
 //! was confirmed; see `load`).
 
 use js_sys::{Object, Reflect, Uint8Array};
-use sync_core::{ClientId, Epoch, Event, Offset, Seq};
+use sync_core::{ClientId, Done, Epoch, Event, Offset, OutboxEntry, Seq};
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::IdbDatabase;
 
@@ -32,15 +32,23 @@ pub(crate) struct StreamRecord {
     pub next_seq: u64,
     pub snapshot_offset: u64,
     pub epoch: Option<String>,
+    /// The outbox's numbering: how many epoch resets this stream's storage
+    /// has seen (see `sync_core::outbox`). Absent in records written before
+    /// it was kept: 0.
+    pub generation: u64,
 }
 
-/// One intent of the outbox.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct OutboxEntry {
-    pub seq: Seq,
-    pub payload: Vec<u8>,
-    /// The app discarded it: it is withdrawn, never pushed.
-    pub discarded: bool,
+impl StreamRecord {
+    fn stored_epoch(&self) -> Option<Epoch> {
+        self.epoch.clone().map(Epoch)
+    }
+
+    /// Storage's answer to a job queued under another numbering.
+    fn stale(&self) -> Done {
+        Done::Stale {
+            stored: self.stored_epoch(),
+        }
+    }
 }
 
 /// What a store starts from.
@@ -65,14 +73,6 @@ pub(crate) struct EventsWrite {
     /// A snapshot of the confirmed state at an offset within the batch.
     pub snapshot: Option<(Offset, JsValue)>,
     pub epoch: Option<Epoch>,
-}
-
-/// The result of a seq allocation.
-pub(crate) struct Allocated {
-    /// The seq of the first intent; the others follow one by one.
-    pub first: Seq,
-    /// Outbox entries other tabs wrote since this tab last allocated.
-    pub others: Vec<OutboxEntry>,
 }
 
 /// An open database.
@@ -206,13 +206,15 @@ impl Db {
     /// outbox, in one strict transaction: this is what makes two tabs of
     /// one client never hand out one seq twice. `floor` is the seq this
     /// tab would allocate next; entries between it and the stored counter
-    /// were written by other tabs and are returned.
+    /// were written by other tabs and are returned. Under another
+    /// numbering than `under`: nothing is written, [`Done::Stale`].
     pub async fn allocate(
         &self,
         stream: &str,
-        payloads: &[&[u8]],
+        payloads: &[Vec<u8>],
         floor: Seq,
-    ) -> Result<(Allocated, Vec<WasmError>), WasmError> {
+        under: u64,
+    ) -> Result<(Done, Vec<WasmError>), WasmError> {
         let key: JsValue = stream.into();
         let tx = idb::transaction(&self.db, &[STREAMS, OUTBOX], Some(Durability::Strict))?;
         let outcome = idb::outcome(&tx);
@@ -224,6 +226,10 @@ impl Db {
             problems.push(e);
             StreamRecord::default()
         });
+        if record.generation != under {
+            finish(&self.name, &tx, outcome, "read the outbox numbering").await?;
+            return Ok((record.stale(), problems));
+        }
         let stored_next = record.next_seq.max(1);
         let mut others = Vec::new();
         if stored_next > floor.get() {
@@ -245,17 +251,21 @@ impl Db {
         put(&streams, &key, &record.to_js())?;
         finish(&self.name, &tx, outcome, "write the outbox").await?;
         let first = Seq::new(first).map_err(WasmError::from)?;
-        Ok((Allocated { first, others }, problems))
+        Ok((Done::Alloc { first, others }, problems))
     }
 
     /// Writes a batch of confirmed events in one transaction: the events,
     /// the outbox entries they confirm removed, the offset moved, and when
-    /// given a snapshot (the events it covers are deleted).
+    /// given a snapshot (the events it covers are deleted). Nothing is
+    /// written, and the answer is [`Done::Stale`], when storage has
+    /// another numbering than `under` or another epoch than the one the
+    /// write stores (`sync_core::EventsWrite::is_stale`).
     pub async fn write_events(
         &self,
         stream: &str,
         w: &EventsWrite,
-    ) -> Result<Vec<WasmError>, WasmError> {
+        under: u64,
+    ) -> Result<(Done, Vec<WasmError>), WasmError> {
         let key: JsValue = stream.into();
         let tx = idb::transaction(
             &self.db,
@@ -270,6 +280,12 @@ impl Db {
             problems.push(e);
             StreamRecord::default()
         });
+        let stored = record.stored_epoch();
+        let conflict = matches!((&stored, &w.epoch), (Some(s), Some(e)) if s != e);
+        if record.generation != under || conflict {
+            finish(&self.name, &tx, outcome, "read the outbox numbering").await?;
+            return Ok((record.stale(), problems));
+        }
         // Another tab of this profile may be further along: never move back.
         let mut snapshot_at = 0;
         if let Some((offset, state)) = &w.snapshot {
@@ -319,17 +335,22 @@ impl Db {
         }
         put(&streams, &key, &record.to_js())?;
         finish(&self.name, &tx, outcome, "write events").await?;
-        Ok(problems)
+        Ok((Done::Written, problems))
     }
 
-    /// Forgets the stream's history (the server has another epoch): events
-    /// and snapshot deleted, offset 0, the outbox rewritten with `outbox`.
+    /// The server's log has epoch `epoch` (see `sync_core::Work::Reset`):
+    /// when storage holds `epoch` already nothing changes; when it holds
+    /// `from`, the stream's history is forgotten (events and snapshot
+    /// deleted, offset 0) and every tab's outbox entries are renumbered
+    /// from seq 1 in seq order, as one more numbering; otherwise
+    /// (another tab moved storage on) nothing changes and the answer is
+    /// [`Done::Stale`]. One strict transaction.
     pub async fn reset(
         &self,
         stream: &str,
         epoch: &Epoch,
-        outbox: &[OutboxEntry],
-    ) -> Result<(), WasmError> {
+        from: Option<&Epoch>,
+    ) -> Result<(Done, Vec<WasmError>), WasmError> {
         let key: JsValue = stream.into();
         let tx = idb::transaction(
             &self.db,
@@ -337,6 +358,34 @@ impl Db {
             Some(Durability::Strict),
         )?;
         let outcome = idb::outcome(&tx);
+        let mut problems = Vec::new();
+        let streams = idb::store(&tx, STREAMS)?;
+        let raw = idb::read(streams.get(&key), "read streams").await?;
+        let record = StreamRecord::from_js(&raw, stream).unwrap_or_else(|e| {
+            problems.push(e);
+            StreamRecord::default()
+        });
+        let out = idb::store(&tx, OUTBOX)?;
+        let raw = idb::read(
+            out.get_all_with_key(&idb::range_from(&key, 1)?),
+            "read outbox",
+        )
+        .await?;
+        let entries = read_outbox(&raw, stream, &mut problems);
+        let stored = record.stored_epoch();
+        if stored.as_ref() == Some(epoch) {
+            finish(&self.name, &tx, outcome, "read the outbox").await?;
+            let done = Done::Reset {
+                entries,
+                generation: record.generation,
+            };
+            return Ok((done, problems));
+        }
+        if from.is_none() || stored.as_ref() != from {
+            finish(&self.name, &tx, outcome, "read the outbox numbering").await?;
+            return Ok((record.stale(), problems));
+        }
+        let entries = sync_core::outbox::renumber(entries);
         let all = idb::range_from(&key, 0)?;
         let del = |store: &str, k: &JsValue| -> Result<(), WasmError> {
             idb::store(&tx, store)?
@@ -347,50 +396,92 @@ impl Db {
         del(EVENTS, &all)?;
         del(OUTBOX, &all)?;
         del(SNAPSHOTS, &key)?;
-        let out = idb::store(&tx, OUTBOX)?;
         let now = js_sys::Date::now();
-        for e in outbox {
+        for e in &entries {
             put(
                 &out,
                 &idb::key2(&key, e.seq.get()),
                 &outbox_value(e.seq.get(), &e.payload, e.discarded, now),
             )?;
         }
+        let generation = record.generation + 1;
         let record = StreamRecord {
             offset: 0,
-            next_seq: outbox.last().map_or(1, |e| e.seq.get() + 1),
+            next_seq: entries.last().map_or(1, |e| e.seq.get() + 1),
             snapshot_offset: 0,
             epoch: Some(epoch.0.clone()),
+            generation,
         };
-        put(&idb::store(&tx, STREAMS)?, &key, &record.to_js())?;
-        finish(&self.name, &tx, outcome, "reset the stream").await
+        put(&streams, &key, &record.to_js())?;
+        finish(&self.name, &tx, outcome, "reset the stream").await?;
+        Ok((
+            Done::Reset {
+                entries,
+                generation,
+            },
+            problems,
+        ))
+    }
+
+    /// Reads the numbering of `stream` in `tx`: `Some(stale answer)` when
+    /// it is not `under`.
+    async fn check_numbering(
+        tx: &web_sys::IdbTransaction,
+        stream: &str,
+        under: u64,
+        problems: &mut Vec<WasmError>,
+    ) -> Result<Option<Done>, WasmError> {
+        let raw = idb::read(idb::store(tx, STREAMS)?.get(&stream.into()), "read streams").await?;
+        let record = StreamRecord::from_js(&raw, stream).unwrap_or_else(|e| {
+            problems.push(e);
+            StreamRecord::default()
+        });
+        Ok((record.generation != under).then(|| record.stale()))
     }
 
     /// The whole outbox of `stream`, in seq order.
+    /// ([`Done::Reload`]; [`Done::Stale`] under another numbering than
+    /// `under`).
     pub async fn read_outbox(
         &self,
         stream: &str,
-    ) -> Result<(Vec<OutboxEntry>, Vec<WasmError>), WasmError> {
+        under: u64,
+    ) -> Result<(Done, Vec<WasmError>), WasmError> {
         let key: JsValue = stream.into();
-        let tx = idb::transaction(&self.db, &[OUTBOX], None)?;
+        let tx = idb::transaction(&self.db, &[STREAMS, OUTBOX], None)?;
         let outcome = idb::outcome(&tx);
+        let mut problems = Vec::new();
+        if let Some(stale) = Self::check_numbering(&tx, stream, under, &mut problems).await? {
+            finish(&self.name, &tx, outcome, "read the outbox numbering").await?;
+            return Ok((stale, problems));
+        }
         let raw = idb::read(
             idb::store(&tx, OUTBOX)?.get_all_with_key(&idb::range_from(&key, 1)?),
             "read outbox",
         )
         .await?;
-        let mut problems = Vec::new();
         let outbox = read_outbox(&raw, stream, &mut problems);
         finish(&self.name, &tx, outcome, "read the outbox").await?;
-        Ok((outbox, problems))
+        Ok((Done::Reload(outbox), problems))
     }
 
     /// Marks the outbox entries of `seqs` discarded (entries already gone,
-    /// decided meanwhile, are skipped), in one strict transaction.
-    pub async fn mark_discarded(&self, stream: &str, seqs: &[Seq]) -> Result<(), WasmError> {
+    /// decided meanwhile, are skipped), in one strict transaction
+    /// ([`Done::Stale`] under another numbering than `under`).
+    pub async fn mark_discarded(
+        &self,
+        stream: &str,
+        seqs: &[Seq],
+        under: u64,
+    ) -> Result<(Done, Vec<WasmError>), WasmError> {
         let key: JsValue = stream.into();
-        let tx = idb::transaction(&self.db, &[OUTBOX], Some(Durability::Strict))?;
+        let tx = idb::transaction(&self.db, &[STREAMS, OUTBOX], Some(Durability::Strict))?;
         let outcome = idb::outcome(&tx);
+        let mut problems = Vec::new();
+        if let Some(stale) = Self::check_numbering(&tx, stream, under, &mut problems).await? {
+            finish(&self.name, &tx, outcome, "read the outbox numbering").await?;
+            return Ok((stale, problems));
+        }
         let outbox = idb::store(&tx, OUTBOX)?;
         for seq in seqs {
             let k = idb::key2(&key, seq.get());
@@ -400,7 +491,8 @@ impl Db {
                 put(&outbox, &k, &raw)?;
             }
         }
-        finish(&self.name, &tx, outcome, "mark outbox entries discarded").await
+        finish(&self.name, &tx, outcome, "mark outbox entries discarded").await?;
+        Ok((Done::Written, problems))
     }
 }
 
@@ -491,11 +583,18 @@ impl StreamRecord {
                     .ok_or_else(|| bad("epoch is not a string"))?,
             )
         };
+        let generation = get(raw, "generation");
+        let generation = if generation.is_undefined() {
+            0
+        } else {
+            whole(&generation).ok_or_else(|| bad("generation is not a whole number"))?
+        };
         Ok(StreamRecord {
             offset,
             next_seq,
             snapshot_offset,
             epoch,
+            generation,
         })
     }
 
@@ -513,6 +612,7 @@ impl StreamRecord {
             .as_deref()
             .map_or(JsValue::NULL, JsValue::from_str);
         set(&o, "epoch", &epoch);
+        set(&o, "generation", &JsValue::from_f64(self.generation as f64));
         o.into()
     }
 }

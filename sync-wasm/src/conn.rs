@@ -1,0 +1,98 @@
+//! The connection's state, as data: the socket, its timers, the backoff,
+//! the token, and the browser's `online`/`offline` listeners. What happens
+//! on each socket event is net.rs's; this module uses nothing of the
+//! engine, so the engine can hold it.
+
+use sync_core::{Backoff, ClientMsg, FailureReports};
+use wasm_bindgen::prelude::*;
+use web_sys::EventTarget;
+
+use crate::socket::{Socket, Timer};
+
+/// Connection state.
+pub(crate) struct Net {
+    pub socket: Option<Socket>,
+    /// Numbers sockets, so events of an old one are ignored.
+    pub gen: u64,
+    pub backoff: Backoff,
+    pub reconnect_timer: Option<Timer>,
+    pub heartbeat: Option<Timer>,
+    pub startup_timer: Option<Timer>,
+    pub last_rx_ms: f64,
+    pub nonce: u64,
+    /// `goOffline()` was called: no attempts until `reconnect()`.
+    pub paused: bool,
+    /// Sent in the next `Hello`.
+    pub token: Option<String>,
+    /// Sent in this connection's `Hello`.
+    pub sent_token: Option<String>,
+    /// The server refused the token or what it allows: no attempts until
+    /// `setToken()` or `reconnect()`.
+    pub needs_token: bool,
+    /// The current socket has opened.
+    pub opened: bool,
+    /// Which failed attempts are reported.
+    pub failures: FailureReports,
+}
+
+impl Net {
+    /// Offline, with reconnect delays from `backoff_min_ms` up to
+    /// `backoff_max_ms`; `paused` until `reconnect()` when the store
+    /// does not connect by itself.
+    pub fn new(
+        backoff_min_ms: u32,
+        backoff_max_ms: u32,
+        paused: bool,
+        token: Option<String>,
+    ) -> Net {
+        Net {
+            socket: None,
+            gen: 0,
+            backoff: Backoff::new(backoff_min_ms, backoff_max_ms),
+            reconnect_timer: None,
+            heartbeat: None,
+            startup_timer: None,
+            last_rx_ms: 0.0,
+            nonce: 0,
+            paused,
+            token,
+            sent_token: None,
+            needs_token: false,
+            opened: false,
+            failures: FailureReports::default(),
+        }
+    }
+
+    pub fn send(&self, msg: &ClientMsg) {
+        if let Some(s) = &self.socket {
+            s.send(&msg.encode());
+        }
+    }
+
+    /// Drops the socket and every timer.
+    pub fn shutdown(&mut self) {
+        self.socket = None;
+        self.heartbeat = None;
+        self.reconnect_timer = None;
+        self.startup_timer = None;
+    }
+}
+
+/// The `online`/`offline` listeners on the global object; dropping it
+/// removes them.
+pub(crate) struct BrowserEvents {
+    pub target: EventTarget,
+    pub online: Closure<dyn FnMut()>,
+    pub offline: Closure<dyn FnMut()>,
+}
+
+impl Drop for BrowserEvents {
+    fn drop(&mut self) {
+        let _ = self
+            .target
+            .remove_event_listener_with_callback("online", self.online.as_ref().unchecked_ref());
+        let _ = self
+            .target
+            .remove_event_listener_with_callback("offline", self.offline.as_ref().unchecked_ref());
+    }
+}

@@ -698,35 +698,49 @@ async fn an_epoch_reset_after_another_tab_wrote_keeps_every_intent() {
 }
 
 #[wasm_bindgen_test]
-async fn close_while_the_first_outbox_write_is_retried_stays_offline() {
-    // A store whose outbox write failed connects while the write waits
-    // for its retry; close() gives the write its last attempt. The store
-    // must stay offline: no Welcome is acted on after close.
+async fn a_tab_still_in_the_old_epoch_writes_after_another_tab_reset() {
+    // Tab a meets the new epoch and resets the shared storage; tab b,
+    // offline and still numbering in the old epoch, then writes an
+    // intent, and a writes one after it. Each is in the new log once.
     let url = server_start().await;
-    let stream = unique("close-welcome");
+    let stream = unique("epoch-late");
     let db = unique("db");
-    let store = open(options(&url, &stream, &db, r#","connect":false"#)).await;
-    sync_wasm::testing::fail_next_writes(&db, "QuotaExceededError", 1);
-    add(&store, "a");
-    wait_for(T, "the failed outbox write reported", || {
-        last_error_code(&store).as_deref() == Some("QUOTA_EXCEEDED")
+    let a = open(options(&url, &stream, &db, "")).await;
+    let b = open(options(&url, &stream, &db, "")).await;
+    add(&a, "old");
+    synced(&a, 20_000).await;
+    wait_for(T, "both tabs at offset 1", || {
+        status_num(&a, "offset") == 1.0 && status_num(&b, "offset") == 1.0
     })
     .await;
-    let before = server_metric("logsync_connections_total").await;
-    call(&store, "reconnect", &[]).unwrap();
-    let deadline = js_sys::Date::now() + T;
-    while server_metric("logsync_connections_total").await <= before {
-        assert!(
-            js_sys::Date::now() < deadline,
-            "the server never saw the connection"
-        );
-        sleep(5).await;
-    }
-    close(&store).await;
-    assert_eq!(
-        status(&store, "online"),
-        JsValue::FALSE,
-        "online after close()"
-    );
-    sync_wasm::testing::clear_faults();
+    call(&a, "goOffline", &[]).unwrap();
+    call(&b, "goOffline", &[]).unwrap();
+    server_reset().await;
+    server_start().await;
+    call(&a, "reconnect", &[]).unwrap();
+    wait_for(T, "a online in the new epoch", || {
+        status(&a, "online") == JsValue::TRUE && status_num(&a, "offset") == 0.0
+    })
+    .await;
+    let has_seq = |s: &JsValue| {
+        let p = call(s, "pending", &[]).unwrap();
+        let p = js_sys::Array::from(&p);
+        p.length() > 0 && p.iter().all(|x| get(&x, "seq").as_f64().is_some())
+    };
+    add(&b, "from-b");
+    wait_for(T, "b's outbox write done", || has_seq(&b)).await;
+    add(&a, "from-a");
+    synced(&a, 20_000).await;
+    call(&b, "reconnect", &[]).unwrap();
+    synced(&b, 20_000).await;
+    wait_for(T, "both tabs at offset 2", || {
+        status_num(&a, "offset") == 2.0 && status_num(&b, "offset") == 2.0
+    })
+    .await;
+    let entries = log_entries(&stream).await;
+    assert_exactly_once(&entries, &["from-a".into(), "from-b".into()]);
+    assert_eq!(entries.len(), 2, "nothing else in the new log: {entries:?}");
+    assert_eq!(items(&a), items(&b));
+    close(&a).await;
+    close(&b).await;
 }

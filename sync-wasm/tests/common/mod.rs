@@ -19,12 +19,6 @@ export async function httpJson(method, url, body) {
   if (!r.ok) throw new Error(`${method} ${url}: ${r.status} ${text}`);
   return text ? JSON.parse(text) : null;
 }
-export async function httpText(url) {
-  const r = await fetch(url, { cache: 'no-store' });
-  const text = await r.text();
-  if (!r.ok) throw new Error(`GET ${url}: ${r.status} ${text}`);
-  return text;
-}
 export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 export function makeFn(args, body) { return new Function(args, body); }
 export function stringify(v) { return JSON.stringify(v); }
@@ -59,8 +53,6 @@ export function rawGetAll(dbName, store) {
 extern "C" {
     #[wasm_bindgen(catch, js_name = httpJson)]
     async fn http_json(method: &str, url: &str, body: JsValue) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(catch, js_name = httpText)]
-    async fn http_text(url: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = sleep)]
     fn sleep_promise(ms: u32) -> js_sys::Promise;
     #[wasm_bindgen(js_name = makeFn)]
@@ -240,21 +232,6 @@ pub async fn broken_peer_connections(kind: &str) -> u32 {
     get(&get(&info, "brokenPeerConnections"), kind)
         .as_f64()
         .expect("count") as u32
-}
-
-/// The value of the server's metric `name` (a sample without labels) in
-/// its `/metrics` text.
-pub async fn server_metric(name: &str) -> f64 {
-    let info = harness_call("GET", "/info").await;
-    let base = get(&info, "url").as_string().expect("server url");
-    let text = http_text(&format!("{base}/metrics"))
-        .await
-        .unwrap_or_else(|e| panic!("GET /metrics: {e:?}"))
-        .as_string()
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in /metrics"))
 }
 
 /// Every event of `stream` in the server's log (GET /v1/streams/…/events).

@@ -20,8 +20,8 @@ DURATION="${DURATION:-5s}"
 WRITERS="${WRITERS:-1,10,100}"
 STREAMS="${STREAMS:-1}"
 
-cargo build --profile release-native -p server-stub --bin logsync-server --example scaleout --locked
-BIN=target/release-native
+cargo build --release -p server-stub --bin logsync-server --example scaleout --locked
+BIN=target/release
 
 # shellcheck source=scripts/pg-cluster.sh
 source "$ROOT/scripts/pg-cluster.sh"

@@ -182,7 +182,7 @@ const size = of('size')[0];
 if (size) {
   say('## 5. Size');
   say();
-  say('The npm package\'s release build (`npm run build` in js/: wasm-pack release, wasm-opt), gzip -9 of each file, summed.');
+  say('The npm package\'s release build (`npm run build` in js/: wasm-pack with the `wasm-release` profile, wasm-opt), gzip -9 of each file, summed.');
   say();
   say('| what | raw bytes | gzip bytes |');
   say('|---|---:|---:|');

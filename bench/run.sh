@@ -84,9 +84,9 @@ run() {
 step() { printf '\n\033[1m==> %s\033[0m  (+%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
 
 # ---- build -----------------------------------------------------------------
-step "build: server, load generator, relay (release-native); npm package (release)"
-cargo build --profile release-native -p server-stub -p logsync-bench --locked 2>&1 | tail -n 2
-BIN="$ROOT/target/release-native"
+step "build: server, load generator, relay (release); npm package (wasm-release)"
+cargo build --release -p server-stub -p logsync-bench --locked 2>&1 | tail -n 2
+BIN="$ROOT/target/release"
 if want browser || want size; then
   (cd js && { [ -d node_modules ] || npm ci --no-audit --no-fund >/dev/null; } && npm run build --silent >"$SCRATCH/npm-build.log" 2>&1) \
     || { cat "$SCRATCH/npm-build.log" >&2; exit 1; }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Browser SDK benchmarks, release build:
-#   1. size: wasm + JS glue of `wasm-pack build --release --target web`,
+# Browser SDK benchmarks, on the shipped (wasm-release profile) build:
+#   1. size: wasm + JS glue of `wasm-pack build --profile wasm-release --target web`,
 #      raw and gzip -9;
 #   2. start-up: `openStore` → first state with N stored events (default
 #      10,000, 100,000 and 100,999 — the last one leaves 999 events after the
@@ -35,10 +35,10 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}'
 
 if [ "$what" = all ] || [ "$what" = size ]; then
   command -v wasm-opt >/dev/null || { echo "wasm-opt not on PATH (scripts/setup.sh installs it into .tools/)" >&2; exit 1; }
-  wasm-pack build --release --target web --out-dir "$SCRATCH/pkg" --out-name logsync_wasm sync-wasm >/dev/null 2>&1 \
-    || wasm-pack build --release --target web --out-dir "$SCRATCH/pkg" --out-name logsync_wasm sync-wasm
+  wasm-pack build --profile wasm-release --target web --out-dir "$SCRATCH/pkg" --out-name logsync_wasm sync-wasm >/dev/null 2>&1 \
+    || wasm-pack build --profile wasm-release --target web --out-dir "$SCRATCH/pkg" --out-name logsync_wasm sync-wasm
   total=0
-  echo "== size (release, wasm-opt, gzip -9)"
+  echo "== size (wasm-release profile, wasm-opt, gzip -9)"
   for f in "$SCRATCH/pkg/logsync_wasm_bg.wasm" "$SCRATCH/pkg/logsync_wasm.js" "$SCRATCH"/pkg/snippets/*/*.js; do
     raw=$(stat -c %s "$f"); gz=$(gzip -9 -c "$f" | wc -c); total=$((total + gz))
     printf '%-28s %8d B raw %8d B gzip\n' "$(basename "$f")" "$raw" "$gz"
@@ -47,9 +47,9 @@ if [ "$what" = all ] || [ "$what" = size ]; then
 fi
 
 if [ "$what" = all ] || [ "$what" = startup ]; then
-  cargo build -p server-stub --bin logsync-server --profile release-native --locked
+  cargo build -p server-stub --bin logsync-server --release --locked
   export TMPDIR="$SCRATCH"
-  node tests/harness/server-control.mjs --server "$ROOT/target/release-native/logsync-server" \
+  node tests/harness/server-control.mjs --server "$ROOT/target/release/logsync-server" \
     >"$SCRATCH/harness.out" 2>"$SCRATCH/harness.err" &
   HARNESS_PID=$!
   LOGSYNC_HARNESS_URL=""
@@ -62,8 +62,8 @@ if [ "$what" = all ] || [ "$what" = startup ]; then
   export LOGSYNC_HARNESS_URL
   export LOGSYNC_BENCH_SIZES="${LOGSYNC_BENCH_SIZES:-10000,100000,100999}"
   export CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=1800
-  echo "== start-up (release build, headless Chromium, sizes $LOGSYNC_BENCH_SIZES)"
-  wasm-pack test --release --headless --chrome --chromedriver /usr/bin/chromedriver sync-wasm \
-    --features bench --test bench_startup
+  echo "== start-up (wasm-release build, headless Chromium, sizes $LOGSYNC_BENCH_SIZES)"
+  wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver sync-wasm \
+    --profile wasm-release --features bench --test bench_startup
   grep '^REPORT ' "$SCRATCH/harness.out" | sed 's/^REPORT //'
 fi

@@ -49,7 +49,7 @@ scripts/setup.sh
 export PATH="$ROOT/.tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 
 log "building logsync-server"
-cargo build --profile release-native -p server-stub --bin logsync-server --locked
+cargo build --release -p server-stub --bin logsync-server --locked
 log "building the npm package (wasm + JS)"
 (cd js && npm run --silent build)
 if [ "$APP" = elm ]; then
@@ -82,7 +82,7 @@ log "starting logsync-server on 127.0.0.1:$PORT (log in $DB)"
 # Server output goes to the terminal and to a file we read the address from;
 # $! is the server's own PID (process substitution, not a pipeline).
 : > "$SCRATCH/server.out"
-target/release-native/logsync-server --listen "127.0.0.1:$PORT" --db "$DB" \
+target/release/logsync-server --listen "127.0.0.1:$PORT" --db "$DB" \
   --static "examples/todo-$APP/dist" > >(tee "$SCRATCH/server.out") 2>&1 &
 SERVER_PID=$!
 

@@ -40,7 +40,7 @@ step "build: wasm module + npm package (js/)"
 (cd js && npm run --silent build)
 
 step "build: logsync-server"
-cargo build --profile release-native -p server-stub --bin logsync-server --locked
+cargo build --release -p server-stub --bin logsync-server --locked
 
 step "build: React example"
 (cd examples/todo-react && npm run --silent build -- --logLevel warn)

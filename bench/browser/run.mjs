@@ -11,8 +11,8 @@
 //       with full replay, against a plain IndexedDB read of the records;
 //   (d) catch-up of 100k events from the server.
 //
-//   node bench/browser/run.mjs --server target/release-native/logsync-server \
-//        --seeder target/release-native/logsync-bench [--json out.jsonl] [--quick]
+//   node bench/browser/run.mjs --server target/release/logsync-server \
+//        --seeder target/release/logsync-bench [--json out.jsonl] [--quick]
 //        [--server-cpus 1] [--profile-dispatch]
 //
 // Starts and stops everything itself (a static file server, the
@@ -50,8 +50,8 @@ const opts = { quick: false, json: null, server: null, seeder: null, cpus: null,
     else if (a === '--wasm-dir') opts.wasmDir = path.resolve(argv[++i]);
     else fail(`unknown argument ${a}`);
   }
-  opts.server ||= path.join(root, 'target/release-native/logsync-server');
-  opts.seeder ||= path.join(root, 'target/release-native/logsync-bench');
+  opts.server ||= path.join(root, 'target/release/logsync-server');
+  opts.seeder ||= path.join(root, 'target/release/logsync-bench');
   for (const [what, p] of [['--server', opts.server], ['--seeder', opts.seeder], ['js build', path.join(root, 'js/wasm/logsync_wasm_bg.wasm')]]) {
     if (!fs.existsSync(p)) fail(`${what}: ${p} does not exist (bench/run.sh builds it)`);
   }

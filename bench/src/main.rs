@@ -122,14 +122,14 @@ async fn run(cli: Cli) -> Result<(), String> {
         Some(b) => b,
         None => server::sibling_bin(
             "logsync-server",
-            "build it with `cargo build --profile release-native -p server-stub` or pass --server-bin",
+            "build it with `cargo build --release -p server-stub` or pass --server-bin",
         )?,
     };
     let relay_bin = match cli.relay_bin.clone() {
         Some(b) => b,
         None => server::sibling_bin(
             "logsync-relay",
-            "build it with `cargo build --profile release-native -p logsync-bench` or pass --relay-bin",
+            "build it with `cargo build --release -p logsync-bench` or pass --relay-bin",
         )
         .unwrap_or_default(),
     };

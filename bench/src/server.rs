@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use crate::procstat;
 
 /// `name` next to the running binary (all come from the same
-/// `cargo build --profile release-native`).
+/// `cargo build --release`).
 pub fn sibling_bin(name: &str, hint: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let bin = exe.with_file_name(name);
@@ -132,7 +132,7 @@ impl Launcher {
     /// Starts the baseline relay.
     pub async fn relay(&self) -> Result<Proc, String> {
         if self.relay_bin.as_os_str().is_empty() {
-            return Err("logsync-relay not found next to this binary; build it with `cargo build --profile release-native -p logsync-bench` or pass --relay-bin".into());
+            return Err("logsync-relay not found next to this binary; build it with `cargo build --release -p logsync-bench` or pass --relay-bin".into());
         }
         let argv = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
         let mut p = Proc::spawn(

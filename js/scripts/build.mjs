@@ -1,6 +1,8 @@
 // Builds the wasm module into js/wasm/ (git-ignored, shipped by `npm pack`):
-// `wasm-pack build --release --target web` of ../sync-wasm, with the
-// repository's wasm-opt on PATH, then prints the package's size.
+// `wasm-pack build --profile wasm-release --target web` of ../sync-wasm (the
+// size-first cargo profile of the root Cargo.toml; `release` is the native
+// server's), with the repository's wasm-opt on PATH, then prints the
+// package's size.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { delimiter, dirname, join, resolve } from 'node:path';
@@ -12,6 +14,10 @@ const root = resolve(jsDir, '..');
 const crate = join(root, 'sync-wasm');
 const outDir = join(jsDir, 'wasm');
 const tools = join(root, '.tools', 'node_modules', '.bin');
+const PROFILE = 'wasm-release';
+// Where cargo puts the module wasm-pack hands to wasm-bindgen.
+const targetDir = process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(root, 'target');
+const cargoWasm = join(targetDir, 'wasm32-unknown-unknown', PROFILE, 'sync_wasm.wasm');
 
 if (!existsSync(join(tools, 'wasm-opt'))) {
   console.error(`wasm-opt not found in ${tools}; run scripts/setup.sh first`);
@@ -19,7 +25,7 @@ if (!existsSync(join(tools, 'wasm-opt'))) {
 }
 
 const result = spawnSync('wasm-pack', [
-  'build', '--release', '--target', 'web',
+  'build', '--profile', PROFILE, '--target', 'web',
   '--out-dir', outDir, '--out-name', 'logsync_wasm',
   '--no-pack', '--no-gitignore', crate,
 ], {
@@ -31,6 +37,13 @@ if (result.error) {
   process.exit(1);
 }
 if (result.status !== 0) process.exit(result.status ?? 1);
+// The module must come from the size-first profile: a build that fell back
+// to another profile would ship a bigger, slower-to-download module.
+if (!existsSync(cargoWasm)) {
+  console.error(`expected the ${PROFILE} module at ${cargoWasm}`);
+  process.exit(1);
+}
+console.log(`  cargo profile ${PROFILE}: ${cargoWasm}`);
 
 // wasm-pack copies the crate's README and licence; the package has its own.
 // `snippets/` holds the crate's inline JS, imported by the glue.

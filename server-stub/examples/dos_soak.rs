@@ -7,8 +7,8 @@
 //! itself after `--seconds` (default 20) and stops the server by its PID.
 //!
 //! ```sh
-//! cargo build --profile release-native -p server-stub --bin logsync-server --example dos_soak
-//! target/release-native/examples/dos_soak --server-bin target/release-native/logsync-server --seconds 20
+//! cargo build --release -p server-stub --bin logsync-server --example dos_soak
+//! target/release/examples/dos_soak --server-bin target/release/logsync-server --seconds 20
 //! ```
 //!
 //! Flags after `--` go to the server (e.g. `-- --max-tcp-connections 1000`).
@@ -64,7 +64,7 @@ fn token(sub: &str) -> String {
 
 #[tokio::main]
 async fn main() {
-    let mut server_bin = PathBuf::from("target/release-native/logsync-server");
+    let mut server_bin = PathBuf::from("target/release/logsync-server");
     let mut seconds = 20u64;
     let mut server_args: Vec<String> = Vec::new();
     let mut it = std::env::args().skip(1);

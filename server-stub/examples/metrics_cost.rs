@@ -3,7 +3,7 @@
 //! metric types (which the renderer could have used instead).
 //!
 //! ```text
-//! cargo run --profile release-native -p server-stub --example metrics_cost -- [iterations] [threads]
+//! cargo run --release -p server-stub --example metrics_cost -- [iterations] [threads]
 //! ```
 //!
 //! Each case runs `iterations` recordings on each of `threads` threads at

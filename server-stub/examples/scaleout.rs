@@ -4,8 +4,8 @@
 //! numbers are in server-stub/README.md ("Scale-out on PostgreSQL").
 //!
 //! ```sh
-//! cargo build --profile release-native -p server-stub --example scaleout
-//! target/release-native/examples/scaleout --server-bin target/release-native/logsync-server \
+//! cargo build --release -p server-stub --example scaleout
+//! target/release/examples/scaleout --server-bin target/release/logsync-server \
 //!     --postgres postgres://postgres@127.0.0.1:5432/postgres --nodes 2 --writers 1,10,100
 //! ```
 //!
@@ -50,7 +50,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
-        server_bin: PathBuf::from("target/release-native/logsync-server"),
+        server_bin: PathBuf::from("target/release/logsync-server"),
         postgres: None,
         nodes: 1,
         writers: vec![1, 10, 100],

@@ -35,9 +35,9 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::intake::SizeLimit;
 use crate::metrics::Metrics;
+use crate::state::AppState;
 use crate::store::memory::MemoryStore;
 use crate::store::LogStore;
-use crate::AppState;
 
 const SECRET: &[u8] = b"logsync-fuzz-secret-0123456789abcdef";
 

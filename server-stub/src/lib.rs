@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod error;
 #[doc(hidden)]
@@ -15,6 +16,9 @@ mod http;
 mod limits;
 mod listen;
 mod logfmt;
+mod respond;
+mod router;
+mod state;
 mod subjects;
 mod ws;
 
@@ -23,64 +27,21 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-pub use config::{Cli, CommitMode, Config};
+pub use cli::Cli;
+pub use config::Config;
 pub use error::Error;
-pub use http::status_for;
+pub use respond::status_for;
+pub use store::CommitMode;
 pub use ws::close_code;
 
 use hub::Hub;
 use intake::{IntentPolicy, SizeLimit};
 use metrics::Metrics;
+use state::AppState;
 use store::postgres::{PostgresOptions, PostgresStore};
 use store::sqlite::{SqliteOptions, SqliteStore};
 use store::{LogStore, ReadLimits};
-
-/// What every handler shares.
-pub(crate) struct AppState {
-    pub config: Config,
-    pub store: Arc<dyn LogStore>,
-    pub hub: Arc<Hub>,
-    pub metrics: Arc<Metrics>,
-    pub policy: Arc<dyn IntentPolicy>,
-    /// Cancelled when shutdown starts.
-    pub shutdown: CancellationToken,
-    /// Every WebSocket connection, so shutdown can wait for them.
-    pub tracker: TaskTracker,
-    /// Places under `max_connections`, for WebSocket connections and SSE feeds.
-    pub connections: Arc<tokio::sync::Semaphore>,
-    /// Client ids known to be bound to a subject.
-    pub bindings: access::Bindings,
-    /// What each subject holds and spends (connections, rates).
-    pub subjects: Arc<subjects::Subjects>,
-}
-
-impl AppState {
-    pub(crate) fn new(
-        config: Config,
-        store: Arc<dyn LogStore>,
-        hub: Arc<Hub>,
-        metrics: Arc<Metrics>,
-        policy: Arc<dyn IntentPolicy>,
-        shutdown: CancellationToken,
-    ) -> AppState {
-        let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
-        let subjects = Arc::new(subjects::Subjects::new(&config, metrics.clone()));
-        AppState {
-            subjects,
-            config,
-            store,
-            hub,
-            metrics,
-            policy,
-            shutdown,
-            tracker: TaskTracker::new(),
-            connections,
-            bindings: access::Bindings::default(),
-        }
-    }
-}
 
 /// A server with its store open, ready to serve a listener.
 pub struct Server {
@@ -202,7 +163,7 @@ impl Server {
             shutdown.await;
             trigger.cancel();
         });
-        let app = http::router(state.clone(), ops.is_none());
+        let app = router::router(state.clone(), ops.is_none());
         let ops_server = ops.map(|ops| {
             match ops.local_addr() {
                 Ok(a) => tracing::info!(addr = %a, "serving /healthz, /livez and /metrics"),
@@ -210,7 +171,7 @@ impl Server {
             }
             tokio::spawn(listen::serve(
                 ops,
-                http::ops_router(state.clone()),
+                router::ops_router(state.clone()),
                 64,
                 0,
                 state.config.header_read_timeout,

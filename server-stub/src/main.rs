@@ -2,7 +2,7 @@
 //! prints the address line and serves until SIGTERM or Ctrl-C.
 
 use clap::Parser as _;
-use server_stub::config::{Command, LogFormat};
+use server_stub::cli::{Command, LogFormat};
 use server_stub::{Cli, Server};
 use tracing_subscriber::EnvFilter;
 

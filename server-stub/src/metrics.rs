@@ -143,6 +143,22 @@ pub struct Metrics {
     denied: Vec<AtomicU64>,
 }
 
+/// Counts a live subscription (WebSocket or SSE) for as long as it exists.
+pub(crate) struct SubscriptionGauge(std::sync::Arc<Metrics>);
+
+impl SubscriptionGauge {
+    pub(crate) fn new(metrics: std::sync::Arc<Metrics>) -> Self {
+        metrics.subscriptions.fetch_add(1, Relaxed);
+        SubscriptionGauge(metrics)
+    }
+}
+
+impl Drop for SubscriptionGauge {
+    fn drop(&mut self) {
+        self.0.subscriptions.fetch_sub(1, Relaxed);
+    }
+}
+
 /// The limits that refuse requests, as `logsync_limit_trips_total{limit}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Limit {

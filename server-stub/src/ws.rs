@@ -39,9 +39,10 @@ use crate::access;
 use crate::auth::{now_secs, Principal};
 use crate::hub::Subscription;
 use crate::limits::{Admit, IntentRate};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SubscriptionGauge};
+use crate::respond::{error_response, too_many_connections};
+use crate::state::AppState;
 use crate::store::{AppendRequest, Outcome, Submitted};
-use crate::AppState;
 
 /// Frames (of any size) that may wait in one connection's queue.
 const QUEUE_FRAMES: usize = 256;
@@ -76,7 +77,7 @@ pub(crate) async fn upgrade(
     let ws = match ws {
         Ok(ws) => ws,
         Err(r) => {
-            return crate::http::error_response(
+            return error_response(
                 ErrorCode::InvalidRequest,
                 &format!("/v1/ws speaks the WebSocket protocol only: {r}"),
                 &[],
@@ -84,21 +85,17 @@ pub(crate) async fn upgrade(
         }
     };
     if state.shutdown.is_cancelled() {
-        return crate::http::error_response(
-            ErrorCode::ShuttingDown,
-            "the server is shutting down",
-            &[],
-        );
+        return error_response(ErrorCode::ShuttingDown, "the server is shutting down", &[]);
     }
     // Refused before the upgrade, as plain HTTP: a page of a foreign origin
     // gets no socket at all (cross-site WebSocket hijacking), and a server
     // at its connection limit spends nothing on another one.
     if let Err((code, message)) = access::check_origin(&state.config, &headers) {
         state.metrics.refused(code);
-        return crate::http::error_response(code, &message, &[]);
+        return error_response(code, &message, &[]);
     }
-    let Some(permit) = crate::http::connection_permit(&state) else {
-        return crate::http::too_many_connections(&state);
+    let Some(permit) = state.connection_permit() else {
+        return too_many_connections(&state);
     };
     let max = state.config.max_frame_bytes;
     // Frames up to twice the limit are read whole and refused by the
@@ -791,22 +788,6 @@ fn internal() -> Fatal {
         ErrorCode::Internal,
         "the connection's tasks stopped unexpectedly".into(),
     )
-}
-
-/// Counts a live subscription for as long as it exists.
-pub(crate) struct SubscriptionGauge(Arc<Metrics>);
-
-impl SubscriptionGauge {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.subscriptions.fetch_add(1, Relaxed);
-        SubscriptionGauge(metrics)
-    }
-}
-
-impl Drop for SubscriptionGauge {
-    fn drop(&mut self) {
-        self.0.subscriptions.fetch_sub(1, Relaxed);
-    }
 }
 
 async fn subscription_loop(

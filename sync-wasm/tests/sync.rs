@@ -448,18 +448,42 @@ async fn a_malformed_server_frame_is_reported_and_the_state_kept() {
 async fn go_offline_and_reconnect() {
     let url = server_start().await;
     let stream = unique("manual");
-    let store = open(options(&url, &stream, &unique("db"), "")).await;
+    let db = unique("db");
+    // Every WebSocket frame this page sends, counted (the store's socket
+    // calls `send` on the instance, so the prototype's is the one it gets).
+    js_sys::eval(
+        "(() => { const send = WebSocket.prototype.send; globalThis.__logsyncSend = send; \
+         globalThis.__logsyncSent = 0; \
+         WebSocket.prototype.send = function (d) { globalThis.__logsyncSent++; return send.call(this, d); }; })()",
+    )
+    .unwrap();
+    let sent = || {
+        js_sys::eval("globalThis.__logsyncSent")
+            .unwrap()
+            .as_f64()
+            .unwrap()
+    };
+    let store = open(options(&url, &stream, &db, "")).await;
     wait_for(T, "online", || status(&store, "online") == JsValue::TRUE).await;
     call(&store, "goOffline", &[]).unwrap();
     assert_eq!(status(&store, "online"), JsValue::FALSE);
+    let sent_before = sent();
     add(&store, "held");
-    sleep(300).await;
-    assert_eq!(
-        status_num(&store, "pending"),
-        1.0,
-        "nothing is sent while offline"
-    );
+    // The dispatch is done once its outbox record is durable: an online
+    // store sends the push right when that write completes, before this
+    // read (queued behind the write) can see the record.
+    let start = js_sys::Date::now();
+    while raw_get_all(&db, "outbox").await.1.length() == 0 {
+        assert!(
+            js_sys::Date::now() - start < T,
+            "the dispatch was not stored"
+        );
+        sleep(20).await;
+    }
+    assert_eq!(sent(), sent_before, "nothing is sent while offline");
+    assert_eq!(status_num(&store, "pending"), 1.0);
     assert!(log_entries(&stream).await.is_empty());
+    js_sys::eval("WebSocket.prototype.send = globalThis.__logsyncSend").unwrap();
     call(&store, "reconnect", &[]).unwrap();
     synced(&store, 20_000).await;
     assert_exactly_once(&log_entries(&stream).await, &["held".into()]);
@@ -495,6 +519,15 @@ async fn the_heartbeat_drops_a_silent_connection_and_keeps_a_live_one() {
 
     // A live server answers the pings: an idle connection stays up although
     // two silent periods (200 ms) are much shorter than the observation.
+    // Every WebSocket frame this page receives is counted (the store's
+    // socket sets `onmessage` on the instance, through the prototype).
+    js_sys::eval(
+        "(() => { const d = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage'); \
+         globalThis.__logsyncOnMessage = d; globalThis.__logsyncReceived = 0; \
+         Object.defineProperty(WebSocket.prototype, 'onmessage', { configurable: true, get: d.get, \
+         set(f) { d.set.call(this, f && function (e) { globalThis.__logsyncReceived++; return f.call(this, e); }); } }); })()",
+    )
+    .unwrap();
     let url = server_start().await;
     let live = open(options(
         &url,
@@ -512,7 +545,27 @@ async fn the_heartbeat_drops_a_silent_connection_and_keeps_a_live_one() {
         }
     });
     call(&live, "onStatus", &[watch.as_ref().clone()]).unwrap();
-    sleep(1500).await; // the observation window: nothing may happen in it
+    // The observation window is counted in heartbeat round trips, not
+    // waited out: on this idle connection (an empty stream, no writers)
+    // the frames that arrive are the server's Pongs to the store's
+    // heartbeat Pings, besides at most one answer to the subscription.
+    // Ten more frames span at least four silent periods of 200 ms, each of
+    // which would have dropped the connection had the pongs not kept it.
+    let received = || {
+        js_sys::eval("globalThis.__logsyncReceived")
+            .unwrap()
+            .as_f64()
+            .unwrap()
+    };
+    let before = received();
+    wait_for(T, "ten heartbeat round trips", || {
+        received() >= before + 10.0
+    })
+    .await;
+    js_sys::eval(
+        "Object.defineProperty(WebSocket.prototype, 'onmessage', globalThis.__logsyncOnMessage)",
+    )
+    .unwrap();
     assert_eq!(drops.get(), 0, "a live connection was dropped");
     assert_eq!(status(&live, "online"), JsValue::TRUE);
     close(&live).await;

@@ -36,14 +36,14 @@ const background = new Set();
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'logsync-pack-'));
   // What the first-app guide's repository step leaves: the package's
-  // tarball in logsync/js/, the server in logsync/target/release-native/.
+  // tarball in logsync/js/, the server in logsync/target/release/.
   const packed = join(dir, 'logsync', 'js');
   mkdirSync(packed, { recursive: true });
   execFileSync('npm', ['pack', '--ignore-scripts', '--pack-destination', packed], { cwd: join(ROOT, 'js'), stdio: 'ignore' });
   const tarball = readdirSync(packed).find((f) => f.endsWith('.tgz'));
   if (!existsSync(SERVER_BIN)) throw new Error(`server binary not found at ${SERVER_BIN}: run scripts/test-js.sh (it builds it)`);
-  mkdirSync(join(dir, 'logsync', 'target', 'release-native'), { recursive: true });
-  symlinkSync(SERVER_BIN, join(dir, 'logsync', 'target', 'release-native', 'logsync-server'));
+  mkdirSync(join(dir, 'logsync', 'target', 'release'), { recursive: true });
+  symlinkSync(SERVER_BIN, join(dir, 'logsync', 'target', 'release', 'logsync-server'));
 
   const app = join(dir, 'app');
   const pkg = join(app, 'node_modules', 'logsync');
@@ -139,7 +139,7 @@ test('vite dev server: the same app works with the same config', async () => {
 //                         exactly REPO_BLOCK below; the test does not rebuild
 //                         (scripts/test-js.sh ran the same builds before it):
 //                         it packs js/ into <tmp>/logsync/js/ and links the
-//                         built server to <tmp>/logsync/target/release-native/,
+//                         built server to <tmp>/logsync/target/release/,
 //                         so the guide's `../logsync/...` paths hold as written
 //   first-app:run         shell commands, run with bash -e; a `cd` carries over
 //   first-app:file=PATH   written to PATH in the current folder
@@ -159,7 +159,7 @@ test('vite dev server: the same app works with the same config', async () => {
 // this quick after the first run). The test fails when a block is added,
 // removed or reordered without the test following, and when the guide's
 // app does not do what the guide says it does.
-const REPO_BLOCK = `cargo build --profile release-native -p server-stub
+const REPO_BLOCK = `cargo build --release -p server-stub
 cd js && npm install && npm run build && npm pack
 `;
 

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sync_core::protocol::EVENT_OVERHEAD;
 use sync_core::{
     decide_batch, ClientId, Epoch, ErrorCode, Event, IntentDigest, Offset, Position, Step,
     StreamName,
@@ -17,7 +18,6 @@ use super::{
     appended_resend, AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page,
     ProposedIntent, ReadLimits, StoredSnapshot,
 };
-use crate::config::EVENT_OVERHEAD;
 use crate::error::Error;
 
 #[derive(Default)]

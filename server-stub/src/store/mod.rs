@@ -33,6 +33,17 @@ use crate::error::Error;
 /// hold any store as `Arc<dyn LogStore>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// How a store's single writer turns waiting intents into transactions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Every intent waiting when a commit starts goes into one transaction
+    /// (one fsync for the lot). The default, and the one to run.
+    Group,
+    /// One transaction (one fsync) per intent. Slower by design; it exists
+    /// so benchmarks can measure what group commit buys on the same code.
+    PerIntent,
+}
+
 /// What the intake decided for an intent before it reaches the log: it is
 /// only applied when the intent's seq is the next one (a resend keeps its
 /// original outcome).
@@ -204,7 +215,7 @@ pub type Submitted = BoxFuture<'static, Result<Vec<Outcome>, Error>>;
 pub struct ReadLimits {
     /// Most events.
     pub max_events: usize,
-    /// Most encoded bytes (payloads plus [`crate::config::EVENT_OVERHEAD`]
+    /// Most encoded bytes (payloads plus [`sync_core::protocol::EVENT_OVERHEAD`]
     /// each); at least one event is returned when there is one.
     pub max_bytes: usize,
 }

@@ -5,7 +5,7 @@
 //! client must hold the same offset and state, equal to folding the log.
 //!
 //! `cargo test -p logsync-chaos` runs a bounded round; the soak is
-//! `cargo run -p logsync-chaos --profile release-native -- --secs 600`.
+//! `cargo run -p logsync-chaos --release -- --secs 600`.
 
 pub mod client;
 pub mod proxy;

@@ -1,5 +1,5 @@
-//! The chaos soak: `cargo run -p logsync-chaos --profile release-native -- --secs 600`
-//! (build the server first: `cargo build --profile release-native -p server-stub`,
+//! The chaos soak: `cargo run -p logsync-chaos --release -- --secs 600`
+//! (build the server first: `cargo build --release -p server-stub`,
 //! or point `LOGSYNC_SERVER_BIN` at it).
 //!
 //! Options: `--secs N` (chaos duration, default 600), `--clients N` (default 6),

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-export const SERVER_BIN = process.env.LOGSYNC_SERVER_BIN ?? join(ROOT, 'target', 'release-native', 'logsync-server');
+export const SERVER_BIN = process.env.LOGSYNC_SERVER_BIN ?? join(ROOT, 'target', 'release', 'logsync-server');
 export const APP_DIST = process.env.LOGSYNC_APP_DIST ?? join(ROOT, 'examples', 'todo-react', 'dist');
 export const ELM_APP_DIST = process.env.LOGSYNC_ELM_APP_DIST ?? join(ROOT, 'examples', 'todo-elm', 'dist');
 const HARNESS = join(ROOT, 'tests', 'harness', 'server-control.mjs');

@@ -44,6 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use sync_core::protocol::EVENT_OVERHEAD;
 use sync_core::{ClientId, Epoch, Event, Offset, Seq, StreamName};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -56,9 +57,9 @@ use super::{
     AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page, ReadLimits, StoredSnapshot,
     Submitted,
 };
-use crate::config::{CommitMode, EVENT_OVERHEAD};
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::store::CommitMode;
 
 /// Options of the PostgreSQL store.
 #[derive(Clone, Debug)]

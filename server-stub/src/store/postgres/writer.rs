@@ -40,9 +40,9 @@ use tokio_postgres::{Client, Statement};
 use super::fanout::Fanout;
 use super::notifier::Notices;
 use super::{connect, from_pg, to_pg};
-use crate::config::CommitMode;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::store::CommitMode;
 use crate::store::{appended_resend, AppendRequest, Outcome, ProposedIntent};
 
 /// Attempts per batch when PostgreSQL reports a deadlock or a

@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use sync_core::protocol::EVENT_OVERHEAD;
 use sync_core::{ClientId, Epoch, Event, Offset, Seq, StreamName};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -45,9 +46,9 @@ use super::{
     AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page, ReadLimits, StoredSnapshot,
     Submitted,
 };
-use crate::config::{CommitMode, EVENT_OVERHEAD};
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::store::CommitMode;
 
 const SCHEMA_VERSION: i64 = 2;
 

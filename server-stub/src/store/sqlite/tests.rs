@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use sync_core::{ClientId, ErrorCode, Event, Offset, Seq, StreamName};
 
 use super::{SqliteOptions, SqliteStore};
-use crate::config::CommitMode;
 use crate::metrics::Metrics;
+use crate::store::CommitMode;
 use crate::store::{
     AppendListener, AppendRequest, LogStore, Outcome, ProposedIntent, ReadLimits, Verdict,
 };

@@ -11,9 +11,9 @@ use sync_core::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{from_sql, to_sql};
-use crate::config::CommitMode;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::store::CommitMode;
 use crate::store::{appended_resend, AppendListener, AppendRequest, Outcome, ProposedIntent};
 
 /// Work for the writer, with where to send the answer.

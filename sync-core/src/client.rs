@@ -12,7 +12,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::error::{CoreError, ErrorCode};
-use crate::outbox::OutboxEntry;
+
 use crate::protocol::{
     max_push_payload, welcome_frame_limit, ClientMsg, PushIntent, ServerMsg,
     DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PAYLOAD_BYTES, PROTOCOL_VERSION,
@@ -20,7 +20,7 @@ use crate::protocol::{
 };
 use crate::reducer::Reducer;
 use crate::replica::{Applied, Replica};
-use crate::types::{Epoch, Event, Offset, Seq};
+use crate::types::{Epoch, Event, Offset, OutboxEntry, Seq};
 
 /// Where a connection is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -74,7 +74,7 @@ pub enum Effect {
     /// Events the reducer could not apply (state unchanged by each).
     ReducerErrors(Vec<(Offset, String)>),
     /// The server has another log epoch than the one stored: storage is to
-    /// reset to `epoch` ([`crate::outbox::Work::Reset`]), then
+    /// reset to `epoch` (the storage queue's `Work::Reset`), then
     /// [`SyncClient::reset_to`] takes the renumbered outbox and the
     /// connection goes on. The app is told.
     EpochReset {
@@ -255,7 +255,7 @@ impl<R: Reducer> SyncClient<R> {
 
     /// The outbox has been read from storage since the connection opened
     /// (the adapter re-reads it on every connect, see
-    /// [`crate::outbox::Outbox::connected`]): another tab may have reset
+    /// `Outbox::connected` in the `outbox` module): another tab may have reset
     /// storage's numbering, and nothing is pushed before that is known.
     /// Returns the pushes that can go now.
     pub fn outbox_checked(&mut self) -> Vec<Effect> {
@@ -308,11 +308,11 @@ impl<R: Reducer> SyncClient<R> {
     }
 
     /// Storage has reset to `epoch` and holds `outbox`, renumbered (see
-    /// [`crate::outbox`]): the confirmed history is forgotten and the
+    /// the `outbox` module): the confirmed history is forgotten and the
     /// pending intents are taken from `outbox` ([`Replica::reset_to`]).
     /// A connection waiting for this reset subscribes and pushes; a ready
     /// one (storage was reset by another tab) is left alone: the adapter
-    /// connects again (see [`crate::outbox::Finished::reconnect`]).
+    /// connects again (see `Finished::reconnect` in the `outbox` module).
     /// Returns the effects and the seqs whose discard mark must be stored
     /// again.
     pub fn reset_to(&mut self, epoch: Epoch, outbox: Vec<OutboxEntry>) -> (Vec<Effect>, Vec<Seq>) {

@@ -34,18 +34,8 @@ use alloc::vec::Vec;
 use crate::client::{Effect, Phase, SyncClient};
 use crate::reducer::Reducer;
 use crate::replica::LocalId;
+pub use crate::types::OutboxEntry;
 use crate::types::{Epoch, Event, Offset, Seq};
-
-/// One stored outbox entry: an intent with its seq, written by any tab.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct OutboxEntry {
-    /// Its seq (in the numbering of the stored epoch).
-    pub seq: Seq,
-    /// Its payload.
-    pub payload: Vec<u8>,
-    /// Discarded by the app: withdrawn, never pushed.
-    pub discarded: bool,
-}
 
 /// The outbox after an epoch reset: the same entries in seq order,
 /// numbered from seq 1.

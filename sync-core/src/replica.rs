@@ -10,9 +10,9 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::error::CoreError;
-use crate::outbox::OutboxEntry;
+
 use crate::reducer::Reducer;
-use crate::types::{ClientId, Event, Offset, Seq, StreamName};
+use crate::types::{ClientId, Event, Offset, OutboxEntry, Seq, StreamName};
 
 /// Identifies a dispatched intent inside one replica before (and after) it
 /// has its seq.
@@ -399,7 +399,7 @@ impl<R: Reducer> Replica<R> {
     /// Forgets the confirmed history for a new epoch: the state restarts
     /// from `initial` at offset 0 and the pending intents with a seq are
     /// replaced by `outbox`, the stored outbox in the new epoch's
-    /// numbering (see [`crate::outbox::renumber`]), which holds every
+    /// numbering (see `renumber` in the `outbox` module), which holds every
     /// tab's intents. This replica's own intents are found in it by
     /// payload, in order, and stay its own; one the app discarded here but
     /// not marked there stays discarded, and its new seq is returned so

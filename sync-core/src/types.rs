@@ -353,3 +353,15 @@ mod tests {
         assert!(ClientId::from_hex(&"é".repeat(16)).is_err());
     }
 }
+
+/// One stored outbox entry: an intent with its seq, written by any tab of
+/// a client (see the `outbox` module).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct OutboxEntry {
+    /// Its seq (in the numbering of the stored epoch).
+    pub seq: Seq,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Discarded by the app: withdrawn, never pushed.
+    pub discarded: bool,
+}

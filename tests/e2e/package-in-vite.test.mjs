@@ -349,6 +349,23 @@ test('js README "Your first app", word for word: dev server with the /v1 proxy, 
     await waitView(page, 'the reload with no network', '2', 'offline, 0 pending');
     await page.getByRole('button', { name: '+1' }).click();
     await waitView(page, '+1 offline, kept in the outbox', '3', 'offline, 1 pending');
+    // The action shows at once; its outbox record is written a moment
+    // later (one IndexedDB transaction). A reload before that commits
+    // would lose it, as it would for any app: wait for the record.
+    await waitFor('the outbox record stored', async () => {
+      const n = await page.evaluate(() => new Promise((resolve, reject) => {
+        const open = indexedDB.open('my-app');
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const db = open.result;
+          const req = db.transaction(['outbox'], 'readonly').objectStore('outbox').count();
+          req.onsuccess = () => { db.close(); resolve(req.result); };
+          req.onerror = () => { db.close(); reject(req.error); };
+        };
+      }));
+      if (n !== 1) throw new Error(`${n} outbox records`);
+      return true;
+    });
     await page.reload();
     await waitView(page, 'the outbox kept across an offline reload', '3', 'offline, 1 pending');
 

@@ -356,7 +356,7 @@ impl<R: Reducer> SyncClient<R> {
             .filter_map(|p| p.seq.map(|s| (s, p.payload.as_slice(), p.discarded)))
             .filter(|(s, _, _)| s.get() > self.sent_through)
             .collect();
-        ready.sort_by_key(|(s, _, _)| *s);
+        ready.sort_unstable_by_key(|(s, _, _)| *s);
         for (seq, payload, discarded) in ready {
             let size = payload.len() + PER_INTENT_OVERHEAD;
             if discarded {

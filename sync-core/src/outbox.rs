@@ -40,7 +40,7 @@ use crate::types::{Epoch, Event, Offset, Seq};
 /// The outbox after an epoch reset: the same entries in seq order,
 /// numbered from seq 1.
 pub fn renumber(mut entries: Vec<OutboxEntry>) -> Vec<OutboxEntry> {
-    entries.sort_by_key(|e| e.seq);
+    entries.sort_unstable_by_key(|e| e.seq);
     let mut next = Seq::FIRST;
     for e in &mut entries {
         e.seq = next;
@@ -493,13 +493,19 @@ impl<S: Clone> Outbox<S> {
                     effects.extend(client.adopt_as(e.seq, e.payload, false, e.discarded));
                 }
                 let mut seq = first;
+                let before = client.replica().pending().len();
                 for j in &taken {
                     if let Job::Alloc(local, _) = j {
                         client.replica_mut().assign_seq(*local, seq);
                         seq = seq.next();
                     }
                 }
-                effects.push(Effect::StateChanged);
+                // An intent adopted meanwhile under its seq is merged into
+                // that copy, which recomputes the state; otherwise a seq
+                // changes nothing a subscriber sees.
+                if client.replica().pending().len() != before {
+                    effects.push(Effect::StateChanged);
+                }
                 effects.extend(client.flush());
             }
             (

@@ -713,6 +713,6 @@ fn read_outbox(raw: &JsValue, stream: &str, problems: &mut Vec<WasmError>) -> Ve
             }),
         }
     }
-    out.sort_by_key(|e| e.seq);
+    out.sort_unstable_by_key(|e| e.seq);
     out
 }

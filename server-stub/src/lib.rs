@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fold;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hub;

@@ -83,6 +83,12 @@ impl Reducers {
         self
     }
 
+    /// Appends the rules of `other` after these.
+    pub fn extend(&mut self, other: Reducers) -> &mut Self {
+        self.rules.extend(other.rules);
+        self
+    }
+
     /// No rules: every stream's payloads stay opaque.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()

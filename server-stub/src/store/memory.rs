@@ -15,10 +15,11 @@ use sync_core::{
 };
 
 use super::{
-    appended_resend, AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page,
-    ProposedIntent, ReadLimits, StoredSnapshot,
+    appended_resend, fold_intents, AppendListener, AppendRequest, BoxFuture, LogStore, Outcome,
+    Page, ProposedIntent, ReadLimits, StoredSnapshot, StreamStateJson,
 };
 use crate::error::Error;
+use crate::fold::{Folds, Reducers, Replayed};
 
 #[derive(Default)]
 struct StreamLog {
@@ -32,11 +33,25 @@ struct StreamLog {
     snapshot: Option<StoredSnapshot>,
 }
 
-#[derive(Default)]
 struct State {
     streams: HashMap<StreamName, StreamLog>,
     subjects: HashMap<ClientId, String>,
+    folds: Folds,
     closed: bool,
+}
+
+/// Events of `log` after `after`, for rebuilding a state.
+fn replay(log: Option<&StreamLog>, after: Offset) -> Result<Replayed, Error> {
+    let start = usize::try_from(after.0).unwrap_or(usize::MAX);
+    Ok(log
+        .map(|l| {
+            l.events
+                .iter()
+                .skip(start)
+                .map(|e| (e.offset, e.payload.clone()))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// The in-memory store.
@@ -49,9 +64,24 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// An empty store with `epoch`, reporting appends to `listener`.
     pub fn new(epoch: Epoch, listener: Arc<dyn AppendListener>) -> MemoryStore {
+        MemoryStore::with_reducers(epoch, listener, Reducers::default())
+    }
+
+    /// An empty store whose streams matching a rule of `reducers` are
+    /// folded at the ordering point (see [`super::fold_intents`]).
+    pub fn with_reducers(
+        epoch: Epoch,
+        listener: Arc<dyn AppendListener>,
+        reducers: Reducers,
+    ) -> MemoryStore {
         MemoryStore {
             epoch,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                streams: HashMap::new(),
+                subjects: HashMap::new(),
+                folds: Folds::new(reducers),
+                closed: false,
+            }),
             listener,
         }
     }
@@ -75,13 +105,23 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn apply(log: &mut StreamLog, request: AppendRequest) -> Result<(Vec<Outcome>, Vec<Event>), Error> {
+fn apply(
+    state: &mut State,
+    mut request: AppendRequest,
+) -> Result<(Vec<Outcome>, Vec<Event>), Error> {
     let client = request.client_id;
     let time_ms = now_ms();
+    let State { streams, folds, .. } = state;
+    let log = streams.entry(request.stream.clone()).or_default();
     let mut position = Position {
         last_decided: log.last.get(&client).copied().unwrap_or(0),
         head: Offset(log.events.len() as u64),
     };
+    if let Some(folded) = folds.at(&request.stream, position.head, |after| {
+        replay(Some(log), after)
+    })? {
+        fold_intents(folded, position, &mut request.intents);
+    }
     let steps = decide_batch(&mut position, request.intents.iter().map(|i| i.offer()));
     let mut outcomes = Vec::with_capacity(steps.len());
     let mut new_events = Vec::new();
@@ -157,8 +197,7 @@ impl LogStore for MemoryStore {
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Outcome>, Error>> {
         Box::pin(async move {
             let stream = request.stream.clone();
-            let (outcomes, events) =
-                self.with(|s| apply(s.streams.entry(stream.clone()).or_default(), request))?;
+            let (outcomes, events) = self.with(|s| apply(s, request))?;
             // Like a durable store: listeners hear of a commit before its
             // pusher does, outside the lock.
             if !events.is_empty() {
@@ -244,6 +283,19 @@ impl LogStore for MemoryStore {
         )
     }
 
+    fn state(&self, stream: StreamName) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
+        Box::pin(async move {
+            self.with(|s| {
+                let log = s.streams.get(&stream);
+                let head = Offset(log.map_or(0, |l| l.events.len() as u64));
+                match s.folds.at(&stream, head, |after| replay(log, after))? {
+                    Some(folded) => Ok(Some((folded.offset, folded.state.to_json()?))),
+                    None => Ok(None),
+                }
+            })
+        })
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move { self.with(|_| Ok(())) })
     }
@@ -292,5 +344,17 @@ mod tests {
             })
             .await;
         assert!(matches!(closed, Err(Error::StoreClosed)), "{closed:?}");
+    }
+
+    #[tokio::test]
+    async fn folds_like_the_durable_stores() {
+        let store = MemoryStore::with_reducers(
+            Epoch::from("e"),
+            Arc::new(Nobody),
+            conformance::seat_reducers(),
+        );
+        conformance::folds_at_the_ordering_point(&store, "seats/a").await;
+        // The stores' other rules hold on folded streams too.
+        conformance::decides_resends_and_gaps(&store, "plain").await;
     }
 }

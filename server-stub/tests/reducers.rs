@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{client_id, http, within, Client};
+use common::{client_id, config, http, within, Client};
 use sync_core::{ErrorCode, ServerMsg};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -303,4 +303,91 @@ async fn a_module_that_fails_to_load_stops_the_server() {
         stderr.contains("do not run with the PostgreSQL store"),
         "{stderr}"
     );
+}
+
+/// Seats as a Rust reducer: the action is the seat's name.
+struct RustSeats;
+
+impl sync_core::Reducer for RustSeats {
+    type State = std::collections::BTreeMap<String, String>;
+    type Action = String;
+
+    fn decode(&self, payload: &[u8]) -> Result<String, sync_core::ReduceError> {
+        serde_json::from_slice(payload).map_err(|e| sync_core::ReduceError(e.to_string()))
+    }
+
+    fn reduce(
+        &self,
+        state: &Self::State,
+        seat: &String,
+    ) -> Result<Self::State, sync_core::ReduceError> {
+        if state.contains_key(seat) {
+            return Err(sync_core::ReduceError(format!(
+                "SEAT_TAKEN: seat {seat} is taken"
+            )));
+        }
+        let mut next = state.clone();
+        next.insert(seat.clone(), "taken".into());
+        Ok(next)
+    }
+}
+
+#[tokio::test]
+async fn a_rust_reducer_registered_through_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reducers = server_stub::fold::Reducers::default();
+    reducers.add(
+        "seats/*",
+        std::sync::Arc::new(server_stub::fold::rust::RustReducer::new(
+            RustSeats,
+            Default::default(),
+        )),
+    );
+    let server = server_stub::Server::open_with_reducers(config(dir.path()), reducers)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let ws = format!("ws://{addr}/v1/ws");
+    let (mut a, _) = Client::hello(&ws, client_id(5)).await;
+    let (mut b, _) = Client::hello(&ws, client_id(6)).await;
+    a.push("seats/r", &[(1, br#""7C""#.to_vec())]).await;
+    b.push(
+        "seats/r",
+        &[(1, br#""7C""#.to_vec()), (2, br#""7D""#.to_vec())],
+    )
+    .await;
+    let mut answers = vec![answer(&mut a).await, answer(&mut b).await];
+    answers.push(answer(&mut b).await);
+    let rejected: Vec<_> = answers
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Reject { code, message, .. } => Some((*code, message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rejected,
+        vec![(
+            ErrorCode::Rejected,
+            "SEAT_TAKEN: seat 7C is taken".to_string()
+        )],
+        "{answers:?}"
+    );
+    let r = http()
+        .get(format!("http://{addr}/v1/streams/seats%2Fr/state"))
+        .send()
+        .await
+        .unwrap();
+    let state: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(
+        state,
+        serde_json::json!({"offset": 2, "state": {"7C": "taken", "7D": "taken"}})
+    );
+    let _ = stop.send(());
+    within("server shutdown", task).await.unwrap().unwrap();
 }

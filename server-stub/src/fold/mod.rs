@@ -3,12 +3,14 @@
 //! app's reducer throws on before it is appended, and serve the state.
 //!
 //! [`StreamReducer`] is what a store calls; [`js::JsReducer`] runs an ES
-//! module in QuickJS, and a Rust reducer implements the trait and is
-//! registered through [`Reducers::add`] (the library API). [`Folds`] is
+//! module in QuickJS, and [`rust::RustReducer`] runs a
+//! [`sync_core::Reducer`]; either is registered through [`Reducers::add`]
+//! (the library API, with [`crate::Server::open_with_reducers`]). [`Folds`] is
 //! the per-stream state a store's writer keeps: built from the log on a
 //! stream's first use, then advanced by every accepted intent.
 
 pub mod js;
+pub mod rust;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

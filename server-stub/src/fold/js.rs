@@ -87,9 +87,14 @@ const PRELUDE: &str = r#"
   const stringify = JSON.stringify;
   return (reducer, initialState) => {
     const states = new Map();
+    // The next state of the last fold that succeeded: kept by `commit`,
+    // which the Rust side calls with the deadline off, so a stop can never
+    // land between keeping a state and answering that it was refused.
+    let pending;
     return {
       start(key) { states.set(key, initialState); },
       drop(key) { states.delete(key); },
+      commit(key) { states.set(key, pending); pending = undefined; },
       fold(key, payload) {
         let action;
         try { action = parse(payload); }
@@ -115,7 +120,7 @@ const PRELUDE: &str = r#"
         if (next !== null && typeof next.then === 'function') {
           return ['REDUCER', 'the reducer returned a Promise: a reducer must be synchronous'];
         }
-        states.set(key, next);
+        pending = next;
         return null;
       },
       state(key) { return stringify(states.get(key)) ?? 'null'; },
@@ -335,7 +340,7 @@ impl StreamReducer for JsReducer {
         call(
             &engine,
             &self.deadline,
-            self.limits.call_timeout,
+            Some(self.limits.call_timeout),
             "start",
             key,
             None,
@@ -360,7 +365,7 @@ enum Answer {
 fn call(
     engine: &Engine,
     deadline: &Deadline,
-    timeout: Duration,
+    timeout: Option<Duration>,
     method: &str,
     key: f64,
     payload: Option<&str>,
@@ -369,7 +374,9 @@ fn call(
         code: ErrorCode::Reducer,
         message,
     };
-    deadline.set(timeout);
+    if let Some(timeout) = timeout {
+        deadline.set(timeout);
+    }
     let result = engine.context.with(|ctx| -> Result<Answer, Refusal> {
         let harness: Object = ctx
             .userdata::<Object>()
@@ -405,7 +412,8 @@ fn call(
         // Let the engine reclaim what the stopped call allocated.
         engine.runtime.run_gc();
         return Err(reducer_failed(format!(
-            "the reducer ran longer than {timeout:?} and was stopped"
+            "the reducer ran longer than {:?} and was stopped",
+            timeout.unwrap_or_default()
         )));
     }
     if matches!(&result, Err(r) if r.code == ErrorCode::Reducer) {
@@ -442,12 +450,14 @@ impl StreamState for JsState {
             call(
                 engine,
                 &self.deadline,
-                self.limits.call_timeout,
+                Some(self.limits.call_timeout),
                 "fold",
                 self.key,
                 Some(text),
-            )
-            .map(|_| ())
+            )?;
+            // No deadline: keeping the state is one `Map.set` of a key
+            // that exists (no allocation), and it must not be cut short.
+            call(engine, &self.deadline, None, "commit", self.key, None).map(|_| ())
         })
     }
 
@@ -456,7 +466,7 @@ impl StreamState for JsState {
             match call(
                 engine,
                 &self.deadline,
-                self.limits.call_timeout,
+                Some(self.limits.call_timeout),
                 "state",
                 self.key,
                 None,
@@ -477,7 +487,7 @@ impl Drop for JsState {
             let _ = call(
                 &engine,
                 &self.deadline,
-                self.limits.call_timeout,
+                Some(self.limits.call_timeout),
                 "drop",
                 self.key,
                 None,

@@ -130,6 +130,16 @@ pub struct Folds {
     states: HashMap<StreamName, Folded>,
 }
 
+/// Why [`Folds::at`] has no state to give.
+#[derive(Debug)]
+pub enum Unfolded<E> {
+    /// Reading the log failed, or the log is inconsistent.
+    Read(E),
+    /// The reducer could not start a state (e.g. its engine is out of
+    /// memory): the stream's new intents are refused with this.
+    Reducer(Refusal),
+}
+
 /// Events of a stream after an offset, ascending, as `(offset, payload)`;
 /// an empty page is the end of the log.
 pub type Replayed = Vec<(Offset, Vec<u8>)>;
@@ -160,7 +170,7 @@ impl Folds {
         stream: &StreamName,
         head: Offset,
         mut read: impl FnMut(Offset) -> Result<Replayed, E>,
-    ) -> Result<Option<&mut Folded>, E> {
+    ) -> Result<Option<&mut Folded>, Unfolded<E>> {
         let Some(reducer) = self.reducers.for_stream(stream) else {
             return Ok(None);
         };
@@ -170,23 +180,22 @@ impl Folds {
         if !self.states.contains_key(stream) {
             let mut folded = Folded {
                 offset: Offset(0),
-                state: reducer.start()?,
+                state: reducer.start().map_err(Unfolded::Reducer)?,
             };
             while folded.offset < head {
-                let page = read(folded.offset)?;
+                let page = read(folded.offset).map_err(Unfolded::Read)?;
                 if page.is_empty() {
                     break;
                 }
                 for (offset, payload) in page {
                     if offset.0 != folded.offset.0 + 1 {
-                        return Err(Refusal {
+                        return Err(Unfolded::Read(E::from(Refusal {
                             code: ErrorCode::Storage,
                             message: format!(
                                 "the log of {stream} skips from offset {} to {offset}",
                                 folded.offset
                             ),
-                        }
-                        .into());
+                        })));
                     }
                     if let Err(r) = folded.state.fold(&payload) {
                         tracing::warn!(
@@ -198,14 +207,13 @@ impl Folds {
                 }
             }
             if folded.offset != head {
-                return Err(Refusal {
+                return Err(Unfolded::Read(E::from(Refusal {
                     code: ErrorCode::Storage,
                     message: format!(
                         "the log of {stream} ends at offset {} below its head {head}",
                         folded.offset
                     ),
-                }
-                .into());
+                })));
             }
             self.states.insert(stream.clone(), folded);
         }

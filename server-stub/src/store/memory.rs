@@ -15,8 +15,8 @@ use sync_core::{
 };
 
 use super::{
-    appended_resend, fold_intents, AppendListener, AppendRequest, BoxFuture, LogStore, Outcome,
-    Page, ProposedIntent, ReadLimits, StoredSnapshot, StreamStateJson,
+    appended_resend, fold_request, state_json, AppendListener, AppendRequest, BoxFuture, LogStore,
+    Outcome, Page, ProposedIntent, ReadLimits, StoredSnapshot, StreamStateJson,
 };
 use crate::error::Error;
 use crate::fold::{Folds, Reducers, Replayed};
@@ -117,11 +117,13 @@ fn apply(
         last_decided: log.last.get(&client).copied().unwrap_or(0),
         head: Offset(log.events.len() as u64),
     };
-    if let Some(folded) = folds.at(&request.stream, position.head, |after| {
-        replay(Some(log), after)
-    })? {
-        fold_intents(folded, position, &mut request.intents);
-    }
+    fold_request(
+        folds,
+        &request.stream,
+        position,
+        &mut request.intents,
+        |after| replay(Some(log), after),
+    )?;
     let steps = decide_batch(&mut position, request.intents.iter().map(|i| i.offer()));
     let mut outcomes = Vec::with_capacity(steps.len());
     let mut new_events = Vec::new();
@@ -288,10 +290,7 @@ impl LogStore for MemoryStore {
             self.with(|s| {
                 let log = s.streams.get(&stream);
                 let head = Offset(log.map_or(0, |l| l.events.len() as u64));
-                match s.folds.at(&stream, head, |after| replay(log, after))? {
-                    Some(folded) => Ok(Some((folded.offset, folded.state.to_json()?))),
-                    None => Ok(None),
-                }
+                state_json(&mut s.folds, &stream, head, |after| replay(log, after))
             })
         })
     }
@@ -344,6 +343,59 @@ mod tests {
             })
             .await;
         assert!(matches!(closed, Err(Error::StoreClosed)), "{closed:?}");
+    }
+
+    /// A reducer whose engine cannot start a state.
+    struct Unstartable;
+
+    impl crate::fold::StreamReducer for Unstartable {
+        fn describe(&self) -> String {
+            "a reducer out of memory".into()
+        }
+        fn start(&self) -> Result<Box<dyn crate::fold::StreamState>, crate::fold::Refusal> {
+            Err(crate::fold::Refusal {
+                code: ErrorCode::Reducer,
+                message: "InternalError: out of memory".into(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reducer_that_cannot_start_refuses_only_its_streams_intents() {
+        let mut reducers = Reducers::default();
+        reducers.add("broken/*", Arc::new(Unstartable));
+        let store = MemoryStore::with_reducers(Epoch::from("e"), Arc::new(Nobody), reducers);
+        let broken = StreamName::new("broken/a").expect("name");
+        let push = |stream: &StreamName, seqs: &[u64]| AppendRequest {
+            stream: stream.clone(),
+            client_id: ClientId([3; 16]),
+            intents: seqs
+                .iter()
+                .map(|&n| {
+                    ProposedIntent::new(
+                        sync_core::Seq::new(n).expect("seq"),
+                        b"{}".to_vec(),
+                        crate::store::Verdict::Accept,
+                    )
+                })
+                .collect(),
+        };
+        let refused = |n: u64, duplicate: bool| Outcome::Rejected {
+            seq: sync_core::Seq::new(n).expect("seq"),
+            code: ErrorCode::Reducer,
+            message: "InternalError: out of memory".into(),
+            duplicate,
+        };
+        let o = store.append(push(&broken, &[1, 2])).await.expect("append");
+        assert_eq!(o, vec![refused(1, false), refused(2, false)]);
+        let o = store.append(push(&broken, &[1])).await.expect("append");
+        assert_eq!(o, vec![refused(1, true)]);
+        assert_eq!(store.head(broken.clone()).await.expect("head"), Offset(0));
+        let state = store.state(broken).await;
+        assert!(matches!(state, Err(Error::Reducer(_))), "{state:?}");
+        let other = StreamName::new("fine").expect("name");
+        let o = store.append(push(&other, &[1])).await.expect("append");
+        assert!(matches!(&o[..], [Outcome::Appended { .. }]), "{o:?}");
     }
 
     #[tokio::test]

@@ -28,7 +28,7 @@ use sync_core::{
 };
 
 use crate::error::Error;
-use crate::fold::Folded;
+use crate::fold::{Folded, Folds, Refusal, Replayed, Unfolded};
 
 /// A boxed, sendable future: the trait stays object-safe, so the server can
 /// hold any store as `Arc<dyn LogStore>`.
@@ -165,6 +165,60 @@ pub fn fold_intents(folded: &mut Folded, position: Position, intents: &mut [Prop
                 message: refusal.message,
             };
         }
+    }
+}
+
+/// The fold at the ordering point for one request: the stream's state
+/// from `folds` (built through `read` when it is not kept), then
+/// [`fold_intents`]. When the stream's reducer cannot start a state, every
+/// intent decided now is refused with its refusal (`REDUCER`), so a
+/// failing reducer costs its own stream's intents and never a whole
+/// transaction. A stream without a reducer is left alone.
+pub fn fold_request(
+    folds: &mut Folds,
+    stream: &StreamName,
+    position: Position,
+    intents: &mut [ProposedIntent],
+    read: impl FnMut(Offset) -> Result<Replayed, Error>,
+) -> Result<(), Error> {
+    match folds.at(stream, position.head, read) {
+        Ok(Some(folded)) => fold_intents(folded, position, intents),
+        Ok(None) => {}
+        Err(Unfolded::Read(e)) => return Err(e),
+        Err(Unfolded::Reducer(refusal)) => refuse_intents(position, intents, &refusal),
+    }
+    Ok(())
+}
+
+/// Refuses with `refusal` every intent of `intents` that would be
+/// appended now.
+fn refuse_intents(position: Position, intents: &mut [ProposedIntent], refusal: &Refusal) {
+    let mut probe = position;
+    let steps = decide_batch(&mut probe, intents.iter().map(ProposedIntent::offer));
+    for (step, intent) in steps.iter().zip(intents.iter_mut()) {
+        if matches!(step, Step::Append { .. }) {
+            intent.payload = Vec::new();
+            intent.verdict = Verdict::Reject {
+                code: refusal.code,
+                message: refusal.message.clone(),
+            };
+        }
+    }
+}
+
+/// The state of `stream` at `head` as JSON, through `folds` (`None`: no
+/// reducer folds it).
+pub fn state_json(
+    folds: &mut Folds,
+    stream: &StreamName,
+    head: Offset,
+    read: impl FnMut(Offset) -> Result<Replayed, Error>,
+) -> Result<Option<StreamStateJson>, Error> {
+    match folds.at(stream, head, read) {
+        Ok(Some(folded)) => Ok(Some((folded.offset, folded.state.to_json()?))),
+        Ok(None) => Ok(None),
+        Err(Unfolded::Read(e)) => Err(e),
+        Err(Unfolded::Reducer(r)) => Err(r.into()),
     }
 }
 

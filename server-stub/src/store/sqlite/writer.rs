@@ -16,8 +16,8 @@ use crate::fold::{Folds, Replayed};
 use crate::metrics::Metrics;
 use crate::store::CommitMode;
 use crate::store::{
-    appended_resend, fold_intents, AppendListener, AppendRequest, Outcome, ProposedIntent,
-    StreamStateJson,
+    appended_resend, fold_request, state_json, AppendListener, AppendRequest, Outcome,
+    ProposedIntent, StreamStateJson,
 };
 
 /// What a state read answers.
@@ -406,9 +406,9 @@ fn apply(
         last_decided: start_last,
         head: Offset(start_head),
     };
-    if let Some(folded) = folds.at(&stream, start.head, |after| replay(tx, stream_id, after))? {
-        fold_intents(folded, start, &mut intents);
-    }
+    fold_request(folds, &stream, start, &mut intents, |after| {
+        replay(tx, stream_id, after)
+    })?;
     let mut position = start;
     let steps = decide_batch(&mut position, intents.iter().map(ProposedIntent::offer));
     let mut outcomes = Vec::with_capacity(steps.len());
@@ -577,10 +577,9 @@ fn state(tx: &Transaction<'_>, folds: &mut Folds, stream: &StreamName) -> StateA
         Some((id, head)) => (id, from_sql(head)?),
         None => (-1, 0),
     };
-    match folds.at(stream, Offset(head), |after| replay(tx, stream_id, after))? {
-        Some(folded) => Ok(Some((folded.offset, folded.state.to_json()?))),
-        None => Ok(None),
-    }
+    state_json(folds, stream, Offset(head), |after| {
+        replay(tx, stream_id, after)
+    })
 }
 
 fn put_snapshot(

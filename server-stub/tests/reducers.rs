@@ -232,13 +232,31 @@ async fn two_clients_book_the_same_seat_exactly_one_wins() {
 async fn reducers_from_the_environment_and_state_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let seats = fixture("seats.js").display().to_string();
-    let env = [("LOGSYNC_REDUCERS", format!("hall={seats};seats/*={seats}"))];
+    // The todo example's own module, as its app imports it.
+    let todos = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/todo-react/src/todos.js")
+        .display()
+        .to_string();
+    let env = [(
+        "LOGSYNC_REDUCERS",
+        format!("hall={seats};seats/*={seats};todos/*={todos}"),
+    )];
     let p = Proc::spawn(dir.path(), &[], &env).await;
     let (mut c, _) = Client::hello(&p.ws(), client_id(4)).await;
     c.push("hall", &[(1, book("1", "di")), (2, book("1", "di"))])
         .await;
     assert!(matches!(answer(&mut c).await, ServerMsg::Ack { .. }));
     assert!(matches!(answer(&mut c).await, ServerMsg::Reject { .. }));
+    let added = serde_json::json!({"type": "todo/added", "id": "t1", "text": " milk "});
+    c.push("todos/home", &[(1, added.to_string().into_bytes())])
+        .await;
+    assert!(matches!(answer(&mut c).await, ServerMsg::Ack { .. }));
+    let (status, state) = p.get("/v1/streams/todos%2Fhome/state").await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(
+        state,
+        serde_json::json!({"offset": 1, "state": {"todos": [{"id": "t1", "text": "milk", "completed": false}]}})
+    );
     drop(c);
     p.stop().await;
     // The state is rebuilt from the file by the next process.

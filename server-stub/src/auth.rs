@@ -143,21 +143,23 @@ impl Principal {
     }
 }
 
+/// A stream pattern: a name, or a prefix ending in `*` (`*` alone is
+/// every stream).
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Pattern {
+pub(crate) enum Pattern {
     Exact(String),
     Prefix(String),
 }
 
 impl Pattern {
-    fn parse(s: &str) -> Pattern {
+    pub(crate) fn parse(s: &str) -> Pattern {
         match s.strip_suffix('*') {
             Some(prefix) => Pattern::Prefix(prefix.to_string()),
             None => Pattern::Exact(s.to_string()),
         }
     }
 
-    fn matches(&self, stream: &str) -> bool {
+    pub(crate) fn matches(&self, stream: &str) -> bool {
         match self {
             Pattern::Exact(s) => s == stream,
             Pattern::Prefix(p) => stream.starts_with(p.as_str()),

@@ -9,7 +9,7 @@ use clap::builder::PossibleValue;
 use clap::Parser;
 
 use crate::auth::{Jwks, Secret};
-use crate::config::{random_server_id, Config};
+use crate::config::{random_server_id, Config, ReducerModule};
 use crate::error::Error;
 use crate::store::CommitMode;
 
@@ -85,6 +85,29 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub store: Option<String>,
+
+    /// Fold the streams PATTERN matches (a name, or a prefix ending in `*`) with the reducer of
+    /// the ES module FILE (its `default` export, else `reducer`, else the one named after `#`), at
+    /// the ordering point: an intent the reducer throws on is rejected, never appended.
+    /// Repeatable; the first matching rule wins. In LOGSYNC_REDUCERS, rules are separated by ';'.
+    /// SQLite store only.
+    #[arg(
+        long = "reducer",
+        env = "LOGSYNC_REDUCERS",
+        value_delimiter = ';',
+        value_name = "PATTERN=FILE[#EXPORT]",
+        value_parser = ReducerModule::parse
+    )]
+    pub reducers: Vec<ReducerModule>,
+
+    /// Longest one reducer call may run; a reducer stopped by it refuses the intent (REDUCER).
+    #[arg(long, env = "LOGSYNC_REDUCER_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    pub reducer_timeout: Duration,
+
+    /// Most memory each reducer module's engine may allocate (its states included); a reducer
+    /// stopped by it refuses the intent (REDUCER).
+    #[arg(long, env = "LOGSYNC_REDUCER_MEMORY", default_value = "256MiB", value_parser = parse_size)]
+    pub reducer_memory: usize,
 
     /// Serve a built web app from this directory at `/` (unknown non-API GET paths get index.html).
     #[arg(long = "static", env = "LOGSYNC_STATIC", value_name = "DIR")]
@@ -363,6 +386,9 @@ impl Cli {
             max_new_streams_per_hour: self.max_new_streams_per_hour,
             ops_listen: self.ops_listen.clone(),
             static_unsafe: self.static_unsafe,
+            reducers: self.reducers.clone(),
+            reducer_timeout: self.reducer_timeout,
+            reducer_memory_bytes: self.reducer_memory,
         };
         config.validate()?;
         Ok(config)

@@ -107,6 +107,57 @@ pub struct Config {
     /// `--static` serves dotfiles (`/.env`) and follows symlinks out of
     /// its directory only when this is set.
     pub static_unsafe: bool,
+    /// JavaScript reducers that fold streams at the ordering point
+    /// (`--reducer`), in rule order (the first matching pattern wins).
+    pub reducers: Vec<ReducerModule>,
+    /// Longest one call of a JavaScript reducer may run.
+    pub reducer_timeout: Duration,
+    /// Most bytes each JavaScript reducer's engine may allocate (its
+    /// module and the states of all its streams).
+    pub reducer_memory_bytes: usize,
+}
+
+/// One `--reducer PATTERN=FILE[#EXPORT]` rule: the streams `pattern`
+/// matches (a name, or a prefix ending in `*`) are folded by the ES
+/// module `path` (its export `export`, else `default`, else `reducer`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReducerModule {
+    /// Which streams.
+    pub pattern: String,
+    /// The module file.
+    pub path: PathBuf,
+    /// The export holding the reducer, when not the default one.
+    pub export: Option<String>,
+}
+
+impl ReducerModule {
+    /// Parses `PATTERN=FILE[#EXPORT]`.
+    pub fn parse(rule: &str) -> Result<ReducerModule, String> {
+        let Some((pattern, file)) = rule.split_once('=') else {
+            return Err(format!(
+                "reducer rule {rule:?} has no '=': write PATTERN=FILE[#EXPORT], e.g. 'todos/*=./src/todos.js'"
+            ));
+        };
+        let pattern = pattern.trim();
+        if pattern.is_empty() || pattern.strip_suffix('*').unwrap_or(pattern).contains('*') {
+            return Err(format!(
+                "reducer rule {rule:?}: the pattern must be a stream name or a prefix ending in '*'"
+            ));
+        }
+        let (file, export) = match file.rsplit_once('#') {
+            Some((f, e)) if !e.is_empty() => (f, Some(e.to_string())),
+            Some((f, _)) => (f, None),
+            None => (file, None),
+        };
+        if file.trim().is_empty() {
+            return Err(format!("reducer rule {rule:?} names no module file"));
+        }
+        Ok(ReducerModule {
+            pattern: pattern.to_string(),
+            path: PathBuf::from(file.trim()),
+            export,
+        })
+    }
 }
 
 impl Default for Config {
@@ -114,6 +165,9 @@ impl Default for Config {
         Config {
             db_path: PathBuf::from("./logsync.db"),
             store_url: None,
+            reducers: Vec::new(),
+            reducer_timeout: Duration::from_millis(100),
+            reducer_memory_bytes: 256 << 20,
             server_id: random_server_id(),
             max_frame_bytes: sync_core::DEFAULT_MAX_FRAME_BYTES,
             max_payload_bytes: sync_core::DEFAULT_MAX_PAYLOAD_BYTES,
@@ -199,6 +253,12 @@ impl Config {
                 return bad(format!("static directory {} does not exist", dir.display()));
             }
         }
+        if !self.reducers.is_empty() && self.store_url.is_some() {
+            return bad(REDUCERS_NEED_SQLITE.into());
+        }
+        if self.reducer_timeout.is_zero() || self.reducer_memory_bytes < (1 << 20) {
+            return bad("the reducer timeout must be above 0 and its memory at least 1MiB".into());
+        }
         if let Some(url) = &self.store_url {
             if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
                 // Not echoed: it may hold a password.
@@ -245,6 +305,12 @@ impl Config {
 /// An allowed origin is what browsers send in `Origin`: a scheme, a host
 /// and maybe a port, no path (`https://app.example.com`,
 /// `http://localhost:5173`), compared exactly (lowercase).
+/// Why reducers and a PostgreSQL store do not start together.
+pub(crate) const REDUCERS_NEED_SQLITE: &str =
+    "reducers (--reducer) do not run with the PostgreSQL store (--store) yet: the fold at the \
+     ordering point runs in the SQLite store's single writer (--db); on PostgreSQL it has to run \
+     under each stream's row lock, which is not built";
+
 fn check_origin(origin: &str) -> Result<(), String> {
     let rest = origin
         .strip_prefix("https://")

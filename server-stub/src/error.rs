@@ -18,6 +18,13 @@ pub enum Error {
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A reducer module could not be loaded (the server does not start).
+    #[error(transparent)]
+    ReducerLoad(#[from] crate::fold::LoadError),
+    /// A stream's reducer failed outside an intent (building or writing
+    /// its state).
+    #[error("the stream's reducer failed: {0}")]
+    Reducer(String),
     /// Binding, accepting or serving failed.
     #[error("I/O failed: {0}")]
     Io(#[from] std::io::Error),
@@ -29,7 +36,8 @@ impl Error {
         match self {
             Error::Storage(_) => ErrorCode::Storage,
             Error::StoreClosed => ErrorCode::ShuttingDown,
-            Error::Config(_) => ErrorCode::InvalidRequest,
+            Error::Config(_) | Error::ReducerLoad(_) => ErrorCode::InvalidRequest,
+            Error::Reducer(_) => ErrorCode::Reducer,
             Error::Io(_) => ErrorCode::Internal,
         }
     }
@@ -45,9 +53,20 @@ impl Error {
                 "the log store failed; nothing of this request was stored, retry later".to_string()
             }
             Error::Io(_) => "the server failed; retry later".to_string(),
-            Error::StoreClosed | Error::Config(_) => self.to_string(),
+            Error::StoreClosed | Error::Config(_) | Error::ReducerLoad(_) | Error::Reducer(_) => {
+                self.to_string()
+            }
         };
         (self.code(), message)
+    }
+}
+
+impl From<crate::fold::Refusal> for Error {
+    fn from(r: crate::fold::Refusal) -> Self {
+        match r.code {
+            ErrorCode::Storage => Error::Storage(r.message),
+            _ => Error::Reducer(r.message),
+        }
     }
 }
 

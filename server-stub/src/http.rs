@@ -441,6 +441,29 @@ pub(crate) async fn get_stream(
     }
 }
 
+/// `GET /v1/streams/{stream}/state`: `{"offset": N, "state": …}`, the
+/// stream's state at its head as the server's reducer folds it (anyone
+/// who may read the stream); `404 NOT_FOUND` when no reducer folds it.
+pub(crate) async fn get_state(
+    State(st): State<Arc<AppState>>,
+    StreamAccess { stream, .. }: StreamAccess<Read>,
+) -> Response {
+    match st.store.state(stream.clone()).await {
+        Ok(Some((offset, state))) => json_response(
+            StatusCode::OK,
+            format!("{{\"offset\":{},\"state\":{state}}}", offset.0),
+        ),
+        Ok(None) => ApiError(
+            ErrorCode::NotFound,
+            format!(
+                "no reducer folds stream {stream} on this server (start it with --reducer PATTERN=FILE)"
+            ),
+        )
+        .into_response(),
+        Err(e) => store_failed(&e, "state"),
+    }
+}
+
 /// `GET /livez`: 200 while the process serves requests (liveness: restart
 /// the process when this fails). `/healthz` is readiness.
 pub(crate) async fn livez() -> Response {

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fold;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hub;
@@ -35,6 +36,8 @@ pub use respond::status_for;
 pub use store::CommitMode;
 pub use ws::close_code;
 
+use fold::js::{JsLimits, JsReducer};
+use fold::Reducers;
 use hub::Hub;
 use intake::{IntentPolicy, SizeLimit};
 use metrics::Metrics;
@@ -57,7 +60,18 @@ impl Server {
     /// `store_url` is set (creating or migrating its schema), else the
     /// SQLite file (creating the file and its epoch on first use).
     pub async fn open(config: Config) -> Result<Server, Error> {
+        Server::open_with_reducers(config, Reducers::default()).await
+    }
+
+    /// [`Server::open`], with `reducers` folding the streams they match at
+    /// the ordering point besides the JavaScript modules of
+    /// `config.reducers` (whose rules come first). This is how a Rust
+    /// [`fold::StreamReducer`] is registered. A module that fails to load
+    /// is an [`Error::ReducerLoad`] naming its file: the server does not
+    /// start.
+    pub async fn open_with_reducers(config: Config, reducers: Reducers) -> Result<Server, Error> {
         config.validate()?;
+        let reducers = load_reducers(&config, reducers)?;
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(
             config.feed_buffer_bytes,
@@ -65,7 +79,7 @@ impl Server {
             config.max_frame_bytes,
             metrics.clone(),
         ));
-        let store = open_store(&config, hub.clone(), metrics.clone()).await?;
+        let store = open_store(&config, reducers, hub.clone(), metrics.clone()).await?;
         let policy = Arc::new(SizeLimit {
             max_payload_bytes: config.max_payload_bytes,
         });
@@ -252,12 +266,33 @@ pub async fn open_store_for_admin(config: &Config) -> Result<Arc<dyn LogStore>, 
         config.max_frame_bytes,
         metrics.clone(),
     ));
-    open_store(config, hub, metrics).await
+    open_store(config, Reducers::default(), hub, metrics).await
+}
+
+/// The rules of `config.reducers` (their modules loaded), then `extra`.
+fn load_reducers(config: &Config, extra: Reducers) -> Result<Reducers, Error> {
+    let limits = JsLimits {
+        call_timeout: config.reducer_timeout,
+        memory_bytes: config.reducer_memory_bytes,
+        ..JsLimits::default()
+    };
+    let mut reducers = Reducers::default();
+    for rule in &config.reducers {
+        let reducer = JsReducer::load(&rule.path, rule.export.as_deref(), limits)?;
+        tracing::info!(pattern = %rule.pattern, module = %rule.path.display(), "reducer loaded");
+        reducers.add(&rule.pattern, Arc::new(reducer));
+    }
+    reducers.extend(extra);
+    if !reducers.is_empty() && config.store_url.is_some() {
+        return Err(Error::Config(config::REDUCERS_NEED_SQLITE.into()));
+    }
+    Ok(reducers)
 }
 
 /// The store `config` names, open, reporting commits to `hub`.
 async fn open_store(
     config: &Config,
+    reducers: Reducers,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<dyn LogStore>, Error> {
@@ -281,6 +316,7 @@ async fn open_store(
         max_batch_intents: config.max_batch_intents,
         max_batch_bytes: config.max_batch_bytes,
         max_readers: config.max_readers,
+        reducers,
     };
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(options, hub, metrics))
         .await

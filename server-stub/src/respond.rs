@@ -21,7 +21,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::Forbidden | ErrorCode::OriginForbidden => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::RateLimited | ErrorCode::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::Rejected | ErrorCode::Reducer => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::Storage | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,

@@ -39,6 +39,11 @@ export function todosReducer(state = initialState, action) {
   }
 }
 
+// The server runs the same reducer at the ordering point
+// (`logsync-server --reducer 'todos/*=./examples/todo-react/src/todos.js'`):
+// it loads the module's default export.
+export default todosReducer;
+
 function update(state, id, fn) {
   let changed = false;
   const todos = state.todos.map((t) => {

@@ -15,10 +15,11 @@ use sync_core::{
 };
 
 use super::{
-    appended_resend, AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page,
-    ProposedIntent, ReadLimits, StoredSnapshot,
+    appended_resend, fold_request, state_json, AppendListener, AppendRequest, BoxFuture, LogStore,
+    Outcome, Page, ProposedIntent, ReadLimits, StoredSnapshot, StreamStateJson,
 };
 use crate::error::Error;
+use crate::fold::{Folds, Reducers, Replayed};
 
 #[derive(Default)]
 struct StreamLog {
@@ -32,11 +33,25 @@ struct StreamLog {
     snapshot: Option<StoredSnapshot>,
 }
 
-#[derive(Default)]
 struct State {
     streams: HashMap<StreamName, StreamLog>,
     subjects: HashMap<ClientId, String>,
+    folds: Folds,
     closed: bool,
+}
+
+/// Events of `log` after `after`, for rebuilding a state.
+fn replay(log: Option<&StreamLog>, after: Offset) -> Result<Replayed, Error> {
+    let start = usize::try_from(after.0).unwrap_or(usize::MAX);
+    Ok(log
+        .map(|l| {
+            l.events
+                .iter()
+                .skip(start)
+                .map(|e| (e.offset, e.payload.clone()))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// The in-memory store.
@@ -49,9 +64,24 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// An empty store with `epoch`, reporting appends to `listener`.
     pub fn new(epoch: Epoch, listener: Arc<dyn AppendListener>) -> MemoryStore {
+        MemoryStore::with_reducers(epoch, listener, Reducers::default())
+    }
+
+    /// An empty store whose streams matching a rule of `reducers` are
+    /// folded at the ordering point (see [`super::fold_intents`]).
+    pub fn with_reducers(
+        epoch: Epoch,
+        listener: Arc<dyn AppendListener>,
+        reducers: Reducers,
+    ) -> MemoryStore {
         MemoryStore {
             epoch,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                streams: HashMap::new(),
+                subjects: HashMap::new(),
+                folds: Folds::new(reducers),
+                closed: false,
+            }),
             listener,
         }
     }
@@ -75,13 +105,25 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn apply(log: &mut StreamLog, request: AppendRequest) -> Result<(Vec<Outcome>, Vec<Event>), Error> {
+fn apply(
+    state: &mut State,
+    mut request: AppendRequest,
+) -> Result<(Vec<Outcome>, Vec<Event>), Error> {
     let client = request.client_id;
     let time_ms = now_ms();
+    let State { streams, folds, .. } = state;
+    let log = streams.entry(request.stream.clone()).or_default();
     let mut position = Position {
         last_decided: log.last.get(&client).copied().unwrap_or(0),
         head: Offset(log.events.len() as u64),
     };
+    fold_request(
+        folds,
+        &request.stream,
+        position,
+        &mut request.intents,
+        |after| replay(Some(log), after),
+    )?;
     let steps = decide_batch(&mut position, request.intents.iter().map(|i| i.offer()));
     let mut outcomes = Vec::with_capacity(steps.len());
     let mut new_events = Vec::new();
@@ -157,8 +199,7 @@ impl LogStore for MemoryStore {
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Outcome>, Error>> {
         Box::pin(async move {
             let stream = request.stream.clone();
-            let (outcomes, events) =
-                self.with(|s| apply(s.streams.entry(stream.clone()).or_default(), request))?;
+            let (outcomes, events) = self.with(|s| apply(s, request))?;
             // Like a durable store: listeners hear of a commit before its
             // pusher does, outside the lock.
             if !events.is_empty() {
@@ -244,6 +285,16 @@ impl LogStore for MemoryStore {
         )
     }
 
+    fn state(&self, stream: StreamName) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
+        Box::pin(async move {
+            self.with(|s| {
+                let log = s.streams.get(&stream);
+                let head = Offset(log.map_or(0, |l| l.events.len() as u64));
+                state_json(&mut s.folds, &stream, head, |after| replay(log, after))
+            })
+        })
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move { self.with(|_| Ok(())) })
     }
@@ -292,5 +343,70 @@ mod tests {
             })
             .await;
         assert!(matches!(closed, Err(Error::StoreClosed)), "{closed:?}");
+    }
+
+    /// A reducer whose engine cannot start a state.
+    struct Unstartable;
+
+    impl crate::fold::StreamReducer for Unstartable {
+        fn describe(&self) -> String {
+            "a reducer out of memory".into()
+        }
+        fn start(&self) -> Result<Box<dyn crate::fold::StreamState>, crate::fold::Refusal> {
+            Err(crate::fold::Refusal {
+                code: ErrorCode::Reducer,
+                message: "InternalError: out of memory".into(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reducer_that_cannot_start_refuses_only_its_streams_intents() {
+        let mut reducers = Reducers::default();
+        reducers.add("broken/*", Arc::new(Unstartable));
+        let store = MemoryStore::with_reducers(Epoch::from("e"), Arc::new(Nobody), reducers);
+        let broken = StreamName::new("broken/a").expect("name");
+        let push = |stream: &StreamName, seqs: &[u64]| AppendRequest {
+            stream: stream.clone(),
+            client_id: ClientId([3; 16]),
+            intents: seqs
+                .iter()
+                .map(|&n| {
+                    ProposedIntent::new(
+                        sync_core::Seq::new(n).expect("seq"),
+                        b"{}".to_vec(),
+                        crate::store::Verdict::Accept,
+                    )
+                })
+                .collect(),
+        };
+        let refused = |n: u64, duplicate: bool| Outcome::Rejected {
+            seq: sync_core::Seq::new(n).expect("seq"),
+            code: ErrorCode::Reducer,
+            message: "InternalError: out of memory".into(),
+            duplicate,
+        };
+        let o = store.append(push(&broken, &[1, 2])).await.expect("append");
+        assert_eq!(o, vec![refused(1, false), refused(2, false)]);
+        let o = store.append(push(&broken, &[1])).await.expect("append");
+        assert_eq!(o, vec![refused(1, true)]);
+        assert_eq!(store.head(broken.clone()).await.expect("head"), Offset(0));
+        let state = store.state(broken).await;
+        assert!(matches!(state, Err(Error::Reducer(_))), "{state:?}");
+        let other = StreamName::new("fine").expect("name");
+        let o = store.append(push(&other, &[1])).await.expect("append");
+        assert!(matches!(&o[..], [Outcome::Appended { .. }]), "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn folds_like_the_durable_stores() {
+        let store = MemoryStore::with_reducers(
+            Epoch::from("e"),
+            Arc::new(Nobody),
+            conformance::seat_reducers(),
+        );
+        conformance::folds_at_the_ordering_point(&store, "seats/a").await;
+        // The stores' other rules hold on folded streams too.
+        conformance::decides_resends_and_gaps(&store, "plain").await;
     }
 }

@@ -23,11 +23,12 @@ use std::future::Future;
 use std::pin::Pin;
 
 use sync_core::{
-    answer_resend, ClientId, Epoch, ErrorCode, Event, IntentDigest, Offer, Offset, ResendAnswer,
-    Seq, StreamName,
+    answer_resend, decide_batch, ClientId, Epoch, ErrorCode, Event, IntentDigest, Offer, Offset,
+    Position, ResendAnswer, Seq, Step, StreamName,
 };
 
 use crate::error::Error;
+use crate::fold::{Folded, Folds, Refusal, Replayed, Unfolded};
 
 /// A boxed, sendable future: the trait stays object-safe, so the server can
 /// hold any store as `Arc<dyn LogStore>`.
@@ -137,6 +138,93 @@ pub fn appended_resend(
         ResendAnswer::Reused { offset } => Outcome::SeqReused { seq, offset },
     }
 }
+
+/// The fold at the ordering point: the intents of a request that
+/// [`decide_batch`] will decide as appended now (from `position`) are
+/// folded, in order, onto the stream's state `folded` (at `position`'s
+/// head); one the reducer refuses becomes a rejection (its refusal's
+/// code and message, its payload dropped) and the state stays as it
+/// was, so the next intent is folded onto the state without it. The
+/// store then decides the request as usual: a refused intent is
+/// rejected, stored as its seq's decision, and never appended.
+///
+/// Offers that stay accepted are decided exactly as before (a refusal
+/// changes only whether the head moves), so `folded` ends at the head
+/// the store's decisions reach.
+pub fn fold_intents(folded: &mut Folded, position: Position, intents: &mut [ProposedIntent]) {
+    let mut probe = position;
+    let steps = decide_batch(&mut probe, intents.iter().map(ProposedIntent::offer));
+    for (step, intent) in steps.iter().zip(intents.iter_mut()) {
+        if !matches!(step, Step::Append { .. }) {
+            continue;
+        }
+        if let Err(refusal) = folded.fold(&intent.payload) {
+            intent.payload = Vec::new();
+            intent.verdict = Verdict::Reject {
+                code: refusal.code,
+                message: refusal.message,
+            };
+        }
+    }
+}
+
+/// The fold at the ordering point for one request: the stream's state
+/// from `folds` (built through `read` when it is not kept), then
+/// [`fold_intents`]. When the stream's reducer cannot start a state, every
+/// intent decided now is refused with its refusal (`REDUCER`), so a
+/// failing reducer costs its own stream's intents and never a whole
+/// transaction. A stream without a reducer is left alone.
+pub fn fold_request(
+    folds: &mut Folds,
+    stream: &StreamName,
+    position: Position,
+    intents: &mut [ProposedIntent],
+    read: impl FnMut(Offset) -> Result<Replayed, Error>,
+) -> Result<(), Error> {
+    match folds.at(stream, position.head, read) {
+        Ok(Some(folded)) => fold_intents(folded, position, intents),
+        Ok(None) => {}
+        Err(Unfolded::Read(e)) => return Err(e),
+        Err(Unfolded::Reducer(refusal)) => refuse_intents(position, intents, &refusal),
+    }
+    Ok(())
+}
+
+/// Refuses with `refusal` every intent of `intents` that would be
+/// appended now.
+fn refuse_intents(position: Position, intents: &mut [ProposedIntent], refusal: &Refusal) {
+    let mut probe = position;
+    let steps = decide_batch(&mut probe, intents.iter().map(ProposedIntent::offer));
+    for (step, intent) in steps.iter().zip(intents.iter_mut()) {
+        if matches!(step, Step::Append { .. }) {
+            intent.payload = Vec::new();
+            intent.verdict = Verdict::Reject {
+                code: refusal.code,
+                message: refusal.message.clone(),
+            };
+        }
+    }
+}
+
+/// The state of `stream` at `head` as JSON, through `folds` (`None`: no
+/// reducer folds it).
+pub fn state_json(
+    folds: &mut Folds,
+    stream: &StreamName,
+    head: Offset,
+    read: impl FnMut(Offset) -> Result<Replayed, Error>,
+) -> Result<Option<StreamStateJson>, Error> {
+    match folds.at(stream, head, read) {
+        Ok(Some(folded)) => Ok(Some((folded.offset, folded.state.to_json()?))),
+        Ok(None) => Ok(None),
+        Err(Unfolded::Read(e)) => Err(e),
+        Err(Unfolded::Reducer(r)) => Err(r.into()),
+    }
+}
+
+/// A stream's state as a reducer folds it: the offset of the last event
+/// folded in and the state as JSON text.
+pub type StreamStateJson = (Offset, String);
 
 /// Intents of one client for one stream, in seq order.
 #[derive(Clone, Debug)]
@@ -324,6 +412,13 @@ pub trait LogStore: Send + Sync + 'static {
     /// then read the row back), committed before answering.
     fn bind_client(&self, client_id: ClientId, sub: String)
         -> BoxFuture<'_, Result<String, Error>>;
+
+    /// The state of `stream` at its head as its reducer folds it, or
+    /// `None` when no reducer folds `stream` (the default: a store
+    /// without reducers).
+    fn state(&self, _stream: StreamName) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 
     /// A cheap round trip to the storage, for health checks.
     fn check(&self) -> BoxFuture<'_, Result<(), Error>>;
@@ -517,6 +612,122 @@ pub(crate) mod conformance {
         let payloads: Vec<&[u8]> = page.events.iter().map(|e| &e.payload[..]).collect();
         assert_eq!(payloads, vec![&b"first"[..], &b"second"[..]]);
         assert_eq!(page.head, Offset(2));
+    }
+
+    /// Reducers for [`folds_at_the_ordering_point`]: the seat-booking
+    /// module of the server's test fixtures on `seats/*`.
+    pub(crate) fn seat_reducers() -> crate::fold::Reducers {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seats.js");
+        let js = crate::fold::js::JsReducer::load(&path, None, Default::default()).expect("load");
+        let mut reducers = crate::fold::Reducers::default();
+        reducers.add("seats/*", std::sync::Arc::new(js));
+        reducers
+    }
+
+    fn book(s: u64, seat: &str, who: &str) -> ProposedIntent {
+        intent(
+            s,
+            &serde_json::json!({"type": "book", "seat": seat, "who": who}).to_string(),
+        )
+    }
+
+    fn taken(s: u64, seat: &str, duplicate: bool) -> Outcome {
+        Outcome::Rejected {
+            seq: seq(s),
+            code: ErrorCode::Rejected,
+            message: format!("SEAT_TAKEN: seat {seat} is taken"),
+            duplicate,
+        }
+    }
+
+    /// A store opened with [`seat_reducers`] folds each intent onto the
+    /// stream's state before appending: a refused intent is rejected with
+    /// the app's code, stored as its seq's decision, never appended (the
+    /// offsets stay dense), and the next intent — in the same request too
+    /// — sees the state without it. `stream` starts with `seats/`.
+    pub(crate) async fn folds_at_the_ordering_point(store: &dyn LogStore, stream: &str) {
+        let s = StreamName::new(stream).expect("name");
+        let o = store
+            .append(request(&s, 1, vec![book(1, "1A", "ann")]))
+            .await
+            .expect("append");
+        assert_eq!(o, vec![appended(1, 1, false)]);
+        // Client 2 books the same seat and another one, then the other
+        // one again: the first and last are refused, the second appended
+        // at the next offset.
+        let o = store
+            .append(request(
+                &s,
+                2,
+                vec![
+                    book(1, "1A", "bob"),
+                    book(2, "1B", "bob"),
+                    book(3, "1B", "bob"),
+                ],
+            ))
+            .await
+            .expect("append");
+        assert_eq!(
+            o,
+            vec![
+                taken(1, "1A", false),
+                appended(2, 2, false),
+                taken(3, "1B", false)
+            ]
+        );
+        // A resend gets the same decision.
+        let o = store
+            .append(request(
+                &s,
+                2,
+                vec![book(1, "1A", "bob"), book(2, "1B", "bob")],
+            ))
+            .await
+            .expect("append");
+        assert_eq!(o, vec![taken(1, "1A", true), appended(2, 2, true)]);
+        // A payload that is not JSON is refused as a reducer failure; a
+        // reducer that does not stop is stopped.
+        let o = store
+            .append(request(&s, 3, vec![intent(1, "not json")]))
+            .await
+            .expect("append");
+        assert!(
+            matches!(
+                &o[..],
+                [Outcome::Rejected {
+                    code: ErrorCode::Reducer,
+                    ..
+                }]
+            ),
+            "{o:?}"
+        );
+        let o = store
+            .append(request(&s, 3, vec![intent(2, r#"{"type":"spin"}"#)]))
+            .await
+            .expect("append");
+        assert!(
+            matches!(&o[..], [Outcome::Rejected { code: ErrorCode::Reducer, message, .. }] if message.contains("stopped")),
+            "{o:?}"
+        );
+        assert_eq!(store.head(s.clone()).await.expect("head"), Offset(2));
+        let (offset, state) = store
+            .state(s.clone())
+            .await
+            .expect("state")
+            .expect("a reducer");
+        assert_eq!(offset, Offset(2));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&state).expect("json"),
+            serde_json::json!({"seats": {"1A": "ann", "1B": "bob"}})
+        );
+        // A stream no rule matches keeps opaque payloads and has no state.
+        let other = StreamName::new(format!("other-{stream}")).expect("name");
+        let o = store
+            .append(request(&other, 1, vec![intent(1, "not json")]))
+            .await
+            .expect("append");
+        assert_eq!(o, vec![appended(1, 1, false)]);
+        assert_eq!(store.state(other).await.expect("state"), None);
     }
 
     /// One client's requests submitted one after another without waiting

@@ -44,9 +44,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
     AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page, ReadLimits, StoredSnapshot,
-    Submitted,
+    StreamStateJson, Submitted,
 };
 use crate::error::Error;
+use crate::fold::{Folds, Reducers};
 use crate::metrics::Metrics;
 use crate::store::CommitMode;
 
@@ -112,6 +113,8 @@ pub struct SqliteOptions {
     pub max_batch_bytes: usize,
     /// Read connections.
     pub max_readers: usize,
+    /// Streams folded at the ordering point, and by which reducer.
+    pub reducers: Reducers,
 }
 
 /// The SQLite log store.
@@ -161,6 +164,7 @@ impl SqliteStore {
             mode: options.commit_mode,
             max_batch_intents: options.max_batch_intents,
             max_batch_bytes: options.max_batch_bytes,
+            folds: Folds::new(options.reducers.clone()),
         };
         let handle = std::thread::Builder::new()
             .name("logsync-writer".into())
@@ -539,6 +543,23 @@ impl LogStore for SqliteStore {
                     sub,
                     reply,
                 })
+                .await
+                .map_err(|_| Error::StoreClosed)?;
+            answer.await.map_err(|_| Error::StoreClosed)?
+        })
+    }
+
+    fn state(&self, stream: StreamName) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
+        Box::pin(async move {
+            let sender = self
+                .jobs
+                .lock()
+                .map_err(|_| Error::StoreClosed)?
+                .clone()
+                .ok_or(Error::StoreClosed)?;
+            let (reply, answer) = oneshot::channel();
+            sender
+                .send(writer::Job::State { stream, reply })
                 .await
                 .map_err(|_| Error::StoreClosed)?;
             answer.await.map_err(|_| Error::StoreClosed)?

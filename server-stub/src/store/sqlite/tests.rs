@@ -27,6 +27,14 @@ impl AppendListener for Recorder {
 }
 
 fn open(dir: &tempfile::TempDir, mode: CommitMode) -> (SqliteStore, Arc<Recorder>) {
+    open_with(dir, mode, Default::default())
+}
+
+fn open_with(
+    dir: &tempfile::TempDir,
+    mode: CommitMode,
+    reducers: crate::fold::Reducers,
+) -> (SqliteStore, Arc<Recorder>) {
     let rec = Arc::new(Recorder::default());
     let store = SqliteStore::open(
         SqliteOptions {
@@ -35,6 +43,7 @@ fn open(dir: &tempfile::TempDir, mode: CommitMode) -> (SqliteStore, Arc<Recorder
             max_batch_intents: 1000,
             max_batch_bytes: 1 << 20,
             max_readers: 2,
+            reducers,
         },
         rec.clone(),
         Arc::new(Metrics::default()),
@@ -341,6 +350,7 @@ async fn submitted_requests_are_decided_in_order_and_share_commits() {
             max_batch_intents: 1000,
             max_batch_bytes: 1 << 20,
             max_readers: 2,
+            reducers: Default::default(),
         },
         Arc::new(Recorder::default()),
         metrics.clone(),
@@ -368,6 +378,78 @@ async fn decides_like_every_store() {
     crate::store::conformance::decides_resends_and_gaps(&store, "decides").await;
     crate::store::conformance::a_reused_seq_is_refused(&store, "reused").await;
     store.close().await;
+}
+
+/// The fold at the ordering point, in both commit modes; after a reopen
+/// the state is rebuilt from the file and keeps refusing what it refused.
+#[tokio::test]
+async fn folds_at_the_ordering_point_and_rebuilds_after_reopen() {
+    use crate::store::conformance::{folds_at_the_ordering_point, seat_reducers};
+    for mode in [CommitMode::Group, CommitMode::PerIntent] {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, rec) = open_with(&dir, mode, seat_reducers());
+        folds_at_the_ordering_point(&store, "seats/x").await;
+        // Refused intents never reached the listeners.
+        let heard: Vec<u64> = rec
+            .0
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(s, _)| s == "seats/x")
+            .flat_map(|(_, e)| e.iter().copied())
+            .collect();
+        assert_eq!(heard, vec![1, 2], "{mode:?}");
+        store.close().await;
+        let (store, _) = open_with(&dir, mode, seat_reducers());
+        let s = StreamName::new("seats/x").expect("name");
+        let (offset, state) = store
+            .state(s.clone())
+            .await
+            .expect("state")
+            .expect("reducer");
+        assert_eq!(offset, Offset(2));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&state).expect("json"),
+            serde_json::json!({"seats": {"1A": "ann", "1B": "bob"}})
+        );
+        let o = store
+            .append(AppendRequest {
+                stream: s.clone(),
+                client_id: ClientId([9; 16]),
+                intents: vec![
+                    ProposedIntent::new(
+                        seq(1),
+                        br#"{"type":"book","seat":"1B","who":"eve"}"#.to_vec(),
+                        Verdict::Accept,
+                    ),
+                    ProposedIntent::new(
+                        seq(2),
+                        br#"{"type":"book","seat":"2C","who":"eve"}"#.to_vec(),
+                        Verdict::Accept,
+                    ),
+                ],
+            })
+            .await
+            .expect("append");
+        assert_eq!(
+            o,
+            vec![
+                Outcome::Rejected {
+                    seq: seq(1),
+                    code: ErrorCode::Rejected,
+                    message: "SEAT_TAKEN: seat 1B is taken".into(),
+                    duplicate: false
+                },
+                Outcome::Appended {
+                    seq: seq(2),
+                    offset: Offset(3),
+                    duplicate: false
+                }
+            ],
+            "{mode:?}"
+        );
+        store.close().await;
+    }
 }
 
 /// A file written with schema version 1 (no payload digests) opens: the
@@ -467,6 +549,7 @@ async fn a_newer_schema_is_refused() {
             max_batch_intents: 1000,
             max_batch_bytes: 1 << 20,
             max_readers: 2,
+            reducers: Default::default(),
         },
         Arc::new(Recorder::default()),
         Arc::new(Metrics::default()),

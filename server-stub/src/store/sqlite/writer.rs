@@ -12,9 +12,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{from_sql, to_sql};
 use crate::error::Error;
+use crate::fold::{Folds, Replayed};
 use crate::metrics::Metrics;
 use crate::store::CommitMode;
-use crate::store::{appended_resend, AppendListener, AppendRequest, Outcome, ProposedIntent};
+use crate::store::{
+    appended_resend, fold_request, state_json, AppendListener, AppendRequest, Outcome,
+    ProposedIntent, StreamStateJson,
+};
+
+/// What a state read answers.
+type StateAnswer = Result<Option<StreamStateJson>, Error>;
 
 /// Work for the writer, with where to send the answer.
 pub(crate) enum Job {
@@ -37,13 +44,21 @@ pub(crate) enum Job {
     Probe {
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    /// The state of a stream with a reducer, at its head.
+    State {
+        stream: StreamName,
+        reply: oneshot::Sender<StateAnswer>,
+    },
 }
 
 impl Job {
     fn intents(&self) -> usize {
         match self {
             Job::Append { request, .. } => request.intents.len(),
-            Job::Snapshot { .. } | Job::BindClient { .. } | Job::Probe { .. } => 1,
+            Job::Snapshot { .. }
+            | Job::BindClient { .. }
+            | Job::Probe { .. }
+            | Job::State { .. } => 1,
         }
     }
 
@@ -52,7 +67,7 @@ impl Job {
             Job::Append { request, .. } => request.payload_bytes(),
             Job::Snapshot { state, .. } => state.len(),
             Job::BindClient { sub, .. } => sub.len(),
-            Job::Probe { .. } => 0,
+            Job::Probe { .. } | Job::State { .. } => 0,
         }
     }
 }
@@ -68,6 +83,9 @@ pub(crate) struct Writer {
     /// False while the last commit failed (the store cannot write); the
     /// health check reads it.
     pub writable: Arc<AtomicBool>,
+    /// The states of streams with a reducer, at their committed heads
+    /// between transactions.
+    pub folds: Folds,
 }
 
 /// Events appended in one transaction, grouped by stream in offset order.
@@ -78,6 +96,7 @@ enum Reply {
     Snapshot(oneshot::Sender<Result<(), Error>>),
     Bound(oneshot::Sender<Result<String, Error>>, String),
     Probe(oneshot::Sender<Result<(), Error>>),
+    State(oneshot::Sender<StateAnswer>, Option<StateAnswer>),
 }
 
 impl Writer {
@@ -131,7 +150,8 @@ impl Writer {
                 match job {
                     Job::Append { request, reply } => {
                         replies.push(Reply::Append(reply, Vec::new()));
-                        let outcomes = apply(&tx, request, time_ms, &mut appended)?;
+                        let outcomes =
+                            apply(&tx, &mut self.folds, request, time_ms, &mut appended)?;
                         if let Some(Reply::Append(_, o)) = replies.last_mut() {
                             *o = outcomes;
                         }
@@ -160,6 +180,11 @@ impl Writer {
                         replies.push(Reply::Probe(reply));
                         probe(&tx)?;
                     }
+                    Job::State { stream, reply } => {
+                        // A read: its failure is its own, never the batch's.
+                        let answer = state(&tx, &mut self.folds, &stream);
+                        replies.push(Reply::State(reply, Some(answer)));
+                    }
                 }
             }
             tx.commit()?;
@@ -172,6 +197,7 @@ impl Writer {
                 Job::Snapshot { reply, .. } => Reply::Snapshot(reply),
                 Job::BindClient { reply, .. } => Reply::Bound(reply, String::new()),
                 Job::Probe { reply } => Reply::Probe(reply),
+                Job::State { reply, .. } => Reply::State(reply, None),
             });
         }
         self.finish(result, started, intents, appended, replies);
@@ -201,7 +227,7 @@ impl Writer {
                 let tx = self
                     .conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let o = apply(&tx, one, now_ms(), &mut appended)?;
+                let o = apply(&tx, &mut self.folds, one, now_ms(), &mut appended)?;
                 tx.commit()?;
                 Ok::<_, Error>(o)
             })();
@@ -218,6 +244,9 @@ impl Writer {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "commit failed");
+                    // States may hold intents of the rolled-back
+                    // transaction: rebuilt from the log on next use.
+                    self.folds.forget_all();
                     self.writable.store(false, Ordering::Relaxed);
                     let _ = reply.send(Err(e));
                     return;
@@ -229,7 +258,7 @@ impl Writer {
     }
 
     fn finish(
-        &self,
+        &mut self,
         result: Result<(), Error>,
         started: Instant,
         intents: usize,
@@ -258,10 +287,18 @@ impl Writer {
                         Reply::Probe(reply) => {
                             let _ = reply.send(Ok(()));
                         }
+                        Reply::State(reply, answer) => {
+                            let _ = reply.send(answer.unwrap_or_else(|| {
+                                Err(Error::Storage("the state was not read".into()))
+                            }));
+                        }
                     }
                 }
             }
             Err(e) => {
+                // States may hold intents of the rolled-back transaction:
+                // rebuilt from the log on next use.
+                self.folds.forget_all();
                 // The transaction rolled back (dropped): nothing of this
                 // batch is in the log, so every pusher may safely retry.
                 tracing::error!(error = %e, intents, "commit failed; batch rolled back");
@@ -281,6 +318,9 @@ impl Writer {
                             let _ = reply.send(Err(Error::Storage(message.clone())));
                         }
                         Reply::Probe(reply) => {
+                            let _ = reply.send(Err(Error::Storage(message.clone())));
+                        }
+                        Reply::State(reply, _) => {
                             let _ = reply.send(Err(Error::Storage(message.clone())));
                         }
                     }
@@ -343,6 +383,7 @@ fn ensure_stream(tx: &Transaction<'_>, stream: &StreamName) -> Result<(i64, u64)
 /// [`decide_batch`], executed.
 fn apply(
     tx: &Transaction<'_>,
+    folds: &mut Folds,
     request: AppendRequest,
     time_ms: u64,
     appended: &mut Appended,
@@ -350,7 +391,7 @@ fn apply(
     let AppendRequest {
         stream,
         client_id,
-        intents,
+        mut intents,
     } = request;
     let (stream_id, start_head) = ensure_stream(tx, &stream)?;
     let client = &client_id.0[..];
@@ -365,6 +406,9 @@ fn apply(
         last_decided: start_last,
         head: Offset(start_head),
     };
+    fold_request(folds, &stream, start, &mut intents, |after| {
+        replay(tx, stream_id, after)
+    })?;
     let mut position = start;
     let steps = decide_batch(&mut position, intents.iter().map(ProposedIntent::offer));
     let mut outcomes = Vec::with_capacity(steps.len());
@@ -499,6 +543,43 @@ fn lookup(
             "seq {seq} of client {client_id} on stream {stream} is decided but its outcome is missing"
         ))),
     }
+}
+
+/// Events after which a state is rebuilt, one page of a stream's log.
+const REPLAY_PAGE: i64 = 1000;
+
+/// The events of the stream `stream_id` after `after` (a page).
+fn replay(tx: &Transaction<'_>, stream_id: i64, after: Offset) -> Result<Replayed, Error> {
+    let mut stmt = tx.prepare_cached(
+        r#"SELECT "offset", payload FROM events WHERE stream_id = ?1 AND "offset" > ?2
+           ORDER BY "offset" LIMIT ?3"#,
+    )?;
+    let rows = stmt.query_map(
+        rusqlite::params![stream_id, to_sql(after.0)?, REPLAY_PAGE],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+    )?;
+    let mut page = Vec::new();
+    for row in rows {
+        let (offset, payload) = row?;
+        page.push((Offset(from_sql(offset)?), payload));
+    }
+    Ok(page)
+}
+
+/// The state of `stream` at its head (read inside the writer's
+/// transaction, so it is the state of the decisions made so far).
+fn state(tx: &Transaction<'_>, folds: &mut Folds, stream: &StreamName) -> StateAnswer {
+    let found: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT id, head FROM streams WHERE name = ?1")?
+        .query_row([stream.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (stream_id, head) = match found {
+        Some((id, head)) => (id, from_sql(head)?),
+        None => (-1, 0),
+    };
+    state_json(folds, stream, Offset(head), |after| {
+        replay(tx, stream_id, after)
+    })
 }
 
 fn put_snapshot(

@@ -1,0 +1,757 @@
+//! The JavaScript [`StreamReducer`]: the app's own ES module run in
+//! QuickJS (through `rquickjs`, which compiles QuickJS from source into
+//! the binary: no system library, no network at build time).
+//!
+//! One engine (a QuickJS runtime and context) per module file. Every
+//! stream's state stays a JavaScript value inside the engine, in a `Map`
+//! keyed by a number the Rust side holds ([`JsState`]); an event crosses
+//! as its payload text only, and the state becomes JSON only when someone
+//! reads it (`GET /v1/streams/{s}/state`). Why: a JSON round trip of the
+//! whole state per event would cost as much as the state is large, on the
+//! single writer's path.
+//!
+//! Determinism: before the module loads, a prelude replaces
+//! `Math.random`, `Date.now`, `Date()` and `new Date()` without arguments,
+//! and puts throwing getters on `performance`, the timer functions and
+//! `crypto`; touching one throws an error naming it, and the intent is
+//! refused with `REDUCER`. Limits: each call runs under a deadline (an
+//! interrupt handler) and the engine under a memory limit; a reducer that
+//! runs past either is stopped, the intent refused with `REDUCER`, and the
+//! stream's state stays what it was.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rquickjs::{Context, Ctx, Function, Module, Object, Runtime, Value};
+use sync_core::ErrorCode;
+
+use super::{LoadError, Refusal, StreamReducer, StreamState};
+
+/// Limits of one JavaScript engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JsLimits {
+    /// Longest one reduce call may run.
+    pub call_timeout: Duration,
+    /// Longest the module's top level may run when it loads.
+    pub load_timeout: Duration,
+    /// Most bytes the engine may allocate, for the module and the states
+    /// of all its streams together.
+    pub memory_bytes: usize,
+}
+
+impl Default for JsLimits {
+    fn default() -> Self {
+        JsLimits {
+            call_timeout: Duration::from_millis(100),
+            load_timeout: Duration::from_secs(5),
+            memory_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Runs before the module: makes the non-deterministic globals throw,
+/// and answers the factory of the fold harness (the harness shares the
+/// prelude's error class, so it can tell "touched a non-deterministic
+/// global" from an app's refusal).
+const PRELUDE: &str = r#"
+(() => {
+  class NondeterministicError extends Error {}
+  NondeterministicError.prototype.name = 'NondeterministicError';
+  const refuse = (what) => () => {
+    throw new NondeterministicError(
+      `${what} is not available to a reducer on the server: a reducer must be deterministic ` +
+      `(take times and random ids from the action)`);
+  };
+  const RealDate = Date;
+  function SafeDate(...args) {
+    if (!new.target) refuse('Date()')();
+    if (args.length === 0) refuse('new Date() without arguments')();
+    return Reflect.construct(RealDate, args, new.target);
+  }
+  SafeDate.prototype = RealDate.prototype;
+  Object.defineProperty(RealDate.prototype, 'constructor', { value: SafeDate, writable: true, configurable: true });
+  Object.defineProperty(SafeDate, 'name', { value: 'Date' });
+  SafeDate.UTC = RealDate.UTC;
+  SafeDate.parse = RealDate.parse;
+  SafeDate.now = refuse('Date.now');
+  globalThis.Date = SafeDate;
+  Math.random = refuse('Math.random');
+  for (const name of ['performance', 'setTimeout', 'setInterval', 'setImmediate', 'clearTimeout',
+                      'clearInterval', 'clearImmediate', 'queueMicrotask', 'crypto']) {
+    Object.defineProperty(globalThis, name, { get: refuse(name), configurable: false });
+  }
+  const CODE = /^[A-Z0-9_]+$/;
+  const parse = JSON.parse;
+  const stringify = JSON.stringify;
+  return (reducer, initialState) => {
+    const states = new Map();
+    // The next state of the last fold that succeeded: kept by `commit`,
+    // which the Rust side calls with the deadline off, so a stop can never
+    // land between keeping a state and answering that it was refused.
+    let pending;
+    return {
+      start(key) { states.set(key, initialState); },
+      drop(key) { states.delete(key); },
+      commit(key) { states.set(key, pending); pending = undefined; },
+      fold(key, payload) {
+        let action;
+        try { action = parse(payload); }
+        catch (e) { return ['REDUCER', `the payload is not JSON: ${e.message}`]; }
+        let next;
+        try { next = reducer(states.get(key), action); }
+        catch (e) {
+          // The engine's own failures (out of memory, stack overflow) and
+          // non-deterministic globals are the reducer's fault, not a refusal.
+          if (e instanceof InternalError || e instanceof NondeterministicError ||
+              (e instanceof RangeError && /call stack/.test(e.message))) {
+            return ['REDUCER', `${e.name}: ${e.message}`];
+          }
+          const message = e instanceof Error ? String(e.message) : String(e);
+          if (e !== null && typeof e === 'object' && typeof e.code === 'string' && CODE.test(e.code)) {
+            return ['REJECTED', `${e.code}: ${message}`];
+          }
+          return ['REJECTED', message];
+        }
+        if (next === undefined) {
+          return ['REDUCER', 'the reducer returned undefined (return the state unchanged instead)'];
+        }
+        if (next !== null && typeof next.then === 'function') {
+          return ['REDUCER', 'the reducer returned a Promise: a reducer must be synchronous'];
+        }
+        pending = next;
+        return null;
+      },
+      state(key) { return stringify(states.get(key)) ?? 'null'; },
+    };
+  };
+})()
+"#;
+
+/// The QuickJS engine of one module. The mutex serialises calls (the
+/// store's single writer is the only caller on the append path).
+struct Engine {
+    // Field order: the context goes before the runtime. The harness is
+    // the context's userdata (a JavaScript value cannot leave the engine's
+    // thread-bound handles otherwise).
+    context: Context,
+    runtime: Runtime,
+    next_key: u64,
+}
+
+/// The deadline the interrupt handler checks: nanoseconds since `anchor`,
+/// 0 for none.
+struct Deadline {
+    anchor: Instant,
+    at: AtomicU64,
+    fired: AtomicBool,
+}
+
+impl Deadline {
+    fn set(&self, after: Duration) {
+        let at = self.anchor.elapsed().saturating_add(after);
+        self.fired.store(false, Ordering::Relaxed);
+        self.at.store(
+            u64::try_from(at.as_nanos()).unwrap_or(u64::MAX).max(1),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn clear(&self) -> bool {
+        self.at.store(0, Ordering::Relaxed);
+        self.fired.swap(false, Ordering::Relaxed)
+    }
+
+    fn passed(&self) -> bool {
+        let at = self.at.load(Ordering::Relaxed);
+        let passed =
+            at != 0 && u64::try_from(self.anchor.elapsed().as_nanos()).unwrap_or(u64::MAX) >= at;
+        if passed {
+            self.fired.store(true, Ordering::Relaxed);
+        }
+        passed
+    }
+}
+
+/// A reducer exported by an ES module, run in QuickJS.
+///
+/// The module contract: the reducer is the export named after `#` in the
+/// flag (`todos/*=./todos.js#todosReducer`), else the `default` export,
+/// else the export named `reducer`; it is called as `reducer(state,
+/// action)` with `action` the `JSON.parse` of the event's payload and
+/// returns the next state (never `undefined`). The state of a new stream
+/// is the export `initialState` (`undefined` when there is none).
+pub struct JsReducer {
+    path: PathBuf,
+    engine: Arc<Mutex<Engine>>,
+    deadline: Arc<Deadline>,
+    limits: JsLimits,
+}
+
+impl std::fmt::Debug for JsReducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsReducer")
+            .field("path", &self.path)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The text of the pending exception after `e` (its name, message and
+/// stack), or `e` itself.
+fn describe(ctx: &Ctx<'_>, e: rquickjs::Error) -> String {
+    if !e.is_exception() {
+        return e.to_string();
+    }
+    let thrown = ctx.catch();
+    match thrown.as_object() {
+        Some(o) => {
+            let name: Option<String> = o.get("name").ok();
+            let message: Option<String> = o.get("message").ok();
+            let stack: Option<String> = o.get("stack").ok();
+            let mut text = match (name, message) {
+                (Some(n), Some(m)) => format!("{n}: {m}"),
+                (None, Some(m)) => m,
+                _ => "an exception without a message".to_string(),
+            };
+            if let Some(stack) = stack.filter(|s| !s.trim().is_empty()) {
+                text.push_str(" (");
+                text.push_str(stack.trim().lines().next().unwrap_or_default().trim());
+                text.push(')');
+            }
+            text
+        }
+        None => format!("{thrown:?}"),
+    }
+}
+
+impl JsReducer {
+    /// Loads the module at `path` and finds its reducer (the export
+    /// `export`, else `default`, else `reducer`).
+    pub fn load(
+        path: &Path,
+        export: Option<&str>,
+        limits: JsLimits,
+    ) -> Result<JsReducer, LoadError> {
+        let fail = |reason: String| LoadError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("the file could not be read: {e}")))?;
+        let runtime = Runtime::new().map_err(|e| fail(format!("QuickJS did not start: {e}")))?;
+        runtime.set_memory_limit(limits.memory_bytes);
+        runtime.set_max_stack_size(512 << 10);
+        let deadline = Arc::new(Deadline {
+            anchor: Instant::now(),
+            at: AtomicU64::new(0),
+            fired: AtomicBool::new(false),
+        });
+        let watch = deadline.clone();
+        runtime.set_interrupt_handler(Some(Box::new(move || watch.passed())));
+        let context =
+            Context::full(&runtime).map_err(|e| fail(format!("QuickJS did not start: {e}")))?;
+        let name = path.display().to_string();
+        deadline.set(limits.load_timeout);
+        let loaded = context.with(|ctx| -> Result<(), String> {
+            let factory: Function = ctx
+                .eval(PRELUDE)
+                .map_err(|e| format!("the prelude failed: {}", describe(&ctx, e)))?;
+            let declared = Module::declare(ctx.clone(), name.clone(), source)
+                .map_err(|e| describe(&ctx, e))?;
+            let (module, promise) = declared.eval().map_err(|e| describe(&ctx, e))?;
+            promise.finish::<()>().map_err(|e| describe(&ctx, e))?;
+            let ns = module.namespace().map_err(|e| describe(&ctx, e))?;
+            let names: Vec<String> = ns.keys::<String>().filter_map(Result::ok).collect();
+            let candidates: Vec<&str> = match export {
+                Some(e) => vec![e],
+                None => vec!["default", "reducer"],
+            };
+            let mut reducer = None;
+            for c in &candidates {
+                let v: Value = ns.get(*c).map_err(|e| describe(&ctx, e))?;
+                if v.is_function() {
+                    reducer = Some(v);
+                    break;
+                }
+            }
+            let Some(reducer) = reducer else {
+                return Err(format!(
+                    "no reducer function exported as {} (the module exports: {}); export the reducer \
+                     as `export default`, as `export function reducer`, or name the export after `#` \
+                     in the flag (`pattern=file.js#name`)",
+                    candidates
+                        .iter()
+                        .map(|c| format!("`{c}`"))
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                    if names.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ));
+            };
+            let initial: Value = ns.get("initialState").map_err(|e| describe(&ctx, e))?;
+            let harness: Object = factory
+                .call((reducer, initial))
+                .map_err(|e| describe(&ctx, e))?;
+            ctx.store_userdata(harness)
+                .map_err(|e| format!("the engine kept no harness: {e}"))?;
+            Ok(())
+        });
+        if deadline.clear() {
+            return Err(fail(format!(
+                "the module's top level ran longer than {:?} and was stopped",
+                limits.load_timeout
+            )));
+        }
+        loaded.map_err(fail)?;
+        Ok(JsReducer {
+            path: path.to_path_buf(),
+            engine: Arc::new(Mutex::new(Engine {
+                context,
+                runtime,
+                next_key: 0,
+            })),
+            deadline,
+            limits,
+        })
+    }
+
+    fn engine_failed(&self) -> Refusal {
+        Refusal {
+            code: ErrorCode::Reducer,
+            message: "the reducer's engine is unusable (a call panicked)".into(),
+        }
+    }
+}
+
+impl StreamReducer for JsReducer {
+    fn describe(&self) -> String {
+        format!("JavaScript module {}", self.path.display())
+    }
+
+    fn start(&self) -> Result<Box<dyn StreamState>, Refusal> {
+        let mut engine = self.engine.lock().map_err(|_| self.engine_failed())?;
+        engine.next_key += 1;
+        let key = engine.next_key as f64;
+        call(
+            &engine,
+            &self.deadline,
+            Some(self.limits.call_timeout),
+            "start",
+            key,
+            None,
+        )?;
+        Ok(Box::new(JsState {
+            key,
+            engine: self.engine.clone(),
+            deadline: self.deadline.clone(),
+            limits: self.limits,
+        }))
+    }
+}
+
+/// What a harness call answered: nothing (done), a refusal, or text.
+enum Answer {
+    Done,
+    Text(String),
+}
+
+/// Calls the harness method `method` with `key` (and `payload`) under the
+/// deadline; a stop or an engine failure is a `REDUCER` refusal.
+fn call(
+    engine: &Engine,
+    deadline: &Deadline,
+    timeout: Option<Duration>,
+    method: &str,
+    key: f64,
+    payload: Option<&str>,
+) -> Result<Answer, Refusal> {
+    let reducer_failed = |message: String| Refusal {
+        code: ErrorCode::Reducer,
+        message,
+    };
+    if let Some(timeout) = timeout {
+        deadline.set(timeout);
+    }
+    let result = engine.context.with(|ctx| -> Result<Answer, Refusal> {
+        let harness: Object = ctx
+            .userdata::<Object>()
+            .map(|h| h.clone())
+            .ok_or_else(|| reducer_failed("the engine lost its harness".into()))?;
+        let f: Function = harness
+            .get(method)
+            .map_err(|e| reducer_failed(describe(&ctx, e)))?;
+        let answer: Value = match payload {
+            Some(p) => f.call((key, p)),
+            None => f.call((key,)),
+        }
+        .map_err(|e| reducer_failed(describe(&ctx, e)))?;
+        if let Some(s) = answer.as_string() {
+            return s
+                .to_string()
+                .map(Answer::Text)
+                .map_err(|e| reducer_failed(e.to_string()));
+        }
+        if let Some(a) = answer.as_array() {
+            let code: String = a.get(0).map_err(|e| reducer_failed(describe(&ctx, e)))?;
+            let message: String = a.get(1).map_err(|e| reducer_failed(describe(&ctx, e)))?;
+            let code = if code == "REJECTED" {
+                ErrorCode::Rejected
+            } else {
+                ErrorCode::Reducer
+            };
+            return Err(Refusal { code, message });
+        }
+        Ok(Answer::Done)
+    });
+    if deadline.clear() {
+        // Let the engine reclaim what the stopped call allocated.
+        engine.runtime.run_gc();
+        return Err(reducer_failed(format!(
+            "the reducer ran longer than {:?} and was stopped",
+            timeout.unwrap_or_default()
+        )));
+    }
+    if matches!(&result, Err(r) if r.code == ErrorCode::Reducer) {
+        engine.runtime.run_gc();
+    }
+    result
+}
+
+/// One stream's state, a value inside the engine.
+pub struct JsState {
+    key: f64,
+    engine: Arc<Mutex<Engine>>,
+    deadline: Arc<Deadline>,
+    limits: JsLimits,
+}
+
+impl JsState {
+    fn with<T>(&self, f: impl FnOnce(&Engine) -> Result<T, Refusal>) -> Result<T, Refusal> {
+        let engine = self.engine.lock().map_err(|_| Refusal {
+            code: ErrorCode::Reducer,
+            message: "the reducer's engine is unusable (a call panicked)".into(),
+        })?;
+        f(&engine)
+    }
+}
+
+impl StreamState for JsState {
+    fn fold(&mut self, payload: &[u8]) -> Result<(), Refusal> {
+        let text = std::str::from_utf8(payload).map_err(|e| Refusal {
+            code: ErrorCode::Reducer,
+            message: format!("the payload is not UTF-8 text: {e}"),
+        })?;
+        self.with(|engine| {
+            call(
+                engine,
+                &self.deadline,
+                Some(self.limits.call_timeout),
+                "fold",
+                self.key,
+                Some(text),
+            )?;
+            // No deadline: keeping the state is one `Map.set` of a key
+            // that exists (no allocation), and it must not be cut short.
+            call(engine, &self.deadline, None, "commit", self.key, None).map(|_| ())
+        })
+    }
+
+    fn to_json(&self) -> Result<String, Refusal> {
+        self.with(|engine| {
+            match call(
+                engine,
+                &self.deadline,
+                Some(self.limits.call_timeout),
+                "state",
+                self.key,
+                None,
+            )? {
+                Answer::Text(t) => Ok(t),
+                Answer::Done => Err(Refusal {
+                    code: ErrorCode::Reducer,
+                    message: "the state could not be written as JSON".into(),
+                }),
+            }
+        })
+    }
+}
+
+impl Drop for JsState {
+    fn drop(&mut self) {
+        if let Ok(engine) = self.engine.lock() {
+            let _ = call(
+                &engine,
+                &self.deadline,
+                Some(self.limits.call_timeout),
+                "drop",
+                self.key,
+                None,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `source` to a module file in `dir`.
+    fn module(dir: &tempfile::TempDir, name: &str, source: &str) -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, source).expect("write module");
+        path
+    }
+
+    const SEATS: &str = r#"
+        export const initialState = { seats: {} };
+        export default function seats(state, action) {
+          if (action.type === 'book') {
+            if (state.seats[action.seat]) {
+              const e = new Error(`seat ${action.seat} is taken`);
+              e.code = 'SEAT_TAKEN';
+              throw e;
+            }
+            return { seats: { ...state.seats, [action.seat]: action.who } };
+          }
+          if (action.type === 'plain') throw new Error('no reason');
+          if (action.type === 'lower') { const e = new Error('bad code'); e.code = 'lower'; throw e; }
+          if (action.type === 'random') return { ...state, r: Math.random() };
+          if (action.type === 'now') return { ...state, t: Date.now() };
+          if (action.type === 'date') return { ...state, d: new Date().toISOString() };
+          if (action.type === 'datefixed') return { ...state, d: new Date(0).toISOString() };
+          if (action.type === 'perf') return { ...state, p: performance.now() };
+          if (action.type === 'timer') { setTimeout(() => {}, 1); return state; }
+          if (action.type === 'loop') { for (;;) {} }
+          if (action.type === 'hog') { const a = []; for (;;) a.push(new Array(100000).fill(1)); }
+          if (action.type === 'undefined') return undefined;
+          if (action.type === 'deep') { const f = (n) => f(n + 1) + 1; return f(0); }
+          return state;
+        }
+    "#;
+
+    fn limits() -> JsLimits {
+        JsLimits {
+            call_timeout: Duration::from_millis(200),
+            load_timeout: Duration::from_secs(2),
+            memory_bytes: 32 << 20,
+        }
+    }
+
+    fn seats(dir: &tempfile::TempDir) -> JsReducer {
+        JsReducer::load(&module(dir, "seats.js", SEATS), None, limits()).expect("load")
+    }
+
+    fn json(v: serde_json::Value) -> Vec<u8> {
+        v.to_string().into_bytes()
+    }
+
+    #[test]
+    fn folds_and_keeps_state_per_stream() {
+        let dir = tempfile::tempdir().expect("dir");
+        let r = seats(&dir);
+        let mut a = r.start().expect("start");
+        let mut b = r.start().expect("start");
+        a.fold(&json(
+            serde_json::json!({"type": "book", "seat": "1A", "who": "ann"}),
+        ))
+        .expect("fold");
+        assert_eq!(a.to_json().expect("json"), r#"{"seats":{"1A":"ann"}}"#);
+        assert_eq!(b.to_json().expect("json"), r#"{"seats":{}}"#);
+        b.fold(&json(
+            serde_json::json!({"type": "book", "seat": "1A", "who": "bob"}),
+        ))
+        .expect("another stream's seat is free");
+    }
+
+    #[test]
+    fn a_throw_refuses_with_the_app_code_and_keeps_the_state() {
+        let dir = tempfile::tempdir().expect("dir");
+        let r = seats(&dir);
+        let mut s = r.start().expect("start");
+        let book = json(serde_json::json!({"type": "book", "seat": "1A", "who": "ann"}));
+        s.fold(&book).expect("first");
+        assert_eq!(
+            s.fold(&book),
+            Err(Refusal {
+                code: ErrorCode::Rejected,
+                message: "SEAT_TAKEN: seat 1A is taken".into()
+            })
+        );
+        assert_eq!(
+            s.fold(&json(serde_json::json!({"type": "plain"}))),
+            Err(Refusal {
+                code: ErrorCode::Rejected,
+                message: "no reason".into()
+            })
+        );
+        // A code that is not SCREAMING_SNAKE is not an app code.
+        assert_eq!(
+            s.fold(&json(serde_json::json!({"type": "lower"}))),
+            Err(Refusal {
+                code: ErrorCode::Rejected,
+                message: "bad code".into()
+            })
+        );
+        let r2 = s.fold(b"not json").expect_err("not JSON");
+        assert_eq!(r2.code, ErrorCode::Reducer, "{r2:?}");
+        for kind in ["undefined", "deep"] {
+            let r3 = s
+                .fold(&json(serde_json::json!({ "type": kind })))
+                .expect_err(kind);
+            assert_eq!(r3.code, ErrorCode::Reducer, "{kind}: {r3:?}");
+        }
+        assert_eq!(s.to_json().expect("json"), r#"{"seats":{"1A":"ann"}}"#);
+    }
+
+    #[test]
+    fn non_deterministic_globals_throw_naming_what_was_touched() {
+        let dir = tempfile::tempdir().expect("dir");
+        let r = seats(&dir);
+        let mut s = r.start().expect("start");
+        for (kind, name) in [
+            ("random", "Math.random"),
+            ("now", "Date.now"),
+            ("date", "new Date() without arguments"),
+            ("perf", "performance"),
+            ("timer", "setTimeout"),
+        ] {
+            let refusal = s
+                .fold(&json(serde_json::json!({ "type": kind })))
+                .expect_err(kind);
+            assert_eq!(refusal.code, ErrorCode::Reducer, "{kind}: {refusal:?}");
+            assert!(
+                refusal
+                    .message
+                    .contains(&format!("{name} is not available to a reducer")),
+                "{kind}: {refusal:?}"
+            );
+        }
+        // A date from the action's data is fine.
+        s.fold(&json(serde_json::json!({"type": "datefixed"})))
+            .expect("new Date(0)");
+        assert!(s
+            .to_json()
+            .expect("json")
+            .contains("1970-01-01T00:00:00.000Z"));
+    }
+
+    #[test]
+    fn an_endless_loop_is_stopped_and_the_engine_goes_on() {
+        let dir = tempfile::tempdir().expect("dir");
+        let r = seats(&dir);
+        let mut s = r.start().expect("start");
+        let started = Instant::now();
+        let refusal = s
+            .fold(&json(serde_json::json!({"type": "loop"})))
+            .expect_err("loop");
+        assert_eq!(refusal.code, ErrorCode::Reducer, "{refusal:?}");
+        assert!(refusal.message.contains("was stopped"), "{refusal:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        s.fold(&json(
+            serde_json::json!({"type": "book", "seat": "2B", "who": "c"}),
+        ))
+        .expect("the engine still folds");
+        assert_eq!(s.to_json().expect("json"), r#"{"seats":{"2B":"c"}}"#);
+    }
+
+    #[test]
+    fn a_memory_hog_is_stopped_and_the_engine_goes_on() {
+        let dir = tempfile::tempdir().expect("dir");
+        let r = JsReducer::load(
+            &module(&dir, "seats.js", SEATS),
+            None,
+            JsLimits {
+                // Long enough that the memory limit, not the deadline, stops it.
+                call_timeout: Duration::from_secs(20),
+                ..limits()
+            },
+        )
+        .expect("load");
+        let mut s = r.start().expect("start");
+        let refusal = s
+            .fold(&json(serde_json::json!({"type": "hog"})))
+            .expect_err("hog");
+        assert_eq!(refusal.code, ErrorCode::Reducer, "{refusal:?}");
+        assert!(refusal.message.contains("out of memory"), "{refusal:?}");
+        s.fold(&json(
+            serde_json::json!({"type": "book", "seat": "3C", "who": "d"}),
+        ))
+        .expect("the engine still folds");
+        assert_eq!(s.to_json().expect("json"), r#"{"seats":{"3C":"d"}}"#);
+    }
+
+    #[test]
+    fn modules_that_fail_to_load_say_which_and_why() {
+        let dir = tempfile::tempdir().expect("dir");
+        let cases = [
+            (
+                "syntax.js",
+                "export default function (s, a) { return s +; }",
+                "SyntaxError",
+            ),
+            (
+                "throws.js",
+                "throw new Error('boom at load');",
+                "boom at load",
+            ),
+            (
+                "none.js",
+                "export const initialState = 1;",
+                "no reducer function exported",
+            ),
+            (
+                "random.js",
+                "const r = Math.random(); export default (s) => s;",
+                "Math.random",
+            ),
+            (
+                "loops.js",
+                "for (;;) {} export default (s) => s;",
+                "was stopped",
+            ),
+            (
+                "imports.js",
+                "import x from './missing.js'; export default x;",
+                "missing.js",
+            ),
+        ];
+        for (name, source, want) in cases {
+            let path = module(&dir, name, source);
+            let e = JsReducer::load(&path, None, limits()).expect_err(name);
+            assert_eq!(e.path, path);
+            assert!(e.reason.contains(want), "{name}: {e}");
+            assert!(e.to_string().contains(name), "{name}: {e}");
+        }
+        let e = JsReducer::load(&dir.path().join("absent.js"), None, limits()).expect_err("absent");
+        assert!(e.reason.contains("could not be read"), "{e}");
+    }
+
+    #[test]
+    fn the_todo_example_loads_by_its_export_name() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/todo-react/src/todos.js");
+        let r = JsReducer::load(&path, None, limits()).expect("load");
+        let mut s = r.start().expect("start");
+        s.fold(&json(
+            serde_json::json!({"type": "todo/added", "id": "a", "text": " milk "}),
+        ))
+        .expect("fold");
+        assert_eq!(
+            s.to_json().expect("json"),
+            r#"{"todos":[{"id":"a","text":"milk","completed":false}]}"#
+        );
+        let named = JsReducer::load(&path, Some("todosReducer"), limits()).expect("load by name");
+        named.start().expect("start");
+        let e = JsReducer::load(&path, Some("nope"), limits()).expect_err("no such export");
+        assert!(e.reason.contains("todosReducer"), "lists the exports: {e}");
+    }
+}

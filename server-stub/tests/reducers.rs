@@ -1,0 +1,411 @@
+//! Reducers at the ordering point, through the real `logsync-server`
+//! binary: a seat-booking module folded by the SQLite store's writer,
+//! over WebSocket and HTTP, against a real SQLite file.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::{client_id, config, http, within, Client};
+use sync_core::{ErrorCode, ServerMsg};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+impl Proc {
+    async fn spawn(dir: &Path, args: &[String], env: &[(&str, String)]) -> Proc {
+        let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_logsync-server"))
+            .args(["--listen", "127.0.0.1:0", "--db"])
+            .arg(dir.join("log.db"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let line = within(
+            "the listening line",
+            BufReader::new(stdout).lines().next_line(),
+        )
+        .await
+        .unwrap()
+        .unwrap_or_else(|| {
+            panic!(
+                "no line on stdout; log: {}",
+                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+            )
+        });
+        let addr = line
+            .strip_prefix("logsync-server listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Proc { child, addr }
+    }
+
+    fn ws(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = http().get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&r.text().await.unwrap()).unwrap(),
+        )
+    }
+
+    /// Stops the server by its PID (SIGTERM) and waits for it.
+    async fn stop(mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let status = within("exit after SIGTERM", self.child.wait())
+            .await
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+fn book(seat: &str, who: &str) -> Vec<u8> {
+    serde_json::json!({"type": "book", "seat": seat, "who": who})
+        .to_string()
+        .into_bytes()
+}
+
+/// The answer to a push of one intent.
+async fn answer(c: &mut Client) -> ServerMsg {
+    loop {
+        match c.recv().await {
+            m @ (ServerMsg::Ack { .. } | ServerMsg::Reject { .. }) => return m,
+            ServerMsg::Events { .. } => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Every event of `stream` (URL-encoded name) over HTTP.
+async fn events(p: &Proc, stream: &str) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    loop {
+        let (status, page) = p
+            .get(&format!("/v1/streams/{stream}/events?after={}", out.len()))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let batch = page["events"].as_array().unwrap().clone();
+        if batch.is_empty() {
+            return out;
+        }
+        out.extend(batch);
+    }
+}
+
+/// The seat map an independent fold of `events` reaches (the first
+/// booking of a seat wins; the server must have appended no other).
+fn fold_seats(events: &[serde_json::Value]) -> serde_json::Value {
+    let mut seats = serde_json::Map::new();
+    for e in events {
+        let a = &e["payload"];
+        assert_eq!(a["type"], "book", "{e}");
+        let seat = a["seat"].as_str().unwrap();
+        assert!(
+            !seats.contains_key(seat),
+            "seat {seat} appended twice: {events:?}"
+        );
+        seats.insert(seat.to_string(), a["who"].clone());
+    }
+    serde_json::json!({ "seats": seats })
+}
+
+#[tokio::test]
+async fn two_clients_book_the_same_seat_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = format!("seats/*={}", fixture("seats.js").display());
+    let p = Proc::spawn(dir.path(), &["--reducer".into(), rule], &[]).await;
+    let stream = "seats/show1";
+    let url_stream = "seats%2Fshow1";
+
+    let (mut ann, _) = Client::hello(&p.ws(), client_id(1)).await;
+    let (mut bob, _) = Client::hello(&p.ws(), client_id(2)).await;
+    // Both push before either reads an answer: the writer orders them.
+    ann.push(stream, &[(1, book("12A", "ann"))]).await;
+    bob.push(stream, &[(1, book("12A", "bob"))]).await;
+    let answers = [answer(&mut ann).await, answer(&mut bob).await];
+    let acks = answers
+        .iter()
+        .filter(|m| matches!(m, ServerMsg::Ack { .. }))
+        .count();
+    assert_eq!(acks, 1, "exactly one booking wins: {answers:?}");
+    let (loser, loser_name) = match &answers[0] {
+        ServerMsg::Reject { .. } => (&mut ann, "ann"),
+        _ => (&mut bob, "bob"),
+    };
+    let rejected = answers
+        .iter()
+        .find(|m| matches!(m, ServerMsg::Reject { .. }))
+        .unwrap()
+        .clone();
+    match &rejected {
+        ServerMsg::Reject { code, message, .. } => {
+            assert_eq!(*code, ErrorCode::Rejected);
+            assert_eq!(message, "SEAT_TAKEN: seat 12A is taken");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A resend of the refused seq gets the same decision.
+    loser.push(stream, &[(1, book("12A", loser_name))]).await;
+    assert_eq!(answer(loser).await, rejected);
+
+    // Over HTTP: a free seat is appended, a taken one refused (422, the
+    // app's code in the message).
+    let post = |seq: u64, seat: &str| {
+        let body = serde_json::json!({
+            "client_id": client_id(3).to_hex(),
+            "seq": seq,
+            "payload": {"type": "book", "seat": seat, "who": "cy"},
+        });
+        http()
+            .post(p.url(&format!("/v1/streams/{url_stream}/intents")))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let r = post(1, "12B").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = post(2, "12A").await.unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "REJECTED", "{body}");
+    assert_eq!(
+        body["error"]["message"], "SEAT_TAKEN: seat 12A is taken",
+        "{body}"
+    );
+
+    // A reducer that does not stop is stopped; the server goes on.
+    ann.push(stream, &[(2, br#"{"type":"spin"}"#.to_vec())])
+        .await;
+    match answer(&mut ann).await {
+        ServerMsg::Reject { code, message, .. } => {
+            assert_eq!(code, ErrorCode::Reducer);
+            assert!(message.contains("stopped"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let log = events(&p, url_stream).await;
+    assert_eq!(log.len(), 2, "{log:?}");
+    let (status, state) = p.get(&format!("/v1/streams/{url_stream}/state")).await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(state["offset"], 2, "{state}");
+    assert_eq!(state["state"], fold_seats(&log), "{state}");
+
+    // A stream no rule matches: opaque payloads, no state.
+    let (status, body) = p.get("/v1/streams/plain/state").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "NOT_FOUND", "{body}");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn reducers_from_the_environment_and_state_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let seats = fixture("seats.js").display().to_string();
+    // The todo example's own module, as its app imports it.
+    let todos = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/todo-react/src/todos.js")
+        .display()
+        .to_string();
+    let env = [(
+        "LOGSYNC_REDUCERS",
+        format!("hall={seats};seats/*={seats};todos/*={todos}"),
+    )];
+    let p = Proc::spawn(dir.path(), &[], &env).await;
+    let (mut c, _) = Client::hello(&p.ws(), client_id(4)).await;
+    c.push("hall", &[(1, book("1", "di")), (2, book("1", "di"))])
+        .await;
+    assert!(matches!(answer(&mut c).await, ServerMsg::Ack { .. }));
+    assert!(matches!(answer(&mut c).await, ServerMsg::Reject { .. }));
+    let added = serde_json::json!({"type": "todo/added", "id": "t1", "text": " milk "});
+    c.push("todos/home", &[(1, added.to_string().into_bytes())])
+        .await;
+    assert!(matches!(answer(&mut c).await, ServerMsg::Ack { .. }));
+    let (status, state) = p.get("/v1/streams/todos%2Fhome/state").await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(
+        state,
+        serde_json::json!({"offset": 1, "state": {"todos": [{"id": "t1", "text": "milk", "completed": false}]}})
+    );
+    drop(c);
+    p.stop().await;
+    // The state is rebuilt from the file by the next process.
+    let p = Proc::spawn(dir.path(), &[], &env).await;
+    let (status, state) = p.get("/v1/streams/hall/state").await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(
+        state,
+        serde_json::json!({"offset": 1, "state": {"seats": {"1": "di"}}})
+    );
+    let (status, _) = p.get("/v1/streams/seats%2Fx/state").await;
+    assert_eq!(status, 200, "the second rule of the variable applies");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_module_that_fails_to_load_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: Vec<String>| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_logsync-server"))
+            .args(["--listen", "127.0.0.1:0", "--db"])
+            .arg(dir.path().join("log.db"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let broken = fixture("broken.js");
+    let out = run(vec![
+        "--reducer".into(),
+        format!("todos/*={}", broken.display()),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty(), "it never listened");
+    assert!(stderr.contains(&broken.display().to_string()), "{stderr}");
+    assert!(stderr.contains("SyntaxError"), "{stderr}");
+
+    let missing = dir.path().join("missing.js");
+    let out = run(vec!["--reducer".into(), format!("t={}", missing.display())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("missing.js") && stderr.contains("could not be read"),
+        "{stderr}"
+    );
+
+    let out = run(vec!["--reducer".into(), "no-equals-sign".into()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PATTERN=FILE"));
+
+    // With a PostgreSQL store the server refuses reducers before it
+    // connects anywhere.
+    let out = run(vec![
+        "--store".into(),
+        "postgres://nobody@127.0.0.1:1/none".into(),
+        "--reducer".into(),
+        format!("t={}", fixture("seats.js").display()),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("do not run with the PostgreSQL store"),
+        "{stderr}"
+    );
+}
+
+/// Seats as a Rust reducer: the action is the seat's name.
+struct RustSeats;
+
+impl sync_core::Reducer for RustSeats {
+    type State = std::collections::BTreeMap<String, String>;
+    type Action = String;
+
+    fn decode(&self, payload: &[u8]) -> Result<String, sync_core::ReduceError> {
+        serde_json::from_slice(payload).map_err(|e| sync_core::ReduceError(e.to_string()))
+    }
+
+    fn reduce(
+        &self,
+        state: &Self::State,
+        seat: &String,
+    ) -> Result<Self::State, sync_core::ReduceError> {
+        if state.contains_key(seat) {
+            return Err(sync_core::ReduceError(format!(
+                "SEAT_TAKEN: seat {seat} is taken"
+            )));
+        }
+        let mut next = state.clone();
+        next.insert(seat.clone(), "taken".into());
+        Ok(next)
+    }
+}
+
+#[tokio::test]
+async fn a_rust_reducer_registered_through_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reducers = server_stub::fold::Reducers::default();
+    reducers.add(
+        "seats/*",
+        std::sync::Arc::new(server_stub::fold::rust::RustReducer::new(
+            RustSeats,
+            Default::default(),
+        )),
+    );
+    let server = server_stub::Server::open_with_reducers(config(dir.path()), reducers)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let ws = format!("ws://{addr}/v1/ws");
+    let (mut a, _) = Client::hello(&ws, client_id(5)).await;
+    let (mut b, _) = Client::hello(&ws, client_id(6)).await;
+    a.push("seats/r", &[(1, br#""7C""#.to_vec())]).await;
+    b.push(
+        "seats/r",
+        &[(1, br#""7C""#.to_vec()), (2, br#""7D""#.to_vec())],
+    )
+    .await;
+    let mut answers = vec![answer(&mut a).await, answer(&mut b).await];
+    answers.push(answer(&mut b).await);
+    let rejected: Vec<_> = answers
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Reject { code, message, .. } => Some((*code, message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rejected,
+        vec![(
+            ErrorCode::Rejected,
+            "SEAT_TAKEN: seat 7C is taken".to_string()
+        )],
+        "{answers:?}"
+    );
+    let r = http()
+        .get(format!("http://{addr}/v1/streams/seats%2Fr/state"))
+        .send()
+        .await
+        .unwrap();
+    let state: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(
+        state,
+        serde_json::json!({"offset": 2, "state": {"7C": "taken", "7D": "taken"}})
+    );
+    let _ = stop.send(());
+    within("server shutdown", task).await.unwrap().unwrap();
+}

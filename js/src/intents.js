@@ -1,0 +1,171 @@
+// The intent lifecycle of `store.onIntent`, derived from what the wasm
+// store already reports: its pending list (`pending()`: this tab's actions
+// in order, each with its seq once its IndexedDB write is done), its status
+// (online, confirmed offset) and its rejections. Nothing here decides
+// anything about the log; it only tells an app what became of each of its
+// actions.
+//
+// An action's events, in order:
+//   pending    dispatched (seq null until the store has written it), or
+//              found in storage when the store opened (`restored: true`)
+//   sent       handed to the open connection (the store is online and the
+//              action has its seq); reported at the latest together with
+//              its fate
+//   rebased    events of other devices (or tabs) were placed before it; its
+//              effect was recomputed on the new confirmed state (`offset`);
+//              any number of times, also when the store hydrates
+//   confirmed  in the log; `offset` is the confirmed offset once its event
+//              was applied: its event's offset, or a later one when several
+//              events arrived at once
+//   rejected   refused by the server (`code`, `message`), or, for an action
+//              dispatched before the store hydrated, refused when it was
+//              handed to the opened store (e.g. REDUCER, PAYLOAD_TOO_LARGE)
+//   discarded  withdrawn with `store.discard(seq)`
+
+const same = (a, b) => a === b;
+
+/**
+ * @param {(event: object) => void} emit
+ */
+export function intentTracker(emit) {
+  // Open intents in dispatch order: { text, action, seq, sent }.
+  let entries = [];
+  let rejections = []; // { text, code, message }, until matched
+  const discarded = new Set();
+  let offset = null; // the confirmed offset at the last reconcile
+
+  const event = (type, entry, extra) => {
+    emit(Object.freeze({ type, seq: entry.seq, action: entry.action, ...extra }));
+  };
+
+  const finish = (entry, status) => {
+    if (entry.seq !== null && discarded.has(entry.seq)) {
+      discarded.delete(entry.seq);
+      event('discarded', entry);
+      return false;
+    }
+    const i = rejections.findIndex((r) => same(r.text, entry.text));
+    if (!entry.sent) event('sent', entry);
+    if (i >= 0) {
+      const [r] = rejections.splice(i, 1);
+      event('rejected', entry, { code: r.code, message: r.message });
+      return false;
+    }
+    event('confirmed', entry, { offset: status.offset });
+    return true;
+  };
+
+  return {
+    /** An action of this tab was dispatched (text: its JSON). */
+    dispatched(text, action) {
+      const entry = { text, action, seq: null, sent: false };
+      entries.push(entry);
+      event('pending', entry);
+    },
+
+    /** Actions found in storage (or pending when tracking began). */
+    adopt(list, restored) {
+      const known = new Set(entries.map((e) => e.seq));
+      const adopted = [];
+      for (const item of list) {
+        if (item.seq === null || known.has(item.seq)) continue;
+        adopted.push({ text: JSON.stringify(item.action), action: item.action, seq: item.seq, sent: false });
+      }
+      entries = [...adopted, ...entries];
+      for (const entry of adopted) event('pending', entry, restored ? { restored: true } : undefined);
+    },
+
+    /** An action dispatched before hydration could not be handed over. */
+    failed(text, err) {
+      const i = entries.findIndex((e) => e.seq === null && e.text === text);
+      if (i < 0) return;
+      const [entry] = entries.splice(i, 1);
+      event('rejected', entry, { code: err.code ?? 'INTERNAL', message: err.message ?? String(err) });
+    },
+
+    /** The store hydrated: the actions still open were folded onto the restored state. */
+    hydrated(status, moved) {
+      offset = status.offset;
+      if (moved) for (const entry of entries) event('rebased', entry, { offset: status.offset });
+    },
+
+    /** The server refused one of this tab's actions ({ action, code, message }). */
+    rejected(rejection) {
+      rejections.push({ text: JSON.stringify(rejection.action), code: rejection.code, message: rejection.message });
+    },
+
+    /** `store.discard(seq)` was called. */
+    discarded(seq) {
+      discarded.add(seq);
+    },
+
+    /**
+     * Compares the store's pending list with the open intents; returns how
+     * many events of others the confirmed offset moved past (0 if none).
+     * @param {{ online: boolean, offset: number }} status
+     * @param {{ seq: number | null, action: unknown }[]} list
+     */
+    reconcile(status, list) {
+      const listed = new Set();
+      const fresh = [];
+      let unwritten = 0;
+      const known = new Set();
+      for (const e of entries) if (e.seq !== null) known.add(e.seq);
+      for (const item of list) {
+        if (item.seq === null) unwritten++;
+        else {
+          listed.add(item.seq);
+          if (!known.has(item.seq)) fresh.push(item);
+        }
+      }
+      // Entries without a seq, in dispatch order: the last `unwritten` of
+      // them are still being written; before those come the ones that got
+      // a seq since (the `fresh` ones, in order), and before those any that
+      // were written and decided before this reconcile saw their seq.
+      const unassigned = entries.filter((e) => e.seq === null);
+      const writtenCount = unassigned.length - unwritten;
+      const early = Math.max(0, writtenCount - fresh.length);
+      const done = new Set(unassigned.slice(0, early));
+      let f = 0;
+      if (writtenCount < fresh.length) {
+        // Listed actions this tracker never saw dispatched: adopt them.
+        const extra = fresh.slice(0, fresh.length - writtenCount);
+        f = extra.length;
+        this.adopt(extra, false);
+      }
+      for (const entry of unassigned.slice(early, writtenCount)) {
+        const item = fresh[f++];
+        if (item === undefined) break;
+        entry.seq = item.seq;
+      }
+
+      let confirmedNow = 0;
+      const open = [];
+      for (const entry of entries) {
+        const gone = done.has(entry) || (entry.seq !== null && !listed.has(entry.seq));
+        if (gone) {
+          if (finish(entry, status)) confirmedNow++;
+        } else {
+          open.push(entry);
+        }
+      }
+      entries = open;
+      rejections = [];
+      for (const entry of entries) {
+        if (status.online && entry.seq !== null && !entry.sent) {
+          entry.sent = true;
+          event('sent', entry);
+        }
+      }
+      const before = offset;
+      offset = status.offset;
+      const others = before !== null && offset > before ? offset - before - confirmedNow : 0;
+      if (others > 0) for (const entry of entries) event('rebased', entry, { offset });
+      return Math.max(0, others);
+    },
+
+    get size() {
+      return entries.length;
+    },
+  };
+}

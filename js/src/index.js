@@ -91,7 +91,7 @@ export function logsync(options) {
   if (options === null || typeof options !== 'object') {
     throw new LogsyncError('INVALID_REQUEST', `logsync(options) expects an options object { url, stream, dbName }, got ${describe(options)}`);
   }
-  if ('reducer' in options || 'initialState' in options) {
+  if (options.reducer !== undefined || options.initialState !== undefined) {
     throw new LogsyncError('INVALID_REQUEST', 'logsync(options): the reducer and the preloaded state come from createStore/configureStore; leave reducer and initialState out of these options');
   }
   return () => (reducer, preloadedState) => createLogsyncStore({ ...options, reducer, initialState: preloadedState });

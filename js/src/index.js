@@ -76,27 +76,6 @@ export function createLogsyncStore(options) {
   return hydratingStore(checkOptions(options), false);
 }
 
-/**
- * A Redux store enhancer: `createStore(reducer, preloadedState,
- * logsync(options))`, or in Redux Toolkit's `configureStore`,
- * `enhancers: (getDefault) => getDefault().concat(logsync(options))`. The
- * store it makes is the one `createLogsyncStore` makes, with the reducer and
- * preloaded state Redux hands it (the preloaded state is the initial state
- * of the log). It creates the store itself, so it must come last among the
- * enhancers; middleware and the enhancers before it wrap it as usual.
- *
- * @param {Omit<import('./index.js').StoreOptions<any, any>, 'reducer' | 'initialState'>} options
- */
-export function logsync(options) {
-  if (options === null || typeof options !== 'object') {
-    throw new LogsyncError('INVALID_REQUEST', `logsync(options) expects an options object { url, stream, dbName }, got ${describe(options)}`);
-  }
-  if (options.reducer !== undefined || options.initialState !== undefined) {
-    throw new LogsyncError('INVALID_REQUEST', 'logsync(options): the reducer and the preloaded state come from createStore/configureStore; leave reducer and initialState out of these options');
-  }
-  return () => (reducer, preloadedState) => createLogsyncStore({ ...options, reducer, initialState: preloadedState });
-}
-
 // The IndexedDB database of a user: `dbName` alone without a token (or
 // one without a subject), `dbName@subject` otherwise, so that the users of
 // one browser never share a client id (the server binds a client id to its

@@ -7,7 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { configureStore } from '@reduxjs/toolkit';
-import { createLogsyncStore, createSyncStore, logsync } from 'logsync';
+import { createLogsyncStore, createSyncStore } from 'logsync';
+import { logsync } from 'logsync/redux';
 
 function fakeExtension() {
   const ext = {

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { configureStore, createListenerMiddleware, createSlice } from '@reduxjs/toolkit';
 import { applyMiddleware, legacy_createStore as createStore } from 'redux';
-import { createLogsyncStore, createSyncStore, logsync, LogsyncError } from 'logsync';
+import { createLogsyncStore, createSyncStore, LogsyncError } from 'logsync';
+import { logsync } from 'logsync/redux';
 
 const slice = createSlice({
   name: 'todos',

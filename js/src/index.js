@@ -660,7 +660,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   const baseStatus = () => {
     if (wrapped !== null) return wrapped.status;
     if (preStatus === null || preStatus.pending !== queue.length || preStatus.lastError !== failedInfo) {
-      preStatus = Object.freeze({ online: false, offset: 0, head: 0, pending: queue.length, lastError: failedInfo, clientId: '', needsToken: false });
+      preStatus = Object.freeze({ online: false, offset: 0, head: 0, pending: queue.length, writing: queue.length, lastError: failedInfo, clientId: '', needsToken: false });
     }
     return preStatus;
   };
@@ -721,22 +721,32 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     if (wrapped !== null) tracker.adopt(wrapped.pending(), false);
     else if (failed === null) for (const { text, parsed } of queue) tracker.dispatched(text, parsed);
   };
+  // Compares the wasm store's pending list with the open intents. Run on
+  // every status change as it happens (each step of the wasm store — a
+  // write done, events applied — is one status change, so a rebase is not
+  // missed between two steps), and a microtask after other changes.
+  let reconciling = false;
+  const reconcile = () => {
+    if (tracker === null || wrapped === null || closed || reconciling) return;
+    reconciling = true;
+    try {
+      const list = wrapped.pending();
+      const status = wrapped.status;
+      const others = tracker.reconcile(status, list);
+      if (others > 0 && bridge !== null) bridge.remote(others, status.offset);
+    } catch {
+      // The store closed meanwhile: nothing more to report.
+    } finally {
+      reconciling = false;
+    }
+  };
   let reconcileQueued = false;
   const scheduleReconcile = () => {
     if (tracker === null || reconcileQueued || wrapped === null) return;
     reconcileQueued = true;
     queueMicrotask(() => {
       reconcileQueued = false;
-      if (tracker === null || closed) return;
-      let list;
-      try {
-        list = wrapped.pending();
-      } catch {
-        return;
-      }
-      const status = wrapped.status;
-      const others = tracker.reconcile(status, list);
-      if (others > 0 && bridge !== null) bridge.remote(others, status.offset);
+      reconcile();
     });
   };
 
@@ -855,8 +865,8 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       scheduleReconcile();
     });
     store.onStatus(() => {
+      reconcile();
       statusChanged();
-      scheduleReconcile();
       if (Date.now() - storageAt > STORAGE_REFRESH_MS) refreshStorage();
     });
     store.onError((err) => fanOutSet(errorListeners, err));
@@ -902,8 +912,14 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   const discard = (seq) => {
     ensureOpen('discard');
     if (wrapped === null) throw notHydrated('discard');
-    wrapped.discard(seq);
+    // Told first: the wasm store reports the change before it returns.
     if (tracker !== null) tracker.discarded(seq);
+    try {
+      wrapped.discard(seq);
+    } catch (err) {
+      if (tracker !== null) tracker.discarded(seq, false);
+      throw err;
+    }
     scheduleReconcile();
   };
 

@@ -94,9 +94,10 @@ export function intentTracker(emit) {
       rejections.push({ text: JSON.stringify(rejection.action), code: rejection.code, message: rejection.message });
     },
 
-    /** `store.discard(seq)` was called. */
-    discarded(seq) {
-      discarded.add(seq);
+    /** `store.discard(seq)` is called (`false`: it failed). */
+    discarded(seq, yes = true) {
+      if (yes) discarded.add(seq);
+      else discarded.delete(seq);
     },
 
     /**

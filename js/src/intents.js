@@ -83,10 +83,11 @@ export function intentTracker(emit) {
       event('rejected', entry, { code: err.code ?? 'INTERNAL', message: err.message ?? String(err) });
     },
 
-    /** The store hydrated: the actions still open were folded onto the restored state. */
+    /** The store hydrated: the actions dispatched before were folded onto the restored state (`moved`: it is not the initial state). */
     hydrated(status, moved) {
       offset = status.offset;
-      if (moved) for (const entry of entries) event('rebased', entry, { offset: status.offset });
+      if (!moved) return;
+      for (const entry of entries) if (entry.seq === null) event('rebased', entry, { offset: status.offset });
     },
 
     /** The server refused one of this tab's actions ({ action, code, message }). */

@@ -127,8 +127,7 @@ test('onIntent on the real store: restored, pending, rebased at hydration, rejec
     ['pending', 'stored', 'no seq'],
     ['pending', 'stored', 'seq'], // restored from storage
     ['rejected', 'stored', 'no seq', 'REDUCER'],
-    ['rebased', 'stored', 'seq'],
-    ['rebased', 'early', 'no seq'],
+    ['rebased', 'early', 'no seq'], // dispatched before hydration, folded onto the restored state
   ]);
 
   // After hydration: pending at dispatch; discard gives discarded with its seq.

@@ -59,7 +59,12 @@ export function init(options = {}) {
 export async function createSyncStore(options) {
   const checked = checkOptions(options);
   const store = hydratingStore(checked, true);
-  await store.ready;
+  try {
+    await store.ready;
+  } catch (err) {
+    store.close(); // lets go of the DevTools connection, if any
+    throw err;
+  }
   return store;
 }
 

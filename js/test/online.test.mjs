@@ -1,0 +1,124 @@
+// The intent lifecycle and catch-up progress against a real
+// logsync-server (started on a free port and stopped by PID through the
+// repository's server harness), on the real wasm module in Node: IndexedDB
+// is fake-indexeddb, the WebSocket is the `ws` package's (Node 20 has none).
+// Needs target/release/logsync-server (scripts/test-js.sh builds it).
+import 'fake-indexeddb/auto';
+import './wasm-node.mjs';
+import { WebSocket } from 'ws';
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLogsyncStore, createSyncStore } from 'logsync';
+import { SERVER_BIN, startServer } from '../../tests/e2e/lib/server.mjs';
+
+globalThis.WebSocket ??= WebSocket;
+
+const skip = existsSync(SERVER_BIN) ? false : `${SERVER_BIN} is not built (scripts/test-js.sh builds it)`;
+const MAX_PAYLOAD = 200;
+let server;
+let staticDir;
+
+before(async () => {
+  if (skip) return;
+  staticDir = mkdtempSync(join(tmpdir(), 'logsync-online-'));
+  writeFileSync(join(staticDir, 'index.html'), '<!doctype html><title>logsync</title>');
+  server = await startServer({ staticDir, args: ['--max-payload-bytes', String(MAX_PAYLOAD)] });
+});
+after(async () => {
+  if (server) await server.close();
+  if (staticDir) rmSync(staticDir, { recursive: true, force: true });
+});
+
+const list = (state = [], action) => (action.type === 'add' ? [...state, action.id] : state);
+const options = (stream, extra = {}) => ({
+  url: `ws://127.0.0.1:${server.port}/v1/ws`,
+  stream,
+  reducer: list,
+  dbName: `online-${randomUUID()}`,
+  devtools: false,
+  backoffMinMs: 50,
+  backoffMaxMs: 200,
+  ...extra,
+});
+
+async function until(what, check, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+// The events of one action, as [type, seq known?, offset or code].
+const fate = (events, id) => events
+  .filter((e) => e.action.id === id)
+  .map((e) => [e.type, e.seq === null ? 'no seq' : 'seq', e.offset ?? e.code].filter((x) => x !== undefined));
+
+test('confirmed: pending → sent → confirmed at its offset, with its seq', { skip }, async (t) => {
+  const stream = `intents/${randomUUID()}`;
+  const store = createLogsyncStore(options(stream));
+  t.after(() => store.close());
+  const events = [];
+  store.onIntent((e) => events.push(e));
+  await store.ready;
+  await until('online', () => store.status.online);
+  store.dispatch({ type: 'add', id: 'a' });
+  await store.synced();
+  await until('the confirmation', () => events.some((e) => e.type === 'confirmed'));
+  assert.deepEqual(fate(events, 'a'), [['pending', 'no seq'], ['sent', 'seq'], ['confirmed', 'seq', 1]]);
+  const seqs = new Set(events.filter((e) => e.seq !== null).map((e) => e.seq));
+  assert.equal(seqs.size, 1, 'one seq throughout');
+  assert.equal(store.status.offset, 1);
+  assert.equal(store.status.behind, 0);
+});
+
+test('rebased: another device\'s event comes first; then confirmed after it; catch-up progress in status', { skip }, async (t) => {
+  const stream = `intents/${randomUUID()}`;
+  const a = await createSyncStore(options(stream));
+  const b = await createSyncStore(options(stream));
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await until('both online', () => a.status.online && b.status.online);
+  a.goOffline();
+  await until('a offline', () => !a.status.online);
+  const events = [];
+  a.onIntent((e) => events.push(e));
+  a.dispatch({ type: 'add', id: 'x' });
+  await until('x written', () => a.status.writing === 0);
+  b.dispatch({ type: 'add', id: 'y1' });
+  b.dispatch({ type: 'add', id: 'y2' });
+  await b.synced();
+  const behind = [];
+  a.onStatus((s) => behind.push([s.head, s.offset, s.behind]));
+  a.reconnect();
+  await a.synced();
+  await until('x confirmed', () => events.some((e) => e.type === 'confirmed'));
+  assert.deepEqual(fate(events, 'x'), [['pending', 'no seq'], ['sent', 'seq'], ['rebased', 'seq', 2], ['confirmed', 'seq', 3]]);
+  assert.deepEqual(a.getState(), ['y1', 'y2', 'x']);
+  assert.ok(behind.every(([head, offset, n]) => n === Math.max(0, head - offset)), `behind = head - offset: ${JSON.stringify(behind)}`);
+  assert.equal(a.status.behind, 0);
+});
+
+test('rejected: the server refuses an action with its code; the others are confirmed', { skip }, async (t) => {
+  const stream = `intents/${randomUUID()}`;
+  const opts = options(stream, { connect: false });
+  const store = createLogsyncStore(opts);
+  t.after(() => store.close());
+  const events = [];
+  store.onIntent((e) => events.push(e));
+  const rejections = [];
+  store.onRejected((r) => rejections.push(r.code));
+  store.dispatch({ type: 'add', id: 'ok' });
+  store.dispatch({ type: 'add', id: 'big', pad: 'p'.repeat(MAX_PAYLOAD) }); // within the store's default limit, over the server's
+  await store.ready;
+  await until('both written', () => store.status.writing === 0);
+  store.reconnect();
+  await until('both decided', () => events.filter((e) => e.type === 'confirmed' || e.type === 'rejected').length === 2);
+  assert.deepEqual(fate(events, 'ok'), [['pending', 'no seq'], ['sent', 'seq'], ['confirmed', 'seq', 1]]);
+  assert.deepEqual(fate(events, 'big'), [['pending', 'no seq'], ['sent', 'seq'], ['rejected', 'seq', 'PAYLOAD_TOO_LARGE']]);
+  assert.deepEqual(rejections, ['PAYLOAD_TOO_LARGE']);
+  assert.deepEqual(store.getState(), ['ok']);
+});

@@ -737,8 +737,9 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     try {
       const list = wrapped.pending();
       const status = wrapped.status;
-      const others = tracker.reconcile(status, list);
-      if (others > 0 && bridge !== null) bridge.remote(others, status.offset);
+      tracker.reconcile(status, list, (others) => {
+        if (bridge !== null) bridge.remote(others, status.offset);
+      });
     } catch {
       // The store closed meanwhile: nothing more to report.
     } finally {

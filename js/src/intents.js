@@ -103,11 +103,13 @@ export function intentTracker(emit) {
 
     /**
      * Compares the store's pending list with the open intents; returns how
-     * many events of others the confirmed offset moved past (0 if none).
+     * many events of others the confirmed offset moved past (0 if none),
+     * which it first tells `remote(count)`, before the rebases they caused.
      * @param {{ online: boolean, offset: number }} status
      * @param {{ seq: number | null, action: unknown }[]} list
+     * @param {(count: number) => void} [remote]
      */
-    reconcile(status, list) {
+    reconcile(status, list, remote) {
       const listed = new Set();
       const fresh = [];
       let unwritten = 0;
@@ -162,7 +164,10 @@ export function intentTracker(emit) {
       const before = offset;
       offset = status.offset;
       const others = before !== null && offset > before ? offset - before - confirmedNow : 0;
-      if (others > 0) for (const entry of entries) event('rebased', entry, { offset });
+      if (others > 0) {
+        if (remote) remote(others);
+        for (const entry of entries) event('rebased', entry, { offset });
+      }
       return Math.max(0, others);
     },
 

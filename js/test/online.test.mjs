@@ -78,7 +78,9 @@ test('confirmed: pending → sent → confirmed at its offset, with its seq', { 
 
 test('rebased: another device\'s event comes first; then confirmed after it; catch-up progress in status', { skip }, async (t) => {
   const stream = `intents/${randomUUID()}`;
-  const a = await createSyncStore(options(stream));
+  const monitor = [];
+  const extension = { connect: () => ({ init() {}, send: (action) => monitor.push(action.type), subscribe: () => () => {} }) };
+  const a = await createSyncStore(options(stream, { devtools: { extension } }));
   const b = await createSyncStore(options(stream));
   t.after(() => Promise.all([a.close(), b.close()]));
   await until('both online', () => a.status.online && b.status.online);
@@ -98,6 +100,9 @@ test('rebased: another device\'s event comes first; then confirmed after it; cat
   await until('x confirmed', () => events.some((e) => e.type === 'confirmed'));
   assert.deepEqual(fate(events, 'x'), [['pending', 'no seq'], ['sent', 'seq'], ['rebased', 'seq', 2], ['confirmed', 'seq', 3]]);
   assert.deepEqual(a.getState(), ['y1', 'y2', 'x']);
+  assert.deepEqual(monitor.slice(monitor.indexOf('add (pending)')), [
+    'add (pending)', '@@logsync/remote (2 events, offset 2)', 'add (rebased onto 2)', 'add (confirmed at 3)',
+  ], 'the DevTools show the same fates, and the remote events');
   assert.ok(behind.every(([head, offset, n]) => n === Math.max(0, head - offset)), `behind = head - offset: ${JSON.stringify(behind)}`);
   assert.equal(a.status.behind, 0);
 });

@@ -875,7 +875,10 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       statusChanged();
       if (Date.now() - storageAt > STORAGE_REFRESH_MS) refreshStorage();
     });
-    store.onError((err) => fanOutSet(errorListeners, err));
+    store.onError((err) => {
+      if (err.code === 'EPOCH_CHANGED' && tracker !== null) tracker.epochChanged();
+      fanOutSet(errorListeners, err);
+    });
     store.onRejected((rejection) => {
       if (tracker !== null) tracker.rejected(rejection);
       fanOutSet(rejectedListeners, rejection);

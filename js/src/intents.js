@@ -33,9 +33,34 @@ export function intentTracker(emit) {
   let rejections = []; // { text, code, message }, until matched
   const discarded = new Set();
   let offset = null; // the confirmed offset at the last reconcile
+  let renumbering = false; // the log's epoch changed: seqs are about to be renumbered
 
   const event = (type, entry, extra) => {
     emit(Object.freeze({ type, seq: entry.seq, action: entry.action, ...extra }));
+  };
+
+  // After an epoch change the store numbers its pending intents anew
+  // (from 1, so old and new seqs overlap): once the list shows other seqs
+  // than the open intents have, each open intent takes the seq of the next
+  // listed action with its JSON, in order. One not listed any more was
+  // decided before the renumbering.
+  const renumber = (list) => {
+    const written = list.filter((item) => item.seq !== null);
+    const seqs = new Set(written.map((item) => item.seq));
+    const open = entries.filter((e) => e.seq !== null);
+    if (open.length === written.length && open.every((e) => seqs.has(e.seq))) return;
+    let next = 0;
+    for (const entry of open) {
+      let j = next;
+      while (j < written.length && JSON.stringify(written[j].action) !== entry.text) j++;
+      if (j === written.length) {
+        entry.decided = true;
+      } else {
+        entry.seq = written[j].seq;
+        next = j + 1;
+      }
+    }
+    renumbering = false;
   };
 
   const finish = (entry, status) => {
@@ -95,6 +120,16 @@ export function intentTracker(emit) {
       rejections.push({ text: JSON.stringify(rejection.action), code: rejection.code, message: rejection.message });
     },
 
+    /**
+     * The server has a new log (EPOCH_CHANGED): the store renumbers its
+     * pending intents, so an open intent whose seq vanishes is looked for,
+     * in order and by its JSON, among the seqs that appear, rather than
+     * taken as decided.
+     */
+    epochChanged() {
+      renumbering = true;
+    },
+
     /** `store.discard(seq)` is called (`false`: it failed). */
     discarded(seq, yes = true) {
       if (yes) discarded.add(seq);
@@ -110,6 +145,7 @@ export function intentTracker(emit) {
      * @param {(count: number) => void} [remote]
      */
     reconcile(status, list, remote) {
+      if (renumbering) renumber(list);
       const listed = new Set();
       const fresh = [];
       let unwritten = 0;
@@ -146,7 +182,7 @@ export function intentTracker(emit) {
       let confirmedNow = 0;
       const open = [];
       for (const entry of entries) {
-        const gone = done.has(entry) || (entry.seq !== null && !listed.has(entry.seq));
+        const gone = done.has(entry) || entry.decided === true || (entry.seq !== null && !listed.has(entry.seq));
         if (gone) {
           if (finish(entry, status)) confirmedNow++;
         } else {

@@ -145,3 +145,26 @@ test('onIntent on the real store: restored, pending, rebased at hydration, rejec
   assert.equal(events.length, 2, 'no events after the listener stopped');
   await store.close();
 });
+
+test('tracker: a new log epoch renumbers the pending intents; they stay pending, then are confirmed', () => {
+  const { tracker, short } = tracked();
+  tracker.hydrated(online(10), false);
+  tracker.dispatched(JSON.stringify(a), a);
+  tracker.dispatched(JSON.stringify(b), b);
+  tracker.reconcile(online(10), [{ seq: 5, action: a }, { seq: 6, action: b }]);
+  tracker.epochChanged();
+  tracker.reconcile(online(0), [{ seq: 1, action: { ...a } }, { seq: 2, action: { ...b } }]);
+  assert.deepEqual(short().slice(2), [['sent', 5, 'a'], ['sent', 6, 'b']], 'not taken as decided');
+  tracker.reconcile(online(2), []);
+  assert.deepEqual(short().slice(4), [['confirmed', 1, 'a', 2], ['confirmed', 2, 'b', 2]]);
+});
+
+test('tracker: without an epoch change, a vanished seq is a decision', () => {
+  const { tracker, short } = tracked();
+  tracker.hydrated(online(10), false);
+  tracker.dispatched(JSON.stringify(a), a);
+  tracker.reconcile(online(10), [{ seq: 5, action: a }]);
+  tracker.reconcile(online(11), [{ seq: 1, action: { ...a } }]);
+  assert.deepEqual(short().slice(2), [['pending', 1, 'a'], ['confirmed', 5, 'a', 11], ['sent', 1, 'a']],
+    'seq 5 was decided; seq 1 is another action of this tab it had not seen');
+});

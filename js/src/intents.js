@@ -63,21 +63,19 @@ export function intentTracker(emit) {
     renumbering = false;
   };
 
-  const finish = (entry, status) => {
+  // What became of an intent that left the pending list: discarded,
+  // rejected (a rejection with its JSON came), or else confirmed.
+  const fateOf = (entry) => {
     if (entry.seq !== null && discarded.has(entry.seq)) {
       discarded.delete(entry.seq);
-      event('discarded', entry);
-      return false;
+      return { type: 'discarded' };
     }
     const i = rejections.findIndex((r) => same(r.text, entry.text));
-    if (!entry.sent) event('sent', entry);
     if (i >= 0) {
       const [r] = rejections.splice(i, 1);
-      event('rejected', entry, { code: r.code, message: r.message });
-      return false;
+      return { type: 'rejected', extra: { code: r.code, message: r.message } };
     }
-    event('confirmed', entry, { offset: status.offset });
-    return true;
+    return { type: 'confirmed' };
   };
 
   return {
@@ -179,32 +177,34 @@ export function intentTracker(emit) {
         entry.seq = item.seq;
       }
 
-      let confirmedNow = 0;
+      const decided = [];
       const open = [];
       for (const entry of entries) {
         const gone = done.has(entry) || entry.decided === true || (entry.seq !== null && !listed.has(entry.seq));
-        if (gone) {
-          if (finish(entry, status)) confirmedNow++;
-        } else {
-          open.push(entry);
-        }
+        if (gone) decided.push([entry, fateOf(entry)]);
+        else open.push(entry);
       }
       entries = open;
       rejections = [];
+      const confirmedNow = decided.filter(([, f]) => f.type === 'confirmed').length;
+      const before = offset;
+      offset = status.offset;
+      const others = before !== null && offset > before ? Math.max(0, offset - before - confirmedNow) : 0;
+      // Events of others first: they are at or before the offset the
+      // decided intents are reported at.
+      if (others > 0 && remote) remote(others);
+      for (const [entry, f] of decided) {
+        if (f.type !== 'discarded' && !entry.sent) event('sent', entry);
+        event(f.type, entry, f.type === 'confirmed' ? { offset } : f.extra);
+      }
       for (const entry of entries) {
         if (status.online && entry.seq !== null && !entry.sent) {
           entry.sent = true;
           event('sent', entry);
         }
       }
-      const before = offset;
-      offset = status.offset;
-      const others = before !== null && offset > before ? offset - before - confirmedNow : 0;
-      if (others > 0) {
-        if (remote) remote(others);
-        for (const entry of entries) event('rebased', entry, { offset });
-      }
-      return Math.max(0, others);
+      if (others > 0) for (const entry of entries) event('rebased', entry, { offset });
+      return others;
     },
 
     get size() {

@@ -107,11 +107,21 @@ test('rebased: another device\'s event comes first; then confirmed after it; cat
   a.reconnect();
   await a.synced();
   await until('x confirmed', () => events.some((e) => e.type === 'confirmed'));
-  assert.deepEqual(fate(events, 'x'), [['pending', 'no seq'], ['sent', 'seq'], ['rebased', 'seq', 2], ['confirmed', 'seq', 3]]);
   assert.deepEqual(a.getState(), ['y1', 'y2', 'x']);
-  assert.deepEqual(monitor.slice(monitor.indexOf('add (pending)')), [
-    'add (pending)', '@@logsync/remote (2 events, offset 2)', 'add (rebased onto 2)', 'add (confirmed at 3)',
-  ], 'the DevTools show the same fates, and the remote events');
+  // On reconnect the store subscribes (catch-up: y1, y2) and pushes x. The
+  // server mostly answers in two frames — the catch-up, then x's event —
+  // and x is rebased onto y2 in between; when it has decided x before it
+  // reads the catch-up, all three come in one frame, and x is confirmed
+  // with no step in which it waited on top of y2. The DevTools say which.
+  const seen = monitor.slice(monitor.indexOf('add (pending)'));
+  if (seen.includes('@@logsync/remote (2 events, offset 2)')) {
+    assert.deepEqual(fate(events, 'x'), [['pending', 'no seq'], ['sent', 'seq'], ['rebased', 'seq', 2], ['confirmed', 'seq', 3]]);
+    assert.deepEqual(seen, ['add (pending)', '@@logsync/remote (2 events, offset 2)', 'add (rebased onto 2)', 'add (confirmed at 3)'],
+      'the DevTools show the same fates, and the remote events');
+  } else {
+    assert.deepEqual(fate(events, 'x'), [['pending', 'no seq'], ['sent', 'seq'], ['confirmed', 'seq', 3]]);
+    assert.deepEqual(seen, ['add (pending)', '@@logsync/remote (2 events, offset 3)', 'add (confirmed at 3)']);
+  }
   assert.ok(behind.every(([head, offset, n]) => n === Math.max(0, head - offset)), `behind = head - offset: ${JSON.stringify(behind)}`);
   assert.equal(a.status.behind, 0);
 });

@@ -29,7 +29,7 @@ if (!fs.existsSync(wasm)) {
 const parts = [
   ['wasm module', [wasm]],
   ['JS glue (wasm-bindgen output + snippets)', [path.join(js, 'wasm/logsync_wasm.js'), ...listJs(path.join(js, 'wasm/snippets'))]],
-  ['package JS (src/index.js + src/errors.js)', [path.join(js, 'src/index.js'), path.join(js, 'src/errors.js')]],
+  ['package JS (src/index.js + errors, intents, devtools)', ['index.js', 'errors.js', 'intents.js', 'devtools.js'].map((f) => path.join(js, 'src', f))],
 ];
 const measure = (files) => files.reduce((acc, f) => {
   const bytes = fs.readFileSync(f);

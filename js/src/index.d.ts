@@ -34,6 +34,28 @@ export interface StoreOptions<S, A extends Action = Action> {
   backoffMinMs?: number;
   /** Longest reconnect delay in ms (default 30000). */
   backoffMaxMs?: number;
+  /** Which actions are synced: `true` synced (the default for every action), `false` kept local — applied to this tab's view only, on top of the synced state, never stored or sent (see the README's "Local actions"). */
+  filter?: (action: A) => boolean;
+  /** The Redux DevTools extension bridge: on when the page has the extension (default `true`), `false` off, or `{ name, extension }` (an object with the extension's `connect` API). */
+  devtools?: boolean | DevtoolsOptions;
+}
+
+/** Options of the Redux DevTools bridge. */
+export interface DevtoolsOptions {
+  /** The instance name shown in the monitor. Default `"logsync <stream>"`. */
+  name?: string;
+  /** The extension object; default `window.__REDUX_DEVTOOLS_EXTENSION__`. */
+  extension?: { connect(options: object): unknown } | null;
+}
+
+/** Storage use of this origin (navigator.storage), where the browser reports it. */
+export interface StorageInfo {
+  /** Bytes used, or null if unknown. */
+  readonly usage: number | null;
+  /** Bytes this origin may use, or null if unknown. */
+  readonly quota: number | null;
+  /** Whether the browser keeps this origin's storage under storage pressure (`store.persist()`), or null if unknown. */
+  readonly persisted: boolean | null;
 }
 
 /** An error as it appears in the status and in rejections. */
@@ -54,10 +76,16 @@ export interface Status {
   readonly pending: number;
   /** The current problem, or null: why the store cannot sync (connection, server, token) or store (IndexedDB). Cleared once it is over; `onError` keeps the history. */
   readonly lastError: ErrorInfo | null;
-  /** This installation's id (32 hex digits). */
+  /** This installation's id (32 hex digits); `""` until the store has hydrated. */
   readonly clientId: string;
   /** The server refused the token (`UNAUTHORIZED`) or what it allows (`FORBIDDEN`): the store keeps its actions but does not reconnect until `setToken()` (or `reconnect()`). */
   readonly needsToken: boolean;
+  /** The stored state is in (`store.ready` resolved). Before that `offset`, `head` are 0, `clientId` is `""` and `pending` counts this session's dispatches. */
+  readonly hydrated: boolean;
+  /** Events the server has that this client has not applied yet: `head - offset`. With `offset` and `head`, a catch-up progress bar. */
+  readonly behind: number;
+  /** Usage and quota of this origin's storage, once measured; null where the browser does not report it. */
+  readonly storage: StorageInfo | null;
 }
 
 /** @deprecated The same type as {@link Status} (its former name). */
@@ -80,6 +108,21 @@ export interface PendingAction<A extends Action = Action> {
   readonly action: A;
 }
 
+/** What became of one of this tab's actions (`store.onIntent`). */
+export type IntentEvent<A extends Action = Action> =
+  /** Dispatched (`seq` null until the store has written it), or found in storage when the store opened (`restored`). */
+  | { readonly type: 'pending'; readonly seq: number | null; readonly action: A; readonly restored?: true }
+  /** Handed to the open connection; reported at the latest together with its fate. */
+  | { readonly type: 'sent'; readonly seq: number | null; readonly action: A }
+  /** Events of others were placed before it; its effect was recomputed on the confirmed state at `offset`. */
+  | { readonly type: 'rebased'; readonly seq: number | null; readonly action: A; readonly offset: number }
+  /** In the log: `offset` is the confirmed offset once its event was applied (its event's, or a later one when several arrived at once). */
+  | { readonly type: 'confirmed'; readonly seq: number | null; readonly action: A; readonly offset: number }
+  /** Refused by the server, or (dispatched before hydration) refused by the opened store; rolled back. */
+  | { readonly type: 'rejected'; readonly seq: number | null; readonly action: A; readonly code: ErrorCode; readonly message: string }
+  /** Withdrawn with `store.discard(seq)`. */
+  | { readonly type: 'discarded'; readonly seq: number | null; readonly action: A };
+
 /** A way to stop listening. Calling it twice is harmless. */
 export type Unsubscribe = () => void;
 
@@ -99,6 +142,8 @@ declare global {
 export interface SyncStore<S, A extends Action = Action> {
   /** The stream this store follows. */
   readonly stream: string;
+  /** Resolves once the stored state is in (`status.hydrated`); rejects with a LogsyncError if the store cannot open (the store then keeps its state in memory only). */
+  readonly ready: Promise<void>;
   /** The current state (optimistic: confirmed state with pending actions on top). The same object until it changes. */
   getState(): S;
   /** Applies `action` at once and sends it to the server (now, or when back online). Returns `action`. */
@@ -109,6 +154,12 @@ export interface SyncStore<S, A extends Action = Action> {
   replaceReducer(nextReducer: Reducer<S, A>): void;
   /** The sync status. */
   readonly status: Status;
+  /** The sync status (the same object as `status`); use this on a store made by the `logsync()` enhancer, whose `status` the enhancers around it copy once. */
+  getStatus(): Status;
+  /** Calls `listener` for each step of each of this tab's actions: pending → sent → confirmed | rejected | discarded, with rebased in between. A first listener also hears `pending` for the actions pending at that moment. */
+  onIntent(listener: (event: IntentEvent<A>) => void): Unsubscribe;
+  /** Asks the browser to keep this origin's storage under storage pressure (navigator.storage.persist); resolves whether it will. `false` where the browser has no such API. */
+  persist(): Promise<boolean>;
   /** Calls `listener` with the new status whenever it changes. */
   onStatus(listener: (status: Status) => void): Unsubscribe;
   /** Calls `listener` with connection, storage and reducer errors (the store keeps running). */
@@ -143,7 +194,12 @@ export interface InitOptions {
 /** Loads the wasm module once. Idempotent; `createSyncStore` calls it for you. */
 export declare function init(options?: InitOptions): Promise<void>;
 
-/** Opens the local replica of a stream (from IndexedDB, even offline) and starts syncing it. */
+/** Creates the store at once (state: `initialState`, dispatches applied and queued) and hydrates it from IndexedDB in the background (`store.ready`). */
+export declare function createLogsyncStore<S, A extends Action = Action>(
+  options: StoreOptions<S, A>,
+): SyncStore<S, A>;
+
+/** Opens the local replica of a stream (from IndexedDB, even offline) and starts syncing it: `createLogsyncStore` and `await store.ready`. */
 export declare function createSyncStore<S, A extends Action = Action>(
   options: StoreOptions<S, A>,
 ): Promise<SyncStore<S, A>>;

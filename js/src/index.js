@@ -5,6 +5,8 @@
 
 import loadWasm, * as wasm from '../wasm/logsync_wasm.js';
 import { ERROR_CODES, LogsyncError, describe, isLogsyncError, toLogsyncError } from './errors.js';
+import { intentTracker } from './intents.js';
+import { devtoolsBridge, findExtension } from './devtools.js';
 
 export { ERROR_CODES, LogsyncError, isLogsyncError };
 
@@ -47,17 +49,36 @@ export function init(options = {}) {
 
 /**
  * Opens (or creates) the local replica of `options.stream` and starts
- * syncing it. Resolves once the store is usable: state restored from
- * IndexedDB, even with no network.
+ * syncing it. Resolves once the store is usable with its stored state:
+ * restored from IndexedDB, even with no network. The same as
+ * `createLogsyncStore(options)` followed by `await store.ready`.
  *
  * @param {import('./index.js').StoreOptions<any, any>} options
  * @returns {Promise<import('./index.js').SyncStore<any, any>>}
  */
 export async function createSyncStore(options) {
-  const { low, reducer, initialState } = checkOptions(options);
-  await init();
-  const inner = await openInner(low, reducer, initialState);
-  return wrapStore(inner, low, reducer, initialState);
+  const checked = checkOptions(options);
+  const store = hydratingStore(checked, true);
+  try {
+    await store.ready;
+  } catch (err) {
+    store.close(); // lets go of the DevTools connection, if any
+    throw err;
+  }
+  return store;
+}
+
+/**
+ * Creates the store at once: its state is `initialState` until the stored
+ * state is in, dispatches are applied and queued meanwhile, and the store
+ * hydrates from IndexedDB in the background (`store.ready`,
+ * `status.hydrated`). See the README's "Synchronous creation".
+ *
+ * @param {import('./index.js').StoreOptions<any, any>} options
+ * @returns {import('./index.js').SyncStore<any, any>}
+ */
+export function createLogsyncStore(options) {
+  return hydratingStore(checkOptions(options), false);
 }
 
 // The IndexedDB database of a user: `dbName` alone without a token (or
@@ -138,6 +159,13 @@ function checkOptions(options) {
   if (connect !== undefined && typeof connect !== 'boolean') {
     throw bad(`options.connect must be true or false, got ${describe(connect)}`);
   }
+  const { filter, devtools = true } = options;
+  if (filter !== undefined && typeof filter !== 'function') {
+    throw bad(`options.filter must be a function (action) => boolean (true: synced, false: kept local), got ${describe(filter)}`);
+  }
+  if (typeof devtools !== 'boolean' && (devtools === null || typeof devtools !== 'object')) {
+    throw bad(`options.devtools must be true, false or { name, extension }, got ${describe(devtools)}`);
+  }
   let initialState = options.initialState;
   if (initialState === undefined) {
     // Like Redux: a reducer with a default state argument supplies it.
@@ -153,7 +181,7 @@ function checkOptions(options) {
   if (heartbeatMs !== undefined) low.heartbeatMs = heartbeatMs;
   if (backoffMinMs !== undefined) low.backoffMinMs = backoffMinMs;
   if (backoffMaxMs !== undefined) low.backoffMaxMs = backoffMaxMs;
-  return { low, reducer, initialState };
+  return { low, reducer, initialState, filter, devtools };
 }
 
 const $$observable = (typeof Symbol === 'function' && Symbol.observable) || '@@observable';
@@ -180,7 +208,7 @@ function errorText(err) {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }
 
-function wrapStore(first, low, firstReducer, initialState) {
+function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}) {
   const { stream } = low;
   let inner = first;
   let dbName = dbNameFor(low.dbName, low.token ?? null);
@@ -320,6 +348,7 @@ function wrapStore(first, low, firstReducer, initialState) {
       } catch (err) {
         throw toLogsyncError(err, 'INTERNAL', 'dispatch failed');
       }
+      dispatched(text, JSON.parse(text));
       return action;
     }
     // What the reducer sees is what every other device will see: the
@@ -344,6 +373,7 @@ function wrapStore(first, low, firstReducer, initialState) {
     }
     burst.items.push(text, parsed, next);
     latest = next;
+    dispatched(text, parsed);
     notify();
     return action;
   };
@@ -526,4 +556,519 @@ function isPlainObject(value) {
   if (value === null || typeof value !== 'object') return false;
   const proto = Object.getPrototypeOf(value);
   return proto === Object.prototype || proto === null;
+}
+
+// The largest action a store takes before it has met its server: what a
+// server with default settings accepts (the wasm store's own default). Once
+// connected, the server's limit applies.
+const DEFAULT_MAX_ACTION_BYTES = 256 * 1024;
+
+// How often the storage estimate is refreshed, at most, on status changes.
+const STORAGE_REFRESH_MS = 10_000;
+
+function fanOutSet(set, value) {
+  for (const entry of [...set]) {
+    try {
+      entry.fn(value);
+    } catch (err) {
+      report(err, 'a Logsync listener threw:');
+    }
+  }
+}
+
+// The public store: usable at once, hydrating in the background. Until the
+// wasm store is open, the state is `initialState` with this session's
+// dispatches folded in (here, in JS) and queued; once it is open, the
+// queued actions are dispatched into it in order, so each is folded onto
+// the restored state (the rebase the replica does for server events) and
+// recorded once in the outbox. From then on every call goes to the
+// wasm-backed store (`wrapStore`), with three layers on top: actions kept
+// local by `filter`, the intent lifecycle, the DevTools bridge.
+function hydratingStore({ low, reducer: firstReducer, initialState, filter, devtools }, quiet) {
+  const { stream } = low;
+  let reducer = firstReducer;
+  let wrapped = null; // the wasm-backed store, once hydrated
+  let failed = null; // the LogsyncError that stopped hydration
+  let closed = false;
+  let queue = []; // before hydration: { text, parsed }, in dispatch order
+  let early = initialState; // before hydration: initialState with `queue` folded in
+  const local = []; // actions kept local by `filter`, in dispatch order
+  let view = null; // { base, state }: `local` folded onto the synced state `base`
+  let travel = null; // { state }: the state the DevTools jumped to
+  let reducing = false;
+  let replaying = false;
+  let connection = null; // 'reconnect' | 'offline', asked for before hydration
+  let storage = null;
+  let storageAt = 0;
+
+  let listeners = [];
+  const notify = () => {
+    const now = listeners;
+    for (let i = 0; i < now.length; i++) callListener(now[i].fn);
+  };
+  const statusListeners = new Set();
+  const errorListeners = new Set();
+  const rejectedListeners = new Set();
+  const intentListeners = new Set();
+
+  const ensureOpen = (method) => {
+    if (closed) {
+      throw new LogsyncError('STORE_CLOSED', `store.${method}() was called after store.close(); create a new store with createSyncStore()`);
+    }
+  };
+  const busy = () => new LogsyncError('INVALID_REQUEST', BUSY);
+
+  const reduce = (base, action) => {
+    let next;
+    reducing = true;
+    try {
+      next = reducer(base, action);
+    } catch (err) {
+      throw new LogsyncError('REDUCER', `reducer failed: the reducer threw ${errorText(err)}`, { cause: err });
+    } finally {
+      reducing = false;
+    }
+    if (next === undefined) {
+      throw new LogsyncError('REDUCER', 'reducer failed: the reducer returned undefined; return the state it was given when an action does not apply');
+    }
+    return next;
+  };
+
+  // The synced state: confirmed events with pending actions on top.
+  const synced = () => (wrapped !== null ? wrapped.getState() : early);
+  // The live view: the synced state with the local actions on top.
+  const live = () => {
+    const base = synced();
+    if (local.length === 0) return base;
+    if (view === null || view.base !== base) {
+      let state = base;
+      for (const action of local) {
+        try {
+          state = reduce(state, action);
+        } catch (err) {
+          report(err, 'Logsync: a local action could not be applied again:');
+        }
+      }
+      view = { base, state };
+    }
+    return view.state;
+  };
+  const getState = () => {
+    if (reducing) throw busy();
+    return travel !== null ? travel.state : live();
+  };
+
+  // Status: the wasm store's, or a stand-in before hydration, plus what
+  // only this layer knows.
+  let failedInfo = null;
+  let preStatus = null;
+  const baseStatus = () => {
+    if (wrapped !== null) return wrapped.status;
+    if (preStatus === null || preStatus.pending !== queue.length || preStatus.lastError !== failedInfo) {
+      preStatus = Object.freeze({ online: false, offset: 0, head: 0, pending: queue.length, lastError: failedInfo, clientId: '', needsToken: false });
+    }
+    return preStatus;
+  };
+  let statusCache = null;
+  const getStatus = () => {
+    const base = baseStatus();
+    const hydrated = wrapped !== null;
+    if (statusCache === null || statusCache.base !== base || statusCache.storage !== storage || statusCache.hydrated !== hydrated) {
+      const status = Object.freeze({ ...base, hydrated, behind: Math.max(0, base.head - base.offset), storage });
+      statusCache = { base, storage, hydrated, status };
+    }
+    return statusCache.status;
+  };
+  let toldStatus = getStatus();
+  const statusChanged = () => {
+    const status = getStatus();
+    if (status === toldStatus) return;
+    toldStatus = status;
+    fanOutSet(statusListeners, status);
+  };
+
+  // navigator.storage, where the platform has it.
+  const storageApi = () => (typeof navigator !== 'undefined' && navigator && navigator.storage ? navigator.storage : null);
+  const refreshStorage = async () => {
+    const api = storageApi();
+    if (api === null || typeof api.estimate !== 'function') return;
+    storageAt = Date.now();
+    try {
+      const [estimate, persisted] = await Promise.all([
+        api.estimate(),
+        typeof api.persisted === 'function' ? api.persisted() : null,
+      ]);
+      const next = Object.freeze({
+        usage: typeof estimate?.usage === 'number' ? estimate.usage : null,
+        quota: typeof estimate?.quota === 'number' ? estimate.quota : null,
+        persisted: typeof persisted === 'boolean' ? persisted : null,
+      });
+      if (storage === null || storage.usage !== next.usage || storage.quota !== next.quota || storage.persisted !== next.persisted) {
+        storage = next;
+        statusChanged();
+      }
+    } catch {
+      // An estimate is a hint: a browser that refuses one leaves the last.
+    }
+  };
+
+  // The intent lifecycle, followed while someone listens (onIntent or
+  // the DevTools).
+  let tracker = null;
+  let bridge = null;
+  const emitIntent = (event) => {
+    fanOutSet(intentListeners, event);
+    if (bridge !== null) bridge.intent(event);
+  };
+  const startTracking = () => {
+    if (tracker !== null) return;
+    tracker = intentTracker(emitIntent);
+    if (wrapped !== null) tracker.adopt(wrapped.pending(), false);
+    else if (failed === null) for (const { text, parsed } of queue) tracker.dispatched(text, parsed);
+  };
+  // Compares the wasm store's pending list with the open intents. Run on
+  // every status change as it happens (each step of the wasm store — a
+  // write done, events applied — is one status change, so a rebase is not
+  // missed between two steps), and a microtask after other changes.
+  let reconciling = false;
+  const reconcile = () => {
+    if (tracker === null || wrapped === null || closed || reconciling) return;
+    reconciling = true;
+    try {
+      const list = wrapped.pending();
+      const status = wrapped.status;
+      tracker.reconcile(status, list, (others) => {
+        if (bridge !== null) bridge.remote(others, status.offset);
+      });
+    } catch {
+      // The store closed meanwhile: nothing more to report.
+    } finally {
+      reconciling = false;
+    }
+  };
+  let reconcileQueued = false;
+  const scheduleReconcile = () => {
+    if (tracker === null || reconcileQueued || wrapped === null) return;
+    reconcileQueued = true;
+    queueMicrotask(() => {
+      reconcileQueued = false;
+      reconcile();
+    });
+  };
+
+  // Every dispatch the wasm-backed store records (not the replayed ones,
+  // which were reported when they were dispatched).
+  const onDispatched = (text, parsed) => {
+    if (replaying) return;
+    if (tracker !== null) tracker.dispatched(text, parsed);
+    if (bridge !== null) bridge.dispatched(parsed, false);
+  };
+
+  const dispatch = (action) => {
+    ensureOpen('dispatch');
+    checkAction(action);
+    if (reducing) throw busy();
+    const isLocal = filter !== undefined && !filter(action);
+    if (travel !== null) {
+      travel = null; // the app acts: back to the live state
+    }
+    if (isLocal) {
+      const next = reduce(live(), action);
+      local.push(action);
+      view = { base: synced(), state: next };
+      if (bridge !== null) bridge.dispatched(action, true);
+      notify();
+      return action;
+    }
+    if (wrapped !== null) {
+      wrapped.dispatch(action);
+      return action;
+    }
+    // Before hydration: applied here and queued.
+    let text;
+    try {
+      text = JSON.stringify(action);
+    } catch (err) {
+      throw new LogsyncError('INVALID_JSON', `the action is not JSON-serialisable: ${errorText(err)}`, { cause: err });
+    }
+    if (typeof text !== 'string') {
+      throw new LogsyncError('INVALID_JSON', 'the action is not JSON-serialisable: JSON.stringify gave no text');
+    }
+    if (text.length > DEFAULT_MAX_ACTION_BYTES / 3) {
+      const bytes = new TextEncoder().encode(text).length;
+      if (bytes > DEFAULT_MAX_ACTION_BYTES) {
+        throw new LogsyncError('PAYLOAD_TOO_LARGE', `the action is ${bytes} bytes; the limit is ${DEFAULT_MAX_ACTION_BYTES}`);
+      }
+    }
+    const parsed = JSON.parse(text);
+    early = reduce(early, parsed);
+    if (failed === null) {
+      queue.push({ text, parsed });
+      if (tracker !== null) tracker.dispatched(text, parsed);
+    }
+    if (bridge !== null) bridge.dispatched(parsed, false);
+    notify();
+    statusChanged();
+    return action;
+  };
+
+  const subscribe = (listener) => {
+    ensureFunction('subscribe', listener);
+    const entry = { fn: listener };
+    listeners = [...listeners, entry];
+    return once(() => {
+      listeners = listeners.filter((e) => e !== entry);
+    });
+  };
+  const listen = (set, method, listener) => {
+    ensureFunction(method, listener);
+    const entry = { fn: listener };
+    set.add(entry);
+    return once(() => set.delete(entry));
+  };
+  const onStatus = (listener) => listen(statusListeners, 'onStatus', listener);
+  const onError = (listener) => listen(errorListeners, 'onError', listener);
+  const onRejected = (listener) => listen(rejectedListeners, 'onRejected', listener);
+  const onIntent = (listener) => {
+    const stop = listen(intentListeners, 'onIntent', listener);
+    startTracking();
+    return once(() => {
+      stop();
+      if (intentListeners.size === 0 && bridge === null) tracker = null;
+    });
+  };
+
+  const hydrate = async () => {
+    await init();
+    const opening = reducer;
+    const inner = await openInner(low, opening, initialState);
+    const store = wrapStore(inner, low, opening, initialState, onDispatched);
+    if (reducer !== opening) store.replaceReducer(reducer);
+    const before = early;
+    const restored = store.pending();
+    const moved = store.status.offset > 0 || restored.length > 0;
+    if (tracker !== null) tracker.adopt(restored, true);
+    wrapped = store;
+    replaying = true;
+    try {
+      for (const { text, parsed } of queue) {
+        try {
+          store.dispatch(parsed);
+        } catch (err) {
+          const e = toLogsyncError(err, 'INTERNAL', 'an action dispatched before the store opened could not be recorded');
+          if (tracker !== null) tracker.failed(text, e);
+          fanOutSet(errorListeners, e);
+          if (errorListeners.size === 0) report(e, 'Logsync:');
+        }
+      }
+    } finally {
+      replaying = false;
+    }
+    queue = [];
+    early = undefined;
+    store.subscribe(() => {
+      notify();
+      scheduleReconcile();
+    });
+    store.onStatus(() => {
+      reconcile();
+      statusChanged();
+      if (Date.now() - storageAt > STORAGE_REFRESH_MS) refreshStorage();
+    });
+    store.onError((err) => {
+      if (err.code === 'EPOCH_CHANGED' && tracker !== null) tracker.epochChanged();
+      fanOutSet(errorListeners, err);
+    });
+    store.onRejected((rejection) => {
+      if (tracker !== null) tracker.rejected(rejection);
+      fanOutSet(rejectedListeners, rejection);
+      scheduleReconcile();
+    });
+    if (tracker !== null) tracker.hydrated(store.status, moved);
+    if (bridge !== null) bridge.hydrated(store.status.offset);
+    if (connection === 'offline') store.goOffline();
+    else if (connection === 'reconnect') store.reconnect();
+    if (store.getState() !== before) notify();
+    statusChanged();
+    scheduleReconcile();
+    refreshStorage();
+  };
+
+  const ready = hydrate().then(() => undefined, (err) => {
+    const e = toLogsyncError(err, 'INTERNAL', `Could not open the Logsync store of stream "${stream}"`);
+    failed = e;
+    failedInfo = Object.freeze({ code: e.code, message: e.message });
+    if (tracker !== null) for (const { text } of queue) tracker.failed(text, e);
+    queue = [];
+    fanOutSet(errorListeners, e);
+    if (!quiet && errorListeners.size === 0) report(e, 'Logsync:');
+    statusChanged();
+    throw e;
+  });
+  ready.catch(() => {}); // told through onError (or the console); awaiting it is optional
+
+  const notHydrated = (method) => new LogsyncError('INVALID_REQUEST', failed !== null
+    ? `store.${method}() needs the stored replica, which could not be opened: ${failed.message}`
+    : `store.${method}() needs the stored replica: await store.ready first`);
+
+  const pending = () => {
+    ensureOpen('pending');
+    if (wrapped === null) return queue.map(({ parsed }) => Object.freeze({ seq: null, action: parsed }));
+    const list = wrapped.pending();
+    scheduleReconcile();
+    return list;
+  };
+  const discard = (seq) => {
+    ensureOpen('discard');
+    if (wrapped === null) throw notHydrated('discard');
+    // Told first: the wasm store reports the change before it returns.
+    if (tracker !== null) tracker.discarded(seq);
+    try {
+      wrapped.discard(seq);
+    } catch (err) {
+      if (tracker !== null) tracker.discarded(seq, false);
+      throw err;
+    }
+    scheduleReconcile();
+  };
+
+  const replaceReducer = (nextReducer) => {
+    ensureOpen('replaceReducer');
+    if (typeof nextReducer !== 'function') {
+      throw new LogsyncError('INVALID_REQUEST', `store.replaceReducer(reducer) expects a function (state, action) => state, got ${describe(nextReducer)}`);
+    }
+    const previous = reducer;
+    reducer = nextReducer;
+    view = null;
+    if (wrapped !== null) {
+      wrapped.replaceReducer(nextReducer);
+      if (local.length > 0) notify();
+      return;
+    }
+    try {
+      let state = initialState;
+      for (const { parsed } of queue) state = reduce(state, parsed);
+      early = state;
+    } catch (err) {
+      reducer = previous;
+      throw err;
+    }
+    notify();
+  };
+
+  const syncedPromise = () => {
+    if (closed) return Promise.reject(new LogsyncError('STORE_CLOSED', 'store.synced() was called after store.close(); create a new store with createSyncStore()'));
+    return ready.then(() => wrapped.synced());
+  };
+  const reconnect = () => {
+    ensureOpen('reconnect');
+    if (wrapped !== null) wrapped.reconnect();
+    else connection = 'reconnect';
+  };
+  const goOffline = () => {
+    ensureOpen('goOffline');
+    if (wrapped !== null) wrapped.goOffline();
+    else connection = 'offline';
+  };
+  const setToken = (token) => {
+    ensureOpen('setToken');
+    if (token !== null && typeof token !== 'string') {
+      throw new LogsyncError('INVALID_REQUEST', `store.setToken(token) expects a string (a JWT) or null, got ${describe(token)}`);
+    }
+    if (wrapped !== null) return wrapped.setToken(token);
+    return ready.then(() => wrapped.setToken(token));
+  };
+
+  const persist = async () => {
+    const api = storageApi();
+    if (api === null || typeof api.persist !== 'function') return false;
+    let granted;
+    try {
+      granted = await api.persist();
+    } catch (err) {
+      throw toLogsyncError(err, 'INTERNAL', 'navigator.storage.persist() failed');
+    }
+    await refreshStorage();
+    return granted === true;
+  };
+
+  let closing = null;
+  const close = () => {
+    if (closing === null) {
+      closed = true;
+      if (bridge !== null) {
+        bridge.close();
+        bridge = null;
+      }
+      closing = ready.then(() => wrapped.close(), () => {});
+    }
+    return closing;
+  };
+
+  const observable = () => ({
+    subscribe(observer) {
+      if (observer === null || typeof observer !== 'object') {
+        throw new TypeError('Expected the observer to be an object with a next() method.');
+      }
+      const next = () => { if (observer.next) observer.next(getState()); };
+      next();
+      return { unsubscribe: subscribe(next) };
+    },
+    [$$observable]() { return this; },
+  });
+
+  const ext = findExtension(devtools);
+  if (ext !== null) {
+    try {
+      bridge = devtoolsBridge(ext, typeof devtools === 'object' ? devtools : {}, {
+        stream,
+        getState: live,
+        travel(state) {
+          travel = state === null ? null : { state };
+          notify();
+        },
+        report: (err) => report(err, 'Logsync DevTools:'),
+      });
+      startTracking();
+    } catch (err) {
+      report(err, 'Logsync: could not connect to the Redux DevTools:');
+    }
+  }
+
+  return {
+    stream,
+    ready,
+    getState,
+    dispatch,
+    subscribe,
+    replaceReducer,
+    get status() { return getStatus(); },
+    getStatus,
+    onStatus,
+    onError,
+    onRejected,
+    onIntent,
+    synced: syncedPromise,
+    reconnect,
+    goOffline,
+    setToken,
+    pending,
+    discard,
+    persist,
+    close,
+    [$$observable]: observable,
+  };
+}
+
+function ensureFunction(method, fn) {
+  if (typeof fn !== 'function') {
+    throw new LogsyncError('INVALID_REQUEST', `store.${method}(listener) expects a function, got ${describe(fn)}`);
+  }
+}
+
+function once(stop) {
+  let done = false;
+  return () => {
+    if (!done) { done = true; stop(); }
+  };
 }

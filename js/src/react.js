@@ -56,12 +56,15 @@ export function useDispatch() {
 }
 
 /**
- * The sync status `{ online, offset, head, pending, lastError, clientId }`,
- * or `selector(status)`; re-renders when it changes.
+ * The sync status `{ online, offset, head, pending, lastError, clientId,
+ * hydrated, behind, storage }`, or `selector(status)`; re-renders when it
+ * changes. Reads `store.getStatus()` where the store has it: a store made by
+ * the `logsync()` enhancer is copied by the enhancers around it, which turns
+ * the `status` getter into a value.
  */
 export function useSyncStatus(selector = identity, isEqual = Object.is) {
   const store = useLogsyncStore();
-  const getStatus = useCallback(() => store.status, [store]);
+  const getStatus = useCallback(() => (typeof store.getStatus === 'function' ? store.getStatus() : store.status), [store]);
   const value = useSelected(store.onStatus, getStatus, selector, isEqual);
   useDebugValue(value);
   return value;

@@ -60,3 +60,28 @@ test('createSyncStore checks its options before loading anything', () => {
   assert.equal(r.code, 'INVALID_REQUEST');
   assert.match(r.message, /options\.reducer must be a function/);
 });
+
+test('a store created at once whose wasm cannot load: usable in memory, onError hears it, ready rejects', () => {
+  const r = run(`
+    import 'fake-indexeddb/auto';
+    import { init, createLogsyncStore } from 'logsync';
+    const result = { errors: [] };
+    init({ wasm: new Uint8Array([0, 1, 2, 3]) }).catch(() => {});
+    const store = createLogsyncStore({ url: 'ws://127.0.0.1:9/v1/ws', stream: 's', dbName: 'x', connect: false, devtools: false,
+      reducer: (s = [], a) => (a.type === 'add' ? [...s, a.id] : s) });
+    store.onError((e) => result.errors.push(e.code));
+    store.dispatch({ type: 'add', id: 'a' });
+    try { await store.ready; } catch (e) { result.ready = { name: e.name, code: e.code, message: e.message }; }
+    store.dispatch({ type: 'add', id: 'b' });
+    result.state = store.getState();
+    result.status = { hydrated: store.status.hydrated, lastError: store.status.lastError?.code, pending: store.status.pending };
+    await store.close();
+    console.log(JSON.stringify(result));
+  `);
+  assert.equal(r.ready?.name, 'LogsyncError');
+  assert.equal(r.ready.code, 'INTERNAL');
+  assert.match(r.ready.message, /could not load its WebAssembly module/);
+  assert.deepEqual(r.errors, ['INTERNAL']);
+  assert.deepEqual(r.state, ['a', 'b']);
+  assert.deepEqual(r.status, { hydrated: false, lastError: 'INTERNAL', pending: 0 });
+});

@@ -63,3 +63,36 @@ test('react-redux <Provider store={logsyncStore}> renders, dispatches and re-ren
   await act(async () => root.unmount());
   await store.close();
 });
+
+test('a configureStore + logsync() store in react-redux: renders before hydration, useSyncStatus follows getStatus()', async () => {
+  const { configureStore } = await import('@reduxjs/toolkit');
+  const { logsync } = await import('logsync/redux');
+  const store = configureStore({
+    reducer: todos,
+    enhancers: (getDefault) => getDefault().concat(logsync({
+      url: 'ws://127.0.0.1:9/v1/ws', stream: 'test/react-rtk', dbName: `react-rtk-${randomUUID()}`, connect: false, devtools: false,
+    })),
+    devTools: false,
+  });
+  function App() {
+    const items = useSelector((s) => s.todos);
+    const hydrated = useSyncStatus((s) => s.hydrated);
+    const pending = useSyncStatus((s) => s.pending);
+    return h('p', null, `${items.length} ${hydrated} ${pending}`);
+  }
+  const el = freshRoot();
+  const root = createRoot(el);
+  await act(async () => {
+    root.render(h(Provider, { store }, h(LogsyncProvider, { store }, h(App))));
+    store.dispatch({ type: 'todo/added', text: 'early' });
+  });
+  assert.equal(store.getStatus().pending, 1);
+  assert.equal(store.status.pending, 0, 'the enhancers around it copied the status getter once: read getStatus()');
+  const deadline = Date.now() + 5_000;
+  while (el.querySelector('p').textContent !== '1 true 1' && Date.now() < deadline) {
+    await act(async () => new Promise((r) => setTimeout(r, 10)));
+  }
+  assert.equal(el.querySelector('p').textContent, '1 true 1', 'hydrated, and the early action pending once');
+  await act(async () => root.unmount());
+  await store.close();
+});

@@ -7,7 +7,7 @@ export function StatusBar({ room }) {
   const [rejection, setRejection] = useState(null);
   useEffect(() => store.onRejected((r) => setRejection(r)), [store]);
 
-  const { online, pending, offset, head, lastError } = status;
+  const { online, pending, offset, head, behind, lastError } = status;
   return (
     <aside
       className={`status ${online ? 'online' : 'offline'}`}
@@ -26,6 +26,10 @@ export function StatusBar({ room }) {
         offset {offset}
         {head > offset ? ` of ${head}` : ''}
       </span>
+      {behind > 0 && (
+        // Catching up after a long time offline: `behind` is head - offset.
+        <progress data-testid="catch-up" value={offset} max={head} title={`${behind} events to catch up on`} />
+      )}
       <span className="muted">room {room}</span>
       {!online && lastError && (
         <span className="error" title={lastError.message}>

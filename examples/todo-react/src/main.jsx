@@ -1,5 +1,6 @@
 import { createRoot } from 'react-dom/client';
-import { createSyncStore } from 'logsync';
+import { configureStore } from '@reduxjs/toolkit';
+import { logsync } from 'logsync/redux';
 import { LogsyncProvider } from 'logsync/react';
 import { App } from './App.jsx';
 import { initialState, todosReducer } from './todos.js';
@@ -19,32 +20,39 @@ window.addEventListener('hashchange', () => {
 
 start();
 
-async function start() {
+function start() {
   root.render(<p className="loading">Opening “{room}”…</p>);
-  try {
-    const store = await createSyncStore({
+  // A Redux Toolkit store, made at once; the Logsync enhancer (last) syncs
+  // it and hydrates it from IndexedDB in the background. Logsync connects
+  // the Redux DevTools itself, hence devTools: false.
+  const store = configureStore({
+    reducer: todosReducer,
+    preloadedState: initialState,
+    enhancers: (getDefault) => getDefault().concat(logsync({
       // One origin serves the app and the API, so the URL follows the page.
       url: `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/ws`,
       stream: `todos/${room}`,
-      reducer: todosReducer,
-      initialState,
       dbName: 'logsync-todomvc',
-    });
-    // Handy in the console: logsync.store.getState(), logsync.store.status.
-    window.logsync = { store };
-    root.render(
+    })),
+    devTools: false,
+  });
+  // Handy in the console: logsync.store.getState(), logsync.store.getStatus().
+  window.logsync = { store };
+  // The list shows once the stored state is in, so a reload never flashes
+  // an empty list before the stored one.
+  store.ready.then(
+    () => root.render(
       <LogsyncProvider store={store}>
         <App room={room} />
       </LogsyncProvider>,
-    );
-  } catch (err) {
-    root.render(
+    ),
+    (err) => root.render(
       <div className="fatal" role="alert">
         <h2>Could not open the todo list</h2>
         <p><code>{err.code ?? err.name}</code> {err.message}</p>
       </div>,
-    );
-  }
+    ),
+  );
 }
 
 function roomFromHash() {

@@ -22,6 +22,10 @@ import {
 import { LogsyncProvider, useSyncState, useDispatch, useSyncStatus, useLogsyncStore, shallowEqual } from 'logsync/react';
 import { connectElmPorts, type ElmPortsOptions } from 'logsync/elm';
 import { Provider, useSelector } from 'react-redux';
+import { createLogsyncStore, type IntentEvent, type StorageInfo } from 'logsync';
+import { logsync, type LogsyncEnhancerOptions } from 'logsync/redux';
+import { configureStore, createSlice, type PayloadAction } from '@reduxjs/toolkit';
+import { legacy_createStore } from 'redux';
 
 interface Todo { id: string; text: string; done: boolean }
 interface State { todos: Todo[] }
@@ -153,4 +157,58 @@ export async function main(): Promise<void> {
     </LogsyncProvider>
   );
   console.log(tree);
+
+  // Synchronous creation, hydration in the background.
+  const now: SyncStore<State, TodoAction> = createLogsyncStore({ ...options, filter: (a) => a.type !== 'todo/toggled', devtools: { name: 'todos' } });
+  now.dispatch({ type: 'todo/added', id: '2', text: 'bread' });
+  const ready: Promise<void> = now.ready;
+  await ready;
+  const st: Status = now.getStatus();
+  const hydrated: boolean = st.hydrated;
+  const behind: number = st.behind;
+  const storage: StorageInfo | null = st.storage;
+  const quota: number | null = storage?.quota ?? null;
+  console.log(hydrated, behind, quota);
+  const granted: Promise<boolean> = now.persist();
+  void granted;
+  const stopIntents = now.onIntent((e: IntentEvent<TodoAction>) => {
+    if (e.type === 'confirmed') console.log(e.offset, e.seq, e.action.type);
+    if (e.type === 'rejected') {
+      const c: ErrorCode = e.code;
+      console.log(c, e.message);
+    }
+    // @ts-expect-error only confirmed and rebased events carry an offset
+    if (e.type === 'pending') console.log(e.offset);
+  });
+  stopIntents();
+  // @ts-expect-error filter takes an action and answers whether it is synced
+  createLogsyncStore({ ...options, filter: 'ui' });
+  // @ts-expect-error devtools is a boolean or options
+  createLogsyncStore({ ...options, devtools: 'yes' });
+
+  // The enhancer in Redux Toolkit and in Redux.
+  const todoSlice = createSlice({
+    name: 'todos',
+    initialState: { items: [] as string[] },
+    reducers: { added: (s, a: PayloadAction<string>) => { s.items.push(a.payload); } },
+  });
+  const enhancerOptions: LogsyncEnhancerOptions = { url: 'ws://localhost:8080/v1/ws', stream: 'todos/team-42', dbName: 'my-app', filter: (a) => !a.type.startsWith('ui/') };
+  const rtk = configureStore({
+    reducer: todoSlice.reducer,
+    enhancers: (getDefault) => getDefault().concat(logsync(enhancerOptions)),
+    devTools: false,
+  });
+  rtk.dispatch(todoSlice.actions.added('milk'));
+  const items: string[] = rtk.getState().items;
+  await rtk.ready;
+  const rtkStatus: Status = rtk.getStatus();
+  rtk.onIntent((e) => console.log(e.type, e.action.type, items.length, rtkStatus.behind));
+  await rtk.synced();
+  await rtk.close();
+  // @ts-expect-error the reducer comes from configureStore
+  logsync({ ...enhancerOptions, reducer });
+  const plain = legacy_createStore(todoSlice.reducer, { items: ['x'] }, logsync(enhancerOptions));
+  await plain.ready;
+  const plainItems: string[] = plain.getState().items;
+  console.log(plainItems);
 }

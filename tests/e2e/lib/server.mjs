@@ -63,6 +63,8 @@ export async function startServer({ staticDir = APP_DIST, args = [], env = {} } 
     async stop() { await call('/stop'); },
     /** SIGKILL, waits for the exit. */
     async kill() { await call('/kill'); },
+    /** Stops the server and deletes its database: the next start serves a new log (a new epoch). */
+    async reset() { await call('/reset'); },
     /** Stops the server and the harness (which removes the database). */
     async close() {
       if (harness.exitCode !== null) return;

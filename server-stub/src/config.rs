@@ -253,9 +253,6 @@ impl Config {
                 return bad(format!("static directory {} does not exist", dir.display()));
             }
         }
-        if !self.reducers.is_empty() && self.store_url.is_some() {
-            return bad(REDUCERS_NEED_SQLITE.into());
-        }
         if self.reducer_timeout.is_zero() || self.reducer_memory_bytes < (1 << 20) {
             return bad("the reducer timeout must be above 0 and its memory at least 1MiB".into());
         }
@@ -305,12 +302,6 @@ impl Config {
 /// An allowed origin is what browsers send in `Origin`: a scheme, a host
 /// and maybe a port, no path (`https://app.example.com`,
 /// `http://localhost:5173`), compared exactly (lowercase).
-/// Why reducers and a PostgreSQL store do not start together.
-pub(crate) const REDUCERS_NEED_SQLITE: &str =
-    "reducers (--reducer) do not run with the PostgreSQL store (--store) yet: the fold at the \
-     ordering point runs in the SQLite store's single writer (--db); on PostgreSQL it has to run \
-     under each stream's row lock, which is not built";
-
 fn check_origin(origin: &str) -> Result<(), String> {
     let rest = origin
         .strip_prefix("https://")

@@ -283,9 +283,6 @@ fn load_reducers(config: &Config, extra: Reducers) -> Result<Reducers, Error> {
         reducers.add(&rule.pattern, Arc::new(reducer));
     }
     reducers.extend(extra);
-    if !reducers.is_empty() && config.store_url.is_some() {
-        return Err(Error::Config(config::REDUCERS_NEED_SQLITE.into()));
-    }
     Ok(reducers)
 }
 
@@ -306,6 +303,7 @@ async fn open_store(
                 max_events: config.catch_up_events,
                 max_bytes: config.feed_buffer_bytes,
             },
+            reducers,
             ..PostgresOptions::new(url.clone())
         };
         return Ok(Arc::new(PostgresStore::open(options, hub, metrics).await?));

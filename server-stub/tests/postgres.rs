@@ -29,7 +29,7 @@ use std::time::Duration;
 use common::{http, within, DEADLINE};
 use futures_util::{SinkExt, StreamExt};
 use sync_core::{
-    ClientId, ClientMsg, Epoch, Event, Offset, PushIntent, Seq, ServerMsg, StreamName,
+    ClientId, ClientMsg, Epoch, ErrorCode, Event, Offset, PushIntent, Seq, ServerMsg, StreamName,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
@@ -95,6 +95,10 @@ struct Node {
 
 impl Node {
     async fn spawn(db: &TestDb, dir: &Path, name: &str) -> Node {
+        Node::spawn_with(db, dir, name, &[]).await
+    }
+
+    async fn spawn_with(db: &TestDb, dir: &Path, name: &str, extra: &[String]) -> Node {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -108,6 +112,7 @@ impl Node {
             // node did not use the shared store.
             .arg("--db")
             .arg(dir.join(format!("{name}-unused.db")))
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(file)
@@ -757,5 +762,113 @@ async fn a_reused_seq_is_refused_on_every_node() {
     drop((w1, w2));
     n1.stop().await;
     n2.stop().await;
+    db.drop().await;
+}
+
+/// The answer to a push of one intent (events in between are skipped).
+async fn decision(ws: &mut Ws) -> ServerMsg {
+    loop {
+        match next(ws).await {
+            Some(m @ (ServerMsg::Ack { .. } | ServerMsg::Reject { .. })) => return m,
+            Some(ServerMsg::Events { .. }) => continue,
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    }
+}
+
+/// The state `/state` serves on `node` for `url_name`.
+async fn state_of(node: &Node, url_name: &str) -> serde_json::Value {
+    let r = http()
+        .get(node.url(&format!("/v1/streams/{url_name}/state")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    serde_json::from_str(&r.text().await.unwrap()).unwrap()
+}
+
+/// Reducers on several nodes: each node folds at the ordering point
+/// under the stream's row lock, on a state it first catches up with the
+/// other node's events. Two clients, one on each node, book the same seat
+/// at once, round after round: exactly one booking is in the log, the
+/// other is refused with the app's code; `/state` on both nodes is the
+/// fold of `/events`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn two_nodes_with_a_reducer_append_a_seat_once() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seats.js");
+    let rule = vec![
+        "--reducer".to_string(),
+        format!("seats/*={}", module.display()),
+    ];
+    let a = Node::spawn_with(&db, dir.path(), "a", &rule).await;
+    let b = Node::spawn_with(&db, dir.path(), "b", &rule).await;
+    let (mut ann, _) = open(&a.ws(), id(1)).await.unwrap();
+    let (mut bob, _) = open(&b.ws(), id(2)).await.unwrap();
+    let name = "seats/show";
+    const ROUNDS: u64 = 20;
+    let mut winners = serde_json::Map::new();
+    for round in 1..=ROUNDS {
+        let seat = format!("{round}A");
+        let booking = |who: &str| {
+            serde_json::json!({"type": "book", "seat": seat, "who": who})
+                .to_string()
+                .into_bytes()
+        };
+        // Both push before either reads an answer.
+        assert!(push(&mut ann, name, vec![(round, booking("ann"))]).await);
+        assert!(push(&mut bob, name, vec![(round, booking("bob"))]).await);
+        let answers = [decision(&mut ann).await, decision(&mut bob).await];
+        let winner = match &answers {
+            [ServerMsg::Ack { .. }, ServerMsg::Reject { code, message, .. }] => {
+                assert_eq!(
+                    (*code, message.as_str()),
+                    (
+                        ErrorCode::Rejected,
+                        &*format!("SEAT_TAKEN: seat {seat} is taken")
+                    )
+                );
+                "ann"
+            }
+            [ServerMsg::Reject { code, message, .. }, ServerMsg::Ack { .. }] => {
+                assert_eq!(
+                    (*code, message.as_str()),
+                    (
+                        ErrorCode::Rejected,
+                        &*format!("SEAT_TAKEN: seat {seat} is taken")
+                    )
+                );
+                "bob"
+            }
+            other => panic!("round {round}: exactly one booking wins: {other:?}"),
+        };
+        winners.insert(seat, serde_json::json!(winner));
+    }
+    let log = read_log(&a, "seats%2Fshow").await;
+    check_log(&log);
+    assert_eq!(log.len() as u64, ROUNDS, "one event per seat: {log:?}");
+    let mut folded = serde_json::Map::new();
+    for e in &log {
+        let seat = e["payload"]["seat"].as_str().unwrap().to_string();
+        assert!(
+            folded.insert(seat, e["payload"]["who"].clone()).is_none(),
+            "a seat appended twice"
+        );
+    }
+    assert_eq!(
+        folded, winners,
+        "the log holds the bookings that were acknowledged"
+    );
+    let want = serde_json::json!({ "seats": folded });
+    for node in [&a, &b] {
+        let state = state_of(node, "seats%2Fshow").await;
+        assert_eq!(state["offset"], ROUNDS, "{state}");
+        assert_eq!(state["state"], want, "{state}");
+    }
+    drop((ann, bob));
+    a.stop().await;
+    b.stop().await;
     db.drop().await;
 }

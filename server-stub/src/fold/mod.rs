@@ -159,8 +159,9 @@ impl Folds {
     }
 
     /// The state of `stream` at `head`: the kept one when it is at
-    /// `head`, else one folded from the log through `read` (pages of the
-    /// events after an offset). `Ok(None)`: the stream has no reducer.
+    /// `head`, the kept one folded on through `read` (pages of the events
+    /// after an offset) when it is behind (another node appended), else
+    /// one folded from the start of the log. `Ok(None)`: the stream has no reducer.
     ///
     /// While rebuilding, an event the reducer refuses leaves the state as
     /// it was (as on every client) and is logged: events appended before
@@ -174,13 +175,19 @@ impl Folds {
         let Some(reducer) = self.reducers.for_stream(stream) else {
             return Ok(None);
         };
-        if self.states.get(stream).is_some_and(|f| f.offset != head) {
+        // A kept state beyond `head` holds decisions that were rolled
+        // back: it is rebuilt. One behind it (another node appended) folds
+        // on from where it is.
+        if self.states.get(stream).is_some_and(|f| f.offset > head) {
             self.states.remove(stream);
         }
-        if !self.states.contains_key(stream) {
-            let mut folded = Folded {
-                offset: Offset(0),
-                state: reducer.start().map_err(Unfolded::Reducer)?,
+        if self.states.get(stream).is_none_or(|f| f.offset < head) {
+            let mut folded = match self.states.remove(stream) {
+                Some(kept) => kept,
+                None => Folded {
+                    offset: Offset(0),
+                    state: reducer.start().map_err(Unfolded::Reducer)?,
+                },
             };
             while folded.offset < head {
                 let page = read(folded.offset).map_err(Unfolded::Read)?;
@@ -218,6 +225,25 @@ impl Folds {
             self.states.insert(stream.clone(), folded);
         }
         Ok(self.states.get_mut(stream))
+    }
+
+    /// Whether a reducer folds `stream`.
+    pub fn folds(&self, stream: &StreamName) -> bool {
+        self.reducers.for_stream(stream).is_some()
+    }
+
+    /// Where the state of `stream` at `head` has to be folded on from:
+    /// `None` when no reducer folds `stream` or the kept state is at
+    /// `head`, else the offset after which [`Folds::at`] reads the log
+    /// (the kept state's offset, or 0 when it is rebuilt). Lets a store
+    /// whose reads are asynchronous fetch those events first.
+    pub fn behind(&self, stream: &StreamName, head: Offset) -> Option<Offset> {
+        self.reducers.for_stream(stream)?;
+        match self.states.get(stream) {
+            Some(f) if f.offset == head => None,
+            Some(f) if f.offset < head => Some(f.offset),
+            _ => Some(Offset(0)),
+        }
     }
 
     /// Drops every kept state (after a transaction that folded intents

@@ -55,9 +55,10 @@ pub use schema::SCHEMA_VERSION;
 
 use super::{
     AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page, ReadLimits, StoredSnapshot,
-    Submitted,
+    StreamStateJson, Submitted,
 };
 use crate::error::Error;
+use crate::fold::{Folds, Reducers};
 use crate::metrics::Metrics;
 use crate::store::CommitMode;
 
@@ -80,6 +81,10 @@ pub struct PostgresOptions {
     pub sweep_interval: Duration,
     /// Bounds of the one read a node makes for another node's commit.
     pub fanout_read: ReadLimits,
+    /// Reducers folding streams at the ordering point (none: payloads
+    /// stay opaque). Each node keeps its own states; a node folds another
+    /// node's events in under the stream's row lock before it decides.
+    pub reducers: Reducers,
 }
 
 impl PostgresOptions {
@@ -96,6 +101,7 @@ impl PostgresOptions {
                 max_events: 1000,
                 max_bytes: 4 << 20,
             },
+            reducers: Reducers::default(),
         }
     }
 }
@@ -167,6 +173,7 @@ impl PostgresStore {
             mode: options.commit_mode,
             max_batch_intents: options.max_batch_intents,
             max_batch_bytes: options.max_batch_bytes,
+            folds: Folds::new(options.reducers),
         };
         w.ready().await?;
 
@@ -475,6 +482,17 @@ impl LogStore for PostgresStore {
             // commit); a new statement sees its row.
             let row = client.query_one(&select, &[&id]).await?;
             Ok(row.try_get(0)?)
+        })
+    }
+
+    fn state(&self, stream: StreamName) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.sender()?
+                .send(writer::Job::State { stream, reply })
+                .await
+                .map_err(|_| Error::StoreClosed)?;
+            answer.await.map_err(|_| Error::StoreClosed)?
         })
     }
 

@@ -154,8 +154,17 @@ impl AppendListener for Recorder {
 }
 
 async fn open_with(url: &str, mode: CommitMode) -> (PostgresStore, Arc<Recorder>) {
+    open_folding(url, mode, crate::fold::Reducers::default()).await
+}
+
+async fn open_folding(
+    url: &str,
+    mode: CommitMode,
+    reducers: crate::fold::Reducers,
+) -> (PostgresStore, Arc<Recorder>) {
     let rec = Arc::new(Recorder::default());
     let options = PostgresOptions {
+        reducers,
         commit_mode: mode,
         max_readers: 2,
         sweep_interval: Duration::from_millis(200),
@@ -870,5 +879,94 @@ async fn a_version_1_database_is_migrated() {
         .expect("query");
     assert_eq!(row.get::<_, i32>(0), SCHEMA_VERSION);
     assert_eq!(row.get::<_, i64>(1), 0);
+    db.drop().await;
+}
+
+/// The fold at the ordering point, as every store does it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn folds_at_the_ordering_point() {
+    use crate::store::conformance::{folds_at_the_ordering_point, seat_reducers};
+    let db = TestDb::new().await;
+    for mode in [CommitMode::Group, CommitMode::PerIntent] {
+        let (store, _) = open_folding(&db.url, mode, seat_reducers()).await;
+        let suffix = format!("{mode:?}").to_lowercase();
+        folds_at_the_ordering_point(&store, &format!("seats/{suffix}")).await;
+        store.close().await;
+    }
+    db.drop().await;
+}
+
+fn book(client: u8, s: u64, seat: &str) -> AppendRequest {
+    AppendRequest {
+        stream: name("seats/race"),
+        client_id: ClientId([client; 16]),
+        intents: vec![ProposedIntent::new(
+            seq(s),
+            serde_json::json!({"type": "book", "seat": seat, "who": client})
+                .to_string()
+                .into_bytes(),
+            Verdict::Accept,
+        )],
+    }
+}
+
+/// Two nodes with the seat reducer, each deciding on a state it has to
+/// catch up first (the other node appended): the same seat booked
+/// through both at once is appended once and refused once with the
+/// app's code, many times over; both nodes' states equal the fold of the
+/// log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn two_nodes_fold_under_the_row_lock() {
+    use crate::store::conformance::seat_reducers;
+    let db = TestDb::new().await;
+    let (a, _) = open_folding(&db.url, CommitMode::Group, seat_reducers()).await;
+    let (b, _) = open_folding(&db.url, CommitMode::Group, seat_reducers()).await;
+    let mut seats = serde_json::Map::new();
+    for round in 0..40u64 {
+        let seat = format!("{round}A");
+        // Clients 1 and 2 book the seat through a and b; each round's
+        // seat is new to both nodes' kept states.
+        let (ra, rb) = tokio::join!(
+            a.append(book(1, round + 1, &seat)),
+            b.append(book(2, round + 1, &seat))
+        );
+        let (ra, rb) = (ra.expect("append"), rb.expect("append"));
+        let won = |o: &[Outcome]| {
+            matches!(
+                o,
+                [Outcome::Appended {
+                    duplicate: false,
+                    ..
+                }]
+            )
+        };
+        let lost = |o: &[Outcome]| {
+            matches!(o, [Outcome::Rejected { code: ErrorCode::Rejected, message, duplicate: false, .. }]
+                if message == &format!("SEAT_TAKEN: seat {seat} is taken"))
+        };
+        let winner = match (won(&ra), won(&rb)) {
+            (true, false) if lost(&rb) => 1,
+            (false, true) if lost(&ra) => 2,
+            _ => panic!("round {round}: {ra:?} {rb:?}"),
+        };
+        seats.insert(seat, serde_json::json!(winner));
+    }
+    let events = read_all(&a, "seats/race").await;
+    assert_eq!(events.len(), 40, "one event per seat");
+    let want = serde_json::json!({ "seats": seats });
+    for (node, store) in [("a", &a), ("b", &b)] {
+        let (offset, state) = store
+            .state(name("seats/race"))
+            .await
+            .expect("state")
+            .expect("a reducer");
+        assert_eq!(offset, Offset(40), "node {node}");
+        let state: serde_json::Value = serde_json::from_str(&state).expect("json");
+        assert_eq!(state, want, "node {node}");
+    }
+    a.close().await;
+    b.close().await;
     db.drop().await;
 }

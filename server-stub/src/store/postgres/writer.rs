@@ -41,9 +41,13 @@ use super::fanout::Fanout;
 use super::notifier::Notices;
 use super::{connect, from_pg, to_pg};
 use crate::error::Error;
+use crate::fold::{Folds, Replayed};
 use crate::metrics::Metrics;
 use crate::store::CommitMode;
-use crate::store::{appended_resend, AppendRequest, Outcome, ProposedIntent};
+use crate::store::{
+    appended_resend, fold_request, state_json, AppendRequest, Outcome, ProposedIntent,
+    StreamStateJson,
+};
 
 /// Attempts per batch when PostgreSQL reports a deadlock or a
 /// serialization failure.
@@ -61,13 +65,18 @@ pub(crate) enum Job {
         state: Vec<u8>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    /// The state of a stream with a reducer, at its head.
+    State {
+        stream: StreamName,
+        reply: oneshot::Sender<Result<Option<StreamStateJson>, Error>>,
+    },
 }
 
 impl Job {
     fn intents(&self) -> usize {
         match self {
             Job::Append { request, .. } => request.intents.len(),
-            Job::Snapshot { .. } => 1,
+            Job::Snapshot { .. } | Job::State { .. } => 1,
         }
     }
 
@@ -75,29 +84,32 @@ impl Job {
         match self {
             Job::Append { request, .. } => request.payload_bytes(),
             Job::Snapshot { state, .. } => state.len(),
+            Job::State { .. } => 0,
         }
     }
 
-    fn work(&self) -> Work<'_> {
+    /// What the job writes (`None`: a state read, outside transactions).
+    fn work(&self) -> Option<Work<'_>> {
         match self {
-            Job::Append { request, .. } => Work::Append(request),
+            Job::Append { request, .. } => Some(Work::Append(request)),
             Job::Snapshot {
                 stream,
                 offset,
                 state,
                 ..
-            } => Work::Snapshot {
+            } => Some(Work::Snapshot {
                 stream,
                 offset: *offset,
                 state,
-            },
+            }),
+            Job::State { .. } => None,
         }
     }
 
     fn stream(&self) -> &StreamName {
         match self {
             Job::Append { request, .. } => &request.stream,
-            Job::Snapshot { stream, .. } => stream,
+            Job::Snapshot { stream, .. } | Job::State { stream, .. } => stream,
         }
     }
 }
@@ -148,6 +160,8 @@ struct Statements {
     heads: Statement,
     snapshots: Statement,
     gap: Statement,
+    replay: Statement,
+    head: Statement,
 }
 
 impl Statements {
@@ -226,6 +240,20 @@ impl Statements {
                        ORDER BY e.stream_id, e."offset""#,
                 )
                 .await?,
+            // The events a reducer's state is folded on with: those after
+            // each stream's kept state, up to the head its lock returned.
+            replay: c
+                .prepare(
+                    r#"SELECT e.stream_id, e."offset", e.payload
+                       FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS g(stream_id, after, upto)
+                       JOIN logsync_events e ON e.stream_id = g.stream_id
+                            AND e."offset" > g.after AND e."offset" <= g.upto
+                       ORDER BY e.stream_id, e."offset""#,
+                )
+                .await?,
+            head: c
+                .prepare("SELECT id, head FROM logsync_streams WHERE name = $1")
+                .await?,
         })
     }
 }
@@ -245,6 +273,10 @@ pub(crate) struct Writer {
     pub mode: CommitMode,
     pub max_batch_intents: usize,
     pub max_batch_bytes: usize,
+    /// The states of streams with a reducer, at the heads this node last
+    /// saw; another node's appends are folded in under the stream's row
+    /// lock before this node decides on the stream.
+    pub folds: Folds,
 }
 
 impl Writer {
@@ -287,7 +319,20 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    self.commit(jobs).await;
+                    // State reads are answered after the batch's commit,
+                    // so they see its decisions.
+                    let (reads, writes): (Vec<Job>, Vec<Job>) = jobs
+                        .into_iter()
+                        .partition(|j| matches!(j, Job::State { .. }));
+                    if !writes.is_empty() {
+                        self.commit(writes).await;
+                    }
+                    for read in reads {
+                        self.answer_state(read).await;
+                    }
+                }
+                CommitMode::PerIntent if matches!(first, Job::State { .. }) => {
+                    self.answer_state(first).await
                 }
                 CommitMode::PerIntent => self.commit_each(first).await,
             }
@@ -299,7 +344,7 @@ impl Writer {
     async fn commit(&mut self, jobs: Vec<Job>) {
         let started = Instant::now();
         let intents: usize = jobs.iter().map(Job::intents).sum();
-        let work: Vec<Work<'_>> = jobs.iter().map(Job::work).collect();
+        let work: Vec<Work<'_>> = jobs.iter().filter_map(Job::work).collect();
         let result = self.execute(&work).await;
         drop(work);
         match result {
@@ -317,6 +362,11 @@ impl Writer {
                         Job::Snapshot { reply, .. } => {
                             let _ = reply.send(Ok(()));
                         }
+                        Job::State { reply, .. } => {
+                            let _ = reply.send(Err(Error::Storage(
+                                "a state read reached a write transaction".into(),
+                            )));
+                        }
                     }
                 }
                 self.announce(&committed.appended);
@@ -332,6 +382,9 @@ impl Writer {
                             let _ = reply.send(Err(Error::Storage(message.clone())));
                         }
                         Job::Snapshot { reply, .. } => {
+                            let _ = reply.send(Err(Error::Storage(message.clone())));
+                        }
+                        Job::State { reply, .. } => {
                             let _ = reply.send(Err(Error::Storage(message.clone())));
                         }
                     }
@@ -385,6 +438,37 @@ impl Writer {
         let _ = reply.send(Ok(outcomes));
     }
 
+    /// Answers a state read: the stream's head as committed now, and the
+    /// kept state folded on to it (events are never changed once
+    /// committed, so no lock is needed to read them).
+    async fn answer_state(&mut self, job: Job) {
+        let Job::State { stream, reply } = job else {
+            return;
+        };
+        let answer = self.state(&stream).await;
+        let _ = reply.send(answer);
+    }
+
+    async fn state(&mut self, stream: &StreamName) -> Result<Option<StreamStateJson>, Error> {
+        self.connection().await?;
+        let conn = self.conn.as_ref().ok_or(Error::StoreClosed)?;
+        let (c, st) = (&conn.client, &conn.st);
+        let row = c.query_opt(&st.head, &[&stream.as_str()]).await?;
+        let (id, head) = match row {
+            Some(row) => (row.try_get::<_, i64>(0)?, from_pg(row.try_get(1)?)?),
+            None => (-1, 0),
+        };
+        let mut events = Replay::default();
+        if let Some(after) = self.folds.behind(stream, Offset(head)) {
+            let params: [&(dyn ToSql + Sync); 3] =
+                [&vec![id], &vec![to_pg(after.0)?], &vec![to_pg(head)?]];
+            events = Replay::from_rows(c.query(&st.replay, &params).await?)?;
+        }
+        state_json(&mut self.folds, stream, Offset(head), |after| {
+            Ok(events.after(id, after))
+        })
+    }
+
     fn publish(&self, committed: &Committed) {
         for (stream, events) in &committed.appended {
             match committed.before.get(stream) {
@@ -413,11 +497,15 @@ impl Writer {
         loop {
             attempt += 1;
             let fanout = self.fanout.clone();
-            let conn = self.connection().await?;
-            let e = match transact(conn, &fanout, work, now_ms()).await {
+            self.connection().await?;
+            let conn = self.conn.as_ref().ok_or(Error::StoreClosed)?;
+            let e = match transact(conn, &fanout, &mut self.folds, work, now_ms()).await {
                 Ok(committed) => return Ok(committed),
                 Err(e) => e,
             };
+            // The kept states may hold intents of the rolled-back
+            // transaction: each is rebuilt from the log on its next use.
+            self.folds.forget_all();
             if conn.client.is_closed() {
                 self.conn = None;
             } else {
@@ -507,6 +595,7 @@ fn first_error<T>(
 async fn transact(
     conn: &Conn,
     fanout: &Fanout,
+    folds: &mut Folds,
     work: &[Work<'_>],
     time_ms: u64,
 ) -> Result<Committed, TxError> {
@@ -575,10 +664,38 @@ async fn transact(
         }
     }
 
-    // Decide in memory.
+    // Streams with a reducer whose kept state is behind the head the lock
+    // returned (another node appended, or this node has not folded the
+    // stream yet): their events up to that head, read under the lock.
+    let mut behind: (Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+    for w in work {
+        let Work::Append(request) = w else {
+            continue;
+        };
+        let Some(&(id, head)) = streams.get(request.stream.as_str()) else {
+            continue;
+        };
+        if behind.0.contains(&id) {
+            continue;
+        }
+        if let Some(after) = folds.behind(&request.stream, Offset(head)) {
+            behind.0.push(id);
+            behind.1.push(to_pg(after.0)?);
+            behind.2.push(to_pg(head)?);
+        }
+    }
+    let replay = if behind.0.is_empty() {
+        Replay::default()
+    } else {
+        let params: [&(dyn ToSql + Sync); 3] = [&behind.0, &behind.1, &behind.2];
+        Replay::from_rows(c.query(&st.replay, &params).await?)?
+    };
+
+    // Decide in memory, each request's intents folded first onto its
+    // stream's state at the head decided so far.
     let mut plan = Plan::new(streams, last_seqs, time_ms);
     for w in work {
-        plan.add(w)?;
+        plan.add(w, folds, &replay)?;
     }
 
     // Round trip 2 (only with resends of seqs decided before this batch):
@@ -813,8 +930,11 @@ impl Plan {
         })
     }
 
-    /// Decides one work item, in batch order.
-    fn add(&mut self, work: &Work<'_>) -> Result<(), Error> {
+    /// Decides one work item, in batch order. An append on a stream with
+    /// a reducer is folded first ([`fold_request`]): an intent the
+    /// reducer refuses is decided as rejected; `replay` holds the events
+    /// its state is folded on with.
+    fn add(&mut self, work: &Work<'_>, folds: &mut Folds, replay: &Replay) -> Result<(), Error> {
         let index = self.slots.len();
         let request = match work {
             Work::Append(r) => *r,
@@ -833,12 +953,23 @@ impl Plan {
             last_decided: self.lasts.get(&key).copied().unwrap_or(0),
             head: Offset(head),
         };
-        let steps = decide_batch(
-            &mut position,
-            request.intents.iter().map(ProposedIntent::offer),
-        );
+        let folded: Vec<ProposedIntent>;
+        let intents: &[ProposedIntent] = if folds.folds(&request.stream) {
+            // Appended intents keep their payloads; refused ones turn into
+            // rejections. The rows are written from `work`, so only the
+            // verdicts of this copy matter.
+            let mut copy = request.intents.clone();
+            fold_request(folds, &request.stream, position, &mut copy, |after| {
+                Ok(replay.after(id, after))
+            })?;
+            folded = copy;
+            &folded
+        } else {
+            &request.intents
+        };
+        let steps = decide_batch(&mut position, intents.iter().map(ProposedIntent::offer));
         let mut slots = Vec::with_capacity(steps.len());
-        for (i, (step, intent)) in steps.into_iter().zip(&request.intents).enumerate() {
+        for (i, (step, intent)) in steps.into_iter().zip(intents).enumerate() {
             let slot = match step {
                 Step::Append { seq, offset } => {
                     let digest = intent.stored_digest();
@@ -986,6 +1117,30 @@ impl Plan {
             appended,
             before: HashMap::new(),
         })
+    }
+}
+
+/// Events read for folding, per stream id, ascending.
+#[derive(Default)]
+struct Replay(HashMap<i64, Replayed>);
+
+impl Replay {
+    fn from_rows(rows: Vec<tokio_postgres::Row>) -> Result<Replay, Error> {
+        let mut r = Replay::default();
+        for row in rows {
+            let id: i64 = row.try_get(0)?;
+            let offset = Offset(from_pg(row.try_get(1)?)?);
+            r.0.entry(id).or_default().push((offset, row.try_get(2)?));
+        }
+        Ok(r)
+    }
+
+    /// The events of stream `id` after `after` (all of them: one page).
+    fn after(&self, id: i64, after: Offset) -> Replayed {
+        self.0
+            .get(&id)
+            .map(|events| events.iter().filter(|(o, _)| *o > after).cloned().collect())
+            .unwrap_or_default()
     }
 }
 

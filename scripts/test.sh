@@ -24,6 +24,9 @@ cargo fmt --all --check
 step "lint: clippy, native, all targets"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "lint: clippy, the server with the otel feature"
+cargo clippy -p server-stub --all-targets --features otel --locked -- -D warnings
+
 step "lint: clippy, wasm32"
 cargo clippy -p sync-core -p sync-wasm --target wasm32-unknown-unknown --locked -- -D warnings
 
@@ -41,6 +44,9 @@ cargo build -p sync-core --target wasm32-unknown-unknown --locked
 
 step "cargo test: core, server (native)"
 cargo test --workspace --exclude sync-wasm --locked
+
+step "cargo test: the server's otel feature (spans to a real OTLP/HTTP collector)"
+cargo test -p server-stub --features otel --locked --test otel
 
 # Every layer's script must be there and executable: a missing one is a
 # failure, never a silently skipped layer.

@@ -181,6 +181,13 @@ pub struct Cli {
     #[arg(long, env = "LOGSYNC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// OpenTelemetry collector to export each push's span to, over OTLP/HTTP
+    /// (`http://collector:4318`; `/v1/traces` is added when the URL has no path). Needs a
+    /// server built with the `otel` feature; without it the server refuses to start with
+    /// this set.
+    #[arg(long, env = "LOGSYNC_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     /// File holding the HS256 secret of client tokens (its bytes, a trailing newline dropped).
     /// Or set LOGSYNC_JWT_SECRET. Without either the server runs open: anyone may read and
     /// write every stream.

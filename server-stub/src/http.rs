@@ -214,15 +214,23 @@ pub(crate) async fn post_intent(
     {
         return refuse(&st, denied);
     }
-    let seq = intent.seq;
+    let (seq, client_id) = (intent.seq, intent.client_id);
+    st.metrics
+        .intents_received
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::trace::received(&stream, &client_id, [(seq, intent.payload.len())]);
+    let traced = stream.clone();
     let outcome = crate::intake::push(
         &st.store,
         &*st.policy,
         stream,
-        intent.client_id,
-        [(intent.seq, intent.payload)],
+        client_id,
+        [(seq, intent.payload)],
     )
     .await;
+    if let Ok(outcomes) = &outcome {
+        crate::trace::decided(&traced, &client_id, outcomes);
+    }
     match outcome.map(|o| o.into_iter().next()) {
         Ok(Some(Outcome::Appended {
             offset, duplicate, ..

@@ -397,8 +397,10 @@ impl AppendListener for Hub {
         // Nobody follows the stream: nothing to encode. A feed made later
         // learns the head from its first read of the log.
         let Some((feed, limit)) = self.existing(stream) else {
+            crate::trace::committed(stream, events, 0);
             return;
         };
+        crate::trace::committed(stream, events, feed.head.receiver_count());
         for batch in self.batches(stream, events) {
             feed.push(batch, limit);
         }
@@ -567,8 +569,18 @@ impl Subscription {
     }
 
     /// The next chunk. The first call always answers at once with a page
-    /// from the log (possibly empty) that carries the head.
+    /// from the log (possibly empty) that carries the head. Its events
+    /// count as delivered (`logsync_events_delivered_total`, and the
+    /// `delivered` stage of [`crate::trace`]).
     pub async fn next(&mut self) -> Result<Chunk, Error> {
+        let chunk = self.next_chunk().await?;
+        let events = chunk.events().count() as u64;
+        self.metrics.events_delivered.fetch_add(events, Relaxed);
+        crate::trace::delivered(self.feed.stream(), chunk.events());
+        Ok(chunk)
+    }
+
+    async fn next_chunk(&mut self) -> Result<Chunk, Error> {
         if !self.started {
             self.started = true;
             return self.read().await;

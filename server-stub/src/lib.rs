@@ -10,7 +10,10 @@ pub mod fuzzing;
 pub mod hub;
 pub mod intake;
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod store;
+pub mod trace;
 
 mod access;
 mod http;

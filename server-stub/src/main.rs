@@ -4,7 +4,9 @@
 use clap::Parser as _;
 use server_stub::cli::{Command, LogFormat};
 use server_stub::{Cli, Server};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -30,12 +32,38 @@ async fn main() -> std::process::ExitCode {
         };
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match cli.log_format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs.json().boxed(),
+    }
+    .with_filter(filter);
+    let logs = tracing_subscriber::registry().with(logs);
+    #[cfg(feature = "otel")]
+    let exporter = match cli.otlp_endpoint.as_deref().map(server_stub::otel::layer) {
+        None => {
+            logs.init();
+            None
+        }
+        Some(Ok((layer, exporter))) => {
+            logs.with(layer).init();
+            Some(exporter)
+        }
+        Some(Err(e)) => {
+            eprintln!("logsync-server: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    #[cfg(not(feature = "otel"))]
+    {
+        if cli.otlp_endpoint.is_some() {
+            eprintln!(
+                "logsync-server: --otlp-endpoint needs a server built with the otel feature \
+                 (cargo build --release -p server-stub --features otel)"
+            );
+            return std::process::ExitCode::FAILURE;
+        }
+        logs.init();
     }
     if let Some(Command::Bind { client_id, sub }) = &cli.command {
         return match bind(&cli, client_id, sub).await {
@@ -46,14 +74,19 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
-    match serve(cli).await {
+    let code = match serve(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(code = %e.code(), "{e}");
             eprintln!("logsync-server: {e}");
             std::process::ExitCode::FAILURE
         }
+    };
+    #[cfg(feature = "otel")]
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
     }
+    code
 }
 
 /// `logsync-server token`: a development token signed with the server's secret.

@@ -110,6 +110,8 @@ pub struct Metrics {
     pub connections_total: AtomicU64,
     /// Live subscriptions (WebSocket and SSE).
     pub subscriptions: AtomicI64,
+    /// Intents read from pushes (WebSocket and HTTP), before any decision.
+    pub intents_received: AtomicU64,
     /// Intents appended to the log.
     pub intents_appended: AtomicU64,
     /// Intents rejected (the rejection is stored).
@@ -127,6 +129,9 @@ pub struct Metrics {
     pub fanout_coalesced_frames: AtomicU64,
     /// Reads of the log by subscribers that were behind the in-memory feed.
     pub catch_up_reads: AtomicU64,
+    /// Events handed to subscribers (WebSocket and SSE), one per event
+    /// and subscriber.
+    pub events_delivered: AtomicU64,
     /// Intents per commit (transaction).
     pub commit_batch_intents: Histogram,
     /// Time from transaction start to durable commit.
@@ -261,6 +266,7 @@ impl Default for Metrics {
             http_5xx: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             subscriptions: AtomicI64::new(0),
+            intents_received: AtomicU64::new(0),
             intents_appended: AtomicU64::new(0),
             intents_rejected: AtomicU64::new(0),
             intents_duplicate: AtomicU64::new(0),
@@ -269,6 +275,7 @@ impl Default for Metrics {
             fanout_shared_frames: AtomicU64::new(0),
             fanout_coalesced_frames: AtomicU64::new(0),
             catch_up_reads: AtomicU64::new(0),
+            events_delivered: AtomicU64::new(0),
             commit_batch_intents: Histogram::new(BATCH_BOUNDS),
             commit_seconds: Histogram::new(SECONDS_BOUNDS),
             intents_paced: AtomicU64::new(0),
@@ -381,6 +388,11 @@ impl Metrics {
                 self.subscriptions.load(Relaxed),
             ),
             Counter(
+                "logsync_intents_received",
+                "Intents read from pushes (WebSocket and HTTP), before any decision.",
+                self.intents_received.load(Relaxed),
+            ),
+            Counter(
                 "logsync_intents_appended",
                 "Intents appended to the log.",
                 self.intents_appended.load(Relaxed),
@@ -419,6 +431,11 @@ impl Metrics {
                 "logsync_catch_up_reads",
                 "Log reads by subscribers behind the in-memory feed.",
                 self.catch_up_reads.load(Relaxed),
+            ),
+            Counter(
+                "logsync_events_delivered",
+                "Events handed to subscribers (WebSocket and SSE), one per event and subscriber.",
+                self.events_delivered.load(Relaxed),
             ),
             Histogram(
                 "logsync_commit_batch_intents",

@@ -203,7 +203,14 @@ impl Sub {
     }
 }
 
-type PendingPush = (StreamName, Submitted);
+/// A push handed to the store: its stream and client, the span of its
+/// way (see [`crate::trace`]) and its outcomes to come.
+struct PendingPush {
+    stream: StreamName,
+    client_id: ClientId,
+    span: tracing::Span,
+    outcomes: Submitted,
+}
 
 struct Conn {
     state: Arc<AppState>,
@@ -504,6 +511,23 @@ impl Conn {
                 let taken = intents.len();
                 let bytes: usize = intents.iter().map(|i| i.payload.len() + 16).sum();
                 let held = self.hold_inbound(bytes).await?;
+                self.state
+                    .metrics
+                    .intents_received
+                    .fetch_add(taken as u64, Relaxed);
+                let span = match (intents.first(), intents.last()) {
+                    (Some(first), Some(last)) => {
+                        crate::trace::push_span(&stream, &client_id, first.seq, last.seq)
+                    }
+                    _ => tracing::Span::none(),
+                };
+                span.in_scope(|| {
+                    crate::trace::received(
+                        &stream,
+                        &client_id,
+                        intents.iter().map(|i| (i.seq, i.payload.len())),
+                    )
+                });
                 let request = match refused {
                     None => crate::intake::push_request(
                         &*self.state.policy,
@@ -519,7 +543,7 @@ impl Conn {
                         &message,
                     ),
                 };
-                self.submit(stream, request, Some(held)).await?;
+                self.submit(stream, request, Some(held), span).await?;
                 if taken < wanted {
                     return Err(self.rate_limited());
                 }
@@ -543,7 +567,8 @@ impl Conn {
                 }
                 let request =
                     crate::intake::withdraw_request(stream.clone(), client_id, seq, code, message);
-                self.submit(stream, request, None).await
+                self.submit(stream, request, None, tracing::Span::none())
+                    .await
             }
             ClientMsg::Ping { nonce } => self.send(&ServerMsg::Pong { nonce }).await,
             // Handled above.
@@ -633,10 +658,12 @@ impl Conn {
         stream: StreamName,
         request: AppendRequest,
         held: Option<OwnedSemaphorePermit>,
+        span: tracing::Span,
     ) -> Result<(), Fatal> {
         let Some(pushes) = &self.pushes else {
             return Err(internal());
         };
+        let request_client = request.client_id;
         if let Some((key, _)) = &self.subject {
             self.state
                 .subjects
@@ -669,14 +696,17 @@ impl Conn {
                 return Err(e.to_peer());
             }
         };
-        slot.send((
+        let client_id = request_client;
+        slot.send(PendingPush {
             stream,
-            Box::pin(async move {
+            client_id,
+            span,
+            outcomes: Box::pin(async move {
                 // The bytes count against the budget until decided.
                 let _held = held;
                 answer.await
             }),
-        ));
+        });
         Ok(())
     }
 
@@ -840,9 +870,17 @@ async fn ack_loop(mut pushes: mpsc::Receiver<PendingPush>, out: mpsc::Sender<Out
     // In order: the reader handed each push to the store as it came (the
     // store decides them in that order, several per commit); their
     // outcomes go out in the same order.
-    while let Some((stream, push)) = pushes.recv().await {
-        match push.await {
+    while let Some(PendingPush {
+        stream,
+        client_id,
+        span,
+        outcomes,
+    }) = pushes.recv().await
+    {
+        match outcomes.await {
             Ok(outcomes) => {
+                span.in_scope(|| crate::trace::decided(&stream, &client_id, &outcomes));
+                drop(span);
                 for o in outcomes {
                     let msg = match o {
                         Outcome::Appended {

@@ -475,3 +475,22 @@ async fn stalled_subscriber_neither_slows_others_nor_grows_memory() {
     );
     assert!(p.sigterm().await.success());
 }
+
+/// A server built without the `otel` feature refuses `--otlp-endpoint`
+/// at start, saying how to build one that exports.
+#[cfg(not(feature = "otel"))]
+#[test]
+fn the_otlp_endpoint_needs_the_otel_feature() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_logsync-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--otlp-endpoint",
+            "http://127.0.0.1:4318",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--features otel"), "{stderr}");
+}

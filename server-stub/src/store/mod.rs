@@ -284,6 +284,28 @@ pub enum Outcome {
     },
 }
 
+/// Counts a request's decisions in `metrics`: appended, rejected, resends
+/// (`deduplicated`, a reused seq among them) and gaps.
+pub(crate) fn count_decided(metrics: &crate::metrics::Metrics, outcomes: &[Outcome]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for o in outcomes {
+        match o {
+            Outcome::Appended {
+                duplicate: false, ..
+            } => metrics.intents_appended.fetch_add(1, Relaxed),
+            Outcome::Rejected {
+                duplicate: false, ..
+            } => metrics.intents_rejected.fetch_add(1, Relaxed),
+            // A seq reused for another intent is a resend of a decided
+            // seq too.
+            Outcome::Appended { .. } | Outcome::Rejected { .. } | Outcome::SeqReused { .. } => {
+                metrics.intents_duplicate.fetch_add(1, Relaxed)
+            }
+            Outcome::Gap { .. } => metrics.intents_gap.fetch_add(1, Relaxed),
+        };
+    }
+}
+
 impl Outcome {
     /// The message of a [`Outcome::SeqReused`] answer.
     pub fn seq_reused_message(seq: Seq, offset: Offset) -> String {

@@ -356,7 +356,7 @@ impl Writer {
                 for (job, outcomes) in jobs.into_iter().zip(committed.outcomes) {
                     match job {
                         Job::Append { reply, .. } => {
-                            count(&self.metrics, &outcomes);
+                            crate::store::count_decided(&self.metrics, &outcomes);
                             let _ = reply.send(Ok(outcomes));
                         }
                         Job::Snapshot { reply, .. } => {
@@ -434,7 +434,7 @@ impl Writer {
                 }
             }
         }
-        count(&self.metrics, &outcomes);
+        crate::store::count_decided(&self.metrics, &outcomes);
         let _ = reply.send(Ok(outcomes));
     }
 
@@ -522,26 +522,6 @@ impl Writer {
                 TxError::Other(e) => return Err(e),
             }
         }
-    }
-}
-
-fn count(metrics: &Metrics, outcomes: &[Outcome]) {
-    use std::sync::atomic::Ordering::Relaxed;
-    for o in outcomes {
-        match o {
-            Outcome::Appended {
-                duplicate: false, ..
-            } => metrics.intents_appended.fetch_add(1, Relaxed),
-            Outcome::Rejected {
-                duplicate: false, ..
-            } => metrics.intents_rejected.fetch_add(1, Relaxed),
-            // A seq reused for another intent is a resend of a decided
-            // seq too.
-            Outcome::Appended { .. } | Outcome::Rejected { .. } | Outcome::SeqReused { .. } => {
-                metrics.intents_duplicate.fetch_add(1, Relaxed)
-            }
-            Outcome::Gap { .. } => metrics.intents_gap.fetch_add(1, Relaxed),
-        };
     }
 }
 

@@ -253,7 +253,7 @@ impl Writer {
                 }
             }
         }
-        count(&self.metrics, &outcomes);
+        crate::store::count_decided(&self.metrics, &outcomes);
         let _ = reply.send(Ok(outcomes));
     }
 
@@ -275,7 +275,7 @@ impl Writer {
                 for r in replies {
                     match r {
                         Reply::Append(reply, outcomes) => {
-                            count(&self.metrics, &outcomes);
+                            crate::store::count_decided(&self.metrics, &outcomes);
                             let _ = reply.send(Ok(outcomes));
                         }
                         Reply::Snapshot(reply) => {
@@ -333,26 +333,6 @@ impl Writer {
         for (stream, events) in appended {
             self.listener.appended(stream, events);
         }
-    }
-}
-
-fn count(metrics: &Metrics, outcomes: &[Outcome]) {
-    use std::sync::atomic::Ordering::Relaxed;
-    for o in outcomes {
-        match o {
-            Outcome::Appended {
-                duplicate: false, ..
-            } => metrics.intents_appended.fetch_add(1, Relaxed),
-            Outcome::Rejected {
-                duplicate: false, ..
-            } => metrics.intents_rejected.fetch_add(1, Relaxed),
-            // A seq reused for another intent is a resend of a decided
-            // seq too.
-            Outcome::Appended { .. } | Outcome::Rejected { .. } | Outcome::SeqReused { .. } => {
-                metrics.intents_duplicate.fetch_add(1, Relaxed)
-            }
-            Outcome::Gap { .. } => metrics.intents_gap.fetch_add(1, Relaxed),
-        };
     }
 }
 

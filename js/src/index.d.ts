@@ -74,6 +74,8 @@ export interface Status {
   readonly head: number;
   /** Actions dispatched in this tab (or found in storage when it opened) that the server has not confirmed, rejected or been told to discard yet. */
   readonly pending: number;
+  /** Of the pending actions, those whose IndexedDB write is under way: they have no seq yet. */
+  readonly writing: number;
   /** The current problem, or null: why the store cannot sync (connection, server, token) or store (IndexedDB). Cleared once it is over; `onError` keeps the history. */
   readonly lastError: ErrorInfo | null;
   /** This installation's id (32 hex digits); `""` until the store has hydrated. */

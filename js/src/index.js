@@ -665,7 +665,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   const baseStatus = () => {
     if (wrapped !== null) return wrapped.status;
     if (preStatus === null || preStatus.pending !== queue.length || preStatus.lastError !== failedInfo) {
-      preStatus = Object.freeze({ online: false, offset: 0, head: 0, pending: queue.length, lastError: failedInfo, clientId: '', needsToken: false });
+      preStatus = Object.freeze({ online: false, offset: 0, head: 0, pending: queue.length, writing: queue.length, lastError: failedInfo, clientId: '', needsToken: false });
     }
     return preStatus;
   };

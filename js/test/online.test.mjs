@@ -98,7 +98,7 @@ test('rebased: another device\'s event comes first; then confirmed after it; cat
   const events = [];
   a.onIntent((e) => events.push(e));
   a.dispatch({ type: 'add', id: 'x' });
-  await until('x written', () => a.pending().every((p) => p.seq !== null));
+  await until('x written', () => a.status.writing === 0);
   b.dispatch({ type: 'add', id: 'y1' });
   b.dispatch({ type: 'add', id: 'y2' });
   await b.synced();
@@ -138,7 +138,7 @@ test('rejected: the server refuses an action with its code; the others are confi
   store.dispatch({ type: 'add', id: 'ok' });
   store.dispatch({ type: 'add', id: 'big', pad: 'p'.repeat(MAX_PAYLOAD) }); // within the store's default limit, over the server's
   await store.ready;
-  await until('both written', () => store.pending().length === 2 && store.pending().every((p) => p.seq !== null));
+  await until('both written', () => store.status.writing === 0);
   store.reconnect();
   await until('both decided', () => events.filter((e) => e.type === 'confirmed' || e.type === 'rejected').length === 2);
   assert.deepEqual(fate(events, 'ok'), [['pending', 'no seq'], ['sent', 'seq'], ['confirmed', 'seq', 1]]);

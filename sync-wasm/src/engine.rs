@@ -133,6 +133,10 @@ pub struct Status {
     /// Intents dispatched in this tab (or found in storage when it
     /// opened) and not yet confirmed, rejected or discarded.
     pub pending: usize,
+    /// Of those, the ones whose IndexedDB write is still under way: they
+    /// have no seq yet. A change of this count is how the JS layer learns
+    /// that an intent got its seq (and, online, was pushed).
+    pub writing: usize,
     /// The current problem, if any: why the store cannot sync (a failed
     /// connection, a server error, a refused token) or cannot store (an
     /// IndexedDB failure). Cleared once it is over: by the next `Welcome`
@@ -261,6 +265,7 @@ impl<R: StoreReducer> Core<R> {
             offset: r.offset().0,
             head: self.client.head().0,
             pending: r.own_pending().count(),
+            writing: r.own_pending().filter(|p| p.seq.is_none()).count(),
             last_error: self.problem.as_ref().map(|(_, e)| e.clone()),
             client_id: r.client_id(),
             needs_token: self.net.needs_token,

@@ -51,6 +51,8 @@ export interface Status {
   readonly offset: number;
   readonly head: number;
   readonly pending: number;
+  /** Of the pending actions, those whose IndexedDB write is under way (no seq yet). */
+  readonly writing: number;
   readonly lastError: null | { readonly code: ErrorCode; readonly message: string };
   readonly clientId: string;
   /** The server refused the token (UNAUTHORIZED) or what it allows (FORBIDDEN): no reconnects until `setToken()` or `reconnect()`. */
@@ -498,6 +500,7 @@ fn status_js(s: &Status) -> JsValue {
     set(&o, "offset", &JsValue::from_f64(s.offset as f64));
     set(&o, "head", &JsValue::from_f64(s.head as f64));
     set(&o, "pending", &JsValue::from_f64(s.pending as f64));
+    set(&o, "writing", &JsValue::from_f64(s.writing as f64));
     let last = match &s.last_error {
         None => JsValue::NULL,
         Some(e) => {

@@ -229,11 +229,17 @@ async fn pending_actions_are_listed_and_discarded() {
     for id in ["keep-1", "drop", "keep-2"] {
         add(&store, id);
     }
+    assert_eq!(
+        status_num(&store, "writing"),
+        3.0,
+        "no seq before the IndexedDB write"
+    );
     wait_for(T, "three pending actions with seqs", || {
         let p: js_sys::Array = call(&store, "pending", &[]).unwrap().unchecked_into();
         p.length() == 3 && p.iter().all(|x| get(&x, "seq").as_f64().is_some())
     })
     .await;
+    assert_eq!(status_num(&store, "writing"), 0.0, "all written");
     let list: js_sys::Array = call(&store, "pending", &[]).unwrap().unchecked_into();
     let ids: Vec<String> = list
         .iter()

@@ -380,11 +380,16 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
 
   const subscribe = (listener) => {
     ensureFunction('subscribe', listener);
+    if (reducing) throw new LogsyncError('INVALID_REQUEST', BUSY);
     const entry = { fn: listener };
     listeners = [...listeners, entry];
-    return once(() => {
+    let subscribed = true;
+    return () => {
+      if (!subscribed) return;
+      if (reducing) throw new LogsyncError('INVALID_REQUEST', BUSY);
+      subscribed = false;
       listeners = listeners.filter((e) => e !== entry);
-    });
+    };
   };
 
   // The wasm store keeps one frozen status object per change, so
@@ -520,6 +525,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
     dispatch,
     subscribe,
     replaceReducer,
+    busy: () => reducing, // the reducer runs (in a dispatch)
     // Not flushed here: status may be read while a view renders, and a
     // flush tells status listeners. A burst shows in `pending` a
     // microtask after its first dispatch.
@@ -552,10 +558,16 @@ function checkAction(action) {
   }
 }
 
+// Plain as Redux counts it: made by an object literal (or
+// Object.create(null)), in this realm or another (an iframe, a vm context),
+// so its prototype is the last one of its chain.
 function isPlainObject(value) {
   if (value === null || typeof value !== 'object') return false;
   const proto = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
+  if (proto === null || proto === Object.prototype) return true;
+  let top = proto;
+  while (Object.getPrototypeOf(top) !== null) top = Object.getPrototypeOf(top);
+  return proto === top;
 }
 
 // The largest action a store takes before it has met its server: what a
@@ -602,7 +614,9 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   let storageAt = 0;
 
   let listeners = [];
+  let notified = 0; // notifications so far
   const notify = () => {
+    notified++;
     const now = listeners;
     for (let i = 0; i < now.length; i++) callListener(now[i].fn);
   };
@@ -812,13 +826,21 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     return action;
   };
 
+  // As in Redux, a reducer may not subscribe or unsubscribe: its own
+  // dispatch (here or in the hydrated store) is running.
+  const isBusy = () => reducing || (wrapped !== null && wrapped.busy());
   const subscribe = (listener) => {
     ensureFunction('subscribe', listener);
+    if (isBusy()) throw busy();
     const entry = { fn: listener };
     listeners = [...listeners, entry];
-    return once(() => {
+    let subscribed = true;
+    return () => {
+      if (!subscribed) return;
+      if (isBusy()) throw busy();
+      subscribed = false;
       listeners = listeners.filter((e) => e !== entry);
-    });
+    };
   };
   const listen = (set, method, listener) => {
     ensureFunction(method, listener);
@@ -941,8 +963,11 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     reducer = nextReducer;
     view = null;
     if (wrapped !== null) {
+      // The wasm store tells its subscribers (and so ours) once; local
+      // actions are re-applied when the view is next read.
+      const told = notified;
       wrapped.replaceReducer(nextReducer);
-      if (local.length > 0) notify();
+      if (notified === told) notify();
       return;
     }
     try {

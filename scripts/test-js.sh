@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tests of the npm package `logsync` and of the examples:
-#   1. builds: wasm + npm package, logsync-server, the React example, the
+#   1. builds: wasm + npm package, logsync-server, logsync-bench (its
+#      `seed` fills a stream for the catch-up test), the React example, the
 #      Elm example (elm make --optimize, failing on any compiler output
 #      besides progress; packages from the offline cache setup.sh unpacks)
 #   2. the Elm sources are elm-formatted
@@ -12,7 +13,9 @@
 #      program and connected with connectElmPorts
 #   5. node --test tests/e2e: the React and Elm examples in headless
 #      Chromium contexts against a real logsync-server (started and stopped
-#      by PID inside the tests); the packed package in fresh Vite apps,
+#      by PID inside the tests); the React example's catch-up progress bar
+#      during a 100,000-event catch-up (seeded with the example's own
+#      actions); the packed package in fresh Vite apps,
 #      among them js/README.md's "Your first app" run word for word (it
 #      npm-installs Vite and React from the registry into a temp folder)
 # Exits non-zero on any failure. Chromium's profile files go to a scratch
@@ -41,6 +44,9 @@ step "build: wasm module + npm package (js/)"
 
 step "build: logsync-server"
 cargo build --release -p server-stub --bin logsync-server --locked
+
+step "build: logsync-bench (seeds the e2e catch-up test's stream)"
+cargo build --release -p logsync-bench --bin logsync-bench --locked
 
 step "build: React example"
 (cd examples/todo-react && npm run --silent build -- --logLevel warn)

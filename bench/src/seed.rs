@@ -2,7 +2,8 @@
 //! the browser's catch-up benchmark: one client pushes batches of intents
 //! (pipelined, a few pushes in flight) and waits for every `Ack`.
 //! Payloads are `{"type":"add","id":"e<k>"}`, the actions the browser
-//! benchmark's reducer folds.
+//! benchmark's reducer folds, or the lines of a file (`--payloads`), e.g.
+//! an app's own actions for an end-to-end test.
 
 use std::time::{Duration, Instant};
 
@@ -22,9 +23,13 @@ pub struct Args {
     /// The stream to fill.
     #[arg(long)]
     stream: String,
-    /// How many events to append.
+    /// How many events to append (default: one per line of `--payloads`).
+    #[arg(long, required_unless_present = "payloads")]
+    events: Option<u64>,
+    /// A file of payloads, one JSON value per line (blank lines skipped):
+    /// event k gets line k. Without it, event k is `{"type":"add","id":"ek"}`.
     #[arg(long)]
-    events: u64,
+    payloads: Option<std::path::PathBuf>,
     /// Intents per `Push` frame.
     #[arg(long, default_value_t = 500)]
     batch: u64,
@@ -36,6 +41,35 @@ pub struct Args {
 /// Appends the events and prints how long it took.
 pub async fn run(sink: &Sink, args: Args) -> Result<(), String> {
     let stream = StreamName::new(args.stream.clone()).map_err(|e| e.to_string())?;
+    let lines = match &args.payloads {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("read {}: {e}", path.display()))?;
+            let lines: Vec<Vec<u8>> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| l.as_bytes().to_vec())
+                .collect();
+            Some(lines)
+        }
+        None => None,
+    };
+    let events = match (args.events, &lines) {
+        (Some(n), Some(l)) if n > l.len() as u64 => {
+            return Err(format!(
+                "--events {n} but the payload file has {} lines",
+                l.len()
+            ));
+        }
+        (Some(n), _) => n,
+        (None, Some(l)) => l.len() as u64,
+        (None, None) => return Err("--events or --payloads is required".into()),
+    };
+    let payload = |s: u64| match &lines {
+        Some(l) => l[(s - 1) as usize].clone(),
+        None => format!(r#"{{"type":"add","id":"e{s}"}}"#).into_bytes(),
+    };
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&args.url, None, true)
         .await
         .map_err(|e| format!("connect {}: {e}", args.url))?;
@@ -52,15 +86,15 @@ pub async fn run(sink: &Sink, args: Args) -> Result<(), String> {
     let batch = args.batch.max(1);
     let mut next = 1u64; // next seq to push
     let mut acked = 0u64;
-    while acked < args.events {
+    while acked < events {
         // Keep up to `in_flight` pushes outstanding.
-        while next <= args.events && next - 1 - acked < batch * args.in_flight.max(1) {
-            let end = (next + batch - 1).min(args.events);
+        while next <= events && next - 1 - acked < batch * args.in_flight.max(1) {
+            let end = (next + batch - 1).min(events);
             let intents = (next..=end)
                 .map(|s| {
                     Ok(PushIntent {
                         seq: Seq::new(s).map_err(|e| e.to_string())?,
-                        payload: format!(r#"{{"type":"add","id":"e{s}"}}"#).into_bytes(),
+                        payload: payload(s),
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?;
@@ -90,15 +124,15 @@ pub async fn run(sink: &Sink, args: Args) -> Result<(), String> {
     let _ = ws.close(None).await;
     println!(
         "seeded {} events into {} in {:.2} s ({:.0} events/s)",
-        args.events,
+        events,
         args.stream,
         secs,
-        args.events as f64 / secs
+        events as f64 / secs
     );
     sink.record(json!({
         "bench": "seed",
         "stream": args.stream,
-        "events": args.events,
+        "events": events,
         "seconds": round(secs, 3),
     }))
 }

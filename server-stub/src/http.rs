@@ -317,12 +317,7 @@ pub(crate) async fn get_events(
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    let wants_sse = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/event-stream"));
-    if wants_sse {
+    if wants_event_stream(&headers) {
         // A reconnecting EventSource repeats the URL and adds the header:
         // the header is the newer position.
         let mut after = q.after;
@@ -449,27 +444,180 @@ pub(crate) async fn get_stream(
     }
 }
 
+/// Whether the request asks for Server-Sent Events.
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
 /// `GET /v1/streams/{stream}/state`: `{"offset": N, "state": …}`, the
 /// stream's state at its head as the server's reducer folds it (anyone
 /// who may read the stream); `404 NOT_FOUND` when no reducer folds it.
+/// With `Accept: text/event-stream`, the state and then each change of it
+/// ([`state_sse`]).
 pub(crate) async fn get_state(
     State(st): State<Arc<AppState>>,
-    StreamAccess { stream, .. }: StreamAccess<Read>,
+    Peer(peer): Peer,
+    StreamAccess {
+        principal, stream, ..
+    }: StreamAccess<Read>,
+    headers: HeaderMap,
 ) -> Response {
-    match st.store.state(stream.clone()).await {
-        Ok(Some((offset, state))) => json_response(
+    let first = match st.store.state(stream.clone()).await {
+        Ok(Some(first)) => first,
+        Ok(None) => {
+            return ApiError(
+                ErrorCode::NotFound,
+                format!(
+                    "no reducer folds stream {stream} on this server (start it with --reducer PATTERN=FILE)"
+                ),
+            )
+            .into_response()
+        }
+        Err(e) => return store_failed(&e, "state"),
+    };
+    if !wants_event_stream(&headers) {
+        let (offset, state) = first;
+        return json_response(
             StatusCode::OK,
             format!("{{\"offset\":{},\"state\":{state}}}", offset.0),
-        ),
-        Ok(None) => ApiError(
-            ErrorCode::NotFound,
-            format!(
-                "no reducer folds stream {stream} on this server (start it with --reducer PATTERN=FILE)"
-            ),
-        )
-        .into_response(),
-        Err(e) => store_failed(&e, "state"),
+        );
     }
+    let Some(permit) = st.connection_permit() else {
+        return too_many_connections(&st);
+    };
+    let slot = match st.subjects.connect(&subject_key(&principal, peer)) {
+        Ok(slot) => slot,
+        Err(denied) => return subject_refusal(denied),
+    };
+    state_sse(st, stream, first, &principal, (permit, slot))
+}
+
+/// What a state follower last sent: the offset and the state it reflects.
+struct Followed {
+    offset: Offset,
+    state: serde_json::Value,
+}
+
+/// The SSE feed of a stream's state: `event: state` with `{"offset": N,
+/// "state": …}` first, then after each commit that changed the state
+/// either `event: patch` with `{"offset": N, "patch": [RFC 6902 ops]}`
+/// against the state sent before, when that is shorter, or the whole
+/// state again; `id:` is the offset. Commits that leave the state as it
+/// was send nothing. Under load a follower reads the state once per
+/// change of the head it has seen (several commits at once), never once
+/// per commit. A reconnecting EventSource starts again with the whole
+/// state (`Last-Event-ID` is not needed).
+fn state_sse(
+    st: Arc<AppState>,
+    stream: StreamName,
+    (offset, state): (Offset, String),
+    principal: &Principal,
+    permit: (OwnedSemaphorePermit, SubjectSlot),
+) -> Response {
+    let feed = st.hub.feed(&stream);
+    let head = feed.watch_head();
+    let gauge = (SubscriptionGauge::new(st.metrics.clone()), permit, feed);
+    let expires = principal.valid_until().and_then(|until| {
+        tokio::time::Instant::now()
+            .checked_add(Duration::from_secs(until.saturating_sub(now_secs())))
+    });
+    let shutdown = st.shutdown.clone();
+    let end = async move {
+        tokio::select! {
+            _ = shutdown.cancelled_owned() => {}
+            _ = async {
+                match expires {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    };
+    let first = state_event(offset, &state, None);
+    let followed = serde_json::from_str(&state)
+        .ok()
+        .map(|state| Followed { offset, state });
+    let rest = futures_util::stream::unfold(
+        Some((st, stream, head, followed, gauge)),
+        |follower| async move {
+            let (st, stream, mut head, mut followed, gauge) = follower?;
+            loop {
+                let seen = followed.as_ref().map_or(Offset(0), |f| f.offset);
+                head.wait_for(|h| *h > seen).await.ok()?;
+                let (offset, text) = match st.store.state(stream.clone()).await {
+                    Ok(Some(now)) => now,
+                    Ok(None) => return None,
+                    Err(e) => {
+                        // The error is the feed's last event.
+                        tracing::warn!(error = %e, %stream, "state feed ended");
+                        let data = serde_json::json!({
+                            "error": { "code": e.code().as_str(), "message": e.to_string() }
+                        });
+                        let event = SseEvent::default().event("error").data(data.to_string());
+                        return Some((Ok::<_, Infallible>(event), None));
+                    }
+                };
+                if offset <= seen {
+                    // The feed heard of a commit the store does not show
+                    // yet: look again shortly.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else {
+                    return None;
+                };
+                let event = match &followed {
+                    Some(f) if f.state == state => None,
+                    previous => Some(state_event(
+                        offset,
+                        &text,
+                        previous.as_ref().map(|f| (&f.state, &state)),
+                    )),
+                };
+                followed = Some(Followed { offset, state });
+                if let Some(event) = event {
+                    return Some((Ok(event), Some((st, stream, head, followed, gauge))));
+                }
+            }
+        },
+    );
+    let events = futures_util::stream::iter([Ok::<_, Infallible>(first)])
+        .chain(rest)
+        .take_until(end);
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// The SSE event for the state `text` at `offset`: a JSON Patch from the
+/// state sent before (`change`: that one and the new one) when it is
+/// shorter than the whole state, else the whole state.
+fn state_event(
+    offset: Offset,
+    text: &str,
+    change: Option<(&serde_json::Value, &serde_json::Value)>,
+) -> SseEvent {
+    let id = offset.0.to_string();
+    if let Some((before, after)) = change {
+        let patch = json_patch::diff(before, after);
+        if let Ok(patch) = serde_json::to_string(&patch) {
+            if patch.len() < text.len() {
+                return SseEvent::default()
+                    .event("patch")
+                    .id(id)
+                    .data(format!("{{\"offset\":{},\"patch\":{patch}}}", offset.0));
+            }
+        }
+    }
+    // serde_json writes no raw line breaks (they are escaped in strings).
+    SseEvent::default()
+        .event("state")
+        .id(id)
+        .data(format!("{{\"offset\":{},\"state\":{text}}}", offset.0))
 }
 
 /// `GET /livez`: 200 while the process serves requests (liveness: restart

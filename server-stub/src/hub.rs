@@ -163,6 +163,12 @@ impl Feed {
         *self.head.borrow()
     }
 
+    /// A receiver of the head's changes (for a follower of the stream's
+    /// state, which needs no events).
+    pub fn watch_head(&self) -> tokio::sync::watch::Receiver<Offset> {
+        self.head.subscribe()
+    }
+
     /// Raises the known head (never lowers it).
     fn raise_head(&self, head: Offset) {
         self.head.send_if_modified(|h| {

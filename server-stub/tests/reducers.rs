@@ -409,3 +409,149 @@ async fn a_rust_reducer_registered_through_the_library() {
     let _ = stop.send(());
     within("server shutdown", task).await.unwrap().unwrap();
 }
+
+/// A Server-Sent Events reader over a streaming HTTP response.
+struct SseReader {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+/// One SSE event: its `event:`, `id:` and `data:` fields.
+#[derive(Debug)]
+struct SseEvent {
+    event: String,
+    id: String,
+    data: serde_json::Value,
+}
+
+impl SseReader {
+    async fn open(url: &str) -> SseReader {
+        let r = reqwest::Client::new()
+            .get(url)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        SseReader {
+            body: Box::pin(r.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (keep-alive comments skipped), within the deadline.
+    async fn next(&mut self) -> SseEvent {
+        use futures_util::StreamExt as _;
+        within("an SSE event", async {
+            loop {
+                if let Some(end) = self.buffer.find("\n\n") {
+                    let block: String = self.buffer.drain(..end + 2).collect();
+                    let (mut event, mut id, mut data) =
+                        (String::new(), String::new(), String::new());
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("event:") {
+                            event = v.trim().into();
+                        } else if let Some(v) = line.strip_prefix("id:") {
+                            id = v.trim().into();
+                        } else if let Some(v) = line.strip_prefix("data:") {
+                            data.push_str(v.trim_start());
+                        }
+                    }
+                    if data.is_empty() {
+                        continue;
+                    }
+                    return SseEvent {
+                        event,
+                        id,
+                        data: serde_json::from_str(&data).unwrap(),
+                    };
+                }
+                let chunk = self.body.next().await.expect("the feed ended").unwrap();
+                self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+            }
+        })
+        .await
+    }
+}
+
+/// `/state` with `Accept: text/event-stream`: the whole state first, then
+/// one event per commit that changed it — an RFC 6902 patch when shorter
+/// than the state — and nothing for commits that left it as it was. A
+/// follower applying the events holds what `GET /state` answers.
+#[tokio::test]
+async fn the_state_is_followed_over_sse_with_json_patches() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = format!("seats/*={}", fixture("seats.js").display());
+    let p = Proc::spawn(dir.path(), &["--reducer".into(), rule], &[]).await;
+    let url = p.url("/v1/streams/seats%2Flive/state");
+    let mut feed = SseReader::open(&url).await;
+    let first = feed.next().await;
+    assert_eq!((first.event.as_str(), first.id.as_str()), ("state", "0"));
+    assert_eq!(
+        first.data,
+        serde_json::json!({"offset": 0, "state": {"seats": {}}})
+    );
+    let mut followed = first.data["state"].clone();
+
+    let (mut c, _) = Client::hello(&p.ws(), client_id(9)).await;
+    // A state with 40 seats, then one seat more: the second change is a
+    // patch far shorter than the state.
+    let many: Vec<(u64, Vec<u8>)> = (1..=40)
+        .map(|i| (i, book(&format!("seat-{i}"), "crowd")))
+        .collect();
+    c.push("seats/live", &many).await;
+    for _ in 0..40 {
+        assert!(matches!(answer(&mut c).await, ServerMsg::Ack { .. }));
+    }
+    // The feed may join those commits: follow it up to offset 40.
+    loop {
+        let e = feed.next().await;
+        apply(&mut followed, &e);
+        if e.data["offset"] == 40 {
+            break;
+        }
+    }
+    // An action the reducer ignores (offset 41) changes nothing, so no
+    // event; the next booking (offset 42) is one patch.
+    c.push(
+        "seats/live",
+        &[
+            (41, br#"{"type":"look"}"#.to_vec()),
+            (42, book("late", "di")),
+        ],
+    )
+    .await;
+    assert!(matches!(answer(&mut c).await, ServerMsg::Ack { .. }));
+    assert!(matches!(answer(&mut c).await, ServerMsg::Ack { .. }));
+    let e = feed.next().await;
+    assert_eq!((e.event.as_str(), e.id.as_str()), ("patch", "42"), "{e:?}");
+    assert_eq!(
+        e.data["patch"],
+        serde_json::json!([{"op": "add", "path": "/seats/late", "value": "di"}])
+    );
+    apply(&mut followed, &e);
+    let (status, state) = p.get("/v1/streams/seats%2Flive/state").await;
+    assert_eq!(status, 200);
+    assert_eq!(state["offset"], 42);
+    assert_eq!(followed, state["state"], "the follower holds the state");
+    assert_eq!(followed["seats"].as_object().unwrap().len(), 41);
+    drop(c);
+    p.stop().await;
+}
+
+/// Applies one event of the state feed to `state`.
+fn apply(state: &mut serde_json::Value, e: &SseEvent) {
+    match e.event.as_str() {
+        "state" => *state = e.data["state"].clone(),
+        "patch" => {
+            let patch: json_patch::Patch = serde_json::from_value(e.data["patch"].clone()).unwrap();
+            json_patch::patch(state, &patch).unwrap();
+        }
+        other => panic!("unexpected event {other}: {e:?}"),
+    }
+    assert_eq!(e.id, e.data["offset"].to_string(), "id is the offset");
+}

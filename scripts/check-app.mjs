@@ -1,7 +1,9 @@
 // Proves a running logsync-server serves the example app and speaks the
 // protocol: GET / is the app's page, GET /sw.js its service worker, and on
 // /v1/ws a Hello then a Ping (the golden fixtures of sync-core) get a Pong
-// with the same nonce back. Used by `scripts/start.sh --check [--app elm]`.
+// with the same nonce back, and the server folds the todo streams with the
+// example's reducer (GET /v1/streams/todos%2F…/state answers its initial
+// state). Used by `scripts/start.sh --check [--app elm]`.
 //   node --experimental-websocket scripts/check-app.mjs http://127.0.0.1:8080 [react|elm]
 import { readFileSync } from 'node:fs';
 
@@ -58,3 +60,15 @@ await new Promise((resolve) => {
     if (!event.wasClean && frames === 0) fail(`${wsUrl} closed (${event.code}) before answering`);
   };
 });
+
+// The server runs the example's reducer on `todos/*` (start.sh --reducer):
+// the state of a list nobody wrote to is the reducer's initial state.
+const stateUrl = `${base}/v1/streams/todos%2Fcheck-${Date.now()}/state`;
+const stateAnswer = await fetch(stateUrl).catch((e) => fail(`GET ${stateUrl}: ${e.message}`));
+const body = await stateAnswer.text();
+let folded = null;
+try { folded = JSON.parse(body); } catch { /* reported below */ }
+if (stateAnswer.status !== 200 || folded?.offset !== 0 || !Array.isArray(folded?.state?.todos) || folded.state.todos.length !== 0) {
+  fail(`GET ${stateUrl} answered ${stateAnswer.status} ${body.slice(0, 200)}, not the example reducer's initial state`);
+}
+console.log(`ok  the server folds todos/* with the example's reducer (${stateUrl} → ${body})`);

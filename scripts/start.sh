@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The main command: sets up the machine (only what is missing), builds the
 # server, the npm package and the React example, and starts logsync-server
-# (embedded SQLite) serving the app and the API on one origin.
+# (embedded SQLite) serving the app and the API on one origin. The server
+# folds every `todos/*` stream with the example's own reducer module
+# (examples/todo-react/src/todos.js, which both examples' actions follow):
+# GET /v1/streams/todos%2F<room>/state answers the list as the server has it.
 #
 #   scripts/start.sh                 run until Ctrl-C
 #   scripts/start.sh --app elm       the Elm example instead of the React one
@@ -83,7 +86,8 @@ log "starting logsync-server on 127.0.0.1:$PORT (log in $DB)"
 # $! is the server's own PID (process substitution, not a pipeline).
 : > "$SCRATCH/server.out"
 target/release/logsync-server --listen "127.0.0.1:$PORT" --db "$DB" \
-  --static "examples/todo-$APP/dist" > >(tee "$SCRATCH/server.out") 2>&1 &
+  --static "examples/todo-$APP/dist" --reducer 'todos/*=examples/todo-react/src/todos.js' \
+  > >(tee "$SCRATCH/server.out") 2>&1 &
 SERVER_PID=$!
 
 URL=""
@@ -103,5 +107,6 @@ if [ "$CHECK" = 1 ]; then
 fi
 
 printf '\n  \033[1mOpen %s/ in two browser windows\033[0m and add todos in one: they appear in the other.\n' "$URL"
-printf '  Rooms: %s/#team-42 opens another list. Ctrl-C stops the server.\n\n' "$URL"
+printf '  Rooms: %s/#team-42 opens another list. Ctrl-C stops the server.\n' "$URL"
+printf '  The server folds each list with the app'"'"'s reducer: %s/v1/streams/todos%%2Fteam-42/state\n\n' "$URL"
 wait "$SERVER_PID"

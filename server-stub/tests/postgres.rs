@@ -872,3 +872,25 @@ async fn two_nodes_with_a_reducer_append_a_seat_once() {
     b.stop().await;
     db.drop().await;
 }
+
+/// The seat-booking constraint under concurrency on two nodes: twenty
+/// devices, half on each node, reconnect at once with offline bookings of
+/// overlapping seats; each node folds under the stream's row lock
+/// (tests/common/seats.rs says what is checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn twenty_devices_on_two_nodes_book_the_same_seats_offline() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seats.js");
+    let rule = vec![
+        "--reducer".to_string(),
+        format!("seats/*={}", module.display()),
+    ];
+    let a = Node::spawn_with(&db, dir.path(), "a", &rule).await;
+    let b = Node::spawn_with(&db, dir.path(), "b", &rule).await;
+    common::seats::twenty_devices_book_offline(&[a.url(""), b.url("")], "seats/hall").await;
+    a.stop().await;
+    b.stop().await;
+    db.drop().await;
+}

@@ -555,3 +555,15 @@ fn apply(state: &mut serde_json::Value, e: &SseEvent) {
     }
     assert_eq!(e.id, e.data["offset"].to_string(), "id is the offset");
 }
+
+/// The seat-booking constraint under concurrency on one SQLite node:
+/// twenty devices reconnect at once with offline bookings of overlapping
+/// seats (tests/common/seats.rs says what is checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_devices_book_the_same_seats_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = format!("seats/*={}", fixture("seats.js").display());
+    let p = Proc::spawn(dir.path(), &["--reducer".into(), rule], &[]).await;
+    common::seats::twenty_devices_book_offline(&[p.url("")], "seats/hall").await;
+    p.stop().await;
+}

@@ -3,6 +3,8 @@
 //! waiting with deadlines.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod seats;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

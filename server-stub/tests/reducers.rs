@@ -555,3 +555,63 @@ fn apply(state: &mut serde_json::Value, e: &SseEvent) {
     }
     assert_eq!(e.id, e.data["offset"].to_string(), "id is the offset");
 }
+
+#[tokio::test]
+async fn a_module_importing_rejection_from_logsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = format!("seats/*={}", fixture("seats_rejection.js").display());
+    let p = Proc::spawn(dir.path(), &["--reducer".into(), rule], &[]).await;
+    let stream = "seats/show2";
+    let (mut c, _) = Client::hello(&p.ws(), client_id(7)).await;
+    c.push(stream, &[(1, book("4A", "ann")), (2, book("4A", "bob"))])
+        .await;
+    assert!(matches!(answer(&mut c).await, ServerMsg::Ack { .. }));
+    match answer(&mut c).await {
+        ServerMsg::Reject { code, message, .. } => {
+            assert_eq!(code, ErrorCode::Rejected);
+            assert_eq!(message, "SEAT_TAKEN: seat 4A is taken");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A Rejection whose code is not [A-Z0-9_]: the reducer's fault.
+    c.push(stream, &[(3, br#"{"type":"badcode"}"#.to_vec())])
+        .await;
+    match answer(&mut c).await {
+        ServerMsg::Reject { code, message, .. } => {
+            assert_eq!(code, ErrorCode::Reducer);
+            assert!(
+                message.contains("\"seat-taken\"") && message.contains("lowercase code"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let log = events(&p, "seats%2Fshow2").await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    let (status, state) = p.get("/v1/streams/seats%2Fshow2/state").await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(
+        state,
+        serde_json::json!({"offset": 1, "state": {"seats": {"4A": "ann"}}})
+    );
+    drop(c);
+    p.stop().await;
+
+    // Any other import stops the server at start, naming the file and why.
+    let other = fixture("imports_other.js");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_logsync-server"))
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("log.db"))
+        .args(["--reducer".to_string(), format!("t={}", other.display())])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty(), "it never listened");
+    assert!(
+        stderr.contains(&other.display().to_string())
+            && stderr.contains("immer")
+            && stderr.contains("may import only 'logsync'"),
+        "{stderr}"
+    );
+}

@@ -145,6 +145,7 @@ const PRELUDE: &str = r#"
         return null;
       },
       state(key) { return stringify(states.get(key)) ?? 'null'; },
+      size() { return String(states.size); },
     };
   };
 })()
@@ -163,7 +164,12 @@ const LOGSYNC: &str = "logsync";
 struct OnlyLogsync;
 
 impl rquickjs::loader::Resolver for OnlyLogsync {
-    fn resolve<'js>(&mut self, _ctx: &Ctx<'js>, base: &str, name: &str) -> rquickjs::Result<String> {
+    fn resolve<'js>(
+        &mut self,
+        _ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+    ) -> rquickjs::Result<String> {
         if name == LOGSYNC {
             return Ok(LOGSYNC.to_string());
         }
@@ -384,6 +390,16 @@ impl JsReducer {
             deadline,
             limits,
         })
+    }
+
+    /// How many streams' states the engine holds (a dropped [`JsState`]
+    /// deletes its own).
+    pub fn states_held(&self) -> Result<usize, Refusal> {
+        let engine = self.engine.lock().map_err(|_| self.engine_failed())?;
+        match call(&engine, &self.deadline, None, "size", 0.0, None)? {
+            Answer::Text(t) => t.parse().map_err(|_| self.engine_failed()),
+            Answer::Done => Err(self.engine_failed()),
+        }
     }
 
     fn engine_failed(&self) -> Refusal {
@@ -632,6 +648,11 @@ mod tests {
             serde_json::json!({"type": "book", "seat": "1A", "who": "bob"}),
         ))
         .expect("another stream's seat is free");
+        assert_eq!(r.states_held().expect("size"), 2);
+        // A state dropped on the Rust side leaves the engine too.
+        drop(a);
+        assert_eq!(r.states_held().expect("size"), 1);
+        assert_eq!(b.to_json().expect("json"), r#"{"seats":{"1A":"bob"}}"#);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 import type { ErrorCode } from './errors.js';
-export { ERROR_CODES, LogsyncError, isLogsyncError } from './errors.js';
+export { ERROR_CODES, LogsyncError, Rejection, isLogsyncError } from './errors.js';
 export type { ErrorCode } from './errors.js';
 
 /** A Redux action: a plain, JSON-serialisable object with a string `type` (and any other fields). */
@@ -95,8 +95,11 @@ export type SyncStatus = Status;
 /** @deprecated The same type as {@link StoreOptions} (its former name). */
 export type SyncStoreOptions<S, A extends Action = Action> = StoreOptions<S, A>;
 
-/** An action the server refused; it has been dropped from the state. */
-export interface Rejection<A extends Action = Action> {
+/**
+ * An action the server refused; it has been dropped from the state. (Named
+ * `Rejection` before `Rejection` became the class a reducer throws.)
+ */
+export interface RejectedAction<A extends Action = Action> {
   action: A;
   code: ErrorCode;
   message: string;
@@ -167,7 +170,7 @@ export interface SyncStore<S, A extends Action = Action> {
   /** Calls `listener` with connection, storage and reducer errors (the store keeps running). */
   onError(listener: (error: LogsyncErrorType) => void): Unsubscribe;
   /** Calls `listener` when the server refuses one of this client's actions. */
-  onRejected(listener: (rejection: Rejection<A>) => void): Unsubscribe;
+  onRejected(listener: (rejection: RejectedAction<A>) => void): Unsubscribe;
   /** Resolves when every action dispatched so far is confirmed by the server. */
   synced(): Promise<void>;
   /** Connects now: after `goOffline()`, after `connect: false`, or to skip a reconnect delay. */

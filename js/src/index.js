@@ -4,11 +4,11 @@
 // low-level `openStore`; everything that syncs lives in the wasm module.
 
 import loadWasm, * as wasm from '../wasm/logsync_wasm.js';
-import { ERROR_CODES, LogsyncError, describe, isLogsyncError, toLogsyncError } from './errors.js';
+import { ERROR_CODES, LogsyncError, Rejection, describe, isLogsyncError, toLogsyncError } from './errors.js';
 import { intentTracker } from './intents.js';
 import { devtoolsBridge, findExtension } from './devtools.js';
 
-export { ERROR_CODES, LogsyncError, isLogsyncError };
+export { ERROR_CODES, LogsyncError, Rejection, isLogsyncError };
 
 /** The action that computes a missing `initialState`, as Redux does. */
 export const INIT_ACTION_TYPE = '@@logsync/INIT';

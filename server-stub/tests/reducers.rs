@@ -567,3 +567,151 @@ async fn twenty_devices_book_the_same_seats_offline() {
     common::seats::twenty_devices_book_offline(&[p.url("")], "seats/hall").await;
     p.stop().await;
 }
+
+#[tokio::test]
+async fn a_module_importing_rejection_from_logsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = format!("seats/*={}", fixture("seats_rejection.js").display());
+    let p = Proc::spawn(dir.path(), &["--reducer".into(), rule], &[]).await;
+    let stream = "seats/show2";
+    let (mut c, _) = Client::hello(&p.ws(), client_id(7)).await;
+    c.push(stream, &[(1, book("4A", "ann")), (2, book("4A", "bob"))])
+        .await;
+    assert!(matches!(answer(&mut c).await, ServerMsg::Ack { .. }));
+    match answer(&mut c).await {
+        ServerMsg::Reject { code, message, .. } => {
+            assert_eq!(code, ErrorCode::Rejected);
+            assert_eq!(message, "SEAT_TAKEN: seat 4A is taken");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A Rejection whose code is not [A-Z0-9_]: the reducer's fault.
+    c.push(stream, &[(3, br#"{"type":"badcode"}"#.to_vec())])
+        .await;
+    match answer(&mut c).await {
+        ServerMsg::Reject { code, message, .. } => {
+            assert_eq!(code, ErrorCode::Reducer);
+            assert!(
+                message.contains("\"seat-taken\"") && message.contains("lowercase code"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let log = events(&p, "seats%2Fshow2").await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    let (status, state) = p.get("/v1/streams/seats%2Fshow2/state").await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(
+        state,
+        serde_json::json!({"offset": 1, "state": {"seats": {"4A": "ann"}}})
+    );
+    drop(c);
+    p.stop().await;
+
+    // Any other import stops the server at start, naming the file and why.
+    let other = fixture("imports_other.js");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_logsync-server"))
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("log.db"))
+        .args(["--reducer".to_string(), format!("t={}", other.display())])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty(), "it never listened");
+    assert!(
+        stderr.contains(&other.display().to_string())
+            && stderr.contains("immer")
+            && stderr.contains("may import only 'logsync'"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn with_one_state_kept_two_streams_in_turn_are_rebuilt_and_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = format!("seats/*={}", fixture("seats.js").display());
+    let p = Proc::spawn(
+        dir.path(),
+        &["--reducer".into(), rule],
+        &[("LOGSYNC_REDUCER_MAX_STREAMS", "1".to_string())],
+    )
+    .await;
+    let (mut c, _) = Client::hello(&p.ws(), client_id(8)).await;
+    for (round, seat) in ["1A", "1B", "1C"].into_iter().enumerate() {
+        for stream in ["seats/a", "seats/b"] {
+            // Seqs count per stream.
+            let mut seq = 2 * round as u64;
+            // The seat, then the same seat again: the second is refused by
+            // the stream's state, rebuilt since the other stream's turn.
+            seq += 1;
+            c.push(stream, &[(seq, book(seat, stream))]).await;
+            assert!(
+                matches!(answer(&mut c).await, ServerMsg::Ack { .. }),
+                "{stream} {seat}"
+            );
+            let url = stream.replace('/', "%2F");
+            let (status, state) = p.get(&format!("/v1/streams/{url}/state")).await;
+            assert_eq!(status, 200, "{state}");
+            seq += 1;
+            c.push(stream, &[(seq, book(seat, "late"))]).await;
+            match answer(&mut c).await {
+                ServerMsg::Reject { code, message, .. } => {
+                    assert_eq!(code, ErrorCode::Rejected);
+                    assert_eq!(message, format!("SEAT_TAKEN: seat {seat} is taken"));
+                }
+                other => panic!("{stream} {seat}: {other:?}"),
+            }
+        }
+    }
+    for (stream, url) in [("seats/a", "seats%2Fa"), ("seats/b", "seats%2Fb")] {
+        let log = events(&p, url).await;
+        assert_eq!(log.len(), 3, "{log:?}");
+        let (status, state) = p.get(&format!("/v1/streams/{url}/state")).await;
+        assert_eq!(status, 200, "{state}");
+        assert_eq!(state["offset"], 3, "{state}");
+        assert_eq!(state["state"], fold_seats(&log), "{state}");
+        assert_eq!(
+            state["state"],
+            serde_json::json!({"seats": {"1A": stream, "1B": stream, "1C": stream}})
+        );
+    }
+    // The writer kept one state and rebuilt the others.
+    let metrics = http()
+        .get(p.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(value("logsync_reducer_states"), 1, "{metrics}");
+    assert!(
+        value("logsync_reducer_states_dropped_total") >= 6,
+        "{metrics}"
+    );
+    assert!(
+        value("logsync_reducer_states_built_total") >= 7,
+        "{metrics}"
+    );
+    drop(c);
+    p.stop().await;
+
+    // The flag is checked at start.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_logsync-server"))
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("log.db"))
+        .args(["--reducer-max-streams", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--reducer-max-streams"), "{stderr}");
+}

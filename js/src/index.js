@@ -952,6 +952,15 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       throw err;
     }
     scheduleReconcile();
+    // One already sent may be taken by the server all the same: once the
+    // store has nothing left to decide, one whose event did not come was
+    // withdrawn.
+    if (tracker !== null) {
+      wrapped.synced().then(() => {
+        reconcile();
+        if (tracker !== null && !closed) tracker.settled();
+      }, () => {});
+    }
   };
 
   const replaceReducer = (nextReducer) => {

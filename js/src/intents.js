@@ -20,7 +20,14 @@
 //   rejected   refused by the server (`code`, `message`), or, for an action
 //              dispatched before the store hydrated, refused when it was
 //              handed to the opened store (e.g. REDUCER, PAYLOAD_TOO_LARGE)
-//   discarded  withdrawn with `store.discard(seq)`
+//   discarded  withdrawn with `store.discard(seq)`; one already sent may
+//              have been taken by the server all the same (the withdrawal
+//              goes out after the push): it is held until that is known —
+//              `confirmed` if an event this tab's other intents do not
+//              account for arrives (the store does not say whose events
+//              are whose: the first such event is taken for it), else
+//              `discarded` once the store has nothing left to decide
+//              (`settled`)
 
 const same = (a, b) => a === b;
 
@@ -32,6 +39,9 @@ export function intentTracker(emit) {
   let entries = [];
   let rejections = []; // { text, code, message }, until matched
   const discarded = new Set();
+  // Discarded after they were sent, in seq order: the server may take them
+  // all the same. Decided by the next unexplained event, or by `settled`.
+  let withdrawing = [];
   let offset = null; // the confirmed offset at the last reconcile
   let renumbering = false; // the log's epoch changed: seqs are about to be renumbered
 
@@ -68,7 +78,7 @@ export function intentTracker(emit) {
   const fateOf = (entry) => {
     if (entry.seq !== null && discarded.has(entry.seq)) {
       discarded.delete(entry.seq);
-      return { type: 'discarded' };
+      return { type: entry.sent ? 'withdrawing' : 'discarded' };
     }
     const i = rejections.findIndex((r) => same(r.text, entry.text));
     if (i >= 0) {
@@ -189,14 +199,22 @@ export function intentTracker(emit) {
       const confirmedNow = decided.filter(([, f]) => f.type === 'confirmed').length;
       const before = offset;
       offset = status.offset;
-      const others = before !== null && offset > before ? Math.max(0, offset - before - confirmedNow) : 0;
+      let others = before !== null && offset > before ? Math.max(0, offset - before - confirmedNow) : 0;
+      // A sent intent discarded since: the server may have taken it (its
+      // event is then one the confirmed ones do not account for).
+      for (const [entry, f] of decided) if (f.type === 'withdrawing') withdrawing.push(entry);
+      const taken = withdrawing.slice(0, others);
+      withdrawing = withdrawing.slice(taken.length);
+      others -= taken.length;
       // Events of others first: they are at or before the offset the
       // decided intents are reported at.
       if (others > 0 && remote) remote(others);
       for (const [entry, f] of decided) {
+        if (f.type === 'withdrawing') continue;
         if (f.type !== 'discarded' && !entry.sent) event('sent', entry);
         event(f.type, entry, f.type === 'confirmed' ? { offset } : f.extra);
       }
+      for (const entry of taken) event('confirmed', entry, { offset });
       for (const entry of entries) {
         if (status.online && entry.seq !== null && !entry.sent) {
           entry.sent = true;
@@ -205,6 +223,22 @@ export function intentTracker(emit) {
       }
       if (others > 0) for (const entry of entries) event('rebased', entry, { offset });
       return others;
+    },
+
+    /**
+     * The store has nothing of this tab left to decide (its `synced()`
+     * resolved): a discarded intent whose event did not come was
+     * withdrawn. Call after a last `reconcile`.
+     */
+    settled() {
+      const now = withdrawing;
+      withdrawing = [];
+      for (const entry of now) event('discarded', entry);
+    },
+
+    /** Whether a discarded intent waits for `settled`. */
+    get withdrawing() {
+      return withdrawing.length > 0;
     },
 
     get size() {

@@ -83,6 +83,36 @@ test('tracker: discarded, and actions it never saw dispatched are adopted', () =
   assert.deepEqual(short(), [['pending', 4, 'a'], ['discarded', 4, 'a']]);
 });
 
+test('tracker: a discarded intent the server took anyway is confirmed, not an event of others', () => {
+  const { tracker, short } = tracked();
+  tracker.hydrated(online(0), false);
+  tracker.dispatched(JSON.stringify(a), a);
+  tracker.reconcile(online(0), [{ seq: 1, action: a }]); // sent
+  tracker.discarded(1);
+  tracker.reconcile(online(0), []);
+  assert.deepEqual(short(), [['pending', null, 'a'], ['sent', 1, 'a']], 'not finally discarded while the server may take it');
+  const others = tracker.reconcile(online(1), []);
+  assert.deepEqual(short().slice(2), [['confirmed', 1, 'a', 1]]);
+  assert.equal(others, 0, 'its event is not counted as one of others');
+  tracker.settled();
+  assert.equal(short().length, 3, 'decided once');
+});
+
+test('tracker: a discarded intent the server did not take is discarded once the store has settled', () => {
+  const { tracker, short } = tracked();
+  tracker.hydrated(online(0), false);
+  tracker.dispatched(JSON.stringify(a), a);
+  tracker.dispatched(JSON.stringify(b), b);
+  tracker.reconcile(online(0), [{ seq: 1, action: a }, { seq: 2, action: b }]);
+  tracker.discarded(1);
+  tracker.reconcile(online(0), [{ seq: 2, action: b }]);
+  assert.equal(tracker.withdrawing, true);
+  assert.equal(tracker.reconcile(online(1), []), 0, 'b\'s own event');
+  tracker.settled();
+  assert.deepEqual(short().slice(4), [['confirmed', 2, 'b', 1], ['discarded', 1, 'a']]);
+  assert.equal(tracker.withdrawing, false);
+});
+
 const list = (state = [], action) => {
   if (action.type !== 'add') return state;
   if (state.includes(action.id)) throw new Error(`${action.id} is there already`);

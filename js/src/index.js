@@ -603,7 +603,10 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   let failed = null; // the LogsyncError that stopped hydration
   let closed = false;
   let queue = []; // before hydration: { text, parsed }, in dispatch order
-  let early = initialState; // before hydration: initialState with `queue` folded in
+  let early = initialState; // before hydration: initialState with `applied` folded in
+  // Before hydration: every synced action folded into `early`, in order —
+  // the queued ones, and after a failed open the ones kept in memory only.
+  let applied = [];
   const local = []; // actions kept local by `filter`, in dispatch order
   let view = null; // { base, state }: `local` folded onto the synced state `base`
   let travel = null; // { state }: the state the DevTools jumped to
@@ -816,6 +819,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     }
     const parsed = JSON.parse(text);
     early = reduce(early, parsed);
+    applied.push(parsed);
     if (failed === null) {
       queue.push({ text, parsed });
       if (tracker !== null) tracker.dispatched(text, parsed);
@@ -887,6 +891,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       replaying = false;
     }
     queue = [];
+    applied = [];
     early = undefined;
     store.subscribe(() => {
       notify();
@@ -981,7 +986,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     }
     try {
       let state = initialState;
-      for (const { parsed } of queue) state = reduce(state, parsed);
+      for (const parsed of applied) state = reduce(state, parsed);
       early = state;
     } catch (err) {
       reducer = previous;

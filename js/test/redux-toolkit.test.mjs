@@ -215,6 +215,22 @@ test('a store that cannot open: ready rejects with a LogsyncError, onError hears
   await store.close();
 });
 
+test('a store that cannot open keeps its state across replaceReducer: every action dispatched before and after the failure is folded again', async () => {
+  const store = createLogsyncStore({ ...where(), stream: 'has spaces', reducer: list });
+  store.onError(() => {});
+  store.dispatch({ type: 'add', id: 'a' });
+  await assert.rejects(store.ready);
+  store.dispatch({ type: 'add', id: 'b' });
+  const seen = [];
+  store.replaceReducer((state, action) => {
+    seen.push(action.id);
+    return list(state, action);
+  });
+  assert.deepEqual(store.getState(), ['a', 'b']);
+  assert.deepEqual(seen, ['a', 'b'], 'folded with the new reducer');
+  await store.close();
+});
+
 test('before hydration, dispatch checks actions as the opened store does', () => {
   const store = createLogsyncStore({ ...where(), stream: 'test/early-checks', reducer: list });
   assert.throws(() => store.dispatch(() => {}), (err) => err.code === 'INVALID_REQUEST' && /thunks/.test(err.message));

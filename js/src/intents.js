@@ -120,7 +120,7 @@ export function intentTracker(emit) {
     hydrated(status, moved) {
       offset = status.offset;
       if (!moved) return;
-      for (const entry of entries) if (entry.seq === null) event('rebased', entry, { offset: status.offset });
+      for (const entry of [...entries]) if (entry.seq === null) event('rebased', entry, { offset: status.offset });
     },
 
     /** The server refused one of this tab's actions ({ action, code, message }). */
@@ -215,13 +215,16 @@ export function intentTracker(emit) {
         event(f.type, entry, f.type === 'confirmed' ? { offset } : f.extra);
       }
       for (const entry of taken) event('confirmed', entry, { offset });
-      for (const entry of entries) {
+      // The intents open at this step, as they are now: a listener may
+      // dispatch (and so open more) while it hears them.
+      const stepOpen = [...entries];
+      for (const entry of stepOpen) {
         if (status.online && entry.seq !== null && !entry.sent) {
           entry.sent = true;
           event('sent', entry);
         }
       }
-      if (others > 0) for (const entry of entries) event('rebased', entry, { offset });
+      if (others > 0) for (const entry of stepOpen) event('rebased', entry, { offset });
       return others;
     },
 

@@ -113,6 +113,23 @@ test('tracker: a discarded intent the server did not take is discarded once the 
   assert.equal(tracker.withdrawing, false);
 });
 
+test('tracker: a listener that dispatches while it hears events does not extend the step it hears', () => {
+  const events = [];
+  let tracker;
+  tracker = intentTracker((e) => {
+    events.push([e.type, e.action.id]);
+    if (events.length > 20) throw new Error('the tracker keeps reporting: it iterates what the listener adds');
+    if (e.type === 'rebased' && e.action.id === 'a') tracker.dispatched(JSON.stringify(b), b);
+  });
+  tracker.hydrated(online(0), false);
+  tracker.dispatched(JSON.stringify(a), a);
+  tracker.reconcile(online(0), [{ seq: 1, action: a }]);
+  tracker.reconcile(online(2), [{ seq: 1, action: a }]);
+  assert.deepEqual(events, [['pending', 'a'], ['sent', 'a'], ['rebased', 'a'], ['pending', 'b']],
+    'one rebased, for the intent open when the step began (b was dispatched onto the new state)');
+  assert.equal(tracker.size, 2);
+});
+
 const list = (state = [], action) => {
   if (action.type !== 'add') return state;
   if (state.includes(action.id)) throw new Error(`${action.id} is there already`);

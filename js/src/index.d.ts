@@ -177,7 +177,7 @@ export interface SyncStore<S, A extends Action = Action> {
   reconnect(): void;
   /** Drops the connection and stays offline (dispatches are kept) until `reconnect()`. */
   goOffline(): void;
-  /** Uses `token` (a JWT, or null for none) from the next connection on; after a refused token (`status.needsToken`) connects at once. A live connection keeps going. A token of another user (another `sub`) switches to that user's own local replica; the promise resolves once it is open (dispatch waits for it). */
+  /** Uses `token` (a JWT, or null for none) from the next connection on; after a refused token (`status.needsToken`) connects at once. A live connection keeps going. A token of another user (another `sub`) switches to that user's own local replica; the promise resolves once it is open (until then, also before hydration, dispatching a synced action throws `INVALID_REQUEST`). */
   setToken(token: string | null): Promise<void>;
   /** This tab's actions that wait for the server, in the order they apply. */
   pending(): PendingAction<A>[];

@@ -613,6 +613,10 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   let reducing = false;
   let replaying = false;
   let connection = null; // 'reconnect' | 'offline', asked for before hydration
+  // setToken with another user's token before hydration: until that
+  // switch is done, synced dispatches are refused (as the hydrated store
+  // does while it switches), so none goes to the previous user's replica.
+  let switching = null;
   let storage = null;
   let storageAt = 0;
 
@@ -796,6 +800,9 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       if (bridge !== null) bridge.dispatched(action, true);
       notify();
       return action;
+    }
+    if (switching !== null) {
+      throw new LogsyncError('INVALID_REQUEST', 'store.dispatch() was called while the store switches to another user\'s replica; await store.setToken(token) first');
     }
     if (wrapped !== null) {
       wrapped.dispatch(action);
@@ -1015,7 +1022,15 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       throw new LogsyncError('INVALID_REQUEST', `store.setToken(token) expects a string (a JWT) or null, got ${describe(token)}`);
     }
     if (wrapped !== null) return wrapped.setToken(token);
-    return ready.then(() => wrapped.setToken(token));
+    const step = ready.then(() => wrapped.setToken(token));
+    if (dbNameFor(low.dbName, token) !== dbNameFor(low.dbName, low.token ?? null)) {
+      switching = step;
+      const done = () => {
+        if (switching === step) switching = null;
+      };
+      step.then(done, done);
+    }
+    return step;
   };
 
   const persist = async () => {

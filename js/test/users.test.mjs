@@ -6,7 +6,7 @@ import './wasm-node.mjs';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { createSyncStore, dbNameFor, LogsyncError } from 'logsync';
+import { createLogsyncStore, createSyncStore, dbNameFor, LogsyncError } from 'logsync';
 
 const votes = (state = { votes: [] }, action) =>
   action.type === 'vote' ? { votes: [...state.votes, action.choice] } : state;
@@ -85,6 +85,37 @@ test('each user of one browser has a replica of their own; setToken switches', a
   t.after(() => again.close());
   assert.equal(again.status.clientId, bobId);
   assert.deepEqual(again.getState(), { votes: ['sushi'] });
+});
+
+test('setToken with another user before hydration: dispatch is refused until the switch is done, as after hydration', async (t) => {
+  const options = offline({ token: tokenFor('alice'), devtools: false });
+  const store = createLogsyncStore(options);
+  t.after(() => store.close());
+  store.dispatch({ type: 'vote', choice: 'pizza' }); // alice's
+  const switching = store.setToken(tokenFor('bob'));
+  assert.throws(() => store.dispatch({ type: 'vote', choice: 'sushi' }), (err) => {
+    assert.ok(err instanceof LogsyncError);
+    assert.equal(err.code, 'INVALID_REQUEST');
+    assert.match(err.message, /await store\.setToken/);
+    return true;
+  }, 'not sent under alice');
+  await switching;
+  assert.deepEqual(store.getState(), { votes: [] }, 'bob\'s replica');
+  store.dispatch({ type: 'vote', choice: 'sushi' });
+  assert.deepEqual(store.getState(), { votes: ['sushi'] });
+  await store.close();
+  const alice = await createSyncStore(options);
+  try {
+    assert.deepEqual(alice.getState(), { votes: ['pizza'] }, 'alice\'s vote kept in her database, and only it');
+  } finally {
+    await alice.close();
+  }
+  const bob = await createSyncStore({ ...options, token: tokenFor('bob') });
+  try {
+    assert.deepEqual(bob.getState(), { votes: ['sushi'] });
+  } finally {
+    await bob.close();
+  }
 });
 
 test('pending actions are listed and discarded', async (t) => {

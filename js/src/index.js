@@ -208,7 +208,7 @@ function errorText(err) {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }
 
-function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}) {
+function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}, switched = () => {}) {
   const { stream } = low;
   let inner = first;
   let dbName = dbNameFor(low.dbName, low.token ?? null);
@@ -482,6 +482,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
       inner = opened;
       dbName = next;
       wire(inner);
+      switched();
       notify();
       fanOut(statusListeners, inner.status());
       await old.close();
@@ -785,6 +786,21 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     if (bridge !== null) bridge.dispatched(parsed, false);
   };
 
+  // setToken switched to another user's replica: the previous user's
+  // local actions and intents are theirs, not the new user's. The tracker
+  // forgets those intents (no fates: they wait in the previous user's
+  // database) and adopts the new user's pending ones as restored.
+  const onSwitched = () => {
+    local.length = 0;
+    view = null;
+    travel = null;
+    if (tracker !== null) {
+      tracker = intentTracker(emitIntent);
+      tracker.hydrated(wrapped.status, false);
+      tracker.adopt(wrapped.pending(), true);
+    }
+  };
+
   const dispatch = (action) => {
     ensureOpen('dispatch');
     checkAction(action);
@@ -875,7 +891,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     await init();
     const opening = reducer;
     const inner = await openInner(low, opening, initialState);
-    const store = wrapStore(inner, low, opening, initialState, onDispatched);
+    const store = wrapStore(inner, low, opening, initialState, onDispatched, onSwitched);
     if (reducer !== opening) store.replaceReducer(reducer);
     const before = early;
     const restored = store.pending();

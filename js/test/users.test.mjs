@@ -118,6 +118,49 @@ test('setToken with another user before hydration: dispatch is refused until the
   }
 });
 
+test('setToken with another user after hydration: onIntent forgets the previous user\'s intents (no fates for them), hears the new user\'s as restored; local actions are cleared', async (t) => {
+  const withPanel = (state = { votes: [] }, action) => (action.type === 'panel' ? { ...state, panel: action.open } : votes(state, action));
+  const options = offline({ reducer: withPanel, filter: (action) => action.type !== 'panel', devtools: false });
+  const waitSeqs = async (store) => {
+    const deadline = Date.now() + 5000;
+    while (store.pending().some((p) => p.seq === null)) {
+      assert.ok(Date.now() < deadline, 'seqs assigned within 5 s');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  // Bob voted earlier on this browser: his vote waits in his database, with seq 1.
+  const bobBefore = await createSyncStore({ ...options, token: tokenFor('bob') });
+  bobBefore.dispatch({ type: 'vote', choice: 'salad' });
+  await waitSeqs(bobBefore);
+  await bobBefore.close();
+
+  const store = await createSyncStore({ ...options, token: tokenFor('alice') });
+  t.after(() => store.close());
+  const events = [];
+  store.onIntent((e) => events.push([e.type, e.action.choice, e.seq, e.restored].filter((x) => x !== undefined)));
+  store.dispatch({ type: 'vote', choice: 'pizza' });
+  store.dispatch({ type: 'panel', open: true }); // local: not synced
+  await waitSeqs(store);
+  assert.equal(store.pending()[0].seq, 1, 'alice\'s seq overlaps bob\'s');
+  assert.deepEqual(store.getState(), { votes: ['pizza'], panel: true });
+  events.length = 0;
+
+  await store.setToken(tokenFor('bob'));
+  // The pending list is compared on status changes and a microtask after
+  // state changes: a task later, every comparison the switch caused is done.
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(store.getState(), { votes: ['salad'] }, 'bob\'s state, without alice\'s local actions');
+  assert.deepEqual(events, [['pending', 'salad', 1, true]], 'no fate for alice\'s pizza; bob\'s vote adopted as restored');
+  store.discard(1);
+  const deadline = Date.now() + 5000;
+  while (events.length < 2) {
+    assert.ok(Date.now() < deadline, 'the discard is reported within 5 s');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  assert.deepEqual(events.slice(1), [['discarded', 'salad', 1]], 'seq 1 is bob\'s salad now');
+  assert.deepEqual(store.getState(), { votes: [] });
+});
+
 test('pending actions are listed and discarded', async (t) => {
   const store = await createSyncStore(offline());
   t.after(() => store.close());

@@ -879,8 +879,19 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   const onError = (listener) => listen(errorListeners, 'onError', listener);
   const onRejected = (listener) => listen(rejectedListeners, 'onRejected', listener);
   const onIntent = (listener) => {
+    const first = intentListeners.size === 0;
     const stop = listen(intentListeners, 'onIntent', listener);
-    startTracking();
+    if (tracker === null) {
+      startTracking();
+    } else if (first) {
+      // Tracking began earlier (for the DevTools): a first listener still
+      // hears `pending` for the actions pending now.
+      try {
+        tracker.replay(listener);
+      } catch (err) {
+        report(err, 'a Logsync listener threw:');
+      }
+    }
     return once(() => {
       stop();
       if (intentListeners.size === 0 && bridge === null) tracker = null;

@@ -239,6 +239,13 @@ export function intentTracker(emit) {
       for (const entry of now) event('discarded', entry);
     },
 
+    /** Tells `listener` alone `pending` for each open intent (a first listener, when tracking began earlier). */
+    replay(listener) {
+      for (const entry of [...entries]) {
+        listener(Object.freeze({ type: 'pending', seq: entry.seq, action: entry.action }));
+      }
+    },
+
     /** Whether a discarded intent waits for `settled`. */
     get withdrawing() {
       return withdrawing.length > 0;

@@ -901,8 +901,29 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   const hydrate = async () => {
     await init();
     const opening = reducer;
-    const inner = await openInner(low, opening, initialState);
+    // Closed meanwhile: opened only to record the queued actions, offline.
+    const inner = await openInner(closed ? { ...low, connect: false } : low, opening, initialState);
     const store = wrapStore(inner, low, opening, initialState, onDispatched, onSwitched);
+    if (closed) {
+      // close() came first: record the queued actions (it waits for that)
+      // and tell no one anything more.
+      wrapped = store;
+      inner.goOffline();
+      replaying = true;
+      try {
+        for (const { parsed } of queue) {
+          try {
+            store.dispatch(parsed);
+          } catch (err) {
+            report(toLogsyncError(err, 'INTERNAL', 'an action dispatched before the store opened could not be recorded'), 'Logsync:');
+          }
+        }
+      } finally {
+        replaying = false;
+      }
+      queue = [];
+      return;
+    }
     if (reducer !== opening) store.replaceReducer(reducer);
     const before = early;
     const restored = store.pending();
@@ -959,6 +980,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     const e = toLogsyncError(err, 'INTERNAL', `Could not open the Logsync store of stream "${stream}"`);
     failed = e;
     failedInfo = Object.freeze({ code: e.code, message: e.message });
+    if (closed) throw e; // close() came first: no one is told any more
     if (tracker !== null) for (const { text } of queue) tracker.failed(text, e);
     queue = [];
     fanOutSet(errorListeners, e);

@@ -193,6 +193,40 @@ test('close() before hydration still records what was dispatched', async () => {
   }
 });
 
+test('close() before hydration: no listener hears anything after it, and no connection is opened', async (t) => {
+  let sockets = 0;
+  const saved = globalThis.WebSocket;
+  globalThis.WebSocket = class {
+    constructor() {
+      sockets++;
+      throw new Error('no connection in this test');
+    }
+  };
+  t.after(() => {
+    if (saved === undefined) delete globalThis.WebSocket;
+    else globalThis.WebSocket = saved;
+  });
+  const options = { ...where(), stream: 'test/close-early', reducer: list, connect: true };
+  const store = createLogsyncStore(options);
+  store.dispatch({ type: 'add', id: 'x' });
+  const heard = [];
+  store.subscribe(() => heard.push('subscribe'));
+  store.onStatus(() => heard.push('status'));
+  store.onIntent((e) => heard.push(`intent ${e.type}`));
+  store.onError((err) => heard.push(`error ${err.code}`));
+  heard.length = 0; // a first onIntent listener hears pending for x
+  await store.close();
+  await store.ready;
+  assert.equal(sockets, 0, 'no WebSocket');
+  assert.deepEqual(heard, [], 'nothing after close()');
+  const again = await createSyncStore({ ...options, connect: false });
+  try {
+    assert.deepEqual(again.getState(), ['x'], 'what was dispatched is recorded');
+  } finally {
+    await again.close();
+  }
+});
+
 test('a store that cannot open: ready rejects with a LogsyncError, onError hears it, the state stays usable in memory', async () => {
   const store = createLogsyncStore({ ...where(), stream: 'has spaces', reducer: list });
   const errors = [];

@@ -217,4 +217,17 @@ export async function main(): Promise<void> {
   await plain.ready;
   const plainItems: string[] = plain.getState().items;
   console.log(plainItems);
+  // The hooks take a store made with the enhancer too (they read getStatus()).
+  const rtkTree = (
+    <LogsyncProvider store={rtk}>
+      <Provider store={rtk}>
+        <App />
+      </Provider>
+    </LogsyncProvider>
+  );
+  const plainTree = <LogsyncProvider store={plain}>{null}</LogsyncProvider>;
+  console.log(rtkTree, plainTree);
+  // @ts-expect-error a plain Redux store is not a Logsync store
+  const notLogsync = <LogsyncProvider store={legacy_createStore(todoSlice.reducer)}>{null}</LogsyncProvider>;
+  console.log(notLogsync);
 }

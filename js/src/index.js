@@ -931,15 +931,15 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     if (tracker !== null) tracker.adopt(restored, true);
     wrapped = store;
     replaying = true;
+    // Told once the replay is over and the store is wired: a listener
+    // that dispatches then comes after the replayed actions, and is tracked.
+    const failures = [];
     try {
       for (const { text, parsed } of queue) {
         try {
           store.dispatch(parsed);
         } catch (err) {
-          const e = toLogsyncError(err, 'INTERNAL', 'an action dispatched before the store opened could not be recorded');
-          if (tracker !== null) tracker.failed(text, e);
-          fanOutSet(errorListeners, e);
-          if (errorListeners.size === 0) report(e, 'Logsync:');
+          failures.push({ text, error: toLogsyncError(err, 'INTERNAL', 'an action dispatched before the store opened could not be recorded') });
         }
       }
     } finally {
@@ -966,7 +966,11 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       fanOutSet(rejectedListeners, rejection);
       scheduleReconcile();
     });
-    if (tracker !== null) tracker.hydrated(store.status, moved);
+    if (tracker !== null) tracker.hydrated(store.status, moved, failures);
+    for (const { error } of failures) {
+      fanOutSet(errorListeners, error);
+      if (errorListeners.size === 0) report(error, 'Logsync:');
+    }
     if (bridge !== null) bridge.hydrated(store.status.offset);
     if (connection === 'offline') store.goOffline();
     else if (connection === 'reconnect') store.reconnect();

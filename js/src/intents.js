@@ -116,11 +116,20 @@ export function intentTracker(emit) {
       event('rejected', entry, { code: err.code ?? 'INTERNAL', message: err.message ?? String(err) });
     },
 
-    /** The store hydrated: the actions dispatched before were folded onto the restored state (`moved`: it is not the initial state). */
-    hydrated(status, moved) {
+    /**
+     * The store hydrated: the actions dispatched before were handed over,
+     * `failures` ({ text, error }) could not be (rejected), the others were
+     * folded onto the restored state (`moved`: it is not the initial state).
+     * Actions a listener dispatches meanwhile were not rebased.
+     */
+    hydrated(status, moved, failures = []) {
       offset = status.offset;
+      const before = [...entries];
+      for (const { text, error } of failures) this.failed(text, error);
       if (!moved) return;
-      for (const entry of [...entries]) if (entry.seq === null) event('rebased', entry, { offset: status.offset });
+      for (const entry of before) {
+        if (entry.seq === null && entries.includes(entry)) event('rebased', entry, { offset: status.offset });
+      }
     },
 
     /** The server refused one of this tab's actions ({ action, code, message }). */

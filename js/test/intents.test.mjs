@@ -193,6 +193,37 @@ test('onIntent on the real store: restored, pending, rebased at hydration, rejec
   await store.close();
 });
 
+test('listeners that dispatch when an action fails at hydration: their action comes after the replayed ones, and is tracked', async () => {
+  const opts = options();
+  const first = await createSyncStore(opts);
+  first.dispatch({ type: 'add', id: 'stored' });
+  await first.close();
+
+  const store = createLogsyncStore(opts);
+  const events = [];
+  store.onIntent((e) => {
+    events.push([e.type, e.action.id]);
+    if (e.type === 'rejected') store.dispatch({ type: 'add', id: 'after-rejected' });
+  });
+  store.onError(() => store.dispatch({ type: 'add', id: 'after-error' }));
+  store.dispatch({ type: 'add', id: 'stored' }); // fails on the restored state
+  store.dispatch({ type: 'add', id: 'early' });
+  await store.ready;
+  assert.deepEqual(store.getState(), ['stored', 'early', 'after-rejected', 'after-error'], 'replayed actions first, in order');
+  assert.deepEqual(events, [
+    ['pending', 'stored'],
+    ['pending', 'early'],
+    ['pending', 'stored'], // restored from storage
+    ['rejected', 'stored'],
+    ['pending', 'after-rejected'],
+    ['rebased', 'early'], // not the actions dispatched onto the restored state
+    ['pending', 'after-error'],
+  ]);
+  await until('seqs', () => store.pending().length === 4 && store.pending().every((p) => p.seq !== null));
+  assert.deepEqual(store.pending().map((p) => p.action.id), ['stored', 'early', 'after-rejected', 'after-error']);
+  await store.close();
+});
+
 test('tracker: a new log epoch renumbers the pending intents; they stay pending, then are confirmed', () => {
   const { tracker, short } = tracked();
   tracker.hydrated(online(10), false);

@@ -161,7 +161,7 @@ export interface SyncStore<S, A extends Action = Action> {
   readonly status: Status;
   /** The sync status (the same object as `status`); use this on a store made by the `logsync()` enhancer, whose `status` the enhancers around it copy once. */
   getStatus(): Status;
-  /** Calls `listener` for each step of each of this tab's actions: pending → sent → confirmed | rejected | discarded, with rebased in between. A first listener also hears `pending` for the actions pending at that moment. */
+  /** Calls `listener` for each step of each of this tab's actions: pending → sent → confirmed | rejected | discarded, with rebased in between (also before sent: an action not pushed yet is rebased too). A first listener also hears `pending` for the actions pending at that moment. */
   onIntent(listener: (event: IntentEvent<A>) => void): Unsubscribe;
   /** Asks the browser to keep this origin's storage under storage pressure (navigator.storage.persist); resolves whether it will. `false` where the browser has no such API. */
   persist(): Promise<boolean>;

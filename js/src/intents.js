@@ -13,7 +13,8 @@
 //              its fate
 //   rebased    events of other devices (or tabs) were placed before it; its
 //              effect was recomputed on the new confirmed state (`offset`);
-//              any number of times, also when the store hydrates
+//              any number of times, also when the store hydrates, and also
+//              before `sent` (an action not pushed yet is rebased too)
 //   confirmed  in the log; `offset` is the confirmed offset once its event
 //              was applied: its event's offset, or a later one when several
 //              events arrived at once

@@ -65,6 +65,16 @@ test('tracker: rebased when events of others come before it, then confirmed', ()
   assert.deepEqual(short(), [['pending', null, 'a'], ['sent', 7, 'a'], ['rebased', 7, 'a', 8], ['confirmed', 7, 'a', 10]]);
 });
 
+test('tracker: an action not pushed yet (its write under way) is rebased before it is sent, as the README says', () => {
+  const { tracker, short } = tracked();
+  tracker.hydrated(online(0), false);
+  tracker.dispatched(JSON.stringify(a), a);
+  tracker.reconcile(online(2), [{ seq: null, action: a }]);
+  tracker.reconcile(online(2), [{ seq: 1, action: a }]);
+  tracker.reconcile(online(3), []);
+  assert.deepEqual(short(), [['pending', null, 'a'], ['rebased', null, 'a', 2], ['sent', 1, 'a'], ['confirmed', 1, 'a', 3]]);
+});
+
 test('tracker: an action decided before its seq was seen is still reported, in order', () => {
   const { tracker, short } = tracked();
   tracker.hydrated(online(0), false);

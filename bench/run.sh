@@ -167,7 +167,7 @@ else
   FANOUT=(--subscribers 10,100,1000 --many-writers 100 --repeats 3 --duration 3s --warmup 1s --drain 5s)
   PIPELINED=(--repeats 3 --duration 3s --warmup 1s --drain 5s)
   APPEND=(--writers 1,10,100 --repeats 3 --duration 3s --warmup 500ms)
-  REDUCER=(--writers 1,10,100 --repeats 3 --duration 3s --warmup 500ms)
+  REDUCER=(--writers 1,10,100 --repeats 5 --duration 3s --warmup 500ms)
   IDLE=(--connections 1000,10000 --repeats 2 --settle 2s)
   BROWSER=()
 fi

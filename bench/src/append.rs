@@ -36,7 +36,8 @@ pub struct Args {
     /// Unmeasured time before it (connections warm, caches filled).
     #[arg(long, default_value = "1s", value_parser = crate::parse_duration)]
     warmup: Duration,
-    /// Runs of every cell; the modes alternate within each repeat.
+    /// Runs of every cell; within each repeat, every target and mode of a
+    /// writer count run back to back.
     #[arg(long, default_value_t = 1)]
     repeats: usize,
     /// What each intent carries: `string` (an opaque JSON string of
@@ -129,13 +130,15 @@ pub async fn run(
     );
     println!("| server | commit mode | writers | intents/s | p50 ms | p99 ms | acked in window | server CPU s |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    // Every target and mode of one writer count runs back to back, so
+    // the ratios between them compare cells measured moments apart.
     for repeat in 1..=args.repeats.max(1) {
-        for target in &args.targets {
-            let variant = variants
-                .iter()
-                .find(|v| &v.label == target)
-                .ok_or_else(|| format!("unknown target {target:?}: use a --variant label"))?;
-            for &writers in &args.writers {
+        for &writers in &args.writers {
+            for target in &args.targets {
+                let variant = variants
+                    .iter()
+                    .find(|v| &v.label == target)
+                    .ok_or_else(|| format!("unknown target {target:?}: use a --variant label"))?;
                 for mode in &args.modes {
                     let server = launcher
                         .server(variant, &["--commit-mode".into(), mode.clone()])

@@ -173,11 +173,11 @@ pub async fn run(
                         "repeat": repeat,
                         "payload": args.payload.name(),
                         "payload_bytes": match args.payload {
-                            Payload::String => args.payload_bytes as f64,
-                            Payload::Todo => round(
+                            Payload::String => json!(args.payload_bytes),
+                            Payload::Todo => json!(round(
                                 run.payload_bytes_total as f64 / run.acked_total.max(1) as f64,
                                 1,
-                            ),
+                            )),
                         },
                         "streams": args.streams.max(1),
                         "stream_prefix": args.stream_prefix,

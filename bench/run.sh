@@ -3,7 +3,7 @@
 #
 #   bench/run.sh                  everything, ~7 min on 2 cores once built (~10 with --postgres)
 #   bench/run.sh --quick          a short smoke run of everything, ~2 min
-#   bench/run.sh --only fanout,append,idle,browser,size
+#   bench/run.sh --only fanout,append,reducer,idle,browser,size
 #   bench/run.sh --no-pin         do not pin the server and the load generator
 #   bench/run.sh --postgres       also the PostgreSQL store (one node) in the fan-out
 #                                 and append benchmarks, on a throwaway cluster
@@ -30,7 +30,7 @@ export PATH="$ROOT/.tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 QUICK=0
 PIN=1
 POSTGRES=0
-ONLY="fanout,append,idle,browser,size"
+ONLY="fanout,append,reducer,idle,browser,size"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -160,12 +160,14 @@ if [ "$QUICK" = 1 ]; then
   FANOUT=(--subscribers 10,100 --many-writers 20 --repeats 1 --duration 1s --warmup 300ms --drain 5s)
   PIPELINED=(--repeats 1 --duration 1s --warmup 300ms --drain 5s)
   APPEND=(--writers 1,10 --repeats 1 --duration 1s --warmup 300ms)
+  REDUCER=(--writers 1,10,100 --repeats 1 --duration 1s --warmup 300ms)
   IDLE=(--connections 1000 --repeats 1 --settle 1s)
   BROWSER=(--quick)
 else
   FANOUT=(--subscribers 10,100,1000 --many-writers 100 --repeats 3 --duration 3s --warmup 1s --drain 5s)
   PIPELINED=(--repeats 3 --duration 3s --warmup 1s --drain 5s)
   APPEND=(--writers 1,10,100 --repeats 3 --duration 3s --warmup 500ms)
+  REDUCER=(--writers 1,10,100 --repeats 5 --duration 3s --warmup 500ms)
   IDLE=(--connections 1000,10000 --repeats 2 --settle 2s)
   BROWSER=()
 fi
@@ -180,6 +182,16 @@ fi
 if want append; then
   step "2. durable append: group commit vs one commit per intent"
   run "${LOADGEN[@]}" "${VARIANT_ARGS[@]}" --json "$RAW" append --targets "$TARGETS" "${APPEND[@]}"
+fi
+if want reducer; then
+  # The TodoMVC example's own actions on streams todos/0.. (group commit),
+  # against the same server without a reducer and with the example's
+  # reducer module folding todos/* in its JavaScript engine.
+  step "2b. durable append with the JavaScript todo reducer at the ordering point"
+  run "${LOADGEN[@]}" --json "$RAW" \
+    --variant "logsync-js-todo=--reducer todos/*=$ROOT/examples/todo-react/src/todos.js" \
+    append --targets logsync,logsync-js-todo --modes group --payload todo --stream-prefix todos/ \
+    "${REDUCER[@]}"
 fi
 if want idle; then
   step "3. memory per idle connection"

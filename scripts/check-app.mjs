@@ -72,3 +72,12 @@ if (stateAnswer.status !== 200 || folded?.offset !== 0 || !Array.isArray(folded?
   fail(`GET ${stateUrl} answered ${stateAnswer.status} ${body.slice(0, 200)}, not the example reducer's initial state`);
 }
 console.log(`ok  the server folds todos/* with the example's reducer (${stateUrl} → ${body})`);
+
+// And answers the module's views on that state.
+const viewUrl = `${base}/v1/streams/todos%2Fcheck-${Date.now()}/views/counts`;
+const viewAnswer = await fetch(viewUrl).catch((e) => fail(`GET ${viewUrl}: ${e.message}`));
+const viewBody = await viewAnswer.text();
+if (viewAnswer.status !== 200 || viewBody !== '{"offset":0,"result":{"all":0,"completed":0}}') {
+  fail(`GET ${viewUrl} answered ${viewAnswer.status} ${viewBody.slice(0, 200)}, not the counts view of an empty list`);
+}
+console.log(`ok  the server answers the example's views (${viewUrl} → ${viewBody})`);

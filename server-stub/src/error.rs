@@ -25,6 +25,10 @@ pub enum Error {
     /// its state).
     #[error("the stream's reducer failed: {0}")]
     Reducer(String),
+    /// What was asked of a stream's reducer does not exist (a view it
+    /// does not export).
+    #[error("{0}")]
+    NotFound(String),
     /// Binding, accepting or serving failed.
     #[error("I/O failed: {0}")]
     Io(#[from] std::io::Error),
@@ -38,6 +42,7 @@ impl Error {
             Error::StoreClosed => ErrorCode::ShuttingDown,
             Error::Config(_) | Error::ReducerLoad(_) => ErrorCode::InvalidRequest,
             Error::Reducer(_) => ErrorCode::Reducer,
+            Error::NotFound(_) => ErrorCode::NotFound,
             Error::Io(_) => ErrorCode::Internal,
         }
     }
@@ -53,9 +58,11 @@ impl Error {
                 "the log store failed; nothing of this request was stored, retry later".to_string()
             }
             Error::Io(_) => "the server failed; retry later".to_string(),
-            Error::StoreClosed | Error::Config(_) | Error::ReducerLoad(_) | Error::Reducer(_) => {
-                self.to_string()
-            }
+            Error::StoreClosed
+            | Error::Config(_)
+            | Error::ReducerLoad(_)
+            | Error::Reducer(_)
+            | Error::NotFound(_) => self.to_string(),
         };
         (self.code(), message)
     }
@@ -65,6 +72,7 @@ impl From<crate::fold::Refusal> for Error {
     fn from(r: crate::fold::Refusal) -> Self {
         match r.code {
             ErrorCode::Storage => Error::Storage(r.message),
+            ErrorCode::NotFound => Error::NotFound(r.message),
             _ => Error::Reducer(r.message),
         }
     }

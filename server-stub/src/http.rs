@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -22,6 +23,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::access::{self, Denied};
 use crate::auth::{now_secs, Principal};
+use crate::error::Error;
 use crate::hub::Subscription;
 use crate::limits::Admit;
 use crate::listen::Peer;
@@ -31,7 +33,7 @@ use crate::respond::{
     too_many_connections, ApiError,
 };
 use crate::state::AppState;
-use crate::store::{Outcome, ReadLimits};
+use crate::store::{Outcome, ReadLimits, ViewQuery};
 use crate::subjects::{subject_key, SubjectSlot};
 
 /// What a [`StreamAccess`] lets the request do with its stream.
@@ -81,14 +83,19 @@ impl<P: Permission> FromRequestParts<Arc<AppState>> for StreamAccess<P> {
     ) -> Result<Self, Self::Rejection> {
         let principal =
             authenticate(st, &parts.headers, parts.uri.query()).map_err(|d| refuse(st, d))?;
-        let path = Path::<String>::from_request_parts(parts, st).await;
-        let Path(raw) = path.map_err(|r| {
+        let unreadable = |why: String| {
             ApiError(
                 ErrorCode::InvalidStream,
-                format!("the stream name in the URL could not be read: {r}"),
+                format!("the stream name in the URL could not be read: {why}"),
             )
             .into_response()
-        })?;
+        };
+        let path = Path::<Vec<(String, String)>>::from_request_parts(parts, st).await;
+        let Path(params) = path.map_err(|r| unreadable(r.to_string()))?;
+        let raw = params
+            .into_iter()
+            .find_map(|(k, v)| (k == "stream").then_some(v))
+            .ok_or_else(|| unreadable("no stream in the path".into()))?;
         let stream =
             StreamName::new(raw).map_err(|e| ApiError(e.code(), e.to_string()).into_response())?;
         P::check(&principal, &stream).map_err(|d| refuse(st, d))?;
@@ -466,7 +473,64 @@ pub(crate) async fn get_state(
     }: StreamAccess<Read>,
     headers: HeaderMap,
 ) -> Response {
-    let first = match st.store.state(stream.clone()).await {
+    folded(st, peer, principal, stream, None, headers).await
+}
+
+/// `GET /v1/streams/{stream}/views/{name}?params=<JSON>`: `{"offset": N,
+/// "result": …}`, the view `name` the stream's reducer module exports,
+/// evaluated on the state at its head with `params` (`null` without);
+/// `404 NOT_FOUND` for a stream no reducer folds or a view the module does
+/// not export. With `Accept: text/event-stream`, the result and then each
+/// change of it ([`state_sse`]).
+pub(crate) async fn get_view(
+    State(st): State<Arc<AppState>>,
+    Peer(peer): Peer,
+    StreamAccess {
+        principal, stream, ..
+    }: StreamAccess<Read>,
+    Path((_, name)): Path<(String, String)>,
+    query: Result<Query<ViewParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let params = match query {
+        // `?params=` with nothing is no parameters, like no `params`.
+        Ok(Query(q)) => q.params.filter(|p| !p.trim().is_empty()),
+        Err(e) => return error_response(ErrorCode::InvalidRequest, &e.body_text(), &[]),
+    };
+    let params = match params {
+        None => "null".to_string(),
+        Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) => v.to_string(),
+            Err(e) => {
+                return error_response(
+                    ErrorCode::InvalidJson,
+                    &format!("params must be JSON (URL-encoded): {e}"),
+                    &[],
+                )
+            }
+        },
+    };
+    let view = ViewQuery { name, params };
+    folded(st, peer, principal, stream, Some(view), headers).await
+}
+
+/// The query of a view request.
+#[derive(serde::Deserialize)]
+pub(crate) struct ViewParams {
+    /// The view's parameters, JSON text.
+    params: Option<String>,
+}
+
+/// The state (or a view of it) once, or as a feed.
+async fn folded(
+    st: Arc<AppState>,
+    peer: Option<std::net::SocketAddr>,
+    principal: Principal,
+    stream: StreamName,
+    view: Option<ViewQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let first = match st.store.read_state(stream.clone(), view.clone()).await {
         Ok(Some(first)) => first,
         Ok(None) => {
             return ApiError(
@@ -477,15 +541,26 @@ pub(crate) async fn get_state(
             )
             .into_response()
         }
+        Err(e @ (Error::NotFound(_) | Error::Reducer(_))) => {
+            let (code, message) = e.to_peer();
+            return error_response(code, &message, &[]);
+        }
         Err(e) => return store_failed(&e, "state"),
     };
+    let field = if view.is_some() { "result" } else { "state" };
     if !wants_event_stream(&headers) {
-        let (offset, state) = first;
+        let (offset, json) = first;
         return json_response(
             StatusCode::OK,
-            format!("{{\"offset\":{},\"state\":{state}}}", offset.0),
+            format!("{{\"offset\":{},\"{field}\":{json}}}", offset.0),
         );
     }
+    // A reconnecting EventSource that holds the answer at the current
+    // offset (its `Last-Event-ID`) is not sent it again.
+    let held = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let Some(permit) = st.connection_permit() else {
         return too_many_connections(&st);
     };
@@ -493,7 +568,21 @@ pub(crate) async fn get_state(
         Ok(slot) => slot,
         Err(denied) => return subject_refusal(denied),
     };
-    state_sse(st, stream, first, &principal, (permit, slot))
+    let feed = Following {
+        stream,
+        view,
+        held: held == Some(first.0 .0),
+    };
+    state_sse(st, feed, first, &principal, (permit, slot))
+}
+
+/// What a state feed follows.
+struct Following {
+    stream: StreamName,
+    /// A view of the state instead of the state.
+    view: Option<ViewQuery>,
+    /// The client holds the first answer already (its `Last-Event-ID`).
+    held: bool,
 }
 
 /// What a state follower last sent: the offset and the state it reflects.
@@ -513,7 +602,7 @@ struct Followed {
 /// state (`Last-Event-ID` is not needed).
 fn state_sse(
     st: Arc<AppState>,
-    stream: StreamName,
+    Following { stream, view, held }: Following,
     (offset, state): (Offset, String),
     principal: &Principal,
     permit: (OwnedSemaphorePermit, SubjectSlot),
@@ -521,6 +610,7 @@ fn state_sse(
     let feed = st.hub.feed(&stream);
     let head = feed.watch_head();
     let gauge = (SubscriptionGauge::new(st.metrics.clone()), permit, feed);
+    let field = if view.is_some() { "result" } else { "state" };
     let expires = principal.valid_until().and_then(|until| {
         tokio::time::Instant::now()
             .checked_add(Duration::from_secs(until.saturating_sub(now_secs())))
@@ -537,18 +627,18 @@ fn state_sse(
             } => {}
         }
     };
-    let first = state_event(offset, &state, None);
+    let first = (!held).then(|| state_event(field, offset, &state, None));
     let followed = serde_json::from_str(&state)
         .ok()
         .map(|state| Followed { offset, state });
     let rest = futures_util::stream::unfold(
-        Some((st, stream, head, followed, gauge)),
-        |follower| async move {
-            let (st, stream, mut head, mut followed, gauge) = follower?;
+        Some((st, stream, view, head, followed, gauge)),
+        move |follower| async move {
+            let (st, stream, view, mut head, mut followed, gauge) = follower?;
             loop {
                 let seen = followed.as_ref().map_or(Offset(0), |f| f.offset);
                 head.wait_for(|h| *h > seen).await.ok()?;
-                let (offset, text) = match st.store.state(stream.clone()).await {
+                let (offset, text) = match st.store.read_state(stream.clone(), view.clone()).await {
                     Ok(Some(now)) => now,
                     Ok(None) => return None,
                     Err(e) => {
@@ -573,6 +663,7 @@ fn state_sse(
                 let event = match &followed {
                     Some(f) if f.state == state => None,
                     previous => Some(state_event(
+                        field,
                         offset,
                         &text,
                         previous.as_ref().map(|f| (&f.state, &state)),
@@ -580,12 +671,12 @@ fn state_sse(
                 };
                 followed = Some(Followed { offset, state });
                 if let Some(event) = event {
-                    return Some((Ok(event), Some((st, stream, head, followed, gauge))));
+                    return Some((Ok(event), Some((st, stream, view, head, followed, gauge))));
                 }
             }
         },
     );
-    let events = futures_util::stream::iter([Ok::<_, Infallible>(first)])
+    let events = futures_util::stream::iter(first.map(Ok::<_, Infallible>))
         .chain(rest)
         .take_until(end);
     Sse::new(events)
@@ -597,6 +688,7 @@ fn state_sse(
 /// state sent before (`change`: that one and the new one) when it is
 /// shorter than the whole state, else the whole state.
 fn state_event(
+    field: &str,
     offset: Offset,
     text: &str,
     change: Option<(&serde_json::Value, &serde_json::Value)>,
@@ -615,9 +707,9 @@ fn state_event(
     }
     // serde_json writes no raw line breaks (they are escaped in strings).
     SseEvent::default()
-        .event("state")
+        .event(field)
         .id(id)
-        .data(format!("{{\"offset\":{},\"state\":{text}}}", offset.0))
+        .data(format!("{{\"offset\":{},\"{field}\":{text}}}", offset.0))
 }
 
 /// `GET /livez`: 200 while the process serves requests (liveness: restart

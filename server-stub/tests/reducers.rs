@@ -648,3 +648,108 @@ async fn with_one_state_kept_two_streams_in_turn_are_rebuilt_and_right() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("--reducer-max-streams"), "{stderr}");
 }
+
+/// Views exported next to the reducer: `GET …/views/{name}?params=` answers
+/// `{offset, result}`; unknown views, bad params and a throwing view get
+/// typed errors; with `Accept: text/event-stream` a view is followed, only
+/// changes of its result are sent, and `Last-Event-ID` at the current
+/// offset skips the answer the client holds.
+#[tokio::test]
+async fn views_are_read_and_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = format!("seats/*={}", fixture("seats.js").display());
+    let p = Proc::spawn(dir.path(), &["--reducer".into(), rule], &[]).await;
+    let view = |name: &str, params: &str| {
+        let params: String = params
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        format!("/v1/streams/seats%2Fv/views/{name}?params={params}")
+    };
+    let (status, body) = p.get(&view("heldBy", r#"{"who":"bob"}"#)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, serde_json::json!({"offset": 0, "result": []}));
+
+    // Bob follows his seats; Ann's booking changes nothing for him.
+    let mut bobs = SseReader::open(&p.url(&view("heldBy", r#"{"who":"bob"}"#))).await;
+    let first = bobs.next().await;
+    assert_eq!((first.event.as_str(), first.id.as_str()), ("result", "0"));
+    assert_eq!(first.data["result"], serde_json::json!([]));
+    let (mut c, _) = Client::hello(&p.ws(), client_id(5)).await;
+    c.push("seats/v", &[(1, book("1A", "ann")), (2, book("2B", "bob"))])
+        .await;
+    assert!(matches!(answer(&mut c).await, ServerMsg::Ack { .. }));
+    assert!(matches!(answer(&mut c).await, ServerMsg::Ack { .. }));
+    let e = bobs.next().await;
+    assert_eq!(e.id, "2", "offset 1 (Ann's) changed nothing for Bob: {e:?}");
+    let mut result = first.data["result"].clone();
+    match e.event.as_str() {
+        "result" => result = e.data["result"].clone(),
+        "patch" => {
+            let patch: json_patch::Patch = serde_json::from_value(e.data["patch"].clone()).unwrap();
+            json_patch::patch(&mut result, &patch).unwrap();
+        }
+        other => panic!("{other}: {e:?}"),
+    }
+    assert_eq!(result, serde_json::json!(["2B"]));
+    let (status, body) = p.get(&view("count", "")).await;
+    assert_eq!(
+        (status, body),
+        (200, serde_json::json!({"offset": 2, "result": 2}))
+    );
+
+    // A follower that holds the answer at offset 2 gets only what changes.
+    let r = reqwest::Client::new()
+        .get(p.url(&view("count", "null")))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "2")
+        .send()
+        .await
+        .unwrap();
+    let mut counts = SseReader::from_response(r);
+    c.push("seats/v", &[(3, book("3C", "cy"))]).await;
+    assert!(matches!(answer(&mut c).await, ServerMsg::Ack { .. }));
+    let e = counts.next().await;
+    assert_eq!(
+        (e.event.as_str(), e.id.as_str(), &e.data),
+        (
+            "result",
+            "3",
+            &serde_json::json!({"offset": 3, "result": 3})
+        )
+    );
+
+    // Errors: an unknown view, params that are not JSON, a view that throws.
+    let (status, body) = p.get(&view("nope", "")).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "NOT_FOUND");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("heldBy") && message.contains("count"),
+        "{message}"
+    );
+    let (status, body) = p
+        .get("/v1/streams/seats%2Fv/views/count?params=%7Bnope")
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &serde_json::json!("INVALID_JSON"))
+    );
+    let (status, body) = p.get(&view("broken", "")).await;
+    assert_eq!(body["error"]["code"], "REDUCER", "{status} {body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("this view always fails"));
+    // The stream's state is untouched by views.
+    let (_, state) = p.get("/v1/streams/seats%2Fv/state").await;
+    assert_eq!(state["offset"], 3);
+    drop((c, bobs, counts));
+    p.stop().await;
+}

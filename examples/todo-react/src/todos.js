@@ -39,6 +39,14 @@ export function todosReducer(state = initialState, action) {
   }
 }
 
+// Views: read-only questions about a list that the server answers on the
+// state it folds, at /v1/streams/todos%2F<room>/views/<name>?params=<JSON>
+// (and live, with Accept: text/event-stream). Pure, like the reducer.
+export const views = {
+  open: (state) => state.todos.filter((t) => !t.completed),
+  counts: (state) => ({ all: state.todos.length, completed: state.todos.filter((t) => t.completed).length }),
+};
+
 // The server runs the same reducer at the ordering point
 // (`logsync-server --reducer 'todos/*=./examples/todo-react/src/todos.js'`):
 // it loads the module's default export.

@@ -99,8 +99,10 @@ const PRELUDE: &str = r#"
     : `of type ${code === null ? 'null' : typeof code}`;
   const parse = JSON.parse;
   const stringify = JSON.stringify;
-  return (reducer, initialState) => {
+  return (reducer, initialState, views) => {
     const states = new Map();
+    const viewNames = () => (views !== null && typeof views === 'object'
+      ? Object.keys(views).filter((k) => typeof views[k] === 'function') : []);
     // The next state of the last fold that succeeded: kept by `commit`,
     // which the Rust side calls with the deadline off, so a stop can never
     // land between keeping a state and answering that it was refused.
@@ -145,6 +147,28 @@ const PRELUDE: &str = r#"
         return null;
       },
       state(key) { return stringify(states.get(key)) ?? 'null'; },
+      view(key, query) {
+        const [name, params] = parse(query);
+        const view = viewNames().includes(name) ? views[name] : undefined;
+        if (view === undefined) {
+          const names = viewNames();
+          return ['NOT_FOUND', `the module has no view named ${stringify(name)} (its views: ` +
+            `${names.length === 0 ? 'none; export them as `export const views = { name: (state, params) => … }`' : names.join(', ')})`];
+        }
+        let result;
+        try { result = view(states.get(key), params); }
+        catch (e) {
+          return ['REDUCER', `the view ${name} threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`];
+        }
+        if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
+          return ['REDUCER', `the view ${name} returned a Promise: a view must be synchronous`];
+        }
+        const text = stringify(result);
+        if (text === undefined) {
+          return ['REDUCER', `the view ${name} returned ${typeof result}, which is not JSON (return null for nothing)`];
+        }
+        return text;
+      },
       size() { return String(states.size); },
     };
   };
@@ -366,8 +390,9 @@ impl JsReducer {
                 ));
             };
             let initial: Value = ns.get("initialState").map_err(|e| describe(&ctx, e))?;
+            let views: Value = ns.get("views").map_err(|e| describe(&ctx, e))?;
             let harness: Object = factory
-                .call((reducer, initial))
+                .call((reducer, initial, views))
                 .map_err(|e| describe(&ctx, e))?;
             ctx.store_userdata(harness)
                 .map_err(|e| format!("the engine kept no harness: {e}"))?;
@@ -481,10 +506,10 @@ fn call(
         if let Some(a) = answer.as_array() {
             let code: String = a.get(0).map_err(|e| reducer_failed(describe(&ctx, e)))?;
             let message: String = a.get(1).map_err(|e| reducer_failed(describe(&ctx, e)))?;
-            let code = if code == "REJECTED" {
-                ErrorCode::Rejected
-            } else {
-                ErrorCode::Reducer
+            let code = match code.as_str() {
+                "REJECTED" => ErrorCode::Rejected,
+                "NOT_FOUND" => ErrorCode::NotFound,
+                _ => ErrorCode::Reducer,
             };
             return Err(Refusal { code, message });
         }
@@ -543,6 +568,10 @@ impl StreamState for JsState {
         })
     }
 
+    fn view(&self, name: &str, params: &str) -> Result<String, Refusal> {
+        self.view_of(name, params)
+    }
+
     fn to_json(&self) -> Result<String, Refusal> {
         self.with(|engine| {
             match call(
@@ -557,6 +586,32 @@ impl StreamState for JsState {
                 Answer::Done => Err(Refusal {
                     code: ErrorCode::Reducer,
                     message: "the state could not be written as JSON".into(),
+                }),
+            }
+        })
+    }
+}
+
+impl JsState {
+    /// The view `name` of this state with `params` (JSON text).
+    fn view_of(&self, name: &str, params: &str) -> Result<String, Refusal> {
+        let query = format!(
+            "[{},{params}]",
+            serde_json::to_string(name).unwrap_or_else(|_| "\"\"".into())
+        );
+        self.with(|engine| {
+            match call(
+                engine,
+                &self.deadline,
+                Some(self.limits.call_timeout),
+                "view",
+                self.key,
+                Some(&query),
+            )? {
+                Answer::Text(t) => Ok(t),
+                Answer::Done => Err(Refusal {
+                    code: ErrorCode::Reducer,
+                    message: format!("the view {name} gave no answer"),
                 }),
             }
         })

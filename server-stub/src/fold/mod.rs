@@ -67,6 +67,15 @@ pub trait StreamState: Send {
     fn fold(&mut self, payload: &[u8]) -> Result<(), Refusal>;
     /// The state as JSON text.
     fn to_json(&self) -> Result<String, Refusal>;
+    /// The view `name` of the state with `params` (JSON text), as JSON
+    /// text. `NOT_FOUND` when the reducer has no such view (the default:
+    /// a reducer without views); `REDUCER` when the view failed.
+    fn view(&self, name: &str, _params: &str) -> Result<String, Refusal> {
+        Err(Refusal {
+            code: ErrorCode::NotFound,
+            message: format!("this stream's reducer has no views (asked for {name:?})"),
+        })
+    }
 }
 
 /// Which reducer folds which streams: `(pattern, reducer)` rules, the

@@ -16,7 +16,7 @@ use sync_core::{
 
 use super::{
     appended_resend, fold_request, state_json, AppendListener, AppendRequest, BoxFuture, LogStore,
-    Outcome, Page, ProposedIntent, ReadLimits, StoredSnapshot, StreamStateJson,
+    Outcome, Page, ProposedIntent, ReadLimits, StoredSnapshot, StreamStateJson, ViewQuery,
 };
 use crate::error::Error;
 use crate::fold::{Folds, Reducers, Replayed};
@@ -291,12 +291,18 @@ impl LogStore for MemoryStore {
         )
     }
 
-    fn state(&self, stream: StreamName) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
+    fn read_state(
+        &self,
+        stream: StreamName,
+        view: Option<ViewQuery>,
+    ) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
         Box::pin(async move {
             self.with(|s| {
                 let log = s.streams.get(&stream);
                 let head = Offset(log.map_or(0, |l| l.events.len() as u64));
-                let answer = state_json(&mut s.folds, &stream, head, |after| replay(log, after));
+                let answer = state_json(&mut s.folds, &stream, head, view.as_ref(), |after| {
+                    replay(log, after)
+                });
                 s.folds.trim();
                 answer
             })

@@ -26,6 +26,12 @@ impl SseReader {
             .send()
             .await
             .unwrap();
+        SseReader::from_response(r)
+    }
+
+    /// Reads the events of a response to a request made elsewhere (with
+    /// headers of its own).
+    pub fn from_response(r: reqwest::Response) -> SseReader {
         assert_eq!(r.status().as_u16(), 200);
         assert!(r.headers()["content-type"]
             .to_str()

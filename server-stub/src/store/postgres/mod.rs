@@ -55,7 +55,7 @@ pub use schema::SCHEMA_VERSION;
 
 use super::{
     AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page, ReadLimits, StoredSnapshot,
-    StreamStateJson, Submitted,
+    StreamStateJson, Submitted, ViewQuery,
 };
 use crate::error::Error;
 use crate::fold::{Folds, Reducers};
@@ -485,11 +485,19 @@ impl LogStore for PostgresStore {
         })
     }
 
-    fn state(&self, stream: StreamName) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
+    fn read_state(
+        &self,
+        stream: StreamName,
+        view: Option<ViewQuery>,
+    ) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
         Box::pin(async move {
             let (reply, answer) = oneshot::channel();
             self.sender()?
-                .send(writer::Job::State { stream, reply })
+                .send(writer::Job::State {
+                    stream,
+                    view,
+                    reply,
+                })
                 .await
                 .map_err(|_| Error::StoreClosed)?;
             answer.await.map_err(|_| Error::StoreClosed)?

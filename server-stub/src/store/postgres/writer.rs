@@ -46,7 +46,7 @@ use crate::metrics::Metrics;
 use crate::store::CommitMode;
 use crate::store::{
     appended_resend, fold_request, state_json, AppendRequest, Outcome, ProposedIntent,
-    StreamStateJson,
+    StreamStateJson, ViewQuery,
 };
 
 /// Attempts per batch when PostgreSQL reports a deadlock or a
@@ -65,9 +65,10 @@ pub(crate) enum Job {
         state: Vec<u8>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
-    /// The state of a stream with a reducer, at its head.
+    /// The state of a stream with a reducer (or a view of it), at its head.
     State {
         stream: StreamName,
+        view: Option<ViewQuery>,
         reply: oneshot::Sender<Result<Option<StreamStateJson>, Error>>,
     },
 }
@@ -442,14 +443,23 @@ impl Writer {
     /// kept state folded on to it (events are never changed once
     /// committed, so no lock is needed to read them).
     async fn answer_state(&mut self, job: Job) {
-        let Job::State { stream, reply } = job else {
+        let Job::State {
+            stream,
+            view,
+            reply,
+        } = job
+        else {
             return;
         };
-        let answer = self.state(&stream).await;
+        let answer = self.state(&stream, view.as_ref()).await;
         let _ = reply.send(answer);
     }
 
-    async fn state(&mut self, stream: &StreamName) -> Result<Option<StreamStateJson>, Error> {
+    async fn state(
+        &mut self,
+        stream: &StreamName,
+        view: Option<&ViewQuery>,
+    ) -> Result<Option<StreamStateJson>, Error> {
         self.connection().await?;
         let conn = self.conn.as_ref().ok_or(Error::StoreClosed)?;
         let (c, st) = (&conn.client, &conn.st);
@@ -464,7 +474,7 @@ impl Writer {
                 [&vec![id], &vec![to_pg(after.0)?], &vec![to_pg(head)?]];
             events = Replay::from_rows(c.query(&st.replay, &params).await?)?;
         }
-        let answer = state_json(&mut self.folds, stream, Offset(head), |after| {
+        let answer = state_json(&mut self.folds, stream, Offset(head), view, |after| {
             Ok(events.after(id, after))
         });
         self.folds.trim();

@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
     AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page, ReadLimits, StoredSnapshot,
-    StreamStateJson, Submitted,
+    StreamStateJson, Submitted, ViewQuery,
 };
 use crate::error::Error;
 use crate::fold::{Folds, Reducers};
@@ -549,7 +549,11 @@ impl LogStore for SqliteStore {
         })
     }
 
-    fn state(&self, stream: StreamName) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
+    fn read_state(
+        &self,
+        stream: StreamName,
+        view: Option<ViewQuery>,
+    ) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
         Box::pin(async move {
             let sender = self
                 .jobs
@@ -559,7 +563,11 @@ impl LogStore for SqliteStore {
                 .ok_or(Error::StoreClosed)?;
             let (reply, answer) = oneshot::channel();
             sender
-                .send(writer::Job::State { stream, reply })
+                .send(writer::Job::State {
+                    stream,
+                    view,
+                    reply,
+                })
                 .await
                 .map_err(|_| Error::StoreClosed)?;
             answer.await.map_err(|_| Error::StoreClosed)?

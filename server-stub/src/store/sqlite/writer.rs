@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::store::CommitMode;
 use crate::store::{
     appended_resend, fold_request, state_json, AppendListener, AppendRequest, Outcome,
-    ProposedIntent, StreamStateJson,
+    ProposedIntent, StreamStateJson, ViewQuery,
 };
 
 /// What a state read answers.
@@ -44,9 +44,10 @@ pub(crate) enum Job {
     Probe {
         reply: oneshot::Sender<Result<(), Error>>,
     },
-    /// The state of a stream with a reducer, at its head.
+    /// The state of a stream with a reducer (or a view of it), at its head.
     State {
         stream: StreamName,
+        view: Option<ViewQuery>,
         reply: oneshot::Sender<StateAnswer>,
     },
 }
@@ -180,9 +181,13 @@ impl Writer {
                         replies.push(Reply::Probe(reply));
                         probe(&tx)?;
                     }
-                    Job::State { stream, reply } => {
+                    Job::State {
+                        stream,
+                        view,
+                        reply,
+                    } => {
                         // A read: its failure is its own, never the batch's.
-                        let answer = state(&tx, &mut self.folds, &stream);
+                        let answer = state(&tx, &mut self.folds, &stream, view.as_ref());
                         replies.push(Reply::State(reply, Some(answer)));
                     }
                 }
@@ -552,7 +557,12 @@ fn replay(tx: &Transaction<'_>, stream_id: i64, after: Offset) -> Result<Replaye
 
 /// The state of `stream` at its head (read inside the writer's
 /// transaction, so it is the state of the decisions made so far).
-fn state(tx: &Transaction<'_>, folds: &mut Folds, stream: &StreamName) -> StateAnswer {
+fn state(
+    tx: &Transaction<'_>,
+    folds: &mut Folds,
+    stream: &StreamName,
+    view: Option<&ViewQuery>,
+) -> StateAnswer {
     let found: Option<(i64, i64)> = tx
         .prepare_cached("SELECT id, head FROM streams WHERE name = ?1")?
         .query_row([stream.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -561,7 +571,7 @@ fn state(tx: &Transaction<'_>, folds: &mut Folds, stream: &StreamName) -> StateA
         Some((id, head)) => (id, from_sql(head)?),
         None => (-1, 0),
     };
-    state_json(folds, stream, Offset(head), |after| {
+    state_json(folds, stream, Offset(head), view, |after| {
         replay(tx, stream_id, after)
     })
 }

@@ -179,7 +179,13 @@ async fn two_clients_book_one_seat_exactly_one_wins() {
     let loser = if winner == "ann" { &mut bob } else { &mut ann };
     loser.book("seats/x", 2, "4B", "cy").await;
     assert!(
-        matches!(loser.answer().await, ServerMsg::Ack { offset: Offset(2), .. }),
+        matches!(
+            loser.answer().await,
+            ServerMsg::Ack {
+                offset: Offset(2),
+                ..
+            }
+        ),
         "a free seat is booked"
     );
 
@@ -210,7 +216,11 @@ async fn the_command_line_is_logsync_servers() {
     // --static serves the web page from a directory.
     let www = dir.path().join("www");
     std::fs::create_dir(&www).unwrap();
-    std::fs::write(www.join("index.html"), "<!doctype html><title>seats</title>").unwrap();
+    std::fs::write(
+        www.join("index.html"),
+        "<!doctype html><title>seats</title>",
+    )
+    .unwrap();
     let p = Proc::spawn(dir.path(), &["--static", www.to_str().unwrap()]).await;
     let (status, body) = p.get("/").await;
     assert_eq!(status, 200, "{body}");
@@ -220,7 +230,10 @@ async fn the_command_line_is_logsync_servers() {
     // The `token` command, reading the secret as the server does.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_logsync-seats-server"))
         .args(["token", "--sub", "ann", "--read", "seats/*"])
-        .env("LOGSYNC_JWT_SECRET", "a-secret-of-at-least-32-bytes-0123456789")
+        .env(
+            "LOGSYNC_JWT_SECRET",
+            "a-secret-of-at-least-32-bytes-0123456789",
+        )
         .output()
         .unwrap();
     assert!(

@@ -70,7 +70,8 @@ async fn one_seat_two_devices_the_server_keeps_the_first_booking() {
         .await
         .unwrap();
     wait_for(10_000.0, "both devices online", || {
-        get(&ann.status(), "online") == JsValue::TRUE && get(&bob.status(), "online") == JsValue::TRUE
+        get(&ann.status(), "online") == JsValue::TRUE
+            && get(&bob.status(), "online") == JsValue::TRUE
     })
     .await;
     let rejected = Rc::new(RefCell::new(Vec::<String>::new()));

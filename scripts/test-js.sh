@@ -8,7 +8,8 @@
 #   2. the Elm sources are elm-formatted
 #   3. node --test js/test: error codes (sync-core = wasm = JS = TypeScript),
 #      the store API in Node, tsc --noEmit on a usage file, React hooks,
-#      react-redux <Provider> with a Logsync store, the Elm ports adapter
+#      react-redux <Provider> with a Logsync store, the Elm ports adapter,
+#      the size budget (a minified production bundle + wasm, gzip)
 #   4. node --test examples/todo-elm/tests: the generated Elm ErrorCode
 #      module matches sync-core; Logsync.elm compiled into a real Elm
 #      program and connected with connectElmPorts

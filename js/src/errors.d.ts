@@ -17,3 +17,16 @@ export declare class LogsyncError extends Error {
 
 /** Whether `value` is an error Logsync made. */
 export declare function isLogsyncError(value: unknown): value is LogsyncError;
+
+/**
+ * The app's refusal of an action, thrown by a reducer:
+ * `throw new Rejection('SEAT_TAKEN', 'seat 4A is taken')`. On the server
+ * (`import { Rejection } from 'logsync'` in a reducer module run by
+ * logsync-server) it refuses the intent as `REJECTED` with the message
+ * `CODE: message`; the code must be 1 to 64 characters of A-Z, 0-9 and _.
+ */
+export declare class Rejection extends Error {
+  constructor(code: string, message?: string);
+  readonly name: 'Rejection';
+  readonly code: string;
+}

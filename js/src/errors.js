@@ -67,3 +67,26 @@ export function describe(value) {
   }
   return `${typeof value} ${String(value)}`;
 }
+
+/**
+ * The app's refusal of an action, thrown by a reducer:
+ * `throw new Rejection('SEAT_TAKEN', 'seat 4A is taken')`. An Error with
+ * the app's `code` (1 to 64 characters of A-Z, 0-9 and _) and a message.
+ *
+ * The same class is what `import { Rejection } from 'logsync'` gives a
+ * reducer module run by logsync-server at the ordering point, so one
+ * module runs in the browser and on the server. There, a thrown Rejection
+ * refuses the intent as `REJECTED` with the message `CODE: message`; one
+ * whose code is not of that form is refused as `REDUCER`.
+ */
+export class Rejection extends Error {
+  /**
+   * @param {string} code the app's code, e.g. `SEAT_TAKEN`
+   * @param {string} [message] why, for people
+   */
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+Object.defineProperty(Rejection.prototype, 'name', { value: 'Rejection', writable: true, configurable: true });

@@ -1,5 +1,5 @@
 import type { ErrorCode } from './errors.js';
-export { ERROR_CODES, LogsyncError, isLogsyncError } from './errors.js';
+export { ERROR_CODES, LogsyncError, Rejection, isLogsyncError } from './errors.js';
 export type { ErrorCode } from './errors.js';
 
 /** A Redux action: a plain, JSON-serialisable object with a string `type` (and any other fields). */
@@ -95,8 +95,11 @@ export type SyncStatus = Status;
 /** @deprecated The same type as {@link StoreOptions} (its former name). */
 export type SyncStoreOptions<S, A extends Action = Action> = StoreOptions<S, A>;
 
-/** An action the server refused; it has been dropped from the state. */
-export interface Rejection<A extends Action = Action> {
+/**
+ * An action the server refused; it has been dropped from the state. (Named
+ * `Rejection` before `Rejection` became the class a reducer throws.)
+ */
+export interface RejectedAction<A extends Action = Action> {
   action: A;
   code: ErrorCode;
   message: string;
@@ -158,7 +161,7 @@ export interface SyncStore<S, A extends Action = Action> {
   readonly status: Status;
   /** The sync status (the same object as `status`); use this on a store made by the `logsync()` enhancer, whose `status` the enhancers around it copy once. */
   getStatus(): Status;
-  /** Calls `listener` for each step of each of this tab's actions: pending → sent → confirmed | rejected | discarded, with rebased in between. A first listener also hears `pending` for the actions pending at that moment. */
+  /** Calls `listener` for each step of each of this tab's actions: pending → sent → confirmed | rejected | discarded, with rebased in between (also before sent: an action not pushed yet is rebased too). A first listener also hears `pending` for the actions pending at that moment. */
   onIntent(listener: (event: IntentEvent<A>) => void): Unsubscribe;
   /** Asks the browser to keep this origin's storage under storage pressure (navigator.storage.persist); resolves whether it will. `false` where the browser has no such API. */
   persist(): Promise<boolean>;
@@ -167,14 +170,14 @@ export interface SyncStore<S, A extends Action = Action> {
   /** Calls `listener` with connection, storage and reducer errors (the store keeps running). */
   onError(listener: (error: LogsyncErrorType) => void): Unsubscribe;
   /** Calls `listener` when the server refuses one of this client's actions. */
-  onRejected(listener: (rejection: Rejection<A>) => void): Unsubscribe;
+  onRejected(listener: (rejection: RejectedAction<A>) => void): Unsubscribe;
   /** Resolves when every action dispatched so far is confirmed by the server. */
   synced(): Promise<void>;
   /** Connects now: after `goOffline()`, after `connect: false`, or to skip a reconnect delay. */
   reconnect(): void;
   /** Drops the connection and stays offline (dispatches are kept) until `reconnect()`. */
   goOffline(): void;
-  /** Uses `token` (a JWT, or null for none) from the next connection on; after a refused token (`status.needsToken`) connects at once. A live connection keeps going. A token of another user (another `sub`) switches to that user's own local replica; the promise resolves once it is open (dispatch waits for it). */
+  /** Uses `token` (a JWT, or null for none) from the next connection on; after a refused token (`status.needsToken`) connects at once. A live connection keeps going. A token of another user (another `sub`) switches to that user's own local replica; the promise resolves once it is open (until then, also before hydration, dispatching a synced action throws `INVALID_REQUEST`). */
   setToken(token: string | null): Promise<void>;
   /** This tab's actions that wait for the server, in the order they apply. */
   pending(): PendingAction<A>[];

@@ -4,11 +4,11 @@
 // low-level `openStore`; everything that syncs lives in the wasm module.
 
 import loadWasm, * as wasm from '../wasm/logsync_wasm.js';
-import { ERROR_CODES, LogsyncError, describe, isLogsyncError, toLogsyncError } from './errors.js';
+import { ERROR_CODES, LogsyncError, Rejection, describe, isLogsyncError, toLogsyncError } from './errors.js';
 import { intentTracker } from './intents.js';
 import { devtoolsBridge, findExtension } from './devtools.js';
 
-export { ERROR_CODES, LogsyncError, isLogsyncError };
+export { ERROR_CODES, LogsyncError, Rejection, isLogsyncError };
 
 /** The action that computes a missing `initialState`, as Redux does. */
 export const INIT_ACTION_TYPE = '@@logsync/INIT';
@@ -208,7 +208,7 @@ function errorText(err) {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }
 
-function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}) {
+function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}, switched = () => {}) {
   const { stream } = low;
   let inner = first;
   let dbName = dbNameFor(low.dbName, low.token ?? null);
@@ -482,6 +482,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
       inner = opened;
       dbName = next;
       wire(inner);
+      switched();
       notify();
       fanOut(statusListeners, inner.status());
       await old.close();
@@ -603,13 +604,20 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   let failed = null; // the LogsyncError that stopped hydration
   let closed = false;
   let queue = []; // before hydration: { text, parsed }, in dispatch order
-  let early = initialState; // before hydration: initialState with `queue` folded in
+  let early = initialState; // before hydration: initialState with `applied` folded in
+  // Before hydration: every synced action folded into `early`, in order —
+  // the queued ones, and after a failed open the ones kept in memory only.
+  let applied = [];
   const local = []; // actions kept local by `filter`, in dispatch order
   let view = null; // { base, state }: `local` folded onto the synced state `base`
   let travel = null; // { state }: the state the DevTools jumped to
   let reducing = false;
   let replaying = false;
   let connection = null; // 'reconnect' | 'offline', asked for before hydration
+  // setToken with another user's token before hydration: until that
+  // switch is done, synced dispatches are refused (as the hydrated store
+  // does while it switches), so none goes to the previous user's replica.
+  let switching = null;
   let storage = null;
   let storageAt = 0;
 
@@ -778,6 +786,21 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     if (bridge !== null) bridge.dispatched(parsed, false);
   };
 
+  // setToken switched to another user's replica: the previous user's
+  // local actions and intents are theirs, not the new user's. The tracker
+  // forgets those intents (no fates: they wait in the previous user's
+  // database) and adopts the new user's pending ones as restored.
+  const onSwitched = () => {
+    local.length = 0;
+    view = null;
+    travel = null;
+    if (tracker !== null) {
+      tracker = intentTracker(emitIntent);
+      tracker.hydrated(wrapped.status, false);
+      tracker.adopt(wrapped.pending(), true);
+    }
+  };
+
   const dispatch = (action) => {
     ensureOpen('dispatch');
     checkAction(action);
@@ -793,6 +816,9 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       if (bridge !== null) bridge.dispatched(action, true);
       notify();
       return action;
+    }
+    if (switching !== null) {
+      throw new LogsyncError('INVALID_REQUEST', 'store.dispatch() was called while the store switches to another user\'s replica; await store.setToken(token) first');
     }
     if (wrapped !== null) {
       wrapped.dispatch(action);
@@ -816,6 +842,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     }
     const parsed = JSON.parse(text);
     early = reduce(early, parsed);
+    applied.push(parsed);
     if (failed === null) {
       queue.push({ text, parsed });
       if (tracker !== null) tracker.dispatched(text, parsed);
@@ -852,8 +879,19 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   const onError = (listener) => listen(errorListeners, 'onError', listener);
   const onRejected = (listener) => listen(rejectedListeners, 'onRejected', listener);
   const onIntent = (listener) => {
+    const first = intentListeners.size === 0;
     const stop = listen(intentListeners, 'onIntent', listener);
-    startTracking();
+    if (tracker === null) {
+      startTracking();
+    } else if (first) {
+      // Tracking began earlier (for the DevTools): a first listener still
+      // hears `pending` for the actions pending now.
+      try {
+        tracker.replay(listener);
+      } catch (err) {
+        report(err, 'a Logsync listener threw:');
+      }
+    }
     return once(() => {
       stop();
       if (intentListeners.size === 0 && bridge === null) tracker = null;
@@ -863,8 +901,29 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   const hydrate = async () => {
     await init();
     const opening = reducer;
-    const inner = await openInner(low, opening, initialState);
-    const store = wrapStore(inner, low, opening, initialState, onDispatched);
+    // Closed meanwhile: opened only to record the queued actions, offline.
+    const inner = await openInner(closed ? { ...low, connect: false } : low, opening, initialState);
+    const store = wrapStore(inner, low, opening, initialState, onDispatched, onSwitched);
+    if (closed) {
+      // close() came first: record the queued actions (it waits for that)
+      // and tell no one anything more.
+      wrapped = store;
+      inner.goOffline();
+      replaying = true;
+      try {
+        for (const { parsed } of queue) {
+          try {
+            store.dispatch(parsed);
+          } catch (err) {
+            report(toLogsyncError(err, 'INTERNAL', 'an action dispatched before the store opened could not be recorded'), 'Logsync:');
+          }
+        }
+      } finally {
+        replaying = false;
+      }
+      queue = [];
+      return;
+    }
     if (reducer !== opening) store.replaceReducer(reducer);
     const before = early;
     const restored = store.pending();
@@ -872,21 +931,22 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     if (tracker !== null) tracker.adopt(restored, true);
     wrapped = store;
     replaying = true;
+    // Told once the replay is over and the store is wired: a listener
+    // that dispatches then comes after the replayed actions, and is tracked.
+    const failures = [];
     try {
       for (const { text, parsed } of queue) {
         try {
           store.dispatch(parsed);
         } catch (err) {
-          const e = toLogsyncError(err, 'INTERNAL', 'an action dispatched before the store opened could not be recorded');
-          if (tracker !== null) tracker.failed(text, e);
-          fanOutSet(errorListeners, e);
-          if (errorListeners.size === 0) report(e, 'Logsync:');
+          failures.push({ text, error: toLogsyncError(err, 'INTERNAL', 'an action dispatched before the store opened could not be recorded') });
         }
       }
     } finally {
       replaying = false;
     }
     queue = [];
+    applied = [];
     early = undefined;
     store.subscribe(() => {
       notify();
@@ -906,7 +966,11 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       fanOutSet(rejectedListeners, rejection);
       scheduleReconcile();
     });
-    if (tracker !== null) tracker.hydrated(store.status, moved);
+    if (tracker !== null) tracker.hydrated(store.status, moved, failures);
+    for (const { error } of failures) {
+      fanOutSet(errorListeners, error);
+      if (errorListeners.size === 0) report(error, 'Logsync:');
+    }
     if (bridge !== null) bridge.hydrated(store.status.offset);
     if (connection === 'offline') store.goOffline();
     else if (connection === 'reconnect') store.reconnect();
@@ -920,6 +984,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     const e = toLogsyncError(err, 'INTERNAL', `Could not open the Logsync store of stream "${stream}"`);
     failed = e;
     failedInfo = Object.freeze({ code: e.code, message: e.message });
+    if (closed) throw e; // close() came first: no one is told any more
     if (tracker !== null) for (const { text } of queue) tracker.failed(text, e);
     queue = [];
     fanOutSet(errorListeners, e);
@@ -952,6 +1017,15 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       throw err;
     }
     scheduleReconcile();
+    // One already sent may be taken by the server all the same: once the
+    // store has nothing left to decide, one whose event did not come was
+    // withdrawn.
+    if (tracker !== null) {
+      wrapped.synced().then(() => {
+        reconcile();
+        if (tracker !== null && !closed) tracker.settled();
+      }, () => {});
+    }
   };
 
   const replaceReducer = (nextReducer) => {
@@ -972,7 +1046,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     }
     try {
       let state = initialState;
-      for (const { parsed } of queue) state = reduce(state, parsed);
+      for (const parsed of applied) state = reduce(state, parsed);
       early = state;
     } catch (err) {
       reducer = previous;
@@ -1001,7 +1075,15 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       throw new LogsyncError('INVALID_REQUEST', `store.setToken(token) expects a string (a JWT) or null, got ${describe(token)}`);
     }
     if (wrapped !== null) return wrapped.setToken(token);
-    return ready.then(() => wrapped.setToken(token));
+    const step = ready.then(() => wrapped.setToken(token));
+    if (dbNameFor(low.dbName, token) !== dbNameFor(low.dbName, low.token ?? null)) {
+      switching = step;
+      const done = () => {
+        if (switching === step) switching = null;
+      };
+      step.then(done, done);
+    }
+    return step;
   };
 
   const persist = async () => {

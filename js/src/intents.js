@@ -13,14 +13,22 @@
 //              its fate
 //   rebased    events of other devices (or tabs) were placed before it; its
 //              effect was recomputed on the new confirmed state (`offset`);
-//              any number of times, also when the store hydrates
+//              any number of times, also when the store hydrates, and also
+//              before `sent` (an action not pushed yet is rebased too)
 //   confirmed  in the log; `offset` is the confirmed offset once its event
 //              was applied: its event's offset, or a later one when several
 //              events arrived at once
 //   rejected   refused by the server (`code`, `message`), or, for an action
 //              dispatched before the store hydrated, refused when it was
 //              handed to the opened store (e.g. REDUCER, PAYLOAD_TOO_LARGE)
-//   discarded  withdrawn with `store.discard(seq)`
+//   discarded  withdrawn with `store.discard(seq)`; one already sent may
+//              have been taken by the server all the same (the withdrawal
+//              goes out after the push): it is held until that is known —
+//              `confirmed` if an event this tab's other intents do not
+//              account for arrives (the store does not say whose events
+//              are whose: the first such event is taken for it), else
+//              `discarded` once the store has nothing left to decide
+//              (`settled`)
 
 const same = (a, b) => a === b;
 
@@ -32,6 +40,9 @@ export function intentTracker(emit) {
   let entries = [];
   let rejections = []; // { text, code, message }, until matched
   const discarded = new Set();
+  // Discarded after they were sent, in seq order: the server may take them
+  // all the same. Decided by the next unexplained event, or by `settled`.
+  let withdrawing = [];
   let offset = null; // the confirmed offset at the last reconcile
   let renumbering = false; // the log's epoch changed: seqs are about to be renumbered
 
@@ -68,7 +79,7 @@ export function intentTracker(emit) {
   const fateOf = (entry) => {
     if (entry.seq !== null && discarded.has(entry.seq)) {
       discarded.delete(entry.seq);
-      return { type: 'discarded' };
+      return { type: entry.sent ? 'withdrawing' : 'discarded' };
     }
     const i = rejections.findIndex((r) => same(r.text, entry.text));
     if (i >= 0) {
@@ -106,11 +117,20 @@ export function intentTracker(emit) {
       event('rejected', entry, { code: err.code ?? 'INTERNAL', message: err.message ?? String(err) });
     },
 
-    /** The store hydrated: the actions dispatched before were folded onto the restored state (`moved`: it is not the initial state). */
-    hydrated(status, moved) {
+    /**
+     * The store hydrated: the actions dispatched before were handed over,
+     * `failures` ({ text, error }) could not be (rejected), the others were
+     * folded onto the restored state (`moved`: it is not the initial state).
+     * Actions a listener dispatches meanwhile were not rebased.
+     */
+    hydrated(status, moved, failures = []) {
       offset = status.offset;
+      const before = [...entries];
+      for (const { text, error } of failures) this.failed(text, error);
       if (!moved) return;
-      for (const entry of entries) if (entry.seq === null) event('rebased', entry, { offset: status.offset });
+      for (const entry of before) {
+        if (entry.seq === null && entries.includes(entry)) event('rebased', entry, { offset: status.offset });
+      }
     },
 
     /** The server refused one of this tab's actions ({ action, code, message }). */
@@ -189,22 +209,56 @@ export function intentTracker(emit) {
       const confirmedNow = decided.filter(([, f]) => f.type === 'confirmed').length;
       const before = offset;
       offset = status.offset;
-      const others = before !== null && offset > before ? Math.max(0, offset - before - confirmedNow) : 0;
+      let others = before !== null && offset > before ? Math.max(0, offset - before - confirmedNow) : 0;
+      // A sent intent discarded since: the server may have taken it (its
+      // event is then one the confirmed ones do not account for).
+      for (const [entry, f] of decided) if (f.type === 'withdrawing') withdrawing.push(entry);
+      const taken = withdrawing.slice(0, others);
+      withdrawing = withdrawing.slice(taken.length);
+      others -= taken.length;
       // Events of others first: they are at or before the offset the
       // decided intents are reported at.
       if (others > 0 && remote) remote(others);
       for (const [entry, f] of decided) {
+        if (f.type === 'withdrawing') continue;
         if (f.type !== 'discarded' && !entry.sent) event('sent', entry);
         event(f.type, entry, f.type === 'confirmed' ? { offset } : f.extra);
       }
-      for (const entry of entries) {
+      for (const entry of taken) event('confirmed', entry, { offset });
+      // The intents open at this step, as they are now: a listener may
+      // dispatch (and so open more) while it hears them.
+      const stepOpen = [...entries];
+      for (const entry of stepOpen) {
         if (status.online && entry.seq !== null && !entry.sent) {
           entry.sent = true;
           event('sent', entry);
         }
       }
-      if (others > 0) for (const entry of entries) event('rebased', entry, { offset });
+      if (others > 0) for (const entry of stepOpen) event('rebased', entry, { offset });
       return others;
+    },
+
+    /**
+     * The store has nothing of this tab left to decide (its `synced()`
+     * resolved): a discarded intent whose event did not come was
+     * withdrawn. Call after a last `reconcile`.
+     */
+    settled() {
+      const now = withdrawing;
+      withdrawing = [];
+      for (const entry of now) event('discarded', entry);
+    },
+
+    /** Tells `listener` alone `pending` for each open intent (a first listener, when tracking began earlier). */
+    replay(listener) {
+      for (const entry of [...entries]) {
+        listener(Object.freeze({ type: 'pending', seq: entry.seq, action: entry.action }));
+      }
+    },
+
+    /** Whether a discarded intent waits for `settled`. */
+    get withdrawing() {
+      return withdrawing.length > 0;
     },
 
     get size() {

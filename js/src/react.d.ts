@@ -1,9 +1,21 @@
 import type { ReactNode, ReactElement } from 'react';
 import type { Action, Status, SyncStore } from './index.js';
 
+/**
+ * What the hooks need of a store: a Logsync store, or a Redux store made
+ * with the `logsync()` enhancer (`logsync/redux`), which has no `status`
+ * getter (the hooks read `getStatus()`) and Redux's own `dispatch` and
+ * `replaceReducer`.
+ */
+export type ProvidedStore<S, A extends Action = Action> =
+  | SyncStore<S, A>
+  | (Omit<SyncStore<S, A>, 'status' | 'dispatch' | 'replaceReducer' | typeof Symbol.observable> & {
+      dispatch(action: A): unknown;
+    });
+
 /** Makes `store` available to the hooks below it. */
 export declare function LogsyncProvider<S, A extends Action>(props: {
-  store: SyncStore<S, A>;
+  store: ProvidedStore<S, A>;
   children?: ReactNode;
 }): ReactElement;
 

@@ -136,6 +136,22 @@ test('time travel shows another state to the app, sends nothing, and ends on the
   await store.close();
 });
 
+test('with the DevTools connected, a first onIntent listener still hears pending for the actions pending then', async () => {
+  const store = await createSyncStore(options({ devtools: { extension: fakeExtension() } }));
+  store.dispatch({ type: 'add', id: 'a' });
+  const first = [];
+  const stop = store.onIntent((e) => first.push([e.type, e.action.id]));
+  assert.deepEqual(first, [['pending', 'a']]);
+  const second = [];
+  store.onIntent((e) => second.push([e.type, e.action.id]));
+  assert.deepEqual(second, [], 'only a first listener hears the replay');
+  store.dispatch({ type: 'add', id: 'b' });
+  assert.deepEqual(first, [['pending', 'a'], ['pending', 'b']]);
+  assert.deepEqual(second, [['pending', 'b']]);
+  stop();
+  await store.close();
+});
+
 test('no extension: nothing is connected and nothing is needed', async () => {
   assert.equal(typeof window, 'undefined');
   const store = createLogsyncStore(options({}));

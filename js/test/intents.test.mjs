@@ -65,6 +65,16 @@ test('tracker: rebased when events of others come before it, then confirmed', ()
   assert.deepEqual(short(), [['pending', null, 'a'], ['sent', 7, 'a'], ['rebased', 7, 'a', 8], ['confirmed', 7, 'a', 10]]);
 });
 
+test('tracker: an action not pushed yet (its write under way) is rebased before it is sent, as the README says', () => {
+  const { tracker, short } = tracked();
+  tracker.hydrated(online(0), false);
+  tracker.dispatched(JSON.stringify(a), a);
+  tracker.reconcile(online(2), [{ seq: null, action: a }]);
+  tracker.reconcile(online(2), [{ seq: 1, action: a }]);
+  tracker.reconcile(online(3), []);
+  assert.deepEqual(short(), [['pending', null, 'a'], ['rebased', null, 'a', 2], ['sent', 1, 'a'], ['confirmed', 1, 'a', 3]]);
+});
+
 test('tracker: an action decided before its seq was seen is still reported, in order', () => {
   const { tracker, short } = tracked();
   tracker.hydrated(online(0), false);
@@ -81,6 +91,53 @@ test('tracker: discarded, and actions it never saw dispatched are adopted', () =
   tracker.discarded(4);
   tracker.reconcile(offline(0), []);
   assert.deepEqual(short(), [['pending', 4, 'a'], ['discarded', 4, 'a']]);
+});
+
+test('tracker: a discarded intent the server took anyway is confirmed, not an event of others', () => {
+  const { tracker, short } = tracked();
+  tracker.hydrated(online(0), false);
+  tracker.dispatched(JSON.stringify(a), a);
+  tracker.reconcile(online(0), [{ seq: 1, action: a }]); // sent
+  tracker.discarded(1);
+  tracker.reconcile(online(0), []);
+  assert.deepEqual(short(), [['pending', null, 'a'], ['sent', 1, 'a']], 'not finally discarded while the server may take it');
+  const others = tracker.reconcile(online(1), []);
+  assert.deepEqual(short().slice(2), [['confirmed', 1, 'a', 1]]);
+  assert.equal(others, 0, 'its event is not counted as one of others');
+  tracker.settled();
+  assert.equal(short().length, 3, 'decided once');
+});
+
+test('tracker: a discarded intent the server did not take is discarded once the store has settled', () => {
+  const { tracker, short } = tracked();
+  tracker.hydrated(online(0), false);
+  tracker.dispatched(JSON.stringify(a), a);
+  tracker.dispatched(JSON.stringify(b), b);
+  tracker.reconcile(online(0), [{ seq: 1, action: a }, { seq: 2, action: b }]);
+  tracker.discarded(1);
+  tracker.reconcile(online(0), [{ seq: 2, action: b }]);
+  assert.equal(tracker.withdrawing, true);
+  assert.equal(tracker.reconcile(online(1), []), 0, 'b\'s own event');
+  tracker.settled();
+  assert.deepEqual(short().slice(4), [['confirmed', 2, 'b', 1], ['discarded', 1, 'a']]);
+  assert.equal(tracker.withdrawing, false);
+});
+
+test('tracker: a listener that dispatches while it hears events does not extend the step it hears', () => {
+  const events = [];
+  let tracker;
+  tracker = intentTracker((e) => {
+    events.push([e.type, e.action.id]);
+    if (events.length > 20) throw new Error('the tracker keeps reporting: it iterates what the listener adds');
+    if (e.type === 'rebased' && e.action.id === 'a') tracker.dispatched(JSON.stringify(b), b);
+  });
+  tracker.hydrated(online(0), false);
+  tracker.dispatched(JSON.stringify(a), a);
+  tracker.reconcile(online(0), [{ seq: 1, action: a }]);
+  tracker.reconcile(online(2), [{ seq: 1, action: a }]);
+  assert.deepEqual(events, [['pending', 'a'], ['sent', 'a'], ['rebased', 'a'], ['pending', 'b']],
+    'one rebased, for the intent open when the step began (b was dispatched onto the new state)');
+  assert.equal(tracker.size, 2);
 });
 
 const list = (state = [], action) => {
@@ -143,6 +200,37 @@ test('onIntent on the real store: restored, pending, rebased at hydration, rejec
   stop();
   store.dispatch({ type: 'add', id: 'unheard' });
   assert.equal(events.length, 2, 'no events after the listener stopped');
+  await store.close();
+});
+
+test('listeners that dispatch when an action fails at hydration: their action comes after the replayed ones, and is tracked', async () => {
+  const opts = options();
+  const first = await createSyncStore(opts);
+  first.dispatch({ type: 'add', id: 'stored' });
+  await first.close();
+
+  const store = createLogsyncStore(opts);
+  const events = [];
+  store.onIntent((e) => {
+    events.push([e.type, e.action.id]);
+    if (e.type === 'rejected') store.dispatch({ type: 'add', id: 'after-rejected' });
+  });
+  store.onError(() => store.dispatch({ type: 'add', id: 'after-error' }));
+  store.dispatch({ type: 'add', id: 'stored' }); // fails on the restored state
+  store.dispatch({ type: 'add', id: 'early' });
+  await store.ready;
+  assert.deepEqual(store.getState(), ['stored', 'early', 'after-rejected', 'after-error'], 'replayed actions first, in order');
+  assert.deepEqual(events, [
+    ['pending', 'stored'],
+    ['pending', 'early'],
+    ['pending', 'stored'], // restored from storage
+    ['rejected', 'stored'],
+    ['pending', 'after-rejected'],
+    ['rebased', 'early'], // not the actions dispatched onto the restored state
+    ['pending', 'after-error'],
+  ]);
+  await until('seqs', () => store.pending().length === 4 && store.pending().every((p) => p.seq !== null));
+  assert.deepEqual(store.pending().map((p) => p.action.id), ['stored', 'early', 'after-rejected', 'after-error']);
   await store.close();
 });
 

@@ -85,6 +85,47 @@ test('confirmed: pending → sent → confirmed at its offset, with its seq', { 
   assert.equal(store.status.behind, 0);
 });
 
+test('discarded after it was sent: the server takes it all the same, and it is confirmed (not an event of others)', { skip }, async (t) => {
+  const stream = `intents/${randomUUID()}`;
+  const monitor = [];
+  const extension = { connect: () => ({ init() {}, send: (action) => monitor.push(action.type), subscribe: () => () => {} }) };
+  const store = createLogsyncStore(options(stream, { devtools: { extension } }));
+  t.after(() => store.close());
+  const events = [];
+  // Discarded as soon as it is sent, before the server's answer can come.
+  store.onIntent((e) => {
+    events.push(e);
+    if (e.type === 'sent') store.discard(e.seq);
+  });
+  await store.ready;
+  await until('online', () => store.status.online);
+  store.dispatch({ type: 'add', id: 'a' });
+  await until('a decided', () => events.length === 3);
+  assert.deepEqual(fate(events, 'a'), [['pending', 'no seq'], ['sent', 'seq'], ['confirmed', 'seq', 1]]);
+  await store.synced();
+  assert.deepEqual(store.getState(), ['a'], 'its event applied');
+  assert.equal(events.length, 3, 'no discarded after it');
+  assert.ok(!monitor.some((type) => type.startsWith('@@logsync/remote')), `no remote event in the DevTools: ${monitor}`);
+});
+
+test('discarded before it was sent: discarded at once', { skip }, async (t) => {
+  const stream = `intents/${randomUUID()}`;
+  const store = createLogsyncStore(options(stream, { connect: false }));
+  t.after(() => store.close());
+  const events = [];
+  store.onIntent((e) => events.push(e));
+  await store.ready;
+  store.dispatch({ type: 'add', id: 'a' });
+  await until('a written', () => store.pending()[0]?.seq != null);
+  store.discard(store.pending()[0].seq);
+  await until('a decided', () => events.length === 2);
+  store.reconnect();
+  await store.synced();
+  assert.deepEqual(fate(events, 'a'), [['pending', 'no seq'], ['discarded', 'seq']]);
+  assert.deepEqual(store.getState(), []);
+  assert.equal(store.status.offset, 0, 'withdrawn: not in the log');
+});
+
 test('rebased: another device\'s event comes first; then confirmed after it; catch-up progress in status', { skip }, async (t) => {
   const stream = `intents/${randomUUID()}`;
   const monitor = [];

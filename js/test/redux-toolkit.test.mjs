@@ -193,6 +193,40 @@ test('close() before hydration still records what was dispatched', async () => {
   }
 });
 
+test('close() before hydration: no listener hears anything after it, and no connection is opened', async (t) => {
+  let sockets = 0;
+  const saved = globalThis.WebSocket;
+  globalThis.WebSocket = class {
+    constructor() {
+      sockets++;
+      throw new Error('no connection in this test');
+    }
+  };
+  t.after(() => {
+    if (saved === undefined) delete globalThis.WebSocket;
+    else globalThis.WebSocket = saved;
+  });
+  const options = { ...where(), stream: 'test/close-early', reducer: list, connect: true };
+  const store = createLogsyncStore(options);
+  store.dispatch({ type: 'add', id: 'x' });
+  const heard = [];
+  store.subscribe(() => heard.push('subscribe'));
+  store.onStatus(() => heard.push('status'));
+  store.onIntent((e) => heard.push(`intent ${e.type}`));
+  store.onError((err) => heard.push(`error ${err.code}`));
+  heard.length = 0; // a first onIntent listener hears pending for x
+  await store.close();
+  await store.ready;
+  assert.equal(sockets, 0, 'no WebSocket');
+  assert.deepEqual(heard, [], 'nothing after close()');
+  const again = await createSyncStore({ ...options, connect: false });
+  try {
+    assert.deepEqual(again.getState(), ['x'], 'what was dispatched is recorded');
+  } finally {
+    await again.close();
+  }
+});
+
 test('a store that cannot open: ready rejects with a LogsyncError, onError hears it, the state stays usable in memory', async () => {
   const store = createLogsyncStore({ ...where(), stream: 'has spaces', reducer: list });
   const errors = [];
@@ -212,6 +246,22 @@ test('a store that cannot open: ready rejects with a LogsyncError, onError hears
   assert.deepEqual(store.getState(), ['kept in memory', 'more']);
   assert.equal(store.status.pending, 0, 'nothing waits to be stored or sent');
   await assert.rejects(store.synced(), (err) => err.code === 'INVALID_STREAM');
+  await store.close();
+});
+
+test('a store that cannot open keeps its state across replaceReducer: every action dispatched before and after the failure is folded again', async () => {
+  const store = createLogsyncStore({ ...where(), stream: 'has spaces', reducer: list });
+  store.onError(() => {});
+  store.dispatch({ type: 'add', id: 'a' });
+  await assert.rejects(store.ready);
+  store.dispatch({ type: 'add', id: 'b' });
+  const seen = [];
+  store.replaceReducer((state, action) => {
+    seen.push(action.id);
+    return list(state, action);
+  });
+  assert.deepEqual(store.getState(), ['a', 'b']);
+  assert.deepEqual(seen, ['a', 'b'], 'folded with the new reducer');
   await store.close();
 });
 

@@ -6,7 +6,7 @@ import './wasm-node.mjs';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { createSyncStore, dbNameFor, LogsyncError } from 'logsync';
+import { createLogsyncStore, createSyncStore, dbNameFor, LogsyncError } from 'logsync';
 
 const votes = (state = { votes: [] }, action) =>
   action.type === 'vote' ? { votes: [...state.votes, action.choice] } : state;
@@ -85,6 +85,80 @@ test('each user of one browser has a replica of their own; setToken switches', a
   t.after(() => again.close());
   assert.equal(again.status.clientId, bobId);
   assert.deepEqual(again.getState(), { votes: ['sushi'] });
+});
+
+test('setToken with another user before hydration: dispatch is refused until the switch is done, as after hydration', async (t) => {
+  const options = offline({ token: tokenFor('alice'), devtools: false });
+  const store = createLogsyncStore(options);
+  t.after(() => store.close());
+  store.dispatch({ type: 'vote', choice: 'pizza' }); // alice's
+  const switching = store.setToken(tokenFor('bob'));
+  assert.throws(() => store.dispatch({ type: 'vote', choice: 'sushi' }), (err) => {
+    assert.ok(err instanceof LogsyncError);
+    assert.equal(err.code, 'INVALID_REQUEST');
+    assert.match(err.message, /await store\.setToken/);
+    return true;
+  }, 'not sent under alice');
+  await switching;
+  assert.deepEqual(store.getState(), { votes: [] }, 'bob\'s replica');
+  store.dispatch({ type: 'vote', choice: 'sushi' });
+  assert.deepEqual(store.getState(), { votes: ['sushi'] });
+  await store.close();
+  const alice = await createSyncStore(options);
+  try {
+    assert.deepEqual(alice.getState(), { votes: ['pizza'] }, 'alice\'s vote kept in her database, and only it');
+  } finally {
+    await alice.close();
+  }
+  const bob = await createSyncStore({ ...options, token: tokenFor('bob') });
+  try {
+    assert.deepEqual(bob.getState(), { votes: ['sushi'] });
+  } finally {
+    await bob.close();
+  }
+});
+
+test('setToken with another user after hydration: onIntent forgets the previous user\'s intents (no fates for them), hears the new user\'s as restored; local actions are cleared', async (t) => {
+  const withPanel = (state = { votes: [] }, action) => (action.type === 'panel' ? { ...state, panel: action.open } : votes(state, action));
+  const options = offline({ reducer: withPanel, filter: (action) => action.type !== 'panel', devtools: false });
+  const waitSeqs = async (store) => {
+    const deadline = Date.now() + 5000;
+    while (store.pending().some((p) => p.seq === null)) {
+      assert.ok(Date.now() < deadline, 'seqs assigned within 5 s');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  // Bob voted earlier on this browser: his vote waits in his database, with seq 1.
+  const bobBefore = await createSyncStore({ ...options, token: tokenFor('bob') });
+  bobBefore.dispatch({ type: 'vote', choice: 'salad' });
+  await waitSeqs(bobBefore);
+  await bobBefore.close();
+
+  const store = await createSyncStore({ ...options, token: tokenFor('alice') });
+  t.after(() => store.close());
+  const events = [];
+  store.onIntent((e) => events.push([e.type, e.action.choice, e.seq, e.restored].filter((x) => x !== undefined)));
+  store.dispatch({ type: 'vote', choice: 'pizza' });
+  store.dispatch({ type: 'panel', open: true }); // local: not synced
+  await waitSeqs(store);
+  assert.equal(store.pending()[0].seq, 1, 'alice\'s seq overlaps bob\'s');
+  assert.deepEqual(store.getState(), { votes: ['pizza'], panel: true });
+  events.length = 0;
+
+  await store.setToken(tokenFor('bob'));
+  // The pending list is compared on status changes and a microtask after
+  // state changes: a task later, every comparison the switch caused is done.
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(store.getState(), { votes: ['salad'] }, 'bob\'s state, without alice\'s local actions');
+  assert.deepEqual(events, [['pending', 'salad', 1, true]], 'no fate for alice\'s pizza; bob\'s vote adopted as restored');
+  store.discard(1);
+  const deadline = Date.now() + 5000;
+  while (events.length < 2) {
+    assert.ok(Date.now() < deadline, 'the discard is reported within 5 s');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  assert.deepEqual(events.slice(1), [['discarded', 'salad', 1]], 'seq 1 is bob\'s salad now');
+  assert.deepEqual(store.getState(), { votes: [] });
 });
 
 test('pending actions are listed and discarded', async (t) => {

@@ -109,6 +109,11 @@ pub struct Cli {
     #[arg(long, env = "LOGSYNC_REDUCER_MEMORY", default_value = "256MiB", value_parser = parse_size)]
     pub reducer_memory: usize,
 
+    /// Most streams whose reducer states the writer keeps in memory; past it the least recently
+    /// used are dropped and folded again from the log when next needed.
+    #[arg(long, env = "LOGSYNC_REDUCER_MAX_STREAMS", default_value_t = crate::fold::DEFAULT_MAX_STATES)]
+    pub reducer_max_streams: usize,
+
     /// Serve a built web app from this directory at `/` (unknown non-API GET paths get index.html).
     #[arg(long = "static", env = "LOGSYNC_STATIC", value_name = "DIR")]
     pub static_dir: Option<PathBuf>,
@@ -396,6 +401,7 @@ impl Cli {
             reducers: self.reducers.clone(),
             reducer_timeout: self.reducer_timeout,
             reducer_memory_bytes: self.reducer_memory,
+            reducer_max_streams: self.reducer_max_streams,
         };
         config.validate()?;
         Ok(config)

@@ -115,6 +115,10 @@ pub struct Config {
     /// Most bytes each JavaScript reducer's engine may allocate (its
     /// module and the states of all its streams).
     pub reducer_memory_bytes: usize,
+    /// Most streams whose reducer states a store's writer keeps in memory
+    /// (`--reducer-max-streams`): past it the least recently used are
+    /// dropped and folded again from the log when next needed.
+    pub reducer_max_streams: usize,
 }
 
 /// One `--reducer PATTERN=FILE[#EXPORT]` rule: the streams `pattern`
@@ -168,6 +172,7 @@ impl Default for Config {
             reducers: Vec::new(),
             reducer_timeout: Duration::from_millis(100),
             reducer_memory_bytes: 256 << 20,
+            reducer_max_streams: crate::fold::DEFAULT_MAX_STATES,
             server_id: random_server_id(),
             max_frame_bytes: sync_core::DEFAULT_MAX_FRAME_BYTES,
             max_payload_bytes: sync_core::DEFAULT_MAX_PAYLOAD_BYTES,
@@ -255,6 +260,9 @@ impl Config {
         }
         if self.reducer_timeout.is_zero() || self.reducer_memory_bytes < (1 << 20) {
             return bad("the reducer timeout must be above 0 and its memory at least 1MiB".into());
+        }
+        if self.reducer_max_streams == 0 {
+            return bad("--reducer-max-streams must be at least 1".into());
         }
         if let Some(url) = &self.store_url {
             if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {

@@ -287,6 +287,7 @@ fn load_reducers(config: &Config, extra: Reducers) -> Result<Reducers, Error> {
         reducers.add(&rule.pattern, Arc::new(reducer));
     }
     reducers.extend(extra);
+    reducers.keep_states(config.reducer_max_streams);
     Ok(reducers)
 }
 

@@ -139,6 +139,14 @@ pub struct Metrics {
     /// Pushes a connection had to wait for because it was over its intent
     /// rate (it was slowed down, not refused).
     pub intents_paced: AtomicU64,
+    /// Streams whose reducer states the store's writer keeps now.
+    pub reducer_states: AtomicI64,
+    /// Reducer states folded from the start of a stream's log (first use,
+    /// or again after being dropped or rolled back).
+    pub reducer_states_built: AtomicU64,
+    /// Reducer states dropped as the least recently used beyond
+    /// `--reducer-max-streams`.
+    pub reducer_states_dropped: AtomicU64,
     /// Errors sent to peers, by code (index into [`ErrorCode::ALL`]).
     errors: Vec<AtomicU64>,
     /// Requests refused by a limit, by limit (index into [`Limit::ALL`]).
@@ -279,6 +287,9 @@ impl Default for Metrics {
             commit_batch_intents: Histogram::new(BATCH_BOUNDS),
             commit_seconds: Histogram::new(SECONDS_BOUNDS),
             intents_paced: AtomicU64::new(0),
+            reducer_states: AtomicI64::new(0),
+            reducer_states_built: AtomicU64::new(0),
+            reducer_states_dropped: AtomicU64::new(0),
             errors: ErrorCode::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             limit_trips: Limit::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             denied: DENIALS.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -451,6 +462,21 @@ impl Metrics {
                 "logsync_intents_paced",
                 "Pushes delayed because their connection was over its intent rate.",
                 self.intents_paced.load(Relaxed),
+            ),
+            Gauge(
+                "logsync_reducer_states",
+                "Streams whose reducer states the store's writer keeps in memory.",
+                self.reducer_states.load(Relaxed),
+            ),
+            Counter(
+                "logsync_reducer_states_built",
+                "Reducer states folded from the start of a stream's log (first use, or after a drop).",
+                self.reducer_states_built.load(Relaxed),
+            ),
+            Counter(
+                "logsync_reducer_states_dropped",
+                "Reducer states dropped as least recently used beyond --reducer-max-streams.",
+                self.reducer_states_dropped.load(Relaxed),
             ),
             Labelled(
                 "logsync_limit_trips",

@@ -894,3 +894,57 @@ async fn twenty_devices_on_two_nodes_book_the_same_seats_offline() {
     b.stop().await;
     db.drop().await;
 }
+
+/// `/state` followed over SSE on one node sees the commits of the other:
+/// node b's follower gets a state event for each booking made through
+/// node a, and ends equal to both nodes' `/state`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn the_state_followed_on_one_node_sees_the_other_nodes_commits() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seats.js");
+    let rule = vec![
+        "--reducer".to_string(),
+        format!("seats/*={}", module.display()),
+    ];
+    let a = Node::spawn_with(&db, dir.path(), "a", &rule).await;
+    let b = Node::spawn_with(&db, dir.path(), "b", &rule).await;
+    let mut feed = common::sse::SseReader::open(&b.url("/v1/streams/seats%2Fsse/state")).await;
+    let first = feed.next().await;
+    assert_eq!(
+        first.data,
+        serde_json::json!({"offset": 0, "state": {"seats": {}}})
+    );
+    let (mut ann, _) = open(&a.ws(), id(1)).await.unwrap();
+    let mut want = serde_json::Map::new();
+    for n in 1..=3u64 {
+        let seat = format!("{n}A");
+        let booking = serde_json::json!({"type": "book", "seat": seat, "who": "ann"});
+        assert!(
+            push(
+                &mut ann,
+                "seats/sse",
+                vec![(n, booking.to_string().into_bytes())]
+            )
+            .await
+        );
+        assert!(matches!(decision(&mut ann).await, ServerMsg::Ack { .. }));
+        want.insert(seat, serde_json::json!("ann"));
+        // Node b's follower hears of it (a whole state or a patch).
+        let e = feed.next().await;
+        assert_eq!(e.id, n.to_string(), "{e:?}");
+        assert!(e.event == "state" || e.event == "patch", "{e:?}");
+    }
+    let want = serde_json::json!({ "seats": want });
+    for node in [&a, &b] {
+        let state = state_of(node, "seats%2Fsse").await;
+        assert_eq!(state["offset"], 3);
+        assert_eq!(state["state"], want);
+    }
+    drop(ann);
+    drop(feed);
+    a.stop().await;
+    b.stop().await;
+    db.drop().await;
+}

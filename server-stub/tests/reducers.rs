@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use common::sse::{SseEvent, SseReader};
 use common::{client_id, config, http, within, Client};
 use sync_core::{ErrorCode, ServerMsg};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -410,74 +411,6 @@ async fn a_rust_reducer_registered_through_the_library() {
     within("server shutdown", task).await.unwrap().unwrap();
 }
 
-/// A Server-Sent Events reader over a streaming HTTP response.
-struct SseReader {
-    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
-}
-
-/// One SSE event: its `event:`, `id:` and `data:` fields.
-#[derive(Debug)]
-struct SseEvent {
-    event: String,
-    id: String,
-    data: serde_json::Value,
-}
-
-impl SseReader {
-    async fn open(url: &str) -> SseReader {
-        let r = reqwest::Client::new()
-            .get(url)
-            .header("accept", "text/event-stream")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        assert!(r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream"));
-        SseReader {
-            body: Box::pin(r.bytes_stream()),
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event (keep-alive comments skipped), within the deadline.
-    async fn next(&mut self) -> SseEvent {
-        use futures_util::StreamExt as _;
-        within("an SSE event", async {
-            loop {
-                if let Some(end) = self.buffer.find("\n\n") {
-                    let block: String = self.buffer.drain(..end + 2).collect();
-                    let (mut event, mut id, mut data) =
-                        (String::new(), String::new(), String::new());
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("event:") {
-                            event = v.trim().into();
-                        } else if let Some(v) = line.strip_prefix("id:") {
-                            id = v.trim().into();
-                        } else if let Some(v) = line.strip_prefix("data:") {
-                            data.push_str(v.trim_start());
-                        }
-                    }
-                    if data.is_empty() {
-                        continue;
-                    }
-                    return SseEvent {
-                        event,
-                        id,
-                        data: serde_json::from_str(&data).unwrap(),
-                    };
-                }
-                let chunk = self.body.next().await.expect("the feed ended").unwrap();
-                self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-            }
-        })
-        .await
-    }
-}
-
 /// `/state` with `Accept: text/event-stream`: the whole state first, then
 /// one event per commit that changed it — an RFC 6902 patch when shorter
 /// than the state — and nothing for commits that left it as it was. A
@@ -566,4 +499,152 @@ async fn twenty_devices_book_the_same_seats_offline() {
     let p = Proc::spawn(dir.path(), &["--reducer".into(), rule], &[]).await;
     common::seats::twenty_devices_book_offline(&[p.url("")], "seats/hall").await;
     p.stop().await;
+}
+
+#[tokio::test]
+async fn a_module_importing_rejection_from_logsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = format!("seats/*={}", fixture("seats_rejection.js").display());
+    let p = Proc::spawn(dir.path(), &["--reducer".into(), rule], &[]).await;
+    let stream = "seats/show2";
+    let (mut c, _) = Client::hello(&p.ws(), client_id(7)).await;
+    c.push(stream, &[(1, book("4A", "ann")), (2, book("4A", "bob"))])
+        .await;
+    assert!(matches!(answer(&mut c).await, ServerMsg::Ack { .. }));
+    match answer(&mut c).await {
+        ServerMsg::Reject { code, message, .. } => {
+            assert_eq!(code, ErrorCode::Rejected);
+            assert_eq!(message, "SEAT_TAKEN: seat 4A is taken");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A Rejection whose code is not [A-Z0-9_]: the reducer's fault.
+    c.push(stream, &[(3, br#"{"type":"badcode"}"#.to_vec())])
+        .await;
+    match answer(&mut c).await {
+        ServerMsg::Reject { code, message, .. } => {
+            assert_eq!(code, ErrorCode::Reducer);
+            assert!(
+                message.contains("\"seat-taken\"") && message.contains("lowercase code"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let log = events(&p, "seats%2Fshow2").await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    let (status, state) = p.get("/v1/streams/seats%2Fshow2/state").await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(
+        state,
+        serde_json::json!({"offset": 1, "state": {"seats": {"4A": "ann"}}})
+    );
+    drop(c);
+    p.stop().await;
+
+    // Any other import stops the server at start, naming the file and why.
+    let other = fixture("imports_other.js");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_logsync-server"))
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("log.db"))
+        .args(["--reducer".to_string(), format!("t={}", other.display())])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty(), "it never listened");
+    assert!(
+        stderr.contains(&other.display().to_string())
+            && stderr.contains("immer")
+            && stderr.contains("may import only 'logsync'"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn with_one_state_kept_two_streams_in_turn_are_rebuilt_and_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = format!("seats/*={}", fixture("seats.js").display());
+    let p = Proc::spawn(
+        dir.path(),
+        &["--reducer".into(), rule],
+        &[("LOGSYNC_REDUCER_MAX_STREAMS", "1".to_string())],
+    )
+    .await;
+    let (mut c, _) = Client::hello(&p.ws(), client_id(8)).await;
+    for (round, seat) in ["1A", "1B", "1C"].into_iter().enumerate() {
+        for stream in ["seats/a", "seats/b"] {
+            // Seqs count per stream.
+            let mut seq = 2 * round as u64;
+            // The seat, then the same seat again: the second is refused by
+            // the stream's state, rebuilt since the other stream's turn.
+            seq += 1;
+            c.push(stream, &[(seq, book(seat, stream))]).await;
+            assert!(
+                matches!(answer(&mut c).await, ServerMsg::Ack { .. }),
+                "{stream} {seat}"
+            );
+            let url = stream.replace('/', "%2F");
+            let (status, state) = p.get(&format!("/v1/streams/{url}/state")).await;
+            assert_eq!(status, 200, "{state}");
+            seq += 1;
+            c.push(stream, &[(seq, book(seat, "late"))]).await;
+            match answer(&mut c).await {
+                ServerMsg::Reject { code, message, .. } => {
+                    assert_eq!(code, ErrorCode::Rejected);
+                    assert_eq!(message, format!("SEAT_TAKEN: seat {seat} is taken"));
+                }
+                other => panic!("{stream} {seat}: {other:?}"),
+            }
+        }
+    }
+    for (stream, url) in [("seats/a", "seats%2Fa"), ("seats/b", "seats%2Fb")] {
+        let log = events(&p, url).await;
+        assert_eq!(log.len(), 3, "{log:?}");
+        let (status, state) = p.get(&format!("/v1/streams/{url}/state")).await;
+        assert_eq!(status, 200, "{state}");
+        assert_eq!(state["offset"], 3, "{state}");
+        assert_eq!(state["state"], fold_seats(&log), "{state}");
+        assert_eq!(
+            state["state"],
+            serde_json::json!({"seats": {"1A": stream, "1B": stream, "1C": stream}})
+        );
+    }
+    // The writer kept one state and rebuilt the others.
+    let metrics = http()
+        .get(p.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(value("logsync_reducer_states"), 1, "{metrics}");
+    assert!(
+        value("logsync_reducer_states_dropped_total") >= 6,
+        "{metrics}"
+    );
+    assert!(
+        value("logsync_reducer_states_built_total") >= 7,
+        "{metrics}"
+    );
+    drop(c);
+    p.stop().await;
+
+    // The flag is checked at start.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_logsync-server"))
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("log.db"))
+        .args(["--reducer-max-streams", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--reducer-max-streams"), "{stderr}");
 }

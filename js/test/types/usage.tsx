@@ -16,7 +16,8 @@ import {
   type StoreOptions,
   type SyncStatus,
   type SyncStoreOptions,
-  type Rejection,
+  Rejection,
+  type RejectedAction,
   type Reducer,
 } from 'logsync';
 import { LogsyncProvider, useSyncState, useDispatch, useSyncStatus, useLogsyncStore, shallowEqual } from 'logsync/react';
@@ -98,7 +99,7 @@ export async function main(): Promise<void> {
     // @ts-expect-error not an error code
     if (code === 'NOT_A_CODE') console.log('never');
   });
-  store.onRejected((r: Rejection<TodoAction>) => console.log(r.action.type, r.code, r.message));
+  store.onRejected((r: RejectedAction<TodoAction>) => console.log(r.action.type, r.code, r.message));
   store.replaceReducer(reducer);
   await store.synced();
   store.goOffline();
@@ -123,6 +124,11 @@ export async function main(): Promise<void> {
     if (isLogsyncError(e)) console.log(e.code);
   }
   new LogsyncError('INVALID_REQUEST', 'message', { cause: new Error('x') });
+  const refusal: Error = new Rejection('SEAT_TAKEN', 'seat 4A is taken');
+  const refusalCode: string = new Rejection('NO_REASON').code;
+  console.log(refusal, refusalCode);
+  // @ts-expect-error the app's code is required
+  new Rejection();
 
   // Elm
   const ports = {
@@ -211,4 +217,17 @@ export async function main(): Promise<void> {
   await plain.ready;
   const plainItems: string[] = plain.getState().items;
   console.log(plainItems);
+  // The hooks take a store made with the enhancer too (they read getStatus()).
+  const rtkTree = (
+    <LogsyncProvider store={rtk}>
+      <Provider store={rtk}>
+        <App />
+      </Provider>
+    </LogsyncProvider>
+  );
+  const plainTree = <LogsyncProvider store={plain}>{null}</LogsyncProvider>;
+  console.log(rtkTree, plainTree);
+  // @ts-expect-error a plain Redux store is not a Logsync store
+  const notLogsync = <LogsyncProvider store={legacy_createStore(todoSlice.reducer)}>{null}</LogsyncProvider>;
+  console.log(notLogsync);
 }

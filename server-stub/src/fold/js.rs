@@ -82,7 +82,21 @@ const PRELUDE: &str = r#"
                       'clearInterval', 'clearImmediate', 'queueMicrotask', 'crypto']) {
     Object.defineProperty(globalThis, name, { get: refuse(name), configurable: false });
   }
-  const CODE = /^[A-Z0-9_]+$/;
+  // The class `import { Rejection } from 'logsync'` gives the module (the
+  // engine's built-in `logsync` module re-exports this one), the same as
+  // the npm package's: `throw new Rejection('SEAT_TAKEN', 'seat 4A is taken')`.
+  class Rejection extends Error {
+    constructor(code, message) {
+      super(message);
+      this.code = code;
+    }
+  }
+  Object.defineProperty(Rejection.prototype, 'name', { value: 'Rejection', writable: true, configurable: true });
+  Object.defineProperty(globalThis, Symbol.for('logsync.Rejection'), { value: Rejection });
+  const CODE = /^[A-Z0-9_]{1,64}$/;
+  const shown = (code) => typeof code === 'string'
+    ? stringify(code.length > 80 ? `${code.slice(0, 80)}…` : code)
+    : `of type ${code === null ? 'null' : typeof code}`;
   const parse = JSON.parse;
   const stringify = JSON.stringify;
   return (reducer, initialState) => {
@@ -109,6 +123,13 @@ const PRELUDE: &str = r#"
             return ['REDUCER', `${e.name}: ${e.message}`];
           }
           const message = e instanceof Error ? String(e.message) : String(e);
+          if (e instanceof Rejection) {
+            if (typeof e.code === 'string' && CODE.test(e.code)) {
+              return ['REJECTED', `${e.code}: ${message}`];
+            }
+            return ['REDUCER', `the reducer threw a Rejection whose code ${shown(e.code)} is not 1 to 64 ` +
+              `characters of A-Z, 0-9 and _ (its message: ${message})`];
+          }
           if (e !== null && typeof e === 'object' && typeof e.code === 'string' && CODE.test(e.code)) {
             return ['REJECTED', `${e.code}: ${message}`];
           }
@@ -124,10 +145,60 @@ const PRELUDE: &str = r#"
         return null;
       },
       state(key) { return stringify(states.get(key)) ?? 'null'; },
+      size() { return String(states.size); },
     };
   };
 })()
 "#;
+
+/// The module `import { Rejection } from 'logsync'` loads inside the
+/// engine: the prelude's class (the same as the npm package's).
+const LOGSYNC_MODULE: &str =
+    "export const Rejection = globalThis[Symbol.for('logsync.Rejection')];\n";
+
+/// The only specifier a reducer module may import.
+const LOGSYNC: &str = "logsync";
+
+/// Resolves `logsync` to the built-in module and refuses every other
+/// import: a reducer module is one file.
+struct OnlyLogsync;
+
+impl rquickjs::loader::Resolver for OnlyLogsync {
+    fn resolve<'js>(
+        &mut self,
+        _ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+    ) -> rquickjs::Result<String> {
+        if name == LOGSYNC {
+            return Ok(LOGSYNC.to_string());
+        }
+        Err(rquickjs::Error::new_resolving_message(
+            base,
+            name,
+            format!(
+                "a reducer module on the server is one file: it may import only '{LOGSYNC}' \
+                 (for `Rejection`), not {name:?}"
+            ),
+        ))
+    }
+}
+
+impl rquickjs::loader::Loader for OnlyLogsync {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+    ) -> rquickjs::Result<Module<'js, rquickjs::module::Declared>> {
+        if name != LOGSYNC {
+            return Err(rquickjs::Error::new_loading_message(
+                name,
+                "only 'logsync' can be imported",
+            ));
+        }
+        Module::declare(ctx.clone(), LOGSYNC, LOGSYNC_MODULE)
+    }
+}
 
 /// The QuickJS engine of one module. The mutex serialises calls (the
 /// store's single writer is the only caller on the append path).
@@ -243,6 +314,7 @@ impl JsReducer {
         let runtime = Runtime::new().map_err(|e| fail(format!("QuickJS did not start: {e}")))?;
         runtime.set_memory_limit(limits.memory_bytes);
         runtime.set_max_stack_size(512 << 10);
+        runtime.set_loader(OnlyLogsync, OnlyLogsync);
         let deadline = Arc::new(Deadline {
             anchor: Instant::now(),
             at: AtomicU64::new(0),
@@ -318,6 +390,16 @@ impl JsReducer {
             deadline,
             limits,
         })
+    }
+
+    /// How many streams' states the engine holds (a dropped [`JsState`]
+    /// deletes its own).
+    pub fn states_held(&self) -> Result<usize, Refusal> {
+        let engine = self.engine.lock().map_err(|_| self.engine_failed())?;
+        match call(&engine, &self.deadline, None, "size", 0.0, None)? {
+            Answer::Text(t) => t.parse().map_err(|_| self.engine_failed()),
+            Answer::Done => Err(self.engine_failed()),
+        }
     }
 
     fn engine_failed(&self) -> Refusal {
@@ -566,6 +648,11 @@ mod tests {
             serde_json::json!({"type": "book", "seat": "1A", "who": "bob"}),
         ))
         .expect("another stream's seat is free");
+        assert_eq!(r.states_held().expect("size"), 2);
+        // A state dropped on the Rust side leaves the engine too.
+        drop(a);
+        assert_eq!(r.states_held().expect("size"), 1);
+        assert_eq!(b.to_json().expect("json"), r#"{"seats":{"1A":"bob"}}"#);
     }
 
     #[test]
@@ -606,6 +693,83 @@ mod tests {
             assert_eq!(r3.code, ErrorCode::Reducer, "{kind}: {r3:?}");
         }
         assert_eq!(s.to_json().expect("json"), r#"{"seats":{"1A":"ann"}}"#);
+    }
+
+    const REJECTING: &str = r#"
+        import { Rejection } from 'logsync';
+        export const initialState = { seats: {} };
+        export default function seats(state, action) {
+          if (action.type === 'book') {
+            if (state.seats[action.seat]) throw new Rejection('SEAT_TAKEN', `seat ${action.seat} is taken`);
+            return { seats: { ...state.seats, [action.seat]: action.who } };
+          }
+          if (action.type === 'check') {
+            const r = new Rejection('X', 'y');
+            if (!(r instanceof Error) || r.name !== 'Rejection' || r.code !== 'X' || r.message !== 'y') {
+              throw new Error(`not an Error with code and message: ${r.name} ${r.code} ${r.message}`);
+            }
+            return state;
+          }
+          if (action.type === 'bad') throw new Rejection(action.code, 'bad code');
+          return state;
+        }
+    "#;
+
+    #[test]
+    fn a_thrown_rejection_of_the_logsync_module_is_the_app_code() {
+        let dir = tempfile::tempdir().expect("dir");
+        let r = JsReducer::load(&module(&dir, "rejecting.js", REJECTING), None, limits())
+            .expect("a module importing 'logsync' loads");
+        let mut s = r.start().expect("start");
+        let book = json(serde_json::json!({"type": "book", "seat": "4A", "who": "ann"}));
+        s.fold(&book).expect("first");
+        assert_eq!(
+            s.fold(&book),
+            Err(Refusal {
+                code: ErrorCode::Rejected,
+                message: "SEAT_TAKEN: seat 4A is taken".into()
+            })
+        );
+        s.fold(&json(serde_json::json!({"type": "check"})))
+            .expect("a Rejection is an Error with its code and message");
+        assert_eq!(s.to_json().expect("json"), r#"{"seats":{"4A":"ann"}}"#);
+    }
+
+    #[test]
+    fn a_rejection_with_a_bad_code_is_a_reducer_failure() {
+        let dir = tempfile::tempdir().expect("dir");
+        let r = JsReducer::load(&module(&dir, "rejecting.js", REJECTING), None, limits())
+            .expect("load");
+        let mut s = r.start().expect("start");
+        let long = "A".repeat(65);
+        for code in [
+            serde_json::json!("seat_taken"),
+            serde_json::json!(""),
+            serde_json::json!("SEAT TAKEN"),
+            serde_json::json!(long),
+            serde_json::json!(42),
+            serde_json::Value::Null,
+        ] {
+            let refusal = s
+                .fold(&json(serde_json::json!({"type": "bad", "code": code})))
+                .expect_err("a bad code");
+            assert_eq!(refusal.code, ErrorCode::Reducer, "{code}: {refusal:?}");
+            assert!(
+                refusal.message.contains("Rejection whose code")
+                    && refusal.message.contains("bad code"),
+                "{code}: {refusal:?}"
+            );
+        }
+        // 64 characters is the longest code.
+        let longest = "B".repeat(64);
+        assert_eq!(
+            s.fold(&json(serde_json::json!({"type": "bad", "code": longest}))),
+            Err(Refusal {
+                code: ErrorCode::Rejected,
+                message: format!("{longest}: bad code")
+            })
+        );
+        assert_eq!(s.to_json().expect("json"), r#"{"seats":{}}"#);
     }
 
     #[test]
@@ -721,7 +885,17 @@ mod tests {
             (
                 "imports.js",
                 "import x from './missing.js'; export default x;",
-                "missing.js",
+                "may import only 'logsync'",
+            ),
+            (
+                "imports_bare.js",
+                "import { x } from 'lodash'; export default (s) => s;",
+                "lodash",
+            ),
+            (
+                "imports_nothing.js",
+                "import { Nope } from 'logsync'; export default (s) => s;",
+                "Nope",
             ),
         ];
         for (name, source, want) in cases {

@@ -7,18 +7,27 @@
 //! [`sync_core::Reducer`]; either is registered through [`Reducers::add`]
 //! (the library API, with [`crate::Server::open_with_reducers`]). [`Folds`] is
 //! the per-stream state a store's writer keeps: built from the log on a
-//! stream's first use, then advanced by every accepted intent.
+//! stream's first use, then advanced by every accepted intent; past
+//! [`Reducers::keep_states`] streams, the least recently used states are
+//! dropped between transactions ([`Folds::trim`]) and rebuilt from the log
+//! when next needed.
 
 pub mod js;
 pub mod rust;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use sync_core::{ErrorCode, Offset, StreamName};
 
 use crate::auth::Pattern;
+use crate::metrics::Metrics;
+
+/// How many streams' states a store's writer keeps by default
+/// (`--reducer-max-streams`).
+pub const DEFAULT_MAX_STATES: usize = 10_000;
 
 /// Why the reducer refused an event: `REJECTED` for the app's own
 /// refusal (a throw; an app code travels as `CODE: message`), `REDUCER`
@@ -64,9 +73,21 @@ pub trait StreamState: Send {
 /// first matching rule wins. Patterns are those of token permissions: a
 /// stream name, or a prefix ending in `*` (`todos/*`; `*` is every
 /// stream).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Reducers {
     rules: Vec<(Pattern, Arc<dyn StreamReducer>)>,
+    /// Most streams whose states a store's writer keeps between
+    /// transactions.
+    max_states: usize,
+}
+
+impl Default for Reducers {
+    fn default() -> Self {
+        Reducers {
+            rules: Vec::new(),
+            max_states: DEFAULT_MAX_STATES,
+        }
+    }
 }
 
 impl std::fmt::Debug for Reducers {
@@ -85,7 +106,17 @@ impl Reducers {
         self
     }
 
-    /// Appends the rules of `other` after these.
+    /// Keeps the states of at most `max` streams (at least 1) between a
+    /// writer's transactions: past it, the least recently used are dropped
+    /// and rebuilt from the log when next needed. Default
+    /// [`DEFAULT_MAX_STATES`].
+    pub fn keep_states(&mut self, max: usize) -> &mut Self {
+        self.max_states = max.max(1);
+        self
+    }
+
+    /// Appends the rules of `other` after these (the number of states
+    /// kept stays these rules').
     pub fn extend(&mut self, other: Reducers) -> &mut Self {
         self.rules.extend(other.rules);
         self
@@ -125,9 +156,30 @@ impl Folded {
 /// The states one store's writer keeps, one per stream with a reducer.
 /// Not shared: the writer owns it, so a state only ever moves with
 /// decisions the writer makes, in order.
+///
+/// Memory stays bounded: after each transaction the writer calls
+/// [`Folds::trim`], which drops the least recently used states beyond
+/// [`Reducers::keep_states`]; a dropped stream's state is folded from the
+/// start of its log on its next use, as on its first. (Only between
+/// transactions: a state then is at its committed head, so rebuilding it
+/// from the log gives the same state; within one, more streams may be
+/// kept, as many as its batch touches.)
 pub struct Folds {
     reducers: Reducers,
-    states: HashMap<StreamName, Folded>,
+    states: HashMap<StreamName, Kept>,
+    /// The kept streams by last use (the `used` of their [`Kept`]), oldest
+    /// first.
+    recency: BTreeMap<u64, StreamName>,
+    clock: u64,
+    built: u64,
+    dropped: u64,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// A kept state and when it was last used.
+struct Kept {
+    folded: Folded,
+    used: u64,
 }
 
 /// Why [`Folds::at`] has no state to give.
@@ -150,7 +202,108 @@ impl Folds {
         Folds {
             reducers,
             states: HashMap::new(),
+            recency: BTreeMap::new(),
+            clock: 0,
+            built: 0,
+            dropped: 0,
+            metrics: None,
         }
+    }
+
+    /// [`Folds::new`], counting its states in `metrics`
+    /// (`logsync_reducer_states`, `…_built_total`, `…_dropped_total`).
+    pub fn with_metrics(reducers: Reducers, metrics: Arc<Metrics>) -> Folds {
+        Folds {
+            metrics: Some(metrics),
+            ..Folds::new(reducers)
+        }
+    }
+
+    /// How many streams' states are kept now.
+    pub fn kept(&self) -> usize {
+        self.states.len()
+    }
+
+    /// States folded from the start of a log so far (first uses, and
+    /// rebuilds after a drop or a rollback).
+    pub fn built(&self) -> u64 {
+        self.built
+    }
+
+    /// States dropped so far as least recently used.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Whether the state of `stream` is kept.
+    pub fn keeps(&self, stream: &StreamName) -> bool {
+        self.states.contains_key(stream)
+    }
+
+    /// Takes the kept state of `stream` out (to fold it on or rebuild it).
+    fn take(&mut self, stream: &StreamName) -> Option<Folded> {
+        let kept = self.states.remove(stream)?;
+        self.recency.remove(&kept.used);
+        Some(kept.folded)
+    }
+
+    /// Keeps `folded` as the state of `stream`, used now.
+    fn keep(&mut self, stream: &StreamName, folded: Folded) {
+        self.clock += 1;
+        self.recency.insert(self.clock, stream.clone());
+        self.states.insert(
+            stream.clone(),
+            Kept {
+                folded,
+                used: self.clock,
+            },
+        );
+    }
+
+    /// Marks the kept state of `stream` as used now.
+    fn touch(&mut self, stream: &StreamName) {
+        if let Some(kept) = self.states.get_mut(stream) {
+            self.recency.remove(&kept.used);
+            self.clock += 1;
+            kept.used = self.clock;
+            self.recency.insert(self.clock, stream.clone());
+        }
+    }
+
+    fn count(&self) {
+        if let Some(m) = &self.metrics {
+            m.reducer_states.store(
+                i64::try_from(self.states.len()).unwrap_or(i64::MAX),
+                Relaxed,
+            );
+        }
+    }
+
+    /// Drops the least recently used states beyond
+    /// [`Reducers::keep_states`]. Call it only between transactions (every
+    /// kept state at its committed head).
+    pub fn trim(&mut self) {
+        let mut dropped = 0;
+        while self.states.len() > self.reducers.max_states {
+            let Some((_, stream)) = self.recency.pop_first() else {
+                break;
+            };
+            if self.states.remove(&stream).is_some() {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            self.dropped += dropped;
+            if let Some(m) = &self.metrics {
+                m.reducer_states_dropped.fetch_add(dropped, Relaxed);
+            }
+            tracing::debug!(
+                dropped,
+                kept = self.states.len(),
+                "reducer states of the least recently used streams dropped"
+            );
+        }
+        self.count();
     }
 
     /// Whether any stream has a reducer.
@@ -175,19 +328,35 @@ impl Folds {
         let Some(reducer) = self.reducers.for_stream(stream) else {
             return Ok(None);
         };
+        let reducer = reducer.clone();
         // A kept state beyond `head` holds decisions that were rolled
         // back: it is rebuilt. One behind it (another node appended) folds
         // on from where it is.
-        if self.states.get(stream).is_some_and(|f| f.offset > head) {
-            self.states.remove(stream);
+        if self
+            .states
+            .get(stream)
+            .is_some_and(|k| k.folded.offset > head)
+        {
+            self.take(stream);
         }
-        if self.states.get(stream).is_none_or(|f| f.offset < head) {
-            let mut folded = match self.states.remove(stream) {
+        if self
+            .states
+            .get(stream)
+            .is_none_or(|k| k.folded.offset < head)
+        {
+            let mut folded = match self.take(stream) {
                 Some(kept) => kept,
-                None => Folded {
-                    offset: Offset(0),
-                    state: reducer.start().map_err(Unfolded::Reducer)?,
-                },
+                None => {
+                    let folded = Folded {
+                        offset: Offset(0),
+                        state: reducer.start().map_err(Unfolded::Reducer)?,
+                    };
+                    self.built += 1;
+                    if let Some(m) = &self.metrics {
+                        m.reducer_states_built.fetch_add(1, Relaxed);
+                    }
+                    folded
+                }
             };
             while folded.offset < head {
                 let page = read(folded.offset).map_err(Unfolded::Read)?;
@@ -222,9 +391,12 @@ impl Folds {
                     ),
                 })));
             }
-            self.states.insert(stream.clone(), folded);
+            self.keep(stream, folded);
+            self.count();
+        } else {
+            self.touch(stream);
         }
-        Ok(self.states.get_mut(stream))
+        Ok(self.states.get_mut(stream).map(|k| &mut k.folded))
     }
 
     /// Whether a reducer folds `stream`.
@@ -239,9 +411,9 @@ impl Folds {
     /// whose reads are asynchronous fetch those events first.
     pub fn behind(&self, stream: &StreamName, head: Offset) -> Option<Offset> {
         self.reducers.for_stream(stream)?;
-        match self.states.get(stream) {
-            Some(f) if f.offset == head => None,
-            Some(f) if f.offset < head => Some(f.offset),
+        match self.states.get(stream).map(|k| k.folded.offset) {
+            Some(offset) if offset == head => None,
+            Some(offset) if offset < head => Some(offset),
             _ => Some(Offset(0)),
         }
     }
@@ -250,5 +422,196 @@ impl Folds {
     /// rolled back): each is rebuilt from the log on its next use.
     pub fn forget_all(&mut self) {
         self.states.clear();
+        self.recency.clear();
+        self.count();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// A state that lists the payloads folded into it; `start` is counted.
+    struct Listing {
+        starts: Arc<AtomicUsize>,
+    }
+
+    struct Listed(Vec<String>);
+
+    impl StreamReducer for Listing {
+        fn describe(&self) -> String {
+            "listing".into()
+        }
+        fn start(&self) -> Result<Box<dyn StreamState>, Refusal> {
+            self.starts.fetch_add(1, Ordering::Relaxed);
+            Ok(Box::new(Listed(Vec::new())))
+        }
+    }
+
+    impl StreamState for Listed {
+        fn fold(&mut self, payload: &[u8]) -> Result<(), Refusal> {
+            self.0.push(String::from_utf8_lossy(payload).into_owned());
+            Ok(())
+        }
+        fn to_json(&self) -> Result<String, Refusal> {
+            Ok(serde_json::to_string(&self.0).expect("json"))
+        }
+    }
+
+    /// The logs of some streams, and the reads of them.
+    #[derive(Default)]
+    struct Logs {
+        logs: HashMap<String, Vec<Vec<u8>>>,
+        reads: Mutex<Vec<(String, Offset)>>,
+    }
+
+    impl Logs {
+        fn head(&self, s: &StreamName) -> Offset {
+            Offset(self.logs.get(s.as_str()).map_or(0, |l| l.len() as u64))
+        }
+
+        fn read(&self, s: &StreamName, after: Offset) -> Result<Replayed, Refusal> {
+            self.reads
+                .lock()
+                .expect("lock")
+                .push((s.to_string(), after));
+            Ok(self
+                .logs
+                .get(s.as_str())
+                .map(|l| {
+                    l.iter()
+                        .enumerate()
+                        .skip(after.0 as usize)
+                        .map(|(i, p)| (Offset(i as u64 + 1), p.clone()))
+                        .collect()
+                })
+                .unwrap_or_default())
+        }
+
+        /// Appends `payload` the way a writer does: folds it onto the
+        /// state at the head, then puts it in the log.
+        fn append(&mut self, folds: &mut Folds, s: &StreamName, payload: &str) {
+            let head = self.head(s);
+            let logs = &*self;
+            let folded = folds
+                .at(s, head, |after| logs.read(s, after))
+                .ok()
+                .flatten()
+                .expect("a state");
+            folded.fold(payload.as_bytes()).expect("fold");
+            self.logs
+                .entry(s.to_string())
+                .or_default()
+                .push(payload.as_bytes().to_vec());
+        }
+
+        fn state(&self, folds: &mut Folds, s: &StreamName) -> (Offset, String) {
+            let folded = folds
+                .at(s, self.head(s), |after| self.read(s, after))
+                .ok()
+                .flatten()
+                .expect("a state");
+            (folded.offset, folded.state.to_json().expect("json"))
+        }
+    }
+
+    fn name(s: &str) -> StreamName {
+        StreamName::new(s).expect("stream name")
+    }
+
+    #[test]
+    fn past_the_cap_the_least_recently_used_state_is_dropped_and_rebuilt_from_its_log() {
+        let starts = Arc::new(AtomicUsize::new(0));
+        let mut reducers = Reducers::default();
+        reducers
+            .add(
+                "s/*",
+                Arc::new(Listing {
+                    starts: starts.clone(),
+                }),
+            )
+            .keep_states(2);
+        let metrics = Arc::new(Metrics::default());
+        let mut folds = Folds::with_metrics(reducers, metrics.clone());
+        let mut logs = Logs::default();
+        let (a, b, c) = (name("s/a"), name("s/b"), name("s/c"));
+
+        // Each append is one transaction: trimmed after it.
+        for (s, p) in [(&a, "a1"), (&a, "a2"), (&b, "b1"), (&c, "c1")] {
+            logs.append(&mut folds, s, p);
+            folds.trim();
+        }
+        assert_eq!(folds.kept(), 2);
+        assert!(!folds.keeps(&a), "a is the least recently used");
+        assert!(folds.keeps(&b) && folds.keeps(&c));
+        assert_eq!(folds.dropped(), 1);
+        assert_eq!(starts.load(Ordering::Relaxed), 3);
+
+        // a is needed again: folded from offset 0, equal to its log's fold.
+        logs.reads.lock().expect("lock").clear();
+        assert_eq!(
+            logs.state(&mut folds, &a),
+            (Offset(2), r#"["a1","a2"]"#.to_string())
+        );
+        assert_eq!(
+            logs.reads.lock().expect("lock").first(),
+            Some(&("s/a".to_string(), Offset(0))),
+            "rebuilt from the start of its log"
+        );
+        assert_eq!(starts.load(Ordering::Relaxed), 4);
+        assert_eq!(folds.built(), 4);
+        // It goes on from there.
+        logs.append(&mut folds, &a, "a3");
+        folds.trim();
+        assert_eq!(
+            logs.state(&mut folds, &a),
+            (Offset(3), r#"["a1","a2","a3"]"#.to_string())
+        );
+        // Now b was used least recently; c was kept and folds on as is.
+        assert!(!folds.keeps(&b));
+        assert!(folds.keeps(&c));
+        assert_eq!(folds.kept(), 2);
+        assert_eq!(folds.dropped(), 2);
+        assert_eq!(
+            logs.state(&mut folds, &c),
+            (Offset(1), r#"["c1"]"#.to_string())
+        );
+        assert_eq!(starts.load(Ordering::Relaxed), 4, "c was not rebuilt");
+        // A read marks a state used: b comes back, a (read before c) goes.
+        assert_eq!(
+            logs.state(&mut folds, &b),
+            (Offset(1), r#"["b1"]"#.to_string())
+        );
+        folds.trim();
+        assert!(folds.keeps(&b) && folds.keeps(&c) && !folds.keeps(&a));
+
+        assert_eq!(metrics.reducer_states.load(Relaxed), 2);
+        assert_eq!(metrics.reducer_states_built.load(Relaxed), 5);
+        assert_eq!(metrics.reducer_states_dropped.load(Relaxed), 3);
+        folds.forget_all();
+        assert_eq!(metrics.reducer_states.load(Relaxed), 0);
+        assert_eq!(folds.kept(), 0);
+    }
+
+    #[test]
+    fn within_a_transaction_the_cap_waits_for_trim() {
+        let starts = Arc::new(AtomicUsize::new(0));
+        let mut reducers = Reducers::default();
+        reducers
+            .add("*", Arc::new(Listing { starts }))
+            .keep_states(1);
+        let mut folds = Folds::new(reducers);
+        let mut logs = Logs::default();
+        let (a, b) = (name("a"), name("b"));
+        logs.append(&mut folds, &a, "a1");
+        logs.append(&mut folds, &b, "b1");
+        // Both are kept until the transaction ends: a's state may hold
+        // decisions not committed yet.
+        assert_eq!(folds.kept(), 2);
+        folds.trim();
+        assert_eq!(folds.kept(), 1);
+        assert!(folds.keeps(&b));
     }
 }

@@ -199,7 +199,13 @@ impl LogStore for MemoryStore {
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Outcome>, Error>> {
         Box::pin(async move {
             let stream = request.stream.clone();
-            let (outcomes, events) = self.with(|s| apply(s, request))?;
+            let (outcomes, events) = self.with(|s| {
+                let applied = apply(s, request);
+                // Decided and in the log: the states kept are at their
+                // heads, so dropping the least recently used is safe.
+                s.folds.trim();
+                applied
+            })?;
             // Like a durable store: listeners hear of a commit before its
             // pusher does, outside the lock.
             if !events.is_empty() {
@@ -290,7 +296,9 @@ impl LogStore for MemoryStore {
             self.with(|s| {
                 let log = s.streams.get(&stream);
                 let head = Offset(log.map_or(0, |l| l.events.len() as u64));
-                state_json(&mut s.folds, &stream, head, |after| replay(log, after))
+                let answer = state_json(&mut s.folds, &stream, head, |after| replay(log, after));
+                s.folds.trim();
+                answer
             })
         })
     }
@@ -396,6 +404,16 @@ mod tests {
         let other = StreamName::new("fine").expect("name");
         let o = store.append(push(&other, &[1])).await.expect("append");
         assert!(matches!(&o[..], [Outcome::Appended { .. }]), "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn folds_with_one_state_kept_like_the_durable_stores() {
+        let store = MemoryStore::with_reducers(
+            Epoch::from("e"),
+            Arc::new(Nobody),
+            conformance::seat_reducers_keeping_one(),
+        );
+        conformance::folds_with_one_state_kept(&store, "seats/m").await;
     }
 
     #[tokio::test]

@@ -752,6 +752,53 @@ pub(crate) mod conformance {
         assert_eq!(store.state(other).await.expect("state"), None);
     }
 
+    /// [`seat_reducers`] keeping one stream's state: every other stream's
+    /// is dropped after each transaction and rebuilt when next needed.
+    pub(crate) fn seat_reducers_keeping_one() -> crate::fold::Reducers {
+        let mut reducers = seat_reducers();
+        reducers.keep_states(1);
+        reducers
+    }
+
+    /// A store opened with [`seat_reducers_keeping_one`], pushed to on two
+    /// streams in turn: each stream's state is rebuilt from its log when
+    /// its turn comes, so it still refuses a seat taken there and takes
+    /// one taken only on the other stream. `prefix` starts with `seats/`.
+    pub(crate) async fn folds_with_one_state_kept(store: &dyn LogStore, prefix: &str) {
+        let a = StreamName::new(format!("{prefix}-a")).expect("name");
+        let b = StreamName::new(format!("{prefix}-b")).expect("name");
+        for (round, seat) in ["1A", "1B", "1C"].into_iter().enumerate() {
+            let n = round as u64 + 1;
+            for (s, client) in [(&a, 1), (&b, 2)] {
+                let o = store
+                    .append(request(s, client, vec![book(2 * n - 1, seat, "x")]))
+                    .await
+                    .expect("append");
+                assert_eq!(o, vec![appended(2 * n - 1, n, false)], "{s} {seat}");
+                // The seat just taken on this stream, again: refused by a
+                // state that was rebuilt (the other stream's came between).
+                let o = store
+                    .append(request(s, client, vec![book(2 * n, seat, "y")]))
+                    .await
+                    .expect("append");
+                assert_eq!(o, vec![taken(2 * n, seat, false)], "{s} {seat}");
+            }
+        }
+        for s in [&a, &b] {
+            let (offset, state) = store
+                .state(s.clone())
+                .await
+                .expect("state")
+                .expect("a reducer");
+            assert_eq!(offset, Offset(3), "{s}");
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&state).expect("json"),
+                serde_json::json!({"seats": {"1A": "x", "1B": "x", "1C": "x"}}),
+                "{s}"
+            );
+        }
+    }
+
     /// One client's requests submitted one after another without waiting
     /// for their outcomes (as a connection pipelines its pushes) are
     /// decided in submission order — a gap, a rejection and a resend among

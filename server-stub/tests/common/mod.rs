@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod seats;
+pub mod sse;
 
 use std::future::Future;
 use std::net::SocketAddr;

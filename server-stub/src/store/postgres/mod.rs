@@ -169,11 +169,11 @@ impl PostgresStore {
             rx,
             fanout: fanout.clone(),
             notices: notices.clone(),
+            folds: Folds::with_metrics(options.reducers, metrics.clone()),
             metrics,
             mode: options.commit_mode,
             max_batch_intents: options.max_batch_intents,
             max_batch_bytes: options.max_batch_bytes,
-            folds: Folds::new(options.reducers),
         };
         w.ready().await?;
 

@@ -897,6 +897,45 @@ async fn folds_at_the_ordering_point() {
     db.drop().await;
 }
 
+/// With one state kept, two streams pushed to in turn are each rebuilt
+/// from the tables and decide as if kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn folds_with_one_state_kept() {
+    use crate::store::conformance::{folds_with_one_state_kept, seat_reducers_keeping_one};
+    let db = TestDb::new().await;
+    for mode in [CommitMode::Group, CommitMode::PerIntent] {
+        let metrics = Arc::new(Metrics::default());
+        let options = PostgresOptions {
+            reducers: seat_reducers_keeping_one(),
+            commit_mode: mode,
+            max_readers: 2,
+            sweep_interval: Duration::from_millis(200),
+            ..PostgresOptions::new(&db.url)
+        };
+        let store = PostgresStore::open(options, Arc::new(Recorder::default()), metrics.clone())
+            .await
+            .expect("open");
+        let suffix = format!("{mode:?}").to_lowercase();
+        folds_with_one_state_kept(&store, &format!("seats/{suffix}")).await;
+        // The states were dropped and rebuilt, not kept.
+        assert_eq!(
+            metrics
+                .reducer_states
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert!(
+            metrics
+                .reducer_states_dropped
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 5
+        );
+        store.close().await;
+    }
+    db.drop().await;
+}
+
 fn book(client: u8, s: u64, seat: &str) -> AppendRequest {
     AppendRequest {
         stream: name("seats/race"),

@@ -464,9 +464,11 @@ impl Writer {
                 [&vec![id], &vec![to_pg(after.0)?], &vec![to_pg(head)?]];
             events = Replay::from_rows(c.query(&st.replay, &params).await?)?;
         }
-        state_json(&mut self.folds, stream, Offset(head), |after| {
+        let answer = state_json(&mut self.folds, stream, Offset(head), |after| {
             Ok(events.after(id, after))
-        })
+        });
+        self.folds.trim();
+        answer
     }
 
     fn publish(&self, committed: &Committed) {
@@ -500,7 +502,12 @@ impl Writer {
             self.connection().await?;
             let conn = self.conn.as_ref().ok_or(Error::StoreClosed)?;
             let e = match transact(conn, &fanout, &mut self.folds, work, now_ms()).await {
-                Ok(committed) => return Ok(committed),
+                Ok(committed) => {
+                    // Between transactions: every kept state is at a
+                    // committed head, so a dropped one is rebuilt the same.
+                    self.folds.trim();
+                    return Ok(committed);
+                }
                 Err(e) => e,
             };
             // The kept states may hold intents of the rolled-back

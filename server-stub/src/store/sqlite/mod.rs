@@ -160,11 +160,11 @@ impl SqliteStore {
             conn,
             rx,
             listener,
+            folds: Folds::with_metrics(options.reducers.clone(), metrics.clone()),
             metrics,
             mode: options.commit_mode,
             max_batch_intents: options.max_batch_intents,
             max_batch_bytes: options.max_batch_bytes,
-            folds: Folds::new(options.reducers.clone()),
         };
         let handle = std::thread::Builder::new()
             .name("logsync-writer".into())

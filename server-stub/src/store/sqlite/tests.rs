@@ -380,6 +380,51 @@ async fn decides_like_every_store() {
     store.close().await;
 }
 
+/// With one state kept, two streams pushed to in turn are each rebuilt
+/// from the file and decide as if kept, in both commit modes.
+#[tokio::test]
+async fn folds_with_one_state_kept() {
+    use crate::store::conformance::{folds_with_one_state_kept, seat_reducers_keeping_one};
+    for mode in [CommitMode::Group, CommitMode::PerIntent] {
+        let dir = tempfile::tempdir().expect("dir");
+        let metrics = Arc::new(Metrics::default());
+        let store = SqliteStore::open(
+            SqliteOptions {
+                path: dir.path().join("log.db"),
+                commit_mode: mode,
+                max_batch_intents: 1000,
+                max_batch_bytes: 1 << 20,
+                max_readers: 2,
+                reducers: seat_reducers_keeping_one(),
+            },
+            Arc::new(Recorder::default()),
+            metrics.clone(),
+        )
+        .expect("open");
+        folds_with_one_state_kept(&store, "seats/x").await;
+        // The states were dropped and rebuilt, not kept.
+        assert_eq!(
+            metrics
+                .reducer_states
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert!(
+            metrics
+                .reducer_states_dropped
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 5
+        );
+        assert!(
+            metrics
+                .reducer_states_built
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 6
+        );
+        store.close().await;
+    }
+}
+
 /// The fold at the ordering point, in both commit modes; after a reopen
 /// the state is rebuilt from the file and keeps refusing what it refused.
 #[tokio::test]

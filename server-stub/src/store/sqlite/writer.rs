@@ -233,6 +233,7 @@ impl Writer {
             })();
             match result {
                 Ok(o) => {
+                    self.folds.trim();
                     self.writable.store(true, Ordering::Relaxed);
                     self.metrics.commit(1, started.elapsed());
                     self.publish(&appended);
@@ -268,6 +269,9 @@ impl Writer {
         self.writable.store(result.is_ok(), Ordering::Relaxed);
         match result {
             Ok(()) => {
+                // Between transactions: every kept state is at its
+                // committed head, so a dropped one is rebuilt the same.
+                self.folds.trim();
                 self.metrics.commit(intents, started.elapsed());
                 // Fan-out first: by the time a pusher sees its Ack, the
                 // event is in the live feed too.

@@ -3,7 +3,8 @@
 #   1. builds: wasm + npm package, logsync-server, logsync-bench (its
 #      `seed` fills a stream for the catch-up test), the React example, the
 #      Elm example (elm make --optimize, failing on any compiler output
-#      besides progress; packages from the offline cache setup.sh unpacks)
+#      besides progress; packages from the offline cache setup.sh unpacks),
+#      the Rust seats example (logsync-seats-server, its page's wasm module)
 #   2. the Elm sources are elm-formatted
 #   3. node --test js/test: error codes (sync-core = wasm = JS = TypeScript),
 #      the store API in Node, tsc --noEmit on a usage file, React hooks,
@@ -16,7 +17,9 @@
 #      Chromium contexts against a real logsync-server (started and stopped
 #      by PID inside the tests); the React example's catch-up progress bar
 #      during a 100,000-event catch-up (seeded with the example's own
-#      actions); the packed package in fresh Vite apps,
+#      actions); the Rust seats example's page against its own server
+#      (a seat booked offline and taken meanwhile: SEAT_TAKEN, rolled
+#      back); the packed package in fresh Vite apps,
 #      among them js/README.md's "Your first app" run word for word (it
 #      npm-installs Vite and React from the registry into a temp folder)
 # Exits non-zero on any failure. Chromium's profile files go to a scratch
@@ -49,6 +52,10 @@ cargo build --release -p server-stub --bin logsync-server --locked
 step "build: logsync-bench (seeds the e2e catch-up test's stream)"
 cargo build --release -p logsync-bench --bin logsync-bench --locked
 
+step "build: the Rust seats example (logsync-seats-server, its page's wasm module)"
+cargo build -p seats-server --bin logsync-seats-server --locked
+wasm-pack build --profile wasm-release --target web --no-pack --out-dir www/pkg examples/seats-rust/web
+
 step "build: React example"
 (cd examples/todo-react && npm run --silent build -- --logLevel warn)
 
@@ -66,7 +73,7 @@ step "node --test js/test (package, types, React, react-redux, Elm adapter)"
 step "node --test examples/todo-elm/tests (generated error codes, Logsync.elm compiled)"
 (cd examples/todo-elm && node --test tests/)
 
-step "node --test tests/e2e (React and Elm examples in Chromium, real server)"
+step "node --test tests/e2e (React, Elm and Rust seats examples in Chromium, real server)"
 (cd tests/e2e && node --test --test-concurrency=1 ./*.test.mjs)
 
 step "js tests passed"

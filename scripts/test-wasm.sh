@@ -41,28 +41,44 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-step "build logsync-server"
-cargo build -p server-stub --bin logsync-server --locked
+step "build logsync-server and the seats example's logsync-seats-server"
+cargo build -p server-stub --bin logsync-server -p seats-server --bin logsync-seats-server --locked
 
 step "sync-wasm native unit tests"
 cargo test -p sync-wasm --lib --locked
 
+# Starts the server-control harness over server binary $1 (more server
+# arguments after it); sets HARNESS_PID and exports LOGSYNC_HARNESS_URL.
+start_harness() {
+  local bin="$1"
+  shift
+  : >"$SCRATCH/harness.out"
+  node tests/harness/server-control.mjs --server "$bin" -- "$@" \
+    >"$SCRATCH/harness.out" 2>"$SCRATCH/harness.err" &
+  HARNESS_PID=$!
+  LOGSYNC_HARNESS_URL=""
+  for _ in $(seq 1 100); do
+    LOGSYNC_HARNESS_URL="$(sed -n 's/^logsync-harness listening on \(http:[^ ]*\)$/\1/p' "$SCRATCH/harness.out" | head -n 1)"
+    [ -n "$LOGSYNC_HARNESS_URL" ] && break
+    kill -0 "$HARNESS_PID" 2>/dev/null || { echo "the harness exited early" >&2; exit 1; }
+    sleep 0.1
+  done
+  [ -n "$LOGSYNC_HARNESS_URL" ] || { echo "the harness did not print its URL within 10 s" >&2; exit 1; }
+  echo "harness at $LOGSYNC_HARNESS_URL ($bin)"
+  # Read by the tests at compile time (option_env!).
+  export LOGSYNC_HARNESS_URL
+}
+
+# Stops the harness (it stops its server by PID first).
+stop_harness() {
+  kill -TERM "$HARNESS_PID" 2>/dev/null || true
+  wait "$HARNESS_PID" 2>/dev/null || true
+  HARNESS_PID=""
+}
+
 step "start the server-control harness"
 export TMPDIR="$SCRATCH"
-node tests/harness/server-control.mjs --server "$ROOT/target/debug/logsync-server" \
-  -- --max-payload-bytes 1024 >"$SCRATCH/harness.out" 2>"$SCRATCH/harness.err" &
-HARNESS_PID=$!
-LOGSYNC_HARNESS_URL=""
-for _ in $(seq 1 100); do
-  LOGSYNC_HARNESS_URL="$(sed -n 's/^logsync-harness listening on \(http:[^ ]*\)$/\1/p' "$SCRATCH/harness.out" | head -n 1)"
-  [ -n "$LOGSYNC_HARNESS_URL" ] && break
-  kill -0 "$HARNESS_PID" 2>/dev/null || { echo "the harness exited early" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$LOGSYNC_HARNESS_URL" ] || { echo "the harness did not print its URL within 10 s" >&2; exit 1; }
-echo "harness at $LOGSYNC_HARNESS_URL"
-# Read by the tests at compile time (option_env!).
-export LOGSYNC_HARNESS_URL
+start_harness "$ROOT/target/debug/logsync-server" --max-payload-bytes 1024
 
 step "browser tests (wasm-pack test --headless --chrome)"
 export CHROMEDRIVER=/usr/bin/chromedriver
@@ -73,4 +89,11 @@ export WASM_BINDGEN_TEST_TIMEOUT=300
 # shellcheck disable=SC2086
 wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver sync-wasm --features test-hooks ${WASM_TEST_ARGS:-}
 
-step "sync-wasm: all tests passed"
+# The seats example (examples/seats-rust): its browser module against its
+# own server binary, both folding with the one reducer crate.
+stop_harness
+step "seats example: browser tests against logsync-seats-server"
+start_harness "$ROOT/target/debug/logsync-seats-server"
+wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver examples/seats-rust/web
+
+step "sync-wasm and the seats example: all tests passed"

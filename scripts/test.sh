@@ -28,7 +28,7 @@ step "lint: clippy, the server with the otel feature"
 cargo clippy -p server-stub --all-targets --features otel --locked -- -D warnings
 
 step "lint: clippy, wasm32"
-cargo clippy -p sync-core -p sync-wasm --target wasm32-unknown-unknown --locked -- -D warnings
+cargo clippy -p sync-core -p sync-wasm -p seats-reducer -p seats-web --target wasm32-unknown-unknown --locked -- -D warnings
 
 step "sync-core stays pure (no wasm-bindgen, js-sys, web-sys, tokio)"
 if cargo tree -p sync-core -e normal,build --prefix none --locked | grep -E '^(wasm-bindgen|js-sys|web-sys|tokio|getrandom) '; then
@@ -43,7 +43,7 @@ step "build: sync-core for wasm32-unknown-unknown"
 cargo build -p sync-core --target wasm32-unknown-unknown --locked
 
 step "cargo test: core, server (native)"
-cargo test --workspace --exclude sync-wasm --locked
+cargo test --workspace --exclude sync-wasm --exclude seats-web --locked
 
 step "cargo test: the server's otel feature (spans to a real OTLP/HTTP collector)"
 cargo test -p server-stub --features otel --locked --test otel

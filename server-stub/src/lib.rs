@@ -9,6 +9,7 @@ pub mod fold;
 pub mod fuzzing;
 pub mod hub;
 pub mod intake;
+pub mod launch;
 pub mod metrics;
 #[cfg(feature = "otel")]
 pub mod otel;

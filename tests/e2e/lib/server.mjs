@@ -17,18 +17,18 @@ const HARNESS = join(ROOT, 'tests', 'harness', 'server-control.mjs');
 
 /**
  * Starts the harness and, through it, the server.
- * @param {{ staticDir?: string, args?: string[], env?: Record<string, string> }} [options]
+ * @param {{ staticDir?: string, args?: string[], env?: Record<string, string>, serverBin?: string }} [options]
  *   the app to serve (default: the React example), further server
- *   arguments and environment
+ *   arguments and environment, the server binary (default: logsync-server)
  * @returns {Promise<{ url: string, port: number, pid: number, stop(): Promise<void>, kill(): Promise<void>, start(): Promise<void>, close(): Promise<void> }>}
  */
-export async function startServer({ staticDir = APP_DIST, args = [], env = {} } = {}) {
-  for (const [what, path] of [['server binary', SERVER_BIN], ['built app', join(staticDir, 'index.html')], ['server-control harness', HARNESS]]) {
+export async function startServer({ staticDir = APP_DIST, args = [], env = {}, serverBin = SERVER_BIN } = {}) {
+  for (const [what, path] of [['server binary', serverBin], ['built app', join(staticDir, 'index.html')], ['server-control harness', HARNESS]]) {
     if (!existsSync(path)) throw new Error(`${what} not found at ${path}: run scripts/test-js.sh (it builds what is missing)`);
   }
   // stdin stays a pipe: if this process dies, the harness sees it close and
   // stops its server.
-  const harness = spawn(process.execPath, [HARNESS, '--server', SERVER_BIN, '--', '--static', staticDir, ...args], {
+  const harness = spawn(process.execPath, [HARNESS, '--server', serverBin, '--', '--static', staticDir, ...args], {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', ...env },
   });

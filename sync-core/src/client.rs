@@ -594,6 +594,10 @@ impl<R: Reducer> SyncClient<R> {
                 }
             }
             ServerMsg::Error { code, message } => {
+                // The server closes the connection after an Error frame:
+                // nothing more is sent on it, and the client is offline
+                // from here, not from the socket's close event.
+                self.disconnected();
                 out.push(Effect::ServerError { code, message });
             }
             ServerMsg::Pong { .. } => {}
@@ -690,6 +694,34 @@ mod tests {
             }
         ));
         assert!(matches!(s[1], ClientMsg::Push { intents, .. } if intents.len() == 1));
+    }
+
+    /// A server `Error` frame ends the connection (the server closes it
+    /// after the frame): the client is offline from that frame on, not
+    /// from the socket's close event, which the adapter hears later.
+    #[test]
+    fn an_error_frame_ends_the_connection_at_once() {
+        let mut c = client(Some("e1"));
+        c.connected(None);
+        c.handle(welcome("e1", 1 << 20)).unwrap();
+        assert_eq!(c.phase(), Phase::Ready);
+        let fx = c
+            .handle(ServerMsg::Error {
+                code: ErrorCode::Forbidden,
+                message: "not yours".into(),
+            })
+            .unwrap();
+        assert_eq!(
+            fx,
+            vec![Effect::ServerError {
+                code: ErrorCode::Forbidden,
+                message: "not yours".into(),
+            }]
+        );
+        assert_eq!(c.phase(), Phase::Offline, "offline from the Error frame on");
+        // Nothing more goes out on the dying connection.
+        c.replica_mut().dispatch(b"x".to_vec()).unwrap();
+        assert!(sends(&c.flush()).is_empty());
     }
 
     #[test]

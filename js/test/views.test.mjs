@@ -1,0 +1,181 @@
+// View stores (createViewStore) against a real logsync-server running the
+// TodoMVC module and the seats fixture: a view followed over SSE as a sync
+// store writes, params, an unknown view, and a restart from the IndexedDB
+// cache while the server is down. Plus the JSON Patch applier on its own.
+// IndexedDB is fake-indexeddb; the writer's WebSocket is the `ws` package's.
+import 'fake-indexeddb/auto';
+import './wasm-node.mjs';
+import { WebSocket } from 'ws';
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { applyPatch, createLogsyncStore, createViewStore } from 'logsync';
+import { ROOT, SERVER_BIN, startServer } from '../../tests/e2e/lib/server.mjs';
+import todosReducer, { addTodo, toggleTodo } from '../../examples/todo-react/src/todos.js';
+
+class NodeWebSocket extends WebSocket {
+  constructor(...args) {
+    super(...args);
+    this.on('error', () => {});
+  }
+}
+globalThis.WebSocket ??= NodeWebSocket;
+
+const skip = existsSync(SERVER_BIN) ? false : `${SERVER_BIN} is not built (scripts/test-js.sh builds it)`;
+let server;
+let staticDir;
+
+before(async () => {
+  if (skip) return;
+  staticDir = mkdtempSync(join(tmpdir(), 'logsync-views-'));
+  writeFileSync(join(staticDir, 'index.html'), '<!doctype html><title>logsync</title>');
+  server = await startServer({
+    staticDir,
+    args: [
+      '--reducer', `todos/*=${join(ROOT, 'examples/todo-react/src/todos.js')}`,
+      '--reducer', `seats/*=${join(ROOT, 'server-stub/tests/fixtures/seats.js')}`,
+    ],
+  });
+});
+after(async () => {
+  if (server) await server.close();
+  if (staticDir) rmSync(staticDir, { recursive: true, force: true });
+});
+
+async function until(what, check, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const wsUrl = () => `ws://127.0.0.1:${server.port}/v1/ws`;
+const writer = (stream, reducer) => createLogsyncStore({
+  url: wsUrl(), stream, reducer, dbName: `views-writer-${randomUUID()}`, devtools: false, backoffMinMs: 50, backoffMaxMs: 200,
+});
+const viewStore = (extra) => createViewStore({ url: wsUrl(), dbName: `views-${randomUUID()}`, backoffMinMs: 50, backoffMaxMs: 200, ...extra });
+const texts = (todos) => (todos ?? []).map((t) => t.text);
+
+test('applyPatch: add, remove, replace on objects and arrays, new objects only along the changed path', () => {
+  const doc = Object.freeze({ a: Object.freeze({ x: 1 }), list: Object.freeze([1, 2, 3]), 'p/q': 0, 't~': 0 });
+  const next = applyPatch(doc, [
+    { op: 'replace', path: '/list/1', value: 20 },
+    { op: 'add', path: '/list/-', value: 4 },
+    { op: 'add', path: '/list/0', value: 0 },
+    { op: 'remove', path: '/list/2' },
+    { op: 'replace', path: '/p~1q', value: 1 },
+    { op: 'remove', path: '/t~0' },
+    { op: 'add', path: '/b', value: { y: [] } },
+    { op: 'add', path: '/b/y/0', value: 'z' },
+  ]);
+  assert.deepEqual(next, { a: { x: 1 }, list: [0, 1, 3, 4], 'p/q': 1, b: { y: ['z'] } });
+  assert.deepEqual(doc, { a: { x: 1 }, list: [1, 2, 3], 'p/q': 0, 't~': 0 }, 'the input is unchanged');
+  assert.notEqual(next, doc);
+  assert.equal(next.a, doc.a, 'an untouched branch is shared');
+  assert.deepEqual(applyPatch([1], [{ op: 'replace', path: '', value: { whole: true } }]), { whole: true });
+  const proto = applyPatch({}, [{ op: 'add', path: '/__proto__', value: { polluted: true } }]);
+  assert.equal(Object.getPrototypeOf(proto), Object.prototype);
+  assert.deepEqual(Object.keys(proto), ['__proto__']);
+  for (const [ops, what] of [
+    [[{ op: 'remove', path: '/missing' }], 'a missing member'],
+    [[{ op: 'replace', path: '/list/3' }], 'an index past the end'],
+    [[{ op: 'add', path: '/list/5', value: 0 }], 'an add past the end'],
+    [[{ op: 'add', path: '/list/01', value: 0 }], 'a leading zero'],
+    [[{ op: 'add', path: '/a/x/y', value: 0 }], 'a member of a number'],
+    [[{ op: 'move', path: '/a', from: '/b' }], 'an operation the server does not send'],
+    [[{ op: 'add', path: 'a', value: 0 }], 'not a pointer'],
+  ]) {
+    assert.throws(() => applyPatch(doc, ops), { code: 'INVALID_REQUEST' }, what);
+  }
+});
+
+test('a view store follows the todo module\'s `open` view as a sync store writes', { skip }, async (t) => {
+  const stream = `todos/${randomUUID()}`;
+  const store = writer(stream, todosReducer);
+  const view = viewStore({ url: `http://127.0.0.1:${server.port}/`, stream, view: 'open' });
+  t.after(() => { store.close(); view.close(); });
+  assert.equal(view.getState(), undefined, 'no result before one is known');
+  const seen = [];
+  view.subscribe(() => seen.push(view.getState()));
+  await view.ready;
+  assert.equal(view.status.hydrated, true);
+  await until('the first result', () => Array.isArray(view.getState()));
+  assert.equal(view.status.online, true);
+  assert.deepEqual(view.getState(), []);
+
+  const milk = addTodo('milk');
+  store.dispatch(milk);
+  store.dispatch(addTodo('eggs'));
+  await until('two open todos', () => texts(view.getState()).length === 2);
+  assert.deepEqual(texts(view.getState()), ['milk', 'eggs']);
+  const before = view.getState();
+  store.dispatch(toggleTodo(milk.id));
+  await until('milk done', () => texts(view.getState()).join() === 'eggs');
+  assert.notEqual(view.getState(), before, 'a change is a new reference');
+  assert.equal(before.length, 2, 'the previous result is unchanged');
+  await store.synced();
+  await until('the view at the writer\'s offset', () => view.status.offset === store.status.offset);
+  assert.ok(seen.length >= 3, `listeners heard the changes (${seen.length})`);
+  assert.equal(view.status.lastError, null);
+});
+
+test('params reach the view (the seats fixture\'s heldBy), a ws:// url is taken as the server', { skip }, async (t) => {
+  const stream = `seats/${randomUUID()}`;
+  const store = writer(stream, (s = { seats: {} }, a) => (a.type === 'book' ? { seats: { ...s.seats, [a.seat]: a.who } } : s));
+  const alice = viewStore({ stream, view: 'heldBy', params: { who: 'alice' } });
+  const bob = viewStore({ stream, view: 'heldBy', params: { who: 'bob' } });
+  t.after(() => { store.close(); alice.close(); bob.close(); });
+  for (const [seat, who] of [['b2', 'alice'], ['a1', 'bob'], ['a3', 'alice']]) store.dispatch({ type: 'book', seat, who });
+  await store.synced();
+  await until('alice\'s seats', () => alice.getState()?.length === 2);
+  await until('bob\'s seats', () => bob.getState()?.length === 1);
+  assert.deepEqual(alice.getState(), ['a3', 'b2']);
+  assert.deepEqual(bob.getState(), ['a1']);
+});
+
+test('an unknown view: lastError NOT_FOUND, no result, nothing thrown', { skip }, async (t) => {
+  const view = viewStore({ stream: `todos/${randomUUID()}`, view: 'nope' });
+  t.after(() => view.close());
+  await until('the error', () => view.status.lastError !== null);
+  assert.equal(view.status.lastError.code, 'NOT_FOUND');
+  assert.match(view.status.lastError.message, /open/, 'the message names the views there are');
+  assert.equal(view.status.online, false);
+  assert.equal(view.getState(), undefined);
+});
+
+test('restart with the server down: the cached result, online false; the server back: updates resume', { skip }, async (t) => {
+  const stream = `todos/${randomUUID()}`;
+  const dbName = `views-cache-${randomUUID()}`;
+  const store = writer(stream, todosReducer);
+  t.after(() => store.close());
+  store.dispatch(addTodo('bread'));
+  await store.synced();
+  const first = viewStore({ stream, view: 'open', dbName });
+  await until('bread', () => texts(first.getState()).join() === 'bread');
+  const offset = first.status.offset;
+  first.close();
+
+  await server.stop();
+  const again = viewStore({ stream, view: 'open', dbName });
+  t.after(() => again.close());
+  const statuses = [];
+  again.onStatus((s) => statuses.push(s));
+  await again.ready;
+  assert.deepEqual(texts(again.getState()), ['bread'], 'the cached result');
+  assert.equal(again.status.hydrated, true);
+  assert.equal(again.status.offset, offset);
+  await until('a failed connection', () => again.status.lastError !== null);
+  assert.equal(again.status.lastError.code, 'CONNECT_FAILED');
+  assert.equal(again.status.online, false);
+  assert.ok(statuses.every((s) => !s.online));
+
+  await server.start();
+  await until('online again', () => again.status.online, 20_000);
+  assert.equal(again.status.lastError, null, 'cleared when the feed opens');
+  store.dispatch(addTodo('jam'));
+  await until('jam', () => texts(again.getState()).join() === 'bread,jam', 20_000);
+});

@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { applyPatch, createLogsyncStore, createViewStore } from 'logsync';
 import { ROOT, SERVER_BIN, startServer } from '../../tests/e2e/lib/server.mjs';
 import todosReducer, { addTodo, toggleTodo } from '../../examples/todo-react/src/todos.js';
@@ -178,4 +179,30 @@ test('restart with the server down: the cached result, online false; the server 
   assert.equal(again.status.lastError, null, 'cleared when the feed opens');
   store.dispatch(addTodo('jam'));
   await until('jam', () => texts(again.getState()).join() === 'bread,jam', 20_000);
+});
+
+test('a refused token: UNAUTHORIZED or FORBIDDEN, needsToken, no feed; setToken with a good one opens it', { skip }, async (t) => {
+  const env = { LOGSYNC_JWT_SECRET: `secret-${randomUUID()}` };
+  const authed = await startServer({ staticDir, env, args: ['--reducer', `todos/*=${join(ROOT, 'examples/todo-react/src/todos.js')}`] });
+  t.after(() => authed.close());
+  const token = (...args) => execFileSync(SERVER_BIN, ['token', '--sub', 'ann', ...args], { env: { ...process.env, ...env } }).toString().trim();
+  const stream = `todos/${randomUUID()}`;
+  const url = `ws://127.0.0.1:${authed.port}/v1/ws`;
+
+  const expired = viewStore({ url, stream, view: 'open', token: token('--read', 'todos/*', '--expired') });
+  t.after(() => expired.close());
+  await until('the refusal', () => expired.status.needsToken);
+  assert.equal(expired.status.lastError.code, 'UNAUTHORIZED');
+  assert.equal(expired.status.online, false);
+  expired.setToken(token('--read', 'todos/*'));
+  assert.equal(expired.status.needsToken, false);
+  await until('online with the new token', () => expired.status.online);
+  await until('the result', () => Array.isArray(expired.getState()));
+  assert.equal(expired.status.lastError, null);
+
+  const elsewhere = viewStore({ url, stream, view: 'open', token: token('--read', 'seats/*') });
+  t.after(() => elsewhere.close());
+  await until('the refusal', () => elsewhere.status.needsToken);
+  assert.equal(elsewhere.status.lastError.code, 'FORBIDDEN');
+  assert.equal(elsewhere.getState(), undefined);
 });

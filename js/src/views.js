@@ -146,7 +146,8 @@ export function createViewStore(options) {
 // Server-Sent Events from a fetch body: `event:`, `id:` and `data:` lines
 // (data lines joined by "\n"), an event ends at a blank line, lines
 // starting with ":" are comments. `onEvent(type, data)` per event.
-async function readEvents(body, onEvent) {
+// (Exported for its test; not part of the package's API.)
+export async function readEvents(body, onEvent) {
   const reader = body.getReader();
   const decoder = new TextDecoder();
   let buffer = '';
@@ -156,8 +157,10 @@ async function readEvents(body, onEvent) {
     const { value, done } = await reader.read();
     if (done) return;
     buffer += decoder.decode(value, { stream: true });
-    const lines = buffer.split(/\r\n|\r|\n/);
-    buffer = lines.pop();
+    // A final "\r" waits for the next chunk: it may be the half of a "\r\n".
+    const end = buffer.endsWith('\r') ? buffer.length - 1 : buffer.length;
+    const lines = buffer.slice(0, end).split(/\r\n|\r|\n/);
+    buffer = lines.pop() + buffer.slice(end);
     for (const line of lines) {
       if (line === '') {
         if (data.length) onEvent(type || 'message', data.join('\n'));

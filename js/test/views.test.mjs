@@ -13,7 +13,9 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
 import { applyPatch, createLogsyncStore, createViewStore } from 'logsync';
+import { readEvents } from '../src/views.js';
 import { ROOT, SERVER_BIN, startServer } from '../../tests/e2e/lib/server.mjs';
 import todosReducer, { addTodo, toggleTodo } from '../../examples/todo-react/src/todos.js';
 
@@ -205,4 +207,67 @@ test('a refused token: UNAUTHORIZED or FORBIDDEN, needsToken, no feed; setToken 
   await until('the refusal', () => elsewhere.status.needsToken);
   assert.equal(elsewhere.status.lastError.code, 'FORBIDDEN');
   assert.equal(elsewhere.getState(), undefined);
+});
+
+test('the SSE reading: chunks split anywhere, CRLF, comments, multi-line data; a patch that does not fit asks for a whole result; an error event is lastError', async (t) => {
+  // A scripted feed on node:http: each request gets the next script.
+  const requests = [];
+  const enc = (text) => Buffer.from(text, 'utf8');
+  const scripts = [
+    async (res) => {
+      // Byte by byte, so a line, an event and the UTF-8 of "é" are split.
+      for (const byte of enc(': hello\r\nevent: result\r\nid: 3\r\ndata: {"offset":3,\r\ndata: "result":{"a":["é"]}}\r\n\r\n')) {
+        res.write(Buffer.from([byte]));
+      }
+      res.write('event: patch\nid: 4\ndata: {"offset":4,"patch":[{"op":"add","path":"/a/-","value":2}]}\n\n');
+      res.write('event: patch\nid: 5\ndata: {"offset":5,"patch":[{"op":"remove","path":"/missing"}]}\n\n');
+    },
+    async (res) => {
+      res.write('event: result\nid: 6\ndata: {"offset":6,"result":{"a":[9]}}\n\n');
+      res.end('event: error\ndata: {"error":{"code":"REDUCER","message":"boom"}}\n\n');
+    },
+    async (res) => {
+      res.write(':\n\n');
+    },
+  ];
+  const http = createServer((req, res) => {
+    requests.push({ url: req.url, lastEventId: req.headers['last-event-id'], accept: req.headers.accept, auth: req.headers.authorization });
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    const script = scripts[requests.length - 1];
+    if (script) script(res);
+  });
+  await new Promise((r) => http.listen(0, '127.0.0.1', r));
+  t.after(() => { http.closeAllConnections(); http.close(); });
+  const view = createViewStore({
+    url: `ws://127.0.0.1:${http.address().port}/v1/ws`, stream: 'a/b', view: 'v', params: { x: 1 }, token: 'tok',
+    dbName: `views-sse-${randomUUID()}`, backoffMinMs: 10, backoffMaxMs: 20,
+  });
+  t.after(() => view.close());
+  const states = [];
+  const errors = [];
+  view.subscribe(() => states.push(view.getState()));
+  view.onStatus((s) => { if (s.lastError) errors.push(s.lastError.code); });
+  await until('the third request', () => requests.length === 3 && view.status.online);
+  assert.deepEqual(states, [{ a: ['é'] }, { a: ['é', 2] }, { a: [9] }]);
+  assert.equal(view.status.offset, 6);
+  assert.deepEqual(requests.map((r) => r.lastEventId), [undefined, undefined, '6'], 'no Last-Event-ID after a patch that did not fit');
+  assert.equal(requests[0].url, `/v1/streams/a%2Fb/views/v?params=${encodeURIComponent('{"x":1}')}`);
+  assert.equal(requests[0].accept, 'text/event-stream');
+  assert.equal(requests[0].auth, 'Bearer tok');
+  assert.ok(errors.includes('REDUCER'), `the error event was lastError (${errors})`);
+  assert.equal(view.status.lastError, null, 'cleared when the next feed opened');
+});
+
+test('readEvents: events split at every byte, "\\r\\n" split between chunks, comments, multi-line data, an unnamed event', async () => {
+  const text = ': c\r\nevent: result\r\nid: 1\r\ndata: {"a":\r\ndata:"é"}\r\n\r\ndata: plain\n\nevent: patch\rdata: x\r\rdata: no blank line yet';
+  const bytes = new TextEncoder().encode(text);
+  const body = new ReadableStream({
+    start(controller) {
+      for (const b of bytes) controller.enqueue(new Uint8Array([b]));
+      controller.close();
+    },
+  });
+  const events = [];
+  await readEvents(body, (type, data) => events.push([type, data]));
+  assert.deepEqual(events, [['result', '{"a":\n"é"}'], ['message', 'plain'], ['patch', 'x']]);
 });

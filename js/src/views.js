@@ -23,8 +23,14 @@ export function createViewStore(options) {
   for (const [name, v] of [['url', url], ['stream', stream], ['view', view], ['dbName', dbName]]) {
     if (typeof v !== 'string' || v === '') throw bad(`options.${name} must be a non-empty string, got ${describe(v)}`);
   }
+  for (const [name, v] of [['backoffMinMs', backoffMinMs], ['backoffMaxMs', backoffMaxMs]]) {
+    if (!Number.isFinite(v) || v < 0) throw bad(`options.${name} must be a number of ms, got ${describe(v)}`);
+  }
+  if (backoffMinMs > backoffMaxMs) throw bad(`options.backoffMinMs (${backoffMinMs}) must not exceed options.backoffMaxMs (${backoffMaxMs})`);
   let token = options.token ?? null;
+  if (token !== null && typeof token !== 'string') throw bad(`options.token must be a string or null, got ${describe(token)}`);
   const paramsJson = JSON.stringify(params);
+  if (paramsJson === undefined) throw bad(`options.params must be a JSON value, got ${describe(params)}`);
   const base = url.replace(/^ws(s?):/, 'http$1:').replace(/\/v1\/ws\/?$/, '').replace(/\/+$/, '');
   const endpoint = `${base}/v1/streams/${encodeURIComponent(stream)}/views/${encodeURIComponent(view)}`
     + (params === null ? '' : `?params=${encodeURIComponent(paramsJson)}`);

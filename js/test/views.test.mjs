@@ -271,3 +271,17 @@ test('readEvents: events split at every byte, "\\r\\n" split between chunks, com
   await readEvents(body, (type, data) => events.push([type, data]));
   assert.deepEqual(events, [['result', '{"a":\n"é"}'], ['message', 'plain'], ['patch', 'x']]);
 });
+
+test('createViewStore checks its options', () => {
+  const ok = { url: 'ws://127.0.0.1:1/v1/ws', stream: 's', view: 'v' };
+  for (const [options, what] of [
+    [null, 'no options'],
+    [{ ...ok, view: '' }, 'an empty view name'],
+    [{ ...ok, stream: 42 }, 'a stream that is not a string'],
+    [{ ...ok, params: () => 1 }, 'params that are not JSON'],
+    [{ ...ok, token: 7 }, 'a token that is not a string'],
+    [{ ...ok, backoffMinMs: 10, backoffMaxMs: 5 }, 'a backoff minimum above its maximum'],
+  ]) {
+    assert.throws(() => createViewStore(options), { code: 'INVALID_REQUEST' }, what);
+  }
+});

@@ -217,3 +217,63 @@ export declare function wasmErrorCodes(): ErrorCode[];
 export declare function dbNameFor(dbName: string, token: string | null): string;
 
 export declare const INIT_ACTION_TYPE: '@@logsync/INIT';
+
+/** Options of `createViewStore`. */
+export interface ViewStoreOptions {
+  /** The server: the WebSocket URL given to `createSyncStore` (`ws://host/v1/ws`) or its HTTP base (`https://host`). */
+  url: string;
+  /** The stream whose view to follow. */
+  stream: string;
+  /** The view's name: a key of the reducer module's exported `views`. */
+  view: string;
+  /** The view's `params` (any JSON value; default `null`). */
+  params?: unknown;
+  /** The cache is the IndexedDB database `<dbNameFor(dbName, token)>-views`. Default `"logsync"`. */
+  dbName?: string;
+  /** A JWT, sent as `Authorization: Bearer …`. */
+  token?: string | null;
+  /** Reconnect backoff, first delay in ms (default 250). */
+  backoffMinMs?: number;
+  /** Reconnect backoff, largest delay in ms (default 30000). */
+  backoffMaxMs?: number;
+}
+
+/** Where a view store stands. A new (frozen) object each time something changes. */
+export interface ViewStatus {
+  /** A feed is open. */
+  readonly online: boolean;
+  /** The offset the result held was evaluated at (0 before one is known). */
+  readonly offset: number;
+  /** The cache has been read (`ready` resolved). */
+  readonly hydrated: boolean;
+  /** The current problem (`NOT_FOUND` view, `UNAUTHORIZED`, `CONNECT_FAILED`, a store error), or null; cleared when a feed opens. */
+  readonly lastError: ErrorInfo | null;
+  /** The server refused the token (401/403): no reconnecting until `setToken()`. */
+  readonly needsToken: boolean;
+}
+
+/** A read-only store of one server view. */
+export interface ViewStore<R = unknown> {
+  /** The view's result; `undefined` until known (from the cache or the server). */
+  getState(): R | undefined;
+  /** Calls `listener` after each new result; returns the unsubscribe function. */
+  subscribe(listener: () => void): () => void;
+  readonly status: ViewStatus;
+  /** Calls `listener` with each new status; returns the unsubscribe function. */
+  onStatus(listener: (status: ViewStatus) => void): () => void;
+  /** Resolves once the cached result (if any) is read. */
+  readonly ready: Promise<void>;
+  /** Uses `token` from the next request on; after a refused token, reconnects at once. The cache database stays the one chosen at creation. */
+  setToken(token: string | null): void;
+  /** Ends the feed and the listeners. */
+  close(): void;
+}
+
+/** Creates a view store at once; it reads its cached result (`ready`) and opens the feed in the background. */
+export declare function createViewStore<R = unknown>(options: ViewStoreOptions): ViewStore<R>;
+
+/** JSON Patch `add`/`remove`/`replace` (RFC 6902) applied without changing `doc`: new objects along each changed path. */
+export declare function applyPatch<T = unknown>(
+  doc: unknown,
+  ops: { op: 'add' | 'remove' | 'replace'; path: string; value?: unknown }[],
+): T;

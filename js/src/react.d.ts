@@ -1,5 +1,5 @@
 import type { ReactNode, ReactElement } from 'react';
-import type { Action, Status, SyncStore } from './index.js';
+import type { Action, Status, SyncStore, ViewStore } from './index.js';
 
 /**
  * What the hooks need of a store: a Logsync store, or a Redux store made
@@ -43,3 +43,12 @@ export declare function useSyncStatus<T>(
 
 /** Shallow equality of two objects or arrays. */
 export declare function shallowEqual(a: unknown, b: unknown): boolean;
+
+/** The result of a view store (`createViewStore`); `undefined` until known. */
+export declare function useView<R>(viewStore: ViewStore<R>): R | undefined;
+/** A part of a view's result; re-renders only when it changes by `isEqual`. */
+export declare function useView<R, T>(
+  viewStore: ViewStore<R>,
+  selector: (result: R | undefined) => T,
+  isEqual?: (a: T, b: T) => boolean,
+): T;

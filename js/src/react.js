@@ -109,3 +109,13 @@ function useSelected(subscribe, getSnapshot, selector, isEqual) {
 }
 
 const NONE = Symbol('none');
+
+/**
+ * The result of a view store (createViewStore), or `selector(result)`;
+ * re-renders when it changes. `undefined` until the result is known.
+ */
+export function useView(viewStore, selector = identity, isEqual = Object.is) {
+  const value = useSelected(viewStore.subscribe, viewStore.getState, selector, isEqual);
+  useDebugValue(value);
+  return value;
+}

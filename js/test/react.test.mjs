@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createElement as h, act, useState } from 'react';
 import { createRoot } from 'react-dom/client';
-import { LogsyncProvider, useSyncState, useDispatch, useSyncStatus, useLogsyncStore, shallowEqual } from 'logsync/react';
+import { LogsyncProvider, useSyncState, useDispatch, useSyncStatus, useLogsyncStore, shallowEqual, useView } from 'logsync/react';
 import { freshRoot } from './dom.mjs';
 import { memoryStore } from './memory-store.mjs';
 
@@ -163,4 +163,38 @@ test('hooks outside a provider, and a provider without a store, say how to fix i
   const noStore = await renderError(h(LogsyncProvider, { store: undefined }));
   assert.equal(noStore?.code, 'INVALID_REQUEST');
   assert.match(noStore.message, /needs the store that createSyncStore\(\) resolved to/);
+});
+
+test('useView renders a view store\'s result (undefined until known) and re-renders on a new one; a selector skips equal results', async () => {
+  // What useView reads of a view store (createViewStore): getState and subscribe.
+  let result;
+  const listeners = new Set();
+  const view = {
+    getState: () => result,
+    subscribe: (l) => { listeners.add(l); return () => listeners.delete(l); },
+  };
+  const set = (next) => { result = next; for (const l of [...listeners]) l(); };
+  const renders = { list: 0, count: 0 };
+  function List() {
+    renders.list++;
+    const list = useView(view);
+    return h('span', { id: 'list' }, list === undefined ? 'loading' : list.join(','));
+  }
+  function Count() {
+    renders.count++;
+    return h('span', { id: 'n' }, String(useView(view, (r) => r?.length ?? 0)));
+  }
+  const el = freshRoot();
+  const root = createRoot(el);
+  await act(async () => root.render(h('div', null, h(List), h(Count))));
+  assert.equal(el.querySelector('#list').textContent, 'loading');
+  await act(async () => set(['milk']));
+  assert.equal(el.querySelector('#list').textContent, 'milk');
+  assert.equal(el.querySelector('#n').textContent, '1');
+  await act(async () => set(['eggs']));
+  assert.equal(el.querySelector('#list').textContent, 'eggs');
+  assert.deepEqual(renders, { list: 3, count: 2 }, 'the count stayed 1: Count did not re-render');
+  assert.equal(listeners.size, 2);
+  await act(async () => root.unmount());
+  assert.equal(listeners.size, 0, 'unsubscribed on unmount');
 });

@@ -20,7 +20,8 @@ import {
   type RejectedAction,
   type Reducer,
 } from 'logsync';
-import { LogsyncProvider, useSyncState, useDispatch, useSyncStatus, useLogsyncStore, shallowEqual } from 'logsync/react';
+import { LogsyncProvider, useSyncState, useDispatch, useSyncStatus, useLogsyncStore, shallowEqual, useView } from 'logsync/react';
+import { createViewStore, applyPatch, type ViewStatus } from 'logsync';
 import { connectElmPorts, type ElmPortsOptions } from 'logsync/elm';
 import { Provider, useSelector } from 'react-redux';
 import { createLogsyncStore, type IntentEvent, type StorageInfo } from 'logsync';
@@ -230,4 +231,30 @@ export async function main(): Promise<void> {
   // @ts-expect-error a plain Redux store is not a Logsync store
   const notLogsync = <LogsyncProvider store={legacy_createStore(todoSlice.reducer)}>{null}</LogsyncProvider>;
   console.log(notLogsync);
+}
+
+// View stores: a read-only store of one server view, and its hook.
+{
+  type Todo = { id: string; text: string; completed: boolean };
+  const open = createViewStore<Todo[]>({ url: 'ws://localhost:8080/v1/ws', stream: 'todos/team-42', view: 'open' });
+  const counts = createViewStore<{ all: number }>({ url: 'https://example.com', stream: 's', view: 'counts', params: { who: 'me' }, token: null });
+  const todos: Todo[] | undefined = open.getState();
+  const unsubscribe: () => void = open.subscribe(() => {});
+  const s: ViewStatus = open.status;
+  const online: boolean = s.online && s.hydrated && !s.needsToken && s.offset >= 0 && s.lastError === null;
+  open.onStatus((st) => console.log(st.lastError?.code));
+  open.setToken('jwt');
+  void open.ready.then(() => open.close());
+  const patched = applyPatch<Todo[]>([], [{ op: 'add', path: '/-', value: 1 }]);
+  console.log(todos, unsubscribe, online, patched, counts);
+  // @ts-expect-error a view store needs a view name
+  createViewStore({ url: 'ws://x/v1/ws', stream: 's' });
+  // @ts-expect-error a view store has no dispatch
+  open.dispatch({ type: 'x' });
+  function OpenCount() {
+    const n: number = useView(open, (list) => list?.length ?? 0);
+    const list: Todo[] | undefined = useView(open);
+    return <span>{n}{list?.length}</span>;
+  }
+  console.log(<OpenCount />);
 }

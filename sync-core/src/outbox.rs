@@ -226,6 +226,10 @@ pub struct Finished {
     /// the connection and connect again, so that the subscription starts
     /// over in the new epoch.
     pub reconnect: bool,
+    /// This tab wrote what other tabs on the same storage show (its new
+    /// intents with their seqs, a renumbered outbox, discard marks): tell
+    /// them ([`Outbox::written_elsewhere`] is how they hear it).
+    pub tell_tabs: bool,
 }
 
 /// The storage queue of one tab (see the module docs).
@@ -274,6 +278,30 @@ impl<S: Clone> Outbox<S> {
         let n = self.jobs.len();
         self.jobs.clear();
         n
+    }
+
+    /// Another tab on the same storage wrote its outbox (the adapter heard
+    /// its notice, [`Finished::tell_tabs`]): read the outbox again, so this
+    /// tab's state shows that tab's intents at once, online or offline
+    /// (adopted, not its own). A read already queued behind the work in
+    /// flight covers any number of notices.
+    pub fn written_elsewhere(&mut self) {
+        let in_flight = match self.jobs.front().map(Job::kind) {
+            None => 0,
+            Some(2) => 1,
+            Some(k) => self.jobs.iter().take_while(|j| j.kind() == k).count(),
+        };
+        let queued = self
+            .jobs
+            .iter()
+            .skip(in_flight)
+            .any(|j| matches!(j, Job::Reload { .. }));
+        if !queued {
+            self.jobs.push_back(Job::Reload {
+                expected: None,
+                under: self.generation,
+            });
+        }
     }
 
     /// An intent was dispatched ([`crate::Replica::dispatch_unassigned`]):
@@ -463,7 +491,16 @@ impl<S: Clone> Outbox<S> {
         done: Done,
         client: &mut SyncClient<R>,
     ) -> Finished {
-        let mut out = Finished::default();
+        let mut out = Finished {
+            tell_tabs: matches!(
+                (&work, &done),
+                (
+                    Work::Alloc { .. } | Work::Reset { .. } | Work::Discard { .. },
+                    Done::Alloc { .. } | Done::Reset { .. } | Done::Written
+                )
+            ),
+            ..Finished::default()
+        };
         let n = n.min(self.jobs.len());
         let taken: Vec<Job<S>> = self.jobs.drain(..n).collect();
         let mut effects = Vec::new();
@@ -616,6 +653,55 @@ mod tests {
             .iter()
             .filter(|e| matches!(e, Effect::Send(_)))
             .count()
+    }
+
+    /// Another tab's notice queues one read of the outbox behind the work
+    /// in flight; more notices before it starts add nothing; the read
+    /// adopts that tab's intent into this tab's state. Writes of this
+    /// tab's own intents tell the other tabs; reads do not.
+    #[test]
+    fn another_tabs_notice_reads_the_outbox_once_and_shows_its_intents() {
+        let (mut q, mut c) = (Outbox::new(Offset::ZERO, 10, 0), client(Some("e1")));
+        let local = c
+            .replica_mut()
+            .dispatch_unassigned(b"mine".to_vec())
+            .unwrap();
+        q.dispatched(local, b"mine".to_vec());
+        let (n, work) = q.next(&c).unwrap();
+        assert!(matches!(work, Work::Alloc { .. }));
+        // Notices while the allocation is in flight: one read, queued after it.
+        q.written_elsewhere();
+        q.written_elsewhere();
+        assert_eq!(q.len(), 2, "the allocation and one read");
+        let seq = |n| Seq::new(n).unwrap();
+        let f = q.finish(
+            n,
+            work,
+            Done::Alloc {
+                first: seq(1),
+                others: Vec::new(),
+            },
+            &mut c,
+        );
+        assert!(f.tell_tabs, "own intents written: the other tabs are told");
+        let (n, work) = q.next(&c).unwrap();
+        assert!(matches!(work, Work::Reload { .. }));
+        // A notice while the read is in flight needs a read of its own.
+        q.written_elsewhere();
+        assert_eq!(q.len(), 2);
+        let theirs = OutboxEntry {
+            seq: seq(2),
+            payload: b"theirs".to_vec(),
+            discarded: false,
+        };
+        let f = q.finish(n, work, Done::Reload(alloc::vec![theirs]), &mut c);
+        assert!(!f.tell_tabs, "a read tells nobody");
+        assert_eq!(
+            *c.replica().state(),
+            2,
+            "the other tab's intent is in the state"
+        );
+        assert_eq!(c.replica().own_pending().count(), 1, "adopted, not own");
     }
 
     #[test]

@@ -78,6 +78,23 @@ impl Net {
     }
 }
 
+/// The notice channel of the tabs that share one store's storage (a
+/// `BroadcastChannel` named after the database and the stream): a tab
+/// that wrote intents posts on it, the others read the outbox again
+/// (`Outbox::written_elsewhere`). Dropping it closes the channel.
+pub(crate) struct TabChannel {
+    pub channel: web_sys::BroadcastChannel,
+    /// Kept alive while the channel calls it.
+    pub _on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
+}
+
+impl Drop for TabChannel {
+    fn drop(&mut self) {
+        self.channel.set_onmessage(None);
+        self.channel.close();
+    }
+}
+
 /// The `online`/`offline` listeners on the global object; dropping it
 /// removes them.
 pub(crate) struct BrowserEvents {

@@ -26,7 +26,7 @@ use sync_core::{
 };
 use wasm_bindgen::prelude::*;
 
-use crate::conn::{BrowserEvents, Net};
+use crate::conn::{BrowserEvents, Net, TabChannel};
 use crate::error::WasmError;
 use crate::listeners::{List, ListenerId};
 use crate::reducer::StoreReducer;
@@ -371,6 +371,8 @@ pub(crate) struct Engine<R: StoreReducer> {
     pub listeners: RefCell<Listeners>,
     pub me: Weak<Engine<R>>,
     pub browser_events: RefCell<Option<BrowserEvents>>,
+    /// The other tabs on the same storage (`BroadcastChannel`).
+    pub tabs: RefCell<Option<TabChannel>>,
     /// The status as last told to listeners, and its version.
     pub published: RefCell<(Status, u64)>,
 }
@@ -607,9 +609,11 @@ impl<R: StoreReducer> Store<R> {
             listeners: RefCell::new(Listeners::default()),
             me: me.clone(),
             browser_events: RefCell::new(None),
+            tabs: RefCell::new(None),
             published,
         });
         engine.listen_to_browser();
+        engine.listen_to_tabs();
         if engine.opts.connect {
             engine.connect_now();
         }

@@ -17,7 +17,7 @@ use sync_core::{ClientMsg, CoreError, Phase, Probe, ServerMsg};
 use wasm_bindgen::prelude::*;
 use web_sys::EventTarget;
 
-use crate::conn::BrowserEvents;
+use crate::conn::{BrowserEvents, TabChannel};
 use crate::engine::{Core, Engine, Notes, Problem};
 use crate::error::WasmError;
 use crate::reducer::StoreReducer;
@@ -375,8 +375,51 @@ impl<R: StoreReducer> Engine<R> {
         });
     }
 
-    /// Stops following the browser's events.
+    /// Stops following the browser's events and the other tabs.
     pub fn stop_listening_to_browser(&self) {
         self.browser_events.borrow_mut().take();
+        self.tabs.borrow_mut().take();
+    }
+
+    /// Hears the other tabs on this store's storage ([`TabChannel`]):
+    /// their notices queue a read of the outbox, so their intents show
+    /// here at once, online or offline. Without `BroadcastChannel` a tab
+    /// sees them at its next read (a write of its own, a connection).
+    pub fn listen_to_tabs(self: &Rc<Self>) {
+        let name = format!(
+            "logsync-outbox:{}:{}",
+            self.opts.db_name,
+            self.opts.stream.as_str()
+        );
+        let Ok(channel) = web_sys::BroadcastChannel::new(&name) else {
+            return;
+        };
+        let weak = self.me.clone();
+        let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| {
+            let weak = weak.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                let Some(e) = weak.upgrade() else { return };
+                {
+                    let mut c = e.core.borrow_mut();
+                    if c.closed {
+                        return;
+                    }
+                    c.outbox.written_elsewhere();
+                }
+                e.kick_writer();
+            });
+        });
+        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        *self.tabs.borrow_mut() = Some(TabChannel {
+            channel,
+            _on_message: on_message,
+        });
+    }
+
+    /// Tells the other tabs that this tab wrote its outbox.
+    pub fn tell_tabs(&self) {
+        if let Some(t) = self.tabs.borrow().as_ref() {
+            let _ = t.channel.post_message(&JsValue::from_str("outbox"));
+        }
     }
 }

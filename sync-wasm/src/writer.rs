@@ -114,6 +114,7 @@ impl<R: StoreReducer> Engine<R> {
         problems: Vec<WasmError>,
     ) {
         let mut notes = Notes::default();
+        let tell_tabs;
         {
             let mut c = self.core.borrow_mut();
             c.write_failures = 0;
@@ -126,6 +127,7 @@ impl<R: StoreReducer> Engine<R> {
                 let Core { outbox, client, .. } = &mut *c;
                 outbox.finish(n, work, done, client)
             };
+            tell_tabs = finished.tell_tabs;
             for e in finished.effects {
                 c.carry_out(e, &mut notes);
             }
@@ -147,6 +149,9 @@ impl<R: StoreReducer> Engine<R> {
                 c.net.backoff.reset();
                 self.drop_connection(&mut c);
             }
+        }
+        if tell_tabs {
+            self.tell_tabs();
         }
         self.emit(notes);
     }

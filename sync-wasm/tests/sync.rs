@@ -797,3 +797,36 @@ async fn a_tab_still_in_the_old_epoch_writes_after_another_tab_reset() {
     close(&a).await;
     close(&b).await;
 }
+
+/// Two tabs on one database, with no server: a dispatch in one shows in
+/// the other's state at once (its notice makes the other tab read the
+/// outbox), adopted there and not counted as that tab's own; once online,
+/// each intent is in the log once.
+#[wasm_bindgen_test]
+async fn another_tabs_dispatch_shows_at_once_offline() {
+    let url = server_start().await;
+    let stream = unique("tabs-now");
+    let db = unique("db");
+    let offline = r#","connect":false"#;
+    let t1 = open(options(&url, &stream, &db, offline)).await;
+    let t2 = open(options(&url, &stream, &db, offline)).await;
+    add(&t1, "from-t1");
+    wait_for(T, "t2 to show t1's intent", || items(&t2) == ["from-t1"]).await;
+    assert_eq!(status_num(&t2, "pending"), 0.0, "adopted, not t2's own");
+    add(&t2, "from-t2");
+    wait_for(T, "t1 to show t2's intent", || {
+        items(&t1) == ["from-t1", "from-t2"]
+    })
+    .await;
+    assert_eq!(items(&t2), ["from-t1", "from-t2"]);
+    for t in [&t1, &t2] {
+        call(t, "reconnect", &[]).unwrap();
+    }
+    synced(&t1, 30_000).await;
+    synced(&t2, 30_000).await;
+    let entries = log_entries(&stream).await;
+    assert_exactly_once(&entries, &["from-t1".to_string(), "from-t2".to_string()]);
+    for t in [&t1, &t2] {
+        close(t).await;
+    }
+}

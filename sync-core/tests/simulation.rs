@@ -619,6 +619,17 @@ impl World {
             self.disconnect(tab);
             self.connect(tab);
         }
+        if finished.tell_tabs {
+            // The notice every other tab on this storage hears (a
+            // BroadcastChannel in the browser): each queues a read of the
+            // outbox, carried out whenever the schedule gets to it.
+            let device = self.tabs[tab].device;
+            for (i, other) in self.tabs.iter_mut().enumerate() {
+                if i != tab && other.device == device {
+                    other.queue.written_elsewhere();
+                }
+            }
+        }
         true
     }
 

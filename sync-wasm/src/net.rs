@@ -410,6 +410,14 @@ impl<R: StoreReducer> Engine<R> {
             });
         });
         channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        // Node's BroadcastChannel keeps the process alive while open (a
+        // store never closed would hang a script at exit): let it go, as
+        // its timers do. Browsers have no `unref`.
+        if let Ok(unref) = js_sys::Reflect::get(&channel, &JsValue::from_str("unref")) {
+            if let Some(unref) = unref.dyn_ref::<js_sys::Function>() {
+                let _ = unref.call0(&channel);
+            }
+        }
         *self.tabs.borrow_mut() = Some(TabChannel {
             channel,
             _on_message: on_message,

@@ -765,6 +765,22 @@ async fn a_reused_seq_is_refused_on_every_node() {
     db.drop().await;
 }
 
+/// A fresh database and two nodes on it, both folding `seats/*` with the
+/// seat-booking module (tests/fixtures/seats.js); the directory holds
+/// their logs.
+async fn seat_nodes() -> (TestDb, tempfile::TempDir, Node, Node) {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seats.js");
+    let rule = vec![
+        "--reducer".to_string(),
+        format!("seats/*={}", module.display()),
+    ];
+    let a = Node::spawn_with(&db, dir.path(), "a", &rule).await;
+    let b = Node::spawn_with(&db, dir.path(), "b", &rule).await;
+    (db, dir, a, b)
+}
+
 /// The answer to a push of one intent (events in between are skipped).
 async fn decision(ws: &mut Ws) -> ServerMsg {
     loop {
@@ -796,15 +812,7 @@ async fn state_of(node: &Node, url_name: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
 async fn two_nodes_with_a_reducer_append_a_seat_once() {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seats.js");
-    let rule = vec![
-        "--reducer".to_string(),
-        format!("seats/*={}", module.display()),
-    ];
-    let a = Node::spawn_with(&db, dir.path(), "a", &rule).await;
-    let b = Node::spawn_with(&db, dir.path(), "b", &rule).await;
+    let (db, _dir, a, b) = seat_nodes().await;
     let (mut ann, _) = open(&a.ws(), id(1)).await.unwrap();
     let (mut bob, _) = open(&b.ws(), id(2)).await.unwrap();
     let name = "seats/show";
@@ -880,15 +888,7 @@ async fn two_nodes_with_a_reducer_append_a_seat_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
 async fn twenty_devices_on_two_nodes_book_the_same_seats_offline() {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seats.js");
-    let rule = vec![
-        "--reducer".to_string(),
-        format!("seats/*={}", module.display()),
-    ];
-    let a = Node::spawn_with(&db, dir.path(), "a", &rule).await;
-    let b = Node::spawn_with(&db, dir.path(), "b", &rule).await;
+    let (db, _dir, a, b) = seat_nodes().await;
     common::seats::twenty_devices_book_offline(&[a.url(""), b.url("")], "seats/hall").await;
     a.stop().await;
     b.stop().await;
@@ -901,15 +901,7 @@ async fn twenty_devices_on_two_nodes_book_the_same_seats_offline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
 async fn the_state_followed_on_one_node_sees_the_other_nodes_commits() {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seats.js");
-    let rule = vec![
-        "--reducer".to_string(),
-        format!("seats/*={}", module.display()),
-    ];
-    let a = Node::spawn_with(&db, dir.path(), "a", &rule).await;
-    let b = Node::spawn_with(&db, dir.path(), "b", &rule).await;
+    let (db, _dir, a, b) = seat_nodes().await;
     let mut feed = common::sse::SseReader::open(&b.url("/v1/streams/seats%2Fsse/state")).await;
     let first = feed.next().await;
     assert_eq!(

@@ -307,18 +307,6 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
       throw new LogsyncError('STORE_CLOSED', `store.${method}() was called after store.close(); create a new store with createSyncStore()`);
     }
   };
-  const ensureFunction = (method, fn) => {
-    if (typeof fn !== 'function') {
-      throw new LogsyncError('INVALID_REQUEST', `store.${method}(listener) expects a function, got ${describe(fn)}`);
-    }
-  };
-  const once = (stop) => {
-    let done = false;
-    return () => {
-      if (!done) { done = true; stop(); }
-    };
-  };
-
   const getState = () => {
     if (reducing) throw new LogsyncError('INVALID_REQUEST', BUSY);
     return burst !== null ? latest : inner.getState();
@@ -396,12 +384,6 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
   // The wasm store keeps one frozen status object per change, so
   // `store.status` is referentially stable between changes (what
   // useSyncExternalStore needs).
-  const listen = (set, method, listener) => {
-    ensureFunction(method, listener);
-    const entry = { fn: listener };
-    set.add(entry);
-    return once(() => set.delete(entry));
-  };
   const onStatus = (listener) => listen(statusListeners, 'onStatus', listener);
   const onError = (listener) => listen(errorListeners, 'onError', listener);
   const onRejected = (listener) => listen(rejectedListeners, 'onRejected', listener);
@@ -870,12 +852,6 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       listeners = listeners.filter((e) => e !== entry);
     };
   };
-  const listen = (set, method, listener) => {
-    ensureFunction(method, listener);
-    const entry = { fn: listener };
-    set.add(entry);
-    return once(() => set.delete(entry));
-  };
   const onStatus = (listener) => listen(statusListeners, 'onStatus', listener);
   const onError = (listener) => listen(errorListeners, 'onError', listener);
   const onRejected = (listener) => listen(rejectedListeners, 'onRejected', listener);
@@ -1172,6 +1148,14 @@ function ensureFunction(method, fn) {
   if (typeof fn !== 'function') {
     throw new LogsyncError('INVALID_REQUEST', `store.${method}(listener) expects a function, got ${describe(fn)}`);
   }
+}
+
+/** Adds `listener` to `set` (checked to be a function, for `store.${method}`); returns its removal, which works once. */
+function listen(set, method, listener) {
+  ensureFunction(method, listener);
+  const entry = { fn: listener };
+  set.add(entry);
+  return once(() => set.delete(entry));
 }
 
 function once(stop) {

@@ -491,17 +491,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
     return closing;
   };
 
-  const observable = () => ({
-    subscribe(observer) {
-      if (observer === null || typeof observer !== 'object') {
-        throw new TypeError('Expected the observer to be an object with a next() method.');
-      }
-      const next = () => { if (observer.next) observer.next(getState()); };
-      next();
-      return { unsubscribe: subscribe(next) };
-    },
-    [$$observable]() { return this; },
-  });
+  const observable = () => observableOf(getState, subscribe);
 
   return {
     stream,
@@ -1089,17 +1079,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     return closing;
   };
 
-  const observable = () => ({
-    subscribe(observer) {
-      if (observer === null || typeof observer !== 'object') {
-        throw new TypeError('Expected the observer to be an object with a next() method.');
-      }
-      const next = () => { if (observer.next) observer.next(getState()); };
-      next();
-      return { unsubscribe: subscribe(next) };
-    },
-    [$$observable]() { return this; },
-  });
+  const observable = () => observableOf(getState, subscribe);
 
   const ext = findExtension(devtools);
   if (ext !== null) {
@@ -1148,6 +1128,21 @@ function ensureFunction(method, fn) {
   if (typeof fn !== 'function') {
     throw new LogsyncError('INVALID_REQUEST', `store.${method}(listener) expects a function, got ${describe(fn)}`);
   }
+}
+
+/** The interop observable of a store (`store[Symbol.observable]()`), as Redux's. */
+function observableOf(getState, subscribe) {
+  return {
+    subscribe(observer) {
+      if (observer === null || typeof observer !== 'object') {
+        throw new TypeError('Expected the observer to be an object with a next() method.');
+      }
+      const next = () => { if (observer.next) observer.next(getState()); };
+      next();
+      return { unsubscribe: subscribe(next) };
+    },
+    [$$observable]() { return this; },
+  };
 }
 
 /** Adds `listener` to `set` (checked to be a function, for `store.${method}`); returns its removal, which works once. */

@@ -385,24 +385,7 @@ fn sse(
     );
     // The feed holds its place under the connection limit while it lasts.
     let gauge = (SubscriptionGauge::new(st.metrics.clone()), permit);
-    // It ends when the token expires: the EventSource then reconnects with
-    // the same URL, gets 401, and the app opens a new one with a new token.
-    let expires = principal.valid_until().and_then(|until| {
-        tokio::time::Instant::now()
-            .checked_add(Duration::from_secs(until.saturating_sub(now_secs())))
-    });
-    let shutdown = st.shutdown.clone();
-    let end = async move {
-        tokio::select! {
-            _ = shutdown.cancelled_owned() => {}
-            _ = async {
-                match expires {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-        }
-    };
+    let end = feed_end(&st, principal);
     // hyper pulls the next chunk only when the socket takes more, so a slow
     // reader holds one page at most, like a WebSocket subscriber.
     let events = futures_util::stream::unfold((sub, gauge), |(mut sub, gauge)| async move {
@@ -430,6 +413,28 @@ fn sse(
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// When an SSE feed ends: at shutdown, or when `principal`'s token
+/// expires (the EventSource then reconnects with the same URL, gets 401,
+/// and the app opens a new one with a new token).
+fn feed_end(st: &AppState, principal: &Principal) -> impl std::future::Future<Output = ()> {
+    let expires = principal.valid_until().and_then(|until| {
+        tokio::time::Instant::now()
+            .checked_add(Duration::from_secs(until.saturating_sub(now_secs())))
+    });
+    let shutdown = st.shutdown.clone();
+    async move {
+        tokio::select! {
+            _ = shutdown.cancelled_owned() => {}
+            _ = async {
+                match expires {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
 }
 
 /// `GET /v1/streams/{stream}`.
@@ -611,22 +616,7 @@ fn state_sse(
     let head = feed.watch_head();
     let gauge = (SubscriptionGauge::new(st.metrics.clone()), permit, feed);
     let field = if view.is_some() { "result" } else { "state" };
-    let expires = principal.valid_until().and_then(|until| {
-        tokio::time::Instant::now()
-            .checked_add(Duration::from_secs(until.saturating_sub(now_secs())))
-    });
-    let shutdown = st.shutdown.clone();
-    let end = async move {
-        tokio::select! {
-            _ = shutdown.cancelled_owned() => {}
-            _ = async {
-                match expires {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-        }
-    };
+    let end = feed_end(&st, principal);
     let first = (!held).then(|| state_event(field, offset, &state, None));
     let followed = serde_json::from_str(&state)
         .ok()

@@ -114,6 +114,16 @@ pub struct Cli {
     #[arg(long, env = "LOGSYNC_REDUCER_MAX_STREAMS", default_value_t = crate::fold::DEFAULT_MAX_STATES)]
     pub reducer_max_streams: usize,
 
+    /// Store the state of each stream a reducer folds every N events (its snapshot: a new client
+    /// starts from it, a restarted server rebuilds from it); 0 stores none.
+    #[arg(long, env = "LOGSYNC_SNAPSHOT_EVERY", value_name = "N", default_value_t = crate::fold::DEFAULT_SNAPSHOT_EVERY)]
+    pub snapshot_every: u64,
+
+    /// Compact the streams a reducer folds: keep only the last N events (and every event above
+    /// the latest snapshot), delete the older ones. Off by default: every event is kept.
+    #[arg(long, env = "LOGSYNC_RETAIN_EVENTS", value_name = "N")]
+    pub retain_events: Option<u64>,
+
     /// Serve a built web app from this directory at `/` (unknown non-API GET paths get index.html).
     #[arg(long = "static", env = "LOGSYNC_STATIC", value_name = "DIR")]
     pub static_dir: Option<PathBuf>,
@@ -402,6 +412,8 @@ impl Cli {
             reducer_timeout: self.reducer_timeout,
             reducer_memory_bytes: self.reducer_memory,
             reducer_max_streams: self.reducer_max_streams,
+            snapshot_every: self.snapshot_every,
+            retain_events: self.retain_events,
         };
         config.validate()?;
         Ok(config)

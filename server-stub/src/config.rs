@@ -119,6 +119,12 @@ pub struct Config {
     /// (`--reducer-max-streams`): past it the least recently used are
     /// dropped and folded again from the log when next needed.
     pub reducer_max_streams: usize,
+    /// A snapshot of each folded stream every this many events
+    /// (`--snapshot-every`; 0: none).
+    pub snapshot_every: u64,
+    /// Events of a folded stream kept below its head (`--retain-events`);
+    /// older ones under its latest snapshot are deleted. `None`: all kept.
+    pub retain_events: Option<u64>,
 }
 
 /// One `--reducer PATTERN=FILE[#EXPORT]` rule: the streams `pattern`
@@ -173,6 +179,8 @@ impl Default for Config {
             reducer_timeout: Duration::from_millis(100),
             reducer_memory_bytes: 256 << 20,
             reducer_max_streams: crate::fold::DEFAULT_MAX_STATES,
+            snapshot_every: crate::fold::DEFAULT_SNAPSHOT_EVERY,
+            retain_events: None,
             server_id: random_server_id(),
             max_frame_bytes: sync_core::DEFAULT_MAX_FRAME_BYTES,
             max_payload_bytes: sync_core::DEFAULT_MAX_PAYLOAD_BYTES,
@@ -260,6 +268,12 @@ impl Config {
         }
         if self.reducer_timeout.is_zero() || self.reducer_memory_bytes < (1 << 20) {
             return bad("the reducer timeout must be above 0 and its memory at least 1MiB".into());
+        }
+        if self.retain_events.is_some() && self.snapshot_every == 0 {
+            return bad(
+                "--retain-events needs snapshots: events are only deleted under a stored snapshot (set --snapshot-every above 0)"
+                    .into(),
+            );
         }
         if self.reducer_max_streams == 0 {
             return bad("--reducer-max-streams must be at least 1".into());

@@ -288,6 +288,10 @@ fn load_reducers(config: &Config, extra: Reducers) -> Result<Reducers, Error> {
     }
     reducers.extend(extra);
     reducers.keep_states(config.reducer_max_streams);
+    reducers.snapshots(crate::fold::SnapshotPolicy {
+        every: config.snapshot_every,
+        retain_events: config.retain_events,
+    });
     Ok(reducers)
 }
 

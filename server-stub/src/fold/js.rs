@@ -109,6 +109,11 @@ const PRELUDE: &str = r#"
     let pending;
     return {
       start(key) { states.set(key, initialState); },
+      restore(key, json) {
+        try { states.set(key, parse(json)); }
+        catch (e) { return ['REDUCER', `the snapshot is not JSON: ${e.message}`]; }
+        return null;
+      },
       drop(key) { states.delete(key); },
       commit(key) { states.set(key, pending); pending = undefined; },
       fold(key, payload) {
@@ -458,6 +463,31 @@ impl StreamReducer for JsReducer {
             deadline: self.deadline.clone(),
             limits: self.limits,
         }))
+    }
+
+    fn restore(&self, json: &str) -> Result<Box<dyn StreamState>, Refusal> {
+        let mut engine = self.engine.lock().map_err(|_| self.engine_failed())?;
+        engine.next_key += 1;
+        let key = engine.next_key as f64;
+        // Made before the call, so a refused restore drops its key.
+        let state = JsState {
+            key,
+            engine: self.engine.clone(),
+            deadline: self.deadline.clone(),
+            limits: self.limits,
+        };
+        let restored = call(
+            &engine,
+            &self.deadline,
+            Some(self.limits.call_timeout),
+            "restore",
+            key,
+            Some(json),
+        );
+        // The lock goes first: dropping a refused state takes it again.
+        drop(engine);
+        restored?;
+        Ok(Box::new(state))
     }
 }
 

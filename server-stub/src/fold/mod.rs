@@ -58,6 +58,16 @@ pub trait StreamReducer: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// The state of a stream with no events yet.
     fn start(&self) -> Result<Box<dyn StreamState>, Refusal>;
+    /// A state from its JSON text (what [`StreamState::to_json`] wrote:
+    /// a stored snapshot). The default refuses: such a reducer's states
+    /// are always folded from the start of the log, so its streams
+    /// cannot be compacted.
+    fn restore(&self, _json: &str) -> Result<Box<dyn StreamState>, Refusal> {
+        Err(Refusal {
+            code: ErrorCode::Reducer,
+            message: format!("{} cannot start a state from a snapshot", self.describe()),
+        })
+    }
 }
 
 /// One stream's state under a [`StreamReducer`].
@@ -88,6 +98,33 @@ pub struct Reducers {
     /// Most streams whose states a store's writer keeps between
     /// transactions.
     max_states: usize,
+    /// When states are stored, and how much of the log is kept.
+    snapshots: SnapshotPolicy,
+}
+
+/// When a store's writer stores a folded stream's state, and which events
+/// it then deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// A snapshot each time a stream's head passes a multiple of this
+    /// (0: never).
+    pub every: u64,
+    /// With `Some(n)`, events more than `n` below the head and at or
+    /// below the stream's latest snapshot are deleted (compaction);
+    /// `None` keeps every event.
+    pub retain_events: Option<u64>,
+}
+
+/// Default [`SnapshotPolicy::every`].
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1000;
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            every: DEFAULT_SNAPSHOT_EVERY,
+            retain_events: None,
+        }
+    }
 }
 
 impl Default for Reducers {
@@ -95,6 +132,7 @@ impl Default for Reducers {
         Reducers {
             rules: Vec::new(),
             max_states: DEFAULT_MAX_STATES,
+            snapshots: SnapshotPolicy::default(),
         }
     }
 }
@@ -122,6 +160,18 @@ impl Reducers {
     pub fn keep_states(&mut self, max: usize) -> &mut Self {
         self.max_states = max.max(1);
         self
+    }
+
+    /// When states are stored and events compacted (default: a snapshot
+    /// every [`DEFAULT_SNAPSHOT_EVERY`] events, no compaction).
+    pub fn snapshots(&mut self, policy: SnapshotPolicy) -> &mut Self {
+        self.snapshots = policy;
+        self
+    }
+
+    /// The snapshot policy.
+    pub fn snapshot_policy(&self) -> SnapshotPolicy {
+        self.snapshots
     }
 
     /// Appends the rules of `other` after these (the number of states
@@ -332,6 +382,20 @@ impl Folds {
         &mut self,
         stream: &StreamName,
         head: Offset,
+        read: impl FnMut(Offset) -> Result<Replayed, E>,
+    ) -> Result<Option<&mut Folded>, Unfolded<E>> {
+        self.at_from(stream, head, || Ok(None), read)
+    }
+
+    /// [`Folds::at`], where a state that is not kept starts from the
+    /// stream's latest stored snapshot (`snapshot`, asked only then) when
+    /// there is one at or below `head` and the reducer restores it, and
+    /// is folded on from there; else from the start of the log.
+    pub fn at_from<E: From<Refusal>>(
+        &mut self,
+        stream: &StreamName,
+        head: Offset,
+        snapshot: impl FnOnce() -> Result<Option<(Offset, Vec<u8>)>, E>,
         mut read: impl FnMut(Offset) -> Result<Replayed, E>,
     ) -> Result<Option<&mut Folded>, Unfolded<E>> {
         let Some(reducer) = self.reducers.for_stream(stream) else {
@@ -356,9 +420,34 @@ impl Folds {
             let mut folded = match self.take(stream) {
                 Some(kept) => kept,
                 None => {
-                    let folded = Folded {
-                        offset: Offset(0),
-                        state: reducer.start().map_err(Unfolded::Reducer)?,
+                    let restored = match snapshot().map_err(Unfolded::Read)? {
+                        Some((offset, bytes)) if offset <= head => {
+                            match std::str::from_utf8(&bytes)
+                                .map_err(|e| Refusal {
+                                    code: ErrorCode::Reducer,
+                                    message: format!("the snapshot is not UTF-8 text: {e}"),
+                                })
+                                .and_then(|json| reducer.restore(json))
+                            {
+                                Ok(state) => Some(Folded { offset, state }),
+                                Err(r) => {
+                                    tracing::warn!(
+                                        stream = %stream, offset = %offset, code = r.code.as_str(),
+                                        reason = %r.message,
+                                        "the stream's snapshot could not be restored; folding its whole log"
+                                    );
+                                    None
+                                }
+                            }
+                        }
+                        _ => None,
+                    };
+                    let folded = match restored {
+                        Some(folded) => folded,
+                        None => Folded {
+                            offset: Offset(0),
+                            state: reducer.start().map_err(Unfolded::Reducer)?,
+                        },
                     };
                     self.built += 1;
                     if let Some(m) = &self.metrics {
@@ -406,6 +495,31 @@ impl Folds {
             self.touch(stream);
         }
         Ok(self.states.get_mut(stream).map(|k| &mut k.folded))
+    }
+
+    /// The state of `stream` to store as a snapshot after a transaction
+    /// moved its head from `before` to the kept state's offset: `Some`
+    /// when that move passed a multiple of [`SnapshotPolicy::every`]
+    /// (the state as JSON text, or why it could not be written).
+    pub fn snapshot_due(
+        &self,
+        stream: &StreamName,
+        before: Offset,
+    ) -> Option<(Offset, Result<String, Refusal>)> {
+        let every = self.reducers.snapshots.every;
+        if every == 0 {
+            return None;
+        }
+        let kept = &self.states.get(stream)?.folded;
+        if kept.offset.0 / every <= before.0 / every {
+            return None;
+        }
+        Some((kept.offset, kept.state.to_json()))
+    }
+
+    /// The snapshot policy of these folds.
+    pub fn policy(&self) -> SnapshotPolicy {
+        self.reducers.snapshots
     }
 
     /// Whether a reducer folds `stream`.

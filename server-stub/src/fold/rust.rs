@@ -6,7 +6,7 @@
 //! # use std::sync::Arc;
 //! # fn example<R>(reducer: R, initial: R::State, config: server_stub::Config)
 //! # where R: sync_core::Reducer + Send + Sync + 'static,
-//! #       R::State: serde::Serialize + Send + Sync + 'static {
+//! #       R::State: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {
 //! let mut reducers = server_stub::fold::Reducers::default();
 //! reducers.add("seats/*", Arc::new(server_stub::fold::rust::RustReducer::new(reducer, initial)));
 //! let server = server_stub::Server::open_with_reducers(config, reducers);
@@ -52,7 +52,7 @@ fn panicked() -> Refusal {
 impl<R> StreamReducer for RustReducer<R>
 where
     R: Reducer + Send + Sync + 'static,
-    R::State: serde::Serialize + Send + Sync + 'static,
+    R::State: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     fn describe(&self) -> String {
         format!("Rust reducer {}", std::any::type_name::<R>())
@@ -62,6 +62,17 @@ where
         Ok(Box::new(RustState {
             reducer: self.reducer.clone(),
             state: self.initial.clone(),
+        }))
+    }
+
+    fn restore(&self, json: &str) -> Result<Box<dyn StreamState>, Refusal> {
+        let state = serde_json::from_str(json).map_err(|e| Refusal {
+            code: ErrorCode::Reducer,
+            message: format!("the snapshot does not decode as the reducer's state: {e}"),
+        })?;
+        Ok(Box::new(RustState {
+            reducer: self.reducer.clone(),
+            state,
         }))
     }
 }

@@ -117,11 +117,13 @@ fn apply(
         last_decided: log.last.get(&client).copied().unwrap_or(0),
         head: Offset(log.events.len() as u64),
     };
+    let before = position.head;
     fold_request(
         folds,
         &request.stream,
         position,
         &mut request.intents,
+        || Ok(log.snapshot.clone()),
         |after| replay(Some(log), after),
     )?;
     let steps = decide_batch(&mut position, request.intents.iter().map(|i| i.offer()));
@@ -164,6 +166,13 @@ fn apply(
     }
     if position.last_decided > 0 {
         log.last.insert(client, position.last_decided);
+    }
+    // Snapshots as the durable stores keep them (this store keeps every
+    // event: it compacts nothing).
+    if let Some((offset, Ok(json))) = folds.snapshot_due(&request.stream, before) {
+        if offset == position.head {
+            log.snapshot = Some((offset, json.into_bytes()));
+        }
     }
     Ok((outcomes, new_events))
 }
@@ -240,7 +249,11 @@ impl LogStore for MemoryStore {
                     bytes += size;
                     events.push(e.clone());
                 }
-                Ok(Page { events, head })
+                Ok(Page {
+                    events,
+                    head,
+                    compacted: Offset(0),
+                })
             })
         })
     }
@@ -300,9 +313,14 @@ impl LogStore for MemoryStore {
             self.with(|s| {
                 let log = s.streams.get(&stream);
                 let head = Offset(log.map_or(0, |l| l.events.len() as u64));
-                let answer = state_json(&mut s.folds, &stream, head, view.as_ref(), |after| {
-                    replay(log, after)
-                });
+                let answer = state_json(
+                    &mut s.folds,
+                    &stream,
+                    head,
+                    view.as_ref(),
+                    || Ok(log.and_then(|l| l.snapshot.clone())),
+                    |after| replay(log, after),
+                );
                 s.folds.trim();
                 answer
             })

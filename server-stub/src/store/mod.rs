@@ -169,7 +169,8 @@ pub fn fold_intents(folded: &mut Folded, position: Position, intents: &mut [Prop
 }
 
 /// The fold at the ordering point for one request: the stream's state
-/// from `folds` (built through `read` when it is not kept), then
+/// from `folds` (built from `snapshot`, the stream's latest stored
+/// snapshot, and `read` when it is not kept), then
 /// [`fold_intents`]. When the stream's reducer cannot start a state, every
 /// intent decided now is refused with its refusal (`REDUCER`), so a
 /// failing reducer costs its own stream's intents and never a whole
@@ -179,9 +180,10 @@ pub fn fold_request(
     stream: &StreamName,
     position: Position,
     intents: &mut [ProposedIntent],
+    snapshot: impl FnOnce() -> Result<Option<StoredSnapshot>, Error>,
     read: impl FnMut(Offset) -> Result<Replayed, Error>,
 ) -> Result<(), Error> {
-    match folds.at(stream, position.head, read) {
+    match folds.at_from(stream, position.head, snapshot, read) {
         Ok(Some(folded)) => fold_intents(folded, position, intents),
         Ok(None) => {}
         Err(Unfolded::Read(e)) => return Err(e),
@@ -223,9 +225,10 @@ pub fn state_json(
     stream: &StreamName,
     head: Offset,
     view: Option<&ViewQuery>,
+    snapshot: impl FnOnce() -> Result<Option<StoredSnapshot>, Error>,
     read: impl FnMut(Offset) -> Result<Replayed, Error>,
 ) -> Result<Option<StreamStateJson>, Error> {
-    match folds.at(stream, head, read) {
+    match folds.at_from(stream, head, snapshot, read) {
         Ok(Some(folded)) => {
             let json = match view {
                 None => folded.state.to_json()?,
@@ -354,6 +357,10 @@ pub struct Page {
     pub events: Vec<Event>,
     /// The stream's head when the page was read (0 for a stream never written).
     pub head: Offset,
+    /// The events at or below this offset are compacted away (0: none):
+    /// a read after a lower offset starts at the event after it, and the
+    /// reader needs the stream's snapshot for what came before.
+    pub compacted: Offset,
 }
 
 /// The latest stored snapshot of a stream: `(offset, state bytes)`.

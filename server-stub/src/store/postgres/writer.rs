@@ -474,9 +474,14 @@ impl Writer {
                 [&vec![id], &vec![to_pg(after.0)?], &vec![to_pg(head)?]];
             events = Replay::from_rows(c.query(&st.replay, &params).await?)?;
         }
-        let answer = state_json(&mut self.folds, stream, Offset(head), view, |after| {
-            Ok(events.after(id, after))
-        });
+        let answer = state_json(
+            &mut self.folds,
+            stream,
+            Offset(head),
+            view,
+            || Ok(None),
+            |after| Ok(events.after(id, after)),
+        );
         self.folds.trim();
         answer
     }
@@ -956,9 +961,14 @@ impl Plan {
             // rejections. The rows are written from `work`, so only the
             // verdicts of this copy matter.
             let mut copy = request.intents.clone();
-            fold_request(folds, &request.stream, position, &mut copy, |after| {
-                Ok(replay.after(id, after))
-            })?;
+            fold_request(
+                folds,
+                &request.stream,
+                position,
+                &mut copy,
+                || Ok(None),
+                |after| Ok(replay.after(id, after)),
+            )?;
             folded = copy;
             &folded
         } else {

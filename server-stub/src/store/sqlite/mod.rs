@@ -94,6 +94,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
     state     BLOB NOT NULL,
     PRIMARY KEY (stream_id, "offset")
 );
+CREATE TABLE IF NOT EXISTS compactions (
+    stream_id INTEGER PRIMARY KEY,
+    through   INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS client_subjects (
     client_id BLOB PRIMARY KEY,
     sub       TEXT NOT NULL
@@ -366,16 +370,22 @@ fn read_page(
             return Ok(Page::default());
         };
         let head = Offset(from_sql(head)?);
+        let compacted = writer::compacted_through(conn, id)?;
         let mut events = Vec::new();
         if after >= head {
-            return Ok(Page { events, head });
+            return Ok(Page {
+                events,
+                head,
+                compacted,
+            });
         }
         let mut stmt = conn.prepare_cached(
             r#"SELECT "offset", client_id, seq, time_ms, payload FROM events
                WHERE stream_id = ?1 AND "offset" > ?2 ORDER BY "offset" LIMIT ?3"#,
         )?;
         let limit = to_sql(limits.max_events.max(1) as u64)?;
-        let mut rows = stmt.query(rusqlite::params![id, to_sql(after.0)?, limit])?;
+        let from = after.max(compacted);
+        let mut rows = stmt.query(rusqlite::params![id, to_sql(from.0)?, limit])?;
         let mut bytes = 0usize;
         while let Some(r) = rows.next()? {
             let payload: Vec<u8> = r.get(4)?;
@@ -392,7 +402,11 @@ fn read_page(
                 payload,
             )?);
         }
-        Ok(Page { events, head })
+        Ok(Page {
+            events,
+            head,
+            compacted,
+        })
     })();
     let _ = conn.execute_batch("COMMIT");
     result

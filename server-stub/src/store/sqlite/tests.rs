@@ -603,3 +603,143 @@ async fn a_newer_schema_is_refused() {
     .expect("refused");
     assert!(err.to_string().contains("schema version 3"), "{err}");
 }
+
+/// Rows of the events table of the store in `dir`, read beside it.
+fn stored_events(dir: &tempfile::TempDir) -> i64 {
+    let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("open");
+    conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .expect("count")
+}
+
+/// Client `client` books seat `seat` under its seq `s`.
+fn book(client: u8, s: u64, seat: u64) -> AppendRequest {
+    AppendRequest {
+        stream: StreamName::new("seats/c").expect("name"),
+        client_id: ClientId([client; 16]),
+        intents: vec![ProposedIntent::new(
+            seq(s),
+            format!(r#"{{"type":"book","seat":"{seat}","who":"c{client}"}}"#).into_bytes(),
+            Verdict::Accept,
+        )],
+    }
+}
+
+#[tokio::test]
+async fn snapshots_bound_the_log_and_a_reopened_store_starts_from_them() {
+    use crate::fold::SnapshotPolicy;
+    use crate::store::conformance::seat_reducers;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let policy = SnapshotPolicy {
+        every: 100,
+        retain_events: Some(500),
+    };
+    let reducers = || {
+        let mut r = seat_reducers();
+        r.snapshots(policy);
+        r
+    };
+    let stream = StreamName::new("seats/c").expect("name");
+    let (store, _) = open_with(&dir, CommitMode::Group, reducers());
+    let mut most = 0;
+    for s in 1..=3000u64 {
+        let client = (s % 3) as u8 + 1;
+        let out = store
+            .append(book(client, (s - 1) / 3 + 1, s))
+            .await
+            .expect("append");
+        assert!(
+            matches!(
+                out[..],
+                [Outcome::Appended {
+                    duplicate: false,
+                    ..
+                }]
+            ),
+            "{out:?}"
+        );
+        if s % 50 == 0 {
+            most = most.max(stored_events(&dir));
+        }
+    }
+    // Retention plus the events since the last snapshot, never more.
+    assert!(most <= 600, "the events table held {most} rows");
+    assert!(
+        most >= 500,
+        "compaction kept fewer events than the retention: {most}"
+    );
+    let (offset, state) = store
+        .latest_snapshot(stream.clone())
+        .await
+        .expect("snapshot")
+        .expect("a snapshot is stored");
+    assert_eq!(offset, Offset(3000));
+    let (at, json) = store
+        .state(stream.clone())
+        .await
+        .expect("state")
+        .expect("folded");
+    assert_eq!((at, json.as_bytes()), (offset, &state[..]));
+
+    // A reader from below the horizon is told where the log starts.
+    let page = store
+        .read(stream.clone(), Offset(10), all())
+        .await
+        .expect("read");
+    assert_eq!(page.compacted, Offset(2500));
+    assert_eq!(page.events.first().map(|e| e.offset), Some(Offset(2501)));
+
+    // A resend of an intent whose event is gone is still a duplicate:
+    // answered as in the log at or below the horizon, never appended again.
+    let out = store.append(book(2, 1, 1)).await.expect("resend");
+    assert_eq!(
+        out,
+        vec![Outcome::Appended {
+            seq: seq(1),
+            offset: Offset(2500),
+            duplicate: true
+        }]
+    );
+    store.close().await;
+    drop(store);
+
+    // Reopened: the state starts from the snapshot (the events under it
+    // are gone, so folding the whole log could not give it) and goes on.
+    let (store, _) = open_with(&dir, CommitMode::Group, reducers());
+    let (at, again) = store
+        .state(stream.clone())
+        .await
+        .expect("state")
+        .expect("folded");
+    assert_eq!((at, again), (Offset(3000), json));
+    let out = store.append(book(1, 1001, 3001)).await.expect("append");
+    assert!(
+        matches!(
+            out[..],
+            [Outcome::Appended {
+                offset: Offset(3001),
+                duplicate: false,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    // The seat taken before the snapshot is still taken after it.
+    let taken = store
+        .append(AppendRequest {
+            stream: stream.clone(),
+            client_id: ClientId([9; 16]),
+            intents: vec![ProposedIntent::new(
+                seq(1),
+                br#"{"type":"book","seat":"7","who":"c9"}"#.to_vec(),
+                Verdict::Accept,
+            )],
+        })
+        .await
+        .expect("append");
+    assert!(
+        matches!(&taken[..], [Outcome::Rejected { code: ErrorCode::Rejected, message, .. }] if message.starts_with("SEAT_TAKEN")),
+        "{taken:?}"
+    );
+    store.close().await;
+}

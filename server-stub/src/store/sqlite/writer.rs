@@ -395,9 +395,14 @@ fn apply(
         last_decided: start_last,
         head: Offset(start_head),
     };
-    fold_request(folds, &stream, start, &mut intents, |after| {
-        replay(tx, stream_id, after)
-    })?;
+    fold_request(
+        folds,
+        &stream,
+        start,
+        &mut intents,
+        || latest_snapshot(tx, stream_id),
+        |after| replay(tx, stream_id, after),
+    )?;
     let mut position = start;
     let steps = decide_batch(&mut position, intents.iter().map(ProposedIntent::offer));
     let mut outcomes = Vec::with_capacity(steps.len());
@@ -470,6 +475,7 @@ fn apply(
     if position.head != start.head {
         tx.prepare_cached("UPDATE streams SET head = ?1 WHERE id = ?2")?
             .execute(rusqlite::params![to_sql(position.head.0)?, stream_id])?;
+        keep_snapshot(tx, folds, &stream, stream_id, start.head, position.head)?;
     }
     if !new_events.is_empty() {
         match appended.iter_mut().find(|(s, _)| *s == stream) {
@@ -528,10 +534,113 @@ fn lookup(
             message,
             duplicate: true,
         }),
-        None => Err(Error::Storage(format!(
-            "seq {seq} of client {client_id} on stream {stream} is decided but its outcome is missing"
-        ))),
+        None => match compacted_through(tx, stream_id)? {
+            // Appended, and its event compacted away since: answered as
+            // in the log at or below the horizon (the client's snapshot
+            // holds it); its payload can no longer be compared.
+            Offset(0) => Err(Error::Storage(format!(
+                "seq {seq} of client {client_id} on stream {stream} is decided but its outcome is missing"
+            ))),
+            through => Ok(Outcome::Appended {
+                seq,
+                offset: through,
+                duplicate: true,
+            }),
+        },
     }
+}
+
+/// The offset through which the events of `stream_id` are compacted
+/// away (0: none).
+pub(super) fn compacted_through(tx: &Connection, stream_id: i64) -> Result<Offset, Error> {
+    let through: Option<i64> = tx
+        .prepare_cached("SELECT through FROM compactions WHERE stream_id = ?1")?
+        .query_row([stream_id], |r| r.get(0))
+        .optional()?;
+    Ok(Offset(through.map(from_sql).transpose()?.unwrap_or(0)))
+}
+
+/// The latest snapshot of the stream `stream_id`.
+fn latest_snapshot(
+    tx: &Transaction<'_>,
+    stream_id: i64,
+) -> Result<Option<(Offset, Vec<u8>)>, Error> {
+    let row: Option<(i64, Vec<u8>)> = tx
+        .prepare_cached(
+            r#"SELECT "offset", state FROM snapshots WHERE stream_id = ?1 ORDER BY "offset" DESC LIMIT 1"#,
+        )?
+        .query_row([stream_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(o, state)| Ok((Offset(from_sql(o)?), state)))
+        .transpose()
+}
+
+/// Most events one transaction compacts away: a long log that gets a
+/// retention is trimmed over several snapshots, never in one long
+/// transaction that would hold appends up.
+const COMPACT_MAX_ROWS: u64 = 10_000;
+
+/// After a transaction moved the head of `stream` from `before` to
+/// `head`: stores the folded state as the stream's snapshot when the
+/// policy says so (the older snapshots go), and then compacts the events
+/// the retention no longer keeps. Part of the same transaction: a
+/// snapshot is never ahead of the log, and events are only deleted
+/// under a snapshot that holds them.
+fn keep_snapshot(
+    tx: &Transaction<'_>,
+    folds: &Folds,
+    stream: &StreamName,
+    stream_id: i64,
+    before: Offset,
+    head: Offset,
+) -> Result<(), Error> {
+    let Some((offset, json)) = folds.snapshot_due(stream, before) else {
+        return Ok(());
+    };
+    if offset != head {
+        return Ok(());
+    }
+    let json = match json {
+        Ok(json) => json,
+        Err(r) => {
+            tracing::warn!(
+                stream = %stream, offset = %offset, code = r.code.as_str(), reason = %r.message,
+                "the stream's state could not be stored as a snapshot"
+            );
+            return Ok(());
+        }
+    };
+    tx.prepare_cached(
+        r#"INSERT OR REPLACE INTO snapshots (stream_id, "offset", state) VALUES (?1, ?2, ?3)"#,
+    )?
+    .execute(rusqlite::params![
+        stream_id,
+        to_sql(offset.0)?,
+        json.as_bytes()
+    ])?;
+    tx.prepare_cached(r#"DELETE FROM snapshots WHERE stream_id = ?1 AND "offset" < ?2"#)?
+        .execute(rusqlite::params![stream_id, to_sql(offset.0)?])?;
+    let Some(retain) = folds.policy().retain_events else {
+        return Ok(());
+    };
+    let target = offset.0.min(head.0.saturating_sub(retain));
+    let through = compacted_through(tx, stream_id)?.0;
+    if target <= through {
+        return Ok(());
+    }
+    let to = target.min(through + COMPACT_MAX_ROWS);
+    let deleted = tx
+        .prepare_cached(
+            r#"DELETE FROM events WHERE stream_id = ?1 AND "offset" > ?2 AND "offset" <= ?3"#,
+        )?
+        .execute(rusqlite::params![stream_id, to_sql(through)?, to_sql(to)?])?;
+    tx.prepare_cached(
+        "INSERT INTO compactions (stream_id, through) VALUES (?1, ?2)
+         ON CONFLICT (stream_id) DO UPDATE SET through = excluded.through",
+    )?
+    .execute(rusqlite::params![stream_id, to_sql(to)?])?;
+    tracing::debug!(stream = %stream, through = to, deleted, "events compacted");
+    Ok(())
 }
 
 /// Events after which a state is rebuilt, one page of a stream's log.
@@ -571,9 +680,14 @@ fn state(
         Some((id, head)) => (id, from_sql(head)?),
         None => (-1, 0),
     };
-    state_json(folds, stream, Offset(head), view, |after| {
-        replay(tx, stream_id, after)
-    })
+    state_json(
+        folds,
+        stream,
+        Offset(head),
+        view,
+        || latest_snapshot(tx, stream_id),
+        |after| replay(tx, stream_id, after),
+    )
 }
 
 fn put_snapshot(

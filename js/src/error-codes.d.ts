@@ -73,7 +73,9 @@ export type ErrorCode =
   /** A connection attempt failed: nothing answered, or something that is not a Logsync WebSocket endpoint did. */
   | 'CONNECT_FAILED'
   /** A push reused a seq that already holds another intent (its payload differs from the one the seq was decided with). The message names the offset of the intent that holds the seq; the pushed intent is refused and nothing is stored. */
-  | 'SEQ_REUSED';
+  | 'SEQ_REUSED'
+  /** The events asked for were compacted away: the stream starts from its snapshot (`GET /v1/streams/{s}/snapshot`), and the message names the oldest event kept. */
+  | 'COMPACTED';
 
 /** Every code, in a fixed order (equal to the wasm module's `errorCodes()`). */
 export declare const ERROR_CODES: readonly ErrorCode[];

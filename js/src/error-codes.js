@@ -38,4 +38,5 @@ export const ERROR_CODES = Object.freeze([
   'STORE_CLOSED',
   'CONNECT_FAILED',
   'SEQ_REUSED',
+  'COMPACTED',
 ]);

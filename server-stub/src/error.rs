@@ -29,6 +29,10 @@ pub enum Error {
     /// does not export).
     #[error("{0}")]
     NotFound(String),
+    /// The events asked for were compacted away (the message names the
+    /// oldest kept).
+    #[error("{0}")]
+    Compacted(String),
     /// Binding, accepting or serving failed.
     #[error("I/O failed: {0}")]
     Io(#[from] std::io::Error),
@@ -43,6 +47,7 @@ impl Error {
             Error::Config(_) | Error::ReducerLoad(_) => ErrorCode::InvalidRequest,
             Error::Reducer(_) => ErrorCode::Reducer,
             Error::NotFound(_) => ErrorCode::NotFound,
+            Error::Compacted(_) => ErrorCode::Compacted,
             Error::Io(_) => ErrorCode::Internal,
         }
     }
@@ -62,7 +67,8 @@ impl Error {
             | Error::Config(_)
             | Error::ReducerLoad(_)
             | Error::Reducer(_)
-            | Error::NotFound(_) => self.to_string(),
+            | Error::NotFound(_)
+            | Error::Compacted(_) => self.to_string(),
         };
         (self.code(), message)
     }

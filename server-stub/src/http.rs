@@ -344,6 +344,17 @@ pub(crate) async fn get_events(
                 }
             }
         }
+        // A feed from below the compacted events is refused up front
+        // (410), not ended after its headers went out.
+        let one = ReadLimits {
+            max_events: 1,
+            max_bytes: usize::MAX,
+        };
+        match st.store.read(stream.clone(), after, one).await {
+            Ok(page) if page.compacted > after => return compacted(&stream, after, page.compacted),
+            Ok(_) => {}
+            Err(e) => return store_failed(&e, "read"),
+        }
         let Some(permit) = st.connection_permit() else {
             return too_many_connections(&st);
         };
@@ -363,10 +374,23 @@ pub(crate) async fn get_events(
             .max_frame_bytes
             .saturating_sub(EVENTS_FRAME_OVERHEAD),
     };
-    match st.store.read(stream, q.after, limits).await {
+    match st.store.read(stream.clone(), q.after, limits).await {
+        Ok(page) if page.compacted > q.after => compacted(&stream, q.after, page.compacted),
         Ok(page) => json_response(StatusCode::OK, events_page_json(&page.events, page.head)),
         Err(e) => store_failed(&e, "read"),
     }
+}
+
+/// 410 `COMPACTED`: the events after `after` are gone up to `through`.
+fn compacted(stream: &StreamName, after: Offset, through: Offset) -> Response {
+    error_response(
+        ErrorCode::Compacted,
+        &format!(
+            "the events of {stream} after offset {after} were compacted away up to offset {through}: \
+             start from GET /v1/streams/{stream}/snapshot, then read the events after its offset"
+        ),
+        &[("oldest", (through.0 + 1).to_string())],
+    )
 }
 
 fn sse(
@@ -479,6 +503,42 @@ pub(crate) async fn get_state(
     headers: HeaderMap,
 ) -> Response {
     folded(st, peer, principal, stream, None, headers).await
+}
+
+/// `GET /v1/streams/{stream}/snapshot`: the stream's latest stored
+/// snapshot, `{"offset": N, "hash": "<16 hex digits>", "state": …}` (the
+/// state its reducer folded from the events through `offset`; `hash` is
+/// the protocol's `state_hash` of the state's JSON text); `404 NOT_FOUND`
+/// while the stream has none. A reader whose events were compacted away
+/// (`410 COMPACTED`) starts here, then reads the events after `offset`.
+pub(crate) async fn get_snapshot(
+    State(st): State<Arc<AppState>>,
+    StreamAccess { stream, .. }: StreamAccess<Read>,
+) -> Response {
+    match st.store.latest_snapshot(stream.clone()).await {
+        Ok(Some((offset, state))) => match std::str::from_utf8(&state) {
+            Ok(json) => json_response(
+                StatusCode::OK,
+                format!(
+                    r#"{{"offset":{},"hash":"{:016x}","state":{json}}}"#,
+                    offset.0,
+                    sync_core::protocol::state_hash(&state)
+                ),
+            ),
+            Err(e) => store_failed(
+                &crate::error::Error::Storage(format!("the snapshot of {stream} is not text: {e}")),
+                "read a snapshot",
+            ),
+        },
+        Ok(None) => error_response(
+            ErrorCode::NotFound,
+            &format!(
+                "{stream} has no snapshot (a reducer stores one every --snapshot-every events)"
+            ),
+            &[],
+        ),
+        Err(e) => store_failed(&e, "read a snapshot"),
+    }
 }
 
 /// `GET /v1/streams/{stream}/views/{name}?params=<JSON>`: `{"offset": N,

@@ -448,6 +448,9 @@ pub enum Chunk {
     },
     /// A page read from the log.
     Page(Page),
+    /// One `Snapshot` frame (a part of the stream's snapshot, for a
+    /// subscriber whose events were compacted away).
+    Snapshot(Bytes),
 }
 
 impl Chunk {
@@ -481,6 +484,7 @@ impl Chunk {
                 Bytes::from(encode_events_frame(stream, &refs, head))
             }
             Chunk::Page(p) => encode_frame(stream, &p.events, p.head),
+            Chunk::Snapshot(frame) => frame.clone(),
         }
     }
 
@@ -491,6 +495,7 @@ impl Chunk {
                 (batch.events.get(*skip..).unwrap_or(&[]), more, &[])
             }
             Chunk::Page(p) => (&[], &[], &p.events),
+            Chunk::Snapshot(_) => (&[], &[], &[]),
         };
         first
             .iter()
@@ -516,6 +521,13 @@ pub struct Subscription {
     coalesce: usize,
     started: bool,
     metrics: Arc<Metrics>,
+    /// Whether a cursor below the compacted events gets the stream's
+    /// snapshot (a WebSocket client) or fails with `COMPACTED`.
+    snapshots: bool,
+    /// Snapshot frames still to send, in order.
+    parts: std::collections::VecDeque<Bytes>,
+    /// Most bytes of a frame.
+    max_frame_bytes: usize,
 }
 
 impl Subscription {
@@ -541,7 +553,19 @@ impl Subscription {
             coalesce: COALESCE_BYTES.min(hub.max_frame_bytes.saturating_sub(FRAME_OVERHEAD)),
             started: false,
             metrics: hub.metrics.clone(),
+            snapshots: false,
+            parts: std::collections::VecDeque::new(),
+            max_frame_bytes: hub.max_frame_bytes,
         }
+    }
+
+    /// A cursor below the events the store still keeps (compacted away)
+    /// is answered with the stream's snapshot in `Snapshot` frames, then
+    /// the events after it. Without this, such a cursor fails with
+    /// [`Error::Compacted`].
+    pub fn with_snapshots(mut self) -> Self {
+        self.snapshots = true;
+        self
     }
 
     /// The stream.
@@ -587,6 +611,9 @@ impl Subscription {
     }
 
     async fn next_chunk(&mut self) -> Result<Chunk, Error> {
+        if let Some(part) = self.parts.pop_front() {
+            return Ok(Chunk::Snapshot(part));
+        }
         if !self.started {
             self.started = true;
             return self.read().await;
@@ -603,7 +630,7 @@ impl Subscription {
                 Lookup::Behind => {
                     self.metrics.catch_up_reads.fetch_add(1, Relaxed);
                     let chunk = self.read().await?;
-                    if chunk.events().next().is_some() {
+                    if chunk.events().next().is_some() || matches!(chunk, Chunk::Snapshot(_)) {
                         return Ok(chunk);
                     }
                     // The log has nothing at the cursor although the feed's
@@ -627,10 +654,69 @@ impl Subscription {
             .read(self.feed.stream().clone(), after, self.limits)
             .await?;
         self.feed.raise_head(page.head);
+        if page.compacted > after {
+            return self.snapshot(after, page.compacted).await;
+        }
         if let Some(last) = page.events.last() {
             self.next = last.offset.next();
         }
         Ok(Chunk::Page(page))
+    }
+
+    /// The cursor (after `after`) is below the compacted events (through
+    /// `compacted`): the stream's snapshot, cut into frames, and the
+    /// cursor after it.
+    async fn snapshot(&mut self, after: Offset, compacted: Offset) -> Result<Chunk, Error> {
+        let stream = self.feed.stream().clone();
+        if !self.snapshots {
+            return Err(Error::Compacted(format!(
+                "the events of {stream} after offset {after} were compacted away up to offset {compacted}: \
+                 start from its snapshot (GET /v1/streams/{{stream}}/snapshot)"
+            )));
+        }
+        let Some((offset, state)) = self.store.latest_snapshot(stream.clone()).await? else {
+            return Err(Error::Storage(format!(
+                "the events of {stream} are compacted up to offset {compacted} but it has no snapshot"
+            )));
+        };
+        if offset < compacted {
+            return Err(Error::Storage(format!(
+                "the events of {stream} are compacted up to offset {compacted}, past its snapshot at {offset}"
+            )));
+        }
+        let hash = sync_core::protocol::state_hash(&state);
+        let total = state.len() as u64;
+        let room = self
+            .max_frame_bytes
+            .saturating_sub(sync_core::protocol::SNAPSHOT_FRAME_OVERHEAD)
+            .max(1);
+        let mut at = 0usize;
+        loop {
+            let end = (at + room).min(state.len());
+            let msg = sync_core::ServerMsg::Snapshot {
+                stream: stream.clone(),
+                offset,
+                hash,
+                total,
+                at: at as u64,
+                part: state[at..end].to_vec(),
+            };
+            self.parts.push_back(Bytes::from(msg.encode()));
+            at = end;
+            if at >= state.len() {
+                break;
+            }
+        }
+        self.metrics.snapshots_sent.fetch_add(1, Relaxed);
+        self.next = offset.next();
+        // After the parts, a page read at once (possibly empty): it
+        // carries the head, as the first answer to a subscription does.
+        self.started = false;
+        let first = self
+            .parts
+            .pop_front()
+            .ok_or_else(|| Error::Storage("a snapshot made no frames".into()))?;
+        Ok(Chunk::Snapshot(first))
     }
 }
 
@@ -795,7 +881,7 @@ mod tests {
                     sub.feed.head().max(last.offset),
                     "a joined frame carries the head it was made at"
                 ),
-                Chunk::Page(_) => {}
+                Chunk::Page(_) | Chunk::Snapshot(_) => {}
             }
         }
         events.iter().map(|e| e.offset.0).collect()

@@ -129,6 +129,8 @@ pub struct Metrics {
     pub fanout_coalesced_frames: AtomicU64,
     /// Reads of the log by subscribers that were behind the in-memory feed.
     pub catch_up_reads: AtomicU64,
+    /// Snapshots sent to subscribers whose events were compacted away.
+    pub snapshots_sent: AtomicU64,
     /// Events handed to subscribers (WebSocket and SSE), one per event
     /// and subscriber.
     pub events_delivered: AtomicU64,
@@ -283,6 +285,7 @@ impl Default for Metrics {
             fanout_shared_frames: AtomicU64::new(0),
             fanout_coalesced_frames: AtomicU64::new(0),
             catch_up_reads: AtomicU64::new(0),
+            snapshots_sent: AtomicU64::new(0),
             events_delivered: AtomicU64::new(0),
             commit_batch_intents: Histogram::new(BATCH_BOUNDS),
             commit_seconds: Histogram::new(SECONDS_BOUNDS),
@@ -442,6 +445,11 @@ impl Metrics {
                 "logsync_catch_up_reads",
                 "Log reads by subscribers behind the in-memory feed.",
                 self.catch_up_reads.load(Relaxed),
+            ),
+            Counter(
+                "logsync_snapshots_sent",
+                "Snapshots sent to subscribers whose events were compacted away.",
+                self.snapshots_sent.load(Relaxed),
             ),
             Counter(
                 "logsync_events_delivered",

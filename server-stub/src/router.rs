@@ -95,6 +95,7 @@ pub(crate) fn router(state: Arc<AppState>, with_ops: bool) -> Router {
         .route("/v1/streams/{stream}/intents", post(http::post_intent))
         .route("/v1/streams/{stream}/events", get(http::get_events))
         .route("/v1/streams/{stream}/state", get(http::get_state))
+        .route("/v1/streams/{stream}/snapshot", get(http::get_snapshot))
         .route("/v1/streams/{stream}/views/{name}", get(http::get_view))
         .route("/v1/streams/{stream}", get(http::get_stream))
         .route("/v1/ws", get(ws::upgrade));

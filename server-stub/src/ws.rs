@@ -776,7 +776,8 @@ impl Conn {
             &stream,
             after,
             state.config.catch_up_events,
-        );
+        )
+        .with_snapshots();
         let stale = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(
             subscription_loop(

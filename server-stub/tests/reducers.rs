@@ -753,3 +753,136 @@ async fn views_are_read_and_followed() {
     drop((c, bobs, counts));
     p.stop().await;
 }
+
+/// Compaction on: the log keeps only the last events, and a client from
+/// offset 0 gets the stream's snapshot (in several frames: the state is
+/// larger than one) and then the events after it; HTTP readers from below
+/// the horizon are told to start from `/snapshot`.
+#[tokio::test]
+async fn a_new_client_of_a_compacted_stream_starts_from_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = format!("seats/*={}", fixture("seats.js").display());
+    let args: Vec<String> = [
+        "--reducer",
+        &rule,
+        "--snapshot-every",
+        "100",
+        "--retain-events",
+        "150",
+        "--max-frame-bytes",
+        "8KiB",
+        "--max-payload-bytes",
+        "4KiB",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let p = Proc::spawn(dir.path(), &args, &[]).await;
+    let stream = "seats/big";
+    let url_stream = "seats%2Fbig";
+
+    let (mut writer, _) = Client::hello(&p.ws(), client_id(1)).await;
+    for batch in 0..20u64 {
+        let intents: Vec<(u64, Vec<u8>)> = (1..=50)
+            .map(|i| {
+                let s = batch * 50 + i;
+                (s, book(&format!("seat-{s:04}"), "ann"))
+            })
+            .collect();
+        writer.push(stream, &intents).await;
+        for _ in 0..50 {
+            assert!(matches!(answer(&mut writer).await, ServerMsg::Ack { .. }));
+        }
+    }
+
+    let (status, snap) = p.get(&format!("/v1/streams/{url_stream}/snapshot")).await;
+    assert_eq!(status, 200, "{snap}");
+    let offset = snap["offset"].as_u64().unwrap();
+    assert!((901..=1000).contains(&offset), "snapshot at {offset}");
+    let (status, body) = p
+        .get(&format!("/v1/streams/{url_stream}/events?after=0"))
+        .await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(common::error_code(&body), "COMPACTED");
+    let oldest = body["error"]["oldest"].as_u64().unwrap();
+    assert!(oldest > 1 && oldest <= offset + 1, "oldest kept {oldest}");
+    let sse = http()
+        .get(p.url(&format!("/v1/streams/{url_stream}/events?after=0")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status().as_u16(), 410);
+
+    // A new device subscribes from nothing.
+    let (mut fresh, _) = Client::hello(&p.ws(), client_id(2)).await;
+    fresh.subscribe(stream, 0).await;
+    let mut text = Vec::new();
+    let mut parts = 0;
+    let (at_offset, hash) = loop {
+        match fresh.recv().await {
+            ServerMsg::Snapshot {
+                offset,
+                hash,
+                total,
+                at,
+                part,
+                ..
+            } => {
+                assert_eq!(at, text.len() as u64);
+                text.extend(part);
+                parts += 1;
+                if text.len() as u64 == total {
+                    break (offset.0, hash);
+                }
+            }
+            other => panic!("expected the snapshot first, got {other:?}"),
+        }
+    };
+    assert!(parts >= 2, "a state over a frame comes in parts ({parts})");
+    assert_eq!(at_offset, offset);
+    assert_eq!(sync_core::protocol::state_hash(&text), hash);
+    assert_eq!(format!("{hash:016x}"), snap["hash"].as_str().unwrap());
+    let mut state: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(state, snap["state"]);
+    // Then the events after it, the first frame carrying the head (an
+    // empty one when the snapshot is at the head).
+    let mut rest = Vec::new();
+    let mut head = 0;
+    while head < 1000
+        || rest
+            .last()
+            .map_or(offset, |e: &sync_core::Event| e.offset.0)
+            < 1000
+    {
+        match fresh.recv().await {
+            ServerMsg::Events {
+                events, head: h, ..
+            } => {
+                head = head.max(h.0);
+                rest.extend(events);
+            }
+            other => panic!("expected events, got {other:?}"),
+        }
+    }
+    common::assert_dense(&rest, offset + 1);
+    for e in &rest {
+        let a: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
+        state["seats"][a["seat"].as_str().unwrap()] = a["who"].clone();
+    }
+    let (status, head) = p.get(&format!("/v1/streams/{url_stream}/state")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (head["offset"].as_u64(), &head["state"]),
+        (Some(1000), &state)
+    );
+    assert_eq!(state["seats"].as_object().unwrap().len(), 1000);
+
+    // The log holds the retention and the events since the last snapshot.
+    let conn = rusqlite::Connection::open(dir.path().join("log.db")).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert!(rows <= 250, "{rows} events kept");
+    p.stop().await;
+}

@@ -55,6 +55,16 @@ pub enum Effect {
     },
     /// Remove `seq` from the outbox (it was rejected).
     DropFromOutbox(Seq),
+    /// The replica took the server's snapshot at `offset` as its
+    /// confirmed state: store it as the snapshot (the stored events under
+    /// it may go), move the offset, and remove the `left` seqs (intents
+    /// the snapshot holds) from the outbox.
+    AdoptedSnapshot {
+        /// The snapshot's offset.
+        offset: Offset,
+        /// This client's seqs it holds.
+        left: Vec<Seq>,
+    },
     /// Mark `seq` discarded in the outbox, so that no tab and no later
     /// session pushes it: it is withdrawn instead.
     MarkDiscarded(Seq),
@@ -141,6 +151,17 @@ pub struct SyncClient<R: Reducer> {
     /// The outbox was read from storage since this connection opened (its
     /// seqs are in storage's current numbering): pushes may go.
     checked: bool,
+    /// The parts of a server snapshot received so far on this connection.
+    incoming: Option<Incoming>,
+}
+
+/// A server snapshot being received: its offset, hash and length, and the
+/// bytes so far.
+struct Incoming {
+    offset: Offset,
+    hash: u64,
+    total: u64,
+    bytes: Vec<u8>,
 }
 
 impl<R: Reducer> SyncClient<R> {
@@ -160,6 +181,7 @@ impl<R: Reducer> SyncClient<R> {
             initial,
             resetting: None,
             checked: false,
+            incoming: None,
         }
     }
 
@@ -210,6 +232,7 @@ impl<R: Reducer> SyncClient<R> {
         self.phase = Phase::Offline;
         self.resetting = None;
         self.sent_through = 0;
+        self.incoming = None;
     }
 
     /// Adds an outbox entry read from storage (see [`Replica::adopt`]).
@@ -543,10 +566,14 @@ impl<R: Reducer> SyncClient<R> {
                 self.check_stream(&stream)?;
                 if offset <= self.replica.offset() && self.replica.remove_pending(seq).is_some() {
                     // Confirmed by an event applied before this replica held
-                    // the intent (adopted late from another tab's outbox):
-                    // it is in the confirmed state already.
+                    // the intent (adopted late from another tab's outbox),
+                    // or held by a snapshot it adopted: it is in the
+                    // confirmed state already.
                     out.push(Effect::DropFromOutbox(seq));
                     out.push(Effect::StateChanged);
+                } else if offset > self.replica.offset() {
+                    // Its event comes later — or a snapshot holding it.
+                    self.replica.mark_acked(seq, offset);
                 }
                 if offset > self.head {
                     self.head = offset;
@@ -601,8 +628,82 @@ impl<R: Reducer> SyncClient<R> {
                 out.push(Effect::ServerError { code, message });
             }
             ServerMsg::Pong { .. } => {}
+            ServerMsg::Snapshot {
+                stream,
+                offset,
+                hash,
+                total,
+                at,
+                part,
+            } => {
+                self.check_stream(&stream)?;
+                self.snapshot_part(offset, hash, total, at, part, &mut out)?;
+            }
         }
         Ok(out)
+    }
+
+    /// Takes one part of a server snapshot; the last one makes the
+    /// snapshot this replica's confirmed state (see
+    /// [`Replica::adopt_snapshot`]).
+    fn snapshot_part(
+        &mut self,
+        offset: Offset,
+        hash: u64,
+        total: u64,
+        at: u64,
+        part: Vec<u8>,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), CoreError> {
+        let malformed = |reason: String| CoreError::MalformedFrame { reason };
+        let mut incoming = match self.incoming.take() {
+            _ if at == 0 => Incoming {
+                offset,
+                hash,
+                total,
+                bytes: Vec::new(),
+            },
+            Some(i) if i.offset == offset && i.hash == hash && i.total == total => i,
+            _ => {
+                return Err(malformed(alloc::format!(
+                    "a snapshot part at byte {at} of the snapshot at offset {offset} came without its start"
+                )))
+            }
+        };
+        if at != incoming.bytes.len() as u64 || at + part.len() as u64 > total {
+            return Err(malformed(alloc::format!(
+                "a snapshot part at byte {at} ({} bytes) does not continue the {} bytes received of {total}",
+                part.len(),
+                incoming.bytes.len()
+            )));
+        }
+        incoming.bytes.extend_from_slice(&part);
+        if (incoming.bytes.len() as u64) < total {
+            self.incoming = Some(incoming);
+            return Ok(());
+        }
+        if crate::protocol::state_hash(&incoming.bytes) != hash {
+            return Err(malformed(alloc::format!(
+                "the snapshot at offset {offset} does not match its hash"
+            )));
+        }
+        let state = self
+            .replica
+            .reducer()
+            .decode_state(&incoming.bytes)
+            .map_err(|e| CoreError::Reducer {
+                message: alloc::format!("the server's snapshot at offset {offset}: {e}"),
+            })?;
+        let left = self.replica.adopt_snapshot(offset, state);
+        if self.replica.offset() == offset {
+            out.push(Effect::AdoptedSnapshot { offset, left });
+            out.push(Effect::StateChanged);
+            if offset > self.head {
+                self.head = offset;
+                out.push(Effect::HeadChanged(offset));
+            }
+        }
+        Ok(())
     }
 
     fn check_stream(&self, stream: &crate::types::StreamName) -> Result<(), CoreError> {
@@ -645,6 +746,109 @@ mod tests {
         fn reduce(&self, s: &u64, _: &()) -> Result<u64, ReduceError> {
             Ok(s + 1)
         }
+        fn decode_state(&self, json: &[u8]) -> Result<u64, ReduceError> {
+            core::str::from_utf8(json)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| ReduceError("not a count".into()))
+        }
+    }
+
+    fn part(offset: u64, whole: &[u8], at: usize, len: usize) -> ServerMsg {
+        ServerMsg::Snapshot {
+            stream: stream(),
+            offset: Offset(offset),
+            hash: crate::protocol::state_hash(whole),
+            total: whole.len() as u64,
+            at: at as u64,
+            part: whole[at..at + len].to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_in_parts_becomes_the_confirmed_state_and_takes_the_acked_intents_with_it() {
+        let mut c = client(Some("e1"));
+        c.connected(None);
+        c.handle(welcome("e1", 1 << 20)).unwrap();
+        for (i, p) in [b"a", b"b"].iter().enumerate() {
+            let seq = c.replica_mut().dispatch(p.to_vec()).unwrap();
+            assert_eq!(seq.get(), i as u64 + 1);
+        }
+        // Seq 1 is in the log at 40, which this replica has not seen.
+        c.handle(ServerMsg::Ack {
+            stream: stream(),
+            seq: Seq::new(1).unwrap(),
+            offset: Offset(40),
+            duplicate: true,
+        })
+        .unwrap();
+        assert_eq!(c.replica().pending().len(), 2);
+        assert!(
+            c.handle(part(50, b"42", 0, 1)).unwrap().is_empty(),
+            "waits for the rest"
+        );
+        let fx = c.handle(part(50, b"42", 1, 1)).unwrap();
+        assert_eq!(
+            fx,
+            vec![
+                Effect::AdoptedSnapshot {
+                    offset: Offset(50),
+                    left: vec![Seq::new(1).unwrap()],
+                },
+                Effect::StateChanged,
+                Effect::HeadChanged(Offset(50)),
+            ]
+        );
+        assert_eq!(c.replica().offset(), Offset(50));
+        assert_eq!(*c.replica().confirmed_state(), 42);
+        // Seq 2 is still pending, on top of the snapshot.
+        assert_eq!(*c.replica().state(), 43);
+        // The events after the snapshot follow on.
+        let other = Event {
+            offset: Offset(51),
+            client_id: ClientId([2; 16]),
+            seq: Seq::new(1).unwrap(),
+            time_ms: 0,
+            payload: b"x".to_vec(),
+        };
+        c.handle(ServerMsg::Events {
+            stream: stream(),
+            events: vec![other],
+            head: Offset(51),
+        })
+        .unwrap();
+        assert_eq!(*c.replica().state(), 44);
+    }
+
+    #[test]
+    fn a_broken_snapshot_is_refused_and_changes_nothing() {
+        let mut c = client(Some("e1"));
+        c.connected(None);
+        c.handle(welcome("e1", 1 << 20)).unwrap();
+        let e = c.handle(part(50, b"42", 1, 1)).unwrap_err();
+        assert_eq!(
+            e.code(),
+            ErrorCode::MalformedFrame,
+            "a part without its start"
+        );
+        let mut wrong = part(50, b"42", 0, 2);
+        if let ServerMsg::Snapshot { hash, .. } = &mut wrong {
+            *hash ^= 1;
+        }
+        let e = c.handle(wrong).unwrap_err();
+        assert_eq!(
+            e.code(),
+            ErrorCode::MalformedFrame,
+            "a hash that does not match"
+        );
+        let e = c.handle(part(50, b"4x", 0, 2)).unwrap_err();
+        assert_eq!(
+            e.code(),
+            ErrorCode::Reducer,
+            "a state the reducer cannot read"
+        );
+        assert_eq!(c.replica().offset(), Offset(0));
+        assert_eq!(*c.replica().state(), 0);
     }
 
     fn stream() -> StreamName {

@@ -110,6 +110,10 @@ pub enum ErrorCode {
     /// the offset of the intent that holds the seq; the pushed intent is
     /// refused and nothing is stored.
     SeqReused,
+    /// The events asked for were compacted away: the stream starts from
+    /// its snapshot (`GET /v1/streams/{s}/snapshot`), and the message
+    /// names the oldest event kept.
+    Compacted,
 }
 
 impl ErrorCode {

@@ -358,6 +358,15 @@ impl<S: Clone> Outbox<S> {
                 self.jobs.push_back(Job::Write { write, under });
                 None
             }
+            Effect::AdoptedSnapshot { offset, left } => {
+                self.snapshot_offset = offset;
+                let mut write = EventsWrite::empty();
+                write.drop_seqs = left;
+                write.offset = offset;
+                write.snapshot = Some((offset, client.replica().confirmed_state().clone()));
+                self.jobs.push_back(Job::Write { write, under });
+                None
+            }
             Effect::MarkDiscarded(seq) => {
                 self.jobs.push_back(Job::Discard { seq, under });
                 None

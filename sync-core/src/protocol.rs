@@ -231,6 +231,46 @@ pub enum ServerMsg {
         /// The ping's nonce.
         nonce: u64,
     },
+    /// One part of a stream's snapshot, sent in answer to a `Subscribe`
+    /// whose `after` is below the events the server still keeps (they
+    /// were compacted away): the parts, in order (`at` = bytes before this
+    /// part), make up the stream's state at `offset` as JSON text, whose
+    /// [`state_hash`] is `hash`. The `Events` after `offset` follow. A
+    /// client adopts the whole snapshot as its confirmed state at
+    /// `offset`; a connection cut in between sends it again from the
+    /// start.
+    Snapshot {
+        /// Which stream.
+        stream: StreamName,
+        /// The offset of the last event the state holds.
+        offset: Offset,
+        /// [`state_hash`] of the whole state text.
+        hash: u64,
+        /// Length of the whole state text, in bytes.
+        total: u64,
+        /// Bytes of the state text before this part.
+        at: u64,
+        /// This part.
+        #[serde(with = "serde_bytes")]
+        part: Vec<u8>,
+    },
+}
+
+/// Bytes a `Snapshot` frame spends besides its part: variant, stream,
+/// offset, hash, total, at and the part's length.
+pub const SNAPSHOT_FRAME_OVERHEAD: usize = 1 + STREAM_FIELD + 4 * VARINT_U64 + VARINT_LEN;
+
+/// The hash of a state's JSON text that a snapshot carries (64-bit
+/// FNV-1a): it checks that a snapshot arrived whole, and lets a client
+/// compare its own fold with the server's. Not a defence against a
+/// forger (the connection is).
+pub fn state_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 fn check_len(bytes: &[u8], max_frame_bytes: usize) -> Result<(), CoreError> {

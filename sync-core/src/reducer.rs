@@ -28,6 +28,16 @@ pub trait Reducer {
         state: &Self::State,
         action: &Self::Action,
     ) -> Result<Self::State, ReduceError>;
+
+    /// A state from its JSON text: a snapshot the server sends a client
+    /// whose missing events were compacted away. The default refuses
+    /// (such a client cannot follow a compacted stream from below its
+    /// horizon).
+    fn decode_state(&self, _json: &[u8]) -> Result<Self::State, ReduceError> {
+        Err(ReduceError(
+            "this reducer cannot start from a snapshot (implement Reducer::decode_state)".into(),
+        ))
+    }
 }
 
 /// A reducer's failure: a payload that does not decode, or an action the

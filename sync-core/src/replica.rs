@@ -36,6 +36,10 @@ pub struct Pending<A> {
     /// Discarded by the app: left out of the optimistic state, and
     /// withdrawn instead of pushed (see [`crate::SyncClient::discard`]).
     pub discarded: bool,
+    /// Where the server said it appended the intent, while its event has
+    /// not reached this replica (an `Ack` ahead of the events): a
+    /// snapshot at or past it holds the intent.
+    pub acked: Option<Offset>,
 }
 
 /// What applying a batch of server events did.
@@ -229,6 +233,7 @@ impl<R: Reducer> Replica<R> {
             action: Some(action),
             own: true,
             discarded: false,
+            acked: None,
         });
         local_id
     }
@@ -289,6 +294,7 @@ impl<R: Reducer> Replica<R> {
                 action,
                 own,
                 discarded: false,
+                acked: None,
             },
         );
         self.recompute();
@@ -374,6 +380,37 @@ impl<R: Reducer> Replica<R> {
         Some(p)
     }
 
+    /// Records that the server appended the pending intent `seq` at
+    /// `offset` (its event not applied here yet).
+    pub fn mark_acked(&mut self, seq: Seq, offset: Offset) {
+        if let Some(p) = self.pending.iter_mut().find(|p| p.seq == Some(seq)) {
+            p.acked = Some(offset);
+        }
+    }
+
+    /// Takes the server's snapshot: `state` is the confirmed state at
+    /// `offset` (ahead of this replica's). The pending intents the server
+    /// acknowledged at or below `offset` are in it and leave; the others
+    /// are folded on top. Returns the seqs that left (remove them from the
+    /// outbox). A snapshot not ahead of this replica changes nothing.
+    pub fn adopt_snapshot(&mut self, offset: Offset, state: R::State) -> Vec<Seq> {
+        if offset <= self.offset {
+            return Vec::new();
+        }
+        self.confirmed = state;
+        self.offset = offset;
+        let mut left = Vec::new();
+        self.pending.retain(|p| {
+            let held = p.acked.is_some_and(|a| a <= offset);
+            if held {
+                left.extend(p.seq);
+            }
+            !held
+        });
+        self.recompute();
+        left
+    }
+
     /// Marks the pending intent with `seq` as discarded and recomputes the
     /// state without it. Returns false when no such intent is pending, or
     /// it was discarded already.
@@ -436,6 +473,7 @@ impl<R: Reducer> Replica<R> {
                 action,
                 own: mine,
                 discarded,
+                acked: None,
             });
         }
         self.pending.extend(waiting);

@@ -117,6 +117,22 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         }),
         (code(), ".{0,80}").prop_map(|(code, message)| ServerMsg::Error { code, message }),
         any::<u64>().prop_map(|nonce| ServerMsg::Pong { nonce }),
+        (
+            stream(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(stream, o, hash, total, at, part)| ServerMsg::Snapshot {
+                stream,
+                offset: Offset(o),
+                hash,
+                total,
+                at,
+                part,
+            }),
     ]
 }
 

@@ -155,6 +155,17 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
             },
         ),
         ("server-pong", ServerMsg::Pong { nonce: 0xdead_beef }),
+        (
+            "server-snapshot",
+            ServerMsg::Snapshot {
+                stream: stream(),
+                offset: Offset(3000),
+                hash: sync_core::protocol::state_hash(br#"{"todos":[]}"#),
+                total: 12,
+                at: 0,
+                part: br#"{"todos":[]}"#.to_vec(),
+            },
+        ),
     ]
 }
 

@@ -76,6 +76,18 @@ proptest! {
     }
 
     #[test]
+    fn snapshot_frames_are_within_the_computed_size(
+        stream in stream_name(),
+        numbers in (wide_u64(), wide_u64(), wide_u64(), wide_u64()),
+        part in payload(),
+    ) {
+        let (offset, hash, total, at) = numbers;
+        let msg = ServerMsg::Snapshot { stream, offset: Offset(offset), hash, total, at, part: part.clone() };
+        let bound = sync_core::protocol::SNAPSHOT_FRAME_OVERHEAD + part.len();
+        prop_assert!(msg.encode().len() <= bound, "{} > {bound}", msg.encode().len());
+    }
+
+    #[test]
     fn events_frames_are_within_the_computed_size_and_ranges_hold_each_event(
         stream in stream_name(),
         events in proptest::collection::vec(event(), 0..5),

@@ -340,6 +340,7 @@ impl<R: StoreReducer> Core<R> {
             }
             // Storage effects are jobs of the storage queue already.
             Effect::PersistEvents { .. }
+            | Effect::AdoptedSnapshot { .. }
             | Effect::DropFromOutbox(_)
             | Effect::MarkDiscarded(_)
             | Effect::StoreEpoch(_)

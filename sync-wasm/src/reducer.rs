@@ -59,6 +59,11 @@ impl Reducer for JsReducer {
         }
         Ok(next)
     }
+
+    fn decode_state(&self, json: &[u8]) -> Result<JsValue, ReduceError> {
+        self.decode(json)
+            .map_err(|e| ReduceError(e.0.replacen("payload", "snapshot", 1)))
+    }
 }
 
 impl StoreReducer for JsReducer {

@@ -207,6 +207,13 @@ impl ChaosClient {
                 Effect::DropFromOutbox(s) => {
                     self.storage.outbox.remove(&s);
                 }
+                Effect::AdoptedSnapshot { offset, left } => {
+                    self.storage.offset = offset;
+                    self.storage.snapshot = *self.sync.replica().confirmed_state();
+                    for s in left {
+                        self.storage.outbox.remove(&s);
+                    }
+                }
                 // This client never discards.
                 Effect::MarkDiscarded(_) => {}
                 Effect::Rejected { seq, .. } => lock(&self.view).rejected.push(seq),

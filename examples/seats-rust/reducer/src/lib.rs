@@ -83,6 +83,10 @@ impl Reducer for SeatsReducer {
             Action::Other => Ok(state.clone()),
         }
     }
+
+    fn decode_state(&self, json: &[u8]) -> Result<Seats, ReduceError> {
+        serde_json::from_slice(json).map_err(|e| ReduceError(format!("not a seats state: {e}")))
+    }
 }
 
 /// Splits a refusal's message into the app's code and the rest:

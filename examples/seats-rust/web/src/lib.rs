@@ -37,6 +37,10 @@ impl Reducer for BrowserSeats {
     fn reduce(&self, state: &Seats, action: &Action) -> Result<Seats, ReduceError> {
         SeatsReducer.reduce(state, action)
     }
+
+    fn decode_state(&self, json: &[u8]) -> Result<Seats, ReduceError> {
+        SeatsReducer.decode_state(json)
+    }
 }
 
 impl StoreReducer for BrowserSeats {

@@ -53,6 +53,7 @@ import Json.Decode as D
   - `StoreClosed` (`STORE_CLOSED`): The store was closed; the call cannot complete.
   - `ConnectFailed` (`CONNECT_FAILED`): A connection attempt failed: nothing answered, or something that is not a Logsync WebSocket endpoint did.
   - `SeqReused` (`SEQ_REUSED`): A push reused a seq that already holds another intent (its payload differs from the one the seq was decided with). The message names the offset of the intent that holds the seq; the pushed intent is refused and nothing is stored.
+  - `Compacted` (`COMPACTED`): The events asked for were compacted away: the stream starts from its snapshot (`GET /v1/streams/{s}/snapshot`), and the message names the oldest event kept.
 
 -}
 type ErrorCode
@@ -92,6 +93,7 @@ type ErrorCode
     | StoreClosed
     | ConnectFailed
     | SeqReused
+    | Compacted
 
 
 {-| Every code, in sync-core's order.
@@ -134,6 +136,7 @@ all =
     , StoreClosed
     , ConnectFailed
     , SeqReused
+    , Compacted
     ]
 
 
@@ -250,6 +253,9 @@ toString code =
         SeqReused ->
             "SEQ_REUSED"
 
+        Compacted ->
+            "COMPACTED"
+
 
 {-| The code with this text, or `Nothing` for text this build does not know.
 -}
@@ -363,6 +369,9 @@ fromString text =
 
         "SEQ_REUSED" ->
             Just SeqReused
+
+        "COMPACTED" ->
+            Just Compacted
 
         _ ->
             Nothing

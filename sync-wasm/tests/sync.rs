@@ -830,3 +830,60 @@ async fn another_tabs_dispatch_shows_at_once_offline() {
         close(t).await;
     }
 }
+
+/// A stream the server folds and compacts (`--snapshot-every 10
+/// --retain-events 5`): a new store cannot get its first events any more;
+/// it starts from the server's snapshot, stores it as its own, and
+/// reopens from it.
+#[wasm_bindgen_test]
+async fn a_new_store_boots_from_the_snapshot_of_a_compacted_stream() {
+    server_ws_url().await;
+    server_stop().await;
+    let module = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/list.js");
+    let url = server_start_with(&format!(
+        r#"{{"args":["--reducer","snapboot*={module}","--snapshot-every","10","--retain-events","5"]}}"#
+    ))
+    .await;
+    let stream = unique("snapboot");
+    let writer = open(options(&url, &stream, &unique("db"), "")).await;
+    let want = ids("s", 40);
+    for id in &want {
+        add(&writer, id);
+    }
+    synced(&writer, 20_000).await;
+    close(&writer).await;
+
+    let db = unique("db");
+    let fresh = open(options(&url, &stream, &db, "")).await;
+    wait_for(T, "the new store at offset 40", || {
+        status_num(&fresh, "offset") >= 40.0
+    })
+    .await;
+    assert_eq!(
+        items(&fresh),
+        want,
+        "the snapshot and the events after it; status {}",
+        stringify(&call(&fresh, "status", &[]).unwrap())
+    );
+    assert_eq!(status_num(&fresh, "offset"), 40.0);
+    close(&fresh).await;
+    let (_, snaps) = raw_get_all(&db, "snapshots").await;
+    assert_eq!(snaps.length(), 1, "the server's snapshot is stored");
+    let at = get(&snaps.get(0), "offset").as_f64().unwrap();
+    assert!((30.0..=40.0).contains(&at), "snapshot at {at}");
+    let (keys, _) = raw_get_all(&db, "events").await;
+    for k in keys.iter() {
+        let offset = js_sys::Array::from(&k).get(1).as_f64().unwrap();
+        assert!(
+            offset > at,
+            "event {offset} under the snapshot at {at} stored"
+        );
+    }
+
+    // Offline, it opens from its own snapshot.
+    server_stop().await;
+    let again = open(options(&url, &stream, &db, "")).await;
+    assert_eq!(items(&again), want, "opened from storage");
+    close(&again).await;
+    server_start().await;
+}

@@ -269,6 +269,12 @@ impl Config {
         if self.reducer_timeout.is_zero() || self.reducer_memory_bytes < (1 << 20) {
             return bad("the reducer timeout must be above 0 and its memory at least 1MiB".into());
         }
+        if self.retain_events.is_some() && self.store_url.is_some() {
+            return bad(
+                "--retain-events is not supported with a PostgreSQL store yet (only the embedded SQLite store compacts): leave it off, every event is kept"
+                    .into(),
+            );
+        }
         if self.retain_events.is_some() && self.snapshot_every == 0 {
             return bad(
                 "--retain-events needs snapshots: events are only deleted under a stored snapshot (set --snapshot-every above 0)"
@@ -383,6 +389,29 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn compaction_needs_snapshots_and_the_sqlite_store() {
+        let c = Config {
+            retain_events: Some(5000),
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok());
+        let c = Config {
+            retain_events: Some(5000),
+            snapshot_every: 0,
+            ..Config::default()
+        };
+        let err = c.validate().expect_err("no snapshots").to_string();
+        assert!(err.contains("--snapshot-every"), "{err}");
+        let c = Config {
+            retain_events: Some(5000),
+            store_url: Some("postgres://app@db/logs".into()),
+            ..Config::default()
+        };
+        let err = c.validate().expect_err("PostgreSQL").to_string();
+        assert!(err.contains("PostgreSQL"), "{err}");
     }
 
     /// Runs without PostgreSQL: the URL is checked at start, and what the

@@ -451,4 +451,14 @@ mod tests {
         // The stores' other rules hold on folded streams too.
         conformance::decides_resends_and_gaps(&store, "plain").await;
     }
+
+    #[tokio::test]
+    async fn stores_snapshots_like_the_durable_stores() {
+        let store = MemoryStore::with_reducers(
+            Epoch::from("e"),
+            Arc::new(Nobody),
+            conformance::seat_reducers_snapshotting(),
+        );
+        conformance::stores_snapshots(&store, "seats/snap").await;
+    }
 }

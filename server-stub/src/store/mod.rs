@@ -789,6 +789,49 @@ pub(crate) mod conformance {
 
     /// [`seat_reducers`] keeping one stream's state: every other stream's
     /// is dropped after each transaction and rebuilt when next needed.
+    /// Seat reducers storing a snapshot every 10 events.
+    pub(crate) fn seat_reducers_snapshotting() -> crate::fold::Reducers {
+        let mut r = seat_reducers();
+        r.snapshots(crate::fold::SnapshotPolicy {
+            every: 10,
+            retain_events: None,
+        });
+        r
+    }
+
+    /// The writer stores the folded state each time the head passes a
+    /// multiple of 10 (stores opened with
+    /// [`seat_reducers_snapshotting`]): after 25 bookings, the snapshot is
+    /// the state at its offset, between 20 and 25.
+    pub(crate) async fn stores_snapshots(store: &dyn LogStore, stream: &str) {
+        let name = StreamName::new(stream).expect("name");
+        assert_eq!(
+            store.latest_snapshot(name.clone()).await.expect("read"),
+            None
+        );
+        for s in 1..=25u64 {
+            let out = store
+                .append(request(&name, 1, vec![book(s, &format!("s{s}"), "ann")]))
+                .await
+                .expect("append");
+            assert!(matches!(out[..], [Outcome::Appended { .. }]), "{out:?}");
+        }
+        let (offset, state) = store
+            .latest_snapshot(name.clone())
+            .await
+            .expect("read")
+            .expect("a snapshot is stored");
+        assert!((20..=25).contains(&offset.0), "snapshot at {offset}");
+        let state: serde_json::Value = serde_json::from_slice(&state).expect("JSON");
+        let seats = state["seats"].as_object().expect("seats");
+        assert_eq!(
+            seats.len() as u64,
+            offset.0,
+            "the state at {offset}: {state}"
+        );
+        assert!(seats.contains_key(&format!("s{}", offset.0)));
+    }
+
     pub(crate) fn seat_reducers_keeping_one() -> crate::fold::Reducers {
         let mut reducers = seat_reducers();
         reducers.keep_states(1);

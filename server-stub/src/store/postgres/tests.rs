@@ -897,6 +897,18 @@ async fn folds_at_the_ordering_point() {
     db.drop().await;
 }
 
+/// The writer stores folded states as snapshots in its transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn stores_snapshots_of_folded_streams() {
+    use crate::store::conformance::{seat_reducers_snapshotting, stores_snapshots};
+    let db = TestDb::new().await;
+    let (store, _) = open_folding(&db.url, CommitMode::Group, seat_reducers_snapshotting()).await;
+    stores_snapshots(&store, "seats/snap").await;
+    store.close().await;
+    db.drop().await;
+}
+
 /// With one state kept, two streams pushed to in turn are each rebuilt
 /// from the tables and decide as if kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

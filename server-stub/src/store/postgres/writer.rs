@@ -873,6 +873,9 @@ struct Plan {
     rejected: Vec<(i64, ClientId, Seq, ErrorCode, String)>,
     /// (stream id, offset) -> work index, the latest wins.
     snapshots: HashMap<(i64, Offset), usize>,
+    /// States of folded streams due for a snapshot: (stream id, offset,
+    /// state as JSON text).
+    folded: Vec<(i64, Offset, Vec<u8>)>,
     /// Resends of seqs decided before this transaction: (stream id,
     /// client, seq, digest of the resent payload).
     lookups: Vec<(i64, ClientId, Seq, Option<IntentDigest>)>,
@@ -921,6 +924,7 @@ impl Plan {
             placed: Vec::new(),
             rejected: Vec::new(),
             snapshots: HashMap::new(),
+            folded: Vec::new(),
             lookups: Vec::new(),
             found: Vec::new(),
         }
@@ -1022,6 +1026,21 @@ impl Plan {
         if let Some(s) = self.streams.get_mut(request.stream.as_str()) {
             s.1 = position.head.0;
         }
+        // The folded state, stored as a snapshot in this transaction when
+        // its head passed a multiple of the policy's interval.
+        if position.head.0 != head {
+            match folds.snapshot_due(&request.stream, Offset(head)) {
+                Some((offset, Ok(json))) if offset == position.head => {
+                    self.folded.retain(|(i, _, _)| *i != id);
+                    self.folded.push((id, offset, json.into_bytes()));
+                }
+                Some((offset, Err(r))) => tracing::warn!(
+                    stream = %request.stream, offset = %offset, code = r.code.as_str(),
+                    reason = %r.message, "the stream's state could not be stored as a snapshot"
+                ),
+                _ => {}
+            }
+        }
         self.slots.push(slots);
         Ok(())
     }
@@ -1072,6 +1091,13 @@ impl Plan {
         for (&(id, offset), &w) in &self.snapshots {
             if let Some(Work::Snapshot { state, .. }) = work.get(w) {
                 rows.sn_stream.push(id);
+                rows.sn_offset.push(to_pg(offset.0)?);
+                rows.sn_state.push(state);
+            }
+        }
+        for (id, offset, state) in &self.folded {
+            if !self.snapshots.contains_key(&(*id, *offset)) {
+                rows.sn_stream.push(*id);
                 rows.sn_offset.push(to_pg(offset.0)?);
                 rows.sn_state.push(state);
             }

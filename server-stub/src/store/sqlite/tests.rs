@@ -743,3 +743,12 @@ async fn snapshots_bound_the_log_and_a_reopened_store_starts_from_them() {
     );
     store.close().await;
 }
+
+#[tokio::test]
+async fn stores_snapshots_of_folded_streams() {
+    use crate::store::conformance::{seat_reducers_snapshotting, stores_snapshots};
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, _) = open_with(&dir, CommitMode::PerIntent, seat_reducers_snapshotting());
+    stores_snapshots(&store, "seats/snap").await;
+    store.close().await;
+}

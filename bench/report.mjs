@@ -134,6 +134,20 @@ if (red.length) {
 }
 
 // ---- idle ------------------------------------------------------------------------
+const boots = of('boot');
+if (boots.length) {
+  say("## 2c. A new client's time to first state");
+  say();
+  say('A stream of N events folded by `bench/boot-reducer.js` (a count and the last 100 ids). A new client connects over loopback, subscribes from offset 0 and is done when it holds the state at the head: it decodes every event it receives (JSON) or the snapshot\'s JSON text. "full catch-up": the server keeps the whole log; "snapshot boot": `--retain-events 1000` (a snapshot every 1000 events), so the client gets the snapshot and the events after it. Server storage: the SQLite file, WAL and shared memory after seeding.');
+  say();
+  say('| history | mode | time to state p50 ms | max ms | bytes received | events received | server storage MiB |');
+  say('|---:|---|---:|---:|---:|---:|---:|');
+  for (const r of boots) {
+    say(`| ${r.history} | ${r.mode} | ${fmt(r.p50_ms, 1)} | ${fmt(r.max_ms, 1)} | ${r.bytes} | ${r.events} | ${fmt(r.storage_bytes / 1048576, 1)} |`);
+  }
+  say();
+}
+
 const idle = of('idle');
 if (idle.length) {
   say('## 3. Memory per connection');

@@ -3,7 +3,7 @@
 #
 #   bench/run.sh                  everything, ~7 min on 2 cores once built (~10 with --postgres)
 #   bench/run.sh --quick          a short smoke run of everything, ~2 min
-#   bench/run.sh --only fanout,append,reducer,idle,browser,size
+#   bench/run.sh --only fanout,append,reducer,boot,idle,browser,size
 #   bench/run.sh --no-pin         do not pin the server and the load generator
 #   bench/run.sh --postgres       also the PostgreSQL store (one node) in the fan-out
 #                                 and append benchmarks, on a throwaway cluster
@@ -30,7 +30,7 @@ export PATH="$ROOT/.tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 QUICK=0
 PIN=1
 POSTGRES=0
-ONLY="fanout,append,reducer,idle,browser,size"
+ONLY="fanout,append,reducer,boot,idle,browser,size"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -162,6 +162,7 @@ if [ "$QUICK" = 1 ]; then
   APPEND=(--writers 1,10 --repeats 1 --duration 1s --warmup 300ms)
   REDUCER=(--writers 1,10,100 --repeats 1 --duration 1s --warmup 300ms)
   IDLE=(--connections 1000 --repeats 1 --settle 1s)
+  BOOT=(--events 10000 --clients 1)
   BROWSER=(--quick)
 else
   FANOUT=(--subscribers 10,100,1000 --many-writers 100 --repeats 3 --duration 3s --warmup 1s --drain 5s)
@@ -169,6 +170,7 @@ else
   APPEND=(--writers 1,10,100 --repeats 3 --duration 3s --warmup 500ms)
   REDUCER=(--writers 1,10,100 --repeats 5 --duration 3s --warmup 500ms)
   IDLE=(--connections 1000,10000 --repeats 2 --settle 2s)
+  BOOT=(--events 10000,100000,1000000 --clients 3)
   BROWSER=()
 fi
 
@@ -192,6 +194,13 @@ if want reducer; then
     --variant "logsync-js-todo=--reducer todos/*=$ROOT/examples/todo-react/src/todos.js" \
     append --targets logsync,logsync-js-todo --modes group --payload todo --stream-prefix todos/ \
     "${REDUCER[@]}"
+fi
+if want boot; then
+  # A history of N events folded by bench/boot-reducer.js; a new client
+  # subscribes from 0: every event (the whole log kept) vs the server's
+  # snapshot and the events after it (--retain-events 1000).
+  step "2c. a new client's time to first state: full catch-up vs snapshot boot"
+  run "${LOADGEN[@]}" --json "$RAW" boot --reducer "$ROOT/bench/boot-reducer.js" "${BOOT[@]}"
 fi
 if want idle; then
   step "3. memory per idle connection"

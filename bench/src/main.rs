@@ -4,6 +4,7 @@
 //! subcommand per question; see BENCHMARKS.md at the repository root.
 
 mod append;
+mod boot;
 mod fanout;
 mod hist;
 mod idle;
@@ -75,6 +76,9 @@ enum Command {
     /// Fills a running server's stream with N events (for catch-up
     /// benchmarks).
     Seed(seed::Args),
+    /// A new client's time to first state over a long history: full
+    /// catch-up vs snapshot boot (compaction on).
+    Boot(boot::Args),
 }
 
 /// Parses `500ms`, `5s`, `2m` (a plain number is seconds).
@@ -152,6 +156,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Fanout(args) => fanout::run(&launcher, &variants, &sink, args).await,
         Command::Append(args) => append::run(&launcher, &variants, &sink, args).await,
         Command::Idle(args) => idle::run(&launcher, &variants, &sink, args).await,
+        Command::Boot(args) => boot::run(&launcher, &sink, args).await,
         Command::Seed(_) => Ok(()),
     }
 }

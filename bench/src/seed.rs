@@ -70,9 +70,36 @@ pub async fn run(sink: &Sink, args: Args) -> Result<(), String> {
         Some(l) => l[(s - 1) as usize].clone(),
         None => format!(r#"{{"type":"add","id":"e{s}"}}"#).into_bytes(),
     };
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&args.url, None, true)
+    let secs = fill(&args.url, &stream, events, payload, args.batch, args.in_flight).await?;
+    println!(
+        "seeded {} events into {} in {:.2} s ({:.0} events/s)",
+        events,
+        args.stream,
+        secs,
+        events as f64 / secs
+    );
+    sink.record(json!({
+        "bench": "seed",
+        "stream": args.stream,
+        "events": events,
+        "seconds": round(secs, 3),
+    }))
+}
+
+/// Appends `events` intents (event k's payload is `payload(k)`) to
+/// `stream` of the server at `url`, `batch` per push with `in_flight`
+/// pushes outstanding, and waits for every `Ack`; the seconds it took.
+pub async fn fill(
+    url: &str,
+    stream: &StreamName,
+    events: u64,
+    payload: impl Fn(u64) -> Vec<u8>,
+    batch: u64,
+    in_flight: u64,
+) -> Result<f64, String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
-        .map_err(|e| format!("connect {}: {e}", args.url))?;
+        .map_err(|e| format!("connect {url}: {e}"))?;
     let mut id = [0x5e; 16];
     id[..8].copy_from_slice(&std::process::id().to_be_bytes().repeat(2));
     ws.send(Message::Binary(
@@ -83,12 +110,12 @@ pub async fn run(sink: &Sink, args: Args) -> Result<(), String> {
     .await
     .map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    let batch = args.batch.max(1);
+    let batch = batch.max(1);
     let mut next = 1u64; // next seq to push
     let mut acked = 0u64;
     while acked < events {
         // Keep up to `in_flight` pushes outstanding.
-        while next <= events && next - 1 - acked < batch * args.in_flight.max(1) {
+        while next <= events && next - 1 - acked < batch * in_flight.max(1) {
             let end = (next + batch - 1).min(events);
             let intents = (next..=end)
                 .map(|s| {
@@ -122,17 +149,5 @@ pub async fn run(sink: &Sink, args: Args) -> Result<(), String> {
     }
     let secs = t0.elapsed().as_secs_f64();
     let _ = ws.close(None).await;
-    println!(
-        "seeded {} events into {} in {:.2} s ({:.0} events/s)",
-        events,
-        args.stream,
-        secs,
-        events as f64 / secs
-    );
-    sink.record(json!({
-        "bench": "seed",
-        "stream": args.stream,
-        "events": events,
-        "seconds": round(secs, 3),
-    }))
+    Ok(secs)
 }

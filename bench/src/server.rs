@@ -290,6 +290,20 @@ impl Proc {
         })
     }
 
+    /// Bytes of its SQLite database now (the file, its WAL and shared
+    /// memory; 0 for another store).
+    pub fn storage_bytes(&self) -> u64 {
+        let Some(db) = &self.db else { return 0 };
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut p = db.as_os_str().to_owned();
+                p.push(suffix);
+                std::fs::metadata(p).ok().map(|m| m.len())
+            })
+            .sum()
+    }
+
     /// CPU seconds used so far.
     pub fn cpu_seconds(&self) -> Result<f64, String> {
         procstat::cpu_seconds(&self.pid)

@@ -55,7 +55,10 @@ pub async fn run(launcher: &Launcher, sink: &Sink, args: Args) -> Result<(), Str
             ],
         ),
     ];
-    println!("a new client's time to first state (loopback; {} clients per cell, median)", args.clients);
+    println!(
+        "a new client's time to first state (loopback; {} clients per cell, median)",
+        args.clients
+    );
     println!("| history | mode | time to state p50 ms | max ms | bytes received | events received | server storage MiB |");
     println!("|---:|---|---:|---:|---:|---:|---:|");
     for &n in &args.events {
@@ -160,7 +163,9 @@ async fn boot(url: &str, stream: &StreamName, head: u64, n: u32) -> Result<Boot,
                 if text.len() as u64 == total {
                     let state: serde_json::Value =
                         serde_json::from_slice(&text).map_err(|e| e.to_string())?;
-                    count = state["count"].as_u64().ok_or("a snapshot without a count")?;
+                    count = state["count"]
+                        .as_u64()
+                        .ok_or("a snapshot without a count")?;
                     offset = at.0;
                     snapshot = true;
                     text.clear();
@@ -183,7 +188,9 @@ async fn boot(url: &str, stream: &StreamName, head: u64, n: u32) -> Result<Boot,
     let seconds = t0.elapsed().as_secs_f64();
     let _ = ws.close(None).await;
     if count != head {
-        return Err(format!("the state counts {count} events, the head is {head}"));
+        return Err(format!(
+            "the state counts {count} events, the head is {head}"
+        ));
     }
     Ok(Boot {
         seconds,

@@ -70,7 +70,15 @@ pub async fn run(sink: &Sink, args: Args) -> Result<(), String> {
         Some(l) => l[(s - 1) as usize].clone(),
         None => format!(r#"{{"type":"add","id":"e{s}"}}"#).into_bytes(),
     };
-    let secs = fill(&args.url, &stream, events, payload, args.batch, args.in_flight).await?;
+    let secs = fill(
+        &args.url,
+        &stream,
+        events,
+        payload,
+        args.batch,
+        args.in_flight,
+    )
+    .await?;
     println!(
         "seeded {} events into {} in {:.2} s ({:.0} events/s)",
         events,

@@ -414,6 +414,7 @@ impl Cli {
             reducer_max_streams: self.reducer_max_streams,
             snapshot_every: self.snapshot_every,
             retain_events: self.retain_events,
+            retain_age: None,
         };
         config.validate()?;
         Ok(config)

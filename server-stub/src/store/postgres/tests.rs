@@ -1021,3 +1021,209 @@ async fn two_nodes_fold_under_the_row_lock() {
     b.close().await;
     db.drop().await;
 }
+
+/// Compaction in the appending transactions, as every durable store does
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn compacts_like_every_durable_store() {
+    use crate::store::conformance::{compacts_under_snapshots, seat_reducers_compacting};
+    let db = TestDb::new().await;
+    for mode in [CommitMode::Group, CommitMode::PerIntent] {
+        let (store, _) = open_folding(&db.url, mode, seat_reducers_compacting()).await;
+        let suffix = format!("{mode:?}").to_lowercase();
+        compacts_under_snapshots(&store, &format!("seats/compact-{suffix}")).await;
+        store.close().await;
+    }
+    let client = admin_client(&db.url).await;
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM logsync_events),
+                    (SELECT count(*) FROM logsync_snapshots)",
+            &[],
+        )
+        .await
+        .expect("count");
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (2 * 26, 2),
+        "the events above each horizon, one snapshot per stream"
+    );
+    db.drop().await;
+}
+
+/// Client `client` books `seat` on `stream` under its seq `s`.
+fn book_on(stream: &str, client: u8, s: u64, seat: &str) -> AppendRequest {
+    AppendRequest {
+        stream: name(stream),
+        ..book(client, s, seat)
+    }
+}
+
+/// The state of `stream` on `store` at its head, as JSON.
+async fn state_of(store: &PostgresStore, stream: &str) -> (Offset, serde_json::Value) {
+    let (offset, state) = store
+        .state(name(stream))
+        .await
+        .expect("state")
+        .expect("a reducer");
+    (offset, serde_json::from_str(&state).expect("JSON"))
+}
+
+/// A node starts a state it does not keep from the stream's latest
+/// snapshot and folds only the events after it, not the whole log: the
+/// snapshot is replaced behind the nodes' backs by a state no fold of the
+/// log gives, and a new node's state is that state with the later events
+/// on top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn a_node_starts_states_from_the_snapshot_and_the_events_after_it() {
+    use crate::store::conformance::seat_reducers_snapshotting;
+    let db = TestDb::new().await;
+    let (a, _) = open_folding(&db.url, CommitMode::Group, seat_reducers_snapshotting()).await;
+    for s in 1..=25u64 {
+        let out = a
+            .append(book_on("seats/snapboot", 1, s, &format!("s{s}")))
+            .await
+            .expect("append");
+        assert_eq!(out, vec![appended(s, s, false)]);
+    }
+    assert_eq!(
+        a.latest_snapshot(name("seats/snapboot"))
+            .await
+            .expect("read")
+            .map(|(o, _)| o),
+        Some(Offset(20))
+    );
+    db.sql(
+        r#"UPDATE logsync_snapshots SET state = convert_to('{"seats":{"marker":"x"}}', 'UTF8')
+           WHERE "offset" = 20"#,
+    )
+    .await;
+    let (b, _) = open_folding(&db.url, CommitMode::Group, seat_reducers_snapshotting()).await;
+    let (offset, state) = state_of(&b, "seats/snapboot").await;
+    assert_eq!(offset, Offset(25));
+    let mut want = serde_json::Map::new();
+    want.insert("marker".into(), "x".into());
+    for s in 21..=25u64 {
+        // `book` writes who as the client's number.
+        want.insert(format!("s{s}"), 1.into());
+    }
+    assert_eq!(state, serde_json::json!({ "seats": want }));
+    // Deciding starts from it too: a seat of the snapshot is taken, one
+    // only the replaced log held is free.
+    let out = b
+        .append(book_on("seats/snapboot", 2, 1, "marker"))
+        .await
+        .expect("append");
+    assert!(
+        matches!(
+            &out[..],
+            [Outcome::Rejected {
+                code: ErrorCode::Rejected,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    // (a keeps its own state, folded from the real log.)
+    let (_, state_a) = state_of(&a, "seats/snapboot").await;
+    assert_eq!(state_a["seats"].as_object().map(|s| s.len()), Some(25));
+    a.close().await;
+    b.close().await;
+    db.drop().await;
+}
+
+/// Two nodes compacting one stream: node b keeps a state at offset 3
+/// while node a appends and compacts past it, so the events b needs to
+/// catch up are gone. b's next decision restores the state from the
+/// snapshot (a seat booked under the horizon is still taken), both nodes'
+/// states and a new node's are the fold of every booking, and every
+/// node's reads say where the log starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn a_node_behind_the_compacted_events_restores_from_the_snapshot() {
+    use crate::fold::SnapshotPolicy;
+    use crate::store::conformance::seat_reducers;
+    let reducers = || {
+        let mut r = seat_reducers();
+        r.snapshots(SnapshotPolicy {
+            every: 10,
+            retain_events: Some(5),
+            ..SnapshotPolicy::default()
+        });
+        r
+    };
+    let db = TestDb::new().await;
+    let (a, _) = open_folding(&db.url, CommitMode::Group, reducers()).await;
+    let (b, _) = open_folding(&db.url, CommitMode::Group, reducers()).await;
+    let stream = "seats/behind";
+    let mut seats = serde_json::Map::new();
+    for s in 1..=3u64 {
+        let out = b
+            .append(book_on(stream, 2, s, &format!("s{s}")))
+            .await
+            .expect("append");
+        assert_eq!(out, vec![appended(s, s, false)]);
+        seats.insert(format!("s{s}"), 2.into());
+    }
+    for s in 4..=42u64 {
+        let out = a
+            .append(book_on(stream, 1, s - 3, &format!("s{s}")))
+            .await
+            .expect("append");
+        assert_eq!(out, vec![appended(s - 3, s, false)]);
+        seats.insert(format!("s{s}"), 1.into());
+    }
+    // Compacted at the snapshot at 40: through min(40, 40 - 5).
+    for node in [&a, &b] {
+        let page = node
+            .read(name(stream), Offset(0), all())
+            .await
+            .expect("read");
+        assert_eq!(page.compacted, Offset(35));
+        assert_eq!(page.events.first().map(|e| e.offset), Some(Offset(36)));
+        assert_eq!(page.head, Offset(42));
+    }
+    // b's state is at 3 and the events 4..=35 are gone: it starts from
+    // the snapshot at 40 and folds 41 and 42.
+    let out = b.append(book_on(stream, 2, 4, "s1")).await.expect("append");
+    assert!(
+        matches!(&out[..], [Outcome::Rejected { code: ErrorCode::Rejected, message, .. }] if message == "SEAT_TAKEN: seat s1 is taken"),
+        "{out:?}"
+    );
+    let out = b
+        .append(book_on(stream, 2, 5, "s20"))
+        .await
+        .expect("append");
+    assert!(
+        matches!(
+            &out[..],
+            [Outcome::Rejected {
+                code: ErrorCode::Rejected,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    let out = b
+        .append(book_on(stream, 2, 6, "new"))
+        .await
+        .expect("append");
+    assert_eq!(out, vec![appended(6, 43, false)]);
+    seats.insert("new".into(), 2.into());
+    // A resend through b of an intent a appended, compacted since.
+    let out = b.append(book_on(stream, 1, 1, "s4")).await.expect("resend");
+    assert_eq!(out, vec![appended(1, 35, true)]);
+
+    let (c, _) = open_folding(&db.url, CommitMode::Group, reducers()).await;
+    let want = serde_json::json!({ "seats": seats });
+    for (node, store) in [("a", &a), ("b", &b), ("c", &c)] {
+        let (offset, state) = state_of(store, stream).await;
+        assert_eq!((offset, &state), (Offset(43), &want), "node {node}");
+    }
+    a.close().await;
+    b.close().await;
+    c.close().await;
+    db.drop().await;
+}

@@ -633,6 +633,7 @@ async fn snapshots_bound_the_log_and_a_reopened_store_starts_from_them() {
     let policy = SnapshotPolicy {
         every: 100,
         retain_events: Some(500),
+        ..SnapshotPolicy::default()
     };
     let reducers = || {
         let mut r = seat_reducers();
@@ -751,4 +752,16 @@ async fn stores_snapshots_of_folded_streams() {
     let (store, _) = open_with(&dir, CommitMode::PerIntent, seat_reducers_snapshotting());
     stores_snapshots(&store, "seats/snap").await;
     store.close().await;
+}
+
+#[tokio::test]
+async fn compacts_like_every_durable_store() {
+    use crate::store::conformance::{compacts_under_snapshots, seat_reducers_compacting};
+    for mode in [CommitMode::Group, CommitMode::PerIntent] {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = open_with(&dir, mode, seat_reducers_compacting());
+        compacts_under_snapshots(&store, "seats/compact").await;
+        store.close().await;
+        assert_eq!(stored_events(&dir), 26, "{mode:?}");
+    }
 }

@@ -1227,3 +1227,123 @@ async fn a_node_behind_the_compacted_events_restores_from_the_snapshot() {
     c.close().await;
     db.drop().await;
 }
+
+/// Seat reducers with a snapshot every 10 events, the last 5 events and
+/// an hour of events kept (`--retain-events 5 --retain-age 1h`), and
+/// the background pass every 20 ms.
+fn seats_retained() -> crate::fold::Reducers {
+    let mut r = crate::store::conformance::seat_reducers();
+    r.snapshots(crate::fold::SnapshotPolicy {
+        every: 10,
+        retain_events: Some(5),
+        retain_age: Some(Duration::from_secs(3600)),
+        compact_every: Some(Duration::from_millis(20)),
+    });
+    r
+}
+
+/// Waits until `store`'s reads of `stream` report the events compacted
+/// through `through`, failing after a deadline; the events then kept.
+async fn compacted_to(store: &PostgresStore, stream: &str, through: u64) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let page = store
+            .read(name(stream), Offset(0), all())
+            .await
+            .expect("read");
+        if page.compacted == Offset(through) {
+            return page.events.iter().map(|e| e.offset.0).collect();
+        }
+        assert!(
+            page.compacted < Offset(through),
+            "compacted past {through}: {page:?}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not compacted through {through} in time: {:?}",
+            page.compacted
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `--retain-events 5 --retain-age 1h` on two nodes, both running the
+/// background pass: young events are all kept although the count rule
+/// would let most go; the idle stream's old events go under the snapshot
+/// (only those, then all but the last 5 once all are old); both nodes
+/// and a new one keep deciding on the whole state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn old_events_of_idle_streams_are_compacted_while_either_rule_keeps_them() {
+    let db = TestDb::new().await;
+    let (a, _) = open_folding(&db.url, CommitMode::Group, seats_retained()).await;
+    let (b, _) = open_folding(&db.url, CommitMode::Group, seats_retained()).await;
+    let stream = "seats/aged";
+    for s in 1..=30u64 {
+        let node = if s % 2 == 0 { &a } else { &b };
+        let out = node
+            .append(book_on(
+                stream,
+                (s % 2) as u8 + 1,
+                s.div_ceil(2),
+                &format!("s{s}"),
+            ))
+            .await
+            .expect("append");
+        assert!(
+            matches!(out[..], [Outcome::Appended { offset, .. }] if offset == Offset(s)),
+            "{out:?}"
+        );
+    }
+    let page = a.read(name(stream), Offset(0), all()).await.expect("read");
+    assert_eq!(
+        (page.compacted, page.events.len()),
+        (Offset(0), 30),
+        "young events are kept by the age rule"
+    );
+    let age = |through: u64| {
+        format!(
+            r#"UPDATE logsync_events SET time_ms = time_ms - 7200000
+               WHERE "offset" <= {through}
+                 AND stream_id = (SELECT id FROM logsync_streams WHERE name = '{stream}')"#
+        )
+    };
+    db.sql(&age(12)).await;
+    assert_eq!(
+        compacted_to(&b, stream, 12).await,
+        (13..=30).collect::<Vec<u64>>()
+    );
+    db.sql(&age(30)).await;
+    assert_eq!(
+        compacted_to(&a, stream, 25).await,
+        (26..=30).collect::<Vec<u64>>(),
+        "the count rule keeps the last 5"
+    );
+    // A seat booked under the horizon is still taken, through either node.
+    for (node, client) in [(&a, 3u8), (&b, 4u8)] {
+        let out = node
+            .append(book_on(stream, client, 1, "s1"))
+            .await
+            .expect("append");
+        assert!(
+            matches!(
+                &out[..],
+                [Outcome::Rejected {
+                    code: ErrorCode::Rejected,
+                    ..
+                }]
+            ),
+            "{out:?}"
+        );
+    }
+    let (c, _) = open_folding(&db.url, CommitMode::Group, seats_retained()).await;
+    for store in [&a, &b, &c] {
+        let (offset, state) = state_of(store, stream).await;
+        assert_eq!(offset, Offset(30));
+        assert_eq!(state["seats"].as_object().map(|s| s.len()), Some(30));
+    }
+    a.close().await;
+    b.close().await;
+    c.close().await;
+    db.drop().await;
+}

@@ -1051,3 +1051,36 @@ async fn a_new_client_of_a_compacted_stream_starts_from_its_snapshot_on_any_node
     b.stop().await;
     db.drop().await;
 }
+
+/// The storage bound on PostgreSQL (see `common::bound`): 200,000 events
+/// through node a, a snapshot every 1,000, the last 5,000 kept; the
+/// `logsync_events` table never holds more than 6,000 rows, and a client
+/// offline since offset 10 catches up from the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn two_hundred_thousand_events_stay_within_the_retention() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bound = common::bound::Bound {
+        total: 200_000,
+        every: 1000,
+        retain: 5000,
+        batch: 800,
+    };
+    let a = Node::spawn_with(&db, dir.path(), "a", &bound.server_args()).await;
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let client = &client;
+    let rows = move || async move {
+        client
+            .query_one("SELECT count(*) FROM logsync_events", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0) as u64
+    };
+    bound.check(&a.ws(), &a.url(""), rows).await;
+    a.stop().await;
+    db.drop().await;
+}

@@ -20,7 +20,8 @@
 //!            digest: SHA-256 of the payload, to tell a resend from a reused seq
 //! clients    (stream_id, client_id, last_seq)      highest seq decided
 //! rejections (stream_id, client_id, seq, code, message)
-//! snapshots  (stream_id, offset, state)
+//! snapshots  (stream_id, offset, state)           folded streams: the latest state
+//! compactions (stream_id, through)                events at or below through deleted
 //! client_subjects (client_id, sub)                 who a client id belongs to (with auth)
 //! ```
 //!

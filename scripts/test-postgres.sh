@@ -9,10 +9,13 @@
 #   instances on one database are two nodes — dense offsets under
 #   concurrent appends, exactly-once across nodes, rejections replayed,
 #   shared epoch, concurrent migrations, cross-node fan-out, LISTEN
-#   reconnect and missed notifications, client bindings;
+#   reconnect and missed notifications, client bindings, snapshots and
+#   compaction (a node behind compacted events restores from the snapshot);
 # - process tests (server-stub/tests/postgres.rs): real logsync-server
 #   processes and WebSocket/HTTP/SSE clients — two nodes, one order,
-#   resends answered once; a node killed mid-load loses nothing.
+#   resends answered once; a node killed mid-load loses nothing; a
+#   compacted stream: 410 COMPACTED and the snapshot boot through the other
+#   node, 200,000 events within the retention.
 #
 # Without this script (plain `cargo test`) those tests are listed as
 # ignored: they need LOGSYNC_TEST_POSTGRES_URL, which this script sets.

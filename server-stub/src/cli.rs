@@ -124,6 +124,12 @@ pub struct Cli {
     #[arg(long, env = "LOGSYNC_RETAIN_EVENTS", value_name = "N")]
     pub retain_events: Option<u64>,
 
+    /// Compact the streams a reducer folds by age: delete the events under the latest snapshot
+    /// stored longer than D ago (e.g. 30s, 15m, 7d), idle streams too. With --retain-events as
+    /// well, an event is kept while either rule keeps it. Off by default.
+    #[arg(long, env = "LOGSYNC_RETAIN_AGE", value_name = "D", value_parser = parse_age)]
+    pub retain_age: Option<Duration>,
+
     /// Serve a built web app from this directory at `/` (unknown non-API GET paths get index.html).
     #[arg(long = "static", env = "LOGSYNC_STATIC", value_name = "DIR")]
     pub static_dir: Option<PathBuf>,
@@ -414,6 +420,7 @@ impl Cli {
             reducer_max_streams: self.reducer_max_streams,
             snapshot_every: self.snapshot_every,
             retain_events: self.retain_events,
+            retain_age: self.retain_age,
         };
         config.validate()?;
         Ok(config)
@@ -506,6 +513,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A retention age: a number and a unit, several summed (`30s`, `15m`,
+/// `36h`, `7d`, `2w`, `1d 12h`; humantime's units).
+pub fn parse_age(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("{s:?} is not an age ({e}); write a number and a unit, e.g. 30s, 15m, 36h or 7d")
+    })?;
+    if d.is_zero() {
+        return Err(format!(
+            "{s:?}: a retention age must be longer than 0 (leave the flag off to keep every event)"
+        ));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,6 +545,14 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("fast").is_err());
+        assert_eq!(parse_age("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_age("15m"), Ok(Duration::from_secs(15 * 60)));
+        assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_age(" 1d 12h "), Ok(Duration::from_secs(36 * 3600)));
+        for bad in ["", "7", "seven days", "7 parsecs", "-1d", "0s"] {
+            let err = parse_age(bad).expect_err(bad);
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
     }
 
     #[test]
@@ -614,5 +643,40 @@ mod tests {
         let c = cli.to_config().expect("valid");
         assert_eq!(c.commit_mode, CommitMode::PerIntent);
         assert_eq!(c.max_payload_bytes, 100);
+        assert_eq!((c.retain_events, c.retain_age), (None, None));
+    }
+
+    #[test]
+    fn retention_flags() {
+        let cli = Cli::try_parse_from([
+            "logsync-server",
+            "--store",
+            "postgres://app@db/logs",
+            "--retain-events",
+            "5000",
+            "--retain-age",
+            "7d",
+        ])
+        .expect("parses");
+        let c = cli.to_config().expect("valid on PostgreSQL too");
+        assert_eq!(c.retain_events, Some(5000));
+        assert_eq!(c.retain_age, Some(Duration::from_secs(7 * 86_400)));
+        let err = Cli::try_parse_from(["logsync-server", "--retain-age", "soon"])
+            .expect_err("not an age")
+            .to_string();
+        assert!(
+            err.contains("--retain-age") && err.contains("\"soon\""),
+            "{err}"
+        );
+        let cli = Cli::try_parse_from([
+            "logsync-server",
+            "--retain-age",
+            "15m",
+            "--snapshot-every",
+            "0",
+        ])
+        .expect("parses");
+        let err = cli.to_config().expect_err("no snapshots").to_string();
+        assert!(err.contains("--retain-age needs snapshots"), "{err}");
     }
 }

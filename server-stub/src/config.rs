@@ -123,8 +123,14 @@ pub struct Config {
     /// (`--snapshot-every`; 0: none).
     pub snapshot_every: u64,
     /// Events of a folded stream kept below its head (`--retain-events`);
-    /// older ones under its latest snapshot are deleted. `None`: all kept.
+    /// older ones under its latest snapshot are deleted. `None`: this rule
+    /// deletes nothing.
     pub retain_events: Option<u64>,
+    /// How long a folded stream's events are kept (`--retain-age`, by
+    /// their stored time); older ones under its latest snapshot are
+    /// deleted. With `retain_events` too, an event is kept while either
+    /// rule keeps it. `None`: this rule deletes nothing.
+    pub retain_age: Option<Duration>,
 }
 
 /// One `--reducer PATTERN=FILE[#EXPORT]` rule: the streams `pattern`
@@ -181,6 +187,7 @@ impl Default for Config {
             reducer_max_streams: crate::fold::DEFAULT_MAX_STATES,
             snapshot_every: crate::fold::DEFAULT_SNAPSHOT_EVERY,
             retain_events: None,
+            retain_age: None,
             server_id: random_server_id(),
             max_frame_bytes: sync_core::DEFAULT_MAX_FRAME_BYTES,
             max_payload_bytes: sync_core::DEFAULT_MAX_PAYLOAD_BYTES,
@@ -269,17 +276,17 @@ impl Config {
         if self.reducer_timeout.is_zero() || self.reducer_memory_bytes < (1 << 20) {
             return bad("the reducer timeout must be above 0 and its memory at least 1MiB".into());
         }
-        if self.retain_events.is_some() && self.store_url.is_some() {
-            return bad(
-                "--retain-events is not supported with a PostgreSQL store yet (only the embedded SQLite store compacts): leave it off, every event is kept"
-                    .into(),
-            );
-        }
-        if self.retain_events.is_some() && self.snapshot_every == 0 {
-            return bad(
-                "--retain-events needs snapshots: events are only deleted under a stored snapshot (set --snapshot-every above 0)"
-                    .into(),
-            );
+        if self.snapshot_every == 0 {
+            let flag = match (self.retain_events, self.retain_age) {
+                (Some(_), _) => Some("--retain-events"),
+                (None, Some(_)) => Some("--retain-age"),
+                (None, None) => None,
+            };
+            if let Some(flag) = flag {
+                return bad(format!(
+                    "{flag} needs snapshots: events are only deleted under a stored snapshot (set --snapshot-every above 0)"
+                ));
+            }
         }
         if self.reducer_max_streams == 0 {
             return bad("--reducer-max-streams must be at least 1".into());
@@ -392,7 +399,7 @@ mod tests {
     }
 
     #[test]
-    fn compaction_needs_snapshots_and_the_sqlite_store() {
+    fn compaction_needs_snapshots_on_every_store() {
         let c = Config {
             retain_events: Some(5000),
             ..Config::default()
@@ -404,14 +411,28 @@ mod tests {
             ..Config::default()
         };
         let err = c.validate().expect_err("no snapshots").to_string();
-        assert!(err.contains("--snapshot-every"), "{err}");
+        assert!(
+            err.contains("--retain-events") && err.contains("--snapshot-every"),
+            "{err}"
+        );
+        let c = Config {
+            retain_age: Some(Duration::from_secs(3600)),
+            snapshot_every: 0,
+            ..Config::default()
+        };
+        let err = c.validate().expect_err("no snapshots").to_string();
+        assert!(
+            err.contains("--retain-age") && err.contains("--snapshot-every"),
+            "{err}"
+        );
+        // PostgreSQL compacts too.
         let c = Config {
             retain_events: Some(5000),
+            retain_age: Some(Duration::from_secs(7 * 86_400)),
             store_url: Some("postgres://app@db/logs".into()),
             ..Config::default()
         };
-        let err = c.validate().expect_err("PostgreSQL").to_string();
-        assert!(err.contains("PostgreSQL"), "{err}");
+        assert!(c.validate().is_ok());
     }
 
     /// Runs without PostgreSQL: the URL is checked at start, and what the

@@ -291,6 +291,8 @@ fn load_reducers(config: &Config, extra: Reducers) -> Result<Reducers, Error> {
     reducers.snapshots(crate::fold::SnapshotPolicy {
         every: config.snapshot_every,
         retain_events: config.retain_events,
+        retain_age: config.retain_age,
+        compact_every: None,
     });
     Ok(reducers)
 }

@@ -940,3 +940,147 @@ async fn the_state_followed_on_one_node_sees_the_other_nodes_commits() {
     b.stop().await;
     db.drop().await;
 }
+
+/// Compaction on PostgreSQL, seen by clients of another node: node a
+/// takes 32 bookings and compacts under its snapshots (`--snapshot-every
+/// 10 --retain-events 5`); on node b an HTTP read from the start is
+/// answered `410 COMPACTED` (naming the oldest event kept) and
+/// `/snapshot` serves the state at 30, and a new WebSocket client from
+/// offset 0 gets that snapshot, then the events after it: its state is
+/// node b's `/state`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn a_new_client_of_a_compacted_stream_starts_from_its_snapshot_on_any_node() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seats.js");
+    let args: Vec<String> = [
+        "--reducer".to_string(),
+        format!("seats/*={}", module.display()),
+    ]
+    .into_iter()
+    .chain(["--snapshot-every", "10", "--retain-events", "5"].map(String::from))
+    .collect();
+    let a = Node::spawn_with(&db, dir.path(), "a", &args).await;
+    let b = Node::spawn_with(&db, dir.path(), "b", &args).await;
+    let name = "seats/boot";
+    let (mut ann, _) = open(&a.ws(), id(1)).await.unwrap();
+    // One at a time: each commit moves the head by one, so the
+    // snapshots are at 10, 20 and 30.
+    for s in 1..=32u64 {
+        let booking = serde_json::json!({"type": "book", "seat": format!("s{s}"), "who": "ann"});
+        assert!(push(&mut ann, name, vec![(s, booking.to_string().into_bytes())]).await);
+        match decision(&mut ann).await {
+            ServerMsg::Ack { seq: q, offset, .. } => assert_eq!((q.get(), offset.0), (s, s)),
+            other => panic!("expected an Ack for seq {s}, got {other:?}"),
+        }
+    }
+
+    let r = http()
+        .get(b.url("/v1/streams/seats%2Fboot/events?after=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 410);
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(common::error_code(&body), "COMPACTED", "{body}");
+    assert_eq!(body["error"]["oldest"], 26, "{body}");
+    let r = http()
+        .get(b.url("/v1/streams/seats%2Fboot/snapshot"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let snapshot: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(snapshot["offset"], 30, "{snapshot}");
+
+    let (mut fresh, _) = open(&b.ws(), id(2)).await.unwrap();
+    assert!(
+        send(
+            &mut fresh,
+            &ClientMsg::Subscribe {
+                stream: stream(name),
+                after: Offset(0),
+            },
+        )
+        .await
+    );
+    let mut text = Vec::new();
+    let (offset, hash) = loop {
+        match next(&mut fresh).await {
+            Some(ServerMsg::Snapshot {
+                offset,
+                hash,
+                total,
+                part,
+                ..
+            }) => {
+                text.extend(part);
+                if text.len() as u64 == total {
+                    break (offset, hash);
+                }
+            }
+            other => panic!("expected the snapshot first, got {other:?}"),
+        }
+    };
+    assert_eq!(offset, Offset(30));
+    assert_eq!(sync_core::protocol::state_hash(&text), hash);
+    let mut state: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(state, snapshot["state"]);
+    let mut rest: Vec<Event> = Vec::new();
+    while rest.last().map_or(30, |e| e.offset.0) < 32 {
+        match next(&mut fresh).await {
+            Some(ServerMsg::Events { events, .. }) => rest.extend(events),
+            other => panic!("expected events, got {other:?}"),
+        }
+    }
+    let offsets: Vec<u64> = rest.iter().map(|e| e.offset.0).collect();
+    assert_eq!(offsets, vec![31, 32]);
+    for e in &rest {
+        let booking: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
+        state["seats"][booking["seat"].as_str().unwrap()] = booking["who"].clone();
+    }
+    let at_b = state_of(&b, "seats%2Fboot").await;
+    assert_eq!(
+        (&at_b["offset"], &at_b["state"]),
+        (&serde_json::json!(32), &state)
+    );
+    assert_eq!(state["seats"].as_object().unwrap().len(), 32);
+    drop((ann, fresh));
+    a.stop().await;
+    b.stop().await;
+    db.drop().await;
+}
+
+/// The storage bound on PostgreSQL (see `common::bound`): 200,000 events
+/// through node a, a snapshot every 1,000, the last 5,000 kept; the
+/// `logsync_events` table never holds more than 6,000 rows, and a client
+/// offline since offset 10 catches up from the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn two_hundred_thousand_events_stay_within_the_retention() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bound = common::bound::Bound {
+        total: 200_000,
+        every: 1000,
+        retain: 5000,
+        batch: 800,
+    };
+    let a = Node::spawn_with(&db, dir.path(), "a", &bound.server_args()).await;
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let client = &client;
+    let rows = move || async move {
+        client
+            .query_one("SELECT count(*) FROM logsync_events", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0) as u64
+    };
+    bound.check(&a.ws(), &a.url(""), rows).await;
+    a.stop().await;
+    db.drop().await;
+}

@@ -886,3 +886,27 @@ async fn a_new_client_of_a_compacted_stream_starts_from_its_snapshot() {
     assert!(rows <= 250, "{rows} events kept");
     p.stop().await;
 }
+
+/// The storage bound at full size (under 10 s in a debug build):
+/// 200,000 events pushed in requests of 800, a snapshot every 1,000,
+/// the last 5,000 kept; see `common::bound`.
+#[tokio::test]
+async fn two_hundred_thousand_events_stay_within_the_retention() {
+    let bound = common::bound::Bound {
+        total: 200_000,
+        every: 1000,
+        retain: 5000,
+        batch: 800,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = Proc::spawn(dir.path(), &bound.server_args(), &[]).await;
+    let db = rusqlite::Connection::open(dir.path().join("log.db")).unwrap();
+    let rows = || {
+        let n = db
+            .query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
+            .unwrap();
+        std::future::ready(n as u64)
+    };
+    bound.check(&p.ws(), &p.url(""), rows).await;
+    p.stop().await;
+}

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sync_core::{ErrorCode, Offset, StreamName};
 
@@ -104,6 +105,11 @@ pub struct Reducers {
 
 /// When a store's writer stores a folded stream's state, and which events
 /// it then deletes.
+///
+/// Only events at or below the stream's latest snapshot are ever deleted,
+/// and only with a retention set. With both retentions set, an event is
+/// kept while either one keeps it: it goes once it is more than
+/// `retain_events` below the head *and* older than `retain_age`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapshotPolicy {
     /// A snapshot each time a stream's head passes a multiple of this
@@ -111,8 +117,18 @@ pub struct SnapshotPolicy {
     pub every: u64,
     /// With `Some(n)`, events more than `n` below the head and at or
     /// below the stream's latest snapshot are deleted (compaction);
-    /// `None` keeps every event.
+    /// `None`: this rule deletes nothing.
     pub retain_events: Option<u64>,
+    /// With `Some(d)`, events at or below the stream's latest snapshot
+    /// stored more than `d` ago (by their `time_ms`) are deleted, by the
+    /// appending transactions and by a background pass, since age grows
+    /// while a stream is idle; `None`: this rule deletes nothing.
+    pub retain_age: Option<Duration>,
+    /// How often the background pass looks for events the retention lets
+    /// go (`None`: a tenth of `retain_age`, between 1 s and 1 min). Runs
+    /// only with a retention set, and by default only with `retain_age`
+    /// (with `retain_events` alone, the appending transactions compact).
+    pub compact_every: Option<Duration>,
 }
 
 /// Default [`SnapshotPolicy::every`].
@@ -123,7 +139,65 @@ impl Default for SnapshotPolicy {
         SnapshotPolicy {
             every: DEFAULT_SNAPSHOT_EVERY,
             retain_events: None,
+            retain_age: None,
+            compact_every: None,
         }
+    }
+}
+
+impl SnapshotPolicy {
+    /// Whether any events are ever deleted.
+    pub fn compacts(&self) -> bool {
+        self.every > 0 && (self.retain_events.is_some() || self.retain_age.is_some())
+    }
+
+    /// How often a store runs its background compaction pass, if at all.
+    pub fn pass_every(&self) -> Option<Duration> {
+        if !self.compacts() {
+            return None;
+        }
+        match (self.compact_every, self.retain_age) {
+            (Some(every), _) => Some(every.max(Duration::from_millis(1))),
+            (None, Some(age)) => {
+                Some((age / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)))
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// Events stored at or before this time (ms since the Unix epoch) are
+    /// old enough for the age rule at `now_ms`; `None` without the rule.
+    pub fn old_at_or_before(&self, now_ms: u64) -> Option<u64> {
+        let age = self.retain_age?;
+        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        Some(now_ms.saturating_sub(age_ms))
+    }
+
+    /// How far the events of a stream may be compacted, before the age
+    /// rule is applied: the stream's latest snapshot is at `snapshot`,
+    /// its head at `head`, its events compacted through `through`, and
+    /// one pass deletes at most `max_rows`. `None` when nothing can go
+    /// (no retention, or the bound is at or below `through`). The age
+    /// rule then stops it before the first event newer than
+    /// [`SnapshotPolicy::old_at_or_before`].
+    pub fn compaction_bound(
+        &self,
+        snapshot: Offset,
+        head: Offset,
+        through: Offset,
+        max_rows: u64,
+    ) -> Option<Offset> {
+        if !self.compacts() {
+            return None;
+        }
+        let mut bound = snapshot
+            .0
+            .min(head.0)
+            .min(through.0.saturating_add(max_rows));
+        if let Some(n) = self.retain_events {
+            bound = bound.min(head.0.saturating_sub(n));
+        }
+        (bound > through.0).then_some(Offset(bound))
     }
 }
 
@@ -218,8 +292,9 @@ impl Folded {
 ///
 /// Memory stays bounded: after each transaction the writer calls
 /// [`Folds::trim`], which drops the least recently used states beyond
-/// [`Reducers::keep_states`]; a dropped stream's state is folded from the
-/// start of its log on its next use, as on its first. (Only between
+/// [`Reducers::keep_states`]; a dropped stream's state is started again
+/// on its next use, as on its first: from the stream's latest snapshot
+/// and the events after it, or from the start of its log. (Only between
 /// transactions: a state then is at its committed head, so rebuilding it
 /// from the log gives the same state; within one, more streams may be
 /// kept, as many as its batch touches.)
@@ -420,40 +495,9 @@ impl Folds {
             let mut folded = match self.take(stream) {
                 Some(kept) => kept,
                 None => {
-                    let restored = match snapshot().map_err(Unfolded::Read)? {
-                        Some((offset, bytes)) if offset <= head => {
-                            match std::str::from_utf8(&bytes)
-                                .map_err(|e| Refusal {
-                                    code: ErrorCode::Reducer,
-                                    message: format!("the snapshot is not UTF-8 text: {e}"),
-                                })
-                                .and_then(|json| reducer.restore(json))
-                            {
-                                Ok(state) => Some(Folded { offset, state }),
-                                Err(r) => {
-                                    tracing::warn!(
-                                        stream = %stream, offset = %offset, code = r.code.as_str(),
-                                        reason = %r.message,
-                                        "the stream's snapshot could not be restored; folding its whole log"
-                                    );
-                                    None
-                                }
-                            }
-                        }
-                        _ => None,
-                    };
-                    let folded = match restored {
-                        Some(folded) => folded,
-                        None => Folded {
-                            offset: Offset(0),
-                            state: reducer.start().map_err(Unfolded::Reducer)?,
-                        },
-                    };
-                    self.built += 1;
-                    if let Some(m) = &self.metrics {
-                        m.reducer_states_built.fetch_add(1, Relaxed);
-                    }
-                    folded
+                    let snapshot = snapshot().map_err(Unfolded::Read)?;
+                    self.started(&reducer, stream, head, snapshot)
+                        .map_err(Unfolded::Reducer)?
                 }
             };
             while folded.offset < head {
@@ -495,6 +539,97 @@ impl Folds {
             self.touch(stream);
         }
         Ok(self.states.get_mut(stream).map(|k| &mut k.folded))
+    }
+
+    /// A new state of `stream` (folded by `reducer`) at or below `head`:
+    /// restored from `snapshot` when there is one at or below `head` and
+    /// the reducer restores it, else the reducer's start (at offset 0).
+    fn started(
+        &mut self,
+        reducer: &Arc<dyn StreamReducer>,
+        stream: &StreamName,
+        head: Offset,
+        snapshot: Option<(Offset, Vec<u8>)>,
+    ) -> Result<Folded, Refusal> {
+        let restored = match snapshot {
+            Some((offset, bytes)) if offset <= head => {
+                match std::str::from_utf8(&bytes)
+                    .map_err(|e| Refusal {
+                        code: ErrorCode::Reducer,
+                        message: format!("the snapshot is not UTF-8 text: {e}"),
+                    })
+                    .and_then(|json| reducer.restore(json))
+                {
+                    Ok(state) => Some(Folded { offset, state }),
+                    Err(r) => {
+                        tracing::warn!(
+                            stream = %stream, offset = %offset, code = r.code.as_str(),
+                            reason = %r.message,
+                            "the stream's snapshot could not be restored; folding its whole log"
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let folded = match restored {
+            Some(folded) => folded,
+            None => Folded {
+                offset: Offset(0),
+                state: reducer.start()?,
+            },
+        };
+        self.built += 1;
+        if let Some(m) = &self.metrics {
+            m.reducer_states_built.fetch_add(1, Relaxed);
+        }
+        Ok(folded)
+    }
+
+    /// The offset of the kept state of `stream`, if one is kept.
+    pub fn kept_at(&self, stream: &StreamName) -> Option<Offset> {
+        self.states.get(stream).map(|k| k.folded.offset)
+    }
+
+    /// Drops the kept state of `stream`: it is started again (from the
+    /// stream's snapshot) on its next use. For a state behind events
+    /// that were compacted away since it was kept.
+    pub fn forget(&mut self, stream: &StreamName) {
+        if self.take(stream).is_some() {
+            self.count();
+        }
+    }
+
+    /// For a store whose reads are asynchronous: starts the state of
+    /// `stream` when none is kept, from `snapshot` (the stream's latest
+    /// stored one) when it is at or below `head` and the reducer restores
+    /// it, else from the start of the log, and keeps it. Answers the
+    /// offset the kept state is at (the store reads the events after it
+    /// up to `head`, and [`Folds::at_from`] folds them on), or `None`
+    /// when no reducer folds `stream`. A refusal: the reducer cannot
+    /// start a state (nothing is kept).
+    pub fn start_from(
+        &mut self,
+        stream: &StreamName,
+        head: Offset,
+        snapshot: Option<(Offset, Vec<u8>)>,
+    ) -> Result<Option<Offset>, Refusal> {
+        let Some(reducer) = self.reducers.for_stream(stream).cloned() else {
+            return Ok(None);
+        };
+        if let Some(at) = self.kept_at(stream) {
+            if at <= head {
+                return Ok(Some(at));
+            }
+            // Beyond the head: decisions that were rolled back.
+            self.take(stream);
+        }
+        let folded = self.started(&reducer, stream, head, snapshot)?;
+        let at = folded.offset;
+        self.keep(stream, folded);
+        self.count();
+        Ok(Some(at))
     }
 
     /// The state of `stream` to store as a snapshot after a transaction

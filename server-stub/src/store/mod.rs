@@ -794,7 +794,7 @@ pub(crate) mod conformance {
         let mut r = seat_reducers();
         r.snapshots(crate::fold::SnapshotPolicy {
             every: 10,
-            retain_events: None,
+            ..Default::default()
         });
         r
     }
@@ -830,6 +830,123 @@ pub(crate) mod conformance {
             "the state at {offset}: {state}"
         );
         assert!(seats.contains_key(&format!("s{}", offset.0)));
+    }
+
+    /// Seat reducers storing a snapshot every 10 events and keeping the
+    /// last 20 events below the head (`--retain-events 20`).
+    pub(crate) fn seat_reducers_compacting() -> crate::fold::Reducers {
+        let mut r = seat_reducers();
+        r.snapshots(crate::fold::SnapshotPolicy {
+            every: 10,
+            retain_events: Some(20),
+            ..Default::default()
+        });
+        r
+    }
+
+    /// A store opened with [`seat_reducers_compacting`] compacts in the
+    /// appending transactions: after 95 bookings (the last snapshot at
+    /// 90) the events through 70 are gone and a read says so
+    /// ([`super::Page::compacted`]) and starts after them; the snapshot
+    /// holds them (its state is the fold of the log up to it), a resend
+    /// of a compacted intent is a duplicate at the horizon, a seat booked
+    /// under the horizon is still taken, and the state is the fold of
+    /// every booking.
+    pub(crate) async fn compacts_under_snapshots(store: &dyn LogStore, stream: &str) {
+        let name = StreamName::new(stream).expect("name");
+        let all = ReadLimits {
+            max_events: 1000,
+            max_bytes: 1 << 20,
+        };
+        for s in 1..=95u64 {
+            let out = store
+                .append(request(&name, 1, vec![book(s, &format!("s{s}"), "ann")]))
+                .await
+                .expect("append");
+            assert_eq!(out, vec![appended(s, s, false)]);
+            if s == 15 {
+                // Snapshot at 10, but nothing yet 20 below the head.
+                let page = store
+                    .read(name.clone(), Offset(0), all)
+                    .await
+                    .expect("read");
+                assert_eq!((page.compacted, page.events.len()), (Offset(0), 15));
+            }
+        }
+        let page = store
+            .read(name.clone(), Offset(0), all)
+            .await
+            .expect("read");
+        assert_eq!(
+            page.compacted,
+            Offset(70),
+            "compacted at the snapshot at 90"
+        );
+        assert_eq!(page.head, Offset(95));
+        let offsets: Vec<u64> = page.events.iter().map(|e| e.offset.0).collect();
+        assert_eq!(offsets, (71..=95).collect::<Vec<u64>>());
+        // A read above the horizon is not affected; the horizon is said.
+        let page = store
+            .read(name.clone(), Offset(80), all)
+            .await
+            .expect("read");
+        assert_eq!(page.events.first().map(|e| e.offset), Some(Offset(81)));
+        assert_eq!(page.compacted, Offset(70));
+        // A byte limit below one event still gets the first kept one.
+        let tiny = ReadLimits {
+            max_events: 10,
+            max_bytes: 1,
+        };
+        let page = store
+            .read(name.clone(), Offset(3), tiny)
+            .await
+            .expect("read");
+        assert_eq!(
+            page.events.iter().map(|e| e.offset.0).collect::<Vec<_>>(),
+            vec![71]
+        );
+
+        let (offset, snapshot) = store
+            .latest_snapshot(name.clone())
+            .await
+            .expect("read")
+            .expect("a snapshot");
+        assert_eq!(offset, Offset(90));
+        let snapshot: serde_json::Value = serde_json::from_slice(&snapshot).expect("JSON");
+        assert_eq!(snapshot["seats"].as_object().map(|s| s.len()), Some(90));
+        assert_eq!(snapshot["seats"]["s1"], "ann");
+
+        // Resends: under the horizon a duplicate at the horizon, above it
+        // at its own offset.
+        let out = store
+            .append(request(&name, 1, vec![book(3, "s3", "ann")]))
+            .await
+            .expect("resend");
+        assert_eq!(out, vec![appended(3, 70, true)]);
+        let out = store
+            .append(request(&name, 1, vec![book(80, "s80", "ann")]))
+            .await
+            .expect("resend");
+        assert_eq!(out, vec![appended(80, 80, true)]);
+        // The state remembers what the log no longer holds.
+        let out = store
+            .append(request(
+                &name,
+                2,
+                vec![book(1, "s1", "bob"), book(2, "new", "bob")],
+            ))
+            .await
+            .expect("append");
+        assert_eq!(out, vec![taken(1, "s1", false), appended(2, 96, false)]);
+        let (at, state) = store
+            .state(name.clone())
+            .await
+            .expect("state")
+            .expect("a reducer");
+        assert_eq!(at, Offset(96));
+        let state: serde_json::Value = serde_json::from_str(&state).expect("JSON");
+        assert_eq!(state["seats"].as_object().map(|s| s.len()), Some(96));
+        assert_eq!(state["seats"]["new"], "bob");
     }
 
     pub(crate) fn seat_reducers_keeping_one() -> crate::fold::Reducers {

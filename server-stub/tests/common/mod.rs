@@ -3,6 +3,7 @@
 //! waiting with deadlines.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod bound;
 pub mod seats;
 pub mod sse;
 

@@ -29,9 +29,13 @@
 //!                    PRIMARY KEY (stream_id, offset), UNIQUE (stream_id, client_id, seq)
 //! logsync_clients    (stream_id, client_id, last_seq)     highest seq decided
 //! logsync_rejections (stream_id, client_id, seq, code, message)
-//! logsync_snapshots  (stream_id, offset, state)
+//! logsync_snapshots  (stream_id, offset, state)          the latest per folded stream
+//! logsync_compactions (stream_id, through)                events at or below `through` deleted
 //! logsync_client_subjects (client_id, sub)                who a client id belongs to (with auth)
 //! ```
+//!
+//! `logsync_compactions` came without a schema version change: it is
+//! created when missing (see `schema`).
 //!
 //! Connections per node: `--max-readers` + 3 (writer, notifier, LISTEN).
 
@@ -82,8 +86,10 @@ pub struct PostgresOptions {
     /// Bounds of the one read a node makes for another node's commit.
     pub fanout_read: ReadLimits,
     /// Reducers folding streams at the ordering point (none: payloads
-    /// stay opaque). Each node keeps its own states; a node folds another
-    /// node's events in under the stream's row lock before it decides.
+    /// stay opaque), and their snapshot and retention policy. Each node
+    /// keeps its own states, started from the stream's latest snapshot
+    /// and the events after it; a node folds another node's events in
+    /// under the stream's row lock before it decides.
     pub reducers: Reducers,
 }
 
@@ -164,6 +170,7 @@ impl PostgresStore {
         let (tx, rx) = mpsc::channel(1024);
         let notices = Arc::new(notifier::Notices::default());
         let mut w = writer::Writer {
+            pass_from: 0,
             config: config.clone(),
             conn: None,
             rx,
@@ -298,8 +305,9 @@ pub(crate) fn from_pg(n: i64) -> Result<u64, Error> {
     u64::try_from(n).map_err(|_| Error::Storage(format!("negative number {n} in the database")))
 }
 
-/// Events of `stream` after `after` within `limits`, and the head, from
-/// one statement (so one snapshot of the database).
+/// Events of `stream` after `after` within `limits`, the head and the
+/// horizon of its compacted events, from one statement (so one snapshot
+/// of the database). A read from below the horizon starts after it.
 pub(crate) async fn read_page(
     client: &deadpool_postgres::Client,
     stream: &StreamName,
@@ -310,15 +318,16 @@ pub(crate) async fn read_page(
     // fetching the payloads it leaves out; the first event always comes.
     let stmt = client
         .prepare_cached(
-            r#"SELECT s.head, e."offset", e.client_id, e.seq, e.time_ms, e.payload
+            r#"SELECT s.head, coalesce(c.through, 0), e."offset", e.client_id, e.seq, e.time_ms, e.payload
                FROM logsync_streams s
+               LEFT JOIN logsync_compactions c ON c.stream_id = s.id
                LEFT JOIN LATERAL (
                    SELECT x.*, sum(octet_length(x.payload)::bigint + $4::bigint)
                                OVER (ORDER BY x."offset") AS upto
                    FROM (SELECT "offset", client_id, seq, time_ms, payload FROM logsync_events
                          WHERE stream_id = s.id AND "offset" > $2::bigint
                          ORDER BY "offset" LIMIT $3::bigint) x
-               ) e ON e.upto <= $5::bigint OR e."offset" = $2::bigint + 1
+               ) e ON e.upto <= $5::bigint OR e."offset" = greatest($2::bigint, c.through) + 1
                WHERE s.name = $1::text
                ORDER BY e."offset""#,
         )
@@ -339,19 +348,20 @@ pub(crate) async fn read_page(
     let mut page = Page::default();
     for row in rows {
         page.head = Offset(from_pg(row.try_get(0)?)?);
-        let Some(offset) = row.try_get::<_, Option<i64>>(1)? else {
+        page.compacted = Offset(from_pg(row.try_get(1)?)?);
+        let Some(offset) = row.try_get::<_, Option<i64>>(2)? else {
             continue;
         };
-        let client_id: &[u8] = row.try_get(2)?;
+        let client_id: &[u8] = row.try_get(3)?;
         let client: [u8; 16] = client_id.try_into().map_err(|_| {
             Error::Storage(format!("client id of {} bytes in the log", client_id.len()))
         })?;
         page.events.push(Event {
             offset: Offset(from_pg(offset)?),
             client_id: ClientId::from_bytes(client),
-            seq: Seq::new(from_pg(row.try_get(3)?)?).map_err(|e| Error::Storage(e.to_string()))?,
-            time_ms: from_pg(row.try_get(4)?)?,
-            payload: row.try_get(5)?,
+            seq: Seq::new(from_pg(row.try_get(4)?)?).map_err(|e| Error::Storage(e.to_string()))?,
+            time_ms: from_pg(row.try_get(5)?)?,
+            payload: row.try_get(6)?,
         });
     }
     Ok(page)

@@ -75,6 +75,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
+/// Tables added without a schema version change: created when missing,
+/// and a database without them simply has nothing in them yet.
+///
+/// `logsync_compactions`: how far each stream's events are compacted
+/// away (its horizon): the events at or below `through` were deleted
+/// under a snapshot that holds them.
+const CREATED_WHEN_MISSING: &str = r#"
+    CREATE TABLE IF NOT EXISTS logsync_compactions (
+        stream_id BIGINT PRIMARY KEY,
+        through   BIGINT NOT NULL CHECK (through >= 0)
+    );
+"#;
+
 /// Brings the schema to [`SCHEMA_VERSION`] and returns the log's epoch
 /// (made now when the database is new). Refuses a database whose schema
 /// is newer than this build.
@@ -110,6 +123,7 @@ pub async fn migrate(client: &mut Client) -> Result<Epoch, Error> {
             })?;
         tracing::info!(version = i + 1, "applied schema migration");
     }
+    tx.batch_execute(CREATED_WHEN_MISSING).await?;
     tx.execute(
         "INSERT INTO logsync_schema (version) VALUES ($1)
          ON CONFLICT (one) DO UPDATE SET version = excluded.version",

@@ -1021,3 +1021,329 @@ async fn two_nodes_fold_under_the_row_lock() {
     b.close().await;
     db.drop().await;
 }
+
+/// Compaction in the appending transactions, as every durable store does
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn compacts_like_every_durable_store() {
+    use crate::store::conformance::{compacts_under_snapshots, seat_reducers_compacting};
+    let db = TestDb::new().await;
+    for mode in [CommitMode::Group, CommitMode::PerIntent] {
+        let (store, _) = open_folding(&db.url, mode, seat_reducers_compacting()).await;
+        let suffix = format!("{mode:?}").to_lowercase();
+        compacts_under_snapshots(&store, &format!("seats/compact-{suffix}")).await;
+        store.close().await;
+    }
+    let client = admin_client(&db.url).await;
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM logsync_events),
+                    (SELECT count(*) FROM logsync_snapshots)",
+            &[],
+        )
+        .await
+        .expect("count");
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (2 * 26, 2),
+        "the events above each horizon, one snapshot per stream"
+    );
+    db.drop().await;
+}
+
+/// Client `client` books `seat` on `stream` under its seq `s`.
+fn book_on(stream: &str, client: u8, s: u64, seat: &str) -> AppendRequest {
+    AppendRequest {
+        stream: name(stream),
+        ..book(client, s, seat)
+    }
+}
+
+/// The state of `stream` on `store` at its head, as JSON.
+async fn state_of(store: &PostgresStore, stream: &str) -> (Offset, serde_json::Value) {
+    let (offset, state) = store
+        .state(name(stream))
+        .await
+        .expect("state")
+        .expect("a reducer");
+    (offset, serde_json::from_str(&state).expect("JSON"))
+}
+
+/// A node starts a state it does not keep from the stream's latest
+/// snapshot and folds only the events after it, not the whole log: the
+/// snapshot is replaced behind the nodes' backs by a state no fold of the
+/// log gives, and a new node's state is that state with the later events
+/// on top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn a_node_starts_states_from_the_snapshot_and_the_events_after_it() {
+    use crate::store::conformance::seat_reducers_snapshotting;
+    let db = TestDb::new().await;
+    let (a, _) = open_folding(&db.url, CommitMode::Group, seat_reducers_snapshotting()).await;
+    for s in 1..=25u64 {
+        let out = a
+            .append(book_on("seats/snapboot", 1, s, &format!("s{s}")))
+            .await
+            .expect("append");
+        assert_eq!(out, vec![appended(s, s, false)]);
+    }
+    assert_eq!(
+        a.latest_snapshot(name("seats/snapboot"))
+            .await
+            .expect("read")
+            .map(|(o, _)| o),
+        Some(Offset(20))
+    );
+    db.sql(
+        r#"UPDATE logsync_snapshots SET state = convert_to('{"seats":{"marker":"x"}}', 'UTF8')
+           WHERE "offset" = 20"#,
+    )
+    .await;
+    let (b, _) = open_folding(&db.url, CommitMode::Group, seat_reducers_snapshotting()).await;
+    let (offset, state) = state_of(&b, "seats/snapboot").await;
+    assert_eq!(offset, Offset(25));
+    let mut want = serde_json::Map::new();
+    want.insert("marker".into(), "x".into());
+    for s in 21..=25u64 {
+        // `book` writes who as the client's number.
+        want.insert(format!("s{s}"), 1.into());
+    }
+    assert_eq!(state, serde_json::json!({ "seats": want }));
+    // Deciding starts from it too: a seat of the snapshot is taken, one
+    // only the replaced log held is free.
+    let out = b
+        .append(book_on("seats/snapboot", 2, 1, "marker"))
+        .await
+        .expect("append");
+    assert!(
+        matches!(
+            &out[..],
+            [Outcome::Rejected {
+                code: ErrorCode::Rejected,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    // (a keeps its own state, folded from the real log.)
+    let (_, state_a) = state_of(&a, "seats/snapboot").await;
+    assert_eq!(state_a["seats"].as_object().map(|s| s.len()), Some(25));
+    a.close().await;
+    b.close().await;
+    db.drop().await;
+}
+
+/// Two nodes compacting one stream: node b keeps a state at offset 3
+/// while node a appends and compacts past it, so the events b needs to
+/// catch up are gone. b's next decision restores the state from the
+/// snapshot (a seat booked under the horizon is still taken), both nodes'
+/// states and a new node's are the fold of every booking, and every
+/// node's reads say where the log starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn a_node_behind_the_compacted_events_restores_from_the_snapshot() {
+    use crate::fold::SnapshotPolicy;
+    use crate::store::conformance::seat_reducers;
+    let reducers = || {
+        let mut r = seat_reducers();
+        r.snapshots(SnapshotPolicy {
+            every: 10,
+            retain_events: Some(5),
+            ..SnapshotPolicy::default()
+        });
+        r
+    };
+    let db = TestDb::new().await;
+    let (a, _) = open_folding(&db.url, CommitMode::Group, reducers()).await;
+    let (b, _) = open_folding(&db.url, CommitMode::Group, reducers()).await;
+    let stream = "seats/behind";
+    let mut seats = serde_json::Map::new();
+    for s in 1..=3u64 {
+        let out = b
+            .append(book_on(stream, 2, s, &format!("s{s}")))
+            .await
+            .expect("append");
+        assert_eq!(out, vec![appended(s, s, false)]);
+        seats.insert(format!("s{s}"), 2.into());
+    }
+    for s in 4..=42u64 {
+        let out = a
+            .append(book_on(stream, 1, s - 3, &format!("s{s}")))
+            .await
+            .expect("append");
+        assert_eq!(out, vec![appended(s - 3, s, false)]);
+        seats.insert(format!("s{s}"), 1.into());
+    }
+    // Compacted at the snapshot at 40: through min(40, 40 - 5).
+    for node in [&a, &b] {
+        let page = node
+            .read(name(stream), Offset(0), all())
+            .await
+            .expect("read");
+        assert_eq!(page.compacted, Offset(35));
+        assert_eq!(page.events.first().map(|e| e.offset), Some(Offset(36)));
+        assert_eq!(page.head, Offset(42));
+    }
+    // b's state is at 3 and the events 4..=35 are gone: it starts from
+    // the snapshot at 40 and folds 41 and 42.
+    let out = b.append(book_on(stream, 2, 4, "s1")).await.expect("append");
+    assert!(
+        matches!(&out[..], [Outcome::Rejected { code: ErrorCode::Rejected, message, .. }] if message == "SEAT_TAKEN: seat s1 is taken"),
+        "{out:?}"
+    );
+    let out = b
+        .append(book_on(stream, 2, 5, "s20"))
+        .await
+        .expect("append");
+    assert!(
+        matches!(
+            &out[..],
+            [Outcome::Rejected {
+                code: ErrorCode::Rejected,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    let out = b
+        .append(book_on(stream, 2, 6, "new"))
+        .await
+        .expect("append");
+    assert_eq!(out, vec![appended(6, 43, false)]);
+    seats.insert("new".into(), 2.into());
+    // A resend through b of an intent a appended, compacted since.
+    let out = b.append(book_on(stream, 1, 1, "s4")).await.expect("resend");
+    assert_eq!(out, vec![appended(1, 35, true)]);
+
+    let (c, _) = open_folding(&db.url, CommitMode::Group, reducers()).await;
+    let want = serde_json::json!({ "seats": seats });
+    for (node, store) in [("a", &a), ("b", &b), ("c", &c)] {
+        let (offset, state) = state_of(store, stream).await;
+        assert_eq!((offset, &state), (Offset(43), &want), "node {node}");
+    }
+    a.close().await;
+    b.close().await;
+    c.close().await;
+    db.drop().await;
+}
+
+/// Seat reducers with a snapshot every 10 events, the last 5 events and
+/// an hour of events kept (`--retain-events 5 --retain-age 1h`), and
+/// the background pass every 20 ms.
+fn seats_retained() -> crate::fold::Reducers {
+    let mut r = crate::store::conformance::seat_reducers();
+    r.snapshots(crate::fold::SnapshotPolicy {
+        every: 10,
+        retain_events: Some(5),
+        retain_age: Some(Duration::from_secs(3600)),
+        compact_every: Some(Duration::from_millis(20)),
+    });
+    r
+}
+
+/// Waits until `store`'s reads of `stream` report the events compacted
+/// through `through`, failing after a deadline; the events then kept.
+async fn compacted_to(store: &PostgresStore, stream: &str, through: u64) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let page = store
+            .read(name(stream), Offset(0), all())
+            .await
+            .expect("read");
+        if page.compacted == Offset(through) {
+            return page.events.iter().map(|e| e.offset.0).collect();
+        }
+        assert!(
+            page.compacted < Offset(through),
+            "compacted past {through}: {page:?}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not compacted through {through} in time: {:?}",
+            page.compacted
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `--retain-events 5 --retain-age 1h` on two nodes, both running the
+/// background pass: young events are all kept although the count rule
+/// would let most go; the idle stream's old events go under the snapshot
+/// (only those, then all but the last 5 once all are old); both nodes
+/// and a new one keep deciding on the whole state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn old_events_of_idle_streams_are_compacted_while_either_rule_keeps_them() {
+    let db = TestDb::new().await;
+    let (a, _) = open_folding(&db.url, CommitMode::Group, seats_retained()).await;
+    let (b, _) = open_folding(&db.url, CommitMode::Group, seats_retained()).await;
+    let stream = "seats/aged";
+    for s in 1..=30u64 {
+        let node = if s % 2 == 0 { &a } else { &b };
+        let out = node
+            .append(book_on(
+                stream,
+                (s % 2) as u8 + 1,
+                s.div_ceil(2),
+                &format!("s{s}"),
+            ))
+            .await
+            .expect("append");
+        assert!(
+            matches!(out[..], [Outcome::Appended { offset, .. }] if offset == Offset(s)),
+            "{out:?}"
+        );
+    }
+    let page = a.read(name(stream), Offset(0), all()).await.expect("read");
+    assert_eq!(
+        (page.compacted, page.events.len()),
+        (Offset(0), 30),
+        "young events are kept by the age rule"
+    );
+    let age = |through: u64| {
+        format!(
+            r#"UPDATE logsync_events SET time_ms = time_ms - 7200000
+               WHERE "offset" <= {through}
+                 AND stream_id = (SELECT id FROM logsync_streams WHERE name = '{stream}')"#
+        )
+    };
+    db.sql(&age(12)).await;
+    assert_eq!(
+        compacted_to(&b, stream, 12).await,
+        (13..=30).collect::<Vec<u64>>()
+    );
+    db.sql(&age(30)).await;
+    assert_eq!(
+        compacted_to(&a, stream, 25).await,
+        (26..=30).collect::<Vec<u64>>(),
+        "the count rule keeps the last 5"
+    );
+    // A seat booked under the horizon is still taken, through either node.
+    for (node, client) in [(&a, 3u8), (&b, 4u8)] {
+        let out = node
+            .append(book_on(stream, client, 1, "s1"))
+            .await
+            .expect("append");
+        assert!(
+            matches!(
+                &out[..],
+                [Outcome::Rejected {
+                    code: ErrorCode::Rejected,
+                    ..
+                }]
+            ),
+            "{out:?}"
+        );
+    }
+    let (c, _) = open_folding(&db.url, CommitMode::Group, seats_retained()).await;
+    for store in [&a, &b, &c] {
+        let (offset, state) = state_of(store, stream).await;
+        assert_eq!(offset, Offset(30));
+        assert_eq!(state["seats"].as_object().map(|s| s.len()), Some(30));
+    }
+    a.close().await;
+    b.close().await;
+    c.close().await;
+    db.drop().await;
+}

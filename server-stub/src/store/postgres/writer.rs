@@ -24,6 +24,19 @@
 //! Lock order by stream name means two nodes never deadlock on each other;
 //! a deadlock or serialization failure reported anyway is retried with
 //! the whole batch (nothing of it was committed).
+//!
+//! Streams a reducer folds: the lock also returns each stream's horizon
+//! (how far its events are compacted). A state this node keeps that is
+//! behind the head (another node appended) is folded on with the events
+//! in between, read under the lock; one that is not kept, or whose events
+//! after it were compacted away, starts from the stream's latest snapshot
+//! and folds the events after it. When the appends carry a head past a
+//! multiple of `--snapshot-every`, the state is stored as the snapshot in
+//! step 3 (the older ones deleted), and with a retention the events it
+//! lets go are deleted there too (at most [`COMPACT_MAX_ROWS`]). A
+//! background pass (with `--retain-age`) compacts idle streams in small
+//! transactions of its own, each under the stream's row lock, skipping a
+//! stream whose lock an append holds.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -41,7 +54,7 @@ use super::fanout::Fanout;
 use super::notifier::Notices;
 use super::{connect, from_pg, to_pg};
 use crate::error::Error;
-use crate::fold::{Folds, Replayed};
+use crate::fold::{Folds, Replayed, SnapshotPolicy};
 use crate::metrics::Metrics;
 use crate::store::CommitMode;
 use crate::store::{
@@ -52,6 +65,16 @@ use crate::store::{
 /// Attempts per batch when PostgreSQL reports a deadlock or a
 /// serialization failure.
 const MAX_ATTEMPTS: u32 = 5;
+
+/// Most events one appending transaction compacts away: a long log that
+/// gets a retention is trimmed over several snapshots.
+const COMPACT_MAX_ROWS: u64 = 10_000;
+
+/// Most events one transaction of the background pass deletes.
+const PASS_MAX_ROWS: u64 = 1000;
+
+/// Streams one background pass looks at, at most.
+const PASS_STREAMS: i64 = 256;
 
 /// Work for the writer, with where to send the answer.
 pub(crate) enum Job {
@@ -163,6 +186,12 @@ struct Statements {
     gap: Statement,
     replay: Statement,
     head: Statement,
+    latest: Statement,
+    prune: Statement,
+    compact: Statement,
+    candidates: Statement,
+    pass_lock: Statement,
+    begin_read: Statement,
 }
 
 impl Statements {
@@ -177,7 +206,9 @@ impl Statements {
                     "INSERT INTO logsync_streams (name)
                      SELECT n FROM unnest($1::text[]) AS n ORDER BY n
                      ON CONFLICT (name) DO UPDATE SET head = logsync_streams.head
-                     RETURNING id, name, head",
+                     RETURNING id, name, head,
+                               (SELECT c.through FROM logsync_compactions c
+                                WHERE c.stream_id = logsync_streams.id)",
                 )
                 .await?,
             lasts: c
@@ -253,7 +284,86 @@ impl Statements {
                 )
                 .await?,
             head: c
-                .prepare("SELECT id, head FROM logsync_streams WHERE name = $1")
+                .prepare(
+                    "SELECT s.id, s.head, c.through FROM logsync_streams s
+                     LEFT JOIN logsync_compactions c ON c.stream_id = s.id WHERE s.name = $1",
+                )
+                .await?,
+            // The latest snapshot at or below each head: where a state
+            // that is not kept starts.
+            latest: c
+                .prepare(
+                    r#"SELECT DISTINCT ON (n.stream_id) n.stream_id, n."offset", n.state
+                       FROM unnest($1::bigint[], $2::bigint[]) AS g(stream_id, upto)
+                       JOIN logsync_snapshots n ON n.stream_id = g.stream_id AND n."offset" <= g.upto
+                       ORDER BY n.stream_id, n."offset" DESC"#,
+                )
+                .await?,
+            // Only the latest snapshot of a folded stream is kept.
+            prune: c
+                .prepare(
+                    r#"DELETE FROM logsync_snapshots n
+                       USING unnest($1::bigint[], $2::bigint[]) AS v(stream_id, "offset")
+                       WHERE n.stream_id = v.stream_id AND n."offset" < v."offset""#,
+                )
+                .await?,
+            // Each stream's events after its horizon `after` up to `upto`
+            // (what the snapshot and the events rule allow), stopping
+            // before the first one stored after `$4` (the age rule's
+            // cutoff, NULL without it), are deleted; the new horizon is
+            // recorded. Run under the stream's row lock.
+            compact: c
+                .prepare(
+                    r#"WITH v AS (
+                           SELECT v.stream_id, v.after,
+                                  CASE WHEN $4::bigint IS NULL THEN v.upto
+                                  ELSE coalesce((SELECT e."offset" - 1 FROM logsync_events e
+                                                 WHERE e.stream_id = v.stream_id AND e."offset" > v.after
+                                                   AND e."offset" <= v.upto AND e.time_ms > $4::bigint
+                                                 ORDER BY e."offset" LIMIT 1), v.upto)
+                                  END AS through
+                           FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(stream_id, after, upto)
+                       ), gone AS (
+                           DELETE FROM logsync_events e USING v
+                           WHERE e.stream_id = v.stream_id AND e."offset" > v.after AND e."offset" <= v.through
+                       )
+                       INSERT INTO logsync_compactions (stream_id, through)
+                       SELECT stream_id, through FROM v WHERE through > after
+                       ON CONFLICT (stream_id) DO UPDATE
+                           SET through = greatest(logsync_compactions.through, excluded.through)"#,
+                )
+                .await?,
+            // Folded streams whose horizon the retention may move now
+            // (from stream id `$1` on): a snapshot above the horizon, the
+            // events rule (`$2`, NULL without it) past it, and the event
+            // after it old enough for the age rule (`$3`, NULL without).
+            candidates: c
+                .prepare(
+                    r#"SELECT s.id, s.name
+                       FROM (SELECT stream_id, max("offset") AS snap FROM logsync_snapshots
+                             WHERE stream_id >= $1::bigint GROUP BY stream_id) n
+                       JOIN logsync_streams s ON s.id = n.stream_id
+                       LEFT JOIN logsync_compactions c ON c.stream_id = n.stream_id
+                       WHERE n.snap > coalesce(c.through, 0)
+                         AND ($2::bigint IS NULL OR s.head - $2::bigint > coalesce(c.through, 0))
+                         AND ($3::bigint IS NULL OR EXISTS (
+                               SELECT 1 FROM logsync_events e WHERE e.stream_id = n.stream_id
+                                 AND e."offset" = coalesce(c.through, 0) + 1 AND e.time_ms <= $3::bigint))
+                       ORDER BY n.stream_id LIMIT $4::bigint"#,
+                )
+                .await?,
+            // One stream's row lock for the background pass, unless an
+            // append holds it; its head, horizon and latest snapshot.
+            pass_lock: c
+                .prepare(
+                    r#"SELECT s.head, coalesce(c.through, 0),
+                              (SELECT max(n."offset") FROM logsync_snapshots n WHERE n.stream_id = s.id)
+                       FROM logsync_streams s LEFT JOIN logsync_compactions c ON c.stream_id = s.id
+                       WHERE s.id = $1 FOR UPDATE OF s SKIP LOCKED"#,
+                )
+                .await?,
+            begin_read: c
+                .prepare("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .await?,
         })
     }
@@ -265,6 +375,9 @@ pub(crate) struct Conn {
 }
 
 pub(crate) struct Writer {
+    /// Where the next compaction pass starts: the passes go round the
+    /// folded streams in id order.
+    pub pass_from: i64,
     pub config: tokio_postgres::Config,
     pub conn: Option<Conn>,
     pub rx: mpsc::Receiver<Job>,
@@ -300,9 +413,29 @@ impl Writer {
     }
 
     pub async fn run(mut self) {
-        // Returns None once every sender is gone and the queue is drained,
-        // which is how shutdown finishes the commits already handed over.
-        while let Some(first) = self.rx.recv().await {
+        // The background compaction pass, with a retention that needs one.
+        let mut pass = self.folds.policy().pass_every().map(|every| {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        });
+        loop {
+            // None once every sender is gone and the queue is drained,
+            // which is how shutdown finishes the commits already handed
+            // over.
+            let first = match pass.as_mut() {
+                Some(tick) => tokio::select! {
+                    job = self.rx.recv() => job,
+                    _ = tick.tick() => {
+                        self.compact_pass().await;
+                        continue;
+                    }
+                },
+                None => self.rx.recv().await,
+            };
+            let Some(first) = first else {
+                break;
+            };
             match self.mode {
                 CommitMode::Group => {
                     let mut intents = first.intents();
@@ -463,17 +596,27 @@ impl Writer {
         self.connection().await?;
         let conn = self.conn.as_ref().ok_or(Error::StoreClosed)?;
         let (c, st) = (&conn.client, &conn.st);
-        let row = c.query_opt(&st.head, &[&stream.as_str()]).await?;
-        let (id, head) = match row {
-            Some(row) => (row.try_get::<_, i64>(0)?, from_pg(row.try_get(1)?)?),
-            None => (-1, 0),
-        };
-        let mut events = Replay::default();
-        if let Some(after) = self.folds.behind(stream, Offset(head)) {
-            let params: [&(dyn ToSql + Sync); 3] =
-                [&vec![id], &vec![to_pg(after.0)?], &vec![to_pg(head)?]];
-            events = Replay::from_rows(c.query(&st.replay, &params).await?)?;
+        // One snapshot of the database: the head, the horizon and the
+        // events between them stay consistent while another node appends
+        // or compacts.
+        c.execute(&st.begin_read, &[]).await?;
+        let folds = &mut self.folds;
+        let read = async {
+            let row = c.query_opt(&st.head, &[&stream.as_str()]).await?;
+            let (id, head, through) = match row {
+                Some(row) => (
+                    row.try_get::<_, i64>(0)?,
+                    from_pg(row.try_get(1)?)?,
+                    from_pg(row.try_get::<_, Option<i64>>(2)?.unwrap_or(0))?,
+                ),
+                None => (-1, 0, 0),
+            };
+            let events = catch_up(c, st, folds, &[(id, stream, head, through)]).await?;
+            Ok::<_, TxError>((id, head, events))
         }
+        .await;
+        let _ = c.execute(&st.commit, &[]).await;
+        let (id, head, events) = read.map_err(TxError::into_error)?;
         let answer = state_json(
             &mut self.folds,
             stream,
@@ -484,6 +627,98 @@ impl Writer {
         );
         self.folds.trim();
         answer
+    }
+
+    /// The background compaction pass: in the folded streams whose
+    /// horizon can move (idle ones too: age grows without appends),
+    /// deletes the events the retention lets go, one small transaction
+    /// ([`PASS_MAX_ROWS`] events at most) under one stream's row lock at a
+    /// time; a stream whose lock an append holds is skipped (that append
+    /// compacts it when it stores a snapshot). Between two transactions,
+    /// waiting jobs go first: the pass stops and the next one goes on from
+    /// there.
+    async fn compact_pass(&mut self) {
+        if let Err(e) = self.try_compact_pass().await {
+            tracing::warn!(error = %e, "compaction pass failed; the next one tries again");
+            if let Some(conn) = self.conn.as_ref() {
+                if conn.client.is_closed() {
+                    self.conn = None;
+                } else {
+                    let _ = conn.client.execute(&conn.st.rollback, &[]).await;
+                }
+            }
+        }
+    }
+
+    async fn try_compact_pass(&mut self) -> Result<(), Error> {
+        let policy = self.folds.policy();
+        self.connection().await?;
+        let conn = self.conn.as_ref().ok_or(Error::StoreClosed)?;
+        let (c, st) = (&conn.client, &conn.st);
+        let now = now_ms();
+        let retain = policy.retain_events.map(to_pg).transpose()?;
+        let cutoff = policy.old_at_or_before(now).map(to_pg).transpose()?;
+        let rows = c
+            .query(
+                &st.candidates,
+                &[&self.pass_from, &retain, &cutoff, &PASS_STREAMS],
+            )
+            .await?;
+        // Round the streams: the next pass starts after the last one
+        // looked at, or from the first when this one saw them all.
+        self.pass_from = match rows.last() {
+            Some(row) if rows.len() as i64 == PASS_STREAMS => row.try_get::<_, i64>(0)? + 1,
+            _ => 0,
+        };
+        for row in rows {
+            let id: i64 = row.try_get(0)?;
+            let name: &str = row.try_get(1)?;
+            if !StreamName::new(name).is_ok_and(|s| self.folds.folds(&s)) {
+                continue;
+            }
+            loop {
+                c.execute(&st.begin, &[]).await?;
+                let Some(locked) = c.query_opt(&st.pass_lock, &[&id]).await? else {
+                    // An append holds the stream.
+                    c.execute(&st.rollback, &[]).await?;
+                    break;
+                };
+                let head = Offset(from_pg(locked.try_get(0)?)?);
+                let through = Offset(from_pg(locked.try_get(1)?)?);
+                let snapshot = locked
+                    .try_get::<_, Option<i64>>(2)?
+                    .map(from_pg)
+                    .transpose()?;
+                let bound = snapshot.and_then(|snap| {
+                    policy.compaction_bound(Offset(snap), head, through, PASS_MAX_ROWS)
+                });
+                let Some(bound) = bound else {
+                    c.execute(&st.rollback, &[]).await?;
+                    break;
+                };
+                let moved = c
+                    .execute(
+                        &st.compact,
+                        &[
+                            &vec![id],
+                            &vec![to_pg(through.0)?],
+                            &vec![to_pg(bound.0)?],
+                            &cutoff,
+                        ],
+                    )
+                    .await?;
+                c.execute(&st.commit, &[]).await?;
+                if moved == 0 {
+                    break;
+                }
+                tracing::debug!(stream = name, "events compacted by the background pass");
+                if !self.rx.is_empty() {
+                    self.pass_from = id;
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     fn publish(&self, committed: &Committed) {
@@ -585,6 +820,84 @@ impl From<Error> for TxError {
     }
 }
 
+impl TxError {
+    fn into_error(self) -> Error {
+        match self {
+            TxError::Pg(e) => e.into(),
+            TxError::Other(e) => e,
+        }
+    }
+}
+
+/// Brings the kept states of the folded streams among `streams` — `(id,
+/// name, head, horizon)` each, read under the stream's lock or in one
+/// snapshot of the database — to where the events up to each head fold
+/// them on, and reads those events. A kept state behind the head folds
+/// on from where it is, unless the events after it were compacted away;
+/// a state not kept (or behind the horizon, or beyond the head: rolled
+/// back) starts from the stream's latest snapshot at or below the head
+/// ([`Folds::start_from`]: from the start of the log when there is none
+/// or the reducer does not restore it). Two round trips at most, and
+/// none when every state is at its head.
+async fn catch_up(
+    c: &Client,
+    st: &Statements,
+    folds: &mut Folds,
+    streams: &[(i64, &StreamName, u64, u64)],
+) -> Result<Replay, TxError> {
+    let mut behind: (Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+    let mut start: Vec<(i64, &StreamName, u64)> = Vec::new();
+    for &(id, stream, head, through) in streams {
+        if !folds.folds(stream) || behind.0.contains(&id) || start.iter().any(|s| s.0 == id) {
+            continue;
+        }
+        match folds.kept_at(stream) {
+            Some(at) if at.0 == head => {}
+            Some(at) if at.0 < head && through <= at.0 => {
+                behind.0.push(id);
+                behind.1.push(to_pg(at.0)?);
+                behind.2.push(to_pg(head)?);
+            }
+            kept => {
+                if kept.is_some() {
+                    folds.forget(stream);
+                }
+                start.push((id, stream, head));
+            }
+        }
+    }
+    if !start.is_empty() {
+        let ids: Vec<i64> = start.iter().map(|s| s.0).collect();
+        let heads: Vec<i64> = start.iter().map(|s| to_pg(s.2)).collect::<Result<_, _>>()?;
+        let mut snapshots: HashMap<i64, (Offset, Vec<u8>)> = HashMap::new();
+        for row in c.query(&st.latest, &[&ids, &heads]).await? {
+            let offset = Offset(from_pg(row.try_get(1)?)?);
+            snapshots.insert(row.try_get(0)?, (offset, row.try_get(2)?));
+        }
+        for (id, stream, head) in start {
+            match folds.start_from(stream, Offset(head), snapshots.remove(&id)) {
+                Ok(Some(at)) if at.0 < head => {
+                    behind.0.push(id);
+                    behind.1.push(to_pg(at.0)?);
+                    behind.2.push(to_pg(head)?);
+                }
+                Ok(_) => {}
+                // The reducer cannot start a state: the stream's intents
+                // are refused with this when they are folded.
+                Err(r) => tracing::warn!(
+                    stream = %stream, code = r.code.as_str(), reason = %r.message,
+                    "the reducer cannot start the stream's state"
+                ),
+            }
+        }
+    }
+    if behind.0.is_empty() {
+        return Ok(Replay::default());
+    }
+    let params: [&(dyn ToSql + Sync); 3] = [&behind.0, &behind.1, &behind.2];
+    Ok(Replay::from_rows(c.query(&st.replay, &params).await?)?)
+}
+
 /// The first error of pipelined statements (later ones only say the
 /// transaction was aborted).
 fn first_error<T>(
@@ -632,11 +945,16 @@ async fn transact(
     };
     begin?;
     let mut streams: HashMap<String, (i64, u64)> = HashMap::with_capacity(names.len());
+    // How far each stream's events are compacted (stable under the lock).
+    let mut horizons: HashMap<i64, u64> = HashMap::new();
     for row in lock? {
         let id: i64 = row.try_get(0)?;
         let name: String = row.try_get(1)?;
         let head: i64 = row.try_get(2)?;
         streams.insert(name, (id, from_pg(head)?));
+        if let Some(through) = row.try_get::<_, Option<i64>>(3)? {
+            horizons.insert(id, from_pg(through)?);
+        }
     }
     let mut last_seqs: HashMap<(String, ClientId), u64> = HashMap::new();
     for row in lasts? {
@@ -666,36 +984,28 @@ async fn transact(
         }
     }
 
-    // Streams with a reducer whose kept state is behind the head the lock
-    // returned (another node appended, or this node has not folded the
-    // stream yet): their events up to that head, read under the lock.
-    let mut behind: (Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+    // Streams with a reducer whose kept state is not at the head the lock
+    // returned (another node appended, this node has not folded the
+    // stream yet, or the events after the kept state were compacted):
+    // started from the snapshot where needed, and the events up to that
+    // head read under the lock.
+    let mut folded: Vec<(i64, &StreamName, u64, u64)> = Vec::new();
     for w in work {
         let Work::Append(request) = w else {
             continue;
         };
-        let Some(&(id, head)) = streams.get(request.stream.as_str()) else {
-            continue;
-        };
-        if behind.0.contains(&id) {
-            continue;
-        }
-        if let Some(after) = folds.behind(&request.stream, Offset(head)) {
-            behind.0.push(id);
-            behind.1.push(to_pg(after.0)?);
-            behind.2.push(to_pg(head)?);
+        if let Some(&(id, head)) = streams.get(request.stream.as_str()) {
+            let through = horizons.get(&id).copied().unwrap_or(0);
+            folded.push((id, &request.stream, head, through));
         }
     }
-    let replay = if behind.0.is_empty() {
-        Replay::default()
-    } else {
-        let params: [&(dyn ToSql + Sync); 3] = [&behind.0, &behind.1, &behind.2];
-        Replay::from_rows(c.query(&st.replay, &params).await?)?
-    };
+    let replay = catch_up(c, st, folds, &folded).await?;
 
     // Decide in memory, each request's intents folded first onto its
     // stream's state at the head decided so far.
     let mut plan = Plan::new(streams, last_seqs, time_ms);
+    plan.horizons = horizons;
+    plan.policy = folds.policy();
     for w in work {
         plan.add(w, folds, &replay)?;
     }
@@ -741,7 +1051,20 @@ async fn transact(
                     message,
                     duplicate: true,
                 }),
-                _ => None,
+                // Appended, and its event compacted away since: answered
+                // as in the log at the horizon (the snapshot holds it); its
+                // payload can no longer be compared.
+                _ => match plan
+                    .horizons
+                    .get(&plan.lookups[usize::try_from(i - 1).unwrap_or(0)].0)
+                {
+                    Some(&through) if through > 0 => Some(Outcome::Appended {
+                        seq,
+                        offset: Offset(through),
+                        duplicate: true,
+                    }),
+                    _ => None,
+                },
             };
         }
         plan.found = found;
@@ -791,6 +1114,20 @@ async fn transact(
             statements.push((
                 &st.snapshots,
                 vec![&rows.sn_stream, &rows.sn_offset, &rows.sn_state],
+            ));
+        }
+        if !rows.pr_stream.is_empty() {
+            statements.push((&st.prune, vec![&rows.pr_stream, &rows.pr_offset]));
+        }
+        if !rows.cp_stream.is_empty() {
+            statements.push((
+                &st.compact,
+                vec![
+                    &rows.cp_stream,
+                    &rows.cp_after,
+                    &rows.cp_upto,
+                    &rows.cp_cutoff,
+                ],
             ));
         }
         statements.push((&st.commit, Vec::new()));
@@ -876,6 +1213,11 @@ struct Plan {
     /// States of folded streams due for a snapshot: (stream id, offset,
     /// state as JSON text).
     folded: Vec<(i64, Offset, Vec<u8>)>,
+    /// How far each locked stream's events are compacted (absent: not at
+    /// all).
+    horizons: HashMap<i64, u64>,
+    /// What the folded streams' snapshots let the retention delete.
+    policy: SnapshotPolicy,
     /// Resends of seqs decided before this transaction: (stream id,
     /// client, seq, digest of the resent payload).
     lookups: Vec<(i64, ClientId, Seq, Option<IntentDigest>)>,
@@ -905,6 +1247,12 @@ struct Rows<'a> {
     sn_stream: Vec<i64>,
     sn_offset: Vec<i64>,
     sn_state: Vec<&'a [u8]>,
+    pr_stream: Vec<i64>,
+    pr_offset: Vec<i64>,
+    cp_stream: Vec<i64>,
+    cp_after: Vec<i64>,
+    cp_upto: Vec<i64>,
+    cp_cutoff: Option<i64>,
 }
 
 impl Plan {
@@ -925,6 +1273,8 @@ impl Plan {
             rejected: Vec::new(),
             snapshots: HashMap::new(),
             folded: Vec::new(),
+            horizons: HashMap::new(),
+            policy: SnapshotPolicy::default(),
             lookups: Vec::new(),
             found: Vec::new(),
         }
@@ -1101,7 +1451,32 @@ impl Plan {
                 rows.sn_offset.push(to_pg(offset.0)?);
                 rows.sn_state.push(state);
             }
+            rows.pr_stream.push(*id);
+            rows.pr_offset.push(to_pg(offset.0)?);
+            // Compaction under the new snapshot, up to the head this
+            // transaction leaves.
+            let head = self
+                .streams
+                .values()
+                .find(|(i, _)| i == id)
+                .map_or(offset.0, |(_, head)| *head);
+            let through = self.horizons.get(id).copied().unwrap_or(0);
+            if let Some(upto) = self.policy.compaction_bound(
+                *offset,
+                Offset(head),
+                Offset(through),
+                COMPACT_MAX_ROWS,
+            ) {
+                rows.cp_stream.push(*id);
+                rows.cp_after.push(to_pg(through)?);
+                rows.cp_upto.push(to_pg(upto.0)?);
+            }
         }
+        rows.cp_cutoff = self
+            .policy
+            .old_at_or_before(self.time_ms)
+            .map(to_pg)
+            .transpose()?;
         Ok(rows)
     }
 

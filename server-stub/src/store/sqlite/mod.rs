@@ -20,7 +20,8 @@
 //!            digest: SHA-256 of the payload, to tell a resend from a reused seq
 //! clients    (stream_id, client_id, last_seq)      highest seq decided
 //! rejections (stream_id, client_id, seq, code, message)
-//! snapshots  (stream_id, offset, state)
+//! snapshots  (stream_id, offset, state)           folded streams: the latest state
+//! compactions (stream_id, through)                events at or below through deleted
 //! client_subjects (client_id, sub)                 who a client id belongs to (with auth)
 //! ```
 //!
@@ -132,6 +133,50 @@ pub struct SqliteStore {
     writable: Arc<AtomicBool>,
     /// When the health check last tried a write.
     last_probe: Mutex<Option<std::time::Instant>>,
+    /// The thread that queues compaction passes (with a retention that
+    /// needs them), and what stops it.
+    ticker: Mutex<Option<Ticker>>,
+}
+
+/// A thread queuing a [`writer::Job::Compact`] every interval while none
+/// is queued or running; stops when its `stop` sender is dropped or the
+/// writer's queue is gone.
+struct Ticker {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Ticker {
+    fn start(
+        every: std::time::Duration,
+        jobs: mpsc::WeakSender<writer::Job>,
+        compacting: Arc<AtomicBool>,
+    ) -> Result<Ticker, Error> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("logsync-compact".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    let Some(jobs) = jobs.upgrade() else {
+                        return;
+                    };
+                    if !compacting.swap(true, Ordering::Relaxed)
+                        && jobs.try_send(writer::Job::Compact).is_err()
+                    {
+                        // The queue is full (the writer is busy): next time.
+                        compacting.store(false, Ordering::Relaxed);
+                    }
+                }
+            })?;
+        Ok(Ticker { stop, thread })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
 }
 
 /// How often the health check tries a real write while writes succeed
@@ -159,7 +204,14 @@ impl SqliteStore {
         // which is the back-pressure that keeps memory bounded.
         let (tx, rx) = mpsc::channel(1024);
         let writable = Arc::new(AtomicBool::new(true));
+        let compacting = Arc::new(AtomicBool::new(false));
+        let ticker = match options.reducers.snapshot_policy().pass_every() {
+            Some(every) => Some(Ticker::start(every, tx.downgrade(), compacting.clone())?),
+            None => None,
+        };
         let w = writer::Writer {
+            compacting,
+            pass_from: 0,
             writable: writable.clone(),
             conn,
             rx,
@@ -185,6 +237,7 @@ impl SqliteStore {
             }),
             writable,
             last_probe: Mutex::new(None),
+            ticker: Mutex::new(ticker),
         })
     }
 
@@ -635,6 +688,10 @@ impl LogStore for SqliteStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            let ticker = self.ticker.lock().ok().and_then(|mut t| t.take());
+            if let Some(ticker) = ticker {
+                let _ = tokio::task::spawn_blocking(move || ticker.stop()).await;
+            }
             // Dropping the last sender lets the writer drain its queue
             // (every job already handed over is committed and answered),
             // then stop.

@@ -633,6 +633,7 @@ async fn snapshots_bound_the_log_and_a_reopened_store_starts_from_them() {
     let policy = SnapshotPolicy {
         every: 100,
         retain_events: Some(500),
+        ..SnapshotPolicy::default()
     };
     let reducers = || {
         let mut r = seat_reducers();
@@ -750,5 +751,217 @@ async fn stores_snapshots_of_folded_streams() {
     let dir = tempfile::tempdir().expect("dir");
     let (store, _) = open_with(&dir, CommitMode::PerIntent, seat_reducers_snapshotting());
     stores_snapshots(&store, "seats/snap").await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn compacts_like_every_durable_store() {
+    use crate::store::conformance::{compacts_under_snapshots, seat_reducers_compacting};
+    for mode in [CommitMode::Group, CommitMode::PerIntent] {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = open_with(&dir, mode, seat_reducers_compacting());
+        compacts_under_snapshots(&store, "seats/compact").await;
+        store.close().await;
+        assert_eq!(stored_events(&dir), 26, "{mode:?}");
+    }
+}
+
+/// Seat reducers with a snapshot every 10 events, `retain_events`, events
+/// kept for an hour (`--retain-age 1h`) and the background pass every
+/// 20 ms.
+fn seats_retained(retain_events: Option<u64>) -> crate::fold::Reducers {
+    let mut r = crate::store::conformance::seat_reducers();
+    r.snapshots(crate::fold::SnapshotPolicy {
+        every: 10,
+        retain_events,
+        retain_age: Some(std::time::Duration::from_secs(3600)),
+        compact_every: Some(std::time::Duration::from_millis(20)),
+    });
+    r
+}
+
+/// Client 1 books seats `from..=to` of `stream`, one request each (seq =
+/// offset = seat number).
+async fn book_seats(store: &SqliteStore, stream: &str, from: u64, to: u64) {
+    for s in from..=to {
+        let out = store
+            .append(AppendRequest {
+                stream: StreamName::new(stream).expect("name"),
+                ..book(1, s, s)
+            })
+            .await
+            .expect("append");
+        assert!(
+            matches!(out[..], [Outcome::Appended { offset, duplicate: false, .. }] if offset == Offset(s)),
+            "{out:?}"
+        );
+    }
+}
+
+/// Moves the stored time of the events of `stream` at or below `through`
+/// two hours back: they are older than the retention age now.
+fn age_events(dir: &tempfile::TempDir, stream: &str, through: u64) {
+    let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("open");
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .expect("busy timeout");
+    conn.execute(
+        r#"UPDATE events SET time_ms = time_ms - 7200000
+           WHERE "offset" <= ?1 AND stream_id = (SELECT id FROM streams WHERE name = ?2)"#,
+        rusqlite::params![through as i64, stream],
+    )
+    .expect("age the events");
+}
+
+/// Waits until reads of `stream` report the events compacted through
+/// `through`, failing after a deadline; the events then kept.
+async fn compacted_to(store: &SqliteStore, stream: &str, through: u64) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let page = store
+            .read(StreamName::new(stream).expect("name"), Offset(0), all())
+            .await
+            .expect("read");
+        if page.compacted == Offset(through) {
+            return page.events.iter().map(|e| e.offset.0).collect();
+        }
+        assert!(
+            page.compacted < Offset(through),
+            "compacted past {through}: {page:?}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not compacted through {through} in time: {:?}",
+            page.compacted
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// `--retain-age` alone: an idle stream's events older than the age are
+/// deleted by the background pass, but never above the latest snapshot;
+/// an appending transaction that stores a snapshot deletes the old
+/// events under it at once, and the young ones stay.
+#[tokio::test]
+async fn old_events_of_idle_streams_are_compacted_under_the_snapshot() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, _) = open_with(&dir, CommitMode::Group, seats_retained(None));
+    book_seats(&store, "seats/aged", 1, 25).await;
+    // Young: every event kept (the snapshot at 20 allows, the age not).
+    let page = store
+        .read(
+            StreamName::new("seats/aged").expect("name"),
+            Offset(0),
+            all(),
+        )
+        .await
+        .expect("read");
+    assert_eq!((page.compacted, page.events.len()), (Offset(0), 25));
+    age_events(&dir, "seats/aged", 25);
+    // Idle, and compacted: up to the snapshot at 20, not beyond.
+    assert_eq!(
+        compacted_to(&store, "seats/aged", 20).await,
+        (21..=25).collect::<Vec<u64>>()
+    );
+    // The next snapshot (at 30) compacts the old events under it in its
+    // own transaction; 26..=30 are young and stay.
+    book_seats(&store, "seats/aged", 26, 30).await;
+    let page = store
+        .read(
+            StreamName::new("seats/aged").expect("name"),
+            Offset(0),
+            all(),
+        )
+        .await
+        .expect("read");
+    assert_eq!(page.compacted, Offset(25));
+    assert_eq!(stored_events(&dir), 5);
+    let (at, state) = store
+        .state(StreamName::new("seats/aged").expect("name"))
+        .await
+        .expect("state")
+        .expect("a reducer");
+    assert_eq!(at, Offset(30));
+    let state: serde_json::Value = serde_json::from_str(&state).expect("JSON");
+    assert_eq!(state["seats"].as_object().map(|s| s.len()), Some(30));
+    store.close().await;
+}
+
+/// `--retain-events 5 --retain-age 1h`: an event is kept while either
+/// rule keeps it. Young events are all kept although the count rule would
+/// let 25 of them go; once some are old, only those go (and only under
+/// the snapshot); once all are old, the count rule keeps the last 5.
+#[tokio::test]
+async fn an_event_is_kept_while_either_retention_keeps_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, _) = open_with(&dir, CommitMode::Group, seats_retained(Some(5)));
+    book_seats(&store, "seats/both", 1, 30).await;
+    let page = store
+        .read(
+            StreamName::new("seats/both").expect("name"),
+            Offset(0),
+            all(),
+        )
+        .await
+        .expect("read");
+    assert_eq!(
+        (page.compacted, page.events.len()),
+        (Offset(0), 30),
+        "young events are kept by the age rule"
+    );
+    age_events(&dir, "seats/both", 12);
+    assert_eq!(
+        compacted_to(&store, "seats/both", 12).await,
+        (13..=30).collect::<Vec<u64>>()
+    );
+    age_events(&dir, "seats/both", 30);
+    assert_eq!(
+        compacted_to(&store, "seats/both", 25).await,
+        (26..=30).collect::<Vec<u64>>(),
+        "the count rule keeps the last 5"
+    );
+    store.close().await;
+    // Reopened, the state starts from the snapshot.
+    let (store, _) = open_with(&dir, CommitMode::Group, seats_retained(Some(5)));
+    let (at, state) = store
+        .state(StreamName::new("seats/both").expect("name"))
+        .await
+        .expect("state")
+        .expect("a reducer");
+    assert_eq!(at, Offset(30));
+    let state: serde_json::Value = serde_json::from_str(&state).expect("JSON");
+    assert_eq!(state["seats"].as_object().map(|s| s.len()), Some(30));
+    store.close().await;
+}
+
+/// A backlog longer than one pass transaction deletes (1,000 events) is
+/// compacted over several, down to the snapshot.
+#[tokio::test]
+async fn the_background_pass_compacts_a_backlog_in_small_transactions() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, _) = open_with(&dir, CommitMode::Group, seats_retained(None));
+    for batch in 0..25u64 {
+        let out = store
+            .append(AppendRequest {
+                stream: StreamName::new("seats/backlog").expect("name"),
+                client_id: ClientId([1; 16]),
+                intents: (1..=100)
+                    .map(|i| {
+                        let s = batch * 100 + i;
+                        ProposedIntent::new(
+                            seq(s),
+                            format!(r#"{{"type":"book","seat":"{s}","who":"c1"}}"#).into_bytes(),
+                            Verdict::Accept,
+                        )
+                    })
+                    .collect(),
+            })
+            .await
+            .expect("append");
+        assert_eq!(out.len(), 100);
+    }
+    assert_eq!(stored_events(&dir), 2500);
+    age_events(&dir, "seats/backlog", 2500);
+    assert!(compacted_to(&store, "seats/backlog", 2500).await.is_empty());
+    assert_eq!(stored_events(&dir), 0);
     store.close().await;
 }

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{from_sql, to_sql};
 use crate::error::Error;
-use crate::fold::{Folds, Replayed};
+use crate::fold::{Folds, Replayed, SnapshotPolicy};
 use crate::metrics::Metrics;
 use crate::store::CommitMode;
 use crate::store::{
@@ -50,6 +50,10 @@ pub(crate) enum Job {
         view: Option<ViewQuery>,
         reply: oneshot::Sender<StateAnswer>,
     },
+    /// Time for a compaction pass (from the store's ticker): delete, in
+    /// small transactions of their own, the events the retention lets go
+    /// (age grows while a stream is idle, with no append to compact it).
+    Compact,
 }
 
 impl Job {
@@ -60,6 +64,7 @@ impl Job {
             | Job::BindClient { .. }
             | Job::Probe { .. }
             | Job::State { .. } => 1,
+            Job::Compact => 0,
         }
     }
 
@@ -68,7 +73,7 @@ impl Job {
             Job::Append { request, .. } => request.payload_bytes(),
             Job::Snapshot { state, .. } => state.len(),
             Job::BindClient { sub, .. } => sub.len(),
-            Job::Probe { .. } | Job::State { .. } => 0,
+            Job::Probe { .. } | Job::State { .. } | Job::Compact => 0,
         }
     }
 }
@@ -87,6 +92,12 @@ pub(crate) struct Writer {
     /// The states of streams with a reducer, at their committed heads
     /// between transactions.
     pub folds: Folds,
+    /// True while a [`Job::Compact`] is queued or running (the ticker
+    /// queues one at a time).
+    pub compacting: Arc<AtomicBool>,
+    /// Where the next compaction pass starts: the passes go round the
+    /// streams in id order.
+    pub pass_from: i64,
 }
 
 /// Events appended in one transaction, grouped by stream in offset order.
@@ -123,12 +134,99 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    self.commit(jobs);
+                    // A compaction pass runs in transactions of its own,
+                    // after the batch it came with.
+                    let before = jobs.len();
+                    jobs.retain(|j| !matches!(j, Job::Compact));
+                    let compact = jobs.len() < before;
+                    if !jobs.is_empty() {
+                        self.commit(jobs);
+                    }
+                    if compact {
+                        self.compact_pass();
+                    }
                 }
+                CommitMode::PerIntent if matches!(first, Job::Compact) => self.compact_pass(),
                 CommitMode::PerIntent => self.commit_each(first),
             }
         }
         tracing::debug!("log writer stopped");
+    }
+
+    /// Streams one compaction pass looks at, at most.
+    const PASS_STREAMS: i64 = 256;
+
+    /// Deletes the events the retention lets go in the folded streams
+    /// whose horizon can move (idle ones too: age grows without appends),
+    /// one small transaction ([`PASS_MAX_ROWS`] events at most) at a time.
+    /// Between two, waiting jobs go first: the pass stops and the next
+    /// one goes on from there.
+    fn compact_pass(&mut self) {
+        let policy = self.folds.policy();
+        let result = (|| {
+            let now = now_ms();
+            let candidates = {
+                let mut stmt = self.conn.prepare_cached(
+                    r#"SELECT t.id, t.name, t.head, n.snap, coalesce(c.through, 0)
+                       FROM (SELECT stream_id, max("offset") AS snap FROM snapshots GROUP BY stream_id) n
+                       JOIN streams t ON t.id = n.stream_id
+                       LEFT JOIN compactions c ON c.stream_id = n.stream_id
+                       WHERE n.stream_id >= ?1
+                         AND n.snap > coalesce(c.through, 0)
+                         AND (?2 IS NULL OR t.head - ?2 > coalesce(c.through, 0))
+                         AND (?3 IS NULL OR EXISTS (
+                               SELECT 1 FROM events e WHERE e.stream_id = n.stream_id
+                                 AND e."offset" = coalesce(c.through, 0) + 1 AND e.time_ms <= ?3))
+                       ORDER BY n.stream_id LIMIT ?4"#,
+                )?;
+                let retain = policy.retain_events.map(to_sql).transpose()?;
+                let cutoff = policy.old_at_or_before(now).map(to_sql).transpose()?;
+                let rows = stmt.query_map(
+                    rusqlite::params![self.pass_from, retain, cutoff, Self::PASS_STREAMS],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
+                    },
+                )?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            // Round the streams: the next pass starts after the last one
+            // looked at, or from the first when this one saw them all.
+            self.pass_from = match candidates.last() {
+                Some((id, ..)) if candidates.len() as i64 == Self::PASS_STREAMS => id + 1,
+                _ => 0,
+            };
+            for (id, name, head, snap) in candidates {
+                if !StreamName::new(name.as_str()).is_ok_and(|s| self.folds.folds(&s)) {
+                    continue;
+                }
+                let (head, snap) = (Offset(from_sql(head)?), Offset(from_sql(snap)?));
+                loop {
+                    let tx = self
+                        .conn
+                        .transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let moved = compact(&tx, &policy, id, snap, head, PASS_MAX_ROWS, now)?;
+                    tx.commit()?;
+                    let Some((through, deleted)) = moved else {
+                        break;
+                    };
+                    tracing::debug!(stream = %name, through = through.0, deleted, "events compacted by the background pass");
+                    if !self.rx.is_empty() {
+                        self.pass_from = id;
+                        return Ok(());
+                    }
+                }
+            }
+            Ok::<(), Error>(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "compaction pass failed; the next one tries again");
+        }
+        self.compacting.store(false, Ordering::Relaxed);
     }
 
     /// Decides every job in one transaction and commits once. When any
@@ -190,6 +288,8 @@ impl Writer {
                         let answer = state(&tx, &mut self.folds, &stream, view.as_ref());
                         replies.push(Reply::State(reply, Some(answer)));
                     }
+                    // Taken out of every batch by `run`.
+                    Job::Compact => {}
                 }
             }
             tx.commit()?;
@@ -203,6 +303,7 @@ impl Writer {
                 Job::BindClient { reply, .. } => Reply::Bound(reply, String::new()),
                 Job::Probe { reply } => Reply::Probe(reply),
                 Job::State { reply, .. } => Reply::State(reply, None),
+                Job::Compact => continue,
             });
         }
         self.finish(result, started, intents, appended, replies);
@@ -475,7 +576,15 @@ fn apply(
     if position.head != start.head {
         tx.prepare_cached("UPDATE streams SET head = ?1 WHERE id = ?2")?
             .execute(rusqlite::params![to_sql(position.head.0)?, stream_id])?;
-        keep_snapshot(tx, folds, &stream, stream_id, start.head, position.head)?;
+        keep_snapshot(
+            tx,
+            folds,
+            &stream,
+            stream_id,
+            start.head,
+            position.head,
+            time_ms,
+        )?;
     }
     if !new_events.is_empty() {
         match appended.iter_mut().find(|(s, _)| *s == stream) {
@@ -593,6 +702,7 @@ fn keep_snapshot(
     stream_id: i64,
     before: Offset,
     head: Offset,
+    time_ms: u64,
 ) -> Result<(), Error> {
     let Some((offset, json)) = folds.snapshot_due(stream, before) else {
         return Ok(());
@@ -620,27 +730,82 @@ fn keep_snapshot(
     ])?;
     tx.prepare_cached(r#"DELETE FROM snapshots WHERE stream_id = ?1 AND "offset" < ?2"#)?
         .execute(rusqlite::params![stream_id, to_sql(offset.0)?])?;
-    let Some(retain) = folds.policy().retain_events else {
-        return Ok(());
-    };
-    let target = offset.0.min(head.0.saturating_sub(retain));
-    let through = compacted_through(tx, stream_id)?.0;
-    if target <= through {
-        return Ok(());
+    if let Some((through, deleted)) = compact(
+        tx,
+        &folds.policy(),
+        stream_id,
+        offset,
+        head,
+        COMPACT_MAX_ROWS,
+        time_ms,
+    )? {
+        tracing::debug!(stream = %stream, through = through.0, deleted, "events compacted");
     }
-    let to = target.min(through + COMPACT_MAX_ROWS);
+    Ok(())
+}
+
+/// Most events one transaction of the background compaction pass
+/// deletes: it never holds appends up for long.
+const PASS_MAX_ROWS: u64 = 1000;
+
+/// Deletes the events of the stream `stream_id` that `policy` lets go,
+/// `max_rows` at most — at or below its latest snapshot (at `snapshot`)
+/// and more than the retained number below `head`, up to the first one
+/// stored after the age cutoff at `now_ms` — and records the new horizon.
+/// The new horizon and how many events went, when it moved.
+fn compact(
+    tx: &Connection,
+    policy: &SnapshotPolicy,
+    stream_id: i64,
+    snapshot: Offset,
+    head: Offset,
+    max_rows: u64,
+    now_ms: u64,
+) -> Result<Option<(Offset, usize)>, Error> {
+    let through = compacted_through(tx, stream_id)?;
+    let Some(mut to) = policy.compaction_bound(snapshot, head, through, max_rows) else {
+        return Ok(None);
+    };
+    if let Some(cutoff) = policy.old_at_or_before(now_ms) {
+        // Offsets are in time order on one writer, but a clock may step
+        // back: the horizon stops before the first event too new to go.
+        let young: Option<i64> = tx
+            .prepare_cached(
+                r#"SELECT "offset" FROM events WHERE stream_id = ?1 AND "offset" > ?2 AND "offset" <= ?3
+                   AND time_ms > ?4 ORDER BY "offset" LIMIT 1"#,
+            )?
+            .query_row(
+                rusqlite::params![
+                    stream_id,
+                    to_sql(through.0)?,
+                    to_sql(to.0)?,
+                    to_sql(cutoff)?
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(young) = young {
+            to = Offset(from_sql(young)?.saturating_sub(1));
+        }
+        if to <= through {
+            return Ok(None);
+        }
+    }
     let deleted = tx
         .prepare_cached(
             r#"DELETE FROM events WHERE stream_id = ?1 AND "offset" > ?2 AND "offset" <= ?3"#,
         )?
-        .execute(rusqlite::params![stream_id, to_sql(through)?, to_sql(to)?])?;
+        .execute(rusqlite::params![
+            stream_id,
+            to_sql(through.0)?,
+            to_sql(to.0)?
+        ])?;
     tx.prepare_cached(
         "INSERT INTO compactions (stream_id, through) VALUES (?1, ?2)
          ON CONFLICT (stream_id) DO UPDATE SET through = excluded.through",
     )?
-    .execute(rusqlite::params![stream_id, to_sql(to)?])?;
-    tracing::debug!(stream = %stream, through = to, deleted, "events compacted");
-    Ok(())
+    .execute(rusqlite::params![stream_id, to_sql(to.0)?])?;
+    Ok(Some((to, deleted)))
 }
 
 /// Events after which a state is rebuilt, one page of a stream's log.

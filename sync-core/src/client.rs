@@ -241,24 +241,19 @@ impl<R: Reducer> SyncClient<R> {
     /// An intent adopted below what this connection already pushed (another
     /// tab sent it) is pushed again on its own: the server has decided it
     /// and answers with its original result, so this replica learns it too.
-    pub fn adopt(&mut self, seq: Seq, payload: Vec<u8>) -> Vec<Effect> {
-        self.adopt_as(seq, payload, false, false)
+    pub fn adopt(&mut self, entry: OutboxEntry) -> Vec<Effect> {
+        self.adopt_as(entry, false)
     }
 
     /// [`SyncClient::adopt`], saying whether the intent counts as this
     /// client's own (`own`: found in storage when it opened, see
     /// [`Replica::own_pending`]) and whether the app discarded it
-    /// (`discarded`: it is withdrawn, never pushed).
-    pub fn adopt_as(
-        &mut self,
-        seq: Seq,
-        payload: Vec<u8>,
-        own: bool,
-        discarded: bool,
-    ) -> Vec<Effect> {
+    /// (the entry's `discarded`: it is withdrawn, never pushed).
+    pub fn adopt_as(&mut self, entry: OutboxEntry, own: bool) -> Vec<Effect> {
+        let (seq, seen, discarded) = (entry.seq, entry.seen, entry.discarded);
         let sent = self.phase == Phase::Ready && seq.get() <= self.sent_through;
-        let resend = sent.then(|| payload.clone());
-        let added = self.replica.adopt_as(seq, payload, own);
+        let resend = sent.then(|| entry.payload.clone());
+        let added = self.replica.adopt_as(entry, own);
         let newly_discarded = discarded && self.replica.mark_discarded(seq);
         if !added && !newly_discarded {
             return Vec::new();
@@ -270,7 +265,7 @@ impl<R: Reducer> SyncClient<R> {
         } else if let (true, Some(payload)) = (added, resend) {
             out.push(Effect::Send(ClientMsg::Push {
                 stream,
-                intents: alloc::vec![PushIntent { seq, payload }],
+                intents: alloc::vec![PushIntent { seq, payload, seen }],
             }));
         }
         out
@@ -372,15 +367,18 @@ impl<R: Reducer> SyncClient<R> {
         // pushed, in seq order. A hole (a seq held by another tab, or not
         // yet allocated here) is not waited for: the server answers `Gap`
         // when it expects an older seq, and decided seqs are simply skipped.
-        let mut ready: Vec<(Seq, &[u8], bool)> = self
+        let mut ready: Vec<(Seq, &[u8], bool, Offset)> = self
             .replica
             .pending()
             .iter()
-            .filter_map(|p| p.seq.map(|s| (s, p.payload.as_slice(), p.discarded)))
-            .filter(|(s, _, _)| s.get() > self.sent_through)
+            .filter_map(|p| {
+                p.seq
+                    .map(|s| (s, p.payload.as_slice(), p.discarded, p.seen))
+            })
+            .filter(|(s, _, _, _)| s.get() > self.sent_through)
             .collect();
-        ready.sort_unstable_by_key(|(s, _, _)| *s);
-        for (seq, payload, discarded) in ready {
+        ready.sort_unstable_by_key(|(s, _, _, _)| *s);
+        for (seq, payload, discarded, seen) in ready {
             let size = payload.len() + PER_INTENT_OVERHEAD;
             if discarded {
                 // Withdrawn in its place, like an oversized intent.
@@ -430,6 +428,7 @@ impl<R: Reducer> SyncClient<R> {
             batch.push(PushIntent {
                 seq,
                 payload: payload.to_vec(),
+                seen,
             });
             batch_bytes += size;
             self.sent_through = seq.get();
@@ -771,7 +770,7 @@ mod tests {
         c.connected(None);
         c.handle(welcome("e1", 1 << 20)).unwrap();
         for (i, p) in [b"a", b"b"].iter().enumerate() {
-            let seq = c.replica_mut().dispatch(p.to_vec()).unwrap();
+            let seq = c.replica_mut().dispatch(p.to_vec(), 0).unwrap();
             assert_eq!(seq.get(), i as u64 + 1);
         }
         // Seq 1 is in the log at 40, which this replica has not seen.
@@ -805,6 +804,8 @@ mod tests {
         assert_eq!(*c.replica().state(), 43);
         // The events after the snapshot follow on.
         let other = Event {
+            subject: None,
+            seen: crate::types::Offset::ZERO,
             offset: Offset(51),
             client_id: ClientId([2; 16]),
             seq: Seq::new(1).unwrap(),
@@ -882,7 +883,7 @@ mod tests {
     #[test]
     fn welcome_subscribes_from_offset_then_pushes() {
         let mut c = client(None);
-        c.replica_mut().dispatch(b"a".to_vec()).unwrap();
+        c.replica_mut().dispatch(b"a".to_vec(), 0).unwrap();
         assert!(c.flush().is_empty(), "nothing goes out before Welcome");
         assert!(matches!(c.connected(None), ClientMsg::Hello { .. }));
         let fx = c.handle(welcome("e1", 1 << 20)).unwrap();
@@ -924,7 +925,7 @@ mod tests {
         );
         assert_eq!(c.phase(), Phase::Offline, "offline from the Error frame on");
         // Nothing more goes out on the dying connection.
-        c.replica_mut().dispatch(b"x".to_vec()).unwrap();
+        c.replica_mut().dispatch(b"x".to_vec(), 0).unwrap();
         assert!(sends(&c.flush()).is_empty());
     }
 
@@ -933,6 +934,8 @@ mod tests {
         let mut c = client(Some("old"));
         c.replica_mut()
             .apply_events(&[Event {
+                subject: None,
+                seen: crate::types::Offset::ZERO,
                 offset: Offset(1),
                 client_id: ClientId([2; 16]),
                 seq: Seq::FIRST,
@@ -940,7 +943,8 @@ mod tests {
                 payload: vec![],
             }])
             .unwrap();
-        c.replica_mut().adopt(Seq::new(8).unwrap(), b"x".to_vec());
+        c.replica_mut()
+            .adopt(OutboxEntry::new(Seq::new(8).unwrap(), b"x".to_vec()));
         c.connected(None);
         c.outbox_checked();
         let fx = c.handle(welcome("new", 1 << 20)).unwrap();
@@ -962,6 +966,8 @@ mod tests {
         let (fx, rediscard) = c.reset_to(
             Epoch::from("new"),
             vec![OutboxEntry {
+                seen: crate::types::Offset::ZERO,
+                time_ms: 0,
                 seq: Seq::FIRST,
                 payload: b"x".to_vec(),
                 discarded: false,
@@ -985,7 +991,8 @@ mod tests {
     #[test]
     fn gap_resends_or_asks_for_the_outbox() {
         let mut c = client(Some("e"));
-        c.replica_mut().adopt(Seq::new(3).unwrap(), b"c".to_vec());
+        c.replica_mut()
+            .adopt(OutboxEntry::new(Seq::new(3).unwrap(), b"c".to_vec()));
         c.connected(None);
         c.outbox_checked();
         c.handle(welcome("e", 1 << 20)).unwrap();
@@ -1001,7 +1008,7 @@ mod tests {
                 expected: Seq::new(2).unwrap()
             }]
         );
-        let fx = c.adopt(Seq::new(2).unwrap(), b"b".to_vec());
+        let fx = c.adopt(OutboxEntry::new(Seq::new(2).unwrap(), b"b".to_vec()));
         assert_eq!(fx, vec![Effect::StateChanged]);
         let fx = c.flush();
         let s = sends(&fx);
@@ -1013,10 +1020,10 @@ mod tests {
     fn pushes_split_to_fit_frames_and_oversized_intents_are_withdrawn() {
         let mut c = client(Some("e"));
         for _ in 0..3 {
-            c.replica_mut().dispatch(vec![b'x'; 400]).unwrap();
+            c.replica_mut().dispatch(vec![b'x'; 400], 0).unwrap();
         }
-        c.replica_mut().dispatch(vec![b'y'; 5000]).unwrap();
-        c.replica_mut().dispatch(vec![b'z'; 10]).unwrap();
+        c.replica_mut().dispatch(vec![b'y'; 5000], 0).unwrap();
+        c.replica_mut().dispatch(vec![b'z'; 10], 0).unwrap();
         c.connected(None);
         c.outbox_checked();
         let fx = c.handle(welcome("e", 1024)).unwrap();
@@ -1064,7 +1071,7 @@ mod tests {
     #[test]
     fn reject_rolls_back_and_reports() {
         let mut c = client(Some("e"));
-        c.replica_mut().dispatch(b"a".to_vec()).unwrap();
+        c.replica_mut().dispatch(b"a".to_vec(), 0).unwrap();
         assert_eq!(*c.replica().state(), 1);
         let fx = c
             .handle(ServerMsg::Reject {
@@ -1091,7 +1098,7 @@ mod tests {
         c.connected(None);
         c.outbox_checked();
         c.handle(welcome("e", 1 << 20)).unwrap();
-        c.replica_mut().dispatch(b"a".to_vec()).unwrap();
+        c.replica_mut().dispatch(b"a".to_vec(), 0).unwrap();
         assert_eq!(*c.replica().state(), 1);
         let fx = c.flush();
         assert_eq!(sends(&fx).len(), 1);
@@ -1128,7 +1135,7 @@ mod tests {
         c.connected(None);
         c.outbox_checked();
         c.handle(welcome("e", 1 << 20)).unwrap();
-        c.replica_mut().dispatch(b"vote".to_vec()).unwrap();
+        c.replica_mut().dispatch(b"vote".to_vec(), 0).unwrap();
         let fx = c.flush();
         assert_eq!(sends(&fx).len(), 1);
         let fx = c
@@ -1155,6 +1162,8 @@ mod tests {
             .handle(ServerMsg::Events {
                 stream: stream(),
                 events: vec![crate::types::Event {
+                    subject: None,
+                    seen: crate::types::Offset::ZERO,
                     offset: Offset(1),
                     client_id: ClientId([2; 16]),
                     seq: Seq::FIRST,
@@ -1168,7 +1177,10 @@ mod tests {
         // The next intent takes the next seq: the refused one is decided,
         // no hole holds it back.
         assert_eq!(
-            c.replica_mut().dispatch(b"again".to_vec()).unwrap().get(),
+            c.replica_mut()
+                .dispatch(b"again".to_vec(), 0)
+                .unwrap()
+                .get(),
             2
         );
         let fx = c.flush();
@@ -1191,7 +1203,7 @@ mod tests {
     fn discarded_intents_are_withdrawn_in_their_place() {
         let mut c = client(Some("e"));
         for p in [b"a", b"b", b"c"] {
-            c.replica_mut().dispatch(p.to_vec()).unwrap();
+            c.replica_mut().dispatch(p.to_vec(), 0).unwrap();
         }
         assert_eq!(*c.replica().state(), 3);
         let fx = c.discard(Seq::new(2).unwrap()).unwrap();
@@ -1245,6 +1257,8 @@ mod tests {
             .handle(ServerMsg::Events {
                 stream: stream(),
                 events: vec![crate::types::Event {
+                    subject: None,
+                    seen: crate::types::Offset::ZERO,
                     offset: Offset(1),
                     client_id: ClientId([1; 16]),
                     seq: Seq::new(3).unwrap(),
@@ -1265,18 +1279,21 @@ mod tests {
     #[test]
     fn only_own_intents_count_as_pending_here() {
         let mut c = client(Some("e"));
-        c.adopt_as(Seq::new(1).unwrap(), b"found at open".to_vec(), true, false);
-        c.replica_mut().dispatch(b"mine".to_vec()).unwrap();
+        c.adopt_as(
+            OutboxEntry::new(Seq::new(1).unwrap(), b"found at open".to_vec()),
+            true,
+        );
+        c.replica_mut().dispatch(b"mine".to_vec(), 0).unwrap();
         // Another tab's intent, adopted from the shared outbox.
-        c.adopt(Seq::new(3).unwrap(), b"theirs".to_vec());
+        c.adopt(OutboxEntry::new(Seq::new(3).unwrap(), b"theirs".to_vec()));
         assert_eq!(c.replica().pending().len(), 3);
         assert_eq!(c.replica().own_pending().count(), 2);
         // Our own dispatch meeting its adopted copy stays ours.
         let l = c
             .replica_mut()
-            .dispatch_unassigned(b"raced".to_vec())
+            .dispatch_unassigned(b"raced".to_vec(), 0)
             .unwrap();
-        c.adopt(Seq::new(4).unwrap(), b"raced".to_vec());
+        c.adopt(OutboxEntry::new(Seq::new(4).unwrap(), b"raced".to_vec()));
         c.replica_mut().assign_seq(l, Seq::new(4).unwrap());
         assert_eq!(c.replica().own_pending().count(), 3);
     }

@@ -206,6 +206,8 @@ mod tests {
 
     fn ev(payload: &[u8]) -> Event {
         Event {
+            subject: None,
+            seen: crate::types::Offset::ZERO,
             offset: Offset(7),
             client_id: ClientId([0xab; 16]),
             seq: Seq::new(3).unwrap(),

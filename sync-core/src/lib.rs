@@ -22,11 +22,13 @@ pub use decide::{
     Step,
 };
 pub use error::{CoreError, ErrorCode};
-pub use outbox::{Done, EventsWrite, Finished, Outbox, OutboxEntry, Work};
+pub use outbox::{Done, EventsWrite, Finished, NewIntent, Outbox, OutboxEntry, Work};
 pub use protocol::{
     ClientMsg, PushIntent, ServerMsg, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,
     PROTOCOL_VERSION,
 };
-pub use reducer::{ReduceError, Reducer};
+pub use reducer::{Meta, ReduceError, Reducer};
 pub use replica::{Applied, LocalId, Pending, Replica};
-pub use types::{ClientId, Epoch, Event, Offset, Seq, StreamName, MAX_STREAM_NAME_LEN};
+pub use types::{
+    ClientId, Epoch, Event, Offset, Seq, StreamName, MAX_STREAM_NAME_LEN, MAX_SUBJECT_LEN,
+};

@@ -38,11 +38,13 @@ pub use crate::types::OutboxEntry;
 use crate::types::{Epoch, Event, Offset, Seq};
 
 /// The outbox after an epoch reset: the same entries in seq order,
-/// numbered from seq 1.
+/// numbered from seq 1, each with `seen` 0 (the offsets its user had seen
+/// belong to the old log; in the new one, nothing was seen yet).
 pub fn renumber(mut entries: Vec<OutboxEntry>) -> Vec<OutboxEntry> {
     entries.sort_unstable_by_key(|e| e.seq);
     let mut next = Seq::FIRST;
     for e in &mut entries {
+        e.seen = Offset::ZERO;
         e.seq = next;
         next = next.next();
     }
@@ -52,7 +54,7 @@ pub fn renumber(mut entries: Vec<OutboxEntry>) -> Vec<OutboxEntry> {
 /// A storage job as queued.
 #[derive(Clone, Debug)]
 enum Job<S> {
-    Alloc(LocalId, Vec<u8>),
+    Alloc(LocalId, NewIntent),
     Write {
         write: EventsWrite<S>,
         under: u64,
@@ -129,15 +131,27 @@ impl<S> EventsWrite<S> {
     }
 }
 
+/// An intent to store in a [`Work::Alloc`]: what its outbox entry holds
+/// besides its seq.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewIntent {
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// The confirmed offset when it was dispatched.
+    pub seen: Offset,
+    /// The device's clock then, ms since the Unix epoch.
+    pub time_ms: u64,
+}
+
 /// One storage transaction to carry out.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Work<S> {
-    /// Take `payloads.len()` seqs from the stored counter (at least
+    /// Take `intents.len()` seqs from the stored counter (at least
     /// `floor`), write the entries, and read the entries other tabs wrote
     /// from `floor` up to the first new seq. Answer [`Done::Alloc`].
     Alloc {
-        /// Their payloads, in dispatch order.
-        payloads: Vec<Vec<u8>>,
+        /// The intents, in dispatch order.
+        intents: Vec<NewIntent>,
         /// The lowest seq this tab may take.
         floor: Seq,
         /// The numbering this tab uses (see [`Outbox::generation`]): when
@@ -306,8 +320,17 @@ impl<S: Clone> Outbox<S> {
 
     /// An intent was dispatched ([`crate::Replica::dispatch_unassigned`]):
     /// queue its seq allocation.
-    pub fn dispatched(&mut self, local: LocalId, payload: Vec<u8>) {
-        self.jobs.push_back(Job::Alloc(local, payload));
+    /// `seen` and `time_ms` are the pending intent's (see
+    /// [`crate::Pending`]).
+    pub fn dispatched(&mut self, local: LocalId, payload: Vec<u8>, seen: Offset, time_ms: u64) {
+        self.jobs.push_back(Job::Alloc(
+            local,
+            NewIntent {
+                payload,
+                seen,
+                time_ms,
+            },
+        ));
     }
 
     /// A connection opened: other tabs may have written intents, so the
@@ -444,7 +467,7 @@ impl<S: Clone> Outbox<S> {
         let under = self.generation;
         let work = match kind {
             0 => Work::Alloc {
-                payloads: head
+                intents: head
                     .filter_map(|j| match j {
                         Job::Alloc(_, p) => Some(p.clone()),
                         _ => None,
@@ -536,7 +559,7 @@ impl<S: Clone> Outbox<S> {
                 // Other tabs' intents hold the lower seqs: fold them in
                 // first, then give ours their seqs, then push.
                 for e in others {
-                    effects.extend(client.adopt_as(e.seq, e.payload, false, e.discarded));
+                    effects.extend(client.adopt_as(e, false));
                 }
                 let mut seq = first;
                 let before = client.replica().pending().len();
@@ -576,7 +599,7 @@ impl<S: Clone> Outbox<S> {
                     _ => None,
                 });
                 for e in entries {
-                    effects.extend(client.adopt_as(e.seq, e.payload, false, e.discarded));
+                    effects.extend(client.adopt_as(e, false));
                 }
                 let held = |s: Seq| client.replica().pending().iter().any(|p| p.seq == Some(s));
                 match expected.filter(|s| !held(*s)) {
@@ -673,9 +696,9 @@ mod tests {
         let (mut q, mut c) = (Outbox::new(Offset::ZERO, 10, 0), client(Some("e1")));
         let local = c
             .replica_mut()
-            .dispatch_unassigned(b"mine".to_vec())
+            .dispatch_unassigned(b"mine".to_vec(), 0)
             .unwrap();
-        q.dispatched(local, b"mine".to_vec());
+        q.dispatched(local, b"mine".to_vec(), crate::types::Offset::ZERO, 0);
         let (n, work) = q.next(&c).unwrap();
         assert!(matches!(work, Work::Alloc { .. }));
         // Notices while the allocation is in flight: one read, queued after it.
@@ -699,6 +722,8 @@ mod tests {
         q.written_elsewhere();
         assert_eq!(q.len(), 2);
         let theirs = OutboxEntry {
+            seen: crate::types::Offset::ZERO,
+            time_ms: 0,
             seq: seq(2),
             payload: b"theirs".to_vec(),
             discarded: false,
@@ -814,6 +839,8 @@ mod tests {
 
     fn entry(seq: u64, p: &str) -> OutboxEntry {
         OutboxEntry {
+            seen: crate::types::Offset::ZERO,
+            time_ms: 0,
             seq: Seq::new(seq).unwrap(),
             payload: p.as_bytes().to_vec(),
             discarded: false,

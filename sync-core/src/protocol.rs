@@ -10,7 +10,7 @@
 //! Rules that keep the format stable:
 //! - variants are only ever appended, never reordered or removed;
 //! - a field change is a new protocol version;
-//! - `sync-core/fixtures/protocol-v1/` pins the bytes of every message
+//! - `sync-core/fixtures/protocol-v2/` pins the bytes of every message
 //!   (see the `golden` test), so a change to the format is always deliberate.
 //!
 //! Decoding never panics: every malformed input is a [`CoreError`] with
@@ -23,10 +23,12 @@ use core::ops::Range;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{CoreError, ErrorCode};
-use crate::types::{ClientId, Epoch, Event, Offset, Seq, StreamName, MAX_STREAM_NAME_LEN};
+use crate::types::{
+    ClientId, Epoch, Event, Offset, Seq, StreamName, MAX_STREAM_NAME_LEN, MAX_SUBJECT_LEN,
+};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Default largest frame either side accepts, in bytes (1 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 1 << 20;
@@ -52,15 +54,24 @@ const STREAM_FIELD: usize = varint_len(MAX_STREAM_NAME_LEN as u64) + MAX_STREAM_
 /// Bytes an `Events` frame spends besides its events: variant, stream,
 /// event count and head.
 pub const EVENTS_FRAME_OVERHEAD: usize = 1 + STREAM_FIELD + VARINT_LEN + VARINT_U64;
-/// Bytes an encoded event spends besides its payload: offset, client id,
-/// seq, time and payload length.
-pub const EVENT_OVERHEAD: usize = VARINT_U64 + 16 + VARINT_U64 + VARINT_U64 + VARINT_LEN;
+/// Bytes an encoded event spends besides its payload and its subject's
+/// text: offset, client id, seq, time, payload length, the subject's
+/// option tag and length, and seen. An event's encoding is at most this
+/// plus its payload plus its subject (at most [`MAX_SUBJECT_LEN`]).
+pub const EVENT_OVERHEAD: usize = VARINT_U64
+    + 16
+    + VARINT_U64
+    + VARINT_U64
+    + VARINT_LEN
+    + 1
+    + varint_len(MAX_SUBJECT_LEN as u64)
+    + VARINT_U64;
 /// Bytes a `Push` frame spends besides its intents: variant, stream and
 /// intent count.
 pub const PUSH_FRAME_OVERHEAD: usize = 1 + STREAM_FIELD + VARINT_LEN;
-/// Bytes an intent inside a `Push` spends besides its payload: seq and
-/// payload length.
-pub const PUSH_INTENT_OVERHEAD: usize = VARINT_U64 + VARINT_LEN;
+/// Bytes an intent inside a `Push` spends besides its payload: seq,
+/// payload length and seen.
+pub const PUSH_INTENT_OVERHEAD: usize = VARINT_U64 + VARINT_LEN + VARINT_U64;
 
 /// The largest payload that surely fits, alone, in a `Push` frame of at
 /// most `max_frame_bytes` (whatever the stream and seq): the largest
@@ -72,7 +83,7 @@ pub const fn max_push_payload(max_frame_bytes: usize) -> usize {
 /// The largest payload that surely fits, alone, in an `Events` frame of at
 /// most `max_frame_bytes`.
 pub const fn max_event_payload(max_frame_bytes: usize) -> usize {
-    max_frame_bytes.saturating_sub(EVENTS_FRAME_OVERHEAD + EVENT_OVERHEAD)
+    max_frame_bytes.saturating_sub(EVENTS_FRAME_OVERHEAD + EVENT_OVERHEAD + MAX_SUBJECT_LEN)
 }
 
 /// The frame limit a server announces in `Welcome`: its own frame limit,
@@ -103,6 +114,9 @@ pub struct PushIntent {
     /// Opaque bytes.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+    /// The confirmed offset the client had when it dispatched the intent
+    /// (the reducer's `meta.seen`).
+    pub seen: Offset,
 }
 
 /// Messages a client sends.
@@ -465,6 +479,7 @@ mod tests {
         let msg = ClientMsg::Push {
             stream: stream(),
             intents: alloc::vec![PushIntent {
+                seen: crate::types::Offset::ZERO,
                 seq: Seq::FIRST,
                 payload: b"{}".to_vec()
             }],
@@ -483,13 +498,19 @@ mod tests {
 
     #[test]
     fn version_mismatch_is_reported_as_such() {
-        // A future Hello: version 2 and a layout this build does not know.
-        let bytes = [0u8, 2, 0xff, 0xff, 0xff];
+        // A future Hello: version 3 and a layout this build does not know.
+        let bytes = [0u8, 3, 0xff, 0xff, 0xff];
         let e = ClientMsg::decode(&bytes, 1024).unwrap_err();
         assert_eq!(e.code(), ErrorCode::ProtocolVersion);
-        assert!(e.to_string().contains("version 2"), "{e}");
+        assert!(e.to_string().contains("version 3"), "{e}");
         let e = ServerMsg::decode(&bytes, 1024).unwrap_err();
         assert_eq!(e.code(), ErrorCode::ProtocolVersion);
+        // A version-1 peer (intents without `seen`, events without
+        // subject and seen) is refused the same way, not misread.
+        let v1 = include_bytes!("../fixtures/protocol-v1/client-hello.bin");
+        let e = ClientMsg::decode(v1, 1024).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::ProtocolVersion);
+        assert!(e.to_string().contains("version 1"), "{e}");
     }
 
     #[test]
@@ -511,6 +532,8 @@ mod tests {
     fn events_frame_from_preencoded_events_matches() {
         let events: Vec<Event> = (1..=3)
             .map(|i| Event {
+                subject: None,
+                seen: crate::types::Offset::ZERO,
                 offset: Offset(i),
                 client_id: ClientId([i as u8; 16]),
                 seq: Seq::new(i).unwrap(),

@@ -1,5 +1,6 @@
 //! The `Reducer` trait: a pure, deterministic `(state, action) -> state`.
 
+use crate::types::{ClientId, Event, Offset, Seq};
 use alloc::string::String;
 
 /// A pure, deterministic reducer over a stream's events, Redux style.
@@ -29,6 +30,21 @@ pub trait Reducer {
         action: &Self::Action,
     ) -> Result<Self::State, ReduceError>;
 
+    /// Folds one action into `state`, knowing where it comes from
+    /// ([`Meta`]). Every replica and the server call this one; the default
+    /// ignores `meta` and calls [`Reducer::reduce`]. Override it to enforce
+    /// rules about who may do what (`meta.subject`) or about stale reads
+    /// (`meta.seen`); an `Err` refuses the action.
+    fn reduce_meta(
+        &self,
+        state: &Self::State,
+        action: &Self::Action,
+        meta: &Meta<'_>,
+    ) -> Result<Self::State, ReduceError> {
+        let _ = meta;
+        self.reduce(state, action)
+    }
+
     /// A state from its JSON text: a snapshot the server sends a client
     /// whose missing events were compacted away. The default refuses
     /// (such a client cannot follow a compacted stream from below its
@@ -37,6 +53,43 @@ pub trait Reducer {
         Err(ReduceError(
             "this reducer cannot start from a snapshot (implement Reducer::decode_state)".into(),
         ))
+    }
+}
+
+/// What a reducer knows about the action it folds, the same on every
+/// device: a confirmed event's values as the server stored them; for an
+/// intent still pending on this device, its local values (`offset` and
+/// `seq` are `None`, `time_ms` is this device's clock at dispatch).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Meta<'a> {
+    /// The event's offset; `None` while pending.
+    pub offset: Option<Offset>,
+    /// The client that dispatched it.
+    pub client_id: ClientId,
+    /// Who dispatched it, as the server verified (the token's `sub`);
+    /// `None` with authentication off. While pending, the subject this
+    /// device believes it has.
+    pub subject: Option<&'a str>,
+    /// The client's seq; `None` while pending.
+    pub seq: Option<Seq>,
+    /// The server's clock when it appended the event (pending: this
+    /// device's at dispatch), ms since the Unix epoch.
+    pub time_ms: u64,
+    /// The confirmed offset the dispatching client had when it dispatched.
+    pub seen: Offset,
+}
+
+impl<'a> Meta<'a> {
+    /// The meta of a confirmed event.
+    pub fn of_event(e: &'a Event) -> Meta<'a> {
+        Meta {
+            offset: Some(e.offset),
+            client_id: e.client_id,
+            subject: e.subject.as_deref(),
+            seq: Some(e.seq),
+            time_ms: e.time_ms,
+            seen: e.seen,
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 
 use crate::error::CoreError;
 
-use crate::reducer::Reducer;
+use crate::reducer::{Meta, Reducer};
 use crate::types::{ClientId, Event, Offset, OutboxEntry, Seq, StreamName};
 
 /// Identifies a dispatched intent inside one replica before (and after) it
@@ -40,6 +40,11 @@ pub struct Pending<A> {
     /// not reached this replica (an `Ack` ahead of the events): a
     /// snapshot at or past it holds the intent.
     pub acked: Option<Offset>,
+    /// The confirmed offset when it was dispatched (its `meta.seen`).
+    pub seen: Offset,
+    /// The dispatching device's clock then (its `meta.time_ms` while
+    /// pending).
+    pub time_ms: u64,
 }
 
 /// What applying a batch of server events did.
@@ -68,6 +73,7 @@ pub struct Replica<R: Reducer> {
     state: R::State,
     next_local: LocalId,
     next_seq: Seq,
+    subject: Option<String>,
 }
 
 impl<R: Reducer> Replica<R> {
@@ -105,6 +111,50 @@ impl<R: Reducer> Replica<R> {
             pending: Vec::new(),
             next_local: 1,
             next_seq,
+            subject: None,
+        }
+    }
+
+    /// Who this device believes it is (its token's `sub`): the subject its
+    /// pending intents are folded with. The server's events carry the
+    /// subject it verified. Pending intents are re-applied.
+    pub fn set_subject(&mut self, subject: Option<String>) {
+        if self.subject != subject {
+            self.subject = subject;
+            self.recompute();
+        }
+    }
+
+    /// See [`Replica::set_subject`].
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
+    /// The meta a pending intent is folded with: its local values.
+    fn pending_meta<'a>(
+        client_id: ClientId,
+        subject: Option<&'a str>,
+        p: &Pending<R::Action>,
+    ) -> Meta<'a> {
+        Meta {
+            offset: None,
+            client_id,
+            subject,
+            seq: None,
+            time_ms: p.time_ms,
+            seen: p.seen,
+        }
+    }
+
+    /// The meta an intent dispatched now is folded with.
+    fn dispatch_meta(&self, time_ms: u64, seen: Offset) -> Meta<'_> {
+        Meta {
+            offset: None,
+            client_id: self.client_id,
+            subject: self.subject.as_deref(),
+            seq: None,
+            time_ms,
+            seen,
         }
     }
 
@@ -159,9 +209,9 @@ impl<R: Reducer> Replica<R> {
     /// Applies `payload` optimistically and allocates its seq from this
     /// replica's counter. Returns the new pending intent's seq. A payload
     /// that does not decode, or that the reducer refuses, is not added and
-    /// the state is unchanged.
-    pub fn dispatch(&mut self, payload: Vec<u8>) -> Result<Seq, CoreError> {
-        let local = self.dispatch_unassigned(payload)?;
+    /// the state is unchanged. `time_ms` is this device's clock now.
+    pub fn dispatch(&mut self, payload: Vec<u8>, time_ms: u64) -> Result<Seq, CoreError> {
+        let local = self.dispatch_unassigned(payload, time_ms)?;
         let seq = self.next_seq;
         self.assign_seq(local, seq);
         Ok(seq)
@@ -170,12 +220,16 @@ impl<R: Reducer> Replica<R> {
     /// Applies `payload` optimistically without allocating a seq yet (the
     /// caller allocates it in durable storage, then calls
     /// [`Replica::assign_seq`]).
-    pub fn dispatch_unassigned(&mut self, payload: Vec<u8>) -> Result<LocalId, CoreError> {
+    pub fn dispatch_unassigned(
+        &mut self,
+        payload: Vec<u8>,
+        time_ms: u64,
+    ) -> Result<LocalId, CoreError> {
         let action = self
             .reducer
             .decode(&payload)
             .map_err(|e| CoreError::Reducer { message: e.0 })?;
-        self.dispatch_decoded(payload, action)
+        self.dispatch_decoded(payload, action, time_ms)
     }
 
     /// [`Replica::dispatch_unassigned`] for a caller that already holds the
@@ -187,13 +241,15 @@ impl<R: Reducer> Replica<R> {
         &mut self,
         payload: Vec<u8>,
         action: R::Action,
+        time_ms: u64,
     ) -> Result<LocalId, CoreError> {
+        let seen = self.offset;
         let next = self
             .reducer
-            .reduce(&self.state, &action)
+            .reduce_meta(&self.state, &action, &self.dispatch_meta(time_ms, seen))
             .map_err(|e| CoreError::Reducer { message: e.0 })?;
         self.state = next;
-        Ok(self.push_pending(payload, action))
+        Ok(self.push_pending(payload, action, seen, time_ms))
     }
 
     /// Records a pending intent whose optimistic fold the caller already
@@ -204,26 +260,38 @@ impl<R: Reducer> Replica<R> {
     /// leaves the state as it is, as in a rebase — the intent is kept
     /// either way, because the caller has already told its user it was
     /// dispatched. `action` must be what [`Reducer::decode`] gives for
-    /// `payload`.
+    /// `payload`; `seen` and `time_ms` the meta the caller folded it with
+    /// (see [`Meta`]: pending, `seen` the confirmed offset it knew).
     pub fn dispatch_folded(
         &mut self,
         payload: Vec<u8>,
         action: R::Action,
         next: Option<R::State>,
+        seen: Offset,
+        time_ms: u64,
     ) -> LocalId {
         let next = match next {
             Some(next) => Some(next),
-            None => self.reducer.reduce(&self.state, &action).ok(),
+            None => self
+                .reducer
+                .reduce_meta(&self.state, &action, &self.dispatch_meta(time_ms, seen))
+                .ok(),
         };
         if let Some(next) = next {
             self.state = next;
         }
-        self.push_pending(payload, action)
+        self.push_pending(payload, action, seen, time_ms)
     }
 
     /// Appends a pending intent without a seq yet (the state is the
     /// caller's business).
-    fn push_pending(&mut self, payload: Vec<u8>, action: R::Action) -> LocalId {
+    fn push_pending(
+        &mut self,
+        payload: Vec<u8>,
+        action: R::Action,
+        seen: Offset,
+        time_ms: u64,
+    ) -> LocalId {
         let local_id = self.next_local;
         self.next_local += 1;
         self.pending.push(Pending {
@@ -234,6 +302,8 @@ impl<R: Reducer> Replica<R> {
             own: true,
             discarded: false,
             acked: None,
+            seen,
+            time_ms,
         });
         local_id
     }
@@ -264,13 +334,22 @@ impl<R: Reducer> Replica<R> {
     /// tab of this client) unless it is already pending. It goes before
     /// every pending intent with a higher or no seq, and the state is
     /// recomputed. Returns whether it was added.
-    pub fn adopt(&mut self, seq: Seq, payload: Vec<u8>) -> bool {
-        self.adopt_as(seq, payload, false)
+    pub fn adopt(&mut self, entry: OutboxEntry) -> bool {
+        self.adopt_as(entry, false)
     }
 
     /// [`Replica::adopt`], saying whether the intent counts as this
     /// replica's own (`own`: found in storage when the replica opened).
-    pub fn adopt_as(&mut self, seq: Seq, payload: Vec<u8>, own: bool) -> bool {
+    /// The entry's `discarded` is not read here (see
+    /// [`Replica::mark_discarded`]).
+    pub fn adopt_as(&mut self, entry: OutboxEntry, own: bool) -> bool {
+        let OutboxEntry {
+            seq,
+            payload,
+            seen,
+            time_ms,
+            ..
+        } = entry;
         if self.pending.iter().any(|p| p.seq == Some(seq)) {
             return false;
         }
@@ -295,6 +374,8 @@ impl<R: Reducer> Replica<R> {
                 own,
                 discarded: false,
                 acked: None,
+                seen,
+                time_ms,
             },
         );
         self.recompute();
@@ -344,11 +425,10 @@ impl<R: Reducer> Replica<R> {
                     && !p.discarded
             });
         for e in events {
-            match self
-                .reducer
-                .decode(&e.payload)
-                .and_then(|a| self.reducer.reduce(&self.confirmed, &a))
-            {
+            match self.reducer.decode(&e.payload).and_then(|a| {
+                self.reducer
+                    .reduce_meta(&self.confirmed, &a, &Meta::of_event(e))
+            }) {
                 Ok(next) => self.confirmed = next,
                 Err(err) => applied.reducer_errors.push((e.offset, err.0)),
             }
@@ -474,6 +554,8 @@ impl<R: Reducer> Replica<R> {
                 own: mine,
                 discarded,
                 acked: None,
+                seen: e.seen,
+                time_ms: e.time_ms,
             });
         }
         self.pending.extend(waiting);
@@ -497,10 +579,16 @@ impl<R: Reducer> Replica<R> {
 
     fn recompute(&mut self) {
         let mut state = self.confirmed.clone();
+        let subject = self.subject.as_deref();
         for p in self.pending.iter().filter(|p| !p.discarded) {
             // A pending intent the reducer now refuses contributes nothing;
             // the server's order decides its fate.
-            if let Some(Ok(next)) = p.action.as_ref().map(|a| self.reducer.reduce(&state, a)) {
+            let meta = Self::pending_meta(self.client_id, subject, p);
+            if let Some(Ok(next)) = p
+                .action
+                .as_ref()
+                .map(|a| self.reducer.reduce_meta(&state, a, &meta))
+            {
                 state = next;
             }
         }
@@ -554,6 +642,8 @@ mod tests {
 
     fn ev(offset: u64, client: ClientId, seq: u64, p: &str) -> Event {
         Event {
+            subject: None,
+            seen: crate::types::Offset::ZERO,
             offset: Offset(offset),
             client_id: client,
             seq: Seq::new(seq).unwrap(),
@@ -565,8 +655,8 @@ mod tests {
     #[test]
     fn optimistic_then_confirmed_keeps_state() {
         let mut r = replica();
-        assert_eq!(r.dispatch(b"a".to_vec()).unwrap().get(), 1);
-        assert_eq!(r.dispatch(b"b".to_vec()).unwrap().get(), 2);
+        assert_eq!(r.dispatch(b"a".to_vec(), 0).unwrap().get(), 1);
+        assert_eq!(r.dispatch(b"b".to_vec(), 0).unwrap().get(), 2);
         assert_eq!(r.state(), &vec!["a", "b"]);
         let applied = r.apply_events(&[ev(1, ME, 1, "a")]).unwrap();
         assert!(!applied.state_changed);
@@ -579,11 +669,29 @@ mod tests {
     #[test]
     fn folded_dispatch_takes_the_callers_state_and_keeps_refused_intents() {
         let mut r = replica();
-        let a = r.dispatch_folded(b"a".to_vec(), "a".into(), Some(vec!["a".into()]));
+        let a = r.dispatch_folded(
+            b"a".to_vec(),
+            "a".into(),
+            Some(vec!["a".into()]),
+            crate::types::Offset::ZERO,
+            0,
+        );
         assert_eq!(r.state(), &vec!["a"]);
         // Folded here: a refused action leaves the state, the intent stays.
-        let bad = r.dispatch_folded(b"bad".to_vec(), "bad".into(), None);
-        let c = r.dispatch_folded(b"c".to_vec(), "c".into(), None);
+        let bad = r.dispatch_folded(
+            b"bad".to_vec(),
+            "bad".into(),
+            None,
+            crate::types::Offset::ZERO,
+            0,
+        );
+        let c = r.dispatch_folded(
+            b"c".to_vec(),
+            "c".into(),
+            None,
+            crate::types::Offset::ZERO,
+            0,
+        );
         assert_eq!(r.state(), &vec!["a", "c"]);
         assert_eq!(r.pending().len(), 3);
         assert!(a < bad && bad < c, "local ids in dispatch order");
@@ -598,7 +706,7 @@ mod tests {
     #[test]
     fn rebase_puts_remote_events_under_pending() {
         let mut r = replica();
-        r.dispatch(b"mine".to_vec()).unwrap();
+        r.dispatch(b"mine".to_vec(), 0).unwrap();
         let applied = r.apply_events(&[ev(1, OTHER, 1, "theirs")]).unwrap();
         assert!(applied.state_changed);
         assert_eq!(r.state(), &vec!["theirs", "mine"]);
@@ -624,8 +732,8 @@ mod tests {
     #[test]
     fn reject_drops_and_recomputes() {
         let mut r = replica();
-        r.dispatch(b"a".to_vec()).unwrap();
-        r.dispatch(b"b".to_vec()).unwrap();
+        r.dispatch(b"a".to_vec(), 0).unwrap();
+        r.dispatch(b"b".to_vec(), 0).unwrap();
         let p = r.remove_pending(Seq::FIRST).unwrap();
         assert_eq!(p.payload, b"a");
         assert_eq!(r.state(), &vec!["b"]);
@@ -635,7 +743,7 @@ mod tests {
     #[test]
     fn refused_dispatch_changes_nothing() {
         let mut r = replica();
-        let e = r.dispatch(b"bad".to_vec()).unwrap_err();
+        let e = r.dispatch(b"bad".to_vec(), 0).unwrap_err();
         assert_eq!(e.code(), crate::ErrorCode::Reducer);
         assert!(r.pending().is_empty());
         assert_eq!(r.next_seq(), Seq::FIRST);
@@ -655,10 +763,10 @@ mod tests {
     #[test]
     fn adopt_orders_by_seq_and_skips_known() {
         let mut r = replica();
-        let l = r.dispatch_unassigned(b"late".to_vec()).unwrap();
-        assert!(r.adopt(Seq::new(2).unwrap(), b"two".to_vec()));
-        assert!(r.adopt(Seq::new(1).unwrap(), b"one".to_vec()));
-        assert!(!r.adopt(Seq::new(1).unwrap(), b"one".to_vec()));
+        let l = r.dispatch_unassigned(b"late".to_vec(), 0).unwrap();
+        assert!(r.adopt(OutboxEntry::new(Seq::new(2).unwrap(), b"two".to_vec())));
+        assert!(r.adopt(OutboxEntry::new(Seq::new(1).unwrap(), b"one".to_vec())));
+        assert!(!r.adopt(OutboxEntry::new(Seq::new(1).unwrap(), b"one".to_vec())));
         assert_eq!(r.next_seq().get(), 3);
         assert!(r.assign_seq(l, Seq::new(3).unwrap()));
         assert_eq!(r.state(), &vec!["one", "two", "late"]);
@@ -669,12 +777,14 @@ mod tests {
         let mut r = replica();
         r.apply_events(&[ev(1, OTHER, 1, "x")]).unwrap();
         // Own intents at 7 and 9 (9 discarded here), another tab's at 8.
-        r.adopt_as(Seq::new(7).unwrap(), b"a".to_vec(), true);
-        r.adopt_as(Seq::new(8).unwrap(), b"o".to_vec(), false);
-        r.adopt_as(Seq::new(9).unwrap(), b"b".to_vec(), true);
+        r.adopt_as(OutboxEntry::new(Seq::new(7).unwrap(), b"a".to_vec()), true);
+        r.adopt_as(OutboxEntry::new(Seq::new(8).unwrap(), b"o".to_vec()), false);
+        r.adopt_as(OutboxEntry::new(Seq::new(9).unwrap(), b"b".to_vec()), true);
         assert!(r.mark_discarded(Seq::new(9).unwrap()));
-        let waiting = r.dispatch_unassigned(b"w".to_vec()).unwrap();
+        let waiting = r.dispatch_unassigned(b"w".to_vec(), 0).unwrap();
         let e = |seq: u64, p: &str| OutboxEntry {
+            seen: crate::types::Offset::ZERO,
+            time_ms: 0,
             seq: Seq::new(seq).unwrap(),
             payload: p.as_bytes().to_vec(),
             discarded: false,
@@ -688,5 +798,71 @@ mod tests {
         assert_eq!(own, vec![b"a".to_vec(), b"w".to_vec()]);
         assert_eq!(r.next_seq().get(), 5);
         assert!(r.assign_seq(waiting, Seq::new(5).unwrap()));
+    }
+
+    /// State: what each fold's meta said, as text.
+    struct MetaReducer;
+    impl Reducer for MetaReducer {
+        type State = Vec<String>;
+        type Action = ();
+        fn decode(&self, _: &[u8]) -> Result<(), ReduceError> {
+            Ok(())
+        }
+        fn reduce(&self, _: &Vec<String>, _: &()) -> Result<Vec<String>, ReduceError> {
+            Err("reduce_meta is the one called".into())
+        }
+        fn reduce_meta(
+            &self,
+            s: &Vec<String>,
+            _: &(),
+            m: &Meta<'_>,
+        ) -> Result<Vec<String>, ReduceError> {
+            let mut next = s.clone();
+            next.push(alloc::format!(
+                "{:?} {} {:?} {:?} {} {}",
+                m.offset.map(|o| o.0),
+                m.client_id.0[0],
+                m.subject,
+                m.seq.map(Seq::get),
+                m.time_ms,
+                m.seen.0
+            ));
+            Ok(next)
+        }
+    }
+
+    #[test]
+    fn pending_intents_fold_with_local_meta_and_events_with_theirs() {
+        let me = ClientId([1; 16]);
+        let mut r = Replica::new(StreamName::new("s").unwrap(), me, MetaReducer, Vec::new());
+        r.set_subject(Some("ann".into()));
+        r.dispatch(b"x".to_vec(), 1000).unwrap();
+        assert_eq!(r.state(), &vec!["None 1 Some(\"ann\") None 1000 0".to_string()]);
+        let mut other = ev(1, ClientId([2; 16]), 5, "y");
+        other.subject = Some("bob".into());
+        other.time_ms = 7;
+        r.apply_events(&[other]).unwrap();
+        // The pending one is re-applied on top with the seen it had.
+        assert_eq!(
+            r.state(),
+            &vec![
+                "Some(1) 2 Some(\"bob\") Some(5) 7 0".to_string(),
+                "None 1 Some(\"ann\") None 1000 0".to_string(),
+            ]
+        );
+        r.dispatch(b"z".to_vec(), 2000).unwrap();
+        let mut mine = ev(2, me, 1, "x");
+        mine.subject = Some("ann".into());
+        mine.time_ms = 9;
+        r.apply_events(&[mine]).unwrap();
+        assert_eq!(
+            r.confirmed_state()[1],
+            "Some(2) 1 Some(\"ann\") Some(1) 9 0",
+            "a confirmed event folds with the server's values"
+        );
+        assert_eq!(r.state()[2], "None 1 Some(\"ann\") None 2000 1", "seen 1 when dispatched");
+        // Another subject re-applies the pending intents with it.
+        r.set_subject(None);
+        assert_eq!(r.state()[2], "None 1 None None 2000 1");
     }
 }

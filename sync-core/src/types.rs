@@ -287,7 +287,16 @@ pub struct Event {
     /// The intent's payload, unchanged.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+    /// Who sent it: the `sub` of the token the server verified for the
+    /// connection (`None` with authentication off). No client can set it.
+    pub subject: Option<String>,
+    /// The confirmed offset the sending client had when it dispatched the
+    /// intent (what its user had seen), as the intent carried it.
+    pub seen: Offset,
 }
+
+/// The longest subject (a token's `sub`) the server accepts, in bytes.
+pub const MAX_SUBJECT_LEN: usize = 256;
 
 /// The epoch of a log: a random id made when its storage was created. A
 /// client that sees another epoch than the one it stored must not mix the
@@ -364,4 +373,22 @@ pub struct OutboxEntry {
     pub payload: Vec<u8>,
     /// Discarded by the app: withdrawn, never pushed.
     pub discarded: bool,
+    /// The confirmed offset of the replica that dispatched it, then.
+    pub seen: Offset,
+    /// The dispatching device's clock then, ms since the Unix epoch.
+    pub time_ms: u64,
+}
+
+impl OutboxEntry {
+    /// An entry not discarded, with `seen` 0 and `time_ms` 0 (an intent
+    /// dispatched before anything was confirmed, at the epoch's start).
+    pub fn new(seq: Seq, payload: Vec<u8>) -> OutboxEntry {
+        OutboxEntry {
+            seq,
+            payload,
+            discarded: false,
+            seen: Offset::ZERO,
+            time_ms: 0,
+        }
+    }
 }

@@ -35,6 +35,8 @@ fn event() -> impl Strategy<Value = Event> {
         bytes(),
     )
         .prop_map(|(offset, id, seq, time_ms, payload)| Event {
+            subject: None,
+            seen: sync_core::Offset::ZERO,
             offset: Offset(offset),
             client_id: ClientId(id),
             seq,
@@ -62,7 +64,11 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
                 stream,
                 intents: intents
                     .into_iter()
-                    .map(|(seq, payload)| PushIntent { seq, payload })
+                    .map(|(seq, payload)| PushIntent {
+                        seen: sync_core::Offset::ZERO,
+                        seq,
+                        payload,
+                    })
                     .collect(),
             }
         }),

@@ -1,5 +1,5 @@
 //! Golden byte fixtures pin the wire format: each message below must encode
-//! to exactly the bytes in `fixtures/protocol-v1/<name>.bin`, and those
+//! to exactly the bytes in `fixtures/protocol-v2/<name>.bin`, and those
 //! bytes must decode back to it. A failure here means the wire format
 //! changed: if that is deliberate, bump the protocol version, then
 //! regenerate with `LOGSYNC_BLESS=1 cargo test -p sync-core --test golden`
@@ -27,7 +27,7 @@ fn client_fixtures() -> Vec<(&'static str, ClientMsg)> {
         (
             "client-hello",
             ClientMsg::Hello {
-                version: 1,
+                version: 2,
                 client_id: CLIENT,
                 token: None,
             },
@@ -35,7 +35,7 @@ fn client_fixtures() -> Vec<(&'static str, ClientMsg)> {
         (
             "client-hello-token",
             ClientMsg::Hello {
-                version: 1,
+                version: 2,
                 client_id: CLIENT,
                 token: Some("eyJhbGciOiJIUzI1NiJ9.e30.sig".into()),
             },
@@ -57,10 +57,12 @@ fn client_fixtures() -> Vec<(&'static str, ClientMsg)> {
                 stream: stream(),
                 intents: vec![
                     PushIntent {
+                        seen: Offset(300),
                         seq: seq(1),
                         payload: br#"{"type":"todo/added","text":"milk"}"#.to_vec(),
                     },
                     PushIntent {
+                        seen: Offset(300),
                         seq: seq(2),
                         payload: br#"{"type":"todo/toggled","id":1}"#.to_vec(),
                     },
@@ -85,7 +87,7 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
         (
             "server-welcome",
             ServerMsg::Welcome {
-                version: 1,
+                version: 2,
                 server_id: "node-1".into(),
                 epoch: Epoch("0123456789abcdef0123456789abcdef".into()),
                 max_frame_bytes: 1 << 20,
@@ -97,6 +99,8 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
                 stream: stream(),
                 events: vec![
                     Event {
+                        subject: Some("alice".into()),
+                        seen: Offset(300),
                         offset: Offset(301),
                         client_id: CLIENT,
                         seq: seq(1),
@@ -104,6 +108,8 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
                         payload: br#"{"type":"todo/added","text":"milk"}"#.to_vec(),
                     },
                     Event {
+                        subject: None,
+                        seen: Offset::ZERO,
                         offset: Offset(302),
                         client_id: ClientId([7; 16]),
                         seq: seq(40),
@@ -170,7 +176,7 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
 }
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/protocol-v1")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/protocol-v2")
 }
 
 fn check(name: &str, bytes: &[u8]) -> Vec<u8> {
@@ -237,7 +243,7 @@ fn every_fixture_file_is_covered() {
 #[test]
 fn hello_layout_is_version_first() {
     let bytes = std::fs::read(dir().join("client-hello.bin")).expect("fixture");
-    assert_eq!(&bytes[..2], &[0, 1], "variant 0, version 1");
+    assert_eq!(&bytes[..2], &[0, 2], "variant 0, version 2");
     assert_eq!(&bytes[2..18], &CLIENT.0, "then the client id");
     assert_eq!(bytes[18], 0, "then no token");
     assert_eq!(bytes.len(), 19);

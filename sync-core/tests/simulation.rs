@@ -25,9 +25,9 @@ use proptest::prelude::*;
 use sync_core::outbox::renumber;
 use sync_core::protocol::PushIntent;
 use sync_core::{
-    decide, ClientId, ClientMsg, Decision, Done, Effect, Epoch, ErrorCode, Event, Offset, Outbox,
-    OutboxEntry, Phase, ReduceError, Reducer, Replica, Seq, ServerMsg, StreamName, SyncClient,
-    Work,
+    decide, ClientId, ClientMsg, Decision, Done, Effect, Epoch, ErrorCode, Event, Meta, NewIntent,
+    Offset, Outbox, OutboxEntry, Phase, ReduceError, Reducer, Replica, Seq, ServerMsg, StreamName,
+    SyncClient, Work,
 };
 
 /// Order-sensitive reducer: a count and a hash chain over the payloads.
@@ -56,11 +56,28 @@ impl Reducer for ChainReducer {
             hash: h.rotate_left(7),
         })
     }
+    /// The chain also takes in `meta.seen`: every replica must fold each
+    /// event with the `seen` its intent carried from the dispatching tab,
+    /// through storage, the push and the server's log.
+    fn reduce_meta(
+        &self,
+        s: &ChainState,
+        a: &Vec<u8>,
+        meta: &Meta<'_>,
+    ) -> Result<ChainState, ReduceError> {
+        let next = self.reduce(s, a)?;
+        Ok(ChainState {
+            count: next.count,
+            hash: next.hash ^ meta.seen.0.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        })
+    }
 }
 
 fn fold(log: &[Event]) -> ChainState {
     log.iter().fold(ChainState::default(), |s, e| {
-        ChainReducer.reduce(&s, &e.payload).expect("total reducer")
+        ChainReducer
+            .reduce_meta(&s, &e.payload, &Meta::of_event(e))
+            .expect("total reducer")
     })
 }
 
@@ -160,8 +177,8 @@ impl Server {
             }
             ClientMsg::Push { stream, intents } => {
                 let client = c.client.expect("Hello comes first");
-                for PushIntent { seq, payload } in intents {
-                    if !self.decide_one(conn, client, &stream, seq, Ok(payload), &mut out) {
+                for PushIntent { seq, payload, seen } in intents {
+                    if !self.decide_one(conn, client, &stream, seq, Ok((payload, seen)), &mut out) {
                         break;
                     }
                 }
@@ -178,7 +195,7 @@ impl Server {
         client: ClientId,
         stream: &StreamName,
         seq: Seq,
-        intent: Result<Vec<u8>, (ErrorCode, String)>,
+        intent: Result<(Vec<u8>, Offset), (ErrorCode, String)>,
         out: &mut Vec<(usize, ServerMsg)>,
     ) -> bool {
         let head = self.head();
@@ -214,13 +231,13 @@ impl Server {
                 false
             }
             Decision::Append => {
-                let payload = match intent {
+                let (payload, seen) = match intent {
                     Err((code, m)) => {
                         decided.push(Outcome::Rejected(code, m.clone()));
                         out.push((conn, reject(code, m)));
                         return true;
                     }
-                    Ok(p) if is_rejected_payload(&p) => {
+                    Ok((p, _)) if is_rejected_payload(&p) => {
                         let m = format!("seq {seq} refused");
                         decided.push(Outcome::Rejected(ErrorCode::Rejected, m.clone()));
                         out.push((conn, reject(ErrorCode::Rejected, m)));
@@ -231,6 +248,8 @@ impl Server {
                 let offset = head.next();
                 decided.push(Outcome::Appended(offset));
                 let event = Event {
+                    subject: None,
+                    seen,
                     offset,
                     client_id: client,
                     seq,
@@ -284,7 +303,7 @@ struct Storage {
     snapshot: (Offset, ChainState),
     events: BTreeMap<Offset, Event>,
     next_seq: u64,
-    outbox: BTreeMap<Seq, (Vec<u8>, bool)>,
+    outbox: BTreeMap<Seq, (NewIntent, bool)>,
 }
 
 impl Storage {
@@ -303,9 +322,11 @@ impl Storage {
     fn entries(&self) -> Vec<OutboxEntry> {
         self.outbox
             .iter()
-            .map(|(seq, (payload, discarded))| OutboxEntry {
+            .map(|(seq, (intent, discarded))| OutboxEntry {
+                seen: intent.seen,
+                time_ms: intent.time_ms,
                 seq: *seq,
-                payload: payload.clone(),
+                payload: intent.payload.clone(),
                 discarded: *discarded,
             })
             .collect()
@@ -320,7 +341,7 @@ impl Storage {
         };
         match work {
             Work::Alloc {
-                payloads,
+                intents,
                 floor,
                 under,
             } => {
@@ -333,9 +354,12 @@ impl Storage {
                     .filter(|e| e.seq >= floor)
                     .collect();
                 let first = self.next_seq.max(floor.get());
-                for (i, p) in payloads.into_iter().enumerate() {
+                for (i, p) in intents.into_iter().enumerate() {
                     let seq = Seq::new(first + i as u64).expect("seq >= 1");
-                    assert!(allocated.insert(p.clone()), "a payload allocated twice");
+                    assert!(
+                        allocated.insert(p.payload.clone()),
+                        "a payload allocated twice"
+                    );
                     self.outbox.insert(seq, (p, false));
                     self.next_seq = seq.get() + 1;
                 }
@@ -384,7 +408,14 @@ impl Storage {
                         next_seq: entries.last().map_or(1, |e| e.seq.get() + 1),
                         outbox: entries
                             .iter()
-                            .map(|e| (e.seq, (e.payload.clone(), e.discarded)))
+                            .map(|e| {
+                                let intent = NewIntent {
+                                    payload: e.payload.clone(),
+                                    seen: e.seen,
+                                    time_ms: e.time_ms,
+                                };
+                                (e.seq, (intent, e.discarded))
+                            })
                             .collect(),
                         ..Storage::new()
                     };
@@ -418,7 +449,7 @@ impl Storage {
                 break;
             }
             state = ChainReducer
-                .reduce(&state, &e.payload)
+                .reduce_meta(&state, &e.payload, &Meta::of_event(e))
                 .expect("total reducer");
             offset = *o;
         }
@@ -551,7 +582,7 @@ impl World {
         );
         let mut client = SyncClient::new(replica, s.epoch.clone(), ChainState::default());
         for e in s.entries() {
-            client.adopt_as(e.seq, e.payload, true, e.discarded);
+            client.adopt_as(e, true);
         }
         (
             client,
@@ -647,12 +678,13 @@ impl World {
         // Optimistic apply first; the durable seq allocation and outbox
         // write (one storage transaction) happen when storage gets to it.
         let t = &mut self.tabs[tab];
+        let seen = t.client.replica().offset();
         let local = t
             .client
             .replica_mut()
-            .dispatch_unassigned(payload.clone())
+            .dispatch_unassigned(payload.clone(), 0)
             .expect("total reducer");
-        t.queue.dispatched(local, payload);
+        t.queue.dispatched(local, payload, seen, 0);
     }
 
     fn discard(&mut self, tab: usize, pick: usize) {

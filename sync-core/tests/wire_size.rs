@@ -13,7 +13,7 @@ use sync_core::reducer::ReduceError;
 use sync_core::{
     ClientId, ClientMsg, Epoch, Event, Offset, PushIntent, Reducer, Replica, Seq, ServerMsg,
     StreamName, SyncClient, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,
-    MAX_STREAM_NAME_LEN, PROTOCOL_VERSION,
+    MAX_STREAM_NAME_LEN, MAX_SUBJECT_LEN, PROTOCOL_VERSION,
 };
 
 fn stream_name() -> impl Strategy<Value = StreamName> {
@@ -41,8 +41,12 @@ fn event() -> impl Strategy<Value = Event> {
         wide_u64(),
         wide_u64(),
         payload(),
+        proptest::option::of("[a-z0-9@.]{0,256}"),
+        wide_u64(),
     )
-        .prop_map(|(offset, id, seq, time_ms, payload)| Event {
+        .prop_map(|(offset, id, seq, time_ms, payload, subject, seen)| Event {
+            subject,
+            seen: Offset(seen),
             offset: Offset(offset),
             client_id: ClientId(id),
             seq: Seq::new(seq.max(1)).unwrap(),
@@ -69,7 +73,7 @@ proptest! {
             stream,
             intents: intents
                 .into_iter()
-                .map(|(seq, payload)| PushIntent { seq: Seq::new(seq.max(1)).unwrap(), payload })
+                .map(|(seq, payload)| PushIntent { seen: Offset(seq), seq: Seq::new(seq.max(1)).unwrap(), payload })
                 .collect(),
         };
         prop_assert!(msg.encode().len() <= bound, "{} > {bound}", msg.encode().len());
@@ -95,14 +99,14 @@ proptest! {
     ) {
         let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
         for (e, bytes) in events.iter().zip(&encoded) {
-            prop_assert!(bytes.len() <= EVENT_OVERHEAD + e.payload.len());
+            prop_assert!(bytes.len() <= EVENT_OVERHEAD + e.payload.len() + e.subject.as_ref().map_or(0, String::len));
         }
         let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
         let (frame, ranges) = encode_events_frame_with_ranges(&stream, &refs, Offset(head));
         let msg = ServerMsg::Events { stream, events: events.clone(), head: Offset(head) };
         prop_assert_eq!(&frame, &msg.encode());
         let bound = EVENTS_FRAME_OVERHEAD
-            + events.iter().map(|e| EVENT_OVERHEAD + e.payload.len()).sum::<usize>();
+            + events.iter().map(|e| EVENT_OVERHEAD + e.payload.len() + e.subject.as_ref().map_or(0, String::len)).sum::<usize>();
         prop_assert!(frame.len() <= bound);
         prop_assert_eq!(ranges.len(), events.len());
         for (r, bytes) in ranges.iter().zip(&encoded) {
@@ -133,6 +137,7 @@ fn largest_payloads_fit_their_frames_with_little_slack() {
         let push = ClientMsg::Push {
             stream: longest_stream(),
             intents: vec![PushIntent {
+                seen: Offset(u64::MAX),
                 seq: Seq::new(u64::MAX).unwrap(),
                 payload: vec![0; payload],
             }],
@@ -146,6 +151,8 @@ fn largest_payloads_fit_their_frames_with_little_slack() {
 
         let payload = max_event_payload(frame);
         let event = Event {
+            subject: Some("s".repeat(MAX_SUBJECT_LEN)),
+            seen: Offset(u64::MAX),
             offset: Offset(u64::MAX),
             client_id: ClientId([0xff; 16]),
             seq: Seq::new(u64::MAX).unwrap(),

@@ -273,6 +273,7 @@ async fn measure(url: &str, writers: usize, args: &Args) -> Result<Run, String> 
                 let push = ClientMsg::Push {
                     stream: stream.clone(),
                     intents: vec![PushIntent {
+                        seen: sync_core::Offset::ZERO,
                         seq: Seq::new(seq).map_err(|e| e.to_string())?,
                         payload,
                     }],

@@ -478,6 +478,7 @@ fn push_frame(w: usize, k: u64, n: u64, t_us: u64, len: usize) -> Result<Message
     let intents = (k..k + n)
         .map(|k| {
             Ok(PushIntent {
+                seen: sync_core::Offset::ZERO,
                 seq: Seq::new(k + 1).map_err(|e| e.to_string())?,
                 payload: payload(w, k, t_us, len),
             })

@@ -128,6 +128,7 @@ pub async fn fill(
             let intents = (next..=end)
                 .map(|s| {
                     Ok(PushIntent {
+                        seen: sync_core::Offset::ZERO,
                         seq: Seq::new(s).map_err(|e| e.to_string())?,
                         payload: payload(s),
                     })

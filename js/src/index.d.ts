@@ -8,7 +8,29 @@ export interface Action<T extends string = string> {
 }
 
 /** A pure, deterministic `(state, action) => state`; `state` is undefined only when computing the initial state. */
-export type Reducer<S, A extends Action = Action> = (state: S | undefined, action: A) => S;
+/**
+ * Where an action comes from, the same on every device and on the server
+ * (a reducer may read it to enforce who may do what, or refuse a write
+ * made on a stale read). A confirmed event has the server's values; an
+ * action still pending on this device has its local ones: `offset` and
+ * `seq` are null, `time` is this device's clock at dispatch.
+ */
+export interface Meta {
+  /** The event's offset in the stream; null while pending. */
+  readonly offset: number | null;
+  /** The dispatching client (32 hex digits); null before the store has opened. */
+  readonly clientId: string | null;
+  /** Who dispatched it, as the server verified (the token's `sub`); null without authentication. */
+  readonly subject: string | null;
+  /** The client's seq for it; null while pending. */
+  readonly seq: number | null;
+  /** When the server appended it (pending: when it was dispatched), ms since the Unix epoch. */
+  readonly time: number;
+  /** The confirmed offset the dispatching device had when it dispatched (what its user had seen). */
+  readonly seen: number;
+}
+
+export type Reducer<S, A extends Action = Action> = (state: S | undefined, action: A, meta: Meta) => S;
 
 /** Options of `createSyncStore`. */
 export interface StoreOptions<S, A extends Action = Action> {

@@ -91,6 +91,17 @@ export function dbNameFor(dbName, token) {
   return sub === null ? dbName : `${dbName}@${sub}`;
 }
 
+// The subject a token names (its `sub`), null for none.
+function subjectOf(token) {
+  return typeof token === 'string' ? tokenSubject(token) : null;
+}
+
+// The meta of an action dispatched now on a device whose confirmed state
+// is at `seen`: pending, so no offset or seq yet (see README, "meta").
+function pendingMeta(clientId, subject, seen) {
+  return { offset: null, clientId, subject, seq: null, time: Date.now(), seen };
+}
+
 // The `sub` claim of a JWT, read without checking the signature (the
 // server checks it); null for anything else. Read here rather than in the
 // wasm module: JSON.parse is free in JS, a JSON parser in Rust is not.
@@ -109,7 +120,8 @@ function tokenSubject(token) {
 
 function openInner(low, reducer, initialState) {
   const dbName = dbNameFor(low.dbName, low.token ?? null);
-  return Promise.resolve(wasm.openStore({ ...low, dbName }, reducer, initialState)).catch((err) => {
+  const subject = subjectOf(low.token ?? null);
+  return Promise.resolve(wasm.openStore({ ...low, dbName, subject }, reducer, initialState)).catch((err) => {
     throw toLogsyncError(err, 'INTERNAL', `Could not open the Logsync store of stream "${low.stream}"`);
   });
 }
@@ -213,8 +225,13 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
   const { stream } = low;
   let inner = first;
   let dbName = dbNameFor(low.dbName, low.token ?? null);
+  let subject = subjectOf(low.token ?? null);
   let closed = false;
   let reducer = firstReducer;
+  // What this replica's pending meta holds: its client id and the
+  // confirmed offset, as of its last status.
+  let clientId = null;
+  let seen = 0;
   // While another user's replica opens (setToken with another subject),
   // dispatching would mix the two users' actions: refused until it is open.
   let switching = null;
@@ -289,11 +306,16 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
   let unwire = () => {};
   const wire = (store) => {
     inlineLimit = Math.floor(store.maxActionBytes() / 3);
+    const first = store.status();
+    clientId = first.clientId;
+    seen = first.offset;
     const stops = [
       store.subscribe(onInner),
       store.onStatus(() => {
         inlineLimit = Math.floor(store.maxActionBytes() / 3);
-        fanOut(statusListeners, store.status());
+        const status = store.status();
+        seen = status.offset;
+        fanOut(statusListeners, status);
       }),
       store.onError((err) => fanOut(errorListeners, toLogsyncError(err, 'INTERNAL', 'sync error'))),
       store.onRejected((rejection) => fanOut(rejectedListeners, rejection)),
@@ -344,10 +366,11 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
     // action as it travels, JSON.
     const parsed = JSON.parse(text);
     const base = burst !== null ? latest : inner.getState();
+    const meta = pendingMeta(clientId, subject, seen);
     let next;
     reducing = true;
     try {
-      next = reducer(base, parsed);
+      next = reducer(base, parsed, meta);
     } catch (err) {
       throw new LogsyncError('REDUCER', `reducer failed: the reducer threw ${errorText(err)}`, { cause: err });
     } finally {
@@ -360,7 +383,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
       burst = { base, items: [] };
       queueMicrotask(flush);
     }
-    burst.items.push(text, parsed, next);
+    burst.items.push(text, parsed, next, meta.time, meta.seen);
     latest = next;
     dispatched(text, parsed);
     notify();
@@ -464,6 +487,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
       unwire();
       inner = opened;
       dbName = next;
+      subject = subjectOf(token);
       wire(inner);
       switched();
       notify();
@@ -500,6 +524,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
     subscribe,
     replaceReducer,
     busy: () => reducing, // the reducer runs (in a dispatch)
+    pendingMeta: () => pendingMeta(clientId, subject, seen), // what a dispatch now is folded with
     // Not flushed here: status may be read while a view renders, and a
     // flush tells status listeners. A burst shows in `pending` a
     // microtask after its first dispatch.
@@ -591,6 +616,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   // switch is done, synced dispatches are refused (as the hydrated store
   // does while it switches), so none goes to the previous user's replica.
   let switching = null;
+  let tokenNow = low.token ?? null; // the token given last (its `sub` is meta.subject)
   let storage = null;
   let storageAt = 0;
 
@@ -613,11 +639,17 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   };
   const busy = () => new LogsyncError('INVALID_REQUEST', BUSY);
 
-  const reduce = (base, action) => {
+  // The meta of an action dispatched now: the hydrated store's, or before
+  // hydration one with no client id yet, seen 0 (the action is applied
+  // again with the store's own values when it opens).
+  const metaNow = () => (wrapped !== null
+    ? wrapped.pendingMeta()
+    : pendingMeta(null, subjectOf(tokenNow), 0));
+  const reduce = (base, action, meta) => {
     let next;
     reducing = true;
     try {
-      next = reducer(base, action);
+      next = reducer(base, action, meta);
     } catch (err) {
       throw new LogsyncError('REDUCER', `reducer failed: the reducer threw ${errorText(err)}`, { cause: err });
     } finally {
@@ -637,9 +669,9 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     if (local.length === 0) return base;
     if (view === null || view.base !== base) {
       let state = base;
-      for (const action of local) {
+      for (const { action, meta } of local) {
         try {
-          state = reduce(state, action);
+          state = reduce(state, action, meta);
         } catch (err) {
           report(err, 'Logsync: a local action could not be applied again:');
         }
@@ -783,8 +815,9 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       travel = null; // the app acts: back to the live state
     }
     if (isLocal) {
-      const next = reduce(live(), action);
-      local.push(action);
+      const meta = metaNow();
+      const next = reduce(live(), action, meta);
+      local.push({ action, meta });
       view = { base: synced(), state: next };
       if (bridge !== null) bridge.dispatched(action, true);
       notify();
@@ -814,8 +847,9 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       }
     }
     const parsed = JSON.parse(text);
-    early = reduce(early, parsed);
-    applied.push(parsed);
+    const meta = metaNow();
+    early = reduce(early, parsed, meta);
+    applied.push({ parsed, meta });
     if (failed === null) {
       queue.push({ text, parsed });
       if (tracker !== null) tracker.dispatched(text, parsed);
@@ -1013,7 +1047,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     }
     try {
       let state = initialState;
-      for (const parsed of applied) state = reduce(state, parsed);
+      for (const { parsed, meta } of applied) state = reduce(state, parsed, meta);
       early = state;
     } catch (err) {
       reducer = previous;
@@ -1041,6 +1075,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     if (token !== null && typeof token !== 'string') {
       throw new LogsyncError('INVALID_REQUEST', `store.setToken(token) expects a string (a JWT) or null, got ${describe(token)}`);
     }
+    tokenNow = token;
     if (wrapped !== null) return wrapped.setToken(token);
     const step = ready.then(() => wrapped.setToken(token));
     if (dbNameFor(low.dbName, token) !== dbNameFor(low.dbName, low.token ?? null)) {

@@ -277,6 +277,7 @@ async fn main() {
                     let push = ClientMsg::Push {
                         stream: stream.clone(),
                         intents: vec![PushIntent {
+                            seen: sync_core::Offset::ZERO,
                             seq: Seq::new(next).unwrap(),
                             payload: br#"{"note":"hello"}"#.to_vec(),
                         }],

@@ -41,8 +41,16 @@ fn measure(module: &Path, payloads: &[Vec<u8>]) -> (f64, String) {
     for _ in 0..5 {
         let mut state = reducer.start().unwrap();
         let start = Instant::now();
-        for p in payloads {
-            state.fold(p).unwrap();
+        for (i, p) in payloads.iter().enumerate() {
+            let meta = sync_core::Meta {
+                offset: Some(sync_core::Offset(i as u64 + 1)),
+                client_id: sync_core::ClientId([7; 16]),
+                subject: Some("writer-0"),
+                seq: sync_core::Seq::new(i as u64 + 1).ok(),
+                time_ms: 1_700_000_000_000 + i as u64,
+                seen: sync_core::Offset(i as u64),
+            };
+            state.fold(p, &meta).unwrap();
         }
         let us = start.elapsed().as_secs_f64() * 1e6 / payloads.len() as f64;
         best = best.min(us);

@@ -239,6 +239,7 @@ async fn writer(
         let push = ClientMsg::Push {
             stream: stream.clone(),
             intents: vec![PushIntent {
+                seen: sync_core::Offset::ZERO,
                 seq: Seq::new(seq).map_err(|e| e.to_string())?,
                 payload: payload(node, micros, size),
             }],

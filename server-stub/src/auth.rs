@@ -47,8 +47,8 @@ use sha2::Sha256;
 /// Largest token accepted, in bytes (a sane header + claims fit in far less).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Longest `sub` accepted, in bytes.
-pub const MAX_SUBJECT_BYTES: usize = 256;
+/// Longest `sub` accepted, in bytes (what an event can carry).
+pub const MAX_SUBJECT_BYTES: usize = sync_core::MAX_SUBJECT_LEN;
 
 /// Tolerated clock difference for `exp`/`nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 30;
@@ -134,6 +134,12 @@ impl Principal {
     /// are not bound to anyone.
     pub fn is_open(&self) -> bool {
         self.sub.is_empty()
+    }
+
+    /// The subject stored with this principal's events (a reducer's
+    /// `meta.subject`): the verified `sub`, `None` for the open principal.
+    pub fn subject(&self) -> Option<String> {
+        (!self.is_open()).then(|| self.sub.clone())
     }
 
     /// When the token stops being accepted (expiry plus the leeway),

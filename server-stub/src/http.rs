@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use sync_core::json::{event_json, events_page_json, parse_intent};
 use sync_core::protocol::EVENTS_FRAME_OVERHEAD;
-use sync_core::{ErrorCode, Offset, StreamName};
+use sync_core::{ErrorCode, Offset, PushIntent, StreamName};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::access::{self, Denied};
@@ -232,7 +232,12 @@ pub(crate) async fn post_intent(
         &*st.policy,
         stream,
         client_id,
-        [(seq, intent.payload)],
+        principal.subject(),
+        [PushIntent {
+            seq,
+            payload: intent.payload,
+            seen: intent.seen,
+        }],
     )
     .await;
     if let Ok(outcomes) = &outcome {

@@ -729,6 +729,8 @@ mod tests {
 
     fn ev(o: u64, len: usize) -> Event {
         Event {
+            subject: None,
+            seen: sync_core::Offset::ZERO,
             offset: Offset(o),
             client_id: ClientId([1; 16]),
             seq: Seq::new(o).expect("seq"),
@@ -837,6 +839,7 @@ mod tests {
             .collect();
         let outcomes = store
             .append(AppendRequest {
+                subject: None,
                 stream: s.clone(),
                 client_id: ClientId([3; 16]),
                 intents,

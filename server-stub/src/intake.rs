@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use sync_core::{ClientId, ErrorCode, Seq, StreamName};
+use sync_core::{ClientId, ErrorCode, Offset, PushIntent, Seq, StreamName};
 
 use crate::error::Error;
 use crate::store::{AppendRequest, LogStore, Outcome, ProposedIntent, Verdict};
@@ -60,10 +60,11 @@ pub async fn push(
     policy: &dyn IntentPolicy,
     stream: StreamName,
     client_id: ClientId,
-    intents: impl IntoIterator<Item = (Seq, Vec<u8>)>,
+    subject: Option<String>,
+    intents: impl IntoIterator<Item = PushIntent>,
 ) -> Result<Vec<Outcome>, Error> {
     store
-        .append(push_request(policy, stream, client_id, intents))
+        .append(push_request(policy, stream, client_id, subject, intents))
         .await
 }
 
@@ -72,16 +73,17 @@ pub fn push_request(
     policy: &dyn IntentPolicy,
     stream: StreamName,
     client_id: ClientId,
-    intents: impl IntoIterator<Item = (Seq, Vec<u8>)>,
+    subject: Option<String>,
+    intents: impl IntoIterator<Item = PushIntent>,
 ) -> AppendRequest {
     let intents = intents
         .into_iter()
-        .map(|(seq, payload)| {
+        .map(|PushIntent { seq, payload, seen }| {
             let verdict = policy.check(&stream, &client_id, seq, &payload);
             // The digest is taken from what the client sent, so a resend
             // is checked against the intent holding its seq even when the
             // policy refuses it now.
-            let mut intent = ProposedIntent::new(seq, payload, verdict);
+            let mut intent = ProposedIntent::new(seq, payload, verdict).seen(seen);
             // A refused payload is never stored: do not carry it further.
             if let Verdict::Reject { .. } = intent.verdict {
                 intent.payload = Vec::new();
@@ -92,6 +94,7 @@ pub fn push_request(
     AppendRequest {
         stream,
         client_id,
+        subject,
         intents,
     }
 }
@@ -119,12 +122,14 @@ pub fn withdraw_request(
     AppendRequest {
         stream,
         client_id,
+        subject: None,
         intents: vec![ProposedIntent {
             seq,
             payload: Vec::new(),
             verdict: Verdict::Reject { code, message },
             // The intent itself is not sent: nothing to check a resend by.
             digest: None,
+            seen: Offset::ZERO,
         }],
     }
 }
@@ -143,6 +148,7 @@ pub fn refused_request(
     AppendRequest {
         stream,
         client_id,
+        subject: None,
         intents: seqs
             .into_iter()
             .map(|seq| ProposedIntent {
@@ -155,6 +161,7 @@ pub fn refused_request(
                 // The payloads are not looked at: a resend of an appended
                 // seq keeps its original answer.
                 digest: None,
+                seen: Offset::ZERO,
             })
             .collect(),
     }

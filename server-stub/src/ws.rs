@@ -533,7 +533,8 @@ impl Conn {
                         &*self.state.policy,
                         stream.clone(),
                         client_id,
-                        intents.into_iter().map(|i| (i.seq, i.payload)),
+                        self.principal.subject(),
+                        intents,
                     ),
                     Some((code, message)) => crate::intake::refused_request(
                         stream.clone(),

@@ -118,6 +118,7 @@ async fn the_harness_sees_permissions_and_answers() {
             stream: stream(s),
             intents: (1..=n)
                 .map(|i| PushIntent {
+                    seen: sync_core::Offset::ZERO,
                     seq: sync_core::Seq::new(i).unwrap(),
                     payload: b"1".to_vec(),
                 })

@@ -238,6 +238,7 @@ async fn push(ws: &mut Ws, name: &str, intents: Vec<(u64, Vec<u8>)>) -> bool {
         intents: intents
             .into_iter()
             .map(|(s, payload)| PushIntent {
+                seen: sync_core::Offset::ZERO,
                 seq: seq(s),
                 payload,
             })

@@ -190,6 +190,7 @@ async fn writer_until_killed(
         let n = sent % 4 + 1;
         let intents: Vec<PushIntent> = (sent + 1..=sent + n)
             .map(|s| PushIntent {
+                seen: sync_core::Offset::ZERO,
                 seq: seq(s),
                 payload: format!("{{\"w\":{id},\"s\":{s}}}").into_bytes(),
             })

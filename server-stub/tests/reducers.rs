@@ -910,3 +910,97 @@ async fn two_hundred_thousand_events_stay_within_the_retention() {
     bound.check(&p.ws(), &p.url(""), rows).await;
     p.stop().await;
 }
+
+/// The reducer's `meta` at the ordering point: the voter is the token's
+/// verified subject, so a token for mallory cannot vote as alice however
+/// the action is filled in; a vote that did not see the last reset
+/// (`meta.seen`) is refused as stale; events carry subject and seen over
+/// HTTP, and the server's state is the fold of its log with that meta.
+#[tokio::test]
+async fn the_reducer_sees_who_sent_an_intent_and_what_it_had_seen() {
+    const SECRET: &str = "meta-test-secret-0123456789abcdef";
+    let token = |sub: &str| {
+        let claims = serde_json::json!({
+            "sub": sub, "exp": server_stub::auth::now_secs() + 3600,
+            "read": ["polls/*"], "write": ["polls/*"],
+        });
+        server_stub::auth::sign(&claims.to_string(), SECRET.as_bytes())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rule = format!("polls/*={}", fixture("poll.js").display());
+    let p = Proc::spawn(
+        dir.path(),
+        &["--reducer".into(), rule],
+        &[("LOGSYNC_JWT_SECRET", SECRET.to_string())],
+    )
+    .await;
+    let stream = "polls/lunch";
+    let url_stream = "polls%2Flunch";
+    let vote = |choice: &str, voter: &str| {
+        serde_json::json!({"type": "vote", "choice": choice, "voter": voter})
+            .to_string()
+            .into_bytes()
+    };
+    let (mut alice, _) =
+        Client::hello_with_token(&p.ws(), client_id(1), Some(&token("alice"))).await;
+    let (mut mallory, _) =
+        Client::hello_with_token(&p.ws(), client_id(2), Some(&token("mallory"))).await;
+
+    alice.push(stream, &[(1, vote("pizza", "alice"))]).await;
+    assert!(matches!(answer(&mut alice).await, ServerMsg::Ack { .. }));
+    // Mallory fills in alice as the voter: the vote counts as mallory's.
+    mallory.push(stream, &[(1, vote("sushi", "alice"))]).await;
+    assert!(matches!(answer(&mut mallory).await, ServerMsg::Ack { .. }));
+    mallory.push(stream, &[(2, vote("sushi", "alice"))]).await;
+    match answer(&mut mallory).await {
+        ServerMsg::Reject { code, message, .. } => {
+            assert_eq!(code, ErrorCode::Rejected);
+            assert_eq!(message, "ALREADY_VOTED: mallory has voted");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A reset at offset 3; a vote that had seen only offset 2 is stale,
+    // one that had seen the reset counts.
+    alice
+        .push(stream, &[(2, br#"{"type":"reset"}"#.to_vec())])
+        .await;
+    assert!(matches!(answer(&mut alice).await, ServerMsg::Ack { .. }));
+    alice.push_seen(stream, &[(3, vote("tacos", ""), 2)]).await;
+    match answer(&mut alice).await {
+        ServerMsg::Reject { message, .. } => assert!(message.starts_with("STALE: "), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    alice.push_seen(stream, &[(4, vote("tacos", ""), 3)]).await;
+    assert!(matches!(answer(&mut alice).await, ServerMsg::Ack { .. }));
+
+    let reader = token("dashboard");
+    let (status, page) = p
+        .get(&format!(
+            "/v1/streams/{url_stream}/events?after=0&token={reader}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let log = page["events"].as_array().unwrap().clone();
+    assert_eq!(log.len(), 4, "{log:?}");
+    let subjects: Vec<&str> = log.iter().map(|e| e["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects, ["alice", "mallory", "alice", "alice"]);
+    let seen: Vec<u64> = log.iter().map(|e| e["seen"].as_u64().unwrap()).collect();
+    assert_eq!(seen, [0, 0, 0, 3]);
+    // The state is the fold of the log with each event's meta.
+    let last = &log[3];
+    let (status, state) = p
+        .get(&format!("/v1/streams/{url_stream}/state?token={reader}"))
+        .await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(
+        state["state"],
+        serde_json::json!({
+            "votes": {"alice": {
+                "choice": "tacos", "at": last["time_ms"], "by": client_id(1).to_hex(),
+            }},
+            "resetAt": 3,
+        }),
+        "{state}"
+    );
+    p.stop().await;
+}

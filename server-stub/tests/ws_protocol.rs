@@ -785,6 +785,7 @@ async fn the_client_limit_is_exactly_what_a_default_server_accepts() {
     let worst = ClientMsg::Push {
         stream: longest,
         intents: vec![PushIntent {
+            seen: sync_core::Offset::ZERO,
             seq: Seq::new(u64::MAX).unwrap(),
             payload: vec![b'1'; limit],
         }],

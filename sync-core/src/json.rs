@@ -2,10 +2,11 @@
 //! rely on them), shared by the server and any client that reads them.
 //!
 //! ```text
-//! event  {"offset":N,"client_id":"<32 hex>","seq":K,"time_ms":T,"payload":<JSON>}
+//! event  {"offset":N,"client_id":"<32 hex>","seq":K,"time_ms":T,"subject":"…"|null,
+//!         "seen":S,"payload":<JSON>}
 //!        (or "payload_base64":"…" when the payload bytes are not JSON)
 //! error  {"error":{"code":"SCREAMING_SNAKE","message":"…", …extra}}
-//! intent {"client_id":"<32 hex>","seq":K,"payload":<JSON>}
+//! intent {"client_id":"<32 hex>","seq":K,"payload":<JSON>[,"seen":S]}
 //! ```
 
 use alloc::string::{String, ToString};
@@ -31,6 +32,12 @@ pub fn write_event(out: &mut String, event: &Event) {
         event.seq.get(),
         event.time_ms
     );
+    out.push_str("\"subject\":");
+    match &event.subject {
+        Some(s) => out.push_str(&serde_json::Value::String(s.clone()).to_string()),
+        None => out.push_str("null"),
+    }
+    let _ = write!(out, ",\"seen\":{},", event.seen.0);
     match payload_as_json(&event.payload) {
         Some(text) => {
             out.push_str("\"payload\":");
@@ -102,6 +109,8 @@ pub struct IntentRequest {
     pub seq: Seq,
     /// The payload's JSON text, exactly as sent.
     pub payload: Vec<u8>,
+    /// The confirmed offset the client had seen (0 when not sent).
+    pub seen: Offset,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +120,8 @@ struct RawIntent<'a> {
     seq: u64,
     #[serde(borrow)]
     payload: &'a RawValue,
+    #[serde(default)]
+    seen: u64,
 }
 
 /// Deepest nesting of arrays and objects accepted in a payload. Deeper
@@ -175,6 +186,7 @@ pub fn parse_intent(body: &[u8]) -> Result<IntentRequest, (ErrorCode, String)> {
         client_id,
         seq,
         payload: raw.payload.get().as_bytes().to_vec(),
+        seen: Offset(raw.seen),
     })
 }
 

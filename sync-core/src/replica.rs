@@ -837,7 +837,10 @@ mod tests {
         let mut r = Replica::new(StreamName::new("s").unwrap(), me, MetaReducer, Vec::new());
         r.set_subject(Some("ann".into()));
         r.dispatch(b"x".to_vec(), 1000).unwrap();
-        assert_eq!(r.state(), &vec!["None 1 Some(\"ann\") None 1000 0".to_string()]);
+        assert_eq!(
+            r.state(),
+            &vec!["None 1 Some(\"ann\") None 1000 0".to_string()]
+        );
         let mut other = ev(1, ClientId([2; 16]), 5, "y");
         other.subject = Some("bob".into());
         other.time_ms = 7;
@@ -860,7 +863,11 @@ mod tests {
             "Some(2) 1 Some(\"ann\") Some(1) 9 0",
             "a confirmed event folds with the server's values"
         );
-        assert_eq!(r.state()[2], "None 1 Some(\"ann\") None 2000 1", "seen 1 when dispatched");
+        assert_eq!(
+            r.state()[2],
+            "None 1 Some(\"ann\") None 2000 1",
+            "seen 1 when dispatched"
+        );
         // Another subject re-applies the pending intents with it.
         r.set_subject(None);
         assert_eq!(r.state()[2], "None 1 None None 2000 1");

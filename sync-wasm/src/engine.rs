@@ -75,6 +75,10 @@ pub struct StoreOptions {
     pub backoff_min_ms: u32,
     /// Longest reconnect delay.
     pub backoff_max_ms: u32,
+    /// Who this device's user is (the token's `sub`): the `meta.subject`
+    /// its pending intents are folded with until the server's events,
+    /// which carry the subject it verified, confirm them.
+    pub subject: Option<String>,
 }
 
 impl StoreOptions {
@@ -90,6 +94,7 @@ impl StoreOptions {
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             backoff_min_ms: DEFAULT_BACKOFF_MIN_MS,
             backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
+            subject: None,
         }
     }
 
@@ -492,6 +497,27 @@ impl<R: StoreReducer> Engine<R> {
     }
 }
 
+/// This device's clock, ms since the Unix epoch (a pending intent's
+/// `meta.time`).
+fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+/// A dispatch its caller already folded (see [`Store::dispatch_folded`]):
+/// the meta it folded it with was pending, with `seen` and `time_ms`.
+pub struct Folded<R: StoreReducer> {
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// The decoded payload.
+    pub action: R::Action,
+    /// The state after it.
+    pub state: R::State,
+    /// The confirmed offset the caller folded it with (`meta.seen`).
+    pub seen: Offset,
+    /// The time the caller folded it with (`meta.time`).
+    pub time_ms: u64,
+}
+
 /// A browser store over reducer `R`. Cloning gives another handle to the
 /// same store.
 pub struct Store<R: StoreReducer> {
@@ -558,6 +584,7 @@ impl<R: StoreReducer> Store<R> {
             offset,
             next_seq,
         );
+        replica.set_subject(opts.subject.clone());
         match replica.apply_events(&events) {
             Ok(applied) => {
                 for (off, msg) in applied.reducer_errors {
@@ -577,7 +604,7 @@ impl<R: StoreReducer> Store<R> {
         for e in loaded.outbox {
             // Offline: adopting only folds the intent into the state. What
             // the tab finds at open counts as its own.
-            let _ = client.adopt_as(e.seq, e.payload, true, e.discarded);
+            let _ = client.adopt_as(e, true);
         }
         let mut notes = Notes::default();
         let net = Net::new(
@@ -674,11 +701,12 @@ impl<R: StoreReducer> Store<R> {
                 });
             }
             let replica = c.client.replica_mut();
+            let (seen, now) = (replica.offset(), now_ms());
             let local = match action {
-                Some(action) => replica.dispatch_decoded(payload.clone(), action)?,
-                None => replica.dispatch_unassigned(payload.clone())?,
+                Some(action) => replica.dispatch_decoded(payload.clone(), action, now)?,
+                None => replica.dispatch_unassigned(payload.clone(), now)?,
             };
-            c.outbox.dispatched(local, payload);
+            c.outbox.dispatched(local, payload, seen, now);
         }
         self.engine.kick_writer();
         self.engine.emit(Notes {
@@ -706,12 +734,12 @@ impl<R: StoreReducer> Store<R> {
     /// recorded.
     pub fn dispatch_folded(
         &self,
-        items: Vec<(Vec<u8>, R::Action, R::State)>,
+        items: Vec<Folded<R>>,
         based_on: impl FnOnce(&R::State) -> bool,
     ) -> Result<bool, WasmError> {
         if let Some(len) = items
             .iter()
-            .map(|(p, _, _)| p.len())
+            .map(|f| f.payload.len())
             .find(|&len| len > MAX_PAYLOAD_BYTES)
         {
             return Err(WasmError::PayloadTooLarge {
@@ -727,10 +755,11 @@ impl<R: StoreReducer> Store<R> {
             let Core { client, outbox, .. } = &mut *c;
             let replica = client.replica_mut();
             let refold = !based_on(replica.state());
-            for (payload, action, state) in items {
-                let next = (!refold).then_some(state);
-                let local = replica.dispatch_folded(payload.clone(), action, next);
-                outbox.dispatched(local, payload);
+            for f in items {
+                let next = (!refold).then_some(f.state);
+                let local =
+                    replica.dispatch_folded(f.payload.clone(), f.action, next, f.seen, f.time_ms);
+                outbox.dispatched(local, f.payload, f.seen, f.time_ms);
             }
             refold
         };

@@ -3,8 +3,25 @@
 //! is kept in IndexedDB ([`StoreReducer`]).
 
 use js_sys::Function;
-use sync_core::{ReduceError, Reducer};
+use sync_core::{Meta, ReduceError, Reducer};
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
+
+#[wasm_bindgen(inline_js = r#"
+export function meta(offset, clientId, subject, seq, time, seen) {
+  return { offset: offset ?? null, clientId, subject: subject ?? null, seq: seq ?? null, time, seen };
+}"#)]
+extern "C" {
+    /// The `meta` object a JS reducer receives (one crossing).
+    fn meta(
+        offset: Option<f64>,
+        client_id: &str,
+        subject: Option<&str>,
+        seq: Option<f64>,
+        time: f64,
+        seen: f64,
+    ) -> JsValue;
+}
 
 use crate::error::{describe_js, WasmError};
 
@@ -22,16 +39,55 @@ pub trait StoreReducer: Reducer + 'static {
 /// [`ReduceError`] that leaves the state as it was.
 pub struct JsReducer {
     func: Function,
+    /// The last client id met and its hex text (events come in runs of
+    /// one client's).
+    client: std::cell::RefCell<Option<(sync_core::ClientId, std::rc::Rc<str>)>>,
 }
 
 impl JsReducer {
     /// Wraps `func`, checking that it is a function.
     pub fn new(func: JsValue) -> Result<JsReducer, WasmError> {
         match func.dyn_into::<Function>() {
-            Ok(func) => Ok(JsReducer { func }),
+            Ok(func) => Ok(JsReducer {
+                func,
+                client: Default::default(),
+            }),
             Err(_) => Err(WasmError::InvalidRequest(
                 "expected the reducer to be a function (state, action) => state".into(),
             )),
+        }
+    }
+}
+
+impl JsReducer {
+    fn call(
+        &self,
+        state: &JsValue,
+        action: &JsValue,
+        meta: &JsValue,
+    ) -> Result<JsValue, ReduceError> {
+        let next = self
+            .func
+            .call3(&JsValue::UNDEFINED, state, action, meta)
+            .map_err(|e| ReduceError(format!("the reducer threw {}", describe_js(&e))))?;
+        if next.is_undefined() {
+            return Err(ReduceError(
+                "the reducer returned undefined; return the state it was given when an action does not apply".into(),
+            ));
+        }
+        Ok(next)
+    }
+
+    /// `meta.client_id` as hex, from the one-entry cache.
+    fn client_hex(&self, m: &Meta<'_>) -> std::rc::Rc<str> {
+        let mut cached = self.client.borrow_mut();
+        match &*cached {
+            Some((id, hex)) if *id == m.client_id => hex.clone(),
+            _ => {
+                let hex: std::rc::Rc<str> = m.client_id.to_hex().into();
+                *cached = Some((m.client_id, hex.clone()));
+                hex
+            }
         }
     }
 }
@@ -48,16 +104,25 @@ impl Reducer for JsReducer {
     }
 
     fn reduce(&self, state: &JsValue, action: &JsValue) -> Result<JsValue, ReduceError> {
-        let next = self
-            .func
-            .call2(&JsValue::UNDEFINED, state, action)
-            .map_err(|e| ReduceError(format!("the reducer threw {}", describe_js(&e))))?;
-        if next.is_undefined() {
-            return Err(ReduceError(
-                "the reducer returned undefined; return the state it was given when an action does not apply".into(),
-            ));
-        }
-        Ok(next)
+        self.call(state, action, &JsValue::UNDEFINED)
+    }
+
+    fn reduce_meta(
+        &self,
+        state: &JsValue,
+        action: &JsValue,
+        m: &Meta<'_>,
+    ) -> Result<JsValue, ReduceError> {
+        let client = self.client_hex(m);
+        let m = meta(
+            m.offset.map(|o| o.0 as f64),
+            &client,
+            m.subject,
+            m.seq.map(|s| s.get() as f64),
+            m.time_ms as f64,
+            m.seen.0 as f64,
+        );
+        self.call(state, action, &m)
     }
 
     fn decode_state(&self, json: &[u8]) -> Result<JsValue, ReduceError> {

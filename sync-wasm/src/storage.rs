@@ -7,7 +7,7 @@
 //! was confirmed; see `load`).
 
 use js_sys::{Object, Reflect, Uint8Array};
-use sync_core::{ClientId, Done, Epoch, Event, Offset, OutboxEntry, Seq};
+use sync_core::{ClientId, Done, Epoch, Event, NewIntent, Offset, OutboxEntry, Seq};
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::IdbDatabase;
 
@@ -202,7 +202,7 @@ impl Db {
         })
     }
 
-    /// Allocates `payloads.len()` seqs and writes the intents to the
+    /// Allocates `intents.len()` seqs and writes the intents to the
     /// outbox, in one strict transaction: this is what makes two tabs of
     /// one client never hand out one seq twice. `floor` is the seq this
     /// tab would allocate next; entries between it and the stored counter
@@ -211,7 +211,7 @@ impl Db {
     pub async fn allocate(
         &self,
         stream: &str,
-        payloads: &[Vec<u8>],
+        intents: &[NewIntent],
         floor: Seq,
         under: u64,
     ) -> Result<(Done, Vec<WasmError>), WasmError> {
@@ -238,16 +238,15 @@ impl Db {
             others = read_outbox(&raw, stream, &mut problems);
         }
         let first = stored_next.max(floor.get());
-        let now = js_sys::Date::now();
-        for (i, payload) in payloads.iter().enumerate() {
+        for (i, intent) in intents.iter().enumerate() {
             let seq = first + i as u64;
             put(
                 &outbox,
                 &idb::key2(&key, seq),
-                &outbox_value(seq, payload, false, now),
+                &outbox_value(seq, &intent.payload, false, intent.time_ms, intent.seen),
             )?;
         }
-        record.next_seq = first + payloads.len() as u64;
+        record.next_seq = first + intents.len() as u64;
         put(&streams, &key, &record.to_js())?;
         finish(&self.name, &tx, outcome, "write the outbox").await?;
         let first = Seq::new(first).map_err(WasmError::from)?;
@@ -396,12 +395,11 @@ impl Db {
         del(EVENTS, &all)?;
         del(OUTBOX, &all)?;
         del(SNAPSHOTS, &key)?;
-        let now = js_sys::Date::now();
         for e in &entries {
             put(
                 &out,
                 &idb::key2(&key, e.seq.get()),
-                &outbox_value(e.seq.get(), &e.payload, e.discarded, now),
+                &outbox_value(e.seq.get(), &e.payload, e.discarded, e.time_ms, e.seen),
             )?;
         }
         let generation = record.generation + 1;
@@ -540,14 +538,17 @@ fn whole(v: &JsValue) -> Option<u64> {
     (n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0).then_some(n as u64)
 }
 
-fn outbox_value(seq: u64, payload: &[u8], discarded: bool, now: f64) -> JsValue {
+/// An outbox entry as stored: `{seq, payload, discarded?, timeMs, seen}`
+/// (`seen` is missing in entries stored before intents carried it: 0).
+fn outbox_value(seq: u64, payload: &[u8], discarded: bool, time_ms: u64, seen: Offset) -> JsValue {
     let value = Object::new();
     set(&value, "seq", &JsValue::from_f64(seq as f64));
     set(&value, "payload", &Uint8Array::from(payload));
     if discarded {
         set(&value, "discarded", &JsValue::TRUE);
     }
-    set(&value, "timeMs", &now.into());
+    set(&value, "timeMs", &JsValue::from_f64(time_ms as f64));
+    set(&value, "seen", &JsValue::from_f64(seen.0 as f64));
     value.into()
 }
 
@@ -660,7 +661,7 @@ fn read_events(
         let decoded = value
             .dyn_ref::<Uint8Array>()
             .ok_or_else(|| "not bytes".to_string())
-            .and_then(|b| postcard::from_bytes::<Event>(&b.to_vec()).map_err(|e| e.to_string()))
+            .and_then(|b| decode_stored_event(b.to_vec()))
             .and_then(|e| {
                 if e.offset.0 == expect {
                     Ok(e)
@@ -688,6 +689,20 @@ fn read_events(
     events
 }
 
+/// A stored event. One stored before events carried `subject` and
+/// `seen` (protocol version 1) lacks their bytes at the end: it reads as
+/// an event with no subject and seen 0 (postcard writes `None` and `0`
+/// as one zero byte each), as the server's log has it.
+fn decode_stored_event(mut bytes: Vec<u8>) -> Result<Event, String> {
+    match postcard::from_bytes::<Event>(&bytes) {
+        Ok(e) => Ok(e),
+        Err(first) => {
+            bytes.extend_from_slice(&[0, 0]);
+            postcard::from_bytes::<Event>(&bytes).map_err(|_| first.to_string())
+        }
+    }
+}
+
 fn read_outbox(raw: &JsValue, stream: &str, problems: &mut Vec<WasmError>) -> Vec<OutboxEntry> {
     let Some(arr) = raw.dyn_ref::<js_sys::Array>() else {
         problems.push(WasmError::Storage(
@@ -704,6 +719,8 @@ fn read_outbox(raw: &JsValue, stream: &str, problems: &mut Vec<WasmError>) -> Ve
                 seq,
                 payload: p.to_vec(),
                 discarded: get(&value, "discarded") == JsValue::TRUE,
+                seen: Offset(whole(&get(&value, "seen")).unwrap_or(0)),
+                time_ms: whole(&get(&value, "timeMs")).unwrap_or(0),
             }),
             _ => problems.push(WasmError::Corrupt {
                 key: format!("outbox/{stream} (entry {i})"),

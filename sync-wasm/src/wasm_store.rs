@@ -37,9 +37,20 @@ export interface StoreOptions {
   backoffMinMs?: number;
   /** Longest reconnect delay in ms (default 30000). */
   backoffMaxMs?: number;
+  /** Who the user is (the token's `sub`): `meta.subject` of pending intents. */
+  subject?: string | null;
 }
-/** A Redux reducer: pure and deterministic. */
-export type Reducer<S = any, A = any> = (state: S, action: A) => S;
+/** Where an action comes from: the same on every device (see the `logsync` package). */
+export interface Meta {
+  readonly offset: number | null;
+  readonly clientId: string | null;
+  readonly subject: string | null;
+  readonly seq: number | null;
+  readonly time: number;
+  readonly seen: number;
+}
+/** A Redux reducer: pure and deterministic; `meta` says where the action comes from. */
+export type Reducer<S = any, A = any> = (state: S, action: A, meta: Meta) => S;
 /** Every error Logsync throws, rejects with or reports. */
 export interface LogsyncError extends Error {
   name: 'LogsyncError';
@@ -145,9 +156,10 @@ impl WasmStore {
     /// Records dispatches the caller already folded (the `logsync` package
     /// runs the reducer in JS, tells its subscribers, and hands its
     /// dispatches over once per microtask): `batch` is flat
-    /// `[json, action, stateAfter, json, action, stateAfter, …]`, where
-    /// `json` is `JSON.stringify` of the action, `action` is `JSON.parse`
-    /// of `json`, and the first `stateAfter` was computed from `base`. When
+    /// `[json, action, stateAfter, time, seen, json, …]`, where `json` is
+    /// `JSON.stringify` of the action, `action` is `JSON.parse` of `json`,
+    /// `time` and `seen` are the `meta.time` and `meta.seen` it was folded
+    /// with, and the first `stateAfter` was computed from `base`. When
     /// the store's state is no longer `base`, the actions are folded again
     /// onto the current state and subscribers notified; returns whether
     /// that happened. Each JSON text is to be within `maxActionBytes()`
@@ -155,18 +167,32 @@ impl WasmStore {
     #[wasm_bindgen(js_name = dispatchFolded)]
     pub fn dispatch_folded(&self, base: JsValue, batch: Array) -> Result<bool, JsValue> {
         let len = batch.length();
-        if len % 3 != 0 {
-            return Err(bad("dispatchFolded expects [json, action, state] triples".into()).into());
+        if len % 5 != 0 {
+            return Err(bad(
+                "dispatchFolded expects [json, action, state, time, seen] groups".into(),
+            )
+            .into());
         }
-        let mut items = Vec::with_capacity((len / 3) as usize);
+        let mut items = Vec::with_capacity((len / 5) as usize);
         let mut i = 0;
         while i < len {
             let text = batch
                 .get(i)
                 .as_string()
                 .ok_or_else(|| bad("dispatchFolded: the JSON text must be a string".into()))?;
-            items.push((text.into_bytes(), batch.get(i + 1), batch.get(i + 2)));
-            i += 3;
+            let number = |v: JsValue| v.as_f64().filter(|n| *n >= 0.0).map(|n| n as u64);
+            let (Some(time_ms), Some(seen)) = (number(batch.get(i + 3)), number(batch.get(i + 4)))
+            else {
+                return Err(bad("dispatchFolded: time and seen must be numbers".into()).into());
+            };
+            items.push(Folded {
+                payload: text.into_bytes(),
+                action: batch.get(i + 1),
+                state: batch.get(i + 2),
+                time_ms,
+                seen: Offset(seen),
+            });
+            i += 5;
         }
         Ok(self.store.dispatch_folded(items, |state| *state == base)?)
     }
@@ -413,6 +439,14 @@ fn parse_options(options: &JsValue) -> Result<StoreOptions, WasmError> {
             token
                 .as_string()
                 .ok_or_else(|| bad("options.token must be a string".into()))?,
+        );
+    }
+    let subject = get(options, "subject");
+    if !(subject.is_undefined() || subject.is_null()) {
+        opts.subject = Some(
+            subject
+                .as_string()
+                .ok_or_else(|| bad("options.subject must be a string".into()))?,
         );
     }
     let connect = get(options, "connect");

@@ -69,10 +69,10 @@ impl<R: StoreReducer> Engine<R> {
         let stream = self.opts.stream.as_str();
         match work {
             Work::Alloc {
-                payloads,
+                intents,
                 floor,
                 under,
-            } => self.db.allocate(stream, payloads, *floor, *under).await,
+            } => self.db.allocate(stream, intents, *floor, *under).await,
             Work::Write { write, under } => {
                 let mut problems = Vec::new();
                 let snapshot = match &write.snapshot {

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rquickjs::{Context, Ctx, Function, Module, Object, Runtime, Value};
-use sync_core::ErrorCode;
+use sync_core::{ErrorCode, Meta};
 
 use super::{LoadError, Refusal, StreamReducer, StreamState};
 
@@ -116,12 +116,12 @@ const PRELUDE: &str = r#"
       },
       drop(key) { states.delete(key); },
       commit(key) { states.set(key, pending); pending = undefined; },
-      fold(key, payload) {
+      fold(key, payload, meta) {
         let action;
         try { action = parse(payload); }
         catch (e) { return ['REDUCER', `the payload is not JSON: ${e.message}`]; }
         let next;
-        try { next = reducer(states.get(key), action); }
+        try { next = reducer(states.get(key), action, meta); }
         catch (e) {
           // The engine's own failures (out of memory, stack overflow) and
           // non-deterministic globals are the reducer's fault, not a refusal.
@@ -497,8 +497,41 @@ enum Answer {
     Text(String),
 }
 
-/// Calls the harness method `method` with `key` (and `payload`) under the
-/// deadline; a stop or an engine failure is a `REDUCER` refusal.
+/// An event's meta as the harness's `fold` takes it: offset, client id
+/// (hex), subject, seq, time, seen.
+type MetaArgs = (Option<f64>, String, Option<String>, Option<f64>, f64, f64);
+
+/// The `meta` object a JS reducer receives: the same on every device.
+fn meta_object<'js>(ctx: &Ctx<'js>, m: MetaArgs) -> rquickjs::Result<Object<'js>> {
+    let null = || Value::new_null(ctx.clone());
+    let num = |v: Option<f64>| v.map_or_else(null, |n| Value::new_float(ctx.clone(), n));
+    let o = Object::new(ctx.clone())?;
+    o.set("offset", num(m.0))?;
+    o.set("clientId", m.1)?;
+    match m.2 {
+        Some(subject) => o.set("subject", subject)?,
+        None => o.set("subject", null())?,
+    }
+    o.set("seq", num(m.3))?;
+    o.set("time", m.4)?;
+    o.set("seen", m.5)?;
+    Ok(o)
+}
+
+fn meta_args(meta: &Meta<'_>) -> MetaArgs {
+    (
+        meta.offset.map(|o| o.0 as f64),
+        meta.client_id.to_hex(),
+        meta.subject.map(str::to_owned),
+        meta.seq.map(|s| s.get() as f64),
+        meta.time_ms as f64,
+        meta.seen.0 as f64,
+    )
+}
+
+/// Calls the harness method `method` with `key` (and `payload`, and an
+/// event's `meta`) under the deadline; a stop or an engine failure is a
+/// `REDUCER` refusal.
 fn call(
     engine: &Engine,
     deadline: &Deadline,
@@ -506,6 +539,19 @@ fn call(
     method: &str,
     key: f64,
     payload: Option<&str>,
+) -> Result<Answer, Refusal> {
+    call_with(engine, deadline, timeout, method, key, payload, None)
+}
+
+/// [`call`] with an event's meta after the payload.
+fn call_with(
+    engine: &Engine,
+    deadline: &Deadline,
+    timeout: Option<Duration>,
+    method: &str,
+    key: f64,
+    payload: Option<&str>,
+    meta: Option<MetaArgs>,
 ) -> Result<Answer, Refusal> {
     let reducer_failed = |message: String| Refusal {
         code: ErrorCode::Reducer,
@@ -522,9 +568,14 @@ fn call(
         let f: Function = harness
             .get(method)
             .map_err(|e| reducer_failed(describe(&ctx, e)))?;
-        let answer: Value = match payload {
-            Some(p) => f.call((key, p)),
-            None => f.call((key,)),
+        let answer: Value = match (payload, meta) {
+            (Some(p), Some((offset, client, subject, seq, time, seen))) => {
+                let meta = meta_object(&ctx, (offset, client, subject, seq, time, seen))
+                    .map_err(|e| reducer_failed(describe(&ctx, e)))?;
+                f.call((key, p, meta))
+            }
+            (Some(p), None) => f.call((key, p)),
+            (None, _) => f.call((key,)),
         }
         .map_err(|e| reducer_failed(describe(&ctx, e)))?;
         if let Some(s) = answer.as_string() {
@@ -578,19 +629,21 @@ impl JsState {
 }
 
 impl StreamState for JsState {
-    fn fold(&mut self, payload: &[u8]) -> Result<(), Refusal> {
+    fn fold(&mut self, payload: &[u8], meta: &Meta<'_>) -> Result<(), Refusal> {
         let text = std::str::from_utf8(payload).map_err(|e| Refusal {
             code: ErrorCode::Reducer,
             message: format!("the payload is not UTF-8 text: {e}"),
         })?;
+        let meta = meta_args(meta);
         self.with(|engine| {
-            call(
+            call_with(
                 engine,
                 &self.deadline,
                 Some(self.limits.call_timeout),
                 "fold",
                 self.key,
                 Some(text),
+                Some(meta),
             )?;
             // No deadline: keeping the state is one `Map.set` of a key
             // that exists (no allocation), and it must not be cut short.
@@ -667,6 +720,16 @@ impl Drop for JsState {
 mod tests {
     use super::*;
 
+    /// The meta of a test fold (a confirmed event's).
+    const META: Meta<'static> = Meta {
+        offset: Some(sync_core::Offset(1)),
+        client_id: sync_core::ClientId([0; 16]),
+        subject: None,
+        seq: None,
+        time_ms: 0,
+        seen: sync_core::Offset(0),
+    };
+
     /// Writes `source` to a module file in `dir`.
     fn module(dir: &tempfile::TempDir, name: &str, source: &str) -> PathBuf {
         let path = dir.path().join(name);
@@ -723,15 +786,17 @@ mod tests {
         let r = seats(&dir);
         let mut a = r.start().expect("start");
         let mut b = r.start().expect("start");
-        a.fold(&json(
-            serde_json::json!({"type": "book", "seat": "1A", "who": "ann"}),
-        ))
+        a.fold(
+            &json(serde_json::json!({"type": "book", "seat": "1A", "who": "ann"})),
+            &META,
+        )
         .expect("fold");
         assert_eq!(a.to_json().expect("json"), r#"{"seats":{"1A":"ann"}}"#);
         assert_eq!(b.to_json().expect("json"), r#"{"seats":{}}"#);
-        b.fold(&json(
-            serde_json::json!({"type": "book", "seat": "1A", "who": "bob"}),
-        ))
+        b.fold(
+            &json(serde_json::json!({"type": "book", "seat": "1A", "who": "bob"})),
+            &META,
+        )
         .expect("another stream's seat is free");
         assert_eq!(r.states_held().expect("size"), 2);
         // A state dropped on the Rust side leaves the engine too.
@@ -746,16 +811,16 @@ mod tests {
         let r = seats(&dir);
         let mut s = r.start().expect("start");
         let book = json(serde_json::json!({"type": "book", "seat": "1A", "who": "ann"}));
-        s.fold(&book).expect("first");
+        s.fold(&book, &META).expect("first");
         assert_eq!(
-            s.fold(&book),
+            s.fold(&book, &META),
             Err(Refusal {
                 code: ErrorCode::Rejected,
                 message: "SEAT_TAKEN: seat 1A is taken".into()
             })
         );
         assert_eq!(
-            s.fold(&json(serde_json::json!({"type": "plain"}))),
+            s.fold(&json(serde_json::json!({"type": "plain"})), &META),
             Err(Refusal {
                 code: ErrorCode::Rejected,
                 message: "no reason".into()
@@ -763,17 +828,17 @@ mod tests {
         );
         // A code that is not SCREAMING_SNAKE is not an app code.
         assert_eq!(
-            s.fold(&json(serde_json::json!({"type": "lower"}))),
+            s.fold(&json(serde_json::json!({"type": "lower"})), &META),
             Err(Refusal {
                 code: ErrorCode::Rejected,
                 message: "bad code".into()
             })
         );
-        let r2 = s.fold(b"not json").expect_err("not JSON");
+        let r2 = s.fold(b"not json", &META).expect_err("not JSON");
         assert_eq!(r2.code, ErrorCode::Reducer, "{r2:?}");
         for kind in ["undefined", "deep"] {
             let r3 = s
-                .fold(&json(serde_json::json!({ "type": kind })))
+                .fold(&json(serde_json::json!({ "type": kind })), &META)
                 .expect_err(kind);
             assert_eq!(r3.code, ErrorCode::Reducer, "{kind}: {r3:?}");
         }
@@ -807,15 +872,15 @@ mod tests {
             .expect("a module importing 'logsync' loads");
         let mut s = r.start().expect("start");
         let book = json(serde_json::json!({"type": "book", "seat": "4A", "who": "ann"}));
-        s.fold(&book).expect("first");
+        s.fold(&book, &META).expect("first");
         assert_eq!(
-            s.fold(&book),
+            s.fold(&book, &META),
             Err(Refusal {
                 code: ErrorCode::Rejected,
                 message: "SEAT_TAKEN: seat 4A is taken".into()
             })
         );
-        s.fold(&json(serde_json::json!({"type": "check"})))
+        s.fold(&json(serde_json::json!({"type": "check"})), &META)
             .expect("a Rejection is an Error with its code and message");
         assert_eq!(s.to_json().expect("json"), r#"{"seats":{"4A":"ann"}}"#);
     }
@@ -836,7 +901,10 @@ mod tests {
             serde_json::Value::Null,
         ] {
             let refusal = s
-                .fold(&json(serde_json::json!({"type": "bad", "code": code})))
+                .fold(
+                    &json(serde_json::json!({"type": "bad", "code": code})),
+                    &META,
+                )
                 .expect_err("a bad code");
             assert_eq!(refusal.code, ErrorCode::Reducer, "{code}: {refusal:?}");
             assert!(
@@ -848,7 +916,10 @@ mod tests {
         // 64 characters is the longest code.
         let longest = "B".repeat(64);
         assert_eq!(
-            s.fold(&json(serde_json::json!({"type": "bad", "code": longest}))),
+            s.fold(
+                &json(serde_json::json!({"type": "bad", "code": longest})),
+                &META
+            ),
             Err(Refusal {
                 code: ErrorCode::Rejected,
                 message: format!("{longest}: bad code")
@@ -870,7 +941,7 @@ mod tests {
             ("timer", "setTimeout"),
         ] {
             let refusal = s
-                .fold(&json(serde_json::json!({ "type": kind })))
+                .fold(&json(serde_json::json!({ "type": kind })), &META)
                 .expect_err(kind);
             assert_eq!(refusal.code, ErrorCode::Reducer, "{kind}: {refusal:?}");
             assert!(
@@ -881,7 +952,7 @@ mod tests {
             );
         }
         // A date from the action's data is fine.
-        s.fold(&json(serde_json::json!({"type": "datefixed"})))
+        s.fold(&json(serde_json::json!({"type": "datefixed"})), &META)
             .expect("new Date(0)");
         assert!(s
             .to_json()
@@ -896,7 +967,7 @@ mod tests {
         let mut s = r.start().expect("start");
         let started = Instant::now();
         let refusal = s
-            .fold(&json(serde_json::json!({"type": "loop"})))
+            .fold(&json(serde_json::json!({"type": "loop"})), &META)
             .expect_err("loop");
         assert_eq!(refusal.code, ErrorCode::Reducer, "{refusal:?}");
         assert!(refusal.message.contains("was stopped"), "{refusal:?}");
@@ -905,9 +976,10 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        s.fold(&json(
-            serde_json::json!({"type": "book", "seat": "2B", "who": "c"}),
-        ))
+        s.fold(
+            &json(serde_json::json!({"type": "book", "seat": "2B", "who": "c"})),
+            &META,
+        )
         .expect("the engine still folds");
         assert_eq!(s.to_json().expect("json"), r#"{"seats":{"2B":"c"}}"#);
     }
@@ -927,13 +999,14 @@ mod tests {
         .expect("load");
         let mut s = r.start().expect("start");
         let refusal = s
-            .fold(&json(serde_json::json!({"type": "hog"})))
+            .fold(&json(serde_json::json!({"type": "hog"})), &META)
             .expect_err("hog");
         assert_eq!(refusal.code, ErrorCode::Reducer, "{refusal:?}");
         assert!(refusal.message.contains("out of memory"), "{refusal:?}");
-        s.fold(&json(
-            serde_json::json!({"type": "book", "seat": "3C", "who": "d"}),
-        ))
+        s.fold(
+            &json(serde_json::json!({"type": "book", "seat": "3C", "who": "d"})),
+            &META,
+        )
         .expect("the engine still folds");
         assert_eq!(s.to_json().expect("json"), r#"{"seats":{"3C":"d"}}"#);
     }
@@ -1000,9 +1073,10 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/todo-react/src/todos.js");
         let r = JsReducer::load(&path, None, limits()).expect("load");
         let mut s = r.start().expect("start");
-        s.fold(&json(
-            serde_json::json!({"type": "todo/added", "id": "a", "text": " milk "}),
-        ))
+        s.fold(
+            &json(serde_json::json!({"type": "todo/added", "id": "a", "text": " milk "})),
+            &META,
+        )
         .expect("fold");
         assert_eq!(
             s.to_json().expect("json"),

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sync_core::{ErrorCode, Offset, StreamName};
+use sync_core::{ErrorCode, Event, Meta, Offset, StreamName};
 
 use crate::auth::Pattern;
 use crate::metrics::Metrics;
@@ -73,9 +73,10 @@ pub trait StreamReducer: Send + Sync + 'static {
 
 /// One stream's state under a [`StreamReducer`].
 pub trait StreamState: Send {
-    /// Folds one event's payload into the state. On `Err` the state is
-    /// what it was before the call.
-    fn fold(&mut self, payload: &[u8]) -> Result<(), Refusal>;
+    /// Folds one event's payload into the state, with the event's `meta`
+    /// (who sent it, when, what it had seen: see [`sync_core::Meta`]). On
+    /// `Err` the state is what it was before the call.
+    fn fold(&mut self, payload: &[u8], meta: &Meta<'_>) -> Result<(), Refusal>;
     /// The state as JSON text.
     fn to_json(&self) -> Result<String, Refusal>;
     /// The view `name` of the state with `params` (JSON text), as JSON
@@ -278,9 +279,10 @@ pub struct Folded {
 }
 
 impl Folded {
-    /// Folds the event appended next; on a refusal nothing changes.
-    pub fn fold(&mut self, payload: &[u8]) -> Result<(), Refusal> {
-        self.state.fold(payload)?;
+    /// Folds the event appended next (at `meta.offset`); on a refusal
+    /// nothing changes.
+    pub fn fold(&mut self, payload: &[u8], meta: &Meta<'_>) -> Result<(), Refusal> {
+        self.state.fold(payload, meta)?;
         self.offset = Offset(self.offset.0 + 1);
         Ok(())
     }
@@ -326,9 +328,9 @@ pub enum Unfolded<E> {
     Reducer(Refusal),
 }
 
-/// Events of a stream after an offset, ascending, as `(offset, payload)`;
-/// an empty page is the end of the log.
-pub type Replayed = Vec<(Offset, Vec<u8>)>;
+/// Events of a stream after an offset, ascending; an empty page is the
+/// end of the log.
+pub type Replayed = Vec<Event>;
 
 impl Folds {
     /// No states yet.
@@ -505,7 +507,8 @@ impl Folds {
                 if page.is_empty() {
                     break;
                 }
-                for (offset, payload) in page {
+                for event in page {
+                    let offset = event.offset;
                     if offset.0 != folded.offset.0 + 1 {
                         return Err(Unfolded::Read(E::from(Refusal {
                             code: ErrorCode::Storage,
@@ -515,7 +518,7 @@ impl Folds {
                             ),
                         })));
                     }
-                    if let Err(r) = folded.state.fold(&payload) {
+                    if let Err(r) = folded.state.fold(&event.payload, &Meta::of_event(&event)) {
                         tracing::warn!(
                             stream = %stream, offset = %offset, code = r.code.as_str(),
                             reason = %r.message, "a stored event is refused by the reducer; its state is unchanged"
@@ -709,12 +712,25 @@ mod tests {
     }
 
     impl StreamState for Listed {
-        fn fold(&mut self, payload: &[u8]) -> Result<(), Refusal> {
+        fn fold(&mut self, payload: &[u8], _: &Meta<'_>) -> Result<(), Refusal> {
             self.0.push(String::from_utf8_lossy(payload).into_owned());
             Ok(())
         }
         fn to_json(&self) -> Result<String, Refusal> {
             Ok(serde_json::to_string(&self.0).expect("json"))
+        }
+    }
+
+    /// The event at `offset` with `payload` (one client, no subject).
+    fn event(offset: u64, payload: &[u8]) -> Event {
+        Event {
+            offset: Offset(offset),
+            client_id: sync_core::ClientId([1; 16]),
+            seq: sync_core::Seq::new(offset).expect("seq"),
+            time_ms: 0,
+            payload: payload.to_vec(),
+            subject: None,
+            seen: Offset::ZERO,
         }
     }
 
@@ -742,7 +758,7 @@ mod tests {
                     l.iter()
                         .enumerate()
                         .skip(after.0 as usize)
-                        .map(|(i, p)| (Offset(i as u64 + 1), p.clone()))
+                        .map(|(i, p)| event(i as u64 + 1, p))
                         .collect()
                 })
                 .unwrap_or_default())
@@ -758,7 +774,10 @@ mod tests {
                 .ok()
                 .flatten()
                 .expect("a state");
-            folded.fold(payload.as_bytes()).expect("fold");
+            let at = event(head.0 + 1, payload.as_bytes());
+            folded
+                .fold(&at.payload, &Meta::of_event(&at))
+                .expect("fold");
             self.logs
                 .entry(s.to_string())
                 .or_default()

@@ -22,7 +22,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use sync_core::{ErrorCode, Reducer};
+use sync_core::{ErrorCode, Meta, Reducer};
 
 use super::{Refusal, StreamReducer, StreamState};
 
@@ -87,7 +87,7 @@ where
     R: Reducer + Send + Sync + 'static,
     R::State: serde::Serialize + Send + Sync + 'static,
 {
-    fn fold(&mut self, payload: &[u8]) -> Result<(), Refusal> {
+    fn fold(&mut self, payload: &[u8], meta: &Meta<'_>) -> Result<(), Refusal> {
         let reducer = &self.reducer;
         let state = &self.state;
         let next = catch_unwind(AssertUnwindSafe(|| {
@@ -95,10 +95,12 @@ where
                 code: ErrorCode::Reducer,
                 message: format!("the payload does not decode: {e}"),
             })?;
-            reducer.reduce(state, &action).map_err(|e| Refusal {
-                code: ErrorCode::Rejected,
-                message: e.0,
-            })
+            reducer
+                .reduce_meta(state, &action, meta)
+                .map_err(|e| Refusal {
+                    code: ErrorCode::Rejected,
+                    message: e.0,
+                })
         }))
         .map_err(|_| panicked())??;
         self.state = next;
@@ -120,6 +122,16 @@ mod tests {
     use sync_core::ReduceError;
 
     use super::*;
+
+    /// The meta of a test fold (a confirmed event's).
+    const META: Meta<'static> = Meta {
+        offset: Some(sync_core::Offset(1)),
+        client_id: sync_core::ClientId([0; 16]),
+        subject: None,
+        seq: None,
+        time_ms: 0,
+        seen: sync_core::Offset(0),
+    };
 
     /// Seats: `"12A"` books seat 12A; a taken seat is refused.
     struct Seats;
@@ -149,17 +161,20 @@ mod tests {
     fn folds_refuses_and_survives_a_panic() {
         let r = RustReducer::new(Seats, BTreeMap::new());
         let mut s = r.start().expect("start");
-        s.fold(br#""12A""#).expect("free seat");
+        s.fold(br#""12A""#, &META).expect("free seat");
         assert_eq!(
-            s.fold(br#""12A""#),
+            s.fold(br#""12A""#, &META),
             Err(Refusal {
                 code: ErrorCode::Rejected,
                 message: "SEAT_TAKEN: seat 12A is taken".into()
             })
         );
-        assert_eq!(s.fold(b"12A").map_err(|r| r.code), Err(ErrorCode::Reducer));
-        assert_eq!(s.fold(br#""panic""#), Err(panicked()));
-        s.fold(br#""12B""#).expect("still folds");
+        assert_eq!(
+            s.fold(b"12A", &META).map_err(|r| r.code),
+            Err(ErrorCode::Reducer)
+        );
+        assert_eq!(s.fold(br#""panic""#, &META), Err(panicked()));
+        s.fold(br#""12B""#, &META).expect("still folds");
         assert_eq!(s.to_json().expect("json"), r#"{"12A":1,"12B":1}"#);
     }
 }

@@ -16,7 +16,7 @@ use sync_core::{
 
 use super::{
     appended_resend, fold_request, state_json, AppendListener, AppendRequest, BoxFuture, LogStore,
-    Outcome, Page, ProposedIntent, ReadLimits, StoredSnapshot, StreamStateJson, ViewQuery,
+    Outcome, Page, ProposedIntent, ReadLimits, Sender, StoredSnapshot, StreamStateJson, ViewQuery,
 };
 use crate::error::Error;
 use crate::fold::{Folds, Reducers, Replayed};
@@ -44,13 +44,7 @@ struct State {
 fn replay(log: Option<&StreamLog>, after: Offset) -> Result<Replayed, Error> {
     let start = usize::try_from(after.0).unwrap_or(usize::MAX);
     Ok(log
-        .map(|l| {
-            l.events
-                .iter()
-                .skip(start)
-                .map(|e| (e.offset, e.payload.clone()))
-                .collect()
-        })
+        .map(|l| l.events.iter().skip(start).cloned().collect())
         .unwrap_or_default())
 }
 
@@ -118,11 +112,18 @@ fn apply(
         head: Offset(log.events.len() as u64),
     };
     let before = position.head;
+    let subject = request.subject.take();
+    let sender = Sender {
+        client_id: client,
+        subject: subject.as_deref(),
+        time_ms,
+    };
     fold_request(
         folds,
         &request.stream,
         position,
         &mut request.intents,
+        &sender,
         || Ok(log.snapshot.clone()),
         |after| replay(Some(log), after),
     )?;
@@ -139,6 +140,8 @@ fn apply(
                     seq,
                     time_ms,
                     payload: intent.payload,
+                    subject: subject.clone(),
+                    seen: intent.seen,
                 };
                 log.events.push(event.clone());
                 new_events.push(event);
@@ -240,7 +243,9 @@ impl LogStore for MemoryStore {
                 let mut bytes = 0usize;
                 let start = usize::try_from(after.0).unwrap_or(usize::MAX);
                 for e in log.events.iter().skip(start) {
-                    let size = e.payload.len() + EVENT_OVERHEAD;
+                    let size = e.payload.len()
+                        + e.subject.as_ref().map_or(0, String::len)
+                        + EVENT_OVERHEAD;
                     if events.len() >= limits.max_events.max(1)
                         || (!events.is_empty() && bytes + size > limits.max_bytes)
                     {
@@ -365,6 +370,7 @@ mod tests {
         let s = StreamName::new("s").expect("name");
         let closed = store
             .append(AppendRequest {
+                subject: None,
                 stream: s,
                 client_id: ClientId([2; 16]),
                 intents: vec![ProposedIntent::new(
@@ -399,6 +405,7 @@ mod tests {
         let store = MemoryStore::with_reducers(Epoch::from("e"), Arc::new(Nobody), reducers);
         let broken = StreamName::new("broken/a").expect("name");
         let push = |stream: &StreamName, seqs: &[u64]| AppendRequest {
+            subject: None,
             stream: stream.clone(),
             client_id: ClientId([3; 16]),
             intents: seqs

@@ -23,8 +23,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use sync_core::{
-    answer_resend, decide_batch, ClientId, Epoch, ErrorCode, Event, IntentDigest, Offer, Offset,
-    Position, ResendAnswer, Seq, Step, StreamName,
+    answer_resend, decide_batch, ClientId, Epoch, ErrorCode, Event, IntentDigest, Meta, Offer,
+    Offset, Position, ResendAnswer, Seq, Step, StreamName,
 };
 
 use crate::error::Error;
@@ -75,6 +75,9 @@ pub struct ProposedIntent {
     /// seq decided before; `None` when the request does not carry the
     /// intent (a withdrawal, a refused write): its resend is not checked.
     pub digest: Option<IntentDigest>,
+    /// The confirmed offset the client had when it dispatched the intent
+    /// (stored with its event: the reducer's `meta.seen`).
+    pub seen: Offset,
 }
 
 impl ProposedIntent {
@@ -85,7 +88,14 @@ impl ProposedIntent {
             digest: Some(IntentDigest::of(&payload)),
             payload,
             verdict,
+            seen: Offset::ZERO,
         }
+    }
+
+    /// The intent, dispatched having seen `seen`.
+    pub fn seen(mut self, seen: Offset) -> ProposedIntent {
+        self.seen = seen;
+        self
     }
 
     /// What [`sync_core::decide_batch`] is offered for this intent.
@@ -139,6 +149,29 @@ pub fn appended_resend(
     }
 }
 
+/// Who sends a request's intents and when they are appended: what their
+/// events' meta holds besides offset, seq and seen.
+#[derive(Clone, Copy, Debug)]
+pub struct Sender<'a> {
+    /// The client.
+    pub client_id: ClientId,
+    /// Its verified subject (a token's `sub`), if any.
+    pub subject: Option<&'a str>,
+    /// The time the store stamps the events with.
+    pub time_ms: u64,
+}
+
+impl AppendRequest {
+    /// The sender of this request's intents, appended at `time_ms`.
+    pub fn sender(&self, time_ms: u64) -> Sender<'_> {
+        Sender {
+            client_id: self.client_id,
+            subject: self.subject.as_deref(),
+            time_ms,
+        }
+    }
+}
+
 /// The fold at the ordering point: the intents of a request that
 /// [`decide_batch`] will decide as appended now (from `position`) are
 /// folded, in order, onto the stream's state `folded` (at `position`'s
@@ -151,14 +184,27 @@ pub fn appended_resend(
 /// Offers that stay accepted are decided exactly as before (a refusal
 /// changes only whether the head moves), so `folded` ends at the head
 /// the store's decisions reach.
-pub fn fold_intents(folded: &mut Folded, position: Position, intents: &mut [ProposedIntent]) {
+pub fn fold_intents(
+    folded: &mut Folded,
+    position: Position,
+    intents: &mut [ProposedIntent],
+    by: &Sender<'_>,
+) {
     let mut probe = position;
     let steps = decide_batch(&mut probe, intents.iter().map(ProposedIntent::offer));
     for (step, intent) in steps.iter().zip(intents.iter_mut()) {
-        if !matches!(step, Step::Append { .. }) {
+        let Step::Append { seq, offset } = *step else {
             continue;
-        }
-        if let Err(refusal) = folded.fold(&intent.payload) {
+        };
+        let meta = Meta {
+            offset: Some(offset),
+            client_id: by.client_id,
+            subject: by.subject,
+            seq: Some(seq),
+            time_ms: by.time_ms,
+            seen: intent.seen,
+        };
+        if let Err(refusal) = folded.fold(&intent.payload, &meta) {
             intent.payload = Vec::new();
             intent.verdict = Verdict::Reject {
                 code: refusal.code,
@@ -180,11 +226,12 @@ pub fn fold_request(
     stream: &StreamName,
     position: Position,
     intents: &mut [ProposedIntent],
+    by: &Sender<'_>,
     snapshot: impl FnOnce() -> Result<Option<StoredSnapshot>, Error>,
     read: impl FnMut(Offset) -> Result<Replayed, Error>,
 ) -> Result<(), Error> {
     match folds.at_from(stream, position.head, snapshot, read) {
-        Ok(Some(folded)) => fold_intents(folded, position, intents),
+        Ok(Some(folded)) => fold_intents(folded, position, intents, by),
         Ok(None) => {}
         Err(Unfolded::Read(e)) => return Err(e),
         Err(Unfolded::Reducer(refusal)) => refuse_intents(position, intents, &refusal),
@@ -253,6 +300,9 @@ pub struct AppendRequest {
     pub stream: StreamName,
     /// Who.
     pub client_id: ClientId,
+    /// Who, as authenticated: the verified token's `sub` (`None` with
+    /// authentication off). Stored with every event appended.
+    pub subject: Option<String>,
     /// What, in seq order.
     pub intents: Vec<ProposedIntent>,
 }
@@ -515,6 +565,7 @@ pub(crate) mod conformance {
 
     fn request(stream: &StreamName, client: u8, intents: Vec<ProposedIntent>) -> AppendRequest {
         AppendRequest {
+            subject: None,
             stream: stream.clone(),
             client_id: ClientId([client; 16]),
             intents,
@@ -1023,6 +1074,7 @@ pub(crate) mod conformance {
                 Verdict::Accept
             };
             let request = AppendRequest {
+                subject: None,
                 stream: stream.clone(),
                 client_id: client,
                 intents: vec![ProposedIntent::new(

@@ -199,13 +199,21 @@ impl Client {
         }
     }
 
-    /// Pushes `(seq, payload)` pairs to `stream`.
+    /// Pushes `(seq, payload)` pairs to `stream` (having seen nothing).
     pub async fn push(&mut self, stream_name: &str, intents: &[(u64, Vec<u8>)]) {
+        let intents: Vec<(u64, Vec<u8>, u64)> =
+            intents.iter().map(|(s, p)| (*s, p.clone(), 0)).collect();
+        self.push_seen(stream_name, &intents).await;
+    }
+
+    /// Pushes `(seq, payload, seen)` triples to `stream`.
+    pub async fn push_seen(&mut self, stream_name: &str, intents: &[(u64, Vec<u8>, u64)]) {
         let msg = ClientMsg::Push {
             stream: stream(stream_name),
             intents: intents
                 .iter()
-                .map(|(s, p)| PushIntent {
+                .map(|(s, p, seen)| PushIntent {
+                    seen: Offset(*seen),
                     seq: seq(*s),
                     payload: p.clone(),
                 })

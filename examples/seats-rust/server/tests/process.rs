@@ -132,6 +132,7 @@ impl Client {
         self.send(ClientMsg::Push {
             stream: StreamName::new(stream).unwrap(),
             intents: vec![PushIntent {
+                seen: sync_core::Offset::ZERO,
                 seq: Seq::new(seq).unwrap(),
                 payload: Action::book(seat, who),
             }],

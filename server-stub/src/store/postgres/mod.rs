@@ -318,13 +318,15 @@ pub(crate) async fn read_page(
     // fetching the payloads it leaves out; the first event always comes.
     let stmt = client
         .prepare_cached(
-            r#"SELECT s.head, coalesce(c.through, 0), e."offset", e.client_id, e.seq, e.time_ms, e.payload
+            r#"SELECT s.head, coalesce(c.through, 0), e."offset", e.client_id, e.seq, e.time_ms, e.payload,
+                      e.subject, e.seen
                FROM logsync_streams s
                LEFT JOIN logsync_compactions c ON c.stream_id = s.id
                LEFT JOIN LATERAL (
-                   SELECT x.*, sum(octet_length(x.payload)::bigint + $4::bigint)
+                   SELECT x.*, sum(octet_length(x.payload)::bigint
+                                   + coalesce(octet_length(x.subject), 0)::bigint + $4::bigint)
                                OVER (ORDER BY x."offset") AS upto
-                   FROM (SELECT "offset", client_id, seq, time_ms, payload FROM logsync_events
+                   FROM (SELECT "offset", client_id, seq, time_ms, payload, subject, seen FROM logsync_events
                          WHERE stream_id = s.id AND "offset" > $2::bigint
                          ORDER BY "offset" LIMIT $3::bigint) x
                ) e ON e.upto <= $5::bigint OR e."offset" = greatest($2::bigint, c.through) + 1
@@ -362,6 +364,8 @@ pub(crate) async fn read_page(
             seq: Seq::new(from_pg(row.try_get(4)?)?).map_err(|e| Error::Storage(e.to_string()))?,
             time_ms: from_pg(row.try_get(5)?)?,
             payload: row.try_get(6)?,
+            subject: row.try_get(7)?,
+            seen: Offset(from_pg(row.try_get(8)?)?),
         });
     }
     Ok(page)

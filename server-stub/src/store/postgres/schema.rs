@@ -70,6 +70,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         CHECK (digest IS NULL OR octet_length(digest) = 32);
     UPDATE logsync_events SET digest = sha256(payload);
     "#,
+    // 3: each event's sender subject (the verified token's `sub`) and the
+    // offset its client had seen (protocol version 2); events stored
+    // before have neither.
+    r#"
+    ALTER TABLE logsync_events ADD COLUMN subject TEXT;
+    ALTER TABLE logsync_events ADD COLUMN seen BIGINT NOT NULL DEFAULT 0 CHECK (seen >= 0);
+    "#,
 ];
 
 /// The schema version this build writes and reads.

@@ -190,6 +190,7 @@ fn name(s: &str) -> StreamName {
 
 fn request(stream: &str, client: u8, seqs: &[u64]) -> AppendRequest {
     AppendRequest {
+        subject: None,
         stream: name(stream),
         client_id: ClientId([client; 16]),
         intents: seqs
@@ -846,6 +847,7 @@ async fn a_version_1_database_is_migrated() {
     };
     let o = store
         .append(AppendRequest {
+            subject: None,
             stream: name("todos/a"),
             client_id: ClientId([0; 16]),
             intents: vec![
@@ -950,6 +952,7 @@ async fn folds_with_one_state_kept() {
 
 fn book(client: u8, s: u64, seat: &str) -> AppendRequest {
     AppendRequest {
+        subject: None,
         stream: name("seats/race"),
         client_id: ClientId([client; 16]),
         intents: vec![ProposedIntent::new(
@@ -1055,6 +1058,7 @@ async fn compacts_like_every_durable_store() {
 /// Client `client` books `seat` on `stream` under its seq `s`.
 fn book_on(stream: &str, client: u8, s: u64, seat: &str) -> AppendRequest {
     AppendRequest {
+        subject: None,
         stream: name(stream),
         ..book(client, s, seat)
     }

@@ -232,9 +232,10 @@ impl Statements {
                 .await?,
             events: c
                 .prepare(
-                    r#"INSERT INTO logsync_events (stream_id, "offset", client_id, seq, time_ms, payload, digest)
+                    r#"INSERT INTO logsync_events (stream_id, "offset", client_id, seq, time_ms, payload, digest,
+                                                  subject, seen)
                        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[],
-                                            $5::bigint[], $6::bytea[], $7::bytea[])"#,
+                                            $5::bigint[], $6::bytea[], $7::bytea[], $8::text[], $9::bigint[])"#,
                 )
                 .await?,
             rejections: c
@@ -265,7 +266,7 @@ impl Statements {
                 .await?,
             gap: c
                 .prepare(
-                    r#"SELECT e.stream_id, e."offset", e.client_id, e.seq, e.time_ms, e.payload
+                    r#"SELECT e.stream_id, e."offset", e.client_id, e.seq, e.time_ms, e.payload, e.subject, e.seen
                        FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS g(stream_id, after, upto)
                        JOIN logsync_events e ON e.stream_id = g.stream_id
                             AND e."offset" > g.after AND e."offset" <= g.upto
@@ -276,7 +277,7 @@ impl Statements {
             // each stream's kept state, up to the head its lock returned.
             replay: c
                 .prepare(
-                    r#"SELECT e.stream_id, e."offset", e.payload
+                    r#"SELECT e.stream_id, e."offset", e.client_id, e.seq, e.time_ms, e.payload, e.subject, e.seen
                        FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS g(stream_id, after, upto)
                        JOIN logsync_events e ON e.stream_id = g.stream_id
                             AND e."offset" > g.after AND e."offset" <= g.upto
@@ -543,6 +544,7 @@ impl Writer {
             let one = AppendRequest {
                 stream: request.stream.clone(),
                 client_id: request.client_id,
+                subject: request.subject.clone(),
                 intents: vec![intent.clone()],
             };
             match self.execute(&[Work::Append(&one)]).await {
@@ -1086,6 +1088,8 @@ async fn transact(
                     &rows.ev_time,
                     &rows.ev_payload,
                     &rows.ev_digest,
+                    &rows.ev_subject,
+                    &rows.ev_seen,
                 ],
             ));
         }
@@ -1157,20 +1161,30 @@ async fn transact(
             let Some(stream) = gap_streams.get(&id) else {
                 continue;
             };
-            let client: &[u8] = row.try_get(2)?;
-            before.entry((*stream).clone()).or_default().push(Event {
-                offset: Offset(from_pg(row.try_get(1)?)?),
-                client_id: client_id(client)?,
-                seq: Seq::new(from_pg(row.try_get(3)?)?)
-                    .map_err(|e| Error::Storage(e.to_string()))?,
-                time_ms: from_pg(row.try_get(4)?)?,
-                payload: row.try_get(5)?,
-            });
+            before
+                .entry((*stream).clone())
+                .or_default()
+                .push(event_of_row(&row)?);
         }
         let mut committed = plan.finish(work)?;
         committed.before = before;
         Ok(committed)
     }
+}
+
+/// The event of a row `stream_id, offset, client_id, seq, time_ms,
+/// payload, subject, seen`.
+fn event_of_row(row: &tokio_postgres::Row) -> Result<Event, Error> {
+    let client: &[u8] = row.try_get(2)?;
+    Ok(Event {
+        offset: Offset(from_pg(row.try_get(1)?)?),
+        client_id: client_id(client)?,
+        seq: Seq::new(from_pg(row.try_get(3)?)?).map_err(|e| Error::Storage(e.to_string()))?,
+        time_ms: from_pg(row.try_get(4)?)?,
+        payload: row.try_get(5)?,
+        subject: row.try_get(6)?,
+        seen: Offset(from_pg(row.try_get(7)?)?),
+    })
 }
 
 fn client_id(bytes: &[u8]) -> Result<ClientId, Error> {
@@ -1234,6 +1248,8 @@ struct Rows<'a> {
     ev_time: Vec<i64>,
     ev_payload: Vec<&'a [u8]>,
     ev_digest: Vec<&'a [u8]>,
+    ev_subject: Vec<Option<&'a str>>,
+    ev_seen: Vec<i64>,
     rj_stream: Vec<i64>,
     rj_client: Vec<&'a [u8]>,
     rj_seq: Vec<i64>,
@@ -1320,6 +1336,7 @@ impl Plan {
                 &request.stream,
                 position,
                 &mut copy,
+                &request.sender(self.time_ms),
                 || Ok(None),
                 |after| Ok(replay.after(id, after)),
             )?;
@@ -1413,6 +1430,8 @@ impl Plan {
             rows.ev_time.push(to_pg(self.time_ms)?);
             rows.ev_payload.push(&intent.payload);
             rows.ev_digest.push(&digest.0[..]);
+            rows.ev_subject.push(request.subject.as_deref());
+            rows.ev_seen.push(to_pg(intent.seen.0)?);
         }
         for (stream_id, client, seq, code, message) in &self.rejected {
             rows.rj_stream.push(*stream_id);
@@ -1514,6 +1533,8 @@ impl Plan {
                 seq: intent.seq,
                 time_ms: self.time_ms,
                 payload: intent.payload.clone(),
+                subject: request.subject.clone(),
+                seen: intent.seen,
             };
             match appended.iter_mut().find(|(s, _)| *s == request.stream) {
                 Some((_, events)) => events.push(event),
@@ -1537,8 +1558,7 @@ impl Replay {
         let mut r = Replay::default();
         for row in rows {
             let id: i64 = row.try_get(0)?;
-            let offset = Offset(from_pg(row.try_get(1)?)?);
-            r.0.entry(id).or_default().push((offset, row.try_get(2)?));
+            r.0.entry(id).or_default().push(event_of_row(&row)?);
         }
         Ok(r)
     }
@@ -1547,7 +1567,13 @@ impl Replay {
     fn after(&self, id: i64, after: Offset) -> Replayed {
         self.0
             .get(&id)
-            .map(|events| events.iter().filter(|(o, _)| *o > after).cloned().collect())
+            .map(|events| {
+                events
+                    .iter()
+                    .filter(|e| e.offset > after)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -52,7 +52,7 @@ use crate::fold::{Folds, Reducers};
 use crate::metrics::Metrics;
 use crate::store::CommitMode;
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
@@ -72,6 +72,8 @@ CREATE TABLE IF NOT EXISTS events (
     time_ms   INTEGER NOT NULL,
     payload   BLOB NOT NULL,
     digest    BLOB,
+    subject   TEXT,
+    seen      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (stream_id, "offset")
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_intent ON events (stream_id, client_id, seq);
@@ -328,8 +330,11 @@ fn init_schema(conn: &Connection) -> Result<Epoch, Error> {
                 )?;
             }
             Some(v) if v == SCHEMA_VERSION.to_string() => {}
-            Some(v) if v == "1" => {
-                migrate_1_to_2(conn)?;
+            Some(v) if v == "1" || v == "2" => {
+                if v == "1" {
+                    migrate_1_to_2(conn)?;
+                }
+                migrate_2_to_3(conn)?;
                 conn.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
                     [SCHEMA_VERSION.to_string()],
@@ -373,6 +378,17 @@ fn init_schema(conn: &Connection) -> Result<Epoch, Error> {
             Err(e)
         }
     }
+}
+
+/// Version 2 → 3: each event's sender subject and the offset it had
+/// seen (protocol version 2). Events stored before have neither: no
+/// subject, seen 0.
+fn migrate_2_to_3(conn: &Connection) -> Result<(), Error> {
+    conn.execute_batch(
+        "ALTER TABLE events ADD COLUMN subject TEXT;
+         ALTER TABLE events ADD COLUMN seen INTEGER NOT NULL DEFAULT 0;",
+    )?;
+    Ok(())
 }
 
 /// Version 1 → 2: the payload digest of every appended intent. `CREATE
@@ -433,7 +449,7 @@ fn read_page(
             });
         }
         let mut stmt = conn.prepare_cached(
-            r#"SELECT "offset", client_id, seq, time_ms, payload FROM events
+            r#"SELECT "offset", client_id, seq, time_ms, payload, subject, seen FROM events
                WHERE stream_id = ?1 AND "offset" > ?2 ORDER BY "offset" LIMIT ?3"#,
         )?;
         let limit = to_sql(limits.max_events.max(1) as u64)?;
@@ -442,7 +458,8 @@ fn read_page(
         let mut bytes = 0usize;
         while let Some(r) = rows.next()? {
             let payload: Vec<u8> = r.get(4)?;
-            let size = payload.len() + EVENT_OVERHEAD;
+            let subject: Option<String> = r.get(5)?;
+            let size = payload.len() + subject.as_ref().map_or(0, String::len) + EVENT_OVERHEAD;
             if !events.is_empty() && bytes + size > limits.max_bytes {
                 break;
             }
@@ -453,6 +470,8 @@ fn read_page(
                 r.get(2)?,
                 r.get(3)?,
                 payload,
+                subject,
+                r.get(6)?,
             )?);
         }
         Ok(Page {
@@ -465,12 +484,14 @@ fn read_page(
     result
 }
 
-fn event_from_row(
+pub(super) fn event_from_row(
     offset: i64,
     client_id: &[u8],
     seq: i64,
     time_ms: i64,
     payload: Vec<u8>,
+    subject: Option<String>,
+    seen: i64,
 ) -> Result<Event, Error> {
     let client: [u8; 16] = client_id.try_into().map_err(|_| {
         Error::Storage(format!("client id of {} bytes in the log", client_id.len()))
@@ -481,6 +502,8 @@ fn event_from_row(
         seq: Seq::new(from_sql(seq)?).map_err(|e| Error::Storage(e.to_string()))?,
         time_ms: from_sql(time_ms)?,
         payload,
+        subject,
+        seen: Offset(from_sql(seen)?),
     })
 }
 

@@ -58,6 +58,7 @@ fn seq(n: u64) -> Seq {
 
 fn request(stream: &str, client: u8, seqs: &[u64]) -> AppendRequest {
     AppendRequest {
+        subject: None,
         stream: StreamName::new(stream).expect("name"),
         client_id: ClientId([client; 16]),
         intents: seqs
@@ -459,6 +460,7 @@ async fn folds_at_the_ordering_point_and_rebuilds_after_reopen() {
         );
         let o = store
             .append(AppendRequest {
+                subject: None,
                 stream: s.clone(),
                 client_id: ClientId([9; 16]),
                 intents: vec![
@@ -499,7 +501,8 @@ async fn folds_at_the_ordering_point_and_rebuilds_after_reopen() {
 
 /// A file written with schema version 1 (no payload digests) opens: the
 /// migration fills the digests from the stored payloads, so a reused seq
-/// of an intent appended before is caught too.
+/// of an intent appended before is caught too; and (version 3) events
+/// gain a subject and a seen offset, none and 0 for the old ones.
 #[tokio::test]
 async fn a_version_1_file_is_migrated() {
     let dir = tempfile::tempdir().expect("dir");
@@ -524,12 +527,13 @@ async fn a_version_1_file_is_migrated() {
     };
     let o = store
         .append(AppendRequest {
+            subject: Some("ann".into()),
             stream: StreamName::new("todos/a").expect("name"),
             client_id: ClientId([0; 16]),
             intents: vec![
                 intent(1, r#"{"s":1}"#),
                 intent(2, r#"{"s":"two"}"#),
-                intent(3, r#"{"s":3}"#),
+                intent(3, r#"{"s":3}"#).seen(Offset(2)),
             ],
         })
         .await
@@ -562,7 +566,15 @@ async fn a_version_1_file_is_migrated() {
             |r| r.get(0),
         )
         .expect("version");
-    assert_eq!(version, "2");
+    assert_eq!(version, "3");
+    let meta: Vec<(Option<String>, i64)> = conn
+        .prepare(r#"SELECT subject, seen FROM events ORDER BY "offset""#)
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(meta, vec![(None, 0), (None, 0), (Some("ann".into()), 2)]);
     let missing: i64 = conn
         .query_row(
             "SELECT count(*) FROM events WHERE digest IS NULL",
@@ -582,7 +594,7 @@ async fn a_newer_schema_is_refused() {
     }
     let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("open");
     conn.execute(
-        "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+        "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
         [],
     )
     .expect("bump");
@@ -601,7 +613,7 @@ async fn a_newer_schema_is_refused() {
     )
     .err()
     .expect("refused");
-    assert!(err.to_string().contains("schema version 3"), "{err}");
+    assert!(err.to_string().contains("schema version 4"), "{err}");
 }
 
 /// Rows of the events table of the store in `dir`, read beside it.
@@ -614,6 +626,7 @@ fn stored_events(dir: &tempfile::TempDir) -> i64 {
 /// Client `client` books seat `seat` under its seq `s`.
 fn book(client: u8, s: u64, seat: u64) -> AppendRequest {
     AppendRequest {
+        subject: None,
         stream: StreamName::new("seats/c").expect("name"),
         client_id: ClientId([client; 16]),
         intents: vec![ProposedIntent::new(
@@ -728,6 +741,7 @@ async fn snapshots_bound_the_log_and_a_reopened_store_starts_from_them() {
     // The seat taken before the snapshot is still taken after it.
     let taken = store
         .append(AppendRequest {
+            subject: None,
             stream: stream.clone(),
             client_id: ClientId([9; 16]),
             intents: vec![ProposedIntent::new(
@@ -786,6 +800,7 @@ async fn book_seats(store: &SqliteStore, stream: &str, from: u64, to: u64) {
     for s in from..=to {
         let out = store
             .append(AppendRequest {
+                subject: None,
                 stream: StreamName::new(stream).expect("name"),
                 ..book(1, s, s)
             })
@@ -942,6 +957,7 @@ async fn the_background_pass_compacts_a_backlog_in_small_transactions() {
     for batch in 0..25u64 {
         let out = store
             .append(AppendRequest {
+                subject: None,
                 stream: StreamName::new("seats/backlog").expect("name"),
                 client_id: ClientId([1; 16]),
                 intents: (1..=100)

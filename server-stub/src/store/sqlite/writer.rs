@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::store::CommitMode;
 use crate::store::{
     appended_resend, fold_request, state_json, AppendListener, AppendRequest, Outcome,
-    ProposedIntent, StreamStateJson, ViewQuery,
+    ProposedIntent, Sender, StreamStateJson, ViewQuery,
 };
 
 /// What a state read answers.
@@ -318,6 +318,7 @@ impl Writer {
         let AppendRequest {
             stream,
             client_id,
+            subject,
             intents,
         } = request;
         let mut outcomes = Vec::with_capacity(intents.len());
@@ -327,6 +328,7 @@ impl Writer {
             let one = AppendRequest {
                 stream: stream.clone(),
                 client_id,
+                subject: subject.clone(),
                 intents: vec![intent],
             };
             let result = (|| {
@@ -481,8 +483,14 @@ fn apply(
     let AppendRequest {
         stream,
         client_id,
+        subject,
         mut intents,
     } = request;
+    let sender = Sender {
+        client_id,
+        subject: subject.as_deref(),
+        time_ms,
+    };
     let (stream_id, start_head) = ensure_stream(tx, &stream)?;
     let client = &client_id.0[..];
     let start_last: u64 = tx
@@ -501,6 +509,7 @@ fn apply(
         &stream,
         start,
         &mut intents,
+        &sender,
         || latest_snapshot(tx, stream_id),
         |after| replay(tx, stream_id, after),
     )?;
@@ -513,8 +522,8 @@ fn apply(
             Step::Append { seq, offset } => {
                 let digest = intent.stored_digest();
                 tx.prepare_cached(
-                    r#"INSERT INTO events (stream_id, "offset", client_id, seq, time_ms, payload, digest)
-                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"#,
+                    r#"INSERT INTO events (stream_id, "offset", client_id, seq, time_ms, payload, digest, subject, seen)
+                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"#,
                 )?
                 .execute(rusqlite::params![
                     stream_id,
@@ -523,7 +532,9 @@ fn apply(
                     to_sql(seq.get())?,
                     to_sql(time_ms)?,
                     intent.payload,
-                    &digest.0[..]
+                    &digest.0[..],
+                    subject,
+                    to_sql(intent.seen.0)?
                 ])?;
                 new_events.push(Event {
                     offset,
@@ -531,6 +542,8 @@ fn apply(
                     seq,
                     time_ms,
                     payload: intent.payload,
+                    subject: subject.clone(),
+                    seen: intent.seen,
                 });
                 Outcome::Appended {
                     seq,
@@ -814,17 +827,21 @@ const REPLAY_PAGE: i64 = 1000;
 /// The events of the stream `stream_id` after `after` (a page).
 fn replay(tx: &Transaction<'_>, stream_id: i64, after: Offset) -> Result<Replayed, Error> {
     let mut stmt = tx.prepare_cached(
-        r#"SELECT "offset", payload FROM events WHERE stream_id = ?1 AND "offset" > ?2
-           ORDER BY "offset" LIMIT ?3"#,
+        r#"SELECT "offset", client_id, seq, time_ms, payload, subject, seen FROM events
+           WHERE stream_id = ?1 AND "offset" > ?2 ORDER BY "offset" LIMIT ?3"#,
     )?;
-    let rows = stmt.query_map(
-        rusqlite::params![stream_id, to_sql(after.0)?, REPLAY_PAGE],
-        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
-    )?;
+    let mut rows = stmt.query(rusqlite::params![stream_id, to_sql(after.0)?, REPLAY_PAGE])?;
     let mut page = Vec::new();
-    for row in rows {
-        let (offset, payload) = row?;
-        page.push((Offset(from_sql(offset)?), payload));
+    while let Some(r) = rows.next()? {
+        page.push(super::event_from_row(
+            r.get(0)?,
+            &r.get::<_, Vec<u8>>(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+        )?);
     }
     Ok(page)
 }

@@ -295,17 +295,48 @@ test('wasm dispatchFolded: states taken as given on the same base, folded again 
   const base = inner.getState();
   const s1 = ['a'];
   const s2 = ['a', 'b'];
-  const refolded = inner.dispatchFolded(base, ['{"type":"add","id":"a"}', { type: 'add', id: 'a' }, s1, '{"type":"add","id":"b"}', { type: 'add', id: 'b' }, s2]);
+  const refolded = inner.dispatchFolded(base, ['{"type":"add","id":"a"}', { type: 'add', id: 'a' }, s1, 1000, 0, '{"type":"add","id":"b"}', { type: 'add', id: 'b' }, s2, 1001, 0]);
   assert.equal(refolded, false);
   assert.equal(inner.getState(), s2, 'the given state object is the state');
   assert.equal(notified, 0, 'the caller has notified already');
 
   // A base that is not the state any more (here: a stale one): folded again.
-  const stale = inner.dispatchFolded(base, ['{"type":"add","id":"c"}', { type: 'add', id: 'c' }, ['c']]);
+  const stale = inner.dispatchFolded(base, ['{"type":"add","id":"c"}', { type: 'add', id: 'c' }, ['c'], 1002, 0]);
   assert.equal(stale, true);
   assert.deepEqual(inner.getState(), ['a', 'b', 'c']);
   assert.equal(notified, 1);
   assert.throws(() => inner.dispatchFolded(base, ['x']), (err) => err.code === 'INVALID_REQUEST');
-  assert.throws(() => inner.dispatchFolded(inner.getState(), ['z'.repeat(2_000_000), {}, []]), (err) => err.code === 'PAYLOAD_TOO_LARGE');
+  assert.throws(() => inner.dispatchFolded(base, ['{"type":"add","id":"d"}', { type: 'add', id: 'd' }, ['d'], 'soon', 0]), (err) => err.code === 'INVALID_REQUEST');
+  assert.throws(() => inner.dispatchFolded(inner.getState(), ['z'.repeat(2_000_000), {}, [], 0, 0]), (err) => err.code === 'PAYLOAD_TOO_LARGE');
   assert.equal(inner.status().pending, 3);
+});
+
+test('a pending action is folded with its local meta, the same after a reopen', async () => {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  // The store reads `sub` without checking the signature (the server does).
+  const token = `${b64({ alg: 'HS256' })}.${b64({ sub: 'ann', exp: 2e9 })}.sig`;
+  const seenBy = (state = [], action, meta) => (action.type === 'add' ? [...state, { id: action.id, ...meta }] : state);
+  const options = offline({ reducer: seenBy, stream: 'test/meta', token });
+  const first = await createSyncStore(options);
+  await first.ready;
+  const before = Date.now();
+  first.dispatch({ type: 'add', id: 'a' });
+  const [a] = first.getState();
+  assert.equal(a.offset, null, 'no offset while pending');
+  assert.equal(a.seq, null, 'no seq while pending');
+  assert.equal(a.subject, 'ann');
+  assert.equal(a.clientId, first.status.clientId);
+  assert.match(a.clientId, /^[0-9a-f]{32}$/);
+  assert.equal(a.seen, 0);
+  assert.ok(a.time >= before && a.time <= Date.now(), `time ${a.time}`);
+  const kept = first.getState();
+  await first.close();
+
+  const second = await createSyncStore(options);
+  try {
+    await second.ready;
+    assert.deepEqual(second.getState(), kept, 'folded again from IndexedDB with the same meta');
+  } finally {
+    await second.close();
+  }
 });

@@ -6,11 +6,11 @@
 use std::cell::RefCell;
 
 use js_sys::{Array, Function, JsString, Object, Promise, Reflect};
-use sync_core::{ErrorCode, StreamName};
+use sync_core::{ErrorCode, Offset, StreamName};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::engine::{Rejection, Status, Store, StoreOptions};
+use crate::engine::{Folded, Rejection, Status, Store, StoreOptions};
 use crate::error::{describe_js, WasmError};
 use crate::reducer::JsReducer;
 

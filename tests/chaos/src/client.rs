@@ -168,7 +168,11 @@ impl ChaosClient {
             v.to_dispatch -= 1;
         }
         let payload = format!("{}:{}", self.cfg.id, self.rng.next_u64()).into_bytes();
-        let Ok(local) = self.sync.replica_mut().dispatch_unassigned(payload.clone()) else {
+        let Ok(local) = self
+            .sync
+            .replica_mut()
+            .dispatch_unassigned(payload.clone(), 0)
+        else {
             return out;
         };
         // The durable part: allocate the seq and write the outbox together.
@@ -233,11 +237,7 @@ impl ChaosClient {
                         self.storage
                             .outbox
                             .iter()
-                            .map(|(seq, payload)| OutboxEntry {
-                                seq: *seq,
-                                payload: payload.clone(),
-                                discarded: false,
-                            })
+                            .map(|(seq, payload)| OutboxEntry::new(*seq, payload.clone()))
                             .collect(),
                     );
                     self.storage = Storage {
@@ -252,7 +252,7 @@ impl ChaosClient {
                 }
                 Effect::ReloadOutbox { .. } => {
                     for (seq, p) in self.storage.outbox.clone() {
-                        queue.extend(self.sync.adopt(seq, p));
+                        queue.extend(self.sync.adopt(OutboxEntry::new(seq, p)));
                     }
                     queue.extend(self.sync.flush());
                 }
@@ -401,7 +401,7 @@ fn open(cfg: &ClientConfig, s: &Storage) -> SyncClient<ChainReducer> {
     );
     let mut sync = SyncClient::new(replica, s.epoch.clone(), ChainState::default());
     for (seq, payload) in &s.outbox {
-        sync.adopt(*seq, payload.clone());
+        sync.adopt(OutboxEntry::new(*seq, payload.clone()));
     }
     sync
 }

@@ -177,15 +177,22 @@ async fn oversized_frame() {
 #[tokio::test]
 async fn wrong_protocol_version() {
     let (_d, s) = server().await;
-    // A Hello of version 2, with a layout this build does not know.
+    // A Hello of version 3, with a layout this build does not know.
     expect_error(
         &s,
         false,
-        vec![bin(&[0, 2, 0xff, 0xff])],
+        vec![bin(&[0, 3, 0xff, 0xff])],
         ErrorCode::ProtocolVersion,
         1002,
     )
     .await;
+    // A version-1 client (intents without `seen`) is refused the same way.
+    let v1 = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../sync-core/fixtures/protocol-v1/client-hello.bin"),
+    )
+    .unwrap();
+    expect_error(&s, false, vec![bin(&v1)], ErrorCode::ProtocolVersion, 1002).await;
     s.stop().await;
 }
 

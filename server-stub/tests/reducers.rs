@@ -927,7 +927,9 @@ async fn the_reducer_sees_who_sent_an_intent_and_what_it_had_seen() {
         server_stub::auth::sign(&claims.to_string(), SECRET.as_bytes())
     };
     let dir = tempfile::tempdir().unwrap();
-    let rule = format!("polls/*={}", fixture("poll.js").display());
+    // The module the npm package's test imports too (js/test/meta.test.mjs).
+    let poll = Path::new(env!("CARGO_MANIFEST_DIR")).join("../js/test/fixtures/poll.js");
+    let rule = format!("polls/*={}", poll.display());
     let p = Proc::spawn(
         dir.path(),
         &["--reducer".into(), rule],

@@ -460,6 +460,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn folds_with_meta_like_the_durable_stores() {
+        let store = MemoryStore::with_reducers(
+            Epoch::from("e"),
+            Arc::new(Nobody),
+            conformance::poll_reducers(),
+        );
+        conformance::folds_with_meta(&store, "polls/a").await;
+    }
+
+    #[tokio::test]
     async fn stores_snapshots_like_the_durable_stores() {
         let store = MemoryStore::with_reducers(
             Epoch::from("e"),

@@ -748,6 +748,91 @@ pub(crate) mod conformance {
         }
     }
 
+    /// Reducers for [`folds_with_meta`]: the poll module of the npm
+    /// package's tests (one vote per subject, stale votes refused) on
+    /// `polls/*`.
+    pub(crate) fn poll_reducers() -> crate::fold::Reducers {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../js/test/fixtures/poll.js");
+        let js = crate::fold::js::JsReducer::load(&path, None, Default::default()).expect("load");
+        let mut reducers = crate::fold::Reducers::default();
+        reducers.add("polls/*", std::sync::Arc::new(js));
+        reducers
+    }
+
+    /// A store opened with [`poll_reducers`] folds each intent with its
+    /// meta — the request's subject, the intent's seen, the offset, client
+    /// and time of its event — stores subject and seen with the event, and
+    /// reads them back; a state rebuilt from the log folds the same.
+    /// `stream` starts with `polls/`.
+    pub(crate) async fn folds_with_meta(store: &dyn LogStore, stream: &str) {
+        let s = StreamName::new(stream).expect("name");
+        let vote = |n: u64, seen: u64| {
+            intent(n, r#"{"type":"vote","choice":"x","voter":"ann"}"#).seen(Offset(seen))
+        };
+        let by = |subject: &str, client: u8, intents| AppendRequest {
+            subject: Some(subject.into()),
+            ..request(&s, client, intents)
+        };
+        let o = store.append(by("ann", 1, vec![vote(1, 0)])).await.expect("append");
+        assert_eq!(o, vec![appended(1, 1, false)]);
+        // Another client of ann's: one vote per subject, not per client.
+        let o = store.append(by("ann", 2, vec![vote(1, 1)])).await.expect("append");
+        assert!(
+            matches!(&o[..], [Outcome::Rejected { message, .. }] if message == "ALREADY_VOTED: ann has voted"),
+            "{o:?}"
+        );
+        let o = store
+            .append(by(
+                "bob",
+                3,
+                vec![
+                    vote(1, 1),
+                    intent(2, r#"{"type":"reset"}"#).seen(Offset(2)),
+                    vote(3, 2),
+                    vote(4, 3),
+                ],
+            ))
+            .await
+            .expect("append");
+        assert_eq!(o[..2], [appended(1, 2, false), appended(2, 3, false)]);
+        assert!(
+            matches!(&o[2], Outcome::Rejected { message, .. } if message.starts_with("STALE: ")),
+            "a vote that saw offset 2 after the reset at 3: {o:?}"
+        );
+        assert_eq!(o[3], appended(4, 4, false));
+        // Unauthenticated: no subject.
+        let o = store.append(request(&s, 4, vec![vote(1, 4)])).await.expect("append");
+        assert!(
+            matches!(&o[..], [Outcome::Rejected { message, .. }] if message.starts_with("ANONYMOUS: ")),
+            "{o:?}"
+        );
+        let page = store
+            .read(s.clone(), Offset::ZERO, ReadLimits { max_events: 100, max_bytes: 1 << 20 })
+            .await
+            .expect("read");
+        let meta: Vec<(Option<&str>, u64)> = page
+            .events
+            .iter()
+            .map(|e| (e.subject.as_deref(), e.seen.0))
+            .collect();
+        assert_eq!(meta, [(Some("ann"), 0), (Some("bob"), 1), (Some("bob"), 2), (Some("bob"), 3)]);
+        let (offset, state) = store
+            .state(s.clone())
+            .await
+            .expect("state")
+            .expect("a reducer");
+        assert_eq!(offset, Offset(4));
+        let last = &page.events[3];
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&state).expect("json"),
+            serde_json::json!({
+                "votes": {"bob": {"choice": "x", "at": last.time_ms, "by": last.client_id.to_hex()}},
+                "resetAt": 3,
+            })
+        );
+    }
+
     /// A store opened with [`seat_reducers`] folds each intent onto the
     /// stream's state before appending: a refused intent is rejected with
     /// the app's code, stored as its seq's decision, never appended (the

@@ -884,6 +884,29 @@ async fn a_version_1_database_is_migrated() {
     db.drop().await;
 }
 
+/// The fold with meta (subject and seen stored and folded), as every
+/// store does it; a second node's state, folded from the tables, is the
+/// same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn folds_with_meta() {
+    use crate::store::conformance::{folds_with_meta, poll_reducers};
+    let db = TestDb::new().await;
+    for mode in [CommitMode::Group, CommitMode::PerIntent] {
+        let (store, _) = open_folding(&db.url, mode, poll_reducers()).await;
+        let suffix = format!("{mode:?}").to_lowercase();
+        let name = format!("polls/{suffix}");
+        folds_with_meta(&store, &name).await;
+        let s = StreamName::new(name).expect("name");
+        let here = store.state(s.clone()).await.expect("state");
+        let (other, _) = open_folding(&db.url, mode, poll_reducers()).await;
+        assert_eq!(other.state(s).await.expect("state"), here, "{mode:?}");
+        other.close().await;
+        store.close().await;
+    }
+    db.drop().await;
+}
+
 /// The fold at the ordering point, as every store does it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]

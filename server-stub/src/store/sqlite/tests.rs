@@ -426,6 +426,25 @@ async fn folds_with_one_state_kept() {
     }
 }
 
+/// The fold with meta, in both commit modes; after a reopen the state
+/// rebuilt from the file (with each event's stored subject and seen) is
+/// the same.
+#[tokio::test]
+async fn folds_with_meta_and_rebuilds_it_after_reopen() {
+    use crate::store::conformance::{folds_with_meta, poll_reducers};
+    for mode in [CommitMode::Group, CommitMode::PerIntent] {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = open_with(&dir, mode, poll_reducers());
+        folds_with_meta(&store, "polls/x").await;
+        let s = StreamName::new("polls/x").expect("name");
+        let before = store.state(s.clone()).await.expect("state");
+        store.close().await;
+        let (store, _) = open_with(&dir, mode, poll_reducers());
+        assert_eq!(store.state(s).await.expect("state"), before, "{mode:?}");
+        store.close().await;
+    }
+}
+
 /// The fold at the ordering point, in both commit modes; after a reopen
 /// the state is rebuilt from the file and keeps refusing what it refused.
 #[tokio::test]

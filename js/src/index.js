@@ -102,6 +102,21 @@ function pendingMeta(clientId, subject, seen) {
   return { offset: null, clientId, subject, seq: null, time: Date.now(), seen };
 }
 
+// The same, noting in `metaRead` whether the reducer reads it: if it does,
+// the action's confirmation folds it again with the server's values.
+let metaRead = false;
+function watchedMeta(clientId, subject, time, seen) {
+  metaRead = false;
+  return {
+    get offset() { metaRead = true; return null; },
+    get clientId() { metaRead = true; return clientId; },
+    get subject() { metaRead = true; return subject; },
+    get seq() { metaRead = true; return null; },
+    get time() { metaRead = true; return time; },
+    get seen() { metaRead = true; return seen; },
+  };
+}
+
 // The `sub` claim of a JWT, read without checking the signature (the
 // server checks it); null for anything else. Read here rather than in the
 // wasm module: JSON.parse is free in JS, a JSON parser in Rust is not.
@@ -366,7 +381,9 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
     // action as it travels, JSON.
     const parsed = JSON.parse(text);
     const base = burst !== null ? latest : inner.getState();
-    const meta = pendingMeta(clientId, subject, seen);
+    const time = Date.now();
+    const at = seen;
+    const meta = watchedMeta(clientId, subject, time, at);
     let next;
     reducing = true;
     try {
@@ -383,7 +400,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
       burst = { base, items: [] };
       queueMicrotask(flush);
     }
-    burst.items.push(text, parsed, next, meta.time, meta.seen);
+    burst.items.push(text, parsed, next, time, at, metaRead);
     latest = next;
     dispatched(text, parsed);
     notify();

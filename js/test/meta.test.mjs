@@ -13,8 +13,9 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { WebSocket } from 'ws';
 import { createSyncStore } from 'logsync';
-import poll from './fixtures/poll.js';
+import poll, { initialState } from './fixtures/poll.js';
 import { SERVER_BIN, startServer } from '../../tests/e2e/lib/server.mjs';
 
 class NodeWebSocket extends WebSocket {
@@ -68,18 +69,17 @@ test('meta: the server-verified voter, a stale vote refused, every replica equal
     url: `ws://127.0.0.1:${server.port}/v1/ws`,
     stream,
     reducer: poll,
+    initialState,
     dbName: `meta-${randomUUID()}`,
     token: token(sub),
     devtools: false,
     backoffMinMs: 50,
     backoffMaxMs: 200,
   });
-  const alice = open('alice');
-  const mallory = open('mallory');
-  t.after(() => Promise.all([alice.close(), mallory.close()]));
-  await Promise.all([alice.ready, mallory.ready]);
+  const [alice, mallory, cy] = await Promise.all([open('alice'), open('mallory'), open('cy')]);
+  t.after(() => Promise.all([alice.close(), mallory.close(), cy.close()]));
   const rejected = [];
-  mallory.onRejected((r) => rejected.push(r));
+  cy.onRejected((r) => rejected.push(r));
 
   // Mallory fills in alice as the voter: the vote is mallory's, already
   // while pending (the store's subject) and as confirmed (the server's).
@@ -98,6 +98,7 @@ test('meta: the server-verified voter, a stale vote refused, every replica equal
   };
   const equalToServer = async (store) => {
     const s = await serverState();
+    if (process.env.DEBUG_META) console.log(JSON.stringify({ server: s, offset: store.status.offset, state: store.getState() }));
     return store.status.offset === s.offset && JSON.stringify(store.getState()) === JSON.stringify(s.state);
   };
   await until('both replicas equal the server', async () => (await equalToServer(alice)) && (await equalToServer(mallory)));
@@ -107,22 +108,26 @@ test('meta: the server-verified voter, a stale vote refused, every replica equal
   assert.equal(votes.mallory.by, mallory.status.clientId);
   assert.equal(typeof votes.alice.at, 'number');
 
-  // Mallory goes offline; alice resets the poll; mallory, not having
-  // seen the reset, votes again: the server refuses it as stale.
-  mallory.goOffline();
+  // Cy has seen both votes and goes offline; alice resets the poll; cy,
+  // not having seen the reset, votes: applied on cy's device, refused by
+  // the server as stale (the app's code), and rolled back.
+  await until('cy has seen the votes', () => cy.status.offset === 2);
+  cy.goOffline();
   alice.dispatch({ type: 'reset' });
   await alice.synced();
   const resetAt = alice.status.offset;
   assert.equal(alice.getState().resetAt, resetAt);
-  mallory.dispatch({ type: 'vote', choice: 'tacos' });
-  mallory.reconnect();
+  cy.dispatch({ type: 'vote', choice: 'tacos' });
+  assert.equal(cy.getState().votes.cy.choice, 'tacos', 'applied at once, offline');
+  cy.reconnect();
   await until('the stale vote is refused', () => rejected.length === 1);
   assert.equal(rejected[0].code, 'REJECTED');
-  assert.match(rejected[0].message, /^STALE: the poll was reset at offset 3/);
-  // After the reset was seen, a vote counts.
-  await until('mallory has seen the reset', () => mallory.status.offset >= resetAt);
-  mallory.dispatch({ type: 'vote', choice: 'tacos' });
-  await mallory.synced();
-  await until('both replicas equal the server again', async () => (await equalToServer(alice)) && (await equalToServer(mallory)));
-  assert.deepEqual(Object.keys(alice.getState().votes), ['mallory']);
+  assert.match(rejected[0].message, /^STALE: the poll was reset at offset 3, after the offset 2 this vote saw/);
+  // Having seen the reset, cy's vote counts.
+  await until('cy has seen the reset', () => cy.status.offset >= resetAt);
+  cy.dispatch({ type: 'vote', choice: 'tacos' });
+  await cy.synced();
+  await until('every replica equals the server again', async () => (await equalToServer(alice))
+    && (await equalToServer(mallory)) && (await equalToServer(cy)));
+  assert.deepEqual(Object.keys(alice.getState().votes), ['cy']);
 });

@@ -45,6 +45,17 @@ pub trait Reducer {
         self.reduce(state, action)
     }
 
+    /// Whether the last [`Reducer::reduce_meta`] call read its `meta`.
+    /// A pending intent whose fold read it (its local values) is folded
+    /// again when its event confirms it, with the server's values; one
+    /// whose fold did not keeps the optimistic state as it is (the same
+    /// value, no notification). The default is right for the default
+    /// `reduce_meta`, which ignores `meta`; a reducer that overrides
+    /// `reduce_meta` and cannot tell returns true.
+    fn read_meta(&self) -> bool {
+        false
+    }
+
     /// A state from its JSON text: a snapshot the server sends a client
     /// whose missing events were compacted away. The default refuses
     /// (such a client cannot follow a compacted stream from below its

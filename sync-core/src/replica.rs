@@ -45,6 +45,9 @@ pub struct Pending<A> {
     /// The dispatching device's clock then (its `meta.time_ms` while
     /// pending).
     pub time_ms: u64,
+    /// Whether its last optimistic fold read its meta
+    /// ([`Reducer::read_meta`]): then its confirmation folds it again.
+    pub read_meta: bool,
 }
 
 /// What applying a batch of server events did.
@@ -248,8 +251,9 @@ impl<R: Reducer> Replica<R> {
             .reducer
             .reduce_meta(&self.state, &action, &self.dispatch_meta(time_ms, seen))
             .map_err(|e| CoreError::Reducer { message: e.0 })?;
+        let read = self.reducer.read_meta();
         self.state = next;
-        Ok(self.push_pending(payload, action, seen, time_ms))
+        Ok(self.push_pending(payload, action, seen, time_ms, read))
     }
 
     /// Records a pending intent whose optimistic fold the caller already
@@ -261,26 +265,30 @@ impl<R: Reducer> Replica<R> {
     /// either way, because the caller has already told its user it was
     /// dispatched. `action` must be what [`Reducer::decode`] gives for
     /// `payload`; `seen` and `time_ms` the meta the caller folded it with
-    /// (see [`Meta`]: pending, `seen` the confirmed offset it knew).
+    /// (see [`Meta`]: pending, `seen` the confirmed offset it knew), and
+    /// with `next`, whether that fold read the meta.
     pub fn dispatch_folded(
         &mut self,
         payload: Vec<u8>,
         action: R::Action,
-        next: Option<R::State>,
+        next: Option<(R::State, bool)>,
         seen: Offset,
         time_ms: u64,
     ) -> LocalId {
-        let next = match next {
-            Some(next) => Some(next),
-            None => self
-                .reducer
-                .reduce_meta(&self.state, &action, &self.dispatch_meta(time_ms, seen))
-                .ok(),
+        let (next, read) = match next {
+            Some((next, read)) => (Some(next), read),
+            None => {
+                let next = self
+                    .reducer
+                    .reduce_meta(&self.state, &action, &self.dispatch_meta(time_ms, seen))
+                    .ok();
+                (next, self.reducer.read_meta())
+            }
         };
         if let Some(next) = next {
             self.state = next;
         }
-        self.push_pending(payload, action, seen, time_ms)
+        self.push_pending(payload, action, seen, time_ms, read)
     }
 
     /// Appends a pending intent without a seq yet (the state is the
@@ -291,6 +299,7 @@ impl<R: Reducer> Replica<R> {
         action: R::Action,
         seen: Offset,
         time_ms: u64,
+        read_meta: bool,
     ) -> LocalId {
         let local_id = self.next_local;
         self.next_local += 1;
@@ -304,6 +313,7 @@ impl<R: Reducer> Replica<R> {
             acked: None,
             seen,
             time_ms,
+            read_meta,
         });
         local_id
     }
@@ -376,6 +386,8 @@ impl<R: Reducer> Replica<R> {
                 acked: None,
                 seen,
                 time_ms,
+                // Set by the recompute below.
+                read_meta: true,
             },
         );
         self.recompute();
@@ -416,13 +428,15 @@ impl<R: Reducer> Replica<R> {
         // order, none of them discarded. Then the optimistic state already
         // holds them and stays the same value (and the same object, for
         // callers that compare identity). A discarded one the server took
-        // anyway is not in the optimistic state: it must be recomputed.
+        // anyway is not in the optimistic state, and one whose fold read
+        // its (local) meta is folded with the server's: both are recomputed.
         let own_prefix = events.len() <= self.pending.len()
             && events.iter().zip(&self.pending).all(|(e, p)| {
                 e.client_id == self.client_id
                     && p.seq == Some(e.seq)
                     && p.payload == e.payload
                     && !p.discarded
+                    && !p.read_meta
             });
         for e in events {
             match self.reducer.decode(&e.payload).and_then(|a| {
@@ -556,6 +570,7 @@ impl<R: Reducer> Replica<R> {
                 acked: None,
                 seen: e.seen,
                 time_ms: e.time_ms,
+                read_meta: true,
             });
         }
         self.pending.extend(waiting);
@@ -580,16 +595,19 @@ impl<R: Reducer> Replica<R> {
     fn recompute(&mut self) {
         let mut state = self.confirmed.clone();
         let subject = self.subject.as_deref();
-        for p in self.pending.iter().filter(|p| !p.discarded) {
+        for p in self.pending.iter_mut().filter(|p| !p.discarded) {
             // A pending intent the reducer now refuses contributes nothing;
             // the server's order decides its fate.
             let meta = Self::pending_meta(self.client_id, subject, p);
-            if let Some(Ok(next)) = p
+            if let Some(result) = p
                 .action
                 .as_ref()
                 .map(|a| self.reducer.reduce_meta(&state, a, &meta))
             {
-                state = next;
+                p.read_meta = self.reducer.read_meta();
+                if let Ok(next) = result {
+                    state = next;
+                }
             }
         }
         self.state = state;
@@ -672,7 +690,7 @@ mod tests {
         let a = r.dispatch_folded(
             b"a".to_vec(),
             "a".into(),
-            Some(vec!["a".into()]),
+            Some((vec!["a".into()], false)),
             crate::types::Offset::ZERO,
             0,
         );
@@ -829,6 +847,9 @@ mod tests {
             ));
             Ok(next)
         }
+        fn read_meta(&self) -> bool {
+            true
+        }
     }
 
     #[test]
@@ -857,7 +878,12 @@ mod tests {
         let mut mine = ev(2, me, 1, "x");
         mine.subject = Some("ann".into());
         mine.time_ms = 9;
-        r.apply_events(&[mine]).unwrap();
+        let applied = r.apply_events(&[mine]).unwrap();
+        assert!(
+            applied.state_changed,
+            "its own intent, folded with local meta, is folded again with the server's"
+        );
+        assert_eq!(r.state()[1], r.confirmed_state()[1]);
         assert_eq!(
             r.confirmed_state()[1],
             "Some(2) 1 Some(\"ann\") Some(1) 9 0",

@@ -71,6 +71,9 @@ impl Reducer for ChainReducer {
             hash: next.hash ^ meta.seen.0.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         })
     }
+    fn read_meta(&self) -> bool {
+        true
+    }
 }
 
 fn fold(log: &[Event]) -> ChainState {

@@ -514,6 +514,8 @@ pub struct Folded<R: StoreReducer> {
     pub state: R::State,
     /// The confirmed offset the caller folded it with (`meta.seen`).
     pub seen: Offset,
+    /// Whether the caller's fold read the meta.
+    pub read_meta: bool,
     /// The time the caller folded it with (`meta.time`).
     pub time_ms: u64,
 }
@@ -756,7 +758,7 @@ impl<R: StoreReducer> Store<R> {
             let replica = client.replica_mut();
             let refold = !based_on(replica.state());
             for f in items {
-                let next = (!refold).then_some(f.state);
+                let next = (!refold).then_some((f.state, f.read_meta));
                 let local =
                     replica.dispatch_folded(f.payload.clone(), f.action, next, f.seen, f.time_ms);
                 outbox.dispatched(local, f.payload, f.seen, f.time_ms);

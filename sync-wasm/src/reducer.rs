@@ -8,11 +8,26 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 
 #[wasm_bindgen(inline_js = r#"
+let read = false;
 export function meta(offset, clientId, subject, seq, time, seen) {
-  return { offset: offset ?? null, clientId, subject: subject ?? null, seq: seq ?? null, time, seen };
-}"#)]
+  if (offset !== undefined) return { offset, clientId, subject: subject ?? null, seq, time, seen };
+  // Pending: whether the reducer reads it decides whether its confirmation
+  // folds it again (with the server's values).
+  read = false;
+  subject = subject ?? null;
+  return {
+    get offset() { read = true; return null; },
+    get clientId() { read = true; return clientId; },
+    get subject() { read = true; return subject; },
+    get seq() { read = true; return null; },
+    get time() { read = true; return time; },
+    get seen() { read = true; return seen; },
+  };
+}
+export function metaRead() { return read; }"#)]
 extern "C" {
-    /// The `meta` object a JS reducer receives (one crossing).
+    /// The `meta` object a JS reducer receives (one crossing); a pending
+    /// intent's (no offset) notes whether it is read.
     fn meta(
         offset: Option<f64>,
         client_id: &str,
@@ -21,6 +36,9 @@ extern "C" {
         time: f64,
         seen: f64,
     ) -> JsValue;
+    /// Whether the last pending `meta` was read.
+    #[wasm_bindgen(js_name = metaRead)]
+    fn meta_read() -> bool;
 }
 
 use crate::error::{describe_js, WasmError};
@@ -42,6 +60,8 @@ pub struct JsReducer {
     /// The last client id met and its hex text (events come in runs of
     /// one client's).
     client: std::cell::RefCell<Option<(sync_core::ClientId, std::rc::Rc<str>)>>,
+    /// Whether the last pending fold read its meta.
+    read: std::cell::Cell<bool>,
 }
 
 impl JsReducer {
@@ -51,6 +71,7 @@ impl JsReducer {
             Ok(func) => Ok(JsReducer {
                 func,
                 client: Default::default(),
+                read: Default::default(),
             }),
             Err(_) => Err(WasmError::InvalidRequest(
                 "expected the reducer to be a function (state, action) => state".into(),
@@ -113,6 +134,7 @@ impl Reducer for JsReducer {
         action: &JsValue,
         m: &Meta<'_>,
     ) -> Result<JsValue, ReduceError> {
+        let pending = m.offset.is_none();
         let client = self.client_hex(m);
         let m = meta(
             m.offset.map(|o| o.0 as f64),
@@ -122,7 +144,13 @@ impl Reducer for JsReducer {
             m.time_ms as f64,
             m.seen.0 as f64,
         );
-        self.call(state, action, &m)
+        let next = self.call(state, action, &m);
+        self.read.set(pending && meta_read());
+        next
+    }
+
+    fn read_meta(&self) -> bool {
+        self.read.get()
     }
 
     fn decode_state(&self, json: &[u8]) -> Result<JsValue, ReduceError> {

@@ -156,10 +156,11 @@ impl WasmStore {
     /// Records dispatches the caller already folded (the `logsync` package
     /// runs the reducer in JS, tells its subscribers, and hands its
     /// dispatches over once per microtask): `batch` is flat
-    /// `[json, action, stateAfter, time, seen, json, …]`, where `json` is
-    /// `JSON.stringify` of the action, `action` is `JSON.parse` of `json`,
-    /// `time` and `seen` are the `meta.time` and `meta.seen` it was folded
-    /// with, and the first `stateAfter` was computed from `base`. When
+    /// `[json, action, stateAfter, time, seen, read, json, …]`, where
+    /// `json` is `JSON.stringify` of the action, `action` is `JSON.parse`
+    /// of `json`, `time` and `seen` are the `meta.time` and `meta.seen` it
+    /// was folded with, `read` whether the reducer read its meta, and the
+    /// first `stateAfter` was computed from `base`. When
     /// the store's state is no longer `base`, the actions are folded again
     /// onto the current state and subscribers notified; returns whether
     /// that happened. Each JSON text is to be within `maxActionBytes()`
@@ -167,13 +168,13 @@ impl WasmStore {
     #[wasm_bindgen(js_name = dispatchFolded)]
     pub fn dispatch_folded(&self, base: JsValue, batch: Array) -> Result<bool, JsValue> {
         let len = batch.length();
-        if len % 5 != 0 {
+        if len % 6 != 0 {
             return Err(bad(
-                "dispatchFolded expects [json, action, state, time, seen] groups".into(),
+                "dispatchFolded expects [json, action, state, time, seen, read] groups".into(),
             )
             .into());
         }
-        let mut items = Vec::with_capacity((len / 5) as usize);
+        let mut items = Vec::with_capacity((len / 6) as usize);
         let mut i = 0;
         while i < len {
             let text = batch
@@ -191,8 +192,9 @@ impl WasmStore {
                 state: batch.get(i + 2),
                 time_ms,
                 seen: Offset(seen),
+                read_meta: batch.get(i + 5) != JsValue::FALSE,
             });
-            i += 5;
+            i += 6;
         }
         Ok(self.store.dispatch_folded(items, |state| *state == base)?)
     }

@@ -377,7 +377,7 @@ impl<R: Reducer> SyncClient<R> {
             })
             .filter(|(s, _, _, _)| s.get() > self.sent_through)
             .collect();
-        ready.sort_unstable_by_key(|(s, _, _, _)| *s);
+        crate::types::sort_by_seq(&mut ready, |(s, _, _, _)| *s);
         for (seq, payload, discarded, seen) in ready {
             let size = payload.len() + PER_INTENT_OVERHEAD;
             if discarded {

@@ -30,5 +30,6 @@ pub use protocol::{
 pub use reducer::{Meta, ReduceError, Reducer};
 pub use replica::{Applied, LocalId, Pending, Replica};
 pub use types::{
-    ClientId, Epoch, Event, Offset, Seq, StreamName, MAX_STREAM_NAME_LEN, MAX_SUBJECT_LEN,
+    sort_by_seq, ClientId, Epoch, Event, Offset, Seq, StreamName, MAX_STREAM_NAME_LEN,
+    MAX_SUBJECT_LEN,
 };

@@ -41,7 +41,7 @@ use crate::types::{Epoch, Event, Offset, Seq};
 /// numbered from seq 1, each with `seen` 0 (the offsets its user had seen
 /// belong to the old log; in the new one, nothing was seen yet).
 pub fn renumber(mut entries: Vec<OutboxEntry>) -> Vec<OutboxEntry> {
-    entries.sort_unstable_by_key(|e| e.seq);
+    crate::types::sort_by_seq(&mut entries, |e| e.seq);
     let mut next = Seq::FIRST;
     for e in &mut entries {
         e.seen = Offset::ZERO;

@@ -361,6 +361,46 @@ mod tests {
         // Multi-byte characters must not panic the parser.
         assert!(ClientId::from_hex(&"é".repeat(16)).is_err());
     }
+    #[test]
+    fn sort_by_seq_sorts_stably() {
+        let s = |n: u64| Seq::new(n).unwrap();
+        let mut v = vec![
+            (s(3), 'a'),
+            (s(1), 'b'),
+            (s(3), 'c'),
+            (s(2), 'd'),
+            (s(1), 'e'),
+        ];
+        sort_by_seq(&mut v, |(q, _)| *q);
+        assert_eq!(
+            v,
+            vec![
+                (s(1), 'b'),
+                (s(1), 'e'),
+                (s(2), 'd'),
+                (s(3), 'a'),
+                (s(3), 'c')
+            ]
+        );
+        let mut rev: Vec<Seq> = (1..=200).rev().map(s).collect();
+        sort_by_seq(&mut rev, |q| *q);
+        assert!(rev.windows(2).all(|w| w[0] < w[1]));
+        sort_by_seq(&mut Vec::<Seq>::new(), |q| *q);
+    }
+}
+
+/// Sorts `items` by seq, stably. An insertion sort: the lists sorted here
+/// (outbox entries, pending intents) come almost always in seq order
+/// already, where it is linear; and it costs the browser module a few
+/// dozen bytes where the standard library's sorts cost kilobytes.
+pub fn sort_by_seq<T>(items: &mut [T], seq: impl Fn(&T) -> Seq) {
+    for i in 1..items.len() {
+        let mut j = i;
+        while j > 0 && seq(&items[j - 1]) > seq(&items[j]) {
+            items.swap(j - 1, j);
+            j -= 1;
+        }
+    }
 }
 
 /// One stored outbox entry: an intent with its seq, written by any tab of

@@ -730,6 +730,6 @@ fn read_outbox(raw: &JsValue, stream: &str, problems: &mut Vec<WasmError>) -> Ve
             }),
         }
     }
-    out.sort_unstable_by_key(|e| e.seq);
+    sync_core::sort_by_seq(&mut out, |e| e.seq);
     out
 }

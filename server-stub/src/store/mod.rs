@@ -774,10 +774,16 @@ pub(crate) mod conformance {
             subject: Some(subject.into()),
             ..request(&s, client, intents)
         };
-        let o = store.append(by("ann", 1, vec![vote(1, 0)])).await.expect("append");
+        let o = store
+            .append(by("ann", 1, vec![vote(1, 0)]))
+            .await
+            .expect("append");
         assert_eq!(o, vec![appended(1, 1, false)]);
         // Another client of ann's: one vote per subject, not per client.
-        let o = store.append(by("ann", 2, vec![vote(1, 1)])).await.expect("append");
+        let o = store
+            .append(by("ann", 2, vec![vote(1, 1)]))
+            .await
+            .expect("append");
         assert!(
             matches!(&o[..], [Outcome::Rejected { message, .. }] if message == "ALREADY_VOTED: ann has voted"),
             "{o:?}"
@@ -802,13 +808,23 @@ pub(crate) mod conformance {
         );
         assert_eq!(o[3], appended(4, 4, false));
         // Unauthenticated: no subject.
-        let o = store.append(request(&s, 4, vec![vote(1, 4)])).await.expect("append");
+        let o = store
+            .append(request(&s, 4, vec![vote(1, 4)]))
+            .await
+            .expect("append");
         assert!(
             matches!(&o[..], [Outcome::Rejected { message, .. }] if message.starts_with("ANONYMOUS: ")),
             "{o:?}"
         );
         let page = store
-            .read(s.clone(), Offset::ZERO, ReadLimits { max_events: 100, max_bytes: 1 << 20 })
+            .read(
+                s.clone(),
+                Offset::ZERO,
+                ReadLimits {
+                    max_events: 100,
+                    max_bytes: 1 << 20,
+                },
+            )
             .await
             .expect("read");
         let meta: Vec<(Option<&str>, u64)> = page
@@ -816,7 +832,15 @@ pub(crate) mod conformance {
             .iter()
             .map(|e| (e.subject.as_deref(), e.seen.0))
             .collect();
-        assert_eq!(meta, [(Some("ann"), 0), (Some("bob"), 1), (Some("bob"), 2), (Some("bob"), 3)]);
+        assert_eq!(
+            meta,
+            [
+                (Some("ann"), 0),
+                (Some("bob"), 1),
+                (Some("bob"), 2),
+                (Some("bob"), 3)
+            ]
+        );
         let (offset, state) = store
             .state(s.clone())
             .await

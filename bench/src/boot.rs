@@ -132,6 +132,7 @@ async fn boot(url: &str, stream: &StreamName, head: u64, n: u32) -> Result<Boot,
         ClientMsg::Subscribe {
             stream: stream.clone(),
             after: Offset(0),
+            resume: None,
         },
     ] {
         ws.send(Message::Binary(msg.encode().into()))

@@ -405,6 +405,7 @@ async fn connect(url: &str, kind: Kind, i: usize, subscribe: bool) -> Result<Ws,
         msgs.push(ClientMsg::Subscribe {
             stream: stream_name(),
             after: Offset::ZERO,
+            resume: None,
         });
     }
     let expect = msgs.len();

@@ -184,6 +184,7 @@ async fn open_with(
             stream: StreamName::new(format!("idle/{}", i % streams.max(1)))
                 .map_err(|e| e.to_string())?,
             after: Offset(0),
+            resume: None,
         });
     }
     let expect = msgs.len();

@@ -262,6 +262,7 @@ async fn main() {
                 let sub = ClientMsg::Subscribe {
                     stream: stream.clone(),
                     after: Offset(seq),
+                    resume: None,
                 };
                 if ws
                     .send(Message::Binary(hello.encode().into()))

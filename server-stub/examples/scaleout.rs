@@ -283,6 +283,7 @@ async fn subscriber(
         &ClientMsg::Subscribe {
             stream,
             after: Offset(0),
+            resume: None,
         },
     )
     .await?;

@@ -526,6 +526,9 @@ pub struct Subscription {
     snapshots: bool,
     /// Snapshot frames still to send, in order.
     parts: std::collections::VecDeque<Bytes>,
+    /// Where the client's copy of a snapshot was cut (see
+    /// [`Subscription::resuming`]).
+    resume: Option<sync_core::SnapshotResume>,
     /// Most bytes of a frame.
     max_frame_bytes: usize,
 }
@@ -555,8 +558,18 @@ impl Subscription {
             metrics: hub.metrics.clone(),
             snapshots: false,
             parts: std::collections::VecDeque::new(),
+            resume: None,
             max_frame_bytes: hub.max_frame_bytes,
         }
+    }
+
+    /// The client holds the first `resume.at` bytes of a snapshot (its
+    /// connection was cut while receiving it): if the snapshot this
+    /// subscription sends is that one (same offset and hash), its parts
+    /// start at `resume.at`; otherwise from the start.
+    pub fn resuming(mut self, resume: Option<sync_core::SnapshotResume>) -> Self {
+        self.resume = resume;
+        self
     }
 
     /// A cursor below the events the store still keeps (compacted away)
@@ -690,7 +703,13 @@ impl Subscription {
             .max_frame_bytes
             .saturating_sub(sync_core::protocol::SNAPSHOT_FRAME_OVERHEAD)
             .max(1);
-        let mut at = 0usize;
+        let mut at = match self.resume.take() {
+            Some(r) if r.offset == offset && r.hash == hash && r.at < total => {
+                self.metrics.snapshots_resumed.fetch_add(1, Relaxed);
+                r.at as usize
+            }
+            _ => 0,
+        };
         loop {
             let end = (at + room).min(state.len());
             let msg = sync_core::ServerMsg::Snapshot {

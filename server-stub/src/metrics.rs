@@ -131,6 +131,9 @@ pub struct Metrics {
     pub catch_up_reads: AtomicU64,
     /// Snapshots sent to subscribers whose events were compacted away.
     pub snapshots_sent: AtomicU64,
+    /// Of those, snapshots continued from where a cut connection left
+    /// them (`Subscribe.resume`).
+    pub snapshots_resumed: AtomicU64,
     /// Events handed to subscribers (WebSocket and SSE), one per event
     /// and subscriber.
     pub events_delivered: AtomicU64,
@@ -286,6 +289,7 @@ impl Default for Metrics {
             fanout_coalesced_frames: AtomicU64::new(0),
             catch_up_reads: AtomicU64::new(0),
             snapshots_sent: AtomicU64::new(0),
+            snapshots_resumed: AtomicU64::new(0),
             events_delivered: AtomicU64::new(0),
             commit_batch_intents: Histogram::new(BATCH_BOUNDS),
             commit_seconds: Histogram::new(SECONDS_BOUNDS),
@@ -450,6 +454,11 @@ impl Metrics {
                 "logsync_snapshots_sent",
                 "Snapshots sent to subscribers whose events were compacted away.",
                 self.snapshots_sent.load(Relaxed),
+            ),
+            Counter(
+                "logsync_snapshots_resumed",
+                "Snapshots sent from where a cut connection left them.",
+                self.snapshots_resumed.load(Relaxed),
             ),
             Counter(
                 "logsync_events_delivered",

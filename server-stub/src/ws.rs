@@ -475,9 +475,13 @@ impl Conn {
             (Some(id), msg) => (*id, msg),
         };
         match msg {
-            ClientMsg::Subscribe { stream, after } => {
+            ClientMsg::Subscribe {
+                stream,
+                after,
+                resume,
+            } => {
                 access::check_read(&self.principal, &stream)?;
-                self.subscribe(stream, after)
+                self.subscribe(stream, after, resume)
             }
             ClientMsg::Unsubscribe { stream } => {
                 if let Some(sub) = self.subs.remove(&stream) {
@@ -754,7 +758,12 @@ impl Conn {
         }
     }
 
-    fn subscribe(&mut self, stream: StreamName, after: Offset) -> Result<(), Fatal> {
+    fn subscribe(
+        &mut self,
+        stream: StreamName,
+        after: Offset,
+        resume: Option<sync_core::SnapshotResume>,
+    ) -> Result<(), Fatal> {
         match self.subs.remove(&stream) {
             // A second Subscribe replaces the first; frames of the old one
             // still queued are dropped.
@@ -778,7 +787,8 @@ impl Conn {
             after,
             state.config.catch_up_events,
         )
-        .with_snapshots();
+        .with_snapshots()
+        .resuming(resume);
         let stale = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(
             subscription_loop(

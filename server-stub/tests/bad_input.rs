@@ -278,6 +278,7 @@ async fn too_many_subscriptions() {
         bin(&ClientMsg::Subscribe {
             stream: stream(name),
             after: sync_core::Offset(0),
+            resume: None,
         }
         .encode())
     };

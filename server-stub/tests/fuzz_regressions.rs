@@ -110,6 +110,7 @@ async fn the_harness_sees_permissions_and_answers() {
         ClientMsg::Subscribe {
             stream: stream(s),
             after: Offset(0),
+            resume: None,
         }
         .encode()
     };

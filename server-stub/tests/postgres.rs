@@ -328,6 +328,7 @@ async fn follower(urls: Vec<String>, client: u8, name: &'static str, until: u64)
             &ClientMsg::Subscribe {
                 stream: stream(name),
                 after,
+                resume: None,
             },
         )
         .await
@@ -1002,6 +1003,7 @@ async fn a_new_client_of_a_compacted_stream_starts_from_its_snapshot_on_any_node
             &ClientMsg::Subscribe {
                 stream: stream(name),
                 after: Offset(0),
+                resume: None,
             },
         )
         .await

@@ -380,6 +380,7 @@ async fn stalled_subscriber_neither_slows_others_nor_grows_memory() {
         ClientMsg::Subscribe {
             stream: stream("big"),
             after: Offset(0),
+            resume: None,
         },
     ] {
         stalled

@@ -814,11 +814,36 @@ async fn a_new_client_of_a_compacted_stream_starts_from_its_snapshot() {
         .unwrap();
     assert_eq!(sse.status().as_u16(), 410);
 
-    // A new device subscribes from nothing.
+    // A new device subscribes from nothing; its connection is cut after
+    // the first part of the snapshot, and the next one asks to go on
+    // from there: the server continues at that byte.
+    let (mut cut, _) = Client::hello(&p.ws(), client_id(2)).await;
+    cut.subscribe(stream, 0).await;
+    let (first_offset, first_hash, first) = match cut.recv().await {
+        ServerMsg::Snapshot {
+            offset,
+            hash,
+            at: 0,
+            part,
+            ..
+        } => (offset, hash, part),
+        other => panic!("expected the snapshot's first part, got {other:?}"),
+    };
+    drop(cut);
     let (mut fresh, _) = Client::hello(&p.ws(), client_id(2)).await;
-    fresh.subscribe(stream, 0).await;
-    let mut text = Vec::new();
-    let mut parts = 0;
+    fresh
+        .send(&sync_core::ClientMsg::Subscribe {
+            stream: sync_core::StreamName::new(stream).unwrap(),
+            after: sync_core::Offset(0),
+            resume: Some(sync_core::SnapshotResume {
+                offset: first_offset,
+                hash: first_hash,
+                at: first.len() as u64,
+            }),
+        })
+        .await;
+    let mut text = first;
+    let mut parts = 1;
     let (at_offset, hash) = loop {
         match fresh.recv().await {
             ServerMsg::Snapshot {
@@ -884,6 +909,23 @@ async fn a_new_client_of_a_compacted_stream_starts_from_its_snapshot() {
         .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
         .unwrap();
     assert!(rows <= 250, "{rows} events kept");
+    let metrics = http()
+        .get(p.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("logsync_snapshots_resumed_total 1"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("snapshots"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     p.stop().await;
 }
 

@@ -232,7 +232,8 @@ impl<R: Reducer> SyncClient<R> {
         self.phase = Phase::Offline;
         self.resetting = None;
         self.sent_through = 0;
-        self.incoming = None;
+        // A snapshot cut short is kept: the next connection asks the
+        // server to go on from where it stopped (`Subscribe.resume`).
     }
 
     /// Adds an outbox entry read from storage (see [`Replica::adopt`]).
@@ -318,9 +319,19 @@ impl<R: Reducer> SyncClient<R> {
     fn ready(&mut self, out: &mut Vec<Effect>) {
         self.phase = Phase::Ready;
         self.sent_through = 0;
+        let resume = self
+            .incoming
+            .as_ref()
+            .filter(|i| i.offset > self.replica.offset() && !i.bytes.is_empty())
+            .map(|i| crate::protocol::SnapshotResume {
+                offset: i.offset,
+                hash: i.hash,
+                at: i.bytes.len() as u64,
+            });
         out.push(Effect::Send(ClientMsg::Subscribe {
             stream: self.replica.stream().clone(),
             after: self.replica.offset(),
+            resume,
         }));
         out.extend(self.flush());
     }
@@ -335,6 +346,8 @@ impl<R: Reducer> SyncClient<R> {
     /// again.
     pub fn reset_to(&mut self, epoch: Epoch, outbox: Vec<OutboxEntry>) -> (Vec<Effect>, Vec<Seq>) {
         let rediscard = self.replica.reset_to(self.initial.clone(), outbox);
+        // A snapshot of the old log is no use in the new one.
+        self.incoming = None;
         self.checked = true;
         self.head = Offset::ZERO;
         self.epoch = Some(epoch.clone());
@@ -819,6 +832,59 @@ mod tests {
         })
         .unwrap();
         assert_eq!(*c.replica().state(), 44);
+    }
+
+    #[test]
+    fn a_snapshot_cut_by_a_reconnect_is_asked_for_from_where_it_stopped() {
+        let mut c = client(Some("e1"));
+        c.connected(None);
+        c.handle(welcome("e1", 1 << 20)).unwrap();
+        let whole = b"12345";
+        assert!(c.handle(part(50, whole, 0, 2)).unwrap().is_empty());
+        c.disconnected();
+        c.connected(None);
+        let fx = c.handle(welcome("e1", 1 << 20)).unwrap();
+        let resume = fx.iter().find_map(|e| match e {
+            Effect::Send(ClientMsg::Subscribe { resume, after, .. }) => Some((*after, *resume)),
+            _ => None,
+        });
+        assert_eq!(
+            resume,
+            Some((
+                Offset::ZERO,
+                Some(crate::protocol::SnapshotResume {
+                    offset: Offset(50),
+                    hash: crate::protocol::state_hash(whole),
+                    at: 2,
+                })
+            ))
+        );
+        // The server goes on from byte 2.
+        let fx = c.handle(part(50, whole, 2, 3)).unwrap();
+        assert!(fx.contains(&Effect::StateChanged), "{fx:?}");
+        assert_eq!(*c.replica().confirmed_state(), 12345);
+        // Nothing to resume once it is whole.
+        c.disconnected();
+        c.connected(None);
+        let fx = c.handle(welcome("e1", 1 << 20)).unwrap();
+        assert!(fx.iter().any(|e| matches!(
+            e,
+            Effect::Send(ClientMsg::Subscribe {
+                resume: None,
+                after: Offset(50),
+                ..
+            })
+        )));
+        // A server whose snapshot changed starts another one from byte 0.
+        c.disconnected();
+        c.connected(None);
+        c.handle(welcome("e1", 1 << 20)).unwrap();
+        assert!(c.handle(part(90, b"777", 0, 1)).unwrap().is_empty());
+        c.disconnected();
+        c.connected(None);
+        c.handle(welcome("e1", 1 << 20)).unwrap();
+        c.handle(part(95, b"888", 0, 3)).unwrap();
+        assert_eq!(*c.replica().confirmed_state(), 888);
     }
 
     #[test]

@@ -24,8 +24,8 @@ pub use decide::{
 pub use error::{CoreError, ErrorCode};
 pub use outbox::{Done, EventsWrite, Finished, NewIntent, Outbox, OutboxEntry, Work};
 pub use protocol::{
-    ClientMsg, PushIntent, ServerMsg, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,
-    PROTOCOL_VERSION,
+    ClientMsg, PushIntent, ServerMsg, SnapshotResume, DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_PAYLOAD_BYTES, PROTOCOL_VERSION,
 };
 pub use reducer::{Meta, ReduceError, Reducer};
 pub use replica::{Applied, LocalId, Pending, Replica};

@@ -119,6 +119,18 @@ pub struct PushIntent {
     pub seen: Offset,
 }
 
+/// How much of a server snapshot a client holds (see
+/// [`ClientMsg::Subscribe`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct SnapshotResume {
+    /// The snapshot's offset.
+    pub offset: Offset,
+    /// Its hash ([`state_hash`]).
+    pub hash: u64,
+    /// The bytes received, from the start.
+    pub at: u64,
+}
+
 /// Messages a client sends.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum ClientMsg {
@@ -139,6 +151,11 @@ pub enum ClientMsg {
         stream: StreamName,
         /// The last offset the client has.
         after: Offset,
+        /// The part of a snapshot the client received before its last
+        /// connection was cut: when the server's snapshot is still that
+        /// one (same offset and hash), its parts continue from `at`
+        /// instead of from the start.
+        resume: Option<SnapshotResume>,
     },
     /// Stop following a stream.
     Unsubscribe {

@@ -54,10 +54,20 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
                 token,
             }
         }),
-        (stream(), any::<u64>()).prop_map(|(stream, after)| ClientMsg::Subscribe {
-            stream,
-            after: Offset(after)
-        }),
+        (
+            stream(),
+            any::<u64>(),
+            proptest::option::of(any::<(u64, u64, u64)>())
+        )
+            .prop_map(|(stream, after, resume)| ClientMsg::Subscribe {
+                stream,
+                after: Offset(after),
+                resume: resume.map(|(offset, hash, at)| sync_core::SnapshotResume {
+                    offset: Offset(offset),
+                    hash,
+                    at,
+                }),
+            }),
         stream().prop_map(|stream| ClientMsg::Unsubscribe { stream }),
         (stream(), prop::collection::vec((seq(), bytes()), 0..8)).prop_map(|(stream, intents)| {
             ClientMsg::Push {

@@ -45,6 +45,19 @@ fn client_fixtures() -> Vec<(&'static str, ClientMsg)> {
             ClientMsg::Subscribe {
                 stream: stream(),
                 after: Offset(300),
+                resume: None,
+            },
+        ),
+        (
+            "client-subscribe-resume",
+            ClientMsg::Subscribe {
+                stream: stream(),
+                after: Offset(0),
+                resume: Some(sync_core::SnapshotResume {
+                    offset: Offset(1000),
+                    hash: 0xa3c1_0000_0000_0042,
+                    at: 8100,
+                }),
             },
         ),
         (

@@ -141,7 +141,7 @@ impl Server {
                     },
                 ));
             }
-            ClientMsg::Subscribe { stream, after } => {
+            ClientMsg::Subscribe { stream, after, .. } => {
                 assert_eq!(stream, self.stream);
                 let from = after.0.min(head.0) as usize;
                 let mut chunks = self.log[from..].chunks(BATCH).peekable();

@@ -226,6 +226,7 @@ impl Client {
         self.send(&ClientMsg::Subscribe {
             stream: stream(stream_name),
             after: Offset(after),
+            resume: None,
         })
         .await;
     }

@@ -267,6 +267,7 @@ pub async fn read_log(
                 ws.send(send(ClientMsg::Subscribe {
                     stream: stream.clone(),
                     after: Offset::ZERO,
+                    resume: None,
                 }))
                 .await
                 .map_err(|e| e.to_string())?;

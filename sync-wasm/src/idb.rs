@@ -33,8 +33,40 @@ export function idbDone(tx) {
     tx.onabort = () => reject(tx.error || new DOMException('the transaction was aborted', 'AbortError'));
   });
 }
+// The reducer's meta (reducer.rs), here to keep the module's JS in few files.
+let read = false;
+export function meta(offset, clientId, subject, seq, time, seen) {
+  if (offset !== undefined) return { offset, clientId, subject: subject ?? null, seq, time, seen };
+  // Pending: whether the reducer reads it decides whether its confirmation
+  // folds it again (with the server's values).
+  read = false;
+  subject = subject ?? null;
+  return {
+    get offset() { read = true; return null; },
+    get clientId() { read = true; return clientId; },
+    get subject() { read = true; return subject; },
+    get seq() { read = true; return null; },
+    get time() { read = true; return time; },
+    get seen() { read = true; return seen; },
+  };
+}
+export function metaRead() { return read; }
 "#)]
 extern "C" {
+    /// The `meta` object a JS reducer receives (one crossing); a pending
+    /// intent's (no offset) notes whether it is read.
+    pub(crate) fn meta(
+        offset: Option<f64>,
+        client_id: &str,
+        subject: Option<&str>,
+        seq: Option<f64>,
+        time: f64,
+        seen: f64,
+    ) -> JsValue;
+    /// Whether the last pending `meta` was read.
+    #[wasm_bindgen(js_name = metaRead)]
+    pub(crate) fn meta_read() -> bool;
+
     #[wasm_bindgen(js_name = idbRequest)]
     fn idb_request(r: &IdbRequest) -> Promise;
     #[wasm_bindgen(js_name = idbDone)]

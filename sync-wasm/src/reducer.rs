@@ -4,44 +4,10 @@
 
 use js_sys::Function;
 use sync_core::{Meta, ReduceError, Reducer};
-use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 
-#[wasm_bindgen(inline_js = r#"
-let read = false;
-export function meta(offset, clientId, subject, seq, time, seen) {
-  if (offset !== undefined) return { offset, clientId, subject: subject ?? null, seq, time, seen };
-  // Pending: whether the reducer reads it decides whether its confirmation
-  // folds it again (with the server's values).
-  read = false;
-  subject = subject ?? null;
-  return {
-    get offset() { read = true; return null; },
-    get clientId() { read = true; return clientId; },
-    get subject() { read = true; return subject; },
-    get seq() { read = true; return null; },
-    get time() { read = true; return time; },
-    get seen() { read = true; return seen; },
-  };
-}
-export function metaRead() { return read; }"#)]
-extern "C" {
-    /// The `meta` object a JS reducer receives (one crossing); a pending
-    /// intent's (no offset) notes whether it is read.
-    fn meta(
-        offset: Option<f64>,
-        client_id: &str,
-        subject: Option<&str>,
-        seq: Option<f64>,
-        time: f64,
-        seen: f64,
-    ) -> JsValue;
-    /// Whether the last pending `meta` was read.
-    #[wasm_bindgen(js_name = metaRead)]
-    fn meta_read() -> bool;
-}
-
 use crate::error::{describe_js, WasmError};
+use crate::idb::{meta, meta_read};
 
 /// A [`Reducer`] whose state a browser store can snapshot into IndexedDB.
 pub trait StoreReducer: Reducer + 'static {

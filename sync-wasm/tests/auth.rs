@@ -19,6 +19,17 @@ use common::*;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_test::*;
 
+#[wasm_bindgen(inline_js = r#"
+export async function getWithToken(url, token) {
+  const r = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+  return `${r.status} ${await r.text()}`;
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = getWithToken)]
+    async fn get_with_token(url: &str, token: &str) -> JsValue;
+}
+
 wasm_bindgen_test_configure!(run_in_browser);
 
 const T: f64 = 20_000.0;
@@ -180,6 +191,93 @@ async fn a_readers_refused_write_is_rolled_back_and_it_keeps_reading() {
 
     close(&host).await;
     close(&view).await;
+    server_stop().await;
+    server_start().await;
+}
+
+/// The reducer's meta in the browser, against a server folding the same
+/// reducer with authentication on: a pending action is folded with this
+/// device's values (subject from the store's option, no offset or seq);
+/// once confirmed, with the server's (its verified subject, offset, seq and
+/// time), so the store's state equals the server's `/state`, also after a
+/// reopen from IndexedDB.
+#[wasm_bindgen_test]
+async fn meta_of_pending_and_confirmed_actions_matches_the_server() {
+    server_ws_url().await;
+    server_stop().await;
+    let module = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/meta_list.js");
+    let url = server_start_with(&format!(
+        r#"{{"args":["--reducer","metalist/*={module}"],"env":{{"LOGSYNC_JWT_SECRET":{SECRET:?}}}}}"#
+    ))
+    .await;
+    let stream = unique("metalist/s");
+    let token = mint_token(SECRET, &claims("alice", "metalist/*", "metalist/*")).await;
+    let db = unique("db");
+    let extra = format!(r#"{},"subject":"alice""#, with_token(&token));
+    let store = open_with(options(&url, &stream, &db, &extra), meta_list_reducer()).await;
+    let before = js_sys::Date::now();
+    add(&store, "a1");
+    let state = call(&store, "getState", &[]).unwrap();
+    let pending = js_sys::Array::from(&get(&state, "items")).get(0);
+    assert_eq!(
+        get(&pending, "offset"),
+        JsValue::NULL,
+        "no offset while pending"
+    );
+    assert_eq!(get(&pending, "seq"), JsValue::NULL);
+    assert_eq!(
+        get(&pending, "subject").as_string().as_deref(),
+        Some("alice")
+    );
+    assert_eq!(get(&pending, "seen").as_f64(), Some(0.0));
+    let time = get(&pending, "time").as_f64().unwrap();
+    assert!(
+        time >= before.floor() && time <= js_sys::Date::now(),
+        "{time}"
+    );
+    assert_eq!(
+        get(&pending, "clientId").as_string(),
+        status(&store, "clientId").as_string()
+    );
+    synced(&store, 20_000).await;
+    add(&store, "a2");
+    synced(&store, 20_000).await;
+
+    let base = url.replacen("ws://", "http://", 1).replace("/v1/ws", "");
+    let enc = String::from(js_sys::encode_uri_component(&stream));
+    let server = || async {
+        let text = get_with_token(&format!("{base}/v1/streams/{enc}/state"), &token)
+            .await
+            .as_string()
+            .unwrap();
+        let body = text
+            .strip_prefix("200 ")
+            .unwrap_or_else(|| panic!("{text}"));
+        stringify(&get(&js_sys::JSON::parse(body).unwrap(), "state"))
+    };
+    let want = server().await;
+    wait_for(T, "the store's state is the server's", || {
+        stringify(&call(&store, "getState", &[]).unwrap()) == want
+    })
+    .await;
+    let confirmed = js_sys::Array::from(&get(&call(&store, "getState", &[]).unwrap(), "items"));
+    assert_eq!(get(&confirmed.get(0), "offset").as_f64(), Some(1.0));
+    assert_eq!(get(&confirmed.get(1), "seq").as_f64(), Some(2.0));
+    assert_eq!(
+        get(&confirmed.get(1), "seen").as_f64(),
+        Some(1.0),
+        "a2 was dispatched having seen a1"
+    );
+    close(&store).await;
+
+    // Reopened (offline) from IndexedDB: the stored events keep their meta.
+    let again = open_with(
+        options(&url, &stream, &db, &format!(r#"{extra},"connect":false"#)),
+        meta_list_reducer(),
+    )
+    .await;
+    assert_eq!(stringify(&call(&again, "getState", &[]).unwrap()), want);
+    close(&again).await;
     server_stop().await;
     server_start().await;
 }

@@ -275,6 +275,23 @@ pub fn list_reducer() -> Function {
     )
 }
 
+/// The reducer of `tests/fixtures/meta_list.js`: each added id with the
+/// meta it was folded with.
+pub fn meta_list_reducer() -> Function {
+    make_fn(
+        "state, action, meta",
+        "if (action.type !== 'add') return state;
+         return { items: [...state.items, { id: action.id, ...meta }] };",
+    )
+}
+
+/// `openStore(options, reducer, {items: []})`.
+pub async fn open_with(options: JsValue, reducer: Function) -> JsValue {
+    sync_wasm::open_store(options, reducer.into(), empty_list())
+        .await
+        .unwrap_or_else(|e| panic!("openStore failed: {}", describe(&e)))
+}
+
 /// `{items: []}`.
 pub fn empty_list() -> JsValue {
     js_sys::JSON::parse(r#"{"items":[]}"#).expect("json")

@@ -242,10 +242,11 @@ const textEncoder = new TextEncoder();
 /**
  * A stored event exactly as the store writes it: postcard `Event`
  * (offset varint, client id 16 bytes, seq varint, time_ms varint, payload
- * length varint + bytes). `checkFormat` proves it against records the
+ * length varint + bytes, subject option (0 = none, else 1, length varint
+ * and UTF-8), seen varint). `checkFormat` proves it against records the
  * store itself wrote.
  */
-function encodeEvent({ offset, clientId, seq, timeMs, payload }) {
+function encodeEvent({ offset, clientId, seq, timeMs, payload, subject = null, seen = 0 }) {
   const out = [];
   varint(out, offset);
   for (const b of clientId) out.push(b);
@@ -253,10 +254,21 @@ function encodeEvent({ offset, clientId, seq, timeMs, payload }) {
   varint(out, timeMs);
   const bytes = typeof payload === 'string' ? textEncoder.encode(payload) : payload;
   varint(out, bytes.length);
+  const tail = [];
+  if (subject === null) {
+    tail.push(0);
+  } else {
+    const s = textEncoder.encode(subject);
+    tail.push(1);
+    varint(tail, s.length);
+    for (const b of s) tail.push(b);
+  }
+  varint(tail, seen);
   const head = Uint8Array.from(out);
-  const rec = new Uint8Array(head.length + bytes.length);
+  const rec = new Uint8Array(head.length + bytes.length + tail.length);
   rec.set(head);
   rec.set(bytes, head.length);
+  rec.set(tail, head.length + bytes.length);
   return rec;
 }
 
@@ -279,7 +291,18 @@ function decodeEvent(bytes) {
   [seq, at] = readVarint(bytes, at);
   [timeMs, at] = readVarint(bytes, at);
   [len, at] = readVarint(bytes, at);
-  return { offset, clientId, seq, timeMs, payload: bytes.slice(at, at + len), end: at + len };
+  const payload = bytes.slice(at, at + len);
+  at += len;
+  let subject = null;
+  if (bytes[at++] === 1) {
+    let n;
+    [n, at] = readVarint(bytes, at);
+    subject = new TextDecoder().decode(bytes.slice(at, at + n));
+    at += n;
+  }
+  let seen;
+  [seen, at] = readVarint(bytes, at);
+  return { offset, clientId, seq, timeMs, payload, subject, seen, end: at };
 }
 
 function idbOpen(name) {

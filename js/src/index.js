@@ -103,18 +103,30 @@ function pendingMeta(clientId, subject, seen) {
 }
 
 // The same, noting in `metaRead` whether the reducer reads it: if it does,
-// the action's confirmation folds it again with the server's values.
+// the action's confirmation folds it again with the server's values. One
+// object, its values set per call: a new one per dispatch (six getters)
+// cost about 1.3 µs, more than the rest of a dispatch. It is valid during
+// the reducer's call; `{ ...meta }` or its fields keep what it said.
 let metaRead = false;
+let mClient = null;
+let mSubject = null;
+let mTime = 0;
+let mSeen = 0;
+const WATCHED = Object.freeze({
+  get offset() { metaRead = true; return null; },
+  get clientId() { metaRead = true; return mClient; },
+  get subject() { metaRead = true; return mSubject; },
+  get seq() { metaRead = true; return null; },
+  get time() { metaRead = true; return mTime; },
+  get seen() { metaRead = true; return mSeen; },
+});
 function watchedMeta(clientId, subject, time, seen) {
   metaRead = false;
-  return {
-    get offset() { metaRead = true; return null; },
-    get clientId() { metaRead = true; return clientId; },
-    get subject() { metaRead = true; return subject; },
-    get seq() { metaRead = true; return null; },
-    get time() { metaRead = true; return time; },
-    get seen() { metaRead = true; return seen; },
-  };
+  mClient = clientId;
+  mSubject = subject;
+  mTime = time;
+  mSeen = seen;
+  return WATCHED;
 }
 
 // The `sub` claim of a JWT, read without checking the signature (the

@@ -38,18 +38,24 @@ let read = false;
 export function meta(offset, clientId, subject, seq, time, seen) {
   if (offset !== undefined) return { offset, clientId, subject: subject ?? null, seq, time, seen };
   // Pending: whether the reducer reads it decides whether its confirmation
-  // folds it again (with the server's values).
+  // folds it again (with the server's values). One object, its values set
+  // per call (valid during the reducer's call), as in the package.
   read = false;
-  subject = subject ?? null;
-  return {
-    get offset() { read = true; return null; },
-    get clientId() { read = true; return clientId; },
-    get subject() { read = true; return subject; },
-    get seq() { read = true; return null; },
-    get time() { read = true; return time; },
-    get seen() { read = true; return seen; },
-  };
+  pending.clientId = clientId;
+  pending.subject = subject ?? null;
+  pending.time = time;
+  pending.seen = seen;
+  return watched;
 }
+const pending = { clientId: null, subject: null, time: 0, seen: 0 };
+const watched = Object.freeze({
+  get offset() { read = true; return null; },
+  get clientId() { read = true; return pending.clientId; },
+  get subject() { read = true; return pending.subject; },
+  get seq() { read = true; return null; },
+  get time() { read = true; return pending.time; },
+  get seen() { read = true; return pending.seen; },
+});
 export function metaRead() { return read; }
 "#)]
 extern "C" {

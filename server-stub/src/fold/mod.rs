@@ -26,6 +26,18 @@ use sync_core::{ErrorCode, Event, Meta, Offset, StreamName};
 use crate::auth::Pattern;
 use crate::metrics::Metrics;
 
+/// The meta of a test fold (a confirmed event's), for the reducers' unit
+/// tests.
+#[cfg(test)]
+pub(crate) const TEST_META: Meta<'static> = Meta {
+    offset: Some(Offset(1)),
+    client_id: sync_core::ClientId([0; 16]),
+    subject: None,
+    seq: None,
+    time_ms: 0,
+    seen: Offset(0),
+};
+
 /// How many streams' states a store's writer keeps by default
 /// (`--reducer-max-streams`).
 pub const DEFAULT_MAX_STATES: usize = 10_000;

@@ -123,15 +123,7 @@ mod tests {
 
     use super::*;
 
-    /// The meta of a test fold (a confirmed event's).
-    const META: Meta<'static> = Meta {
-        offset: Some(sync_core::Offset(1)),
-        client_id: sync_core::ClientId([0; 16]),
-        subject: None,
-        seq: None,
-        time_ms: 0,
-        seen: sync_core::Offset(0),
-    };
+    use crate::fold::TEST_META as META;
 
     /// Seats: `"12A"` books seat 12A; a taken seat is refused.
     struct Seats;

@@ -296,14 +296,12 @@ fn http_header_name(k: &str) -> tokio_tungstenite::tungstenite::http::HeaderName
 /// The value of one metric line of `GET /metrics` (`name` with its labels,
 /// e.g. `logsync_limit_trips_total{limit="intent_rate"}`), 0 when absent.
 pub async fn metric(server: &TestServer, name: &str) -> f64 {
-    let text = http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    metric_at(&server.url("/metrics"), name).await
+}
+
+/// [`metric`] of the `GET /metrics` at `url`.
+pub async fn metric_at(url: &str, name: &str) -> f64 {
+    let text = http().get(url).send().await.unwrap().text().await.unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
         .map(|v| v.trim().parse().unwrap())

@@ -31,8 +31,11 @@ use sync_core::{
 };
 
 /// Order-sensitive reducer: a count and a hash chain over the payloads.
-#[derive(Clone)]
-struct ChainReducer;
+#[derive(Clone, Default)]
+struct ChainReducer {
+    /// Whether the last `reduce_meta` read its meta.
+    read: std::cell::Cell<bool>,
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 struct ChainState {
@@ -56,9 +59,12 @@ impl Reducer for ChainReducer {
             hash: h.rotate_left(7),
         })
     }
-    /// The chain also takes in `meta.seen`: every replica must fold each
-    /// event with the `seen` its intent carried from the dispatching tab,
-    /// through storage, the push and the server's log.
+    /// Payloads ending in an even digit also take in `meta.seen`: every
+    /// replica must fold each such event with the `seen` its intent carried
+    /// from the dispatching tab, through storage, the push and the
+    /// server's log; and a pending one is folded again on confirmation
+    /// (its local fold read meta), while the others keep the optimistic
+    /// state as it is.
     fn reduce_meta(
         &self,
         s: &ChainState,
@@ -66,19 +72,24 @@ impl Reducer for ChainReducer {
         meta: &Meta<'_>,
     ) -> Result<ChainState, ReduceError> {
         let next = self.reduce(s, a)?;
+        let reads = a.last().is_some_and(|b| b.is_ascii_digit() && b % 2 == 0);
+        self.read.set(reads);
+        if !reads {
+            return Ok(next);
+        }
         Ok(ChainState {
             count: next.count,
             hash: next.hash ^ meta.seen.0.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         })
     }
     fn read_meta(&self) -> bool {
-        true
+        self.read.get()
     }
 }
 
 fn fold(log: &[Event]) -> ChainState {
     log.iter().fold(ChainState::default(), |s, e| {
-        ChainReducer
+        ChainReducer::default()
             .reduce_meta(&s, &e.payload, &Meta::of_event(e))
             .expect("total reducer")
     })
@@ -451,7 +462,7 @@ impl Storage {
             if *o != offset.next() || *o > self.offset {
                 break;
             }
-            state = ChainReducer
+            state = ChainReducer::default()
                 .reduce_meta(&state, &e.payload, &Meta::of_event(e))
                 .expect("total reducer");
             offset = *o;
@@ -578,7 +589,7 @@ impl World {
         let replica = Replica::restore(
             self.server.stream.clone(),
             self.client_ids[device],
-            ChainReducer,
+            ChainReducer::default(),
             state,
             offset,
             Seq::new(s.next_seq).expect("seq >= 1"),

@@ -63,7 +63,7 @@ extern "C" {
     /// intent's (no offset) notes whether it is read.
     pub(crate) fn meta(
         offset: Option<f64>,
-        client_id: &str,
+        client_id: &JsValue,
         subject: Option<&str>,
         seq: Option<f64>,
         time: f64,

@@ -25,7 +25,7 @@ pub struct JsReducer {
     func: Function,
     /// The last client id met and its hex text (events come in runs of
     /// one client's).
-    client: std::cell::RefCell<Option<(sync_core::ClientId, std::rc::Rc<str>)>>,
+    client: std::cell::RefCell<Option<(sync_core::ClientId, JsValue)>>,
     /// Whether the last pending fold read its meta.
     read: std::cell::Cell<bool>,
 }
@@ -65,13 +65,15 @@ impl JsReducer {
         Ok(next)
     }
 
-    /// `meta.client_id` as hex, from the one-entry cache.
-    fn client_hex(&self, m: &Meta<'_>) -> std::rc::Rc<str> {
+    /// `meta.client_id` as a JS string of hex digits, from the one-entry
+    /// cache: events come in runs of one client's, and a string made in JS
+    /// once is not decoded from wasm memory again for every event.
+    fn client_hex(&self, m: &Meta<'_>) -> JsValue {
         let mut cached = self.client.borrow_mut();
         match &*cached {
             Some((id, hex)) if *id == m.client_id => hex.clone(),
             _ => {
-                let hex: std::rc::Rc<str> = m.client_id.to_hex().into();
+                let hex = JsValue::from_str(&m.client_id.to_hex());
                 *cached = Some((m.client_id, hex.clone()));
                 hex
             }

@@ -39,4 +39,5 @@ export const ERROR_CODES = Object.freeze([
   'CONNECT_FAILED',
   'SEQ_REUSED',
   'COMPACTED',
+  'DIVERGED',
 ]);

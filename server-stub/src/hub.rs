@@ -95,6 +95,11 @@ pub struct Feed {
     stream: StreamName,
     window: Mutex<Window>,
     head: watch::Sender<Offset>,
+    /// The stream's latest snapshot made on this node, `(offset, hash)`
+    /// (see [`Subscription::checkpoint`]); its offset also in
+    /// `checkpoint_at`, which subscribers read first.
+    checkpoint: Mutex<Option<(Offset, u64)>>,
+    checkpoint_at: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -156,6 +161,26 @@ impl Feed {
     /// The stream.
     pub fn stream(&self) -> &StreamName {
         &self.stream
+    }
+
+    /// A snapshot of the stream at `offset` whose state hashes `hash` was
+    /// stored (before its events are pushed to the feed).
+    fn set_checkpoint(&self, offset: Offset, hash: u64) {
+        if let Ok(mut c) = self.checkpoint.lock() {
+            if c.is_none_or(|(o, _)| o < offset) {
+                *c = Some((offset, hash));
+                self.checkpoint_at.store(offset.0, Relaxed);
+            }
+        }
+    }
+
+    /// The latest checkpoint, when it is above `above`.
+    fn checkpoint_above(&self, above: Offset) -> Option<(Offset, u64)> {
+        if self.checkpoint_at.load(Relaxed) <= above.0 {
+            return None;
+        }
+        let c = *self.checkpoint.lock().ok()?;
+        c.filter(|(o, _)| *o > above)
     }
 
     /// The highest offset known to be durable.
@@ -379,6 +404,8 @@ fn new_feed(stream: &StreamName) -> Feed {
         stream: stream.clone(),
         window: Mutex::new(Window::default()),
         head: watch::channel(Offset::ZERO).0,
+        checkpoint: Mutex::new(None),
+        checkpoint_at: std::sync::atomic::AtomicU64::new(0),
     }
 }
 
@@ -399,6 +426,12 @@ fn make_batch(stream: &StreamName, events: &[Event], encoded: &[Vec<u8>]) -> Bat
 }
 
 impl AppendListener for Hub {
+    fn checkpoint(&self, stream: &StreamName, offset: Offset, hash: u64) {
+        if let Some((feed, _)) = self.existing(stream) {
+            feed.set_checkpoint(offset, hash);
+        }
+    }
+
     fn appended(&self, stream: &StreamName, events: &[Event]) {
         // Nobody follows the stream: nothing to encode. A feed made later
         // learns the head from its first read of the log.
@@ -531,6 +564,9 @@ pub struct Subscription {
     resume: Option<sync_core::SnapshotResume>,
     /// Most bytes of a frame.
     max_frame_bytes: usize,
+    /// The offset of the last checkpoint sent, or of the cursor it
+    /// started from (older checkpoints are of no use to the client).
+    checkpoint_sent: Offset,
 }
 
 impl Subscription {
@@ -560,6 +596,7 @@ impl Subscription {
             parts: std::collections::VecDeque::new(),
             resume: None,
             max_frame_bytes: hub.max_frame_bytes,
+            checkpoint_sent: after,
         }
     }
 
@@ -570,6 +607,32 @@ impl Subscription {
     pub fn resuming(mut self, resume: Option<sync_core::SnapshotResume>) -> Self {
         self.resume = resume;
         self
+    }
+
+    /// The `Checkpoint` frame to send before `chunk`'s frame: when the
+    /// stream's latest snapshot made on this node is at one of the
+    /// chunk's events (the client compares its own fold there, see
+    /// [`sync_core::ServerMsg::Checkpoint`]). Each checkpoint goes once.
+    pub fn checkpoint(&mut self, chunk: &Chunk) -> Option<Bytes> {
+        let (offset, hash) = self.feed.checkpoint_above(self.checkpoint_sent)?;
+        let (first, last) = match chunk {
+            Chunk::Live { batch, skip, more } => (
+                Offset(batch.first.0 + *skip as u64),
+                more.last().unwrap_or(batch).last,
+            ),
+            Chunk::Page(p) => (p.events.first()?.offset, p.events.last()?.offset),
+            Chunk::Snapshot(_) => return None,
+        };
+        if offset < first || offset > last {
+            return None;
+        }
+        self.checkpoint_sent = offset;
+        let msg = sync_core::ServerMsg::Checkpoint {
+            stream: self.feed.stream().clone(),
+            offset,
+            hash,
+        };
+        Some(Bytes::from(msg.encode()))
     }
 
     /// A cursor below the events the store still keeps (compacted away)
@@ -670,10 +733,33 @@ impl Subscription {
         if page.compacted > after {
             return self.snapshot(after, page.compacted).await;
         }
+        if self.snapshots && self.resume.is_some() {
+            // The client asks for the snapshot (it diverged, or was cut
+            // while receiving one): the latest, when not behind it.
+            if let Some(chunk) = self.asked_snapshot(after).await? {
+                return Ok(chunk);
+            }
+        }
         if let Some(last) = page.events.last() {
             self.next = last.offset.next();
         }
         Ok(Chunk::Page(page))
+    }
+
+    /// The stream's latest snapshot for a client that asked for it
+    /// (`Subscribe.resume`), when it is at or after `after`; `None`
+    /// otherwise (the events follow as usual).
+    async fn asked_snapshot(&mut self, after: Offset) -> Result<Option<Chunk>, Error> {
+        let stream = self.feed.stream().clone();
+        match self.store.latest_snapshot(stream).await? {
+            Some((offset, state)) if offset >= after => {
+                self.snapshot_parts(offset, state).map(Some)
+            }
+            _ => {
+                self.resume = None;
+                Ok(None)
+            }
+        }
     }
 
     /// The cursor (after `after`) is below the compacted events (through
@@ -697,6 +783,14 @@ impl Subscription {
                 "the events of {stream} are compacted up to offset {compacted}, past its snapshot at {offset}"
             )));
         }
+        self.snapshot_parts(offset, state)
+    }
+
+    /// `state`, the snapshot at `offset`, cut into `Snapshot` frames (from
+    /// where the client's copy was cut, when it is this one), and the
+    /// cursor after it: the first frame now, the others next.
+    fn snapshot_parts(&mut self, offset: Offset, state: Vec<u8>) -> Result<Chunk, Error> {
+        let stream = self.feed.stream().clone();
         let hash = sync_core::protocol::state_hash(&state);
         let total = state.len() as u64;
         let room = self
@@ -704,7 +798,7 @@ impl Subscription {
             .saturating_sub(sync_core::protocol::SNAPSHOT_FRAME_OVERHEAD)
             .max(1);
         let mut at = match self.resume.take() {
-            Some(r) if r.offset == offset && r.hash == hash && r.at < total => {
+            Some(r) if r.at > 0 && r.offset == offset && r.hash == hash && r.at < total => {
                 self.metrics.snapshots_resumed.fetch_add(1, Relaxed);
                 r.at as usize
             }
@@ -728,6 +822,7 @@ impl Subscription {
         }
         self.metrics.snapshots_sent.fetch_add(1, Relaxed);
         self.next = offset.next();
+        self.checkpoint_sent = self.checkpoint_sent.max(offset);
         // After the parts, a page read at once (possibly empty): it
         // carries the head, as the first answer to a subscription does.
         self.started = false;

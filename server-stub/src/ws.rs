@@ -851,29 +851,32 @@ async fn subscription_loop(
                 return;
             }
         };
+        let checkpoint = sub.checkpoint(&chunk);
         let frame = sub.frame(&chunk);
         drop(chunk);
-        // Wait for room in this connection's budget: a client that does
-        // not read stops here, holding nothing but this one frame.
-        let n = frame.len().clamp(1, budget_total.max(1));
-        let Ok(permit) = budget.clone().acquire_many_owned(n as u32).await else {
-            return;
-        };
-        metrics.fanout_queue_bytes.fetch_add(n as i64, Relaxed);
-        let event = EventFrame {
-            _queued: Queued {
-                _permit: permit,
-                bytes: n as i64,
-                metrics: metrics.clone(),
-            },
-            stale: stale.clone(),
-        };
-        let item = Out::Frame {
-            bytes: frame,
-            event: Some(Box::new(event)),
-        };
-        if out.send(item).await.is_err() {
-            return;
+        for frame in checkpoint.into_iter().chain(std::iter::once(frame)) {
+            // Wait for room in this connection's budget: a client that does
+            // not read stops here, holding nothing but this one frame.
+            let n = frame.len().clamp(1, budget_total.max(1));
+            let Ok(permit) = budget.clone().acquire_many_owned(n as u32).await else {
+                return;
+            };
+            metrics.fanout_queue_bytes.fetch_add(n as i64, Relaxed);
+            let event = EventFrame {
+                _queued: Queued {
+                    _permit: permit,
+                    bytes: n as i64,
+                    metrics: metrics.clone(),
+                },
+                stale: stale.clone(),
+            };
+            let item = Out::Frame {
+                bytes: frame,
+                event: Some(Box::new(event)),
+            };
+            if out.send(item).await.is_err() {
+                return;
+            }
         }
     }
 }

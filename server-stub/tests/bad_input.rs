@@ -177,11 +177,11 @@ async fn oversized_frame() {
 #[tokio::test]
 async fn wrong_protocol_version() {
     let (_d, s) = server().await;
-    // A Hello of version 3, with a layout this build does not know.
+    // A Hello of version 4, with a layout this build does not know.
     expect_error(
         &s,
         false,
-        vec![bin(&[0, 3, 0xff, 0xff])],
+        vec![bin(&[0, 4, 0xff, 0xff])],
         ErrorCode::ProtocolVersion,
         1002,
     )
@@ -193,6 +193,13 @@ async fn wrong_protocol_version() {
     )
     .unwrap();
     expect_error(&s, false, vec![bin(&v1)], ErrorCode::ProtocolVersion, 1002).await;
+    // So is a version-2 client (it cannot read `Checkpoint`).
+    let v2 = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../sync-core/fixtures/protocol-v2/client-hello.bin"),
+    )
+    .unwrap();
+    expect_error(&s, false, vec![bin(&v2)], ErrorCode::ProtocolVersion, 1002).await;
     s.stop().await;
 }
 

@@ -1036,3 +1036,115 @@ async fn the_reducer_sees_who_sent_an_intent_and_what_it_had_seen() {
     );
     p.stop().await;
 }
+
+/// A subscriber of a folded stream hears of each snapshot the server
+/// stores: a `Checkpoint` with the hash of the state text, just before
+/// the `Events` frame that holds its offset. A client that asks for the
+/// snapshot (`Subscribe.resume`, as one whose fold diverged does) gets
+/// the latest one first even though nothing was compacted, and the
+/// events after it; one above the latest snapshot gets events only.
+#[tokio::test]
+async fn subscribers_hear_each_snapshots_hash_and_can_ask_for_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = format!("seats/*={}", fixture("seats.js").display());
+    let args: Vec<String> = ["--reducer", &rule, "--snapshot-every", "5"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let p = Proc::spawn(dir.path(), &args, &[]).await;
+    let stream = "seats/check";
+    let (mut reader, _) = Client::hello(&p.ws(), client_id(2)).await;
+    reader.subscribe(stream, 0).await;
+    assert!(matches!(reader.recv().await, ServerMsg::Events { .. }));
+    let (mut writer, _) = Client::hello(&p.ws(), client_id(1)).await;
+    // One at a time: each commit moves the head by one, so the snapshots
+    // are at 5 and 10.
+    for s in 1..=12u64 {
+        writer
+            .push(stream, &[(s, book(&format!("s{s}"), "ann"))])
+            .await;
+        assert!(matches!(answer(&mut writer).await, ServerMsg::Ack { .. }));
+    }
+    let mut checkpoints = Vec::new();
+    let mut last = 0;
+    while last < 12 {
+        match within("the reader's frames", reader.recv()).await {
+            ServerMsg::Checkpoint { offset, hash, .. } => {
+                // A checkpoint comes before the event it is at.
+                assert!(
+                    offset.0 > last,
+                    "checkpoint at {offset} came after event {last}"
+                );
+                checkpoints.push((offset.0, hash));
+            }
+            ServerMsg::Events { events, .. } => {
+                last = events.last().map_or(last, |e| e.offset.0);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let (status, snap) = p.get("/v1/streams/seats%2Fcheck/snapshot").await;
+    assert_eq!(status, 200, "{snap}");
+    assert_eq!(snap["offset"], 10, "{snap}");
+    assert_eq!(checkpoints.iter().map(|c| c.0).collect::<Vec<_>>(), [5, 10]);
+    let hash = checkpoints[1].1;
+    assert_eq!(
+        format!("{hash:016x}"),
+        snap["hash"].as_str().unwrap(),
+        "the hash of the stored snapshot"
+    );
+
+    // Asked for at 5 (a client that diverged there): the snapshot at 10,
+    // then the events after it.
+    let (mut repair, _) = Client::hello(&p.ws(), client_id(3)).await;
+    repair
+        .send(&sync_core::ClientMsg::Subscribe {
+            stream: common::stream(stream),
+            after: sync_core::Offset(5),
+            resume: Some(sync_core::SnapshotResume {
+                offset: sync_core::Offset(5),
+                hash: checkpoints[0].1,
+                at: 0,
+            }),
+        })
+        .await;
+    match repair.recv().await {
+        ServerMsg::Snapshot {
+            offset,
+            hash: h,
+            at: 0,
+            total,
+            part,
+            ..
+        } => {
+            assert_eq!((offset.0, h, total), (10, hash, part.len() as u64));
+            assert_eq!(sync_core::protocol::state_hash(&part), hash);
+            let state: serde_json::Value = serde_json::from_slice(&part).unwrap();
+            assert_eq!(state, snap["state"]);
+        }
+        other => panic!("expected the snapshot, got {other:?}"),
+    }
+    let rest = repair.events_until(12).await;
+    assert_eq!(rest.first().map(|e| e.offset.0), Some(11));
+    // Asked for above the latest snapshot: nothing to send but events.
+    let (mut above, _) = Client::hello(&p.ws(), client_id(4)).await;
+    above
+        .send(&sync_core::ClientMsg::Subscribe {
+            stream: common::stream(stream),
+            after: sync_core::Offset(11),
+            resume: Some(sync_core::SnapshotResume {
+                offset: sync_core::Offset(10),
+                hash,
+                at: 0,
+            }),
+        })
+        .await;
+    match above.recv().await {
+        ServerMsg::Events { events, head, .. } => {
+            assert_eq!(head.0, 12);
+            assert_eq!(events.iter().map(|e| e.offset.0).collect::<Vec<_>>(), [12]);
+        }
+        other => panic!("expected events, got {other:?}"),
+    }
+    p.stop().await;
+}

@@ -105,6 +105,27 @@ pub enum Effect {
     },
     /// The server head moved.
     HeadChanged(Offset),
+    /// This replica's confirmed fold at `offset` hashes `ours`, the
+    /// server's snapshot at the same offset `theirs` (a
+    /// [`ServerMsg::Checkpoint`]): the reducer is not deterministic, or
+    /// not the server's. Report it (`DIVERGED`); the client has asked for
+    /// the server's snapshot and takes it in place of its confirmed state
+    /// ([`Effect::AdoptedSnapshot`]), with its pending intents re-applied.
+    Diverged {
+        /// Where the folds were compared.
+        offset: Offset,
+        /// This replica's state hash there.
+        ours: u64,
+        /// The server's.
+        theirs: u64,
+    },
+    /// This replica's confirmed fold at `offset` equals the server's (a
+    /// [`ServerMsg::Checkpoint`] matched): a divergence reported before is
+    /// over.
+    Agreed {
+        /// Where the folds were compared.
+        offset: Offset,
+    },
     /// The server sent a fatal error and will close the connection.
     ServerError {
         /// Why.
@@ -153,6 +174,16 @@ pub struct SyncClient<R: Reducer> {
     checked: bool,
     /// The parts of a server snapshot received so far on this connection.
     incoming: Option<Incoming>,
+    /// The server's latest [`ServerMsg::Checkpoint`] ahead of the
+    /// confirmed offset: `(offset, hash)`, compared when the fold gets there.
+    checkpoint: Option<(Offset, u64)>,
+    /// After a divergence: the snapshot asked for (`Subscribe.resume`),
+    /// until one is adopted.
+    repair: Option<crate::protocol::SnapshotResume>,
+    /// Events of the subscription the repair replaced are still arriving
+    /// on this connection: they are not applied (the server answers the
+    /// new `Subscribe` with the snapshot first).
+    stale_events: bool,
 }
 
 /// A server snapshot being received: its offset, hash and length, and the
@@ -182,6 +213,9 @@ impl<R: Reducer> SyncClient<R> {
             resetting: None,
             checked: false,
             incoming: None,
+            checkpoint: None,
+            repair: None,
+            stale_events: false,
         }
     }
 
@@ -232,6 +266,7 @@ impl<R: Reducer> SyncClient<R> {
         self.phase = Phase::Offline;
         self.resetting = None;
         self.sent_through = 0;
+        self.stale_events = false;
         // A snapshot cut short is kept: the next connection asks the
         // server to go on from where it stopped (`Subscribe.resume`).
     }
@@ -327,7 +362,9 @@ impl<R: Reducer> SyncClient<R> {
                 offset: i.offset,
                 hash: i.hash,
                 at: i.bytes.len() as u64,
-            });
+            })
+            .or(self.repair);
+        self.stale_events = false;
         out.push(Effect::Send(ClientMsg::Subscribe {
             stream: self.replica.stream().clone(),
             after: self.replica.offset(),
@@ -348,6 +385,8 @@ impl<R: Reducer> SyncClient<R> {
         let rediscard = self.replica.reset_to(self.initial.clone(), outbox);
         // A snapshot of the old log is no use in the new one.
         self.incoming = None;
+        self.checkpoint = None;
+        self.repair = None;
         self.checked = true;
         self.head = Offset::ZERO;
         self.epoch = Some(epoch.clone());
@@ -540,16 +579,40 @@ impl<R: Reducer> SyncClient<R> {
             }
             ServerMsg::Events {
                 stream,
-                events,
+                mut events,
                 head,
             } => {
                 self.check_stream(&stream)?;
+                if self.stale_events {
+                    return Ok(out);
+                }
+                // A checkpoint inside the batch: fold up to it, compare,
+                // and go on only when the folds agree.
+                let at = self
+                    .checkpoint
+                    .and_then(|(o, _)| events.iter().position(|e| e.offset == o));
+                let rest = match at {
+                    Some(i) if i + 1 < events.len() => events.split_off(i + 1),
+                    _ => Vec::new(),
+                };
+                let mut applied = self.replica.apply_events(&events)?;
+                if at.is_some() {
+                    self.verify(&mut out);
+                }
+                if !rest.is_empty() && !self.stale_events {
+                    let more = self.replica.apply_events(&rest)?;
+                    applied.offset = more.offset;
+                    applied.confirmed.extend(more.confirmed);
+                    applied.state_changed |= more.state_changed;
+                    applied.reducer_errors.extend(more.reducer_errors);
+                    events.extend(rest);
+                }
                 let Applied {
                     offset,
                     confirmed,
                     state_changed,
                     reducer_errors,
-                } = self.replica.apply_events(&events)?;
+                } = applied;
                 if !events.is_empty() {
                     out.push(Effect::PersistEvents {
                         events,
@@ -640,6 +703,19 @@ impl<R: Reducer> SyncClient<R> {
                 out.push(Effect::ServerError { code, message });
             }
             ServerMsg::Pong { .. } => {}
+            ServerMsg::Checkpoint {
+                stream,
+                offset,
+                hash,
+            } => {
+                self.check_stream(&stream)?;
+                if offset >= self.replica.offset() {
+                    self.checkpoint = Some((offset, hash));
+                }
+                if offset == self.replica.offset() {
+                    self.verify(&mut out);
+                }
+            }
             ServerMsg::Snapshot {
                 stream,
                 offset,
@@ -653,6 +729,51 @@ impl<R: Reducer> SyncClient<R> {
             }
         }
         Ok(out)
+    }
+
+    /// Compares the confirmed fold with the server's checkpoint when the
+    /// replica is at its offset. On a difference: reported, and the
+    /// server's snapshot is asked for by subscribing again (the server
+    /// answers with it before any event; the old subscription's events
+    /// still on their way are not applied).
+    fn verify(&mut self, out: &mut Vec<Effect>) {
+        let Some((offset, theirs)) = self.checkpoint else {
+            return;
+        };
+        if offset != self.replica.offset() {
+            return;
+        }
+        self.checkpoint = None;
+        let Some(text) = self
+            .replica
+            .reducer()
+            .encode_state(self.replica.confirmed_state())
+        else {
+            return;
+        };
+        let ours = crate::protocol::state_hash(&text);
+        if ours == theirs {
+            out.push(Effect::Agreed { offset });
+            return;
+        }
+        out.push(Effect::Diverged {
+            offset,
+            ours,
+            theirs,
+        });
+        self.repair = Some(crate::protocol::SnapshotResume {
+            offset,
+            hash: theirs,
+            at: 0,
+        });
+        if self.phase == Phase::Ready {
+            self.stale_events = true;
+            out.push(Effect::Send(ClientMsg::Subscribe {
+                stream: self.replica.stream().clone(),
+                after: offset,
+                resume: self.repair,
+            }));
+        }
     }
 
     /// Takes one part of a server snapshot; the last one makes the
@@ -706,7 +827,19 @@ impl<R: Reducer> SyncClient<R> {
             .map_err(|e| CoreError::Reducer {
                 message: alloc::format!("the server's snapshot at offset {offset}: {e}"),
             })?;
-        let left = self.replica.adopt_snapshot(offset, state);
+        let repairing = self.repair.take().is_some();
+        self.stale_events = false;
+        let left = if repairing && offset == self.replica.offset() {
+            // The server's state in place of this replica's own fold at
+            // the same offset (it diverged).
+            self.replica.load_snapshot(state, offset);
+            Vec::new()
+        } else {
+            self.replica.adopt_snapshot(offset, state)
+        };
+        if self.checkpoint.is_some_and(|(o, _)| o <= offset) {
+            self.checkpoint = None;
+        }
         if self.replica.offset() == offset {
             out.push(Effect::AdoptedSnapshot { offset, left });
             out.push(Effect::StateChanged);
@@ -764,6 +897,159 @@ mod tests {
                 .and_then(|t| t.parse().ok())
                 .ok_or_else(|| ReduceError("not a count".into()))
         }
+        fn encode_state(&self, state: &u64) -> Option<Vec<u8>> {
+            Some(state.to_string().into_bytes())
+        }
+    }
+
+    /// Events `from..=to` of another client.
+    fn others(from: u64, to: u64) -> ServerMsg {
+        ServerMsg::Events {
+            stream: stream(),
+            events: (from..=to)
+                .map(|o| Event {
+                    subject: None,
+                    seen: Offset::ZERO,
+                    offset: Offset(o),
+                    client_id: ClientId([9; 16]),
+                    seq: Seq::new(o).unwrap(),
+                    time_ms: 0,
+                    payload: b"x".to_vec(),
+                })
+                .collect(),
+            head: Offset(to),
+        }
+    }
+
+    fn checkpoint(offset: u64, state: &[u8]) -> ServerMsg {
+        ServerMsg::Checkpoint {
+            stream: stream(),
+            offset: Offset(offset),
+            hash: crate::protocol::state_hash(state),
+        }
+    }
+
+    fn persisted(effects: &[Effect]) -> Vec<u64> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::PersistEvents { events, .. } => Some(events.iter().map(|e| e.offset.0)),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn a_checkpoint_is_compared_where_it_falls_inside_a_batch() {
+        let mut c = client(Some("e1"));
+        c.connected(None);
+        c.handle(welcome("e1", 1 << 20)).unwrap();
+        assert!(c.handle(checkpoint(3, b"3")).unwrap().is_empty());
+        let fx = c.handle(others(1, 5)).unwrap();
+        assert!(fx.contains(&Effect::Agreed { offset: Offset(3) }), "{fx:?}");
+        assert_eq!(
+            persisted(&fx),
+            vec![1, 2, 3, 4, 5],
+            "one write for the batch"
+        );
+        assert_eq!(c.replica().offset(), Offset(5));
+        // A checkpoint at the offset the replica is at is compared at once;
+        // one behind it cannot be.
+        assert_eq!(
+            c.handle(checkpoint(5, b"5")).unwrap(),
+            vec![Effect::Agreed { offset: Offset(5) }]
+        );
+        assert!(c.handle(checkpoint(4, b"99")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_fold_that_differs_from_the_servers_takes_the_servers_snapshot_and_keeps_pending_intents() {
+        let mut c = client(Some("e1"));
+        c.connected(None);
+        c.handle(welcome("e1", 1 << 20)).unwrap();
+        c.replica_mut().dispatch(b"p".to_vec(), 0).unwrap();
+        // The server's fold at 3 is 30; this replica's will be 3.
+        c.handle(checkpoint(3, b"30")).unwrap();
+        let fx = c.handle(others(1, 5)).unwrap();
+        let theirs = crate::protocol::state_hash(b"30");
+        assert!(
+            fx.contains(&Effect::Diverged {
+                offset: Offset(3),
+                ours: crate::protocol::state_hash(b"3"),
+                theirs,
+            }),
+            "{fx:?}"
+        );
+        let resume = Some(crate::protocol::SnapshotResume {
+            offset: Offset(3),
+            hash: theirs,
+            at: 0,
+        });
+        assert_eq!(
+            sends(&fx),
+            vec![&ClientMsg::Subscribe {
+                stream: stream(),
+                after: Offset(3),
+                resume
+            }]
+        );
+        // The fold stops at the checkpoint, and the old subscription's
+        // events still arriving are not applied.
+        assert_eq!(persisted(&fx), vec![1, 2, 3]);
+        assert_eq!(c.replica().offset(), Offset(3));
+        assert!(c.handle(others(4, 6)).unwrap().is_empty());
+        assert_eq!(c.replica().offset(), Offset(3));
+        // The server's snapshot at 3 replaces the replica's own state there,
+        // with the pending intent on top; the events after it follow.
+        let fx = c.handle(part(3, b"30", 0, 2)).unwrap();
+        assert_eq!(
+            fx,
+            vec![
+                Effect::AdoptedSnapshot {
+                    offset: Offset(3),
+                    left: vec![]
+                },
+                Effect::StateChanged
+            ]
+        );
+        assert_eq!(*c.replica().confirmed_state(), 30);
+        assert_eq!(*c.replica().state(), 31);
+        c.handle(others(4, 5)).unwrap();
+        assert_eq!(*c.replica().state(), 33);
+        // Checked again later: the folds agree now.
+        assert_eq!(
+            c.handle(checkpoint(5, b"32")).unwrap(),
+            vec![Effect::Agreed { offset: Offset(5) }]
+        );
+    }
+
+    #[test]
+    fn a_repair_cut_by_a_reconnect_asks_for_the_snapshot_again() {
+        let mut c = client(Some("e1"));
+        c.connected(None);
+        c.handle(welcome("e1", 1 << 20)).unwrap();
+        c.handle(checkpoint(2, b"20")).unwrap();
+        c.handle(others(1, 4)).unwrap();
+        c.disconnected();
+        c.connected(None);
+        let fx = c.handle(welcome("e1", 1 << 20)).unwrap();
+        assert_eq!(
+            sends(&fx),
+            vec![&ClientMsg::Subscribe {
+                stream: stream(),
+                after: Offset(2),
+                resume: Some(crate::protocol::SnapshotResume {
+                    offset: Offset(2),
+                    hash: crate::protocol::state_hash(b"20"),
+                    at: 0,
+                }),
+            }]
+        );
+        // On a new connection everything is this subscription's: a server
+        // that has no snapshot to send goes on with events.
+        c.handle(others(3, 3)).unwrap();
+        assert_eq!(c.replica().offset(), Offset(3));
     }
 
     fn part(offset: u64, whole: &[u8], at: usize, len: usize) -> ServerMsg {

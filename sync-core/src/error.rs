@@ -114,6 +114,12 @@ pub enum ErrorCode {
     /// its snapshot (`GET /v1/streams/{s}/snapshot`), and the message
     /// names the oldest event kept.
     Compacted,
+    /// This client's fold of the log differs from the server's at the
+    /// same offset (their state hashes differ): the reducer is not
+    /// deterministic, or not the server's. The client takes the server's
+    /// snapshot in place of its confirmed state and re-applies its
+    /// pending intents on it; the message names the offset.
+    Diverged,
 }
 
 impl ErrorCode {

@@ -10,7 +10,7 @@
 //! Rules that keep the format stable:
 //! - variants are only ever appended, never reordered or removed;
 //! - a field change is a new protocol version;
-//! - `sync-core/fixtures/protocol-v2/` pins the bytes of every message
+//! - `sync-core/fixtures/protocol-v3/` pins the bytes of every message
 //!   (see the `golden` test), so a change to the format is always deliberate.
 //!
 //! Decoding never panics: every malformed input is a [`CoreError`] with
@@ -28,7 +28,7 @@ use crate::types::{
 };
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Default largest frame either side accepts, in bytes (1 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 1 << 20;
@@ -151,10 +151,14 @@ pub enum ClientMsg {
         stream: StreamName,
         /// The last offset the client has.
         after: Offset,
-        /// The part of a snapshot the client received before its last
-        /// connection was cut: when the server's snapshot is still that
-        /// one (same offset and hash), its parts continue from `at`
-        /// instead of from the start.
+        /// Asks for the stream's snapshot: the server answers with its
+        /// latest one when that is at or after `after` (not only when the
+        /// events after `after` were compacted away), then the events
+        /// after it. Sent with the part of a snapshot received before
+        /// the last connection was cut (when the server's snapshot is
+        /// still that one, same offset and hash, its parts continue from
+        /// `at` instead of from the start), and, with `at` 0, by a client
+        /// whose fold differed from a [`ServerMsg::Checkpoint`].
         resume: Option<SnapshotResume>,
     },
     /// Stop following a stream.
@@ -284,6 +288,19 @@ pub enum ServerMsg {
         /// This part.
         #[serde(with = "serde_bytes")]
         part: Vec<u8>,
+    },
+    /// The server stored a snapshot of the stream at `offset` whose state
+    /// text has [`state_hash`] `hash`. Sent to a subscriber before the
+    /// `Events` frame that holds `offset`: a client whose own confirmed
+    /// fold at `offset` hashes otherwise has diverged from the server
+    /// (`DIVERGED`) and asks for the snapshot (`Subscribe.resume`).
+    Checkpoint {
+        /// Which stream.
+        stream: StreamName,
+        /// The offset of the last event the snapshot holds.
+        offset: Offset,
+        /// [`state_hash`] of the snapshot's state text.
+        hash: u64,
     },
 }
 
@@ -515,11 +532,11 @@ mod tests {
 
     #[test]
     fn version_mismatch_is_reported_as_such() {
-        // A future Hello: version 3 and a layout this build does not know.
-        let bytes = [0u8, 3, 0xff, 0xff, 0xff];
+        // A future Hello: version 4 and a layout this build does not know.
+        let bytes = [0u8, 4, 0xff, 0xff, 0xff];
         let e = ClientMsg::decode(&bytes, 1024).unwrap_err();
         assert_eq!(e.code(), ErrorCode::ProtocolVersion);
-        assert!(e.to_string().contains("version 3"), "{e}");
+        assert!(e.to_string().contains("version 4"), "{e}");
         let e = ServerMsg::decode(&bytes, 1024).unwrap_err();
         assert_eq!(e.code(), ErrorCode::ProtocolVersion);
         // A version-1 peer (intents without `seen`, events without
@@ -528,6 +545,11 @@ mod tests {
         let e = ClientMsg::decode(v1, 1024).unwrap_err();
         assert_eq!(e.code(), ErrorCode::ProtocolVersion);
         assert!(e.to_string().contains("version 1"), "{e}");
+        // So is a version-2 peer (no `Checkpoint`).
+        let v2 = include_bytes!("../fixtures/protocol-v2/client-hello.bin");
+        let e = ClientMsg::decode(v2, 1024).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::ProtocolVersion);
+        assert!(e.to_string().contains("version 2"), "{e}");
     }
 
     #[test]

@@ -65,6 +65,16 @@ pub trait Reducer {
             "this reducer cannot start from a snapshot (implement Reducer::decode_state)".into(),
         ))
     }
+
+    /// A state as the JSON text the server's fold of the same events
+    /// stores as its snapshot (for a JS reducer: `JSON.stringify`; for a
+    /// Rust reducer on the server: `serde_json::to_string`), so that a
+    /// client can compare its fold with the server's at a
+    /// [`crate::ServerMsg::Checkpoint`]. The default, `None`, skips the
+    /// comparison.
+    fn encode_state(&self, _state: &Self::State) -> Option<alloc::vec::Vec<u8>> {
+        None
+    }
 }
 
 /// What a reducer knows about the action it folds, the same on every

@@ -149,6 +149,13 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 at,
                 part,
             }),
+        (stream(), any::<u64>(), any::<u64>()).prop_map(|(stream, o, hash)| {
+            ServerMsg::Checkpoint {
+                stream,
+                offset: Offset(o),
+                hash,
+            }
+        }),
     ]
 }
 

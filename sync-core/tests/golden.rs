@@ -1,5 +1,5 @@
 //! Golden byte fixtures pin the wire format: each message below must encode
-//! to exactly the bytes in `fixtures/protocol-v2/<name>.bin`, and those
+//! to exactly the bytes in `fixtures/protocol-v3/<name>.bin`, and those
 //! bytes must decode back to it. A failure here means the wire format
 //! changed: if that is deliberate, bump the protocol version, then
 //! regenerate with `LOGSYNC_BLESS=1 cargo test -p sync-core --test golden`
@@ -27,7 +27,7 @@ fn client_fixtures() -> Vec<(&'static str, ClientMsg)> {
         (
             "client-hello",
             ClientMsg::Hello {
-                version: 2,
+                version: 3,
                 client_id: CLIENT,
                 token: None,
             },
@@ -35,7 +35,7 @@ fn client_fixtures() -> Vec<(&'static str, ClientMsg)> {
         (
             "client-hello-token",
             ClientMsg::Hello {
-                version: 2,
+                version: 3,
                 client_id: CLIENT,
                 token: Some("eyJhbGciOiJIUzI1NiJ9.e30.sig".into()),
             },
@@ -100,7 +100,7 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
         (
             "server-welcome",
             ServerMsg::Welcome {
-                version: 2,
+                version: 3,
                 server_id: "node-1".into(),
                 epoch: Epoch("0123456789abcdef0123456789abcdef".into()),
                 max_frame_bytes: 1 << 20,
@@ -175,6 +175,14 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
         ),
         ("server-pong", ServerMsg::Pong { nonce: 0xdead_beef }),
         (
+            "server-checkpoint",
+            ServerMsg::Checkpoint {
+                stream: stream(),
+                offset: Offset(3000),
+                hash: sync_core::protocol::state_hash(br#"{"todos":[]}"#),
+            },
+        ),
+        (
             "server-snapshot",
             ServerMsg::Snapshot {
                 stream: stream(),
@@ -189,7 +197,7 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
 }
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/protocol-v2")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/protocol-v3")
 }
 
 fn check(name: &str, bytes: &[u8]) -> Vec<u8> {
@@ -256,7 +264,7 @@ fn every_fixture_file_is_covered() {
 #[test]
 fn hello_layout_is_version_first() {
     let bytes = std::fs::read(dir().join("client-hello.bin")).expect("fixture");
-    assert_eq!(&bytes[..2], &[0, 2], "variant 0, version 2");
+    assert_eq!(&bytes[..2], &[0, 3], "variant 0, version 3");
     assert_eq!(&bytes[2..18], &CLIENT.0, "then the client id");
     assert_eq!(bytes[18], 0, "then no token");
     assert_eq!(bytes.len(), 19);

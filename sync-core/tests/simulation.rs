@@ -85,7 +85,20 @@ impl Reducer for ChainReducer {
     fn read_meta(&self) -> bool {
         self.read.get()
     }
+    /// Compared with the server's checkpoints (the server's text is the
+    /// same function of the same fold).
+    fn encode_state(&self, s: &ChainState) -> Option<Vec<u8>> {
+        Some(state_text(s))
+    }
 }
+
+fn state_text(s: &ChainState) -> Vec<u8> {
+    format!("{}:{}", s.count, s.hash).into_bytes()
+}
+
+/// The server stores a snapshot (and tells subscribers its hash, a
+/// `Checkpoint`) at every offset that is a multiple of this.
+const CHECKPOINT_EVERY: u64 = 4;
 
 fn fold(log: &[Event]) -> ChainState {
     log.iter().fold(ChainState::default(), |s, e| {
@@ -129,10 +142,37 @@ impl Server {
         Offset(self.log.len() as u64)
     }
 
+    /// The latest checkpoint: offset and the hash of the fold there.
+    fn checkpoint(&self) -> Option<(Offset, u64)> {
+        let at = self.log.len() as u64 / CHECKPOINT_EVERY * CHECKPOINT_EVERY;
+        (at > 0).then(|| {
+            let text = state_text(&fold(&self.log[..at as usize]));
+            (Offset(at), sync_core::protocol::state_hash(&text))
+        })
+    }
+
+    /// The `Checkpoint` frame to send before `events`: when the latest
+    /// checkpoint is at one of them (as the real server does).
+    fn checkpoint_in(&self, events: &[Event]) -> Option<ServerMsg> {
+        let (offset, hash) = self.checkpoint()?;
+        events
+            .iter()
+            .any(|e| e.offset == offset)
+            .then(|| ServerMsg::Checkpoint {
+                stream: self.stream.clone(),
+                offset,
+                hash,
+            })
+    }
+
     /// Handles one client message; returns the frames to send, per connection.
     fn handle(&mut self, conn: usize, msg: ClientMsg) -> Vec<(usize, ServerMsg)> {
         let mut out = Vec::new();
         let head = self.head();
+        let checkpoint = match msg {
+            ClientMsg::Subscribe { .. } => self.checkpoint(),
+            _ => None,
+        };
         let Some(c) = self.conns.get_mut(&conn) else {
             return out;
         };
@@ -167,6 +207,18 @@ impl Server {
                     ));
                 }
                 for chunk in chunks {
+                    if let Some((offset, hash)) = checkpoint {
+                        if chunk.iter().any(|e| e.offset == offset) {
+                            out.push((
+                                conn,
+                                ServerMsg::Checkpoint {
+                                    stream: stream.clone(),
+                                    offset,
+                                    hash,
+                                },
+                            ));
+                        }
+                    }
                     out.push((
                         conn,
                         ServerMsg::Events {
@@ -271,6 +323,7 @@ impl Server {
                     payload,
                 };
                 self.log.push(event.clone());
+                let checkpoint = self.checkpoint_in(std::slice::from_ref(&event));
                 out.push((
                     conn,
                     ServerMsg::Ack {
@@ -288,6 +341,9 @@ impl Server {
                     if let Some(through) = sc.sent_through {
                         if through.next() == offset {
                             sc.sent_through = Some(offset);
+                            if let Some(c) = &checkpoint {
+                                out.push((*id, c.clone()));
+                            }
                             out.push((
                                 *id,
                                 ServerMsg::Events {
@@ -504,6 +560,8 @@ struct World {
     earlier_logs: HashSet<Vec<u8>>,
     epochs: u64,
     payload_counter: u64,
+    /// Checkpoints a tab compared its fold with (all agreed).
+    agreed: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -564,6 +622,7 @@ impl World {
             earlier_logs: HashSet::new(),
             epochs: 1,
             payload_counter: 0,
+            agreed: 0,
         };
         for (device, &n) in tabs_per_device.iter().enumerate() {
             w.storages.push(Storage::new());
@@ -636,6 +695,13 @@ impl World {
                 Effect::ServerError { code, message } => {
                     panic!("server error {code}: {message}")
                 }
+                Effect::Diverged { offset, .. } => {
+                    // Every replica folds with the server's reducer: a
+                    // difference is a bug in the rules (events applied
+                    // twice, in another order, or with other meta).
+                    panic!("tab {tab}: its fold at offset {offset} differs from the server's")
+                }
+                Effect::Agreed { .. } => self.agreed += 1,
                 _ => {}
             }
         }
@@ -1052,6 +1118,8 @@ fn offline_dispatch_then_reconnect() {
     w.quiesce();
     w.check();
     assert_eq!(w.server.log.len(), 4);
+    // The tabs subscribed compared their folds at the checkpoint at 4.
+    assert!(w.agreed > 0, "no checkpoint was compared");
 }
 
 /// Two tabs of one device each hold a stored intent when the server comes

@@ -176,6 +176,9 @@ pub(crate) enum Problem {
     Connection,
     /// The store cannot store; over when a write succeeds.
     Storage,
+    /// This store's fold differed from the server's (`DIVERGED`); over
+    /// when a later comparison agrees.
+    Diverged,
 }
 
 /// An intent of this tab that waits for the server.
@@ -351,6 +354,24 @@ impl<R: StoreReducer> Core<R> {
             | Effect::StoreEpoch(_)
             | Effect::ReloadOutbox { .. }
             | Effect::HeadChanged(_) => {}
+            Effect::Diverged {
+                offset,
+                ours,
+                theirs,
+            } => {
+                let message = format!(
+                    "this store's state at offset {offset} (hash {ours:016x}) differs from the server's snapshot at offset {offset} (hash {theirs:016x}): the reducer is not deterministic or not the server's; the server's snapshot replaces the confirmed state and pending intents are applied on it again"
+                );
+                self.problem(
+                    Problem::Diverged,
+                    WasmError::Server {
+                        code: ErrorCode::Diverged,
+                        message,
+                    },
+                    notes,
+                );
+            }
+            Effect::Agreed { .. } => self.clear_problem(Problem::Diverged),
             Effect::ServerError { code, message } => {
                 // A token replaced since this connection's Hello (refreshed
                 // before it expired) is worth a normal reconnect.

@@ -74,4 +74,6 @@ export type ErrorCode =
   /** A push reused a seq that already holds another intent (its payload differs from the one the seq was decided with). The message names the offset of the intent that holds the seq; the pushed intent is refused and nothing is stored. */
   | 'SEQ_REUSED'
   /** The events asked for were compacted away: the stream starts from its snapshot (`GET /v1/streams/{s}/snapshot`), and the message names the oldest event kept. */
-  | 'COMPACTED';
+  | 'COMPACTED'
+  /** This client's fold of the log differs from the server's at the same offset (their state hashes differ): the reducer is not deterministic, or not the server's. The client takes the server's snapshot in place of its confirmed state and re-applies its pending intents on it; the message names the offset. */
+  | 'DIVERGED';

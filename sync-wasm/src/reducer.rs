@@ -129,6 +129,12 @@ impl Reducer for JsReducer {
         js_sys::JSON::parse(text)
             .map_err(|e| ReduceError(format!("the snapshot is not JSON: {}", describe_js(&e))))
     }
+
+    fn encode_state(&self, state: &JsValue) -> Option<Vec<u8>> {
+        // What the server's engine stores: `JSON.stringify` of the state.
+        let text = js_sys::JSON::stringify(state).ok()?.as_string()?;
+        Some(text.into_bytes())
+    }
 }
 
 impl StoreReducer for JsReducer {

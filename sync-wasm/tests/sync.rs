@@ -887,3 +887,94 @@ async fn a_new_store_boots_from_the_snapshot_of_a_compacted_stream() {
     close(&again).await;
     server_start().await;
 }
+
+/// A store whose reducer is not deterministic (it folds a random number
+/// into the state for one action) against a server that folds the stream
+/// with the deterministic module and stores a snapshot every 5 events:
+/// at the first snapshot after that action the store's fold hashes
+/// otherwise, it reports DIVERGED (onError and status.lastError), takes
+/// the server's snapshot in place of its confirmed state, keeps it in
+/// IndexedDB, and the problem is over at the next snapshot that agrees.
+#[wasm_bindgen_test]
+async fn a_store_whose_fold_diverges_reports_it_and_takes_the_servers_snapshot() {
+    server_ws_url().await;
+    server_stop().await;
+    let module = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/list.js");
+    let url = server_start_with(&format!(
+        r#"{{"args":["--reducer","drift*={module}","--snapshot-every","5"]}}"#
+    ))
+    .await;
+    let stream = unique("drift");
+    let db = unique("db");
+    let reader = open_with(options(&url, &stream, &db, ""), drifting_list_reducer()).await;
+    let (rec, errors) = recorder();
+    call(&reader, "onError", &[rec.into()]).unwrap();
+    let writer = open(options(&url, &stream, &unique("db"), "")).await;
+    // Up to the first snapshot, at 5.
+    let mut want = vec!["odd".to_string()];
+    want.extend(ids("d", 4));
+    for id in &want {
+        add(&writer, id);
+        synced(&writer, 20_000).await;
+    }
+    wait_for(T, "a DIVERGED report", || {
+        errors
+            .borrow()
+            .iter()
+            .any(|e| get(e, "code").as_string().as_deref() == Some("DIVERGED"))
+    })
+    .await;
+    assert_eq!(last_error_code(&reader).as_deref(), Some("DIVERGED"));
+    let report = errors
+        .borrow()
+        .iter()
+        .find(|e| get(e, "code").as_string().as_deref() == Some("DIVERGED"))
+        .cloned()
+        .unwrap();
+    let text = get(&report, "message").as_string().unwrap();
+    assert!(text.contains("offset 5"), "names the offset: {text}");
+    // Until the next snapshot, at 10.
+    for id in ids("m", 7) {
+        add(&writer, &id);
+        want.push(id);
+        synced(&writer, 20_000).await;
+    }
+    wait_for(T, "the reader at offset 12", || {
+        status_num(&reader, "offset") >= 12.0
+    })
+    .await;
+    let server = server_state(&stream).await;
+    assert_eq!(get(&server, "offset").as_f64(), Some(12.0));
+    assert_eq!(
+        stringify(&call(&reader, "getState", &[]).unwrap()),
+        stringify(&get(&server, "state")),
+        "the server's state, not the reader's own fold"
+    );
+    // Later snapshots agree: the problem is over (the report stays in
+    // the history).
+    for id in ids("e", 5) {
+        add(&writer, &id);
+        want.push(id);
+    }
+    synced(&writer, 20_000).await;
+    wait_for(T, "the reader at offset 17 and agreeing", || {
+        status_num(&reader, "offset") >= 17.0 && last_error_code(&reader).is_none()
+    })
+    .await;
+    assert_eq!(items(&reader), want);
+    close(&reader).await;
+    close(&writer).await;
+
+    // Offline, it reopens from what it stored: the server's snapshot and
+    // the events after it, no noise.
+    server_stop().await;
+    let again = open_with(options(&url, &stream, &db, ""), drifting_list_reducer()).await;
+    assert_eq!(items(&again), want, "opened from storage");
+    assert!(
+        get(&call(&again, "getState", &[]).unwrap(), "noise").is_undefined(),
+        "the stored state is the server's: {}",
+        stringify(&call(&again, "getState", &[]).unwrap())
+    );
+    close(&again).await;
+    server_start().await;
+}

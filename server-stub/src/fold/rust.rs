@@ -108,6 +108,16 @@ where
     }
 
     fn to_json(&self) -> Result<String, Refusal> {
+        // The reducer's own text when it has one: the one its clients
+        // hash to compare their folds with the server's snapshots.
+        let own = catch_unwind(AssertUnwindSafe(|| self.reducer.encode_state(&self.state)))
+            .map_err(|_| panicked())?;
+        if let Some(bytes) = own {
+            return String::from_utf8(bytes).map_err(|e| Refusal {
+                code: ErrorCode::Reducer,
+                message: format!("the reducer's state text is not UTF-8: {e}"),
+            });
+        }
         serde_json::to_string(&self.state).map_err(|e| Refusal {
             code: ErrorCode::Reducer,
             message: format!("the state could not be written as JSON: {e}"),

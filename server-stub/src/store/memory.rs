@@ -99,10 +99,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn apply(
-    state: &mut State,
-    mut request: AppendRequest,
-) -> Result<(Vec<Outcome>, Vec<Event>), Error> {
+fn apply(state: &mut State, mut request: AppendRequest) -> Result<Applied, Error> {
     let client = request.client_id;
     let time_ms = now_ms();
     let State { streams, folds, .. } = state;
@@ -172,13 +169,19 @@ fn apply(
     }
     // Snapshots as the durable stores keep them (this store keeps every
     // event: it compacts nothing).
+    let mut checkpoint = None;
     if let Some((offset, Ok(json))) = folds.snapshot_due(&request.stream, before) {
         if offset == position.head {
+            checkpoint = Some((offset, sync_core::protocol::state_hash(json.as_bytes())));
             log.snapshot = Some((offset, json.into_bytes()));
         }
     }
-    Ok((outcomes, new_events))
+    Ok((outcomes, new_events, checkpoint))
 }
+
+/// What one append decided: the outcomes, the events appended, and the
+/// snapshot stored (offset, state hash).
+type Applied = (Vec<Outcome>, Vec<Event>, Option<(Offset, u64)>);
 
 fn lookup(log: &StreamLog, client: ClientId, intent: &ProposedIntent) -> Result<Outcome, Error> {
     let seq = intent.seq;
@@ -211,7 +214,7 @@ impl LogStore for MemoryStore {
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Outcome>, Error>> {
         Box::pin(async move {
             let stream = request.stream.clone();
-            let (outcomes, events) = self.with(|s| {
+            let (outcomes, events, checkpoint) = self.with(|s| {
                 let applied = apply(s, request);
                 // Decided and in the log: the states kept are at their
                 // heads, so dropping the least recently used is safe.
@@ -220,6 +223,9 @@ impl LogStore for MemoryStore {
             })?;
             // Like a durable store: listeners hear of a commit before its
             // pusher does, outside the lock.
+            if let Some((offset, hash)) = checkpoint {
+                self.listener.checkpoint(&stream, offset, hash);
+            }
             if !events.is_empty() {
                 self.listener.appended(&stream, &events);
             }

@@ -420,6 +420,11 @@ pub type StoredSnapshot = (Offset, Vec<u8>);
 pub trait AppendListener: Send + Sync + 'static {
     /// `events` (dense, ascending) of `stream` are durable.
     fn appended(&self, stream: &StreamName, events: &[Event]);
+    /// A snapshot of `stream` at `offset` whose state text has
+    /// [`sync_core::protocol::state_hash`] `hash` is durable; told before
+    /// the [`AppendListener::appended`] of the same commit, so that
+    /// subscribers can send it ahead of the events it follows.
+    fn checkpoint(&self, _stream: &StreamName, _offset: Offset, _hash: u64) {}
     /// `stream` is durable up to `head`, through another node; read the
     /// events from the store.
     fn head_moved(&self, stream: &StreamName, head: Offset);

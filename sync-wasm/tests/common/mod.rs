@@ -285,6 +285,20 @@ pub fn meta_list_reducer() -> Function {
     )
 }
 
+/// The list reducer gone wrong: the action `{type: 'add', id: 'odd'}`
+/// also puts a random `noise` into the state, which later adds keep. The
+/// server's fold (tests/fixtures/list.js) has no noise: a store with this
+/// reducer diverges from it at the first snapshot after an 'odd'.
+pub fn drifting_list_reducer() -> Function {
+    make_fn(
+        "state, action",
+        "if (action.type !== 'add') return state;
+         const next = { ...state, items: [...state.items, action.id] };
+         if (action.id === 'odd') next.noise = Math.random();
+         return next;",
+    )
+}
+
 /// `openStore(options, reducer, {items: []})`.
 pub async fn open_with(options: JsValue, reducer: Function) -> JsValue {
     sync_wasm::open_store(options, reducer.into(), empty_list())
@@ -388,6 +402,21 @@ pub fn recorder() -> (Function, std::rc::Rc<std::cell::RefCell<Vec<JsValue>>>) {
     let l = log.clone();
     let f = Closure::<dyn Fn(JsValue)>::new(move |v: JsValue| l.borrow_mut().push(v));
     (f.into_js_value().unchecked_into(), log)
+}
+
+/// `GET /v1/streams/{stream}/state` of the harness's server:
+/// `{offset, state}`.
+pub async fn server_state(stream: &str) -> JsValue {
+    let info = harness_call("GET", "/info").await;
+    let base = get(&info, "url").as_string().expect("server url");
+    let enc = String::from(js_sys::encode_uri_component(stream));
+    http_json(
+        "GET",
+        &format!("{base}/v1/streams/{enc}/state"),
+        JsValue::UNDEFINED,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("GET state: {}", describe(&e)))
 }
 
 /// The server's events for `stream` as `(client_id, seq, payload id)`.

@@ -220,6 +220,13 @@ impl ChaosClient {
                 }
                 // This client never discards.
                 Effect::MarkDiscarded(_) => {}
+                // Its fold differed from the server's snapshot (only
+                // reducers that can write their state as the server's text
+                // are compared).
+                Effect::Diverged { offset, .. } => lock(&self.view)
+                    .protocol_errors
+                    .push(format!("the fold at offset {offset} differs from the server's")),
+                Effect::Agreed { .. } => {}
                 Effect::Rejected { seq, .. } => lock(&self.view).rejected.push(seq),
                 // One tab, storage in memory: each storage step is done at
                 // once and answered right away.

@@ -87,6 +87,12 @@ impl Reducer for SeatsReducer {
     fn decode_state(&self, json: &[u8]) -> Result<Seats, ReduceError> {
         serde_json::from_slice(json).map_err(|e| ReduceError(format!("not a seats state: {e}")))
     }
+
+    /// As the server stores it (`serde_json`), so a browser compares its
+    /// fold with the server's snapshots.
+    fn encode_state(&self, state: &Seats) -> Option<Vec<u8>> {
+        serde_json::to_vec(state).ok()
+    }
 }
 
 /// Splits a refusal's message into the app's code and the rest:

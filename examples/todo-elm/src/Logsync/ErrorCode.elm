@@ -54,6 +54,7 @@ import Json.Decode as D
   - `ConnectFailed` (`CONNECT_FAILED`): A connection attempt failed: nothing answered, or something that is not a Logsync WebSocket endpoint did.
   - `SeqReused` (`SEQ_REUSED`): A push reused a seq that already holds another intent (its payload differs from the one the seq was decided with). The message names the offset of the intent that holds the seq; the pushed intent is refused and nothing is stored.
   - `Compacted` (`COMPACTED`): The events asked for were compacted away: the stream starts from its snapshot (`GET /v1/streams/{s}/snapshot`), and the message names the oldest event kept.
+  - `Diverged` (`DIVERGED`): This client's fold of the log differs from the server's at the same offset (their state hashes differ): the reducer is not deterministic, or not the server's. The client takes the server's snapshot in place of its confirmed state and re-applies its pending intents on it; the message names the offset.
 
 -}
 type ErrorCode
@@ -94,6 +95,7 @@ type ErrorCode
     | ConnectFailed
     | SeqReused
     | Compacted
+    | Diverged
 
 
 {-| Every code, in sync-core's order.
@@ -137,6 +139,7 @@ all =
     , ConnectFailed
     , SeqReused
     , Compacted
+    , Diverged
     ]
 
 
@@ -256,6 +259,9 @@ toString code =
         Compacted ->
             "COMPACTED"
 
+        Diverged ->
+            "DIVERGED"
+
 
 {-| The code with this text, or `Nothing` for text this build does not know.
 -}
@@ -372,6 +378,9 @@ fromString text =
 
         "COMPACTED" ->
             Just Compacted
+
+        "DIVERGED" ->
+            Just Diverged
 
         _ ->
             Nothing

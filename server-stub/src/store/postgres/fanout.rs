@@ -67,6 +67,12 @@ impl Fanout {
         format!("{} {} {} {}", self.instance, first.0, last.0, stream)
     }
 
+    /// A snapshot of `stream` at `offset` (state hash `hash`) this node
+    /// stored, before its events are published.
+    pub fn checkpoint(&self, stream: &StreamName, offset: Offset, hash: u64) {
+        self.listener.checkpoint(stream, offset, hash);
+    }
+
     /// Hands committed `events` (dense, ascending) to the hub, without the
     /// ones it already has.
     pub fn publish(&self, stream: &StreamName, events: &[Event]) {

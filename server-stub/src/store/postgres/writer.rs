@@ -164,6 +164,8 @@ struct Committed {
     outcomes: Vec<Vec<Outcome>>,
     /// New events per stream, in offset order.
     appended: Vec<(StreamName, Vec<Event>)>,
+    /// Snapshots stored: stream, offset and state hash.
+    checkpoints: Vec<(StreamName, Offset, u64)>,
     /// Other nodes' events that this node's hub had not been handed yet,
     /// from its last one up to the head this transaction locked, per
     /// stream: handed over first, they keep the hub's window contiguous.
@@ -724,6 +726,9 @@ impl Writer {
     }
 
     fn publish(&self, committed: &Committed) {
+        for (stream, offset, hash) in &committed.checkpoints {
+            self.fanout.checkpoint(stream, *offset, *hash);
+        }
         for (stream, events) in &committed.appended {
             match committed.before.get(stream) {
                 Some(before) => {
@@ -1541,9 +1546,17 @@ impl Plan {
                 None => appended.push((request.stream.clone(), vec![event])),
             }
         }
+        let mut checkpoints = Vec::new();
+        for (id, offset, state) in &self.folded {
+            let name = self.streams.iter().find(|(_, (i, _))| i == id);
+            if let Some(stream) = name.and_then(|(n, _)| StreamName::new(n.as_str()).ok()) {
+                checkpoints.push((stream, *offset, sync_core::protocol::state_hash(state)));
+            }
+        }
         Ok(Committed {
             outcomes,
             appended,
+            checkpoints,
             before: HashMap::new(),
         })
     }

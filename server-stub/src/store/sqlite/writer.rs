@@ -100,8 +100,14 @@ pub(crate) struct Writer {
     pub pass_from: i64,
 }
 
-/// Events appended in one transaction, grouped by stream in offset order.
-type Appended = Vec<(StreamName, Vec<Event>)>;
+/// What one transaction made durable: the events appended, grouped by
+/// stream in offset order, and the snapshots stored (stream, offset and
+/// state hash).
+#[derive(Default)]
+struct Appended {
+    events: Vec<(StreamName, Vec<Event>)>,
+    checkpoints: Vec<(StreamName, Offset, u64)>,
+}
 
 enum Reply {
     Append(oneshot::Sender<Result<Vec<Outcome>, Error>>, Vec<Outcome>),
@@ -235,7 +241,7 @@ impl Writer {
     fn commit(&mut self, jobs: Vec<Job>) {
         let started = Instant::now();
         let intents: usize = jobs.iter().map(Job::intents).sum();
-        let mut appended: Appended = Vec::new();
+        let mut appended = Appended::default();
         let mut replies = Vec::with_capacity(jobs.len());
         let mut jobs = jobs.into_iter();
         let result = (|| {
@@ -324,7 +330,7 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(intents.len());
         for intent in intents {
             let started = Instant::now();
-            let mut appended: Appended = Vec::new();
+            let mut appended = Appended::default();
             let one = AppendRequest {
                 stream: stream.clone(),
                 client_id,
@@ -442,7 +448,10 @@ impl Writer {
     }
 
     fn publish(&self, appended: &Appended) {
-        for (stream, events) in appended {
+        for (stream, offset, hash) in &appended.checkpoints {
+            self.listener.checkpoint(stream, *offset, *hash);
+        }
+        for (stream, events) in &appended.events {
             self.listener.appended(stream, events);
         }
     }
@@ -589,7 +598,7 @@ fn apply(
     if position.head != start.head {
         tx.prepare_cached("UPDATE streams SET head = ?1 WHERE id = ?2")?
             .execute(rusqlite::params![to_sql(position.head.0)?, stream_id])?;
-        keep_snapshot(
+        if let Some((offset, hash)) = keep_snapshot(
             tx,
             folds,
             &stream,
@@ -597,12 +606,14 @@ fn apply(
             start.head,
             position.head,
             time_ms,
-        )?;
+        )? {
+            appended.checkpoints.push((stream.clone(), offset, hash));
+        }
     }
     if !new_events.is_empty() {
-        match appended.iter_mut().find(|(s, _)| *s == stream) {
+        match appended.events.iter_mut().find(|(s, _)| *s == stream) {
             Some((_, evs)) => evs.extend(new_events),
-            None => appended.push((stream, new_events)),
+            None => appended.events.push((stream, new_events)),
         }
     }
     Ok(outcomes)
@@ -707,7 +718,8 @@ const COMPACT_MAX_ROWS: u64 = 10_000;
 /// policy says so (the older snapshots go), and then compacts the events
 /// the retention no longer keeps. Part of the same transaction: a
 /// snapshot is never ahead of the log, and events are only deleted
-/// under a snapshot that holds them.
+/// under a snapshot that holds them. Answers the snapshot stored, as
+/// (offset, state hash).
 fn keep_snapshot(
     tx: &Transaction<'_>,
     folds: &Folds,
@@ -716,12 +728,12 @@ fn keep_snapshot(
     before: Offset,
     head: Offset,
     time_ms: u64,
-) -> Result<(), Error> {
+) -> Result<Option<(Offset, u64)>, Error> {
     let Some((offset, json)) = folds.snapshot_due(stream, before) else {
-        return Ok(());
+        return Ok(None);
     };
     if offset != head {
-        return Ok(());
+        return Ok(None);
     }
     let json = match json {
         Ok(json) => json,
@@ -730,7 +742,7 @@ fn keep_snapshot(
                 stream = %stream, offset = %offset, code = r.code.as_str(), reason = %r.message,
                 "the stream's state could not be stored as a snapshot"
             );
-            return Ok(());
+            return Ok(None);
         }
     };
     tx.prepare_cached(
@@ -754,7 +766,10 @@ fn keep_snapshot(
     )? {
         tracing::debug!(stream = %stream, through = through.0, deleted, "events compacted");
     }
-    Ok(())
+    Ok(Some((
+        offset,
+        sync_core::protocol::state_hash(json.as_bytes()),
+    )))
 }
 
 /// Most events one transaction of the background compaction pass

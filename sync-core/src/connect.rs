@@ -57,7 +57,7 @@ pub fn connect_failure(url: &str, transport: &str, probe: &Probe, suppressed: u3
             let status = status.map_or(String::new(), |s| format!(" ({s})"));
             if path.trim_end_matches('/') != WS_PATH {
                 format!(
-                    "; an HTTP server answered{status} instead of a WebSocket upgrade: the URL's path is {path:?}, \
+                    "; an HTTP server answered{status} instead of a WebSocket upgrade: the URL's path is \"{path}\", \
                      logsync-server's WebSocket endpoint is {WS_PATH} (e.g. {})",
                     with_path(url, WS_PATH)
                 )

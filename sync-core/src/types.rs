@@ -57,7 +57,7 @@ pub fn validate_stream_name(name: &str) -> Result<(), CoreError> {
         // so such a stream could never be reached over the HTTP API.
         return Err(CoreError::InvalidStream {
             reason: alloc::format!(
-                "stream name {name:?} is reserved (it is a relative path segment)"
+                "stream name \"{name}\" is reserved (it is a relative path segment)"
             ),
         });
     }
@@ -66,7 +66,7 @@ pub fn validate_stream_name(name: &str) -> Result<(), CoreError> {
     }) {
         return Err(CoreError::InvalidStream {
             reason: alloc::format!(
-                "stream name has {c:?} at byte {i}; allowed are A-Z a-z 0-9 . _ ~ : / -"
+                "stream name has '{c}' at byte {i}; allowed are A-Z a-z 0-9 . _ ~ : / -"
             ),
         });
     }
@@ -114,7 +114,7 @@ impl fmt::Display for StreamName {
 
 impl fmt::Debug for StreamName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StreamName({:?})", self.0)
+        write!(f, "StreamName(\"{}\")", self.0)
     }
 }
 
@@ -207,7 +207,7 @@ impl ClientId {
     /// Parses 32 hex digits (either case).
     pub fn from_hex(s: &str) -> Result<Self, CoreError> {
         let bad = || CoreError::InvalidClientId {
-            reason: alloc::format!("expected 32 hex digits, got {:?}", truncate(s, 64)),
+            reason: alloc::format!("expected 32 hex digits, got \"{}\"", truncate(s, 64)),
         };
         let b = s.as_bytes();
         if b.len() != 32 {

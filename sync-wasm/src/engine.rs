@@ -101,7 +101,7 @@ impl StoreOptions {
     fn check(&self) -> Result<(), WasmError> {
         if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
             return Err(WasmError::InvalidRequest(format!(
-                "url must start with ws:// or wss:// (e.g. ws://localhost:8080/v1/ws), got {:?}",
+                "url must start with ws:// or wss:// (e.g. ws://localhost:8080/v1/ws), got \"{}\"",
                 self.url
             )));
         }
@@ -354,13 +354,10 @@ impl<R: StoreReducer> Core<R> {
             | Effect::StoreEpoch(_)
             | Effect::ReloadOutbox { .. }
             | Effect::HeadChanged(_) => {}
-            Effect::Diverged {
-                offset,
-                ours,
-                theirs,
-            } => {
+            Effect::Diverged { offset, .. } => {
+                // Short: every byte of text is in the module.
                 let message = format!(
-                    "this store's state at offset {offset} (hash {ours:016x}) differs from the server's snapshot at offset {offset} (hash {theirs:016x}): the reducer is not deterministic or not the server's; the server's snapshot replaces the confirmed state and pending intents are applied on it again"
+                    "the state at offset {offset} differs from the server's, which replaces it"
                 );
                 self.problem(
                     Problem::Diverged,

@@ -49,7 +49,7 @@ impl Socket {
     pub fn open(url: &str, on_event: impl Fn(SocketEvent) + 'static) -> Result<Socket, WasmError> {
         let ws = WebSocket::new(url).map_err(|e| {
             WasmError::InvalidRequest(format!(
-                "cannot open a WebSocket to {url:?}: {}",
+                "cannot open a WebSocket to \"{url}\": {}",
                 describe_js(&e)
             ))
         })?;

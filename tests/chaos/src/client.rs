@@ -223,9 +223,9 @@ impl ChaosClient {
                 // Its fold differed from the server's snapshot (only
                 // reducers that can write their state as the server's text
                 // are compared).
-                Effect::Diverged { offset, .. } => lock(&self.view)
-                    .protocol_errors
-                    .push(format!("the fold at offset {offset} differs from the server's")),
+                Effect::Diverged { offset, .. } => lock(&self.view).protocol_errors.push(format!(
+                    "the fold at offset {offset} differs from the server's"
+                )),
                 Effect::Agreed { .. } => {}
                 Effect::Rejected { seq, .. } => lock(&self.view).rejected.push(seq),
                 // One tab, storage in memory: each storage step is done at

@@ -28,6 +28,28 @@ pub struct ChainState {
     pub hash: u64,
 }
 
+/// What the clients of a run fold, and what they dispatch: the reducer
+/// their replicas run (the same as the server's, when one folds the
+/// stream) and the payloads of their intents.
+pub trait Model:
+    Reducer<
+        State: Clone + PartialEq + Default + std::fmt::Debug + Send + Sync + 'static,
+        Action: Send + 'static,
+    > + Copy
+    + Send
+    + Sync
+    + 'static
+{
+    /// The payload of the intent `client` dispatches as `seq`.
+    fn payload(&self, client: ClientId, seq: Seq, rng: &Rng) -> Vec<u8>;
+}
+
+impl Model for ChainReducer {
+    fn payload(&self, client: ClientId, _seq: Seq, rng: &Rng) -> Vec<u8> {
+        format!("{client}:{}", rng.next_u64()).into_bytes()
+    }
+}
+
 impl Reducer for ChainReducer {
     type State = ChainState;
     type Action = Vec<u8>;
@@ -48,11 +70,11 @@ impl Reducer for ChainReducer {
 
 /// What survives a client crash: its durable storage.
 #[derive(Clone, Debug, Default)]
-pub struct Storage {
+pub struct Storage<S> {
     /// Confirmed offset.
     pub offset: Offset,
     /// Confirmed state at `offset`.
-    pub snapshot: ChainState,
+    pub snapshot: S,
     /// Next seq to allocate.
     pub next_seq: u64,
     /// Pending intents.
@@ -63,19 +85,19 @@ pub struct Storage {
 
 /// What the run observes of a client.
 #[derive(Clone, Debug, Default)]
-pub struct ClientView {
+pub struct ClientView<S> {
     /// Every intent given a seq.
     pub dispatched: BTreeMap<Seq, Vec<u8>>,
-    /// Every acknowledgement received: seq → offset.
-    pub acked: HashMap<Seq, Offset>,
-    /// Rejections received.
-    pub rejected: Vec<Seq>,
+    /// Every acknowledgement received: seq → its acks, in order.
+    pub acked: HashMap<Seq, Vec<Acked>>,
+    /// Rejections received: seq, code and message.
+    pub rejected: Vec<(Seq, String)>,
     /// Confirmed offset now.
     pub offset: Offset,
     /// Confirmed state now.
-    pub state: ChainState,
+    pub state: S,
     /// Optimistic state now.
-    pub optimistic: ChainState,
+    pub optimistic: S,
     /// Pending intents now.
     pub pending: usize,
     /// Intents still to dispatch.
@@ -84,8 +106,24 @@ pub struct ClientView {
     pub connects: u64,
     /// Restarts from storage.
     pub crashes: u64,
+    /// Server snapshots adopted as the confirmed state (the events below
+    /// the client's offset had been compacted away).
+    pub snapshots: u64,
+    /// Server checkpoints its fold was compared with (all agreed; a
+    /// difference is a protocol error).
+    pub agreed: u64,
     /// Protocol errors seen (server frames the client refused).
     pub protocol_errors: Vec<String>,
+}
+
+/// One `Ack` received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acked {
+    /// Where the intent is (for a resend of an intent whose event was
+    /// compacted away: the horizon, which holds it).
+    pub offset: Offset,
+    /// A resend's answer.
+    pub duplicate: bool,
 }
 
 /// Knobs of one client.
@@ -103,6 +141,9 @@ pub struct ClientConfig {
     pub dispatch_every: Duration,
     /// Probability per dispatch of a client crash (restart from storage).
     pub crash_chance: f64,
+    /// Told each time the client has sent a `Push` (the harness aims
+    /// some `kill -9`s at the commit that follows).
+    pub pushed: Arc<tokio::sync::Notify>,
 }
 
 const PING_EVERY: Duration = Duration::from_millis(400);
@@ -110,11 +151,12 @@ const DEAD_AFTER: Duration = Duration::from_secs(3);
 
 /// One client's life: connect, exchange, fail, back off, reconnect — until
 /// `stop` says so.
-pub struct ChaosClient {
+pub struct ChaosClient<M: Model> {
     cfg: ClientConfig,
-    storage: Storage,
-    sync: SyncClient<ChainReducer>,
-    view: Arc<Mutex<ClientView>>,
+    model: M,
+    storage: Storage<M::State>,
+    sync: SyncClient<M>,
+    view: Arc<Mutex<ClientView<M::State>>>,
     rng: Arc<Rng>,
     /// Set by a simulated crash: the current connection belongs to the
     /// crashed instance and must end.
@@ -124,9 +166,13 @@ pub struct ChaosClient {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-impl ChaosClient {
+impl<M: Model> ChaosClient<M> {
     /// A fresh client with empty storage.
-    pub fn new(cfg: ClientConfig, rng: Arc<Rng>) -> (Self, Arc<Mutex<ClientView>>) {
+    pub fn new(
+        cfg: ClientConfig,
+        model: M,
+        rng: Arc<Rng>,
+    ) -> (Self, Arc<Mutex<ClientView<M::State>>>) {
         let storage = Storage {
             next_seq: 1,
             ..Storage::default()
@@ -135,10 +181,11 @@ impl ChaosClient {
             to_dispatch: cfg.intents,
             ..ClientView::default()
         }));
-        let sync = open(&cfg, &storage);
+        let sync = open(&cfg, model, &storage);
         (
             ChaosClient {
                 cfg,
+                model,
                 storage,
                 sync,
                 view: view.clone(),
@@ -153,8 +200,8 @@ impl ChaosClient {
         let r = self.sync.replica();
         let mut v = lock(&self.view);
         v.offset = r.offset();
-        v.state = *r.confirmed_state();
-        v.optimistic = *r.state();
+        v.state = r.confirmed_state().clone();
+        v.optimistic = r.state().clone();
         v.pending = r.pending().len();
     }
 
@@ -167,7 +214,8 @@ impl ChaosClient {
             }
             v.to_dispatch -= 1;
         }
-        let payload = format!("{}:{}", self.cfg.id, self.rng.next_u64()).into_bytes();
+        let seq = Seq::new(self.storage.next_seq).unwrap_or(Seq::FIRST);
+        let payload = self.model.payload(self.cfg.id, seq, &self.rng);
         let Ok(local) = self
             .sync
             .replica_mut()
@@ -176,7 +224,6 @@ impl ChaosClient {
             return out;
         };
         // The durable part: allocate the seq and write the outbox together.
-        let seq = Seq::new(self.storage.next_seq).unwrap_or(Seq::FIRST);
         self.storage.next_seq += 1;
         self.storage.outbox.insert(seq, payload.clone());
         lock(&self.view).dispatched.insert(seq, payload);
@@ -184,7 +231,7 @@ impl ChaosClient {
         out.extend(self.sync.flush());
         if self.rng.chance(self.cfg.crash_chance) {
             // Crash: everything in memory is gone; storage stays.
-            self.sync = open(&self.cfg, &self.storage);
+            self.sync = open(&self.cfg, self.model, &self.storage);
             lock(&self.view).crashes += 1;
             self.crashed = true;
             return Vec::new();
@@ -203,7 +250,7 @@ impl ChaosClient {
                     confirmed, offset, ..
                 } => {
                     self.storage.offset = offset;
-                    self.storage.snapshot = *self.sync.replica().confirmed_state();
+                    self.storage.snapshot = self.sync.replica().confirmed_state().clone();
                     for s in confirmed {
                         self.storage.outbox.remove(&s);
                     }
@@ -212,8 +259,9 @@ impl ChaosClient {
                     self.storage.outbox.remove(&s);
                 }
                 Effect::AdoptedSnapshot { offset, left } => {
+                    lock(&self.view).snapshots += 1;
                     self.storage.offset = offset;
-                    self.storage.snapshot = *self.sync.replica().confirmed_state();
+                    self.storage.snapshot = self.sync.replica().confirmed_state().clone();
                     for s in left {
                         self.storage.outbox.remove(&s);
                     }
@@ -226,8 +274,12 @@ impl ChaosClient {
                 Effect::Diverged { offset, .. } => lock(&self.view).protocol_errors.push(format!(
                     "the fold at offset {offset} differs from the server's"
                 )),
-                Effect::Agreed { .. } => {}
-                Effect::Rejected { seq, .. } => lock(&self.view).rejected.push(seq),
+                Effect::Agreed { .. } => lock(&self.view).agreed += 1,
+                Effect::Rejected {
+                    seq, code, message, ..
+                } => lock(&self.view)
+                    .rejected
+                    .push((seq, format!("{code}: {message}"))),
                 // One tab, storage in memory: each storage step is done at
                 // once and answered right away.
                 Effect::StoreEpoch(e) => {
@@ -249,7 +301,7 @@ impl ChaosClient {
                     );
                     self.storage = Storage {
                         offset: Offset::ZERO,
-                        snapshot: ChainState::default(),
+                        snapshot: M::State::default(),
                         next_seq: entries.last().map_or(1, |e| e.seq.get() + 1),
                         outbox: entries.iter().map(|e| (e.seq, e.payload.clone())).collect(),
                         epoch: Some(epoch.clone()),
@@ -274,7 +326,16 @@ impl ChaosClient {
                             .push(format!("server error {code}: {message}"));
                     }
                 }
-                Effect::StateChanged | Effect::ReducerErrors(_) | Effect::HeadChanged(_) => {}
+                // Every replica folds the events the server accepted:
+                // one this reducer refuses means the two folds differ.
+                Effect::ReducerErrors(errors) => {
+                    let mut v = lock(&self.view);
+                    for (offset, e) in errors {
+                        v.protocol_errors
+                            .push(format!("event {offset} does not fold here: {e}"));
+                    }
+                }
+                Effect::StateChanged | Effect::HeadChanged(_) => {}
             }
         }
         sends
@@ -354,14 +415,12 @@ impl ChaosClient {
                             return;
                         }
                     };
-                    if let ServerMsg::Ack { seq, offset, .. } = &msg {
-                        // An ack means durable: remember it for the final check.
-                        let mut v = lock(&self.view);
-                        if let Some(prev) = v.acked.insert(*seq, *offset) {
-                            if prev != *offset {
-                                v.protocol_errors.push(format!("seq {seq} acked at {prev} then at {offset}"));
-                            }
-                        }
+                    if let ServerMsg::Ack { seq, offset, duplicate, .. } = &msg {
+                        // An ack means durable: remember each for the final check.
+                        lock(&self.view).acked.entry(*seq).or_default().push(Acked {
+                            offset: *offset,
+                            duplicate: *duplicate,
+                        });
                     }
                     match self.sync.handle(msg) {
                         Ok(effects) => self.run_effects(effects),
@@ -392,21 +451,24 @@ impl ChaosClient {
                 if send(&mut ws, &m).await.is_err() {
                     return;
                 }
+                if matches!(m, ClientMsg::Push { .. }) {
+                    self.cfg.pushed.notify_waiters();
+                }
             }
         }
     }
 }
 
-fn open(cfg: &ClientConfig, s: &Storage) -> SyncClient<ChainReducer> {
+fn open<M: Model>(cfg: &ClientConfig, model: M, s: &Storage<M::State>) -> SyncClient<M> {
     let replica = Replica::restore(
         cfg.stream.clone(),
         cfg.id,
-        ChainReducer,
-        s.snapshot,
+        model,
+        s.snapshot.clone(),
         s.offset,
         Seq::new(s.next_seq).unwrap_or(Seq::FIRST),
     );
-    let mut sync = SyncClient::new(replica, s.epoch.clone(), ChainState::default());
+    let mut sync = SyncClient::new(replica, s.epoch.clone(), M::State::default());
     for (seq, payload) in &s.outbox {
         sync.adopt(OutboxEntry::new(*seq, payload.clone()));
     }

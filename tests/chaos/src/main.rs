@@ -4,10 +4,15 @@
 //!
 //! Options: `--secs N` (chaos duration, default 600), `--clients N` (default 6),
 //! `--seed N` (default: from the clock).
+//!
+//! `--reducer` runs the folded soak instead: the server folds the stream
+//! with `fixtures/ledger.js`, stores snapshots and compacts
+//! ([`logsync_chaos::run_folded`]); `--snapshot-every N` (default 12) and
+//! `--retain-events N` (default 20) set the server's flags of those names.
 
 use std::time::Duration;
 
-use logsync_chaos::{proxy::Faults, run, server::server_bin, ChaosConfig};
+use logsync_chaos::{proxy::Faults, run, run_folded, server::server_bin, ChaosConfig, Folding};
 
 fn arg(name: &str) -> Option<u64> {
     let args: Vec<String> = std::env::args().collect();
@@ -15,6 +20,10 @@ fn arg(name: &str) -> Option<u64> {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
+}
+
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
 }
 
 #[tokio::main]
@@ -47,8 +56,30 @@ async fn main() {
         settle_timeout: Duration::from_secs(120),
         server_bin,
     };
-    eprintln!("chaos soak: {secs}s, {clients} clients, seed {seed}");
-    match run(cfg).await {
+    let folding = flag("--reducer").then(|| {
+        let d = Folding::ledger();
+        Folding {
+            snapshot_every: arg("--snapshot-every").unwrap_or(d.snapshot_every),
+            retain_events: arg("--retain-events").unwrap_or(d.retain_events),
+            ..d
+        }
+    });
+    let result = match folding {
+        None => {
+            eprintln!("chaos soak: {secs}s, {clients} clients, seed {seed}");
+            run(cfg).await
+        }
+        Some(f) => {
+            eprintln!(
+                "chaos soak, folded by {} (a snapshot every {} events, {} kept): {secs}s, {clients} clients, seed {seed}",
+                f.module.display(),
+                f.snapshot_every,
+                f.retain_events
+            );
+            run_folded(cfg, f).await
+        }
+    };
+    match result {
         Ok(report) => println!("PASS {report}"),
         Err(e) => {
             eprintln!("FAIL (seed {seed}): {e}");

@@ -63,6 +63,7 @@ pub struct Proxy {
     /// Where clients connect.
     pub addr: SocketAddr,
     enabled: Arc<AtomicBool>,
+    held: Arc<AtomicBool>,
     /// Counters.
     pub stats: Arc<ProxyStats>,
     task: tokio::task::JoinHandle<()>,
@@ -78,10 +79,15 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let enabled = Arc::new(AtomicBool::new(true));
+        let held = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ProxyStats::default());
-        let (en, st) = (enabled.clone(), stats.clone());
+        let (en, hd, st) = (enabled.clone(), held.clone(), stats.clone());
         let task = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
+                if hd.load(Ordering::Relaxed) {
+                    drop(inbound);
+                    continue;
+                }
                 let on = en.load(Ordering::Relaxed);
                 if on && rng.chance(faults.refuse) {
                     st.refused.fetch_add(1, Ordering::Relaxed);
@@ -100,6 +106,7 @@ impl Proxy {
         Ok(Proxy {
             addr,
             enabled,
+            held,
             stats,
             task,
         })
@@ -108,6 +115,12 @@ impl Proxy {
     /// Switches faults on or off (connections keep flowing either way).
     pub fn set_faults(&self, on: bool) {
         self.enabled.store(on, Ordering::Relaxed);
+    }
+
+    /// While held, new connections are closed at once (not counted as
+    /// refused); open ones go on.
+    pub fn hold(&self, on: bool) {
+        self.held.store(on, Ordering::Relaxed);
     }
 }
 

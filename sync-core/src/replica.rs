@@ -65,6 +65,34 @@ pub struct Applied {
     pub reducer_errors: Vec<(Offset, String)>,
 }
 
+/// See [`Replica::own_pending_count`] and [`Replica::writing_count`].
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+struct Counts {
+    own: usize,
+    writing: usize,
+}
+
+impl Counts {
+    /// What `p` adds to the counts.
+    fn of<A>(p: &Pending<A>) -> Counts {
+        let own = p.own && !p.discarded;
+        Counts {
+            own: usize::from(own),
+            writing: usize::from(own && p.seq.is_none()),
+        }
+    }
+
+    fn add(&mut self, c: Counts) {
+        self.own += c.own;
+        self.writing += c.writing;
+    }
+
+    fn sub(&mut self, c: Counts) {
+        self.own -= c.own;
+        self.writing -= c.writing;
+    }
+}
+
 /// A client's replica of one stream.
 pub struct Replica<R: Reducer> {
     stream: StreamName,
@@ -77,6 +105,11 @@ pub struct Replica<R: Reducer> {
     next_local: LocalId,
     next_seq: Seq,
     subject: Option<String>,
+    /// How many pending intents count as this replica's own and are not
+    /// discarded (what a status shows as pending), and how many of those
+    /// have no seq yet: kept as `pending` changes, so a status costs
+    /// nothing per pending intent.
+    counts: Counts,
 }
 
 impl<R: Reducer> Replica<R> {
@@ -115,6 +148,7 @@ impl<R: Reducer> Replica<R> {
             next_local: 1,
             next_seq,
             subject: None,
+            counts: Counts::default(),
         }
     }
 
@@ -315,6 +349,7 @@ impl<R: Reducer> Replica<R> {
             time_ms,
             read_meta,
         });
+        self.counts.add(Counts { own: 1, writing: 1 });
         local_id
     }
 
@@ -331,11 +366,16 @@ impl<R: Reducer> Replica<R> {
         };
         if let Some(j) = self.pending.iter().position(|p| p.seq == Some(seq)) {
             // The copy that stays counts as dispatched here.
+            self.counts.sub(Counts::of(&self.pending[j]));
             self.pending[j].own = true;
-            self.pending.remove(i);
+            self.counts.add(Counts::of(&self.pending[j]));
+            let gone = self.pending.remove(i);
+            self.counts.sub(Counts::of(&gone));
             self.recompute();
         } else {
+            self.counts.sub(Counts::of(&self.pending[i]));
             self.pending[i].seq = Some(seq);
+            self.counts.add(Counts::of(&self.pending[i]));
         }
         true
     }
@@ -390,6 +430,7 @@ impl<R: Reducer> Replica<R> {
                 read_meta: true,
             },
         );
+        self.counts.add(Counts::of(&self.pending[at]));
         self.recompute();
         true
     }
@@ -449,7 +490,8 @@ impl<R: Reducer> Replica<R> {
             self.offset = e.offset;
             if e.client_id == self.client_id {
                 if let Some(i) = self.pending.iter().position(|p| p.seq == Some(e.seq)) {
-                    self.pending.remove(i);
+                    let p = self.pending.remove(i);
+                    self.counts.sub(Counts::of(&p));
                 }
                 applied.confirmed.push(e.seq);
             }
@@ -470,6 +512,7 @@ impl<R: Reducer> Replica<R> {
     pub fn remove_pending(&mut self, seq: Seq) -> Option<Pending<R::Action>> {
         let i = self.pending.iter().position(|p| p.seq == Some(seq))?;
         let p = self.pending.remove(i);
+        self.counts.sub(Counts::of(&p));
         self.recompute();
         Some(p)
     }
@@ -494,10 +537,12 @@ impl<R: Reducer> Replica<R> {
         self.confirmed = state;
         self.offset = offset;
         let mut left = Vec::new();
+        let counts = &mut self.counts;
         self.pending.retain(|p| {
             let held = p.acked.is_some_and(|a| a <= offset);
             if held {
                 left.extend(p.seq);
+                counts.sub(Counts::of(p));
             }
             !held
         });
@@ -516,9 +561,36 @@ impl<R: Reducer> Replica<R> {
         else {
             return false;
         };
+        let before = Counts::of(p);
         p.discarded = true;
+        let after = Counts::of(p);
+        self.counts.sub(before);
+        self.counts.add(after);
         self.recompute();
         true
+    }
+
+    /// How many pending intents count as this replica's own and are not
+    /// discarded: `own_pending().count()`, without walking them.
+    pub fn own_pending_count(&self) -> usize {
+        self.counts.own
+    }
+
+    /// Of [`Replica::own_pending_count`], how many have no seq yet (their
+    /// outbox write is under way).
+    pub fn writing_count(&self) -> usize {
+        self.counts.writing
+    }
+
+    /// Whether the kept counts equal the ones walking the pending intents
+    /// gives (for tests: every change of `pending` must keep them).
+    #[doc(hidden)]
+    pub fn counts_hold(&self) -> bool {
+        let mut c = Counts::default();
+        for p in &self.pending {
+            c.add(Counts::of(p));
+        }
+        c == self.counts
     }
 
     /// The pending intents that count as this replica's own and are not
@@ -574,6 +646,10 @@ impl<R: Reducer> Replica<R> {
             });
         }
         self.pending.extend(waiting);
+        self.counts = Counts::default();
+        for p in &self.pending {
+            self.counts.add(Counts::of(p));
+        }
         self.recompute();
         rediscard
     }

@@ -872,6 +872,16 @@ impl World {
     }
 
     fn apply(&mut self, op: Op) {
+        self.apply_op(op);
+        for (i, t) in self.tabs.iter().enumerate() {
+            assert!(
+                t.client.replica().counts_hold(),
+                "tab {i}: the kept pending counts differ from the pending intents"
+            );
+        }
+    }
+
+    fn apply_op(&mut self, op: Op) {
         let n = self.tabs.len();
         match op {
             Op::Dispatch { tab, reject } => self.dispatch(tab % n, reject),

@@ -167,24 +167,23 @@ impl WasmStore {
     /// (one over it is recorded, then rejected with `PAYLOAD_TOO_LARGE`).
     #[wasm_bindgen(js_name = dispatchFolded)]
     pub fn dispatch_folded(&self, base: JsValue, batch: Array) -> Result<bool, JsValue> {
+        // Called by the package's own JS only: one short message for any
+        // malformed group (every byte of text is in the module).
+        let malformed = || -> JsValue {
+            bad("dispatchFolded takes [json, action, state, time, seen, read] groups".into()).into()
+        };
         let len = batch.length();
         if len % 6 != 0 {
-            return Err(bad(
-                "dispatchFolded expects [json, action, state, time, seen, read] groups".into(),
-            )
-            .into());
+            return Err(malformed());
         }
         let mut items = Vec::with_capacity((len / 6) as usize);
         let mut i = 0;
         while i < len {
-            let text = batch
-                .get(i)
-                .as_string()
-                .ok_or_else(|| bad("dispatchFolded: the JSON text must be a string".into()))?;
+            let text = batch.get(i).as_string().ok_or_else(malformed)?;
             let number = |v: JsValue| v.as_f64().filter(|n| *n >= 0.0).map(|n| n as u64);
             let (Some(time_ms), Some(seen)) = (number(batch.get(i + 3)), number(batch.get(i + 4)))
             else {
-                return Err(bad("dispatchFolded: time and seen must be numbers".into()).into());
+                return Err(malformed());
             };
             items.push(Folded {
                 payload: text.into_bytes(),

@@ -11,7 +11,9 @@
 #                                 two nodes: bench/postgres.sh
 #
 # Builds the server, the load generator and the relay with the speed
-# profile and the npm package (js/) in release, runs each benchmark, writes
+# profile (into target/release, or $CARGO_TARGET_DIR/release; when the
+# reducer benchmark runs also logsync-todo-server) and the npm package (js/) in
+# release, runs each benchmark, writes
 # bench/results/<UTC date>[-quick].md (the tables) and .jsonl (one record
 # per measured run), and prints the tables. Stops everything it started.
 #
@@ -37,7 +39,7 @@ while [ $# -gt 0 ]; do
     --no-pin) PIN=0 ;;
     --postgres) POSTGRES=1 ;;
     --only) ONLY="$2"; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -85,8 +87,15 @@ step() { printf '\n\033[1m==> %s\033[0m  (+%ss)\n' "$*" "$(( $(date +%s) - start
 
 # ---- build -----------------------------------------------------------------
 step "build: server, load generator, relay (release); npm package (wasm-release)"
-cargo build --release -p server-stub -p logsync-bench --locked 2>&1 | tail -n 2
-BIN="$ROOT/target/release"
+# --only reducer also measures logsync-todo-server (bench/todo-server:
+# logsync-server from the server-stub library with the Rust todo reducer).
+PACKAGES=(-p server-stub -p logsync-bench)
+if want reducer; then PACKAGES+=(-p todo-server); fi
+cargo build --release "${PACKAGES[@]}" --locked 2>&1 | tail -n 2
+# Where Cargo put them: target/ or $CARGO_TARGET_DIR.
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --locked \
+  | node -e 'let s = ""; process.stdin.on("data", (d) => { s += d; }).on("end", () => console.log(JSON.parse(s).target_directory));')"
+BIN="$TARGET_DIR/release"
 if want browser || want size; then
   (cd js && { [ -d node_modules ] || npm ci --no-audit --no-fund >/dev/null; } && npm run build --silent >"$SCRATCH/npm-build.log" 2>&1) \
     || { cat "$SCRATCH/npm-build.log" >&2; exit 1; }
@@ -187,12 +196,15 @@ if want append; then
 fi
 if want reducer; then
   # The TodoMVC example's own actions on streams todos/0.. (group commit),
-  # against the same server without a reducer and with the example's
-  # reducer module folding todos/* in its JavaScript engine.
-  step "2b. durable append with the JavaScript todo reducer at the ordering point"
+  # against the same server without a reducer, logsync-todo-server (the
+  # same server with the example's reducer ported to Rust, bench/todo-reducer,
+  # folding todos/*) and the same server with the example's reducer module
+  # folding todos/* in its JavaScript engine.
+  step "2b. durable append with the Rust and the JavaScript todo reducer at the ordering point"
   run "${LOADGEN[@]}" --json "$RAW" \
+    --variant-bin "logsync-rust-todo=$BIN/logsync-todo-server" \
     --variant "logsync-js-todo=--reducer todos/*=$ROOT/examples/todo-react/src/todos.js" \
-    append --targets logsync,logsync-js-todo --modes group --payload todo --stream-prefix todos/ \
+    append --targets logsync,logsync-rust-todo,logsync-js-todo --modes group --payload todo --stream-prefix todos/ \
     "${REDUCER[@]}"
 fi
 if want boot; then

@@ -168,6 +168,7 @@ pub async fn run(
                     sink.record(json!({
                         "bench": "append",
                         "target": target,
+                        "server_bin": launcher.bin_name(variant),
                         "mode": mode,
                         "writers": writers,
                         "repeat": repeat,

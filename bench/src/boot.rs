@@ -64,8 +64,8 @@ pub async fn run(launcher: &Launcher, sink: &Sink, args: Args) -> Result<(), Str
     for &n in &args.events {
         for (mode, flags) in &modes {
             let variant = Variant {
-                label: "logsync".into(),
                 args: flags.clone(),
+                ..Variant::plain("logsync")
             };
             let server = launcher.server(&variant, &[]).await?;
             let stream = StreamName::new("boot/s").map_err(|e| e.to_string())?;

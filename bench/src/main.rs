@@ -46,6 +46,14 @@ struct Cli {
     #[arg(long = "variant", global = true)]
     variants: Vec<String>,
 
+    /// A server variant's own binary: `LABEL=PATH`, started instead of
+    /// `logsync-server` with the variant's flags (a server built from the
+    /// server-stub library, e.g. with Rust reducers, takes the same
+    /// flags). A LABEL without `--variant` is a variant without extra
+    /// flags. Repeatable.
+    #[arg(long = "variant-bin", global = true, value_name = "LABEL=PATH")]
+    variant_bins: Vec<String>,
+
     /// A PostgreSQL connection allowed to create databases (e.g.
     /// `postgres://postgres@127.0.0.1:PORT/postgres`). Before every start
     /// of a server whose flags hold a PostgreSQL URL
@@ -113,14 +121,14 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Command::Seed(args) = cli.command {
         return seed::run(&sink, args).await;
     }
-    let mut variants = vec![Variant {
-        label: "logsync".into(),
-        args: Vec::new(),
-    }];
+    let mut variants = vec![Variant::plain("logsync")];
     for v in &cli.variants {
         let v = Variant::parse(v)?;
         variants.retain(|o| o.label != v.label);
         variants.push(v);
+    }
+    for b in &cli.variant_bins {
+        Variant::set_bin(&mut variants, b)?;
     }
     let server_bin = match cli.server_bin.clone() {
         Some(b) => b,

@@ -24,34 +24,77 @@ pub fn sibling_bin(name: &str, hint: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// A variant of the server to measure: a label and extra flags (for
-/// example another store).
-#[derive(Clone, Debug)]
+/// A variant of the server to measure: a label, extra flags (for
+/// example another store) and optionally its own binary (a server built
+/// from the server-stub library with Rust reducers, which takes
+/// `logsync-server`'s flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Variant {
     /// Shown in the tables (`logsync`, `logsync-postgres`, …).
     pub label: String,
     /// Added to the server's command line; `{run}` becomes a name unique to
     /// the run (for a fresh database per run).
     pub args: Vec<String>,
+    /// The binary to start instead of the launcher's `logsync-server`.
+    pub bin: Option<PathBuf>,
 }
 
 impl Variant {
+    /// The server as it is: no flags, the launcher's binary.
+    pub fn plain(label: &str) -> Variant {
+        Variant {
+            label: label.into(),
+            args: Vec::new(),
+            bin: None,
+        }
+    }
+
     /// Parses `LABEL` or `LABEL=ARGS…` (ARGS split on whitespace).
     pub fn parse(s: &str) -> Result<Variant, String> {
         let (label, args) = match s.split_once('=') {
             Some((l, a)) => (l.trim(), a.split_whitespace().map(String::from).collect()),
             None => (s.trim(), Vec::new()),
         };
-        if label.is_empty() || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(format!(
-                "server variant {s:?}: expected LABEL or LABEL=ARGS, LABEL of [A-Za-z0-9-]"
-            ));
-        }
+        check_label(label)
+            .map_err(|e| format!("server variant {s:?}: expected LABEL or LABEL=ARGS, {e}"))?;
         Ok(Variant {
-            label: label.to_string(),
             args,
+            ..Variant::plain(label)
         })
     }
+
+    /// Applies `LABEL=PATH` (`--variant-bin`) to `variants`: the variant
+    /// LABEL starts PATH instead of `logsync-server`, with its flags; a
+    /// label no `--variant` named becomes a variant without flags.
+    pub fn set_bin(variants: &mut Vec<Variant>, s: &str) -> Result<(), String> {
+        let Some((label, path)) = s.split_once('=') else {
+            return Err(format!("--variant-bin {s:?}: expected LABEL=PATH"));
+        };
+        let label = label.trim();
+        check_label(label).map_err(|e| format!("--variant-bin {s:?}: {e}"))?;
+        let bin = PathBuf::from(path.trim());
+        if !bin.is_file() {
+            return Err(format!(
+                "--variant-bin {s:?}: {} is not a file (build it first)",
+                bin.display()
+            ));
+        }
+        match variants.iter_mut().find(|v| v.label == label) {
+            Some(v) => v.bin = Some(bin),
+            None => variants.push(Variant {
+                bin: Some(bin),
+                ..Variant::plain(label)
+            }),
+        }
+        Ok(())
+    }
+}
+
+fn check_label(label: &str) -> Result<(), String> {
+    if label.is_empty() || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(format!("LABEL {label:?} is not of [A-Za-z0-9-]"));
+    }
+    Ok(())
 }
 
 /// What every measurement needs to start its processes.
@@ -73,8 +116,17 @@ pub struct Launcher {
 static RUN: AtomicU64 = AtomicU64::new(1);
 
 impl Launcher {
-    /// Starts `logsync-server` on a fresh database with `variant`'s flags
-    /// and `args`.
+    /// The file name of the binary `variant` starts (for the records).
+    pub fn bin_name(&self, variant: &Variant) -> String {
+        let bin = variant.bin.as_deref().unwrap_or(&self.server_bin);
+        bin.file_name()
+            .unwrap_or(bin.as_os_str())
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Starts `logsync-server` (or the variant's own binary) on a fresh
+    /// database with `variant`'s flags and `args`.
     pub async fn server(&self, variant: &Variant, args: &[String]) -> Result<Proc, String> {
         let run = format!("run{}x{}", std::process::id(), RUN.fetch_add(1, Relaxed));
         let db = self.dir.join(format!("{run}.db"));
@@ -108,7 +160,7 @@ impl Launcher {
         argv.extend(extra);
         argv.extend(args.iter().cloned());
         let spawned = Proc::spawn(
-            &self.server_bin,
+            variant.bin.as_deref().unwrap_or(&self.server_bin),
             &argv,
             "logsync-server listening on http://",
             self.cpus.as_deref(),
@@ -366,5 +418,32 @@ mod tests {
         assert_eq!(name("--store"), None);
         assert!(pg::checked("bench_run1x2").is_ok());
         assert!(pg::checked("a\"; DROP").is_err());
+    }
+
+    #[test]
+    fn a_variant_gets_its_own_binary() {
+        let exe = std::env::current_exe().unwrap();
+        let mut vs = vec![
+            Variant::plain("logsync"),
+            Variant::parse("js=--reducer todos/*=todos.js").unwrap(),
+        ];
+        Variant::set_bin(&mut vs, &format!("rust={}", exe.display())).unwrap();
+        Variant::set_bin(&mut vs, &format!("js={}", exe.display())).unwrap();
+        assert_eq!(vs.len(), 3);
+        assert_eq!(vs[0].bin, None);
+        assert_eq!(vs[1].args, ["--reducer", "todos/*=todos.js"]);
+        assert_eq!(vs[1].bin.as_deref(), Some(exe.as_path()));
+        assert_eq!(
+            vs[2],
+            Variant {
+                label: "rust".into(),
+                args: Vec::new(),
+                bin: Some(exe.clone())
+            }
+        );
+        for bad in ["rust", "=/bin/sh", "a b=/bin/sh", "rust=/no/such/binary"] {
+            assert!(Variant::set_bin(&mut vs, bad).is_err(), "{bad}");
+        }
+        assert!(Variant::parse("a b=--x").is_err());
     }
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use logsync_chaos::{proxy::Faults, run, run_folded, server::server_bin, ChaosConfig, Folding};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_acknowledged_is_lost_or_doubled_under_faults_and_kill9() {
-    let seed = std::env::var("LOGSYNC_CHAOS_SEED")
+/// `LOGSYNC_CHAOS_SEED` when set (to replay a run), else the clock.
+fn seed() -> u64 {
+    std::env::var("LOGSYNC_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -16,7 +16,12 @@ async fn nothing_acknowledged_is_lost_or_doubled_under_faults_and_kill9() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
-        });
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acknowledged_is_lost_or_doubled_under_faults_and_kill9() {
+    let seed = seed();
     let cfg = ChaosConfig {
         clients: 5,
         intents_per_client: 100,
@@ -51,15 +56,7 @@ async fn nothing_acknowledged_is_lost_or_doubled_under_faults_and_kill9() {
 /// table must have been compacted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folded_compacted_stream_loses_nothing_under_faults_and_kill9() {
-    let seed = std::env::var("LOGSYNC_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+    let seed = seed();
     let cfg = ChaosConfig {
         clients: 5,
         intents_per_client: 100,

@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rquickjs::{Context, Ctx, Function, Module, Object, Runtime, Value};
 use sync_core::{ErrorCode, Meta};
@@ -240,20 +240,39 @@ struct Engine {
     next_key: u64,
 }
 
-/// The deadline the interrupt handler checks: nanoseconds since `anchor`,
-/// 0 for none.
+/// The deadline the interrupt handler checks, in CPU time of the thread
+/// that runs the engine (nanoseconds of it; 0 for none). CPU time, not
+/// wall-clock time: on a machine whose cores are busy with other work the
+/// engine's thread waits for a CPU, and a wall-clock deadline would stop,
+/// and so refuse for good, an intent whose reducer is fast. It is set and
+/// read on the one thread that runs the call (the interrupt handler runs
+/// inside it).
 struct Deadline {
-    anchor: Instant,
     at: AtomicU64,
     fired: AtomicBool,
 }
 
+/// CPU time the calling thread has used, in nanoseconds.
+fn thread_cpu_nanos() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
 impl Deadline {
+    fn new() -> Deadline {
+        Deadline {
+            at: AtomicU64::new(0),
+            fired: AtomicBool::new(false),
+        }
+    }
+
     fn set(&self, after: Duration) {
-        let at = self.anchor.elapsed().saturating_add(after);
+        let after = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
         self.fired.store(false, Ordering::Relaxed);
         self.at.store(
-            u64::try_from(at.as_nanos()).unwrap_or(u64::MAX).max(1),
+            thread_cpu_nanos().saturating_add(after).max(1),
             Ordering::Relaxed,
         );
     }
@@ -265,8 +284,7 @@ impl Deadline {
 
     fn passed(&self) -> bool {
         let at = self.at.load(Ordering::Relaxed);
-        let passed =
-            at != 0 && u64::try_from(self.anchor.elapsed().as_nanos()).unwrap_or(u64::MAX) >= at;
+        let passed = at != 0 && thread_cpu_nanos() >= at;
         if passed {
             self.fired.store(true, Ordering::Relaxed);
         }
@@ -344,11 +362,7 @@ impl JsReducer {
         runtime.set_memory_limit(limits.memory_bytes);
         runtime.set_max_stack_size(512 << 10);
         runtime.set_loader(OnlyLogsync, OnlyLogsync);
-        let deadline = Arc::new(Deadline {
-            anchor: Instant::now(),
-            at: AtomicU64::new(0),
-            fired: AtomicBool::new(false),
-        });
+        let deadline = Arc::new(Deadline::new());
         let watch = deadline.clone();
         runtime.set_interrupt_handler(Some(Box::new(move || watch.passed())));
         let context =
@@ -405,7 +419,7 @@ impl JsReducer {
         });
         if deadline.clear() {
             return Err(fail(format!(
-                "the module's top level ran longer than {:?} and was stopped",
+                "the module's top level used more than {:?} of CPU time and was stopped",
                 limits.load_timeout
             )));
         }
@@ -600,7 +614,7 @@ fn call_with(
         // Let the engine reclaim what the stopped call allocated.
         engine.runtime.run_gc();
         return Err(reducer_failed(format!(
-            "the reducer ran longer than {:?} and was stopped",
+            "the reducer used more than {:?} of CPU time and was stopped",
             timeout.unwrap_or_default()
         )));
     }
@@ -718,6 +732,8 @@ impl Drop for JsState {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     use crate::fold::TEST_META as META;
@@ -950,6 +966,24 @@ mod tests {
             .to_json()
             .expect("json")
             .contains("1970-01-01T00:00:00.000Z"));
+    }
+
+    #[test]
+    fn a_deadline_counts_the_calls_cpu_time_not_its_wait_for_a_cpu() {
+        let d = Deadline::new();
+        d.set(Duration::from_millis(20));
+        // A thread waiting (asleep here, as it is while other work holds
+        // the CPU) uses none of its time.
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!d.passed(), "stopped for time spent waiting for a CPU");
+        // Working uses it up.
+        let started = Instant::now();
+        let mut spins = 0u64;
+        while !d.passed() {
+            spins = std::hint::black_box(spins + 1);
+            assert!(started.elapsed() < Duration::from_secs(10), "never passed");
+        }
+        assert!(d.clear(), "the deadline fired");
     }
 
     #[test]

@@ -832,15 +832,7 @@ async fn a_new_client_of_a_compacted_stream_starts_from_its_snapshot() {
     drop(cut);
     let (mut fresh, _) = Client::hello(&p.ws(), client_id(2)).await;
     fresh
-        .send(&sync_core::ClientMsg::Subscribe {
-            stream: sync_core::StreamName::new(stream).unwrap(),
-            after: sync_core::Offset(0),
-            resume: Some(sync_core::SnapshotResume {
-                offset: first_offset,
-                hash: first_hash,
-                at: first.len() as u64,
-            }),
-        })
+        .subscribe_resuming(stream, 0, first_offset, first_hash, first.len() as u64)
         .await;
     let mut text = first;
     let mut parts = 1;
@@ -1098,15 +1090,7 @@ async fn subscribers_hear_each_snapshots_hash_and_can_ask_for_the_snapshot() {
     // then the events after it.
     let (mut repair, _) = Client::hello(&p.ws(), client_id(3)).await;
     repair
-        .send(&sync_core::ClientMsg::Subscribe {
-            stream: common::stream(stream),
-            after: sync_core::Offset(5),
-            resume: Some(sync_core::SnapshotResume {
-                offset: sync_core::Offset(5),
-                hash: checkpoints[0].1,
-                at: 0,
-            }),
-        })
+        .subscribe_resuming(stream, 5, sync_core::Offset(5), checkpoints[0].1, 0)
         .await;
     match repair.recv().await {
         ServerMsg::Snapshot {
@@ -1129,15 +1113,7 @@ async fn subscribers_hear_each_snapshots_hash_and_can_ask_for_the_snapshot() {
     // Asked for above the latest snapshot: nothing to send but events.
     let (mut above, _) = Client::hello(&p.ws(), client_id(4)).await;
     above
-        .send(&sync_core::ClientMsg::Subscribe {
-            stream: common::stream(stream),
-            after: sync_core::Offset(11),
-            resume: Some(sync_core::SnapshotResume {
-                offset: sync_core::Offset(10),
-                hash,
-                at: 0,
-            }),
-        })
+        .subscribe_resuming(stream, 11, sync_core::Offset(10), hash, 0)
         .await;
     match above.recv().await {
         ServerMsg::Events { events, head, .. } => {

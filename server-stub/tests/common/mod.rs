@@ -231,6 +231,24 @@ impl Client {
         .await;
     }
 
+    /// Subscribes from `after` asking for the stream's snapshot: the one
+    /// at `offset` with `hash`, of which the first `at` bytes are held.
+    pub async fn subscribe_resuming(
+        &mut self,
+        stream_name: &str,
+        after: u64,
+        offset: Offset,
+        hash: u64,
+        at: u64,
+    ) {
+        self.send(&ClientMsg::Subscribe {
+            stream: stream(stream_name),
+            after: Offset(after),
+            resume: Some(sync_core::SnapshotResume { offset, hash, at }),
+        })
+        .await;
+    }
+
     /// Reads Events frames (ignoring other messages) until the events
     /// received reach offset `upto`; returns them in order.
     pub async fn events_until(&mut self, upto: u64) -> Vec<Event> {

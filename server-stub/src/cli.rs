@@ -114,6 +114,31 @@ pub struct Cli {
     #[arg(long, env = "LOGSYNC_REDUCER_MAX_STREAMS", default_value_t = crate::fold::DEFAULT_MAX_STATES)]
     pub reducer_max_streams: usize,
 
+    /// Longest one evaluation of a view may run (CPU time, in the views' own engine, never on the
+    /// writer's path); a view stopped by it is reported to its readers as REDUCER.
+    #[arg(long, env = "LOGSYNC_VIEW_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    pub view_timeout: Duration,
+
+    /// Most different views (name and params) followed live on one stream of this node at once;
+    /// one more is refused with TOO_MANY_SUBSCRIPTIONS.
+    #[arg(long, env = "LOGSYNC_MAX_VIEWS_PER_STREAM", default_value_t = 64)]
+    pub max_views_per_stream: usize,
+
+    /// Most view watches on one WebSocket connection.
+    #[arg(long, env = "LOGSYNC_MAX_WATCHES", default_value_t = 32)]
+    pub max_watches: usize,
+
+    /// Record every read of a view of the streams PATTERN matches (a stream name, or a prefix
+    /// ending in `*`) as an event of the stream `~reads/<stream>`, durably, before the read is
+    /// answered: who read which view with which params at which offset. Repeatable.
+    #[arg(
+        long = "read-log",
+        env = "LOGSYNC_READ_LOG",
+        value_delimiter = ';',
+        value_name = "PATTERN"
+    )]
+    pub read_log: Vec<String>,
+
     /// Store the state of each stream a reducer folds every N events (its snapshot: a new client
     /// starts from it, a restarted server rebuilds from it); 0 stores none.
     #[arg(long, env = "LOGSYNC_SNAPSHOT_EVERY", value_name = "N", default_value_t = crate::fold::DEFAULT_SNAPSHOT_EVERY)]
@@ -418,6 +443,10 @@ impl Cli {
             reducer_timeout: self.reducer_timeout,
             reducer_memory_bytes: self.reducer_memory,
             reducer_max_streams: self.reducer_max_streams,
+            view_timeout: self.view_timeout,
+            max_views_per_stream: self.max_views_per_stream,
+            max_watches: self.max_watches,
+            read_log: self.read_log.clone(),
             snapshot_every: self.snapshot_every,
             retain_events: self.retain_events,
             retain_age: self.retain_age,

@@ -115,6 +115,17 @@ pub struct Config {
     /// Most bytes each JavaScript reducer's engine may allocate (its
     /// module and the states of all its streams).
     pub reducer_memory_bytes: usize,
+    /// Longest one view evaluation may run (`--view-timeout`), in the
+    /// views' own engine; a view stopped by it answers `REDUCER`.
+    pub view_timeout: Duration,
+    /// Most different (view, params) followed on one stream of this node
+    /// at once (`--max-views-per-stream`).
+    pub max_views_per_stream: usize,
+    /// Most view watches on one WebSocket connection (`--max-watches`).
+    pub max_watches: usize,
+    /// Streams whose view reads are recorded in their read log
+    /// (`--read-log`, stream patterns; see `readlog`).
+    pub read_log: Vec<String>,
     /// Most streams whose reducer states a store's writer keeps in memory
     /// (`--reducer-max-streams`): past it the least recently used are
     /// dropped and folded again from the log when next needed.
@@ -185,6 +196,10 @@ impl Default for Config {
             reducer_timeout: Duration::from_millis(100),
             reducer_memory_bytes: 256 << 20,
             reducer_max_streams: crate::fold::DEFAULT_MAX_STATES,
+            view_timeout: Duration::from_millis(100),
+            max_views_per_stream: 64,
+            max_watches: 32,
+            read_log: Vec::new(),
             snapshot_every: crate::fold::DEFAULT_SNAPSHOT_EVERY,
             retain_events: None,
             retain_age: None,
@@ -290,6 +305,11 @@ impl Config {
         }
         if self.reducer_max_streams == 0 {
             return bad("--reducer-max-streams must be at least 1".into());
+        }
+        if self.view_timeout.is_zero() || self.max_views_per_stream == 0 || self.max_watches == 0 {
+            return bad(
+                "--view-timeout, --max-views-per-stream and --max-watches must be above 0".into(),
+            );
         }
         if let Some(url) = &self.store_url {
             if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {

@@ -33,6 +33,10 @@ pub enum Error {
     /// oldest kept).
     #[error("{0}")]
     Compacted(String),
+    /// The server has too much of this work waiting (e.g. view
+    /// evaluations); retry shortly.
+    #[error("{0}")]
+    Overloaded(String),
     /// Binding, accepting or serving failed.
     #[error("I/O failed: {0}")]
     Io(#[from] std::io::Error),
@@ -48,6 +52,7 @@ impl Error {
             Error::Reducer(_) => ErrorCode::Reducer,
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::Compacted(_) => ErrorCode::Compacted,
+            Error::Overloaded(_) => ErrorCode::RateLimited,
             Error::Io(_) => ErrorCode::Internal,
         }
     }
@@ -68,7 +73,8 @@ impl Error {
             | Error::ReducerLoad(_)
             | Error::Reducer(_)
             | Error::NotFound(_)
-            | Error::Compacted(_) => self.to_string(),
+            | Error::Compacted(_)
+            | Error::Overloaded(_) => self.to_string(),
         };
         (self.code(), message)
     }

@@ -146,12 +146,21 @@ pub async fn session(data: &[u8]) -> Transcript {
         max_payload_bytes: config.max_payload_bytes,
     });
     let shutdown = CancellationToken::new();
+    let Ok(viewer) = crate::views::Viewer::start(
+        store.clone(),
+        crate::fold::Reducers::default(),
+        config.max_views_per_stream,
+        metrics.clone(),
+    ) else {
+        return Transcript::default();
+    };
     let state = Arc::new(AppState::new(
         config,
         store,
         hub,
         metrics,
         policy,
+        viewer,
         shutdown.clone(),
     ));
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {

@@ -28,6 +28,7 @@ use crate::hub::Subscription;
 use crate::limits::Admit;
 use crate::listen::Peer;
 use crate::metrics::{Limit, SubscriptionGauge};
+use crate::readlog::Read as ViewRead;
 use crate::respond::{
     error_response, error_with_status, json_response, refuse, store_failed, subject_refusal,
     too_many_connections, ApiError,
@@ -35,6 +36,7 @@ use crate::respond::{
 use crate::state::AppState;
 use crate::store::{Outcome, ReadLimits, ViewQuery};
 use crate::subjects::{subject_key, SubjectSlot};
+use crate::views::{Follower, Update};
 
 /// What a [`StreamAccess`] lets the request do with its stream.
 pub(crate) trait Permission {
@@ -507,7 +509,7 @@ pub(crate) async fn get_state(
     }: StreamAccess<Read>,
     headers: HeaderMap,
 ) -> Response {
-    folded(st, peer, principal, stream, None, headers).await
+    folded(st, peer, principal, stream, headers).await
 }
 
 /// `GET /v1/streams/{stream}/snapshot`: the stream's latest stored
@@ -580,8 +582,164 @@ pub(crate) async fn get_view(
             }
         },
     };
-    let view = ViewQuery { name, params };
-    folded(st, peer, principal, stream, Some(view), headers).await
+    let query = ViewQuery { name, params };
+    viewed(st, peer, principal, stream, query, headers).await
+}
+
+/// No reducer folds `stream`: `404 NOT_FOUND`.
+fn not_folded(stream: &StreamName) -> Response {
+    ApiError(
+        ErrorCode::NotFound,
+        format!(
+            "no reducer folds stream {stream} on this server (start it with --reducer PATTERN=FILE)"
+        ),
+    )
+    .into_response()
+}
+
+/// A view failed: its code (`NOT_FOUND`, `REDUCER`, `RATE_LIMITED`) and
+/// message, or a store failure.
+fn view_failed(e: &Error) -> Response {
+    match e {
+        Error::NotFound(_) | Error::Reducer(_) | Error::Overloaded(_) => {
+            let (code, message) = e.to_peer();
+            error_response(code, &message, &[])
+        }
+        e => store_failed(e, "view"),
+    }
+}
+
+/// A view once, evaluated by the viewer at the head, or as a feed
+/// ([`view_sse`]).
+async fn viewed(
+    st: Arc<AppState>,
+    peer: Option<std::net::SocketAddr>,
+    principal: Principal,
+    stream: StreamName,
+    query: ViewQuery,
+    headers: HeaderMap,
+) -> Response {
+    let read = |offset, via| ViewRead {
+        stream: &stream,
+        subject: principal.subject(),
+        client: None,
+        view: &query.name,
+        params: &query.params,
+        offset,
+        via,
+    };
+    if !wants_event_stream(&headers) {
+        let answer = match st.viewer.evaluate(&stream, &query, None).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => return not_folded(&stream),
+            Err(e) => return view_failed(&e),
+        };
+        if let Err(e) = st
+            .read_log
+            .record(&*st.store, read(answer.now.offset, "http"))
+            .await
+        {
+            return store_failed(&e, "record a read");
+        }
+        return json_response(
+            StatusCode::OK,
+            format!(
+                "{{\"offset\":{},\"result\":{}}}",
+                answer.now.offset.0, answer.now.text
+            ),
+        );
+    }
+    // A reconnecting EventSource that holds the answer at the current
+    // offset (its `Last-Event-ID`) is not sent it again.
+    let held = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(permit) = st.connection_permit() else {
+        return too_many_connections(&st);
+    };
+    let slot = match st.subjects.connect(&subject_key(&principal, peer)) {
+        Ok(slot) => slot,
+        Err(denied) => return subject_refusal(denied),
+    };
+    let follow = match st.viewer.follow(&stream, &query) {
+        Ok(f) => f,
+        Err((code, message)) => return error_response(code, &message, &[]),
+    };
+    let mut follower = Follower::new(
+        &st.viewer,
+        stream.clone(),
+        query.clone(),
+        st.hub.feed(&stream),
+    );
+    let first = match follower.first(None).await {
+        Ok(Some(first)) => first,
+        Ok(None) => return not_folded(&stream),
+        Err(e) => return view_failed(&e),
+    };
+    if let Err(e) = st
+        .read_log
+        .record(&*st.store, read(first.now().offset, "sse"))
+        .await
+    {
+        return store_failed(&e, "record a read");
+    }
+    let first = (!held.is_some_and(|h| follower.holds_offset(Offset(h))))
+        .then(|| view_event(&first))
+        .flatten();
+    let end = feed_end(&st, &principal);
+    let gauge = (
+        SubscriptionGauge::new(st.metrics.clone()),
+        permit,
+        slot,
+        follow,
+    );
+    let rest = futures_util::stream::unfold(Some((follower, gauge)), |following| async move {
+        let (mut follower, gauge) = following?;
+        loop {
+            match follower.next().await {
+                Ok(Some(update)) => {
+                    if let Some(event) = view_event(&update) {
+                        return Some((Ok::<_, Infallible>(event), Some((follower, gauge))));
+                    }
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    // The error is the feed's last event.
+                    tracing::info!(error = %e, "view feed ended");
+                    let (code, message) = e.to_peer();
+                    let data = serde_json::json!({
+                        "error": { "code": code.as_str(), "message": message }
+                    });
+                    let event = SseEvent::default().event("error").data(data.to_string());
+                    return Some((Ok(event), None));
+                }
+            }
+        }
+    });
+    let events = futures_util::stream::iter(first.map(Ok::<_, Infallible>))
+        .chain(rest)
+        .take_until(end);
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// The SSE event of a view feed's update: `event: result` with
+/// `{"offset": N, "result": …}` or `event: patch` with `{"offset": N,
+/// "patch": […]}`; `id:` is the offset. Nothing for an unchanged result.
+fn view_event(update: &Update) -> Option<SseEvent> {
+    let (name, offset, data) = match update {
+        Update::Result(now) => ("result", now.offset, &*now.text),
+        Update::Patch { now, patch } => ("patch", now.offset, patch.as_str()),
+        Update::Same(_) => return None,
+    };
+    Some(
+        SseEvent::default()
+            .event(name)
+            .id(offset.0.to_string())
+            .data(format!("{{\"offset\":{},\"{name}\":{data}}}", offset.0)),
+    )
 }
 
 /// The query of a view request.
@@ -591,33 +749,24 @@ pub(crate) struct ViewParams {
     params: Option<String>,
 }
 
-/// The state (or a view of it) once, or as a feed.
+/// The state once, or as a feed.
 async fn folded(
     st: Arc<AppState>,
     peer: Option<std::net::SocketAddr>,
     principal: Principal,
     stream: StreamName,
-    view: Option<ViewQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let first = match st.store.read_state(stream.clone(), view.clone()).await {
+    let first = match st.store.read_state(stream.clone(), None).await {
         Ok(Some(first)) => first,
-        Ok(None) => {
-            return ApiError(
-                ErrorCode::NotFound,
-                format!(
-                    "no reducer folds stream {stream} on this server (start it with --reducer PATTERN=FILE)"
-                ),
-            )
-            .into_response()
-        }
+        Ok(None) => return not_folded(&stream),
         Err(e @ (Error::NotFound(_) | Error::Reducer(_))) => {
             let (code, message) = e.to_peer();
             return error_response(code, &message, &[]);
         }
         Err(e) => return store_failed(&e, "state"),
     };
-    let field = if view.is_some() { "result" } else { "state" };
+    let field = "state";
     if !wants_event_stream(&headers) {
         let (offset, json) = first;
         return json_response(
@@ -640,7 +789,6 @@ async fn folded(
     };
     let feed = Following {
         stream,
-        view,
         held: held == Some(first.0 .0),
     };
     state_sse(st, feed, first, &principal, (permit, slot))
@@ -649,8 +797,6 @@ async fn folded(
 /// What a state feed follows.
 struct Following {
     stream: StreamName,
-    /// A view of the state instead of the state.
-    view: Option<ViewQuery>,
     /// The client holds the first answer already (its `Last-Event-ID`).
     held: bool,
 }
@@ -672,7 +818,7 @@ struct Followed {
 /// state (`Last-Event-ID` is not needed).
 fn state_sse(
     st: Arc<AppState>,
-    Following { stream, view, held }: Following,
+    Following { stream, held }: Following,
     (offset, state): (Offset, String),
     principal: &Principal,
     permit: (OwnedSemaphorePermit, SubjectSlot),
@@ -680,20 +826,20 @@ fn state_sse(
     let feed = st.hub.feed(&stream);
     let head = feed.watch_head();
     let gauge = (SubscriptionGauge::new(st.metrics.clone()), permit, feed);
-    let field = if view.is_some() { "result" } else { "state" };
+    let field = "state";
     let end = feed_end(&st, principal);
     let first = (!held).then(|| state_event(field, offset, &state, None));
     let followed = serde_json::from_str(&state)
         .ok()
         .map(|state| Followed { offset, state });
     let rest = futures_util::stream::unfold(
-        Some((st, stream, view, head, followed, gauge)),
+        Some((st, stream, head, followed, gauge)),
         move |follower| async move {
-            let (st, stream, view, mut head, mut followed, gauge) = follower?;
+            let (st, stream, mut head, mut followed, gauge) = follower?;
             loop {
                 let seen = followed.as_ref().map_or(Offset(0), |f| f.offset);
                 head.wait_for(|h| *h > seen).await.ok()?;
-                let (offset, text) = match st.store.read_state(stream.clone(), view.clone()).await {
+                let (offset, text) = match st.store.read_state(stream.clone(), None).await {
                     Ok(Some(now)) => now,
                     Ok(None) => return None,
                     Err(e) => {
@@ -726,7 +872,7 @@ fn state_sse(
                 };
                 followed = Some(Followed { offset, state });
                 if let Some(event) = event {
-                    return Some((Ok(event), Some((st, stream, view, head, followed, gauge))));
+                    return Some((Ok(event), Some((st, stream, head, followed, gauge))));
                 }
             }
         },

@@ -21,10 +21,12 @@ mod http;
 mod limits;
 mod listen;
 mod logfmt;
+mod readlog;
 mod respond;
 mod router;
 mod state;
 mod subjects;
+mod views;
 mod ws;
 
 use std::future::Future;
@@ -57,6 +59,7 @@ pub struct Server {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     policy: Arc<dyn IntentPolicy>,
+    viewer: Arc<views::Viewer>,
 }
 
 impl Server {
@@ -83,7 +86,14 @@ impl Server {
             config.max_frame_bytes,
             metrics.clone(),
         ));
+        let view_reducers = reducers.for_views(config.view_timeout)?;
         let store = open_store(&config, reducers, hub.clone(), metrics.clone()).await?;
+        let viewer = views::Viewer::start(
+            store.clone(),
+            view_reducers,
+            config.max_views_per_stream,
+            metrics.clone(),
+        )?;
         let policy = Arc::new(SizeLimit {
             max_payload_bytes: config.max_payload_bytes,
         });
@@ -93,6 +103,7 @@ impl Server {
             hub,
             metrics,
             policy,
+            viewer,
         })
     }
 
@@ -148,6 +159,7 @@ impl Server {
             self.hub,
             self.metrics,
             self.policy,
+            self.viewer,
             token.clone(),
         ));
         let addr = listener.local_addr()?;

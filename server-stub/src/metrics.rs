@@ -152,6 +152,13 @@ pub struct Metrics {
     /// Reducer states dropped as the least recently used beyond
     /// `--reducer-max-streams`.
     pub reducer_states_dropped: AtomicU64,
+    /// View results evaluated (by the views' own engine, off the writer).
+    pub views_evaluated: AtomicU64,
+    /// View answers given from a result evaluated for another follower
+    /// (or request) at the same offset.
+    pub views_shared: AtomicU64,
+    /// Live view follows (WebSocket watches and SSE view feeds).
+    pub view_follows: AtomicI64,
     /// Errors sent to peers, by code (index into [`ErrorCode::ALL`]).
     errors: Vec<AtomicU64>,
     /// Requests refused by a limit, by limit (index into [`Limit::ALL`]).
@@ -297,6 +304,9 @@ impl Default for Metrics {
             reducer_states: AtomicI64::new(0),
             reducer_states_built: AtomicU64::new(0),
             reducer_states_dropped: AtomicU64::new(0),
+            views_evaluated: AtomicU64::new(0),
+            views_shared: AtomicU64::new(0),
+            view_follows: AtomicI64::new(0),
             errors: ErrorCode::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             limit_trips: Limit::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             denied: DENIALS.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -494,6 +504,21 @@ impl Metrics {
                 "logsync_reducer_states_dropped",
                 "Reducer states dropped as least recently used beyond --reducer-max-streams.",
                 self.reducer_states_dropped.load(Relaxed),
+            ),
+            Counter(
+                "logsync_views_evaluated",
+                "View results evaluated by the views' engine (off the writer).",
+                self.views_evaluated.load(Relaxed),
+            ),
+            Counter(
+                "logsync_views_shared",
+                "View answers given from a result already evaluated at the same offset.",
+                self.views_shared.load(Relaxed),
+            ),
+            Gauge(
+                "logsync_view_follows",
+                "Live view follows (WebSocket watches and SSE view feeds).",
+                self.view_follows.load(Relaxed),
             ),
             Labelled(
                 "logsync_limit_trips",

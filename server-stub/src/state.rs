@@ -11,8 +11,10 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::intake::IntentPolicy;
 use crate::metrics::Metrics;
+use crate::readlog::ReadLog;
 use crate::store::LogStore;
 use crate::subjects;
+use crate::views::Viewer;
 
 /// What every handler shares.
 pub(crate) struct AppState {
@@ -21,6 +23,10 @@ pub(crate) struct AppState {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub policy: Arc<dyn IntentPolicy>,
+    /// Evaluates views beside the writer.
+    pub viewer: Arc<Viewer>,
+    /// Records reads of views (`--read-log`).
+    pub read_log: ReadLog,
     /// Cancelled when shutdown starts.
     pub shutdown: CancellationToken,
     /// Every WebSocket connection, so shutdown can wait for them.
@@ -40,10 +46,12 @@ impl AppState {
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
         policy: Arc<dyn IntentPolicy>,
+        viewer: Arc<Viewer>,
         shutdown: CancellationToken,
     ) -> AppState {
         let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
         let subjects = Arc::new(subjects::Subjects::new(&config, metrics.clone()));
+        let read_log = ReadLog::new(&config.read_log);
         AppState {
             subjects,
             config,
@@ -51,6 +59,8 @@ impl AppState {
             hub,
             metrics,
             policy,
+            viewer,
+            read_log,
             shutdown,
             tracker: TaskTracker::new(),
             connections,

@@ -19,7 +19,7 @@
 //! past those bounds.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +29,9 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use sync_core::{ClientId, ClientMsg, ErrorCode, Offset, ServerMsg, StreamName, PROTOCOL_VERSION};
+use sync_core::{
+    ClientId, ClientMsg, ErrorCode, Offset, ServerMsg, StreamName, ViewChange, PROTOCOL_VERSION,
+};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
@@ -43,6 +45,7 @@ use crate::metrics::{Metrics, SubscriptionGauge};
 use crate::respond::{error_response, too_many_connections};
 use crate::state::AppState;
 use crate::store::{AppendRequest, Outcome, Submitted};
+use crate::views::{Follower, Update};
 
 /// Frames (of any size) that may wait in one connection's queue.
 const QUEUE_FRAMES: usize = 256;
@@ -229,6 +232,13 @@ struct Conn {
     expires: Option<Instant>,
     rate: Option<IntentRate>,
     subs: HashMap<StreamName, Sub>,
+    /// The protocol version of the client's `Hello`.
+    version: u32,
+    /// Live view watches, by the client's id (finished ones are removed
+    /// when the next watch starts).
+    watches: HashMap<u32, Watch>,
+    /// Watches running: a watch counts until its last answer is queued.
+    watching: Arc<AtomicUsize>,
     /// The peer's address (the subject of an open server).
     peer: Option<std::net::SocketAddr>,
     /// Whom the per-subject limits count this connection against, and its
@@ -278,6 +288,9 @@ pub(crate) async fn run<Si, St>(
             Instant::now(),
         ),
         subs: HashMap::new(),
+        version: PROTOCOL_VERSION,
+        watches: HashMap::new(),
+        watching: Arc::new(AtomicUsize::new(0)),
         peer,
         subject: None,
         subject_limited: AtomicBool::new(false),
@@ -363,6 +376,9 @@ pub(crate) async fn run<Si, St>(
     for (_, sub) in conn.subs.drain() {
         sub.stop();
     }
+    for (_, watch) in conn.watches.drain() {
+        watch.stop();
+    }
     // No more pushes; the acknowledger finishes those already taken
     // (their commits complete either way), so the client gets their
     // outcomes before the close.
@@ -424,7 +440,9 @@ impl Conn {
             (
                 None,
                 ClientMsg::Hello {
-                    client_id, token, ..
+                    client_id,
+                    token,
+                    version,
                 },
             ) => {
                 // The decoder already refused other versions.
@@ -449,8 +467,12 @@ impl Conn {
                 tracing::debug!(client = %client_id, sub = %crate::logfmt::escape(&principal.sub), "hello");
                 self.principal = principal;
                 self.client_id = Some(client_id);
+                // A client of an older version the decoder takes is
+                // answered in its own version (and never sent what it
+                // cannot read: those messages answer its requests).
+                self.version = version;
                 let welcome = ServerMsg::Welcome {
-                    version: PROTOCOL_VERSION,
+                    version,
                     server_id: self.state.config.server_id.clone(),
                     epoch: self.state.store.epoch().clone(),
                     max_frame_bytes: sync_core::protocol::welcome_frame_limit(
@@ -482,6 +504,19 @@ impl Conn {
             } => {
                 access::check_read(&self.principal, &stream)?;
                 self.subscribe(stream, after, resume)
+            }
+            ClientMsg::Watch {
+                id,
+                stream,
+                view,
+                params,
+                known,
+            } => self.watch(id, stream, view, params, known).await,
+            ClientMsg::Unwatch { id } => {
+                if let Some(watch) = self.watches.remove(&id) {
+                    watch.stop();
+                }
+                Ok(())
             }
             ClientMsg::Unsubscribe { stream } => {
                 if let Some(sub) = self.subs.remove(&stream) {
@@ -758,6 +793,98 @@ impl Conn {
         }
     }
 
+    /// Starts watch `id` of a view (replacing a watch of the same id).
+    /// A refusal that concerns only this watch is a `ViewError`; the
+    /// connection goes on.
+    async fn watch(
+        &mut self,
+        id: u32,
+        stream: StreamName,
+        view: String,
+        params: String,
+        known: Option<sync_core::ViewKnown>,
+    ) -> Result<(), Fatal> {
+        if self.version < 4 {
+            return Err((
+                ErrorCode::ProtocolVersion,
+                format!(
+                    "Watch is part of protocol version 4; this connection's Hello said version {}",
+                    self.version
+                ),
+            ));
+        }
+        if let Some(old) = self.watches.remove(&id) {
+            old.stop();
+        }
+        let refused = match self.start_watch(id, stream, view, params, known) {
+            Ok(()) => return Ok(()),
+            Err(refused) => refused,
+        };
+        let (code, message) = refused;
+        self.send(&ServerMsg::ViewError { id, code, message }).await
+    }
+
+    fn start_watch(
+        &mut self,
+        id: u32,
+        stream: StreamName,
+        view: String,
+        params: String,
+        known: Option<sync_core::ViewKnown>,
+    ) -> Result<(), Fatal> {
+        // The same answer whether the stream exists or not.
+        if !self.principal.can_read(&stream) {
+            return Err((
+                ErrorCode::Forbidden,
+                format!("this token may not read view {view:?} of stream {stream}"),
+            ));
+        }
+        if view.is_empty() || view.len() > MAX_VIEW_NAME {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!("a view name is 1 to {MAX_VIEW_NAME} bytes"),
+            ));
+        }
+        let params = match serde_json::from_str::<serde_json::Value>(&params) {
+            Ok(v) => v.to_string(),
+            Err(e) => return Err((ErrorCode::InvalidJson, format!("params must be JSON: {e}"))),
+        };
+        self.watches.retain(|_, w| !w.task.is_finished());
+        if self.watching.load(Relaxed) >= self.state.config.max_watches {
+            return Err((
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "a connection may watch at most {} views (--max-watches)",
+                    self.state.config.max_watches
+                ),
+            ));
+        }
+        let feed = self.state.hub.feed(&stream);
+        let query = crate::store::ViewQuery { name: view, params };
+        let follow = self.state.viewer.follow(&stream, &query)?;
+        let places = Places::new((follow, Watching::new(self.watching.clone())));
+        let reader = Reader {
+            state: self.state.clone(),
+            stream: stream.clone(),
+            query: query.clone(),
+            subject: self.principal.subject(),
+            client: self.client_id,
+        };
+        let follower = Follower::new(&self.state.viewer, stream, query, feed);
+        let task = tokio::spawn(
+            watch_loop(
+                id,
+                (follower, reader),
+                places.clone(),
+                known.map(|k| k.hash),
+                self.out.clone(),
+            )
+            .in_current_span(),
+        );
+        self.watches.insert(id, Watch { task, places });
+        Ok(())
+    }
+
     fn subscribe(
         &mut self,
         stream: StreamName,
@@ -878,6 +1005,163 @@ async fn subscription_loop(
                 return;
             }
         }
+    }
+}
+
+/// Longest view name a `Watch` may carry, in bytes.
+const MAX_VIEW_NAME: usize = 128;
+
+/// Who watches what, for the read log.
+struct Reader {
+    state: Arc<AppState>,
+    stream: StreamName,
+    query: crate::store::ViewQuery,
+    subject: Option<String>,
+    client: Option<ClientId>,
+}
+
+impl Reader {
+    async fn record(&self, offset: Offset) -> Result<(), crate::error::Error> {
+        let read = crate::readlog::Read {
+            stream: &self.stream,
+            subject: self.subject.clone(),
+            client: self.client,
+            view: &self.query.name,
+            params: &self.query.params,
+            offset,
+            via: "ws",
+        };
+        self.state.read_log.record(&*self.state.store, read).await
+    }
+}
+
+/// A watch: its task, and its places under the limits.
+struct Watch {
+    task: JoinHandle<()>,
+    places: Places,
+}
+
+impl Watch {
+    /// Ends the watch; its places are free when this returns.
+    fn stop(self) {
+        self.task.abort();
+        self.places.free();
+    }
+}
+
+/// A watch's places under `--max-views-per-stream` and `--max-watches`,
+/// freed by whichever comes first: the connection ending the watch, or
+/// the watch's task before it sends its last answer.
+#[derive(Clone)]
+struct Places(Arc<std::sync::Mutex<Option<(crate::views::ViewFollow, Watching)>>>);
+
+impl Places {
+    fn new(held: (crate::views::ViewFollow, Watching)) -> Places {
+        Places(Arc::new(std::sync::Mutex::new(Some(held))))
+    }
+
+    fn free(&self) {
+        let held = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(held);
+    }
+}
+
+/// A running watch's place under `--max-watches`.
+struct Watching(Arc<AtomicUsize>);
+
+impl Watching {
+    fn new(count: Arc<AtomicUsize>) -> Watching {
+        count.fetch_add(1, Relaxed);
+        Watching(count)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Sends watch `id`'s first answer, then each change of the view, until a
+/// failure (sent as its `ViewError`) or the connection's end.
+async fn watch_loop(
+    id: u32,
+    (mut follower, reader): (Follower, Reader),
+    places: Places,
+    known: Option<u64>,
+    out: mpsc::Sender<Out>,
+) {
+    let mut next = follower.first(known).await.and_then(|first| {
+        first.ok_or_else(|| {
+            crate::error::Error::NotFound(
+                "no reducer folds this stream on this server, so it has no views".into(),
+            )
+        })
+    });
+    // The read is recorded (with `--read-log`) before it is answered.
+    if let Ok(first) = &next {
+        if let Err(e) = reader.record(first.now().offset).await {
+            tracing::error!(error = %e, "a read could not be recorded");
+            next = Err(e);
+        }
+    }
+    drop(reader);
+    loop {
+        let msg = match next {
+            Ok(update) => view_msg(id, update),
+            Err(e) => {
+                let (code, message) = e.to_peer();
+                ServerMsg::ViewError { id, code, message }
+            }
+        };
+        if matches!(msg, ServerMsg::ViewError { .. }) {
+            // The watch's places (this connection's, the stream's) are
+            // free before the client hears that it ended.
+            places.free();
+            let _ = out.send(Out::msg(&msg)).await;
+            return;
+        }
+        if out.send(Out::msg(&msg)).await.is_err() {
+            return;
+        }
+        next = match follower.next().await {
+            Ok(Some(update)) => Ok(update),
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+    }
+}
+
+/// The `View` frame of watch `id`'s update; a `ViewError` for a result
+/// larger than a client takes in one frame.
+fn view_msg(id: u32, update: Update) -> ServerMsg {
+    let (now, change) = match update {
+        Update::Result(now) => {
+            let text = now.text.to_string();
+            (now, ViewChange::Result(text))
+        }
+        Update::Patch { now, patch } => (now, ViewChange::Patch(patch)),
+        Update::Same(now) => (now, ViewChange::Same),
+    };
+    let size = match &change {
+        ViewChange::Result(t) | ViewChange::Patch(t) => t.len(),
+        ViewChange::Same => 0,
+    };
+    if size > sync_core::DEFAULT_MAX_FRAME_BYTES - 64 {
+        return ServerMsg::ViewError {
+            id,
+            code: ErrorCode::FrameTooLarge,
+            message: format!(
+                "the view's result at offset {} is {size} bytes, more than a frame holds; read it over HTTP",
+                now.offset
+            ),
+        };
+    }
+    ServerMsg::View {
+        id,
+        offset: now.offset,
+        hash: now.hash,
+        change,
     }
 }
 

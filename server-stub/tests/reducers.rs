@@ -349,6 +349,33 @@ impl sync_core::Reducer for RustSeats {
         next.insert(seat.clone(), "taken".into());
         Ok(next)
     }
+
+    /// `taken`: the seats booked, in order; `row` with `"7"`: the seats
+    /// of that row (params that are not a string fail).
+    fn view(
+        &self,
+        state: &Self::State,
+        name: &str,
+        params: &[u8],
+    ) -> Option<Result<Vec<u8>, sync_core::ReduceError>> {
+        let seats = |row: &str| -> Vec<u8> {
+            let seats: Vec<&String> = state.keys().filter(|s| s.starts_with(row)).collect();
+            serde_json::to_vec(&seats).unwrap()
+        };
+        match name {
+            "taken" => Some(Ok(seats(""))),
+            "row" => Some(
+                serde_json::from_slice::<String>(params)
+                    .map(|row| seats(&row))
+                    .map_err(|e| sync_core::ReduceError(format!("row takes a string: {e}"))),
+            ),
+            _ => None,
+        }
+    }
+
+    fn view_names(&self) -> &[&str] {
+        &["taken", "row"]
+    }
 }
 
 #[tokio::test]
@@ -406,6 +433,57 @@ async fn a_rust_reducer_registered_through_the_library() {
     assert_eq!(
         state,
         serde_json::json!({"offset": 2, "state": {"7C": "taken", "7D": "taken"}})
+    );
+    // Its views, over HTTP and watched over the WebSocket.
+    let view = |path: &str| {
+        let url = format!("http://{addr}/v1/streams/seats%2Fr/views/{path}");
+        async move {
+            let r = http().get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            (status, body)
+        }
+    };
+    assert_eq!(
+        view("row?params=%227%22").await,
+        (
+            200,
+            serde_json::json!({"offset": 2, "result": ["7C", "7D"]})
+        )
+    );
+    let (status, body) = view("nope").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("NOT_FOUND"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("taken, row"),
+        "{body}"
+    );
+    let (status, body) = view("row?params=7").await;
+    assert_eq!(body["error"]["code"], "REDUCER", "{status} {body}");
+    a.send(&sync_core::ClientMsg::Watch {
+        id: 1,
+        stream: common::stream("seats/r"),
+        view: "taken".into(),
+        params: "null".into(),
+        known: None,
+    })
+    .await;
+    let first = loop {
+        match a.recv().await {
+            m @ ServerMsg::View { .. } => break m,
+            ServerMsg::Events { .. } | ServerMsg::Ack { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(
+        matches!(&first, ServerMsg::View { offset, change: sync_core::ViewChange::Result(r), .. }
+            if offset.0 == 2 && r == r#"["7C","7D"]"#),
+        "{first:?}"
     );
     let _ = stop.send(());
     within("server shutdown", task).await.unwrap().unwrap();
@@ -1122,5 +1200,77 @@ async fn subscribers_hear_each_snapshots_hash_and_can_ask_for_the_snapshot() {
         }
         other => panic!("expected events, got {other:?}"),
     }
+    p.stop().await;
+}
+
+/// The read log across `kill -9`: every read that was answered is in it,
+/// once; reads after the restart continue under a new client id.
+#[tokio::test]
+async fn the_read_log_holds_each_answered_read_once_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = vec![
+        "--reducer".into(),
+        format!("seats/*={}", fixture("seats.js").display()),
+        "--read-log".into(),
+        "seats/*".into(),
+    ];
+    let mut p = Proc::spawn(dir.path(), &args, &[]).await;
+    let (mut c, _) = Client::hello(&p.ws(), client_id(5)).await;
+    c.push("seats/k", &[(1, book("1A", "ann"))]).await;
+    assert!(matches!(answer(&mut c).await, ServerMsg::Ack { .. }));
+    for _ in 0..3 {
+        let (status, body) = p.get("/v1/streams/seats%2Fk/views/count").await;
+        assert_eq!((status, &body["result"]), (200, &serde_json::json!(1)));
+    }
+    c.send(&sync_core::ClientMsg::Watch {
+        id: 1,
+        stream: common::stream("seats/k"),
+        view: "count".into(),
+        params: "null".into(),
+        known: None,
+    })
+    .await;
+    loop {
+        match c.recv().await {
+            ServerMsg::View { .. } => break,
+            ServerMsg::Events { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // No shutdown: SIGKILL, then the same database again.
+    p.child.start_kill().unwrap();
+    within("the killed server", p.child.wait()).await.unwrap();
+    let p = Proc::spawn(dir.path(), &args, &[]).await;
+    for _ in 0..2 {
+        let (status, _) = p.get("/v1/streams/seats%2Fk/views/count").await;
+        assert_eq!(status, 200);
+    }
+    let reads = events(&p, "~reads%2Fseats%2Fk").await;
+    let vias: Vec<&str> = reads
+        .iter()
+        .map(|e| e["payload"]["via"].as_str().unwrap())
+        .collect();
+    assert_eq!(vias, ["http", "http", "http", "ws", "http", "http"]);
+    assert!(reads.iter().all(|e| e["payload"]["offset"] == 1));
+    let writers: Vec<(&str, u64)> = reads
+        .iter()
+        .map(|e| (e["client_id"].as_str().unwrap(), e["seq"].as_u64().unwrap()))
+        .collect();
+    let (before, after) = (writers[0].0, writers[4].0);
+    assert_ne!(
+        before, after,
+        "a restarted server records under a new client id"
+    );
+    assert_eq!(
+        writers,
+        [
+            (before, 1),
+            (before, 2),
+            (before, 3),
+            (before, 4),
+            (after, 1),
+            (after, 2)
+        ]
+    );
     p.stop().await;
 }

@@ -703,6 +703,9 @@ impl<R: Reducer> SyncClient<R> {
                 out.push(Effect::ServerError { code, message });
             }
             ServerMsg::Pong { .. } => {}
+            // Answers to `Watch`, which this client never sends.
+            #[cfg(feature = "views")]
+            ServerMsg::View { .. } | ServerMsg::ViewError { .. } => {}
             ServerMsg::Checkpoint {
                 stream,
                 offset,

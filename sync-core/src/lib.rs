@@ -25,8 +25,10 @@ pub use error::{CoreError, ErrorCode};
 pub use outbox::{Done, EventsWrite, Finished, NewIntent, Outbox, OutboxEntry, Work};
 pub use protocol::{
     ClientMsg, PushIntent, ServerMsg, SnapshotResume, DEFAULT_MAX_FRAME_BYTES,
-    DEFAULT_MAX_PAYLOAD_BYTES, PROTOCOL_VERSION,
+    DEFAULT_MAX_PAYLOAD_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
+#[cfg(feature = "views")]
+pub use protocol::{ViewChange, ViewKnown};
 pub use reducer::{Meta, ReduceError, Reducer};
 pub use replica::{Applied, LocalId, Pending, Replica};
 pub use types::{

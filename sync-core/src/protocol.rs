@@ -10,8 +10,15 @@
 //! Rules that keep the format stable:
 //! - variants are only ever appended, never reordered or removed;
 //! - a field change is a new protocol version;
-//! - `sync-core/fixtures/protocol-v3/` pins the bytes of every message
-//!   (see the `golden` test), so a change to the format is always deliberate.
+//! - `sync-core/fixtures/protocol-v4/` pins the bytes of every message
+//!   (see the `golden` test), so a change to the format is always deliberate;
+//!   `protocol-v3/` holds the previous version's, which servers still take.
+//!
+//! The view messages ([`ClientMsg::Watch`], [`ServerMsg::View`], …) exist
+//! with the crate feature `views` (the server enables it): the browser
+//! client never watches views over its socket, so its decoder leaves them
+//! out. Their variants come last, so the indices of the others are the
+//! same with or without the feature.
 //!
 //! Decoding never panics: every malformed input is a [`CoreError`] with
 //! code `MALFORMED_FRAME`, `FRAME_TOO_LARGE` or `PROTOCOL_VERSION`.
@@ -28,7 +35,14 @@ use crate::types::{
 };
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// The oldest version a server still serves: a `Hello` of any version from
+/// this one to [`PROTOCOL_VERSION`] is taken, and the server's `Welcome`
+/// carries the client's version. Version 4 only added messages a client
+/// has to ask for ([`ClientMsg::Watch`]), so a version-3 client is served
+/// as before and never sent them.
+pub const MIN_PROTOCOL_VERSION: u32 = 3;
 
 /// Default largest frame either side accepts, in bytes (1 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 1 << 20;
@@ -193,6 +207,56 @@ pub enum ClientMsg {
         /// Why, for people (at most a few hundred bytes are kept).
         message: String,
     },
+    /// Follow a view of a stream's state (version 4): the server answers
+    /// with a [`ServerMsg::View`] for the state at its head, then one for
+    /// each commit that changes the result, or a [`ServerMsg::ViewError`]
+    /// that ends the watch. `id` is the client's name for the watch (a
+    /// second `Watch` with the same id replaces the first).
+    #[cfg(feature = "views")]
+    Watch {
+        /// The client's name for this watch, echoed in every answer.
+        id: u32,
+        /// Which stream.
+        stream: StreamName,
+        /// The view's name, as the stream's reducer exports it.
+        view: String,
+        /// Its parameters, JSON text (`null` for none).
+        params: String,
+        /// The result the client holds already (from an earlier watch):
+        /// the server answers with a patch against it, or
+        /// [`ViewChange::Same`], when it still knows that result.
+        known: Option<ViewKnown>,
+    },
+    /// Stop following a view (version 4).
+    #[cfg(feature = "views")]
+    Unwatch {
+        /// The watch's id.
+        id: u32,
+    },
+}
+
+/// A view result a client holds (see [`ClientMsg::Watch`]).
+#[cfg(feature = "views")]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ViewKnown {
+    /// The offset the result was evaluated at.
+    pub offset: Offset,
+    /// The `hash` the server sent with it.
+    pub hash: u64,
+}
+
+/// What a [`ServerMsg::View`] says about the result.
+#[cfg(feature = "views")]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ViewChange {
+    /// The whole result, JSON text.
+    Result(String),
+    /// An RFC 6902 JSON Patch (JSON text) that turns the result the client
+    /// holds (the one sent before on this watch, or its `known` one) into
+    /// the new one.
+    Patch(String),
+    /// The result is the one the client holds (its `known` one).
+    Same,
 }
 
 /// Messages a server sends.
@@ -302,6 +366,33 @@ pub enum ServerMsg {
         /// [`state_hash`] of the snapshot's state text.
         hash: u64,
     },
+    /// A watched view's result at `offset` (version 4, see
+    /// [`ClientMsg::Watch`]).
+    #[cfg(feature = "views")]
+    View {
+        /// The watch's id.
+        id: u32,
+        /// The offset of the last event the result reflects.
+        offset: Offset,
+        /// [`state_hash`] of the result's JSON text as the server wrote
+        /// it: a client keeps it to name the result in a later `Watch`.
+        hash: u64,
+        /// The result, a patch to it, or nothing new.
+        change: ViewChange,
+    },
+    /// A watch ended: the view does not exist (`NOT_FOUND`), may not be
+    /// read (`FORBIDDEN`), failed or ran past its limit (`REDUCER`), or a
+    /// limit was reached (`TOO_MANY_SUBSCRIPTIONS`). The connection and
+    /// its other watches go on.
+    #[cfg(feature = "views")]
+    ViewError {
+        /// The watch's id.
+        id: u32,
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// Why, for people.
+        message: String,
+    },
 }
 
 /// Bytes a `Snapshot` frame spends besides its part: variant, stream,
@@ -338,23 +429,19 @@ fn check_len(bytes: &[u8], max_frame_bytes: usize) -> Result<(), CoreError> {
 
 /// Reads the version of a variant-0 message (`Hello`/`Welcome`) without
 /// decoding the rest, so a mismatch is reported as such even when the
-/// remainder has another layout.
-fn check_version_prefix(bytes: &[u8]) -> Result<(), CoreError> {
+/// remainder has another layout. `oldest`: the oldest version taken.
+fn check_version_prefix(bytes: &[u8], oldest: u32) -> Result<(), CoreError> {
     if bytes.first() != Some(&0) {
         return Ok(());
     }
     match postcard::take_from_bytes::<u32>(&bytes[1..]) {
-        Ok((v, _)) if v != PROTOCOL_VERSION => Err(CoreError::ProtocolVersion {
-            got: v,
-            supported: PROTOCOL_VERSION,
-        }),
-        Ok(_) => Ok(()),
+        Ok((v, _)) => check_version(v, oldest),
         Err(e) => Err(malformed(e)),
     }
 }
 
-fn check_version(v: u32) -> Result<(), CoreError> {
-    if v == PROTOCOL_VERSION {
+fn check_version(v: u32, oldest: u32) -> Result<(), CoreError> {
+    if (oldest..=PROTOCOL_VERSION).contains(&v) {
         Ok(())
     } else {
         Err(CoreError::ProtocolVersion {
@@ -370,9 +457,13 @@ fn malformed(e: postcard::Error) -> CoreError {
     }
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8], max_frame_bytes: usize) -> Result<T, CoreError> {
+fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    max_frame_bytes: usize,
+    oldest: u32,
+) -> Result<T, CoreError> {
     check_len(bytes, max_frame_bytes)?;
-    check_version_prefix(bytes)?;
+    check_version_prefix(bytes, oldest)?;
     let (msg, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| match e {
         // Validation failures of domain types (stream names, seqs) come
         // through serde's custom error; keep their text.
@@ -395,13 +486,14 @@ impl ClientMsg {
         encode(self)
     }
 
-    /// Decodes one frame; never panics.
+    /// Decodes one frame; never panics. A `Hello` may carry any version
+    /// from [`MIN_PROTOCOL_VERSION`] to [`PROTOCOL_VERSION`].
     pub fn decode(bytes: &[u8], max_frame_bytes: usize) -> Result<Self, CoreError> {
-        let msg: Self = decode(bytes, max_frame_bytes)?;
+        let msg: Self = decode(bytes, max_frame_bytes, MIN_PROTOCOL_VERSION)?;
         // The prefix check reads canonical encodings; a non-canonical tag
         // (e.g. a padded varint) must not smuggle another version past it.
         if let ClientMsg::Hello { version, .. } = &msg {
-            check_version(*version)?;
+            check_version(*version, MIN_PROTOCOL_VERSION)?;
         }
         Ok(msg)
     }
@@ -424,9 +516,9 @@ impl ServerMsg {
 
     /// Decodes one frame; never panics.
     pub fn decode(bytes: &[u8], max_frame_bytes: usize) -> Result<Self, CoreError> {
-        let msg: Self = decode(bytes, max_frame_bytes)?;
+        let msg: Self = decode(bytes, max_frame_bytes, PROTOCOL_VERSION)?;
         if let ServerMsg::Welcome { version, .. } = &msg {
-            check_version(*version)?;
+            check_version(*version, PROTOCOL_VERSION)?;
         }
         Ok(msg)
     }
@@ -532,11 +624,11 @@ mod tests {
 
     #[test]
     fn version_mismatch_is_reported_as_such() {
-        // A future Hello: version 4 and a layout this build does not know.
-        let bytes = [0u8, 4, 0xff, 0xff, 0xff];
+        // A future Hello: version 5 and a layout this build does not know.
+        let bytes = [0u8, 5, 0xff, 0xff, 0xff];
         let e = ClientMsg::decode(&bytes, 1024).unwrap_err();
         assert_eq!(e.code(), ErrorCode::ProtocolVersion);
-        assert!(e.to_string().contains("version 4"), "{e}");
+        assert!(e.to_string().contains("version 5"), "{e}");
         let e = ServerMsg::decode(&bytes, 1024).unwrap_err();
         assert_eq!(e.code(), ErrorCode::ProtocolVersion);
         // A version-1 peer (intents without `seen`, events without
@@ -550,6 +642,17 @@ mod tests {
         let e = ClientMsg::decode(v2, 1024).unwrap_err();
         assert_eq!(e.code(), ErrorCode::ProtocolVersion);
         assert!(e.to_string().contains("version 2"), "{e}");
+        // A version-3 client is served (its Hello decodes); a client of
+        // this version takes only a Welcome of its own version.
+        let v3 = include_bytes!("../fixtures/protocol-v3/client-hello.bin");
+        assert!(matches!(
+            ClientMsg::decode(v3, 1024),
+            Ok(ClientMsg::Hello { version: 3, .. })
+        ));
+        let v3 = include_bytes!("../fixtures/protocol-v3/server-welcome.bin");
+        let e = ServerMsg::decode(v3, 1024).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::ProtocolVersion);
+        assert!(e.to_string().contains("version 3"), "{e}");
     }
 
     #[test]

@@ -75,6 +75,28 @@ pub trait Reducer {
     fn encode_state(&self, _state: &Self::State) -> Option<alloc::vec::Vec<u8>> {
         None
     }
+
+    /// The view `name` of `state` with `params` (JSON text), as JSON text:
+    /// what a JavaScript module's `views.name(state, params)` answers, for
+    /// a Rust reducer the server folds with (`GET
+    /// /v1/streams/{s}/views/{name}`, SSE feeds and WebSocket watches).
+    /// Pure and deterministic, like `reduce`. `None`: the reducer has no
+    /// view `name` (the default: no views); `Some(Err)`: the view failed
+    /// for these params.
+    fn view(
+        &self,
+        _state: &Self::State,
+        _name: &str,
+        _params: &[u8],
+    ) -> Option<Result<alloc::vec::Vec<u8>, ReduceError>> {
+        None
+    }
+
+    /// The names [`Reducer::view`] answers, for the message that refuses
+    /// another one.
+    fn view_names(&self) -> &[&str] {
+        &[]
+    }
 }
 
 /// What a reducer knows about the action it folds, the same on every

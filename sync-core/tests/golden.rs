@@ -1,13 +1,15 @@
 //! Golden byte fixtures pin the wire format: each message below must encode
-//! to exactly the bytes in `fixtures/protocol-v3/<name>.bin`, and those
+//! to exactly the bytes in `fixtures/protocol-v4/<name>.bin`, and those
 //! bytes must decode back to it. A failure here means the wire format
 //! changed: if that is deliberate, bump the protocol version, then
-//! regenerate with `LOGSYNC_BLESS=1 cargo test -p sync-core --test golden`
+//! regenerate with `LOGSYNC_BLESS=1 cargo test -p sync-core --features views --test golden`
 //! and review the diff.
 
 use std::path::PathBuf;
 
-use sync_core::protocol::{ClientMsg, PushIntent, ServerMsg, DEFAULT_MAX_FRAME_BYTES};
+use sync_core::protocol::{
+    ClientMsg, PushIntent, ServerMsg, ViewChange, ViewKnown, DEFAULT_MAX_FRAME_BYTES,
+};
 use sync_core::{ClientId, Epoch, ErrorCode, Event, Offset, Seq, StreamName};
 
 fn stream() -> StreamName {
@@ -23,11 +25,11 @@ const CLIENT: ClientId = ClientId([
 ]);
 
 fn client_fixtures() -> Vec<(&'static str, ClientMsg)> {
-    vec![
+    let mut all = vec![
         (
             "client-hello",
             ClientMsg::Hello {
-                version: 3,
+                version: 4,
                 client_id: CLIENT,
                 token: None,
             },
@@ -35,7 +37,7 @@ fn client_fixtures() -> Vec<(&'static str, ClientMsg)> {
         (
             "client-hello-token",
             ClientMsg::Hello {
-                version: 3,
+                version: 4,
                 client_id: CLIENT,
                 token: Some("eyJhbGciOiJIUzI1NiJ9.e30.sig".into()),
             },
@@ -92,15 +94,42 @@ fn client_fixtures() -> Vec<(&'static str, ClientMsg)> {
                 message: "intent of 2000000 bytes does not fit".into(),
             },
         ),
-    ]
+    ];
+    all.extend([
+        (
+            "client-watch",
+            ClientMsg::Watch {
+                id: 7,
+                stream: stream(),
+                view: "assignedTo".into(),
+                params: r#"{"user":"bob"}"#.into(),
+                known: None,
+            },
+        ),
+        (
+            "client-watch-known",
+            ClientMsg::Watch {
+                id: 8,
+                stream: stream(),
+                view: "open".into(),
+                params: "null".into(),
+                known: Some(ViewKnown {
+                    offset: Offset(300),
+                    hash: 0xa3c1_0000_0000_0042,
+                }),
+            },
+        ),
+        ("client-unwatch", ClientMsg::Unwatch { id: 7 }),
+    ]);
+    all
 }
 
 fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
-    vec![
+    let mut all = vec![
         (
             "server-welcome",
             ServerMsg::Welcome {
-                version: 3,
+                version: 4,
                 server_id: "node-1".into(),
                 epoch: Epoch("0123456789abcdef0123456789abcdef".into()),
                 max_frame_bytes: 1 << 20,
@@ -193,11 +222,49 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
                 part: br#"{"todos":[]}"#.to_vec(),
             },
         ),
-    ]
+    ];
+    all.extend([
+        (
+            "server-view-result",
+            ServerMsg::View {
+                id: 7,
+                offset: Offset(301),
+                hash: sync_core::protocol::state_hash(br#"[{"id":"a","text":"milk"}]"#),
+                change: ViewChange::Result(r#"[{"id":"a","text":"milk"}]"#.into()),
+            },
+        ),
+        (
+            "server-view-patch",
+            ServerMsg::View {
+                id: 7,
+                offset: Offset(302),
+                hash: sync_core::protocol::state_hash(br#"[]"#),
+                change: ViewChange::Patch(r#"[{"op":"remove","path":"/0"}]"#.into()),
+            },
+        ),
+        (
+            "server-view-same",
+            ServerMsg::View {
+                id: 8,
+                offset: Offset(302),
+                hash: 0xa3c1_0000_0000_0042,
+                change: ViewChange::Same,
+            },
+        ),
+        (
+            "server-view-error",
+            ServerMsg::ViewError {
+                id: 9,
+                code: ErrorCode::NotFound,
+                message: "the reducer of todos/team-42 exports no view named mine".into(),
+            },
+        ),
+    ]);
+    all
 }
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/protocol-v3")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/protocol-v4")
 }
 
 fn check(name: &str, bytes: &[u8]) -> Vec<u8> {
@@ -264,8 +331,39 @@ fn every_fixture_file_is_covered() {
 #[test]
 fn hello_layout_is_version_first() {
     let bytes = std::fs::read(dir().join("client-hello.bin")).expect("fixture");
-    assert_eq!(&bytes[..2], &[0, 3], "variant 0, version 3");
+    assert_eq!(&bytes[..2], &[0, 4], "variant 0, version 4");
     assert_eq!(&bytes[2..18], &CLIENT.0, "then the client id");
     assert_eq!(bytes[18], 0, "then no token");
     assert_eq!(bytes.len(), 19);
+}
+
+/// Version 4 only added messages: every version-3 message but the
+/// `Welcome` (a server answers a version-3 `Hello` with a version-3
+/// `Welcome`) has the same bytes, and a server still decodes a version-3
+/// client's frames.
+#[test]
+fn version_3_bytes_are_version_4_bytes() {
+    let v3 = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/protocol-v3");
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&v3).expect("v3 fixtures") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let old = std::fs::read(entry.path()).expect("read");
+        if name.starts_with("client-") {
+            let msg = ClientMsg::decode(&old, DEFAULT_MAX_FRAME_BYTES)
+                .unwrap_or_else(|e| panic!("{name}: a v3 client frame no longer decodes: {e}"));
+            assert_eq!(msg.encode(), old, "{name}");
+        }
+        if name.starts_with("client-hello") {
+            continue;
+        }
+        if name == "server-welcome.bin" {
+            assert_eq!(&old[..2], &[0, 3]);
+            continue;
+        }
+        let new = std::fs::read(dir().join(&name)).expect("the same fixture in v4");
+        assert_eq!(old, new, "{name} changed between versions 3 and 4");
+        compared += 1;
+    }
+    assert!(compared >= 14, "compared {compared} fixtures");
 }

@@ -232,6 +232,11 @@ impl Server {
             }
             ClientMsg::Unsubscribe { .. } => c.sent_through = None,
             ClientMsg::Ping { nonce } => out.push((conn, ServerMsg::Pong { nonce })),
+            // The browser client never watches views.
+            #[cfg(feature = "views")]
+            ClientMsg::Watch { .. } | ClientMsg::Unwatch { .. } => {
+                panic!("a replica sent a view watch: {msg:?}")
+            }
             ClientMsg::Withdraw {
                 stream,
                 seq,

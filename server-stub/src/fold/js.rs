@@ -302,6 +302,8 @@ impl Deadline {
 /// is the export `initialState` (`undefined` when there is none).
 pub struct JsReducer {
     path: PathBuf,
+    /// The export named in the rule, if any.
+    export: Option<String>,
     engine: Arc<Mutex<Engine>>,
     deadline: Arc<Deadline>,
     limits: JsLimits,
@@ -426,6 +428,7 @@ impl JsReducer {
         loaded.map_err(fail)?;
         Ok(JsReducer {
             path: path.to_path_buf(),
+            export: export.map(str::to_string),
             engine: Arc::new(Mutex::new(Engine {
                 context,
                 runtime,
@@ -457,6 +460,20 @@ impl JsReducer {
 impl StreamReducer for JsReducer {
     fn describe(&self) -> String {
         format!("JavaScript module {}", self.path.display())
+    }
+
+    /// The module loaded again into an engine of its own (same memory
+    /// limit, `call_timeout` per call).
+    fn for_views(
+        &self,
+        call_timeout: Duration,
+    ) -> Result<Option<Arc<dyn StreamReducer>>, LoadError> {
+        let limits = JsLimits {
+            call_timeout,
+            ..self.limits
+        };
+        let again = JsReducer::load(&self.path, self.export.as_deref(), limits)?;
+        Ok(Some(Arc::new(again)))
     }
 
     fn start(&self) -> Result<Box<dyn StreamState>, Refusal> {

@@ -81,6 +81,18 @@ pub trait StreamReducer: Send + Sync + 'static {
             message: format!("{} cannot start a state from a snapshot", self.describe()),
         })
     }
+    /// The reducer that evaluates views beside the writer (see
+    /// `crate::views`): another instance with an engine of its own, each
+    /// call limited to `call_timeout`, so that a view never waits for the
+    /// writer's engine nor the writer for a view. `None` (the default):
+    /// this one, shared (a reducer without a lock of its own, such as a
+    /// Rust one, whose calls are not time-limited).
+    fn for_views(
+        &self,
+        _call_timeout: std::time::Duration,
+    ) -> Result<Option<Arc<dyn StreamReducer>>, LoadError> {
+        Ok(None)
+    }
 }
 
 /// One stream's state under a [`StreamReducer`].
@@ -271,6 +283,21 @@ impl Reducers {
     /// No rules: every stream's payloads stay opaque.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The same rules with each reducer's instance for views
+    /// ([`StreamReducer::for_views`]), keeping as many states.
+    pub fn for_views(&self, call_timeout: std::time::Duration) -> Result<Reducers, LoadError> {
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for (pattern, reducer) in &self.rules {
+            let viewer = reducer.for_views(call_timeout)?;
+            rules.push((pattern.clone(), viewer.unwrap_or_else(|| reducer.clone())));
+        }
+        Ok(Reducers {
+            rules,
+            max_states: self.max_states,
+            snapshots: self.snapshots,
+        })
     }
 
     /// The reducer of `stream`, if a rule matches it.

@@ -107,6 +107,47 @@ where
         Ok(())
     }
 
+    fn view(&self, name: &str, params: &str) -> Result<String, Refusal> {
+        let reducer = &self.reducer;
+        let answer = catch_unwind(AssertUnwindSafe(|| {
+            reducer.view(&self.state, name, params.as_bytes())
+        }))
+        .map_err(|_| panicked())?;
+        let bytes = match answer {
+            None => {
+                let names = reducer.view_names();
+                return Err(Refusal {
+                    code: ErrorCode::NotFound,
+                    message: if names.is_empty() {
+                        format!("the stream's reducer exports no views (asked for {name:?})")
+                    } else {
+                        format!(
+                            "the stream's reducer exports no view named {name:?} (its views: {})",
+                            names.join(", ")
+                        )
+                    },
+                });
+            }
+            Some(Err(e)) => {
+                return Err(Refusal {
+                    code: ErrorCode::Reducer,
+                    message: format!("the view {name} failed: {}", e.0),
+                })
+            }
+            Some(Ok(bytes)) => bytes,
+        };
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+            return Err(Refusal {
+                code: ErrorCode::Reducer,
+                message: format!("the view {name} answered what is not JSON"),
+            });
+        }
+        String::from_utf8(bytes).map_err(|e| Refusal {
+            code: ErrorCode::Reducer,
+            message: format!("the view {name} answered what is not UTF-8 text: {e}"),
+        })
+    }
+
     fn to_json(&self) -> Result<String, Refusal> {
         // The reducer's own text when it has one: the one its clients
         // hash to compare their folds with the server's snapshots.
@@ -157,6 +198,25 @@ mod tests {
             next.insert(seat.clone(), 1);
             Ok(next)
         }
+
+        fn view(
+            &self,
+            state: &Self::State,
+            name: &str,
+            _params: &[u8],
+        ) -> Option<Result<Vec<u8>, ReduceError>> {
+            match name {
+                "count" => Some(Ok(state.len().to_string().into_bytes())),
+                "panics" => panic!("a bug in the view"),
+                "garbled" => Some(Ok(b"{not json".to_vec())),
+                "refuses" => Some(Err(ReduceError("no such row".into()))),
+                _ => None,
+            }
+        }
+
+        fn view_names(&self) -> &[&str] {
+            &["count", "panics", "garbled", "refuses"]
+        }
     }
 
     #[test]
@@ -178,5 +238,30 @@ mod tests {
         assert_eq!(s.fold(br#""panic""#, &META), Err(panicked()));
         s.fold(br#""12B""#, &META).expect("still folds");
         assert_eq!(s.to_json().expect("json"), r#"{"12A":1,"12B":1}"#);
+    }
+
+    #[test]
+    fn views_answer_json_and_every_failure_is_typed() {
+        let r = RustReducer::new(Seats, BTreeMap::new());
+        let mut s = r.start().expect("start");
+        s.fold(br#""12A""#, &META).expect("free seat");
+        assert_eq!(s.view("count", "null"), Ok("1".to_string()));
+        let code = |name: &str| s.view(name, "null").map_err(|r| (r.code, r.message));
+        assert_eq!(
+            code("panics"),
+            Err((ErrorCode::Reducer, "the reducer panicked".into()))
+        );
+        assert!(matches!(code("garbled"), Err((ErrorCode::Reducer, m)) if m.contains("not JSON")));
+        assert!(
+            matches!(code("refuses"), Err((ErrorCode::Reducer, m)) if m.contains("no such row"))
+        );
+        assert!(
+            matches!(code("nope"), Err((ErrorCode::NotFound, m)) if m.contains("count, panics")),
+            "{:?}",
+            code("nope")
+        );
+        s.fold(br#""12B""#, &META)
+            .expect("still folds after a view panicked");
+        assert_eq!(s.view("count", "null"), Ok("2".to_string()));
     }
 }

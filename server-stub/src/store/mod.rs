@@ -257,7 +257,7 @@ fn refuse_intents(position: Position, intents: &mut [ProposedIntent], refusal: &
 
 /// A view of a stream's state to read instead of the whole state: the
 /// name the reducer module exports it under and its parameters (JSON text).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ViewQuery {
     /// The view's name (`views.openTodos` → `openTodos`).
     pub name: String,

@@ -93,6 +93,45 @@ impl Reducer for SeatsReducer {
     fn encode_state(&self, state: &Seats) -> Option<Vec<u8>> {
         serde_json::to_vec(state).ok()
     }
+
+    /// Views the server answers (`GET /v1/streams/{s}/views/{name}`,
+    /// live over SSE and WebSocket watches): `heldBy` with `{"who": …}`,
+    /// the seats someone holds, in seat order; `count`, how many seats
+    /// are booked.
+    fn view(
+        &self,
+        state: &Seats,
+        name: &str,
+        params: &[u8],
+    ) -> Option<Result<Vec<u8>, ReduceError>> {
+        match name {
+            "heldBy" => {
+                #[derive(Deserialize)]
+                struct Params {
+                    who: String,
+                }
+                Some(
+                    serde_json::from_slice::<Params>(params)
+                        .map_err(|e| ReduceError(format!("heldBy takes {{\"who\": \"…\"}}: {e}")))
+                        .map(|p| {
+                            let held: Vec<&String> = state
+                                .seats
+                                .iter()
+                                .filter(|(_, w)| **w == p.who)
+                                .map(|(s, _)| s)
+                                .collect();
+                            serde_json::to_vec(&held).unwrap_or_default()
+                        }),
+                )
+            }
+            "count" => Some(Ok(state.seats.len().to_string().into_bytes())),
+            _ => None,
+        }
+    }
+
+    fn view_names(&self) -> &[&str] {
+        &["heldBy", "count"]
+    }
 }
 
 /// Splits a refusal's message into the app's code and the rest:
@@ -189,6 +228,23 @@ mod tests {
         );
         let s: Seats = serde_json::from_str(r#"{"seats":{"12A":"ann"}}"#).unwrap();
         assert_eq!(s.seats["12A"], "ann");
+    }
+
+    #[test]
+    fn views_answer_json_and_refuse_bad_params() {
+        let (state, _) = fold(&[
+            &Action::book("2B", "bob"),
+            &Action::book("1A", "bob"),
+            &Action::book("3C", "ann"),
+        ]);
+        let view = |name: &str, params: &[u8]| SeatsReducer.view(&state, name, params);
+        assert_eq!(
+            view("heldBy", br#"{"who":"bob"}"#),
+            Some(Ok(br#"["1A","2B"]"#.to_vec()))
+        );
+        assert_eq!(view("count", b"null"), Some(Ok(b"3".to_vec())));
+        assert!(matches!(view("heldBy", b"null"), Some(Err(e)) if e.0.contains("heldBy takes")));
+        assert_eq!(view("nope", b"null"), None);
     }
 
     #[test]

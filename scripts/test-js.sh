@@ -11,8 +11,9 @@
 #      react-redux <Provider> with a Logsync store, the Elm ports adapter,
 #      the size budget (a minified production bundle + wasm, gzip)
 #   4. node --test examples/todo-elm/tests: the generated Elm ErrorCode
-#      module matches sync-core; Logsync.elm compiled into a real Elm
-#      program and connected with connectElmPorts
+#      module matches sync-core; Logsync.elm and Logsync/View.elm compiled
+#      into a real Elm program and connected with connectElmPorts and
+#      connectElmViewPorts (a view of a real logsync-server over SSE)
 #   5. node --test tests/e2e: the React and Elm examples in headless
 #      Chromium contexts against a real logsync-server (started and stopped
 #      by PID inside the tests); the React example's catch-up progress bar
@@ -70,7 +71,7 @@ echo "ok (elm-format --validate src/ tests/elm/)"
 step "node --test js/test (package, types, React, react-redux, Elm adapter)"
 (cd js && node --test test/*.test.mjs)
 
-step "node --test examples/todo-elm/tests (generated error codes, Logsync.elm compiled)"
+step "node --test examples/todo-elm/tests (generated error codes, Logsync.elm and Logsync/View.elm compiled)"
 (cd examples/todo-elm && node --test tests/)
 
 step "node --test tests/e2e (React, Elm and Rust seats examples in Chromium, real server)"

@@ -1,7 +1,8 @@
-// Glue: open the Logsync store, start the Elm program, connect the ports
-// that src/Logsync.elm declares.
-import { createSyncStore } from 'logsync';
-import { connectElmPorts } from 'logsync/elm';
+// Glue: open the Logsync store and the view store of the server's `counts`
+// view, start the Elm program, connect the ports that src/Logsync.elm and
+// src/Main.elm declare.
+import { createSyncStore, createViewStore } from 'logsync';
+import { connectElmPorts, connectElmViewPorts } from 'logsync/elm';
 // The same reducer as the React example, so Elm and React windows can share a room.
 import { initialState, todosReducer } from '../todo-react/src/todos.js';
 import '../todo-react/src/styles.css';
@@ -16,8 +17,9 @@ if ('serviceWorker' in navigator && import.meta.env.PROD) {
 }
 
 async function start() {
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/ws`;
   const store = await createSyncStore({
-    url: `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/ws`,
+    url,
     stream: `todos/${room}`,
     reducer: todosReducer,
     initialState,
@@ -36,8 +38,15 @@ async function start() {
     rejectedPort: 'rejected',
     errorPort: 'errors',
   });
-  // Handy in the console: logsync.store.getState(), logsync.store.status.
-  window.logsync = { store, app };
+  // The server's `counts` view of this list (the module's `views`, served
+  // when the server folds todos/* with it, as scripts/start.sh does):
+  // followed live over Server-Sent Events and cached in IndexedDB, so the
+  // last counts seen show offline too. Its ports are declared in Main.elm.
+  const counts = createViewStore({ url, stream: `todos/${room}`, view: 'counts', dbName: 'logsync-todomvc' });
+  connectElmViewPorts(app.ports, counts, { resultPort: 'serverCounts', statusPort: 'serverCountsStatus' });
+  // Handy in the console: logsync.store.getState(), logsync.store.status,
+  // logsync.counts.getState(), logsync.counts.status.
+  window.logsync = { store, counts, app };
 }
 
 function roomFromHash() {

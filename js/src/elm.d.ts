@@ -1,4 +1,4 @@
-import type { Action, SyncStore } from './index.js';
+import type { Action, SyncStore, ViewStore } from './index.js';
 
 /** An Elm outgoing port (`port x : Json.Encode.Value -> Cmd msg`). */
 export interface ElmOutgoingPort<T = unknown> {
@@ -34,4 +34,23 @@ export declare function connectElmPorts<S, A extends Action>(
   ports: Record<string, ElmOutgoingPort | ElmIncomingPort | undefined> | undefined,
   store: SyncStore<S, A>,
   options?: ElmPortsOptions<S>,
+): () => void;
+
+/** Names of a view's ports, and how its result is encoded. */
+export interface ElmViewPortsOptions<R = unknown> {
+  /** Incoming port that receives the view's result, once one is known and after each change. Required: each view has its own port. */
+  resultPort: string;
+  /** Incoming port that receives `{ online, offset, hydrated, lastError, needsToken }`. Default: none. */
+  statusPort?: string;
+  /** Maps the result before it is sent. Default: the result itself. */
+  encodeResult?: (result: R) => unknown;
+  /** Send the current status, and the result if one is known, at once. Default `true`. */
+  sendInitial?: boolean;
+}
+
+/** Connects a view store (createViewStore) to an Elm app's incoming ports. Returns a function that disconnects them; the view store stays open. */
+export declare function connectElmViewPorts<R>(
+  ports: Record<string, ElmOutgoingPort | ElmIncomingPort | undefined> | undefined,
+  viewStore: ViewStore<R>,
+  options: ElmViewPortsOptions<R>,
 ): () => void;

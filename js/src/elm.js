@@ -1,6 +1,8 @@
 // Connects an Elm application's ports to a Logsync store: the Elm app
 // dispatches actions through an outgoing port and receives the state (and,
 // optionally, the sync status, rejections and errors) through incoming ports.
+// A view store (createViewStore) is connected apart, with
+// connectElmViewPorts: its result and status go to incoming ports.
 // Values cross the ports as JSON-shaped JS values (Elm's Json.Encode.Value /
 // Json.Decode.Value), so the Elm side decodes them with ordinary decoders.
 
@@ -21,8 +23,10 @@ export function connectElmPorts(ports, store, options = {}) {
       'If app.ports is undefined, the Elm program declares no port that it uses.');
   }
   if (!store || typeof store.dispatch !== 'function' || typeof store.subscribe !== 'function') {
+    const isView = store && typeof store.onStatus === 'function' && typeof store.getState === 'function';
     throw new LogsyncError('INVALID_REQUEST',
-      `connectElmPorts(app.ports, store) needs the store that createSyncStore() resolved to, got ${describe(store)}`);
+      `connectElmPorts(app.ports, store) needs the store that createSyncStore() resolved to, got ${describe(store)}` +
+      (isView ? ': a view store (createViewStore) is read-only, connect it with connectElmViewPorts' : ''));
   }
   const {
     dispatchPort = 'dispatch',
@@ -34,15 +38,12 @@ export function connectElmPorts(ports, store, options = {}) {
     sendInitial = true,
   } = options;
 
-  const outgoing = requirePort(ports, dispatchPort, 'subscribe', `port ${dispatchPort} : Json.Encode.Value -> Cmd msg`);
-  const state = statePort === null ? null
-    : requirePort(ports, statePort, 'send', `port ${statePort} : (Json.Decode.Value -> msg) -> Sub msg`);
-  const status = statusPort == null ? null
-    : requirePort(ports, statusPort, 'send', `port ${statusPort} : (Json.Decode.Value -> msg) -> Sub msg`);
-  const rejected = rejectedPort == null ? null
-    : requirePort(ports, rejectedPort, 'send', `port ${rejectedPort} : (Json.Decode.Value -> msg) -> Sub msg`);
-  const errors = errorPort == null ? null
-    : requirePort(ports, errorPort, 'send', `port ${errorPort} : (Json.Decode.Value -> msg) -> Sub msg`);
+  const fn = 'connectElmPorts';
+  const outgoing = requirePort(fn, ports, dispatchPort, 'subscribe');
+  const state = statePort === null ? null : requirePort(fn, ports, statePort, 'send');
+  const status = statusPort == null ? null : requirePort(fn, ports, statusPort, 'send');
+  const rejected = rejectedPort == null ? null : requirePort(fn, ports, rejectedPort, 'send');
+  const errors = errorPort == null ? null : requirePort(fn, ports, errorPort, 'send');
 
   // An error must not escape into Elm's runtime (it would stop the app's
   // command processing): it goes to the error port, or to the console.
@@ -99,12 +100,92 @@ export function connectElmPorts(ports, store, options = {}) {
   };
 }
 
-function requirePort(ports, name, method, declaration) {
+/**
+ * Connects a view store's result and status to an Elm app's incoming ports.
+ * A view store is read-only, so there is no outgoing port; each view has
+ * its own ports (its result has its own type on the Elm side).
+ *
+ * @param {Record<string, any>} ports `app.ports` of an initialised Elm app
+ * @param {import('./index.js').ViewStore<any>} viewStore from createViewStore()
+ * @param {import('./elm.js').ElmViewPortsOptions} options
+ * @returns {() => void} disconnect: stops every subscription made here (the view store stays open)
+ */
+export function connectElmViewPorts(ports, viewStore, options) {
+  const fn = 'connectElmViewPorts';
+  const usage = `${fn}(app.ports, viewStore, { resultPort, statusPort })`;
+  if (ports === null || typeof ports !== 'object') {
+    throw new LogsyncError('INVALID_REQUEST',
+      `${usage} needs the ports of an initialised Elm app, got ${describe(ports)}. ` +
+      'If app.ports is undefined, the Elm program declares no port that it uses.');
+  }
+  if (!viewStore || typeof viewStore.getState !== 'function' || typeof viewStore.subscribe !== 'function'
+    || typeof viewStore.onStatus !== 'function' || typeof viewStore.dispatch === 'function') {
+    const isSync = viewStore && typeof viewStore.dispatch === 'function';
+    throw new LogsyncError('INVALID_REQUEST',
+      `${usage} needs the store that createViewStore() returned, got ${describe(viewStore)}` +
+      (isSync ? ': a sync store (createSyncStore) is connected with connectElmPorts' : ''));
+  }
+  if (options === null || typeof options !== 'object' || typeof options.resultPort !== 'string' || options.resultPort === '') {
+    throw new LogsyncError('INVALID_REQUEST',
+      `${usage} needs options.resultPort, the name of the incoming port for this view's result ` +
+      `(e.g. { resultPort: 'countsChanged' } for \`port countsChanged : (Json.Decode.Value -> msg) -> Sub msg\`), ` +
+      (options === null || typeof options !== 'object' ? `got options ${describe(options)}` : `got ${describe(options.resultPort)}`));
+  }
+  const { resultPort, statusPort, encodeResult = identity, sendInitial = true } = options;
+  const result = requirePort(fn, ports, resultPort, 'send');
+  const status = statusPort == null ? null : requirePort(fn, ports, statusPort, 'send');
+
+  const stops = [];
+  // Status before result, at connect time as on a change (the store sets
+  // the offset before it tells its result listeners).
+  if (status) {
+    const sendStatus = (s) => status.send(viewStatusValue(s));
+    stops.push(viewStore.onStatus(sendStatus));
+    if (sendInitial) sendStatus(viewStore.status);
+  }
+
+  // Nothing is sent while no result is known (getState() is undefined,
+  // which is not JSON): the Elm app starts without one. A throwing
+  // encodeResult is logged, not thrown into the view store's feed (which
+  // would count it as a failed connection).
+  let lastSent = sendInitial ? undefined : viewStore.getState();
+  const sendResult = () => {
+    const next = viewStore.getState();
+    if (next === undefined || next === lastSent) return;
+    lastSent = next;
+    let value;
+    try {
+      value = encodeResult(next);
+    } catch (err) {
+      const { code, message } = errorValue(err);
+      console.error(`[logsync/elm] ${fn}: encodeResult threw (${code}: ${message}); the result was not sent to app.ports.${resultPort}`);
+      return;
+    }
+    result.send(value);
+  };
+  stops.push(viewStore.subscribe(sendResult));
+  if (sendInitial) sendResult();
+
+  let connected = true;
+  return () => {
+    if (!connected) return;
+    connected = false;
+    for (const stop of stops.reverse()) stop();
+  };
+}
+
+const DECLARATION = {
+  subscribe: (name) => `port ${name} : Json.Encode.Value -> Cmd msg`,
+  send: (name) => `port ${name} : (Json.Decode.Value -> msg) -> Sub msg`,
+};
+
+function requirePort(fn, ports, name, method) {
   const port = ports[name];
   if (!port || typeof port[method] !== 'function') {
     const kind = method === 'subscribe' ? 'outgoing' : 'incoming';
+    const declaration = DECLARATION[method](name);
     throw new LogsyncError('INVALID_REQUEST',
-      `connectElmPorts: app.ports.${name} is missing or is not an ${kind} port. ` +
+      `${fn}: app.ports.${name} is missing or is not an ${kind} port. ` +
       `Declare \`${declaration}\` in a port module and use it somewhere in the program ` +
       '(the Elm compiler drops ports the program never uses), or name another port in the options.');
   }
@@ -119,6 +200,16 @@ function statusValue(s) {
     pending: s.pending,
     lastError: s.lastError == null ? null : { code: s.lastError.code, message: s.lastError.message },
     clientId: s.clientId ?? null,
+    needsToken: s.needsToken === true,
+  };
+}
+
+function viewStatusValue(s) {
+  return {
+    online: s.online,
+    offset: s.offset,
+    hydrated: s.hydrated,
+    lastError: s.lastError == null ? null : { code: s.lastError.code, message: s.lastError.message },
     needsToken: s.needsToken === true,
   };
 }

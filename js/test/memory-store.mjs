@@ -46,3 +46,38 @@ export function memoryStore(reducer, initialState) {
     listenerCount: () => listeners.size + statusListeners.size + errorListeners.size + rejectedListeners.size,
   };
 }
+
+// A view store (createViewStore's contract) in memory: the test sets the
+// result and the status.
+export function memoryViewStore(result) {
+  let status = Object.freeze({ online: false, offset: 0, hydrated: false, lastError: null, needsToken: false });
+  const listeners = new Set();
+  const statusListeners = new Set();
+  const on = (set) => (fn) => {
+    set.add(fn);
+    return () => set.delete(fn);
+  };
+  return {
+    getState: () => result,
+    subscribe: on(listeners),
+    onStatus: on(statusListeners),
+    get status() {
+      return status;
+    },
+    ready: Promise.resolve(),
+    setToken() {},
+    close() {},
+    // test drivers: a new result at an offset, as the real store does it
+    // (the status first, then the result's listeners)
+    setResult(next, offset = status.offset + 1) {
+      result = next;
+      this.setStatus({ offset });
+      for (const fn of Array.from(listeners)) fn();
+    },
+    setStatus(patch) {
+      status = Object.freeze({ ...status, ...patch });
+      for (const fn of Array.from(statusListeners)) fn(status);
+    },
+    listenerCount: () => listeners.size + statusListeners.size,
+  };
+}

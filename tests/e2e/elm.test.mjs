@@ -1,14 +1,17 @@
 // The Elm TodoMVC example, compiled with `elm make --optimize` and built
-// with Vite, in headless Chromium against a real logsync-server (SQLite):
-// add, toggle, edit, delete; an Elm window and a React window in one room;
-// offline, reloaded offline and back online with each action once in the
-// server's log; a rejection and a refused token shown by the Elm app.
+// with Vite, in headless Chromium against a real logsync-server (SQLite)
+// that folds todos/* with the example's module: add, toggle, edit, delete;
+// an Elm window and a React window in one room; offline, reloaded offline
+// and back online with each action once in the server's log; a rejection
+// and a refused token shown by the Elm app. Along the way, the server's
+// `counts` view as the Elm app shows it (a view store, connectElmViewPorts,
+// Logsync.View): live, kept offline and across an offline reload.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { launchBrowser } from './lib/browser.mjs';
+import { launchBrowser, waitFor } from './lib/browser.mjs';
 import { openLink } from './lib/link.mjs';
 import { ELM_APP_DIST, ROOT, startServer } from './lib/server.mjs';
 import {
@@ -19,8 +22,11 @@ import {
 let server;
 let browser;
 
+// The module whose `views` (open, counts) the server serves.
+const REDUCER = ['--reducer', `todos/*=${join(ROOT, 'examples', 'todo-react', 'src', 'todos.js')}`];
+
 before(async () => {
-  server = await startServer({ staticDir: ELM_APP_DIST });
+  server = await startServer({ staticDir: ELM_APP_DIST, args: REDUCER });
   browser = await launchBrowser();
 });
 
@@ -47,6 +53,26 @@ async function openElm(t, baseUrl, room) {
 
 const types = (events) => events.map((e) => e.payload.type);
 
+/** The server's `counts` view as the Elm app shows it, or null before it has one. */
+async function serverCounts(page) {
+  const el = page.locator('[data-testid=server-counts]');
+  if (await el.count() === 0) return null;
+  return el.evaluate((e) => ({
+    all: Number(e.dataset.all),
+    completed: Number(e.dataset.completed),
+    offset: Number(e.dataset.offset),
+    online: e.dataset.online === 'true',
+    text: e.textContent,
+  }));
+}
+
+function waitServerCounts(page, what, predicate, timeout = 15_000) {
+  return waitFor(what, async () => {
+    const c = await serverCounts(page);
+    return c && predicate(c) ? c : false;
+  }, { timeout });
+}
+
 test('Elm: add, toggle, edit, delete; a second Elm window follows; the log has each action once', async (t) => {
   const room = newRoom();
   const a = await openElm(t, server.url, room);
@@ -60,6 +86,13 @@ test('Elm: add, toggle, edit, delete; a second Elm window follows; the log has e
   await toggleTodo(a, 'milk');
   await waitTodos(b, [{ text: 'milk', completed: true }, { text: 'eggs', completed: false }]);
   assert.equal(await a.locator('[data-testid=todo-count]').textContent(), '1 item left');
+  // The server's counts view, in both windows, once the server has the toggle.
+  // (A wrong value times out the wait: it is the assertion.)
+  for (const page of [a, b]) {
+    const c = await waitServerCounts(page, 'the server\'s counts at offset 3: 2 todos, 1 completed', (c) => c.offset === 3 && c.all === 2 && c.completed === 1);
+    assert.equal(c.online, true);
+    assert.equal(c.text, 'on the server: 2 todos, 1 completed');
+  }
 
   await editTodo(a, 'eggs', 'free-range eggs');
   await waitTodos(b, [{ text: 'milk', completed: true }, { text: 'free-range eggs', completed: false }]);
@@ -73,6 +106,9 @@ test('Elm: add, toggle, edit, delete; a second Elm window follows; the log has e
 
   await waitStatus(a, 'A synced at offset 6', (s) => s.pending === 0 && s.offset === 6);
   await waitStatus(b, 'B synced at offset 6', (s) => s.pending === 0 && s.offset === 6);
+  for (const page of [a, b]) {
+    await waitServerCounts(page, 'the server\'s counts at offset 6: 2 todos, none completed', (c) => c.offset === 6 && c.all === 2 && c.completed === 0);
+  }
   const events = await serverEvents(server.url, `todos/${room}`);
   assert.deepEqual(types(events), ['todo/added', 'todo/added', 'todo/toggled', 'todo/edited', 'todo/deleted', 'todo/added']);
   const [milk, eggs, toggled, edited, deleted] = events.map((e) => e.payload);
@@ -115,6 +151,10 @@ test('an Elm window and a React window in the same room converge', async (t) => 
   await waitTodos(react, final);
   await waitStatus(elm, 'Elm synced at offset 4', (s) => s.pending === 0 && s.offset === 4);
   await waitStatus(react, 'React synced at offset 4', (s) => s.pending === 0 && s.offset === 4);
+  // The edit (offset 4) leaves the counts as they were: the server sends
+  // the result only when it changes, so it reflects offset 3 or 4.
+  const c = await waitServerCounts(elm, 'the server\'s counts: 2 todos, 1 completed', (c) => c.all === 2 && c.completed === 1);
+  assert.ok(c.offset === 3 || c.offset === 4, `offset ${c.offset}`);
 });
 
 test('Elm offline: actions, a reload while offline, back online: each action once in the log', async (t) => {
@@ -130,10 +170,13 @@ test('Elm offline: actions, a reload while offline, back online: each action onc
   await addTodo(b, 'from B before');
   await waitTitles(a, ['from B before']);
   await waitOfflineReady(a);
+  // The view store has the server's counts (and has cached them).
+  await waitServerCounts(a, 'A: the server\'s counts at offset 1', (c) => c.online && c.offset === 1 && c.all === 1 && c.completed === 0);
 
   link.cut();
   await context.setOffline(true);
   await waitStatus(a, 'A offline', (s) => !s.online);
+  await waitServerCounts(a, 'A: the counts view offline', (c) => !c.online);
 
   for (const text of ['offline one', 'offline two']) await addTodo(a, text);
   await toggleTodo(a, 'from B before');
@@ -141,6 +184,10 @@ test('Elm offline: actions, a reload while offline, back online: each action onc
     { text: 'from B before', completed: true }, { text: 'offline one', completed: false }, { text: 'offline two', completed: false },
   ]);
   assert.equal((await status(a)).pending, 3);
+  // The footer counts this window's state; the server's counts are what the server confirmed.
+  assert.equal(await a.locator('[data-testid=todo-count]').textContent(), '2 items left');
+  const offlineCounts = await serverCounts(a);
+  assert.deepEqual(offlineCounts, { all: 1, completed: 0, offset: 1, online: false, text: 'last seen on the server: 1 todo, 0 completed' });
 
   // The app itself comes from the service worker's cache, the list and the
   // outbox from IndexedDB.
@@ -150,6 +197,9 @@ test('Elm offline: actions, a reload while offline, back online: each action onc
   const reloaded = await status(a);
   assert.equal(reloaded.online, false, 'still offline after the reload');
   assert.equal(reloaded.pending, 3, 'the outbox survived the reload');
+  // The view store opened from its IndexedDB cache.
+  const cached = await waitServerCounts(a, 'A: the cached counts after the reload', () => true);
+  assert.deepEqual(cached, offlineCounts);
   // The reloaded app still works offline.
   await addTodo(a, 'offline three');
   await editTodo(a, 'offline one', 'offline one, edited');
@@ -169,6 +219,10 @@ test('Elm offline: actions, a reload while offline, back online: each action onc
   await waitTodos(b, final);
   await waitTodos(a, final);
   await waitStatus(b, 'B at offset 6', (s) => s.offset === 6);
+  // The counts view reconnects with backoff (it grew while offline: up to 30 s).
+  // (The last edit leaves the counts as they were: offset 5 or 6.)
+  const back = await waitServerCounts(a, 'A: the server\'s counts, 4 todos, 1 completed', (c) => c.online && c.all === 4 && c.completed === 1, 45_000);
+  assert.ok(back.offset === 5 || back.offset === 6, `offset ${back.offset}`);
 
   const events = await serverEvents(server.url, stream);
   assert.deepEqual(types(events), ['todo/added', 'todo/added', 'todo/added', 'todo/toggled', 'todo/added', 'todo/edited']);

@@ -1,4 +1,4 @@
-module Main exposing (main)
+port module Main exposing (main)
 
 {-| TodoMVC in Elm on a Logsync store.
 
@@ -7,6 +7,13 @@ sends actions out with `Logsync.send` and receives the state, the sync
 status, refused actions and errors as typed `Logsync.Event`s (the ports are
 in Logsync.elm). It keeps only what is this window's own business: the text
 being typed, the todo being edited and the filter.
+
+Beside it, a view store follows the server's `counts` view of the list
+(`{"all", "completed"}`, computed by the server on the state it has
+confirmed) through the two ports below, as `Logsync.View.Event`s: the
+status bar shows what the server has, while the footer counts this
+window's own state (which includes its changes the server has not
+confirmed yet).
 
 -}
 
@@ -21,7 +28,22 @@ import Json.Decode as D
 import Json.Encode as E
 import Logsync exposing (Event(..))
 import Logsync.ErrorCode as ErrorCode exposing (ErrorCode(..))
+import Logsync.View
 import Task
+
+
+
+-- PORTS
+
+
+{-| The `counts` view's result (connectElmViewPorts' `resultPort`).
+-}
+port serverCounts : (D.Value -> msg) -> Sub msg
+
+
+{-| The `counts` view store's status (`statusPort`).
+-}
+port serverCountsStatus : (D.Value -> msg) -> Sub msg
 
 
 
@@ -48,6 +70,14 @@ type Filter
     | Completed
 
 
+{-| The server's `counts` view (../todo-react/src/todos.js).
+-}
+type alias Counts =
+    { all : Int
+    , completed : Int
+    }
+
+
 type alias Flags =
     { room : String
     , idPrefix : String
@@ -65,6 +95,8 @@ type alias Model =
     , nextId : Int
     , rejection : Maybe Logsync.Rejection
     , problem : Maybe String
+    , serverCounts : Maybe Counts
+    , serverCountsStatus : Logsync.View.Status
     }
 
 
@@ -80,6 +112,8 @@ init flags =
       , nextId = 1
       , rejection = Nothing
       , problem = Nothing
+      , serverCounts = Nothing
+      , serverCountsStatus = Logsync.View.initialStatus
       }
     , Cmd.none
     )
@@ -91,6 +125,7 @@ init flags =
 
 type Msg
     = FromLogsync (Logsync.Event (List Todo))
+    | FromServerCounts (Logsync.View.Event Counts)
     | UpdateField String
     | Add
     | Toggle String
@@ -112,6 +147,9 @@ update msg model =
     case msg of
         FromLogsync event ->
             ( fromLogsync event model, Cmd.none )
+
+        FromServerCounts event ->
+            ( fromServerCounts event model, Cmd.none )
 
         UpdateField field ->
             ( { model | field = field }, Cmd.none )
@@ -214,6 +252,19 @@ fromLogsync event model =
             { model | problem = Just ("Unexpected value on port " ++ portName ++ ": " ++ D.errorToString err) }
 
 
+fromServerCounts : Logsync.View.Event Counts -> Model -> Model
+fromServerCounts event model =
+    case event of
+        Logsync.View.ResultChanged counts ->
+            { model | serverCounts = Just counts }
+
+        Logsync.View.StatusChanged status ->
+            { model | serverCountsStatus = status }
+
+        Logsync.View.DecodeFailed which err ->
+            { model | problem = Just ("Unexpected " ++ which ++ " of the server's counts: " ++ D.errorToString err) }
+
+
 
 -- DECODERS
 
@@ -230,6 +281,13 @@ stateDecoder =
                 (D.field "completed" D.bool)
             )
         )
+
+
+countsDecoder : D.Decoder Counts
+countsDecoder =
+    D.map2 Counts
+        (D.field "all" D.int)
+        (D.field "completed" D.int)
 
 
 
@@ -420,6 +478,7 @@ viewStatus model =
                 )
             ]
         , span [ class "muted" ] [ text ("room " ++ model.room) ]
+        , viewServerCounts model.serverCounts model.serverCountsStatus
         , case ( status.online, status.lastError ) of
             ( False, Just error ) ->
                 span [ class "error", title error.message, attribute "data-testid" "last-error" ] [ text (ErrorCode.toString error.code) ]
@@ -456,6 +515,54 @@ viewStatus model =
             Nothing ->
                 text ""
         ]
+
+
+{-| The server's `counts` view: what the server has confirmed, live while
+its feed is open, else the last result seen (kept in IndexedDB, so it
+shows offline too). Nothing before a first result.
+-}
+viewServerCounts : Maybe Counts -> Logsync.View.Status -> Html Msg
+viewServerCounts counts status =
+    case counts of
+        Just { all, completed } ->
+            span
+                [ class "muted"
+                , attribute "data-testid" "server-counts"
+                , attribute "data-all" (String.fromInt all)
+                , attribute "data-completed" (String.fromInt completed)
+                , attribute "data-offset" (String.fromInt status.offset)
+                , attribute "data-online" (boolText status.online)
+                , title ("The server's counts view at offset " ++ String.fromInt status.offset)
+                ]
+                [ text
+                    ((if status.online then
+                        "on the server: "
+
+                      else
+                        "last seen on the server: "
+                     )
+                        ++ plural all "todo"
+                        ++ ", "
+                        ++ String.fromInt completed
+                        ++ " completed"
+                    )
+                ]
+
+        Nothing ->
+            text ""
+
+
+plural : Int -> String -> String
+plural n noun =
+    String.fromInt n
+        ++ " "
+        ++ noun
+        ++ (if n == 1 then
+                ""
+
+            else
+                "s"
+           )
 
 
 {-| What a refused change means for the person who made it.
@@ -530,5 +637,13 @@ main =
         { init = init
         , update = update
         , view = view
-        , subscriptions = \_ -> Logsync.subscriptions stateDecoder FromLogsync
+        , subscriptions =
+            \_ ->
+                Sub.batch
+                    [ Logsync.subscriptions stateDecoder FromLogsync
+                    , Logsync.View.subscriptions
+                        { result = serverCounts, status = serverCountsStatus }
+                        countsDecoder
+                        FromServerCounts
+                    ]
         }

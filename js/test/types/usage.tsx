@@ -22,7 +22,7 @@ import {
 } from 'logsync';
 import { LogsyncProvider, useSyncState, useDispatch, useSyncStatus, useLogsyncStore, shallowEqual, useView } from 'logsync/react';
 import { createViewStore, applyPatch, type ViewStatus } from 'logsync';
-import { connectElmPorts, type ElmPortsOptions } from 'logsync/elm';
+import { connectElmPorts, connectElmViewPorts, type ElmPortsOptions, type ElmViewPortsOptions } from 'logsync/elm';
 import { Provider, useSelector } from 'react-redux';
 import { createLogsyncStore, type IntentEvent, type StorageInfo } from 'logsync';
 import { logsync, type LogsyncEnhancerOptions } from 'logsync/redux';
@@ -257,4 +257,13 @@ export async function main(): Promise<void> {
     return <span>{n}{list?.length}</span>;
   }
   console.log(<OpenCount />);
+  // Elm: a view's result and status through incoming ports.
+  const elmPorts = { openChanged: { send(_v: unknown) {} }, openStatus: { send(_v: unknown) {} } };
+  const viewOptions: ElmViewPortsOptions<Todo[]> = { resultPort: 'openChanged', statusPort: 'openStatus', encodeResult: (list) => list.map((t) => t.text) };
+  const disconnectView: () => void = connectElmViewPorts(elmPorts, open, viewOptions);
+  disconnectView();
+  // @ts-expect-error a view's result port must be named
+  connectElmViewPorts(elmPorts, open, { statusPort: 'openStatus' });
+  // @ts-expect-error encodeResult takes the view's result type
+  connectElmViewPorts(elmPorts, open, { resultPort: 'openChanged', encodeResult: (list: number) => list });
 }

@@ -1,15 +1,19 @@
 port module PortsCheck exposing (main)
 
-{-| A headless program for tests/logsync-module.test.mjs: it uses
-Logsync.elm exactly as an app does and reports every `Logsync.Event` it
-gets, re-encoded, through the `report` port; `command` makes it send
-actions or decode error codes.
+{-| A headless program for tests/logsync-module.test.mjs and
+tests/view-module.test.mjs: it uses Logsync.elm and Logsync/View.elm
+exactly as an app does and reports every `Logsync.Event` and
+`Logsync.View.Event` it gets, re-encoded, through the `report` port;
+`command` makes it send actions or decode error codes. The view is the
+TodoMVC module's `counts` (`{"all": Int, "completed": Int}`) on the ports
+`countsChanged` and `countsStatus`.
 -}
 
 import Json.Decode as D
 import Json.Encode as E
 import Logsync exposing (Event(..))
 import Logsync.ErrorCode as ErrorCode
+import Logsync.View
 
 
 port report : E.Value -> Cmd msg
@@ -18,8 +22,21 @@ port report : E.Value -> Cmd msg
 port command : (D.Value -> msg) -> Sub msg
 
 
+port countsChanged : (D.Value -> msg) -> Sub msg
+
+
+port countsStatus : (D.Value -> msg) -> Sub msg
+
+
+type alias Counts =
+    { all : Int
+    , completed : Int
+    }
+
+
 type Msg
     = FromLogsync (Logsync.Event (List String))
+    | FromCounts (Logsync.View.Event Counts)
     | Command D.Value
 
 
@@ -32,6 +49,10 @@ main =
             \_ ->
                 Sub.batch
                     [ Logsync.subscriptions (D.field "items" (D.list D.string)) FromLogsync
+                    , Logsync.View.subscriptions
+                        { result = countsChanged, status = countsStatus }
+                        (D.map2 Counts (D.field "all" D.int) (D.field "completed" D.int))
+                        FromCounts
                     , command Command
                     ]
         }
@@ -42,6 +63,9 @@ update msg model =
     case msg of
         FromLogsync event ->
             ( model, report (encodeEvent event) )
+
+        FromCounts event ->
+            ( model, report (encodeViewEvent event) )
 
         Command value ->
             ( model, run value )
@@ -121,6 +145,30 @@ encodeEvent event =
 
         DecodeFailed portName _ ->
             E.object [ ( "event", E.string "decodeFailed" ), ( "port", E.string portName ) ]
+
+
+encodeViewEvent : Logsync.View.Event Counts -> E.Value
+encodeViewEvent event =
+    case event of
+        Logsync.View.ResultChanged counts ->
+            E.object
+                [ ( "event", E.string "viewResult" )
+                , ( "all", E.int counts.all )
+                , ( "completed", E.int counts.completed )
+                ]
+
+        Logsync.View.StatusChanged status ->
+            E.object
+                [ ( "event", E.string "viewStatus" )
+                , ( "online", E.bool status.online )
+                , ( "offset", E.int status.offset )
+                , ( "hydrated", E.bool status.hydrated )
+                , ( "lastError", Maybe.withDefault E.null (Maybe.map encodeError status.lastError) )
+                , ( "needsToken", E.bool status.needsToken )
+                ]
+
+        Logsync.View.DecodeFailed which _ ->
+            E.object [ ( "event", E.string "viewDecodeFailed" ), ( "which", E.string which ) ]
 
 
 encodeError : Logsync.Error -> E.Value

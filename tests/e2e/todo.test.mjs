@@ -203,7 +203,7 @@ function waitCached(page, room, user, texts) {
 }
 
 test('assigned to me: alice assigns in her window, bob\'s panel lists his open todos; completed, unassigned and reassigned ones leave it', async (t) => {
-  const { a, b } = await twoWindows(t, { userA: 'alice', userB: 'bob' });
+  const { room, a, b, contextA, linkA } = await twoWindows(t, { userA: 'alice', userB: 'bob' });
   for (const text of ['buy milk', 'walk the dog', 'file taxes']) await addTodo(a, text);
   await waitTitles(b, ['buy milk', 'walk the dog', 'file taxes']);
   await waitPanel(b, 'nothing for bob yet', [], (p) => p.user === 'bob');
@@ -231,6 +231,16 @@ test('assigned to me: alice assigns in her window, bob\'s panel lists his open t
   const shown = await waitPanel(b, 'reassigned to bob', ['file taxes'], (p) => p.offset === 9);
   assert.equal(shown.online, true);
   await waitStatus(b, 'B at offset 9', (s) => s.offset === 9 && s.pending === 0);
+
+  // The name is remembered: the address without ?user= is alice again;
+  // "not alice?" opens the page as someone else.
+  const again = await openTodoApp(contextA, linkA.url, room);
+  await waitPanel(again, 'alice remembered', [], (p) => p.user === 'alice');
+  await again.locator('[data-testid=assigned] .rename').click();
+  await again.locator('[data-testid=user-name]').fill('bob');
+  await again.locator('[data-testid=user-name]').press('Enter');
+  await waitPanel(again, 'the same window as bob', ['file taxes'], (p) => p.user === 'bob');
+  assert.equal(new URL(again.url()).searchParams.get('user'), 'bob');
 });
 
 test('assigned to me offline: bob reloads offline and sees his cached list; his own offline assignment waits for the server; back online the panel catches up', async (t) => {

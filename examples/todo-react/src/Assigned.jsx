@@ -87,8 +87,8 @@ function AssignedList({ viewStore, user, onRename }) {
           ))}
         </ul>
       )}
-      <p className="muted view-status" title="The server's view assignedTo, evaluated after this event of the list">
-        {status.online ? 'live' : status.lastError ? 'offline: as last seen' : 'connecting'} · offset {status.offset}
+      <p className="muted view-status" title="The server's view assignedTo; the offset is the event of the list after which its answer last changed (or was first sent)">
+        {status.online ? 'live' : status.lastError ? 'offline: as last seen' : 'connecting'} · updated at offset {status.offset}
         {!status.online && status.lastError && <span className="error"> {status.lastError.code}</span>}
       </p>
     </section>

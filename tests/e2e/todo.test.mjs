@@ -175,22 +175,26 @@ function waitPanel(page, what, items, extra = () => true, timeout = 15_000) {
 
 /** The view results the page's view stores have cached in IndexedDB ([stream, view, params] JSON → { offset, result }). */
 function cachedViews(page) {
-  return page.evaluate(() => new Promise((resolve, reject) => {
-    const open = indexedDB.open('logsync-todomvc-views');
-    open.onerror = () => reject(open.error);
-    open.onsuccess = () => {
-      const db = open.result;
-      if (!db.objectStoreNames.contains('views')) { db.close(); resolve({}); return; }
-      const os = db.transaction('views').objectStore('views');
-      const keys = os.getAllKeys();
-      const values = os.getAll();
-      values.onsuccess = () => {
-        db.close();
-        resolve(Object.fromEntries(keys.result.map((k, i) => [k, values.result[i]])));
+  return page.evaluate(async () => {
+    // Never create it: a database made here would lack the view store's object store.
+    if (!(await indexedDB.databases()).some((d) => d.name === 'logsync-todomvc-views')) return {};
+    return new Promise((resolve, reject) => {
+      const open = indexedDB.open('logsync-todomvc-views');
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const db = open.result;
+        if (!db.objectStoreNames.contains('views')) { db.close(); resolve({}); return; }
+        const os = db.transaction('views').objectStore('views');
+        const keys = os.getAllKeys();
+        const values = os.getAll();
+        values.onsuccess = () => {
+          db.close();
+          resolve(Object.fromEntries(keys.result.map((k, i) => [k, values.result[i]])));
+        };
+        values.onerror = () => reject(values.error);
       };
-      values.onerror = () => reject(values.error);
-    };
-  }));
+    });
+  });
 }
 
 /** Waits until the cached `assignedTo` result for `user` in `room` is `texts` (so a reload has it). */

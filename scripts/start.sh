@@ -108,5 +108,10 @@ fi
 
 printf '\n  \033[1mOpen %s/ in two browser windows\033[0m and add todos in one: they appear in the other.\n' "$URL"
 printf '  Rooms: %s/#team-42 opens another list. Ctrl-C stops the server.\n' "$URL"
-printf '  The server folds each list with the app'"'"'s reducer: %s/v1/streams/todos%%2Fteam-42/state\n\n' "$URL"
+printf '  The server folds each list with the app'"'"'s reducer: %s/v1/streams/todos%%2Fteam-42/state\n' "$URL"
+if [ "$APP" = react ]; then
+  printf '  As bob: %s/?user=bob#team-42 shows "Assigned to me", a view the server answers;\n' "$URL"
+  printf '  %s/?user=bob&only=assigned#team-42 loads only that view, not the list.\n' "$URL"
+fi
+printf '\n'
 wait "$SERVER_PID"

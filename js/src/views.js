@@ -119,6 +119,15 @@ export function createViewStore(options) {
     }
   }
 
+  // The browser says the network is back: try now, not at the end of a
+  // backoff that grew while the device was offline.
+  const onOnline = () => {
+    attempt = 0;
+    wake?.();
+  };
+  const events = typeof globalThis.addEventListener === 'function' ? globalThis : null;
+  events?.addEventListener('online', onOnline);
+
   const on = (set, name) => (listener) => {
     if (typeof listener !== 'function') throw bad(`${name}(listener) expects a function, got ${describe(listener)}`);
     set.add(listener);
@@ -140,6 +149,7 @@ export function createViewStore(options) {
     close() {
       if (closed) return;
       closed = true;
+      events?.removeEventListener('online', onOnline);
       abort?.abort();
       wake?.();
       listeners.clear();

@@ -17,7 +17,7 @@ import { createServer } from 'node:http';
 import { applyPatch, createLogsyncStore, createViewStore } from 'logsync';
 import { readEvents } from '../src/views.js';
 import { ROOT, SERVER_BIN, startServer } from '../../tests/e2e/lib/server.mjs';
-import todosReducer, { addTodo, toggleTodo } from '../../examples/todo-react/src/todos.js';
+import todosReducer, { addTodo, assignTodo, initialState, toggleTodo, views as todoViews } from '../../examples/todo-react/src/todos.js';
 
 class NodeWebSocket extends WebSocket {
   constructor(...args) {
@@ -138,6 +138,95 @@ test('params reach the view (the seats fixture\'s heldBy), a ws:// url is taken 
   await until('bob\'s seats', () => bob.getState()?.length === 1);
   assert.deepEqual(alice.getState(), ['a3', 'b2']);
   assert.deepEqual(bob.getState(), ['a1']);
+});
+
+test('the todo module: todo/assigned sets or clears `assignee`, ignores what it does not understand; assignedTo lists open todos', () => {
+  const fold = (actions, state = initialState) => actions.reduce((s, a) => todosReducer(s, a), state);
+  const milk = { type: 'todo/added', id: 'm', text: 'milk' };
+  const eggs = { type: 'todo/added', id: 'e', text: 'eggs' };
+  const start = fold([milk, eggs]);
+  assert.deepEqual(start.todos[0], { id: 'm', text: 'milk', completed: false }, 'no assignee field on a new todo');
+
+  const assigned = fold([{ type: 'todo/assigned', id: 'm', to: '  bob ' }], start);
+  assert.deepEqual(assigned.todos, [{ id: 'm', text: 'milk', completed: false, assignee: 'bob' }, start.todos[1]]);
+  assert.equal(assigned.todos[1], start.todos[1], 'the other todo is the same object');
+  assert.equal(todosReducer(assigned, { type: 'todo/assigned', id: 'm', to: 'bob' }), assigned, 'the same name again changes nothing');
+  for (const to of [null, '', '   ']) {
+    const cleared = todosReducer(assigned, { type: 'todo/assigned', id: 'm', to });
+    assert.deepEqual(cleared, start, `to ${JSON.stringify(to)} unassigns`);
+    assert.ok(!('assignee' in cleared.todos[0]), 'no assignee field once unassigned');
+  }
+  assert.equal(todosReducer(start, { type: 'todo/assigned', id: 'm', to: null }), start, 'unassigning an unassigned todo changes nothing');
+  for (const bad of [
+    { type: 'todo/assigned', id: 'nope', to: 'bob' },
+    { type: 'todo/assigned', id: 'm', to: 42 },
+    { type: 'todo/assigned', id: 'm', to: { name: 'bob' } },
+    { type: 'todo/assigned', id: 'm' },
+    { type: 'todo/assigned', to: 'bob' },
+  ]) assert.equal(todosReducer(start, bad), start, JSON.stringify(bad));
+  assert.equal(fold([{ type: 'todo/assigned', id: 'm', to: 'x'.repeat(100) }], start).todos[0].assignee, 'x'.repeat(64), 'names are cut at 64');
+  assert.deepEqual(assignTodo('m', '  ann '), { type: 'todo/assigned', id: 'm', to: 'ann' });
+  assert.deepEqual(assignTodo('m', ' '), { type: 'todo/assigned', id: 'm', to: null });
+
+  // Edits and toggles keep the assignee.
+  const later = fold([{ type: 'todo/edited', id: 'm', text: 'oat milk' }, { type: 'todo/toggled', id: 'm' }], assigned);
+  assert.deepEqual(later.todos[0], { id: 'm', text: 'oat milk', completed: true, assignee: 'bob' });
+
+  const both = fold([{ type: 'todo/assigned', id: 'e', to: 'bob' }], assigned);
+  assert.deepEqual(todoViews.assignedTo(both, { user: 'bob' }).map((t) => t.id), ['m', 'e']);
+  assert.deepEqual(todoViews.assignedTo(both, { user: ' bob ' }).map((t) => t.id), ['m', 'e'], 'the name as todos carry it');
+  assert.deepEqual(todoViews.assignedTo(later, { user: 'bob' }), [], 'a completed todo is not listed');
+  assert.deepEqual(todoViews.assignedTo(both, { user: 'ann' }), []);
+  for (const params of [null, {}, { user: 7 }, { user: '' }, 'bob']) {
+    assert.deepEqual(todoViews.assignedTo(both, params), [], `params ${JSON.stringify(params)}`);
+  }
+});
+
+test('the server evaluates the todo module\'s `assignedTo` view per user as assignments, completions and unassignments commit', { skip }, async (t) => {
+  const stream = `todos/${randomUUID()}`;
+  const store = writer(stream, todosReducer);
+  const bob = viewStore({ stream, view: 'assignedTo', params: { user: 'bob' } });
+  const ann = viewStore({ stream, view: 'assignedTo', params: { user: 'ann' } });
+  t.after(() => { store.close(); bob.close(); ann.close(); });
+  const milk = addTodo('milk');
+  const eggs = addTodo('eggs');
+  store.dispatch(milk);
+  store.dispatch(eggs);
+  store.dispatch(assignTodo(milk.id, 'bob'));
+  store.dispatch(assignTodo(eggs.id, 'ann'));
+  await until('bob\'s milk', () => texts(bob.getState()).join() === 'milk');
+  await until('ann\'s eggs', () => texts(ann.getState()).join() === 'eggs');
+  assert.deepEqual(bob.getState(), [{ id: milk.id, text: 'milk', completed: false, assignee: 'bob' }]);
+
+  store.dispatch(assignTodo(eggs.id, 'bob'));
+  await until('eggs moved to bob', () => texts(bob.getState()).join() === 'milk,eggs' && texts(ann.getState()).length === 0);
+  store.dispatch(toggleTodo(milk.id));
+  await until('milk done: gone from bob\'s', () => texts(bob.getState()).join() === 'eggs');
+  store.dispatch(assignTodo(eggs.id, null));
+  await until('eggs unassigned', () => bob.getState()?.length === 0);
+  await store.synced();
+  await until('bob\'s view at the writer\'s offset', () => bob.status.offset === store.status.offset);
+  assert.deepEqual(ann.getState(), []);
+});
+
+test('the browser\'s `online` event: a view store waiting out a long backoff connects at once', { skip }, async (t) => {
+  // Node has no `online` event on its global object; a stand-in for the browser's.
+  const target = new EventTarget();
+  globalThis.addEventListener = target.addEventListener.bind(target);
+  globalThis.removeEventListener = target.removeEventListener.bind(target);
+  t.after(() => { delete globalThis.addEventListener; delete globalThis.removeEventListener; });
+  const stream = `todos/${randomUUID()}`;
+  await server.stop();
+  const view = viewStore({ stream, view: 'open', backoffMinMs: 120_000, backoffMaxMs: 120_000 });
+  t.after(() => view.close());
+  await until('a failed connection', () => view.status.lastError?.code === 'CONNECT_FAILED');
+  await server.start();
+  target.dispatchEvent(new Event('online'));
+  // The backoff would wait at least 60 s; the event makes it try now.
+  await until('online', () => view.status.online, 10_000);
+  await until('the result', () => Array.isArray(view.getState()));
+  view.close();
+  target.dispatchEvent(new Event('online')); // nothing happens after close
 });
 
 test('an unknown view: lastError NOT_FOUND, no result, nothing thrown', { skip }, async (t) => {

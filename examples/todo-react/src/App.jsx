@@ -1,7 +1,8 @@
-import { memo, useCallback, useEffect, useRef, useState } from 'react';
+import { memo, useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { useDispatch, useSyncState } from 'logsync/react';
+import { AssignedPanel, addressWith } from './Assigned.jsx';
 import { StatusBar } from './StatusBar.jsx';
-import { addTodo, clearCompleted, deleteTodo, editTodo, toggleAll, toggleTodo } from './todos.js';
+import { addTodo, assignTodo, cleanName, clearCompleted, deleteTodo, editTodo, toggleAll, toggleTodo } from './todos.js';
 
 const FILTERS = {
   all: () => true,
@@ -9,13 +10,18 @@ const FILTERS = {
   completed: (t) => t.completed,
 };
 
-export function App({ room }) {
+export function App({ room, user, assigned }) {
   const todos = useSyncState((s) => s.todos);
   const dispatch = useDispatch();
   // Which todos to show is this window's choice, not shared state.
   const [filter, setFilter] = useState('all');
   const active = todos.filter(FILTERS.active).length;
   const visible = todos.filter(FILTERS[filter]);
+  // Names to suggest in the assignee fields: me and everyone assigned something.
+  const people = useMemo(
+    () => [...new Set([user, ...todos.map((t) => t.assignee)].filter(Boolean))].sort(),
+    [user, todos],
+  );
 
   const onNewTodo = (e) => {
     if (e.key !== 'Enter') return;
@@ -52,9 +58,12 @@ export function App({ room }) {
             <label htmlFor="toggle-all">Mark all as complete</label>
             <ul className="todo-list" data-testid="todo-list">
               {visible.map((todo) => (
-                <TodoItem key={todo.id} todo={todo} dispatch={dispatch} />
+                <TodoItem key={todo.id} todo={todo} mine={user !== null && todo.assignee === user} dispatch={dispatch} />
               ))}
             </ul>
+            <datalist id="people">
+              {people.map((name) => <option key={name} value={name} />)}
+            </datalist>
           </section>
         )}
         {todos.length > 0 && (
@@ -79,13 +88,20 @@ export function App({ room }) {
           </footer>
         )}
       </section>
+      <AssignedPanel viewStore={assigned} user={user} />
       <StatusBar room={room} />
       <footer className="info">
-        <p>Double-click to edit a todo</p>
+        <p>Double-click to edit a todo; type a name beside it to assign it</p>
         <p>
           Open this page in another window (or share it: <code>#{room}</code> is the room) and watch changes sync.
           It keeps working offline.
         </p>
+        {user !== null && (
+          <p>
+            <a href={addressWith('assigned')}>Only what is assigned to {user}</a>: a window that follows the server&apos;s
+            view instead of the whole list.
+          </p>
+        )}
       </footer>
     </>
   );
@@ -93,7 +109,7 @@ export function App({ room }) {
 
 // memo: a change to one todo re-renders only that row (the reducer keeps
 // the other todo objects as they were).
-const TodoItem = memo(function TodoItem({ todo, dispatch }) {
+const TodoItem = memo(function TodoItem({ todo, mine, dispatch }) {
   const [editing, setEditing] = useState(false);
   const input = useRef(null);
   useEffect(() => {
@@ -112,7 +128,7 @@ const TodoItem = memo(function TodoItem({ todo, dispatch }) {
     [editing, dispatch, todo.id, todo.text],
   );
 
-  const classes = [todo.completed && 'completed', editing && 'editing'].filter(Boolean).join(' ');
+  const classes = [todo.completed && 'completed', editing && 'editing', mine && 'mine'].filter(Boolean).join(' ');
   return (
     <li className={classes} data-testid="todo-item" data-id={todo.id}>
       <div className="view">
@@ -126,6 +142,7 @@ const TodoItem = memo(function TodoItem({ todo, dispatch }) {
         <label data-testid="todo-title" onDoubleClick={() => setEditing(true)}>
           {todo.text}
         </label>
+        <Assignee todo={todo} dispatch={dispatch} />
         <button className="destroy" aria-label={`Delete ${todo.text}`} onClick={() => dispatch(deleteTodo(todo.id))} />
       </div>
       {editing && (
@@ -144,3 +161,35 @@ const TodoItem = memo(function TodoItem({ todo, dispatch }) {
     </li>
   );
 });
+
+// Who the todo is assigned to: a name, typed (or picked from the names
+// known) and committed on Enter or when the field loses focus; an empty
+// field unassigns. Escape puts back the name the todo has.
+function Assignee({ todo, dispatch }) {
+  const current = todo.assignee ?? '';
+  const [draft, setDraft] = useState(current);
+  // A change made elsewhere (another window, a rejection) shows here.
+  useEffect(() => setDraft(current), [current]);
+  const commit = () => {
+    const to = cleanName(draft);
+    if ((to ?? '') !== current) dispatch(assignTodo(todo.id, to));
+    else setDraft(current);
+  };
+  return (
+    <input
+      className="assignee"
+      data-testid="assignee"
+      aria-label={`Assignee of ${todo.text}`}
+      placeholder="assign…"
+      list="people"
+      maxLength={64}
+      value={draft}
+      onChange={(e) => setDraft(e.currentTarget.value)}
+      onBlur={commit}
+      onKeyDown={(e) => {
+        if (e.key === 'Enter') e.currentTarget.blur();
+        else if (e.key === 'Escape') setDraft(current);
+      }}
+    />
+  );
+}

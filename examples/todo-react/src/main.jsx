@@ -1,14 +1,24 @@
 import { createRoot } from 'react-dom/client';
 import { configureStore } from '@reduxjs/toolkit';
+import { createViewStore } from 'logsync';
 import { logsync } from 'logsync/redux';
 import { LogsyncProvider } from 'logsync/react';
 import { App } from './App.jsx';
+import { AssignedPanel, addressWith, userFromPage } from './Assigned.jsx';
 import { initialState, todosReducer } from './todos.js';
 import './styles.css';
 
 // The room is the URL's hash (#team-42), so a link opens the same list.
 const room = roomFromHash();
+// Who "me" is, for "Assigned to me": ?user=bob (remembered for next time).
+const user = userFromPage();
+// ?only=assigned: only the "Assigned to me" panel, no replica of the list.
+const onlyAssigned = new URLSearchParams(location.search).get('only') === 'assigned';
 const root = createRoot(document.getElementById('root'));
+// One origin serves the app and the API, so the URL follows the page.
+const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/ws`;
+const stream = `todos/${room}`;
+const dbName = 'logsync-todomvc';
 
 if ('serviceWorker' in navigator && import.meta.env.PROD) {
   // The app shell works offline too (see sw.js).
@@ -18,7 +28,15 @@ window.addEventListener('hashchange', () => {
   if (roomFromHash() !== room) location.reload();
 });
 
-start();
+if (onlyAssigned) startAssignedOnly();
+else start();
+
+// "Assigned to me" follows the server's view `assignedTo` (todos.js) with
+// this user as its params: a read-only store of that result alone, cached
+// in IndexedDB (the database `logsync-todomvc-views`) for offline starts.
+function assignedStore() {
+  return user === null ? null : createViewStore({ url, stream, view: 'assignedTo', params: { user }, dbName });
+}
 
 function start() {
   root.render(<p className="loading">Opening “{room}”…</p>);
@@ -28,22 +46,19 @@ function start() {
   const store = configureStore({
     reducer: todosReducer,
     preloadedState: initialState,
-    enhancers: (getDefault) => getDefault().concat(logsync({
-      // One origin serves the app and the API, so the URL follows the page.
-      url: `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/ws`,
-      stream: `todos/${room}`,
-      dbName: 'logsync-todomvc',
-    })),
+    enhancers: (getDefault) => getDefault().concat(logsync({ url, stream, dbName })),
     devTools: false,
   });
-  // Handy in the console: logsync.store.getState(), logsync.store.getStatus().
-  window.logsync = { store };
+  const assigned = assignedStore();
+  // Handy in the console: logsync.store.getState(), logsync.store.getStatus(),
+  // logsync.assigned.getState().
+  window.logsync = { store, assigned };
   // The list shows once the stored state is in, so a reload never flashes
-  // an empty list before the stored one.
-  store.ready.then(
+  // an empty list before the stored one (the same for the panel's result).
+  Promise.all([store.ready, assigned?.ready]).then(
     () => root.render(
       <LogsyncProvider store={store}>
-        <App room={room} />
+        <App room={room} user={user} assigned={assigned} />
       </LogsyncProvider>,
     ),
     (err) => root.render(
@@ -53,6 +68,27 @@ function start() {
       </div>,
     ),
   );
+}
+
+// Partial replication: this window holds no replica of the list (no sync
+// store, no events in IndexedDB), only the view's result for this user.
+function startAssignedOnly() {
+  const assigned = assignedStore();
+  window.logsync = { assigned };
+  const page = (
+    <main className="assigned-only">
+      <h1>todos</h1>
+      <AssignedPanel viewStore={assigned} user={user} />
+      <footer className="info">
+        <p>
+          This window follows only the server&apos;s answer for <code>{user ?? '…'}</code> in <code>#{room}</code>,
+          not the whole list. <a href={addressWith(null)}>Open the whole list</a>
+        </p>
+      </footer>
+    </main>
+  );
+  if (assigned === null) root.render(page);
+  else assigned.ready.then(() => root.render(page));
 }
 
 function roomFromHash() {

@@ -2,10 +2,15 @@
 // must be pure and deterministic (ids and text come in the action, never
 // from Math.random or Date.now here), and it must tolerate any action any
 // client sent (an action it does not understand changes nothing).
+//
+// A todo is { id, text, completed }, plus `assignee` (a name) while it is
+// assigned to someone: unassigned todos have no such field, so the state of
+// a list nobody assigns anything in is the same as before assignees existed.
 
 export const initialState = { todos: [] };
 
 const MAX_TEXT = 500;
+const MAX_NAME = 64;
 
 export function todosReducer(state = initialState, action) {
   switch (action.type) {
@@ -34,6 +39,18 @@ export function todosReducer(state = initialState, action) {
       const todos = state.todos.filter((t) => !t.completed);
       return todos.length === state.todos.length ? state : { ...state, todos };
     }
+    case 'todo/assigned': {
+      // `to`: a name (trimmed; empty means nobody) or null to unassign;
+      // anything else is not understood and changes nothing.
+      if (action.to !== null && typeof action.to !== 'string') return state;
+      const to = cleanName(action.to);
+      return update(state, action.id, (t) => {
+        if ((t.assignee ?? null) === to) return t;
+        if (to !== null) return { ...t, assignee: to };
+        const { assignee, ...rest } = t;
+        return rest;
+      });
+    }
     default:
       return state;
   }
@@ -45,6 +62,12 @@ export function todosReducer(state = initialState, action) {
 export const views = {
   open: (state) => state.todos.filter((t) => !t.completed),
   counts: (state) => ({ all: state.todos.length, completed: state.todos.filter((t) => t.completed).length }),
+  // The open todos assigned to `params.user` (the "Assigned to me" panel):
+  // a completed or unassigned todo leaves it. No user, no todos.
+  assignedTo: (state, params) => {
+    const user = cleanName(params?.user);
+    return user === null ? [] : state.todos.filter((t) => !t.completed && t.assignee === user);
+  },
 };
 
 // The server runs the same reducer at the ordering point
@@ -67,6 +90,13 @@ function cleanText(text) {
   return typeof text === 'string' ? text.trim().slice(0, MAX_TEXT) : '';
 }
 
+// A person's name as todos carry it: trimmed, at most MAX_NAME characters;
+// null for nobody (not a string, or nothing left after trimming).
+export function cleanName(name) {
+  const clean = typeof name === 'string' ? name.trim().slice(0, MAX_NAME).trim() : '';
+  return clean === '' ? null : clean;
+}
+
 // Action creators: the only place ids are made.
 export const addTodo = (text) => ({ type: 'todo/added', id: newId(), text });
 export const toggleTodo = (id) => ({ type: 'todo/toggled', id });
@@ -74,6 +104,7 @@ export const editTodo = (id, text) => ({ type: 'todo/edited', id, text });
 export const deleteTodo = (id) => ({ type: 'todo/deleted', id });
 export const toggleAll = (completed) => ({ type: 'todos/allToggled', completed });
 export const clearCompleted = () => ({ type: 'todos/completedCleared' });
+export const assignTodo = (id, to) => ({ type: 'todo/assigned', id, to: cleanName(to) });
 
 function newId() {
   if (globalThis.crypto?.randomUUID) return crypto.randomUUID();

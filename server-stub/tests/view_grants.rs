@@ -5,9 +5,10 @@
 //!
 //! - a view grantee reads its view over HTTP, once and live over SSE;
 //! - it is refused everything else of the stream — events (JSON and SSE),
-//!   head, state (JSON and SSE), snapshot, other views, WebSocket
-//!   `Subscribe` and pushes — with the very answer a token without any
-//!   read permission gets, whether the stream exists or not;
+//!   head, state (JSON and SSE), snapshot, other views (HTTP, SSE and
+//!   WebSocket `Watch`), WebSocket `Subscribe` and pushes — with the very
+//!   answer a token without any read permission gets, whether the stream
+//!   exists or not;
 //! - a token that may write a stream and read only a view of it pushes
 //!   (WebSocket and HTTP), and its events are appended, while the stream
 //!   stays unreadable to it;
@@ -357,6 +358,39 @@ async fn a_view_grantee_is_refused_everything_else_as_if_it_could_read_nothing()
     for pair in refusals.chunks(2).skip(1) {
         assert_eq!(pair, &refusals[..2]);
     }
+
+    // WebSocket, a Watch of another view than the granted one: that watch
+    // ends with FORBIDDEN, the same text for both tokens and both streams,
+    // and the connection goes on.
+    let mut watch_refusals = Vec::new();
+    for (id, who) in [(1, &viewer), (2, &nothing)] {
+        let (mut c, first) = Client::hello_with_token(&s.ws_url(), client_id(id), Some(who)).await;
+        assert!(matches!(first, ServerMsg::Welcome { .. }), "{first:?}");
+        for (watch, name) in [(1, "seats/hall"), (2, "seats/absent")] {
+            c.send(&ClientMsg::Watch {
+                id: watch,
+                stream: stream(name),
+                view: "heldBy".into(),
+                params: r#"{"who":"ann"}"#.into(),
+                known: None,
+            })
+            .await;
+            match c.recv().await {
+                ServerMsg::ViewError { id, code, message } => {
+                    assert_eq!((id, code), (watch, ErrorCode::Forbidden), "{message}");
+                    watch_refusals.push(message.replace(name, "<stream>"));
+                }
+                other => panic!("expected a ViewError, got {other:?}"),
+            }
+        }
+        c.send(&ClientMsg::Ping { nonce: 7 }).await;
+        assert!(matches!(c.recv().await, ServerMsg::Pong { nonce: 7 }));
+    }
+    assert_eq!(watch_refusals.len(), 4);
+    assert!(
+        watch_refusals.iter().all(|m| *m == watch_refusals[0]),
+        "{watch_refusals:?}"
+    );
 
     // Nothing was stored by the refused pushes: the heads are as before.
     for (name, expected) in [("seats%2Fhall", head), ("seats%2Fabsent", 0)] {

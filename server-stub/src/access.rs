@@ -85,6 +85,28 @@ pub(crate) fn check_read(principal: &Principal, stream: &StreamName) -> Result<(
     }
 }
 
+/// Refuses reading the view `view` of `stream`: allowed to a reader of the
+/// whole stream and to a token with a view grant for it
+/// ([`Principal::can_read_view`]). The message is the same whether the
+/// stream (or the view) exists or not, and whatever else the token may do.
+pub(crate) fn check_read_view(
+    principal: &Principal,
+    stream: &StreamName,
+    view: &str,
+) -> Result<(), Denied> {
+    if principal.can_read_view(stream, view) {
+        Ok(())
+    } else {
+        Err((
+            ErrorCode::Forbidden,
+            format!(
+                "the token does not allow reading view {:?} of stream {stream}",
+                short(view)
+            ),
+        ))
+    }
+}
+
 /// How a write the token does not allow is answered.
 pub(crate) enum WriteRefusal {
     /// The token may read the stream: each intent's seq is decided as

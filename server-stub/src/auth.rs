@@ -7,7 +7,16 @@
 //! ```
 //!
 //! `read` and `write` list stream names; a trailing `*` matches any suffix
-//! (`"*"` alone matches every stream). `nbf` is honoured when present.
+//! (`"*"` alone matches every stream). An entry of `read` may also be a
+//! *view grant*, `PATTERN#VIEW` (`"todos/team-42#open"`, `"todos/*#open"`):
+//! it lets the token read the view named `VIEW` of the streams `PATTERN`
+//! matches, and nothing else of them — not their events, state, snapshot
+//! or other views ([`Principal::can_read_view`]). Stream names cannot
+//! contain `#` or `*`, so the first `#` always ends the pattern; a view
+//! grant that does not parse (`"todos#"`, `"todos#*"`, `"#open"`, a view
+//! name with `#`, `*` or control characters, or any `#` in `write`) refuses
+//! the whole token as `UNAUTHORIZED` ([`AuthError::Grant`]). `nbf` is
+//! honoured when present.
 //!
 //! Two kinds of key verify it, either or both:
 //!
@@ -105,6 +114,7 @@ pub struct Principal {
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
     read: Vec<Pattern>,
+    views: Vec<ViewGrant>,
     write: Vec<Pattern>,
 }
 
@@ -116,13 +126,28 @@ impl Principal {
             sub: String::new(),
             exp: u64::MAX,
             read: vec![Pattern::Prefix(String::new())],
+            views: Vec::new(),
             write: vec![Pattern::Prefix(String::new())],
         }
     }
 
-    /// May this principal read (subscribe to) `stream`?
+    /// May this principal read the whole of `stream`: subscribe to it, read
+    /// its events, head, state, snapshot and every view? A view grant
+    /// (`PATTERN#VIEW`) never allows this.
     pub fn can_read(&self, stream: &StreamName) -> bool {
         self.read.iter().any(|p| p.matches(stream.as_str()))
+    }
+
+    /// May this principal read the view named `view` of `stream`? True for
+    /// a reader of the whole stream ([`Principal::can_read`]) and for a
+    /// view grant whose pattern matches `stream` and whose view is `view`
+    /// (names compared exactly).
+    pub fn can_read_view(&self, stream: &StreamName, view: &str) -> bool {
+        self.can_read(stream)
+            || self
+                .views
+                .iter()
+                .any(|g| g.view == view && g.streams.matches(stream.as_str()))
     }
 
     /// May this principal append to `stream`?
@@ -173,6 +198,136 @@ impl Pattern {
     }
 }
 
+/// A view grant of a token's `read` list, `PATTERN#VIEW`: the view named
+/// `view` of the streams `streams` matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ViewGrant {
+    streams: Pattern,
+    view: String,
+}
+
+/// What a token's `read` list grants.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ReadGrants {
+    /// Whole streams.
+    streams: Vec<Pattern>,
+    /// Single views.
+    views: Vec<ViewGrant>,
+}
+
+/// Parses a token's `read` list: stream patterns as they always were, and
+/// view grants `PATTERN#VIEW`, which are checked strictly (see
+/// [`check_grants`]).
+fn parse_read(entries: &[String]) -> Result<ReadGrants, AuthError> {
+    let mut grants = ReadGrants::default();
+    for entry in entries {
+        match entry.split_once('#') {
+            None => grants.streams.push(Pattern::parse(entry)),
+            Some((pattern, view)) => {
+                let refused =
+                    |why: &str| AuthError::Grant(format!("read entry {:?} {why}", short(entry)));
+                check_grant_pattern(pattern).map_err(|why| refused(&why))?;
+                check_view_name(view).map_err(|why| refused(&why))?;
+                grants.views.push(ViewGrant {
+                    streams: Pattern::parse(pattern),
+                    view: view.to_string(),
+                });
+            }
+        }
+    }
+    Ok(grants)
+}
+
+/// Parses a token's `write` list. Views are read-only: an entry with `#`
+/// is refused rather than silently granting nothing.
+fn parse_write(entries: &[String]) -> Result<Vec<Pattern>, AuthError> {
+    entries
+        .iter()
+        .map(|entry| {
+            if entry.contains('#') {
+                Err(AuthError::Grant(format!(
+                    "write entry {:?} names a view; views can only be read, so `write` lists \
+                     stream patterns",
+                    short(entry)
+                )))
+            } else {
+                Ok(Pattern::parse(entry))
+            }
+        })
+        .collect()
+}
+
+/// Checks a token's `read` and `write` lists as verification does: view
+/// grants (`PATTERN#VIEW`, `read` only) must parse. For tools that mint
+/// tokens, so that a grant the server would refuse is never signed.
+pub fn check_grants(read: &[String], write: &[String]) -> Result<(), AuthError> {
+    parse_read(read)?;
+    parse_write(write)?;
+    Ok(())
+}
+
+/// The pattern part of a view grant: a stream name, or a prefix of one
+/// followed by `*` (`*` alone: every stream).
+fn check_grant_pattern(pattern: &str) -> Result<(), String> {
+    match pattern.strip_suffix('*') {
+        None if pattern.is_empty() => {
+            Err("has no stream pattern before `#` (use `*#VIEW` for every stream)".into())
+        }
+        None => sync_core::types::validate_stream_name(pattern)
+            .map_err(|e| format!("has a bad stream pattern: {e}")),
+        // A prefix need not be a whole name (`todos/` is fine), but it
+        // must be the start of one.
+        Some(prefix) => match prefix.chars().find(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | ':' | '/' | '-'))
+        }) {
+            Some(c) => Err(format!(
+                "has {c:?} in its stream pattern; a pattern is a stream name \
+                 (A-Z a-z 0-9 . _ ~ : / -), or the start of one followed by `*`"
+            )),
+            None if prefix.len() > sync_core::MAX_STREAM_NAME_LEN => Err(format!(
+                "has a stream prefix of {} bytes; stream names have at most {}",
+                prefix.len(),
+                sync_core::MAX_STREAM_NAME_LEN
+            )),
+            None => Ok(()),
+        },
+    }
+}
+
+/// The view part of a view grant: one view's name, exactly as the module
+/// exports it.
+fn check_view_name(view: &str) -> Result<(), String> {
+    if view.is_empty() {
+        return Err("names no view after `#`".into());
+    }
+    if view == "*" {
+        return Err(
+            "grants every view (`#*`), which is not supported: list each view the token may \
+             read (`PATTERN#VIEW`), or grant the whole stream (`PATTERN`)"
+                .into(),
+        );
+    }
+    if let Some(c) = view
+        .chars()
+        .find(|c| matches!(c, '#' | '*') || c.is_control())
+    {
+        return Err(format!(
+            "has {c:?} in its view name; a view grant is PATTERN#VIEW with one view name, \
+             without `#`, `*` or control characters"
+        ));
+    }
+    Ok(())
+}
+
+/// At most 100 bytes of `s`, for messages that quote a claim.
+fn short(s: &str) -> &str {
+    let mut end = s.len().min(100);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Why a token was refused. Every variant maps to `UNAUTHORIZED`; the
 /// message says which check failed (never echoing the token).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -213,6 +368,10 @@ pub enum AuthError {
         /// The server's clock.
         now: u64,
     },
+    /// A `read` or `write` entry that does not parse: a malformed view
+    /// grant (`PATTERN#VIEW`), or a view named in `write`.
+    #[error("token grant: {0}")]
+    Grant(String),
 }
 
 impl AuthError {
@@ -538,11 +697,14 @@ pub fn verify_with(
             return Err(AuthError::NotYetValid { nbf, now });
         }
     }
+    let read = parse_read(&claims.read)?;
+    let write = parse_write(&claims.write)?;
     Ok(Principal {
         sub: claims.sub,
         exp: claims.exp,
-        read: claims.read.iter().map(|p| Pattern::parse(p)).collect(),
-        write: claims.write.iter().map(|p| Pattern::parse(p)).collect(),
+        read: read.streams,
+        views: read.views,
+        write,
     })
 }
 
@@ -830,6 +992,98 @@ mod tests {
         assert!(!p.can_read(&s("aab")) && !p.can_read(&s("x")));
         assert!(p.can_read(&s("x/")) || p.can_read(&s("x/y")));
         assert!(p.can_write(&s("anything/at/all")));
+    }
+
+    #[test]
+    fn a_view_grant_reads_its_view_and_never_the_stream() {
+        let p = verify(
+            &token(
+                r#"{"sub":"u","exp":2000,"read":["todos/team-42#open","seats/*#count","*#pub.lic","full"],"write":["todos/team-42"]}"#,
+            ),
+            SECRET,
+            1000,
+        )
+        .unwrap();
+        // The exact grant: that view of that stream only.
+        assert!(p.can_read_view(&s("todos/team-42"), "open"));
+        assert!(!p.can_read_view(&s("todos/team-42"), "counts"));
+        assert!(!p.can_read_view(&s("todos/team-42"), "Open"));
+        assert!(!p.can_read_view(&s("todos/team-4"), "open"));
+        assert!(!p.can_read_view(&s("todos/team-420"), "open"));
+        assert!(!p.can_read(&s("todos/team-42")));
+        // Writing is its own claim: the write grant does not widen reads.
+        assert!(p.can_write(&s("todos/team-42")));
+        // A prefix grant: the view of every matching stream.
+        assert!(p.can_read_view(&s("seats/a"), "count"));
+        assert!(p.can_read_view(&s("seats/"), "count"));
+        assert!(!p.can_read_view(&s("seats"), "count"));
+        assert!(!p.can_read_view(&s("seats/a"), "heldBy"));
+        assert!(!p.can_read(&s("seats/a")));
+        // `*#VIEW`: that view of every stream, and no stream.
+        assert!(p.can_read_view(&s("anything/at/all"), "pub.lic"));
+        assert!(!p.can_read(&s("anything/at/all")));
+        // A reader of the whole stream reads every view of it.
+        assert!(p.can_read(&s("full")));
+        assert!(p.can_read_view(&s("full"), "open"));
+        assert!(p.can_read_view(&s("full"), "whatever"));
+        assert!(!p.can_read_view(&s("fullish"), "open"));
+        // The open principal reads everything, views included.
+        assert!(Principal::open().can_read_view(&s("x"), "open"));
+        // Without any read claim, nothing.
+        let none = verify(&token(r#"{"sub":"u","exp":2000}"#), SECRET, 1000).unwrap();
+        assert!(!none.can_read_view(&s("todos/team-42"), "open"));
+    }
+
+    #[test]
+    fn view_grants_that_do_not_parse_refuse_the_token() {
+        let cases: &[(&str, &str)] = &[
+            (r##""read":["todos#"]"##, "names no view"),
+            (r##""read":["todos#*"]"##, "not supported"),
+            (r##""read":["todos/*#*"]"##, "not supported"),
+            (r##""read":["#open"]"##, "no stream pattern"),
+            (r##""read":["todos#open#x"]"##, "'#' in its view name"),
+            (r##""read":["todos#op*en"]"##, "'*' in its view name"),
+            (r##""read":["todos#op\nen"]"##, "in its view name"),
+            (r##""read":["to dos#open"]"##, "bad stream pattern"),
+            (r##""read":["to*dos#open"]"##, "bad stream pattern"),
+            (r##""read":["a*b*#open"]"##, "'*' in its stream pattern"),
+            (r##""read":["to dos*#open"]"##, "' ' in its stream pattern"),
+            (r##""read":["..#open"]"##, "bad stream pattern"),
+            (r##""read":["a", "todos#"]"##, "todos#"),
+            (r##""write":["todos#open"]"##, "views can only be read"),
+            (r##""write":["todos*#open"]"##, "write entry"),
+        ];
+        for (claims, reason) in cases {
+            let t = token(&format!(r#"{{"sub":"u","exp":2000,{claims}}}"#));
+            let e = verify(&t, SECRET, 1000).unwrap_err();
+            assert!(matches!(e, AuthError::Grant(_)), "{claims}: {e:?}");
+            assert_eq!(e.code(), ErrorCode::Unauthorized);
+            let message = e.to_string();
+            assert!(message.contains(reason), "{claims}: {message}");
+        }
+        // The same check for tools that mint tokens.
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_grants(&list(&["a", "b*", "c#v", "d/*#v", "*#v"]), &list(&["a*"])).is_ok());
+        assert!(check_grants(&list(&["c#*"]), &[]).is_err());
+        assert!(check_grants(&[], &list(&["c#v"])).is_err());
+        // The longest name a stream can have, as a prefix or exactly.
+        let longest = "x".repeat(sync_core::MAX_STREAM_NAME_LEN);
+        assert!(check_grants(&[format!("{longest}*#v"), format!("{longest}#v")], &[]).is_ok());
+        assert!(check_grants(&[format!("{longest}x*#v")], &[]).is_err());
+        // A long entry is quoted short.
+        let long = format!("{}#*", "x".repeat(500));
+        let e = check_grants(&[long], &[]).unwrap_err().to_string();
+        assert!(e.len() < 400, "{e}");
+        // Plain stream patterns are read as they always were: a `*` only
+        // counts at the end, and an entry that names no stream grants
+        // nothing but refuses nothing.
+        let p = verify(
+            &token(r#"{"sub":"u","exp":2000,"read":["a*b",""],"write":["*x"]}"#),
+            SECRET,
+            1000,
+        )
+        .unwrap();
+        assert!(!p.can_read(&s("aab")) && !p.can_write(&s("x")));
     }
 }
 

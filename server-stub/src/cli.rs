@@ -363,10 +363,11 @@ pub enum Command {
         /// The subject (user id) the token speaks for.
         #[arg(long)]
         sub: String,
-        /// A stream pattern it may read (repeatable; a trailing * matches any suffix).
+        /// A stream pattern it may read (repeatable; a trailing * matches any suffix), or a
+        /// view grant PATTERN#VIEW: only the view VIEW of those streams (e.g. 'todos/*#open').
         #[arg(long)]
         read: Vec<String>,
-        /// A stream pattern it may write (repeatable).
+        /// A stream pattern it may write (repeatable; views cannot be written).
         #[arg(long)]
         write: Vec<String>,
         /// How long it is valid (e.g. 15m, 1h, 24h).

@@ -9,7 +9,7 @@
 //! | bit of byte 0 | meaning |
 //! |---|---|
 //! | 0 | authentication on (else the server runs open) |
-//! | 1-2 | with authentication, the token each `Hello` carries: 0 a valid one (read `a*`, `r*`; write `a*`, `w*`), 1 an expired one, 2 a forged one, 3 the frame's own |
+//! | 1-2 | with authentication, the token each `Hello` carries: 0 a valid one (read `a*`, `r*` and the view grant `v*#open`; write `a*`, `w*`), 1 an expired one, 2 a forged one, 3 the frame's own |
 //! | 3 | the first `Hello`'s client id already belongs to another subject |
 //!
 //! Every session runs on a fresh in-memory store with small limits (so
@@ -73,7 +73,7 @@ fn config(auth: bool) -> Config {
 
 fn token(kind: u8) -> Option<String> {
     let claims = |exp: u64| {
-        format!(r#"{{"sub":"fuzz","exp":{exp},"read":["a*","r*"],"write":["a*","w*"]}}"#)
+        format!(r#"{{"sub":"fuzz","exp":{exp},"read":["a*","r*","v*#open"],"write":["a*","w*"]}}"#)
     };
     match kind {
         0 => Some(sign(&claims(now_secs() + 3600), SECRET)),
@@ -274,9 +274,18 @@ fn check(t: &Transcript, auth: bool, kind: u8, taken: bool) {
                     *next += 1;
                 }
             }
-            ServerMsg::Reject { stream, .. } | ServerMsg::Gap { stream, .. } => {
-                assert!(principal.can_write(stream), "answer on unwritable {stream}")
-            }
+            // A reader's pushes are decided as rejected (FORBIDDEN); a
+            // token that may not read the stream (a view grant is not
+            // reading it) gets no answer about it.
+            ServerMsg::Reject { stream, code, .. } => assert!(
+                principal.can_write(stream)
+                    || (principal.can_read(stream) && *code == ErrorCode::Forbidden),
+                "{code} on unwritable {stream}"
+            ),
+            ServerMsg::Gap { stream, .. } => assert!(
+                principal.can_write(stream) || principal.can_read(stream),
+                "gap on unwritable {stream}"
+            ),
             _ => {}
         }
     }

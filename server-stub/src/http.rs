@@ -40,24 +40,55 @@ use crate::views::{Follower, Update};
 
 /// What a [`StreamAccess`] lets the request do with its stream.
 pub(crate) trait Permission {
-    /// Refuses `principal` this use of `stream`.
-    fn check(principal: &Principal, stream: &StreamName) -> Result<(), Denied>;
+    /// Refuses `principal` this use of `stream`; `path` holds the other
+    /// parameters of the route (e.g. a view's `name`).
+    fn check(
+        principal: &Principal,
+        stream: &StreamName,
+        path: &[(String, String)],
+    ) -> Result<(), Denied>;
 }
 
-/// Reading a stream (`GET`): its events, its head.
+/// Reading the whole stream (`GET`): its events, head, state, snapshot.
 pub(crate) struct Read;
+
+/// Reading one view of a stream (`GET …/views/{name}`): a reader of the
+/// stream, or a token with a view grant for `name`.
+pub(crate) struct ReadView;
 
 /// Writing a stream (`POST` of an intent).
 pub(crate) struct Write;
 
 impl Permission for Read {
-    fn check(principal: &Principal, stream: &StreamName) -> Result<(), Denied> {
+    fn check(
+        principal: &Principal,
+        stream: &StreamName,
+        _: &[(String, String)],
+    ) -> Result<(), Denied> {
         access::check_read(principal, stream)
     }
 }
 
+impl Permission for ReadView {
+    fn check(
+        principal: &Principal,
+        stream: &StreamName,
+        path: &[(String, String)],
+    ) -> Result<(), Denied> {
+        match path.iter().find(|(k, _)| k == "name") {
+            Some((_, view)) => access::check_read_view(principal, stream, view),
+            // A route without a view name: only a reader of the stream.
+            None => access::check_read(principal, stream),
+        }
+    }
+}
+
 impl Permission for Write {
-    fn check(principal: &Principal, stream: &StreamName) -> Result<(), Denied> {
+    fn check(
+        principal: &Principal,
+        stream: &StreamName,
+        _: &[(String, String)],
+    ) -> Result<(), Denied> {
         access::check_write(principal, stream)
     }
 }
@@ -95,12 +126,12 @@ impl<P: Permission> FromRequestParts<Arc<AppState>> for StreamAccess<P> {
         let path = Path::<Vec<(String, String)>>::from_request_parts(parts, st).await;
         let Path(params) = path.map_err(|r| unreadable(r.to_string()))?;
         let raw = params
-            .into_iter()
-            .find_map(|(k, v)| (k == "stream").then_some(v))
+            .iter()
+            .find_map(|(k, v)| (k == "stream").then(|| v.clone()))
             .ok_or_else(|| unreadable("no stream in the path".into()))?;
         let stream =
             StreamName::new(raw).map_err(|e| ApiError(e.code(), e.to_string()).into_response())?;
-        P::check(&principal, &stream).map_err(|d| refuse(st, d))?;
+        P::check(&principal, &stream, &params).map_err(|d| refuse(st, d))?;
         Ok(StreamAccess {
             principal,
             stream,
@@ -553,13 +584,14 @@ pub(crate) async fn get_snapshot(
 /// evaluated on the state at its head with `params` (`null` without);
 /// `404 NOT_FOUND` for a stream no reducer folds or a view the module does
 /// not export. With `Accept: text/event-stream`, the result and then each
-/// change of it ([`state_sse`]).
+/// change of it ([`state_sse`]). A token with a view grant for `name`
+/// (`read: ["PATTERN#name"]`) may read it without reading the stream.
 pub(crate) async fn get_view(
     State(st): State<Arc<AppState>>,
     Peer(peer): Peer,
     StreamAccess {
         principal, stream, ..
-    }: StreamAccess<Read>,
+    }: StreamAccess<ReadView>,
     Path((_, name)): Path<(String, String)>,
     query: Result<Query<ViewParams>, QueryRejection>,
     headers: HeaderMap,

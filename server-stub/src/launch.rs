@@ -125,6 +125,9 @@ fn mint_token(
     ttl: std::time::Duration,
     expired: bool,
 ) -> Result<String, crate::Error> {
+    // A grant the server would refuse (a malformed `PATTERN#VIEW`) is
+    // never signed.
+    crate::auth::check_grants(read, write).map_err(|e| crate::Error::Config(e.to_string()))?;
     let secret = cli.jwt_secret()?.ok_or_else(|| {
         crate::Error::Config(
             "no secret to sign with: set LOGSYNC_JWT_SECRET or --jwt-secret-file, as for the server"

@@ -8,7 +8,8 @@
 //!   restart): nobody can push under another subject's client id;
 //! - a connection ends when its token expires;
 //! - a cross-origin WebSocket is refused when origins are configured;
-//! - the binary mints tokens (`logsync-server token`) and warns when open.
+//! - the binary mints tokens (`logsync-server token`), view grants
+//!   (`PATTERN#VIEW`) included, and warns when open.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -236,6 +237,16 @@ async fn a_token_for_one_stream_cannot_read_or_write_another_over_http_and_sse()
                 .header("accept", "text/event-stream")
                 .header("last-event-id", "0")
                 .bearer_auth(&alice),
+            h.get(s.url(&format!("/v1/streams/{name}/state")))
+                .bearer_auth(&alice),
+            h.get(s.url(&format!("/v1/streams/{name}/state?token={alice}")))
+                .header("accept", "text/event-stream"),
+            h.get(s.url(&format!("/v1/streams/{name}/snapshot")))
+                .bearer_auth(&alice),
+            h.get(s.url(&format!("/v1/streams/{name}/views/open")))
+                .bearer_auth(&alice),
+            h.get(s.url(&format!("/v1/streams/{name}/views/open?token={alice}")))
+                .header("accept", "text/event-stream"),
         ];
         let mut these = Vec::new();
         for req in reqs {
@@ -628,6 +639,52 @@ async fn the_binary_mints_tokens_and_warns_when_open() {
     let log = log_with(dir.path(), "AUTHENTICATION IS OFF").await;
     child.kill().await.unwrap();
     assert!(log.contains("WARN"), "{log}");
+}
+
+/// The binary's `token` mints view grants (`--read PATTERN#VIEW`) and
+/// refuses to sign one the server would refuse.
+#[test]
+fn the_binary_mints_view_grants_and_refuses_malformed_ones() {
+    let mint = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_logsync-server"))
+            .args(["token", "--sub", "viewer"])
+            .args(args)
+            .env("LOGSYNC_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
+            .env_remove("LOGSYNC_JWT_SECRET_FILE")
+            .output()
+            .unwrap()
+    };
+    let out = mint(&[
+        "--read",
+        "todos/*#open",
+        "--read",
+        "todos/team-42#counts",
+        "--write",
+        "todos/team-42",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let minted = String::from_utf8(out.stdout).unwrap();
+    let p = server_stub::auth::verify(minted.trim(), SECRET, now_secs()).unwrap();
+    assert!(p.can_read_view(&stream("todos/x"), "open"));
+    assert!(!p.can_read_view(&stream("todos/x"), "counts"));
+    assert!(p.can_read_view(&stream("todos/team-42"), "counts"));
+    assert!(!p.can_read(&stream("todos/team-42")));
+    assert!(p.can_write(&stream("todos/team-42")));
+    for (args, reason) in [
+        (&["--read", "todos/*#*"][..], "`#*`"),
+        (&["--read", "todos#"], "names no view"),
+        (&["--write", "todos#open"], "views can only be read"),
+    ] {
+        let out = mint(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing is signed");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
 }
 
 /// The server's log once it holds `text` (it is written after the address

@@ -219,3 +219,73 @@ async fn the_harness_sees_permissions_and_answers() {
     );
     assert_eq!(t.close, Some(1001));
 }
+
+/// The token's streams it may only read (`r*`) or only see one view of
+/// (`v*#open`): a push to the first is decided as rejected (FORBIDDEN)
+/// and the session goes on; a subscription to the second is refused
+/// before any event, like one to a stream the token does not name.
+#[tokio::test(start_paused = true)]
+async fn the_harness_knows_readers_and_view_grantees() {
+    let stream = |s: &str| StreamName::new(s).unwrap();
+    let sub = |s: &str| {
+        ClientMsg::Subscribe {
+            stream: stream(s),
+            after: Offset(0),
+            resume: None,
+        }
+        .encode()
+    };
+    let push = |s: &str| {
+        ClientMsg::Push {
+            stream: stream(s),
+            intents: vec![PushIntent {
+                seen: Offset(0),
+                seq: sync_core::Seq::new(1).unwrap(),
+                payload: b"1".to_vec(),
+            }],
+        }
+        .encode()
+    };
+    let t = session(&input(1, &[hello(), sub("r1"), push("r1")])).await;
+    assert!(
+        t.messages.iter().any(|m| matches!(
+            m,
+            ServerMsg::Reject {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        )),
+        "{t:?}"
+    );
+    assert!(
+        matches!(
+            t.messages.last(),
+            Some(ServerMsg::Error {
+                code: ErrorCode::ShuttingDown,
+                ..
+            })
+        ),
+        "{t:?}"
+    );
+    // A's events are written, then v1 (a view grant only) and x (not
+    // named) are refused the same way, with no event of them.
+    for name in ["v1", "x"] {
+        let t = session(&input(1, &[hello(), push("a1"), sub(name)])).await;
+        assert!(
+            !t.messages
+                .iter()
+                .any(|m| matches!(m, ServerMsg::Events { stream, .. } if stream.as_str() == name)),
+            "{t:?}"
+        );
+        assert!(
+            matches!(
+                t.messages.last(),
+                Some(ServerMsg::Error {
+                    code: ErrorCode::Forbidden,
+                    ..
+                })
+            ),
+            "{name}: {t:?}"
+        );
+    }
+}

@@ -50,6 +50,13 @@ export interface StoreOptions<S, A extends Action = Action> {
   snapshotEvery?: number;
   /** `false` opens the store from IndexedDB only, without connecting (until `reconnect()`). Default `true`. */
   connect?: boolean;
+  /**
+   * `false` makes a write-only store: it pushes its actions (queued in IndexedDB, exactly once, offline
+   * included) and never subscribes, so it downloads nothing and needs no read permission. Its state is
+   * `reducer` over its own actions the server has not acknowledged yet, from `initialState`; an action
+   * leaves when acknowledged. Read what the server made of them through a view store. Default `true`.
+   */
+  replicate?: boolean;
   /** Ping period in ms (default 15000); a connection silent for two periods is dropped and reopened. */
   heartbeatMs?: number;
   /** First reconnect delay in ms (default 500), doubled after each failure, with jitter. */

@@ -170,7 +170,7 @@ function checkOptions(options) {
   if (options === null || typeof options !== 'object') {
     throw bad(`expects an options object { url, stream, reducer, initialState, dbName }, got ${describe(options)}`);
   }
-  const { url, stream, reducer, dbName = 'logsync', token, snapshotEvery, connect, heartbeatMs, backoffMinMs, backoffMaxMs } = options;
+  const { url, stream, reducer, dbName = 'logsync', token, snapshotEvery, connect, replicate, heartbeatMs, backoffMinMs, backoffMaxMs } = options;
   if (typeof url !== 'string' || !/^wss?:\/\//i.test(url)) {
     const hint = typeof url === 'string' && /^https?:\/\//i.test(url)
       ? ` (use ${url.replace(/^http/i, 'ws')})` : '';
@@ -196,8 +196,8 @@ function checkOptions(options) {
   if (backoffMinMs !== undefined && backoffMaxMs !== undefined && backoffMinMs > backoffMaxMs) {
     throw bad(`options.backoffMinMs (${backoffMinMs}) must not exceed options.backoffMaxMs (${backoffMaxMs})`);
   }
-  if (connect !== undefined && typeof connect !== 'boolean') {
-    throw bad(`options.connect must be true or false, got ${describe(connect)}`);
+  for (const [name, value] of [['connect', connect], ['replicate', replicate]]) {
+    if (value !== undefined && typeof value !== 'boolean') throw bad(`options.${name} must be true or false, got ${describe(value)}`);
   }
   const { filter, devtools = true } = options;
   if (filter !== undefined && typeof filter !== 'function') {
@@ -218,6 +218,7 @@ function checkOptions(options) {
   if (token != null) low.token = token;
   if (snapshotEvery !== undefined) low.snapshotEvery = snapshotEvery;
   if (connect !== undefined) low.connect = connect;
+  if (replicate !== undefined) low.replicate = replicate;
   if (heartbeatMs !== undefined) low.heartbeatMs = heartbeatMs;
   if (backoffMinMs !== undefined) low.backoffMinMs = backoffMinMs;
   if (backoffMaxMs !== undefined) low.backoffMaxMs = backoffMaxMs;

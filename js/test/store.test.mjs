@@ -145,6 +145,7 @@ test('createSyncStore says which option is wrong', async () => {
   await rejects(offline({ dbName: 3 }), /options\.dbName/);
   await rejects(offline({ snapshotEvery: 0 }), /snapshotEvery must be a positive integer/);
   await rejects(offline({ connect: 'yes' }), /connect must be true or false/);
+  await rejects(offline({ replicate: 'no' }), /replicate must be true or false/);
   await rejects(offline({ reducer: (s) => s }), /initialState is missing/);
 });
 

@@ -184,6 +184,9 @@ pub struct SyncClient<R: Reducer> {
     /// on this connection: they are not applied (the server answers the
     /// new `Subscribe` with the snapshot first).
     stale_events: bool,
+    /// Follows the stream (the default); false: a write-only client
+    /// ([`SyncClient::write_only`]).
+    replicates: bool,
 }
 
 /// A server snapshot being received: its offset, hash and length, and the
@@ -216,7 +219,18 @@ impl<R: Reducer> SyncClient<R> {
             checkpoint: None,
             repair: None,
             stale_events: false,
+            replicates: true,
         }
+    }
+
+    /// Makes this a write-only client: it never subscribes (no events come,
+    /// the confirmed state stays what it is), it pushes its outbox as any
+    /// client does, and an intent leaves the pending list and the outbox
+    /// when the server acknowledges it (`Ack`: it is in the log) instead
+    /// of when its event is applied. For an app that writes to a stream it
+    /// reads through views (or may not read at all).
+    pub fn write_only(&mut self) {
+        self.replicates = false;
     }
 
     /// The largest payload this client can push: what the server of the
@@ -365,11 +379,13 @@ impl<R: Reducer> SyncClient<R> {
             })
             .or(self.repair);
         self.stale_events = false;
-        out.push(Effect::Send(ClientMsg::Subscribe {
-            stream: self.replica.stream().clone(),
-            after: self.replica.offset(),
-            resume,
-        }));
+        if self.replicates {
+            out.push(Effect::Send(ClientMsg::Subscribe {
+                stream: self.replica.stream().clone(),
+                after: self.replica.offset(),
+                resume,
+            }));
+        }
         out.extend(self.flush());
     }
 
@@ -639,7 +655,15 @@ impl<R: Reducer> SyncClient<R> {
                 ..
             } => {
                 self.check_stream(&stream)?;
-                if offset <= self.replica.offset() && self.replica.remove_pending(seq).is_some() {
+                if !self.replicates {
+                    // No event will come to confirm it: the Ack does.
+                    if self.replica.remove_pending(seq).is_some() {
+                        out.push(Effect::DropFromOutbox(seq));
+                        out.push(Effect::StateChanged);
+                    }
+                } else if offset <= self.replica.offset()
+                    && self.replica.remove_pending(seq).is_some()
+                {
                     // Confirmed by an event applied before this replica held
                     // the intent (adopted late from another tab's outbox),
                     // or held by a snapshot it adopted: it is in the
@@ -1254,6 +1278,50 @@ mod tests {
             }
         ));
         assert!(matches!(s[1], ClientMsg::Push { intents, .. } if intents.len() == 1));
+    }
+
+    /// A write-only client pushes without subscribing; each `Ack` takes
+    /// its intent out of the pending list and the outbox (no event comes
+    /// to do it), and the confirmed state stays as it was.
+    #[test]
+    fn a_write_only_client_pushes_without_subscribing_and_acks_confirm() {
+        let mut c = client(Some("e1"));
+        c.write_only();
+        c.replica_mut()
+            .adopt(OutboxEntry::new(Seq::new(1).unwrap(), b"a".to_vec()));
+        c.replica_mut()
+            .adopt(OutboxEntry::new(Seq::new(2).unwrap(), b"b".to_vec()));
+        assert_eq!(*c.replica().state(), 2);
+        c.connected(None);
+        c.outbox_checked();
+        let fx = c.handle(welcome("e1", 1 << 20)).unwrap();
+        let s = sends(&fx);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert!(matches!(s[0], ClientMsg::Push { intents, .. } if intents.len() == 2));
+        assert_eq!(c.phase(), Phase::Ready);
+        let ack = |seq: u64, offset: u64| ServerMsg::Ack {
+            stream: stream(),
+            seq: Seq::new(seq).unwrap(),
+            offset: Offset(offset),
+            duplicate: false,
+        };
+        let fx = c.handle(ack(1, 7)).unwrap();
+        assert_eq!(
+            fx,
+            vec![
+                Effect::DropFromOutbox(Seq::new(1).unwrap()),
+                Effect::StateChanged,
+                Effect::HeadChanged(Offset(7)),
+            ]
+        );
+        assert_eq!(c.replica().pending().len(), 1);
+        assert_eq!(*c.replica().state(), 1);
+        c.handle(ack(2, 9)).unwrap();
+        assert!(c.replica().pending().is_empty());
+        assert_eq!((*c.replica().state(), c.replica().offset()), (0, Offset(0)));
+        assert_eq!(c.head(), Offset(9));
+        // A resend's Ack of a seq no longer pending changes nothing.
+        assert_eq!(c.handle(ack(2, 9)).unwrap(), vec![]);
     }
 
     /// A server `Error` frame ends the connection (the server closes it

@@ -567,6 +567,8 @@ struct World {
     payload_counter: u64,
     /// Checkpoints a tab compared its fold with (all agreed).
     agreed: u64,
+    /// Devices whose tabs are write-only (`SyncClient::write_only`).
+    write_only: Vec<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -628,6 +630,7 @@ impl World {
             epochs: 1,
             payload_counter: 0,
             agreed: 0,
+            write_only: vec![false; tabs_per_device.len()],
         };
         for (device, &n) in tabs_per_device.iter().enumerate() {
             w.storages.push(Storage::new());
@@ -659,6 +662,9 @@ impl World {
             Seq::new(s.next_seq).expect("seq >= 1"),
         );
         let mut client = SyncClient::new(replica, s.epoch.clone(), ChainState::default());
+        if self.write_only[device] {
+            client.write_only();
+        }
         for e in s.entries() {
             client.adopt_as(e, true);
         }
@@ -666,6 +672,14 @@ impl World {
             client,
             Outbox::new(s.snapshot.0, self.snapshot_every, s.generation),
         )
+    }
+
+    /// Makes `device`'s tabs write-only: they push and never subscribe.
+    fn make_write_only(&mut self, device: usize) {
+        self.write_only[device] = true;
+        for t in self.tabs.iter_mut().filter(|t| t.device == device) {
+            t.client.write_only();
+        }
     }
 
     /// Effects of the client: storage ones are queued, the rest carried out.
@@ -993,6 +1007,14 @@ impl World {
         for (i, t) in self.tabs.iter().enumerate() {
             let r = t.client.replica();
             assert_eq!(t.client.epoch(), Some(&self.server.epoch), "tab {i} epoch");
+            if self.write_only[t.device] {
+                // It follows nothing: its intents are all acknowledged,
+                // and its state is what it started from.
+                assert!(r.pending().is_empty(), "write-only tab {i} still has pending");
+                assert_eq!(r.offset(), Offset(0), "write-only tab {i} offset");
+                assert_eq!(*r.state(), ChainState::default(), "write-only tab {i} state");
+                continue;
+            }
             assert_eq!(r.offset(), head, "tab {i} offset");
             assert_eq!(*r.confirmed_state(), expected, "tab {i} confirmed state");
             assert!(
@@ -1016,6 +1038,9 @@ impl World {
                 Some(&self.server.epoch),
                 "device {d} epoch"
             );
+            if self.write_only[d] {
+                continue;
+            }
             assert_eq!(s.offset, head, "device {d} stored offset");
             assert_eq!(s.read(), (expected, head), "device {d} stored state");
         }
@@ -1090,6 +1115,28 @@ proptest! {
         ops in prop::collection::vec(op_strategy(), 1..300),
     ) {
         let mut w = World::new(&tabs, every);
+        for op in ops {
+            w.apply(op);
+        }
+        w.quiesce();
+        w.check();
+    }
+
+    /// Write-only devices (one to two tabs each) beside devices that
+    /// follow the stream: every intent of either kind is in the log once,
+    /// every outbox drains, the followers converge.
+    #[test]
+    fn write_only_devices_push_every_intent_once(
+        writers in prop::collection::vec(1usize..=2, 1..=2),
+        readers in prop::collection::vec(1usize..=2, 1..=3),
+        every in 1u64..=4,
+        ops in prop::collection::vec(op_strategy_with_epochs(), 1..300),
+    ) {
+        let tabs: Vec<usize> = writers.iter().chain(&readers).copied().collect();
+        let mut w = World::new(&tabs, every);
+        for d in 0..writers.len() {
+            w.make_write_only(d);
+        }
         for op in ops {
             w.apply(op);
         }

@@ -79,6 +79,9 @@ pub struct StoreOptions {
     /// its pending intents are folded with until the server's events,
     /// which carry the subject it verified, confirm them.
     pub subject: Option<String>,
+    /// Follow the stream (default); false: write-only (push the outbox,
+    /// never subscribe; an intent leaves when acknowledged).
+    pub replicate: bool,
 }
 
 impl StoreOptions {
@@ -95,6 +98,7 @@ impl StoreOptions {
             backoff_min_ms: DEFAULT_BACKOFF_MIN_MS,
             backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
             subject: None,
+            replicate: true,
         }
     }
 
@@ -621,6 +625,9 @@ impl<R: StoreReducer> Store<R> {
             Err(e) => problems.push(e.into()),
         }
         let mut client = SyncClient::new(replica, record.epoch.map(Epoch), initial);
+        if !opts.replicate {
+            client.write_only();
+        }
         for e in loaded.outbox {
             // Offline: adopting only folds the intent into the state. What
             // the tab finds at open counts as its own.

@@ -39,6 +39,8 @@ export interface StoreOptions {
   backoffMaxMs?: number;
   /** Who the user is (the token's `sub`): `meta.subject` of pending intents. */
   subject?: string | null;
+  /** Follow the stream (default true); false: write-only (push, never subscribe). */
+  replicate?: boolean;
 }
 /** Where an action comes from: the same on every device (see the `logsync` package). */
 export interface Meta {
@@ -456,6 +458,8 @@ fn parse_options(options: &JsValue) -> Result<StoreOptions, WasmError> {
             .as_bool()
             .ok_or_else(|| bad("options.connect must be a boolean".into()))?;
     }
+    // Checked by the package (`createSyncStore`): only `false` turns it off.
+    opts.replicate = get(options, "replicate").as_bool() != Some(false);
     opts.snapshot_every = u64::from(optional_u32(
         options,
         "snapshotEvery",

@@ -1,0 +1,103 @@
+// A write-only store (createSyncStore({ replicate: false })) beside a view
+// store, against a real logsync-server folding the TodoMVC module: the
+// writer queues actions offline in IndexedDB (fake-indexeddb in Node),
+// pushes each exactly once when it connects, never subscribes (it
+// downloads no event), and an action leaves its state when the server
+// acknowledges it; the view store shows what the server made of them.
+import 'fake-indexeddb/auto';
+import './wasm-node.mjs';
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { WebSocket } from 'ws';
+import { createSyncStore, createViewStore } from 'logsync';
+import { todosReducer, initialState } from '../../examples/todo-react/src/todos.js';
+import { SERVER_BIN, startServer } from '../../tests/e2e/lib/server.mjs';
+
+class NodeWebSocket extends WebSocket {
+  constructor(...args) {
+    super(...args);
+    this.on('error', () => {});
+  }
+}
+globalThis.WebSocket ??= NodeWebSocket;
+
+const MODULE = fileURLToPath(new URL('../../examples/todo-react/src/todos.js', import.meta.url));
+const skip = existsSync(SERVER_BIN) ? false : `${SERVER_BIN} is not built (scripts/test-js.sh builds it)`;
+let server;
+let staticDir;
+
+before(async () => {
+  if (skip) return;
+  staticDir = mkdtempSync(join(tmpdir(), 'logsync-write-only-'));
+  writeFileSync(join(staticDir, 'index.html'), '<!doctype html><title>logsync</title>');
+  server = await startServer({ staticDir, args: ['--reducer', `todos/*=${MODULE}`] });
+});
+after(async () => {
+  if (server) await server.close();
+  if (staticDir) rmSync(staticDir, { recursive: true, force: true });
+});
+
+async function until(what, check, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const metric = async (name) => {
+  const text = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? 0 : Number(line.split(' ')[1]);
+};
+
+test('a write-only store pushes each action once, downloads nothing, and the view shows the result', { skip }, async (t) => {
+  const stream = `todos/${randomUUID()}`;
+  const url = `ws://127.0.0.1:${server.port}/v1/ws`;
+  const dbName = `writer-${randomUUID()}`;
+  const writer = await createSyncStore({
+    url, stream, reducer: todosReducer, initialState, dbName, replicate: false, connect: false, devtools: false,
+    backoffMinMs: 50, backoffMaxMs: 200,
+  });
+  const view = createViewStore({ url, stream, view: 'open', dbName: `views-${randomUUID()}`, backoffMinMs: 50, backoffMaxMs: 200 });
+  t.after(() => { view.close?.(); return writer.close(); });
+  const fates = [];
+  writer.onIntent((e) => { if (e.type !== 'pending' && e.type !== 'sent') fates.push([e.type, e.action.id]); });
+
+  // Offline: the actions apply to the writer's own state at once.
+  for (const [id, text] of [['a', 'milk'], ['b', 'eggs'], ['c', 'tea']]) writer.dispatch({ type: 'todo/added', id, text });
+  writer.dispatch({ type: 'todo/toggled', id: 'b' });
+  assert.deepEqual(writer.getState().todos.map((x) => x.id), ['a', 'b', 'c']);
+  await until('every action written', () => writer.status.pending === 4);
+  await until('the view\'s first result', () => Array.isArray(view.getState()));
+  assert.deepEqual(view.getState(), []);
+
+  const subscriptions = await metric('logsync_subscriptions');
+  writer.reconnect();
+  await until('every action acknowledged', () => writer.status.pending === 0);
+  assert.deepEqual(writer.getState(), initialState, 'nothing of its own is left: its state is the initial one');
+  assert.equal(writer.status.online, true);
+  assert.equal(writer.status.offset, 0, 'it applied no event');
+  assert.ok(writer.status.head >= 4, `the head it heard of: ${writer.status.head}`);
+  assert.equal(await metric('logsync_subscriptions'), subscriptions, 'the writer follows nothing');
+  assert.deepEqual(fates.map(([type]) => type), ['confirmed', 'confirmed', 'confirmed', 'confirmed']);
+
+  // The server has each action once; the view follows it.
+  const events = await (await fetch(`http://127.0.0.1:${server.port}/v1/streams/${encodeURIComponent(stream)}/events?after=0`)).json();
+  assert.deepEqual(events.events.map((e) => e.payload.type), ['todo/added', 'todo/added', 'todo/added', 'todo/toggled']);
+  await until('the view shows the open todos', () => view.getState()?.map((x) => x.id).join() === 'a,c');
+
+  // Reopened offline from IndexedDB: nothing is left to send.
+  await writer.close();
+  const again = await createSyncStore({
+    url, stream, reducer: todosReducer, initialState, dbName, replicate: false, connect: false, devtools: false,
+  });
+  t.after(() => again.close());
+  assert.equal(again.status.pending, 0);
+  assert.deepEqual(again.getState(), initialState);
+});

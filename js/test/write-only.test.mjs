@@ -9,6 +9,7 @@ import './wasm-node.mjs';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -100,4 +101,28 @@ test('a write-only store pushes each action once, downloads nothing, and the vie
   t.after(() => again.close());
   assert.equal(again.status.pending, 0);
   assert.deepEqual(again.getState(), initialState);
+});
+
+test('with a token that may write the stream and read one view of it, the write-only store and the view store work; a replicating store is refused', { skip }, async (t) => {
+  const secret = `secret-${randomUUID()}-0123456789abcdef`;
+  const authed = await startServer({ staticDir, args: ['--reducer', `todos/*=${MODULE}`], env: { LOGSYNC_JWT_SECRET: secret } });
+  t.after(() => authed.close());
+  const stream = `todos/${randomUUID()}`;
+  const token = execFileSync(SERVER_BIN, ['token', '--sub', 'bob', '--read', `${stream}#open`, '--write', stream], {
+    env: { ...process.env, LOGSYNC_JWT_SECRET: secret },
+  }).toString().trim();
+  const url = `ws://127.0.0.1:${authed.port}/v1/ws`;
+  const writer = await createSyncStore({
+    url, stream, reducer: todosReducer, initialState, token, dbName: `writer-${randomUUID()}`, replicate: false, devtools: false,
+  });
+  const view = createViewStore({ url, stream, view: 'open', token, dbName: `views-${randomUUID()}` });
+  const replica = await createSyncStore({ url, stream, reducer: todosReducer, initialState, token, dbName: `replica-${randomUUID()}`, devtools: false });
+  t.after(() => { view.close?.(); return Promise.all([writer.close(), replica.close()]); });
+
+  writer.dispatch({ type: 'todo/added', id: 'a', text: 'milk' });
+  await until('the action acknowledged', () => writer.status.pending === 0 && writer.status.head === 1);
+  assert.equal(writer.status.lastError, null);
+  await until('the view shows it', () => view.getState()?.map((x) => x.text).join() === 'milk');
+  await until('the replicating store refused', () => replica.status.needsToken === true);
+  assert.equal(replica.status.lastError?.code, 'FORBIDDEN');
 });

@@ -833,7 +833,7 @@ impl Conn {
         known: Option<sync_core::ViewKnown>,
     ) -> Result<(), Fatal> {
         // The same answer whether the stream exists or not.
-        if !self.principal.can_read(&stream) {
+        if !self.principal.can_read_view(&stream, &view) {
             return Err((
                 ErrorCode::Forbidden,
                 format!("this token may not read view {view:?} of stream {stream}"),

@@ -3,7 +3,8 @@
 //! seat-booking module (views `heldBy`, `count`, `broken`) folding
 //! `seats/*`.
 //!
-//! - a view grantee reads its view over HTTP, once and live over SSE;
+//! - a view grantee reads its view over HTTP, once and live over SSE, and
+//!   watches it over the WebSocket;
 //! - it is refused everything else of the stream — events (JSON and SSE),
 //!   head, state (JSON and SSE), snapshot, other views (HTTP, SSE and
 //!   WebSocket `Watch`), WebSocket `Subscribe` and pushes — with the very
@@ -196,7 +197,45 @@ async fn a_view_grantee_reads_its_view_once_and_live() {
         other => panic!("{other}: {next:?}"),
     }
     assert_eq!(held, serde_json::json!(["3C"]));
-    drop((by_query, by_header));
+
+    // Watched over the WebSocket: the granted views only.
+    let (mut c, first) = Client::hello_with_token(&s.ws_url(), client_id(42), Some(&viewer)).await;
+    assert!(matches!(first, ServerMsg::Welcome { .. }), "{first:?}");
+    let watch = |id: u32, name: &str, view: &str| ClientMsg::Watch {
+        id,
+        stream: stream(name),
+        view: view.into(),
+        params: "null".into(),
+        known: None,
+    };
+    c.send(&watch(1, "seats/hall", "count")).await;
+    let msg = c.recv().await;
+    assert!(
+        matches!(&msg, ServerMsg::View { id: 1, offset, change: sync_core::ViewChange::Result(r), .. }
+            if offset.0 == 3 && r == "3"),
+        "{msg:?}"
+    );
+    admin_appends(&s, &admin, "seats%2Fhall", 4, &[book("4D", "dee")]).await;
+    let msg = c.recv().await;
+    assert!(
+        matches!(&msg, ServerMsg::View { id: 1, offset, change: sync_core::ViewChange::Result(r), .. }
+            if offset.0 == 4 && r == "4"),
+        "{msg:?}"
+    );
+    c.send(&watch(2, "seats/other", "heldBy")).await;
+    let msg = c.recv().await;
+    assert!(
+        matches!(
+            &msg,
+            ServerMsg::ViewError {
+                id: 2,
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        ),
+        "heldBy is granted on seats/hall only: {msg:?}"
+    );
+    drop((by_query, by_header, c));
     s.stop().await;
 }
 

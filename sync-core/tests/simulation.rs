@@ -1010,9 +1010,16 @@ impl World {
             if self.write_only[t.device] {
                 // It follows nothing: its intents are all acknowledged,
                 // and its state is what it started from.
-                assert!(r.pending().is_empty(), "write-only tab {i} still has pending");
+                assert!(
+                    r.pending().is_empty(),
+                    "write-only tab {i} still has pending"
+                );
                 assert_eq!(r.offset(), Offset(0), "write-only tab {i} offset");
-                assert_eq!(*r.state(), ChainState::default(), "write-only tab {i} state");
+                assert_eq!(
+                    *r.state(),
+                    ChainState::default(),
+                    "write-only tab {i} state"
+                );
                 continue;
             }
             assert_eq!(r.offset(), head, "tab {i} offset");

@@ -681,18 +681,9 @@ async fn viewed(
             ),
         );
     }
-    // A reconnecting EventSource that holds the answer at the current
-    // offset (its `Last-Event-ID`) is not sent it again.
-    let held = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let Some(permit) = st.connection_permit() else {
-        return too_many_connections(&st);
-    };
-    let slot = match st.subjects.connect(&subject_key(&principal, peer)) {
-        Ok(slot) => slot,
-        Err(denied) => return subject_refusal(denied),
+    let (held, (permit, slot)) = match feed_admission(&st, &principal, peer, &headers) {
+        Ok(admitted) => admitted,
+        Err(refused) => return *refused,
     };
     let follow = match st.viewer.follow(&stream, &query) {
         Ok(f) => f,
@@ -806,24 +797,42 @@ async fn folded(
             format!("{{\"offset\":{},\"{field}\":{json}}}", offset.0),
         );
     }
-    // A reconnecting EventSource that holds the answer at the current
-    // offset (its `Last-Event-ID`) is not sent it again.
-    let held = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let Some(permit) = st.connection_permit() else {
-        return too_many_connections(&st);
-    };
-    let slot = match st.subjects.connect(&subject_key(&principal, peer)) {
-        Ok(slot) => slot,
-        Err(denied) => return subject_refusal(denied),
+    let (held, (permit, slot)) = match feed_admission(&st, &principal, peer, &headers) {
+        Ok(admitted) => admitted,
+        Err(refused) => return *refused,
     };
     let feed = Following {
         stream,
         held: held == Some(first.0 .0),
     };
     state_sse(st, feed, first, &principal, (permit, slot))
+}
+
+/// A feed's places under the connection limit and the subject's.
+type FeedPlaces = (OwnedSemaphorePermit, SubjectSlot);
+
+/// Admits a state or view feed: the offset a reconnecting EventSource
+/// holds the answer at (its `Last-Event-ID`: that answer is not sent
+/// again), its place under the connection limit and the subject's; or the
+/// refusal.
+fn feed_admission(
+    st: &Arc<AppState>,
+    principal: &Principal,
+    peer: Option<std::net::SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<(Option<u64>, FeedPlaces), Box<Response>> {
+    let held = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(permit) = st.connection_permit() else {
+        return Err(Box::new(too_many_connections(st)));
+    };
+    let slot = st
+        .subjects
+        .connect(&subject_key(principal, peer))
+        .map_err(|denied| Box::new(subject_refusal(denied)))?;
+    Ok((held, (permit, slot)))
 }
 
 /// What a state feed follows.
@@ -853,7 +862,7 @@ fn state_sse(
     Following { stream, held }: Following,
     (offset, state): (Offset, String),
     principal: &Principal,
-    permit: (OwnedSemaphorePermit, SubjectSlot),
+    permit: FeedPlaces,
 ) -> Response {
     let feed = st.hub.feed(&stream);
     let head = feed.watch_head();

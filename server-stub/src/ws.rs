@@ -511,7 +511,15 @@ impl Conn {
                 view,
                 params,
                 known,
-            } => self.watch(id, stream, view, params, known).await,
+            } => {
+                let asked = WatchAsked {
+                    stream,
+                    view,
+                    params,
+                    known,
+                };
+                self.watch(id, asked).await
+            }
             ClientMsg::Unwatch { id } => {
                 if let Some(watch) = self.watches.remove(&id) {
                     watch.stop();
@@ -796,14 +804,7 @@ impl Conn {
     /// Starts watch `id` of a view (replacing a watch of the same id).
     /// A refusal that concerns only this watch is a `ViewError`; the
     /// connection goes on.
-    async fn watch(
-        &mut self,
-        id: u32,
-        stream: StreamName,
-        view: String,
-        params: String,
-        known: Option<sync_core::ViewKnown>,
-    ) -> Result<(), Fatal> {
+    async fn watch(&mut self, id: u32, asked: WatchAsked) -> Result<(), Fatal> {
         if self.version < 4 {
             return Err((
                 ErrorCode::ProtocolVersion,
@@ -816,7 +817,7 @@ impl Conn {
         if let Some(old) = self.watches.remove(&id) {
             old.stop();
         }
-        let refused = match self.start_watch(id, stream, view, params, known) {
+        let refused = match self.start_watch(id, asked) {
             Ok(()) => return Ok(()),
             Err(refused) => refused,
         };
@@ -827,10 +828,12 @@ impl Conn {
     fn start_watch(
         &mut self,
         id: u32,
-        stream: StreamName,
-        view: String,
-        params: String,
-        known: Option<sync_core::ViewKnown>,
+        WatchAsked {
+            stream,
+            view,
+            params,
+            known,
+        }: WatchAsked,
     ) -> Result<(), Fatal> {
         // The same answer whether the stream exists or not.
         if !self.principal.can_read_view(&stream, &view) {
@@ -1010,6 +1013,14 @@ async fn subscription_loop(
 
 /// Longest view name a `Watch` may carry, in bytes.
 const MAX_VIEW_NAME: usize = 128;
+
+/// What a `Watch` asks for.
+struct WatchAsked {
+    stream: StreamName,
+    view: String,
+    params: String,
+    known: Option<sync_core::ViewKnown>,
+}
 
 /// Who watches what, for the read log.
 struct Reader {

@@ -14,7 +14,7 @@
 //!   (see the `golden` test), so a change to the format is always deliberate;
 //!   `protocol-v3/` holds the previous version's, which servers still take.
 //!
-//! The view messages ([`ClientMsg::Watch`], [`ServerMsg::View`], …) exist
+//! The view messages (`ClientMsg::Watch`, `ServerMsg::View`, …) exist
 //! with the crate feature `views` (the server enables it): the browser
 //! client never watches views over its socket, so its decoder leaves them
 //! out. Their variants come last, so the indices of the others are the
@@ -40,7 +40,7 @@ pub const PROTOCOL_VERSION: u32 = 4;
 /// The oldest version a server still serves: a `Hello` of any version from
 /// this one to [`PROTOCOL_VERSION`] is taken, and the server's `Welcome`
 /// carries the client's version. Version 4 only added messages a client
-/// has to ask for ([`ClientMsg::Watch`]), so a version-3 client is served
+/// has to ask for (`ClientMsg::Watch`), so a version-3 client is served
 /// as before and never sent them.
 pub const MIN_PROTOCOL_VERSION: u32 = 3;
 

@@ -12,8 +12,10 @@
 //!
 //! Determinism: before the module loads, a prelude replaces
 //! `Math.random`, `Date.now`, `Date()` and `new Date()` without arguments,
-//! and puts throwing getters on `performance`, the timer functions and
-//! `crypto`; touching one throws an error naming it, and the intent is
+//! and puts throwing getters on `performance`, the timer functions,
+//! `crypto`, `WeakRef`, `FinalizationRegistry` (their answers depend on
+//! when the collector ran), `Atomics` and `SharedArrayBuffer`; touching
+//! one throws an error naming it, and the intent is
 //! refused with `REDUCER`. Limits: each call runs under a deadline (an
 //! interrupt handler) and the engine under a memory limit; a reducer that
 //! runs past either is stopped, the intent refused with `REDUCER`, and the
@@ -78,8 +80,12 @@ const PRELUDE: &str = r#"
   SafeDate.now = refuse('Date.now');
   globalThis.Date = SafeDate;
   Math.random = refuse('Math.random');
+  // WeakRef and FinalizationRegistry answer by when the collector ran;
+  // Atomics and SharedArrayBuffer are for memory shared between threads
+  // (and Atomics.wait could block past the deadline).
   for (const name of ['performance', 'setTimeout', 'setInterval', 'setImmediate', 'clearTimeout',
-                      'clearInterval', 'clearImmediate', 'queueMicrotask', 'crypto']) {
+                      'clearInterval', 'clearImmediate', 'queueMicrotask', 'crypto', 'WeakRef',
+                      'FinalizationRegistry', 'Atomics', 'SharedArrayBuffer']) {
     Object.defineProperty(globalThis, name, { get: refuse(name), configurable: false });
   }
   // The class `import { Rejection } from 'logsync'` gives the module (the
@@ -781,6 +787,10 @@ mod tests {
           if (action.type === 'datefixed') return { ...state, d: new Date(0).toISOString() };
           if (action.type === 'perf') return { ...state, p: performance.now() };
           if (action.type === 'timer') { setTimeout(() => {}, 1); return state; }
+          if (action.type === 'weakref') return { ...state, w: new WeakRef(state).deref() === state };
+          if (action.type === 'finreg') { new FinalizationRegistry(() => {}); return state; }
+          if (action.type === 'atomics') return { ...state, a: Atomics.load(new Int32Array(1), 0) };
+          if (action.type === 'sab') return { ...state, b: new SharedArrayBuffer(8).byteLength };
           if (action.type === 'loop') { for (;;) {} }
           if (action.type === 'hog') { const a = []; for (;;) a.push(new Array(100000).fill(1)); }
           if (action.type === 'undefined') return undefined;
@@ -964,6 +974,10 @@ mod tests {
             ("date", "new Date() without arguments"),
             ("perf", "performance"),
             ("timer", "setTimeout"),
+            ("weakref", "WeakRef"),
+            ("finreg", "FinalizationRegistry"),
+            ("atomics", "Atomics"),
+            ("sab", "SharedArrayBuffer"),
         ] {
             let refusal = s
                 .fold(&json(serde_json::json!({ "type": kind })), &META)

@@ -15,7 +15,8 @@
 #   processes and WebSocket/HTTP/SSE clients — two nodes, one order,
 #   resends answered once; a node killed mid-load loses nothing; a
 #   compacted stream: 410 COMPACTED and the snapshot boot through the other
-#   node, 200,000 events within the retention.
+#   node, 200,000 events within the retention; a view watched on one node
+#   follows the other node's commits.
 #
 # Without this script (plain `cargo test`) those tests are listed as
 # ignored: they need LOGSYNC_TEST_POSTGRES_URL, which this script sets.

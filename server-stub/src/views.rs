@@ -310,9 +310,15 @@ fn answer(
             head,
             || runtime.block_on(store.latest_snapshot(stream.clone())),
             |after| {
+                // Not in a transaction: commits that landed after `head`
+                // was read may be in the page; the fold stops at `head`.
                 runtime
                     .block_on(store.read(stream.clone(), after, READ))
-                    .map(|page| page.events)
+                    .map(|page| {
+                        let mut events = page.events;
+                        events.retain(|e| e.offset <= head);
+                        events
+                    })
             },
         );
         match folded {

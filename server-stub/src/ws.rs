@@ -1121,6 +1121,8 @@ async fn watch_loop(
         let msg = match next {
             Ok(update) => view_msg(id, update),
             Err(e) => {
+                // The peer gets a stable text; the cause stays in the log.
+                tracing::warn!(error = %e, watch = id, "a view watch ended");
                 let (code, message) = e.to_peer();
                 ServerMsg::ViewError { id, code, message }
             }

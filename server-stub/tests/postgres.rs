@@ -1087,3 +1087,80 @@ async fn two_hundred_thousand_events_stay_within_the_retention() {
     a.stop().await;
     db.drop().await;
 }
+
+/// Applies a `View` to the result held; its offset.
+fn apply_view(held: &mut serde_json::Value, msg: Option<ServerMsg>) -> u64 {
+    match msg {
+        Some(ServerMsg::View { offset, change, .. }) => {
+            match change {
+                sync_core::ViewChange::Result(text) => *held = serde_json::from_str(&text).unwrap(),
+                sync_core::ViewChange::Patch(patch) => {
+                    let patch: json_patch::Patch = serde_json::from_str(&patch).unwrap();
+                    json_patch::patch(held, &patch).unwrap();
+                }
+                sync_core::ViewChange::Same => {}
+            }
+            offset.0
+        }
+        other => panic!("expected a View, got {other:?}"),
+    }
+}
+
+/// A view watched on one node follows the other node's commits: the
+/// views' thread of node b folds what node a committed (as node b's
+/// subscribers read it), one `View` per change of the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn a_view_watched_on_one_node_follows_the_other_nodes_commits() {
+    let (db, _dir, a, b) = seat_nodes().await;
+    let (mut watcher, _) = open(&b.ws(), id(2)).await.unwrap();
+    assert!(
+        send(
+            &mut watcher,
+            &ClientMsg::Watch {
+                id: 1,
+                stream: stream("seats/view"),
+                view: "heldBy".into(),
+                params: r#"{"who":"ann"}"#.into(),
+                known: None,
+            }
+        )
+        .await
+    );
+    let mut held = serde_json::Value::Null;
+    assert_eq!(apply_view(&mut held, next(&mut watcher).await), 0);
+    assert_eq!(held, serde_json::json!([]));
+    let (mut ann, _) = open(&a.ws(), id(1)).await.unwrap();
+    for (n, who) in [(1u64, "ann"), (2, "bob"), (3, "ann")] {
+        let booking = serde_json::json!({"type": "book", "seat": format!("{n}A"), "who": who});
+        assert!(
+            push(
+                &mut ann,
+                "seats/view",
+                vec![(n, booking.to_string().into_bytes())]
+            )
+            .await
+        );
+        assert!(matches!(decision(&mut ann).await, ServerMsg::Ack { .. }));
+        if who == "ann" {
+            let msg = next(&mut watcher).await;
+            assert_eq!(apply_view(&mut held, msg), n, "ann's booking at {n}");
+        }
+    }
+    assert_eq!(held, serde_json::json!(["1A", "3A"]));
+    // Bob's booking at 2 changed nothing for ann: nothing was sent for it.
+    let r = http()
+        .get(b.url("/v1/streams/seats%2Fview/views/heldBy?params=%7B%22who%22%3A%22ann%22%7D"))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"offset": 3, "result": ["1A", "3A"]})
+    );
+    drop((ann, watcher));
+    a.stop().await;
+    b.stop().await;
+    db.drop().await;
+}

@@ -46,10 +46,12 @@ if (!existsSync(cargoWasm)) {
 console.log(`  cargo profile ${PROFILE}: ${cargoWasm}`);
 
 // One more wasm-opt pass, for size (-Os) after wasm-pack's -O: about 430 B
-// less gzip, at no cost the dispatch benchmark can tell (BENCHMARKS.md,
-// "wasm-opt -Os"). The module's features are read from its own section.
+// less gzip, at no cost the dispatch benchmark can tell; and without the
+// `producers` section (the toolchain's names and versions, which no browser
+// reads): 88 B more (BENCHMARKS.md, "wasm-opt -Os"). The module's features
+// are read from its own section.
 const wasmFile = join(outDir, 'logsync_wasm_bg.wasm');
-const opt = spawnSync(join(tools, 'wasm-opt'), ['-Os', wasmFile, '-o', wasmFile], { stdio: 'inherit' });
+const opt = spawnSync(join(tools, 'wasm-opt'), ['-Os', '--strip-producers', wasmFile, '-o', wasmFile], { stdio: 'inherit' });
 if (opt.error || opt.status !== 0) {
   console.error(`wasm-opt -Os failed: ${opt.error?.message ?? `exit ${opt.status}`}`);
   process.exit(opt.status || 1);

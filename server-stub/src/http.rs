@@ -34,9 +34,9 @@ use crate::respond::{
     too_many_connections, ApiError,
 };
 use crate::state::AppState;
-use crate::store::{Outcome, ReadLimits, ViewQuery};
+use crate::store::{Outcome, ReadLimits};
 use crate::subjects::{subject_key, SubjectSlot};
-use crate::views::{Follower, Update};
+use crate::views::{Follower, Update, ViewQuery};
 
 /// What a [`StreamAccess`] lets the request do with its stream.
 pub(crate) trait Permission {
@@ -780,7 +780,7 @@ async fn folded(
     stream: StreamName,
     headers: HeaderMap,
 ) -> Response {
-    let first = match st.store.read_state(stream.clone(), None).await {
+    let first = match st.store.state(stream.clone()).await {
         Ok(Some(first)) => first,
         Ok(None) => return not_folded(&stream),
         Err(e @ (Error::NotFound(_) | Error::Reducer(_))) => {
@@ -880,7 +880,7 @@ fn state_sse(
             loop {
                 let seen = followed.as_ref().map_or(Offset(0), |f| f.offset);
                 head.wait_for(|h| *h > seen).await.ok()?;
-                let (offset, text) = match st.store.read_state(stream.clone(), None).await {
+                let (offset, text) = match st.store.state(stream.clone()).await {
                     Ok(Some(now)) => now,
                     Ok(None) => return None,
                     Err(e) => {

@@ -35,7 +35,7 @@ use crate::error::Error;
 use crate::fold::{Folds, Reducers, Unfolded};
 use crate::hub::Feed;
 use crate::metrics::Metrics;
-use crate::store::{LogStore, ReadLimits, ViewQuery};
+use crate::store::{LogStore, ReadLimits};
 
 /// Evaluations waiting for the viewer's thread, at most.
 const QUEUE: usize = 4096;
@@ -50,6 +50,16 @@ const READ: ReadLimits = ReadLimits {
     max_events: 1000,
     max_bytes: 4 << 20,
 };
+
+/// A view of a stream's state: the name the reducer exports it under and
+/// its parameters (JSON text).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ViewQuery {
+    /// The view's name (`views.openTodos` → `openTodos`).
+    pub name: String,
+    /// Its parameters, JSON text (`null` for none).
+    pub params: String,
+}
 
 /// A view's result at an offset.
 #[derive(Clone, Debug, PartialEq, Eq)]

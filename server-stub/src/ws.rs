@@ -863,7 +863,7 @@ impl Conn {
             ));
         }
         let feed = self.state.hub.feed(&stream);
-        let query = crate::store::ViewQuery { name: view, params };
+        let query = crate::views::ViewQuery { name: view, params };
         let follow = self.state.viewer.follow(&stream, &query)?;
         let places = Places::new((follow, Watching::new(self.watching.clone())));
         let reader = Reader {
@@ -1026,7 +1026,7 @@ struct WatchAsked {
 struct Reader {
     state: Arc<AppState>,
     stream: StreamName,
-    query: crate::store::ViewQuery,
+    query: crate::views::ViewQuery,
     subject: Option<String>,
     client: Option<ClientId>,
 }

@@ -16,7 +16,7 @@ use sync_core::{
 
 use super::{
     appended_resend, fold_request, state_json, AppendListener, AppendRequest, BoxFuture, LogStore,
-    Outcome, Page, ProposedIntent, ReadLimits, Sender, StoredSnapshot, StreamStateJson, ViewQuery,
+    Outcome, Page, ProposedIntent, ReadLimits, Sender, StoredSnapshot, StreamStateJson,
 };
 use crate::error::Error;
 use crate::fold::{Folds, Reducers, Replayed};
@@ -315,11 +315,7 @@ impl LogStore for MemoryStore {
         )
     }
 
-    fn read_state(
-        &self,
-        stream: StreamName,
-        view: Option<ViewQuery>,
-    ) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
+    fn state(&self, stream: StreamName) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
         Box::pin(async move {
             self.with(|s| {
                 let log = s.streams.get(&stream);
@@ -328,7 +324,6 @@ impl LogStore for MemoryStore {
                     &mut s.folds,
                     &stream,
                     head,
-                    view.as_ref(),
                     || Ok(log.and_then(|l| l.snapshot.clone())),
                     |after| replay(log, after),
                 );

@@ -255,34 +255,17 @@ fn refuse_intents(position: Position, intents: &mut [ProposedIntent], refusal: &
     }
 }
 
-/// A view of a stream's state to read instead of the whole state: the
-/// name the reducer module exports it under and its parameters (JSON text).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ViewQuery {
-    /// The view's name (`views.openTodos` → `openTodos`).
-    pub name: String,
-    /// Its parameters, JSON text (`null` for none).
-    pub params: String,
-}
-
 /// The state of `stream` at `head` as JSON, through `folds` (`None`: no
-/// reducer folds it), or the view `view` of it.
+/// reducer folds it).
 pub fn state_json(
     folds: &mut Folds,
     stream: &StreamName,
     head: Offset,
-    view: Option<&ViewQuery>,
     snapshot: impl FnOnce() -> Result<Option<StoredSnapshot>, Error>,
     read: impl FnMut(Offset) -> Result<Replayed, Error>,
 ) -> Result<Option<StreamStateJson>, Error> {
     match folds.at_from(stream, head, snapshot, read) {
-        Ok(Some(folded)) => {
-            let json = match view {
-                None => folded.state.to_json()?,
-                Some(v) => folded.state.view(&v.name, &v.params)?,
-            };
-            Ok(Some((folded.offset, json)))
-        }
+        Ok(Some(folded)) => Ok(Some((folded.offset, folded.state.to_json()?))),
         Ok(None) => Ok(None),
         Err(Unfolded::Read(e)) => Err(e),
         Err(Unfolded::Reducer(r)) => Err(r.into()),
@@ -515,20 +498,9 @@ pub trait LogStore: Send + Sync + 'static {
         -> BoxFuture<'_, Result<String, Error>>;
 
     /// The state of `stream` at its head as its reducer folds it, or
-    /// `None` when no reducer folds `stream`.
-    fn state(&self, stream: StreamName) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
-        self.read_state(stream, None)
-    }
-
-    /// The state of `stream` at its head, or the view `view` of it
-    /// (`Error::NotFound` for a view the reducer does not export), or
     /// `None` when no reducer folds `stream` (the default: a store
     /// without reducers).
-    fn read_state(
-        &self,
-        _stream: StreamName,
-        _view: Option<ViewQuery>,
-    ) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
+    fn state(&self, _stream: StreamName) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
         Box::pin(std::future::ready(Ok(None)))
     }
 

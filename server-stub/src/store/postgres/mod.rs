@@ -59,7 +59,7 @@ pub use schema::SCHEMA_VERSION;
 
 use super::{
     AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page, ReadLimits, StoredSnapshot,
-    StreamStateJson, Submitted, ViewQuery,
+    StreamStateJson, Submitted,
 };
 use crate::error::Error;
 use crate::fold::{Folds, Reducers};
@@ -499,19 +499,11 @@ impl LogStore for PostgresStore {
         })
     }
 
-    fn read_state(
-        &self,
-        stream: StreamName,
-        view: Option<ViewQuery>,
-    ) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
+    fn state(&self, stream: StreamName) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
         Box::pin(async move {
             let (reply, answer) = oneshot::channel();
             self.sender()?
-                .send(writer::Job::State {
-                    stream,
-                    view,
-                    reply,
-                })
+                .send(writer::Job::State { stream, reply })
                 .await
                 .map_err(|_| Error::StoreClosed)?;
             answer.await.map_err(|_| Error::StoreClosed)?

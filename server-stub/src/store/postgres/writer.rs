@@ -59,7 +59,7 @@ use crate::metrics::Metrics;
 use crate::store::CommitMode;
 use crate::store::{
     appended_resend, fold_request, state_json, AppendRequest, Outcome, ProposedIntent,
-    StreamStateJson, ViewQuery,
+    StreamStateJson,
 };
 
 /// Attempts per batch when PostgreSQL reports a deadlock or a
@@ -88,10 +88,9 @@ pub(crate) enum Job {
         state: Vec<u8>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
-    /// The state of a stream with a reducer (or a view of it), at its head.
+    /// The state of a stream with a reducer, at its head.
     State {
         stream: StreamName,
-        view: Option<ViewQuery>,
         reply: oneshot::Sender<Result<Option<StreamStateJson>, Error>>,
     },
 }
@@ -580,23 +579,14 @@ impl Writer {
     /// kept state folded on to it (events are never changed once
     /// committed, so no lock is needed to read them).
     async fn answer_state(&mut self, job: Job) {
-        let Job::State {
-            stream,
-            view,
-            reply,
-        } = job
-        else {
+        let Job::State { stream, reply } = job else {
             return;
         };
-        let answer = self.state(&stream, view.as_ref()).await;
+        let answer = self.state(&stream).await;
         let _ = reply.send(answer);
     }
 
-    async fn state(
-        &mut self,
-        stream: &StreamName,
-        view: Option<&ViewQuery>,
-    ) -> Result<Option<StreamStateJson>, Error> {
+    async fn state(&mut self, stream: &StreamName) -> Result<Option<StreamStateJson>, Error> {
         self.connection().await?;
         let conn = self.conn.as_ref().ok_or(Error::StoreClosed)?;
         let (c, st) = (&conn.client, &conn.st);
@@ -625,7 +615,6 @@ impl Writer {
             &mut self.folds,
             stream,
             Offset(head),
-            view,
             || Ok(None),
             |after| Ok(events.after(id, after)),
         );

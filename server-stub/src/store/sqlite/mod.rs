@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
     AppendListener, AppendRequest, BoxFuture, LogStore, Outcome, Page, ReadLimits, StoredSnapshot,
-    StreamStateJson, Submitted, ViewQuery,
+    StreamStateJson, Submitted,
 };
 use crate::error::Error;
 use crate::fold::{Folds, Reducers};
@@ -639,11 +639,7 @@ impl LogStore for SqliteStore {
         })
     }
 
-    fn read_state(
-        &self,
-        stream: StreamName,
-        view: Option<ViewQuery>,
-    ) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
+    fn state(&self, stream: StreamName) -> BoxFuture<'_, Result<Option<StreamStateJson>, Error>> {
         Box::pin(async move {
             let sender = self
                 .jobs
@@ -653,11 +649,7 @@ impl LogStore for SqliteStore {
                 .ok_or(Error::StoreClosed)?;
             let (reply, answer) = oneshot::channel();
             sender
-                .send(writer::Job::State {
-                    stream,
-                    view,
-                    reply,
-                })
+                .send(writer::Job::State { stream, reply })
                 .await
                 .map_err(|_| Error::StoreClosed)?;
             answer.await.map_err(|_| Error::StoreClosed)?

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::store::CommitMode;
 use crate::store::{
     appended_resend, fold_request, state_json, AppendListener, AppendRequest, Outcome,
-    ProposedIntent, Sender, StreamStateJson, ViewQuery,
+    ProposedIntent, Sender, StreamStateJson,
 };
 
 /// What a state read answers.
@@ -44,10 +44,9 @@ pub(crate) enum Job {
     Probe {
         reply: oneshot::Sender<Result<(), Error>>,
     },
-    /// The state of a stream with a reducer (or a view of it), at its head.
+    /// The state of a stream with a reducer, at its head.
     State {
         stream: StreamName,
-        view: Option<ViewQuery>,
         reply: oneshot::Sender<StateAnswer>,
     },
     /// Time for a compaction pass (from the store's ticker): delete, in
@@ -285,13 +284,9 @@ impl Writer {
                         replies.push(Reply::Probe(reply));
                         probe(&tx)?;
                     }
-                    Job::State {
-                        stream,
-                        view,
-                        reply,
-                    } => {
+                    Job::State { stream, reply } => {
                         // A read: its failure is its own, never the batch's.
-                        let answer = state(&tx, &mut self.folds, &stream, view.as_ref());
+                        let answer = state(&tx, &mut self.folds, &stream);
                         replies.push(Reply::State(reply, Some(answer)));
                     }
                     // Taken out of every batch by `run`.
@@ -863,12 +858,7 @@ fn replay(tx: &Transaction<'_>, stream_id: i64, after: Offset) -> Result<Replaye
 
 /// The state of `stream` at its head (read inside the writer's
 /// transaction, so it is the state of the decisions made so far).
-fn state(
-    tx: &Transaction<'_>,
-    folds: &mut Folds,
-    stream: &StreamName,
-    view: Option<&ViewQuery>,
-) -> StateAnswer {
+fn state(tx: &Transaction<'_>, folds: &mut Folds, stream: &StreamName) -> StateAnswer {
     let found: Option<(i64, i64)> = tx
         .prepare_cached("SELECT id, head FROM streams WHERE name = ?1")?
         .query_row([stream.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -881,7 +871,6 @@ fn state(
         folds,
         stream,
         Offset(head),
-        view,
         || latest_snapshot(tx, stream_id),
         |after| replay(tx, stream_id, after),
     )

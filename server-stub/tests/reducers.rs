@@ -737,19 +737,7 @@ async fn views_are_read_and_followed() {
     let dir = tempfile::tempdir().unwrap();
     let rule = format!("seats/*={}", fixture("seats.js").display());
     let p = Proc::spawn(dir.path(), &["--reducer".into(), rule], &[]).await;
-    let view = |name: &str, params: &str| {
-        let params: String = params
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        format!("/v1/streams/seats%2Fv/views/{name}?params={params}")
-    };
+    let view = |name: &str, params: &str| common::view_path("seats%2Fv", name, params);
     let (status, body) = p.get(&view("heldBy", r#"{"who":"bob"}"#)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, serde_json::json!({"offset": 0, "result": []}));

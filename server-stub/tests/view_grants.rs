@@ -96,21 +96,6 @@ async fn admin_appends(
     offset
 }
 
-/// A view URL path of `stream` (URL-encoded) with JSON `params`.
-fn view_path(stream: &str, name: &str, params: &str) -> String {
-    let params: String = params
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    format!("/v1/streams/{stream}/views/{name}?params={params}")
-}
-
 #[tokio::test]
 async fn a_view_grantee_reads_its_view_once_and_live() {
     let dir = tempfile::tempdir().unwrap();

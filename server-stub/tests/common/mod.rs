@@ -354,3 +354,19 @@ pub fn json_payload(tag: &str, n: usize) -> Vec<u8> {
     s.push('"');
     s.into_bytes()
 }
+
+/// The path of view `name` of `stream` (URL-encoded already) with JSON
+/// `params`, percent-encoded.
+pub fn view_path(stream: &str, name: &str, params: &str) -> String {
+    let params: String = params
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("/v1/streams/{stream}/views/{name}?params={params}")
+}

@@ -6,52 +6,19 @@
 // app's code; every replica ends equal to the server's /state.
 import 'fake-indexeddb/auto';
 import './wasm-node.mjs';
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { WebSocket } from 'ws';
 import { createSyncStore } from 'logsync';
 import seats, { initialState } from './fixtures/seats.js';
-import { SERVER_BIN, startServer } from '../../tests/e2e/lib/server.mjs';
-
-class NodeWebSocket extends WebSocket {
-  constructor(...args) {
-    super(...args);
-    this.on('error', () => {});
-  }
-}
-globalThis.WebSocket ??= NodeWebSocket;
+import { serverForFile, skip, until } from './real-server.mjs';
 
 const MODULE = fileURLToPath(new URL('./fixtures/seats.js', import.meta.url));
-const skip = existsSync(SERVER_BIN) ? false : `${SERVER_BIN} is not built (scripts/test-js.sh builds it)`;
 const DEVICES = 20;
 const PER_DEVICE = 10;
 const POOL = 30;
-let server;
-let staticDir;
-
-before(async () => {
-  if (skip) return;
-  staticDir = mkdtempSync(join(tmpdir(), 'logsync-seats-'));
-  writeFileSync(join(staticDir, 'index.html'), '<!doctype html><title>logsync</title>');
-  server = await startServer({ staticDir, args: ['--reducer', `seats/*=${MODULE}`] });
-});
-after(async () => {
-  if (server) await server.close();
-  if (staticDir) rmSync(staticDir, { recursive: true, force: true });
-});
-
-async function until(what, check, ms = 30_000) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const files = serverForFile(['--reducer', `seats/*=${MODULE}`]);
 
 // The seats device `d` books, distinct, overlapping other devices'.
 const plan = (d) => Array.from({ length: PER_DEVICE }, (_, k) => `s${String((d * 7 + k * 3) % POOL).padStart(2, '0')}`);
@@ -59,7 +26,7 @@ const plan = (d) => Array.from({ length: PER_DEVICE }, (_, k) => `s${String((d *
 test('twenty devices book offline: each seat once, losers told with the app code, replicas equal the server', { skip }, async (t) => {
   const stream = `seats/${randomUUID()}`;
   const devices = await Promise.all(Array.from({ length: DEVICES }, () => createSyncStore({
-    url: `ws://127.0.0.1:${server.port}/v1/ws`,
+    url: `ws://127.0.0.1:${files.server.port}/v1/ws`,
     stream,
     reducer: seats,
     initialState,
@@ -82,7 +49,7 @@ test('twenty devices book offline: each seat once, losers told with the app code
   for (const s of devices) s.reconnect();
   await Promise.all(devices.map((s) => s.synced()));
 
-  const r = await fetch(`http://127.0.0.1:${server.port}/v1/streams/${encodeURIComponent(stream)}/state`);
+  const r = await fetch(`http://127.0.0.1:${files.server.port}/v1/streams/${encodeURIComponent(stream)}/state`);
   assert.equal(r.status, 200);
   const { offset, state } = await r.json();
   const wanted = new Set(devices.flatMap((_, d) => plan(d)));

@@ -6,60 +6,27 @@
 // acknowledges it; the view store shows what the server made of them.
 import 'fake-indexeddb/auto';
 import './wasm-node.mjs';
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { WebSocket } from 'ws';
 import { createSyncStore, createViewStore } from 'logsync';
 import { todosReducer, initialState } from '../../examples/todo-react/src/todos.js';
-import { SERVER_BIN, startServer } from '../../tests/e2e/lib/server.mjs';
-
-class NodeWebSocket extends WebSocket {
-  constructor(...args) {
-    super(...args);
-    this.on('error', () => {});
-  }
-}
-globalThis.WebSocket ??= NodeWebSocket;
+import { SERVER_BIN, serverForFile, skip, until } from './real-server.mjs';
 
 const MODULE = fileURLToPath(new URL('../../examples/todo-react/src/todos.js', import.meta.url));
-const skip = existsSync(SERVER_BIN) ? false : `${SERVER_BIN} is not built (scripts/test-js.sh builds it)`;
-let server;
-let staticDir;
-
-before(async () => {
-  if (skip) return;
-  staticDir = mkdtempSync(join(tmpdir(), 'logsync-write-only-'));
-  writeFileSync(join(staticDir, 'index.html'), '<!doctype html><title>logsync</title>');
-  server = await startServer({ staticDir, args: ['--reducer', `todos/*=${MODULE}`] });
-});
-after(async () => {
-  if (server) await server.close();
-  if (staticDir) rmSync(staticDir, { recursive: true, force: true });
-});
-
-async function until(what, check, ms = 30_000) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const files = serverForFile(['--reducer', `todos/*=${MODULE}`]);
 
 const metric = async (name) => {
-  const text = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
+  const text = await (await fetch(`http://127.0.0.1:${files.server.port}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   return line === undefined ? 0 : Number(line.split(' ')[1]);
 };
 
 test('a write-only store pushes each action once, downloads nothing, and the view shows the result', { skip }, async (t) => {
   const stream = `todos/${randomUUID()}`;
-  const url = `ws://127.0.0.1:${server.port}/v1/ws`;
+  const url = `ws://127.0.0.1:${files.server.port}/v1/ws`;
   const dbName = `writer-${randomUUID()}`;
   const writer = await createSyncStore({
     url, stream, reducer: todosReducer, initialState, dbName, replicate: false, connect: false, devtools: false,
@@ -89,7 +56,7 @@ test('a write-only store pushes each action once, downloads nothing, and the vie
   assert.deepEqual(fates.map(([type]) => type), ['confirmed', 'confirmed', 'confirmed', 'confirmed']);
 
   // The server has each action once; the view follows it.
-  const events = await (await fetch(`http://127.0.0.1:${server.port}/v1/streams/${encodeURIComponent(stream)}/events?after=0`)).json();
+  const events = await (await fetch(`http://127.0.0.1:${files.server.port}/v1/streams/${encodeURIComponent(stream)}/events?after=0`)).json();
   assert.deepEqual(events.events.map((e) => e.payload.type), ['todo/added', 'todo/added', 'todo/added', 'todo/toggled']);
   await until('the view shows the open todos', () => view.getState()?.map((x) => x.id).join() === 'a,c');
 
@@ -105,8 +72,7 @@ test('a write-only store pushes each action once, downloads nothing, and the vie
 
 test('with a token that may write the stream and read one view of it, the write-only store and the view store work; a replicating store is refused', { skip }, async (t) => {
   const secret = `secret-${randomUUID()}-0123456789abcdef`;
-  const authed = await startServer({ staticDir, args: ['--reducer', `todos/*=${MODULE}`], env: { LOGSYNC_JWT_SECRET: secret } });
-  t.after(() => authed.close());
+  const authed = await files.start({ args: ['--reducer', `todos/*=${MODULE}`], env: { LOGSYNC_JWT_SECRET: secret } });
   const stream = `todos/${randomUUID()}`;
   const token = execFileSync(SERVER_BIN, ['token', '--sub', 'bob', '--read', `${stream}#open`, '--write', stream], {
     env: { ...process.env, LOGSYNC_JWT_SECRET: secret },

@@ -83,7 +83,7 @@ async fn kept_crashers() {
 #[tokio::test(start_paused = true)]
 async fn golden_frames_in_every_setting() {
     count_panics();
-    let golden = files("../sync-core/fixtures/protocol-v4");
+    let golden = files("../sync-core/fixtures/protocol-v5");
     let client: Vec<_> = golden
         .iter()
         .filter(|(n, _)| n.starts_with("client-"))

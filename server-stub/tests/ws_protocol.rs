@@ -484,7 +484,7 @@ async fn shutdown_sends_outcomes_then_closes_with_going_away() {
 #[tokio::test]
 async fn golden_client_fixtures_are_understood() {
     let fixtures =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sync-core/fixtures/protocol-v4");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sync-core/fixtures/protocol-v5");
     let read = |name: &str| std::fs::read(fixtures.join(format!("{name}.bin"))).unwrap();
     let mut names: Vec<String> = std::fs::read_dir(&fixtures)
         .unwrap()

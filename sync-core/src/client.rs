@@ -19,7 +19,7 @@ use crate::protocol::{
     PUSH_FRAME_OVERHEAD as PUSH_OVERHEAD, PUSH_INTENT_OVERHEAD as PER_INTENT_OVERHEAD,
 };
 use crate::reducer::Reducer;
-use crate::replica::{Applied, Replica};
+use crate::replica::{upgrade_state, Applied, Pending, Replica};
 use crate::types::{Epoch, Event, Offset, OutboxEntry, Seq};
 
 /// Where a connection is.
@@ -133,6 +133,16 @@ pub enum Effect {
         /// Why, for people.
         message: String,
     },
+    /// The server sent something made under a newer schema version than
+    /// this reducer's (an event or a snapshot of a newer app): nothing of
+    /// it was applied, the client is offline and stays so
+    /// ([`SyncClient::outdated`]): close the connection, do not connect
+    /// again, keep the outbox, and tell the app to reload
+    /// (`SCHEMA_TOO_NEW`).
+    Outdated {
+        /// What was newer, for people.
+        message: String,
+    },
 }
 
 /// Whether a refusal with `code` is also an error of this client, to be
@@ -144,6 +154,10 @@ pub enum Effect {
 pub fn rejection_is_client_error(code: ErrorCode) -> bool {
     matches!(code, ErrorCode::SeqReused)
 }
+
+/// The reason stored for a seq whose time-to-live ran out.
+pub const EXPIRED_MESSAGE: &str =
+    "its time-to-live ran out before it could be sent; withdrawn instead of sent late";
 
 /// The reason stored for a seq the app discarded.
 pub const DISCARDED_MESSAGE: &str = "discarded by the app before the server took it";
@@ -187,6 +201,9 @@ pub struct SyncClient<R: Reducer> {
     /// Follows the stream (the default); false: a write-only client
     /// ([`SyncClient::write_only`]).
     replicates: bool,
+    /// The server sent something of a newer schema version (see
+    /// [`Effect::Outdated`]).
+    outdated: bool,
 }
 
 /// A server snapshot being received: its offset, hash and length, and the
@@ -195,6 +212,7 @@ struct Incoming {
     offset: Offset,
     hash: u64,
     total: u64,
+    schema: u32,
     bytes: Vec<u8>,
 }
 
@@ -220,6 +238,47 @@ impl<R: Reducer> SyncClient<R> {
             repair: None,
             stale_events: false,
             replicates: true,
+            outdated: false,
+        }
+    }
+
+    /// Whether the server sent something made under a newer schema version
+    /// than this reducer's ([`Effect::Outdated`]): an adapter does not
+    /// connect again until the app is reloaded with a newer reducer.
+    pub fn outdated(&self) -> bool {
+        self.outdated
+    }
+
+    /// Withdraws, instead of pushing, every pending intent whose
+    /// time-to-live ([`Replica::set_expiry`]) has run out at `now_ms`
+    /// (ms since the Unix epoch) and that this connection has not pushed
+    /// yet: it leaves the optimistic state at once, and the server decides
+    /// its seq as refused (`EXPIRED`), which reaches the app as a
+    /// rejection. An intent already pushed is the server's to decide. Call
+    /// it before pushes can go (a connection's outbox check) and at
+    /// [`Replica::next_expiry`].
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Effect> {
+        let sent = if self.phase == Phase::Ready {
+            self.sent_through
+        } else {
+            0
+        };
+        let due: Vec<Seq> = self
+            .replica
+            .pending()
+            .iter()
+            .filter(|p| p.expires_ms != 0 && p.expires_ms <= now_ms && !p.withdrawn())
+            .filter_map(|p| p.seq)
+            .filter(|s| s.get() > sent)
+            .collect();
+        let mut any = false;
+        for seq in due {
+            any |= self.replica.mark_expired(seq);
+        }
+        if any {
+            alloc::vec![Effect::StateChanged]
+        } else {
+            Vec::new()
         }
     }
 
@@ -300,7 +359,7 @@ impl<R: Reducer> SyncClient<R> {
     /// [`Replica::own_pending`]) and whether the app discarded it
     /// (the entry's `discarded`: it is withdrawn, never pushed).
     pub fn adopt_as(&mut self, entry: OutboxEntry, own: bool) -> Vec<Effect> {
-        let (seq, seen, discarded) = (entry.seq, entry.seen, entry.discarded);
+        let (seq, seen, discarded, schema) = (entry.seq, entry.seen, entry.discarded, entry.schema);
         let sent = self.phase == Phase::Ready && seq.get() <= self.sent_through;
         let resend = sent.then(|| entry.payload.clone());
         let added = self.replica.adopt_as(entry, own);
@@ -315,7 +374,12 @@ impl<R: Reducer> SyncClient<R> {
         } else if let (true, Some(payload)) = (added, resend) {
             out.push(Effect::Send(ClientMsg::Push {
                 stream,
-                intents: alloc::vec![PushIntent { seq, payload, seen }],
+                intents: alloc::vec![PushIntent {
+                    seq,
+                    payload,
+                    seen,
+                    schema
+                }],
             }));
         }
         out
@@ -435,20 +499,24 @@ impl<R: Reducer> SyncClient<R> {
         // pushed, in seq order. A hole (a seq held by another tab, or not
         // yet allocated here) is not waited for: the server answers `Gap`
         // when it expects an older seq, and decided seqs are simply skipped.
-        let mut ready: Vec<(Seq, &[u8], bool, Offset)> = self
-            .replica
-            .pending()
-            .iter()
-            .filter_map(|p| {
-                p.seq
-                    .map(|s| (s, p.payload.as_slice(), p.discarded, p.seen))
-            })
-            .filter(|(s, _, _, _)| s.get() > self.sent_through)
-            .collect();
-        crate::types::sort_by_seq(&mut ready, |(s, _, _, _)| *s);
-        for (seq, payload, discarded, seen) in ready {
+        let ready: Vec<&Pending<R::Action>> = {
+            let mut ready: Vec<_> = self
+                .replica
+                .pending()
+                .iter()
+                .filter(|p| p.seq.is_some_and(|s| s.get() > self.sent_through))
+                .collect();
+            crate::types::sort_by_seq(&mut ready, |p| p.seq.unwrap_or(Seq::FIRST));
+            ready
+        };
+        for p in ready {
+            let (Some(seq), payload, seen, schema) =
+                (p.seq, p.payload.as_slice(), p.seen, p.schema)
+            else {
+                continue;
+            };
             let size = payload.len() + PER_INTENT_OVERHEAD;
-            if discarded {
+            if p.withdrawn() {
                 // Withdrawn in its place, like an oversized intent.
                 if !batch.is_empty() {
                     out.push(Effect::Send(ClientMsg::Push {
@@ -457,7 +525,17 @@ impl<R: Reducer> SyncClient<R> {
                     }));
                     batch_bytes = 0;
                 }
-                out.push(Effect::Send(discarded_withdraw(stream.clone(), seq)));
+                let msg = if p.discarded {
+                    discarded_withdraw(stream.clone(), seq)
+                } else {
+                    ClientMsg::Withdraw {
+                        stream: stream.clone(),
+                        seq,
+                        code: ErrorCode::Expired,
+                        message: EXPIRED_MESSAGE.into(),
+                    }
+                };
+                out.push(Effect::Send(msg));
                 self.sent_through = seq.get();
                 continue;
             }
@@ -497,6 +575,7 @@ impl<R: Reducer> SyncClient<R> {
                 seq,
                 payload: payload.to_vec(),
                 seen,
+                schema,
             });
             batch_bytes += size;
             self.sent_through = seq.get();
@@ -549,8 +628,22 @@ impl<R: Reducer> SyncClient<R> {
         }
     }
 
-    /// Handles one message from the server.
+    /// Handles one message from the server. Something of a newer schema
+    /// version is not an error but [`Effect::Outdated`].
     pub fn handle(&mut self, msg: ServerMsg) -> Result<Vec<Effect>, CoreError> {
+        match self.take(msg) {
+            Err(e @ CoreError::SchemaTooNew { .. }) => {
+                self.outdated = true;
+                self.disconnected();
+                Ok(alloc::vec![Effect::Outdated {
+                    message: e.to_string()
+                }])
+            }
+            other => other,
+        }
+    }
+
+    fn take(&mut self, msg: ServerMsg) -> Result<Vec<Effect>, CoreError> {
         let mut out = Vec::new();
         match msg {
             ServerMsg::Welcome {
@@ -734,12 +827,16 @@ impl<R: Reducer> SyncClient<R> {
                 stream,
                 offset,
                 hash,
+                schema,
             } => {
                 self.check_stream(&stream)?;
-                if offset >= self.replica.offset() {
+                // A fold of another schema version hashes otherwise
+                // without anything being wrong: not compared.
+                let same = schema == self.replica.reducer().schema_version();
+                if same && offset >= self.replica.offset() {
                     self.checkpoint = Some((offset, hash));
                 }
-                if offset == self.replica.offset() {
+                if same && offset == self.replica.offset() {
                     self.verify(&mut out);
                 }
             }
@@ -750,9 +847,10 @@ impl<R: Reducer> SyncClient<R> {
                 total,
                 at,
                 part,
+                schema,
             } => {
                 self.check_stream(&stream)?;
-                self.snapshot_part(offset, hash, total, at, part, &mut out)?;
+                self.snapshot_part(offset, hash, (total, at, schema), part, &mut out)?;
             }
         }
         Ok(out)
@@ -810,8 +908,7 @@ impl<R: Reducer> SyncClient<R> {
         &mut self,
         offset: Offset,
         hash: u64,
-        total: u64,
-        at: u64,
+        (total, at, schema): (u64, u64, u32),
         part: Vec<u8>,
         out: &mut Vec<Effect>,
     ) -> Result<(), CoreError> {
@@ -821,9 +918,17 @@ impl<R: Reducer> SyncClient<R> {
                 offset,
                 hash,
                 total,
+                schema,
                 bytes: Vec::new(),
             },
-            Some(i) if i.offset == offset && i.hash == hash && i.total == total => i,
+            Some(i)
+                if i.offset == offset
+                    && i.hash == hash
+                    && i.total == total
+                    && i.schema == schema =>
+            {
+                i
+            }
             _ => {
                 return Err(malformed(alloc::format!(
                     "a snapshot part at byte {at} of the snapshot at offset {offset} came without its start"
@@ -847,13 +952,29 @@ impl<R: Reducer> SyncClient<R> {
                 "the snapshot at offset {offset} does not match its hash"
             )));
         }
-        let state = self
-            .replica
-            .reducer()
+        let reducer = self.replica.reducer();
+        let what = alloc::format!("the server's snapshot at offset {offset}");
+        let supported = reducer.schema_version();
+        if schema > supported {
+            return Err(CoreError::SchemaTooNew {
+                what,
+                got: schema,
+                supported,
+            });
+        }
+        let state = reducer
             .decode_state(&incoming.bytes)
             .map_err(|e| CoreError::Reducer {
-                message: alloc::format!("the server's snapshot at offset {offset}: {e}"),
+                message: alloc::format!("{what}: {e}"),
             })?;
+        let Some(state) = upgrade_state(reducer, state, schema, &what)? else {
+            return Err(CoreError::SchemaTooOld {
+                what,
+                got: schema,
+                supported,
+                how: "the reducer has no migrate, and the events under the snapshot were compacted away; the server migrates its snapshots once it runs this version".into(),
+            });
+        };
         let repairing = self.repair.take().is_some();
         self.stale_events = false;
         let left = if repairing && offset == self.replica.offset() {
@@ -935,6 +1056,7 @@ mod tests {
             stream: stream(),
             events: (from..=to)
                 .map(|o| Event {
+                    schema: 1,
                     subject: None,
                     seen: Offset::ZERO,
                     offset: Offset(o),
@@ -950,6 +1072,7 @@ mod tests {
 
     fn checkpoint(offset: u64, state: &[u8]) -> ServerMsg {
         ServerMsg::Checkpoint {
+            schema: 1,
             stream: stream(),
             offset: Offset(offset),
             hash: crate::protocol::state_hash(state),
@@ -1081,6 +1204,7 @@ mod tests {
 
     fn part(offset: u64, whole: &[u8], at: usize, len: usize) -> ServerMsg {
         ServerMsg::Snapshot {
+            schema: 1,
             stream: stream(),
             offset: Offset(offset),
             hash: crate::protocol::state_hash(whole),
@@ -1130,6 +1254,7 @@ mod tests {
         assert_eq!(*c.replica().state(), 43);
         // The events after the snapshot follow on.
         let other = Event {
+            schema: 1,
             subject: None,
             seen: crate::types::Offset::ZERO,
             offset: Offset(51),
@@ -1357,6 +1482,7 @@ mod tests {
         let mut c = client(Some("old"));
         c.replica_mut()
             .apply_events(&[Event {
+                schema: 1,
                 subject: None,
                 seen: crate::types::Offset::ZERO,
                 offset: Offset(1),
@@ -1389,6 +1515,8 @@ mod tests {
         let (fx, rediscard) = c.reset_to(
             Epoch::from("new"),
             vec![OutboxEntry {
+                schema: 1,
+                expires_ms: 0,
                 seen: crate::types::Offset::ZERO,
                 time_ms: 0,
                 seq: Seq::FIRST,
@@ -1585,6 +1713,7 @@ mod tests {
             .handle(ServerMsg::Events {
                 stream: stream(),
                 events: vec![crate::types::Event {
+                    schema: 1,
                     subject: None,
                     seen: crate::types::Offset::ZERO,
                     offset: Offset(1),
@@ -1680,6 +1809,7 @@ mod tests {
             .handle(ServerMsg::Events {
                 stream: stream(),
                 events: vec![crate::types::Event {
+                    schema: 1,
                     subject: None,
                     seen: crate::types::Offset::ZERO,
                     offset: Offset(1),

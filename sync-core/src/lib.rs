@@ -8,6 +8,8 @@ pub mod connect;
 pub mod decide;
 pub mod error;
 pub mod json;
+#[cfg(feature = "legacy")]
+pub mod legacy;
 pub mod outbox;
 pub mod protocol;
 pub mod reducer;

@@ -162,6 +162,7 @@ impl Server {
                 stream: self.stream.clone(),
                 offset,
                 hash,
+                schema: 1,
             })
     }
 
@@ -215,6 +216,7 @@ impl Server {
                                     stream: stream.clone(),
                                     offset,
                                     hash,
+                                    schema: 1,
                                 },
                             ));
                         }
@@ -248,7 +250,14 @@ impl Server {
             }
             ClientMsg::Push { stream, intents } => {
                 let client = c.client.expect("Hello comes first");
-                for PushIntent { seq, payload, seen } in intents {
+                for PushIntent {
+                    seq,
+                    payload,
+                    seen,
+                    schema,
+                } in intents
+                {
+                    assert_eq!(schema, 1, "every device of this simulation is of version 1");
                     if !self.decide_one(conn, client, &stream, seq, Ok((payload, seen)), &mut out) {
                         break;
                     }
@@ -326,6 +335,7 @@ impl Server {
                     seq,
                     time_ms: offset.0,
                     payload,
+                    schema: 1,
                 };
                 self.log.push(event.clone());
                 let checkpoint = self.checkpoint_in(std::slice::from_ref(&event));
@@ -398,11 +408,8 @@ impl Storage {
         self.outbox
             .iter()
             .map(|(seq, (intent, discarded))| OutboxEntry {
-                seen: intent.seen,
-                time_ms: intent.time_ms,
-                seq: *seq,
-                payload: intent.payload.clone(),
                 discarded: *discarded,
+                ..intent.entry(*seq)
             })
             .collect()
     }
@@ -488,6 +495,8 @@ impl Storage {
                                     payload: e.payload.clone(),
                                     seen: e.seen,
                                     time_ms: e.time_ms,
+                                    schema: e.schema,
+                                    expires_ms: e.expires_ms,
                                 };
                                 (e.seq, (intent, e.discarded))
                             })
@@ -783,7 +792,16 @@ impl World {
             .replica_mut()
             .dispatch_unassigned(payload.clone(), 0)
             .expect("total reducer");
-        t.queue.dispatched(local, payload, seen, 0);
+        t.queue.dispatched(
+            local,
+            NewIntent {
+                payload,
+                seen,
+                time_ms: 0,
+                schema: 1,
+                expires_ms: 0,
+            },
+        );
     }
 
     fn discard(&mut self, tab: usize, pick: usize) {

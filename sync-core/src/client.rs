@@ -1405,6 +1405,141 @@ mod tests {
         assert!(matches!(s[1], ClientMsg::Push { intents, .. } if intents.len() == 1));
     }
 
+    /// A queued intent whose time-to-live ran out leaves the optimistic
+    /// state at once and is withdrawn (`EXPIRED`) in its place instead of
+    /// pushed; the server's refusal reaches the app once. One already
+    /// pushed on the connection is the server's to decide.
+    #[test]
+    fn an_intent_past_its_time_to_live_is_withdrawn_not_pushed() {
+        let mut c = client(Some("e1"));
+        let seq = |n| Seq::new(n).unwrap();
+        c.replica_mut().adopt(OutboxEntry {
+            expires_ms: 100,
+            ..OutboxEntry::new(seq(1), b"late".to_vec())
+        });
+        c.replica_mut()
+            .adopt(OutboxEntry::new(seq(2), b"any time".to_vec()));
+        assert_eq!(c.replica().next_expiry(), Some(100));
+        assert!(c.expire(99).is_empty(), "not due yet");
+        assert_eq!(c.expire(100), vec![Effect::StateChanged]);
+        assert_eq!(*c.replica().state(), 1, "out of the optimistic state");
+        assert_eq!(c.replica().own_pending_count(), 0);
+        assert_eq!(c.replica().next_expiry(), None);
+        c.connected(None);
+        let fx = c.handle(welcome("e1", 1 << 20)).unwrap();
+        let fx = [fx, c.outbox_checked()].concat();
+        let s = sends(&fx);
+        assert!(
+            matches!(s[1], ClientMsg::Withdraw { seq: q, code: ErrorCode::Expired, .. } if *q == seq(1)),
+            "{s:?}"
+        );
+        assert!(matches!(s[2], ClientMsg::Push { intents, .. } if intents[0].seq == seq(2)));
+        let fx = c
+            .handle(ServerMsg::Reject {
+                stream: stream(),
+                seq: seq(1),
+                code: ErrorCode::Expired,
+                message: EXPIRED_MESSAGE.into(),
+            })
+            .unwrap();
+        let told: Vec<_> = fx
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Effect::Rejected {
+                        code: ErrorCode::Expired,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(told.len(), 1, "{fx:?}");
+        assert!(fx.contains(&Effect::DropFromOutbox(seq(1))));
+        // Pushed already on this connection: not withdrawn after the fact.
+        c.replica_mut().adopt(OutboxEntry {
+            expires_ms: 200,
+            ..OutboxEntry::new(seq(3), b"pushed".to_vec())
+        });
+        assert!(!sends(&c.flush()).is_empty());
+        assert!(c.expire(300).is_empty());
+    }
+
+    /// An event of a newer schema version than the reducer's is not
+    /// applied: the client is outdated (the adapter closes, does not
+    /// reconnect, keeps the outbox), and nothing of the batch moved.
+    #[test]
+    fn an_event_of_a_newer_schema_makes_the_client_outdated() {
+        let mut c = client(Some("e1"));
+        c.replica_mut()
+            .adopt(OutboxEntry::new(Seq::new(1).unwrap(), b"mine".to_vec()));
+        c.connected(None);
+        c.handle(welcome("e1", 1 << 20)).unwrap();
+        c.handle(others(1, 2)).unwrap();
+        let ServerMsg::Events {
+            stream,
+            mut events,
+            head,
+        } = others(3, 4)
+        else {
+            unreachable!()
+        };
+        events[1].schema = 2;
+        let fx = c.handle(ServerMsg::Events {
+            stream,
+            events,
+            head,
+        });
+        assert!(
+            matches!(&fx.as_deref(), Ok([Effect::Outdated { message }]) if message.contains("schema version 2")),
+            "{fx:?}"
+        );
+        assert!(c.outdated());
+        assert_eq!(c.phase(), Phase::Offline);
+        assert_eq!(
+            c.replica().offset(),
+            Offset(2),
+            "nothing of the batch applied"
+        );
+        assert_eq!(c.replica().pending().len(), 1, "the outbox stays");
+    }
+
+    /// A checkpoint of another schema version is not compared (the folds
+    /// differ without anything being wrong); one of the same is.
+    #[test]
+    fn a_checkpoint_of_another_schema_is_not_compared() {
+        let mut c = client(Some("e1"));
+        c.connected(None);
+        c.handle(welcome("e1", 1 << 20)).unwrap();
+        let ServerMsg::Checkpoint {
+            stream,
+            offset,
+            hash,
+            ..
+        } = checkpoint(2, b"999")
+        else {
+            unreachable!()
+        };
+        c.handle(ServerMsg::Checkpoint {
+            stream,
+            offset,
+            hash,
+            schema: 2,
+        })
+        .unwrap();
+        let fx = c.handle(others(1, 2)).unwrap();
+        assert!(
+            !fx.iter().any(|e| matches!(e, Effect::Diverged { .. })),
+            "{fx:?}"
+        );
+        c.handle(checkpoint(3, b"999")).unwrap();
+        let fx = c.handle(others(3, 3)).unwrap();
+        assert!(
+            fx.iter().any(|e| matches!(e, Effect::Diverged { .. })),
+            "{fx:?}"
+        );
+    }
+
     /// A write-only client pushes without subscribing; each `Ack` takes
     /// its intent out of the pending list and the outbox (no event comes
     /// to do it), and the confirmed state stays as it was.

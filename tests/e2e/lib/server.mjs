@@ -44,8 +44,11 @@ export async function startServer({ staticDir = APP_DIST, args = [], env = {}, s
     exited.then((code) => { clearTimeout(timer); rej(new Error(`the harness exited (${code})\n${log}`)); });
   });
 
-  const call = async (path) => {
-    const r = await fetch(`${control}${path}`, { method: path === '/info' ? 'GET' : 'POST' });
+  const call = async (path, body) => {
+    const r = await fetch(`${control}${path}`, {
+      method: path === '/info' ? 'GET' : 'POST',
+      ...(body ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),
+    });
     const body = await r.json();
     if (!r.ok) throw new Error(`harness ${path}: ${JSON.stringify(body)}\n${log}`);
     return body;
@@ -55,8 +58,9 @@ export async function startServer({ staticDir = APP_DIST, args = [], env = {}, s
     url: '',
     port: 0,
     pid: 0,
-    async start() {
-      const info = await call('/start');
+    /** Starts it again on the same database, with `args` and `env` added to this start's. */
+    async start({ args: more, env: moreEnv } = {}) {
+      const info = await call('/start', more || moreEnv ? { args: more ?? [], env: moreEnv ?? {} } : undefined);
       Object.assign(server, { url: info.url, port: info.port, pid: info.pid });
     },
     /** SIGTERM, waits for the exit. */

@@ -1240,6 +1240,14 @@ async fn ack_loop(mut pushes: mpsc::Receiver<PendingPush>, out: mpsc::Sender<Out
                             code: ErrorCode::SeqReused,
                             message: Outcome::seq_reused_message(seq, offset),
                         },
+                        // Not decided here (a schema version newer than
+                        // this node's reducer): the connection ends with
+                        // the reason, the client keeps its intents and
+                        // pushes them again after it reconnects.
+                        Outcome::Undecided { code, message, .. } => {
+                            fatal.raise((code, message));
+                            return;
+                        }
                     };
                     if out.send(Out::msg(msg)).await.is_err() {
                         return;

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use common::{client_id, http, within, Client};
+
 use sync_core::{ErrorCode, ServerMsg};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -32,6 +33,7 @@ export function upcast(action, from) {
   if (from === 1 && action.type === 'add') return { type: 'add', title: action.text };
   return action;
 }
+export const views = { titles: (state) => state.notes.map((n) => n.title) };
 export default function reducer(state, action, meta) {
   if (action.type !== 'add' || typeof action.title !== 'string') throw new Error('not a version-2 add');
   return { notes: [...state.notes, { title: action.title }] };
@@ -208,6 +210,12 @@ async fn upgrade(module_v2: &str) {
     let (status, state) = p.get("/v1/streams/notes%2Fn/state").await;
     assert_eq!(status, 200, "{state}");
     assert_eq!(state["state"], notes(&["a", "b", "c"]), "{state}");
+    // The viewer (its own engine and states) folds the same way.
+    let (status, view) = p
+        .get(&common::view_path("notes%2Fn", "titles", "null"))
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["result"], serde_json::json!(["a", "b", "c"]), "{view}");
     // A queued version-1 intent and a version-2 one.
     let (mut c, _) = Client::hello(&p.ws(), client_id(1)).await;
     c.push_schema("notes/n", 1, &[(4, add_v1("d"))]).await;

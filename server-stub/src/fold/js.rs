@@ -1316,4 +1316,73 @@ mod tests {
         let e = JsReducer::load(&path, Some("nope"), limits()).expect_err("no such export");
         assert!(e.reason.contains("todosReducer"), "lists the exports: {e}");
     }
+
+    /// A version-2 module: `upcast` brings a version-1 action up (and
+    /// sees its version), the reducer gets `meta.schema` (the version the
+    /// action was made under), `migrate` turns a version-1 state; a
+    /// throwing upcast is the reducer's failure for that event only.
+    #[test]
+    fn upcast_migrate_and_meta_schema() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = module(
+            &dir,
+            "v2.js",
+            r#"
+            export const schemaVersion = 2;
+            export const initialState = [];
+            export function upcast(action, from) {
+              if (action.bad) throw new Error('cannot upcast');
+              return { title: action.text, from };
+            }
+            export function migrate(state, from) { return state.map((t) => ({ title: t, migratedFrom: from })); }
+            export default (state, action, meta) => [...state, { ...action, schema: meta.schema }];
+            "#,
+        );
+        let r = JsReducer::load(&path, None, limits()).expect("load");
+        assert_eq!((r.schema_version(), r.min_schema_version()), (2, 1));
+        let mut s = r.start().expect("start");
+        let v1 = Meta { schema: 1, ..META };
+        let v2 = Meta { schema: 2, ..META };
+        s.fold(&json(serde_json::json!({"text": "a"})), &v1)
+            .expect("upcast");
+        s.fold(&json(serde_json::json!({"title": "b"})), &v2)
+            .expect("fold");
+        let refused = s
+            .fold(&json(serde_json::json!({"bad": true})), &v1)
+            .expect_err("a throwing upcast");
+        assert_eq!(refused.code, ErrorCode::Reducer);
+        assert!(
+            refused.message.contains("cannot upcast"),
+            "{}",
+            refused.message
+        );
+        let too_new = s
+            .fold(
+                &json(serde_json::json!({"title": "c"})),
+                &Meta { schema: 3, ..META },
+            )
+            .expect_err("too new");
+        assert_eq!(too_new.code, ErrorCode::Reducer);
+        assert_eq!(
+            s.to_json().expect("json"),
+            r#"[{"title":"a","from":1,"schema":1},{"title":"b","schema":2}]"#
+        );
+        let migrated = r
+            .migrate(r#"["x"]"#, 1)
+            .expect("the module migrates")
+            .expect("migrated");
+        assert_eq!(
+            migrated.to_json().expect("json"),
+            r#"[{"title":"x","migratedFrom":1}]"#
+        );
+        // Without the exports: version 1, nothing to migrate.
+        let plain = JsReducer::load(
+            &module(&dir, "v1.js", "export default (s, a) => a;"),
+            None,
+            limits(),
+        )
+        .expect("load");
+        assert_eq!((plain.schema_version(), plain.min_schema_version()), (1, 1));
+        assert!(plain.migrate("1", 1).is_none());
+    }
 }

@@ -1354,7 +1354,9 @@ pub fn close_code(code: ErrorCode) -> u16 {
         | ErrorCode::Unauthorized
         | ErrorCode::Forbidden
         | ErrorCode::OriginForbidden
-        | ErrorCode::RateLimited => 1008,
+        | ErrorCode::RateLimited
+        | ErrorCode::SchemaTooNew
+        | ErrorCode::SchemaTooOld => 1008,
         ErrorCode::Storage | ErrorCode::Internal => 1011,
         _ => 1002,
     }

@@ -320,7 +320,7 @@ async fn an_intent_of_a_newer_schema_is_not_decided_until_the_new_module_runs() 
         ),
         "{error:?}"
     );
-    assert!(close.is_some());
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1008));
     let (status, body) = p
         .post("notes%2Fn", 1, 1, 2, r#"{"type":"add","title":"a"}"#)
         .await;

@@ -1111,4 +1111,115 @@ mod tests {
         assert_eq!(folds.kept(), 1);
         assert!(folds.keeps(&b));
     }
+
+    /// The code of an `Undecided` answer, or what came instead.
+    fn undecided<E: std::fmt::Debug>(r: Result<Option<&mut Folded>, Unfolded<E>>) -> ErrorCode {
+        match r {
+            Err(Unfolded::Undecided(r)) => r.code,
+            Err(other) => panic!("another failure: {other:?}"),
+            Ok(_) => panic!("folded"),
+        }
+    }
+
+    #[test]
+    fn a_log_or_snapshot_of_another_schema_version_is_not_guessed_at() {
+        let listing = || {
+            let mut reducers = Reducers::default();
+            reducers.add(
+                "*",
+                Arc::new(Listing {
+                    starts: Arc::new(AtomicUsize::new(0)),
+                }),
+            );
+            Folds::new(reducers)
+        };
+        let s = name("s");
+        let log = [
+            event(1, b"a"),
+            Event {
+                schema: 2,
+                ..event(2, b"b")
+            },
+        ];
+        let read = |after: Offset| -> Result<Replayed, Refusal> {
+            Ok(log.iter().filter(|e| e.offset > after).cloned().collect())
+        };
+        // An event newer than the reducer: the fold stops, nothing kept.
+        let mut folds = listing();
+        assert_eq!(
+            undecided(folds.at(&s, Offset(2), read)),
+            ErrorCode::SchemaTooNew
+        );
+        assert!(!folds.keeps(&s));
+        // Up to the event before it, it folds.
+        let first = |after: Offset| -> Result<Replayed, Refusal> {
+            Ok(log[..1]
+                .iter()
+                .filter(|e| e.offset > after)
+                .cloned()
+                .collect())
+        };
+        assert!(folds.at(&s, Offset(1), first).expect("folds").is_some());
+        // A snapshot newer than the reducer.
+        let snapshot = |schema| StoredSnapshot {
+            offset: Offset(1),
+            state: br#"["a"]"#.to_vec(),
+            schema,
+        };
+        let mut folds = listing();
+        assert_eq!(
+            undecided(folds.at_from(&s, Offset(1), || Ok(Some(snapshot(2))), read)),
+            ErrorCode::SchemaTooNew
+        );
+        // An older one the reducer does not migrate, over compacted
+        // events: refused, not folded from a hole.
+        let compacted = |after: Offset| -> Result<Replayed, Refusal> {
+            Ok(log[..1]
+                .iter()
+                .filter(|e| e.offset > after.max(Offset(1)))
+                .cloned()
+                .collect())
+        };
+        let mut reducers = Reducers::default();
+        reducers.add("*", Arc::new(Versioned));
+        let mut folds = Folds::new(reducers);
+        assert_eq!(
+            undecided(folds.at_from(&s, Offset(1), || Ok(Some(snapshot(1))), compacted)),
+            ErrorCode::SchemaTooOld
+        );
+        // With the events still there, rebuilt from them.
+        let full = |after: Offset| -> Result<Replayed, Refusal> {
+            Ok(log[..1]
+                .iter()
+                .filter(|e| e.offset > after)
+                .cloned()
+                .collect())
+        };
+        let folded = folds
+            .at_from(&s, Offset(1), || Ok(Some(snapshot(1))), full)
+            .expect("rebuilt")
+            .expect("a state");
+        assert_eq!(folded.state.to_json().expect("json"), r#"["a"]"#);
+    }
+
+    /// A listing reducer of schema version 2 that does not migrate.
+    struct Versioned;
+
+    impl StreamReducer for Versioned {
+        fn describe(&self) -> String {
+            "versioned".into()
+        }
+        fn schema_version(&self) -> u32 {
+            2
+        }
+        fn min_schema_version(&self) -> u32 {
+            1
+        }
+        fn start(&self) -> Result<Box<dyn StreamState>, Refusal> {
+            Ok(Box::new(Listed(Vec::new())))
+        }
+        fn restore(&self, json: &str) -> Result<Box<dyn StreamState>, Refusal> {
+            Ok(Box::new(Listed(serde_json::from_str(json).expect("json"))))
+        }
+    }
 }

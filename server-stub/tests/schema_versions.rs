@@ -19,6 +19,7 @@ use tokio::process::{Child, Command};
 /// Version 1: notes with a `text`.
 const V1: &str = r#"
 export const initialState = { notes: [] };
+export const views = { count: (state) => state.notes.length };
 export default function reducer(state, action) {
   if (action.type !== 'add') throw new Error('unknown action');
   return { notes: [...state.notes, { text: action.text }] };
@@ -374,6 +375,15 @@ async fn an_intent_of_a_newer_schema_is_not_decided_until_the_new_module_runs() 
         (409, Some("SCHEMA_TOO_NEW")),
         "{body}"
     );
+    // The viewer does not fold it either.
+    let (status, body) = p
+        .get(&common::view_path("notes%2Fn", "count", "null"))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("SCHEMA_TOO_NEW")),
+        "{body}"
+    );
     p.stop().await;
 }
 
@@ -478,6 +488,14 @@ async fn a_compacted_stream_needs_migrate_and_is_refused_undecided_without_it() 
     assert_eq!(offset.0, 3);
     let (_, state) = p.get("/v1/streams/notes%2Fn/state").await;
     assert_eq!(state["state"], notes(&["a", "b", "c"]), "{state}");
+    // A new subscriber gets the stored snapshot with its version (the
+    // client migrates it), then the event after it.
+    c.subscribe("notes/n", 0).await;
+    let frame = c.recv().await;
+    let ServerMsg::Snapshot { offset, schema, .. } = frame else {
+        panic!("expected a Snapshot: {frame:?}")
+    };
+    assert_eq!((offset.0, schema), (2, 1));
     drop(c);
     p.stop().await;
 }

@@ -75,6 +75,13 @@ impl<R: StoreReducer> Engine<R> {
             } => self.db.allocate(stream, intents, *floor, *under).await,
             Work::Write { write, under } => {
                 let mut problems = Vec::new();
+                let schema = self
+                    .core
+                    .borrow()
+                    .client
+                    .replica()
+                    .reducer()
+                    .schema_version();
                 let snapshot = match &write.snapshot {
                     Some((offset, state)) => {
                         let c = self.core.borrow();
@@ -94,6 +101,7 @@ impl<R: StoreReducer> Engine<R> {
                     drop_seqs: write.drop_seqs.clone(),
                     offset: write.offset,
                     snapshot,
+                    schema,
                     epoch: write.epoch.clone(),
                 };
                 let (done, more) = self.db.write_events(stream, &w, *under).await?;

@@ -221,6 +221,7 @@ function checkOptions(options) {
     }
   }
   const { schemaVersion = 1, minSchemaVersion, upcast, migrate } = options;
+  if (![upcast, migrate].every((f) => f === undefined || typeof f === 'function')) throw bad('options.upcast and options.migrate must be functions');
   const low = { url, stream, dbName, schemaVersion, minSchemaVersion, upcast, migrate };
   if (token != null) low.token = token;
   if (snapshotEvery !== undefined) low.snapshotEvery = snapshotEvery;

@@ -115,10 +115,18 @@ test('a stored v1 snapshot opened by v2: migrated with migrate; without it dropp
   t.after(() => r.close());
   assert.deepEqual(r.getState(), { items: [] }, 'no migrate: the v1 snapshot is not used');
   assert.equal(r.status.offset, 0);
-  assert.deepEqual(await rawAll(copy, 'snapshots'), [], 'and it is gone from storage');
   r.reconnect();
   await until('rebuilt from the server', () => r.status.offset === 3);
-  assert.deepEqual(r.getState(), { items: [{ title: 'A', schema: 1 }, { title: 'B', schema: 1 }, { title: 'C', schema: 1 }] });
+  const rebuilt = { items: [{ title: 'A', schema: 1 }, { title: 'B', schema: 1 }, { title: 'C', schema: 1 }] };
+  assert.deepEqual(r.getState(), rebuilt);
+  await r.synced();
+  await until('the events stored', async () => (await rawAll(copy, 'events')).length === 3);
+  assert.deepEqual(await rawAll(copy, 'snapshots'), [], 'the v1 snapshot is gone from storage');
+  await r.close();
+  const offline = await createSyncStore({ ...rebuilding.options, url: url(), stream, dbName: copy, connect: false });
+  t.after(() => offline.close());
+  assert.deepEqual(offline.getState(), rebuilt, 'reopened offline from the stored events');
+  assert.equal(offline.status.offset, 3);
 });
 
 test('a v1 store meeting an event of schema 2 stops: SCHEMA_TOO_NEW, outdated, outbox kept, no reconnect loop', { skip }, async (t) => {

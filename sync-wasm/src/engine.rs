@@ -252,6 +252,9 @@ pub(crate) struct Core<R: StoreReducer> {
     pub idle_waiters: Vec<Sender<()>>,
     /// See [`Status::outdated`].
     pub outdated: bool,
+    /// The offset of a stored snapshot of an older schema version that
+    /// was not used (see `Store::open`): the next events write drops it.
+    pub dropped_snapshot: Option<u64>,
 }
 
 impl<R: StoreReducer> Core<R> {
@@ -640,6 +643,7 @@ impl<R: StoreReducer> Store<R> {
         // the reducer does not migrate is dropped, and so is one made
         // under a newer version (a newer app wrote it: this one stops).
         let mut outdated = None;
+        let mut dropped = None;
         let (confirmed, offset, events) = match loaded.snapshot.map(|(raw, schema)| {
             let what = format!("the stored snapshot at offset {}", record.snapshot_offset);
             reducer.state_from_js(raw).and_then(|s| {
@@ -651,13 +655,11 @@ impl<R: StoreReducer> Store<R> {
             Some(Ok(None)) => {
                 // Storage holds no events under a snapshot (they are
                 // deleted when it is stored): the state is rebuilt from
-                // offset 0 with the server's events. The snapshot and the
-                // events after it go, so the next open does not meet them
-                // again; the outbox, the epoch and the seqs stay.
-                problems.extend(
-                    db.drop_snapshot(opts.stream.as_str(), record.snapshot_offset)
-                        .await?,
-                );
+                // offset 0 with the server's events. The first write of
+                // them drops the snapshot and the events after it
+                // (`EventsWrite::drop_snapshot`); the outbox, the epoch
+                // and the seqs stay.
+                dropped = Some(record.snapshot_offset);
                 record.snapshot_offset = 0;
                 (initial.clone(), Offset::ZERO, Vec::new())
             }
@@ -727,6 +729,7 @@ impl<R: StoreReducer> Store<R> {
             synced_waiters: Vec::new(),
             idle_waiters: Vec::new(),
             outdated: false,
+            dropped_snapshot: dropped,
         };
         for p in problems {
             // Unreadable records: a storage problem until a write succeeds.

@@ -80,18 +80,16 @@ impl JsReducer {
         self
     }
 
-    /// Calls the app's `upcast` or `migrate` with `(value, from)`.
-    fn convert(
-        &self,
-        f: &Function,
-        value: &JsValue,
-        from: u32,
-        what: &str,
-    ) -> Result<JsValue, ReduceError> {
-        match f.call2(&JsValue::UNDEFINED, value, &from.into()) {
-            Ok(v) if !v.is_undefined() => Ok(v),
-            Ok(_) => Err(ReduceError(format!("{what} returned undefined"))),
-            Err(e) => Err(ReduceError(format!("{what} threw {}", describe_js(&e)))),
+    /// Calls the app's `upcast` or `migrate` with `(value, from)`: what
+    /// it threw, or a short message for none or `undefined` (callers say
+    /// what was converted; every byte of text is in the module).
+    fn convert(f: Option<&Function>, value: &JsValue, from: u32) -> Result<JsValue, ReduceError> {
+        match f.map(|f| f.call2(&JsValue::UNDEFINED, value, &from.into())) {
+            Some(Ok(v)) if !v.is_undefined() => Ok(v),
+            Some(Err(e)) => Err(ReduceError(describe_js(&e))),
+            _ => Err(ReduceError(format!(
+                "nothing made of schema version {from}"
+            ))),
         }
     }
 
@@ -179,17 +177,12 @@ impl Reducer for JsReducer {
     }
 
     fn upcast(&self, action: JsValue, from: u32) -> Result<JsValue, ReduceError> {
-        match &self.schema.upcast {
-            Some(f) => self.convert(f, &action, from, "upcast"),
-            None => Err(ReduceError(format!(
-                "no upcast for an action of schema version {from}"
-            ))),
-        }
+        Self::convert(self.schema.upcast.as_ref(), &action, from)
     }
 
     fn migrate(&self, state: JsValue, from: u32) -> Option<Result<JsValue, ReduceError>> {
         let f = self.schema.migrate.as_ref()?;
-        Some(self.convert(f, &state, from, "migrate"))
+        Some(Self::convert(Some(f), &state, from))
     }
 
     fn decode_state(&self, json: &[u8]) -> Result<JsValue, ReduceError> {

@@ -76,6 +76,10 @@ pub(crate) struct EventsWrite {
     pub snapshot: Option<(Offset, JsValue)>,
     /// The schema version of the snapshot's state (the reducer's).
     pub schema: u32,
+    /// A stored snapshot (its offset) of an older schema version the
+    /// store did not use: dropped, with the events after it, before
+    /// these are written (when it is still the stored one).
+    pub drop_snapshot: Option<u64>,
     pub epoch: Option<Epoch>,
 }
 
@@ -289,6 +293,18 @@ impl Db {
             finish(&self.name, &tx, outcome, "read the outbox numbering").await?;
             return Ok((record.stale(), problems));
         }
+        let events = idb::store(&tx, EVENTS)?;
+        if w.drop_snapshot == Some(record.snapshot_offset) {
+            let del = |store: &web_sys::IdbObjectStore, k: &JsValue| {
+                store
+                    .delete(k)
+                    .map(|_| ())
+                    .map_err(|e| WasmError::from_storage("drop the snapshot", &e))
+            };
+            del(&idb::store(&tx, SNAPSHOTS)?, &key)?;
+            del(&events, &idb::range_from(&key, 0)?)?;
+            record.snapshot_offset = 0;
+        }
         // Another tab of this profile may be further along: never move back.
         let mut snapshot_at = 0;
         if let Some((offset, state)) = &w.snapshot {
@@ -310,7 +326,6 @@ impl Db {
                 }
             }
         }
-        let events = idb::store(&tx, EVENTS)?;
         for e in &w.events {
             if e.offset.0 > snapshot_at {
                 let bytes = sync_core::protocol::encode_event(e);
@@ -424,46 +439,6 @@ impl Db {
             },
             problems,
         ))
-    }
-
-    /// Forgets the snapshot at `offset` of `stream` and the events after
-    /// it, when it is still the stored one (a state this reducer cannot
-    /// migrate: it is rebuilt from offset 0 with the server's events). The
-    /// outbox, the epoch and the seqs stay. One transaction.
-    pub async fn drop_snapshot(
-        &self,
-        stream: &str,
-        offset: u64,
-    ) -> Result<Vec<WasmError>, WasmError> {
-        let key: JsValue = stream.into();
-        let tx = idb::transaction(
-            &self.db,
-            &[STREAMS, EVENTS, SNAPSHOTS],
-            Some(Durability::Relaxed),
-        )?;
-        let outcome = idb::outcome(&tx);
-        let mut problems = Vec::new();
-        let streams = idb::store(&tx, STREAMS)?;
-        let raw = idb::read(streams.get(&key), "read streams").await?;
-        let mut record = StreamRecord::from_js(&raw, stream).unwrap_or_else(|e| {
-            problems.push(e);
-            StreamRecord::default()
-        });
-        if record.snapshot_offset == offset {
-            let del = |store: &str, k: &JsValue| -> Result<(), WasmError> {
-                idb::store(&tx, store)?
-                    .delete(k)
-                    .map(|_| ())
-                    .map_err(|e| WasmError::from_storage("drop the snapshot", &e))
-            };
-            del(EVENTS, &idb::range_from(&key, 0)?)?;
-            del(SNAPSHOTS, &key)?;
-            record.snapshot_offset = 0;
-            record.offset = 0;
-            put(&streams, &key, &record.to_js())?;
-        }
-        finish(&self.name, &tx, outcome, "drop the snapshot").await?;
-        Ok(problems)
     }
 
     /// Reads the numbering of `stream` in `tx`: `Some(stale answer)` when

@@ -500,32 +500,19 @@ fn parse_options(options: &JsValue) -> Result<StoreOptions, WasmError> {
 
 /// The app's schema version: `schemaVersion` (default 1),
 /// `minSchemaVersion` (default 1 with an `upcast`, else `schemaVersion`),
-/// `upcast(action, fromVersion)`, `migrate(state, fromVersion)`.
+/// `upcast(action, fromVersion)`, `migrate(state, fromVersion)`. The
+/// package checks that the last two are functions (anything else is
+/// none here).
 fn parse_schema(options: &JsValue) -> Result<Schema, WasmError> {
     let version = optional_u32(options, "schemaVersion", 1)?;
-    let func = |name: &str| -> Result<Option<Function>, WasmError> {
-        let v = get(options, name);
-        if v.is_undefined() {
-            return Ok(None);
-        }
-        function(v, &format!("options.{name}")).map(Some)
-    };
-    let upcast = func("upcast")?;
-    let min = optional_u32(
-        options,
-        "minSchemaVersion",
-        if upcast.is_some() { 1 } else { version },
-    )?;
-    if min > version {
-        return Err(bad(
-            "options.minSchemaVersion must not exceed options.schemaVersion".into(),
-        ));
-    }
+    let func = |name: &str| get(options, name).dyn_into::<Function>().ok();
+    let upcast = func("upcast");
+    let min = if upcast.is_some() { 1 } else { version };
     Ok(Schema {
         version,
-        min,
+        min: optional_u32(options, "minSchemaVersion", min)?.min(version),
         upcast,
-        migrate: func("migrate")?,
+        migrate: func("migrate"),
     })
 }
 

@@ -191,18 +191,16 @@ async fn a_stored_snapshot_of_an_older_version_is_migrated_or_rebuilt() {
     assert_eq!(status_num(&store, "offset"), 5.0);
     close(&store).await;
 
-    // Without: the snapshot is not used and goes; the store starts at 0.
-    let store = open_with(v2_options(&db, ""), v2_reducer()).await;
-    assert_eq!(state_json(&store), r#"{"items":[]}"#);
-    assert_eq!(status_num(&store, "offset"), 0.0);
-    assert_eq!(last_error_code(&store), None);
-    close(&store).await;
-    let (_, snapshots) = raw_get_all(&db, "snapshots").await;
-    assert_eq!(snapshots.length(), 0, "the old snapshot is gone");
-    let (_, events) = raw_get_all(&db, "events").await;
-    assert_eq!(events.length(), 0, "and the events after it");
-    let (_, streams) = raw_get_all(&db, "streams").await;
-    assert_eq!(get(&streams.get(0), "snapshotOffset").as_f64(), Some(0.0));
+    // Without: the snapshot is not used (nor the event after it); the
+    // store starts at 0, also when opened again before it met the server
+    // (whose first events write drops the snapshot: js/test/schema.test.mjs).
+    for _ in 0..2 {
+        let store = open_with(v2_options(&db, ""), v2_reducer()).await;
+        assert_eq!(state_json(&store), r#"{"items":[]}"#);
+        assert_eq!(status_num(&store, "offset"), 0.0);
+        assert_eq!(last_error_code(&store), None);
+        close(&store).await;
+    }
 }
 
 #[wasm_bindgen_test]

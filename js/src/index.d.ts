@@ -156,6 +156,8 @@ export interface PendingAction<A extends Action = Action> {
   readonly seq: number | null;
   /** The action, as it travels (JSON). */
   readonly action: A;
+  /** Its `ttl` ran out before it was sent: it is out of the state and waits for the server to record its withdrawal (then `onRejected` with `EXPIRED`). */
+  readonly expired?: true;
 }
 
 /** What became of one of this tab's actions (`store.onIntent`). */

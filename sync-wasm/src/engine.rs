@@ -201,6 +201,9 @@ pub struct PendingAction {
     pub seq: Option<Seq>,
     /// Its payload.
     pub payload: Vec<u8>,
+    /// Its time-to-live ran out: it is left out of the state and waits
+    /// for the server to record its withdrawal (`EXPIRED`).
+    pub expired: bool,
 }
 
 /// What a step produced for listeners; delivered once no borrow is held.
@@ -905,15 +908,20 @@ impl<R: StoreReducer> Store<R> {
 
     /// This tab's intents that wait for the server (dispatched here, or
     /// found in storage when the store opened), in the order they are
-    /// folded; discarded ones are left out.
+    /// folded; discarded ones are left out, expired ones are listed until
+    /// the server's refusal comes (so an app's view of their fates does
+    /// not take them for confirmed).
     pub fn pending(&self) -> Result<Vec<PendingAction>, WasmError> {
         let c = self.engine.core.try_borrow().map_err(|_| busy())?;
         Ok(c.client
             .replica()
-            .own_pending()
+            .pending()
+            .iter()
+            .filter(|p| p.own && !p.discarded)
             .map(|p| PendingAction {
                 seq: p.seq,
                 payload: p.payload.clone(),
+                expired: p.expired,
             })
             .collect())
     }

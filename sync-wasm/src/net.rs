@@ -243,11 +243,10 @@ impl<R: StoreReducer> Engine<R> {
             return;
         }
         c.net.expiry = next.map(|at| {
-            // Timers take at most 2^31 - 1 ms; a later one fires early and
-            // is armed again.
             // One due already waits for its seq (its outbox write): look
-            // again shortly rather than at once.
-            let wait = (at as f64 - js_sys::Date::now()).clamp(50.0, 2_147_483_647.0) as u32;
+            // again shortly rather than at once. (A timer waits at most
+            // 2^31 - 1 ms: a later one fires early and is armed again.)
+            let wait = (at as f64 - js_sys::Date::now()).max(50.0) as u32;
             let weak = self.me.clone();
             let timer = Timer::new(wait, false, move || {
                 if let Some(e) = weak.upgrade() {

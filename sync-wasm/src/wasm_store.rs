@@ -89,6 +89,8 @@ export interface PendingAction {
   readonly seq: number | null;
   /** The action as it travels (JSON). */
   readonly action: unknown;
+  /** Its time-to-live ran out: out of the state, waiting for the server to record its withdrawal (EXPIRED). */
+  readonly expired?: true;
 }
 /** An intent the server refused (already rolled back). */
 export interface Rejection {
@@ -287,6 +289,9 @@ impl WasmStore {
                     .map_or(JsValue::NULL, |s| JsValue::from_f64(s.get() as f64));
                 set(&o, "seq", &seq);
                 set(&o, "action", &payload_js(&p.payload));
+                if p.expired {
+                    set(&o, "expired", &JsValue::TRUE);
+                }
                 JsValue::from(Object::freeze(&o))
             })
             .collect())

@@ -122,6 +122,7 @@ async fn the_harness_sees_permissions_and_answers() {
                     seen: sync_core::Offset::ZERO,
                     seq: sync_core::Seq::new(i).unwrap(),
                     payload: b"1".to_vec(),
+                    schema: 1,
                 })
                 .collect(),
         }
@@ -242,6 +243,7 @@ async fn the_harness_knows_readers_and_view_grantees() {
                 seen: Offset(0),
                 seq: sync_core::Seq::new(1).unwrap(),
                 payload: b"1".to_vec(),
+                schema: 1,
             }],
         }
         .encode()

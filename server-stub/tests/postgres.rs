@@ -241,6 +241,7 @@ async fn push(ws: &mut Ws, name: &str, intents: Vec<(u64, Vec<u8>)>) -> bool {
                 seen: sync_core::Offset::ZERO,
                 seq: seq(s),
                 payload,
+                schema: 1,
             })
             .collect(),
     };

@@ -36,6 +36,7 @@ pub(crate) const TEST_META: Meta<'static> = Meta {
     seq: None,
     time_ms: 0,
     seen: Offset(0),
+    schema: 1,
 };
 
 /// How many streams' states a store's writer keeps by default
@@ -65,10 +66,28 @@ pub struct LoadError {
     pub reason: String,
 }
 
+/// A stream's stored snapshot: the state at `offset` as the reducer of
+/// schema version `schema` wrote it (JSON text for a folded stream).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    /// The offset of the last event folded into it.
+    pub offset: Offset,
+    /// The state's bytes.
+    pub state: Vec<u8>,
+    /// The schema version of the reducer that made it (1 for snapshots
+    /// stored before versions were kept).
+    pub schema: u32,
+}
+
 /// A deterministic reducer the server folds streams with.
 pub trait StreamReducer: Send + Sync + 'static {
     /// What it is, for logs (`JavaScript module ./todos.js`).
     fn describe(&self) -> String;
+    /// The schema version of the actions and states this reducer makes
+    /// (see [`sync_core::Reducer::schema_version`]).
+    fn schema_version(&self) -> u32 {
+        1
+    }
     /// The state of a stream with no events yet.
     fn start(&self) -> Result<Box<dyn StreamState>, Refusal>;
     /// A state from its JSON text (what [`StreamState::to_json`] wrote:
@@ -511,7 +530,7 @@ impl Folds {
         &mut self,
         stream: &StreamName,
         head: Offset,
-        snapshot: impl FnOnce() -> Result<Option<(Offset, Vec<u8>)>, E>,
+        snapshot: impl FnOnce() -> Result<Option<StoredSnapshot>, E>,
         mut read: impl FnMut(Offset) -> Result<Replayed, E>,
     ) -> Result<Option<&mut Folded>, Unfolded<E>> {
         let Some(reducer) = self.reducers.for_stream(stream) else {
@@ -591,10 +610,14 @@ impl Folds {
         reducer: &Arc<dyn StreamReducer>,
         stream: &StreamName,
         head: Offset,
-        snapshot: Option<(Offset, Vec<u8>)>,
+        snapshot: Option<StoredSnapshot>,
     ) -> Result<Folded, Refusal> {
         let restored = match snapshot {
-            Some((offset, bytes)) if offset <= head => {
+            Some(StoredSnapshot {
+                offset,
+                state: bytes,
+                schema: _,
+            }) if offset <= head => {
                 match std::str::from_utf8(&bytes)
                     .map_err(|e| Refusal {
                         code: ErrorCode::Reducer,
@@ -655,7 +678,7 @@ impl Folds {
         &mut self,
         stream: &StreamName,
         head: Offset,
-        snapshot: Option<(Offset, Vec<u8>)>,
+        snapshot: Option<StoredSnapshot>,
     ) -> Result<Option<Offset>, Refusal> {
         let Some(reducer) = self.reducers.for_stream(stream).cloned() else {
             return Ok(None);
@@ -677,12 +700,13 @@ impl Folds {
     /// The state of `stream` to store as a snapshot after a transaction
     /// moved its head from `before` to the kept state's offset: `Some`
     /// when that move passed a multiple of [`SnapshotPolicy::every`]
-    /// (the state as JSON text, or why it could not be written).
+    /// (the state as JSON text, or why it could not be written, and the
+    /// reducer's schema version to store it under).
     pub fn snapshot_due(
         &self,
         stream: &StreamName,
         before: Offset,
-    ) -> Option<(Offset, Result<String, Refusal>)> {
+    ) -> Option<(Offset, Result<String, Refusal>, u32)> {
         let every = self.reducers.snapshots.every;
         if every == 0 {
             return None;
@@ -691,7 +715,11 @@ impl Folds {
         if kept.offset.0 / every <= before.0 / every {
             return None;
         }
-        Some((kept.offset, kept.state.to_json()))
+        let schema = self
+            .reducers
+            .for_stream(stream)
+            .map_or(1, |r| r.schema_version());
+        Some((kept.offset, kept.state.to_json(), schema))
     }
 
     /// The snapshot policy of these folds.
@@ -770,6 +798,7 @@ mod tests {
             payload: payload.to_vec(),
             subject: None,
             seen: Offset::ZERO,
+            schema: 1,
         }
     }
 

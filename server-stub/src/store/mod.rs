@@ -78,6 +78,10 @@ pub struct ProposedIntent {
     /// The confirmed offset the client had when it dispatched the intent
     /// (stored with its event: the reducer's `meta.seen`).
     pub seen: Offset,
+    /// The schema version the intent was made under (stored with its
+    /// event: the reducer's `meta.schema`; every replica upcasts it from
+    /// there when it folds).
+    pub schema: u32,
 }
 
 impl ProposedIntent {
@@ -89,12 +93,19 @@ impl ProposedIntent {
             payload,
             verdict,
             seen: Offset::ZERO,
+            schema: 1,
         }
     }
 
     /// The intent, dispatched having seen `seen`.
     pub fn seen(mut self, seen: Offset) -> ProposedIntent {
         self.seen = seen;
+        self
+    }
+
+    /// The intent, made under schema version `schema`.
+    pub fn schema(mut self, schema: u32) -> ProposedIntent {
+        self.schema = schema;
         self
     }
 
@@ -203,6 +214,7 @@ pub fn fold_intents(
             seq: Some(seq),
             time_ms: by.time_ms,
             seen: intent.seen,
+            schema: intent.schema,
         };
         if let Err(refusal) = folded.fold(&intent.payload, &meta) {
             intent.payload = Vec::new();
@@ -396,18 +408,18 @@ pub struct Page {
     pub compacted: Offset,
 }
 
-/// The latest stored snapshot of a stream: `(offset, state bytes)`.
-pub type StoredSnapshot = (Offset, Vec<u8>);
+pub use crate::fold::StoredSnapshot;
 
 /// Told of every committed append, in commit order per stream.
 pub trait AppendListener: Send + Sync + 'static {
     /// `events` (dense, ascending) of `stream` are durable.
     fn appended(&self, stream: &StreamName, events: &[Event]);
     /// A snapshot of `stream` at `offset` whose state text has
-    /// [`sync_core::protocol::state_hash`] `hash` is durable; told before
+    /// [`sync_core::protocol::state_hash`] `hash`, made under schema
+    /// version `schema`, is durable; told before
     /// the [`AppendListener::appended`] of the same commit, so that
     /// subscribers can send it ahead of the events it follows.
-    fn checkpoint(&self, _stream: &StreamName, _offset: Offset, _hash: u64) {}
+    fn checkpoint(&self, _stream: &StreamName, _offset: Offset, _hash: u64, _schema: u32) {}
     /// `stream` is durable up to `head`, through another node; read the
     /// events from the store.
     fn head_moved(&self, stream: &StreamName, head: Offset);
@@ -467,12 +479,14 @@ pub trait LogStore: Send + Sync + 'static {
     /// The stream's head (0 for a stream never written).
     fn head(&self, stream: StreamName) -> BoxFuture<'_, Result<Offset, Error>>;
 
-    /// Stores the state of `stream` at `offset` (opaque bytes).
+    /// Stores the state of `stream` at `offset` (opaque bytes), made under
+    /// schema version `schema`.
     fn put_snapshot(
         &self,
         stream: StreamName,
         offset: Offset,
         state: Vec<u8>,
+        schema: u32,
     ) -> BoxFuture<'_, Result<(), Error>>;
 
     /// The latest snapshot of `stream`, if any.
@@ -518,7 +532,9 @@ pub trait LogStore: Send + Sync + 'static {
 pub(crate) mod conformance {
     use sync_core::{ClientId, ErrorCode, IntentDigest, Offset, Seq, StreamName};
 
-    use super::{AppendRequest, LogStore, Outcome, ProposedIntent, ReadLimits, Verdict};
+    use super::{
+        AppendRequest, LogStore, Outcome, ProposedIntent, ReadLimits, StoredSnapshot, Verdict,
+    };
     use crate::metrics::Metrics;
 
     fn seq(n: u64) -> Seq {
@@ -953,7 +969,11 @@ pub(crate) mod conformance {
                 .expect("append");
             assert!(matches!(out[..], [Outcome::Appended { .. }]), "{out:?}");
         }
-        let (offset, state) = store
+        let StoredSnapshot {
+            offset,
+            state,
+            schema: _,
+        } = store
             .latest_snapshot(name.clone())
             .await
             .expect("read")
@@ -1043,7 +1063,11 @@ pub(crate) mod conformance {
             vec![71]
         );
 
-        let (offset, snapshot) = store
+        let StoredSnapshot {
+            offset,
+            state: snapshot,
+            schema: _,
+        } = store
             .latest_snapshot(name.clone())
             .await
             .expect("read")

@@ -149,6 +149,7 @@ test('a v1 store meeting an event of schema 2 stops: SCHEMA_TOO_NEW, outdated, o
   old.dispatch({ type: 'add', text: 'kept' });
   await until('written', () => old.status.writing === 0);
   const connections = await metric('logsync_connections_total');
+  assert.ok(connections >= 2, `the counter counts connections: ${connections}`);
   old.reconnect(); // an outdated store does not connect, even when asked
   await sleep(1000); // backoffMinMs is 50: a loop would connect many times
   assert.equal(await metric('logsync_connections_total'), connections, 'no connection since');
@@ -236,7 +237,8 @@ test('an action queued offline past its ttl is withdrawn (EXPIRED) and never app
   await until('the rejection', () => rejected.length === 1);
   assert.deepEqual(rejected, [['EXPIRED', 'stale']]);
   await until('both fates', () => fates.length === 2);
-  assert.deepEqual(fates, [['rejected', 'stale', 'EXPIRED'], ['confirmed', 'fresh', undefined]], 'onIntent: the expired one is not taken for confirmed');
+  // (In either order: the refusal and the event are two answers.)
+  assert.deepEqual(fates.sort(), [['confirmed', 'fresh', undefined], ['rejected', 'stale', 'EXPIRED']], 'onIntent: the expired one is not taken for confirmed');
   assert.deepEqual((await events(stream)).map((e) => e.payload.text), ['fresh'], 'the expired one never appended');
   assert.equal(store.status.pending, 0);
 });

@@ -302,6 +302,9 @@ pub(crate) async fn post_intent(
             &Outcome::seq_reused_message(seq, offset),
             &[("seq", seq.to_string()), ("offset", offset.to_string())],
         ),
+        Ok(Some(Outcome::Undecided { seq, code, message })) => {
+            error_response(code, &message, &[("seq", seq.to_string())])
+        }
         Ok(Some(Outcome::Gap { expected })) => error_response(
             ErrorCode::SeqGap,
             &format!("seq {seq} is beyond the next one; send seq {expected} first"),

@@ -1240,6 +1240,14 @@ async fn ack_loop(mut pushes: mpsc::Receiver<PendingPush>, out: mpsc::Sender<Out
                             code: ErrorCode::SeqReused,
                             message: Outcome::seq_reused_message(seq, offset),
                         },
+                        // Not decided here (a schema version newer than
+                        // this node's reducer): the connection ends with
+                        // the reason, the client keeps its intents and
+                        // pushes them again after it reconnects.
+                        Outcome::Undecided { code, message, .. } => {
+                            fatal.raise((code, message));
+                            return;
+                        }
                     };
                     if out.send(Out::msg(msg)).await.is_err() {
                         return;
@@ -1346,7 +1354,9 @@ pub fn close_code(code: ErrorCode) -> u16 {
         | ErrorCode::Unauthorized
         | ErrorCode::Forbidden
         | ErrorCode::OriginForbidden
-        | ErrorCode::RateLimited => 1008,
+        | ErrorCode::RateLimited
+        | ErrorCode::SchemaTooNew
+        | ErrorCode::SchemaTooOld => 1008,
         ErrorCode::Storage | ErrorCode::Internal => 1011,
         _ => 1002,
     }

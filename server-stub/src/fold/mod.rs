@@ -88,6 +88,18 @@ pub trait StreamReducer: Send + Sync + 'static {
     fn schema_version(&self) -> u32 {
         1
     }
+    /// The oldest schema version of an intent it still folds (upcast);
+    /// older ones are refused with `SCHEMA_TOO_OLD`. Default: its own.
+    fn min_schema_version(&self) -> u32 {
+        self.schema_version()
+    }
+    /// A state from the JSON text of a snapshot made under the older
+    /// schema version `from`, migrated to this reducer's version. `None`
+    /// (the default): the reducer does not migrate states; the stream's
+    /// state is folded from its events instead.
+    fn migrate(&self, _json: &str, _from: u32) -> Option<Result<Box<dyn StreamState>, Refusal>> {
+        None
+    }
     /// The state of a stream with no events yet.
     fn start(&self) -> Result<Box<dyn StreamState>, Refusal>;
     /// A state from its JSON text (what [`StreamState::to_json`] wrote:
@@ -334,9 +346,23 @@ pub struct Folded {
     pub offset: Offset,
     /// The state.
     pub state: Box<dyn StreamState>,
+    /// The schema version of the stream's stored snapshot when it was of
+    /// an older version the reducer does not migrate, so this state is
+    /// folded from the start of the log instead (which then must still
+    /// hold every event).
+    pub rebuilt_over: Option<u32>,
 }
 
 impl Folded {
+    /// A state at `offset`.
+    pub fn new(offset: Offset, state: Box<dyn StreamState>) -> Folded {
+        Folded {
+            offset,
+            state,
+            rebuilt_over: None,
+        }
+    }
+
     /// Folds the event appended next (at `meta.offset`); on a refusal
     /// nothing changes.
     pub fn fold(&mut self, payload: &[u8], meta: &Meta<'_>) -> Result<(), Refusal> {
@@ -368,6 +394,10 @@ pub struct Folds {
     built: u64,
     dropped: u64,
     metrics: Option<Arc<Metrics>>,
+    /// Streams [`Folds::start_from`] could not start for schema reasons,
+    /// with why: their next [`Folds::at_from`] answers
+    /// [`Unfolded::Undecided`].
+    blocked: HashMap<StreamName, Refusal>,
 }
 
 /// A kept state and when it was last used.
@@ -384,6 +414,42 @@ pub enum Unfolded<E> {
     /// The reducer could not start a state (e.g. its engine is out of
     /// memory): the stream's new intents are refused with this.
     Reducer(Refusal),
+    /// The reducer cannot fold the stream's log because of schema
+    /// versions (an event newer than the reducer; a snapshot older than
+    /// it that it cannot migrate, over compacted events): the stream's
+    /// new intents are not decided on this node (`SCHEMA_TOO_NEW` or
+    /// `SCHEMA_TOO_OLD`), and nothing is kept.
+    Undecided(Refusal),
+}
+
+/// The refusal for a stream whose snapshot is of the older schema
+/// version `old`, which `reducer` does not migrate, and whose events
+/// from `missing` on were compacted away: its state cannot be had.
+fn not_rebuilt(
+    stream: &StreamName,
+    reducer: &Arc<dyn StreamReducer>,
+    old: u32,
+    missing: Offset,
+) -> Refusal {
+    Refusal {
+        code: ErrorCode::SchemaTooOld,
+        message: format!(
+            "the snapshot of {stream} is of schema version {old}, which {} (version {}) does not \
+             migrate (it exports no migrate), and its events from offset {missing} on were compacted \
+             away, so its state cannot be rebuilt either: export a migrate(state, fromVersion)",
+            reducer.describe(),
+            reducer.schema_version()
+        ),
+    }
+}
+
+/// Why [`Folds`] could not start a state: see [`Unfolded`].
+#[derive(Debug)]
+pub enum Started {
+    /// [`Unfolded::Reducer`].
+    Reducer(Refusal),
+    /// [`Unfolded::Undecided`].
+    Undecided(Refusal),
 }
 
 /// Events of a stream after an offset, ascending; an empty page is the
@@ -401,6 +467,7 @@ impl Folds {
             built: 0,
             dropped: 0,
             metrics: None,
+            blocked: HashMap::new(),
         }
     }
 
@@ -537,6 +604,9 @@ impl Folds {
             return Ok(None);
         };
         let reducer = reducer.clone();
+        if let Some(r) = self.blocked.remove(stream) {
+            return Err(Unfolded::Undecided(r));
+        }
         // A kept state beyond `head` holds decisions that were rolled
         // back: it is rebuilt. One behind it (another node appended) folds
         // on from where it is.
@@ -557,7 +627,10 @@ impl Folds {
                 None => {
                     let snapshot = snapshot().map_err(Unfolded::Read)?;
                     self.started(&reducer, stream, head, snapshot)
-                        .map_err(Unfolded::Reducer)?
+                        .map_err(|e| match e {
+                            Started::Reducer(r) => Unfolded::Reducer(r),
+                            Started::Undecided(r) => Unfolded::Undecided(r),
+                        })?
                 }
             };
             while folded.offset < head {
@@ -567,6 +640,31 @@ impl Folds {
                 }
                 for event in page {
                     let offset = event.offset;
+                    if let Some(old) = folded
+                        .rebuilt_over
+                        .filter(|_| offset.0 != folded.offset.0 + 1)
+                    {
+                        return Err(Unfolded::Undecided(not_rebuilt(
+                            stream,
+                            &reducer,
+                            old,
+                            folded.offset.next(),
+                        )));
+                    }
+                    if event.schema > reducer.schema_version() {
+                        // Written by a node with a newer reducer: this one
+                        // cannot read it, and stops here (nothing kept).
+                        return Err(Unfolded::Undecided(Refusal {
+                            code: ErrorCode::SchemaTooNew,
+                            message: format!(
+                                "the log of {stream} holds an event of schema version {} at offset {offset}, \
+                                 newer than this node's reducer ({}, version {}): upgrade this node",
+                                event.schema,
+                                reducer.describe(),
+                                reducer.schema_version()
+                            ),
+                        }));
+                    }
                     if offset.0 != folded.offset.0 + 1 {
                         return Err(Unfolded::Read(E::from(Refusal {
                             code: ErrorCode::Storage,
@@ -584,6 +682,14 @@ impl Folds {
                     }
                     folded.offset = offset;
                 }
+            }
+            if let Some(old) = folded.rebuilt_over.filter(|_| folded.offset != head) {
+                return Err(Unfolded::Undecided(not_rebuilt(
+                    stream,
+                    &reducer,
+                    old,
+                    folded.offset.next(),
+                )));
             }
             if folded.offset != head {
                 return Err(Unfolded::Read(E::from(Refusal {
@@ -611,21 +717,51 @@ impl Folds {
         stream: &StreamName,
         head: Offset,
         snapshot: Option<StoredSnapshot>,
-    ) -> Result<Folded, Refusal> {
+    ) -> Result<Folded, Started> {
+        let mut rebuilt_over = None;
         let restored = match snapshot {
             Some(StoredSnapshot {
                 offset,
                 state: bytes,
-                schema: _,
+                schema,
             }) if offset <= head => {
+                let current = reducer.schema_version();
+                if schema > current {
+                    return Err(Started::Undecided(Refusal {
+                        code: ErrorCode::SchemaTooNew,
+                        message: format!(
+                            "the snapshot of {stream} is of schema version {schema}, newer than this node's \
+                             reducer ({}, version {current}): upgrade this node",
+                            reducer.describe()
+                        ),
+                    }));
+                }
+                let restore = |json: &str| -> Result<Option<Box<dyn StreamState>>, Refusal> {
+                    if schema == current {
+                        return reducer.restore(json).map(Some);
+                    }
+                    match reducer.migrate(json, schema) {
+                        Some(migrated) => migrated.map(Some),
+                        None => Ok(None),
+                    }
+                };
                 match std::str::from_utf8(&bytes)
                     .map_err(|e| Refusal {
                         code: ErrorCode::Reducer,
                         message: format!("the snapshot is not UTF-8 text: {e}"),
                     })
-                    .and_then(|json| reducer.restore(json))
+                    .and_then(restore)
                 {
-                    Ok(state) => Some(Folded { offset, state }),
+                    Ok(Some(state)) => Some(Folded::new(offset, state)),
+                    Ok(None) => {
+                        tracing::info!(
+                            stream = %stream, offset = %offset, snapshot_schema = schema, schema = current,
+                            "the stream's snapshot is of an older schema version and the reducer does not \
+                             migrate states; folding its whole log"
+                        );
+                        rebuilt_over = Some(schema);
+                        None
+                    }
                     Err(r) => {
                         tracing::warn!(
                             stream = %stream, offset = %offset, code = r.code.as_str(),
@@ -642,7 +778,8 @@ impl Folds {
             Some(folded) => folded,
             None => Folded {
                 offset: Offset(0),
-                state: reducer.start()?,
+                state: reducer.start().map_err(Started::Reducer)?,
+                rebuilt_over,
             },
         };
         self.built += 1;
@@ -690,7 +827,15 @@ impl Folds {
             // Beyond the head: decisions that were rolled back.
             self.take(stream);
         }
-        let folded = self.started(&reducer, stream, head, snapshot)?;
+        let folded = match self.started(&reducer, stream, head, snapshot) {
+            Ok(folded) => folded,
+            Err(Started::Reducer(r)) => return Err(r),
+            Err(Started::Undecided(r)) => {
+                // Told by the next [`Folds::at_from`] of the stream.
+                self.blocked.insert(stream.clone(), r.clone());
+                return Err(r);
+            }
+        };
         let at = folded.offset;
         self.keep(stream, folded);
         self.count();
@@ -725,6 +870,13 @@ impl Folds {
     /// The snapshot policy of these folds.
     pub fn policy(&self) -> SnapshotPolicy {
         self.reducers.snapshots
+    }
+
+    /// The schema versions the reducer of `stream` takes, `(min,
+    /// current)`; `None` without a reducer.
+    pub fn schema_range(&self, stream: &StreamName) -> Option<(u32, u32)> {
+        let r = self.reducers.for_stream(stream)?;
+        Some((r.min_schema_version(), r.schema_version()))
     }
 
     /// Whether a reducer folds `stream`.

@@ -58,6 +58,45 @@ where
         format!("Rust reducer {}", std::any::type_name::<R>())
     }
 
+    fn schema_version(&self) -> u32 {
+        self.reducer.schema_version()
+    }
+
+    fn min_schema_version(&self) -> u32 {
+        self.reducer.min_schema_version()
+    }
+
+    fn migrate(&self, json: &str, from: u32) -> Option<Result<Box<dyn StreamState>, Refusal>> {
+        let old = match serde_json::from_str(json) {
+            Ok(old) => old,
+            Err(e) => {
+                return Some(Err(Refusal {
+                    code: ErrorCode::Reducer,
+                    message: format!("the snapshot does not decode as the reducer's state: {e}"),
+                }))
+            }
+        };
+        let reducer = &self.reducer;
+        let migrated = catch_unwind(AssertUnwindSafe(|| reducer.migrate(old, from)))
+            .unwrap_or_else(|_| Some(Err("the reducer panicked".to_string().into())))?;
+        Some(
+            migrated
+                .map(|state| {
+                    Box::new(RustState {
+                        reducer: self.reducer.clone(),
+                        state,
+                    }) as Box<dyn StreamState>
+                })
+                .map_err(|e| Refusal {
+                    code: ErrorCode::Reducer,
+                    message: format!(
+                        "migrating the snapshot from schema version {from} failed: {}",
+                        e.0
+                    ),
+                }),
+        )
+    }
+
     fn start(&self) -> Result<Box<dyn StreamState>, Refusal> {
         Ok(Box::new(RustState {
             reducer: self.reducer.clone(),
@@ -91,10 +130,13 @@ where
         let reducer = &self.reducer;
         let state = &self.state;
         let next = catch_unwind(AssertUnwindSafe(|| {
-            let action = reducer.decode(payload).map_err(|e| Refusal {
-                code: ErrorCode::Reducer,
-                message: format!("the payload does not decode: {e}"),
-            })?;
+            // Decoded, then upcast from the version it was made under.
+            let action = reducer
+                .decode_at(payload, meta.schema)
+                .map_err(|e| Refusal {
+                    code: ErrorCode::Reducer,
+                    message: format!("the payload does not decode: {e}"),
+                })?;
             reducer
                 .reduce_meta(state, &action, meta)
                 .map_err(|e| Refusal {

@@ -15,8 +15,8 @@ use sync_core::{
 };
 
 use super::{
-    appended_resend, fold_request, state_json, AppendListener, AppendRequest, BoxFuture, LogStore,
-    Outcome, Page, ProposedIntent, ReadLimits, Sender, StoredSnapshot, StreamStateJson,
+    appended_resend, fold_request, state_json, undecided, AppendListener, AppendRequest, BoxFuture,
+    LogStore, Outcome, Page, ProposedIntent, ReadLimits, Sender, StoredSnapshot, StreamStateJson,
 };
 use crate::error::Error;
 use crate::fold::{Folds, Reducers, Replayed};
@@ -115,7 +115,7 @@ fn apply(state: &mut State, mut request: AppendRequest) -> Result<Applied, Error
         subject: subject.as_deref(),
         time_ms,
     };
-    fold_request(
+    if let Some(refusal) = fold_request(
         folds,
         &request.stream,
         position,
@@ -123,7 +123,9 @@ fn apply(state: &mut State, mut request: AppendRequest) -> Result<Applied, Error
         &sender,
         || Ok(log.snapshot.clone()),
         |after| replay(Some(log), after),
-    )?;
+    )? {
+        return Ok((undecided(&request.intents, &refusal), Vec::new(), None));
+    }
     let steps = decide_batch(&mut position, request.intents.iter().map(|i| i.offer()));
     let mut outcomes = Vec::with_capacity(steps.len());
     let mut new_events = Vec::new();

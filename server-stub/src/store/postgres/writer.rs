@@ -58,7 +58,7 @@ use crate::fold::{Folds, Replayed, SnapshotPolicy};
 use crate::metrics::Metrics;
 use crate::store::CommitMode;
 use crate::store::{
-    appended_resend, fold_request, state_json, AppendRequest, Outcome, ProposedIntent,
+    appended_resend, fold_request, state_json, undecided, AppendRequest, Outcome, ProposedIntent,
     StoredSnapshot, StreamStateJson,
 };
 
@@ -1348,7 +1348,7 @@ impl Plan {
             // rejections. The rows are written from `work`, so only the
             // verdicts of this copy matter.
             let mut copy = request.intents.clone();
-            fold_request(
+            if let Some(refusal) = fold_request(
                 folds,
                 &request.stream,
                 position,
@@ -1356,7 +1356,16 @@ impl Plan {
                 &request.sender(self.time_ms),
                 || Ok(None),
                 |after| Ok(replay.after(id, after)),
-            )?;
+            )? {
+                // Not decided: nothing of this request is written.
+                self.slots.push(
+                    undecided(&request.intents, &refusal)
+                        .into_iter()
+                        .map(Slot::Known)
+                        .collect(),
+                );
+                return Ok(());
+            }
             folded = copy;
             &folded
         } else {

@@ -16,7 +16,7 @@ use crate::fold::{Folds, Replayed, SnapshotPolicy};
 use crate::metrics::Metrics;
 use crate::store::CommitMode;
 use crate::store::{
-    appended_resend, fold_request, state_json, AppendListener, AppendRequest, Outcome,
+    appended_resend, fold_request, state_json, undecided, AppendListener, AppendRequest, Outcome,
     ProposedIntent, Sender, StoredSnapshot, StreamStateJson,
 };
 
@@ -510,7 +510,7 @@ fn apply(
         last_decided: start_last,
         head: Offset(start_head),
     };
-    fold_request(
+    if let Some(refusal) = fold_request(
         folds,
         &stream,
         start,
@@ -518,7 +518,9 @@ fn apply(
         &sender,
         || latest_snapshot(tx, stream_id),
         |after| replay(tx, stream_id, after),
-    )?;
+    )? {
+        return Ok(undecided(&intents, &refusal));
+    }
     let mut position = start;
     let steps = decide_batch(&mut position, intents.iter().map(ProposedIntent::offer));
     let mut outcomes = Vec::with_capacity(steps.len());

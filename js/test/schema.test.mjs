@@ -9,6 +9,9 @@ import './wasm-node.mjs';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createLogsyncStore, createSyncStore } from 'logsync';
 import { serverForFile, skip, until } from './real-server.mjs';
 
@@ -241,6 +244,35 @@ test('an action queued offline past its ttl is withdrawn (EXPIRED) and never app
   assert.deepEqual(fates.sort(), [['confirmed', 'fresh', undefined], ['rejected', 'stale', 'EXPIRED']], 'onIntent: the expired one is not taken for confirmed');
   assert.deepEqual((await events(stream)).map((e) => e.payload.text), ['fresh'], 'the expired one never appended');
   assert.equal(store.status.pending, 0);
+});
+
+test('an action the server refuses as older than its module takes: SCHEMA_TOO_OLD, rolled back, status.outdated', { skip }, async (t) => {
+  // The module at version 3 takes actions of version 2 and later.
+  const dir = mkdtempSync(join(tmpdir(), 'logsync-schema-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const module = join(dir, 'items.js');
+  writeFileSync(module, `export const initialState = { items: [] };
+export const schemaVersion = 3;
+export const minSchemaVersion = 2;
+export function upcast(action) { return action; }
+export default function items(state, action) {
+  return action.type === 'add' ? { items: [...state.items, action.title] } : state;
+}
+`);
+  const server = await files.start({ args: ['--reducer', `old/*=${module}`] });
+  const stream = `old/${randomUUID()}`;
+  const store = await createSyncStore({ ...v1, url: `ws://127.0.0.1:${server.port}/v1/ws`, stream, dbName: `old-${randomUUID()}` });
+  t.after(() => store.close());
+  const rejected = [];
+  store.onRejected((r) => rejected.push([r.code, r.action.text]));
+  assert.equal(store.status.outdated, false);
+  store.dispatch({ type: 'add', text: 'too old' });
+  await store.synced();
+  assert.deepEqual(rejected, [['SCHEMA_TOO_OLD', 'too old']]);
+  assert.deepEqual(store.getState(), { items: [] }, 'rolled back');
+  assert.equal(store.status.outdated, true);
+  assert.equal(store.status.lastError?.code, 'SCHEMA_TOO_OLD');
+  assert.equal(store.status.online, true, 'it still syncs: only its own actions are refused');
 });
 
 // Every value of one object store of database `name` (fake-indexeddb).

@@ -10,7 +10,9 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-export const SERVER_BIN = process.env.LOGSYNC_SERVER_BIN ?? join(ROOT, 'target', 'release', 'logsync-server');
+// Where cargo puts binaries: CARGO_TARGET_DIR when set (as scripts/test-js.sh's builds do).
+export const TARGET_DIR = process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(ROOT, 'target');
+export const SERVER_BIN = process.env.LOGSYNC_SERVER_BIN ?? join(TARGET_DIR, 'release', 'logsync-server');
 export const APP_DIST = process.env.LOGSYNC_APP_DIST ?? join(ROOT, 'examples', 'todo-react', 'dist');
 export const ELM_APP_DIST = process.env.LOGSYNC_ELM_APP_DIST ?? join(ROOT, 'examples', 'todo-elm', 'dist');
 const HARNESS = join(ROOT, 'tests', 'harness', 'server-control.mjs');

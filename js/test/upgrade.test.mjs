@@ -94,6 +94,7 @@ test('version 1 → 2 (text → title): queued offline work is upcast and append
   const stale = await createSyncStore({ url: url(), stream, reducer: v1.todosReducer, initialState: v1.initialState, dbName: `stale-${randomUUID()}`, ...fast });
   t.after(() => stale.close());
   await until('the old tab outdated', () => stale.status.lastError?.code === 'SCHEMA_TOO_NEW');
+  assert.equal(stale.status.outdated, true);
   assert.equal(stale.status.offset, 3, 'it applied nothing of version 2');
   assert.deepEqual(stale.getState().todos.map((x) => x.text), ['oat milk', 'eggs']);
   assert.equal(stale.status.online, false);

@@ -695,6 +695,25 @@ impl<R: Reducer> SyncClient<R> {
                 if self.stale_events {
                     return Ok(out);
                 }
+                // An event of a newer app: the events before it are
+                // applied, it and the rest are not (this reducer would
+                // misread them); the client is outdated from there.
+                let supported = self.replica.reducer().schema_version();
+                let newer = events.iter().position(|e| e.schema > supported).map(|i| {
+                    let e = &events[i];
+                    let message = CoreError::SchemaTooNew {
+                        what: alloc::format!(
+                            "the event at offset {} of stream {}",
+                            e.offset.0,
+                            stream
+                        ),
+                        got: e.schema,
+                        supported,
+                    }
+                    .to_string();
+                    events.truncate(i);
+                    message
+                });
                 // A checkpoint inside the batch: fold up to it, compare,
                 // and go on only when the folds agree.
                 let at = self
@@ -739,6 +758,11 @@ impl<R: Reducer> SyncClient<R> {
                 if new_head != self.head {
                     self.head = new_head;
                     out.push(Effect::HeadChanged(new_head));
+                }
+                if let Some(message) = newer {
+                    self.outdated = true;
+                    self.disconnected();
+                    out.push(Effect::Outdated { message });
                 }
             }
             ServerMsg::Ack {
@@ -1466,8 +1490,9 @@ mod tests {
     }
 
     /// An event of a newer schema version than the reducer's is not
-    /// applied: the client is outdated (the adapter closes, does not
-    /// reconnect, keeps the outbox), and nothing of the batch moved.
+    /// applied, nor anything after it: the client is outdated (the adapter
+    /// closes, does not reconnect, keeps the outbox); the events before it
+    /// in the batch are applied and stored.
     #[test]
     fn an_event_of_a_newer_schema_makes_the_client_outdated() {
         let mut c = client(Some("e1"));
@@ -1490,16 +1515,18 @@ mod tests {
             events,
             head,
         });
+        let fx = fx.unwrap();
+        assert_eq!(persisted(&fx), vec![3], "the event before the newer one");
         assert!(
-            matches!(&fx.as_deref(), Ok([Effect::Outdated { message }]) if message.contains("schema version 2")),
+            matches!(fx.last(), Some(Effect::Outdated { message }) if message.contains("schema version 2")),
             "{fx:?}"
         );
         assert!(c.outdated());
         assert_eq!(c.phase(), Phase::Offline);
         assert_eq!(
             c.replica().offset(),
-            Offset(2),
-            "nothing of the batch applied"
+            Offset(3),
+            "nothing from the newer one on"
         );
         assert_eq!(c.replica().pending().len(), 1, "the outbox stays");
     }

@@ -46,10 +46,10 @@ export async function startServer({ staticDir = APP_DIST, args = [], env = {}, s
     exited.then((code) => { clearTimeout(timer); rej(new Error(`the harness exited (${code})\n${log}`)); });
   });
 
-  const call = async (path, body) => {
+  const call = async (path, request) => {
     const r = await fetch(`${control}${path}`, {
       method: path === '/info' ? 'GET' : 'POST',
-      ...(body ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),
+      ...(request ? { body: JSON.stringify(request), headers: { 'content-type': 'application/json' } } : {}),
     });
     const body = await r.json();
     if (!r.ok) throw new Error(`harness ${path}: ${JSON.stringify(body)}\n${log}`);

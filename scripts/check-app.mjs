@@ -19,7 +19,7 @@ if (!APPS[app]) {
   process.exit(2);
 }
 const { name, mount } = APPS[app];
-const fixture = (name) => readFileSync(new URL(`../sync-core/fixtures/protocol-v4/${name}.bin`, import.meta.url));
+const fixture = (name) => readFileSync(new URL(`../sync-core/fixtures/protocol-v5/${name}.bin`, import.meta.url));
 const fail = (msg) => {
   console.error(`check failed: ${msg}`);
   process.exit(1);

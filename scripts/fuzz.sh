@@ -22,14 +22,14 @@ for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   # Seed the corpus with the golden protocol fixtures.
   case "$t" in
-    decode_client) cp "$ROOT"/sync-core/fixtures/protocol-v4/client-*.bin "corpus/$t/" ;;
-    decode_server|client_driver) cp "$ROOT"/sync-core/fixtures/protocol-v4/server-*.bin "corpus/$t/" ;;
+    decode_client) cp "$ROOT"/sync-core/fixtures/protocol-v5/client-*.bin "corpus/$t/" ;;
+    decode_server|client_driver) cp "$ROOT"/sync-core/fixtures/protocol-v5/server-*.bin "corpus/$t/" ;;
     server_session)
       # A setting byte (0: open server, 1: auth with a valid token), then
       # Hello and one golden client frame, each behind its length byte.
-      hello="$ROOT/sync-core/fixtures/protocol-v4/client-hello.bin"
+      hello="$ROOT/sync-core/fixtures/protocol-v5/client-hello.bin"
       for setting in 0 1; do
-        for f in "$ROOT"/sync-core/fixtures/protocol-v4/client-*.bin; do
+        for f in "$ROOT"/sync-core/fixtures/protocol-v5/client-*.bin; do
           { byte "$setting"; byte "$(stat -c %s "$hello")"; cat "$hello"
             byte "$(stat -c %s "$f")"; cat "$f"; } > "corpus/$t/seed-$setting-$(basename "$f" .bin)"
         done

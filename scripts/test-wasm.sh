@@ -41,6 +41,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Where cargo puts the binaries (CARGO_TARGET_DIR when set).
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
 step "build logsync-server and the seats example's logsync-seats-server"
 cargo build -p server-stub --bin logsync-server -p seats-server --bin logsync-seats-server --locked
 
@@ -78,7 +81,7 @@ stop_harness() {
 
 step "start the server-control harness"
 export TMPDIR="$SCRATCH"
-start_harness "$ROOT/target/debug/logsync-server" --max-payload-bytes 1024
+start_harness "$TARGET_DIR/debug/logsync-server" --max-payload-bytes 1024
 
 step "browser tests (wasm-pack test --headless --chrome)"
 export CHROMEDRIVER=/usr/bin/chromedriver
@@ -120,7 +123,7 @@ browser_tests sync-wasm --features test-hooks ${WASM_TEST_ARGS:-}
 # own server binary, both folding with the one reducer crate.
 stop_harness
 step "seats example: browser tests against logsync-seats-server"
-start_harness "$ROOT/target/debug/logsync-seats-server"
+start_harness "$TARGET_DIR/debug/logsync-seats-server"
 browser_tests examples/seats-rust/web
 
 step "sync-wasm and the seats example: all tests passed"

@@ -277,6 +277,7 @@ async fn measure(url: &str, writers: usize, args: &Args) -> Result<Run, String> 
                         seen: sync_core::Offset::ZERO,
                         seq: Seq::new(seq).map_err(|e| e.to_string())?,
                         payload,
+                        schema: 1,
                     }],
                 };
                 ws.send(Message::Binary(push.encode().into()))

@@ -482,6 +482,7 @@ fn push_frame(w: usize, k: u64, n: u64, t_us: u64, len: usize) -> Result<Message
                 seen: sync_core::Offset::ZERO,
                 seq: Seq::new(k + 1).map_err(|e| e.to_string())?,
                 payload: payload(w, k, t_us, len),
+                schema: 1,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;

@@ -131,6 +131,7 @@ pub async fn fill(
                         seen: sync_core::Offset::ZERO,
                         seq: Seq::new(s).map_err(|e| e.to_string())?,
                         payload: payload(s),
+                        schema: 1,
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?;

@@ -201,6 +201,7 @@ function statusValue(s) {
     lastError: s.lastError == null ? null : { code: s.lastError.code, message: s.lastError.message },
     clientId: s.clientId ?? null,
     needsToken: s.needsToken === true,
+    outdated: s.outdated === true,
   };
 }
 

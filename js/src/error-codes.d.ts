@@ -77,7 +77,15 @@ export type ErrorCode =
   /** The events asked for were compacted away: the stream starts from its snapshot (`GET /v1/streams/{s}/snapshot`), and the message names the oldest event kept. */
   | 'COMPACTED'
   /** This client's fold of the log differs from the server's at the same offset (their state hashes differ): the reducer is not deterministic, or not the server's. The client takes the server's snapshot in place of its confirmed state and re-applies its pending intents on it; the message names the offset. */
-  | 'DIVERGED';
+  | 'DIVERGED'
+  /** An intent was made under a schema version older than the oldest the server's reducer still upcasts (its `minSchemaVersion`): it is refused, for good. The app is older than the server supports and must be reloaded. */
+  | 'SCHEMA_TOO_OLD'
+  /** Something was made under a schema version newer than this side's reducer knows: a server refuses such an intent without deciding it (a newer node may take it), and a client stops applying such events, keeping its outbox, until the app is reloaded. */
+  | 'SCHEMA_TOO_NEW'
+  /** A queued intent outlived the time-to-live of its action type: it was withdrawn instead of being sent late. */
+  | 'EXPIRED'
+  /** An online-only action was dispatched while the store was offline: nothing was queued. */
+  | 'OFFLINE';
 
 /** Every code, in a fixed order (equal to the wasm module's `errorCodes()`). */
 export declare const ERROR_CODES: readonly ErrorCode[];

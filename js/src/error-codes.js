@@ -40,4 +40,8 @@ export const ERROR_CODES = Object.freeze([
   'SEQ_REUSED',
   'COMPACTED',
   'DIVERGED',
+  'SCHEMA_TOO_OLD',
+  'SCHEMA_TOO_NEW',
+  'EXPIRED',
+  'OFFLINE',
 ]);

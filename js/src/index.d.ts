@@ -28,6 +28,8 @@ export interface Meta {
   readonly time: number;
   /** The confirmed offset the dispatching device had when it dispatched (what its user had seen). */
   readonly seen: number;
+  /** The schema version the action was made under, before any `upcast` (1 for actions of apps without `schemaVersion`). */
+  readonly schema: number;
 }
 
 export type Reducer<S, A extends Action = Action> = (state: S | undefined, action: A, meta: Meta) => S;
@@ -67,6 +69,18 @@ export interface StoreOptions<S, A extends Action = Action> {
   filter?: (action: A) => boolean;
   /** The Redux DevTools extension bridge: on when the page has the extension (default `true`), `false` off, or `{ name, extension }` (an object with the extension's `connect` API). */
   devtools?: boolean | DevtoolsOptions;
+  /** The schema version of this app's actions and states: 1 (the default) until their shape changes, then one more per change. Every action carries the version it was made under (see the README's "App upgrades"). */
+  schemaVersion?: number;
+  /** The oldest version `upcast` takes: 1 (every older one) with `upcast`, `schemaVersion` without. Older events are skipped, like ones the reducer refuses. */
+  minSchemaVersion?: number;
+  /** An action made under the older version `fromVersion` as an action of `schemaVersion`; pure and deterministic, like the reducer (events and actions queued by an older version of the app go through it before the reducer). */
+  upcast?: (action: any, fromVersion: number) => A;
+  /** A stored state made under the older version `fromVersion` as a state of `schemaVersion`. Without it, such a state is dropped and rebuilt from the server's events. */
+  migrate?: (state: any, fromVersion: number) => S;
+  /** Action types that make sense only live (e.g. `'checkout/buy'`): dispatching one while `status.online` is false throws a `LogsyncError` with code `OFFLINE`, and nothing is queued. */
+  onlineOnly?: readonly string[];
+  /** Time-to-live per action type, in ms after dispatch (e.g. `{ 'cart/add': 86_400_000 }`): an action of that type still queued when it runs out is withdrawn, never applied, and reported to `onRejected` with code `EXPIRED`. */
+  ttl?: { readonly [type: string]: number };
 }
 
 /** Options of the Redux DevTools bridge. */
@@ -111,6 +125,8 @@ export interface Status {
   readonly clientId: string;
   /** The server refused the token (`UNAUTHORIZED`) or what it allows (`FORBIDDEN`): the store keeps its actions but does not reconnect until `setToken()` (or `reconnect()`). */
   readonly needsToken: boolean;
+  /** This app is older than the data: the store met an event or state made by a newer version of the app (`lastError.code` `SCHEMA_TOO_NEW`: it stopped syncing, keeps its queued actions, and does not reconnect), or the server refused an action as made by a version it no longer takes (`SCHEMA_TOO_OLD`). Ask the user to reload the page. */
+  readonly outdated: boolean;
   /** The stored state is in (`store.ready` resolved). Before that `offset`, `head` are 0, `clientId` is `""` and `pending` counts this session's dispatches. */
   readonly hydrated: boolean;
   /** Events the server has that this client has not applied yet: `head - offset`. With `offset` and `head`, a catch-up progress bar. */
@@ -140,6 +156,8 @@ export interface PendingAction<A extends Action = Action> {
   readonly seq: number | null;
   /** The action, as it travels (JSON). */
   readonly action: A;
+  /** Its `ttl` ran out before it was sent: it is out of the state and waits for the server to record its withdrawal (then `onRejected` with `EXPIRED`). */
+  readonly expired?: true;
 }
 
 /** What became of one of this tab's actions (`store.onIntent`). */

@@ -98,8 +98,8 @@ function subjectOf(token) {
 
 // The meta of an action dispatched now on a device whose confirmed state
 // is at `seen`: pending, so no offset or seq yet (see README, "meta").
-function pendingMeta(clientId, subject, seen) {
-  return { offset: null, clientId, subject, seq: null, time: Date.now(), seen };
+function pendingMeta(clientId, subject, seen, schema) {
+  return { offset: null, clientId, subject, seq: null, time: Date.now(), seen, schema };
 }
 
 // The same, noting in `metaRead` whether the reducer reads it: if it does,
@@ -112,6 +112,7 @@ let mClient = null;
 let mSubject = null;
 let mTime = 0;
 let mSeen = 0;
+let mSchema = 1;
 const WATCHED = Object.freeze({
   get offset() { metaRead = true; return null; },
   get clientId() { metaRead = true; return mClient; },
@@ -119,9 +120,11 @@ const WATCHED = Object.freeze({
   get seq() { metaRead = true; return null; },
   get time() { metaRead = true; return mTime; },
   get seen() { metaRead = true; return mSeen; },
+  get schema() { return mSchema; }, // the same once confirmed
 });
-function watchedMeta(clientId, subject, time, seen) {
+function watchedMeta(clientId, subject, time, seen, schema) {
   metaRead = false;
+  mSchema = schema;
   mClient = clientId;
   mSubject = subject;
   mTime = time;
@@ -199,7 +202,10 @@ function checkOptions(options) {
   for (const [name, value] of [['connect', connect], ['replicate', replicate]]) {
     if (value !== undefined && typeof value !== 'boolean') throw bad(`options.${name} must be true or false, got ${describe(value)}`);
   }
-  const { filter, devtools = true } = options;
+  const { filter, devtools = true, onlineOnly = [], ttl = {} } = options;
+  if (!Array.isArray(onlineOnly) || typeof ttl !== 'object') {
+    throw bad('options.onlineOnly must be an array of action types and options.ttl an object { type: ms }');
+  }
   if (filter !== undefined && typeof filter !== 'function') {
     throw bad(`options.filter must be a function (action) => boolean (true: synced, false: kept local), got ${describe(filter)}`);
   }
@@ -214,7 +220,9 @@ function checkOptions(options) {
       throw bad('options.initialState is missing and reducer(undefined, { type: "@@logsync/INIT" }) returned undefined; pass initialState or give the reducer a default state');
     }
   }
-  const low = { url, stream, dbName };
+  const { schemaVersion = 1, minSchemaVersion, upcast, migrate } = options;
+  if (![upcast, migrate].every((f) => f === undefined || typeof f === 'function')) throw bad('options.upcast and options.migrate must be functions');
+  const low = { url, stream, dbName, schemaVersion, minSchemaVersion, upcast, migrate };
   if (token != null) low.token = token;
   if (snapshotEvery !== undefined) low.snapshotEvery = snapshotEvery;
   if (connect !== undefined) low.connect = connect;
@@ -222,8 +230,11 @@ function checkOptions(options) {
   if (heartbeatMs !== undefined) low.heartbeatMs = heartbeatMs;
   if (backoffMinMs !== undefined) low.backoffMinMs = backoffMinMs;
   if (backoffMaxMs !== undefined) low.backoffMaxMs = backoffMaxMs;
-  return { low, reducer, initialState, filter, devtools };
+  return { low, reducer, initialState, filter, devtools, onlineOnly: new Set(onlineOnly), ttl: new Map(Object.entries(ttl)) };
 }
+
+// An online-only action dispatched while the store is not live.
+const offline = (type) => new LogsyncError('OFFLINE', `"${type}" is online-only and the store is not connected; nothing was queued`);
 
 const $$observable = (typeof Symbol === 'function' && Symbol.observable) || '@@observable';
 
@@ -249,8 +260,8 @@ function errorText(err) {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }
 
-function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}, switched = () => {}) {
-  const { stream } = low;
+function wrapStore(first, low, firstReducer, initialState, dispatched, switched, onlineOnly, ttl) {
+  const { stream, schemaVersion } = low;
   let inner = first;
   let dbName = dbNameFor(low.dbName, low.token ?? null);
   let subject = subjectOf(low.token ?? null);
@@ -365,6 +376,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
   const dispatch = (action) => {
     ensureOpen('dispatch');
     checkAction(action);
+    if (onlineOnly.has(action.type) && !inner.status().online) throw offline(action.type);
     if (switching !== null) {
       throw new LogsyncError('INVALID_REQUEST', 'store.dispatch() was called while the store switches to another user\'s replica; await store.setToken(token) first');
     }
@@ -396,7 +408,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
     const base = burst !== null ? latest : inner.getState();
     const time = Date.now();
     const at = seen;
-    const meta = watchedMeta(clientId, subject, time, at);
+    const meta = watchedMeta(clientId, subject, time, at, schemaVersion);
     let next;
     reducing = true;
     try {
@@ -413,7 +425,8 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
       burst = { base, items: [] };
       queueMicrotask(flush);
     }
-    burst.items.push(text, parsed, next, time, at, metaRead);
+    const ms = ttl.get(action.type);
+    burst.items.push(text, parsed, next, time, at, metaRead, ms ? time + ms : 0);
     latest = next;
     dispatched(text, parsed);
     notify();
@@ -554,7 +567,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched = () => {}
     subscribe,
     replaceReducer,
     busy: () => reducing, // the reducer runs (in a dispatch)
-    pendingMeta: () => pendingMeta(clientId, subject, seen), // what a dispatch now is folded with
+    pendingMeta: () => pendingMeta(clientId, subject, seen, schemaVersion), // what a dispatch now is folded with
     // Not flushed here: status may be read while a view renders, and a
     // flush tells status listeners. A burst shows in `pending` a
     // microtask after its first dispatch.
@@ -625,7 +638,7 @@ function fanOutSet(set, value) {
 // recorded once in the outbox. From then on every call goes to the
 // wasm-backed store (`wrapStore`), with three layers on top: actions kept
 // local by `filter`, the intent lifecycle, the DevTools bridge.
-function hydratingStore({ low, reducer: firstReducer, initialState, filter, devtools }, quiet) {
+function hydratingStore({ low, reducer: firstReducer, initialState, filter, devtools, onlineOnly, ttl }, quiet) {
   const { stream } = low;
   let reducer = firstReducer;
   let wrapped = null; // the wasm-backed store, once hydrated
@@ -674,7 +687,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   // again with the store's own values when it opens).
   const metaNow = () => (wrapped !== null
     ? wrapped.pendingMeta()
-    : pendingMeta(null, subjectOf(tokenNow), 0));
+    : pendingMeta(null, subjectOf(tokenNow), 0, low.schemaVersion));
   const reduce = (base, action, meta) => {
     let next;
     reducing = true;
@@ -722,7 +735,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   const baseStatus = () => {
     if (wrapped !== null) return wrapped.status;
     if (preStatus === null || preStatus.pending !== queue.length || preStatus.lastError !== failedInfo) {
-      preStatus = Object.freeze({ online: false, offset: 0, head: 0, pending: queue.length, writing: queue.length, lastError: failedInfo, clientId: '', needsToken: false });
+      preStatus = Object.freeze({ online: false, offset: 0, head: 0, pending: queue.length, writing: queue.length, lastError: failedInfo, clientId: '', needsToken: false, outdated: false });
     }
     return preStatus;
   };
@@ -860,6 +873,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       wrapped.dispatch(action);
       return action;
     }
+    if (onlineOnly.has(action.type)) throw offline(action.type);
     // Before hydration: applied here and queued.
     let text;
     try {
@@ -934,7 +948,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     const opening = reducer;
     // Closed meanwhile: opened only to record the queued actions, offline.
     const inner = await openInner(closed ? { ...low, connect: false } : low, opening, initialState);
-    const store = wrapStore(inner, low, opening, initialState, onDispatched, onSwitched);
+    const store = wrapStore(inner, low, opening, initialState, onDispatched, onSwitched, onlineOnly, ttl);
     if (closed) {
       // close() came first: record the queued actions (it waits for that)
       // and tell no one anything more.

@@ -296,19 +296,19 @@ test('wasm dispatchFolded: states taken as given on the same base, folded again 
   const base = inner.getState();
   const s1 = ['a'];
   const s2 = ['a', 'b'];
-  const refolded = inner.dispatchFolded(base, ['{"type":"add","id":"a"}', { type: 'add', id: 'a' }, s1, 1000, 0, false, '{"type":"add","id":"b"}', { type: 'add', id: 'b' }, s2, 1001, 0, false]);
+  const refolded = inner.dispatchFolded(base, ['{"type":"add","id":"a"}', { type: 'add', id: 'a' }, s1, 1000, 0, false, 0, '{"type":"add","id":"b"}', { type: 'add', id: 'b' }, s2, 1001, 0, false, 0]);
   assert.equal(refolded, false);
   assert.equal(inner.getState(), s2, 'the given state object is the state');
   assert.equal(notified, 0, 'the caller has notified already');
 
   // A base that is not the state any more (here: a stale one): folded again.
-  const stale = inner.dispatchFolded(base, ['{"type":"add","id":"c"}', { type: 'add', id: 'c' }, ['c'], 1002, 0, false]);
+  const stale = inner.dispatchFolded(base, ['{"type":"add","id":"c"}', { type: 'add', id: 'c' }, ['c'], 1002, 0, false, 0]);
   assert.equal(stale, true);
   assert.deepEqual(inner.getState(), ['a', 'b', 'c']);
   assert.equal(notified, 1);
   assert.throws(() => inner.dispatchFolded(base, ['x']), (err) => err.code === 'INVALID_REQUEST');
-  assert.throws(() => inner.dispatchFolded(base, ['{"type":"add","id":"d"}', { type: 'add', id: 'd' }, ['d'], 'soon', 0, false]), (err) => err.code === 'INVALID_REQUEST');
-  assert.throws(() => inner.dispatchFolded(inner.getState(), ['z'.repeat(2_000_000), {}, [], 0, 0, false]), (err) => err.code === 'PAYLOAD_TOO_LARGE');
+  assert.throws(() => inner.dispatchFolded(base, ['{"type":"add","id":"d"}', { type: 'add', id: 'd' }, ['d'], 'soon', 0, false, 0]), (err) => err.code === 'INVALID_REQUEST');
+  assert.throws(() => inner.dispatchFolded(inner.getState(), ['z'.repeat(2_000_000), {}, [], 0, 0, false, 0]), (err) => err.code === 'PAYLOAD_TOO_LARGE');
   assert.equal(inner.status().pending, 3);
 });
 

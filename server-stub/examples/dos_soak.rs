@@ -281,6 +281,7 @@ async fn main() {
                             seen: sync_core::Offset::ZERO,
                             seq: Seq::new(next).unwrap(),
                             payload: br#"{"note":"hello"}"#.to_vec(),
+                            schema: 1,
                         }],
                     };
                     let started = Instant::now();

@@ -49,6 +49,7 @@ fn measure(module: &Path, payloads: &[Vec<u8>]) -> (f64, String) {
                 seq: sync_core::Seq::new(i as u64 + 1).ok(),
                 time_ms: 1_700_000_000_000 + i as u64,
                 seen: sync_core::Offset(i as u64),
+                schema: 1,
             };
             state.fold(p, &meta).unwrap();
         }

@@ -242,6 +242,7 @@ async fn writer(
                 seen: sync_core::Offset::ZERO,
                 seq: Seq::new(seq).map_err(|e| e.to_string())?,
                 payload: payload(node, micros, size),
+                schema: 1,
             }],
         };
         send(&mut ws, &push).await?;

@@ -90,7 +90,8 @@ pub struct Cli {
     /// the ES module FILE (its `default` export, else `reducer`, else the one named after `#`), at
     /// the ordering point: an intent the reducer throws on is rejected, never appended.
     /// Repeatable; the first matching rule wins. In LOGSYNC_REDUCERS, rules are separated by ';'.
-    /// SQLite store only.
+    /// The module's `schemaVersion`, `minSchemaVersion`, `upcast` and `migrate` exports say how it
+    /// takes actions and states of older versions of the app (README: Schema versions).
     #[arg(
         long = "reducer",
         env = "LOGSYNC_REDUCERS",

@@ -37,6 +37,12 @@ pub enum Error {
     /// evaluations); retry shortly.
     #[error("{0}")]
     Overloaded(String),
+    /// A stream cannot be folded by this node's reducer because of schema
+    /// versions: its log holds events of a newer version
+    /// (`SCHEMA_TOO_NEW`), or its snapshot is of an older version the
+    /// reducer neither migrates nor can rebuild (`SCHEMA_TOO_OLD`).
+    #[error("{1}")]
+    Schema(ErrorCode, String),
     /// Binding, accepting or serving failed.
     #[error("I/O failed: {0}")]
     Io(#[from] std::io::Error),
@@ -53,6 +59,7 @@ impl Error {
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::Compacted(_) => ErrorCode::Compacted,
             Error::Overloaded(_) => ErrorCode::RateLimited,
+            Error::Schema(code, _) => *code,
             Error::Io(_) => ErrorCode::Internal,
         }
     }
@@ -74,7 +81,8 @@ impl Error {
             | Error::Reducer(_)
             | Error::NotFound(_)
             | Error::Compacted(_)
-            | Error::Overloaded(_) => self.to_string(),
+            | Error::Overloaded(_)
+            | Error::Schema(..) => self.to_string(),
         };
         (self.code(), message)
     }
@@ -85,6 +93,7 @@ impl From<crate::fold::Refusal> for Error {
         match r.code {
             ErrorCode::Storage => Error::Storage(r.message),
             ErrorCode::NotFound => Error::NotFound(r.message),
+            ErrorCode::SchemaTooNew | ErrorCode::SchemaTooOld => Error::Schema(r.code, r.message),
             _ => Error::Reducer(r.message),
         }
     }

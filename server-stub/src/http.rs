@@ -270,6 +270,7 @@ pub(crate) async fn post_intent(
             seq,
             payload: intent.payload,
             seen: intent.seen,
+            schema: intent.schema,
         }],
     )
     .await;
@@ -301,6 +302,9 @@ pub(crate) async fn post_intent(
             &Outcome::seq_reused_message(seq, offset),
             &[("seq", seq.to_string()), ("offset", offset.to_string())],
         ),
+        Ok(Some(Outcome::Undecided { seq, code, message })) => {
+            error_response(code, &message, &[("seq", seq.to_string())])
+        }
         Ok(Some(Outcome::Gap { expected })) => error_response(
             ErrorCode::SeqGap,
             &format!("seq {seq} is beyond the next one; send seq {expected} first"),
@@ -544,9 +548,10 @@ pub(crate) async fn get_state(
 }
 
 /// `GET /v1/streams/{stream}/snapshot`: the stream's latest stored
-/// snapshot, `{"offset": N, "hash": "<16 hex digits>", "state": …}` (the
-/// state its reducer folded from the events through `offset`; `hash` is
-/// the protocol's `state_hash` of the state's JSON text); `404 NOT_FOUND`
+/// snapshot, `{"offset": N, "hash": "<16 hex digits>", "schema": V,
+/// "state": …}` (the state its reducer folded from the events through
+/// `offset`; `hash` is the protocol's `state_hash` of the state's JSON
+/// text; `schema` the schema version of the reducer that made it); `404 NOT_FOUND`
 /// while the stream has none. A reader whose events were compacted away
 /// (`410 COMPACTED`) starts here, then reads the events after `offset`.
 pub(crate) async fn get_snapshot(
@@ -554,13 +559,14 @@ pub(crate) async fn get_snapshot(
     StreamAccess { stream, .. }: StreamAccess<Read>,
 ) -> Response {
     match st.store.latest_snapshot(stream.clone()).await {
-        Ok(Some((offset, state))) => match std::str::from_utf8(&state) {
+        Ok(Some(snapshot)) => match std::str::from_utf8(&snapshot.state) {
             Ok(json) => json_response(
                 StatusCode::OK,
                 format!(
-                    r#"{{"offset":{},"hash":"{:016x}","state":{json}}}"#,
-                    offset.0,
-                    sync_core::protocol::state_hash(&state)
+                    r#"{{"offset":{},"hash":"{:016x}","schema":{},"state":{json}}}"#,
+                    snapshot.offset.0,
+                    sync_core::protocol::state_hash(&snapshot.state),
+                    snapshot.schema
                 ),
             ),
             Err(e) => store_failed(

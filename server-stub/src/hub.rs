@@ -37,7 +37,7 @@ use tokio::sync::watch;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::store::{AppendListener, LogStore, Page, ReadLimits};
+use crate::store::{AppendListener, LogStore, Page, ReadLimits, StoredSnapshot};
 
 /// Most bytes of events a subscriber that is behind takes into one frame
 /// (less when the frame limit is lower). Large enough that a frame carries
@@ -98,7 +98,7 @@ pub struct Feed {
     /// The stream's latest snapshot made on this node, `(offset, hash)`
     /// (see [`Subscription::checkpoint`]); its offset also in
     /// `checkpoint_at`, which subscribers read first.
-    checkpoint: Mutex<Option<(Offset, u64)>>,
+    checkpoint: Mutex<Option<(Offset, u64, u32)>>,
     checkpoint_at: std::sync::atomic::AtomicU64,
 }
 
@@ -164,23 +164,24 @@ impl Feed {
     }
 
     /// A snapshot of the stream at `offset` whose state hashes `hash` was
-    /// stored (before its events are pushed to the feed).
-    fn set_checkpoint(&self, offset: Offset, hash: u64) {
+    /// stored under schema version `schema` (before its events are
+    /// pushed to the feed).
+    fn set_checkpoint(&self, offset: Offset, hash: u64, schema: u32) {
         if let Ok(mut c) = self.checkpoint.lock() {
-            if c.is_none_or(|(o, _)| o < offset) {
-                *c = Some((offset, hash));
+            if c.is_none_or(|(o, _, _)| o < offset) {
+                *c = Some((offset, hash, schema));
                 self.checkpoint_at.store(offset.0, Relaxed);
             }
         }
     }
 
     /// The latest checkpoint, when it is above `above`.
-    fn checkpoint_above(&self, above: Offset) -> Option<(Offset, u64)> {
+    fn checkpoint_above(&self, above: Offset) -> Option<(Offset, u64, u32)> {
         if self.checkpoint_at.load(Relaxed) <= above.0 {
             return None;
         }
         let c = *self.checkpoint.lock().ok()?;
-        c.filter(|(o, _)| *o > above)
+        c.filter(|(o, _, _)| *o > above)
     }
 
     /// The highest offset known to be durable.
@@ -426,9 +427,9 @@ fn make_batch(stream: &StreamName, events: &[Event], encoded: &[Vec<u8>]) -> Bat
 }
 
 impl AppendListener for Hub {
-    fn checkpoint(&self, stream: &StreamName, offset: Offset, hash: u64) {
+    fn checkpoint(&self, stream: &StreamName, offset: Offset, hash: u64, schema: u32) {
         if let Some((feed, _)) = self.existing(stream) {
-            feed.set_checkpoint(offset, hash);
+            feed.set_checkpoint(offset, hash, schema);
         }
     }
 
@@ -614,7 +615,7 @@ impl Subscription {
     /// chunk's events (the client compares its own fold there, see
     /// [`sync_core::ServerMsg::Checkpoint`]). Each checkpoint goes once.
     pub fn checkpoint(&mut self, chunk: &Chunk) -> Option<Bytes> {
-        let (offset, hash) = self.feed.checkpoint_above(self.checkpoint_sent)?;
+        let (offset, hash, schema) = self.feed.checkpoint_above(self.checkpoint_sent)?;
         let (first, last) = match chunk {
             Chunk::Live { batch, skip, more } => (
                 Offset(batch.first.0 + *skip as u64),
@@ -631,6 +632,7 @@ impl Subscription {
             stream: self.feed.stream().clone(),
             offset,
             hash,
+            schema,
         };
         Some(Bytes::from(msg.encode()))
     }
@@ -752,9 +754,7 @@ impl Subscription {
     async fn asked_snapshot(&mut self, after: Offset) -> Result<Option<Chunk>, Error> {
         let stream = self.feed.stream().clone();
         match self.store.latest_snapshot(stream).await? {
-            Some((offset, state)) if offset >= after => {
-                self.snapshot_parts(offset, state).map(Some)
-            }
+            Some(snapshot) if snapshot.offset >= after => self.snapshot_parts(snapshot).map(Some),
             _ => {
                 self.resume = None;
                 Ok(None)
@@ -773,23 +773,29 @@ impl Subscription {
                  start from its snapshot (GET /v1/streams/{{stream}}/snapshot)"
             )));
         }
-        let Some((offset, state)) = self.store.latest_snapshot(stream.clone()).await? else {
+        let Some(snapshot) = self.store.latest_snapshot(stream.clone()).await? else {
             return Err(Error::Storage(format!(
                 "the events of {stream} are compacted up to offset {compacted} but it has no snapshot"
             )));
         };
-        if offset < compacted {
+        if snapshot.offset < compacted {
             return Err(Error::Storage(format!(
-                "the events of {stream} are compacted up to offset {compacted}, past its snapshot at {offset}"
+                "the events of {stream} are compacted up to offset {compacted}, past its snapshot at {}",
+                snapshot.offset
             )));
         }
-        self.snapshot_parts(offset, state)
+        self.snapshot_parts(snapshot)
     }
 
-    /// `state`, the snapshot at `offset`, cut into `Snapshot` frames (from
-    /// where the client's copy was cut, when it is this one), and the
-    /// cursor after it: the first frame now, the others next.
-    fn snapshot_parts(&mut self, offset: Offset, state: Vec<u8>) -> Result<Chunk, Error> {
+    /// The stored `snapshot` cut into `Snapshot` frames (from where the
+    /// client's copy was cut, when it is this one), and the cursor after
+    /// it: the first frame now, the others next.
+    fn snapshot_parts(&mut self, snapshot: StoredSnapshot) -> Result<Chunk, Error> {
+        let StoredSnapshot {
+            offset,
+            state,
+            schema,
+        } = snapshot;
         let stream = self.feed.stream().clone();
         let hash = sync_core::protocol::state_hash(&state);
         let total = state.len() as u64;
@@ -813,6 +819,7 @@ impl Subscription {
                 total,
                 at: at as u64,
                 part: state[at..end].to_vec(),
+                schema,
             };
             self.parts.push_back(Bytes::from(msg.encode()));
             at = end;
@@ -845,6 +852,7 @@ mod tests {
         Event {
             subject: None,
             seen: sync_core::Offset::ZERO,
+            schema: 1,
             offset: Offset(o),
             client_id: ClientId([1; 16]),
             seq: Seq::new(o).expect("seq"),

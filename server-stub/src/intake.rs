@@ -78,18 +78,27 @@ pub fn push_request(
 ) -> AppendRequest {
     let intents = intents
         .into_iter()
-        .map(|PushIntent { seq, payload, seen }| {
-            let verdict = policy.check(&stream, &client_id, seq, &payload);
-            // The digest is taken from what the client sent, so a resend
-            // is checked against the intent holding its seq even when the
-            // policy refuses it now.
-            let mut intent = ProposedIntent::new(seq, payload, verdict).seen(seen);
-            // A refused payload is never stored: do not carry it further.
-            if let Verdict::Reject { .. } = intent.verdict {
-                intent.payload = Vec::new();
-            }
-            intent
-        })
+        .map(
+            |PushIntent {
+                 seq,
+                 payload,
+                 seen,
+                 schema,
+             }| {
+                let verdict = policy.check(&stream, &client_id, seq, &payload);
+                // The digest is taken from what the client sent, so a resend
+                // is checked against the intent holding its seq even when the
+                // policy refuses it now.
+                let mut intent = ProposedIntent::new(seq, payload, verdict)
+                    .seen(seen)
+                    .schema(schema);
+                // A refused payload is never stored: do not carry it further.
+                if let Verdict::Reject { .. } = intent.verdict {
+                    intent.payload = Vec::new();
+                }
+                intent
+            },
+        )
         .collect();
     AppendRequest {
         stream,
@@ -130,6 +139,7 @@ pub fn withdraw_request(
             // The intent itself is not sent: nothing to check a resend by.
             digest: None,
             seen: Offset::ZERO,
+            schema: 1,
         }],
     }
 }
@@ -162,6 +172,7 @@ pub fn refused_request(
                 // seq keeps its original answer.
                 digest: None,
                 seen: Offset::ZERO,
+                schema: 1,
             })
             .collect(),
     }

@@ -16,7 +16,10 @@ use crate::state::AppState;
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::FrameTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::SeqGap | ErrorCode::SeqReused => StatusCode::CONFLICT,
+        ErrorCode::SeqGap
+        | ErrorCode::SeqReused
+        | ErrorCode::SchemaTooNew
+        | ErrorCode::SchemaTooOld => StatusCode::CONFLICT,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden | ErrorCode::OriginForbidden => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,

@@ -101,6 +101,10 @@ pub fn decided(stream: &StreamName, client: &ClientId, outcomes: &[Outcome]) {
                 target: TARGET, stage = "decided", %stream, %client, %seq,
                 outcome = "seq_reused", %offset
             ),
+            Outcome::Undecided { seq, code, .. } => tracing::debug!(
+                target: TARGET, stage = "decided", %stream, %client, %seq,
+                outcome = "undecided", %code
+            ),
         }
     }
 }

@@ -350,7 +350,7 @@ fn answer(
                 again = false;
             }
             Err(Unfolded::Read(e)) => return Err(e),
-            Err(Unfolded::Reducer(r)) => return Err(r.into()),
+            Err(Unfolded::Reducer(r)) | Err(Unfolded::Undecided(r)) => return Err(r.into()),
         }
     };
     metrics.views_evaluated.fetch_add(1, Relaxed);

@@ -19,7 +19,7 @@
 //! past those bounds.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,8 +129,13 @@ pub(crate) async fn upgrade(
         })
 }
 
-/// What the writer sends.
+/// What the writer sends. Frames are version-5 bytes; the writer
+/// translates them for a client of an older version (see [`write_loop`]).
 enum Out {
+    /// A message, encoded by the writer in the client's version.
+    Msg(Box<ServerMsg>),
+    /// A frame encoded before (the hub's event frames, shared by every
+    /// subscriber).
     Frame {
         bytes: Bytes,
         /// Held while the frame waits; returns its bytes to the budget.
@@ -143,11 +148,8 @@ enum Out {
 }
 
 impl Out {
-    fn msg(msg: &ServerMsg) -> Out {
-        Out::Frame {
-            bytes: Bytes::from(msg.encode()),
-            event: None,
-        }
+    fn msg(msg: ServerMsg) -> Out {
+        Out::Msg(Box::new(msg))
     }
 }
 
@@ -234,6 +236,9 @@ struct Conn {
     subs: HashMap<StreamName, Sub>,
     /// The protocol version of the client's `Hello`.
     version: u32,
+    /// The same, for the writer: frames to a client of an older version
+    /// are translated to it at the one edge where they leave.
+    wire: Arc<AtomicU32>,
     /// Live view watches, by the client's id (finished ones are removed
     /// when the next watch starts).
     watches: HashMap<u32, Watch>,
@@ -270,7 +275,10 @@ pub(crate) async fn run<Si, St>(
     let (fatal, mut fatal_rx) = watch::channel(None);
     let fatal = FatalTx(fatal);
     let (pushes, pushes_rx) = mpsc::channel(PUSHES_IN_FLIGHT);
-    let writer = tokio::spawn(write_loop(sink, out_rx).in_current_span());
+    // The protocol version the writer encodes in: the client's, from its
+    // `Hello` on (set before the `Welcome` is queued).
+    let wire = Arc::new(AtomicU32::new(PROTOCOL_VERSION));
+    let writer = tokio::spawn(write_loop(sink, out_rx, wire.clone()).in_current_span());
     let acker = tokio::spawn(ack_loop(pushes_rx, out.clone(), fatal.clone()).in_current_span());
     let mut conn = Conn {
         budget: Arc::new(Semaphore::new(state.config.send_queue_bytes)),
@@ -289,6 +297,7 @@ pub(crate) async fn run<Si, St>(
         ),
         subs: HashMap::new(),
         version: PROTOCOL_VERSION,
+        wire,
         watches: HashMap::new(),
         watching: Arc::new(AtomicUsize::new(0)),
         peer,
@@ -408,7 +417,7 @@ pub(crate) async fn run<Si, St>(
         };
         let close = Out::Close(close_code(*code), close_reason(message));
         let sent = timeout(CLOSE_GRACE, async {
-            conn.out.send(Out::msg(&error)).await.is_ok() && conn.out.send(close).await.is_ok()
+            conn.out.send(Out::msg(error)).await.is_ok() && conn.out.send(close).await.is_ok()
         })
         .await;
         if matches!(sent, Ok(true)) {
@@ -434,8 +443,15 @@ pub(crate) async fn run<Si, St>(
 
 impl Conn {
     async fn on_frame(&mut self, bytes: &[u8]) -> Result<(), Fatal> {
-        let msg = ClientMsg::decode(bytes, self.state.config.max_frame_bytes)
-            .map_err(|e| (e.code(), e.to_string()))?;
+        // A client of an older version speaks it after its `Hello` (which
+        // every version encodes alike): its frames are read as the
+        // version-5 messages they mean.
+        let msg = if self.version < PROTOCOL_VERSION {
+            sync_core::legacy::decode_client(bytes, self.state.config.max_frame_bytes)
+        } else {
+            ClientMsg::decode(bytes, self.state.config.max_frame_bytes)
+        }
+        .map_err(|e| (e.code(), e.to_string()))?;
         let (client_id, msg) = match (&self.client_id, msg) {
             (
                 None,
@@ -471,6 +487,7 @@ impl Conn {
                 // answered in its own version (and never sent what it
                 // cannot read: those messages answer its requests).
                 self.version = version;
+                self.wire.store(version, Relaxed);
                 let welcome = ServerMsg::Welcome {
                     version,
                     server_id: self.state.config.server_id.clone(),
@@ -480,7 +497,7 @@ impl Conn {
                         self.state.config.max_payload_bytes,
                     ),
                 };
-                return self.send(&welcome).await;
+                return self.send(welcome).await;
             }
             (Some(_), ClientMsg::Hello { .. }) => {
                 return Err((
@@ -618,7 +635,7 @@ impl Conn {
                 self.submit(stream, request, None, tracing::Span::none())
                     .await
             }
-            ClientMsg::Ping { nonce } => self.send(&ServerMsg::Pong { nonce }).await,
+            ClientMsg::Ping { nonce } => self.send(ServerMsg::Pong { nonce }).await,
             // Handled above.
             ClientMsg::Hello { .. } => Err(internal()),
         }
@@ -683,7 +700,7 @@ impl Conn {
         )
     }
 
-    async fn send(&self, msg: &ServerMsg) -> Result<(), Fatal> {
+    async fn send(&self, msg: ServerMsg) -> Result<(), Fatal> {
         self.enqueue(&self.out, Out::msg(msg)).await
     }
 
@@ -822,7 +839,7 @@ impl Conn {
             Err(refused) => refused,
         };
         let (code, message) = refused;
-        self.send(&ServerMsg::ViewError { id, code, message }).await
+        self.send(ServerMsg::ViewError { id, code, message }).await
     }
 
     fn start_watch(
@@ -1131,10 +1148,10 @@ async fn watch_loop(
             // The watch's places (this connection's, the stream's) are
             // free before the client hears that it ended.
             places.free();
-            let _ = out.send(Out::msg(&msg)).await;
+            let _ = out.send(Out::msg(msg)).await;
             return;
         }
-        if out.send(Out::msg(&msg)).await.is_err() {
+        if out.send(Out::msg(msg)).await.is_err() {
             return;
         }
         next = match follower.next().await {
@@ -1223,8 +1240,16 @@ async fn ack_loop(mut pushes: mpsc::Receiver<PendingPush>, out: mpsc::Sender<Out
                             code: ErrorCode::SeqReused,
                             message: Outcome::seq_reused_message(seq, offset),
                         },
+                        // Not decided here (a schema version newer than
+                        // this node's reducer): the connection ends with
+                        // the reason, the client keeps its intents and
+                        // pushes them again after it reconnects.
+                        Outcome::Undecided { code, message, .. } => {
+                            fatal.raise((code, message));
+                            return;
+                        }
                     };
-                    if out.send(Out::msg(&msg)).await.is_err() {
+                    if out.send(Out::msg(msg)).await.is_err() {
                         return;
                     }
                 }
@@ -1238,7 +1263,11 @@ async fn ack_loop(mut pushes: mpsc::Receiver<PendingPush>, out: mpsc::Sender<Out
     }
 }
 
-async fn write_loop<Si>(mut sink: Si, mut queue: mpsc::Receiver<Out>)
+/// Writes the queued frames to `sink`, in the protocol version `wire`
+/// holds: every frame is made in version 5, and this is the one place
+/// where a client of an older version gets it translated
+/// ([`sync_core::legacy`]).
+async fn write_loop<Si>(mut sink: Si, mut queue: mpsc::Receiver<Out>, wire: Arc<AtomicU32>)
 where
     Si: Sink<Message> + Unpin,
 {
@@ -1250,11 +1279,32 @@ where
         let mut item = Some(first);
         let mut fed = 0;
         while let Some(next) = item.take() {
+            let legacy = wire.load(Relaxed) < PROTOCOL_VERSION;
             let fed_ok = match next {
+                Out::Msg(msg) => {
+                    let bytes = if legacy {
+                        sync_core::legacy::encode_server(*msg)
+                    } else {
+                        msg.encode()
+                    };
+                    sink.feed(Message::Binary(Bytes::from(bytes))).await.is_ok()
+                }
                 Out::Frame { bytes, event } => {
                     if event.as_ref().is_some_and(|e| e.stale.load(Relaxed)) {
                         true
                     } else {
+                        let bytes = if legacy {
+                            match sync_core::legacy::transcode_server(&bytes) {
+                                Ok(old) => Bytes::from(old),
+                                Err(e) => {
+                                    // The server's own frame: never expected.
+                                    tracing::error!(error = %e, "a frame could not be translated for an older client");
+                                    return;
+                                }
+                            }
+                        } else {
+                            bytes
+                        };
                         // The frame's bytes are in the socket buffer after
                         // this: its budget is returned.
                         sink.feed(Message::Binary(bytes)).await.is_ok()
@@ -1304,7 +1354,9 @@ pub fn close_code(code: ErrorCode) -> u16 {
         | ErrorCode::Unauthorized
         | ErrorCode::Forbidden
         | ErrorCode::OriginForbidden
-        | ErrorCode::RateLimited => 1008,
+        | ErrorCode::RateLimited
+        | ErrorCode::SchemaTooNew
+        | ErrorCode::SchemaTooOld => 1008,
         ErrorCode::Storage | ErrorCode::Internal => 1011,
         _ => 1002,
     }

@@ -177,11 +177,11 @@ async fn oversized_frame() {
 #[tokio::test]
 async fn wrong_protocol_version() {
     let (_d, s) = server().await;
-    // A Hello of version 5, with a layout this build does not know.
+    // A Hello of version 6, with a layout this build does not know.
     expect_error(
         &s,
         false,
-        vec![bin(&[0, 5, 0xff, 0xff])],
+        vec![bin(&[0, 6, 0xff, 0xff])],
         ErrorCode::ProtocolVersion,
         1002,
     )

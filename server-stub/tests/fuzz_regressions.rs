@@ -83,7 +83,7 @@ async fn kept_crashers() {
 #[tokio::test(start_paused = true)]
 async fn golden_frames_in_every_setting() {
     count_panics();
-    let golden = files("../sync-core/fixtures/protocol-v4");
+    let golden = files("../sync-core/fixtures/protocol-v5");
     let client: Vec<_> = golden
         .iter()
         .filter(|(n, _)| n.starts_with("client-"))
@@ -122,6 +122,7 @@ async fn the_harness_sees_permissions_and_answers() {
                     seen: sync_core::Offset::ZERO,
                     seq: sync_core::Seq::new(i).unwrap(),
                     payload: b"1".to_vec(),
+                    schema: 1,
                 })
                 .collect(),
         }
@@ -242,6 +243,7 @@ async fn the_harness_knows_readers_and_view_grantees() {
                 seen: Offset(0),
                 seq: sync_core::Seq::new(1).unwrap(),
                 payload: b"1".to_vec(),
+                schema: 1,
             }],
         }
         .encode()

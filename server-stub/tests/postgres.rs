@@ -233,6 +233,11 @@ async fn send(ws: &mut Ws, msg: &ClientMsg) -> bool {
 }
 
 async fn push(ws: &mut Ws, name: &str, intents: Vec<(u64, Vec<u8>)>) -> bool {
+    push_schema(ws, name, 1, intents).await
+}
+
+/// [`push`] of intents made under schema version `schema`.
+async fn push_schema(ws: &mut Ws, name: &str, schema: u32, intents: Vec<(u64, Vec<u8>)>) -> bool {
     let msg = ClientMsg::Push {
         stream: stream(name),
         intents: intents
@@ -241,6 +246,7 @@ async fn push(ws: &mut Ws, name: &str, intents: Vec<(u64, Vec<u8>)>) -> bool {
                 seen: sync_core::Offset::ZERO,
                 seq: seq(s),
                 payload,
+                schema,
             })
             .collect(),
     };
@@ -1160,6 +1166,151 @@ async fn a_view_watched_on_one_node_follows_the_other_nodes_commits() {
         serde_json::json!({"offset": 3, "result": ["1A", "3A"]})
     );
     drop((ann, watcher));
+    a.stop().await;
+    b.stop().await;
+    db.drop().await;
+}
+
+/// Version 1 of a notes module (notes with a `text`).
+const NOTES_V1: &str = r#"
+export const initialState = { notes: [] };
+export default function reducer(state, action) {
+  return { notes: [...state.notes, { text: action.text }] };
+}
+"#;
+
+/// Version 2 (notes with a `title`; version-1 actions upcast, version-1
+/// states migrated).
+const NOTES_V2: &str = r#"
+export const schemaVersion = 2;
+export const initialState = { notes: [] };
+export function upcast(action, from) { return { type: action.type, title: action.text }; }
+export function migrate(state, from) { return { notes: state.notes.map((n) => ({ title: n.text })) }; }
+export default function reducer(state, action) {
+  if (typeof action.title !== 'string') throw new Error('not a version-2 note');
+  return { notes: [...state.notes, { title: action.title }] };
+}
+"#;
+
+/// The error a node ends a connection with (after the pushes it answers).
+async fn closing_error(ws: &mut Ws) -> Option<ServerMsg> {
+    loop {
+        match next(ws).await {
+            Some(m @ ServerMsg::Error { .. }) => return Some(m),
+            Some(ServerMsg::Events { .. }) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// A rolling deploy on one database: node a still runs version 1 of the
+/// module, node b version 2. A version-2 intent is not decided on a (its
+/// seq stays free) and is appended on b; a version-1 intent on b is
+/// upcast; a then refuses pushes to the stream (SCHEMA_TOO_NEW) rather
+/// than fold an event it cannot read, until it runs version 2 and folds
+/// everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test-postgres.sh runs it"]
+async fn a_rolling_deploy_decides_each_schema_version_on_a_node_that_reads_it() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = dir.path().join("notes-v1.js");
+    let v2 = dir.path().join("notes-v2.js");
+    std::fs::write(&v1, NOTES_V1).unwrap();
+    std::fs::write(&v2, NOTES_V2).unwrap();
+    let rule = |m: &PathBuf| vec!["--reducer".to_string(), format!("notes/*={}", m.display())];
+    let a = Node::spawn_with(&db, dir.path(), "a", &rule(&v1)).await;
+    let b = Node::spawn_with(&db, dir.path(), "b", &rule(&v2)).await;
+    let name = "notes/n";
+    let note = |key: &str, text: &str| {
+        serde_json::json!({"type": "add", key: text})
+            .to_string()
+            .into_bytes()
+    };
+
+    // A version-2 intent on a: not decided, the connection ends.
+    let (mut c1, _) = open(&a.ws(), id(1)).await.unwrap();
+    assert!(push_schema(&mut c1, name, 2, vec![(1, note("title", "a"))]).await);
+    let error = closing_error(&mut c1).await;
+    assert!(
+        matches!(
+            &error,
+            Some(ServerMsg::Error {
+                code: ErrorCode::SchemaTooNew,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    assert!(read_log(&a, "notes%2Fn").await.is_empty());
+    // The same seq on b: appended.
+    let (mut c1, _) = open(&b.ws(), id(1)).await.unwrap();
+    assert!(push_schema(&mut c1, name, 2, vec![(1, note("title", "a"))]).await);
+    let answer = decision(&mut c1).await;
+    assert!(
+        matches!(
+            answer,
+            ServerMsg::Ack {
+                offset: Offset(1),
+                duplicate: false,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    // A queued version-1 intent on b: upcast.
+    let (mut c2, _) = open(&b.ws(), id(2)).await.unwrap();
+    assert!(push_schema(&mut c2, name, 1, vec![(1, note("text", "x"))]).await);
+    assert!(matches!(
+        decision(&mut c2).await,
+        ServerMsg::Ack {
+            offset: Offset(2),
+            ..
+        }
+    ));
+    let want = serde_json::json!({"notes": [{"title": "a"}, {"title": "x"}]});
+    assert_eq!(state_of(&b, "notes%2Fn").await["state"], want);
+
+    // a cannot read offset 1: pushes to the stream are refused undecided.
+    let (mut c3, _) = open(&a.ws(), id(3)).await.unwrap();
+    assert!(push_schema(&mut c3, name, 1, vec![(1, note("text", "y"))]).await);
+    let error = closing_error(&mut c3).await;
+    assert!(
+        matches!(
+            &error,
+            Some(ServerMsg::Error {
+                code: ErrorCode::SchemaTooNew,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    let r = http()
+        .get(a.url("/v1/streams/notes%2Fn/state"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    assert_eq!(read_log(&b, "notes%2Fn").await.len(), 2);
+
+    // a upgraded: it folds everything, and takes the seq it left free.
+    a.stop().await;
+    let a = Node::spawn_with(&db, dir.path(), "a", &rule(&v2)).await;
+    let (mut c3, _) = open(&a.ws(), id(3)).await.unwrap();
+    assert!(push_schema(&mut c3, name, 1, vec![(1, note("text", "y"))]).await);
+    assert!(matches!(
+        decision(&mut c3).await,
+        ServerMsg::Ack {
+            offset: Offset(3),
+            ..
+        }
+    ));
+    let want = serde_json::json!({"notes": [{"title": "a"}, {"title": "x"}, {"title": "y"}]});
+    assert_eq!(state_of(&a, "notes%2Fn").await["state"], want);
+    let log = read_log(&a, "notes%2Fn").await;
+    let schemas: Vec<_> = log.iter().map(|e| e["schema"].as_u64().unwrap()).collect();
+    assert_eq!(schemas, vec![2, 1, 1]);
+    drop((c1, c2, c3));
     a.stop().await;
     b.stop().await;
     db.drop().await;

@@ -193,6 +193,7 @@ async fn writer_until_killed(
                 seen: sync_core::Offset::ZERO,
                 seq: seq(s),
                 payload: format!("{{\"w\":{id},\"s\":{s}}}").into_bytes(),
+                schema: 1,
             })
             .collect();
         let push = ClientMsg::Push {

@@ -369,6 +369,7 @@ async fn a_view_grantee_is_refused_everything_else_as_if_it_could_read_nothing()
                     seq: seq(1),
                     payload: book("9Z", "eve").into_bytes(),
                     seen: sync_core::Offset(0),
+                    schema: 1,
                 }],
             };
             for msg in [subscribe, push] {

@@ -484,7 +484,7 @@ async fn shutdown_sends_outcomes_then_closes_with_going_away() {
 #[tokio::test]
 async fn golden_client_fixtures_are_understood() {
     let fixtures =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sync-core/fixtures/protocol-v4");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sync-core/fixtures/protocol-v5");
     let read = |name: &str| std::fs::read(fixtures.join(format!("{name}.bin"))).unwrap();
     let mut names: Vec<String> = std::fs::read_dir(&fixtures)
         .unwrap()
@@ -788,6 +788,7 @@ async fn the_client_limit_is_exactly_what_a_default_server_accepts() {
             seen: sync_core::Offset::ZERO,
             seq: Seq::new(u64::MAX).unwrap(),
             payload: vec![b'1'; limit],
+            schema: u32::MAX,
         }],
     };
     assert!(worst.encode().len() <= max_frame_bytes as usize);
@@ -803,4 +804,93 @@ async fn the_client_limit_is_exactly_what_a_default_server_accepts() {
         }
         other => panic!("expected a Reject, got {other:?}"),
     }
+}
+
+/// The next binary frame's bytes, undecoded.
+async fn raw_frame(c: &mut Client) -> Vec<u8> {
+    within("a frame", async {
+        loop {
+            match c.ws.next().await {
+                Some(Ok(Message::Binary(b))) => return b.to_vec(),
+                Some(Ok(_)) => continue,
+                other => panic!("no frame: {other:?}"),
+            }
+        }
+    })
+    .await
+}
+
+/// A version-4 client (the protocol-v4 fixtures' bytes) is served in its
+/// version: its push is decided (intents of schema version 1, stored so),
+/// and its events come without schema versions, exactly as the version-5
+/// frame of the same events translates.
+#[tokio::test]
+async fn a_version_4_client_pushes_and_reads_its_events_in_its_version() {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sync-core/fixtures/protocol-v4");
+    let read = |name: &str| std::fs::read(fixtures.join(format!("{name}.bin"))).unwrap();
+    let raw = |b: Vec<u8>| Message::Binary(b.into());
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(config(dir.path())).await;
+
+    let mut old = Client::connect(&server.ws_url()).await;
+    old.send_raw(raw(read("client-hello"))).await;
+    let welcome = raw_frame(&mut old).await;
+    assert_eq!(&welcome[..2], &[0, 4], "a version-4 Welcome");
+    // Two intents of the stream todos/team-42 (seqs 1 and 2).
+    old.send_raw(raw(read("client-push"))).await;
+    for s in 1..=2u64 {
+        // An Ack is the same in versions 4 and 5.
+        let frame = raw_frame(&mut old).await;
+        let ServerMsg::Ack { seq, offset, .. } = ServerMsg::decode(&frame, 1 << 20).unwrap() else {
+            panic!("expected an Ack: {frame:?}")
+        };
+        assert_eq!((seq.get(), offset), (s, Offset(s)));
+    }
+    // Subscribe is the same in versions 4 and 5.
+    old.subscribe("todos/team-42", 0).await;
+    let old_events = raw_frame(&mut old).await;
+
+    let (mut new, _) = Client::hello(&server.ws_url(), client_id(9)).await;
+    new.subscribe("todos/team-42", 0).await;
+    let new_events = raw_frame(&mut new).await;
+    let ServerMsg::Events { events, .. } = ServerMsg::decode(&new_events, 1 << 20).unwrap() else {
+        panic!("expected events")
+    };
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e.schema == 1), "{events:?}");
+    assert_ne!(old_events, new_events);
+    assert_eq!(
+        sync_core::legacy::transcode_server(&new_events).unwrap(),
+        old_events,
+        "the version-4 client gets the version-4 bytes of the same events"
+    );
+
+    // Stored with schema version 1.
+    let body = http()
+        .get(server.url("/v1/streams/todos%2Fteam-42/events?after=0"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let schemas: Vec<_> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["schema"].as_u64())
+        .collect();
+    assert_eq!(schemas, vec![Some(1), Some(1)], "{page}");
+
+    // The hand-made version-3/4 push helper is what the decoder reads.
+    let ClientMsg::Push { intents, .. } =
+        sync_core::legacy::decode_client(&legacy_push("s", &[(7, b"{}".to_vec())]), 1 << 20)
+            .unwrap()
+    else {
+        panic!("not a push")
+    };
+    assert_eq!((intents[0].seq.get(), intents[0].schema), (7, 1));
+    server.stop().await;
 }

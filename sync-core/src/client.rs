@@ -19,7 +19,7 @@ use crate::protocol::{
     PUSH_FRAME_OVERHEAD as PUSH_OVERHEAD, PUSH_INTENT_OVERHEAD as PER_INTENT_OVERHEAD,
 };
 use crate::reducer::Reducer;
-use crate::replica::{Applied, Replica};
+use crate::replica::{upgrade_state, Applied, Pending, Replica};
 use crate::types::{Epoch, Event, Offset, OutboxEntry, Seq};
 
 /// Where a connection is.
@@ -133,6 +133,16 @@ pub enum Effect {
         /// Why, for people.
         message: String,
     },
+    /// The server sent something made under a newer schema version than
+    /// this reducer's (an event or a snapshot of a newer app): nothing of
+    /// it was applied, the client is offline and stays so
+    /// ([`SyncClient::outdated`]): close the connection, do not connect
+    /// again, keep the outbox, and tell the app to reload
+    /// (`SCHEMA_TOO_NEW`).
+    Outdated {
+        /// What was newer, for people.
+        message: String,
+    },
 }
 
 /// Whether a refusal with `code` is also an error of this client, to be
@@ -144,6 +154,10 @@ pub enum Effect {
 pub fn rejection_is_client_error(code: ErrorCode) -> bool {
     matches!(code, ErrorCode::SeqReused)
 }
+
+/// The reason stored for a seq whose time-to-live ran out.
+pub const EXPIRED_MESSAGE: &str =
+    "its time-to-live ran out before it could be sent; withdrawn instead of sent late";
 
 /// The reason stored for a seq the app discarded.
 pub const DISCARDED_MESSAGE: &str = "discarded by the app before the server took it";
@@ -187,6 +201,9 @@ pub struct SyncClient<R: Reducer> {
     /// Follows the stream (the default); false: a write-only client
     /// ([`SyncClient::write_only`]).
     replicates: bool,
+    /// The server sent something of a newer schema version (see
+    /// [`Effect::Outdated`]).
+    outdated: bool,
 }
 
 /// A server snapshot being received: its offset, hash and length, and the
@@ -195,6 +212,7 @@ struct Incoming {
     offset: Offset,
     hash: u64,
     total: u64,
+    schema: u32,
     bytes: Vec<u8>,
 }
 
@@ -220,6 +238,47 @@ impl<R: Reducer> SyncClient<R> {
             repair: None,
             stale_events: false,
             replicates: true,
+            outdated: false,
+        }
+    }
+
+    /// Whether the server sent something made under a newer schema version
+    /// than this reducer's ([`Effect::Outdated`]): an adapter does not
+    /// connect again until the app is reloaded with a newer reducer.
+    pub fn outdated(&self) -> bool {
+        self.outdated
+    }
+
+    /// Withdraws, instead of pushing, every pending intent whose
+    /// time-to-live ([`Replica::set_expiry`]) has run out at `now_ms`
+    /// (ms since the Unix epoch) and that this connection has not pushed
+    /// yet: it leaves the optimistic state at once, and the server decides
+    /// its seq as refused (`EXPIRED`), which reaches the app as a
+    /// rejection. An intent already pushed is the server's to decide. Call
+    /// it before pushes can go (a connection's outbox check) and at
+    /// [`Replica::next_expiry`].
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Effect> {
+        let sent = if self.phase == Phase::Ready {
+            self.sent_through
+        } else {
+            0
+        };
+        let due: Vec<Seq> = self
+            .replica
+            .pending()
+            .iter()
+            .filter(|p| p.expires_ms != 0 && p.expires_ms <= now_ms && !p.withdrawn())
+            .filter_map(|p| p.seq)
+            .filter(|s| s.get() > sent)
+            .collect();
+        let mut any = false;
+        for seq in due {
+            any |= self.replica.mark_expired(seq);
+        }
+        if any {
+            alloc::vec![Effect::StateChanged]
+        } else {
+            Vec::new()
         }
     }
 
@@ -300,7 +359,7 @@ impl<R: Reducer> SyncClient<R> {
     /// [`Replica::own_pending`]) and whether the app discarded it
     /// (the entry's `discarded`: it is withdrawn, never pushed).
     pub fn adopt_as(&mut self, entry: OutboxEntry, own: bool) -> Vec<Effect> {
-        let (seq, seen, discarded) = (entry.seq, entry.seen, entry.discarded);
+        let (seq, seen, discarded, schema) = (entry.seq, entry.seen, entry.discarded, entry.schema);
         let sent = self.phase == Phase::Ready && seq.get() <= self.sent_through;
         let resend = sent.then(|| entry.payload.clone());
         let added = self.replica.adopt_as(entry, own);
@@ -315,7 +374,12 @@ impl<R: Reducer> SyncClient<R> {
         } else if let (true, Some(payload)) = (added, resend) {
             out.push(Effect::Send(ClientMsg::Push {
                 stream,
-                intents: alloc::vec![PushIntent { seq, payload, seen }],
+                intents: alloc::vec![PushIntent {
+                    seq,
+                    payload,
+                    seen,
+                    schema
+                }],
             }));
         }
         out
@@ -435,20 +499,24 @@ impl<R: Reducer> SyncClient<R> {
         // pushed, in seq order. A hole (a seq held by another tab, or not
         // yet allocated here) is not waited for: the server answers `Gap`
         // when it expects an older seq, and decided seqs are simply skipped.
-        let mut ready: Vec<(Seq, &[u8], bool, Offset)> = self
-            .replica
-            .pending()
-            .iter()
-            .filter_map(|p| {
-                p.seq
-                    .map(|s| (s, p.payload.as_slice(), p.discarded, p.seen))
-            })
-            .filter(|(s, _, _, _)| s.get() > self.sent_through)
-            .collect();
-        crate::types::sort_by_seq(&mut ready, |(s, _, _, _)| *s);
-        for (seq, payload, discarded, seen) in ready {
+        let ready: Vec<&Pending<R::Action>> = {
+            let mut ready: Vec<_> = self
+                .replica
+                .pending()
+                .iter()
+                .filter(|p| p.seq.is_some_and(|s| s.get() > self.sent_through))
+                .collect();
+            crate::types::sort_by_seq(&mut ready, |p| p.seq.unwrap_or(Seq::FIRST));
+            ready
+        };
+        for p in ready {
+            let (Some(seq), payload, seen, schema) =
+                (p.seq, p.payload.as_slice(), p.seen, p.schema)
+            else {
+                continue;
+            };
             let size = payload.len() + PER_INTENT_OVERHEAD;
-            if discarded {
+            if p.withdrawn() {
                 // Withdrawn in its place, like an oversized intent.
                 if !batch.is_empty() {
                     out.push(Effect::Send(ClientMsg::Push {
@@ -457,7 +525,17 @@ impl<R: Reducer> SyncClient<R> {
                     }));
                     batch_bytes = 0;
                 }
-                out.push(Effect::Send(discarded_withdraw(stream.clone(), seq)));
+                let msg = if p.discarded {
+                    discarded_withdraw(stream.clone(), seq)
+                } else {
+                    ClientMsg::Withdraw {
+                        stream: stream.clone(),
+                        seq,
+                        code: ErrorCode::Expired,
+                        message: EXPIRED_MESSAGE.into(),
+                    }
+                };
+                out.push(Effect::Send(msg));
                 self.sent_through = seq.get();
                 continue;
             }
@@ -497,6 +575,7 @@ impl<R: Reducer> SyncClient<R> {
                 seq,
                 payload: payload.to_vec(),
                 seen,
+                schema,
             });
             batch_bytes += size;
             self.sent_through = seq.get();
@@ -549,8 +628,22 @@ impl<R: Reducer> SyncClient<R> {
         }
     }
 
-    /// Handles one message from the server.
+    /// Handles one message from the server. Something of a newer schema
+    /// version is not an error but [`Effect::Outdated`].
     pub fn handle(&mut self, msg: ServerMsg) -> Result<Vec<Effect>, CoreError> {
+        match self.take(msg) {
+            Err(e @ CoreError::SchemaTooNew { .. }) => {
+                self.outdated = true;
+                self.disconnected();
+                Ok(alloc::vec![Effect::Outdated {
+                    message: e.to_string()
+                }])
+            }
+            other => other,
+        }
+    }
+
+    fn take(&mut self, msg: ServerMsg) -> Result<Vec<Effect>, CoreError> {
         let mut out = Vec::new();
         match msg {
             ServerMsg::Welcome {
@@ -602,6 +695,25 @@ impl<R: Reducer> SyncClient<R> {
                 if self.stale_events {
                     return Ok(out);
                 }
+                // An event of a newer app: the events before it are
+                // applied, it and the rest are not (this reducer would
+                // misread them); the client is outdated from there.
+                let supported = self.replica.reducer().schema_version();
+                let newer = events.iter().position(|e| e.schema > supported).map(|i| {
+                    let e = &events[i];
+                    let message = CoreError::SchemaTooNew {
+                        what: alloc::format!(
+                            "the event at offset {} of stream {}",
+                            e.offset.0,
+                            stream
+                        ),
+                        got: e.schema,
+                        supported,
+                    }
+                    .to_string();
+                    events.truncate(i);
+                    message
+                });
                 // A checkpoint inside the batch: fold up to it, compare,
                 // and go on only when the folds agree.
                 let at = self
@@ -646,6 +758,11 @@ impl<R: Reducer> SyncClient<R> {
                 if new_head != self.head {
                     self.head = new_head;
                     out.push(Effect::HeadChanged(new_head));
+                }
+                if let Some(message) = newer {
+                    self.outdated = true;
+                    self.disconnected();
+                    out.push(Effect::Outdated { message });
                 }
             }
             ServerMsg::Ack {
@@ -734,12 +851,16 @@ impl<R: Reducer> SyncClient<R> {
                 stream,
                 offset,
                 hash,
+                schema,
             } => {
                 self.check_stream(&stream)?;
-                if offset >= self.replica.offset() {
+                // A fold of another schema version hashes otherwise
+                // without anything being wrong: not compared.
+                let same = schema == self.replica.reducer().schema_version();
+                if same && offset >= self.replica.offset() {
                     self.checkpoint = Some((offset, hash));
                 }
-                if offset == self.replica.offset() {
+                if same && offset == self.replica.offset() {
                     self.verify(&mut out);
                 }
             }
@@ -750,9 +871,10 @@ impl<R: Reducer> SyncClient<R> {
                 total,
                 at,
                 part,
+                schema,
             } => {
                 self.check_stream(&stream)?;
-                self.snapshot_part(offset, hash, total, at, part, &mut out)?;
+                self.snapshot_part(offset, hash, (total, at, schema), part, &mut out)?;
             }
         }
         Ok(out)
@@ -810,8 +932,7 @@ impl<R: Reducer> SyncClient<R> {
         &mut self,
         offset: Offset,
         hash: u64,
-        total: u64,
-        at: u64,
+        (total, at, schema): (u64, u64, u32),
         part: Vec<u8>,
         out: &mut Vec<Effect>,
     ) -> Result<(), CoreError> {
@@ -821,9 +942,17 @@ impl<R: Reducer> SyncClient<R> {
                 offset,
                 hash,
                 total,
+                schema,
                 bytes: Vec::new(),
             },
-            Some(i) if i.offset == offset && i.hash == hash && i.total == total => i,
+            Some(i)
+                if i.offset == offset
+                    && i.hash == hash
+                    && i.total == total
+                    && i.schema == schema =>
+            {
+                i
+            }
             _ => {
                 return Err(malformed(alloc::format!(
                     "a snapshot part at byte {at} of the snapshot at offset {offset} came without its start"
@@ -847,13 +976,29 @@ impl<R: Reducer> SyncClient<R> {
                 "the snapshot at offset {offset} does not match its hash"
             )));
         }
-        let state = self
-            .replica
-            .reducer()
+        let reducer = self.replica.reducer();
+        let what = alloc::format!("the server's snapshot at offset {offset}");
+        let supported = reducer.schema_version();
+        if schema > supported {
+            return Err(CoreError::SchemaTooNew {
+                what,
+                got: schema,
+                supported,
+            });
+        }
+        let state = reducer
             .decode_state(&incoming.bytes)
             .map_err(|e| CoreError::Reducer {
-                message: alloc::format!("the server's snapshot at offset {offset}: {e}"),
+                message: alloc::format!("{what}: {e}"),
             })?;
+        let Some(state) = upgrade_state(reducer, state, schema, &what)? else {
+            return Err(CoreError::SchemaTooOld {
+                what,
+                got: schema,
+                supported,
+                how: "the reducer has no migrate, and the events under the snapshot were compacted away; the server migrates its snapshots once it runs this version".into(),
+            });
+        };
         let repairing = self.repair.take().is_some();
         self.stale_events = false;
         let left = if repairing && offset == self.replica.offset() {
@@ -935,6 +1080,7 @@ mod tests {
             stream: stream(),
             events: (from..=to)
                 .map(|o| Event {
+                    schema: 1,
                     subject: None,
                     seen: Offset::ZERO,
                     offset: Offset(o),
@@ -950,6 +1096,7 @@ mod tests {
 
     fn checkpoint(offset: u64, state: &[u8]) -> ServerMsg {
         ServerMsg::Checkpoint {
+            schema: 1,
             stream: stream(),
             offset: Offset(offset),
             hash: crate::protocol::state_hash(state),
@@ -1081,6 +1228,7 @@ mod tests {
 
     fn part(offset: u64, whole: &[u8], at: usize, len: usize) -> ServerMsg {
         ServerMsg::Snapshot {
+            schema: 1,
             stream: stream(),
             offset: Offset(offset),
             hash: crate::protocol::state_hash(whole),
@@ -1130,6 +1278,7 @@ mod tests {
         assert_eq!(*c.replica().state(), 43);
         // The events after the snapshot follow on.
         let other = Event {
+            schema: 1,
             subject: None,
             seen: crate::types::Offset::ZERO,
             offset: Offset(51),
@@ -1280,6 +1429,144 @@ mod tests {
         assert!(matches!(s[1], ClientMsg::Push { intents, .. } if intents.len() == 1));
     }
 
+    /// A queued intent whose time-to-live ran out leaves the optimistic
+    /// state at once and is withdrawn (`EXPIRED`) in its place instead of
+    /// pushed; the server's refusal reaches the app once. One already
+    /// pushed on the connection is the server's to decide.
+    #[test]
+    fn an_intent_past_its_time_to_live_is_withdrawn_not_pushed() {
+        let mut c = client(Some("e1"));
+        let seq = |n| Seq::new(n).unwrap();
+        c.replica_mut().adopt(OutboxEntry {
+            expires_ms: 100,
+            ..OutboxEntry::new(seq(1), b"late".to_vec())
+        });
+        c.replica_mut()
+            .adopt(OutboxEntry::new(seq(2), b"any time".to_vec()));
+        assert_eq!(c.replica().next_expiry(), Some(100));
+        assert!(c.expire(99).is_empty(), "not due yet");
+        assert_eq!(c.expire(100), vec![Effect::StateChanged]);
+        assert_eq!(*c.replica().state(), 1, "out of the optimistic state");
+        assert_eq!(c.replica().own_pending_count(), 0);
+        assert_eq!(c.replica().next_expiry(), None);
+        c.connected(None);
+        let fx = c.handle(welcome("e1", 1 << 20)).unwrap();
+        let fx = [fx, c.outbox_checked()].concat();
+        let s = sends(&fx);
+        assert!(
+            matches!(s[1], ClientMsg::Withdraw { seq: q, code: ErrorCode::Expired, .. } if *q == seq(1)),
+            "{s:?}"
+        );
+        assert!(matches!(s[2], ClientMsg::Push { intents, .. } if intents[0].seq == seq(2)));
+        let fx = c
+            .handle(ServerMsg::Reject {
+                stream: stream(),
+                seq: seq(1),
+                code: ErrorCode::Expired,
+                message: EXPIRED_MESSAGE.into(),
+            })
+            .unwrap();
+        let told: Vec<_> = fx
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Effect::Rejected {
+                        code: ErrorCode::Expired,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(told.len(), 1, "{fx:?}");
+        assert!(fx.contains(&Effect::DropFromOutbox(seq(1))));
+        // Pushed already on this connection: not withdrawn after the fact.
+        c.replica_mut().adopt(OutboxEntry {
+            expires_ms: 200,
+            ..OutboxEntry::new(seq(3), b"pushed".to_vec())
+        });
+        assert!(!sends(&c.flush()).is_empty());
+        assert!(c.expire(300).is_empty());
+    }
+
+    /// An event of a newer schema version than the reducer's is not
+    /// applied, nor anything after it: the client is outdated (the adapter
+    /// closes, does not reconnect, keeps the outbox); the events before it
+    /// in the batch are applied and stored.
+    #[test]
+    fn an_event_of_a_newer_schema_makes_the_client_outdated() {
+        let mut c = client(Some("e1"));
+        c.replica_mut()
+            .adopt(OutboxEntry::new(Seq::new(1).unwrap(), b"mine".to_vec()));
+        c.connected(None);
+        c.handle(welcome("e1", 1 << 20)).unwrap();
+        c.handle(others(1, 2)).unwrap();
+        let ServerMsg::Events {
+            stream,
+            mut events,
+            head,
+        } = others(3, 4)
+        else {
+            unreachable!()
+        };
+        events[1].schema = 2;
+        let fx = c.handle(ServerMsg::Events {
+            stream,
+            events,
+            head,
+        });
+        let fx = fx.unwrap();
+        assert_eq!(persisted(&fx), vec![3], "the event before the newer one");
+        assert!(
+            matches!(fx.last(), Some(Effect::Outdated { message }) if message.contains("schema version 2")),
+            "{fx:?}"
+        );
+        assert!(c.outdated());
+        assert_eq!(c.phase(), Phase::Offline);
+        assert_eq!(
+            c.replica().offset(),
+            Offset(3),
+            "nothing from the newer one on"
+        );
+        assert_eq!(c.replica().pending().len(), 1, "the outbox stays");
+    }
+
+    /// A checkpoint of another schema version is not compared (the folds
+    /// differ without anything being wrong); one of the same is.
+    #[test]
+    fn a_checkpoint_of_another_schema_is_not_compared() {
+        let mut c = client(Some("e1"));
+        c.connected(None);
+        c.handle(welcome("e1", 1 << 20)).unwrap();
+        let ServerMsg::Checkpoint {
+            stream,
+            offset,
+            hash,
+            ..
+        } = checkpoint(2, b"999")
+        else {
+            unreachable!()
+        };
+        c.handle(ServerMsg::Checkpoint {
+            stream,
+            offset,
+            hash,
+            schema: 2,
+        })
+        .unwrap();
+        let fx = c.handle(others(1, 2)).unwrap();
+        assert!(
+            !fx.iter().any(|e| matches!(e, Effect::Diverged { .. })),
+            "{fx:?}"
+        );
+        c.handle(checkpoint(3, b"999")).unwrap();
+        let fx = c.handle(others(3, 3)).unwrap();
+        assert!(
+            fx.iter().any(|e| matches!(e, Effect::Diverged { .. })),
+            "{fx:?}"
+        );
+    }
+
     /// A write-only client pushes without subscribing; each `Ack` takes
     /// its intent out of the pending list and the outbox (no event comes
     /// to do it), and the confirmed state stays as it was.
@@ -1357,6 +1644,7 @@ mod tests {
         let mut c = client(Some("old"));
         c.replica_mut()
             .apply_events(&[Event {
+                schema: 1,
                 subject: None,
                 seen: crate::types::Offset::ZERO,
                 offset: Offset(1),
@@ -1389,6 +1677,8 @@ mod tests {
         let (fx, rediscard) = c.reset_to(
             Epoch::from("new"),
             vec![OutboxEntry {
+                schema: 1,
+                expires_ms: 0,
                 seen: crate::types::Offset::ZERO,
                 time_ms: 0,
                 seq: Seq::FIRST,
@@ -1585,6 +1875,7 @@ mod tests {
             .handle(ServerMsg::Events {
                 stream: stream(),
                 events: vec![crate::types::Event {
+                    schema: 1,
                     subject: None,
                     seen: crate::types::Offset::ZERO,
                     offset: Offset(1),
@@ -1680,6 +1971,7 @@ mod tests {
             .handle(ServerMsg::Events {
                 stream: stream(),
                 events: vec![crate::types::Event {
+                    schema: 1,
                     subject: None,
                     seen: crate::types::Offset::ZERO,
                     offset: Offset(1),

@@ -178,10 +178,60 @@ pub fn answer_resend(
     }
 }
 
+/// What the ordering point does with an intent made under a schema
+/// version, given the reducer's oldest accepted version `min` and its own
+/// version `current` ([`crate::Reducer::min_schema_version`],
+/// [`crate::Reducer::schema_version`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SchemaVerdict {
+    /// Fold it (upcast from its version to `current` first).
+    Take,
+    /// Older than the reducer still reads: decided as rejected
+    /// (`SCHEMA_TOO_OLD`, stored like every rejection); the app must be
+    /// reloaded.
+    TooOld,
+    /// Newer than the reducer: not decided here (its seq stays free for a
+    /// node that runs the newer reducer); `SCHEMA_TOO_NEW`.
+    TooNew,
+}
+
+/// The [`SchemaVerdict`] for an intent of version `schema`, with the
+/// reducer reading `min..=current`.
+pub fn schema_verdict(schema: u32, min: u32, current: u32) -> SchemaVerdict {
+    if schema > current {
+        SchemaVerdict::TooNew
+    } else if schema < min {
+        SchemaVerdict::TooOld
+    } else {
+        SchemaVerdict::Take
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn schema_versions_outside_the_reducers_range_are_refused() {
+        assert_eq!(schema_verdict(1, 1, 1), SchemaVerdict::Take);
+        assert_eq!(schema_verdict(2, 1, 1), SchemaVerdict::TooNew);
+        assert_eq!(schema_verdict(1, 1, 3), SchemaVerdict::Take);
+        assert_eq!(schema_verdict(3, 1, 3), SchemaVerdict::Take);
+        assert_eq!(schema_verdict(1, 2, 3), SchemaVerdict::TooOld);
+        assert_eq!(schema_verdict(4, 2, 3), SchemaVerdict::TooNew);
+        assert_eq!(schema_verdict(u32::MAX, 1, 3), SchemaVerdict::TooNew);
+    }
+
+    proptest! {
+        #[test]
+        fn a_version_is_taken_exactly_in_the_range(schema in 0u32..10, min in 1u32..5, extra in 0u32..5) {
+            let current = min + extra;
+            let v = schema_verdict(schema, min, current);
+            prop_assert_eq!(v == SchemaVerdict::Take, (min..=current).contains(&schema));
+            prop_assert_eq!(v == SchemaVerdict::TooNew, schema > current);
+        }
+    }
 
     fn seq(n: u64) -> Seq {
         Seq::new(n).unwrap()

@@ -120,6 +120,22 @@ pub enum ErrorCode {
     /// snapshot in place of its confirmed state and re-applies its
     /// pending intents on it; the message names the offset.
     Diverged,
+    /// An intent was made under a schema version older than the oldest
+    /// the server's reducer still upcasts (its `minSchemaVersion`): it is
+    /// refused, for good. The app is older than the server supports and
+    /// must be reloaded.
+    SchemaTooOld,
+    /// Something was made under a schema version newer than this side's
+    /// reducer knows: a server refuses such an intent without deciding it
+    /// (a newer node may take it), and a client stops applying such
+    /// events, keeping its outbox, until the app is reloaded.
+    SchemaTooNew,
+    /// A queued intent outlived the time-to-live of its action type: it
+    /// was withdrawn instead of being sent late.
+    Expired,
+    /// An online-only action was dispatched while the store was offline:
+    /// nothing was queued.
+    Offline,
 }
 
 impl ErrorCode {
@@ -274,6 +290,30 @@ pub enum CoreError {
         /// What the reducer said.
         message: String,
     },
+    /// An event, intent or snapshot was made under a schema version this
+    /// reducer does not know yet (a newer app wrote it).
+    #[error("{what} was made under schema version {got}, newer than this app's version {supported}: reload the app")]
+    SchemaTooNew {
+        /// What: an event at an offset, a snapshot, an intent.
+        what: String,
+        /// Its schema version.
+        got: u32,
+        /// This reducer's.
+        supported: u32,
+    },
+    /// Something was made under a schema version this reducer can no
+    /// longer upcast or migrate.
+    #[error("{what} was made under schema version {got}, older than this reducer takes ({supported}): {how}")]
+    SchemaTooOld {
+        /// What.
+        what: String,
+        /// Its schema version.
+        got: u32,
+        /// The oldest version this reducer takes.
+        supported: u32,
+        /// What to do.
+        how: String,
+    },
 }
 
 impl CoreError {
@@ -291,6 +331,8 @@ impl CoreError {
             CoreError::WrongStream { .. } => ErrorCode::WrongStream,
             CoreError::Reducer { .. } => ErrorCode::Reducer,
             CoreError::NotPending { .. } => ErrorCode::InvalidRequest,
+            CoreError::SchemaTooNew { .. } => ErrorCode::SchemaTooNew,
+            CoreError::SchemaTooOld { .. } => ErrorCode::SchemaTooOld,
         }
     }
 }

@@ -3,10 +3,10 @@
 //!
 //! ```text
 //! event  {"offset":N,"client_id":"<32 hex>","seq":K,"time_ms":T,"subject":"…"|null,
-//!         "seen":S,"payload":<JSON>}
+//!         "seen":S,"schema":V,"payload":<JSON>}
 //!        (or "payload_base64":"…" when the payload bytes are not JSON)
 //! error  {"error":{"code":"SCREAMING_SNAKE","message":"…", …extra}}
-//! intent {"client_id":"<32 hex>","seq":K,"payload":<JSON>[,"seen":S]}
+//! intent {"client_id":"<32 hex>","seq":K,"payload":<JSON>[,"seen":S][,"schema":V]}
 //! ```
 
 use alloc::string::{String, ToString};
@@ -37,7 +37,11 @@ pub fn write_event(out: &mut String, event: &Event) {
         Some(s) => out.push_str(&serde_json::Value::String(s.clone()).to_string()),
         None => out.push_str("null"),
     }
-    let _ = write!(out, ",\"seen\":{},", event.seen.0);
+    let _ = write!(
+        out,
+        ",\"seen\":{},\"schema\":{},",
+        event.seen.0, event.schema
+    );
     match payload_as_json(&event.payload) {
         Some(text) => {
             out.push_str("\"payload\":");
@@ -111,6 +115,8 @@ pub struct IntentRequest {
     pub payload: Vec<u8>,
     /// The confirmed offset the client had seen (0 when not sent).
     pub seen: Offset,
+    /// The schema version the intent was made under (1 when not sent).
+    pub schema: u32,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +128,12 @@ struct RawIntent<'a> {
     payload: &'a RawValue,
     #[serde(default)]
     seen: u64,
+    #[serde(default = "first_schema")]
+    schema: u32,
+}
+
+fn first_schema() -> u32 {
+    1
 }
 
 /// Deepest nesting of arrays and objects accepted in a payload. Deeper
@@ -187,6 +199,7 @@ pub fn parse_intent(body: &[u8]) -> Result<IntentRequest, (ErrorCode, String)> {
         seq,
         payload: raw.payload.get().as_bytes().to_vec(),
         seen: Offset(raw.seen),
+        schema: raw.schema,
     })
 }
 
@@ -225,6 +238,7 @@ mod tests {
             seq: Seq::new(3).unwrap(),
             time_ms: 42,
             payload: payload.to_vec(),
+            schema: 1,
         }
     }
 

@@ -8,6 +8,8 @@ pub mod connect;
 pub mod decide;
 pub mod error;
 pub mod json;
+#[cfg(feature = "legacy")]
+pub mod legacy;
 pub mod outbox;
 pub mod protocol;
 pub mod reducer;
@@ -18,8 +20,8 @@ pub use backoff::Backoff;
 pub use client::{Effect, Phase, SyncClient};
 pub use connect::{connect_failure, FailureReports, Probe};
 pub use decide::{
-    answer_resend, decide, decide_batch, Decision, IntentDigest, Offer, Position, ResendAnswer,
-    Step,
+    answer_resend, decide, decide_batch, schema_verdict, Decision, IntentDigest, Offer, Position,
+    ResendAnswer, SchemaVerdict, Step,
 };
 pub use error::{CoreError, ErrorCode};
 pub use outbox::{Done, EventsWrite, Finished, NewIntent, Outbox, OutboxEntry, Work};

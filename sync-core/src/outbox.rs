@@ -141,6 +141,26 @@ pub struct NewIntent {
     pub seen: Offset,
     /// The device's clock then, ms since the Unix epoch.
     pub time_ms: u64,
+    /// The schema version it was made under.
+    pub schema: u32,
+    /// When it stops being worth sending (0: never), see
+    /// [`crate::Replica::set_expiry`].
+    pub expires_ms: u64,
+}
+
+impl NewIntent {
+    /// Its outbox entry under `seq`.
+    pub fn entry(&self, seq: Seq) -> OutboxEntry {
+        OutboxEntry {
+            seq,
+            payload: self.payload.clone(),
+            discarded: false,
+            seen: self.seen,
+            time_ms: self.time_ms,
+            schema: self.schema,
+            expires_ms: self.expires_ms,
+        }
+    }
 }
 
 /// One storage transaction to carry out.
@@ -319,18 +339,10 @@ impl<S: Clone> Outbox<S> {
     }
 
     /// An intent was dispatched ([`crate::Replica::dispatch_unassigned`]):
-    /// queue its seq allocation.
-    /// `seen` and `time_ms` are the pending intent's (see
-    /// [`crate::Pending`]).
-    pub fn dispatched(&mut self, local: LocalId, payload: Vec<u8>, seen: Offset, time_ms: u64) {
-        self.jobs.push_back(Job::Alloc(
-            local,
-            NewIntent {
-                payload,
-                seen,
-                time_ms,
-            },
-        ));
+    /// queue its seq allocation. `intent` holds the pending intent's
+    /// payload and meta (see [`crate::Pending`]).
+    pub fn dispatched(&mut self, local: LocalId, intent: NewIntent) {
+        self.jobs.push_back(Job::Alloc(local, intent));
     }
 
     /// A connection opened: other tabs may have written intents, so the
@@ -698,7 +710,16 @@ mod tests {
             .replica_mut()
             .dispatch_unassigned(b"mine".to_vec(), 0)
             .unwrap();
-        q.dispatched(local, b"mine".to_vec(), crate::types::Offset::ZERO, 0);
+        q.dispatched(
+            local,
+            NewIntent {
+                payload: b"mine".to_vec(),
+                seen: crate::types::Offset::ZERO,
+                time_ms: 0,
+                schema: 1,
+                expires_ms: 0,
+            },
+        );
         let (n, work) = q.next(&c).unwrap();
         assert!(matches!(work, Work::Alloc { .. }));
         // Notices while the allocation is in flight: one read, queued after it.
@@ -724,6 +745,8 @@ mod tests {
         let theirs = OutboxEntry {
             seen: crate::types::Offset::ZERO,
             time_ms: 0,
+            schema: 1,
+            expires_ms: 0,
             seq: seq(2),
             payload: b"theirs".to_vec(),
             discarded: false,
@@ -841,6 +864,8 @@ mod tests {
         OutboxEntry {
             seen: crate::types::Offset::ZERO,
             time_ms: 0,
+            schema: 1,
+            expires_ms: 0,
             seq: Seq::new(seq).unwrap(),
             payload: p.as_bytes().to_vec(),
             discarded: false,

@@ -10,9 +10,10 @@
 //! Rules that keep the format stable:
 //! - variants are only ever appended, never reordered or removed;
 //! - a field change is a new protocol version;
-//! - `sync-core/fixtures/protocol-v4/` pins the bytes of every message
+//! - `sync-core/fixtures/protocol-v5/` pins the bytes of every message
 //!   (see the `golden` test), so a change to the format is always deliberate;
-//!   `protocol-v3/` holds the previous version's, which servers still take.
+//!   `protocol-v4/` and `protocol-v3/` hold the previous versions', which
+//!   servers still take (the crate feature `legacy` translates them).
 //!
 //! The view messages (`ClientMsg::Watch`, `ServerMsg::View`, …) exist
 //! with the crate feature `views` (the server enables it): the browser
@@ -34,14 +35,17 @@ use crate::types::{
     ClientId, Epoch, Event, Offset, Seq, StreamName, MAX_STREAM_NAME_LEN, MAX_SUBJECT_LEN,
 };
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// The protocol version this build speaks. Version 5 added the schema
+/// version to intents, events, snapshots and checkpoints.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The oldest version a server still serves: a `Hello` of any version from
 /// this one to [`PROTOCOL_VERSION`] is taken, and the server's `Welcome`
 /// carries the client's version. Version 4 only added messages a client
 /// has to ask for (`ClientMsg::Watch`), so a version-3 client is served
-/// as before and never sent them.
+/// as a version-4 one and never sent them; a version-3 or 4 client's
+/// frames are translated from and to version 5 (the crate feature
+/// `legacy`), its intents are of schema version 1.
 pub const MIN_PROTOCOL_VERSION: u32 = 3;
 
 /// Default largest frame either side accepts, in bytes (1 MiB).
@@ -62,6 +66,8 @@ const VARINT_U64: usize = 10;
 /// Most bytes of a varint holding a length (lengths fit in a `u32`: no
 /// frame is larger, see [`ServerMsg::Welcome`]).
 const VARINT_LEN: usize = 5;
+/// Most bytes of a varint holding a `u32` (a schema version).
+const VARINT_U32: usize = 5;
 /// A stream name and its length, at most.
 const STREAM_FIELD: usize = varint_len(MAX_STREAM_NAME_LEN as u64) + MAX_STREAM_NAME_LEN;
 
@@ -70,8 +76,8 @@ const STREAM_FIELD: usize = varint_len(MAX_STREAM_NAME_LEN as u64) + MAX_STREAM_
 pub const EVENTS_FRAME_OVERHEAD: usize = 1 + STREAM_FIELD + VARINT_LEN + VARINT_U64;
 /// Bytes an encoded event spends besides its payload and its subject's
 /// text: offset, client id, seq, time, payload length, the subject's
-/// option tag and length, and seen. An event's encoding is at most this
-/// plus its payload plus its subject (at most [`MAX_SUBJECT_LEN`]).
+/// option tag and length, seen and schema. An event's encoding is at most
+/// this plus its payload plus its subject (at most [`MAX_SUBJECT_LEN`]).
 pub const EVENT_OVERHEAD: usize = VARINT_U64
     + 16
     + VARINT_U64
@@ -79,13 +85,14 @@ pub const EVENT_OVERHEAD: usize = VARINT_U64
     + VARINT_LEN
     + 1
     + varint_len(MAX_SUBJECT_LEN as u64)
-    + VARINT_U64;
+    + VARINT_U64
+    + VARINT_U32;
 /// Bytes a `Push` frame spends besides its intents: variant, stream and
 /// intent count.
 pub const PUSH_FRAME_OVERHEAD: usize = 1 + STREAM_FIELD + VARINT_LEN;
 /// Bytes an intent inside a `Push` spends besides its payload: seq,
-/// payload length and seen.
-pub const PUSH_INTENT_OVERHEAD: usize = VARINT_U64 + VARINT_LEN + VARINT_U64;
+/// payload length, seen and schema.
+pub const PUSH_INTENT_OVERHEAD: usize = VARINT_U64 + VARINT_LEN + VARINT_U64 + VARINT_U32;
 
 /// The largest payload that surely fits, alone, in a `Push` frame of at
 /// most `max_frame_bytes` (whatever the stream and seq): the largest
@@ -131,6 +138,9 @@ pub struct PushIntent {
     /// The confirmed offset the client had when it dispatched the intent
     /// (the reducer's `meta.seen`).
     pub seen: Offset,
+    /// The schema version the intent was made under (the reducer's
+    /// `meta.schema`, see [`crate::Reducer::schema_version`]).
+    pub schema: u32,
 }
 
 /// How much of a server snapshot a client holds (see
@@ -352,6 +362,8 @@ pub enum ServerMsg {
         /// This part.
         #[serde(with = "serde_bytes")]
         part: Vec<u8>,
+        /// The schema version of the reducer that made the state.
+        schema: u32,
     },
     /// The server stored a snapshot of the stream at `offset` whose state
     /// text has [`state_hash`] `hash`. Sent to a subscriber before the
@@ -365,6 +377,9 @@ pub enum ServerMsg {
         offset: Offset,
         /// [`state_hash`] of the snapshot's state text.
         hash: u64,
+        /// The schema version of the reducer that made it: a client of
+        /// another version does not compare its fold with it.
+        schema: u32,
     },
     /// A watched view's result at `offset` (version 4, see
     /// [`ClientMsg::Watch`]).
@@ -396,8 +411,9 @@ pub enum ServerMsg {
 }
 
 /// Bytes a `Snapshot` frame spends besides its part: variant, stream,
-/// offset, hash, total, at and the part's length.
-pub const SNAPSHOT_FRAME_OVERHEAD: usize = 1 + STREAM_FIELD + 4 * VARINT_U64 + VARINT_LEN;
+/// offset, hash, total, at, the part's length and the schema.
+pub const SNAPSHOT_FRAME_OVERHEAD: usize =
+    1 + STREAM_FIELD + 4 * VARINT_U64 + VARINT_LEN + VARINT_U32;
 
 /// The hash of a state's JSON text that a snapshot carries (64-bit
 /// FNV-1a): it checks that a snapshot arrived whole, and lets a client
@@ -457,7 +473,7 @@ fn malformed(e: postcard::Error) -> CoreError {
     }
 }
 
-fn decode<T: DeserializeOwned>(
+pub(crate) fn decode_frame<T: DeserializeOwned>(
     bytes: &[u8],
     max_frame_bytes: usize,
     oldest: u32,
@@ -489,7 +505,7 @@ impl ClientMsg {
     /// Decodes one frame; never panics. A `Hello` may carry any version
     /// from [`MIN_PROTOCOL_VERSION`] to [`PROTOCOL_VERSION`].
     pub fn decode(bytes: &[u8], max_frame_bytes: usize) -> Result<Self, CoreError> {
-        let msg: Self = decode(bytes, max_frame_bytes, MIN_PROTOCOL_VERSION)?;
+        let msg: Self = decode_frame(bytes, max_frame_bytes, MIN_PROTOCOL_VERSION)?;
         // The prefix check reads canonical encodings; a non-canonical tag
         // (e.g. a padded varint) must not smuggle another version past it.
         if let ClientMsg::Hello { version, .. } = &msg {
@@ -516,7 +532,7 @@ impl ServerMsg {
 
     /// Decodes one frame; never panics.
     pub fn decode(bytes: &[u8], max_frame_bytes: usize) -> Result<Self, CoreError> {
-        let msg: Self = decode(bytes, max_frame_bytes, PROTOCOL_VERSION)?;
+        let msg: Self = decode_frame(bytes, max_frame_bytes, PROTOCOL_VERSION)?;
         if let ServerMsg::Welcome { version, .. } = &msg {
             check_version(*version, PROTOCOL_VERSION)?;
         }
@@ -607,7 +623,8 @@ mod tests {
             intents: alloc::vec![PushIntent {
                 seen: crate::types::Offset::ZERO,
                 seq: Seq::FIRST,
-                payload: b"{}".to_vec()
+                payload: b"{}".to_vec(),
+                schema: 1,
             }],
         };
         let bytes = msg.encode();
@@ -624,11 +641,11 @@ mod tests {
 
     #[test]
     fn version_mismatch_is_reported_as_such() {
-        // A future Hello: version 5 and a layout this build does not know.
-        let bytes = [0u8, 5, 0xff, 0xff, 0xff];
+        // A future Hello: version 6 and a layout this build does not know.
+        let bytes = [0u8, 6, 0xff, 0xff, 0xff];
         let e = ClientMsg::decode(&bytes, 1024).unwrap_err();
         assert_eq!(e.code(), ErrorCode::ProtocolVersion);
-        assert!(e.to_string().contains("version 5"), "{e}");
+        assert!(e.to_string().contains("version 6"), "{e}");
         let e = ServerMsg::decode(&bytes, 1024).unwrap_err();
         assert_eq!(e.code(), ErrorCode::ProtocolVersion);
         // A version-1 peer (intents without `seen`, events without
@@ -681,6 +698,7 @@ mod tests {
                 seq: Seq::new(i).unwrap(),
                 time_ms: 1_700_000_000_000 + i,
                 payload: alloc::format!("{{\"n\":{i}}}").into_bytes(),
+                schema: 1,
             })
             .collect();
         let msg = ServerMsg::Events {

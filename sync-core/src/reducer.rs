@@ -97,6 +97,73 @@ pub trait Reducer {
     fn view_names(&self) -> &[&str] {
         &[]
     }
+
+    /// The schema version of the actions this reducer takes and the
+    /// states it makes: 1 until an app changes their shape, then raised by
+    /// one per change. Every intent carries the version it was made under,
+    /// events keep it, and an action of an older version is upcast
+    /// ([`Reducer::upcast`]) before it is folded, on every replica alike.
+    fn schema_version(&self) -> u32 {
+        1
+    }
+
+    /// The oldest schema version [`Reducer::upcast`] takes. An intent made
+    /// under an older one is refused by the server (`SCHEMA_TOO_OLD`); an
+    /// older event is skipped like one the reducer refuses. The default:
+    /// [`Reducer::schema_version`] (no upcasting).
+    fn min_schema_version(&self) -> u32 {
+        self.schema_version()
+    }
+
+    /// `action`, made under the older schema version `from`, as an action
+    /// of [`Reducer::schema_version`]. Pure and deterministic, like
+    /// `reduce`: every replica upcasts the same event alike. Called only
+    /// for `from` between [`Reducer::min_schema_version`] and the current
+    /// version (exclusive).
+    fn upcast(&self, action: Self::Action, from: u32) -> Result<Self::Action, ReduceError> {
+        let _ = action;
+        Err(alloc::format!(
+            "an action of schema version {from} cannot be upcast to version {} (the reducer has no upcast)",
+            self.schema_version()
+        )
+        .into())
+    }
+
+    /// `state`, made under the older schema version `from`, as a state of
+    /// [`Reducer::schema_version`]: a stored snapshot after an upgrade.
+    /// `None` (the default): this reducer does not migrate states; the
+    /// state is rebuilt from the events instead.
+    fn migrate(&self, state: Self::State, from: u32) -> Option<Result<Self::State, ReduceError>> {
+        let _ = (state, from);
+        None
+    }
+
+    /// Decodes a payload made under schema version `schema` into an action
+    /// of this reducer's version: [`Reducer::decode`], then
+    /// [`Reducer::upcast`] for an older version. A version newer than this
+    /// reducer's, or older than its oldest, is an error (callers that must
+    /// tell those apart compare the version first).
+    fn decode_at(&self, payload: &[u8], schema: u32) -> Result<Self::Action, ReduceError> {
+        let now = self.schema_version();
+        if schema > now {
+            return Err(alloc::format!(
+                "made under schema version {schema}, newer than this reducer's {now}"
+            )
+            .into());
+        }
+        let action = self.decode(payload)?;
+        if schema == now {
+            return Ok(action);
+        }
+        let oldest = self.min_schema_version();
+        if schema < oldest {
+            return Err(alloc::format!(
+                "made under schema version {schema}, older than the oldest this reducer upcasts ({oldest})"
+            )
+            .into());
+        }
+        self.upcast(action, schema)
+    }
 }
 
 /// What a reducer knows about the action it folds, the same on every
@@ -120,6 +187,8 @@ pub struct Meta<'a> {
     pub time_ms: u64,
     /// The confirmed offset the dispatching client had when it dispatched.
     pub seen: Offset,
+    /// The schema version the action was made under (before any upcast).
+    pub schema: u32,
 }
 
 impl<'a> Meta<'a> {
@@ -132,6 +201,7 @@ impl<'a> Meta<'a> {
             seq: Some(e.seq),
             time_ms: e.time_ms,
             seen: e.seen,
+            schema: e.schema,
         }
     }
 }

@@ -48,6 +48,23 @@ pub struct Pending<A> {
     /// Whether its last optimistic fold read its meta
     /// ([`Reducer::read_meta`]): then its confirmation folds it again.
     pub read_meta: bool,
+    /// The schema version it was made under (its `action` is upcast to
+    /// the reducer's).
+    pub schema: u32,
+    /// When it stops being worth sending (ms since the Unix epoch; 0:
+    /// never), see [`crate::SyncClient::expire`].
+    pub expires_ms: u64,
+    /// Its time-to-live ran out before it was pushed: left out of the
+    /// optimistic state and withdrawn (`EXPIRED`) instead of pushed.
+    pub expired: bool,
+}
+
+impl<A> Pending<A> {
+    /// Left out of the optimistic state and withdrawn instead of pushed:
+    /// discarded by the app, or expired.
+    pub fn withdrawn(&self) -> bool {
+        self.discarded || self.expired
+    }
 }
 
 /// What applying a batch of server events did.
@@ -75,7 +92,7 @@ struct Counts {
 impl Counts {
     /// What `p` adds to the counts.
     fn of<A>(p: &Pending<A>) -> Counts {
-        let own = p.own && !p.discarded;
+        let own = p.own && !p.withdrawn();
         Counts {
             own: usize::from(own),
             writing: usize::from(own && p.seq.is_none()),
@@ -180,6 +197,7 @@ impl<R: Reducer> Replica<R> {
             seq: None,
             time_ms: p.time_ms,
             seen: p.seen,
+            schema: p.schema,
         }
     }
 
@@ -192,6 +210,7 @@ impl<R: Reducer> Replica<R> {
             seq: None,
             time_ms,
             seen,
+            schema: self.reducer.schema_version(),
         }
     }
 
@@ -348,9 +367,53 @@ impl<R: Reducer> Replica<R> {
             seen,
             time_ms,
             read_meta,
+            schema: self.reducer.schema_version(),
+            expires_ms: 0,
+            expired: false,
         });
         self.counts.add(Counts { own: 1, writing: 1 });
         local_id
+    }
+
+    /// Gives a pending intent dispatched here a time-to-live: unless it
+    /// is pushed by `expires_ms` (ms since the Unix epoch), it is
+    /// withdrawn instead ([`crate::SyncClient::expire`]). Call it right
+    /// after dispatching, before the intent's outbox entry is written
+    /// (the entry keeps it, see [`crate::outbox::NewIntent`]).
+    pub fn set_expiry(&mut self, local_id: LocalId, expires_ms: u64) {
+        if let Some(p) = self.pending.iter_mut().find(|p| p.local_id == local_id) {
+            p.expires_ms = expires_ms;
+        }
+    }
+
+    /// The earliest time-to-live of a pending intent that has not run out
+    /// yet (ms since the Unix epoch): when to call
+    /// [`crate::SyncClient::expire`] next.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.pending
+            .iter()
+            .filter(|p| p.expires_ms != 0 && !p.withdrawn())
+            .map(|p| p.expires_ms)
+            .min()
+    }
+
+    /// Marks the pending intent `seq` expired (left out of the optimistic
+    /// state). Returns false when it is not pending or withdrawn already.
+    pub(crate) fn mark_expired(&mut self, seq: Seq) -> bool {
+        let Some(p) = self
+            .pending
+            .iter_mut()
+            .find(|p| p.seq == Some(seq) && !p.withdrawn())
+        else {
+            return false;
+        };
+        let before = Counts::of(p);
+        p.expired = true;
+        let after = Counts::of(p);
+        self.counts.sub(before);
+        self.counts.add(after);
+        self.recompute();
+        true
     }
 
     /// Gives a pending intent its seq. Returns false when no such pending
@@ -398,6 +461,8 @@ impl<R: Reducer> Replica<R> {
             payload,
             seen,
             time_ms,
+            schema,
+            expires_ms,
             ..
         } = entry;
         if self.pending.iter().any(|p| p.seq == Some(seq)) {
@@ -405,8 +470,9 @@ impl<R: Reducer> Replica<R> {
         }
         self.bump_next_seq(seq.next());
         // An intent that does not decode is kept: it must still reach the
-        // server (and every replica then skips it alike).
-        let action = self.reducer.decode(&payload).ok();
+        // server (and every replica then skips it alike). One made under an
+        // older schema version is folded upcast.
+        let action = self.reducer.decode_at(&payload, schema).ok();
         let at = self
             .pending
             .iter()
@@ -428,6 +494,9 @@ impl<R: Reducer> Replica<R> {
                 time_ms,
                 // Set by the recompute below.
                 read_meta: true,
+                schema,
+                expires_ms,
+                expired: false,
             },
         );
         self.counts.add(Counts::of(&self.pending[at]));
@@ -458,6 +527,21 @@ impl<R: Reducer> Replica<R> {
             }
             expect = expect.next();
         }
+        // An event of a newer app than this one: nothing of the batch is
+        // applied (this reducer would misread it), see
+        // `CoreError::SchemaTooNew`.
+        let supported = self.reducer.schema_version();
+        if let Some(e) = events.iter().find(|e| e.schema > supported) {
+            return Err(CoreError::SchemaTooNew {
+                what: alloc::format!(
+                    "the event at offset {} of stream {}",
+                    e.offset.0,
+                    self.stream
+                ),
+                got: e.schema,
+                supported,
+            });
+        }
         let mut applied = Applied {
             offset: self.offset,
             ..Applied::default()
@@ -476,11 +560,11 @@ impl<R: Reducer> Replica<R> {
                 e.client_id == self.client_id
                     && p.seq == Some(e.seq)
                     && p.payload == e.payload
-                    && !p.discarded
+                    && !p.withdrawn()
                     && !p.read_meta
             });
         for e in events {
-            match self.reducer.decode(&e.payload).and_then(|a| {
+            match self.reducer.decode_at(&e.payload, e.schema).and_then(|a| {
                 self.reducer
                     .reduce_meta(&self.confirmed, &a, &Meta::of_event(e))
             }) {
@@ -596,7 +680,7 @@ impl<R: Reducer> Replica<R> {
     /// The pending intents that count as this replica's own and are not
     /// discarded (what a status shows as pending).
     pub fn own_pending(&self) -> impl Iterator<Item = &Pending<R::Action>> {
-        self.pending.iter().filter(|p| p.own && !p.discarded)
+        self.pending.iter().filter(|p| p.own && !p.withdrawn())
     }
 
     /// Forgets the confirmed history for a new epoch: the state restarts
@@ -629,7 +713,7 @@ impl<R: Reducer> Replica<R> {
                 }
             }
             self.next_seq = self.next_seq.max(e.seq.next());
-            let action = self.reducer.decode(&e.payload).ok();
+            let action = self.reducer.decode_at(&e.payload, e.schema).ok();
             let local_id = self.next_local;
             self.next_local += 1;
             self.pending.push(Pending {
@@ -643,6 +727,9 @@ impl<R: Reducer> Replica<R> {
                 seen: e.seen,
                 time_ms: e.time_ms,
                 read_meta: true,
+                schema: e.schema,
+                expires_ms: e.expires_ms,
+                expired: false,
             });
         }
         self.pending.extend(waiting);
@@ -671,7 +758,7 @@ impl<R: Reducer> Replica<R> {
     fn recompute(&mut self) {
         let mut state = self.confirmed.clone();
         let subject = self.subject.as_deref();
-        for p in self.pending.iter_mut().filter(|p| !p.discarded) {
+        for p in self.pending.iter_mut().filter(|p| !p.withdrawn()) {
             // A pending intent the reducer now refuses contributes nothing;
             // the server's order decides its fate.
             let meta = Self::pending_meta(self.client_id, subject, p);
@@ -687,6 +774,39 @@ impl<R: Reducer> Replica<R> {
             }
         }
         self.state = state;
+    }
+}
+
+/// A stored state made under schema version `schema`, for a reducer of
+/// its own version: the state itself at the same version, migrated
+/// ([`Reducer::migrate`]) from an older one, or `None` when the reducer
+/// does not migrate (then the state is rebuilt from the events).
+/// `what` names the state in errors. A state of a newer version is
+/// `SCHEMA_TOO_NEW` (a newer app stored it); a migration that fails is
+/// `REDUCER`.
+pub fn upgrade_state<R: Reducer>(
+    reducer: &R,
+    state: R::State,
+    schema: u32,
+    what: &str,
+) -> Result<Option<R::State>, CoreError> {
+    let supported = reducer.schema_version();
+    if schema == supported {
+        return Ok(Some(state));
+    }
+    if schema > supported {
+        return Err(CoreError::SchemaTooNew {
+            what: what.to_string(),
+            got: schema,
+            supported,
+        });
+    }
+    match reducer.migrate(state, schema) {
+        None => Ok(None),
+        Some(Ok(state)) => Ok(Some(state)),
+        Some(Err(e)) => Err(CoreError::Reducer {
+            message: alloc::format!("migrating {what} from schema version {schema}: {e}"),
+        }),
     }
 }
 
@@ -736,6 +856,7 @@ mod tests {
 
     fn ev(offset: u64, client: ClientId, seq: u64, p: &str) -> Event {
         Event {
+            schema: 1,
             subject: None,
             seen: crate::types::Offset::ZERO,
             offset: Offset(offset),
@@ -877,6 +998,8 @@ mod tests {
         assert!(r.mark_discarded(Seq::new(9).unwrap()));
         let waiting = r.dispatch_unassigned(b"w".to_vec(), 0).unwrap();
         let e = |seq: u64, p: &str| OutboxEntry {
+            schema: 1,
+            expires_ms: 0,
             seen: crate::types::Offset::ZERO,
             time_ms: 0,
             seq: Seq::new(seq).unwrap(),

@@ -293,6 +293,10 @@ pub struct Event {
     /// The confirmed offset the sending client had when it dispatched the
     /// intent (what its user had seen), as the intent carried it.
     pub seen: Offset,
+    /// The schema version the intent was made under (see
+    /// [`crate::Reducer::schema_version`]); 1 for intents of clients older
+    /// than protocol version 5.
+    pub schema: u32,
 }
 
 /// The longest subject (a token's `sub`) the server accepts, in bytes.
@@ -417,11 +421,18 @@ pub struct OutboxEntry {
     pub seen: Offset,
     /// The dispatching device's clock then, ms since the Unix epoch.
     pub time_ms: u64,
+    /// The schema version it was made under.
+    pub schema: u32,
+    /// When it stops being worth sending, ms since the Unix epoch (the
+    /// time-to-live of its action type after `time_ms`); 0: never. An
+    /// intent not pushed by then is withdrawn (`EXPIRED`).
+    pub expires_ms: u64,
 }
 
 impl OutboxEntry {
     /// An entry not discarded, with `seen` 0 and `time_ms` 0 (an intent
-    /// dispatched before anything was confirmed, at the epoch's start).
+    /// dispatched before anything was confirmed, at the epoch's start),
+    /// of schema version 1, never expiring.
     pub fn new(seq: Seq, payload: Vec<u8>) -> OutboxEntry {
         OutboxEntry {
             seq,
@@ -429,6 +440,8 @@ impl OutboxEntry {
             discarded: false,
             seen: Offset::ZERO,
             time_ms: 0,
+            schema: 1,
+            expires_ms: 0,
         }
     }
 }

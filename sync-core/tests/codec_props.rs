@@ -42,6 +42,7 @@ fn event() -> impl Strategy<Value = Event> {
             seq,
             time_ms,
             payload,
+            schema: (offset % 7) as u32 + 1,
         })
 }
 
@@ -76,6 +77,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
                     .into_iter()
                     .map(|(seq, payload)| PushIntent {
                         seen: sync_core::Offset::ZERO,
+                        schema: (seq.get() % 5) as u32 + 1,
                         seq,
                         payload,
                     })
@@ -148,12 +150,14 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 total,
                 at,
                 part,
+                schema: (o % 3) as u32 + 1,
             }),
         (stream(), any::<u64>(), any::<u64>()).prop_map(|(stream, o, hash)| {
             ServerMsg::Checkpoint {
                 stream,
                 offset: Offset(o),
                 hash,
+                schema: (hash % 3) as u32 + 1,
             }
         }),
     ]

@@ -1,12 +1,13 @@
 //! Golden byte fixtures pin the wire format: each message below must encode
-//! to exactly the bytes in `fixtures/protocol-v4/<name>.bin`, and those
+//! to exactly the bytes in `fixtures/protocol-v5/<name>.bin`, and those
 //! bytes must decode back to it. A failure here means the wire format
 //! changed: if that is deliberate, bump the protocol version, then
-//! regenerate with `LOGSYNC_BLESS=1 cargo test -p sync-core --features views --test golden`
+//! regenerate with `LOGSYNC_BLESS=1 cargo test -p sync-core --features legacy --test golden`
 //! and review the diff.
 
 use std::path::PathBuf;
 
+use sync_core::legacy;
 use sync_core::protocol::{
     ClientMsg, PushIntent, ServerMsg, ViewChange, ViewKnown, DEFAULT_MAX_FRAME_BYTES,
 };
@@ -29,7 +30,7 @@ fn client_fixtures() -> Vec<(&'static str, ClientMsg)> {
         (
             "client-hello",
             ClientMsg::Hello {
-                version: 4,
+                version: 5,
                 client_id: CLIENT,
                 token: None,
             },
@@ -37,7 +38,7 @@ fn client_fixtures() -> Vec<(&'static str, ClientMsg)> {
         (
             "client-hello-token",
             ClientMsg::Hello {
-                version: 4,
+                version: 5,
                 client_id: CLIENT,
                 token: Some("eyJhbGciOiJIUzI1NiJ9.e30.sig".into()),
             },
@@ -75,11 +76,13 @@ fn client_fixtures() -> Vec<(&'static str, ClientMsg)> {
                         seen: Offset(300),
                         seq: seq(1),
                         payload: br#"{"type":"todo/added","text":"milk"}"#.to_vec(),
+                        schema: 1,
                     },
                     PushIntent {
                         seen: Offset(300),
                         seq: seq(2),
                         payload: br#"{"type":"todo/toggled","id":1}"#.to_vec(),
+                        schema: 2,
                     },
                 ],
             },
@@ -129,7 +132,7 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
         (
             "server-welcome",
             ServerMsg::Welcome {
-                version: 4,
+                version: 5,
                 server_id: "node-1".into(),
                 epoch: Epoch("0123456789abcdef0123456789abcdef".into()),
                 max_frame_bytes: 1 << 20,
@@ -148,6 +151,7 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
                         seq: seq(1),
                         time_ms: 1_764_115_200_000,
                         payload: br#"{"type":"todo/added","text":"milk"}"#.to_vec(),
+                        schema: 1,
                     },
                     Event {
                         subject: None,
@@ -157,6 +161,7 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
                         seq: seq(40),
                         time_ms: 1_764_115_200_123,
                         payload: vec![0, 255, 1],
+                        schema: 300,
                     },
                 ],
                 head: Offset(302),
@@ -209,6 +214,7 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
                 stream: stream(),
                 offset: Offset(3000),
                 hash: sync_core::protocol::state_hash(br#"{"todos":[]}"#),
+                schema: 2,
             },
         ),
         (
@@ -220,6 +226,7 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
                 total: 12,
                 at: 0,
                 part: br#"{"todos":[]}"#.to_vec(),
+                schema: 2,
             },
         ),
     ];
@@ -264,7 +271,7 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
 }
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/protocol-v4")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/protocol-v5")
 }
 
 fn check(name: &str, bytes: &[u8]) -> Vec<u8> {
@@ -331,39 +338,85 @@ fn every_fixture_file_is_covered() {
 #[test]
 fn hello_layout_is_version_first() {
     let bytes = std::fs::read(dir().join("client-hello.bin")).expect("fixture");
-    assert_eq!(&bytes[..2], &[0, 4], "variant 0, version 4");
+    assert_eq!(&bytes[..2], &[0, 5], "variant 0, version 5");
     assert_eq!(&bytes[2..18], &CLIENT.0, "then the client id");
     assert_eq!(bytes[18], 0, "then no token");
     assert_eq!(bytes.len(), 19);
 }
 
-/// Version 4 only added messages: every version-3 message but the
-/// `Welcome` (a server answers a version-3 `Hello` with a version-3
-/// `Welcome`) has the same bytes, and a server still decodes a version-3
-/// client's frames.
-#[test]
-fn version_3_bytes_are_version_4_bytes() {
-    let v3 = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/protocol-v3");
-    let mut compared = 0;
-    for entry in std::fs::read_dir(&v3).expect("v3 fixtures") {
-        let entry = entry.expect("entry");
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let old = std::fs::read(entry.path()).expect("read");
-        if name.starts_with("client-") {
-            let msg = ClientMsg::decode(&old, DEFAULT_MAX_FRAME_BYTES)
-                .unwrap_or_else(|e| panic!("{name}: a v3 client frame no longer decodes: {e}"));
-            assert_eq!(msg.encode(), old, "{name}");
-        }
-        if name.starts_with("client-hello") {
-            continue;
-        }
-        if name == "server-welcome.bin" {
-            assert_eq!(&old[..2], &[0, 3]);
-            continue;
-        }
-        let new = std::fs::read(dir().join(&name)).expect("the same fixture in v4");
-        assert_eq!(old, new, "{name} changed between versions 3 and 4");
-        compared += 1;
+/// `msg` as a client or server of protocol version 3 or 4 means it: of
+/// schema version 1 (clients), or without schema versions (servers, so
+/// made 1 here to compare).
+fn schema_1_client(msg: ClientMsg) -> ClientMsg {
+    match msg {
+        ClientMsg::Push { stream, intents } => ClientMsg::Push {
+            stream,
+            intents: intents
+                .into_iter()
+                .map(|i| PushIntent { schema: 1, ..i })
+                .collect(),
+        },
+        other => other,
     }
-    assert!(compared >= 14, "compared {compared} fixtures");
+}
+
+fn version(msg: ClientMsg, v: u32) -> ClientMsg {
+    match msg {
+        ClientMsg::Hello {
+            client_id, token, ..
+        } => ClientMsg::Hello {
+            version: v,
+            client_id,
+            token,
+        },
+        other => other,
+    }
+}
+
+/// Frames of clients of versions 3 and 4 decode (through the `legacy`
+/// translation) to the version-5 message they mean, with intents of
+/// schema version 1; every server message but the `Welcome` (which a
+/// server makes in the client's version) translates to exactly the
+/// version-4 bytes; and version 4 only added messages to version 3: every
+/// version-3 fixture is its version-4 namesake.
+#[test]
+fn versions_3_and_4_are_translated_exactly() {
+    let fixtures =
+        |v: &str| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/protocol-{v}"));
+    let clients: Vec<(&str, ClientMsg)> = client_fixtures();
+    let servers: Vec<(&str, ServerMsg)> = server_fixtures();
+    let mut compared = 0;
+    for (v, n) in [("v3", 3), ("v4", 4)] {
+        for entry in std::fs::read_dir(fixtures(v)).expect("fixtures") {
+            let entry = entry.expect("entry");
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let old = std::fs::read(entry.path()).expect("read");
+            let stem = name.trim_end_matches(".bin");
+            if name.starts_with("client-") {
+                let got = legacy::decode_client(&old, DEFAULT_MAX_FRAME_BYTES)
+                    .unwrap_or_else(|e| panic!("{v}/{name}: does not decode: {e}"));
+                let (_, want) = clients
+                    .iter()
+                    .find(|(n, _)| *n == stem)
+                    .unwrap_or_else(|| panic!("{name}: no v5 namesake"));
+                assert_eq!(got, version(schema_1_client(want.clone()), n), "{v}/{name}");
+                compared += 1;
+            } else if name == "server-welcome.bin" {
+                assert_eq!(&old[..2], &[0, n as u8]);
+            } else {
+                let (_, msg) = servers
+                    .iter()
+                    .find(|(n, _)| *n == stem)
+                    .unwrap_or_else(|| panic!("{name}: no v5 namesake"));
+                assert_eq!(legacy::encode_server(msg.clone()), old, "{v}/{name}");
+                assert_eq!(
+                    legacy::transcode_server(&msg.encode()).expect("transcodes"),
+                    old,
+                    "{v}/{name}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 40, "compared {compared} fixtures");
 }

@@ -31,17 +31,51 @@ use sync_core::{
 };
 
 /// Order-sensitive reducer: a count and a hash chain over the payloads.
-#[derive(Clone, Default)]
+///
+/// It comes in two schema versions. Version 2's actions start with `2|`
+/// (its dispatches make them so, and it upcasts a version-1 action by
+/// adding the prefix); it refuses an action without it, so an action
+/// folded without its upcast leaves a mark. Each version's states carry
+/// the version (`v`), and version 2 refuses to fold onto a version-1
+/// state, so an old state fed to the new reducer unmigrated leaves one
+/// too. Both versions hash the same bytes (the action without the
+/// prefix), so a version-1 state at an offset migrates to version 2's by
+/// changing `v` alone (`migrate`, when `migrates`).
+#[derive(Clone)]
 struct ChainReducer {
     /// Whether the last `reduce_meta` read its meta.
     read: std::cell::Cell<bool>,
+    /// The schema version: 1 or 2.
+    version: u32,
+    /// Version 2 migrates version-1 states (otherwise they are rebuilt).
+    migrates: bool,
+}
+
+impl Default for ChainReducer {
+    fn default() -> Self {
+        ChainReducer::of(1, false)
+    }
+}
+
+impl ChainReducer {
+    fn of(version: u32, migrates: bool) -> Self {
+        ChainReducer {
+            read: std::cell::Cell::new(false),
+            version,
+            migrates,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 struct ChainState {
     count: u64,
     hash: u64,
+    /// The schema version of the reducer that made it (0: the initial state).
+    v: u32,
 }
+
+const V2: &[u8] = b"2|";
 
 impl Reducer for ChainReducer {
     type State = ChainState;
@@ -50,14 +84,42 @@ impl Reducer for ChainReducer {
         Ok(payload.to_vec())
     }
     fn reduce(&self, s: &ChainState, a: &Vec<u8>) -> Result<ChainState, ReduceError> {
+        let bytes = if self.version == 2 {
+            if s.v == 1 {
+                return Err("a version-1 state reached the version-2 reducer".into());
+            }
+            a.strip_prefix(V2).ok_or_else(|| {
+                ReduceError::from("a version-1 action reached the version-2 reducer")
+            })?
+        } else {
+            &a[..]
+        };
         let mut h = s.hash ^ 0xcbf2_9ce4_8422_2325;
-        for b in a {
+        for b in bytes {
             h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
         }
         Ok(ChainState {
             count: s.count + 1,
             hash: h.rotate_left(7),
+            v: self.version,
         })
+    }
+    fn schema_version(&self) -> u32 {
+        self.version
+    }
+    fn min_schema_version(&self) -> u32 {
+        1
+    }
+    fn upcast(&self, action: Vec<u8>, from: u32) -> Result<Vec<u8>, ReduceError> {
+        assert_eq!((from, self.version), (1, 2), "upcast only from 1 to 2");
+        Ok([V2, &action].concat())
+    }
+    fn migrate(&self, state: ChainState, from: u32) -> Option<Result<ChainState, ReduceError>> {
+        assert_eq!((from, self.version), (1, 2), "migrate only from 1 to 2");
+        self.migrates.then_some(Ok(ChainState {
+            v: if state.v == 0 { 0 } else { 2 },
+            ..state
+        }))
     }
     /// Payloads ending in an even digit also take in `meta.seen`: every
     /// replica must fold each such event with the `seen` its intent carried
@@ -78,8 +140,8 @@ impl Reducer for ChainReducer {
             return Ok(next);
         }
         Ok(ChainState {
-            count: next.count,
             hash: next.hash ^ meta.seen.0.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ..next
         })
     }
     fn read_meta(&self) -> bool {
@@ -93,17 +155,20 @@ impl Reducer for ChainReducer {
 }
 
 fn state_text(s: &ChainState) -> Vec<u8> {
-    format!("{}:{}", s.count, s.hash).into_bytes()
+    format!("{}:{}:{}", s.count, s.hash, s.v).into_bytes()
 }
 
 /// The server stores a snapshot (and tells subscribers its hash, a
 /// `Checkpoint`) at every offset that is a multiple of this.
 const CHECKPOINT_EVERY: u64 = 4;
 
-fn fold(log: &[Event]) -> ChainState {
+/// The fold of `log` by the reducer of schema `version`, upcasting
+/// older events.
+fn fold(log: &[Event], version: u32) -> ChainState {
+    let r = ChainReducer::of(version, false);
     log.iter().fold(ChainState::default(), |s, e| {
-        ChainReducer::default()
-            .reduce_meta(&s, &e.payload, &Meta::of_event(e))
+        let a = r.decode_at(&e.payload, e.schema).expect("upcasts");
+        r.reduce_meta(&s, &a, &Meta::of_event(e))
             .expect("total reducer")
     })
 }
@@ -120,6 +185,8 @@ enum Outcome {
 /// connections), exactly like the real one is meant to behave.
 struct Server {
     stream: StreamName,
+    /// The schema version of the server's reducer (its checkpoints').
+    version: u32,
     epoch: Epoch,
     log: Vec<Event>,
     decided: HashMap<ClientId, Vec<Outcome>>,
@@ -134,7 +201,7 @@ struct ServerConn {
 }
 
 fn is_rejected_payload(p: &[u8]) -> bool {
-    p.first() == Some(&b'R')
+    p.strip_prefix(V2).unwrap_or(p).first() == Some(&b'R')
 }
 
 impl Server {
@@ -146,7 +213,7 @@ impl Server {
     fn checkpoint(&self) -> Option<(Offset, u64)> {
         let at = self.log.len() as u64 / CHECKPOINT_EVERY * CHECKPOINT_EVERY;
         (at > 0).then(|| {
-            let text = state_text(&fold(&self.log[..at as usize]));
+            let text = state_text(&fold(&self.log[..at as usize], self.version));
             (Offset(at), sync_core::protocol::state_hash(&text))
         })
     }
@@ -162,6 +229,7 @@ impl Server {
                 stream: self.stream.clone(),
                 offset,
                 hash,
+                schema: self.version,
             })
     }
 
@@ -173,6 +241,7 @@ impl Server {
             ClientMsg::Subscribe { .. } => self.checkpoint(),
             _ => None,
         };
+        let version = self.version;
         let Some(c) = self.conns.get_mut(&conn) else {
             return out;
         };
@@ -215,6 +284,7 @@ impl Server {
                                     stream: stream.clone(),
                                     offset,
                                     hash,
+                                    schema: version,
                                 },
                             ));
                         }
@@ -248,8 +318,21 @@ impl Server {
             }
             ClientMsg::Push { stream, intents } => {
                 let client = c.client.expect("Hello comes first");
-                for PushIntent { seq, payload, seen } in intents {
-                    if !self.decide_one(conn, client, &stream, seq, Ok((payload, seen)), &mut out) {
+                for PushIntent {
+                    seq,
+                    payload,
+                    seen,
+                    schema,
+                } in intents
+                {
+                    if !self.decide_one(
+                        conn,
+                        client,
+                        &stream,
+                        seq,
+                        Ok((payload, seen, schema)),
+                        &mut out,
+                    ) {
                         break;
                     }
                 }
@@ -266,7 +349,7 @@ impl Server {
         client: ClientId,
         stream: &StreamName,
         seq: Seq,
-        intent: Result<(Vec<u8>, Offset), (ErrorCode, String)>,
+        intent: Result<(Vec<u8>, Offset, u32), (ErrorCode, String)>,
         out: &mut Vec<(usize, ServerMsg)>,
     ) -> bool {
         let head = self.head();
@@ -302,13 +385,13 @@ impl Server {
                 false
             }
             Decision::Append => {
-                let (payload, seen) = match intent {
+                let (payload, seen, schema) = match intent {
                     Err((code, m)) => {
                         decided.push(Outcome::Rejected(code, m.clone()));
                         out.push((conn, reject(code, m)));
                         return true;
                     }
-                    Ok((p, _)) if is_rejected_payload(&p) => {
+                    Ok((p, _, _)) if is_rejected_payload(&p) => {
                         let m = format!("seq {seq} refused");
                         decided.push(Outcome::Rejected(ErrorCode::Rejected, m.clone()));
                         out.push((conn, reject(ErrorCode::Rejected, m)));
@@ -326,6 +409,7 @@ impl Server {
                     seq,
                     time_ms: offset.0,
                     payload,
+                    schema,
                 };
                 self.log.push(event.clone());
                 let checkpoint = self.checkpoint_in(std::slice::from_ref(&event));
@@ -376,6 +460,8 @@ struct Storage {
     offset: Offset,
     /// The last snapshot: its offset and state; events after it are kept.
     snapshot: (Offset, ChainState),
+    /// The schema version of the reducer that made the snapshot.
+    snapshot_schema: u32,
     events: BTreeMap<Offset, Event>,
     next_seq: u64,
     outbox: BTreeMap<Seq, (NewIntent, bool)>,
@@ -388,6 +474,7 @@ impl Storage {
             generation: 0,
             offset: Offset::ZERO,
             snapshot: (Offset::ZERO, ChainState::default()),
+            snapshot_schema: 1,
             events: BTreeMap::new(),
             next_seq: 1,
             outbox: BTreeMap::new(),
@@ -398,17 +485,20 @@ impl Storage {
         self.outbox
             .iter()
             .map(|(seq, (intent, discarded))| OutboxEntry {
-                seen: intent.seen,
-                time_ms: intent.time_ms,
-                seq: *seq,
-                payload: intent.payload.clone(),
                 discarded: *discarded,
+                ..intent.entry(*seq)
             })
             .collect()
     }
 
-    /// One transaction. Every payload given a seq is recorded in `allocated`.
-    fn execute(&mut self, work: Work<ChainState>, allocated: &mut HashSet<Vec<u8>>) -> Done {
+    /// One transaction of a tab whose reducer is of schema `version`.
+    /// Every payload given a seq is recorded in `allocated`.
+    fn execute(
+        &mut self,
+        work: Work<ChainState>,
+        allocated: &mut HashSet<Vec<u8>>,
+        version: u32,
+    ) -> Done {
         let stale = |s: &Storage, under: &u64| {
             (s.generation != *under).then(|| Done::Stale {
                 stored: s.epoch.clone(),
@@ -461,6 +551,7 @@ impl Storage {
                 if let Some((offset, state)) = write.snapshot {
                     if offset > self.snapshot.0 {
                         self.snapshot = (offset, state);
+                        self.snapshot_schema = version;
                         self.events = self.events.split_off(&offset.next());
                     }
                 }
@@ -488,6 +579,8 @@ impl Storage {
                                     payload: e.payload.clone(),
                                     seen: e.seen,
                                     time_ms: e.time_ms,
+                                    schema: e.schema,
+                                    expires_ms: e.expires_ms,
                                 };
                                 (e.seq, (intent, e.discarded))
                             })
@@ -515,25 +608,39 @@ impl Storage {
         }
     }
 
-    /// The confirmed state as a restarted tab reads it: the snapshot and
-    /// the events after it, in order, as far as they are dense.
-    fn read(&self) -> (ChainState, Offset) {
-        let (mut offset, mut state) = self.snapshot;
+    /// The confirmed state as a restarted tab with reducer `r` reads it:
+    /// the snapshot (migrated when it is of an older schema version) and
+    /// the events after it, in order, as far as they are dense. `None`:
+    /// the snapshot is of an older version and `r` does not migrate; the
+    /// tab rebuilds its state from offset 0 (from the server), leaving
+    /// storage as it is (its later snapshots replace this one).
+    fn read(&self, r: &ChainReducer) -> Option<(ChainState, Offset)> {
+        let (mut offset, state) = self.snapshot;
+        let mut state = sync_core::replica::upgrade_state(
+            r,
+            state,
+            self.snapshot_schema,
+            "the stored snapshot",
+        )
+        .expect("no tab is older than storage")?;
         for (o, e) in &self.events {
             if *o != offset.next() || *o > self.offset {
                 break;
             }
-            state = ChainReducer::default()
-                .reduce_meta(&state, &e.payload, &Meta::of_event(e))
+            let a = r.decode_at(&e.payload, e.schema).expect("upcasts");
+            state = r
+                .reduce_meta(&state, &a, &Meta::of_event(e))
                 .expect("total reducer");
             offset = *o;
         }
-        (state, offset)
+        Some((state, offset))
     }
 }
 
 struct Tab {
     device: usize,
+    /// The schema version of its reducer (its app's version).
+    version: u32,
     client: SyncClient<ChainReducer>,
     queue: Outbox<ChainState>,
     conn: Option<usize>,
@@ -569,20 +676,48 @@ struct World {
     agreed: u64,
     /// Devices whose tabs are write-only (`SyncClient::write_only`).
     write_only: Vec<bool>,
+    /// The newest app version (a tab opened or reloaded runs it).
+    latest: u32,
+    /// Version 2 migrates stored version-1 states (else it rebuilds them).
+    migrates: bool,
 }
 
 #[derive(Clone, Debug)]
 enum Op {
-    Dispatch { tab: usize, reject: bool },
-    Discard { tab: usize, pick: usize },
-    Deliver { pick: usize },
-    Store { tab: usize },
-    Disconnect { tab: usize },
-    Connect { tab: usize },
-    Replay { tab: usize, pick: usize },
-    CrashTab { tab: usize },
+    Dispatch {
+        tab: usize,
+        reject: bool,
+    },
+    Discard {
+        tab: usize,
+        pick: usize,
+    },
+    Deliver {
+        pick: usize,
+    },
+    Store {
+        tab: usize,
+    },
+    Disconnect {
+        tab: usize,
+    },
+    Connect {
+        tab: usize,
+    },
+    Replay {
+        tab: usize,
+        pick: usize,
+    },
+    CrashTab {
+        tab: usize,
+    },
     RestartServer,
     NewEpoch,
+    /// The app's version 2 is out: this tab is reloaded with it (and any
+    /// tab reloaded from now on), and so is the server's reducer.
+    Upgrade {
+        tab: usize,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -596,6 +731,14 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (0..16usize, 0..64usize).prop_map(|(tab, pick)| Op::Replay { tab, pick }),
         1 => (0..16usize).prop_map(|tab| Op::CrashTab { tab }),
         1 => Just(Op::RestartServer),
+    ]
+}
+
+/// [`op_strategy`] with an app upgrade now and then.
+fn op_strategy_with_upgrades() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        40 => op_strategy(),
+        1 => (0..16usize).prop_map(|tab| Op::Upgrade { tab }),
     ]
 }
 
@@ -613,6 +756,7 @@ impl World {
         let mut w = World {
             server: Server {
                 stream,
+                version: 1,
                 epoch: Epoch("e1".into()),
                 log: vec![],
                 decided: HashMap::new(),
@@ -631,14 +775,17 @@ impl World {
             payload_counter: 0,
             agreed: 0,
             write_only: vec![false; tabs_per_device.len()],
+            latest: 1,
+            migrates: false,
         };
         for (device, &n) in tabs_per_device.iter().enumerate() {
             w.storages.push(Storage::new());
             w.client_ids.push(ClientId([device as u8 + 1; 16]));
             for _ in 0..n {
-                let (client, queue) = w.open_tab(device);
+                let (client, queue) = w.open_tab(device, 1);
                 w.tabs.push(Tab {
                     device,
+                    version: 1,
                     client,
                     queue,
                     conn: None,
@@ -649,14 +796,22 @@ impl World {
         w
     }
 
-    /// A tab starts from storage alone: snapshot and events, offset, outbox.
-    fn open_tab(&self, device: usize) -> (SyncClient<ChainReducer>, Outbox<ChainState>) {
+    /// A tab of app version `version` starts from storage alone: snapshot
+    /// and events, offset, outbox.
+    fn open_tab(
+        &self,
+        device: usize,
+        version: u32,
+    ) -> (SyncClient<ChainReducer>, Outbox<ChainState>) {
         let s = &self.storages[device];
-        let (state, offset) = s.read();
+        let reducer = ChainReducer::of(version, self.migrates);
+        let (state, offset) = s
+            .read(&reducer)
+            .unwrap_or((ChainState::default(), Offset::ZERO));
         let replica = Replica::restore(
             self.server.stream.clone(),
             self.client_ids[device],
-            ChainReducer::default(),
+            reducer,
             state,
             offset,
             Seq::new(s.next_seq).expect("seq >= 1"),
@@ -721,9 +876,33 @@ impl World {
                     panic!("tab {tab}: its fold at offset {offset} differs from the server's")
                 }
                 Effect::Agreed { .. } => self.agreed += 1,
+                Effect::Outdated { .. } => {
+                    // A tab of version 1 met version 2's data: it stops,
+                    // keeps its outbox, and connects no more until the
+                    // app is reloaded.
+                    assert_eq!(self.tabs[tab].version, 1, "tab {tab} outdated at version 2");
+                    assert!(self.tabs[tab].client.outdated());
+                    if let Some(conn) = self.tabs[tab].conn.take() {
+                        self.nets.remove(&conn);
+                        self.server.conns.remove(&conn);
+                    }
+                }
                 _ => {}
             }
         }
+    }
+
+    /// Reloads `tab` with the app of schema `version`: memory and queued
+    /// storage work are gone, storage stays.
+    fn reopen(&mut self, tab: usize, version: u32) {
+        self.disconnect(tab);
+        let device = self.tabs[tab].device;
+        let (client, queue) = self.open_tab(device, version);
+        let t = &mut self.tabs[tab];
+        t.client = client;
+        t.queue = queue;
+        t.version = version;
+        t.sent_pushes.clear();
     }
 
     /// Storage carries out the next unit of the tab's queue; false when
@@ -733,7 +912,7 @@ impl World {
         let Some((n, work)) = t.queue.next(&t.client) else {
             return false;
         };
-        let done = self.storages[t.device].execute(work.clone(), &mut self.allocated);
+        let done = self.storages[t.device].execute(work.clone(), &mut self.allocated, t.version);
         if std::env::var_os("SIM_TRACE").is_some() {
             eprintln!(
                 "tab {tab} gen {} {work:?} -> {done:?}",
@@ -766,8 +945,10 @@ impl World {
     fn dispatch(&mut self, tab: usize, reject: bool) {
         let device = self.tabs[tab].device;
         self.payload_counter += 1;
+        let version = self.tabs[tab].version;
         let payload = format!(
-            "{}d{}t{}n{}",
+            "{}{}d{}t{}n{}",
+            if version == 2 { "2|" } else { "" },
             if reject { "R" } else { "" },
             device,
             tab,
@@ -783,7 +964,16 @@ impl World {
             .replica_mut()
             .dispatch_unassigned(payload.clone(), 0)
             .expect("total reducer");
-        t.queue.dispatched(local, payload, seen, 0);
+        t.queue.dispatched(
+            local,
+            NewIntent {
+                payload,
+                seen,
+                time_ms: 0,
+                schema: version,
+                expires_ms: 0,
+            },
+        );
     }
 
     fn discard(&mut self, tab: usize, pick: usize) {
@@ -804,7 +994,7 @@ impl World {
     }
 
     fn connect(&mut self, tab: usize) {
-        if self.tabs[tab].conn.is_some() {
+        if self.tabs[tab].conn.is_some() || self.tabs[tab].client.outdated() {
             return;
         }
         let conn = self.next_conn;
@@ -897,6 +1087,19 @@ impl World {
                 t.client.replica().counts_hold(),
                 "tab {i}: the kept pending counts differ from the pending intents"
             );
+            // An old app never folds what a newer one made.
+            if t.version == 1 && t.client.epoch() == Some(&self.server.epoch) {
+                let offset = t.client.replica().offset().0 as usize;
+                if let Some(newer) = self.server.log[..offset.min(self.server.log.len())]
+                    .iter()
+                    .find(|e| e.schema > 1)
+                {
+                    panic!(
+                        "tab {i} of version 1 applied the version-2 event at {}",
+                        newer.offset
+                    );
+                }
+            }
         }
     }
 
@@ -937,14 +1140,14 @@ impl World {
                 }
             }
             Op::CrashTab { tab } => {
-                // Memory is gone, queued storage work with it; storage stays.
-                let tab = tab % n;
-                self.disconnect(tab);
-                let device = self.tabs[tab].device;
-                let (client, queue) = self.open_tab(device);
-                self.tabs[tab].client = client;
-                self.tabs[tab].queue = queue;
-                self.tabs[tab].sent_pushes.clear();
+                // Memory is gone, queued storage work with it; storage
+                // stays. It comes back with the newest app.
+                self.reopen(tab % n, self.latest);
+            }
+            Op::Upgrade { tab } => {
+                self.latest = 2;
+                self.server.version = 2;
+                self.reopen(tab % n, 2);
             }
             Op::RestartServer => {
                 for tab in 0..n {
@@ -966,6 +1169,12 @@ impl World {
     }
 
     fn quiesce(&mut self) {
+        // Every tab still on the old app is reloaded with the new one.
+        for tab in 0..self.tabs.len() {
+            if self.tabs[tab].version < self.latest {
+                self.reopen(tab, self.latest);
+            }
+        }
         for tab in 0..self.tabs.len() {
             self.connect(tab);
         }
@@ -1002,7 +1211,7 @@ impl World {
                 self.epochs
             );
         }
-        let expected = fold(log);
+        let expected = fold(log, self.latest);
         let head = Offset(log.len() as u64);
         for (i, t) in self.tabs.iter().enumerate() {
             let r = t.client.replica();
@@ -1049,7 +1258,15 @@ impl World {
                 continue;
             }
             assert_eq!(s.offset, head, "device {d} stored offset");
-            assert_eq!(s.read(), (expected, head), "device {d} stored state");
+            match s.read(&ChainReducer::of(self.latest, self.migrates)) {
+                Some(read) => assert_eq!(read, (expected, head), "device {d} stored state"),
+                // An old app's snapshot the new one does not migrate: a
+                // tab opening rebuilds from the server.
+                None => assert!(
+                    s.snapshot_schema < self.latest,
+                    "device {d}: nothing to read"
+                ),
+            }
         }
         // Dense offsets; no (client, seq) or intent twice; only intents
         // that were given a seq.
@@ -1144,6 +1361,29 @@ proptest! {
         for d in 0..writers.len() {
             w.make_write_only(d);
         }
+        for op in ops {
+            w.apply(op);
+        }
+        w.quiesce();
+        w.check();
+    }
+
+    /// The app is upgraded while devices hold offline work: tabs reloaded
+    /// with version 2 (whose reducer upcasts version-1 actions, and
+    /// migrates stored version-1 states or rebuilds them) run beside tabs
+    /// still on version 1, which stop at the first version-2 event,
+    /// keeping their outbox, until they are reloaded too. Every intent of
+    /// either version is in the log once, and every replica's state is
+    /// version 2's fold of it.
+    #[test]
+    fn upgrades_keep_every_offline_intent_once(
+        tabs in prop::collection::vec(1usize..=3, 1..=4),
+        every in 1u64..=4,
+        migrates: bool,
+        ops in prop::collection::vec(op_strategy_with_upgrades(), 1..300),
+    ) {
+        let mut w = World::new(&tabs, every);
+        w.migrates = migrates;
         for op in ops {
             w.apply(op);
         }

@@ -52,6 +52,7 @@ fn event() -> impl Strategy<Value = Event> {
             seq: Seq::new(seq.max(1)).unwrap(),
             time_ms,
             payload,
+            schema: u32::MAX,
         })
 }
 
@@ -73,7 +74,7 @@ proptest! {
             stream,
             intents: intents
                 .into_iter()
-                .map(|(seq, payload)| PushIntent { seen: Offset(seq), seq: Seq::new(seq.max(1)).unwrap(), payload })
+                .map(|(seq, payload)| PushIntent { seen: Offset(seq), seq: Seq::new(seq.max(1)).unwrap(), payload, schema: u32::MAX })
                 .collect(),
         };
         prop_assert!(msg.encode().len() <= bound, "{} > {bound}", msg.encode().len());
@@ -86,7 +87,7 @@ proptest! {
         part in payload(),
     ) {
         let (offset, hash, total, at) = numbers;
-        let msg = ServerMsg::Snapshot { stream, offset: Offset(offset), hash, total, at, part: part.clone() };
+        let msg = ServerMsg::Snapshot { stream, offset: Offset(offset), hash, total, at, part: part.clone(), schema: u32::MAX };
         let bound = sync_core::protocol::SNAPSHOT_FRAME_OVERHEAD + part.len();
         prop_assert!(msg.encode().len() <= bound, "{} > {bound}", msg.encode().len());
     }
@@ -140,6 +141,7 @@ fn largest_payloads_fit_their_frames_with_little_slack() {
                 seen: Offset(u64::MAX),
                 seq: Seq::new(u64::MAX).unwrap(),
                 payload: vec![0; payload],
+                schema: u32::MAX,
             }],
         };
         let len = push.encode().len();
@@ -158,6 +160,7 @@ fn largest_payloads_fit_their_frames_with_little_slack() {
             seq: Seq::new(u64::MAX).unwrap(),
             time_ms: u64::MAX,
             payload: vec![0; payload],
+            schema: u32::MAX,
         };
         let events = ServerMsg::Events {
             stream: longest_stream(),

@@ -29,6 +29,12 @@ pub(crate) struct Net {
     /// The server refused the token or what it allows: no attempts until
     /// `setToken()` or `reconnect()`.
     pub needs_token: bool,
+    /// The store met data of a newer schema version (`SCHEMA_TOO_NEW`):
+    /// no attempts until the app is reloaded.
+    pub outdated: bool,
+    /// The timer of the next pending intent's time-to-live, and when it
+    /// runs out (ms since the Unix epoch).
+    pub expiry: Option<(u64, Timer)>,
     /// The current socket has opened.
     pub opened: bool,
     /// Which failed attempts are reported.
@@ -58,6 +64,8 @@ impl Net {
             token,
             sent_token: None,
             needs_token: false,
+            outdated: false,
+            expiry: None,
             opened: false,
             failures: FailureReports::default(),
         }
@@ -71,10 +79,16 @@ impl Net {
 
     /// Drops the socket and every timer.
     pub fn shutdown(&mut self) {
+        self.shutdown_socket();
+        self.startup_timer = None;
+        self.expiry = None;
+    }
+
+    /// Drops the socket, its heartbeat and a planned reconnect.
+    pub fn shutdown_socket(&mut self) {
         self.socket = None;
         self.heartbeat = None;
         self.reconnect_timer = None;
-        self.startup_timer = None;
     }
 }
 

@@ -22,7 +22,8 @@ use std::rc::{Rc, Weak};
 
 use js_sys::Uint8Array;
 use sync_core::{
-    ClientId, Effect, Epoch, ErrorCode, Offset, Outbox, Phase, Replica, Seq, StreamName, SyncClient,
+    ClientId, CoreError, Effect, Epoch, ErrorCode, NewIntent, Offset, Outbox, Phase, Replica, Seq,
+    StreamName, SyncClient,
 };
 use wasm_bindgen::prelude::*;
 
@@ -158,6 +159,12 @@ pub struct Status {
     /// (`FORBIDDEN`); the store does not reconnect until `set_token` (or
     /// `reconnect`). Dispatches are kept meanwhile.
     pub needs_token: bool,
+    /// This app is older than the data: the store met something made
+    /// under a newer schema version (`SCHEMA_TOO_NEW`: it stopped syncing
+    /// and does not reconnect; the outbox is kept), or the server refused
+    /// an intent as made under a version it no longer takes
+    /// (`SCHEMA_TOO_OLD`). Only a reload with newer code helps.
+    pub outdated: bool,
 }
 
 /// An intent the server refused; it was rolled back.
@@ -183,6 +190,8 @@ pub(crate) enum Problem {
     /// This store's fold differed from the server's (`DIVERGED`); over
     /// when a later comparison agrees.
     Diverged,
+    /// The app is older than the data ([`Status::outdated`]); never over.
+    Outdated,
 }
 
 /// An intent of this tab that waits for the server.
@@ -192,6 +201,9 @@ pub struct PendingAction {
     pub seq: Option<Seq>,
     /// Its payload.
     pub payload: Vec<u8>,
+    /// Its time-to-live ran out: it is left out of the state and waits
+    /// for the server to record its withdrawal (`EXPIRED`).
+    pub expired: bool,
 }
 
 /// What a step produced for listeners; delivered once no borrow is held.
@@ -241,6 +253,11 @@ pub(crate) struct Core<R: StoreReducer> {
     pub problem: Option<(Problem, ErrorInfo)>,
     pub synced_waiters: Vec<Sender<Result<(), WasmError>>>,
     pub idle_waiters: Vec<Sender<()>>,
+    /// See [`Status::outdated`].
+    pub outdated: bool,
+    /// The offset of a stored snapshot of an older schema version that
+    /// was not used (see `Store::open`): the next events write drops it.
+    pub dropped_snapshot: Option<u64>,
 }
 
 impl<R: StoreReducer> Core<R> {
@@ -263,6 +280,14 @@ impl<R: StoreReducer> Core<R> {
         notes.errors.push(e);
     }
 
+    /// The app is older than the data (`SCHEMA_TOO_NEW`): reported, and
+    /// the store stops syncing.
+    pub fn outdated_by(&mut self, e: WasmError, notes: &mut Notes) {
+        self.outdated = true;
+        self.net.outdated = true;
+        self.problem(Problem::Outdated, e, notes);
+    }
+
     /// A problem of `kind` is over.
     pub fn clear_problem(&mut self, kind: Problem) {
         if self.problem.as_ref().is_some_and(|(k, _)| *k == kind) {
@@ -281,6 +306,7 @@ impl<R: StoreReducer> Core<R> {
             last_error: self.problem.as_ref().map(|(_, e)| e.clone()),
             client_id: r.client_id(),
             needs_token: self.net.needs_token,
+            outdated: self.outdated,
         }
     }
 
@@ -311,6 +337,16 @@ impl<R: StoreReducer> Core<R> {
                 // An answer about one intent, not a problem of the store:
                 // the rejection listeners hear of it; one that only a
                 // client bug causes is reported as an error too.
+                if code == ErrorCode::SchemaTooOld {
+                    self.outdated = true;
+                    self.problem = Some((
+                        Problem::Outdated,
+                        ErrorInfo {
+                            code,
+                            message: message.clone(),
+                        },
+                    ));
+                }
                 if sync_core::client::rejection_is_client_error(code) {
                     self.error(
                         WasmError::Server {
@@ -373,6 +409,19 @@ impl<R: StoreReducer> Core<R> {
                 );
             }
             Effect::Agreed { .. } => self.clear_problem(Problem::Diverged),
+            Effect::Outdated { message } => {
+                // The client has let the connection go; so does the
+                // socket, for good: no reconnects until a reload.
+                self.net.shutdown_socket();
+                self.net.outdated = true;
+                self.outdated_by(
+                    WasmError::Server {
+                        code: ErrorCode::SchemaTooNew,
+                        message,
+                    },
+                    notes,
+                );
+            }
             Effect::ServerError { code, message } => {
                 // A token replaced since this connection's Hello (refreshed
                 // before it expired) is worth a normal reconnect.
@@ -441,6 +490,7 @@ impl<R: StoreReducer> Engine<R> {
             let Ok(mut c) = self.core.try_borrow_mut() else {
                 return;
             };
+            self.arm_expiry(&mut c);
             let s = c.compute_status();
             let changed = {
                 let mut p = self.published.borrow_mut();
@@ -540,6 +590,9 @@ pub struct Folded<R: StoreReducer> {
     pub read_meta: bool,
     /// The time the caller folded it with (`meta.time`).
     pub time_ms: u64,
+    /// When it stops being worth sending (0: never), see
+    /// [`Replica::set_expiry`].
+    pub expires_ms: u64,
 }
 
 /// A browser store over reducer `R`. Cloning gives another handle to the
@@ -588,13 +641,39 @@ impl<R: StoreReducer> Store<R> {
         let (client_id, mut problems) = db.client_id(random16()?).await?;
         let loaded = db.load(opts.stream.as_str()).await?;
         problems.extend(loaded.problems);
-        let record = loaded.record;
-        let (confirmed, offset, events) = match loaded.snapshot.map(|s| reducer.state_from_js(s)) {
-            Some(Ok(state)) => (state, Offset(record.snapshot_offset), loaded.events),
+        let mut record = loaded.record;
+        // A snapshot made under an older schema version is migrated; one
+        // the reducer does not migrate is dropped, and so is one made
+        // under a newer version (a newer app wrote it: this one stops).
+        let mut outdated = None;
+        let mut dropped = None;
+        let (confirmed, offset, events) = match loaded.snapshot.map(|(raw, schema)| {
+            let what = format!("the stored snapshot at offset {}", record.snapshot_offset);
+            reducer.state_from_js(raw).and_then(|s| {
+                sync_core::replica::upgrade_state(&reducer, s, schema, &what)
+                    .map_err(WasmError::from)
+            })
+        }) {
+            Some(Ok(Some(state))) => (state, Offset(record.snapshot_offset), loaded.events),
+            Some(Ok(None)) => {
+                // Storage holds no events under a snapshot (they are
+                // deleted when it is stored): the state is rebuilt from
+                // offset 0 with the server's events. The first write of
+                // them drops the snapshot and the events after it
+                // (`EventsWrite::drop_snapshot`); the outbox, the epoch
+                // and the seqs stay.
+                dropped = Some(record.snapshot_offset);
+                record.snapshot_offset = 0;
+                (initial.clone(), Offset::ZERO, Vec::new())
+            }
             Some(Err(e)) => {
                 // The events stored start after the snapshot: useless
                 // without it. Start over; the server sends the history.
-                problems.push(e);
+                if e.code() == ErrorCode::SchemaTooNew {
+                    outdated = Some(e);
+                } else {
+                    problems.push(e);
+                }
                 (initial.clone(), Offset::ZERO, Vec::new())
             }
             None => (initial.clone(), Offset::ZERO, loaded.events),
@@ -622,6 +701,7 @@ impl<R: StoreReducer> Store<R> {
                     );
                 }
             }
+            Err(e @ CoreError::SchemaTooNew { .. }) => outdated = Some(e.into()),
             Err(e) => problems.push(e.into()),
         }
         let mut client = SyncClient::new(replica, record.epoch.map(Epoch), initial);
@@ -651,10 +731,15 @@ impl<R: StoreReducer> Store<R> {
             problem: None,
             synced_waiters: Vec::new(),
             idle_waiters: Vec::new(),
+            outdated: false,
+            dropped_snapshot: dropped,
         };
         for p in problems {
             // Unreadable records: a storage problem until a write succeeds.
             core.problem(Problem::Storage, p, &mut notes);
+        }
+        if let Some(e) = outdated {
+            core.outdated_by(e, &mut notes);
         }
         let published = RefCell::new((core.compute_status(), 0));
         let engine = Rc::new_cyclic(|me| Engine {
@@ -728,12 +813,22 @@ impl<R: StoreReducer> Store<R> {
                 });
             }
             let replica = c.client.replica_mut();
-            let (seen, now) = (replica.offset(), now_ms());
+            let (seen, time_ms) = (replica.offset(), now_ms());
             let local = match action {
-                Some(action) => replica.dispatch_decoded(payload.clone(), action, now)?,
-                None => replica.dispatch_unassigned(payload.clone(), now)?,
+                Some(action) => replica.dispatch_decoded(payload.clone(), action, time_ms)?,
+                None => replica.dispatch_unassigned(payload.clone(), time_ms)?,
             };
-            c.outbox.dispatched(local, payload, seen, now);
+            let schema = replica.reducer().schema_version();
+            c.outbox.dispatched(
+                local,
+                NewIntent {
+                    payload,
+                    seen,
+                    time_ms,
+                    schema,
+                    expires_ms: 0,
+                },
+            );
         }
         self.engine.kick_writer();
         self.engine.emit(Notes {
@@ -782,11 +877,24 @@ impl<R: StoreReducer> Store<R> {
             let Core { client, outbox, .. } = &mut *c;
             let replica = client.replica_mut();
             let refold = !based_on(replica.state());
+            let schema = replica.reducer().schema_version();
             for f in items {
                 let next = (!refold).then_some((f.state, f.read_meta));
                 let local =
                     replica.dispatch_folded(f.payload.clone(), f.action, next, f.seen, f.time_ms);
-                outbox.dispatched(local, f.payload, f.seen, f.time_ms);
+                if f.expires_ms != 0 {
+                    replica.set_expiry(local, f.expires_ms);
+                }
+                outbox.dispatched(
+                    local,
+                    NewIntent {
+                        payload: f.payload,
+                        seen: f.seen,
+                        time_ms: f.time_ms,
+                        schema,
+                        expires_ms: f.expires_ms,
+                    },
+                );
             }
             refold
         };
@@ -800,15 +908,20 @@ impl<R: StoreReducer> Store<R> {
 
     /// This tab's intents that wait for the server (dispatched here, or
     /// found in storage when the store opened), in the order they are
-    /// folded; discarded ones are left out.
+    /// folded; discarded ones are left out, expired ones are listed until
+    /// the server's refusal comes (so an app's view of their fates does
+    /// not take them for confirmed).
     pub fn pending(&self) -> Result<Vec<PendingAction>, WasmError> {
         let c = self.engine.core.try_borrow().map_err(|_| busy())?;
         Ok(c.client
             .replica()
-            .own_pending()
+            .pending()
+            .iter()
+            .filter(|p| p.own && !p.discarded)
             .map(|p| PendingAction {
                 seq: p.seq,
                 payload: p.payload.clone(),
+                expired: p.expired,
             })
             .collect())
     }

@@ -35,8 +35,8 @@ export function idbDone(tx) {
 }
 // The reducer's meta (reducer.rs), here to keep the module's JS in few files.
 let read = false;
-export function meta(offset, clientId, subject, seq, time, seen) {
-  if (offset !== undefined) return { offset, clientId, subject: subject ?? null, seq, time, seen };
+export function meta(offset, clientId, subject, seq, time, seen, schema) {
+  if (offset !== undefined) return { offset, clientId, subject: subject ?? null, seq, time, seen, schema };
   // Pending: whether the reducer reads it decides whether its confirmation
   // folds it again (with the server's values). One object, its values set
   // per call (valid during the reducer's call), as in the package.
@@ -45,9 +45,10 @@ export function meta(offset, clientId, subject, seq, time, seen) {
   pending.subject = subject ?? null;
   pending.time = time;
   pending.seen = seen;
+  pending.schema = schema;
   return watched;
 }
-const pending = { clientId: null, subject: null, time: 0, seen: 0 };
+const pending = { clientId: null, subject: null, time: 0, seen: 0, schema: 1 };
 const watched = Object.freeze({
   get offset() { read = true; return null; },
   get clientId() { read = true; return pending.clientId; },
@@ -55,6 +56,8 @@ const watched = Object.freeze({
   get seq() { read = true; return null; },
   get time() { read = true; return pending.time; },
   get seen() { read = true; return pending.seen; },
+  // The same when confirmed: not a read that needs a second fold.
+  get schema() { return pending.schema; },
 });
 export function metaRead() { return read; }
 "#)]
@@ -68,6 +71,7 @@ extern "C" {
         seq: Option<f64>,
         time: f64,
         seen: f64,
+        schema: u32,
     ) -> JsValue;
     /// Whether the last pending `meta` was read.
     #[wasm_bindgen(js_name = metaRead)]

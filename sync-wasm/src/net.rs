@@ -94,7 +94,8 @@ impl<R: StoreReducer> Engine<R> {
     }
 
     fn connect(self: &Rc<Self>, c: &mut Core<R>, notes: &mut Notes) {
-        if c.closed || c.net.paused || c.net.needs_token || c.net.socket.is_some() {
+        if c.closed || c.net.paused || c.net.needs_token || c.net.outdated || c.net.socket.is_some()
+        {
             return;
         }
         c.net.reconnect_timer = None;
@@ -181,6 +182,13 @@ impl<R: StoreReducer> Engine<R> {
     /// its effects.
     pub fn handle_msg(self: &Rc<Self>, c: &mut Core<R>, msg: ServerMsg, notes: &mut Notes) {
         let welcome = matches!(msg, ServerMsg::Welcome { .. });
+        if welcome {
+            // Intents that outlived their time-to-live are withdrawn
+            // before this connection pushes anything.
+            for e in c.client.expire(js_sys::Date::now() as u64) {
+                c.apply(e, notes);
+            }
+        }
         match c.client.handle(msg) {
             Ok(effects) => {
                 if welcome {
@@ -198,6 +206,55 @@ impl<R: StoreReducer> Engine<R> {
                 self.drop_connection(c);
             }
         }
+    }
+
+    /// Withdraws the pending intents whose time-to-live ran out (see
+    /// `SyncClient::expire`); on a live connection their withdrawals go
+    /// at once. The timer is armed again by `emit`.
+    fn expire_now(self: &Rc<Self>) {
+        let mut notes = Notes::default();
+        {
+            let Ok(mut c) = self.core.try_borrow_mut() else {
+                return;
+            };
+            c.net.expiry = None;
+            if c.closed {
+                return;
+            }
+            let mut effects = c.client.expire(js_sys::Date::now() as u64);
+            effects.extend(c.client.flush());
+            for e in effects {
+                c.apply(e, &mut notes);
+            }
+        }
+        self.kick_writer();
+        self.emit(notes);
+    }
+
+    /// Sets the timer for the earliest time-to-live of a pending intent
+    /// (`Replica::next_expiry`), unless it is set for that time already.
+    pub fn arm_expiry(&self, c: &mut Core<R>) {
+        let next = if c.closed {
+            None
+        } else {
+            c.client.replica().next_expiry()
+        };
+        if next == c.net.expiry.as_ref().map(|(at, _)| *at) {
+            return;
+        }
+        c.net.expiry = next.map(|at| {
+            // One due already waits for its seq (its outbox write): look
+            // again shortly rather than at once. (A timer waits at most
+            // 2^31 - 1 ms: a later one fires early and is armed again.)
+            let wait = (at as f64 - js_sys::Date::now()).max(50.0) as u32;
+            let weak = self.me.clone();
+            let timer = Timer::new(wait, false, move || {
+                if let Some(e) = weak.upgrade() {
+                    e.expire_now();
+                }
+            });
+            (at, timer)
+        });
     }
 
     /// A socket closed before it opened. The first failure of an outage is
@@ -247,7 +304,7 @@ impl<R: StoreReducer> Engine<R> {
     }
 
     fn schedule_reconnect(self: &Rc<Self>, c: &mut Core<R>) {
-        if c.closed || c.net.paused || c.net.needs_token {
+        if c.closed || c.net.paused || c.net.needs_token || c.net.outdated {
             return;
         }
         let delay = c.net.backoff.next_delay_ms(js_sys::Math::random());

@@ -18,11 +18,37 @@ pub trait StoreReducer: Reducer + 'static {
     fn state_from_js(&self, value: JsValue) -> Result<Self::State, WasmError>;
 }
 
+/// A JS app's schema version and what it does with older ones (the
+/// `schemaVersion`, `minSchemaVersion`, `upcast` and `migrate` options).
+#[derive(Clone)]
+pub struct Schema {
+    /// The version of the actions it makes and the states it holds.
+    pub version: u32,
+    /// The oldest version `upcast` takes.
+    pub min: u32,
+    /// `(action, fromVersion) => action`.
+    pub upcast: Option<Function>,
+    /// `(state, fromVersion) => state`.
+    pub migrate: Option<Function>,
+}
+
+impl Default for Schema {
+    fn default() -> Self {
+        Schema {
+            version: 1,
+            min: 1,
+            upcast: None,
+            migrate: None,
+        }
+    }
+}
+
 /// A JS reducer: the state is any JS value, an action is the `JSON.parse`
 /// of the payload's UTF-8 text, and a throw (or `undefined` returned) is a
 /// [`ReduceError`] that leaves the state as it was.
 pub struct JsReducer {
     func: Function,
+    schema: Schema,
     /// The last client id met and its hex text (events come in runs of
     /// one client's).
     client: std::cell::RefCell<Option<(sync_core::ClientId, JsValue)>>,
@@ -36,6 +62,7 @@ impl JsReducer {
         match func.dyn_into::<Function>() {
             Ok(func) => Ok(JsReducer {
                 func,
+                schema: Schema::default(),
                 client: Default::default(),
                 read: Default::default(),
             }),
@@ -47,6 +74,25 @@ impl JsReducer {
 }
 
 impl JsReducer {
+    /// The reducer of an app at `schema`.
+    pub fn with_schema(mut self, schema: Schema) -> JsReducer {
+        self.schema = schema;
+        self
+    }
+
+    /// Calls the app's `upcast` or `migrate` with `(value, from)`: what
+    /// it threw, or a short message for none or `undefined` (callers say
+    /// what was converted; every byte of text is in the module).
+    fn convert(f: Option<&Function>, value: &JsValue, from: u32) -> Result<JsValue, ReduceError> {
+        match f.map(|f| f.call2(&JsValue::UNDEFINED, value, &from.into())) {
+            Some(Ok(v)) if !v.is_undefined() => Ok(v),
+            Some(Err(e)) => Err(ReduceError(describe_js(&e))),
+            _ => Err(ReduceError(format!(
+                "nothing made of schema version {from}"
+            ))),
+        }
+    }
+
     fn call(
         &self,
         state: &JsValue,
@@ -111,6 +157,7 @@ impl Reducer for JsReducer {
             m.seq.map(|s| s.get() as f64),
             m.time_ms as f64,
             m.seen.0 as f64,
+            m.schema,
         );
         let next = self.call(state, action, &m);
         self.read.set(pending && meta_read());
@@ -119,6 +166,23 @@ impl Reducer for JsReducer {
 
     fn read_meta(&self) -> bool {
         self.read.get()
+    }
+
+    fn schema_version(&self) -> u32 {
+        self.schema.version
+    }
+
+    fn min_schema_version(&self) -> u32 {
+        self.schema.min
+    }
+
+    fn upcast(&self, action: JsValue, from: u32) -> Result<JsValue, ReduceError> {
+        Self::convert(self.schema.upcast.as_ref(), &action, from)
+    }
+
+    fn migrate(&self, state: JsValue, from: u32) -> Option<Result<JsValue, ReduceError>> {
+        let f = self.schema.migrate.as_ref()?;
+        Some(Self::convert(Some(f), &state, from))
     }
 
     fn decode_state(&self, json: &[u8]) -> Result<JsValue, ReduceError> {

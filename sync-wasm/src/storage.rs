@@ -54,8 +54,10 @@ impl StreamRecord {
 /// What a store starts from.
 pub(crate) struct Loaded {
     pub record: StreamRecord,
-    /// The state at `record.snapshot_offset`, when a snapshot is stored.
-    pub snapshot: Option<JsValue>,
+    /// The state at `record.snapshot_offset`, when a snapshot is stored,
+    /// and the schema version it was made under (1 in records written
+    /// before snapshots kept it).
+    pub snapshot: Option<(JsValue, u32)>,
     /// Events after the snapshot, dense from `snapshot_offset + 1`.
     pub events: Vec<Event>,
     /// The outbox, in seq order.
@@ -72,6 +74,12 @@ pub(crate) struct EventsWrite {
     pub offset: Offset,
     /// A snapshot of the confirmed state at an offset within the batch.
     pub snapshot: Option<(Offset, JsValue)>,
+    /// The schema version of the snapshot's state (the reducer's).
+    pub schema: u32,
+    /// A stored snapshot (its offset) of an older schema version the
+    /// store did not use: dropped, with the events after it, before
+    /// these are written (when it is still the stored one).
+    pub drop_snapshot: Option<u64>,
     pub epoch: Option<Epoch>,
 }
 
@@ -243,7 +251,7 @@ impl Db {
             put(
                 &outbox,
                 &idb::key2(&key, seq),
-                &outbox_value(seq, &intent.payload, false, intent.time_ms, intent.seen),
+                &outbox_value(seq, &intent.entry(Seq::new(seq).map_err(WasmError::from)?)),
             )?;
         }
         record.next_seq = first + intents.len() as u64;
@@ -285,6 +293,18 @@ impl Db {
             finish(&self.name, &tx, outcome, "read the outbox numbering").await?;
             return Ok((record.stale(), problems));
         }
+        let events = idb::store(&tx, EVENTS)?;
+        if w.drop_snapshot == Some(record.snapshot_offset) {
+            let del = |store: &web_sys::IdbObjectStore, k: &JsValue| {
+                store
+                    .delete(k)
+                    .map(|_| ())
+                    .map_err(|e| WasmError::from_storage("drop the snapshot", &e))
+            };
+            del(&idb::store(&tx, SNAPSHOTS)?, &key)?;
+            del(&events, &idb::range_from(&key, 0)?)?;
+            record.snapshot_offset = 0;
+        }
         // Another tab of this profile may be further along: never move back.
         let mut snapshot_at = 0;
         if let Some((offset, state)) = &w.snapshot {
@@ -293,6 +313,7 @@ impl Db {
                 set(&value, "offset", &JsValue::from_f64(offset.0 as f64));
                 set(&value, "state", state);
                 set(&value, "timeMs", &js_sys::Date::now().into());
+                set(&value, "schema", &w.schema.into());
                 // A state that cannot be cloned (a function inside, say)
                 // throws here, synchronously, without aborting: keep the
                 // events instead and report it.
@@ -305,7 +326,6 @@ impl Db {
                 }
             }
         }
-        let events = idb::store(&tx, EVENTS)?;
         for e in &w.events {
             if e.offset.0 > snapshot_at {
                 let bytes = sync_core::protocol::encode_event(e);
@@ -399,7 +419,7 @@ impl Db {
             put(
                 &out,
                 &idb::key2(&key, e.seq.get()),
-                &outbox_value(e.seq.get(), &e.payload, e.discarded, e.time_ms, e.seen),
+                &outbox_value(e.seq.get(), e),
             )?;
         }
         let generation = record.generation + 1;
@@ -538,17 +558,23 @@ fn whole(v: &JsValue) -> Option<u64> {
     (n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0).then_some(n as u64)
 }
 
-/// An outbox entry as stored: `{seq, payload, discarded?, timeMs, seen}`
-/// (`seen` is missing in entries stored before intents carried it: 0).
-fn outbox_value(seq: u64, payload: &[u8], discarded: bool, time_ms: u64, seen: Offset) -> JsValue {
+/// An outbox entry as stored under `seq`: `{seq, payload, discarded?,
+/// timeMs, seen, schema, expiresMs?}` (`seen` is missing in entries stored
+/// before intents carried it: 0; `schema` and `expiresMs` in entries
+/// stored before they were kept: schema 1, never expiring).
+fn outbox_value(seq: u64, e: &OutboxEntry) -> JsValue {
     let value = Object::new();
     set(&value, "seq", &JsValue::from_f64(seq as f64));
-    set(&value, "payload", &Uint8Array::from(payload));
-    if discarded {
+    set(&value, "payload", &Uint8Array::from(&e.payload[..]));
+    if e.discarded {
         set(&value, "discarded", &JsValue::TRUE);
     }
-    set(&value, "timeMs", &JsValue::from_f64(time_ms as f64));
-    set(&value, "seen", &JsValue::from_f64(seen.0 as f64));
+    set(&value, "timeMs", &JsValue::from_f64(e.time_ms as f64));
+    set(&value, "seen", &JsValue::from_f64(e.seen.0 as f64));
+    set(&value, "schema", &e.schema.into());
+    if e.expires_ms != 0 {
+        set(&value, "expiresMs", &JsValue::from_f64(e.expires_ms as f64));
+    }
     value.into()
 }
 
@@ -618,7 +644,7 @@ impl StreamRecord {
     }
 }
 
-fn read_snapshot(raw: &JsValue, stream: &str, expected: u64) -> Result<JsValue, WasmError> {
+fn read_snapshot(raw: &JsValue, stream: &str, expected: u64) -> Result<(JsValue, u32), WasmError> {
     let bad = |reason: String| WasmError::Corrupt {
         key: format!("snapshots/{stream}"),
         reason,
@@ -638,7 +664,12 @@ fn read_snapshot(raw: &JsValue, stream: &str, expected: u64) -> Result<JsValue, 
     if state.is_undefined() {
         return Err(bad("no state".into()));
     }
-    Ok(state)
+    Ok((state, schema_of(raw)))
+}
+
+/// A record's `schema` (absent in records written before it was kept: 1).
+fn schema_of(raw: &JsValue) -> u32 {
+    whole(&get(raw, "schema")).map_or(1, |n| n.min(u64::from(u32::MAX)) as u32)
 }
 
 /// Decodes stored events, keeping the dense run after `after`; the first
@@ -689,18 +720,21 @@ fn read_events(
     events
 }
 
-/// A stored event. One stored before events carried `subject` and
-/// `seen` (protocol version 1) lacks their bytes at the end: it reads as
-/// an event with no subject and seen 0 (postcard writes `None` and `0`
-/// as one zero byte each), as the server's log has it.
-fn decode_stored_event(mut bytes: Vec<u8>) -> Result<Event, String> {
-    match postcard::from_bytes::<Event>(&bytes) {
-        Ok(e) => Ok(e),
-        Err(first) => {
-            bytes.extend_from_slice(&[0, 0]);
-            postcard::from_bytes::<Event>(&bytes).map_err(|_| first.to_string())
-        }
-    }
+/// A stored event. One stored before events carried their `schema`
+/// (protocol versions before 5) lacks its byte at the end: it reads as
+/// schema version 1 (postcard writes 1 as the byte 1); one stored before
+/// they carried `subject` and `seen` (protocol version 1) lacks those too:
+/// no subject and seen 0 (postcard writes `None` and `0` as one zero byte
+/// each), as the server's log has it.
+fn decode_stored_event(bytes: Vec<u8>) -> Result<Event, String> {
+    let first = match postcard::from_bytes::<Event>(&bytes) {
+        Ok(e) => return Ok(e),
+        Err(e) => e.to_string(),
+    };
+    [&[1][..], &[0, 0, 1]]
+        .iter()
+        .find_map(|tail| postcard::from_bytes::<Event>(&[&bytes[..], tail].concat()).ok())
+        .ok_or(first)
 }
 
 fn read_outbox(raw: &JsValue, stream: &str, problems: &mut Vec<WasmError>) -> Vec<OutboxEntry> {
@@ -721,6 +755,8 @@ fn read_outbox(raw: &JsValue, stream: &str, problems: &mut Vec<WasmError>) -> Ve
                 discarded: get(&value, "discarded") == JsValue::TRUE,
                 seen: Offset(whole(&get(&value, "seen")).unwrap_or(0)),
                 time_ms: whole(&get(&value, "timeMs")).unwrap_or(0),
+                schema: schema_of(&value),
+                expires_ms: whole(&get(&value, "expiresMs")).unwrap_or(0),
             }),
             _ => problems.push(WasmError::Corrupt {
                 key: format!("outbox/{stream} (entry {i})"),

@@ -12,7 +12,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::engine::{Folded, Rejection, Status, Store, StoreOptions};
 use crate::error::{describe_js, WasmError};
-use crate::reducer::JsReducer;
+use crate::reducer::{JsReducer, Schema};
 
 /// TypeScript declarations that go into the generated `.d.ts`.
 #[allow(dead_code)] // read through `TS_SECTION` (and the unit test)
@@ -41,6 +41,14 @@ export interface StoreOptions {
   subject?: string | null;
   /** Follow the stream (default true); false: write-only (push, never subscribe). */
   replicate?: boolean;
+  /** The schema version of this app's actions and states (default 1). */
+  schemaVersion?: number;
+  /** The oldest version `upcast` takes (default 1 with `upcast`, else `schemaVersion`). */
+  minSchemaVersion?: number;
+  /** An action of an older version as one of `schemaVersion`: pure and deterministic. */
+  upcast?: (action: any, fromVersion: number) => any;
+  /** A stored state of an older version as one of `schemaVersion`; without it, the state is rebuilt from the events. */
+  migrate?: (state: any, fromVersion: number) => any;
 }
 /** Where an action comes from: the same on every device (see the `logsync` package). */
 export interface Meta {
@@ -50,6 +58,8 @@ export interface Meta {
   readonly seq: number | null;
   readonly time: number;
   readonly seen: number;
+  /** The schema version the action was made under (before any upcast). */
+  readonly schema: number;
 }
 /** A Redux reducer: pure and deterministic; `meta` says where the action comes from. */
 export type Reducer<S = any, A = any> = (state: S, action: A, meta: Meta) => S;
@@ -70,6 +80,8 @@ export interface Status {
   readonly clientId: string;
   /** The server refused the token (UNAUTHORIZED) or what it allows (FORBIDDEN): no reconnects until `setToken()` or `reconnect()`. */
   readonly needsToken: boolean;
+  /** This app is older than the data: it met something of a newer schema version (SCHEMA_TOO_NEW: it stopped syncing) or the server refused an intent as too old (SCHEMA_TOO_OLD). Ask the user to reload. */
+  readonly outdated: boolean;
 }
 /** An action of this tab that waits for the server. */
 export interface PendingAction {
@@ -77,6 +89,8 @@ export interface PendingAction {
   readonly seq: number | null;
   /** The action as it travels (JSON). */
   readonly action: unknown;
+  /** Its time-to-live ran out: out of the state, waiting for the server to record its withdrawal (EXPIRED). */
+  readonly expired?: true;
 }
 /** An intent the server refused (already rolled back). */
 export interface Rejection {
@@ -115,10 +129,12 @@ pub async fn open_store(
     #[wasm_bindgen(js_name = initialState)] initial_state: JsValue,
 ) -> Result<JsValue, JsValue> {
     let opts = parse_options(&options)?;
-    let reducer = JsReducer::new(reducer)?;
+    let schema = parse_schema(&options)?;
+    let reducer = JsReducer::new(reducer)?.with_schema(schema.clone());
     let store = Store::open(opts, reducer, initial_state).await?;
     let obj: JsValue = WasmStore {
         store,
+        schema,
         status: RefCell::new(None),
     }
     .into();
@@ -131,6 +147,8 @@ pub async fn open_store(
 #[wasm_bindgen]
 pub struct WasmStore {
     store: Store<JsReducer>,
+    /// Kept by `replaceReducer`.
+    schema: Schema,
     status: RefCell<Option<(u64, JsValue)>>,
 }
 
@@ -158,10 +176,12 @@ impl WasmStore {
     /// Records dispatches the caller already folded (the `logsync` package
     /// runs the reducer in JS, tells its subscribers, and hands its
     /// dispatches over once per microtask): `batch` is flat
-    /// `[json, action, stateAfter, time, seen, read, json, …]`, where
+    /// `[json, action, stateAfter, time, seen, read, expires, json, …]`, where
     /// `json` is `JSON.stringify` of the action, `action` is `JSON.parse`
     /// of `json`, `time` and `seen` are the `meta.time` and `meta.seen` it
-    /// was folded with, `read` whether the reducer read its meta, and the
+    /// was folded with, `read` whether the reducer read its meta, `expires`
+    /// when it stops being worth sending (ms since the Unix epoch, 0:
+    /// never; see `Replica::set_expiry`), and the
     /// first `stateAfter` was computed from `base`. When
     /// the store's state is no longer `base`, the actions are folded again
     /// onto the current state and subscribers notified; returns whether
@@ -172,19 +192,26 @@ impl WasmStore {
         // Called by the package's own JS only: one short message for any
         // malformed group (every byte of text is in the module).
         let malformed = || -> JsValue {
-            bad("dispatchFolded takes [json, action, state, time, seen, read] groups".into()).into()
+            bad(
+                "dispatchFolded takes [json, action, state, time, seen, read, expires] groups"
+                    .into(),
+            )
+            .into()
         };
         let len = batch.length();
-        if len % 6 != 0 {
+        if len % 7 != 0 {
             return Err(malformed());
         }
-        let mut items = Vec::with_capacity((len / 6) as usize);
+        let mut items = Vec::with_capacity((len / 7) as usize);
         let mut i = 0;
         while i < len {
             let text = batch.get(i).as_string().ok_or_else(malformed)?;
             let number = |v: JsValue| v.as_f64().filter(|n| *n >= 0.0).map(|n| n as u64);
-            let (Some(time_ms), Some(seen)) = (number(batch.get(i + 3)), number(batch.get(i + 4)))
-            else {
+            let (Some(time_ms), Some(seen), Some(expires_ms)) = (
+                number(batch.get(i + 3)),
+                number(batch.get(i + 4)),
+                number(batch.get(i + 6)),
+            ) else {
                 return Err(malformed());
             };
             items.push(Folded {
@@ -194,8 +221,9 @@ impl WasmStore {
                 time_ms,
                 seen: Offset(seen),
                 read_meta: batch.get(i + 5) != JsValue::FALSE,
+                expires_ms,
             });
-            i += 6;
+            i += 7;
         }
         Ok(self.store.dispatch_folded(items, |state| *state == base)?)
     }
@@ -217,7 +245,8 @@ impl WasmStore {
         &self,
         #[wasm_bindgen(unchecked_param_type = "Reducer")] reducer: JsValue,
     ) -> Result<(), JsValue> {
-        Ok(self.store.replace_reducer(JsReducer::new(reducer)?)?)
+        let reducer = JsReducer::new(reducer)?.with_schema(self.schema.clone());
+        Ok(self.store.replace_reducer(reducer)?)
     }
 
     /// The largest action `dispatch` takes now: its `JSON.stringify` text,
@@ -260,6 +289,9 @@ impl WasmStore {
                     .map_or(JsValue::NULL, |s| JsValue::from_f64(s.get() as f64));
                 set(&o, "seq", &seq);
                 set(&o, "action", &payload_js(&p.payload));
+                if p.expired {
+                    set(&o, "expired", &JsValue::TRUE);
+                }
                 JsValue::from(Object::freeze(&o))
             })
             .collect())
@@ -471,6 +503,24 @@ fn parse_options(options: &JsValue) -> Result<StoreOptions, WasmError> {
     Ok(opts)
 }
 
+/// The app's schema version: `schemaVersion` (default 1),
+/// `minSchemaVersion` (default 1 with an `upcast`, else `schemaVersion`),
+/// `upcast(action, fromVersion)`, `migrate(state, fromVersion)`. The
+/// package checks that the last two are functions (anything else is
+/// none here).
+fn parse_schema(options: &JsValue) -> Result<Schema, WasmError> {
+    let version = optional_u32(options, "schemaVersion", 1)?;
+    let func = |name: &str| get(options, name).dyn_into::<Function>().ok();
+    let upcast = func("upcast");
+    let min = if upcast.is_some() { 1 } else { version };
+    Ok(Schema {
+        version,
+        min: optional_u32(options, "minSchemaVersion", min)?.min(version),
+        upcast,
+        migrate: func("migrate"),
+    })
+}
+
 /// The payload of an action: its JSON text, after checking the Redux
 /// shape (a plain object with a string `type`).
 #[wasm_bindgen]
@@ -552,6 +602,7 @@ fn status_js(s: &Status) -> JsValue {
     set(&o, "lastError", &last);
     set(&o, "clientId", &s.client_id.to_hex().into());
     set(&o, "needsToken", &s.needs_token.into());
+    set(&o, "outdated", &s.outdated.into());
     Object::freeze(&o).into()
 }
 

@@ -75,6 +75,11 @@ impl<R: StoreReducer> Engine<R> {
             } => self.db.allocate(stream, intents, *floor, *under).await,
             Work::Write { write, under } => {
                 let mut problems = Vec::new();
+                let (schema, drop_snapshot) = {
+                    let mut c = self.core.borrow_mut();
+                    let schema = c.client.replica().reducer().schema_version();
+                    (schema, c.dropped_snapshot.take())
+                };
                 let snapshot = match &write.snapshot {
                     Some((offset, state)) => {
                         let c = self.core.borrow();
@@ -94,6 +99,8 @@ impl<R: StoreReducer> Engine<R> {
                     drop_seqs: write.drop_seqs.clone(),
                     offset: write.offset,
                     snapshot,
+                    schema,
+                    drop_snapshot,
                     epoch: write.epoch.clone(),
                 };
                 let (done, more) = self.db.write_events(stream, &w, *under).await?;

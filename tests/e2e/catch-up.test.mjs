@@ -12,11 +12,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { launchBrowser, waitFor } from './lib/browser.mjs';
-import { ROOT, startServer } from './lib/server.mjs';
+import { TARGET_DIR, startServer } from './lib/server.mjs';
 import { openTodoApp, status, todos } from './lib/todo-page.mjs';
 import { todosReducer, initialState } from '../../examples/todo-react/src/todos.js';
 
-const SEEDER = process.env.LOGSYNC_BENCH_BIN ?? join(ROOT, 'target', 'release', 'logsync-bench');
+const SEEDER = process.env.LOGSYNC_BENCH_BIN ?? join(TARGET_DIR, 'release', 'logsync-bench');
 const EVENTS = 100_000;
 const TODOS = 1_000;
 

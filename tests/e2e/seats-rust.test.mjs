@@ -8,10 +8,10 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { launchBrowser, waitFor } from './lib/browser.mjs';
-import { ROOT, startServer } from './lib/server.mjs';
+import { ROOT, TARGET_DIR, startServer } from './lib/server.mjs';
 
 const SEATS_SERVER_BIN = process.env.LOGSYNC_SEATS_SERVER_BIN
-  ?? join(ROOT, 'target', 'debug', 'logsync-seats-server');
+  ?? join(TARGET_DIR, 'debug', 'logsync-seats-server');
 const SEATS_WWW = join(ROOT, 'examples', 'seats-rust', 'web', 'www');
 
 let server;

@@ -87,7 +87,7 @@ async fn folds_todos_with_the_rust_reducer_and_takes_logsync_servers_flags() {
     // module's snapshot of the same events (the same state text).
     assert_eq!(
         get("/snapshot").await,
-        format!(r#"{{"offset":6,"hash":"45c69585b5f62ba8","state":{todos}}}"#)
+        format!(r#"{{"offset":6,"hash":"45c69585b5f62ba8","schema":1,"state":{todos}}}"#)
     );
 
     let pid = child.id().unwrap().to_string();

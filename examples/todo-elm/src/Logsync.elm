@@ -175,6 +175,9 @@ decodeWith portName decoder toEvent value =
   - `clientId`: this installation's id (32 hex digits).
   - `needsToken`: the server refused the token; the store waits until
     JavaScript calls `store.setToken(token)`.
+  - `outdated`: this app is older than the data (`SchemaTooNew`: it
+    stopped syncing, its actions are kept) or the server refused an action
+    as too old (`SchemaTooOld`); ask the user to reload the page.
 
 -}
 type alias Status =
@@ -185,6 +188,7 @@ type alias Status =
     , lastError : Maybe Error
     , clientId : Maybe String
     , needsToken : Bool
+    , outdated : Bool
     }
 
 
@@ -218,6 +222,7 @@ initialStatus =
     , lastError = Nothing
     , clientId = Nothing
     , needsToken = False
+    , outdated = False
     }
 
 
@@ -232,11 +237,12 @@ isSynced status =
 -- DECODERS
 
 
-{-| `{"online", "offset", "head", "pending", "lastError", "clientId", "needsToken"}`
+{-| `{"online", "offset", "head", "pending", "lastError", "clientId", "needsToken", "outdated"}`
+(`outdated` missing: `False`)
 -}
 statusDecoder : D.Decoder Status
 statusDecoder =
-    D.map7 Status
+    D.map8 Status
         (D.field "online" D.bool)
         (D.field "offset" D.int)
         (D.field "head" D.int)
@@ -244,6 +250,7 @@ statusDecoder =
         (D.field "lastError" (D.nullable errorDecoder))
         (D.field "clientId" (D.nullable D.string))
         (D.field "needsToken" D.bool)
+        (D.oneOf [ D.field "outdated" D.bool, D.succeed False ])
 
 
 {-| `{"code", "message"}`; a code this build does not know decodes to

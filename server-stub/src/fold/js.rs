@@ -105,7 +105,7 @@ const PRELUDE: &str = r#"
     : `of type ${code === null ? 'null' : typeof code}`;
   const parse = JSON.parse;
   const stringify = JSON.stringify;
-  return (reducer, initialState, views) => {
+  return (reducer, initialState, views, upcast, migrate, version, oldest) => {
     const states = new Map();
     const viewNames = () => (views !== null && typeof views === 'object'
       ? Object.keys(views).filter((k) => typeof views[k] === 'function') : []);
@@ -120,12 +120,50 @@ const PRELUDE: &str = r#"
         catch (e) { return ['REDUCER', `the snapshot is not JSON: ${e.message}`]; }
         return null;
       },
+      migrate(key, json, from) {
+        let old;
+        try { old = parse(json); }
+        catch (e) { return ['REDUCER', `the snapshot is not JSON: ${e.message}`]; }
+        let state;
+        try { state = migrate(old, from); }
+        catch (e) {
+          return ['REDUCER', `migrate(state, ${from}) threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`];
+        }
+        if (state === undefined) {
+          return ['REDUCER', `migrate(state, ${from}) returned undefined`];
+        }
+        if (state !== null && typeof state.then === 'function') {
+          return ['REDUCER', 'migrate returned a Promise: it must be synchronous'];
+        }
+        states.set(key, state);
+        return null;
+      },
       drop(key) { states.delete(key); },
       commit(key) { states.set(key, pending); pending = undefined; },
       fold(key, payload, meta) {
         let action;
         try { action = parse(payload); }
         catch (e) { return ['REDUCER', `the payload is not JSON: ${e.message}`]; }
+        const from = meta.schema;
+        if (from > version || from < oldest) {
+          return ['REDUCER', `the action is of schema version ${from}; this module reads ${oldest} to ${version}`];
+        }
+        if (from < version) {
+          try { action = upcast(action, from); }
+          catch (e) {
+            if (e instanceof InternalError || e instanceof NondeterministicError ||
+                (e instanceof RangeError && /call stack/.test(e.message))) {
+              return ['REDUCER', `${e.name}: ${e.message}`];
+            }
+            return ['REDUCER', `upcast(action, ${from}) threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`];
+          }
+          if (action === undefined) {
+            return ['REDUCER', `upcast(action, ${from}) returned undefined`];
+          }
+          if (action !== null && typeof action.then === 'function') {
+            return ['REDUCER', 'upcast returned a Promise: it must be synchronous'];
+          }
+        }
         let next;
         try { next = reducer(states.get(key), action, meta); }
         catch (e) {
@@ -308,6 +346,12 @@ impl Deadline {
 /// is the export `initialState` (`undefined` when there is none).
 pub struct JsReducer {
     path: PathBuf,
+    /// The module's `schemaVersion` (1 without one).
+    schema_version: u32,
+    /// Its `minSchemaVersion`: 1 with an `upcast`, else `schemaVersion`.
+    min_schema_version: u32,
+    /// Whether it exports `migrate`.
+    migrates: bool,
     /// The export named in the rule, if any.
     export: Option<String>,
     engine: Arc<Mutex<Engine>>,
@@ -377,7 +421,7 @@ impl JsReducer {
             Context::full(&runtime).map_err(|e| fail(format!("QuickJS did not start: {e}")))?;
         let name = path.display().to_string();
         deadline.set(limits.load_timeout);
-        let loaded = context.with(|ctx| -> Result<(), String> {
+        let loaded = context.with(|ctx| -> Result<(u32, u32, bool), String> {
             let factory: Function = ctx
                 .eval(PRELUDE)
                 .map_err(|e| format!("the prelude failed: {}", describe(&ctx, e)))?;
@@ -418,12 +462,30 @@ impl JsReducer {
             };
             let initial: Value = ns.get("initialState").map_err(|e| describe(&ctx, e))?;
             let views: Value = ns.get("views").map_err(|e| describe(&ctx, e))?;
+            let upcast: Value = ns.get("upcast").map_err(|e| describe(&ctx, e))?;
+            let migrate: Value = ns.get("migrate").map_err(|e| describe(&ctx, e))?;
+            let versions = schema_exports(
+                &ns.get::<_, Value>("schemaVersion")
+                    .map_err(|e| describe(&ctx, e))?,
+                &ns.get::<_, Value>("minSchemaVersion")
+                    .map_err(|e| describe(&ctx, e))?,
+                &upcast,
+                &migrate,
+            )?;
             let harness: Object = factory
-                .call((reducer, initial, views))
+                .call((
+                    reducer,
+                    initial,
+                    views,
+                    upcast,
+                    migrate,
+                    versions.0 as f64,
+                    versions.1 as f64,
+                ))
                 .map_err(|e| describe(&ctx, e))?;
             ctx.store_userdata(harness)
                 .map_err(|e| format!("the engine kept no harness: {e}"))?;
-            Ok(())
+            Ok(versions)
         });
         if deadline.clear() {
             return Err(fail(format!(
@@ -431,9 +493,12 @@ impl JsReducer {
                 limits.load_timeout
             )));
         }
-        loaded.map_err(fail)?;
+        let (schema_version, min_schema_version, migrates) = loaded.map_err(fail)?;
         Ok(JsReducer {
             path: path.to_path_buf(),
+            schema_version,
+            min_schema_version,
+            migrates,
             export: export.map(str::to_string),
             engine: Arc::new(Mutex::new(Engine {
                 context,
@@ -466,6 +531,21 @@ impl JsReducer {
 impl StreamReducer for JsReducer {
     fn describe(&self) -> String {
         format!("JavaScript module {}", self.path.display())
+    }
+
+    fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+
+    fn min_schema_version(&self) -> u32 {
+        self.min_schema_version
+    }
+
+    fn migrate(&self, json: &str, from: u32) -> Option<Result<Box<dyn StreamState>, Refusal>> {
+        if !self.migrates {
+            return None;
+        }
+        Some(self.started_with("migrate", json, Some(from)))
     }
 
     /// The module loaded again into an engine of its own (same memory
@@ -503,6 +583,19 @@ impl StreamReducer for JsReducer {
     }
 
     fn restore(&self, json: &str) -> Result<Box<dyn StreamState>, Refusal> {
+        self.started_with("restore", json, None)
+    }
+}
+
+impl JsReducer {
+    /// A new state from `json` through the harness's `method` (`restore`,
+    /// or `migrate` from schema version `from`).
+    fn started_with(
+        &self,
+        method: &str,
+        json: &str,
+        from: Option<u32>,
+    ) -> Result<Box<dyn StreamState>, Refusal> {
         let mut engine = self.engine.lock().map_err(|_| self.engine_failed())?;
         engine.next_key += 1;
         let key = engine.next_key as f64;
@@ -513,14 +606,25 @@ impl StreamReducer for JsReducer {
             deadline: self.deadline.clone(),
             limits: self.limits,
         };
-        let restored = call(
-            &engine,
-            &self.deadline,
-            Some(self.limits.call_timeout),
-            "restore",
-            key,
-            Some(json),
-        );
+        let restored = match from {
+            None => call(
+                &engine,
+                &self.deadline,
+                Some(self.limits.call_timeout),
+                method,
+                key,
+                Some(json),
+            ),
+            Some(from) => call_with(
+                &engine,
+                &self.deadline,
+                Some(self.limits.call_timeout),
+                method,
+                key,
+                Some(json),
+                Some(Extra::From(from)),
+            ),
+        };
         // The lock goes first: dropping a refused state takes it again.
         drop(engine);
         restored?;
@@ -535,8 +639,74 @@ enum Answer {
 }
 
 /// An event's meta as the harness's `fold` takes it: offset, client id
-/// (hex), subject, seq, time, seen.
-type MetaArgs = (Option<f64>, String, Option<String>, Option<f64>, f64, f64);
+/// (hex), subject, seq, time, seen, schema.
+type MetaArgs = (
+    Option<f64>,
+    String,
+    Option<String>,
+    Option<f64>,
+    f64,
+    f64,
+    u32,
+);
+
+/// What a harness call takes after its text: an event's meta (`fold`),
+/// or the schema version a snapshot was made under (`migrate`).
+enum Extra {
+    Meta(MetaArgs),
+    From(u32),
+}
+
+/// The module's schema exports, checked: `(schemaVersion,
+/// minSchemaVersion, whether it exports migrate)`.
+fn schema_exports<'js>(
+    version: &Value<'js>,
+    min: &Value<'js>,
+    upcast: &Value<'js>,
+    migrate: &Value<'js>,
+) -> Result<(u32, u32, bool), String> {
+    let integer = |v: &Value<'_>, name: &str| -> Result<Option<u32>, String> {
+        if v.is_undefined() {
+            return Ok(None);
+        }
+        let n = v
+            .as_int()
+            .map(f64::from)
+            .or_else(|| v.as_float())
+            .ok_or_else(|| {
+                format!("`{name}` must be an integer of 1 or more (it is not a number)")
+            })?;
+        if n.fract() != 0.0 || !(1.0..=f64::from(u32::MAX)).contains(&n) {
+            return Err(format!(
+                "`{name}` must be an integer of 1 or more (it is {n})"
+            ));
+        }
+        Ok(Some(n as u32))
+    };
+    for (v, name) in [(upcast, "upcast"), (migrate, "migrate")] {
+        if !v.is_undefined() && !v.is_function() {
+            return Err(format!("`{name}` must be a function"));
+        }
+    }
+    let version = integer(version, "schemaVersion")?.unwrap_or(1);
+    let min = match integer(min, "minSchemaVersion")? {
+        Some(min) => min,
+        None if upcast.is_function() => 1,
+        None => version,
+    };
+    if min > version {
+        return Err(format!(
+            "`minSchemaVersion` ({min}) is above `schemaVersion` ({version})"
+        ));
+    }
+    if min < version && !upcast.is_function() {
+        return Err(format!(
+            "`minSchemaVersion` ({min}) is below `schemaVersion` ({version}) but the module exports no \
+             `upcast(action, fromVersion)` to bring older actions to version {version}"
+        ));
+    }
+    Ok((version, min, migrate.is_function()))
+}
 
 /// The `meta` object a JS reducer receives: the same on every device.
 fn meta_object<'js>(ctx: &Ctx<'js>, m: MetaArgs) -> rquickjs::Result<Object<'js>> {
@@ -552,6 +722,7 @@ fn meta_object<'js>(ctx: &Ctx<'js>, m: MetaArgs) -> rquickjs::Result<Object<'js>
     o.set("seq", num(m.3))?;
     o.set("time", m.4)?;
     o.set("seen", m.5)?;
+    o.set("schema", m.6)?;
     Ok(o)
 }
 
@@ -563,6 +734,7 @@ fn meta_args(meta: &Meta<'_>) -> MetaArgs {
         meta.seq.map(|s| s.get() as f64),
         meta.time_ms as f64,
         meta.seen.0 as f64,
+        meta.schema,
     )
 }
 
@@ -588,7 +760,7 @@ fn call_with(
     method: &str,
     key: f64,
     payload: Option<&str>,
-    meta: Option<MetaArgs>,
+    extra: Option<Extra>,
 ) -> Result<Answer, Refusal> {
     let reducer_failed = |message: String| Refusal {
         code: ErrorCode::Reducer,
@@ -605,12 +777,12 @@ fn call_with(
         let f: Function = harness
             .get(method)
             .map_err(|e| reducer_failed(describe(&ctx, e)))?;
-        let answer: Value = match (payload, meta) {
-            (Some(p), Some((offset, client, subject, seq, time, seen))) => {
-                let meta = meta_object(&ctx, (offset, client, subject, seq, time, seen))
-                    .map_err(|e| reducer_failed(describe(&ctx, e)))?;
+        let answer: Value = match (payload, extra) {
+            (Some(p), Some(Extra::Meta(m))) => {
+                let meta = meta_object(&ctx, m).map_err(|e| reducer_failed(describe(&ctx, e)))?;
                 f.call((key, p, meta))
             }
+            (Some(p), Some(Extra::From(from))) => f.call((key, p, from)),
             (Some(p), None) => f.call((key, p)),
             (None, _) => f.call((key,)),
         }
@@ -680,7 +852,7 @@ impl StreamState for JsState {
                 "fold",
                 self.key,
                 Some(text),
-                Some(meta),
+                Some(Extra::Meta(meta)),
             )?;
             // No deadline: keeping the state is one `Map.set` of a key
             // that exists (no allocation), and it must not be cut short.
@@ -1143,5 +1315,74 @@ mod tests {
         named.start().expect("start");
         let e = JsReducer::load(&path, Some("nope"), limits()).expect_err("no such export");
         assert!(e.reason.contains("todosReducer"), "lists the exports: {e}");
+    }
+
+    /// A version-2 module: `upcast` brings a version-1 action up (and
+    /// sees its version), the reducer gets `meta.schema` (the version the
+    /// action was made under), `migrate` turns a version-1 state; a
+    /// throwing upcast is the reducer's failure for that event only.
+    #[test]
+    fn upcast_migrate_and_meta_schema() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = module(
+            &dir,
+            "v2.js",
+            r#"
+            export const schemaVersion = 2;
+            export const initialState = [];
+            export function upcast(action, from) {
+              if (action.bad) throw new Error('cannot upcast');
+              return { title: action.text, from };
+            }
+            export function migrate(state, from) { return state.map((t) => ({ title: t, migratedFrom: from })); }
+            export default (state, action, meta) => [...state, { ...action, schema: meta.schema }];
+            "#,
+        );
+        let r = JsReducer::load(&path, None, limits()).expect("load");
+        assert_eq!((r.schema_version(), r.min_schema_version()), (2, 1));
+        let mut s = r.start().expect("start");
+        let v1 = Meta { schema: 1, ..META };
+        let v2 = Meta { schema: 2, ..META };
+        s.fold(&json(serde_json::json!({"text": "a"})), &v1)
+            .expect("upcast");
+        s.fold(&json(serde_json::json!({"title": "b"})), &v2)
+            .expect("fold");
+        let refused = s
+            .fold(&json(serde_json::json!({"bad": true})), &v1)
+            .expect_err("a throwing upcast");
+        assert_eq!(refused.code, ErrorCode::Reducer);
+        assert!(
+            refused.message.contains("cannot upcast"),
+            "{}",
+            refused.message
+        );
+        let too_new = s
+            .fold(
+                &json(serde_json::json!({"title": "c"})),
+                &Meta { schema: 3, ..META },
+            )
+            .expect_err("too new");
+        assert_eq!(too_new.code, ErrorCode::Reducer);
+        assert_eq!(
+            s.to_json().expect("json"),
+            r#"[{"title":"a","from":1,"schema":1},{"title":"b","schema":2}]"#
+        );
+        let migrated = r
+            .migrate(r#"["x"]"#, 1)
+            .expect("the module migrates")
+            .expect("migrated");
+        assert_eq!(
+            migrated.to_json().expect("json"),
+            r#"[{"title":"x","migratedFrom":1}]"#
+        );
+        // Without the exports: version 1, nothing to migrate.
+        let plain = JsReducer::load(
+            &module(&dir, "v1.js", "export default (s, a) => a;"),
+            None,
+            limits(),
+        )
+        .expect("load");
+        assert_eq!((plain.schema_version(), plain.min_schema_version()), (1, 1));
+        assert!(plain.migrate("1", 1).is_none());
     }
 }

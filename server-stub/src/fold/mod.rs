@@ -36,6 +36,7 @@ pub(crate) const TEST_META: Meta<'static> = Meta {
     seq: None,
     time_ms: 0,
     seen: Offset(0),
+    schema: 1,
 };
 
 /// How many streams' states a store's writer keeps by default
@@ -65,10 +66,40 @@ pub struct LoadError {
     pub reason: String,
 }
 
+/// A stream's stored snapshot: the state at `offset` as the reducer of
+/// schema version `schema` wrote it (JSON text for a folded stream).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    /// The offset of the last event folded into it.
+    pub offset: Offset,
+    /// The state's bytes.
+    pub state: Vec<u8>,
+    /// The schema version of the reducer that made it (1 for snapshots
+    /// stored before versions were kept).
+    pub schema: u32,
+}
+
 /// A deterministic reducer the server folds streams with.
 pub trait StreamReducer: Send + Sync + 'static {
     /// What it is, for logs (`JavaScript module ./todos.js`).
     fn describe(&self) -> String;
+    /// The schema version of the actions and states this reducer makes
+    /// (see [`sync_core::Reducer::schema_version`]).
+    fn schema_version(&self) -> u32 {
+        1
+    }
+    /// The oldest schema version of an intent it still folds (upcast);
+    /// older ones are refused with `SCHEMA_TOO_OLD`. Default: its own.
+    fn min_schema_version(&self) -> u32 {
+        self.schema_version()
+    }
+    /// A state from the JSON text of a snapshot made under the older
+    /// schema version `from`, migrated to this reducer's version. `None`
+    /// (the default): the reducer does not migrate states; the stream's
+    /// state is folded from its events instead.
+    fn migrate(&self, _json: &str, _from: u32) -> Option<Result<Box<dyn StreamState>, Refusal>> {
+        None
+    }
     /// The state of a stream with no events yet.
     fn start(&self) -> Result<Box<dyn StreamState>, Refusal>;
     /// A state from its JSON text (what [`StreamState::to_json`] wrote:
@@ -315,9 +346,23 @@ pub struct Folded {
     pub offset: Offset,
     /// The state.
     pub state: Box<dyn StreamState>,
+    /// The schema version of the stream's stored snapshot when it was of
+    /// an older version the reducer does not migrate, so this state is
+    /// folded from the start of the log instead (which then must still
+    /// hold every event).
+    pub rebuilt_over: Option<u32>,
 }
 
 impl Folded {
+    /// A state at `offset`.
+    pub fn new(offset: Offset, state: Box<dyn StreamState>) -> Folded {
+        Folded {
+            offset,
+            state,
+            rebuilt_over: None,
+        }
+    }
+
     /// Folds the event appended next (at `meta.offset`); on a refusal
     /// nothing changes.
     pub fn fold(&mut self, payload: &[u8], meta: &Meta<'_>) -> Result<(), Refusal> {
@@ -349,6 +394,10 @@ pub struct Folds {
     built: u64,
     dropped: u64,
     metrics: Option<Arc<Metrics>>,
+    /// Streams [`Folds::start_from`] could not start for schema reasons,
+    /// with why: their next [`Folds::at_from`] answers
+    /// [`Unfolded::Undecided`].
+    blocked: HashMap<StreamName, Refusal>,
 }
 
 /// A kept state and when it was last used.
@@ -365,6 +414,42 @@ pub enum Unfolded<E> {
     /// The reducer could not start a state (e.g. its engine is out of
     /// memory): the stream's new intents are refused with this.
     Reducer(Refusal),
+    /// The reducer cannot fold the stream's log because of schema
+    /// versions (an event newer than the reducer; a snapshot older than
+    /// it that it cannot migrate, over compacted events): the stream's
+    /// new intents are not decided on this node (`SCHEMA_TOO_NEW` or
+    /// `SCHEMA_TOO_OLD`), and nothing is kept.
+    Undecided(Refusal),
+}
+
+/// The refusal for a stream whose snapshot is of the older schema
+/// version `old`, which `reducer` does not migrate, and whose events
+/// from `missing` on were compacted away: its state cannot be had.
+fn not_rebuilt(
+    stream: &StreamName,
+    reducer: &Arc<dyn StreamReducer>,
+    old: u32,
+    missing: Offset,
+) -> Refusal {
+    Refusal {
+        code: ErrorCode::SchemaTooOld,
+        message: format!(
+            "the snapshot of {stream} is of schema version {old}, which {} (version {}) does not \
+             migrate (it exports no migrate), and its events from offset {missing} on were compacted \
+             away, so its state cannot be rebuilt either: export a migrate(state, fromVersion)",
+            reducer.describe(),
+            reducer.schema_version()
+        ),
+    }
+}
+
+/// Why [`Folds`] could not start a state: see [`Unfolded`].
+#[derive(Debug)]
+pub enum Started {
+    /// [`Unfolded::Reducer`].
+    Reducer(Refusal),
+    /// [`Unfolded::Undecided`].
+    Undecided(Refusal),
 }
 
 /// Events of a stream after an offset, ascending; an empty page is the
@@ -382,6 +467,7 @@ impl Folds {
             built: 0,
             dropped: 0,
             metrics: None,
+            blocked: HashMap::new(),
         }
     }
 
@@ -511,13 +597,16 @@ impl Folds {
         &mut self,
         stream: &StreamName,
         head: Offset,
-        snapshot: impl FnOnce() -> Result<Option<(Offset, Vec<u8>)>, E>,
+        snapshot: impl FnOnce() -> Result<Option<StoredSnapshot>, E>,
         mut read: impl FnMut(Offset) -> Result<Replayed, E>,
     ) -> Result<Option<&mut Folded>, Unfolded<E>> {
         let Some(reducer) = self.reducers.for_stream(stream) else {
             return Ok(None);
         };
         let reducer = reducer.clone();
+        if let Some(r) = self.blocked.remove(stream) {
+            return Err(Unfolded::Undecided(r));
+        }
         // A kept state beyond `head` holds decisions that were rolled
         // back: it is rebuilt. One behind it (another node appended) folds
         // on from where it is.
@@ -538,7 +627,10 @@ impl Folds {
                 None => {
                     let snapshot = snapshot().map_err(Unfolded::Read)?;
                     self.started(&reducer, stream, head, snapshot)
-                        .map_err(Unfolded::Reducer)?
+                        .map_err(|e| match e {
+                            Started::Reducer(r) => Unfolded::Reducer(r),
+                            Started::Undecided(r) => Unfolded::Undecided(r),
+                        })?
                 }
             };
             while folded.offset < head {
@@ -548,6 +640,31 @@ impl Folds {
                 }
                 for event in page {
                     let offset = event.offset;
+                    if let Some(old) = folded
+                        .rebuilt_over
+                        .filter(|_| offset.0 != folded.offset.0 + 1)
+                    {
+                        return Err(Unfolded::Undecided(not_rebuilt(
+                            stream,
+                            &reducer,
+                            old,
+                            folded.offset.next(),
+                        )));
+                    }
+                    if event.schema > reducer.schema_version() {
+                        // Written by a node with a newer reducer: this one
+                        // cannot read it, and stops here (nothing kept).
+                        return Err(Unfolded::Undecided(Refusal {
+                            code: ErrorCode::SchemaTooNew,
+                            message: format!(
+                                "the log of {stream} holds an event of schema version {} at offset {offset}, \
+                                 newer than this node's reducer ({}, version {}): upgrade this node",
+                                event.schema,
+                                reducer.describe(),
+                                reducer.schema_version()
+                            ),
+                        }));
+                    }
                     if offset.0 != folded.offset.0 + 1 {
                         return Err(Unfolded::Read(E::from(Refusal {
                             code: ErrorCode::Storage,
@@ -565,6 +682,14 @@ impl Folds {
                     }
                     folded.offset = offset;
                 }
+            }
+            if let Some(old) = folded.rebuilt_over.filter(|_| folded.offset != head) {
+                return Err(Unfolded::Undecided(not_rebuilt(
+                    stream,
+                    &reducer,
+                    old,
+                    folded.offset.next(),
+                )));
             }
             if folded.offset != head {
                 return Err(Unfolded::Read(E::from(Refusal {
@@ -591,18 +716,52 @@ impl Folds {
         reducer: &Arc<dyn StreamReducer>,
         stream: &StreamName,
         head: Offset,
-        snapshot: Option<(Offset, Vec<u8>)>,
-    ) -> Result<Folded, Refusal> {
+        snapshot: Option<StoredSnapshot>,
+    ) -> Result<Folded, Started> {
+        let mut rebuilt_over = None;
         let restored = match snapshot {
-            Some((offset, bytes)) if offset <= head => {
+            Some(StoredSnapshot {
+                offset,
+                state: bytes,
+                schema,
+            }) if offset <= head => {
+                let current = reducer.schema_version();
+                if schema > current {
+                    return Err(Started::Undecided(Refusal {
+                        code: ErrorCode::SchemaTooNew,
+                        message: format!(
+                            "the snapshot of {stream} is of schema version {schema}, newer than this node's \
+                             reducer ({}, version {current}): upgrade this node",
+                            reducer.describe()
+                        ),
+                    }));
+                }
+                let restore = |json: &str| -> Result<Option<Box<dyn StreamState>>, Refusal> {
+                    if schema == current {
+                        return reducer.restore(json).map(Some);
+                    }
+                    match reducer.migrate(json, schema) {
+                        Some(migrated) => migrated.map(Some),
+                        None => Ok(None),
+                    }
+                };
                 match std::str::from_utf8(&bytes)
                     .map_err(|e| Refusal {
                         code: ErrorCode::Reducer,
                         message: format!("the snapshot is not UTF-8 text: {e}"),
                     })
-                    .and_then(|json| reducer.restore(json))
+                    .and_then(restore)
                 {
-                    Ok(state) => Some(Folded { offset, state }),
+                    Ok(Some(state)) => Some(Folded::new(offset, state)),
+                    Ok(None) => {
+                        tracing::info!(
+                            stream = %stream, offset = %offset, snapshot_schema = schema, schema = current,
+                            "the stream's snapshot is of an older schema version and the reducer does not \
+                             migrate states; folding its whole log"
+                        );
+                        rebuilt_over = Some(schema);
+                        None
+                    }
                     Err(r) => {
                         tracing::warn!(
                             stream = %stream, offset = %offset, code = r.code.as_str(),
@@ -619,7 +778,8 @@ impl Folds {
             Some(folded) => folded,
             None => Folded {
                 offset: Offset(0),
-                state: reducer.start()?,
+                state: reducer.start().map_err(Started::Reducer)?,
+                rebuilt_over,
             },
         };
         self.built += 1;
@@ -655,7 +815,7 @@ impl Folds {
         &mut self,
         stream: &StreamName,
         head: Offset,
-        snapshot: Option<(Offset, Vec<u8>)>,
+        snapshot: Option<StoredSnapshot>,
     ) -> Result<Option<Offset>, Refusal> {
         let Some(reducer) = self.reducers.for_stream(stream).cloned() else {
             return Ok(None);
@@ -667,7 +827,15 @@ impl Folds {
             // Beyond the head: decisions that were rolled back.
             self.take(stream);
         }
-        let folded = self.started(&reducer, stream, head, snapshot)?;
+        let folded = match self.started(&reducer, stream, head, snapshot) {
+            Ok(folded) => folded,
+            Err(Started::Reducer(r)) => return Err(r),
+            Err(Started::Undecided(r)) => {
+                // Told by the next [`Folds::at_from`] of the stream.
+                self.blocked.insert(stream.clone(), r.clone());
+                return Err(r);
+            }
+        };
         let at = folded.offset;
         self.keep(stream, folded);
         self.count();
@@ -677,12 +845,13 @@ impl Folds {
     /// The state of `stream` to store as a snapshot after a transaction
     /// moved its head from `before` to the kept state's offset: `Some`
     /// when that move passed a multiple of [`SnapshotPolicy::every`]
-    /// (the state as JSON text, or why it could not be written).
+    /// (the state as JSON text, or why it could not be written, and the
+    /// reducer's schema version to store it under).
     pub fn snapshot_due(
         &self,
         stream: &StreamName,
         before: Offset,
-    ) -> Option<(Offset, Result<String, Refusal>)> {
+    ) -> Option<(Offset, Result<String, Refusal>, u32)> {
         let every = self.reducers.snapshots.every;
         if every == 0 {
             return None;
@@ -691,12 +860,23 @@ impl Folds {
         if kept.offset.0 / every <= before.0 / every {
             return None;
         }
-        Some((kept.offset, kept.state.to_json()))
+        let schema = self
+            .reducers
+            .for_stream(stream)
+            .map_or(1, |r| r.schema_version());
+        Some((kept.offset, kept.state.to_json(), schema))
     }
 
     /// The snapshot policy of these folds.
     pub fn policy(&self) -> SnapshotPolicy {
         self.reducers.snapshots
+    }
+
+    /// The schema versions the reducer of `stream` takes, `(min,
+    /// current)`; `None` without a reducer.
+    pub fn schema_range(&self, stream: &StreamName) -> Option<(u32, u32)> {
+        let r = self.reducers.for_stream(stream)?;
+        Some((r.min_schema_version(), r.schema_version()))
     }
 
     /// Whether a reducer folds `stream`.
@@ -770,6 +950,7 @@ mod tests {
             payload: payload.to_vec(),
             subject: None,
             seen: Offset::ZERO,
+            schema: 1,
         }
     }
 
@@ -929,5 +1110,116 @@ mod tests {
         folds.trim();
         assert_eq!(folds.kept(), 1);
         assert!(folds.keeps(&b));
+    }
+
+    /// The code of an `Undecided` answer, or what came instead.
+    fn undecided<E: std::fmt::Debug>(r: Result<Option<&mut Folded>, Unfolded<E>>) -> ErrorCode {
+        match r {
+            Err(Unfolded::Undecided(r)) => r.code,
+            Err(other) => panic!("another failure: {other:?}"),
+            Ok(_) => panic!("folded"),
+        }
+    }
+
+    #[test]
+    fn a_log_or_snapshot_of_another_schema_version_is_not_guessed_at() {
+        let listing = || {
+            let mut reducers = Reducers::default();
+            reducers.add(
+                "*",
+                Arc::new(Listing {
+                    starts: Arc::new(AtomicUsize::new(0)),
+                }),
+            );
+            Folds::new(reducers)
+        };
+        let s = name("s");
+        let log = [
+            event(1, b"a"),
+            Event {
+                schema: 2,
+                ..event(2, b"b")
+            },
+        ];
+        let read = |after: Offset| -> Result<Replayed, Refusal> {
+            Ok(log.iter().filter(|e| e.offset > after).cloned().collect())
+        };
+        // An event newer than the reducer: the fold stops, nothing kept.
+        let mut folds = listing();
+        assert_eq!(
+            undecided(folds.at(&s, Offset(2), read)),
+            ErrorCode::SchemaTooNew
+        );
+        assert!(!folds.keeps(&s));
+        // Up to the event before it, it folds.
+        let first = |after: Offset| -> Result<Replayed, Refusal> {
+            Ok(log[..1]
+                .iter()
+                .filter(|e| e.offset > after)
+                .cloned()
+                .collect())
+        };
+        assert!(folds.at(&s, Offset(1), first).expect("folds").is_some());
+        // A snapshot newer than the reducer.
+        let snapshot = |schema| StoredSnapshot {
+            offset: Offset(1),
+            state: br#"["a"]"#.to_vec(),
+            schema,
+        };
+        let mut folds = listing();
+        assert_eq!(
+            undecided(folds.at_from(&s, Offset(1), || Ok(Some(snapshot(2))), read)),
+            ErrorCode::SchemaTooNew
+        );
+        // An older one the reducer does not migrate, over compacted
+        // events: refused, not folded from a hole.
+        let compacted = |after: Offset| -> Result<Replayed, Refusal> {
+            Ok(log[..1]
+                .iter()
+                .filter(|e| e.offset > after.max(Offset(1)))
+                .cloned()
+                .collect())
+        };
+        let mut reducers = Reducers::default();
+        reducers.add("*", Arc::new(Versioned));
+        let mut folds = Folds::new(reducers);
+        assert_eq!(
+            undecided(folds.at_from(&s, Offset(1), || Ok(Some(snapshot(1))), compacted)),
+            ErrorCode::SchemaTooOld
+        );
+        // With the events still there, rebuilt from them.
+        let full = |after: Offset| -> Result<Replayed, Refusal> {
+            Ok(log[..1]
+                .iter()
+                .filter(|e| e.offset > after)
+                .cloned()
+                .collect())
+        };
+        let folded = folds
+            .at_from(&s, Offset(1), || Ok(Some(snapshot(1))), full)
+            .expect("rebuilt")
+            .expect("a state");
+        assert_eq!(folded.state.to_json().expect("json"), r#"["a"]"#);
+    }
+
+    /// A listing reducer of schema version 2 that does not migrate.
+    struct Versioned;
+
+    impl StreamReducer for Versioned {
+        fn describe(&self) -> String {
+            "versioned".into()
+        }
+        fn schema_version(&self) -> u32 {
+            2
+        }
+        fn min_schema_version(&self) -> u32 {
+            1
+        }
+        fn start(&self) -> Result<Box<dyn StreamState>, Refusal> {
+            Ok(Box::new(Listed(Vec::new())))
+        }
+        fn restore(&self, json: &str) -> Result<Box<dyn StreamState>, Refusal> {
+            Ok(Box::new(Listed(serde_json::from_str(json).expect("json"))))
+        }
     }
 }

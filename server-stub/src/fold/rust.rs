@@ -58,6 +58,45 @@ where
         format!("Rust reducer {}", std::any::type_name::<R>())
     }
 
+    fn schema_version(&self) -> u32 {
+        self.reducer.schema_version()
+    }
+
+    fn min_schema_version(&self) -> u32 {
+        self.reducer.min_schema_version()
+    }
+
+    fn migrate(&self, json: &str, from: u32) -> Option<Result<Box<dyn StreamState>, Refusal>> {
+        let old = match serde_json::from_str(json) {
+            Ok(old) => old,
+            Err(e) => {
+                return Some(Err(Refusal {
+                    code: ErrorCode::Reducer,
+                    message: format!("the snapshot does not decode as the reducer's state: {e}"),
+                }))
+            }
+        };
+        let reducer = &self.reducer;
+        let migrated = catch_unwind(AssertUnwindSafe(|| reducer.migrate(old, from)))
+            .unwrap_or_else(|_| Some(Err("the reducer panicked".to_string().into())))?;
+        Some(
+            migrated
+                .map(|state| {
+                    Box::new(RustState {
+                        reducer: self.reducer.clone(),
+                        state,
+                    }) as Box<dyn StreamState>
+                })
+                .map_err(|e| Refusal {
+                    code: ErrorCode::Reducer,
+                    message: format!(
+                        "migrating the snapshot from schema version {from} failed: {}",
+                        e.0
+                    ),
+                }),
+        )
+    }
+
     fn start(&self) -> Result<Box<dyn StreamState>, Refusal> {
         Ok(Box::new(RustState {
             reducer: self.reducer.clone(),
@@ -91,10 +130,13 @@ where
         let reducer = &self.reducer;
         let state = &self.state;
         let next = catch_unwind(AssertUnwindSafe(|| {
-            let action = reducer.decode(payload).map_err(|e| Refusal {
-                code: ErrorCode::Reducer,
-                message: format!("the payload does not decode: {e}"),
-            })?;
+            // Decoded, then upcast from the version it was made under.
+            let action = reducer
+                .decode_at(payload, meta.schema)
+                .map_err(|e| Refusal {
+                    code: ErrorCode::Reducer,
+                    message: format!("the payload does not decode: {e}"),
+                })?;
             reducer
                 .reduce_meta(state, &action, meta)
                 .map_err(|e| Refusal {
@@ -263,5 +305,87 @@ mod tests {
         s.fold(br#""12B""#, &META)
             .expect("still folds after a view panicked");
         assert_eq!(s.view("count", "null"), Ok("2".to_string()));
+    }
+
+    /// Version 2 of a seats reducer: version-1 actions were seat numbers
+    /// (`12`), version 2's are names (`"12A"`); a version-1 state (seat
+    /// numbers) migrates.
+    struct SeatsV2;
+
+    impl Reducer for SeatsV2 {
+        type State = BTreeMap<String, u32>;
+        type Action = serde_json::Value;
+
+        fn decode(&self, payload: &[u8]) -> Result<serde_json::Value, ReduceError> {
+            serde_json::from_slice(payload).map_err(|e| ReduceError(e.to_string()))
+        }
+
+        fn reduce(
+            &self,
+            state: &Self::State,
+            seat: &serde_json::Value,
+        ) -> Result<Self::State, ReduceError> {
+            let seat = seat
+                .as_str()
+                .ok_or_else(|| ReduceError("a seat name".into()))?;
+            let mut next = state.clone();
+            next.insert(seat.to_string(), 2);
+            Ok(next)
+        }
+
+        fn schema_version(&self) -> u32 {
+            2
+        }
+
+        fn min_schema_version(&self) -> u32 {
+            1
+        }
+
+        fn upcast(
+            &self,
+            action: serde_json::Value,
+            from: u32,
+        ) -> Result<serde_json::Value, ReduceError> {
+            assert_eq!(from, 1);
+            Ok(serde_json::Value::String(format!("{action}A")))
+        }
+
+        fn migrate(
+            &self,
+            state: Self::State,
+            from: u32,
+        ) -> Option<Result<Self::State, ReduceError>> {
+            assert_eq!(from, 1);
+            Some(Ok(state
+                .into_keys()
+                .map(|k| (format!("{k}A"), 1))
+                .collect()))
+        }
+    }
+
+    #[test]
+    fn schema_versions_are_the_traits() {
+        let r = RustReducer::new(SeatsV2, BTreeMap::new());
+        assert_eq!((r.schema_version(), r.min_schema_version()), (2, 1));
+        let mut s = r.start().expect("start");
+        s.fold(b"12", &Meta { schema: 1, ..META }).expect("upcast");
+        s.fold(br#""14B""#, &Meta { schema: 2, ..META })
+            .expect("fold");
+        assert_eq!(
+            s.fold(br#""15C""#, &Meta { schema: 3, ..META })
+                .map_err(|r| r.code),
+            Err(ErrorCode::Reducer),
+            "a newer version does not decode"
+        );
+        assert_eq!(s.to_json().expect("json"), r#"{"12A":2,"14B":2}"#);
+        let migrated = r
+            .migrate(r#"{"9":1}"#, 1)
+            .expect("migrates")
+            .expect("migrated");
+        assert_eq!(migrated.to_json().expect("json"), r#"{"9A":1}"#);
+        // The default: no migration.
+        assert!(RustReducer::new(Seats, BTreeMap::new())
+            .migrate("{}", 1)
+            .is_none());
     }
 }

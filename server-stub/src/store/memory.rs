@@ -15,8 +15,8 @@ use sync_core::{
 };
 
 use super::{
-    appended_resend, fold_request, state_json, AppendListener, AppendRequest, BoxFuture, LogStore,
-    Outcome, Page, ProposedIntent, ReadLimits, Sender, StoredSnapshot, StreamStateJson,
+    appended_resend, fold_request, state_json, undecided, AppendListener, AppendRequest, BoxFuture,
+    LogStore, Outcome, Page, ProposedIntent, ReadLimits, Sender, StoredSnapshot, StreamStateJson,
 };
 use crate::error::Error;
 use crate::fold::{Folds, Reducers, Replayed};
@@ -115,7 +115,7 @@ fn apply(state: &mut State, mut request: AppendRequest) -> Result<Applied, Error
         subject: subject.as_deref(),
         time_ms,
     };
-    fold_request(
+    if let Some(refusal) = fold_request(
         folds,
         &request.stream,
         position,
@@ -123,7 +123,9 @@ fn apply(state: &mut State, mut request: AppendRequest) -> Result<Applied, Error
         &sender,
         || Ok(log.snapshot.clone()),
         |after| replay(Some(log), after),
-    )?;
+    )? {
+        return Ok((undecided(&request.intents, &refusal), Vec::new(), None));
+    }
     let steps = decide_batch(&mut position, request.intents.iter().map(|i| i.offer()));
     let mut outcomes = Vec::with_capacity(steps.len());
     let mut new_events = Vec::new();
@@ -139,6 +141,7 @@ fn apply(state: &mut State, mut request: AppendRequest) -> Result<Applied, Error
                     payload: intent.payload,
                     subject: subject.clone(),
                     seen: intent.seen,
+                    schema: intent.schema,
                 };
                 log.events.push(event.clone());
                 new_events.push(event);
@@ -170,18 +173,26 @@ fn apply(state: &mut State, mut request: AppendRequest) -> Result<Applied, Error
     // Snapshots as the durable stores keep them (this store keeps every
     // event: it compacts nothing).
     let mut checkpoint = None;
-    if let Some((offset, Ok(json))) = folds.snapshot_due(&request.stream, before) {
+    if let Some((offset, Ok(json), schema)) = folds.snapshot_due(&request.stream, before) {
         if offset == position.head {
-            checkpoint = Some((offset, sync_core::protocol::state_hash(json.as_bytes())));
-            log.snapshot = Some((offset, json.into_bytes()));
+            checkpoint = Some((
+                offset,
+                sync_core::protocol::state_hash(json.as_bytes()),
+                schema,
+            ));
+            log.snapshot = Some(StoredSnapshot {
+                offset,
+                state: json.into_bytes(),
+                schema,
+            });
         }
     }
     Ok((outcomes, new_events, checkpoint))
 }
 
 /// What one append decided: the outcomes, the events appended, and the
-/// snapshot stored (offset, state hash).
-type Applied = (Vec<Outcome>, Vec<Event>, Option<(Offset, u64)>);
+/// snapshot stored (offset, state hash, schema version).
+type Applied = (Vec<Outcome>, Vec<Event>, Option<(Offset, u64, u32)>);
 
 fn lookup(log: &StreamLog, client: ClientId, intent: &ProposedIntent) -> Result<Outcome, Error> {
     let seq = intent.seq;
@@ -223,8 +234,8 @@ impl LogStore for MemoryStore {
             })?;
             // Like a durable store: listeners hear of a commit before its
             // pusher does, outside the lock.
-            if let Some((offset, hash)) = checkpoint {
-                self.listener.checkpoint(&stream, offset, hash);
+            if let Some((offset, hash, schema)) = checkpoint {
+                self.listener.checkpoint(&stream, offset, hash, schema);
             }
             if !events.is_empty() {
                 self.listener.appended(&stream, &events);
@@ -284,12 +295,17 @@ impl LogStore for MemoryStore {
         stream: StreamName,
         offset: Offset,
         state: Vec<u8>,
+        schema: u32,
     ) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             self.with(|s| {
                 let log = s.streams.entry(stream).or_default();
-                if log.snapshot.as_ref().is_none_or(|(o, _)| *o <= offset) {
-                    log.snapshot = Some((offset, state));
+                if log.snapshot.as_ref().is_none_or(|k| k.offset <= offset) {
+                    log.snapshot = Some(StoredSnapshot {
+                        offset,
+                        state,
+                        schema,
+                    });
                 }
                 Ok(())
             })

@@ -23,8 +23,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use sync_core::{
-    answer_resend, decide_batch, ClientId, Epoch, ErrorCode, Event, IntentDigest, Meta, Offer,
-    Offset, Position, ResendAnswer, Seq, Step, StreamName,
+    answer_resend, decide_batch, schema_verdict, ClientId, Epoch, ErrorCode, Event, IntentDigest,
+    Meta, Offer, Offset, Position, ResendAnswer, SchemaVerdict, Seq, Step, StreamName,
 };
 
 use crate::error::Error;
@@ -78,6 +78,10 @@ pub struct ProposedIntent {
     /// The confirmed offset the client had when it dispatched the intent
     /// (stored with its event: the reducer's `meta.seen`).
     pub seen: Offset,
+    /// The schema version the intent was made under (stored with its
+    /// event: the reducer's `meta.schema`; every replica upcasts it from
+    /// there when it folds).
+    pub schema: u32,
 }
 
 impl ProposedIntent {
@@ -89,12 +93,19 @@ impl ProposedIntent {
             payload,
             verdict,
             seen: Offset::ZERO,
+            schema: 1,
         }
     }
 
     /// The intent, dispatched having seen `seen`.
     pub fn seen(mut self, seen: Offset) -> ProposedIntent {
         self.seen = seen;
+        self
+    }
+
+    /// The intent, made under schema version `schema`.
+    pub fn schema(mut self, schema: u32) -> ProposedIntent {
+        self.schema = schema;
         self
     }
 
@@ -184,18 +195,37 @@ impl AppendRequest {
 /// Offers that stay accepted are decided exactly as before (a refusal
 /// changes only whether the head moves), so `folded` ends at the head
 /// the store's decisions reach.
+///
+/// An intent made under a schema version older than the reducer's
+/// oldest (`schemas`: `(min, current)`) is refused with
+/// `SCHEMA_TOO_OLD` ([`sync_core::schema_verdict`]); the others are
+/// folded with their version in `meta.schema` (the reducer upcasts).
 pub fn fold_intents(
     folded: &mut Folded,
     position: Position,
     intents: &mut [ProposedIntent],
     by: &Sender<'_>,
+    schemas: (u32, u32),
 ) {
+    let (min, current) = schemas;
     let mut probe = position;
     let steps = decide_batch(&mut probe, intents.iter().map(ProposedIntent::offer));
     for (step, intent) in steps.iter().zip(intents.iter_mut()) {
         let Step::Append { seq, offset } = *step else {
             continue;
         };
+        if schema_verdict(intent.schema, min, current) == SchemaVerdict::TooOld {
+            intent.payload = Vec::new();
+            intent.verdict = Verdict::Reject {
+                code: ErrorCode::SchemaTooOld,
+                message: format!(
+                    "the intent was made under schema version {}, older than the oldest this server \
+                     takes ({min}; it runs version {current}): reload the app",
+                    intent.schema
+                ),
+            };
+            continue;
+        }
         let meta = Meta {
             offset: Some(offset),
             client_id: by.client_id,
@@ -203,6 +233,7 @@ pub fn fold_intents(
             seq: Some(seq),
             time_ms: by.time_ms,
             seen: intent.seen,
+            schema: intent.schema,
         };
         if let Err(refusal) = folded.fold(&intent.payload, &meta) {
             intent.payload = Vec::new();
@@ -220,7 +251,14 @@ pub fn fold_intents(
 /// [`fold_intents`]. When the stream's reducer cannot start a state, every
 /// intent decided now is refused with its refusal (`REDUCER`), so a
 /// failing reducer costs its own stream's intents and never a whole
-/// transaction. A stream without a reducer is left alone.
+/// transaction. A stream without a reducer is left alone (any schema
+/// version: its payloads are opaque).
+///
+/// `Ok(Some(refusal))`: the request is not decided at all (the store
+/// answers each intent with [`Outcome::Undecided`] and writes nothing for
+/// it), because an intent to decide now is of a schema version newer
+/// than this node's reducer, or the reducer cannot fold the stream's log
+/// ([`Unfolded::Undecided`]): the seqs stay free for a node that can.
 pub fn fold_request(
     folds: &mut Folds,
     stream: &StreamName,
@@ -229,14 +267,53 @@ pub fn fold_request(
     by: &Sender<'_>,
     snapshot: impl FnOnce() -> Result<Option<StoredSnapshot>, Error>,
     read: impl FnMut(Offset) -> Result<Replayed, Error>,
-) -> Result<(), Error> {
+) -> Result<Option<Refusal>, Error> {
+    let Some(schemas) = folds.schema_range(stream) else {
+        return Ok(None);
+    };
+    if let Some(refusal) = too_new(position, intents, schemas.1) {
+        return Ok(Some(refusal));
+    }
     match folds.at_from(stream, position.head, snapshot, read) {
-        Ok(Some(folded)) => fold_intents(folded, position, intents, by),
+        Ok(Some(folded)) => fold_intents(folded, position, intents, by, schemas),
         Ok(None) => {}
         Err(Unfolded::Read(e)) => return Err(e),
         Err(Unfolded::Reducer(refusal)) => refuse_intents(position, intents, &refusal),
+        Err(Unfolded::Undecided(refusal)) => return Ok(Some(refusal)),
     }
-    Ok(())
+    Ok(None)
+}
+
+/// The refusal of a request with an intent to decide now that is of a
+/// schema version newer than `current` (this node's reducer's).
+fn too_new(position: Position, intents: &[ProposedIntent], current: u32) -> Option<Refusal> {
+    let mut probe = position;
+    let steps = decide_batch(&mut probe, intents.iter().map(ProposedIntent::offer));
+    let newest = steps
+        .iter()
+        .zip(intents)
+        .filter(|(step, _)| matches!(step, Step::Append { .. }))
+        .map(|(_, i)| i.schema)
+        .max()?;
+    (schema_verdict(newest, 1, current) == SchemaVerdict::TooNew).then(|| Refusal {
+        code: ErrorCode::SchemaTooNew,
+        message: format!(
+            "the intent was made under schema version {newest}, newer than this server's reducer \
+             (version {current}); it was not decided: push it to a server that runs the new version"
+        ),
+    })
+}
+
+/// The answers to a request that is not decided (see [`fold_request`]).
+pub fn undecided(intents: &[ProposedIntent], refusal: &Refusal) -> Vec<Outcome> {
+    intents
+        .iter()
+        .map(|i| Outcome::Undecided {
+            seq: i.seq,
+            code: refusal.code,
+            message: refusal.message.clone(),
+        })
+        .collect()
 }
 
 /// Refuses with `refusal` every intent of `intents` that would be
@@ -268,7 +345,7 @@ pub fn state_json(
         Ok(Some(folded)) => Ok(Some((folded.offset, folded.state.to_json()?))),
         Ok(None) => Ok(None),
         Err(Unfolded::Read(e)) => Err(e),
-        Err(Unfolded::Reducer(r)) => Err(r.into()),
+        Err(Unfolded::Reducer(r)) | Err(Unfolded::Undecided(r)) => Err(r.into()),
     }
 }
 
@@ -335,6 +412,18 @@ pub enum Outcome {
         /// Where the intent that holds the seq is.
         offset: Offset,
     },
+    /// Not decided on this node, nothing stored: the seq stays free
+    /// (`SCHEMA_TOO_NEW`: the intent, or the stream's log, is of a schema
+    /// version newer than this node's reducer). The client keeps the
+    /// intent and pushes it again later.
+    Undecided {
+        /// The intent's seq.
+        seq: Seq,
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// Why, for people.
+        message: String,
+    },
 }
 
 /// Counts a request's decisions in `metrics`: appended, rejected, resends
@@ -355,6 +444,7 @@ pub(crate) fn count_decided(metrics: &crate::metrics::Metrics, outcomes: &[Outco
                 metrics.intents_duplicate.fetch_add(1, Relaxed)
             }
             Outcome::Gap { .. } => metrics.intents_gap.fetch_add(1, Relaxed),
+            Outcome::Undecided { .. } => continue,
         };
     }
 }
@@ -396,18 +486,18 @@ pub struct Page {
     pub compacted: Offset,
 }
 
-/// The latest stored snapshot of a stream: `(offset, state bytes)`.
-pub type StoredSnapshot = (Offset, Vec<u8>);
+pub use crate::fold::StoredSnapshot;
 
 /// Told of every committed append, in commit order per stream.
 pub trait AppendListener: Send + Sync + 'static {
     /// `events` (dense, ascending) of `stream` are durable.
     fn appended(&self, stream: &StreamName, events: &[Event]);
     /// A snapshot of `stream` at `offset` whose state text has
-    /// [`sync_core::protocol::state_hash`] `hash` is durable; told before
+    /// [`sync_core::protocol::state_hash`] `hash`, made under schema
+    /// version `schema`, is durable; told before
     /// the [`AppendListener::appended`] of the same commit, so that
     /// subscribers can send it ahead of the events it follows.
-    fn checkpoint(&self, _stream: &StreamName, _offset: Offset, _hash: u64) {}
+    fn checkpoint(&self, _stream: &StreamName, _offset: Offset, _hash: u64, _schema: u32) {}
     /// `stream` is durable up to `head`, through another node; read the
     /// events from the store.
     fn head_moved(&self, stream: &StreamName, head: Offset);
@@ -467,12 +557,14 @@ pub trait LogStore: Send + Sync + 'static {
     /// The stream's head (0 for a stream never written).
     fn head(&self, stream: StreamName) -> BoxFuture<'_, Result<Offset, Error>>;
 
-    /// Stores the state of `stream` at `offset` (opaque bytes).
+    /// Stores the state of `stream` at `offset` (opaque bytes), made under
+    /// schema version `schema`.
     fn put_snapshot(
         &self,
         stream: StreamName,
         offset: Offset,
         state: Vec<u8>,
+        schema: u32,
     ) -> BoxFuture<'_, Result<(), Error>>;
 
     /// The latest snapshot of `stream`, if any.
@@ -518,7 +610,9 @@ pub trait LogStore: Send + Sync + 'static {
 pub(crate) mod conformance {
     use sync_core::{ClientId, ErrorCode, IntentDigest, Offset, Seq, StreamName};
 
-    use super::{AppendRequest, LogStore, Outcome, ProposedIntent, ReadLimits, Verdict};
+    use super::{
+        AppendRequest, LogStore, Outcome, ProposedIntent, ReadLimits, StoredSnapshot, Verdict,
+    };
     use crate::metrics::Metrics;
 
     fn seq(n: u64) -> Seq {
@@ -953,7 +1047,11 @@ pub(crate) mod conformance {
                 .expect("append");
             assert!(matches!(out[..], [Outcome::Appended { .. }]), "{out:?}");
         }
-        let (offset, state) = store
+        let StoredSnapshot {
+            offset,
+            state,
+            schema: _,
+        } = store
             .latest_snapshot(name.clone())
             .await
             .expect("read")
@@ -1043,7 +1141,11 @@ pub(crate) mod conformance {
             vec![71]
         );
 
-        let (offset, snapshot) = store
+        let StoredSnapshot {
+            offset,
+            state: snapshot,
+            schema: _,
+        } = store
             .latest_snapshot(name.clone())
             .await
             .expect("read")

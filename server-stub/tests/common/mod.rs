@@ -216,10 +216,41 @@ impl Client {
                     seen: Offset(*seen),
                     seq: seq(*s),
                     payload: p.clone(),
+                    schema: 1,
                 })
                 .collect(),
         };
         self.send(&msg).await;
+    }
+
+    /// Pushes `(seq, payload)` pairs to `stream`, made under schema
+    /// version `schema`.
+    pub async fn push_schema(
+        &mut self,
+        stream_name: &str,
+        schema: u32,
+        intents: &[(u64, Vec<u8>)],
+    ) {
+        let msg = ClientMsg::Push {
+            stream: stream(stream_name),
+            intents: intents
+                .iter()
+                .map(|(s, p)| PushIntent {
+                    seen: Offset::ZERO,
+                    seq: seq(*s),
+                    payload: p.clone(),
+                    schema,
+                })
+                .collect(),
+        };
+        self.send(&msg).await;
+    }
+
+    /// Pushes `(seq, payload)` pairs to `stream` as a version-3 or 4
+    /// client encodes them ([`legacy_push`]).
+    pub async fn push_legacy(&mut self, stream_name: &str, intents: &[(u64, Vec<u8>)]) {
+        self.send_raw(Message::Binary(legacy_push(stream_name, intents).into()))
+            .await;
     }
 
     pub async fn subscribe(&mut self, stream_name: &str, after: u64) {
@@ -369,4 +400,29 @@ pub fn view_path(stream: &str, name: &str, params: &str) -> String {
         })
         .collect();
     format!("/v1/streams/{stream}/views/{name}?params={params}")
+}
+
+/// The frame a client of protocol version 3 or 4 sends to push
+/// `(seq, payload)` pairs (seen 0) to `stream`: postcard's bytes of
+/// `Push` (variant 3) without the schema versions of version 5.
+pub fn legacy_push(stream: &str, intents: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut n: u64) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    let mut out = vec![3];
+    varint(&mut out, stream.len() as u64);
+    out.extend_from_slice(stream.as_bytes());
+    varint(&mut out, intents.len() as u64);
+    for (seq, payload) in intents {
+        varint(&mut out, *seq);
+        varint(&mut out, payload.len() as u64);
+        out.extend_from_slice(payload);
+        // seen
+        varint(&mut out, 0);
+    }
+    out
 }

@@ -275,6 +275,11 @@ impl<M: Model> ChaosClient<M> {
                     "the fold at offset {offset} differs from the server's"
                 )),
                 Effect::Agreed { .. } => lock(&self.view).agreed += 1,
+                // Every client here runs the server's one schema version:
+                // being outdated is a protocol error of the run.
+                Effect::Outdated { message } => lock(&self.view)
+                    .protocol_errors
+                    .push(format!("outdated: {message}")),
                 Effect::Rejected {
                     seq, code, message, ..
                 } => lock(&self.view)

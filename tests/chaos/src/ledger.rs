@@ -285,6 +285,7 @@ mod tests {
             seq: Some(Seq::FIRST),
             time_ms: 0,
             seen: Offset(2),
+            schema: 1,
         };
         let s = LedgerReducer
             .reduce_meta(&LedgerState::default(), &add, &meta)

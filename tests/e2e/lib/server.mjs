@@ -10,7 +10,9 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-export const SERVER_BIN = process.env.LOGSYNC_SERVER_BIN ?? join(ROOT, 'target', 'release', 'logsync-server');
+// Where cargo puts binaries: CARGO_TARGET_DIR when set (as scripts/test-js.sh's builds do).
+export const TARGET_DIR = process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(ROOT, 'target');
+export const SERVER_BIN = process.env.LOGSYNC_SERVER_BIN ?? join(TARGET_DIR, 'release', 'logsync-server');
 export const APP_DIST = process.env.LOGSYNC_APP_DIST ?? join(ROOT, 'examples', 'todo-react', 'dist');
 export const ELM_APP_DIST = process.env.LOGSYNC_ELM_APP_DIST ?? join(ROOT, 'examples', 'todo-elm', 'dist');
 const HARNESS = join(ROOT, 'tests', 'harness', 'server-control.mjs');
@@ -44,8 +46,11 @@ export async function startServer({ staticDir = APP_DIST, args = [], env = {}, s
     exited.then((code) => { clearTimeout(timer); rej(new Error(`the harness exited (${code})\n${log}`)); });
   });
 
-  const call = async (path) => {
-    const r = await fetch(`${control}${path}`, { method: path === '/info' ? 'GET' : 'POST' });
+  const call = async (path, request) => {
+    const r = await fetch(`${control}${path}`, {
+      method: path === '/info' ? 'GET' : 'POST',
+      ...(request ? { body: JSON.stringify(request), headers: { 'content-type': 'application/json' } } : {}),
+    });
     const body = await r.json();
     if (!r.ok) throw new Error(`harness ${path}: ${JSON.stringify(body)}\n${log}`);
     return body;
@@ -55,8 +60,9 @@ export async function startServer({ staticDir = APP_DIST, args = [], env = {}, s
     url: '',
     port: 0,
     pid: 0,
-    async start() {
-      const info = await call('/start');
+    /** Starts it again on the same database, with `args` and `env` added to this start's. */
+    async start({ args: more, env: moreEnv } = {}) {
+      const info = await call('/start', more || moreEnv ? { args: more ?? [], env: moreEnv ?? {} } : undefined);
       Object.assign(server, { url: info.url, port: info.port, pid: info.pid });
     },
     /** SIGTERM, waits for the exit. */

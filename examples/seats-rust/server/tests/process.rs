@@ -135,6 +135,7 @@ impl Client {
                 seen: sync_core::Offset::ZERO,
                 seq: Seq::new(seq).unwrap(),
                 payload: Action::book(seat, who),
+                schema: 1,
             }],
         })
         .await;

@@ -55,6 +55,10 @@ import Json.Decode as D
   - `SeqReused` (`SEQ_REUSED`): A push reused a seq that already holds another intent (its payload differs from the one the seq was decided with). The message names the offset of the intent that holds the seq; the pushed intent is refused and nothing is stored.
   - `Compacted` (`COMPACTED`): The events asked for were compacted away: the stream starts from its snapshot (`GET /v1/streams/{s}/snapshot`), and the message names the oldest event kept.
   - `Diverged` (`DIVERGED`): This client's fold of the log differs from the server's at the same offset (their state hashes differ): the reducer is not deterministic, or not the server's. The client takes the server's snapshot in place of its confirmed state and re-applies its pending intents on it; the message names the offset.
+  - `SchemaTooOld` (`SCHEMA_TOO_OLD`): An intent was made under a schema version older than the oldest the server's reducer still upcasts (its `minSchemaVersion`): it is refused, for good. The app is older than the server supports and must be reloaded.
+  - `SchemaTooNew` (`SCHEMA_TOO_NEW`): Something was made under a schema version newer than this side's reducer knows: a server refuses such an intent without deciding it (a newer node may take it), and a client stops applying such events, keeping its outbox, until the app is reloaded.
+  - `Expired` (`EXPIRED`): A queued intent outlived the time-to-live of its action type: it was withdrawn instead of being sent late.
+  - `Offline` (`OFFLINE`): An online-only action was dispatched while the store was offline: nothing was queued.
 
 -}
 type ErrorCode
@@ -96,6 +100,10 @@ type ErrorCode
     | SeqReused
     | Compacted
     | Diverged
+    | SchemaTooOld
+    | SchemaTooNew
+    | Expired
+    | Offline
 
 
 {-| Every code, in sync-core's order.
@@ -140,6 +148,10 @@ all =
     , SeqReused
     , Compacted
     , Diverged
+    , SchemaTooOld
+    , SchemaTooNew
+    , Expired
+    , Offline
     ]
 
 
@@ -262,6 +274,18 @@ toString code =
         Diverged ->
             "DIVERGED"
 
+        SchemaTooOld ->
+            "SCHEMA_TOO_OLD"
+
+        SchemaTooNew ->
+            "SCHEMA_TOO_NEW"
+
+        Expired ->
+            "EXPIRED"
+
+        Offline ->
+            "OFFLINE"
+
 
 {-| The code with this text, or `Nothing` for text this build does not know.
 -}
@@ -381,6 +405,18 @@ fromString text =
 
         "DIVERGED" ->
             Just Diverged
+
+        "SCHEMA_TOO_OLD" ->
+            Just SchemaTooOld
+
+        "SCHEMA_TOO_NEW" ->
+            Just SchemaTooNew
+
+        "EXPIRED" ->
+            Just Expired
+
+        "OFFLINE" ->
+            Just Offline
 
         _ ->
             Nothing

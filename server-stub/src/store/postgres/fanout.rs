@@ -69,8 +69,8 @@ impl Fanout {
 
     /// A snapshot of `stream` at `offset` (state hash `hash`) this node
     /// stored, before its events are published.
-    pub fn checkpoint(&self, stream: &StreamName, offset: Offset, hash: u64) {
-        self.listener.checkpoint(stream, offset, hash);
+    pub fn checkpoint(&self, stream: &StreamName, offset: Offset, hash: u64, schema: u32) {
+        self.listener.checkpoint(stream, offset, hash, schema);
     }
 
     /// Hands committed `events` (dense, ascending) to the hub, without the

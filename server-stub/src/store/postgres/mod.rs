@@ -25,11 +25,12 @@
 //! logsync_schema     (version)                            one row
 //! logsync_meta       (key, value)                         epoch
 //! logsync_streams    (id, name UNIQUE, head)              the row each append locks
-//! logsync_events     (stream_id, offset, client_id, seq, time_ms, payload)
+//! logsync_events     (stream_id, offset, client_id, seq, time_ms, payload,
+//!                     digest, subject, seen, schema)
 //!                    PRIMARY KEY (stream_id, offset), UNIQUE (stream_id, client_id, seq)
 //! logsync_clients    (stream_id, client_id, last_seq)     highest seq decided
 //! logsync_rejections (stream_id, client_id, seq, code, message)
-//! logsync_snapshots  (stream_id, offset, state)          the latest per folded stream
+//! logsync_snapshots  (stream_id, offset, state, schema)  the latest per folded stream
 //! logsync_compactions (stream_id, through)                events at or below `through` deleted
 //! logsync_client_subjects (client_id, sub)                who a client id belongs to (with auth)
 //! ```
@@ -301,6 +302,23 @@ pub(crate) fn to_pg(n: u64) -> Result<i64, Error> {
     i64::try_from(n).map_err(|_| Error::Storage(format!("{n} is beyond what the store can hold")))
 }
 
+/// A stored schema version (1 and up).
+pub(crate) fn schema_from_pg(n: i32) -> Result<u32, Error> {
+    u32::try_from(n)
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| Error::Storage(format!("schema version {n} in the database")))
+}
+
+/// A schema version as PostgreSQL's `INT`.
+pub(crate) fn schema_to_pg(v: u32) -> Result<i32, Error> {
+    i32::try_from(v).map_err(|_| {
+        Error::Storage(format!(
+            "schema version {v} is beyond what the store can hold"
+        ))
+    })
+}
+
 pub(crate) fn from_pg(n: i64) -> Result<u64, Error> {
     u64::try_from(n).map_err(|_| Error::Storage(format!("negative number {n} in the database")))
 }
@@ -319,14 +337,14 @@ pub(crate) async fn read_page(
     let stmt = client
         .prepare_cached(
             r#"SELECT s.head, coalesce(c.through, 0), e."offset", e.client_id, e.seq, e.time_ms, e.payload,
-                      e.subject, e.seen
+                      e.subject, e.seen, e.schema
                FROM logsync_streams s
                LEFT JOIN logsync_compactions c ON c.stream_id = s.id
                LEFT JOIN LATERAL (
                    SELECT x.*, sum(octet_length(x.payload)::bigint
                                    + coalesce(octet_length(x.subject), 0)::bigint + $4::bigint)
                                OVER (ORDER BY x."offset") AS upto
-                   FROM (SELECT "offset", client_id, seq, time_ms, payload, subject, seen FROM logsync_events
+                   FROM (SELECT "offset", client_id, seq, time_ms, payload, subject, seen, schema FROM logsync_events
                          WHERE stream_id = s.id AND "offset" > $2::bigint
                          ORDER BY "offset" LIMIT $3::bigint) x
                ) e ON e.upto <= $5::bigint OR e."offset" = greatest($2::bigint, c.through) + 1
@@ -366,6 +384,7 @@ pub(crate) async fn read_page(
             payload: row.try_get(6)?,
             subject: row.try_get(7)?,
             seen: Offset(from_pg(row.try_get(8)?)?),
+            schema: schema_from_pg(row.try_get(9)?)?,
         });
     }
     Ok(page)
@@ -430,6 +449,7 @@ impl LogStore for PostgresStore {
         stream: StreamName,
         offset: Offset,
         state: Vec<u8>,
+        schema: u32,
     ) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             // Through the writer: it creates the stream row in lock order.
@@ -440,6 +460,7 @@ impl LogStore for PostgresStore {
                     stream,
                     offset,
                     state,
+                    schema,
                     reply,
                 })
                 .await
@@ -456,14 +477,20 @@ impl LogStore for PostgresStore {
             let client = self.pool.get().await?;
             let stmt = client
                 .prepare_cached(
-                    r#"SELECT n."offset", n.state FROM logsync_snapshots n
+                    r#"SELECT n."offset", n.state, n.schema FROM logsync_snapshots n
                        JOIN logsync_streams s ON s.id = n.stream_id
                        WHERE s.name = $1::text ORDER BY n."offset" DESC LIMIT 1"#,
                 )
                 .await?;
             let row = client.query_opt(&stmt, &[&stream.as_str()]).await?;
-            row.map(|r| Ok((Offset(from_pg(r.try_get(0)?)?), r.try_get(1)?)))
-                .transpose()
+            row.map(|r| {
+                Ok(StoredSnapshot {
+                    offset: Offset(from_pg(r.try_get(0)?)?),
+                    state: r.try_get(1)?,
+                    schema: schema_from_pg(r.try_get(2)?)?,
+                })
+            })
+            .transpose()
         })
     }
 

@@ -77,6 +77,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE logsync_events ADD COLUMN subject TEXT;
     ALTER TABLE logsync_events ADD COLUMN seen BIGINT NOT NULL DEFAULT 0 CHECK (seen >= 0);
     "#,
+    // 4: the schema version each event's intent was made under and the
+    // one each snapshot's reducer had (protocol version 5); everything
+    // stored before is version 1.
+    r#"
+    ALTER TABLE logsync_events ADD COLUMN schema INT NOT NULL DEFAULT 1 CHECK (schema >= 1);
+    ALTER TABLE logsync_snapshots ADD COLUMN schema INT NOT NULL DEFAULT 1 CHECK (schema >= 1);
+    "#,
 ];
 
 /// The schema version this build writes and reads.

@@ -409,16 +409,20 @@ async fn reads_are_bounded_streams_independent_and_snapshots_kept() {
 
     assert_eq!(store.latest_snapshot(name("s")).await.expect("get"), None);
     store
-        .put_snapshot(name("s"), Offset(5), b"five".to_vec())
+        .put_snapshot(name("s"), Offset(5), b"five".to_vec(), 1)
         .await
         .expect("put");
     store
-        .put_snapshot(name("s"), Offset(9), b"nine".to_vec())
+        .put_snapshot(name("s"), Offset(9), b"nine".to_vec(), 2)
         .await
         .expect("put");
     assert_eq!(
         store.latest_snapshot(name("s")).await.expect("get"),
-        Some((Offset(9), b"nine".to_vec()))
+        Some(crate::store::StoredSnapshot {
+            offset: Offset(9),
+            state: b"nine".to_vec(),
+            schema: 2,
+        })
     );
     assert!(store.check().await.is_ok());
     store.close().await;
@@ -1119,7 +1123,7 @@ async fn a_node_starts_states_from_the_snapshot_and_the_events_after_it() {
         a.latest_snapshot(name("seats/snapboot"))
             .await
             .expect("read")
-            .map(|(o, _)| o),
+            .map(|s| s.offset),
         Some(Offset(20))
     );
     db.sql(

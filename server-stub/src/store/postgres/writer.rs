@@ -52,14 +52,14 @@ use tokio_postgres::{Client, Statement};
 
 use super::fanout::Fanout;
 use super::notifier::Notices;
-use super::{connect, from_pg, to_pg};
+use super::{connect, from_pg, schema_to_pg, to_pg};
 use crate::error::Error;
 use crate::fold::{Folds, Replayed, SnapshotPolicy};
 use crate::metrics::Metrics;
 use crate::store::CommitMode;
 use crate::store::{
-    appended_resend, fold_request, state_json, AppendRequest, Outcome, ProposedIntent,
-    StreamStateJson,
+    appended_resend, fold_request, state_json, undecided, AppendRequest, Outcome, ProposedIntent,
+    StoredSnapshot, StreamStateJson,
 };
 
 /// Attempts per batch when PostgreSQL reports a deadlock or a
@@ -86,6 +86,7 @@ pub(crate) enum Job {
         stream: StreamName,
         offset: Offset,
         state: Vec<u8>,
+        schema: u32,
         reply: oneshot::Sender<Result<(), Error>>,
     },
     /// The state of a stream with a reducer, at its head.
@@ -119,11 +120,13 @@ impl Job {
                 stream,
                 offset,
                 state,
+                schema,
                 ..
             } => Some(Work::Snapshot {
                 stream,
                 offset: *offset,
                 state,
+                schema: *schema,
             }),
             Job::State { .. } => None,
         }
@@ -145,6 +148,7 @@ enum Work<'a> {
         stream: &'a StreamName,
         offset: Offset,
         state: &'a [u8],
+        schema: u32,
     },
 }
 
@@ -163,8 +167,8 @@ struct Committed {
     outcomes: Vec<Vec<Outcome>>,
     /// New events per stream, in offset order.
     appended: Vec<(StreamName, Vec<Event>)>,
-    /// Snapshots stored: stream, offset and state hash.
-    checkpoints: Vec<(StreamName, Offset, u64)>,
+    /// Snapshots stored: stream, offset, state hash and schema version.
+    checkpoints: Vec<(StreamName, Offset, u64, u32)>,
     /// Other nodes' events that this node's hub had not been handed yet,
     /// from its last one up to the head this transaction locked, per
     /// stream: handed over first, they keep the hub's window contiguous.
@@ -234,9 +238,10 @@ impl Statements {
             events: c
                 .prepare(
                     r#"INSERT INTO logsync_events (stream_id, "offset", client_id, seq, time_ms, payload, digest,
-                                                  subject, seen)
+                                                  subject, seen, schema)
                        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[],
-                                            $5::bigint[], $6::bytea[], $7::bytea[], $8::text[], $9::bigint[])"#,
+                                            $5::bigint[], $6::bytea[], $7::bytea[], $8::text[], $9::bigint[],
+                                            $10::int[])"#,
                 )
                 .await?,
             rejections: c
@@ -260,14 +265,16 @@ impl Statements {
                 .await?,
             snapshots: c
                 .prepare(
-                    r#"INSERT INTO logsync_snapshots (stream_id, "offset", state)
-                       SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])
-                       ON CONFLICT (stream_id, "offset") DO UPDATE SET state = excluded.state"#,
+                    r#"INSERT INTO logsync_snapshots (stream_id, "offset", state, schema)
+                       SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::int[])
+                       ON CONFLICT (stream_id, "offset") DO UPDATE SET state = excluded.state,
+                                                                       schema = excluded.schema"#,
                 )
                 .await?,
             gap: c
                 .prepare(
-                    r#"SELECT e.stream_id, e."offset", e.client_id, e.seq, e.time_ms, e.payload, e.subject, e.seen
+                    r#"SELECT e.stream_id, e."offset", e.client_id, e.seq, e.time_ms, e.payload, e.subject, e.seen,
+                              e.schema
                        FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS g(stream_id, after, upto)
                        JOIN logsync_events e ON e.stream_id = g.stream_id
                             AND e."offset" > g.after AND e."offset" <= g.upto
@@ -278,7 +285,8 @@ impl Statements {
             // each stream's kept state, up to the head its lock returned.
             replay: c
                 .prepare(
-                    r#"SELECT e.stream_id, e."offset", e.client_id, e.seq, e.time_ms, e.payload, e.subject, e.seen
+                    r#"SELECT e.stream_id, e."offset", e.client_id, e.seq, e.time_ms, e.payload, e.subject, e.seen,
+                              e.schema
                        FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS g(stream_id, after, upto)
                        JOIN logsync_events e ON e.stream_id = g.stream_id
                             AND e."offset" > g.after AND e."offset" <= g.upto
@@ -295,7 +303,7 @@ impl Statements {
             // that is not kept starts.
             latest: c
                 .prepare(
-                    r#"SELECT DISTINCT ON (n.stream_id) n.stream_id, n."offset", n.state
+                    r#"SELECT DISTINCT ON (n.stream_id) n.stream_id, n."offset", n.state, n.schema
                        FROM unnest($1::bigint[], $2::bigint[]) AS g(stream_id, upto)
                        JOIN logsync_snapshots n ON n.stream_id = g.stream_id AND n."offset" <= g.upto
                        ORDER BY n.stream_id, n."offset" DESC"#,
@@ -715,8 +723,8 @@ impl Writer {
     }
 
     fn publish(&self, committed: &Committed) {
-        for (stream, offset, hash) in &committed.checkpoints {
-            self.fanout.checkpoint(stream, *offset, *hash);
+        for (stream, offset, hash, schema) in &committed.checkpoints {
+            self.fanout.checkpoint(stream, *offset, *hash, *schema);
         }
         for (stream, events) in &committed.appended {
             match committed.before.get(stream) {
@@ -865,10 +873,16 @@ async fn catch_up(
     if !start.is_empty() {
         let ids: Vec<i64> = start.iter().map(|s| s.0).collect();
         let heads: Vec<i64> = start.iter().map(|s| to_pg(s.2)).collect::<Result<_, _>>()?;
-        let mut snapshots: HashMap<i64, (Offset, Vec<u8>)> = HashMap::new();
+        let mut snapshots: HashMap<i64, StoredSnapshot> = HashMap::new();
         for row in c.query(&st.latest, &[&ids, &heads]).await? {
-            let offset = Offset(from_pg(row.try_get(1)?)?);
-            snapshots.insert(row.try_get(0)?, (offset, row.try_get(2)?));
+            snapshots.insert(
+                row.try_get(0)?,
+                StoredSnapshot {
+                    offset: Offset(from_pg(row.try_get(1)?)?),
+                    state: row.try_get(2)?,
+                    schema: super::schema_from_pg(row.try_get(3)?)?,
+                },
+            );
         }
         for (id, stream, head) in start {
             match folds.start_from(stream, Offset(head), snapshots.remove(&id)) {
@@ -1084,6 +1098,7 @@ async fn transact(
                     &rows.ev_digest,
                     &rows.ev_subject,
                     &rows.ev_seen,
+                    &rows.ev_schema,
                 ],
             ));
         }
@@ -1111,7 +1126,12 @@ async fn transact(
         if !rows.sn_stream.is_empty() {
             statements.push((
                 &st.snapshots,
-                vec![&rows.sn_stream, &rows.sn_offset, &rows.sn_state],
+                vec![
+                    &rows.sn_stream,
+                    &rows.sn_offset,
+                    &rows.sn_state,
+                    &rows.sn_schema,
+                ],
             ));
         }
         if !rows.pr_stream.is_empty() {
@@ -1167,7 +1187,7 @@ async fn transact(
 }
 
 /// The event of a row `stream_id, offset, client_id, seq, time_ms,
-/// payload, subject, seen`.
+/// payload, subject, seen, schema`.
 fn event_of_row(row: &tokio_postgres::Row) -> Result<Event, Error> {
     let client: &[u8] = row.try_get(2)?;
     Ok(Event {
@@ -1178,6 +1198,7 @@ fn event_of_row(row: &tokio_postgres::Row) -> Result<Event, Error> {
         payload: row.try_get(5)?,
         subject: row.try_get(6)?,
         seen: Offset(from_pg(row.try_get(7)?)?),
+        schema: super::schema_from_pg(row.try_get(8)?)?,
     })
 }
 
@@ -1219,8 +1240,8 @@ struct Plan {
     /// (stream id, offset) -> work index, the latest wins.
     snapshots: HashMap<(i64, Offset), usize>,
     /// States of folded streams due for a snapshot: (stream id, offset,
-    /// state as JSON text).
-    folded: Vec<(i64, Offset, Vec<u8>)>,
+    /// state as JSON text, the reducer's schema version).
+    folded: Vec<(i64, Offset, Vec<u8>, u32)>,
     /// How far each locked stream's events are compacted (absent: not at
     /// all).
     horizons: HashMap<i64, u64>,
@@ -1244,6 +1265,7 @@ struct Rows<'a> {
     ev_digest: Vec<&'a [u8]>,
     ev_subject: Vec<Option<&'a str>>,
     ev_seen: Vec<i64>,
+    ev_schema: Vec<i32>,
     rj_stream: Vec<i64>,
     rj_client: Vec<&'a [u8]>,
     rj_seq: Vec<i64>,
@@ -1257,6 +1279,7 @@ struct Rows<'a> {
     sn_stream: Vec<i64>,
     sn_offset: Vec<i64>,
     sn_state: Vec<&'a [u8]>,
+    sn_schema: Vec<i32>,
     pr_stream: Vec<i64>,
     pr_offset: Vec<i64>,
     cp_stream: Vec<i64>,
@@ -1325,7 +1348,7 @@ impl Plan {
             // rejections. The rows are written from `work`, so only the
             // verdicts of this copy matter.
             let mut copy = request.intents.clone();
-            fold_request(
+            if let Some(refusal) = fold_request(
                 folds,
                 &request.stream,
                 position,
@@ -1333,7 +1356,16 @@ impl Plan {
                 &request.sender(self.time_ms),
                 || Ok(None),
                 |after| Ok(replay.after(id, after)),
-            )?;
+            )? {
+                // Not decided: nothing of this request is written.
+                self.slots.push(
+                    undecided(&request.intents, &refusal)
+                        .into_iter()
+                        .map(Slot::Known)
+                        .collect(),
+                );
+                return Ok(());
+            }
             folded = copy;
             &folded
         } else {
@@ -1391,11 +1423,11 @@ impl Plan {
         // its head passed a multiple of the policy's interval.
         if position.head.0 != head {
             match folds.snapshot_due(&request.stream, Offset(head)) {
-                Some((offset, Ok(json))) if offset == position.head => {
-                    self.folded.retain(|(i, _, _)| *i != id);
-                    self.folded.push((id, offset, json.into_bytes()));
+                Some((offset, Ok(json), schema)) if offset == position.head => {
+                    self.folded.retain(|(i, _, _, _)| *i != id);
+                    self.folded.push((id, offset, json.into_bytes(), schema));
                 }
-                Some((offset, Err(r))) => tracing::warn!(
+                Some((offset, Err(r), _)) => tracing::warn!(
                     stream = %request.stream, offset = %offset, code = r.code.as_str(),
                     reason = %r.message, "the stream's state could not be stored as a snapshot"
                 ),
@@ -1426,6 +1458,7 @@ impl Plan {
             rows.ev_digest.push(&digest.0[..]);
             rows.ev_subject.push(request.subject.as_deref());
             rows.ev_seen.push(to_pg(intent.seen.0)?);
+            rows.ev_schema.push(schema_to_pg(intent.schema)?);
         }
         for (stream_id, client, seq, code, message) in &self.rejected {
             rows.rj_stream.push(*stream_id);
@@ -1452,17 +1485,19 @@ impl Plan {
             }
         }
         for (&(id, offset), &w) in &self.snapshots {
-            if let Some(Work::Snapshot { state, .. }) = work.get(w) {
+            if let Some(Work::Snapshot { state, schema, .. }) = work.get(w) {
                 rows.sn_stream.push(id);
                 rows.sn_offset.push(to_pg(offset.0)?);
                 rows.sn_state.push(state);
+                rows.sn_schema.push(schema_to_pg(*schema)?);
             }
         }
-        for (id, offset, state) in &self.folded {
+        for (id, offset, state, schema) in &self.folded {
             if !self.snapshots.contains_key(&(*id, *offset)) {
                 rows.sn_stream.push(*id);
                 rows.sn_offset.push(to_pg(offset.0)?);
                 rows.sn_state.push(state);
+                rows.sn_schema.push(schema_to_pg(*schema)?);
             }
             rows.pr_stream.push(*id);
             rows.pr_offset.push(to_pg(offset.0)?);
@@ -1529,6 +1564,7 @@ impl Plan {
                 payload: intent.payload.clone(),
                 subject: request.subject.clone(),
                 seen: intent.seen,
+                schema: intent.schema,
             };
             match appended.iter_mut().find(|(s, _)| *s == request.stream) {
                 Some((_, events)) => events.push(event),
@@ -1536,10 +1572,15 @@ impl Plan {
             }
         }
         let mut checkpoints = Vec::new();
-        for (id, offset, state) in &self.folded {
+        for (id, offset, state, schema) in &self.folded {
             let name = self.streams.iter().find(|(_, (i, _))| i == id);
             if let Some(stream) = name.and_then(|(n, _)| StreamName::new(n.as_str()).ok()) {
-                checkpoints.push((stream, *offset, sync_core::protocol::state_hash(state)));
+                checkpoints.push((
+                    stream,
+                    *offset,
+                    sync_core::protocol::state_hash(state),
+                    *schema,
+                ));
             }
         }
         Ok(Committed {

@@ -15,12 +15,15 @@
 //! ```text
 //! meta       (key, value)                          epoch, schema_version
 //! streams    (id, name UNIQUE, head)
-//! events     (stream_id, offset, client_id, seq, time_ms, payload, digest)
+//! events     (stream_id, offset, client_id, seq, time_ms, payload, digest,
+//!             subject, seen, schema)
 //!            PRIMARY KEY (stream_id, offset); UNIQUE (stream_id, client_id, seq)
 //!            digest: SHA-256 of the payload, to tell a resend from a reused seq
+//!            schema: the schema version the intent was made under
 //! clients    (stream_id, client_id, last_seq)      highest seq decided
 //! rejections (stream_id, client_id, seq, code, message)
-//! snapshots  (stream_id, offset, state)           folded streams: the latest state
+//! snapshots  (stream_id, offset, state, schema)   folded streams: the latest state
+//!                                                 and the reducer's schema version
 //! compactions (stream_id, through)                events at or below through deleted
 //! client_subjects (client_id, sub)                 who a client id belongs to (with auth)
 //! ```
@@ -52,7 +55,7 @@ use crate::fold::{Folds, Reducers};
 use crate::metrics::Metrics;
 use crate::store::CommitMode;
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
@@ -74,6 +77,7 @@ CREATE TABLE IF NOT EXISTS events (
     digest    BLOB,
     subject   TEXT,
     seen      INTEGER NOT NULL DEFAULT 0,
+    schema    INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (stream_id, "offset")
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_intent ON events (stream_id, client_id, seq);
@@ -95,6 +99,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     stream_id INTEGER NOT NULL,
     "offset"  INTEGER NOT NULL,
     state     BLOB NOT NULL,
+    schema    INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (stream_id, "offset")
 );
 CREATE TABLE IF NOT EXISTS compactions (
@@ -330,11 +335,14 @@ fn init_schema(conn: &Connection) -> Result<Epoch, Error> {
                 )?;
             }
             Some(v) if v == SCHEMA_VERSION.to_string() => {}
-            Some(v) if v == "1" || v == "2" => {
+            Some(v) if v == "1" || v == "2" || v == "3" => {
                 if v == "1" {
                     migrate_1_to_2(conn)?;
                 }
-                migrate_2_to_3(conn)?;
+                if v == "1" || v == "2" {
+                    migrate_2_to_3(conn)?;
+                }
+                migrate_3_to_4(conn)?;
                 conn.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
                     [SCHEMA_VERSION.to_string()],
@@ -380,6 +388,17 @@ fn init_schema(conn: &Connection) -> Result<Epoch, Error> {
     }
 }
 
+/// Version 3 → 4: the schema version each event's intent was made under
+/// and the one each snapshot's reducer had; everything stored before is
+/// version 1.
+fn migrate_3_to_4(conn: &Connection) -> Result<(), Error> {
+    conn.execute_batch(
+        "ALTER TABLE events ADD COLUMN schema INTEGER NOT NULL DEFAULT 1;
+         ALTER TABLE snapshots ADD COLUMN schema INTEGER NOT NULL DEFAULT 1;",
+    )?;
+    Ok(())
+}
+
 /// Version 2 → 3: each event's sender subject and the offset it had
 /// seen (protocol version 2). Events stored before have neither: no
 /// subject, seen 0.
@@ -418,6 +437,14 @@ pub(crate) fn to_sql(n: u64) -> Result<i64, Error> {
     i64::try_from(n).map_err(|_| Error::Storage(format!("{n} is beyond what the store can hold")))
 }
 
+/// A stored schema version (1 and up).
+pub(crate) fn schema_from_sql(n: i64) -> Result<u32, Error> {
+    u32::try_from(n)
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| Error::Storage(format!("schema version {n} in the database")))
+}
+
 pub(crate) fn from_sql(n: i64) -> Result<u64, Error> {
     u64::try_from(n).map_err(|_| Error::Storage(format!("negative number {n} in the database")))
 }
@@ -449,7 +476,7 @@ fn read_page(
             });
         }
         let mut stmt = conn.prepare_cached(
-            r#"SELECT "offset", client_id, seq, time_ms, payload, subject, seen FROM events
+            r#"SELECT "offset", client_id, seq, time_ms, payload, subject, seen, schema FROM events
                WHERE stream_id = ?1 AND "offset" > ?2 ORDER BY "offset" LIMIT ?3"#,
         )?;
         let limit = to_sql(limits.max_events.max(1) as u64)?;
@@ -457,22 +484,15 @@ fn read_page(
         let mut rows = stmt.query(rusqlite::params![id, to_sql(from.0)?, limit])?;
         let mut bytes = 0usize;
         while let Some(r) = rows.next()? {
-            let payload: Vec<u8> = r.get(4)?;
-            let subject: Option<String> = r.get(5)?;
-            let size = payload.len() + subject.as_ref().map_or(0, String::len) + EVENT_OVERHEAD;
+            let event = event_from_row(r)?;
+            let size = event.payload.len()
+                + event.subject.as_ref().map_or(0, String::len)
+                + EVENT_OVERHEAD;
             if !events.is_empty() && bytes + size > limits.max_bytes {
                 break;
             }
             bytes += size;
-            events.push(event_from_row(
-                r.get(0)?,
-                &r.get::<_, Vec<u8>>(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                payload,
-                subject,
-                r.get(6)?,
-            )?);
+            events.push(event);
         }
         Ok(Page {
             events,
@@ -484,26 +504,22 @@ fn read_page(
     result
 }
 
-pub(super) fn event_from_row(
-    offset: i64,
-    client_id: &[u8],
-    seq: i64,
-    time_ms: i64,
-    payload: Vec<u8>,
-    subject: Option<String>,
-    seen: i64,
-) -> Result<Event, Error> {
-    let client: [u8; 16] = client_id.try_into().map_err(|_| {
+/// The event of a row `offset, client_id, seq, time_ms, payload,
+/// subject, seen, schema`.
+pub(super) fn event_from_row(r: &rusqlite::Row<'_>) -> Result<Event, Error> {
+    let client_id: Vec<u8> = r.get(1)?;
+    let client: [u8; 16] = client_id.as_slice().try_into().map_err(|_| {
         Error::Storage(format!("client id of {} bytes in the log", client_id.len()))
     })?;
     Ok(Event {
-        offset: Offset(from_sql(offset)?),
+        offset: Offset(from_sql(r.get(0)?)?),
         client_id: ClientId::from_bytes(client),
-        seq: Seq::new(from_sql(seq)?).map_err(|e| Error::Storage(e.to_string()))?,
-        time_ms: from_sql(time_ms)?,
-        payload,
-        subject,
-        seen: Offset(from_sql(seen)?),
+        seq: Seq::new(from_sql(r.get(2)?)?).map_err(|e| Error::Storage(e.to_string()))?,
+        time_ms: from_sql(r.get(3)?)?,
+        payload: r.get(4)?,
+        subject: r.get(5)?,
+        seen: Offset(from_sql(r.get(6)?)?),
+        schema: schema_from_sql(r.get(7)?)?,
     })
 }
 
@@ -562,6 +578,7 @@ impl LogStore for SqliteStore {
         stream: StreamName,
         offset: Offset,
         state: Vec<u8>,
+        schema: u32,
     ) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let sender = self
@@ -576,6 +593,7 @@ impl LogStore for SqliteStore {
                     stream,
                     offset,
                     state,
+                    schema,
                     reply,
                 })
                 .await
@@ -589,14 +607,21 @@ impl LogStore for SqliteStore {
         stream: StreamName,
     ) -> BoxFuture<'_, Result<Option<StoredSnapshot>, Error>> {
         Box::pin(self.with_reader(move |c| {
-            let row: Option<(i64, Vec<u8>)> = c
+            let row: Option<(i64, Vec<u8>, i64)> = c
                 .prepare_cached(
-                    r#"SELECT s."offset", s.state FROM snapshots s JOIN streams t ON t.id = s.stream_id
+                    r#"SELECT s."offset", s.state, s.schema FROM snapshots s JOIN streams t ON t.id = s.stream_id
                        WHERE t.name = ?1 ORDER BY s."offset" DESC LIMIT 1"#,
                 )?
-                .query_row([stream.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row([stream.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()?;
-            row.map(|(o, s)| Ok((Offset(from_sql(o)?), s))).transpose()
+            row.map(|(o, state, schema)| {
+                Ok(StoredSnapshot {
+                    offset: Offset(from_sql(o)?),
+                    state,
+                    schema: schema_from_sql(schema)?,
+                })
+            })
+            .transpose()
         }))
     }
 

@@ -255,16 +255,20 @@ async fn snapshots_round_trip() {
     let s = StreamName::new("s").expect("name");
     assert_eq!(store.latest_snapshot(s.clone()).await.expect("get"), None);
     store
-        .put_snapshot(s.clone(), Offset(5), b"five".to_vec())
+        .put_snapshot(s.clone(), Offset(5), b"five".to_vec(), 1)
         .await
         .expect("put");
     store
-        .put_snapshot(s.clone(), Offset(9), b"nine".to_vec())
+        .put_snapshot(s.clone(), Offset(9), b"nine".to_vec(), 2)
         .await
         .expect("put");
     assert_eq!(
         store.latest_snapshot(s).await.expect("get"),
-        Some((Offset(9), b"nine".to_vec()))
+        Some(crate::store::StoredSnapshot {
+            offset: Offset(9),
+            state: b"nine".to_vec(),
+            schema: 2,
+        })
     );
     assert!(store.check().await.is_ok());
     store.close().await;
@@ -585,15 +589,23 @@ async fn a_version_1_file_is_migrated() {
             |r| r.get(0),
         )
         .expect("version");
-    assert_eq!(version, "3");
-    let meta: Vec<(Option<String>, i64)> = conn
-        .prepare(r#"SELECT subject, seen FROM events ORDER BY "offset""#)
+    assert_eq!(version, "4");
+    let meta: Vec<(Option<String>, i64, i64)> = conn
+        .prepare(r#"SELECT subject, seen, schema FROM events ORDER BY "offset""#)
         .expect("prepare")
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .expect("query")
         .collect::<Result<_, _>>()
         .expect("rows");
-    assert_eq!(meta, vec![(None, 0), (None, 0), (Some("ann".into()), 2)]);
+    // Events stored before schema versions were kept are version 1.
+    assert_eq!(
+        meta,
+        vec![(None, 0, 1), (None, 0, 1), (Some("ann".into()), 2, 1)]
+    );
+    let snapshot_schema: i64 = conn
+        .query_row("SELECT count(schema) FROM snapshots", [], |r| r.get(0))
+        .expect("the snapshots have a schema column");
+    assert_eq!(snapshot_schema, 0);
     let missing: i64 = conn
         .query_row(
             "SELECT count(*) FROM events WHERE digest IS NULL",
@@ -613,7 +625,7 @@ async fn a_newer_schema_is_refused() {
     }
     let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("open");
     conn.execute(
-        "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
+        "UPDATE meta SET value = '5' WHERE key = 'schema_version'",
         [],
     )
     .expect("bump");
@@ -632,7 +644,7 @@ async fn a_newer_schema_is_refused() {
     )
     .err()
     .expect("refused");
-    assert!(err.to_string().contains("schema version 4"), "{err}");
+    assert!(err.to_string().contains("schema version 5"), "{err}");
 }
 
 /// Rows of the events table of the store in `dir`, read beside it.
@@ -701,7 +713,7 @@ async fn snapshots_bound_the_log_and_a_reopened_store_starts_from_them() {
         most >= 500,
         "compaction kept fewer events than the retention: {most}"
     );
-    let (offset, state) = store
+    let crate::store::StoredSnapshot { offset, state, .. } = store
         .latest_snapshot(stream.clone())
         .await
         .expect("snapshot")

@@ -16,8 +16,8 @@ use crate::fold::{Folds, Replayed, SnapshotPolicy};
 use crate::metrics::Metrics;
 use crate::store::CommitMode;
 use crate::store::{
-    appended_resend, fold_request, state_json, AppendListener, AppendRequest, Outcome,
-    ProposedIntent, Sender, StreamStateJson,
+    appended_resend, fold_request, state_json, undecided, AppendListener, AppendRequest, Outcome,
+    ProposedIntent, Sender, StoredSnapshot, StreamStateJson,
 };
 
 /// What a state read answers.
@@ -33,6 +33,7 @@ pub(crate) enum Job {
         stream: StreamName,
         offset: Offset,
         state: Vec<u8>,
+        schema: u32,
         reply: oneshot::Sender<Result<(), Error>>,
     },
     BindClient {
@@ -105,7 +106,7 @@ pub(crate) struct Writer {
 #[derive(Default)]
 struct Appended {
     events: Vec<(StreamName, Vec<Event>)>,
-    checkpoints: Vec<(StreamName, Offset, u64)>,
+    checkpoints: Vec<(StreamName, Offset, u64, u32)>,
 }
 
 enum Reply {
@@ -264,10 +265,11 @@ impl Writer {
                         stream,
                         offset,
                         state,
+                        schema,
                         reply,
                     } => {
                         replies.push(Reply::Snapshot(reply));
-                        put_snapshot(&tx, &stream, offset, &state)?;
+                        put_snapshot(&tx, &stream, offset, &state, schema)?;
                     }
                     Job::BindClient {
                         client_id,
@@ -443,8 +445,8 @@ impl Writer {
     }
 
     fn publish(&self, appended: &Appended) {
-        for (stream, offset, hash) in &appended.checkpoints {
-            self.listener.checkpoint(stream, *offset, *hash);
+        for (stream, offset, hash, schema) in &appended.checkpoints {
+            self.listener.checkpoint(stream, *offset, *hash, *schema);
         }
         for (stream, events) in &appended.events {
             self.listener.appended(stream, events);
@@ -508,7 +510,7 @@ fn apply(
         last_decided: start_last,
         head: Offset(start_head),
     };
-    fold_request(
+    if let Some(refusal) = fold_request(
         folds,
         &stream,
         start,
@@ -516,7 +518,9 @@ fn apply(
         &sender,
         || latest_snapshot(tx, stream_id),
         |after| replay(tx, stream_id, after),
-    )?;
+    )? {
+        return Ok(undecided(&intents, &refusal));
+    }
     let mut position = start;
     let steps = decide_batch(&mut position, intents.iter().map(ProposedIntent::offer));
     let mut outcomes = Vec::with_capacity(steps.len());
@@ -526,8 +530,8 @@ fn apply(
             Step::Append { seq, offset } => {
                 let digest = intent.stored_digest();
                 tx.prepare_cached(
-                    r#"INSERT INTO events (stream_id, "offset", client_id, seq, time_ms, payload, digest, subject, seen)
-                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"#,
+                    r#"INSERT INTO events (stream_id, "offset", client_id, seq, time_ms, payload, digest, subject, seen, schema)
+                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"#,
                 )?
                 .execute(rusqlite::params![
                     stream_id,
@@ -538,7 +542,8 @@ fn apply(
                     intent.payload,
                     &digest.0[..],
                     subject,
-                    to_sql(intent.seen.0)?
+                    to_sql(intent.seen.0)?,
+                    i64::from(intent.schema)
                 ])?;
                 new_events.push(Event {
                     offset,
@@ -548,6 +553,7 @@ fn apply(
                     payload: intent.payload,
                     subject: subject.clone(),
                     seen: intent.seen,
+                    schema: intent.schema,
                 });
                 Outcome::Appended {
                     seq,
@@ -593,7 +599,7 @@ fn apply(
     if position.head != start.head {
         tx.prepare_cached("UPDATE streams SET head = ?1 WHERE id = ?2")?
             .execute(rusqlite::params![to_sql(position.head.0)?, stream_id])?;
-        if let Some((offset, hash)) = keep_snapshot(
+        if let Some((offset, hash, schema)) = keep_snapshot(
             tx,
             folds,
             &stream,
@@ -602,7 +608,9 @@ fn apply(
             position.head,
             time_ms,
         )? {
-            appended.checkpoints.push((stream.clone(), offset, hash));
+            appended
+                .checkpoints
+                .push((stream.clone(), offset, hash, schema));
         }
     }
     if !new_events.is_empty() {
@@ -689,18 +697,21 @@ pub(super) fn compacted_through(tx: &Connection, stream_id: i64) -> Result<Offse
 }
 
 /// The latest snapshot of the stream `stream_id`.
-fn latest_snapshot(
-    tx: &Transaction<'_>,
-    stream_id: i64,
-) -> Result<Option<(Offset, Vec<u8>)>, Error> {
-    let row: Option<(i64, Vec<u8>)> = tx
+fn latest_snapshot(tx: &Transaction<'_>, stream_id: i64) -> Result<Option<StoredSnapshot>, Error> {
+    let row: Option<(i64, Vec<u8>, i64)> = tx
         .prepare_cached(
-            r#"SELECT "offset", state FROM snapshots WHERE stream_id = ?1 ORDER BY "offset" DESC LIMIT 1"#,
+            r#"SELECT "offset", state, schema FROM snapshots WHERE stream_id = ?1 ORDER BY "offset" DESC LIMIT 1"#,
         )?
-        .query_row([stream_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([stream_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    row.map(|(o, state)| Ok((Offset(from_sql(o)?), state)))
-        .transpose()
+    row.map(|(o, state, schema)| {
+        Ok(StoredSnapshot {
+            offset: Offset(from_sql(o)?),
+            state,
+            schema: super::schema_from_sql(schema)?,
+        })
+    })
+    .transpose()
 }
 
 /// Most events one transaction compacts away: a long log that gets a
@@ -714,7 +725,7 @@ const COMPACT_MAX_ROWS: u64 = 10_000;
 /// the retention no longer keeps. Part of the same transaction: a
 /// snapshot is never ahead of the log, and events are only deleted
 /// under a snapshot that holds them. Answers the snapshot stored, as
-/// (offset, state hash).
+/// (offset, state hash, schema version).
 fn keep_snapshot(
     tx: &Transaction<'_>,
     folds: &Folds,
@@ -723,8 +734,8 @@ fn keep_snapshot(
     before: Offset,
     head: Offset,
     time_ms: u64,
-) -> Result<Option<(Offset, u64)>, Error> {
-    let Some((offset, json)) = folds.snapshot_due(stream, before) else {
+) -> Result<Option<(Offset, u64, u32)>, Error> {
+    let Some((offset, json, schema)) = folds.snapshot_due(stream, before) else {
         return Ok(None);
     };
     if offset != head {
@@ -741,12 +752,13 @@ fn keep_snapshot(
         }
     };
     tx.prepare_cached(
-        r#"INSERT OR REPLACE INTO snapshots (stream_id, "offset", state) VALUES (?1, ?2, ?3)"#,
+        r#"INSERT OR REPLACE INTO snapshots (stream_id, "offset", state, schema) VALUES (?1, ?2, ?3, ?4)"#,
     )?
     .execute(rusqlite::params![
         stream_id,
         to_sql(offset.0)?,
-        json.as_bytes()
+        json.as_bytes(),
+        i64::from(schema)
     ])?;
     tx.prepare_cached(r#"DELETE FROM snapshots WHERE stream_id = ?1 AND "offset" < ?2"#)?
         .execute(rusqlite::params![stream_id, to_sql(offset.0)?])?;
@@ -764,6 +776,7 @@ fn keep_snapshot(
     Ok(Some((
         offset,
         sync_core::protocol::state_hash(json.as_bytes()),
+        schema,
     )))
 }
 
@@ -837,21 +850,13 @@ const REPLAY_PAGE: i64 = 1000;
 /// The events of the stream `stream_id` after `after` (a page).
 fn replay(tx: &Transaction<'_>, stream_id: i64, after: Offset) -> Result<Replayed, Error> {
     let mut stmt = tx.prepare_cached(
-        r#"SELECT "offset", client_id, seq, time_ms, payload, subject, seen FROM events
+        r#"SELECT "offset", client_id, seq, time_ms, payload, subject, seen, schema FROM events
            WHERE stream_id = ?1 AND "offset" > ?2 ORDER BY "offset" LIMIT ?3"#,
     )?;
     let mut rows = stmt.query(rusqlite::params![stream_id, to_sql(after.0)?, REPLAY_PAGE])?;
     let mut page = Vec::new();
     while let Some(r) = rows.next()? {
-        page.push(super::event_from_row(
-            r.get(0)?,
-            &r.get::<_, Vec<u8>>(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-            r.get(6)?,
-        )?);
+        page.push(super::event_from_row(r)?);
     }
     Ok(page)
 }
@@ -881,13 +886,14 @@ fn put_snapshot(
     stream: &StreamName,
     offset: Offset,
     state: &[u8],
+    schema: u32,
 ) -> Result<(), Error> {
     let (stream_id, _) = ensure_stream(tx, stream)?;
     tx.prepare_cached(
-        r#"INSERT INTO snapshots (stream_id, "offset", state) VALUES (?1, ?2, ?3)
-           ON CONFLICT (stream_id, "offset") DO UPDATE SET state = excluded.state"#,
+        r#"INSERT INTO snapshots (stream_id, "offset", state, schema) VALUES (?1, ?2, ?3, ?4)
+           ON CONFLICT (stream_id, "offset") DO UPDATE SET state = excluded.state, schema = excluded.schema"#,
     )?
-    .execute(rusqlite::params![stream_id, to_sql(offset.0)?, state])?;
+    .execute(rusqlite::params![stream_id, to_sql(offset.0)?, state, i64::from(schema)])?;
     Ok(())
 }
 

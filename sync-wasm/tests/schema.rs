@@ -1,0 +1,279 @@
+//! Schema versions in storage, in headless Chromium with real IndexedDB
+//! and no server: records the previous release wrote (no `schema`, no
+//! `expiresMs`, events without their schema byte) read as version 1 and
+//! fold upcast; records this release writes keep both; a stored snapshot
+//! of an older version is migrated or dropped, one of a newer version
+//! leaves the store outdated; a time-to-live runs out offline.
+#![cfg(target_arch = "wasm32")]
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use js_sys::{Array, Function, Uint8Array};
+use sync_core::{ClientId, Event, Offset, Seq};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// A URL where nothing listens.
+const NOWHERE: &str = "ws://127.0.0.1:9/v1/ws";
+
+fn func(args: &str, body: &str) -> Function {
+    Function::new_with_args(args, body)
+}
+
+/// The options of version 2 of the app: `add` takes `title` (version 1
+/// had `text`); `extra` more JSON fields.
+fn v2_options(db: &str, extra: &str) -> JsValue {
+    let opts = options(
+        NOWHERE,
+        "s",
+        db,
+        &format!(r#","connect":false,"schemaVersion":2{extra}"#),
+    );
+    let _ = js_sys::Reflect::set(
+        &opts,
+        &"upcast".into(),
+        &func(
+            "action, from",
+            "return action.type === 'add' ? { type: 'add', title: action.text.toUpperCase(), from } : action;",
+        ),
+    );
+    opts
+}
+
+/// Version 2's reducer: each item `[title, meta.schema]`.
+fn v2_reducer() -> Function {
+    func(
+        "state, action, meta",
+        "if (action.type !== 'add') return state;
+         if (typeof action.title !== 'string') throw new Error('not a v2 action');
+         return { items: [...state.items, [action.title, meta.schema]] };",
+    )
+}
+
+fn state_json(store: &JsValue) -> String {
+    stringify(&call(store, "getState", &[]).unwrap())
+}
+
+/// `{offset, nextSeq, snapshotOffset, epoch: null}`, as the previous
+/// release wrote it.
+fn stream_record(offset: u64, next_seq: u64, snapshot_offset: u64) -> JsValue {
+    js_sys::JSON::parse(&format!(
+        r#"{{"offset":{offset},"nextSeq":{next_seq},"snapshotOffset":{snapshot_offset},"epoch":null}}"#
+    ))
+    .unwrap()
+}
+
+fn key(offset: u64) -> JsValue {
+    Array::of2(&"s".into(), &JsValue::from_f64(offset as f64)).into()
+}
+
+fn event(offset: u64, text: &str) -> Event {
+    Event {
+        offset: Offset(offset),
+        client_id: ClientId::from_bytes([7; 16]),
+        seq: Seq::new(offset).unwrap(),
+        time_ms: 1_000,
+        payload: format!(r#"{{"type":"add","text":"{text}"}}"#).into_bytes(),
+        subject: None,
+        seen: Offset(0),
+        schema: 1,
+    }
+}
+
+/// Creates the database of a store (its schema and client id).
+async fn create(db: &str) {
+    let store = open_with(
+        options(NOWHERE, "s", db, r#","connect":false"#),
+        list_reducer(),
+    )
+    .await;
+    close(&store).await;
+}
+
+#[wasm_bindgen_test]
+async fn records_of_the_previous_release_read_as_version_1_and_fold_upcast() {
+    let db = unique("schema-old-records");
+    create(&db).await;
+    // Event 1 as protocol 4 stored it (no schema byte), event 2 as
+    // protocol 1 did (no subject, seen or schema), an outbox entry with
+    // neither `schema` nor `expiresMs`.
+    let mut four = sync_core::protocol::encode_event(&event(1, "one"));
+    assert_eq!(four.pop(), Some(1), "schema 1 is the last byte");
+    let mut first = sync_core::protocol::encode_event(&event(2, "two"));
+    first.truncate(first.len() - 3);
+    raw_put(&db, "events", key(1), Uint8Array::from(&four[..]).into()).await;
+    raw_put(&db, "events", key(2), Uint8Array::from(&first[..]).into()).await;
+    let payload = Uint8Array::from(&br#"{"type":"add","text":"queued"}"#[..]);
+    let entry = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&entry, &"seq".into(), &1.into());
+    let _ = js_sys::Reflect::set(&entry, &"payload".into(), &payload);
+    let _ = js_sys::Reflect::set(&entry, &"timeMs".into(), &5.into());
+    raw_put(&db, "outbox", key(1), entry.into()).await;
+    raw_put(&db, "streams", "s".into(), stream_record(2, 2, 0)).await;
+
+    let store = open_with(v2_options(&db, ""), v2_reducer()).await;
+    assert_eq!(last_error_code(&store), None);
+    assert_eq!(
+        state_json(&store),
+        r#"{"items":[["ONE",1],["TWO",1],["QUEUED",1]]}"#,
+        "both events and the queued intent fold upcast, meta.schema 1"
+    );
+    assert_eq!(status_num(&store, "offset"), 2.0);
+    assert_eq!(status_num(&store, "pending"), 1.0);
+
+    // A dispatch of this version is stored with its version and expiry.
+    let action = js_sys::JSON::parse(r#"{"type":"add","title":"NEW"}"#).unwrap();
+    let state =
+        js_sys::JSON::parse(r#"{"items":[["ONE",1],["TWO",1],["QUEUED",1],["NEW",2]]}"#).unwrap();
+    let batch = Array::new();
+    for v in [
+        JsValue::from_str(r#"{"type":"add","title":"NEW"}"#),
+        action,
+        state,
+        JsValue::from_f64(10.0),
+        JsValue::from_f64(2.0),
+        JsValue::FALSE,
+        JsValue::from_f64(4_000_000_000_000.0),
+    ] {
+        batch.push(&v);
+    }
+    let base = call(&store, "getState", &[]).unwrap();
+    call(&store, "dispatchFolded", &[base, batch.into()]).unwrap();
+    wait_for(5_000.0, "the outbox write", || {
+        status_num(&store, "writing") == 0.0
+    })
+    .await;
+    close(&store).await;
+    let (_, values) = raw_get_all(&db, "outbox").await;
+    let fields: Vec<(JsValue, JsValue)> = values
+        .iter()
+        .map(|v| (get(&v, "schema"), get(&v, "expiresMs")))
+        .collect();
+    assert!(
+        fields[0].0.is_undefined(),
+        "the old entry is left as it was"
+    );
+    assert_eq!(fields[1].0.as_f64(), Some(2.0));
+    assert_eq!(fields[1].1.as_f64(), Some(4_000_000_000_000.0));
+}
+
+#[wasm_bindgen_test]
+async fn a_stored_snapshot_of_an_older_version_is_migrated_or_rebuilt() {
+    let db = unique("schema-migrate");
+    create(&db).await;
+    let snapshot =
+        js_sys::JSON::parse(r#"{"offset":4,"state":{"items":["a","b"]},"timeMs":0}"#).unwrap();
+    raw_put(&db, "snapshots", "s".into(), snapshot).await;
+    let five = sync_core::protocol::encode_event(&event(5, "five"));
+    raw_put(&db, "events", key(5), Uint8Array::from(&five[..]).into()).await;
+    raw_put(&db, "streams", "s".into(), stream_record(5, 1, 4)).await;
+
+    // With migrate: the snapshot, migrated, and the event after it.
+    let opts = v2_options(&db, "");
+    let _ = js_sys::Reflect::set(
+        &opts,
+        &"migrate".into(),
+        &func(
+            "state, from",
+            "return { items: state.items.map((t) => [t + ' migrated', from]) };",
+        ),
+    );
+    let store = open_with(opts, v2_reducer()).await;
+    assert_eq!(
+        state_json(&store),
+        r#"{"items":[["a migrated",1],["b migrated",1],["FIVE",1]]}"#
+    );
+    assert_eq!(status_num(&store, "offset"), 5.0);
+    close(&store).await;
+
+    // Without: the snapshot is not used (nor the event after it); the
+    // store starts at 0, also when opened again before it met the server
+    // (whose first events write drops the snapshot: js/test/schema.test.mjs).
+    for _ in 0..2 {
+        let store = open_with(v2_options(&db, ""), v2_reducer()).await;
+        assert_eq!(state_json(&store), r#"{"items":[]}"#);
+        assert_eq!(status_num(&store, "offset"), 0.0);
+        assert_eq!(last_error_code(&store), None);
+        close(&store).await;
+    }
+}
+
+#[wasm_bindgen_test]
+async fn a_stored_snapshot_of_a_newer_version_is_not_applied_and_the_outbox_is_kept() {
+    let db = unique("schema-newer");
+    let store = open_with(v2_options(&db, ""), v2_reducer()).await;
+    let action = js_sys::JSON::parse(r#"{"type":"add","title":"MINE"}"#).unwrap();
+    call(&store, "dispatch", &[action]).unwrap();
+    wait_for(5_000.0, "the outbox write", || {
+        status_num(&store, "writing") == 0.0
+    })
+    .await;
+    close(&store).await;
+    let snapshot = js_sys::JSON::parse(
+        r#"{"offset":9,"state":{"items":[["FROM THE FUTURE",3]]},"timeMs":0,"schema":3}"#,
+    )
+    .unwrap();
+    raw_put(&db, "snapshots", "s".into(), snapshot).await;
+    raw_put(&db, "streams", "s".into(), stream_record(9, 2, 9)).await;
+
+    let store = open_with(v2_options(&db, ""), v2_reducer()).await;
+    assert_eq!(status(&store, "outdated"), JsValue::TRUE);
+    assert_eq!(last_error_code(&store).as_deref(), Some("SCHEMA_TOO_NEW"));
+    assert_eq!(
+        state_json(&store),
+        r#"{"items":[["MINE",2]]}"#,
+        "the newer state is not applied; the queued intent is kept"
+    );
+    assert_eq!(status_num(&store, "pending"), 1.0);
+    call(&store, "reconnect", &[]).unwrap();
+    assert_eq!(status(&store, "online"), JsValue::FALSE);
+    close(&store).await;
+    let (_, snapshots) = raw_get_all(&db, "snapshots").await;
+    assert_eq!(
+        get(&snapshots.get(0), "schema").as_f64(),
+        Some(3.0),
+        "left as it was"
+    );
+    let (_, outbox) = raw_get_all(&db, "outbox").await;
+    assert_eq!(outbox.length(), 1);
+}
+
+#[wasm_bindgen_test]
+async fn an_intent_past_its_time_to_live_leaves_the_state_offline() {
+    let db = unique("schema-ttl");
+    let store = open_with(v2_options(&db, ""), v2_reducer()).await;
+    let now = js_sys::Date::now();
+    let batch = Array::new();
+    for (title, expires) in [("SHORT", now + 200.0), ("LONG", now + 3_600_000.0)] {
+        let json = format!(r#"{{"type":"add","title":"{title}"}}"#);
+        for v in [
+            JsValue::from_str(&json),
+            js_sys::JSON::parse(&json).unwrap(),
+            JsValue::UNDEFINED, // folded again: the base below is stale
+            JsValue::from_f64(now),
+            JsValue::from_f64(0.0),
+            JsValue::FALSE,
+            JsValue::from_f64(expires),
+        ] {
+            batch.push(&v);
+        }
+    }
+    let stale: JsValue = js_sys::Object::new().into();
+    call(&store, "dispatchFolded", &[stale, batch.into()]).unwrap();
+    assert_eq!(state_json(&store), r#"{"items":[["SHORT",2],["LONG",2]]}"#);
+    wait_for(3_000.0, "the short one to expire", || {
+        state_json(&store) == r#"{"items":[["LONG",2]]}"#
+    })
+    .await;
+    assert_eq!(status_num(&store, "pending"), 1.0);
+    close(&store).await;
+    // The expired intent stays in the outbox until the server decides it
+    // (withdrawn, EXPIRED) on the next connection.
+    let (_, outbox) = raw_get_all(&db, "outbox").await;
+    assert_eq!(outbox.length(), 2);
+}

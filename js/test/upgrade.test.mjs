@@ -99,3 +99,26 @@ test('version 1 → 2 (text → title): queued offline work is upcast and append
   assert.deepEqual(stale.getState().todos.map((x) => x.text), ['oat milk', 'eggs']);
   assert.equal(stale.status.online, false);
 });
+
+test('a version-2 app whose server still runs version 1 keeps its action, undecided, until a version-2 server takes it', { skip }, async (t) => {
+  const server = await files.start();
+  await server.stop();
+  await server.start({ args: ['--reducer', `todos/*=${V1}`] });
+  const stream = `todos/${randomUUID()}`;
+  const url = `ws://127.0.0.1:${server.port}/v1/ws`;
+  const app = await createSyncStore({ url, stream, dbName: `ahead-${randomUUID()}`, ...v2Options, ...fast });
+  t.after(() => app.close());
+  app.dispatch(v2.addTodo('tea', 'c'));
+  await until('the old server refused it undecided', () => app.status.lastError?.code === 'SCHEMA_TOO_NEW');
+  assert.equal(app.status.pending, 1, 'the action is kept');
+  assert.equal(app.status.outdated, false, 'this app is not the old one');
+  assert.deepEqual(await events(server.port, stream), [], 'nothing was appended');
+
+  // The server is upgraded: the action goes through, once.
+  await server.stop();
+  await server.start({ args: ['--reducer', `todos/*=${V2}`] });
+  await until('the action confirmed by the upgraded server', () => app.status.pending === 0 && app.status.offset === 1);
+  const log = await events(server.port, stream);
+  assert.deepEqual(log.map((e) => [e.payload.title, e.schema]), [['tea', 2]]);
+  assert.deepEqual((await serverState(server.port, stream)).state.todos, [{ id: 'c', title: 'tea', completed: false }]);
+});

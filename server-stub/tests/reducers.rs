@@ -6,88 +6,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
+use common::process::Proc;
 use common::sse::{SseEvent, SseReader};
 use common::{client_id, config, http, within, Client};
 use sync_core::{ErrorCode, ServerMsg};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
-}
-
-struct Proc {
-    child: Child,
-    addr: String,
-}
-
-impl Proc {
-    async fn spawn(dir: &Path, args: &[String], env: &[(&str, String)]) -> Proc {
-        let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_logsync-server"))
-            .args(["--listen", "127.0.0.1:0", "--db"])
-            .arg(dir.join("log.db"))
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let line = within(
-            "the listening line",
-            BufReader::new(stdout).lines().next_line(),
-        )
-        .await
-        .unwrap()
-        .unwrap_or_else(|| {
-            panic!(
-                "no line on stdout; log: {}",
-                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-            )
-        });
-        let addr = line
-            .strip_prefix("logsync-server listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Proc { child, addr }
-    }
-
-    fn ws(&self) -> String {
-        format!("ws://{}/v1/ws", self.addr)
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = http().get(self.url(path)).send().await.unwrap();
-        let status = r.status().as_u16();
-        (
-            status,
-            serde_json::from_str(&r.text().await.unwrap()).unwrap(),
-        )
-    }
-
-    /// Stops the server by its PID (SIGTERM) and waits for it.
-    async fn stop(mut self) {
-        let pid = self.child.id().unwrap().to_string();
-        let ok = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let status = within("exit after SIGTERM", self.child.wait())
-            .await
-            .unwrap();
-        assert!(status.success(), "{status:?}");
-    }
 }
 
 fn book(seat: &str, who: &str) -> Vec<u8> {

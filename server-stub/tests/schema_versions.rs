@@ -8,13 +8,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 
-use common::{client_id, http, within, Client};
+use common::process::Proc;
+use common::{client_id, within, Client};
 
 use sync_core::{ErrorCode, ServerMsg};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// Version 1: notes with a `text`.
 const V1: &str = r#"
@@ -48,105 +47,16 @@ export function migrate(state, from) {
 }
 "#;
 
-struct Proc {
-    child: Child,
-    addr: String,
-}
-
-impl Proc {
-    /// The server on `dir/log.db`, folding `notes/*` with `module`.
-    async fn spawn(dir: &Path, module: &str, extra: &[&str]) -> Proc {
-        let path = dir.join(format!("notes-{}.js", rand_suffix()));
-        std::fs::write(&path, module).unwrap();
-        let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_logsync-server"))
-            .args(["--listen", "127.0.0.1:0", "--db"])
-            .arg(dir.join("log.db"))
-            .arg("--reducer")
-            .arg(format!("notes/*={}", path.display()))
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let line = within(
-            "the listening line",
-            BufReader::new(stdout).lines().next_line(),
-        )
-        .await
-        .unwrap()
-        .unwrap_or_else(|| {
-            panic!(
-                "no line on stdout; log: {}",
-                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-            )
-        });
-        let addr = line
-            .strip_prefix("logsync-server listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Proc { child, addr }
-    }
-
-    fn ws(&self) -> String {
-        format!("ws://{}/v1/ws", self.addr)
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = http().get(self.url(path)).send().await.unwrap();
-        let status = r.status().as_u16();
-        (
-            status,
-            serde_json::from_str(&r.text().await.unwrap()).unwrap(),
-        )
-    }
-
-    /// An intent over HTTP: the status and the body.
-    async fn post(
-        &self,
-        stream: &str,
-        id: u8,
-        seq: u64,
-        schema: u32,
-        payload: &str,
-    ) -> (u16, serde_json::Value) {
-        let body = format!(
-            r#"{{"client_id":"{}","seq":{seq},"payload":{payload},"schema":{schema}}}"#,
-            client_id(id).to_hex()
-        );
-        let r = http()
-            .post(self.url(&format!("/v1/streams/{stream}/intents")))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (
-            status,
-            serde_json::from_str(&r.text().await.unwrap()).unwrap(),
-        )
-    }
-
-    /// Stops the server by its PID (SIGTERM) and waits for it.
-    async fn stop(mut self) {
-        let pid = self.child.id().unwrap().to_string();
-        let ok = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let status = within("exit after SIGTERM", self.child.wait())
-            .await
-            .unwrap();
-        assert!(status.success(), "{status:?}");
-    }
+/// The server on `dir/log.db`, folding `notes/*` with `module`.
+async fn spawn(dir: &Path, module: &str, extra: &[&str]) -> Proc {
+    let path = dir.join(format!("notes-{}.js", rand_suffix()));
+    std::fs::write(&path, module).unwrap();
+    let mut args = vec![
+        "--reducer".to_string(),
+        format!("notes/*={}", path.display()),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    Proc::spawn(dir, &args, &[]).await
 }
 
 /// A distinct file name per module written (a restarted server loads a
@@ -192,7 +102,7 @@ fn notes(titles: &[&str]) -> serde_json::Value {
 /// rebuilt from the events; old and new intents are both folded on.
 async fn upgrade(module_v2: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let p = Proc::spawn(dir.path(), V1, &["--snapshot-every", "2"]).await;
+    let p = spawn(dir.path(), V1, &["--snapshot-every", "2"]).await;
     let (mut c, _) = Client::hello(&p.ws(), client_id(1)).await;
     for (s, t) in [(1, "a"), (2, "b"), (3, "c")] {
         c.push("notes/n", &[(s, add_v1(t))]).await;
@@ -207,7 +117,7 @@ async fn upgrade(module_v2: &str) {
     drop(c);
     p.stop().await;
 
-    let p = Proc::spawn(dir.path(), module_v2, &["--snapshot-every", "2"]).await;
+    let p = spawn(dir.path(), module_v2, &["--snapshot-every", "2"]).await;
     let (status, state) = p.get("/v1/streams/notes%2Fn/state").await;
     assert_eq!(status, 200, "{state}");
     assert_eq!(state["state"], notes(&["a", "b", "c"]), "{state}");
@@ -244,7 +154,7 @@ async fn upgrade(module_v2: &str) {
     drop(c);
     p.stop().await;
     // And once more from that snapshot.
-    let p = Proc::spawn(dir.path(), module_v2, &[]).await;
+    let p = spawn(dir.path(), module_v2, &[]).await;
     let (_, state) = p.get("/v1/streams/notes%2Fn/state").await;
     assert_eq!(state["state"], notes(&["a", "b", "c", "d", "e"]), "{state}");
     p.stop().await;
@@ -266,7 +176,7 @@ async fn an_upgraded_module_without_migrate_rebuilds_the_state_from_the_events()
 async fn an_intent_of_a_schema_too_old_is_rejected_once_and_for_all() {
     let dir = tempfile::tempdir().unwrap();
     let module = format!("{V2_BODY}\nexport const minSchemaVersion = 2;\n");
-    let p = Proc::spawn(dir.path(), &module, &[]).await;
+    let p = spawn(dir.path(), &module, &[]).await;
     let (mut c, _) = Client::hello(&p.ws(), client_id(1)).await;
     c.push_schema("notes/n", 1, &[(1, add_v1("a"))]).await;
     let first = answer(&mut c).await;
@@ -290,7 +200,7 @@ async fn an_intent_of_a_schema_too_old_is_rejected_once_and_for_all() {
     // Over HTTP too, after a restart.
     drop(c);
     p.stop().await;
-    let p = Proc::spawn(dir.path(), &module, &[]).await;
+    let p = spawn(dir.path(), &module, &[]).await;
     let (status, body) = p
         .post("notes%2Fn", 1, 1, 1, r#"{"type":"add","text":"a"}"#)
         .await;
@@ -307,7 +217,7 @@ async fn an_intent_of_a_schema_too_old_is_rejected_once_and_for_all() {
 #[tokio::test]
 async fn an_intent_of_a_newer_schema_is_not_decided_until_the_new_module_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let p = Proc::spawn(dir.path(), V1, &[]).await;
+    let p = spawn(dir.path(), V1, &[]).await;
     let (mut c, _) = Client::hello(&p.ws(), client_id(1)).await;
     c.push_schema("notes/n", 2, &[(1, add_v2("a"))]).await;
     let (error, close) = within("the close", c.recv_close()).await;
@@ -339,7 +249,7 @@ async fn an_intent_of_a_newer_schema_is_not_decided_until_the_new_module_runs() 
     drop(other);
     p.stop().await;
 
-    let p = Proc::spawn(dir.path(), &format!("{V2_BODY}{V2_MIGRATE}"), &[]).await;
+    let p = spawn(dir.path(), &format!("{V2_BODY}{V2_MIGRATE}"), &[]).await;
     let (mut c, _) = Client::hello(&p.ws(), client_id(1)).await;
     c.push_schema("notes/n", 2, &[(1, add_v2("a"))]).await;
     let ServerMsg::Ack {
@@ -355,7 +265,7 @@ async fn an_intent_of_a_newer_schema_is_not_decided_until_the_new_module_runs() 
     // version 2's event.
     drop(c);
     p.stop().await;
-    let p = Proc::spawn(dir.path(), V1, &[]).await;
+    let p = spawn(dir.path(), V1, &[]).await;
     let (mut c, _) = Client::hello(&p.ws(), client_id(2)).await;
     c.push_schema("notes/n", 1, &[(2, add_v1("y"))]).await;
     let (error, _) = within("the close", c.recv_close()).await;
@@ -433,7 +343,7 @@ async fn inconsistent_schema_exports_stop_the_server_with_a_clear_reason() {
 async fn a_compacted_stream_needs_migrate_and_is_refused_undecided_without_it() {
     let dir = tempfile::tempdir().unwrap();
     let compact = ["--snapshot-every", "2", "--retain-events", "0"];
-    let p = Proc::spawn(dir.path(), V1, &compact).await;
+    let p = spawn(dir.path(), V1, &compact).await;
     let (mut c, _) = Client::hello(&p.ws(), client_id(1)).await;
     for (s, t) in [(1, "a"), (2, "b")] {
         c.push("notes/n", &[(s, add_v1(t))]).await;
@@ -445,7 +355,7 @@ async fn a_compacted_stream_needs_migrate_and_is_refused_undecided_without_it() 
     p.stop().await;
 
     // Without migrate: not decided, a clear reason.
-    let p = Proc::spawn(dir.path(), V2_BODY, &compact).await;
+    let p = spawn(dir.path(), V2_BODY, &compact).await;
     let (status, body) = p.get("/v1/streams/notes%2Fn/state").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -479,7 +389,7 @@ async fn a_compacted_stream_needs_migrate_and_is_refused_undecided_without_it() 
     p.stop().await;
 
     // With migrate: the seq left free is appended.
-    let p = Proc::spawn(dir.path(), &format!("{V2_BODY}{V2_MIGRATE}"), &compact).await;
+    let p = spawn(dir.path(), &format!("{V2_BODY}{V2_MIGRATE}"), &compact).await;
     let (mut c, _) = Client::hello(&p.ws(), client_id(1)).await;
     c.push_schema("notes/n", 2, &[(3, add_v2("c"))]).await;
     let ServerMsg::Ack { offset, .. } = answer(&mut c).await else {

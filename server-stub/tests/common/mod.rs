@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod bound;
+pub mod process;
 pub mod seats;
 pub mod sse;
 

@@ -127,6 +127,10 @@ pub struct Replica<R: Reducer> {
     /// have no seq yet: kept as `pending` changes, so a status costs
     /// nothing per pending intent.
     counts: Counts,
+    /// Some intent with a time-to-live has been pending here: until then
+    /// [`Replica::next_expiry`] answers without walking the pending list
+    /// (an adapter asks after every change).
+    expiring: bool,
 }
 
 impl<R: Reducer> Replica<R> {
@@ -166,6 +170,7 @@ impl<R: Reducer> Replica<R> {
             next_seq,
             subject: None,
             counts: Counts::default(),
+            expiring: false,
         }
     }
 
@@ -383,6 +388,7 @@ impl<R: Reducer> Replica<R> {
     pub fn set_expiry(&mut self, local_id: LocalId, expires_ms: u64) {
         if let Some(p) = self.pending.iter_mut().find(|p| p.local_id == local_id) {
             p.expires_ms = expires_ms;
+            self.expiring |= expires_ms != 0;
         }
     }
 
@@ -390,6 +396,9 @@ impl<R: Reducer> Replica<R> {
     /// yet (ms since the Unix epoch): when to call
     /// [`crate::SyncClient::expire`] next.
     pub fn next_expiry(&self) -> Option<u64> {
+        if !self.expiring {
+            return None;
+        }
         self.pending
             .iter()
             .filter(|p| p.expires_ms != 0 && !p.withdrawn())
@@ -469,6 +478,7 @@ impl<R: Reducer> Replica<R> {
             return false;
         }
         self.bump_next_seq(seq.next());
+        self.expiring |= expires_ms != 0;
         // An intent that does not decode is kept: it must still reach the
         // server (and every replica then skips it alike). One made under an
         // older schema version is folded upcast.
@@ -714,6 +724,7 @@ impl<R: Reducer> Replica<R> {
             }
             self.next_seq = self.next_seq.max(e.seq.next());
             let action = self.reducer.decode_at(&e.payload, e.schema).ok();
+            self.expiring |= e.expires_ms != 0;
             let local_id = self.next_local;
             self.next_local += 1;
             self.pending.push(Pending {

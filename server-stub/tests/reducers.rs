@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::process::Proc;
 use common::sse::{SseEvent, SseReader};
-use common::{client_id, config, http, within, Client};
+use common::{answer, client_id, config, http, within, Client};
 use sync_core::{ErrorCode, ServerMsg};
 
 fn fixture(name: &str) -> PathBuf {
@@ -22,17 +22,6 @@ fn book(seat: &str, who: &str) -> Vec<u8> {
     serde_json::json!({"type": "book", "seat": seat, "who": who})
         .to_string()
         .into_bytes()
-}
-
-/// The answer to a push of one intent.
-async fn answer(c: &mut Client) -> ServerMsg {
-    loop {
-        match c.recv().await {
-            m @ (ServerMsg::Ack { .. } | ServerMsg::Reject { .. }) => return m,
-            ServerMsg::Events { .. } => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 }
 
 /// Every event of `stream` (URL-encoded name) over HTTP.

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 
 use common::process::Proc;
-use common::{client_id, within, Client};
+use common::{answer, client_id, within, Client};
 
 use sync_core::{ErrorCode, ServerMsg};
 use tokio::process::Command;
@@ -77,17 +77,6 @@ fn add_v2(title: &str) -> Vec<u8> {
     serde_json::json!({"type": "add", "title": title})
         .to_string()
         .into_bytes()
-}
-
-/// The answer to a push of one intent.
-async fn answer(c: &mut Client) -> ServerMsg {
-    loop {
-        match c.recv().await {
-            m @ (ServerMsg::Ack { .. } | ServerMsg::Reject { .. }) => return m,
-            ServerMsg::Events { .. } => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 }
 
 fn notes(titles: &[&str]) -> serde_json::Value {

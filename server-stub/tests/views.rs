@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{client_id, config, http, metric, stream, within, Client, TestServer};
+use common::{answer, client_id, config, http, metric, stream, within, Client, TestServer};
 use server_stub::auth::{now_secs, sign, Secret};
 use server_stub::config::ReducerModule;
 use server_stub::fold::js::{JsLimits, JsReducer};
@@ -56,17 +56,6 @@ async fn view_msg(c: &mut Client) -> ServerMsg {
         match c.recv().await {
             m @ (ServerMsg::View { .. } | ServerMsg::ViewError { .. }) => return m,
             ServerMsg::Events { .. } | ServerMsg::Ack { .. } | ServerMsg::Reject { .. } => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-/// The answer to a push of one intent.
-async fn answer(c: &mut Client) -> ServerMsg {
-    loop {
-        match c.recv().await {
-            m @ (ServerMsg::Ack { .. } | ServerMsg::Reject { .. }) => return m,
-            ServerMsg::Events { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     }

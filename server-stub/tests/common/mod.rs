@@ -427,3 +427,15 @@ pub fn legacy_push(stream: &str, intents: &[(u64, Vec<u8>)]) -> Vec<u8> {
     }
     out
 }
+
+/// The answer to a push of one intent (`Ack` or `Reject`), skipping the
+/// events that come before it.
+pub async fn answer(c: &mut Client) -> ServerMsg {
+    loop {
+        match c.recv().await {
+            m @ (ServerMsg::Ack { .. } | ServerMsg::Reject { .. }) => return m,
+            ServerMsg::Events { .. } => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

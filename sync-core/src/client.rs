@@ -395,6 +395,15 @@ impl<R: Reducer> SyncClient<R> {
         self.flush()
     }
 
+    /// Another tab stored `epoch` as the first one heard of (a follower
+    /// learns it from storage): this client's numbering belongs to it.
+    /// Nothing changes when an epoch is known already.
+    pub fn epoch_known(&mut self, epoch: Epoch) {
+        if self.epoch.is_none() {
+            self.epoch = Some(epoch);
+        }
+    }
+
     /// Storage holds `epoch` now (after [`Effect::StoreEpoch`]): a
     /// connection waiting for it subscribes and pushes.
     pub fn epoch_stored(&mut self, epoch: Epoch) -> Vec<Effect> {
@@ -626,6 +635,111 @@ impl<R: Reducer> SyncClient<R> {
                 message,
             });
         }
+    }
+
+    /// A tab without a connection (a follower: another tab of the same
+    /// storage holds it) takes what that tab stored: `snapshot` (storage's
+    /// snapshot, when it is ahead of this replica), `events` (the stored
+    /// confirmed events after this replica's offset, or after the
+    /// snapshot, up to `head`, storage's offset) and `outbox` (the stored
+    /// outbox, in seq order, read in the same transaction). The events
+    /// confirm this replica's intents as they would from the server; an
+    /// intent with a seq that `outbox` no longer holds was settled by the
+    /// connection's tab (confirmed in a snapshot, or refused: that tab's
+    /// notice, [`SyncClient::rejected_elsewhere`], tells why) and leaves.
+    /// A client with a connection of its own takes only the outbox: its
+    /// confirmed events come from its subscription, which would repeat
+    /// any applied here.
+    pub fn follow_stored(
+        &mut self,
+        snapshot: Option<(Offset, R::State)>,
+        mut events: Vec<Event>,
+        head: Offset,
+        outbox: Vec<OutboxEntry>,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let follows = self.phase == Phase::Offline && self.replicates && !self.outdated;
+        if follows {
+            if let Some((offset, state)) = snapshot {
+                if offset > self.replica.offset() {
+                    self.replica.adopt_snapshot(offset, state);
+                    self.incoming = None;
+                    self.checkpoint = None;
+                    out.push(Effect::StateChanged);
+                }
+            }
+            events.retain(|e| e.offset > self.replica.offset());
+            let supported = self.replica.reducer().schema_version();
+            let newer = events.iter().position(|e| e.schema > supported).map(|i| {
+                let e = &events[i];
+                let message = CoreError::SchemaTooNew {
+                    what: alloc::format!(
+                        "the event at offset {} of stream {}",
+                        e.offset.0,
+                        self.replica.stream()
+                    ),
+                    got: e.schema,
+                    supported,
+                }
+                .to_string();
+                events.truncate(i);
+                message
+            });
+            // Storage holds the events dense from its snapshot on; a batch
+            // that does not continue this replica (a snapshot this reducer
+            // could not use) is left for the connection to bring.
+            if let Ok(applied) = self.replica.apply_events(&events) {
+                if applied.state_changed && !out.contains(&Effect::StateChanged) {
+                    out.push(Effect::StateChanged);
+                }
+                if !applied.reducer_errors.is_empty() {
+                    out.push(Effect::ReducerErrors(applied.reducer_errors));
+                }
+            }
+            let new_head = head.max(self.replica.offset());
+            if new_head > self.head {
+                self.head = new_head;
+                out.push(Effect::HeadChanged(new_head));
+            }
+            if let Some(message) = newer {
+                self.outdated = true;
+                out.push(Effect::Outdated { message });
+            }
+        }
+        let mut stored = Vec::with_capacity(outbox.len());
+        for e in outbox {
+            stored.push(e.seq);
+            for fx in self.adopt_as(e, false) {
+                if !out.contains(&fx) {
+                    out.push(fx);
+                }
+            }
+        }
+        if follows {
+            crate::types::sort_by_seq(&mut stored, |s| *s);
+            if !self.replica.keep_stored(&stored).is_empty() && !out.contains(&Effect::StateChanged)
+            {
+                out.push(Effect::StateChanged);
+            }
+        }
+        out
+    }
+
+    /// The tab holding the connection heard the server refuse `seq` (its
+    /// notice on the tabs' channel): a follower rolls the intent back and
+    /// tells its app, as if it had heard the refusal itself. The storage
+    /// write is that tab's. Nothing happens when the intent is not pending
+    /// here (a notice that came late, or twice).
+    pub fn rejected_elsewhere(
+        &mut self,
+        seq: Seq,
+        code: ErrorCode,
+        message: String,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        self.reject_local(seq, code, message, &mut out);
+        out.retain(|e| !matches!(e, Effect::DropFromOutbox(_)));
+        out
     }
 
     /// Handles one message from the server. Something of a newer schema

@@ -24,7 +24,7 @@ pub use decide::{
     ResendAnswer, SchemaVerdict, Step,
 };
 pub use error::{CoreError, ErrorCode};
-pub use outbox::{Done, EventsWrite, Finished, NewIntent, Outbox, OutboxEntry, Work};
+pub use outbox::{Done, EventsWrite, Finished, NewIntent, Outbox, OutboxEntry, Stored, Work};
 pub use protocol::{
     ClientMsg, PushIntent, ServerMsg, SnapshotResume, DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_PAYLOAD_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,

@@ -27,6 +27,16 @@
 //!   would only earn the same `Gap` again.
 //! - **Snapshots** of the confirmed state are written with the events every
 //!   `snapshot_every` offsets.
+//! - **One tab connects, the others follow storage.** Tabs of one storage
+//!   may elect one of them to hold the connection (the leader); the others
+//!   are followers ([`Outbox::set_follower`]): they connect to nothing and
+//!   take the confirmed events, the snapshot and the outbox the leader
+//!   stored, in one read ([`Work::Follow`]), whenever a tab says it wrote
+//!   ([`Outbox::stored_elsewhere`], [`Outbox::written_elsewhere`]). Storage
+//!   stays the source of truth; a notice is only a hint to read it, so a
+//!   lost notice delays a follower until the next one, and a leader that
+//!   loses its role (or never knew it had) writes nothing a follower could
+//!   misread: every write is the log's own events, by offset.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -72,6 +82,9 @@ enum Job<S> {
         seq: Seq,
         under: u64,
     },
+    Follow {
+        under: u64,
+    },
 }
 
 impl<S> Job<S> {
@@ -82,14 +95,16 @@ impl<S> Job<S> {
             Job::Reset { .. } => 2,
             Job::Reload { .. } => 3,
             Job::Discard { .. } => 4,
+            Job::Follow { .. } => 5,
         }
     }
 
     fn under(&self) -> Option<u64> {
         match self {
-            Job::Write { under, .. } | Job::Reload { under, .. } | Job::Discard { under, .. } => {
-                Some(*under)
-            }
+            Job::Write { under, .. }
+            | Job::Reload { under, .. }
+            | Job::Discard { under, .. }
+            | Job::Follow { under } => Some(*under),
             Job::Alloc(..) | Job::Reset { .. } => None,
         }
     }
@@ -215,6 +230,37 @@ pub enum Work<S> {
         /// The numbering the seqs use.
         under: u64,
     },
+    /// (A follower's.) Read what the leader stored, in one transaction:
+    /// the stored offset and epoch, the snapshot when its offset is above
+    /// `after` (as the state this tab's reducer folds, upgraded as at
+    /// start-up), the stored events after `after` (after the snapshot,
+    /// when it is returned) up to the stored offset, and the whole outbox:
+    /// a [`Stored`] for [`Outbox::followed`] (or [`Done::Stale`] for
+    /// [`Outbox::finish`] when storage has another numbering than
+    /// `under`).
+    Follow {
+        /// This tab's confirmed offset.
+        after: Offset,
+        /// The numbering this tab uses.
+        under: u64,
+    },
+}
+
+/// What a [`Work::Follow`] read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored<S> {
+    /// The stored offset.
+    pub offset: Offset,
+    /// The stored epoch.
+    pub epoch: Option<Epoch>,
+    /// The stored snapshot's offset (whether or not it was returned).
+    pub snapshot_offset: Offset,
+    /// The snapshot, when it is ahead of `after`.
+    pub snapshot: Option<(Offset, S)>,
+    /// The events after `after` (or the snapshot), in offset order.
+    pub events: Vec<Event>,
+    /// The outbox, in seq order.
+    pub outbox: Vec<OutboxEntry>,
 }
 
 /// What storage answered for one [`Work`].
@@ -264,6 +310,9 @@ pub struct Finished {
     /// intents with their seqs, a renumbered outbox, discard marks): tell
     /// them ([`Outbox::written_elsewhere`] is how they hear it).
     pub tell_tabs: bool,
+    /// This tab stored confirmed events, a snapshot, an offset or outbox
+    /// deletions: tell the followers ([`Outbox::stored_elsewhere`]).
+    pub tell_followers: bool,
 }
 
 /// The storage queue of one tab (see the module docs).
@@ -273,6 +322,7 @@ pub struct Outbox<S> {
     snapshot_every: u64,
     snapshot_offset: Offset,
     generation: u64,
+    follower: bool,
 }
 
 impl<S: Clone> Outbox<S> {
@@ -286,6 +336,58 @@ impl<S: Clone> Outbox<S> {
             snapshot_every: snapshot_every.max(1),
             snapshot_offset,
             generation,
+            follower: false,
+        }
+    }
+
+    /// Whether this tab follows another tab's connection through storage
+    /// (see the module docs); a new queue leads (connects itself), as every
+    /// tab does where tabs cannot elect one. A tab that starts to follow
+    /// has dropped its connection first, or drops it now (a connection's
+    /// events are applied as they come, a follower's as stored: never
+    /// both, see [`SyncClient::follow_stored`]).
+    pub fn set_follower(&mut self, follower: bool) {
+        self.follower = follower;
+        if follower {
+            self.follow();
+        }
+    }
+
+    /// This tab's connection dropped: a follower (a leader that lost its
+    /// role while connected) reads what the leader stored meanwhile.
+    pub fn disconnected(&mut self) {
+        if self.follower {
+            self.follow();
+        }
+    }
+
+    /// Whether this tab follows (see [`Outbox::set_follower`]).
+    pub fn is_follower(&self) -> bool {
+        self.follower
+    }
+
+    /// Another tab stored confirmed events (its notice,
+    /// [`Finished::tell_followers`]): a follower reads them; a tab with a
+    /// connection of its own has them from it.
+    pub fn stored_elsewhere(&mut self) {
+        if self.follower {
+            self.follow();
+        }
+    }
+
+    /// Queues a [`Work::Follow`] unless one waits behind the work in
+    /// flight already.
+    fn follow(&mut self) {
+        let in_flight = usize::from(!self.jobs.is_empty());
+        let queued = self
+            .jobs
+            .iter()
+            .skip(in_flight)
+            .any(|j| matches!(j, Job::Follow { .. }));
+        if !queued {
+            self.jobs.push_back(Job::Follow {
+                under: self.generation,
+            });
         }
     }
 
@@ -320,6 +422,11 @@ impl<S: Clone> Outbox<S> {
     /// (adopted, not its own). A read already queued behind the work in
     /// flight covers any number of notices.
     pub fn written_elsewhere(&mut self) {
+        if self.follower {
+            // The read of what the leader stored reads the outbox too.
+            self.follow();
+            return;
+        }
         let in_flight = match self.jobs.front().map(Job::kind) {
             None => 0,
             Some(2) => 1,
@@ -470,7 +577,7 @@ impl<S: Clone> Outbox<S> {
         self.drop_stale();
         let first = self.jobs.front()?;
         let kind = first.kind();
-        let n = if kind == 2 {
+        let n = if kind == 2 || kind == 5 {
             1
         } else {
             self.jobs.iter().take_while(|j| j.kind() == kind).count()
@@ -513,6 +620,13 @@ impl<S: Clone> Outbox<S> {
                 _ => return None,
             },
             3 => Work::Reload { under },
+            // A follow queued before this tab took the connection reads
+            // only the outbox now.
+            5 if self.follower => Work::Follow {
+                after: client.replica().offset(),
+                under,
+            },
+            5 => Work::Reload { under },
             _ => Work::Discard {
                 seqs: head
                     .filter_map(|j| match j {
@@ -543,6 +657,7 @@ impl<S: Clone> Outbox<S> {
                     Done::Alloc { .. } | Done::Reset { .. } | Done::Written
                 )
             ),
+            tell_followers: matches!((&work, &done), (Work::Write { .. }, Done::Written)),
             ..Finished::default()
         };
         let n = n.min(self.jobs.len());
@@ -604,6 +719,10 @@ impl<S: Clone> Outbox<S> {
                 for seq in rediscard {
                     effects.push(Effect::MarkDiscarded(seq));
                 }
+                if self.follower {
+                    // What the leader stored in the new epoch so far.
+                    self.follow();
+                }
             }
             (Work::Reload { .. }, Done::Reload(entries)) => {
                 let expected = taken.iter().find_map(|j| match j {
@@ -622,6 +741,35 @@ impl<S: Clone> Outbox<S> {
             _ => {}
         }
         for e in effects {
+            if let Some(e) = self.effect(e, client) {
+                out.effects.push(e);
+            }
+        }
+        out
+    }
+
+    /// Storage carried out the [`Work::Follow`] `next` gave (its `n` jobs)
+    /// and read `stored`: updates `client` with what the leader stored
+    /// (see [`SyncClient::follow_stored`]) and says what the adapter must
+    /// do next. A read under another numbering goes to
+    /// [`Outbox::finish`] as [`Done::Stale`].
+    pub fn followed<R: Reducer<State = S>>(
+        &mut self,
+        n: usize,
+        stored: Stored<S>,
+        client: &mut SyncClient<R>,
+    ) -> Finished {
+        let n = n.min(self.jobs.len());
+        self.jobs.drain(..n);
+        if stored.snapshot_offset > self.snapshot_offset {
+            self.snapshot_offset = stored.snapshot_offset;
+        }
+        if let (None, Some(epoch)) = (client.epoch(), stored.epoch.clone()) {
+            client.epoch_known(epoch);
+        }
+        let mut out = Finished::default();
+        for e in client.follow_stored(stored.snapshot, stored.events, stored.offset, stored.outbox)
+        {
             if let Some(e) = self.effect(e, client) {
                 out.effects.push(e);
             }

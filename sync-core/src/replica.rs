@@ -611,6 +611,29 @@ impl<R: Reducer> Replica<R> {
         Some(p)
     }
 
+    /// Keeps only the pending intents with a seq that `stored` (the seqs
+    /// storage's outbox holds, ascending, read after the confirmed events up to
+    /// storage's offset were applied) still holds, and those still waiting
+    /// for their seq. One storage no longer holds was settled by the tab
+    /// that holds the connection: confirmed (in a snapshot it stored) or
+    /// refused. Returns the seqs dropped.
+    pub fn keep_stored(&mut self, stored: &[Seq]) -> Vec<Seq> {
+        let mut gone = Vec::new();
+        let counts = &mut self.counts;
+        self.pending.retain(|p| match p.seq {
+            Some(s) if stored.binary_search(&s).is_err() => {
+                gone.push(s);
+                counts.sub(Counts::of(p));
+                false
+            }
+            _ => true,
+        });
+        if !gone.is_empty() {
+            self.recompute();
+        }
+        gone
+    }
+
     /// Records that the server appended the pending intent `seq` at
     /// `offset` (its event not applied here yet).
     pub fn mark_acked(&mut self, seq: Seq, offset: Offset) {

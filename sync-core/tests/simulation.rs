@@ -26,8 +26,8 @@ use sync_core::outbox::renumber;
 use sync_core::protocol::PushIntent;
 use sync_core::{
     decide, ClientId, ClientMsg, Decision, Done, Effect, Epoch, ErrorCode, Event, Meta, NewIntent,
-    Offset, Outbox, OutboxEntry, Phase, ReduceError, Reducer, Replica, Seq, ServerMsg, StreamName,
-    SyncClient, Work,
+    Offset, Outbox, OutboxEntry, Phase, ReduceError, Reducer, Replica, Seq, ServerMsg, Stored,
+    StreamName, SyncClient, Work,
 };
 
 /// Order-sensitive reducer: a count and a hash chain over the payloads.
@@ -605,7 +605,50 @@ impl Storage {
                 }
                 Done::Written
             }
+            Work::Follow { .. } => unreachable!("read by Storage::follow"),
         }
+    }
+
+    /// A follower's read ([`Work::Follow`]) by a tab whose reducer is
+    /// `r`: what the leader stored after `after`, and the outbox; the
+    /// `Done::Stale` answer under another numbering.
+    fn follow(
+        &self,
+        after: Offset,
+        under: u64,
+        r: &ChainReducer,
+    ) -> Result<Stored<ChainState>, Done> {
+        if self.generation != under {
+            return Err(Done::Stale {
+                stored: self.epoch.clone(),
+            });
+        }
+        let (snap_offset, state) = self.snapshot;
+        let snapshot = if snap_offset > after {
+            sync_core::replica::upgrade_state(r, state, self.snapshot_schema, "the stored snapshot")
+                .expect("no tab is older than storage")
+                .map(|s| (snap_offset, s))
+        } else {
+            None
+        };
+        let from = snapshot.as_ref().map_or(after, |(o, _)| *o);
+        let mut events = Vec::new();
+        let mut next = from.next();
+        for (o, e) in self.events.range(next..) {
+            if *o != next || *o > self.offset {
+                break;
+            }
+            events.push(e.clone());
+            next = next.next();
+        }
+        Ok(Stored {
+            offset: self.offset,
+            epoch: self.epoch.clone(),
+            snapshot_offset: snap_offset,
+            snapshot,
+            events,
+            outbox: self.entries(),
+        })
     }
 
     /// The confirmed state as a restarted tab with reducer `r` reads it:
@@ -718,6 +761,14 @@ enum Op {
     Upgrade {
         tab: usize,
     },
+    /// This tab takes the connection of its device's tabs: the leader
+    /// closed (its connection goes with it), or — `steal` — froze, so it
+    /// keeps its connection, and whatever it had queued, until it wakes
+    /// (a `Disconnect`, or the end of the run) and finds itself fenced.
+    Lead {
+        tab: usize,
+        steal: bool,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -739,6 +790,14 @@ fn op_strategy_with_upgrades() -> impl Strategy<Value = Op> {
     prop_oneof![
         40 => op_strategy(),
         1 => (0..16usize).prop_map(|tab| Op::Upgrade { tab }),
+    ]
+}
+
+/// [`op_strategy`] with leader changes.
+fn op_strategy_with_leaders() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => op_strategy(),
+        1 => (0..16usize, any::<bool>()).prop_map(|(tab, steal)| Op::Lead { tab, steal }),
     ]
 }
 
@@ -876,6 +935,28 @@ impl World {
                     panic!("tab {tab}: its fold at offset {offset} differs from the server's")
                 }
                 Effect::Agreed { .. } => self.agreed += 1,
+                Effect::Rejected {
+                    seq, code, message, ..
+                } if !self.tabs[tab].queue.is_follower() => {
+                    // The leader's notice to its followers (a hint: their
+                    // reads of storage drop the intent either way). Every
+                    // other one is lost, as to a tab that was reloading.
+                    let device = self.tabs[tab].device;
+                    for other in 0..self.tabs.len() {
+                        if seq.get() % 2 == 0
+                            && other != tab
+                            && self.tabs[other].device == device
+                            && self.tabs[other].queue.is_follower()
+                        {
+                            let fx = self.tabs[other].client.rejected_elsewhere(
+                                seq,
+                                code,
+                                message.clone(),
+                            );
+                            self.run_effects(other, fx);
+                        }
+                    }
+                }
                 Effect::Outdated { .. } => {
                     // A tab of version 1 met version 2's data: it stops,
                     // keeps its outbox, and connects no more until the
@@ -897,8 +978,11 @@ impl World {
     fn reopen(&mut self, tab: usize, version: u32) {
         self.disconnect(tab);
         let device = self.tabs[tab].device;
-        let (client, queue) = self.open_tab(device, version);
+        let (client, mut queue) = self.open_tab(device, version);
         let t = &mut self.tabs[tab];
+        // Its place (connection or not) is what it had: a closed leader's
+        // lock is free, and nobody else asked for it yet.
+        queue.set_follower(t.queue.is_follower());
         t.client = client;
         t.queue = queue;
         t.version = version;
@@ -912,14 +996,26 @@ impl World {
         let Some((n, work)) = t.queue.next(&t.client) else {
             return false;
         };
-        let done = self.storages[t.device].execute(work.clone(), &mut self.allocated, t.version);
-        if std::env::var_os("SIM_TRACE").is_some() {
-            eprintln!(
-                "tab {tab} gen {} {work:?} -> {done:?}",
-                t.queue.generation()
-            );
-        }
-        let finished = t.queue.finish(n, work, done, &mut t.client);
+        let finished = if let Work::Follow { after, under } = work {
+            let read = self.storages[t.device].follow(after, under, t.client.replica().reducer());
+            if std::env::var_os("SIM_TRACE").is_some() {
+                eprintln!("tab {tab} follows after {after:?} -> {read:?}");
+            }
+            match read {
+                Ok(stored) => t.queue.followed(n, stored, &mut t.client),
+                Err(done) => t.queue.finish(n, work, done, &mut t.client),
+            }
+        } else {
+            let done =
+                self.storages[t.device].execute(work.clone(), &mut self.allocated, t.version);
+            if std::env::var_os("SIM_TRACE").is_some() {
+                eprintln!(
+                    "tab {tab} gen {} {work:?} -> {done:?}",
+                    t.queue.generation()
+                );
+            }
+            t.queue.finish(n, work, done, &mut t.client)
+        };
         if let Some(seq) = finished.missing {
             panic!("tab {tab}: the server expects seq {seq}, which no outbox holds");
         }
@@ -936,6 +1032,14 @@ impl World {
             for (i, other) in self.tabs.iter_mut().enumerate() {
                 if i != tab && other.device == device {
                     other.queue.written_elsewhere();
+                }
+            }
+        }
+        if finished.tell_followers {
+            let device = self.tabs[tab].device;
+            for (i, other) in self.tabs.iter_mut().enumerate() {
+                if i != tab && other.device == device {
+                    other.queue.stored_elsewhere();
                 }
             }
         }
@@ -994,7 +1098,10 @@ impl World {
     }
 
     fn connect(&mut self, tab: usize) {
-        if self.tabs[tab].conn.is_some() || self.tabs[tab].client.outdated() {
+        if self.tabs[tab].conn.is_some()
+            || self.tabs[tab].client.outdated()
+            || self.tabs[tab].queue.is_follower()
+        {
             return;
         }
         let conn = self.next_conn;
@@ -1027,7 +1134,39 @@ impl World {
             self.nets.remove(&conn);
             self.server.conns.remove(&conn);
             self.tabs[tab].client.disconnected();
+            self.tabs[tab].queue.disconnected();
         }
+    }
+
+    /// [`World::deliver`] on connection `conn` only: its next message to
+    /// the server, else its next one to the client.
+    fn deliver_on(&mut self, conn: usize) -> bool {
+        let Some(net) = self.nets.get(&conn) else {
+            return false;
+        };
+        let to_server = !net.to_server.is_empty();
+        if !to_server && net.to_client.is_empty() {
+            return false;
+        }
+        let slots: Vec<(usize, bool)> = self
+            .nets
+            .iter()
+            .flat_map(|(id, n)| {
+                let mut v = vec![];
+                if !n.to_server.is_empty() {
+                    v.push((*id, true));
+                }
+                if !n.to_client.is_empty() {
+                    v.push((*id, false));
+                }
+                v
+            })
+            .collect();
+        let at = slots
+            .iter()
+            .position(|s| *s == (conn, to_server))
+            .expect("listed");
+        self.deliver(at)
     }
 
     fn deliver(&mut self, pick: usize) -> bool {
@@ -1149,6 +1288,7 @@ impl World {
                 self.server.version = 2;
                 self.reopen(tab % n, 2);
             }
+            Op::Lead { tab, steal } => self.lead(tab % n, steal),
             Op::RestartServer => {
                 for tab in 0..n {
                     self.disconnect(tab);
@@ -1168,7 +1308,43 @@ impl World {
         }
     }
 
+    /// `tab` takes its device's connection (see [`Op::Lead`]).
+    fn lead(&mut self, tab: usize, steal: bool) {
+        if !self.tabs[tab].queue.is_follower() {
+            return;
+        }
+        let device = self.tabs[tab].device;
+        for other in 0..self.tabs.len() {
+            if other != tab
+                && self.tabs[other].device == device
+                && !self.tabs[other].queue.is_follower()
+            {
+                if !steal {
+                    self.disconnect(other);
+                }
+                self.tabs[other].queue.set_follower(true);
+            }
+        }
+        self.tabs[tab].queue.set_follower(false);
+        self.connect(tab);
+    }
+
+    /// Every tab of each device but its first follows (one leader each).
+    fn elect(&mut self) {
+        for tab in 1..self.tabs.len() {
+            if self.tabs[tab].device == self.tabs[tab - 1].device {
+                self.tabs[tab].queue.set_follower(true);
+            }
+        }
+    }
+
     fn quiesce(&mut self) {
+        // A frozen leader wakes up fenced: its connection goes.
+        for tab in 0..self.tabs.len() {
+            if self.tabs[tab].queue.is_follower() {
+                self.disconnect(tab);
+            }
+        }
         // Every tab still on the old app is reloaded with the new one.
         for tab in 0..self.tabs.len() {
             if self.tabs[tab].version < self.latest {
@@ -1391,6 +1567,28 @@ proptest! {
         w.check();
     }
 
+    /// Tabs sharing storage, one of which holds the connection (the
+    /// leader) while the others follow what it stores; the leader closes
+    /// or freezes and another takes over (mid-push, mid-write), a
+    /// follower dispatches and discards while the leader is frozen, tabs
+    /// crash between their seq allocation and their notice, the server
+    /// restarts or comes back with an empty log (an epoch change a
+    /// follower sees in storage first).
+    #[test]
+    fn tabs_following_one_leader_converge_exactly_once(
+        tabs in prop::collection::vec(1usize..=3, 1..=4),
+        every in 1u64..=4,
+        ops in prop::collection::vec(prop_oneof![20 => op_strategy_with_leaders(), 1 => Just(Op::NewEpoch)], 1..300),
+    ) {
+        let mut w = World::new(&tabs, every);
+        w.elect();
+        for op in ops {
+            w.apply(op);
+        }
+        w.quiesce();
+        w.check();
+    }
+
     /// Tabs sharing storage while the server comes back with empty logs.
     #[test]
     fn epoch_resets_with_several_tabs_keep_every_intent_once(
@@ -1543,4 +1741,67 @@ fn a_new_connection_asks_for_the_reset_again() {
             RestartServer,
         ],
     );
+}
+
+/// A leader that froze with its connection open while another tab took
+/// over: when it runs again, before it learns it was fenced, its
+/// subscription still brings events — and storage holds them already,
+/// stored by the new leader. It must take them from one place only (a
+/// tab with a connection follows nothing from storage), or it would
+/// apply them twice (`OFFSET_REPEAT`).
+#[test]
+fn a_frozen_leader_takes_its_events_from_its_connection_only() {
+    use Op::*;
+    let mut w = World::new(&[2], 1);
+    w.elect();
+    let drain = |w: &mut World| {
+        for pick in 0..400 {
+            for tab in 0..2 {
+                while w.store(tab) {}
+            }
+            if !w.deliver(pick) {
+                break;
+            }
+        }
+    };
+    w.apply(Connect { tab: 0 });
+    drain(&mut w);
+    assert_eq!(w.tabs[0].client.phase(), Phase::Ready);
+    // Tab 1 steals the lead; tab 0 keeps its (frozen) connection.
+    w.apply(Lead {
+        tab: 1,
+        steal: true,
+    });
+    w.apply(Dispatch {
+        tab: 1,
+        reject: false,
+    });
+    w.apply(Dispatch {
+        tab: 1,
+        reject: false,
+    });
+    // Only tab 1's side moves: its pushes are decided and its events
+    // stored, while tab 0's connection holds them undelivered.
+    for _ in 0..400 {
+        while w.store(1) {}
+        let Some(conn) = w.tabs[1].conn else { break };
+        if !w.deliver_on(conn) {
+            break;
+        }
+    }
+    assert_eq!(
+        w.storages[0].offset,
+        Offset(2),
+        "the new leader stored both"
+    );
+    // Tab 0 runs again: its queued reads of storage, then what its
+    // connection brought meanwhile.
+    while w.store(0) {}
+    let conn = w.tabs[0].conn.expect("still connected");
+    while w.deliver_on(conn) {
+        while w.store(0) {}
+    }
+    assert_eq!(w.tabs[0].client.replica().offset(), Offset(2));
+    w.quiesce();
+    w.check();
 }

@@ -65,6 +65,15 @@ export interface StoreOptions<S, A extends Action = Action> {
   backoffMinMs?: number;
   /** Longest reconnect delay in ms (default 30000). */
   backoffMaxMs?: number;
+  /**
+   * One connection for every tab of this browser on this `dbName`, `stream` and `url` (default `true`): the tabs
+   * elect a leader (Web Locks), which alone holds the WebSocket; the others follow it through IndexedDB and see
+   * each other's actions at once, online or offline. `false`: this tab connects on its own. Where Web Locks or
+   * `BroadcastChannel` are missing, every tab connects on its own.
+   */
+  shareConnection?: boolean;
+  /** A leader tab not heard from for this long (ms, default 3000: frozen, or its page stuck) is taken over by another tab. */
+  leaderTimeoutMs?: number;
   /** Which actions are synced: `true` synced (the default for every action), `false` kept local — applied to this tab's view only, on top of the synced state, never stored or sent (see the README's "Local actions"). */
   filter?: (action: A) => boolean;
   /** The Redux DevTools extension bridge: on when the page has the extension (default `true`), `false` off, or `{ name, extension }` (an object with the extension's `connect` API). */
@@ -109,8 +118,10 @@ export interface ErrorInfo {
 
 /** Where syncing stands. A new (frozen) object each time something changes. */
 export interface Status {
-  /** Connected and subscribed. */
+  /** This tab's stream is live: connected and subscribed, through this tab's connection or the leader tab's (see `leader`). */
   readonly online: boolean;
+  /** This tab holds the connection its browser's tabs share (it leads, or connects alone); `false` in a tab that follows the leader, and before hydration. */
+  readonly leader: boolean;
   /** The last server offset applied to the confirmed state. */
   readonly offset: number;
   /** The server's last offset, as far as this client knows. */

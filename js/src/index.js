@@ -173,7 +173,7 @@ function checkOptions(options) {
   if (options === null || typeof options !== 'object') {
     throw bad(`expects an options object { url, stream, reducer, initialState, dbName }, got ${describe(options)}`);
   }
-  const { url, stream, reducer, dbName = 'logsync', token, snapshotEvery, connect, replicate, heartbeatMs, backoffMinMs, backoffMaxMs } = options;
+  const { url, stream, reducer, dbName = 'logsync', token, snapshotEvery, connect, replicate, heartbeatMs, backoffMinMs, backoffMaxMs, shareConnection, leaderTimeoutMs } = options;
   if (typeof url !== 'string' || !/^wss?:\/\//i.test(url)) {
     const hint = typeof url === 'string' && /^https?:\/\//i.test(url)
       ? ` (use ${url.replace(/^http/i, 'ws')})` : '';
@@ -191,7 +191,7 @@ function checkOptions(options) {
   if (token !== undefined && token !== null && typeof token !== 'string') {
     throw bad(`options.token must be a string (a JWT) or left out, got ${describe(token)}`);
   }
-  for (const [name, value] of [['snapshotEvery', snapshotEvery], ['heartbeatMs', heartbeatMs], ['backoffMinMs', backoffMinMs], ['backoffMaxMs', backoffMaxMs]]) {
+  for (const [name, value] of [['snapshotEvery', snapshotEvery], ['heartbeatMs', heartbeatMs], ['backoffMinMs', backoffMinMs], ['backoffMaxMs', backoffMaxMs], ['leaderTimeoutMs', leaderTimeoutMs]]) {
     if (value !== undefined && !(Number.isInteger(value) && value > 0 && value <= 0xffffffff)) {
       throw bad(`options.${name} must be a positive integer, got ${describe(value)}`);
     }
@@ -199,7 +199,7 @@ function checkOptions(options) {
   if (backoffMinMs !== undefined && backoffMaxMs !== undefined && backoffMinMs > backoffMaxMs) {
     throw bad(`options.backoffMinMs (${backoffMinMs}) must not exceed options.backoffMaxMs (${backoffMaxMs})`);
   }
-  for (const [name, value] of [['connect', connect], ['replicate', replicate]]) {
+  for (const [name, value] of [['connect', connect], ['replicate', replicate], ['shareConnection', shareConnection]]) {
     if (value !== undefined && typeof value !== 'boolean') throw bad(`options.${name} must be true or false, got ${describe(value)}`);
   }
   const { filter, devtools = true, onlineOnly = [], ttl = {} } = options;
@@ -230,6 +230,8 @@ function checkOptions(options) {
   if (heartbeatMs !== undefined) low.heartbeatMs = heartbeatMs;
   if (backoffMinMs !== undefined) low.backoffMinMs = backoffMinMs;
   if (backoffMaxMs !== undefined) low.backoffMaxMs = backoffMaxMs;
+  if (shareConnection !== undefined) low.shareConnection = shareConnection;
+  if (leaderTimeoutMs !== undefined) low.leaderTimeoutMs = leaderTimeoutMs;
   return { low, reducer, initialState, filter, devtools, onlineOnly: new Set(onlineOnly), ttl: new Map(Object.entries(ttl)) };
 }
 
@@ -735,7 +737,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   const baseStatus = () => {
     if (wrapped !== null) return wrapped.status;
     if (preStatus === null || preStatus.pending !== queue.length || preStatus.lastError !== failedInfo) {
-      preStatus = Object.freeze({ online: false, offset: 0, head: 0, pending: queue.length, writing: queue.length, lastError: failedInfo, clientId: '', needsToken: false, outdated: false });
+      preStatus = Object.freeze({ online: false, leader: false, offset: 0, head: 0, pending: queue.length, writing: queue.length, lastError: failedInfo, clientId: '', needsToken: false, outdated: false });
     }
     return preStatus;
   };

@@ -39,6 +39,8 @@ pub(crate) struct Net {
     pub opened: bool,
     /// Which failed attempts are reported.
     pub failures: FailureReports,
+    /// A follower's check of the leader (see `lead.rs`).
+    pub lead_timer: Option<Timer>,
 }
 
 impl Net {
@@ -68,6 +70,7 @@ impl Net {
             expiry: None,
             opened: false,
             failures: FailureReports::default(),
+            lead_timer: None,
         }
     }
 
@@ -82,6 +85,7 @@ impl Net {
         self.shutdown_socket();
         self.startup_timer = None;
         self.expiry = None;
+        self.lead_timer = None;
     }
 
     /// Drops the socket, its heartbeat and a planned reconnect.

@@ -29,6 +29,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::conn::{BrowserEvents, Net, TabChannel};
 use crate::error::WasmError;
+use crate::lead::{Heard, LeadLock, Role};
 use crate::listeners::{List, ListenerId};
 use crate::reducer::StoreReducer;
 use crate::signal::{self, Sender};
@@ -54,6 +55,8 @@ pub const DEFAULT_HEARTBEAT_MS: u32 = 15_000;
 pub const DEFAULT_BACKOFF_MIN_MS: u32 = 500;
 /// Default longest reconnect delay.
 pub const DEFAULT_BACKOFF_MAX_MS: u32 = 30_000;
+/// Default time after which a silent leader tab is taken over.
+pub const DEFAULT_LEADER_TIMEOUT_MS: u32 = 3_000;
 
 /// How to open a store.
 #[derive(Clone, Debug)]
@@ -83,6 +86,12 @@ pub struct StoreOptions {
     /// Follow the stream (default); false: write-only (push the outbox,
     /// never subscribe; an intent leaves when acknowledged).
     pub replicate: bool,
+    /// Share one connection among the tabs of this storage (default):
+    /// one tab leads and connects, the others follow it (see `lead.rs`).
+    /// False: this tab connects on its own.
+    pub share_connection: bool,
+    /// A leader not heard for this long is taken over (ms).
+    pub leader_timeout_ms: u32,
 }
 
 impl StoreOptions {
@@ -100,6 +109,8 @@ impl StoreOptions {
             backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
             subject: None,
             replicate: true,
+            share_connection: true,
+            leader_timeout_ms: DEFAULT_LEADER_TIMEOUT_MS,
         }
     }
 
@@ -113,9 +124,9 @@ impl StoreOptions {
         if self.db_name.is_empty() {
             return Err(WasmError::InvalidRequest("dbName must not be empty".into()));
         }
-        if self.snapshot_every == 0 || self.heartbeat_ms == 0 {
+        if self.snapshot_every == 0 || self.heartbeat_ms == 0 || self.leader_timeout_ms == 0 {
             return Err(WasmError::InvalidRequest(
-                "snapshotEvery and heartbeatMs must be at least 1".into(),
+                "snapshotEvery, heartbeatMs and leaderTimeoutMs must be at least 1".into(),
             ));
         }
         Ok(())
@@ -134,8 +145,12 @@ pub struct ErrorInfo {
 /// What a store reports about itself.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Status {
-    /// Connected and subscribed (after `Welcome`).
+    /// This tab's stream is live: connected and subscribed (after
+    /// `Welcome`), here or, in a tab that follows, in the leader tab.
     pub online: bool,
+    /// This tab holds the connection of its browser's tabs (it leads, or
+    /// it connects alone where tabs cannot elect one).
+    pub leader: bool,
     /// The confirmed offset.
     pub offset: u64,
     /// The server's head as last heard (at least `offset`).
@@ -258,6 +273,12 @@ pub(crate) struct Core<R: StoreReducer> {
     /// The offset of a stored snapshot of an older schema version that
     /// was not used (see `Store::open`): the next events write drops it.
     pub dropped_snapshot: Option<u64>,
+    /// Who holds the connection (see `lead.rs`).
+    pub role: Role,
+    /// What this follower last heard of the leader.
+    pub heard: Heard,
+    /// What this leader last told the followers about being online.
+    pub posted_online: Option<bool>,
 }
 
 impl<R: StoreReducer> Core<R> {
@@ -298,7 +319,11 @@ impl<R: StoreReducer> Core<R> {
     fn compute_status(&self) -> Status {
         let r = self.client.replica();
         Status {
-            online: self.client.phase() == Phase::Ready,
+            online: match self.role {
+                Role::Follower => self.heard.online && !self.net.paused,
+                _ => self.client.phase() == Phase::Ready,
+            },
+            leader: self.role != Role::Follower,
             offset: r.offset().0,
             head: self.client.head().0,
             pending: r.own_pending_count(),
@@ -450,6 +475,8 @@ pub(crate) struct Engine<R: StoreReducer> {
     pub browser_events: RefCell<Option<BrowserEvents>>,
     /// The other tabs on the same storage (`BroadcastChannel`).
     pub tabs: RefCell<Option<TabChannel>>,
+    /// This tab's request for (or hold of) the connection's lock.
+    pub lead: RefCell<Option<LeadLock>>,
     /// The status as last told to listeners, and its version.
     pub published: RefCell<(Status, u64)>,
 }
@@ -464,6 +491,7 @@ impl<R: StoreReducer> Engine<R> {
     /// Tells listeners what happened, then refreshes the status and
     /// completes `synced()` / `close()` waiters whose condition holds.
     pub fn emit(&self, notes: Notes) {
+        self.post_rejections(&notes);
         if notes.state {
             let ls = self.listeners.borrow().state.snapshot();
             for f in ls {
@@ -514,6 +542,7 @@ impl<R: StoreReducer> Engine<R> {
             (changed, synced, idle)
         };
         if changed {
+            self.post_status_if_changed();
             let ls = self.listeners.borrow().status.snapshot();
             for f in ls {
                 f();
@@ -552,6 +581,7 @@ impl<R: StoreReducer> Engine<R> {
             drop(retry);
             self.restart_writer();
         }
+        self.give_up_lead();
         self.stop_listening_to_browser();
         Ok(wait)
     }
@@ -733,6 +763,9 @@ impl<R: StoreReducer> Store<R> {
             idle_waiters: Vec::new(),
             outdated: false,
             dropped_snapshot: dropped,
+            role: Role::Alone,
+            heard: Heard::default(),
+            posted_online: None,
         };
         for p in problems {
             // Unreadable records: a storage problem until a write succeeds.
@@ -750,13 +783,12 @@ impl<R: StoreReducer> Store<R> {
             me: me.clone(),
             browser_events: RefCell::new(None),
             tabs: RefCell::new(None),
+            lead: RefCell::new(None),
             published,
         });
         engine.listen_to_browser();
         engine.listen_to_tabs();
-        if engine.opts.connect {
-            engine.connect_now();
-        }
+        engine.start_role();
         if !notes.errors.is_empty() {
             // Give the caller the chance to add error listeners first.
             let weak = Rc::downgrade(&engine);

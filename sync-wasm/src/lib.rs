@@ -4,6 +4,7 @@ mod conn;
 mod engine;
 mod error;
 mod idb;
+mod lead;
 mod listeners;
 mod net;
 mod reducer;

@@ -55,10 +55,43 @@ export async function probeHttp(url) {
     return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
   }
 }
+// The tabs' election (lead.rs), here to keep the glue at two snippet files.
+export function lockLead(name, steal, granted, lost) {
+  const locks = globalThis.navigator && globalThis.navigator.locks;
+  if (!locks || typeof locks.request !== 'function') return undefined;
+  const ctl = new AbortController();
+  let release;
+  const held = new Promise((r) => { release = r; });
+  let got = false;
+  locks.request(name, steal ? { steal: true } : { signal: ctl.signal }, () => {
+    got = true;
+    granted();
+    return held;
+  }).then(() => {}, () => { if (got) lost(); });
+  return () => { release(); if (!got) ctl.abort(); };
+}
+export function hasLocks() {
+  const locks = globalThis.navigator && globalThis.navigator.locks;
+  return !!(locks && typeof locks.request === 'function');
+}
 "#)]
 extern "C" {
     #[wasm_bindgen(js_name = probeHttp)]
     async fn probe_http(url: &str) -> JsValue;
+    /// Asks for Web Lock `name` (`steal`: take it from its holder);
+    /// `granted` runs when this tab holds it, `lost` when it was stolen.
+    /// Returns the function that lets it go (or gives the request up), or
+    /// `undefined` where Web Locks are missing.
+    #[wasm_bindgen(js_name = lockLead)]
+    pub(crate) fn lock_lead(
+        name: &str,
+        steal: bool,
+        granted: &Closure<dyn FnMut()>,
+        lost: &Closure<dyn FnMut()>,
+    ) -> JsValue;
+    /// Whether the Web Locks API is there.
+    #[wasm_bindgen(js_name = hasLocks)]
+    pub(crate) fn has_locks() -> bool;
 }
 
 /// The `http(s)://` address of a `ws(s)://` URL.
@@ -94,7 +127,12 @@ impl<R: StoreReducer> Engine<R> {
     }
 
     fn connect(self: &Rc<Self>, c: &mut Core<R>, notes: &mut Notes) {
-        if c.closed || c.net.paused || c.net.needs_token || c.net.outdated || c.net.socket.is_some()
+        if c.closed
+            || c.net.paused
+            || c.net.needs_token
+            || c.net.outdated
+            || c.net.socket.is_some()
+            || c.role == crate::lead::Role::Follower
         {
             return;
         }
@@ -300,6 +338,7 @@ impl<R: StoreReducer> Engine<R> {
         c.net.socket = None;
         c.net.heartbeat = None;
         c.client.disconnected();
+        c.outbox.disconnected();
         self.schedule_reconnect(c);
     }
 
@@ -346,6 +385,7 @@ impl<R: StoreReducer> Engine<R> {
             c.net.backoff.reset();
             self.connect(&mut c, &mut notes);
         }
+        self.resume_lead();
         self.emit(notes);
     }
 
@@ -379,6 +419,7 @@ impl<R: StoreReducer> Engine<R> {
             c.net.reconnect_timer = None;
             c.client.disconnected();
         }
+        self.give_up_lead();
         self.emit(Notes::default());
     }
 
@@ -452,20 +493,15 @@ impl<R: StoreReducer> Engine<R> {
             return;
         };
         let weak = self.me.clone();
-        let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| {
-            let weak = weak.clone();
-            wasm_bindgen_futures::spawn_local(async move {
-                let Some(e) = weak.upgrade() else { return };
-                {
-                    let mut c = e.core.borrow_mut();
-                    if c.closed {
-                        return;
+        let on_message =
+            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |m: web_sys::MessageEvent| {
+                let weak = weak.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Some(e) = weak.upgrade() {
+                        e.heard(m.data());
                     }
-                    c.outbox.written_elsewhere();
-                }
-                e.kick_writer();
+                });
             });
-        });
         channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         // Node's BroadcastChannel keeps the process alive while open (a
         // store never closed would hang a script at exit): let it go, as

@@ -12,6 +12,25 @@ use wasm_bindgen::JsValue;
 
 thread_local! {
     static FAULTS: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+    static SILENT: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The leader tab of database `db_name` stops answering the other tabs'
+/// pings (`silent`), as a frozen page does, while it keeps its lock and
+/// its connection; `false` lets it answer again.
+pub fn silence_leader(db_name: &str, silent: bool) {
+    SILENT.with(|s| {
+        let mut s = s.borrow_mut();
+        s.retain(|d| d != db_name);
+        if silent {
+            s.push(db_name.to_string());
+        }
+    });
+}
+
+/// Whether the leader of `db_name` is silenced.
+pub(crate) fn leader_silenced(db_name: &str) -> bool {
+    SILENT.with(|s| s.borrow().iter().any(|d| d == db_name))
 }
 
 /// The next `count` write transactions on database `db_name` fail with a

@@ -41,6 +41,10 @@ export interface StoreOptions {
   subject?: string | null;
   /** Follow the stream (default true); false: write-only (push, never subscribe). */
   replicate?: boolean;
+  /** One connection for all tabs of this browser on this database, stream and URL (default true): one tab leads and connects, the others follow it. False: this tab connects on its own. */
+  shareConnection?: boolean;
+  /** A leader tab not heard from for this long (ms, default 3000) is taken over. */
+  leaderTimeoutMs?: number;
   /** The schema version of this app's actions and states (default 1). */
   schemaVersion?: number;
   /** The oldest version `upcast` takes (default 1 with `upcast`, else `schemaVersion`). */
@@ -70,7 +74,10 @@ export interface LogsyncError extends Error {
 }
 /** A store's status; the same object until something in it changes. */
 export interface Status {
+  /** This tab's stream is live: through this tab's connection, or the leader tab's. */
   readonly online: boolean;
+  /** This tab holds the connection its browser's tabs share (or connects alone). */
+  readonly leader: boolean;
   readonly offset: number;
   readonly head: number;
   readonly pending: number;
@@ -500,6 +507,13 @@ fn parse_options(options: &JsValue) -> Result<StoreOptions, WasmError> {
     opts.heartbeat_ms = optional_u32(options, "heartbeatMs", opts.heartbeat_ms)?;
     opts.backoff_min_ms = optional_u32(options, "backoffMinMs", opts.backoff_min_ms)?;
     opts.backoff_max_ms = optional_u32(options, "backoffMaxMs", opts.backoff_max_ms)?;
+    let share = get(options, "shareConnection");
+    if !share.is_undefined() {
+        opts.share_connection = share
+            .as_bool()
+            .ok_or_else(|| bad("options.shareConnection must be a boolean".into()))?;
+    }
+    opts.leader_timeout_ms = optional_u32(options, "leaderTimeoutMs", opts.leader_timeout_ms)?;
     Ok(opts)
 }
 
@@ -586,6 +600,7 @@ fn set(obj: &Object, name: &str, value: &JsValue) {
 fn status_js(s: &Status) -> JsValue {
     let o = Object::new();
     set(&o, "online", &s.online.into());
+    set(&o, "leader", &s.leader.into());
     set(&o, "offset", &JsValue::from_f64(s.offset as f64));
     set(&o, "head", &JsValue::from_f64(s.head as f64));
     set(&o, "pending", &JsValue::from_f64(s.pending as f64));

@@ -12,13 +12,13 @@
 
 use std::rc::Rc;
 
-use sync_core::{Done, Work};
+use sync_core::{Done, Epoch, Offset, Stored, Work};
 
 use crate::engine::{Core, Engine, Notes, Problem};
 use crate::error::WasmError;
 use crate::reducer::StoreReducer;
 use crate::socket::Timer;
-use crate::storage::EventsWrite;
+use crate::storage::{EventsWrite, FollowRead};
 
 /// Longest wait before retrying a failed write.
 const MAX_RETRY_MS: u32 = 10_000;
@@ -52,6 +52,18 @@ impl<R: StoreReducer> Engine<R> {
                 outbox.next(client)
             };
             let Some((n, work)) = next else { break };
+            if let Work::Follow { after, under } = work {
+                let stream = self.opts.stream.as_str();
+                match self.db.follow(stream, after.0, under).await {
+                    Ok((Ok(read), problems)) => self.followed(n, read, problems),
+                    Ok((Err(done), problems)) => self.finish(n, work, done, problems),
+                    Err(e) => {
+                        self.failed(e);
+                        return;
+                    }
+                }
+                continue;
+            }
             match self.execute(&work).await {
                 Ok((done, problems)) => self.finish(n, work, done, problems),
                 Err(e) => {
@@ -110,7 +122,56 @@ impl<R: StoreReducer> Engine<R> {
             Work::Reset { epoch, from } => self.db.reset(stream, epoch, from.as_ref()).await,
             Work::Reload { under } => self.db.read_outbox(stream, *under).await,
             Work::Discard { seqs, under } => self.db.mark_discarded(stream, seqs, *under).await,
+            // Read by `Db::follow` in `run_writer`.
+            Work::Follow { .. } => Err(WasmError::Internal("a follow is no write".into())),
         }
+    }
+
+    /// A follower read what the leader stored: the stored snapshot (as
+    /// this reducer's state, upgraded as at open) and events go to the
+    /// client, and the outbox with them.
+    fn followed(self: &Rc<Self>, n: usize, read: FollowRead, problems: Vec<WasmError>) {
+        let mut notes = Notes::default();
+        {
+            let mut c = self.core.borrow_mut();
+            c.write_failures = 0;
+            c.clear_problem(Problem::Storage);
+            for p in problems {
+                c.error(p, &mut notes);
+            }
+            let snapshot_offset = Offset(read.record.snapshot_offset);
+            let snapshot = read.snapshot.and_then(|(raw, schema)| {
+                let reducer = c.client.replica().reducer();
+                let what = format!("the stored snapshot at offset {snapshot_offset}");
+                let state = reducer.state_from_js(raw).and_then(|s| {
+                    sync_core::replica::upgrade_state(reducer, s, schema, &what)
+                        .map_err(WasmError::from)
+                });
+                match state {
+                    Ok(state) => state.map(|s| (snapshot_offset, s)),
+                    Err(e) => {
+                        notes.errors.push(e);
+                        None
+                    }
+                }
+            });
+            let stored = Stored {
+                offset: Offset(read.record.offset),
+                epoch: read.record.epoch.clone().map(Epoch),
+                snapshot_offset,
+                snapshot,
+                events: read.events,
+                outbox: read.outbox,
+            };
+            let finished = {
+                let Core { outbox, client, .. } = &mut *c;
+                outbox.followed(n, stored, client)
+            };
+            for e in finished.effects {
+                c.carry_out(e, &mut notes);
+            }
+        }
+        self.emit(notes);
     }
 
     fn finish(
@@ -122,6 +183,7 @@ impl<R: StoreReducer> Engine<R> {
     ) {
         let mut notes = Notes::default();
         let tell_tabs;
+        let tell_followers;
         {
             let mut c = self.core.borrow_mut();
             c.write_failures = 0;
@@ -135,6 +197,7 @@ impl<R: StoreReducer> Engine<R> {
                 outbox.finish(n, work, done, client)
             };
             tell_tabs = finished.tell_tabs;
+            tell_followers = finished.tell_followers;
             for e in finished.effects {
                 c.carry_out(e, &mut notes);
             }
@@ -159,6 +222,9 @@ impl<R: StoreReducer> Engine<R> {
         }
         if tell_tabs {
             self.tell_tabs();
+        }
+        if tell_followers {
+            self.tell_followers();
         }
         self.emit(notes);
     }

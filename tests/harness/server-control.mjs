@@ -205,6 +205,12 @@ function readJson(req) {
 
 const routes = {
   'GET /info': async () => info(),
+  // The server's /metrics text (a page cannot read it across origins).
+  'GET /metrics': async () => {
+    if (!child) throw Object.assign(new Error('the server is not running'), { status: 409 });
+    const r = await fetch(`${info().url}/metrics`);
+    return { text: await r.text() };
+  },
   'POST /start': async (body) => {
     const extra = body.args ?? [];
     if (!Array.isArray(extra) || !extra.every((a) => typeof a === 'string')) {

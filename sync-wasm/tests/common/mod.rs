@@ -234,6 +234,17 @@ pub async fn broken_peer_connections(kind: &str) -> u32 {
         .expect("count") as u32
 }
 
+/// A metric without labels from the server's `/metrics`.
+pub async fn server_metric(name: &str) -> f64 {
+    let text = get(&harness_call("GET", "/metrics").await, "text")
+        .as_string()
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in /metrics"))
+}
+
 /// Every event of `stream` in the server's log (GET /v1/streams/…/events).
 pub async fn server_events(stream: &str) -> Array {
     let info = harness_call("GET", "/info").await;

@@ -1,0 +1,388 @@
+//! One connection per browser: the tabs of one store's storage (database,
+//! stream and server URL) elect a leader with the Web Locks API. Only the
+//! leader holds the WebSocket; every other tab follows it through storage
+//! (`sync_core::Outbox::set_follower`): the leader's notices on the tabs'
+//! `BroadcastChannel` ("stored", "outbox") make it read what was stored,
+//! IndexedDB staying the source of truth, so a notice lost with a dying tab
+//! only delays a follower until the next one.
+//!
+//! - **Take-over.** A leader that closes, reloads or crashes lets the lock
+//!   go (the browser releases a dead page's locks); the next waiting tab
+//!   gets it, takes a new leadership id from storage and connects, from its
+//!   own stored offset. Intents the old leader pushed are answered as
+//!   duplicates by the server, as after any reconnect.
+//! - **A frozen leader is not a leader.** Followers ping the leader on the
+//!   channel when they have not heard it for a second; a leader answers with
+//!   its id and whether it is online. One silent for
+//!   [`crate::StoreOptions::leader_timeout_ms`] is taken over: the lock is
+//!   stolen (`steal: true`), which fails the old leader's hold; when it runs
+//!   again it drops its connection and follows (the fence is the lock
+//!   itself, and each leadership's id: followers ignore what an older id
+//!   says). A leader whose page is being frozen (`freeze`) or hidden for
+//!   good (`pagehide`) hands over first.
+//! - **Where Web Locks or `BroadcastChannel` are missing** each tab
+//!   connects on its own, as before (`Role::Alone`).
+
+use std::rc::Rc;
+
+use sync_core::{ErrorCode, Seq};
+use wasm_bindgen::prelude::*;
+
+use crate::engine::{Engine, Notes};
+use crate::net::{has_locks, lock_lead};
+use crate::reducer::StoreReducer;
+use crate::socket::Timer;
+
+/// Who holds this store's connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Tabs cannot elect (no Web Locks, no `BroadcastChannel`, or
+    /// `shareConnection: false`): this tab connects on its own.
+    Alone,
+    /// Another tab holds the connection (or none does yet): this tab
+    /// follows storage and asks for the lock unless paused.
+    Follower,
+    /// This tab holds the lock and the connection, under this id.
+    Leader(u64),
+}
+
+/// What a follower last heard of the leader.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Heard {
+    /// The highest leadership id heard; older ids are not listened to.
+    pub id: u64,
+    /// Whether that leader said it is online.
+    pub online: bool,
+    /// When the leader was last heard (or this tab started to wait).
+    pub at_ms: f64,
+}
+
+/// A lock request and the callbacks the browser holds.
+pub(crate) struct LeadLock {
+    release: JsValue,
+    _granted: Closure<dyn FnMut()>,
+    _lost: Closure<dyn FnMut()>,
+}
+
+impl Drop for LeadLock {
+    fn drop(&mut self) {
+        if let Some(f) = self.release.dyn_ref::<js_sys::Function>() {
+            let _ = f.call0(&JsValue::NULL);
+        }
+    }
+}
+
+/// How often a follower that has not heard the leader pings it.
+const PING_MS: u32 = 1000;
+
+impl<R: StoreReducer> Engine<R> {
+    /// Decides this tab's role at open: it follows, and asks for the lock
+    /// when it is to connect; where tabs cannot elect, it connects alone.
+    pub fn start_role(self: &Rc<Self>) {
+        let shared = self.opts.share_connection && self.tabs.borrow().is_some() && has_locks();
+        if !shared {
+            self.core.borrow_mut().role = Role::Alone;
+            if self.opts.connect {
+                self.connect_now();
+            }
+            return;
+        }
+        {
+            let mut c = self.core.borrow_mut();
+            c.role = Role::Follower;
+            c.heard.at_ms = js_sys::Date::now();
+            c.outbox.set_follower(true);
+            let weak = self.me.clone();
+            c.net.lead_timer = Some(Timer::new(PING_MS, true, move || {
+                if let Some(e) = weak.upgrade() {
+                    e.check_leader();
+                }
+            }));
+        }
+        if self.opts.connect {
+            self.seek_lead(false);
+        }
+        self.kick_writer();
+    }
+
+    fn lock_name(&self) -> String {
+        format!(
+            "logsync-lead:{}:{}:{}",
+            self.opts.db_name,
+            self.opts.stream.as_str(),
+            self.opts.url
+        )
+    }
+
+    /// Asks for the lock (`steal`: take it from a silent leader).
+    pub fn seek_lead(self: &Rc<Self>, steal: bool) {
+        let weak = self.me.clone();
+        let granted = Closure::<dyn FnMut()>::new(move || {
+            if let Some(e) = weak.upgrade() {
+                wasm_bindgen_futures::spawn_local(e.granted());
+            }
+        });
+        let weak = self.me.clone();
+        let lost = Closure::<dyn FnMut()>::new(move || {
+            if let Some(e) = weak.upgrade() {
+                wasm_bindgen_futures::spawn_local(async move { e.lost() });
+            }
+        });
+        let release = lock_lead(&self.lock_name(), steal, &granted, &lost);
+        let lock = LeadLock {
+            release,
+            _granted: granted,
+            _lost: lost,
+        };
+        // A request replaced here was granted and lost already, or is
+        // given up (its release aborts it).
+        let old = self.lead.borrow_mut().replace(lock);
+        drop(old);
+    }
+
+    /// The lock is this tab's: take a new leadership id and connect.
+    async fn granted(self: Rc<Self>) {
+        let id = match self.db.next_lead(self.opts.stream.as_str()).await {
+            Ok(id) => id,
+            Err(e) => {
+                // Without an id, lead under the last one heard: still
+                // above every id a follower listens to but its own.
+                let mut notes = Notes::default();
+                let id = {
+                    let mut c = self.core.borrow_mut();
+                    c.error(e, &mut notes);
+                    c.heard.id + 1
+                };
+                self.emit(notes);
+                id
+            }
+        };
+        {
+            let mut c = self.core.borrow_mut();
+            if c.closed || c.net.paused || self.lead.borrow().is_none() {
+                return;
+            }
+            c.role = Role::Leader(id);
+            c.heard.id = c.heard.id.max(id);
+            c.outbox.set_follower(false);
+            c.posted_online = None;
+        }
+        self.connect_now();
+        self.post_status();
+        self.kick_writer();
+    }
+
+    /// Another tab stole the lock (this one was silent too long): drop the
+    /// connection and follow; ask for the lock again, to lead later.
+    fn lost(self: &Rc<Self>) {
+        let notes = Notes::default();
+        {
+            let mut c = self.core.borrow_mut();
+            if c.closed || !matches!(c.role, Role::Leader(_)) {
+                return;
+            }
+            self.follow(&mut c);
+            c.heard.at_ms = js_sys::Date::now();
+        }
+        self.lead.borrow_mut().take();
+        self.seek_lead(false);
+        self.kick_writer();
+        self.emit(notes);
+    }
+
+    /// Leaves the lead (or never had it): no connection, follow storage.
+    fn follow(self: &Rc<Self>, c: &mut crate::engine::Core<R>) {
+        c.net.shutdown_socket();
+        c.client.disconnected();
+        c.role = Role::Follower;
+        c.heard.online = false;
+        c.outbox.set_follower(true);
+        c.outbox.disconnected();
+    }
+
+    /// The tab stops leading and asking (paused, closing, frozen): the
+    /// lock goes to the next tab; the followers hear that this leader is
+    /// offline.
+    pub fn give_up_lead(self: &Rc<Self>) {
+        let was = {
+            let Ok(mut c) = self.core.try_borrow_mut() else {
+                return;
+            };
+            let was = c.role;
+            if was == Role::Alone {
+                return;
+            }
+            self.follow(&mut c);
+            was
+        };
+        if let Role::Leader(id) = was {
+            self.post(&js_sys::Array::of2(&JsValue::from_f64(id as f64), &false.into()).into());
+        }
+        self.lead.borrow_mut().take();
+        self.kick_writer();
+    }
+
+    /// `reconnect()` on a tab that can elect: ask for the lock.
+    pub fn resume_lead(self: &Rc<Self>) {
+        let ask = {
+            let c = self.core.borrow();
+            !c.closed && c.role == Role::Follower && self.lead.borrow().is_none()
+        };
+        if ask {
+            self.seek_lead(false);
+        }
+    }
+
+    /// A follower's timer: ping a leader not heard for a while; take the
+    /// lock from one silent for the leader timeout.
+    fn check_leader(self: &Rc<Self>) {
+        let (ping, steal) = {
+            let Ok(mut c) = self.core.try_borrow_mut() else {
+                return;
+            };
+            if c.closed || c.role != Role::Follower || self.lead.borrow().is_none() {
+                return;
+            }
+            let silent = js_sys::Date::now() - c.heard.at_ms;
+            let steal = silent >= f64::from(self.opts.leader_timeout_ms);
+            if steal {
+                c.heard.at_ms = js_sys::Date::now();
+                c.heard.online = false;
+            }
+            (silent >= f64::from(PING_MS), steal)
+        };
+        if steal {
+            self.lead.borrow_mut().take();
+            self.seek_lead(true);
+            self.emit(Notes::default());
+        } else if ping {
+            self.post(&JsValue::from_str("ping"));
+        }
+    }
+
+    /// A leader tells the followers its id and whether it is online (on a
+    /// change, and in answer to a ping).
+    pub fn post_status(&self) {
+        let msg = {
+            let Ok(mut c) = self.core.try_borrow_mut() else {
+                return;
+            };
+            let Role::Leader(id) = c.role else { return };
+            let online = c.client.phase() == sync_core::Phase::Ready;
+            c.posted_online = Some(online);
+            js_sys::Array::of2(&JsValue::from_f64(id as f64), &online.into())
+        };
+        self.post(&msg.into());
+    }
+
+    /// Whether a test froze this leader (feature `test-hooks`).
+    fn silenced(&self) -> bool {
+        #[cfg(feature = "test-hooks")]
+        {
+            crate::testing::leader_silenced(&self.opts.db_name)
+        }
+        #[cfg(not(feature = "test-hooks"))]
+        {
+            false
+        }
+    }
+
+    /// Posts on the tabs' channel.
+    pub fn post(&self, msg: &JsValue) {
+        if let Some(t) = self.tabs.borrow().as_ref() {
+            let _ = t.channel.post_message(msg);
+        }
+    }
+
+    /// A message of another tab on the channel.
+    pub fn heard(self: &Rc<Self>, msg: JsValue) {
+        let mut notes = Notes::default();
+        let mut answer = false;
+        {
+            let Ok(mut c) = self.core.try_borrow_mut() else {
+                return;
+            };
+            if c.closed {
+                return;
+            }
+            if let Some(s) = msg.as_string() {
+                match s.as_str() {
+                    "stored" => c.outbox.stored_elsewhere(),
+                    "ping" => answer = matches!(c.role, Role::Leader(_)) && !self.silenced(),
+                    // "outbox", and what older builds post.
+                    _ => c.outbox.written_elsewhere(),
+                }
+            } else if let Some(a) = msg.dyn_ref::<js_sys::Array>() {
+                if a.length() == 2 {
+                    // A leader's status: its id, online.
+                    let id = a.get(0).as_f64().unwrap_or(0.0) as u64;
+                    if c.role == Role::Follower && id >= c.heard.id {
+                        c.heard = crate::lead::Heard {
+                            id,
+                            online: a.get(1).as_bool() == Some(true),
+                            at_ms: js_sys::Date::now(),
+                        };
+                    }
+                } else if a.length() == 4 && c.role == Role::Follower {
+                    // The leader heard the server refuse an intent.
+                    let seq = a.get(1).as_f64().and_then(|n| Seq::new(n as u64).ok());
+                    let code = ErrorCode::parse(&a.get(2).as_string().unwrap_or_default());
+                    let message = a.get(3).as_string().unwrap_or_default();
+                    if let Some(seq) = seq {
+                        for e in c.client.rejected_elsewhere(seq, code, message) {
+                            c.carry_out(e, &mut notes);
+                        }
+                    }
+                }
+            }
+        }
+        if answer {
+            self.post_status();
+        }
+        self.kick_writer();
+        self.emit(notes);
+    }
+
+    /// A leader tells the followers what the server refused (a hint: their
+    /// reads of storage drop the intent either way, without the reason).
+    pub fn post_rejections(&self, notes: &Notes) {
+        let leads = self
+            .core
+            .try_borrow()
+            .is_ok_and(|c| matches!(c.role, Role::Leader(_)));
+        if !leads {
+            return;
+        }
+        for r in &notes.rejections {
+            let msg = js_sys::Array::of4(
+                &"r".into(),
+                &JsValue::from_f64(r.seq.get() as f64),
+                &r.code.as_str().into(),
+                &r.message.as_str().into(),
+            );
+            self.post(&msg.into());
+        }
+    }
+
+    /// A leader whose status changed tells the followers.
+    pub fn post_status_if_changed(&self) {
+        let changed = self.core.try_borrow().is_ok_and(|c| match c.role {
+            Role::Leader(_) => c.posted_online != Some(c.client.phase() == sync_core::Phase::Ready),
+            _ => false,
+        });
+        if changed {
+            self.post_status();
+        }
+    }
+
+    /// A leader tells the followers it stored events.
+    pub fn tell_followers(&self) {
+        let leads = self
+            .core
+            .try_borrow()
+            .is_ok_and(|c| matches!(c.role, Role::Leader(_)));
+        if leads {
+            self.post(&JsValue::from_str("stored"));
+        }
+    }
+}

@@ -440,5 +440,45 @@ async function startup({ n, tail, runs, snapshotEvery }) {
   return out;
 }
 
-window.bench = { initTime, dispatch, catchup, fold, checkFormat, startup, openForProfile, dispatchLoop, closeProfiled };
+// (e) tabs: this page is one tab of several on one database and stream.
+// Each action carries the wall-clock time of its dispatch (the pages share
+// the machine's clock), so another tab measures dispatch → its own state.
+let tab = null;
+const wallNow = () => performance.timeOrigin + performance.now();
+
+async function tabOpen({ url, stream, dbName, shareConnection }) {
+  const store = await createSyncStore({
+    url, stream, dbName, shareConnection, devtools: false,
+    reducer: (s, a) => (a.type === 'add' ? { items: [...s.items, a] } : s),
+    initialState: { items: [] },
+  });
+  tab = { store, seen: 0, latencies: [] };
+  store.subscribe(() => {
+    const { items } = store.getState();
+    const at = wallNow();
+    for (; tab.seen < items.length; tab.seen++) {
+      if (items[tab.seen].from !== tab.name) tab.latencies.push(at - items[tab.seen].t);
+    }
+  });
+}
+
+function tabStatus() {
+  const s = tab.store.getStatus();
+  return { leader: s.leader, online: s.online, offset: s.offset, pending: s.pending, items: tab.seen };
+}
+
+/** Dispatches `n` actions, one every `gapMs`, each stamped with its time. */
+async function tabDispatch({ name, n, gapMs }) {
+  tab.name = name;
+  for (let i = 0; i < n; i++) {
+    tab.store.dispatch({ type: 'add', id: `${name}-${i}`, from: name, t: wallNow() });
+    await new Promise((r) => setTimeout(r, gapMs));
+  }
+}
+
+function tabLatencies() { return tab.latencies; }
+
+async function tabClose() { await tab.store.close(); tab = null; }
+
+window.bench = { initTime, dispatch, catchup, fold, checkFormat, startup, openForProfile, dispatchLoop, closeProfiled, tabOpen, tabStatus, tabDispatch, tabLatencies, tabClose };
 window.benchReady = true;

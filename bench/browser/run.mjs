@@ -9,7 +9,11 @@
 //   (c) start-up to first state with 1k … 1M stored events (IndexedDB
 //       seeded in bulk in the store's own format), with snapshots and
 //       with full replay, against a plain IndexedDB read of the records;
-//   (d) catch-up of 100k events from the server.
+//   (d) catch-up of 100k events from the server;
+//   (e) tabs: five pages on one database and stream — WebSocket
+//       connections the server holds, events it sends per event, and the
+//       time from a dispatch in one tab to the state change in another
+//       (p50/p99), with the shared connection and without.
 //
 //   node bench/browser/run.mjs --server target/release/logsync-server \
 //        --seeder target/release/logsync-bench [--json out.jsonl] [--quick]
@@ -205,6 +209,68 @@ async function profileDispatch(page) {
   record({ bench: 'browser-profile', what: 'dispatch', us_per_dispatch: perOp, top: top.map(([name, us]) => ({ name, pct: +(100 * us / total).toFixed(1) })) });
 }
 
+async function metric(metricsUrl, name) {
+  const text = await (await fetch(metricsUrl)).text();
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : NaN;
+}
+
+const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
+
+async function benchTabs(origin, wsUrl, metricsUrl) {
+  const TABS = 5;
+  const n = opts.quick ? 50 : 200;
+  console.log(`\n(e) ${TABS} tabs on one database and stream; tab 1 dispatches ${n} actions, one every 20 ms`);
+  console.log('| connection | WebSocket connections (max sampled) | events sent by the server per event | dispatch in tab 1 → state change in tab 2, p50 ms | p99 ms | in every other tab, p50 ms | p99 ms |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|');
+  for (const share of [true, false]) {
+    const stream = `tabs-${share}-${Date.now().toString(36)}`;
+    const dbName = `bench-tabs-${share}-${Date.now().toString(36)}`;
+    const pages = [];
+    for (let i = 0; i < TABS; i++) {
+      const p = await browser.newPage();
+      p.setDefaultTimeout(120_000);
+      p.on('pageerror', (e) => process.stderr.write(`tab ${i} page error: ${e.message}\n`));
+      await p.goto(`${origin}/bench/browser/page.html`);
+      await p.waitForFunction(() => window.benchReady === true);
+      await p.evaluate((a) => window.bench.tabOpen(a), { url: wsUrl, stream, dbName, shareConnection: share });
+      pages.push(p);
+    }
+    const until = async (what, pred, ms = 60_000) => {
+      const t0 = Date.now();
+      for (;;) {
+        const st = await Promise.all(pages.map((p) => p.evaluate(() => window.bench.tabStatus())));
+        if (pred(st)) return st;
+        if (Date.now() - t0 > ms) throw new Error(`tabs: timed out waiting for ${what}: ${JSON.stringify(st)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    await until('every tab online', (st) => st.every((s) => s.online));
+    const delivered0 = await metric(metricsUrl, 'logsync_events_delivered_total');
+    let maxConns = await metric(metricsUrl, 'logsync_connections');
+    const sampler = setInterval(async () => { maxConns = Math.max(maxConns, await metric(metricsUrl, 'logsync_connections')); }, 100);
+    await pages[0].evaluate((a) => window.bench.tabDispatch(a), { name: 'tab1', n, gapMs: 20 });
+    await until('every tab at the last offset', (st) => st.every((s) => s.offset >= n && s.pending === 0 && s.items >= n));
+    clearInterval(sampler);
+    maxConns = Math.max(maxConns, await metric(metricsUrl, 'logsync_connections'));
+    const delivered = await metric(metricsUrl, 'logsync_events_delivered_total') - delivered0;
+    const second = await pages[1].evaluate(() => window.bench.tabLatencies());
+    const others = (await Promise.all(pages.slice(1).map((p) => p.evaluate(() => window.bench.tabLatencies())))).flat();
+    const row = {
+      bench: 'tabs', tabs: TABS, actions: n, shared: share, max_connections: maxConns,
+      events_sent_per_event: delivered / n,
+      tab2_p50_ms: pct(second, 0.5), tab2_p99_ms: pct(second, 0.99),
+      others_p50_ms: pct(others, 0.5), others_p99_ms: pct(others, 0.99),
+    };
+    record(row);
+    console.log(`| ${share ? 'shared (one leader)' : 'one per tab (shareConnection: false)'} | ${maxConns} | ${f(row.events_sent_per_event, 2)} | ${f(row.tab2_p50_ms, 1)} | ${f(row.tab2_p99_ms, 1)} | ${f(row.others_p50_ms, 1)} | ${f(row.others_p99_ms, 1)} |`);
+    for (const p of pages) {
+      await p.evaluate(() => window.bench.tabClose());
+      await p.close();
+    }
+  }
+}
+
 // ---- main ------------------------------------------------------------------------
 
 async function main() {
@@ -277,6 +343,9 @@ async function main() {
   }
 
   }
+
+  // (e) tabs
+  if (want('tabs')) await benchTabs(origin, wsUrl, `http://${started.addr}/metrics`);
 
   // (c) start-up
   if (want('startup')) {

@@ -113,6 +113,27 @@ impl Drop for TabChannel {
     }
 }
 
+/// Listeners of the page's lifecycle (`freeze`/`resume` on the document,
+/// `pagehide`/`pageshow` on the global object); dropping it removes them.
+pub(crate) struct PageEvents {
+    pub listeners: Vec<PageListener>,
+}
+
+/// One listener: where, which event, the callback.
+pub(crate) type PageListener = (
+    EventTarget,
+    &'static str,
+    Closure<dyn FnMut(web_sys::Event)>,
+);
+
+impl Drop for PageEvents {
+    fn drop(&mut self) {
+        for (target, name, f) in &self.listeners {
+            let _ = target.remove_event_listener_with_callback(name, f.as_ref().unchecked_ref());
+        }
+    }
+}
+
 /// The `online`/`offline` listeners on the global object; dropping it
 /// removes them.
 pub(crate) struct BrowserEvents {

@@ -335,6 +335,11 @@ impl<R: StoreReducer> Core<R> {
         }
     }
 
+    /// Another tab holds the connection: this one connects to nothing.
+    pub fn follows(&self) -> bool {
+        self.role == Role::Follower
+    }
+
     fn idle(&self) -> bool {
         self.outbox.is_empty() && !self.writer_busy
     }
@@ -477,6 +482,8 @@ pub(crate) struct Engine<R: StoreReducer> {
     pub tabs: RefCell<Option<TabChannel>>,
     /// This tab's request for (or hold of) the connection's lock.
     pub lead: RefCell<Option<LeadLock>>,
+    /// The page lifecycle listeners of a tab that can lead.
+    pub page_events: RefCell<Option<crate::conn::PageEvents>>,
     /// The status as last told to listeners, and its version.
     pub published: RefCell<(Status, u64)>,
 }
@@ -784,6 +791,7 @@ impl<R: StoreReducer> Store<R> {
             browser_events: RefCell::new(None),
             tabs: RefCell::new(None),
             lead: RefCell::new(None),
+            page_events: RefCell::new(None),
             published,
         });
         engine.listen_to_browser();

@@ -8,7 +8,8 @@
 //!
 //! - **Take-over.** A leader that closes, reloads or crashes lets the lock
 //!   go (the browser releases a dead page's locks); the next waiting tab
-//!   gets it, takes a new leadership id from storage and connects, from its
+//!   gets it, takes a new leadership id (its clock, above every id heard)
+//!   and connects, from its
 //!   own stored offset. Intents the old leader pushed are answered as
 //!   duplicates by the server, as after any reconnect.
 //! - **A frozen leader is not a leader.** Followers ping the leader on the
@@ -28,6 +29,7 @@ use std::rc::Rc;
 use sync_core::{ErrorCode, Seq};
 use wasm_bindgen::prelude::*;
 
+use crate::conn::TabChannel;
 use crate::engine::{Engine, Notes};
 use crate::net::{has_locks, lock_lead};
 use crate::reducer::StoreReducer;
@@ -102,7 +104,50 @@ impl<R: StoreReducer> Engine<R> {
         if self.opts.connect {
             self.seek_lead(false);
         }
+        self.listen_to_page();
         self.kick_writer();
+    }
+
+    /// A page about to be frozen (`freeze`) or put away in the back-forward
+    /// cache (`pagehide` with `persisted`) hands the connection over
+    /// first; back (`resume`, `pageshow`), it asks for the lock again
+    /// unless paused.
+    fn listen_to_page(self: &Rc<Self>) {
+        let global = js_sys::global();
+        let document =
+            js_sys::Reflect::get(&global, &"document".into()).unwrap_or(JsValue::UNDEFINED);
+        let mut listeners = Vec::new();
+        for (target, name, leave) in [
+            (&document, "freeze", true),
+            (&document, "resume", false),
+            (&global, "pagehide", true),
+            (&global, "pageshow", false),
+        ] {
+            let Some(target) = target.dyn_ref::<web_sys::EventTarget>() else {
+                continue;
+            };
+            let weak = self.me.clone();
+            let f = Closure::<dyn FnMut(web_sys::Event)>::new(move |ev: web_sys::Event| {
+                let Some(e) = weak.upgrade() else { return };
+                let persisted = js_sys::Reflect::get(&ev, &"persisted".into())
+                    .ok()
+                    .and_then(|v| v.as_bool());
+                // A `pagehide` of a page that is going away for good lets
+                // its locks go by itself.
+                if name.starts_with("page") && persisted != Some(true) {
+                    return;
+                }
+                if leave {
+                    e.give_up_lead();
+                    e.emit(Notes::default());
+                } else if !e.core.borrow().net.paused {
+                    e.resume_lead();
+                }
+            });
+            let _ = target.add_event_listener_with_callback(name, f.as_ref().unchecked_ref());
+            listeners.push((target.clone(), name, f));
+        }
+        *self.page_events.borrow_mut() = Some(crate::conn::PageEvents { listeners });
     }
 
     fn lock_name(&self) -> String {
@@ -119,7 +164,7 @@ impl<R: StoreReducer> Engine<R> {
         let weak = self.me.clone();
         let granted = Closure::<dyn FnMut()>::new(move || {
             if let Some(e) = weak.upgrade() {
-                wasm_bindgen_futures::spawn_local(e.granted());
+                wasm_bindgen_futures::spawn_local(async move { e.granted() });
             }
         });
         let weak = self.me.clone();
@@ -140,28 +185,18 @@ impl<R: StoreReducer> Engine<R> {
         drop(old);
     }
 
-    /// The lock is this tab's: take a new leadership id and connect.
-    async fn granted(self: Rc<Self>) {
-        let id = match self.db.next_lead(self.opts.stream.as_str()).await {
-            Ok(id) => id,
-            Err(e) => {
-                // Without an id, lead under the last one heard: still
-                // above every id a follower listens to but its own.
-                let mut notes = Notes::default();
-                let id = {
-                    let mut c = self.core.borrow_mut();
-                    c.error(e, &mut notes);
-                    c.heard.id + 1
-                };
-                self.emit(notes);
-                id
-            }
-        };
+    /// The lock is this tab's: take a new leadership id and connect. The
+    /// id is the time the lock was granted (ms), and above every id this
+    /// tab has heard: a leader that takes over a silent one does so at
+    /// least the leader timeout later on the same clock, and one that
+    /// follows a closed one heard it.
+    fn granted(self: &Rc<Self>) {
         {
             let mut c = self.core.borrow_mut();
             if c.closed || c.net.paused || self.lead.borrow().is_none() {
                 return;
             }
+            let id = (js_sys::Date::now() as u64).max(c.heard.id + 1);
             c.role = Role::Leader(id);
             c.heard.id = c.heard.id.max(id);
             c.outbox.set_follower(false);
@@ -372,6 +407,51 @@ impl<R: StoreReducer> Engine<R> {
         });
         if changed {
             self.post_status();
+        }
+    }
+
+    /// Hears the other tabs on this store's storage (`TabChannel`):
+    /// their notices queue a read of the outbox, so their intents show
+    /// here at once, online or offline. Without `BroadcastChannel` a tab
+    /// sees them at its next read (a write of its own, a connection).
+    pub fn listen_to_tabs(self: &Rc<Self>) {
+        let name = format!(
+            "logsync-outbox:{}:{}",
+            self.opts.db_name,
+            self.opts.stream.as_str()
+        );
+        let Ok(channel) = web_sys::BroadcastChannel::new(&name) else {
+            return;
+        };
+        let weak = self.me.clone();
+        let on_message =
+            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |m: web_sys::MessageEvent| {
+                let weak = weak.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Some(e) = weak.upgrade() {
+                        e.heard(m.data());
+                    }
+                });
+            });
+        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        // Node's BroadcastChannel keeps the process alive while open (a
+        // store never closed would hang a script at exit): let it go, as
+        // its timers do. Browsers have no `unref`.
+        if let Ok(unref) = js_sys::Reflect::get(&channel, &JsValue::from_str("unref")) {
+            if let Some(unref) = unref.dyn_ref::<js_sys::Function>() {
+                let _ = unref.call0(&channel);
+            }
+        }
+        *self.tabs.borrow_mut() = Some(TabChannel {
+            channel,
+            _on_message: on_message,
+        });
+    }
+
+    /// Tells the other tabs that this tab wrote its outbox.
+    pub fn tell_tabs(&self) {
+        if let Some(t) = self.tabs.borrow().as_ref() {
+            let _ = t.channel.post_message(&JsValue::from_str("outbox"));
         }
     }
 

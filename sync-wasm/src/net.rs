@@ -17,7 +17,7 @@ use sync_core::{ClientMsg, CoreError, Phase, Probe, ServerMsg};
 use wasm_bindgen::prelude::*;
 use web_sys::EventTarget;
 
-use crate::conn::{BrowserEvents, TabChannel};
+use crate::conn::BrowserEvents;
 use crate::engine::{Core, Engine, Notes, Problem};
 use crate::error::WasmError;
 use crate::reducer::StoreReducer;
@@ -132,7 +132,7 @@ impl<R: StoreReducer> Engine<R> {
             || c.net.needs_token
             || c.net.outdated
             || c.net.socket.is_some()
-            || c.role == crate::lead::Role::Follower
+            || c.follows()
         {
             return;
         }
@@ -477,50 +477,6 @@ impl<R: StoreReducer> Engine<R> {
     pub fn stop_listening_to_browser(&self) {
         self.browser_events.borrow_mut().take();
         self.tabs.borrow_mut().take();
-    }
-
-    /// Hears the other tabs on this store's storage ([`TabChannel`]):
-    /// their notices queue a read of the outbox, so their intents show
-    /// here at once, online or offline. Without `BroadcastChannel` a tab
-    /// sees them at its next read (a write of its own, a connection).
-    pub fn listen_to_tabs(self: &Rc<Self>) {
-        let name = format!(
-            "logsync-outbox:{}:{}",
-            self.opts.db_name,
-            self.opts.stream.as_str()
-        );
-        let Ok(channel) = web_sys::BroadcastChannel::new(&name) else {
-            return;
-        };
-        let weak = self.me.clone();
-        let on_message =
-            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |m: web_sys::MessageEvent| {
-                let weak = weak.clone();
-                wasm_bindgen_futures::spawn_local(async move {
-                    if let Some(e) = weak.upgrade() {
-                        e.heard(m.data());
-                    }
-                });
-            });
-        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        // Node's BroadcastChannel keeps the process alive while open (a
-        // store never closed would hang a script at exit): let it go, as
-        // its timers do. Browsers have no `unref`.
-        if let Ok(unref) = js_sys::Reflect::get(&channel, &JsValue::from_str("unref")) {
-            if let Some(unref) = unref.dyn_ref::<js_sys::Function>() {
-                let _ = unref.call0(&channel);
-            }
-        }
-        *self.tabs.borrow_mut() = Some(TabChannel {
-            channel,
-            _on_message: on_message,
-        });
-    }
-
-    /// Tells the other tabs that this tab wrote its outbox.
-    pub fn tell_tabs(&self) {
-        if let Some(t) = self.tabs.borrow().as_ref() {
-            let _ = t.channel.post_message(&JsValue::from_str("outbox"));
-        }
+        self.page_events.borrow_mut().take();
     }
 }

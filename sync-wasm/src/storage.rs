@@ -44,7 +44,7 @@ impl StreamRecord {
     }
 
     /// Storage's answer to a job queued under another numbering.
-    fn stale(&self) -> Done {
+    pub fn stale(&self) -> Done {
         Done::Stale {
             stored: self.stored_epoch(),
         }
@@ -64,18 +64,6 @@ pub(crate) struct Loaded {
     pub outbox: Vec<OutboxEntry>,
     /// Records that could not be read (reported; the load went on).
     pub problems: Vec<WasmError>,
-}
-
-/// What a follower read of what the leader stored (`Db::follow`).
-pub(crate) struct FollowRead {
-    pub record: StreamRecord,
-    /// The snapshot at `record.snapshot_offset`, when it is ahead of the
-    /// follower, and its schema version.
-    pub snapshot: Option<(JsValue, u32)>,
-    /// The events after the follower's offset (or the snapshot), dense.
-    pub events: Vec<Event>,
-    /// The outbox, in seq order.
-    pub outbox: Vec<OutboxEntry>,
 }
 
 /// One transaction's worth of confirmed events and what goes with them.
@@ -171,6 +159,16 @@ impl Db {
     /// Reads everything a store of `stream` starts from, in one read-only
     /// transaction (a consistent view even while another tab writes).
     pub async fn load(&self, stream: &str) -> Result<Loaded, WasmError> {
+        self.read_stream(stream, 0).await
+    }
+
+    /// What a tab at offset `after` reads of what another tab stored (a
+    /// follower, `sync_core::Work::Follow`; at open, `after` is 0): the
+    /// stream record, the snapshot when it is ahead of `after`, the events
+    /// after `after` (or after the snapshot), and the outbox, in one
+    /// read-only transaction. The caller compares `record.generation`
+    /// with its numbering.
+    pub async fn read_stream(&self, stream: &str, after: u64) -> Result<Loaded, WasmError> {
         let key: JsValue = stream.into();
         let tx = idb::transaction(&self.db, &[STREAMS, EVENTS, OUTBOX, SNAPSHOTS], None)?;
         let outcome = idb::outcome(&tx);
@@ -182,25 +180,32 @@ impl Db {
             StreamRecord::default()
         });
         let mut snapshot = None;
-        if record.snapshot_offset > 0 {
+        let mut from = after;
+        if record.snapshot_offset > after {
             let raw = idb::read(idb::store(&tx, SNAPSHOTS)?.get(&key), "read snapshots").await?;
             match read_snapshot(&raw, stream, record.snapshot_offset) {
-                Ok(state) => snapshot = Some(state),
+                Ok(state) => {
+                    snapshot = Some(state);
+                    from = record.snapshot_offset;
+                }
                 Err(e) => {
                     // The events before the snapshot are gone: start from
-                    // offset 0 and let the server send the history again.
+                    // `after` (at open, offset 0) and let the server send
+                    // the history again.
                     problems.push(e);
-                    record.snapshot_offset = 0;
+                    if after == 0 {
+                        record.snapshot_offset = 0;
+                    }
                 }
             }
         }
-        let range = idb::range_from(&key, record.snapshot_offset + 1)?;
+        let range = idb::range_from(&key, from + 1)?;
         let raw = idb::read(
             idb::store(&tx, EVENTS)?.get_all_with_key(&range),
             "read events",
         )
         .await?;
-        let events = read_events(&raw, stream, record.snapshot_offset, &mut problems);
+        let events = read_events(&raw, stream, from, &mut problems);
         let raw = idb::read(
             idb::store(&tx, OUTBOX)?.get_all_with_key(&idb::range_from(&key, 1)?),
             "read outbox",
@@ -220,82 +225,6 @@ impl Db {
             outbox,
             problems,
         })
-    }
-
-    /// What the tab holding the connection stored after offset `after`,
-    /// for a tab that follows it (`sync_core::Work::Follow`): the stream
-    /// record, the snapshot when it is ahead of `after`, the events after
-    /// `after` (or after the snapshot), and the outbox, in one read-only
-    /// transaction. `Err(Done::Stale)` under another numbering than
-    /// `under`.
-    pub async fn follow(
-        &self,
-        stream: &str,
-        after: u64,
-        under: u64,
-    ) -> Result<(Result<FollowRead, Done>, Vec<WasmError>), WasmError> {
-        let key: JsValue = stream.into();
-        let tx = idb::transaction(&self.db, &[STREAMS, EVENTS, OUTBOX, SNAPSHOTS], None)?;
-        let outcome = idb::outcome(&tx);
-        let mut problems = Vec::new();
-        let raw = idb::read(idb::store(&tx, STREAMS)?.get(&key), "read streams").await?;
-        let record = StreamRecord::from_js(&raw, stream).unwrap_or_else(|e| {
-            problems.push(e);
-            StreamRecord::default()
-        });
-        if record.generation != under {
-            finish(&self.name, &tx, outcome, "read the outbox numbering").await?;
-            return Ok((Err(record.stale()), problems));
-        }
-        let mut snapshot = None;
-        let mut from = after;
-        if record.snapshot_offset > after {
-            let raw = idb::read(idb::store(&tx, SNAPSHOTS)?.get(&key), "read snapshots").await?;
-            match read_snapshot(&raw, stream, record.snapshot_offset) {
-                Ok(s) => {
-                    snapshot = Some(s);
-                    from = record.snapshot_offset;
-                }
-                Err(e) => problems.push(e),
-            }
-        }
-        let raw = idb::read(
-            idb::store(&tx, EVENTS)?.get_all_with_key(&idb::range_from(&key, from + 1)?),
-            "read events",
-        )
-        .await?;
-        let events = read_events(&raw, stream, from, &mut problems);
-        let raw = idb::read(
-            idb::store(&tx, OUTBOX)?.get_all_with_key(&idb::range_from(&key, 1)?),
-            "read outbox",
-        )
-        .await?;
-        let outbox = read_outbox(&raw, stream, &mut problems);
-        finish(&self.name, &tx, outcome, "read what the leader stored").await?;
-        Ok((
-            Ok(FollowRead {
-                record,
-                snapshot,
-                events,
-                outbox,
-            }),
-            problems,
-        ))
-    }
-
-    /// A new leadership id for `stream`'s connection: one more than any
-    /// handed out before on this database, in one strict transaction, so
-    /// ids only grow across tabs (see `lead.rs`).
-    pub async fn next_lead(&self, stream: &str) -> Result<u64, WasmError> {
-        let tx = idb::transaction(&self.db, &[META], Some(Durability::Strict))?;
-        let outcome = idb::outcome(&tx);
-        let meta = idb::store(&tx, META)?;
-        let key: JsValue = format!("lead:{stream}").into();
-        let stored = idb::read(meta.get(&key), "read meta.lead").await?;
-        let id = whole(&stored).unwrap_or(0) + 1;
-        put(&meta, &key, &JsValue::from_f64(id as f64))?;
-        finish(&self.name, &tx, outcome, "store the leadership id").await?;
-        Ok(id)
     }
 
     /// Allocates `intents.len()` seqs and writes the intents to the

@@ -18,7 +18,7 @@ use crate::engine::{Core, Engine, Notes, Problem};
 use crate::error::WasmError;
 use crate::reducer::StoreReducer;
 use crate::socket::Timer;
-use crate::storage::{EventsWrite, FollowRead};
+use crate::storage::{EventsWrite, Loaded};
 
 /// Longest wait before retrying a failed write.
 const MAX_RETRY_MS: u32 = 10_000;
@@ -54,9 +54,12 @@ impl<R: StoreReducer> Engine<R> {
             let Some((n, work)) = next else { break };
             if let Work::Follow { after, under } = work {
                 let stream = self.opts.stream.as_str();
-                match self.db.follow(stream, after.0, under).await {
-                    Ok((Ok(read), problems)) => self.followed(n, read, problems),
-                    Ok((Err(done), problems)) => self.finish(n, work, done, problems),
+                match self.db.read_stream(stream, after.0).await {
+                    Ok(mut read) if read.record.generation == under => {
+                        let problems = std::mem::take(&mut read.problems);
+                        self.followed(n, read, problems);
+                    }
+                    Ok(read) => self.finish(n, work, read.record.stale(), read.problems),
                     Err(e) => {
                         self.failed(e);
                         return;
@@ -130,7 +133,7 @@ impl<R: StoreReducer> Engine<R> {
     /// A follower read what the leader stored: the stored snapshot (as
     /// this reducer's state, upgraded as at open) and events go to the
     /// client, and the outbox with them.
-    fn followed(self: &Rc<Self>, n: usize, read: FollowRead, problems: Vec<WasmError>) {
+    fn followed(self: &Rc<Self>, n: usize, read: Loaded, problems: Vec<WasmError>) {
         let mut notes = Notes::default();
         {
             let mut c = self.core.borrow_mut();

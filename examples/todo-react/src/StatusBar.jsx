@@ -7,12 +7,14 @@ export function StatusBar({ room }) {
   const [rejection, setRejection] = useState(null);
   useEffect(() => store.onRejected((r) => setRejection(r)), [store]);
 
-  const { online, pending, offset, head, behind, lastError } = status;
+  const { online, leader, pending, offset, head, behind, lastError } = status;
   return (
     <aside
       className={`status ${online ? 'online' : 'offline'}`}
       data-testid="status"
       data-online={String(online)}
+      data-leader={String(leader)}
+      title={leader ? 'This tab holds the connection for every tab of this browser' : 'Synced through another tab of this browser'}
       data-pending={pending}
       data-offset={offset}
       aria-live="polite"

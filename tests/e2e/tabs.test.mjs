@@ -1,0 +1,111 @@
+// Tabs of one browser: the React TodoMVC example in several pages of one
+// headless Chromium context (one installation: one IndexedDB, one client
+// id, one set of Web Locks), against a real logsync-server reached through
+// a link the test can cut like a network. The tabs elect one leader, which
+// alone holds the WebSocket; the others follow it through IndexedDB.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { launchBrowser, waitFor } from './lib/browser.mjs';
+import { openLink } from './lib/link.mjs';
+import { ROOT, startServer } from './lib/server.mjs';
+import { addTodo, openTodoApp, titles, waitStatus, waitTitles } from './lib/todo-page.mjs';
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer({ args: ['--reducer', `todos/*=${join(ROOT, 'examples', 'todo-react', 'src', 'todos.js')}`] });
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+/** A metric without labels from the server's /metrics. */
+async function metric(name) {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  if (!m) throw new Error(`no ${name} in /metrics`);
+  return Number(m[1]);
+}
+
+const connections = (n) => waitFor(`${n} WebSocket connection(s) on the server`, async () => (await metric('logsync_connections')) === n);
+
+/** Whether the page's status bar says this tab holds the connection. */
+const leads = async (page) => (await page.locator('[data-testid=status]').getAttribute('data-leader')) === 'true';
+
+/** `n` tabs of one new context in one new room, through one link; `withoutLocks` takes Web Locks away (the feature off). */
+async function tabs(t, n, { withoutLocks = false } = {}) {
+  await connections(0);
+  const room = `tabs-${randomUUID().slice(0, 8)}`;
+  const link = await openLink(() => server.port);
+  const context = await browser.newContext();
+  if (withoutLocks) {
+    await context.addInitScript(() => Object.defineProperty(Navigator.prototype, 'locks', { get: () => undefined }));
+  }
+  t.after(async () => {
+    await context.close();
+    await link.close();
+  });
+  const pages = [];
+  for (let i = 0; i < n; i++) pages.push(await openTodoApp(context, link.url, room));
+  for (const [i, p] of pages.entries()) await waitStatus(p, `tab ${i} online`, (s) => s.online);
+  return { room, link, context, pages };
+}
+
+test('two tabs, offline: a todo added in one shows in the other at once, before reconnecting; one connection for both', async (t) => {
+  const { room, link, pages: [a, b] } = await tabs(t, 2);
+  await connections(1);
+  assert.equal(await leads(a), true, 'the first tab leads');
+  assert.equal(await leads(b), false, 'the second follows');
+  link.cut();
+  await waitStatus(a, 'A offline', (s) => !s.online);
+  await waitStatus(b, 'B offline (its leader is)', (s) => !s.online);
+  const started = performance.now();
+  await addTodo(b, 'milk, added offline in the follower');
+  await a.waitForSelector('[data-testid=todo-title]:text-is("milk, added offline in the follower")', { timeout: 1_000 });
+  t.diagnostic(`B -> A offline in ${(performance.now() - started).toFixed(0)} ms`);
+  await addTodo(a, 'bread, added offline in the leader');
+  await waitTitles(b, ['milk, added offline in the follower', 'bread, added offline in the leader'], 1_000);
+  link.restore();
+  for (const [name, p] of [['A', a], ['B', b]]) {
+    await waitStatus(p, `${name} synced`, (s) => s.online && s.pending === 0 && s.offset === 2);
+  }
+  assert.equal(await metric('logsync_connections'), 1, 'still one connection');
+  const log = await (await fetch(`${server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json();
+  assert.equal(log.events.length, 2, 'each todo once in the log');
+  assert.deepEqual((await titles(a)).sort(), (await titles(b)).sort());
+});
+
+test('the feature switched off (no Web Locks): every tab holds its own connection', async (t) => {
+  const { pages: [a, b] } = await tabs(t, 2, { withoutLocks: true });
+  await connections(2);
+  assert.equal(await leads(a), true);
+  assert.equal(await leads(b), true);
+});
+
+test('the leader tab closes: another takes the connection at once and nothing is lost', async (t) => {
+  const { room, pages: [a, b, c] } = await tabs(t, 3);
+  await connections(1);
+  assert.equal(await leads(a), true);
+  await addTodo(b, 'before the leader closed');
+  await waitStatus(b, 'B synced', (s) => s.pending === 0 && s.offset === 1);
+  const closed = performance.now();
+  await a.close({ runBeforeUnload: false });
+  await waitFor('a new leader, online', async () => {
+    const l = [await leads(b), await leads(c)];
+    return l.filter(Boolean).length === 1 && (await b.locator('[data-testid=status]').getAttribute('data-online')) === 'true';
+  });
+  t.diagnostic(`take-over after the leader closed: ${(performance.now() - closed).toFixed(0)} ms`);
+  await addTodo(c, 'after the leader closed');
+  for (const [name, p] of [['B', b], ['C', c]]) {
+    await waitStatus(p, `${name} at offset 2`, (s) => s.online && s.pending === 0 && s.offset === 2);
+  }
+  await connections(1);
+  const log = await (await fetch(`${server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json();
+  assert.deepEqual(log.events.map((e) => e.offset), [1, 2]);
+});

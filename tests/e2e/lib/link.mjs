@@ -8,23 +8,38 @@ import net from 'node:net';
 export async function openLink(targetPort) {
   const pairs = new Set();
   let up = true;
+  // Faults besides a cut: every chunk held back `delayMs`; a black hole
+  // swallows every chunk (connections stay open, nothing arrives).
+  let delayMs = 0;
+  let blackHole = false;
+  const forward = (from, to) => {
+    from.on('data', (chunk) => {
+      if (blackHole) return;
+      if (delayMs > 0) setTimeout(() => to.write(chunk), delayMs);
+      else to.write(chunk);
+    });
+  };
   const server = net.createServer((client) => {
     if (!up) {
       client.resetAndDestroy();
       return;
     }
     const upstream = net.connect(targetPort(), '127.0.0.1');
-    const pair = { client, upstream };
+    const pair = { client, upstream, webSocket: false };
     pairs.add(pair);
     const close = () => {
       pairs.delete(pair);
       client.destroy();
       upstream.destroy();
     };
-    client.on('error', close).on('close', close);
-    upstream.on('error', close).on('close', close);
-    client.pipe(upstream);
-    upstream.pipe(client);
+    client.on('error', close).on('close', close).on('end', close);
+    upstream.on('error', close).on('close', close).on('end', close);
+    // A WebSocket is an HTTP request asking to upgrade: counted as one.
+    client.once('data', (chunk) => {
+      pair.webSocket = /^upgrade:\s*websocket/im.test(chunk.toString('latin1'));
+    });
+    forward(client, upstream);
+    forward(upstream, client);
   });
   await new Promise((res, rej) => server.listen(0, '127.0.0.1', res).once('error', rej));
   const port = server.address().port;
@@ -48,6 +63,20 @@ export async function openLink(targetPort) {
     },
     /** Resets open connections but keeps accepting new ones (e.g. after a server restart). */
     resetConnections: resetAll,
+    /** Holds every chunk back `ms` (0: none). */
+    delay(ms) {
+      delayMs = ms;
+    },
+    /** Swallows every chunk in both directions while `on`; connections stay open. */
+    blackHole(on) {
+      blackHole = on;
+    },
+    /** How many WebSocket connections are open through this link now. */
+    webSockets() {
+      let n = 0;
+      for (const p of pairs) if (p.webSocket) n++;
+      return n;
+    },
     close() {
       up = false;
       resetAll();

@@ -61,6 +61,17 @@ pub fn renumber(mut entries: Vec<OutboxEntry>) -> Vec<OutboxEntry> {
     entries
 }
 
+/// Whether a tab that opened on storage whose outbox holds `entries`
+/// entries tells the other tabs, as after a write of its own
+/// ([`Finished::tell_tabs`]). An entry may be there untold: its tab died
+/// between its seq allocation and its notice (a crash, a page closed at
+/// that moment), and the tab holding the connection reads the outbox only
+/// on a notice or a new connection; without this, the intent would wait
+/// for the next dispatch of any tab.
+pub fn tell_tabs_at_open(entries: usize) -> bool {
+    entries > 0
+}
+
 /// A storage job as queued.
 #[derive(Clone, Debug)]
 enum Job<S> {

@@ -761,6 +761,12 @@ enum Op {
     Upgrade {
         tab: usize,
     },
+    /// Storage carries out the tab's next unit of work, and the tab dies
+    /// before it hears the answer or tells the other tabs (a crash
+    /// between a seq allocation and its notice); it comes back at once.
+    CrashMidWrite {
+        tab: usize,
+    },
     /// This tab takes the connection of its device's tabs: the leader
     /// closed (its connection goes with it), or — `steal` — froze, so it
     /// keeps its connection, and whatever it had queued, until it wakes
@@ -798,6 +804,7 @@ fn op_strategy_with_leaders() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => op_strategy(),
         1 => (0..16usize, any::<bool>()).prop_map(|(tab, steal)| Op::Lead { tab, steal }),
+        1 => (0..16usize).prop_map(|tab| Op::CrashMidWrite { tab }),
     ]
 }
 
@@ -987,6 +994,13 @@ impl World {
         t.queue = queue;
         t.version = version;
         t.sent_pushes.clear();
+        if sync_core::outbox::tell_tabs_at_open(self.storages[device].outbox.len()) {
+            for (i, other) in self.tabs.iter_mut().enumerate() {
+                if i != tab && other.device == device {
+                    other.queue.written_elsewhere();
+                }
+            }
+        }
     }
 
     /// Storage carries out the next unit of the tab's queue; false when
@@ -1289,6 +1303,16 @@ impl World {
                 self.reopen(tab % n, 2);
             }
             Op::Lead { tab, steal } => self.lead(tab % n, steal),
+            Op::CrashMidWrite { tab } => {
+                let tab = tab % n;
+                let t = &mut self.tabs[tab];
+                if let Some((_, work)) = t.queue.next(&t.client) {
+                    if !matches!(work, Work::Follow { .. }) {
+                        self.storages[t.device].execute(work, &mut self.allocated, t.version);
+                    }
+                }
+                self.reopen(tab, self.latest);
+            }
             Op::RestartServer => {
                 for tab in 0..n {
                     self.disconnect(tab);
@@ -1802,6 +1826,33 @@ fn a_frozen_leader_takes_its_events_from_its_connection_only() {
         while w.store(0) {}
     }
     assert_eq!(w.tabs[0].client.replica().offset(), Offset(2));
+    w.quiesce();
+    w.check();
+}
+
+/// Found by the property test: a follower tab dies between its seq
+/// allocation and its notice while the leader stays connected. The
+/// leader reads the outbox only on a notice or a new connection, so the
+/// intent would wait for the next dispatch of any tab: a tab that opens
+/// on an outbox holding entries tells the others
+/// (`outbox::tell_tabs_at_open`).
+#[test]
+fn a_follower_that_dies_between_its_write_and_its_notice_loses_nothing() {
+    use Op::*;
+    let mut w = World::new(&[1, 2, 1, 3], 1);
+    w.elect();
+    for op in [
+        Connect { tab: 1 },
+        Dispatch {
+            tab: 2,
+            reject: false,
+        },
+        Store { tab: 2 },
+        Store { tab: 1 },
+        CrashMidWrite { tab: 2 },
+    ] {
+        w.apply(op);
+    }
     w.quiesce();
     w.check();
 }

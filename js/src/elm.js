@@ -202,6 +202,7 @@ function statusValue(s) {
     clientId: s.clientId ?? null,
     needsToken: s.needsToken === true,
     outdated: s.outdated === true,
+    leader: s.leader === true,
   };
 }
 

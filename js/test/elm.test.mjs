@@ -66,17 +66,19 @@ test('status, rejections and errors go to their ports with the documented encodi
   const store = memoryStore(todos, { todos: [] });
   connectElmPorts(ports, store, { statusPort: 'syncStatus', rejectedPort: 'rejected', errorPort: 'errors' });
   assert.deepEqual(ports.syncStatus.received, [
-    { online: false, offset: 0, head: 0, pending: 0, lastError: null, clientId: '0'.repeat(32), needsToken: false, outdated: false },
+    { online: false, offset: 0, head: 0, pending: 0, lastError: null, clientId: '0'.repeat(32), needsToken: false, outdated: false, leader: false },
   ]);
   store.setStatus({ online: true, offset: 7, head: 9, pending: 2, lastError: { code: 'IDLE_TIMEOUT', message: 'ping timed out' } });
   assert.deepEqual(ports.syncStatus.last, {
     online: true, offset: 7, head: 9, pending: 2,
-    lastError: { code: 'IDLE_TIMEOUT', message: 'ping timed out' }, clientId: '0'.repeat(32), needsToken: false, outdated: false,
+    lastError: { code: 'IDLE_TIMEOUT', message: 'ping timed out' }, clientId: '0'.repeat(32), needsToken: false, outdated: false, leader: false,
   });
   store.setStatus({ online: false, lastError: { code: 'FORBIDDEN', message: 'no write access' }, needsToken: true });
   assert.equal(ports.syncStatus.last.needsToken, true);
   store.setStatus({ lastError: { code: 'SCHEMA_TOO_NEW', message: 'newer data' }, outdated: true });
   assert.equal(ports.syncStatus.last.outdated, true);
+  store.setStatus({ leader: true });
+  assert.equal(ports.syncStatus.last.leader, true, 'the tab that holds the shared connection says so');
 
   store.emitRejected({ action: { type: 'todo/added', id: 'x', text: '' }, code: 'REJECTED', message: 'empty text' });
   assert.deepEqual(ports.rejected.received, [{ action: { type: 'todo/added', id: 'x', text: '' }, code: 'REJECTED', message: 'empty text' }]);

@@ -113,8 +113,8 @@ impl Drop for TabChannel {
     }
 }
 
-/// Listeners of the page's lifecycle (`freeze`/`resume` on the document,
-/// `pagehide`/`pageshow` on the global object); dropping it removes them.
+/// Listeners of the page's lifecycle (`freeze`/`resume` on the document);
+/// dropping it removes them.
 pub(crate) struct PageEvents {
     pub listeners: Vec<PageListener>,
 }

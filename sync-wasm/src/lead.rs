@@ -14,13 +14,13 @@
 //!   duplicates by the server, as after any reconnect.
 //! - **A frozen leader is not a leader.** Followers ping the leader on the
 //!   channel when they have not heard it for a second; a leader answers with
-//!   its id and whether it is online. One silent for
+//!   its id and whether it is online. One that leaves a ping unanswered for
 //!   [`crate::StoreOptions::leader_timeout_ms`] is taken over: the lock is
 //!   stolen (`steal: true`), which fails the old leader's hold; when it runs
 //!   again it drops its connection and follows (the fence is the lock
 //!   itself, and each leadership's id: followers ignore what an older id
-//!   says). A leader whose page is being frozen (`freeze`) or hidden for
-//!   good (`pagehide`) hands over first.
+//!   says). A leader whose page is being frozen (`freeze`) hands over
+//!   first.
 //! - **Where Web Locks or `BroadcastChannel` are missing** each tab
 //!   connects on its own, as before (`Role::Alone`).
 
@@ -57,6 +57,8 @@ pub(crate) struct Heard {
     pub online: bool,
     /// When the leader was last heard (or this tab started to wait).
     pub at_ms: f64,
+    /// When this tab pinged the leader and has heard nothing since.
+    pub pinged_ms: Option<f64>,
 }
 
 /// A lock request and the callbacks the browser holds.
@@ -108,35 +110,21 @@ impl<R: StoreReducer> Engine<R> {
         self.kick_writer();
     }
 
-    /// A page about to be frozen (`freeze`) or put away in the back-forward
-    /// cache (`pagehide` with `persisted`) hands the connection over
-    /// first; back (`resume`, `pageshow`), it asks for the lock again
-    /// unless paused.
+    /// A page about to be frozen (`freeze`) hands the connection over
+    /// first; back (`resume`), it asks for the lock again unless paused.
+    /// (A page kept in the back-forward cache with the lock would be
+    /// silent, and taken over like a frozen one.)
     fn listen_to_page(self: &Rc<Self>) {
-        let global = js_sys::global();
-        let document =
-            js_sys::Reflect::get(&global, &"document".into()).unwrap_or(JsValue::UNDEFINED);
+        let document = js_sys::Reflect::get(&js_sys::global(), &"document".into())
+            .unwrap_or(JsValue::UNDEFINED);
         let mut listeners = Vec::new();
-        for (target, name, leave) in [
-            (&document, "freeze", true),
-            (&document, "resume", false),
-            (&global, "pagehide", true),
-            (&global, "pageshow", false),
-        ] {
-            let Some(target) = target.dyn_ref::<web_sys::EventTarget>() else {
-                continue;
-            };
+        let Some(target) = document.dyn_ref::<web_sys::EventTarget>() else {
+            return;
+        };
+        for (name, leave) in [("freeze", true), ("resume", false)] {
             let weak = self.me.clone();
-            let f = Closure::<dyn FnMut(web_sys::Event)>::new(move |ev: web_sys::Event| {
+            let f = Closure::<dyn FnMut(web_sys::Event)>::new(move |_: web_sys::Event| {
                 let Some(e) = weak.upgrade() else { return };
-                let persisted = js_sys::Reflect::get(&ev, &"persisted".into())
-                    .ok()
-                    .and_then(|v| v.as_bool());
-                // A `pagehide` of a page that is going away for good lets
-                // its locks go by itself.
-                if name.starts_with("page") && persisted != Some(true) {
-                    return;
-                }
                 if leave {
                     e.give_up_lead();
                     e.emit(Notes::default());
@@ -251,7 +239,7 @@ impl<R: StoreReducer> Engine<R> {
             was
         };
         if let Role::Leader(id) = was {
-            self.post(&js_sys::Array::of2(&JsValue::from_f64(id as f64), &false.into()).into());
+            self.post(&JsValue::from_f64((id * 2) as f64));
         }
         self.lead.borrow_mut().take();
         self.kick_writer();
@@ -278,13 +266,29 @@ impl<R: StoreReducer> Engine<R> {
             if c.closed || c.role != Role::Follower || self.lead.borrow().is_none() {
                 return;
             }
-            let silent = js_sys::Date::now() - c.heard.at_ms;
-            let steal = silent >= f64::from(self.opts.leader_timeout_ms);
+            let now = js_sys::Date::now();
+            // Only a ping left unanswered for the timeout counts: a tab
+            // whose own timers were held back (a background tab) asks
+            // first rather than taking over a leader it did not hear.
+            let steal = match c.heard.pinged_ms {
+                Some(at) if c.heard.at_ms >= at => {
+                    c.heard.pinged_ms = None;
+                    false
+                }
+                Some(at) => now - at >= f64::from(self.opts.leader_timeout_ms),
+                None => false,
+            };
+            let ping =
+                !steal && c.heard.pinged_ms.is_none() && now - c.heard.at_ms >= f64::from(PING_MS);
+            if ping {
+                c.heard.pinged_ms = Some(now);
+            }
             if steal {
-                c.heard.at_ms = js_sys::Date::now();
+                c.heard.at_ms = now;
+                c.heard.pinged_ms = None;
                 c.heard.online = false;
             }
-            (silent >= f64::from(PING_MS), steal)
+            (ping, steal)
         };
         if steal {
             self.lead.borrow_mut().take();
@@ -305,9 +309,9 @@ impl<R: StoreReducer> Engine<R> {
             let Role::Leader(id) = c.role else { return };
             let online = c.client.phase() == sync_core::Phase::Ready;
             c.posted_online = Some(online);
-            js_sys::Array::of2(&JsValue::from_f64(id as f64), &online.into())
+            JsValue::from_f64((id * 2 + u64::from(online)) as f64)
         };
-        self.post(&msg.into());
+        self.post(&msg);
     }
 
     /// Whether a test froze this leader (feature `test-hooks`).
@@ -347,18 +351,19 @@ impl<R: StoreReducer> Engine<R> {
                     // "outbox", and what older builds post.
                     _ => c.outbox.written_elsewhere(),
                 }
+            } else if let Some(n) = msg.as_f64() {
+                // A leader's status: its id × 2, + 1 when online.
+                let id = n as u64 / 2;
+                if c.role == Role::Follower && id >= c.heard.id {
+                    c.heard = crate::lead::Heard {
+                        id,
+                        online: n as u64 % 2 == 1,
+                        at_ms: js_sys::Date::now(),
+                        pinged_ms: c.heard.pinged_ms,
+                    };
+                }
             } else if let Some(a) = msg.dyn_ref::<js_sys::Array>() {
-                if a.length() == 2 {
-                    // A leader's status: its id, online.
-                    let id = a.get(0).as_f64().unwrap_or(0.0) as u64;
-                    if c.role == Role::Follower && id >= c.heard.id {
-                        c.heard = crate::lead::Heard {
-                            id,
-                            online: a.get(1).as_bool() == Some(true),
-                            at_ms: js_sys::Date::now(),
-                        };
-                    }
-                } else if a.length() == 4 && c.role == Role::Follower {
+                if a.length() == 4 && c.role == Role::Follower {
                     // The leader heard the server refuse an intent.
                     let seq = a.get(1).as_f64().and_then(|n| Seq::new(n as u64).ok());
                     let code = ErrorCode::parse(&a.get(2).as_string().unwrap_or_default());

@@ -166,7 +166,8 @@ decodeWith portName decoder toEvent value =
 
 {-| The store's sync status.
 
-  - `online`: connected and subscribed.
+  - `online`: this tab's stream is live: connected and subscribed, here or
+    through the tab that holds the connection its browser's tabs share.
   - `offset`: the last server event applied; `head` the last one the server
     has.
   - `pending`: this device's actions the server has not confirmed yet
@@ -178,6 +179,8 @@ decodeWith portName decoder toEvent value =
   - `outdated`: this app is older than the data (`SchemaTooNew`: it
     stopped syncing, its actions are kept) or the server refused an action
     as too old (`SchemaTooOld`); ask the user to reload the page.
+  - `leader`: this tab holds the connection its browser's tabs share
+    (`False` in a tab that syncs through another one).
 
 -}
 type alias Status =
@@ -189,6 +192,7 @@ type alias Status =
     , clientId : Maybe String
     , needsToken : Bool
     , outdated : Bool
+    , leader : Bool
     }
 
 
@@ -223,6 +227,7 @@ initialStatus =
     , clientId = Nothing
     , needsToken = False
     , outdated = False
+    , leader = False
     }
 
 
@@ -237,20 +242,23 @@ isSynced status =
 -- DECODERS
 
 
-{-| `{"online", "offset", "head", "pending", "lastError", "clientId", "needsToken", "outdated"}`
-(`outdated` missing: `False`)
+{-| `{"online", "offset", "head", "pending", "lastError", "clientId", "needsToken", "outdated", "leader"}`
+(`outdated` or `leader` missing: `False`)
 -}
 statusDecoder : D.Decoder Status
 statusDecoder =
-    D.map8 Status
-        (D.field "online" D.bool)
-        (D.field "offset" D.int)
-        (D.field "head" D.int)
-        (D.field "pending" D.int)
-        (D.field "lastError" (D.nullable errorDecoder))
-        (D.field "clientId" (D.nullable D.string))
-        (D.field "needsToken" D.bool)
-        (D.oneOf [ D.field "outdated" D.bool, D.succeed False ])
+    D.map2 (<|)
+        (D.map8 Status
+            (D.field "online" D.bool)
+            (D.field "offset" D.int)
+            (D.field "head" D.int)
+            (D.field "pending" D.int)
+            (D.field "lastError" (D.nullable errorDecoder))
+            (D.field "clientId" (D.nullable D.string))
+            (D.field "needsToken" D.bool)
+            (D.oneOf [ D.field "outdated" D.bool, D.succeed False ])
+        )
+        (D.oneOf [ D.field "leader" D.bool, D.succeed False ])
 
 
 {-| `{"code", "message"}`; a code this build does not know decodes to

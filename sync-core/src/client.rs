@@ -669,22 +669,7 @@ impl<R: Reducer> SyncClient<R> {
                 }
             }
             events.retain(|e| e.offset > self.replica.offset());
-            let supported = self.replica.reducer().schema_version();
-            let newer = events.iter().position(|e| e.schema > supported).map(|i| {
-                let e = &events[i];
-                let message = CoreError::SchemaTooNew {
-                    what: alloc::format!(
-                        "the event at offset {} of stream {}",
-                        e.offset.0,
-                        self.replica.stream()
-                    ),
-                    got: e.schema,
-                    supported,
-                }
-                .to_string();
-                events.truncate(i);
-                message
-            });
+            let newer = self.cut_newer(&mut events);
             // Storage holds the events dense from its snapshot on; a batch
             // that does not continue this replica (a snapshot this reducer
             // could not use) is left for the connection to bring.
@@ -723,6 +708,27 @@ impl<R: Reducer> SyncClient<R> {
             }
         }
         out
+    }
+
+    /// Cuts `events` before the first one made under a newer schema version
+    /// than this reducer's; returns why (`SCHEMA_TOO_NEW`'s message), when
+    /// it cut.
+    fn cut_newer(&self, events: &mut Vec<Event>) -> Option<String> {
+        let supported = self.replica.reducer().schema_version();
+        let i = events.iter().position(|e| e.schema > supported)?;
+        let e = &events[i];
+        let message = CoreError::SchemaTooNew {
+            what: alloc::format!(
+                "the event at offset {} of stream {}",
+                e.offset.0,
+                self.replica.stream()
+            ),
+            got: e.schema,
+            supported,
+        }
+        .to_string();
+        events.truncate(i);
+        Some(message)
     }
 
     /// The tab holding the connection heard the server refuse `seq` (its
@@ -812,22 +818,7 @@ impl<R: Reducer> SyncClient<R> {
                 // An event of a newer app: the events before it are
                 // applied, it and the rest are not (this reducer would
                 // misread them); the client is outdated from there.
-                let supported = self.replica.reducer().schema_version();
-                let newer = events.iter().position(|e| e.schema > supported).map(|i| {
-                    let e = &events[i];
-                    let message = CoreError::SchemaTooNew {
-                        what: alloc::format!(
-                            "the event at offset {} of stream {}",
-                            e.offset.0,
-                            stream
-                        ),
-                        got: e.schema,
-                        supported,
-                    }
-                    .to_string();
-                    events.truncate(i);
-                    message
-                });
+                let newer = self.cut_newer(&mut events);
                 // A checkpoint inside the batch: fold up to it, compare,
                 // and go on only when the folds agree.
                 let at = self

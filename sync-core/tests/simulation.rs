@@ -1162,31 +1162,18 @@ impl World {
         if !to_server && net.to_client.is_empty() {
             return false;
         }
-        let slots: Vec<(usize, bool)> = self
-            .nets
-            .iter()
-            .flat_map(|(id, n)| {
-                let mut v = vec![];
-                if !n.to_server.is_empty() {
-                    v.push((*id, true));
-                }
-                if !n.to_client.is_empty() {
-                    v.push((*id, false));
-                }
-                v
-            })
-            .collect();
-        let at = slots
+        let at = self
+            .slots()
             .iter()
             .position(|s| *s == (conn, to_server))
             .expect("listed");
         self.deliver(at)
     }
 
-    fn deliver(&mut self, pick: usize) -> bool {
-        // 2 directions per connection.
-        let slots: Vec<(usize, bool)> = self
-            .nets
+    /// What can be delivered: (connection, towards the server), two
+    /// directions per connection, each with a message waiting.
+    fn slots(&self) -> Vec<(usize, bool)> {
+        self.nets
             .iter()
             .flat_map(|(id, n)| {
                 let mut v = vec![];
@@ -1198,7 +1185,11 @@ impl World {
                 }
                 v
             })
-            .collect();
+            .collect()
+    }
+
+    fn deliver(&mut self, pick: usize) -> bool {
+        let slots = self.slots();
         if slots.is_empty() {
             return false;
         }

@@ -658,6 +658,9 @@ impl<R: Reducer> SyncClient<R> {
         outbox: Vec<OutboxEntry>,
     ) -> Vec<Effect> {
         let mut out = Vec::new();
+        // Told once, at the end (no `contains` on effects: comparing them
+        // would bring their whole `PartialEq` into the browser's module).
+        let mut changed = false;
         let follows = self.phase == Phase::Offline && self.replicates && !self.outdated;
         if follows {
             if let Some((offset, state)) = snapshot {
@@ -665,7 +668,7 @@ impl<R: Reducer> SyncClient<R> {
                     self.replica.adopt_snapshot(offset, state);
                     self.incoming = None;
                     self.checkpoint = None;
-                    out.push(Effect::StateChanged);
+                    changed = true;
                 }
             }
             events.retain(|e| e.offset > self.replica.offset());
@@ -674,9 +677,7 @@ impl<R: Reducer> SyncClient<R> {
             // that does not continue this replica (a snapshot this reducer
             // could not use) is left for the connection to bring.
             if let Ok(applied) = self.replica.apply_events(&events) {
-                if applied.state_changed && !out.contains(&Effect::StateChanged) {
-                    out.push(Effect::StateChanged);
-                }
+                changed |= applied.state_changed;
                 if !applied.reducer_errors.is_empty() {
                     out.push(Effect::ReducerErrors(applied.reducer_errors));
                 }
@@ -695,17 +696,19 @@ impl<R: Reducer> SyncClient<R> {
         for e in outbox {
             stored.push(e.seq);
             for fx in self.adopt_as(e, false) {
-                if !out.contains(&fx) {
+                if matches!(fx, Effect::StateChanged) {
+                    changed = true;
+                } else {
                     out.push(fx);
                 }
             }
         }
         if follows {
             crate::types::sort_by_seq(&mut stored, |s| *s);
-            if !self.replica.keep_stored(&stored).is_empty() && !out.contains(&Effect::StateChanged)
-            {
-                out.push(Effect::StateChanged);
-            }
+            changed |= !self.replica.keep_stored(&stored).is_empty();
+        }
+        if changed {
+            out.push(Effect::StateChanged);
         }
         out
     }

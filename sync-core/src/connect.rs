@@ -29,15 +29,20 @@ pub enum Probe {
     Http(Option<u16>),
 }
 
+/// `url` split at its `://`: the scheme and the rest. (By bytes: a
+/// substring search pulls the two-way searcher, about 1.5 KB of code, into
+/// the browser's module for this alone.)
+fn split_scheme(url: &str) -> Option<(&str, &str)> {
+    let i = url.as_bytes().windows(3).position(|w| w == b"://")?;
+    Some((url.get(..i)?, url.get(i + 3..)?))
+}
+
 /// The path of a `ws://` or `wss://` URL (`/` when it has none), without
 /// its query.
 pub fn url_path(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = split_scheme(url).map_or(url, |(_, r)| r);
     let rest = rest.split(['?', '#']).next().unwrap_or("");
-    match rest.find('/') {
-        Some(i) => &rest[i..],
-        None => "/",
-    }
+    rest.find('/').and_then(|i| rest.get(i..)).unwrap_or("/")
 }
 
 /// The WebSocket endpoint of `logsync-server`.
@@ -79,7 +84,7 @@ pub fn connect_failure(url: &str, transport: &str, probe: &Probe, suppressed: u3
 
 /// `url` with its path (and query) replaced by `path`.
 fn with_path(url: &str, path: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("ws", url));
+    let (scheme, rest) = split_scheme(url).unwrap_or(("ws", url));
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     format!("{scheme}://{authority}{path}")
 }

@@ -251,7 +251,9 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    &s[..end]
+    // (`get`, not indexing: the boundary is checked above, and indexing
+    // would bring its panic message's code into the browser's module.)
+    s.get(..end).unwrap_or("")
 }
 
 impl fmt::Display for ClientId {

@@ -671,11 +671,14 @@ fn read_snapshot(raw: &JsValue, stream: &str, expected: u64) -> Result<(JsValue,
     }
     match whole(&get(raw, "offset")) {
         Some(o) if o == expected => {}
-        other => {
+        // (No `{:?}` of the `Option`: Debug formatting would come into
+        // the module for this one message.)
+        Some(other) => {
             return Err(bad(format!(
-                "offset {other:?} does not match the stream's {expected}"
+                "offset {other} does not match the stream's {expected}"
             )))
         }
+        None => return Err(bad("offset missing or not a whole number".into())),
     }
     let state = get(raw, "state");
     if state.is_undefined() {

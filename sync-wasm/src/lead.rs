@@ -245,11 +245,29 @@ impl<R: StoreReducer> Engine<R> {
         self.kick_writer();
     }
 
+    /// The server refused this leader's token (or what it allows): the
+    /// connection goes to another tab, whose token may be good (the
+    /// first tab waits for `setToken()` or `reconnect()`, as any store
+    /// with a refused token does).
+    pub fn hand_over_if_refused(self: &Rc<Self>) {
+        let refused = self
+            .core
+            .try_borrow()
+            .is_ok_and(|c| c.net.needs_token && matches!(c.role, Role::Leader(_)));
+        if refused {
+            self.give_up_lead();
+        }
+    }
+
     /// `reconnect()` on a tab that can elect: ask for the lock.
     pub fn resume_lead(self: &Rc<Self>) {
         let ask = {
             let c = self.core.borrow();
-            !c.closed && c.role == Role::Follower && self.lead.borrow().is_none()
+            !c.closed
+                && !c.net.paused
+                && !c.net.needs_token
+                && c.role == Role::Follower
+                && self.lead.borrow().is_none()
         };
         if ask {
             self.seek_lead(false);

@@ -212,6 +212,7 @@ impl<R: StoreReducer> Engine<R> {
                 }
             }
         }
+        self.hand_over_if_refused();
         self.kick_writer();
         self.emit(notes);
     }
@@ -404,6 +405,9 @@ impl<R: StoreReducer> Engine<R> {
                 self.connect(&mut c, &mut notes);
             }
         }
+        // A tab that handed the connection over for its refused token
+        // asks for it again (a no-op where it holds it or waits for it).
+        self.resume_lead();
         self.emit(notes);
     }
 

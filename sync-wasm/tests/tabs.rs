@@ -230,3 +230,69 @@ async fn offline_tabs_see_each_other_then_sync_through_the_leader() {
     close(&t1).await;
     close(&t2).await;
 }
+
+const SECRET: &str = "browser-tabs-test-secret-0123456789abcdef";
+
+/// Claims for `sub` reading and writing `pattern`, valid for an hour.
+fn claims(sub: &str, pattern: &str) -> String {
+    let exp = (js_sys::Date::now() / 1000.0) as u64 + 3600;
+    format!(r#"{{"sub":{sub:?},"exp":{exp},"read":[{pattern:?}],"write":[{pattern:?}]}}"#)
+}
+
+/// The server refuses the leader's token: the connection goes to the tab
+/// waiting for it, whose token is good, and the first tab syncs through
+/// it (it asks for the connection again only after `setToken()`).
+#[wasm_bindgen_test]
+async fn a_leader_whose_token_is_refused_hands_the_connection_over() {
+    server_ws_url().await;
+    server_stop().await;
+    let url = server_start_with(&format!(r#"{{"env":{{"LOGSYNC_JWT_SECRET":{SECRET:?}}}}}"#)).await;
+    let stream = unique("tokens");
+    let db = unique("db");
+    let good = mint_token(SECRET, &claims("alice", &format!("{stream}*"))).await;
+    let forged = mint_token(
+        "not-the-server-secret-0123456789abcdef",
+        &claims("alice", "*"),
+    )
+    .await;
+    let t1 = open(options(
+        &url,
+        &stream,
+        &db,
+        &format!(r#","token":{forged:?}"#),
+    ))
+    .await;
+    let t2 = open(options(
+        &url,
+        &stream,
+        &db,
+        &format!(r#","token":{good:?}"#),
+    ))
+    .await;
+    wait_for(
+        T,
+        "the refused tab to hand over and the other to lead, online",
+        || status(&t1, "needsToken") == JsValue::TRUE && leads(&t2) && online(&t2),
+    )
+    .await;
+    assert!(!leads(&t1), "the refused tab follows");
+    add(&t1, "from-the-refused-tab");
+    add(&t2, "from-the-leader");
+    synced(&t1, 30_000).await;
+    synced(&t2, 30_000).await;
+    // (The log needs a token to read over HTTP: both tabs at offset 2,
+    // with both actions confirmed, is each in the log once.)
+    wait_for(T, "both tabs at offset 2", || {
+        status_num(&t1, "offset") == 2.0 && status_num(&t2, "offset") == 2.0
+    })
+    .await;
+    let mut all = items(&t1);
+    all.sort();
+    assert_eq!(all, ["from-the-leader", "from-the-refused-tab"]);
+    assert_eq!(items(&t1), items(&t2));
+    close(&t1).await;
+    close(&t2).await;
+    // The next tests get the harness's default server.
+    server_stop().await;
+    server_start().await;
+}

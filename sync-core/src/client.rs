@@ -661,7 +661,12 @@ impl<R: Reducer> SyncClient<R> {
         // Told once, at the end (no `contains` on effects: comparing them
         // would bring their whole `PartialEq` into the browser's module).
         let mut changed = false;
-        let follows = self.phase == Phase::Offline && self.replicates && !self.outdated;
+        // Without a connection the stored outbox is the truth about which
+        // intents are settled (a write-only tab's too: its leader's
+        // acknowledgements take them out); the events are applied only by
+        // a tab that follows the stream.
+        let offline = self.phase == Phase::Offline;
+        let follows = offline && self.replicates && !self.outdated;
         if follows {
             if let Some((offset, state)) = snapshot {
                 if offset > self.replica.offset() {
@@ -703,7 +708,7 @@ impl<R: Reducer> SyncClient<R> {
                 }
             }
         }
-        if follows {
+        if offline {
             crate::types::sort_by_seq(&mut stored, |s| *s);
             changed |= !self.replica.keep_stored(&stored).is_empty();
         }

@@ -37,6 +37,11 @@
 //!   lost notice delays a follower until the next one, and a leader that
 //!   loses its role (or never knew it had) writes nothing a follower could
 //!   misread: every write is the log's own events, by offset.
+//! - **A tab that opens tells the others**, as after a write of its own
+//!   ([`Finished::tell_tabs`]): the tab before it may have died between a
+//!   write and its notice (a crash, a page closed at that moment) — an
+//!   intent the leader would push only at its next connection, events or
+//!   an epoch the followers would read only at the leader's next write.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -59,17 +64,6 @@ pub fn renumber(mut entries: Vec<OutboxEntry>) -> Vec<OutboxEntry> {
         next = next.next();
     }
     entries
-}
-
-/// Whether a tab that opened on storage whose outbox holds `entries`
-/// entries tells the other tabs, as after a write of its own
-/// ([`Finished::tell_tabs`]). An entry may be there untold: its tab died
-/// between its seq allocation and its notice (a crash, a page closed at
-/// that moment), and the tab holding the connection reads the outbox only
-/// on a notice or a new connection; without this, the intent would wait
-/// for the next dispatch of any tab.
-pub fn tell_tabs_at_open(entries: usize) -> bool {
-    entries > 0
 }
 
 /// A storage job as queued.

@@ -994,11 +994,10 @@ impl World {
         t.queue = queue;
         t.version = version;
         t.sent_pushes.clear();
-        if sync_core::outbox::tell_tabs_at_open(self.storages[device].outbox.len()) {
-            for (i, other) in self.tabs.iter_mut().enumerate() {
-                if i != tab && other.device == device {
-                    other.queue.written_elsewhere();
-                }
+        // A tab that opens tells the others (see the `outbox` module).
+        for (i, other) in self.tabs.iter_mut().enumerate() {
+            if i != tab && other.device == device {
+                other.queue.written_elsewhere();
             }
         }
     }
@@ -1559,6 +1558,29 @@ proptest! {
         w.check();
     }
 
+    /// Write-only devices whose tabs follow one leader, beside devices
+    /// that follow the stream: a write-only follower's intents leave it
+    /// when the leader's acknowledgement takes them out of storage.
+    #[test]
+    fn write_only_tabs_following_one_leader_push_every_intent_once(
+        writers in prop::collection::vec(2usize..=3, 1..=2),
+        readers in prop::collection::vec(1usize..=2, 1..=2),
+        every in 1u64..=4,
+        ops in prop::collection::vec(op_strategy_with_leaders(), 1..300),
+    ) {
+        let tabs: Vec<usize> = writers.iter().chain(&readers).copied().collect();
+        let mut w = World::new(&tabs, every);
+        for d in 0..writers.len() {
+            w.make_write_only(d);
+        }
+        w.elect();
+        for op in ops {
+            w.apply(op);
+        }
+        w.quiesce();
+        w.check();
+    }
+
     /// The app is upgraded while devices hold offline work: tabs reloaded
     /// with version 2 (whose reducer upcasts version-1 actions, and
     /// migrates stored version-1 states or rebuilds them) run beside tabs
@@ -1825,8 +1847,7 @@ fn a_frozen_leader_takes_its_events_from_its_connection_only() {
 /// allocation and its notice while the leader stays connected. The
 /// leader reads the outbox only on a notice or a new connection, so the
 /// intent would wait for the next dispatch of any tab: a tab that opens
-/// on an outbox holding entries tells the others
-/// (`outbox::tell_tabs_at_open`).
+/// tells the others (the `outbox` module's rules).
 #[test]
 fn a_follower_that_dies_between_its_write_and_its_notice_loses_nothing() {
     use Op::*;

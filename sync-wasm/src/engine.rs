@@ -745,7 +745,6 @@ impl<R: StoreReducer> Store<R> {
         if !opts.replicate {
             client.write_only();
         }
-        let tell_tabs = sync_core::outbox::tell_tabs_at_open(loaded.outbox.len());
         for e in loaded.outbox {
             // Offline: adopting only folds the intent into the state. What
             // the tab finds at open counts as its own.
@@ -797,11 +796,9 @@ impl<R: StoreReducer> Store<R> {
         });
         engine.listen_to_browser();
         engine.listen_to_tabs();
-        if tell_tabs {
-            // An entry may be there untold (its tab died between its
-            // write and its notice): the leader reads the outbox.
-            engine.tell_tabs();
-        }
+        // The tab before this one may have died between a write and its
+        // notice: the others read storage (sync_core::outbox's rules).
+        engine.tell_tabs();
         engine.start_role();
         if !notes.errors.is_empty() {
             // Give the caller the chance to add error listeners first.

@@ -111,7 +111,8 @@ impl<R: StoreReducer> Engine<R> {
     }
 
     /// A page about to be frozen (`freeze`) hands the connection over
-    /// first; back (`resume`), it asks for the lock again unless paused.
+    /// first; back (`resume`), it reads what was stored meanwhile and asks
+    /// for the lock again unless paused.
     /// (A page kept in the back-forward cache with the lock would be
     /// silent, and taken over like a frozen one.)
     fn listen_to_page(self: &Rc<Self>) {
@@ -128,7 +129,10 @@ impl<R: StoreReducer> Engine<R> {
                 if leave {
                     e.give_up_lead();
                     e.emit(Notes::default());
-                } else if !e.core.borrow().net.paused {
+                } else {
+                    // Notices may have gone by while frozen: read storage.
+                    e.core.borrow_mut().outbox.stored_elsewhere();
+                    e.kick_writer();
                     e.resume_lead();
                 }
             });

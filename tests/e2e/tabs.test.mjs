@@ -109,3 +109,28 @@ test('the leader tab closes: another takes the connection at once and nothing is
   const log = await (await fetch(`${server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json();
   assert.deepEqual(log.events.map((e) => e.offset), [1, 2]);
 });
+
+test('the leader page says it is being frozen (as a phone does to a background tab): another takes over; resumed, it follows and catches up', async (t) => {
+  // The browser fires `freeze` before it freezes a page and `resume` after;
+  // the test fires them (a visible headless page cannot be frozen). A page
+  // frozen without warning is taken over by the ping timeout instead
+  // (sync-wasm/tests/tabs.rs, a silent leader).
+  const { room, pages: [a, b] } = await tabs(t, 2);
+  await connections(1);
+  assert.equal(await leads(a), true);
+  const frozen = performance.now();
+  await a.evaluate(() => document.dispatchEvent(new Event('freeze')));
+  await waitFor('the other tab to lead, online', async () => (await leads(b))
+    && (await b.locator('[data-testid=status]').getAttribute('data-online')) === 'true');
+  t.diagnostic(`take-over after the leader page's freeze event: ${(performance.now() - frozen).toFixed(0)} ms`);
+  assert.equal(await leads(a), false, 'the frozen page handed over');
+  await addTodo(b, 'added while the first tab was frozen');
+  await waitStatus(b, 'B synced', (s) => s.online && s.pending === 0 && s.offset === 1);
+  await a.evaluate(() => document.dispatchEvent(new Event('resume')));
+  await waitTitles(a, ['added while the first tab was frozen']);
+  await waitStatus(a, 'A caught up through the new leader', (s) => s.online && s.offset === 1);
+  assert.equal(await leads(a), false, 'the resumed tab follows');
+  await connections(1);
+  const log = await (await fetch(`${server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json();
+  assert.equal(log.events.length, 1);
+});

@@ -17,30 +17,18 @@
 //
 // LOGSYNC_TABS_CHAOS_SEED replays a run's choices (the browser's and the
 // network's timing still differ).
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
-import { launchBrowser, waitFor } from './lib/browser.mjs';
+import { waitFor } from './lib/browser.mjs';
+import { todoSuite } from './lib/todo-suite.mjs';
 import { openLink } from './lib/link.mjs';
-import { ROOT, startServer } from './lib/server.mjs';
 import { openTodoApp, status, titles } from './lib/todo-page.mjs';
 
 const SECONDS = Number(process.env.LOGSYNC_TABS_CHAOS_SECONDS ?? 25);
 const SEED = Number(process.env.LOGSYNC_TABS_CHAOS_SEED ?? Date.now() % 2 ** 31);
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer({ args: ['--reducer', `todos/*=${join(ROOT, 'examples', 'todo-react', 'src', 'todos.js')}`] });
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const env = todoSuite();
 
 /** A small seeded generator (mulberry32), so a run's choices can be replayed. */
 function rng(seed) {
@@ -64,8 +52,8 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
   const stream = `todos/${room}`;
   const devices = [];
   for (const [name, n] of [['A', 3], ['B', 2]]) {
-    const link = await openLink(() => server.port);
-    const context = await browser.newContext();
+    const link = await openLink(() => env.server.port);
+    const context = await env.browser.newContext();
     const pages = [];
     for (let i = 0; i < n; i++) pages.push(await openTodoApp(context, link.url, room));
     devices.push({ name, link, context, pages });
@@ -129,10 +117,10 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
     const d = pick(devices);
     if (killAt.length > 0 && Date.now() >= killAt[0]) {
       killAt.shift();
-      await server.kill();
+      await env.server.kill();
       counts.kills++;
       await sleep(100 + random() * 900);
-      await server.start();
+      await env.server.start();
     } else if (r < 0.6) {
       const page = pick(d.pages);
       const id = `t${next++}`;
@@ -185,7 +173,7 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
 
   // Settle: every page online, nothing pending, all at the server's head.
   const head = async () => {
-    const r = await fetch(`${server.url}/v1/streams/${encodeURIComponent(stream)}/events?after=0`);
+    const r = await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(stream)}/events?after=0`);
     const body = await r.json();
     return body.head ?? body.events.length;
   };
@@ -199,7 +187,7 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
   // The log: every stored dispatch once, the maybes at most once, nothing else.
   const events = [];
   for (let after = 0; ;) {
-    const r = await fetch(`${server.url}/v1/streams/${encodeURIComponent(stream)}/events?after=${after}`);
+    const r = await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(stream)}/events?after=${after}`);
     const page = await r.json();
     if (page.events.length === 0) break;
     events.push(...page.events);

@@ -3,31 +3,19 @@
 // id, one set of Web Locks), against a real logsync-server reached through
 // a link the test can cut like a network. The tabs elect one leader, which
 // alone holds the WebSocket; the others follow it through IndexedDB.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
-import { launchBrowser, waitFor } from './lib/browser.mjs';
+import { waitFor } from './lib/browser.mjs';
+import { todoSuite } from './lib/todo-suite.mjs';
 import { openLink } from './lib/link.mjs';
-import { ROOT, startServer } from './lib/server.mjs';
 import { addTodo, openTodoApp, titles, waitStatus, waitTitles } from './lib/todo-page.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer({ args: ['--reducer', `todos/*=${join(ROOT, 'examples', 'todo-react', 'src', 'todos.js')}`] });
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const env = todoSuite();
 
 /** A metric without labels from the server's /metrics. */
 async function metric(name) {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const text = await (await fetch(`${env.server.url}/metrics`)).text();
   const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
   if (!m) throw new Error(`no ${name} in /metrics`);
   return Number(m[1]);
@@ -42,8 +30,8 @@ const leads = async (page) => (await page.locator('[data-testid=status]').getAtt
 async function tabs(t, n, { withoutLocks = false } = {}) {
   await connections(0);
   const room = `tabs-${randomUUID().slice(0, 8)}`;
-  const link = await openLink(() => server.port);
-  const context = await browser.newContext();
+  const link = await openLink(() => env.server.port);
+  const context = await env.browser.newContext();
   if (withoutLocks) {
     await context.addInitScript(() => Object.defineProperty(Navigator.prototype, 'locks', { get: () => undefined }));
   }
@@ -76,7 +64,7 @@ test('two tabs, offline: a todo added in one shows in the other at once, before 
     await waitStatus(p, `${name} synced`, (s) => s.online && s.pending === 0 && s.offset === 2);
   }
   assert.equal(await metric('logsync_connections'), 1, 'still one connection');
-  const log = await (await fetch(`${server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json();
+  const log = await (await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json();
   assert.equal(log.events.length, 2, 'each todo once in the log');
   assert.deepEqual((await titles(a)).sort(), (await titles(b)).sort());
 });
@@ -106,7 +94,7 @@ test('the leader tab closes: another takes the connection at once and nothing is
     await waitStatus(p, `${name} at offset 2`, (s) => s.online && s.pending === 0 && s.offset === 2);
   }
   await connections(1);
-  const log = await (await fetch(`${server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json();
+  const log = await (await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json();
   assert.deepEqual(log.events.map((e) => e.offset), [1, 2]);
 });
 
@@ -131,6 +119,6 @@ test('the leader page says it is being frozen (as a phone does to a background t
   await waitStatus(a, 'A caught up through the new leader', (s) => s.online && s.offset === 1);
   assert.equal(await leads(a), false, 'the resumed tab follows');
   await connections(1);
-  const log = await (await fetch(`${server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json();
+  const log = await (await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json();
   assert.equal(log.events.length, 1);
 });

@@ -4,37 +4,25 @@
 // reducer module (as scripts/start.sh runs it), which also answers the
 // "Assigned to me" view. Each context reaches the server through its own
 // link, a TCP proxy the test can cut like a network.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
-import { launchBrowser, waitFor } from './lib/browser.mjs';
+import { waitFor } from './lib/browser.mjs';
+import { todoSuite } from './lib/todo-suite.mjs';
 import { openLink } from './lib/link.mjs';
-import { ROOT, startServer } from './lib/server.mjs';
 import {
   addTodo, openTodoApp, status, titles, todoItem, toggleTodo, waitOfflineReady, waitStatus, waitTitles,
 } from './lib/todo-page.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer({ args: ['--reducer', `todos/*=${join(ROOT, 'examples', 'todo-react', 'src', 'todos.js')}`] });
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const env = todoSuite();
 
 /** Two fresh installations in one new room, each through its own link. */
 async function twoWindows(t, { userA = null, userB = null } = {}) {
   const room = `e2e-${randomUUID().slice(0, 8)}`;
-  const linkA = await openLink(() => server.port);
-  const linkB = await openLink(() => server.port);
-  const contextA = await browser.newContext();
-  const contextB = await browser.newContext();
+  const linkA = await openLink(() => env.server.port);
+  const linkB = await openLink(() => env.server.port);
+  const contextA = await env.browser.newContext();
+  const contextB = await env.browser.newContext();
   t.after(async () => {
     await contextA.close();
     await contextB.close();
@@ -110,14 +98,14 @@ test('the server restarts in the middle: both contexts reconnect and converge', 
   await waitStatus(a, 'A synced', (s) => s.pending === 0);
 
   // kill -9: no goodbye frames; what was acknowledged must survive.
-  const pid = server.pid;
-  await server.kill();
+  const pid = env.server.pid;
+  await env.server.kill();
   await waitStatus(a, 'A offline', (s) => !s.online);
   await waitStatus(b, 'B offline', (s) => !s.online);
   await addTodo(a, 'A while down');
   await addTodo(b, 'B while down');
-  await server.start();
-  assert.notEqual(server.pid, pid, 'a new server process');
+  await env.server.start();
+  assert.notEqual(env.server.pid, pid, 'a new server process');
 
   const all = ['before restart', 'A while down', 'B while down'];
   const sa = await waitStatus(a, 'A reconnected and synced', (s) => s.online && s.pending === 0, 30_000);
@@ -285,15 +273,15 @@ test('assigned to me offline: bob reloads offline and sees his cached list; his 
 
 test('partial replication: a window with only bob\'s panel (?only=assigned) follows the view, keeps no replica of the list, works offline and catches up', async (t) => {
   const room = `e2e-${randomUUID().slice(0, 8)}`;
-  const linkB = await openLink(() => server.port);
-  const contextA = await browser.newContext();
-  const contextB = await browser.newContext();
+  const linkB = await openLink(() => env.server.port);
+  const contextA = await env.browser.newContext();
+  const contextB = await env.browser.newContext();
   t.after(async () => {
     await contextA.close();
     await contextB.close();
     await linkB.close();
   });
-  const a = await openAs(contextA, server.url, room, { user: 'alice' });
+  const a = await openAs(contextA, env.server.url, room, { user: 'alice' });
   await waitStatus(a, 'A online', (s) => s.online);
   const b = await openAs(contextB, linkB.url, room, { user: 'bob', only: 'assigned' });
   assert.equal(await b.locator('[data-testid=status]').count(), 0, 'no sync store: no status bar');

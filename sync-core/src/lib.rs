@@ -8,6 +8,7 @@ pub mod connect;
 pub mod decide;
 pub mod error;
 pub mod json;
+pub mod lead;
 #[cfg(feature = "legacy")]
 pub mod legacy;
 pub mod outbox;

@@ -383,16 +383,33 @@ impl<S: Clone> Outbox<S> {
     /// Queues a [`Work::Follow`] unless one waits behind the work in
     /// flight already.
     fn follow(&mut self) {
-        let in_flight = usize::from(!self.jobs.is_empty());
+        self.queue_once(Job::Follow {
+            under: self.generation,
+        });
+    }
+
+    /// How many jobs at the head one unit of work covers (the one in
+    /// flight, when the queue is being carried out): a reset or a follow
+    /// alone, else the neighbours of one kind.
+    fn head_len(&self) -> usize {
+        match self.jobs.front().map(Job::kind) {
+            None => 0,
+            Some(2 | 5) => 1,
+            Some(k) => self.jobs.iter().take_while(|j| j.kind() == k).count(),
+        }
+    }
+
+    /// Queues `job` unless one of its kind waits behind the work in flight
+    /// already (that one covers any number of notices).
+    fn queue_once(&mut self, job: Job<S>) {
+        let kind = job.kind();
         let queued = self
             .jobs
             .iter()
-            .skip(in_flight)
-            .any(|j| matches!(j, Job::Follow { .. }));
+            .skip(self.head_len())
+            .any(|j| j.kind() == kind);
         if !queued {
-            self.jobs.push_back(Job::Follow {
-                under: self.generation,
-            });
+            self.jobs.push_back(job);
         }
     }
 
@@ -432,22 +449,10 @@ impl<S: Clone> Outbox<S> {
             self.follow();
             return;
         }
-        let in_flight = match self.jobs.front().map(Job::kind) {
-            None => 0,
-            Some(2) => 1,
-            Some(k) => self.jobs.iter().take_while(|j| j.kind() == k).count(),
-        };
-        let queued = self
-            .jobs
-            .iter()
-            .skip(in_flight)
-            .any(|j| matches!(j, Job::Reload { .. }));
-        if !queued {
-            self.jobs.push_back(Job::Reload {
-                expected: None,
-                under: self.generation,
-            });
-        }
+        self.queue_once(Job::Reload {
+            expected: None,
+            under: self.generation,
+        });
     }
 
     /// An intent was dispatched ([`crate::Replica::dispatch_unassigned`]):
@@ -580,13 +585,9 @@ impl<S: Clone> Outbox<S> {
         client: &SyncClient<R>,
     ) -> Option<(usize, Work<S>)> {
         self.drop_stale();
+        let n = self.head_len();
         let first = self.jobs.front()?;
         let kind = first.kind();
-        let n = if kind == 2 || kind == 5 {
-            1
-        } else {
-            self.jobs.iter().take_while(|j| j.kind() == kind).count()
-        };
         let head = self.jobs.range(..n);
         let under = self.generation;
         let work = match kind {

@@ -29,7 +29,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::conn::{BrowserEvents, Net, TabChannel};
 use crate::error::WasmError;
-use crate::lead::{Heard, LeadLock, Role};
+use crate::lead::{LeadLock, Role};
 use crate::listeners::{List, ListenerId};
 use crate::reducer::StoreReducer;
 use crate::signal::{self, Sender};
@@ -275,8 +275,8 @@ pub(crate) struct Core<R: StoreReducer> {
     pub dropped_snapshot: Option<u64>,
     /// Who holds the connection (see `lead.rs`).
     pub role: Role,
-    /// What this follower last heard of the leader.
-    pub heard: Heard,
+    /// This follower's watch of the leader (`sync_core::lead`).
+    pub watch: sync_core::lead::LeaderWatch,
     /// What this leader last told the followers about being online.
     pub posted_online: Option<bool>,
 }
@@ -320,7 +320,7 @@ impl<R: StoreReducer> Core<R> {
         let r = self.client.replica();
         Status {
             online: match self.role {
-                Role::Follower => self.heard.online && !self.net.paused,
+                Role::Follower => self.watch.online() && !self.net.paused,
                 _ => self.client.phase() == Phase::Ready,
             },
             leader: self.role != Role::Follower,
@@ -771,7 +771,7 @@ impl<R: StoreReducer> Store<R> {
             outdated: false,
             dropped_snapshot: dropped,
             role: Role::Alone,
-            heard: Heard::default(),
+            watch: sync_core::lead::LeaderWatch::default(),
             posted_online: None,
         };
         for p in problems {

@@ -9,13 +9,14 @@
 //! - **Take-over.** A leader that closes, reloads or crashes lets the lock
 //!   go (the browser releases a dead page's locks); the next waiting tab
 //!   gets it, takes a new leadership id (its clock, above every id heard)
-//!   and connects, from its
-//!   own stored offset. Intents the old leader pushed are answered as
+//!   and connects, from its own stored offset. Intents the old leader pushed are answered as
 //!   duplicates by the server, as after any reconnect.
-//! - **A frozen leader is not a leader.** Followers ping the leader on the
-//!   channel when they have not heard it for a second; a leader answers with
-//!   its id and whether it is online. One that leaves a ping unanswered for
-//!   [`crate::StoreOptions::leader_timeout_ms`] is taken over: the lock is
+//! - **A frozen leader is not a leader.** When a follower pings and when it
+//!   takes over is sync-core's rule (`sync_core::lead::LeaderWatch`, its
+//!   timer here): it pings a leader it has not heard for a second; a
+//!   leader answers with its id and whether it is online; one that leaves
+//!   a ping unanswered for [`crate::StoreOptions::leader_timeout_ms`] is
+//!   taken over: the lock is
 //!   stolen (`steal: true`), which fails the old leader's hold; when it runs
 //!   again it drops its connection and follows (the fence is the lock
 //!   itself, and each leadership's id: followers ignore what an older id
@@ -26,6 +27,7 @@
 
 use std::rc::Rc;
 
+use sync_core::lead::{decode_status, encode_status, LeaderWatch, Tick, PING_MS};
 use sync_core::{ErrorCode, Seq};
 use wasm_bindgen::prelude::*;
 
@@ -48,19 +50,6 @@ pub(crate) enum Role {
     Leader(u64),
 }
 
-/// What a follower last heard of the leader.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Heard {
-    /// The highest leadership id heard; older ids are not listened to.
-    pub id: u64,
-    /// Whether that leader said it is online.
-    pub online: bool,
-    /// When the leader was last heard (or this tab started to wait).
-    pub at_ms: f64,
-    /// When this tab pinged the leader and has heard nothing since.
-    pub pinged_ms: Option<f64>,
-}
-
 /// A lock request and the callbacks the browser holds.
 pub(crate) struct LeadLock {
     release: JsValue,
@@ -75,9 +64,6 @@ impl Drop for LeadLock {
         }
     }
 }
-
-/// How often a follower that has not heard the leader pings it.
-const PING_MS: u32 = 1000;
 
 impl<R: StoreReducer> Engine<R> {
     /// Decides this tab's role at open: it follows, and asks for the lock
@@ -94,7 +80,7 @@ impl<R: StoreReducer> Engine<R> {
         {
             let mut c = self.core.borrow_mut();
             c.role = Role::Follower;
-            c.heard.at_ms = js_sys::Date::now();
+            c.watch = LeaderWatch::new(js_sys::Date::now());
             c.outbox.set_follower(true);
             let weak = self.me.clone();
             c.net.lead_timer = Some(Timer::new(PING_MS, true, move || {
@@ -188,9 +174,8 @@ impl<R: StoreReducer> Engine<R> {
             if c.closed || c.net.paused || self.lead.borrow().is_none() {
                 return;
             }
-            let id = (js_sys::Date::now() as u64).max(c.heard.id + 1);
+            let id = c.watch.lead(js_sys::Date::now());
             c.role = Role::Leader(id);
-            c.heard.id = c.heard.id.max(id);
             c.outbox.set_follower(false);
             c.posted_online = None;
         }
@@ -209,7 +194,6 @@ impl<R: StoreReducer> Engine<R> {
                 return;
             }
             self.follow(&mut c);
-            c.heard.at_ms = js_sys::Date::now();
         }
         self.lead.borrow_mut().take();
         self.seek_lead(false);
@@ -222,7 +206,7 @@ impl<R: StoreReducer> Engine<R> {
         c.net.shutdown_socket();
         c.client.disconnected();
         c.role = Role::Follower;
-        c.heard.online = false;
+        c.watch.lost(js_sys::Date::now());
         c.outbox.set_follower(true);
         c.outbox.disconnected();
     }
@@ -243,7 +227,7 @@ impl<R: StoreReducer> Engine<R> {
             was
         };
         if let Role::Leader(id) = was {
-            self.post(&JsValue::from_f64((id * 2) as f64));
+            self.post(&JsValue::from_f64(encode_status(id, false)));
         }
         self.lead.borrow_mut().take();
         self.kick_writer();
@@ -281,43 +265,24 @@ impl<R: StoreReducer> Engine<R> {
     /// A follower's timer: ping a leader not heard for a while; take the
     /// lock from one silent for the leader timeout.
     fn check_leader(self: &Rc<Self>) {
-        let (ping, steal) = {
+        let tick = {
             let Ok(mut c) = self.core.try_borrow_mut() else {
                 return;
             };
             if c.closed || c.role != Role::Follower || self.lead.borrow().is_none() {
                 return;
             }
-            let now = js_sys::Date::now();
-            // Only a ping left unanswered for the timeout counts: a tab
-            // whose own timers were held back (a background tab) asks
-            // first rather than taking over a leader it did not hear.
-            let steal = match c.heard.pinged_ms {
-                Some(at) if c.heard.at_ms >= at => {
-                    c.heard.pinged_ms = None;
-                    false
-                }
-                Some(at) => now - at >= f64::from(self.opts.leader_timeout_ms),
-                None => false,
-            };
-            let ping =
-                !steal && c.heard.pinged_ms.is_none() && now - c.heard.at_ms >= f64::from(PING_MS);
-            if ping {
-                c.heard.pinged_ms = Some(now);
-            }
-            if steal {
-                c.heard.at_ms = now;
-                c.heard.pinged_ms = None;
-                c.heard.online = false;
-            }
-            (ping, steal)
+            c.watch
+                .tick(js_sys::Date::now(), self.opts.leader_timeout_ms)
         };
-        if steal {
-            self.lead.borrow_mut().take();
-            self.seek_lead(true);
-            self.emit(Notes::default());
-        } else if ping {
-            self.post(&JsValue::from_str("ping"));
+        match tick {
+            Tick::TakeOver => {
+                self.lead.borrow_mut().take();
+                self.seek_lead(true);
+                self.emit(Notes::default());
+            }
+            Tick::Ping => self.post(&JsValue::from_str("ping")),
+            Tick::Wait => {}
         }
     }
 
@@ -331,7 +296,7 @@ impl<R: StoreReducer> Engine<R> {
             let Role::Leader(id) = c.role else { return };
             let online = c.client.phase() == sync_core::Phase::Ready;
             c.posted_online = Some(online);
-            JsValue::from_f64((id * 2 + u64::from(online)) as f64)
+            JsValue::from_f64(encode_status(id, online))
         };
         self.post(&msg);
     }
@@ -374,15 +339,10 @@ impl<R: StoreReducer> Engine<R> {
                     _ => c.outbox.written_elsewhere(),
                 }
             } else if let Some(n) = msg.as_f64() {
-                // A leader's status: its id × 2, + 1 when online.
-                let id = n as u64 / 2;
-                if c.role == Role::Follower && id >= c.heard.id {
-                    c.heard = crate::lead::Heard {
-                        id,
-                        online: n as u64 % 2 == 1,
-                        at_ms: js_sys::Date::now(),
-                        pinged_ms: c.heard.pinged_ms,
-                    };
+                // A leader's status (`sync_core::lead::encode_status`).
+                if c.role == Role::Follower {
+                    let (id, online) = decode_status(n);
+                    c.watch.heard(id, online, js_sys::Date::now());
                 }
             } else if let Some(a) = msg.dyn_ref::<js_sys::Array>() {
                 if a.length() == 4 && c.role == Role::Follower {

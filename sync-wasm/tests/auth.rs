@@ -54,9 +54,7 @@ fn error_codes(errors: &[JsValue]) -> Vec<String> {
 
 #[wasm_bindgen_test]
 async fn tokens_decide_what_a_store_may_sync() {
-    server_ws_url().await;
-    server_stop().await;
-    let url = server_start_with(&format!(r#"{{"env":{{"LOGSYNC_JWT_SECRET":{SECRET:?}}}}}"#)).await;
+    let url = server_start_with_jwt_secret(SECRET).await;
     let team = unique("auth/team");
     let good = mint_token(
         SECRET,
@@ -133,9 +131,7 @@ async fn tokens_decide_what_a_store_may_sync() {
 
 #[wasm_bindgen_test]
 async fn a_readers_refused_write_is_rolled_back_and_it_keeps_reading() {
-    server_ws_url().await;
-    server_stop().await;
-    let url = server_start_with(&format!(r#"{{"env":{{"LOGSYNC_JWT_SECRET":{SECRET:?}}}}}"#)).await;
+    let url = server_start_with_jwt_secret(SECRET).await;
     let poll = unique("auth/poll");
     let writer = mint_token(
         SECRET,

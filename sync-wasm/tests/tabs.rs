@@ -244,9 +244,7 @@ fn claims(sub: &str, pattern: &str) -> String {
 /// it (it asks for the connection again only after `setToken()`).
 #[wasm_bindgen_test]
 async fn a_leader_whose_token_is_refused_hands_the_connection_over() {
-    server_ws_url().await;
-    server_stop().await;
-    let url = server_start_with(&format!(r#"{{"env":{{"LOGSYNC_JWT_SECRET":{SECRET:?}}}}}"#)).await;
+    let url = server_start_with_jwt_secret(SECRET).await;
     let stream = unique("tokens");
     let db = unique("db");
     let good = mint_token(SECRET, &claims("alice", &format!("{stream}*"))).await;

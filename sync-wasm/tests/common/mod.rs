@@ -163,6 +163,15 @@ pub async fn server_start_with(body: &str) -> String {
     get(&info, "wsUrl").as_string().expect("wsUrl")
 }
 
+/// Starts the server anew with `LOGSYNC_JWT_SECRET` set to `secret` (the
+/// harness's port known first, the running server stopped); its WebSocket
+/// URL. A test ends with `server_stop` + `server_start` for the next ones.
+pub async fn server_start_with_jwt_secret(secret: &str) -> String {
+    server_ws_url().await;
+    server_stop().await;
+    server_start_with(&format!(r#"{{"env":{{"LOGSYNC_JWT_SECRET":{secret:?}}}}}"#)).await
+}
+
 /// An HS256 token of `claims` (JSON text) signed with `secret`.
 pub async fn mint_token(secret: &str, claims: &str) -> String {
     let body = js_sys::Object::new();

@@ -178,11 +178,21 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
     return body.head ?? body.events.length;
   };
   const all = devices.flatMap((d) => d.pages);
-  await waitFor('every page online, nothing pending, all at the same offset as the server', async () => {
-    const h = await head();
-    const st = await Promise.all(all.map((p) => status(p)));
-    return st.every((s) => s.online && s.pending === 0 && s.offset === h) && h;
-  }, { timeout: 120_000, interval: 250 });
+  let last = null;
+  try {
+    await waitFor('every page online, nothing pending, all at the same offset as the server', async () => {
+      const h = await head();
+      const st = await Promise.all(all.map(async (p) => ({
+        ...(await status(p)),
+        leader: await p.locator('[data-testid=status]').getAttribute('data-leader'),
+      })));
+      last = { head: h, pages: st };
+      return st.every((s) => s.online && s.pending === 0 && s.offset === h) && h;
+    }, { timeout: 120_000, interval: 250 });
+  } catch (e) {
+    // What each page showed last (A's pages first), to tell a stuck page.
+    throw new Error(`${e.message}; seed ${SEED}; last seen ${JSON.stringify(last)}`);
+  }
 
   // The log: every stored dispatch once, the maybes at most once, nothing else.
   const events = [];

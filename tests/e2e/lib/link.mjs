@@ -9,12 +9,18 @@ export async function openLink(targetPort) {
   const pairs = new Set();
   let up = true;
   // Faults besides a cut: every chunk held back `delayMs`; a black hole
-  // swallows every chunk (connections stay open, nothing arrives).
+  // swallows every chunk (connections stay open, nothing arrives). TCP
+  // never loses bytes inside a stream it keeps: a connection that lost
+  // some to the black hole is reset when the black hole ends, as a real
+  // one ends in timeouts, rather than going on with a hole in its stream.
   let delayMs = 0;
   let blackHole = false;
-  const forward = (from, to) => {
+  const forward = (from, to, pair) => {
     from.on('data', (chunk) => {
-      if (blackHole) return;
+      if (blackHole) {
+        pair.lost = true;
+        return;
+      }
       if (delayMs > 0) setTimeout(() => to.write(chunk), delayMs);
       else to.write(chunk);
     });
@@ -25,7 +31,7 @@ export async function openLink(targetPort) {
       return;
     }
     const upstream = net.connect(targetPort(), '127.0.0.1');
-    const pair = { client, upstream, webSocket: false };
+    const pair = { client, upstream, webSocket: false, lost: false };
     pairs.add(pair);
     const close = () => {
       pairs.delete(pair);
@@ -38,8 +44,8 @@ export async function openLink(targetPort) {
     client.once('data', (chunk) => {
       pair.webSocket = /^upgrade:\s*websocket/im.test(chunk.toString('latin1'));
     });
-    forward(client, upstream);
-    forward(upstream, client);
+    forward(client, upstream, pair);
+    forward(upstream, client, pair);
   });
   await new Promise((res, rej) => server.listen(0, '127.0.0.1', res).once('error', rej));
   const port = server.address().port;
@@ -67,9 +73,18 @@ export async function openLink(targetPort) {
     delay(ms) {
       delayMs = ms;
     },
-    /** Swallows every chunk in both directions while `on`; connections stay open. */
+    /** Swallows every chunk in both directions while `on`; off again, resets the connections that lost bytes. */
     blackHole(on) {
       blackHole = on;
+      if (!on) {
+        for (const p of pairs) {
+          if (p.lost) {
+            pairs.delete(p);
+            p.client.resetAndDestroy();
+            p.upstream.destroy();
+          }
+        }
+      }
     },
     /** How many WebSocket connections are open through this link now. */
     webSockets() {

@@ -11,6 +11,7 @@ pub mod json;
 pub mod lead;
 #[cfg(feature = "legacy")]
 pub mod legacy;
+pub mod mux;
 pub mod outbox;
 pub mod protocol;
 pub mod reducer;

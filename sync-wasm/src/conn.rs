@@ -7,11 +7,13 @@ use sync_core::{Backoff, ClientMsg, FailureReports};
 use wasm_bindgen::prelude::*;
 use web_sys::EventTarget;
 
-use crate::socket::{Socket, Timer};
+use crate::hub::Link;
+use crate::socket::Timer;
 
 /// Connection state.
 pub(crate) struct Net {
-    pub socket: Option<Socket>,
+    /// The connection: a WebSocket, or a port on the page's hub.
+    pub socket: Option<Link>,
     /// Numbers sockets, so events of an old one are ignored.
     pub gen: u64,
     pub backoff: Backoff,
@@ -76,7 +78,7 @@ impl Net {
 
     pub fn send(&self, msg: &ClientMsg) {
         if let Some(s) = &self.socket {
-            s.send(&msg.encode());
+            s.send(msg.encode());
         }
     }
 

@@ -484,6 +484,9 @@ pub(crate) struct Engine<R: StoreReducer> {
     pub lead: RefCell<Option<LeadLock>>,
     /// The page lifecycle listeners of a tab that can lead.
     pub page_events: RefCell<Option<crate::conn::PageEvents>>,
+    /// The page's connection to the server shared with every tab, for a
+    /// store that can elect (hub.rs).
+    pub hub: RefCell<Option<Rc<crate::hub::Hub>>>,
     /// The status as last told to listeners, and its version.
     pub published: RefCell<(Status, u64)>,
 }
@@ -792,6 +795,7 @@ impl<R: StoreReducer> Store<R> {
             tabs: RefCell::new(None),
             lead: RefCell::new(None),
             page_events: RefCell::new(None),
+            hub: RefCell::new(None),
             published,
         });
         engine.listen_to_browser();

@@ -52,9 +52,9 @@ pub(crate) enum Role {
 
 /// A lock request and the callbacks the browser holds.
 pub(crate) struct LeadLock {
-    release: JsValue,
-    _granted: Closure<dyn FnMut()>,
-    _lost: Closure<dyn FnMut()>,
+    pub release: JsValue,
+    pub _granted: Closure<dyn FnMut()>,
+    pub _lost: Closure<dyn FnMut()>,
 }
 
 impl Drop for LeadLock {
@@ -77,6 +77,11 @@ impl<R: StoreReducer> Engine<R> {
             }
             return;
         }
+        *self.hub.borrow_mut() = Some(crate::hub::Hub::get(
+            &self.opts.db_name,
+            &self.opts.url,
+            self.opts.leader_timeout_ms,
+        ));
         {
             let mut c = self.core.borrow_mut();
             c.role = Role::Follower;
@@ -142,13 +147,13 @@ impl<R: StoreReducer> Engine<R> {
         let weak = self.me.clone();
         let granted = Closure::<dyn FnMut()>::new(move || {
             if let Some(e) = weak.upgrade() {
-                wasm_bindgen_futures::spawn_local(async move { e.granted() });
+                crate::socket::defer(Box::new(move || e.granted()));
             }
         });
         let weak = self.me.clone();
         let lost = Closure::<dyn FnMut()>::new(move || {
             if let Some(e) = weak.upgrade() {
-                wasm_bindgen_futures::spawn_local(async move { e.lost() });
+                crate::socket::defer(Box::new(move || e.lost()));
             }
         });
         let release = lock_lead(&self.lock_name(), steal, &granted, &lost);
@@ -414,11 +419,11 @@ impl<R: StoreReducer> Engine<R> {
         let on_message =
             Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |m: web_sys::MessageEvent| {
                 let weak = weak.clone();
-                wasm_bindgen_futures::spawn_local(async move {
+                crate::socket::defer(Box::new(move || {
                     if let Some(e) = weak.upgrade() {
                         e.heard(m.data());
                     }
-                });
+                }));
             });
         channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         // Node's BroadcastChannel keeps the process alive while open (a

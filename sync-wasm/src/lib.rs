@@ -3,6 +3,7 @@
 mod conn;
 mod engine;
 mod error;
+mod hub;
 mod idb;
 mod lead;
 mod listeners;

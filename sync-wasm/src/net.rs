@@ -20,6 +20,8 @@ use web_sys::EventTarget;
 use crate::conn::BrowserEvents;
 use crate::engine::{Core, Engine, Notes, Problem};
 use crate::error::WasmError;
+use crate::hub::Link;
+use crate::lead::Role;
 use crate::reducer::StoreReducer;
 use crate::socket::{Socket, SocketEvent, Timer};
 
@@ -140,11 +142,21 @@ impl<R: StoreReducer> Engine<R> {
         c.net.gen += 1;
         let gen = c.net.gen;
         let weak = self.me.clone();
-        let opened = Socket::open(&self.opts.url, move |ev| {
+        let on_event = move |ev| {
             if let Some(e) = weak.upgrade() {
                 e.on_socket(gen, ev);
             }
-        });
+        };
+        // A leading tab reaches the server through the page's hub, which
+        // carries every stream of this database on one WebSocket.
+        let hub = match c.role {
+            Role::Leader(_) => self.hub.borrow().clone(),
+            _ => None,
+        };
+        let opened = match hub {
+            Some(hub) => Ok(Link::Port(hub.attach(on_event))),
+            None => Socket::open(&self.opts.url, on_event).map(Link::Ws),
+        };
         match opened {
             Ok(socket) => {
                 c.net.socket = Some(socket);
@@ -205,10 +217,17 @@ impl<R: StoreReducer> Engine<R> {
                     }
                 }
                 SocketEvent::Closed { code, reason } => {
-                    if !c.net.opened {
-                        self.connect_failed(&mut c, code, reason);
+                    if code == crate::hub::MOVED {
+                        // Another tab holds the connection now: go on
+                        // through it at once.
+                        self.drop_connection(&mut c);
+                        self.connect(&mut c, &mut notes);
+                    } else {
+                        if !c.net.opened {
+                            self.connect_failed(&mut c, code, reason);
+                        }
+                        self.drop_connection(&mut c);
                     }
-                    self.drop_connection(&mut c);
                 }
             }
         }
@@ -458,11 +477,11 @@ impl<R: StoreReducer> Engine<R> {
             let weak = self.me.clone();
             Closure::<dyn FnMut()>::new(move || {
                 let weak = weak.clone();
-                wasm_bindgen_futures::spawn_local(async move {
+                crate::socket::defer(Box::new(move || {
                     if let Some(e) = weak.upgrade() {
                         e.browser_says(online);
                     }
-                });
+                }));
             })
         };
         let online = make(true);
@@ -481,6 +500,7 @@ impl<R: StoreReducer> Engine<R> {
     pub fn stop_listening_to_browser(&self) {
         self.browser_events.borrow_mut().take();
         self.tabs.borrow_mut().take();
+        self.hub.borrow_mut().take();
         self.page_events.borrow_mut().take();
     }
 }

@@ -2,9 +2,11 @@
 //! callbacks owned by the Rust values (dropping one detaches and frees
 //! its callbacks).
 //!
-//! Callbacks only schedule work (`spawn_local`): the work may drop the very
+//! Callbacks only schedule work ([`defer`]): the work may drop the very
 //! socket or timer whose callback started it, which must not happen while
 //! that callback is still running.
+
+use std::rc::Rc;
 
 use js_sys::{Function, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -22,6 +24,13 @@ extern "C" {
     fn set_interval(f: &Function, ms: i32) -> JsValue;
     #[wasm_bindgen(js_name = clearInterval)]
     fn clear_interval(id: &JsValue);
+}
+
+/// Runs `f` from a fresh task. Every caller shares this one task type:
+/// each `spawn_local` of a future type of its own adds its own copy of the
+/// task machinery to the module.
+pub(crate) fn defer(f: Box<dyn FnOnce()>) {
+    wasm_bindgen_futures::spawn_local(async move { f() });
 }
 
 /// What a socket reports.
@@ -47,6 +56,11 @@ impl Socket {
     /// Opens a binary WebSocket to `url`; `on_event` receives its events
     /// (each one from a fresh task).
     pub fn open(url: &str, on_event: impl Fn(SocketEvent) + 'static) -> Result<Socket, WasmError> {
+        Self::open_dyn(url, Rc::new(on_event))
+    }
+
+    /// [`Socket::open`], one copy in the module for every caller.
+    fn open_dyn(url: &str, on_event: Rc<dyn Fn(SocketEvent)>) -> Result<Socket, WasmError> {
         let ws = WebSocket::new(url).map_err(|e| {
             WasmError::InvalidRequest(format!(
                 "cannot open a WebSocket to \"{url}\": {}",
@@ -54,11 +68,10 @@ impl Socket {
             ))
         })?;
         ws.set_binary_type(BinaryType::Arraybuffer);
-        let on_event = std::rc::Rc::new(on_event);
         let f = on_event.clone();
         let on_open = Closure::<dyn FnMut()>::new(move || {
             let f = f.clone();
-            wasm_bindgen_futures::spawn_local(async move { f(SocketEvent::Open) });
+            defer(Box::new(move || f(SocketEvent::Open)));
         });
         let f = on_event.clone();
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |m: MessageEvent| {
@@ -68,15 +81,13 @@ impl Socket {
                 None => Err(data.as_string().map_or(0, |s| s.len())),
             };
             let f = f.clone();
-            wasm_bindgen_futures::spawn_local(async move { f(SocketEvent::Frame(frame)) });
+            defer(Box::new(move || f(SocketEvent::Frame(frame))));
         });
         let f = on_event;
         let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
             let f = f.clone();
             let (code, reason) = (e.code(), e.reason());
-            wasm_bindgen_futures::spawn_local(
-                async move { f(SocketEvent::Closed { code, reason }) },
-            );
+            defer(Box::new(move || f(SocketEvent::Closed { code, reason })));
         });
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -119,10 +130,14 @@ pub(crate) struct Timer {
 impl Timer {
     /// Runs `f` (from a fresh task) after `ms`, or every `ms` when `repeat`.
     pub fn new(ms: u32, repeat: bool, f: impl Fn() + 'static) -> Timer {
-        let f = std::rc::Rc::new(f);
+        Self::new_dyn(ms, repeat, Rc::new(f))
+    }
+
+    /// [`Timer::new`], one copy in the module for every caller.
+    fn new_dyn(ms: u32, repeat: bool, f: Rc<dyn Fn()>) -> Timer {
         let cb = Closure::<dyn FnMut()>::new(move || {
             let f = f.clone();
-            wasm_bindgen_futures::spawn_local(async move { f() });
+            defer(Box::new(move || f()));
         });
         let ms = ms.min(i32::MAX as u32) as i32;
         let id = if repeat {

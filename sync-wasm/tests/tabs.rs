@@ -97,6 +97,63 @@ async fn three_tabs_hold_one_connection_and_see_everything() {
     connections_become(0.0, "no connection once every tab closed").await;
 }
 
+/// Stores of several streams on one database share one connection too:
+/// each stream's leader talks through the page's hub, frames routed by
+/// stream. Three streams, two tabs on the first: one WebSocket carries
+/// them all, every dispatch is in its stream's log once, and a stream's
+/// store that closes leaves the others live on that connection.
+#[wasm_bindgen_test]
+async fn streams_of_one_database_share_one_connection() {
+    let url = server_start().await;
+    connections_become(0.0, "a quiet server").await;
+    let db = unique("db");
+    let streams = [unique("mux-a"), unique("mux-b"), unique("mux-c")];
+    let stores = [
+        open(options(&url, &streams[0], &db, "")).await,
+        open(options(&url, &streams[0], &db, "")).await,
+        open(options(&url, &streams[1], &db, "")).await,
+        open(options(&url, &streams[2], &db, "")).await,
+    ];
+    wait_for(T, "every store online", || stores.iter().all(online)).await;
+    connections_become(1.0, "one connection for three streams").await;
+    for i in 0..5 {
+        for (s, store) in stores.iter().enumerate() {
+            add(store, &format!("s{s}-{i}"));
+        }
+    }
+    for s in &stores {
+        synced(s, 30_000).await;
+    }
+    assert_eq!(server_metric("logsync_connections").await, 1.0);
+    let first: Vec<String> = ids("s0-", 5).into_iter().chain(ids("s1-", 5)).collect();
+    assert_exactly_once(&log_entries(&streams[0]).await, &first);
+    assert_exactly_once(&log_entries(&streams[1]).await, &ids("s2-", 5));
+    assert_exactly_once(&log_entries(&streams[2]).await, &ids("s3-", 5));
+    assert_eq!(items(&stores[0]), items(&stores[1]));
+    assert_eq!(items(&stores[2]).len(), 5, "only its own stream's events");
+    // The second stream's store leaves: the others go on, on the same
+    // connection.
+    close(&stores[2]).await;
+    add(&stores[3], "s3-after");
+    add(&stores[1], "s1-after");
+    synced(&stores[3], 30_000).await;
+    synced(&stores[1], 30_000).await;
+    wait_for(T, "the first stream's tabs see s1-after", || {
+        items(&stores[0]).iter().any(|i| i == "s1-after")
+    })
+    .await;
+    assert_eq!(server_metric("logsync_connections").await, 1.0);
+    assert_eq!(
+        log_entries(&streams[1]).await.len(),
+        5,
+        "nothing more on the closed one"
+    );
+    for s in [&stores[0], &stores[1], &stores[3]] {
+        close(s).await;
+    }
+    connections_become(0.0, "no connection once every store closed").await;
+}
+
 /// `shareConnection: false`: every tab connects on its own, as where
 /// Web Locks are missing.
 #[wasm_bindgen_test]

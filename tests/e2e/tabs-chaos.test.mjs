@@ -1,7 +1,8 @@
 // Browser chaos for tabs that share one connection: the React TodoMVC
 // example in three pages of one headless Chromium context (one IndexedDB
-// database, one client id) and two pages of another, all in one room,
-// against a real logsync-server with its SQLite file. Each context reaches
+// database, one client id) and two pages of another, on two lists (rooms,
+// so two streams in each database), against a real logsync-server with
+// its SQLite file. Each context reaches
 // the server through its own link, a TCP proxy that cuts, delays and black-
 // holes; the server is kill -9'd and restarted; the leader page is closed
 // at random moments and pages are reloaded. At the end every action whose
@@ -48,15 +49,18 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
   const random = rng(SEED);
   const pick = (xs) => xs[Math.floor(random() * xs.length)];
   t.diagnostic(`seed ${SEED} (LOGSYNC_TABS_CHAOS_SEED to replay)`);
-  const room = `chaos-${randomUUID().slice(0, 8)}`;
-  const stream = `todos/${room}`;
+  const run = randomUUID().slice(0, 8);
+  const roomNames = [`chaos-${run}-1`, `chaos-${run}-2`];
+  const streamOf = (room) => `todos/${room}`;
   const devices = [];
-  for (const [name, n] of [['A', 3], ['B', 2]]) {
+  // A: two pages on the first list, one on the second; B: one on each.
+  // Each database's pages share one connection, whatever their list.
+  for (const [name, rooms] of [['A', [0, 0, 1]], ['B', [0, 1]]]) {
     const link = await openLink(() => env.server.port);
     const context = await env.browser.newContext();
     const pages = [];
-    for (let i = 0; i < n; i++) pages.push(await openTodoApp(context, link.url, room));
-    devices.push({ name, link, context, pages });
+    for (const r of rooms) pages.push(await openTodoApp(context, link.url, roomNames[r]));
+    devices.push({ name, link, context, pages, rooms: rooms.map((r) => roomNames[r]) });
   }
   t.after(async () => {
     for (const d of devices) {
@@ -65,6 +69,7 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
     }
   });
 
+  const roomOf = new Map(); // action id -> its list
   const stored = new Set(); // dispatched, and its outbox write done: must be in the log once
   const maybe = new Set(); // its page died or reloaded around the dispatch: at most once
   const counts = { dispatches: 0, cuts: 0, delays: 0, blackHoles: 0, kills: 0, leaderCloses: 0, reloads: 0, leaderChanges: 0 };
@@ -100,8 +105,10 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
     return true;
   }, id);
 
-  const leaderOf = async (d) => {
-    for (const p of d.pages) {
+  /** The page of `d` leading list `room` (any list when null). */
+  const leaderOf = async (d, room = null) => {
+    for (const [i, p] of d.pages.entries()) {
+      if (room !== null && d.rooms[i] !== room) continue;
       const v = await p.locator('[data-testid=status]').getAttribute('data-leader', { timeout: 2_000 }).catch(() => null);
       if (v === 'true') return p;
     }
@@ -122,8 +129,10 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
       await sleep(100 + random() * 900);
       await env.server.start();
     } else if (r < 0.6) {
-      const page = pick(d.pages);
+      const i = Math.floor(random() * d.pages.length);
+      const page = d.pages[i];
       const id = `t${next++}`;
+      roomOf.set(id, d.rooms[i]);
       counts.dispatches++;
       maybe.add(id);
       if (await dispatch(page, id).catch(() => false)) {
@@ -138,7 +147,7 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
         const i = d.pages.indexOf(leader);
         counts.leaderCloses++;
         await leader.close({ runBeforeUnload: false });
-        d.pages[i] = await openTodoApp(d.context, d.link.url, room);
+        d.pages[i] = await openTodoApp(d.context, d.link.url, d.rooms[i]);
       }
     } else if (r < 0.74) {
       const i = Math.floor(random() * d.pages.length);
@@ -158,9 +167,12 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
       faults.push(sleep(300 + random() * 1500).then(() => d.link.blackHole(false)));
     }
     for (const dev of devices) {
-      const l = await leaderOf(dev);
-      if (l && leaders.has(dev.name) && leaders.get(dev.name) !== l) counts.leaderChanges++;
-      if (l) leaders.set(dev.name, l);
+      for (const room of roomNames) {
+        const l = await leaderOf(dev, room);
+        const key = `${dev.name} ${room}`;
+        if (l && leaders.has(key) && leaders.get(key) !== l) counts.leaderChanges++;
+        if (l) leaders.set(key, l);
+      }
     }
     await sleep(20 + random() * 100);
   }
@@ -172,22 +184,23 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
   }
 
   // Settle: every page online, nothing pending, all at the server's head.
-  const head = async () => {
-    const r = await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(stream)}/events?after=0`);
+  const head = async (room) => {
+    const r = await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(streamOf(room))}/events?after=0`);
     const body = await r.json();
     return body.head ?? body.events.length;
   };
-  const all = devices.flatMap((d) => d.pages);
+  const all = devices.flatMap((d) => d.pages.map((page, i) => ({ page, room: d.rooms[i] })));
   let last = null;
   try {
     await waitFor('every page online, nothing pending, all at the same offset as the server', async () => {
-      const h = await head();
-      const st = await Promise.all(all.map(async (p) => ({
-        ...(await status(p)),
-        leader: await p.locator('[data-testid=status]').getAttribute('data-leader'),
+      const heads = Object.fromEntries(await Promise.all(roomNames.map(async (r) => [r, await head(r)])));
+      const st = await Promise.all(all.map(async ({ page, room }) => ({
+        ...(await status(page)),
+        room,
+        leader: await page.locator('[data-testid=status]').getAttribute('data-leader'),
       })));
-      last = { head: h, pages: st };
-      return st.every((s) => s.online && s.pending === 0 && s.offset === h) && h;
+      last = { heads, pages: st };
+      return st.every((s) => s.online && s.pending === 0 && s.offset === heads[s.room]);
     }, { timeout: 120_000, interval: 250 });
   } catch (e) {
     // What each page showed last (A's pages first), to tell a stuck page.
@@ -195,27 +208,33 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
   }
 
   // The log: every stored dispatch once, the maybes at most once, nothing else.
-  const events = [];
-  for (let after = 0; ;) {
-    const r = await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(stream)}/events?after=${after}`);
-    const page = await r.json();
-    if (page.events.length === 0) break;
-    events.push(...page.events);
-    after = page.events[page.events.length - 1].offset;
+  const logs = {};
+  for (const room of roomNames) {
+    logs[room] = [];
+    for (let after = 0; ;) {
+      const r = await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(streamOf(room))}/events?after=${after}`);
+      const page = await r.json();
+      if (page.events.length === 0) break;
+      logs[room].push(...page.events.map((e) => e.payload.id));
+      after = page.events[page.events.length - 1].offset;
+    }
   }
-  const ids = events.map((e) => e.payload.id);
+  const ids = roomNames.flatMap((room) => logs[room]);
   const seen = new Map();
   for (const id of ids) seen.set(id, (seen.get(id) ?? 0) + 1);
+  for (const room of roomNames) {
+    for (const id of logs[room]) assert.equal(roomOf.get(id), room, `${id} is in the log of the list it was added to`);
+  }
   for (const id of stored) assert.equal(seen.get(id), 1, `${id} (stored) is in the log ${seen.get(id) ?? 0} times`);
   for (const [id, n] of seen) {
     assert.ok(stored.has(id) || maybe.has(id), `${id} is in the log but was never dispatched`);
     assert.equal(n, 1, `${id} is in the log ${n} times`);
   }
-  // Every page shows the same list: the log's.
-  const want = [...seen.keys()].sort();
-  for (const [i, p] of all.entries()) {
-    assert.deepEqual((await titles(p)).sort(), want, `page ${i} shows the log's todos`);
+  // Every page shows its list's log.
+  for (const [i, { page, room }] of all.entries()) {
+    assert.deepEqual((await titles(page)).sort(), [...logs[room]].sort(), `page ${i} shows its list's log`);
   }
   assert.equal(over, null, `more than one WebSocket per database: ${over}`);
+  t.diagnostic(`lists: ${roomNames.map((r) => `${r}: ${logs[r].length} todos`).join(', ')}`);
   t.diagnostic(`actions ${counts.dispatches} (stored ${stored.size}, maybe ${maybe.size}, in the log ${ids.length}); faults: ${counts.cuts} cuts, ${counts.delays} delays, ${counts.blackHoles} black holes; ${counts.kills} kill -9 + restart; ${counts.leaderCloses} leader pages closed, ${counts.reloads} reloads, ${counts.leaderChanges} leader changes seen; WebSockets per database: at most ${maxWebSockets} over ${samples} samples`);
 });

@@ -122,3 +122,88 @@ test('the leader page says it is being frozen (as a phone does to a background t
   const log = await (await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json();
   assert.equal(log.events.length, 1);
 });
+
+test('tabs on two lists of one database share one connection; the tab holding it closes, another takes it, nothing lost', async (t) => {
+  await connections(0);
+  const link = await openLink(() => env.server.port);
+  const context = await env.browser.newContext();
+  t.after(async () => {
+    await context.close();
+    await link.close();
+  });
+  const [one, two] = [`mux-${randomUUID().slice(0, 8)}`, `mux-${randomUUID().slice(0, 8)}`];
+  // A leads list one and holds the connection; B leads list two through
+  // A's connection; C follows B.
+  const a = await openTodoApp(context, link.url, one);
+  await waitStatus(a, 'A online', (s) => s.online);
+  const b = await openTodoApp(context, link.url, two);
+  const c = await openTodoApp(context, link.url, two);
+  for (const [name, p] of [['B', b], ['C', c]]) await waitStatus(p, `${name} online`, (s) => s.online);
+  await connections(1);
+  assert.equal(link.webSockets(), 1, 'one WebSocket through the link');
+  assert.equal(await leads(b), true, 'B leads list two');
+  await addTodo(a, 'on list one');
+  await addTodo(b, 'on list two, from B');
+  await addTodo(c, 'on list two, from C');
+  await waitStatus(a, 'A synced', (s) => s.pending === 0 && s.offset === 1);
+  for (const [name, p] of [['B', b], ['C', c]]) {
+    await waitStatus(p, `${name} synced`, (s) => s.online && s.pending === 0 && s.offset === 2);
+  }
+  assert.equal(await metric('logsync_connections'), 1, 'still one connection for both lists');
+  const closed = performance.now();
+  await a.close({ runBeforeUnload: false });
+  await waitStatus(b, 'B online again, through its own tab now', (s) => s.online);
+  t.diagnostic(`connection moved after its tab closed: ${(performance.now() - closed).toFixed(0)} ms`);
+  await addTodo(c, 'on list two, after A closed');
+  for (const [name, p] of [['B', b], ['C', c]]) {
+    await waitStatus(p, `${name} at offset 3`, (s) => s.online && s.pending === 0 && s.offset === 3);
+  }
+  await connections(1);
+  const events = async (room) => (await (await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json()).events;
+  assert.equal((await events(one)).length, 1);
+  assert.deepEqual((await events(two)).map((e) => e.offset), [1, 2, 3]);
+  assert.deepEqual((await titles(b)).sort(), (await titles(c)).sort());
+});
+
+test('a silent holder (its page stopped in the debugger, as a frozen tab without warning) is taken over; running again, it lets the connection go', async (t) => {
+  await connections(0);
+  const link = await openLink(() => env.server.port);
+  const context = await env.browser.newContext();
+  t.after(async () => {
+    await context.close();
+    await link.close();
+  });
+  const [one, two] = [`mux-${randomUUID().slice(0, 8)}`, `mux-${randomUUID().slice(0, 8)}`];
+  const a = await openTodoApp(context, link.url, one);
+  await waitStatus(a, 'A online', (s) => s.online);
+  const b = await openTodoApp(context, link.url, two);
+  await waitStatus(b, 'B online, through A', (s) => s.online);
+  await connections(1);
+  // Stops A's JavaScript where it is: no timer, no channel message, no
+  // socket event runs, while its socket stays open.
+  const cdp = await context.newCDPSession(a);
+  await cdp.send('Debugger.enable');
+  const paused = new Promise((resolve) => cdp.once('Debugger.paused', resolve));
+  await cdp.send('Debugger.pause');
+  await paused;
+  const stopped = performance.now();
+  // B's connection through A goes silent; B's hub takes the lock from A
+  // after the leader timeout (3 s) and opens its own socket.
+  await addTodo(b, 'added while A was stopped');
+  await waitStatus(b, 'B synced through its own socket', (s) => s.online && s.pending === 0 && s.offset === 1, 20_000);
+  const took = performance.now() - stopped;
+  t.diagnostic(`silent holder taken over, B synced: ${took.toFixed(0)} ms after A stopped`);
+  // The bound: leaderTimeoutMs (3 s) + up to 2 s for B's ping and its
+  // check, then B's new socket, push and answer (3 s allowed here).
+  assert.ok(took < 3_000 + 2_000 + 3_000, `taken over within the bound (${took.toFixed(0)} ms)`);
+  await cdp.send('Debugger.resume');
+  // Running again, A finds its lock stolen: it closes its socket, and its
+  // own list reconnects through B.
+  await connections(1);
+  await addTodo(a, 'added in A after it ran again');
+  await waitStatus(a, 'A synced through B', (s) => s.online && s.pending === 0 && s.offset === 1);
+  await connections(1);
+  const events = async (room) => (await (await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json()).events;
+  assert.equal((await events(one)).length, 1);
+  assert.equal((await events(two)).length, 1);
+});

@@ -181,11 +181,13 @@ async function closeProfiled() {
  * offset = head (every event applied in memory), to everything written to
  * IndexedDB (`synced()`).
  */
-async function catchup({ url, stream, n, snapshotEvery }) {
+async function catchup({ url, stream, n, snapshotEvery, profile = false }) {
   const { initial, reduce } = reducers.list;
   const dbName = unique('catchup');
   let tFirst = null;
   let firstOffset = 0;
+  // console.profile brackets the open and the catch-up to offset = head.
+  if (profile) console.profile('catchup');
   const t0 = now();
   const store = await createSyncStore({ url, stream, dbName, reducer: reduce, initialState: initial(), snapshotEvery });
   const tOpen = now();
@@ -194,6 +196,7 @@ async function catchup({ url, stream, n, snapshotEvery }) {
   });
   await whenStatus(store, (s) => s.offset >= n, 300_000, `offset ${n}`);
   const tHead = now();
+  if (profile) console.profileEnd('catchup');
   off();
   await withTimeout(store.synced(), 300_000, 'catch-up written');
   const tWritten = now();
@@ -243,10 +246,10 @@ const textEncoder = new TextEncoder();
  * A stored event exactly as the store writes it: postcard `Event`
  * (offset varint, client id 16 bytes, seq varint, time_ms varint, payload
  * length varint + bytes, subject option (0 = none, else 1, length varint
- * and UTF-8), seen varint). `checkFormat` proves it against records the
+ * and UTF-8), seen varint, schema varint). `checkFormat` proves it against records the
  * store itself wrote.
  */
-function encodeEvent({ offset, clientId, seq, timeMs, payload, subject = null, seen = 0 }) {
+function encodeEvent({ offset, clientId, seq, timeMs, payload, subject = null, seen = 0, schema = 1 }) {
   const out = [];
   varint(out, offset);
   for (const b of clientId) out.push(b);
@@ -264,6 +267,7 @@ function encodeEvent({ offset, clientId, seq, timeMs, payload, subject = null, s
     for (const b of s) tail.push(b);
   }
   varint(tail, seen);
+  varint(tail, schema);
   const head = Uint8Array.from(out);
   const rec = new Uint8Array(head.length + bytes.length + tail.length);
   rec.set(head);
@@ -300,9 +304,10 @@ function decodeEvent(bytes) {
     subject = new TextDecoder().decode(bytes.slice(at, at + n));
     at += n;
   }
-  let seen;
+  let seen; let schema;
   [seen, at] = readVarint(bytes, at);
-  return { offset, clientId, seq, timeMs, payload, subject, seen, end: at };
+  [schema, at] = readVarint(bytes, at);
+  return { offset, clientId, seq, timeMs, payload, subject, seen, schema, end: at };
 }
 
 function idbOpen(name) {

@@ -35,7 +35,7 @@ const root = path.resolve(here, '..', '..');
 
 // ---- options ---------------------------------------------------------------
 
-const opts = { quick: false, json: null, server: null, seeder: null, cpus: null, profile: false, profileEvery: 500, only: null, wasmDir: null };
+const opts = { quick: false, json: null, server: null, seeder: null, cpus: null, profile: false, profileCatchup: false, profileEvery: 500, only: null, wasmDir: null };
 {
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i++) {
@@ -46,6 +46,7 @@ const opts = { quick: false, json: null, server: null, seeder: null, cpus: null,
     else if (a === '--seeder') opts.seeder = argv[++i];
     else if (a === '--server-cpus') opts.cpus = argv[++i];
     else if (a === '--profile-dispatch') opts.profile = true;
+    else if (a === '--profile-catchup') opts.profileCatchup = true;
     // Hand over to wasm every N dispatches in the profile (1: one per microtask).
     else if (a === '--profile-every') opts.profileEvery = Number(argv[++i]);
     else if (a === '--only') opts.only = new Set(argv[++i].split(','));
@@ -193,6 +194,11 @@ async function profileDispatch(page) {
   const perOp = await page.evaluate((every) => window.bench.dispatchLoop({ ops: 20000, profile: true, every }), opts.profileEvery);
   const profile = await finished;
   await page.evaluate(() => window.bench.closeProfiled());
+  printProfile(profile, `profile of 20,000 dispatches into an offline store (${f(perOp, 2)} µs each under the profiler)`, { bench: 'browser-profile', what: 'dispatch', us_per_dispatch: perOp });
+}
+
+/** Self time per function of a CPU profile, top 25, printed and recorded with `row`. */
+function printProfile(profile, title, row) {
   const self = new Map();
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   for (let i = 0; i < profile.samples.length; i++) {
@@ -204,9 +210,20 @@ async function profileDispatch(page) {
   }
   const total = [...self.values()].reduce((a, b) => a + b, 0);
   const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25);
-  console.log(`\nprofile of 20,000 dispatches into an offline store (${f(perOp, 2)} µs each under the profiler); self time, top 25:`);
+  console.log(`\n${title}; self time, top 25:`);
   for (const [name, us] of top) console.log(`  ${(100 * us / total).toFixed(1).padStart(5)}%  ${name}`);
-  record({ bench: 'browser-profile', what: 'dispatch', us_per_dispatch: perOp, top: top.map(([name, us]) => ({ name, pct: +(100 * us / total).toFixed(1) })) });
+  record({ ...row, top: top.map(([name, us]) => ({ name, pct: +(100 * us / total).toFixed(1) })) });
+}
+
+async function profileCatchup(page, wsUrl, stream, n) {
+  // Chrome's sampling profiler over one catch-up (snapshots every 1000,
+  // the default): where applying remote events spends its time.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Profiler.enable');
+  await cdp.send('Profiler.setSamplingInterval', { interval: 50 });
+  const finished = new Promise((resolve) => cdp.once('Profiler.consoleProfileFinished', (e) => resolve(e.profile)));
+  const c = await page.evaluate((a) => window.bench.catchup(a), { url: wsUrl, stream, n, snapshotEvery: 1000, profile: true });
+  printProfile(await finished, `profile of a catch-up of ${n} events (${f(c.to_head_ms, 0)} ms to offset = head under the profiler)`, { bench: 'browser-profile', what: 'catchup', to_head_ms: c.to_head_ms });
 }
 
 async function metric(metricsUrl, name) {
@@ -341,6 +358,7 @@ async function main() {
     }
     console.log(`| ${label} | ${mmm(runs.map((r) => r.first_batch_ms), 0)} | ${mmm(runs.map((r) => r.to_head_ms), 0)} | ${mmm(runs.map((r) => r.to_written_ms), 0)} | ${mmm(runs.map((r) => r.apply_events_per_s), 0)} | ${mmm(runs.map((r) => r.fold_events_per_s), 0)} | ${mmm(runs.map((r) => r.apply_vs_fold), 2)} |`);
   }
+  if (opts.profileCatchup) await profileCatchup(page, wsUrl, stream, n);
 
   }
 

@@ -476,15 +476,18 @@ impl Hub {
     fn give_up(&self) {
         let out = {
             let mut st = self.st.borrow_mut();
-            if st.held.take().is_none() {
+            if st.held.is_none() {
                 return;
             }
-            st.watch.lost(js_sys::Date::now());
             st.socket = None;
             st.mux
-                .closed(1001, "the tab holding the connection let it go")
+                .closed(MOVED, "the tab holding the connection let it go")
         };
+        // Told under this holder's id (the ports of other tabs go by it).
         self.run(out);
+        let mut st = self.st.borrow_mut();
+        st.held = None;
+        st.watch.lost(js_sys::Date::now());
     }
 
     /// The page is being frozen (`freeze`, `frozen`) or hidden, maybe for
@@ -589,7 +592,10 @@ impl Hub {
     fn new_holder(&self, id: u64) {
         let (closing, asking) = {
             let mut st = self.st.borrow_mut();
-            if !st.watch.heard(id, true, js_sys::Date::now()) {
+            // A holder answering a ping is not news: only a new one
+            // makes waiting ports ask again.
+            let new = id > st.watch.id();
+            if !st.watch.heard(id, true, js_sys::Date::now()) || !new {
                 return;
             }
             let mut closing = Vec::new();

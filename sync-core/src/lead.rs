@@ -11,6 +11,11 @@
 //!   over. A follower whose own timer was held back (a background tab the
 //!   browser throttles for a minute) pings first instead of taking over a
 //!   leader it merely did not hear.
+//! - A follower whose own check ran late (by [`PING_MS`] or more) was
+//!   stalled itself (frozen, throttled, starved of the CPU): what it did
+//!   not hear meanwhile proves nothing, so it pings again rather than take
+//!   over. Only once in a row: a follower whose every check runs late (a
+//!   background tab throttled for good) takes over at its next check.
 //! - A leader's word counts only when its leadership id is at least the
 //!   highest heard: an old leader that wakes up cannot speak as leader
 //!   again (leaderships are fenced by their ids).
@@ -38,6 +43,9 @@ pub struct LeaderWatch {
     online: bool,
     heard_ms: f64,
     pinged_ms: Option<f64>,
+    /// The last check, and whether it ran late.
+    ticked_ms: Option<f64>,
+    late: bool,
 }
 
 impl LeaderWatch {
@@ -94,6 +102,17 @@ impl LeaderWatch {
 
     /// The check at `now_ms` with take-over after `timeout_ms`.
     pub fn tick(&mut self, now_ms: f64, timeout_ms: u32) -> Tick {
+        let late = self
+            .ticked_ms
+            .is_some_and(|t| now_ms - t >= 2.0 * f64::from(PING_MS));
+        self.ticked_ms = Some(now_ms);
+        let stalled = late && !self.late;
+        self.late = late;
+        if stalled && self.pinged_ms.is_some() {
+            // Stalled too: ask again before taking anything over.
+            self.pinged_ms = Some(now_ms);
+            return Tick::Ping;
+        }
         match self.pinged_ms {
             Some(at) if now_ms - at >= f64::from(timeout_ms) => {
                 self.lost(now_ms);
@@ -154,6 +173,35 @@ mod tests {
         assert_eq!(w.tick(60_000.0, 3000), Tick::Ping);
         assert!(w.heard(1, true, 60_010.0));
         assert_eq!(w.tick(120_000.0, 3000), Tick::Ping);
+    }
+
+    /// Found by the browser chaos soak: a whole browser stalled for
+    /// seconds (the machine busy) made a follower take over a leader that
+    /// was stalled just the same, and for a moment the database had two
+    /// connections.
+    #[test]
+    fn a_follower_stalled_itself_pings_again_before_it_takes_over() {
+        let mut w = LeaderWatch::new(0.0);
+        assert_eq!(w.tick(1000.0, 3000), Tick::Ping);
+        // The next check runs 5 s late: the leader may have been stalled
+        // just as long.
+        assert_eq!(w.tick(7000.0, 3000), Tick::Ping, "asks again");
+        assert!(w.heard(1, true, 7050.0), "and the leader answers");
+        assert_eq!(w.tick(8000.0, 3000), Tick::Wait);
+        // Checks on time again: a silent leader is taken over as ever.
+        assert_eq!(w.tick(9000.0, 3000), Tick::Ping);
+        assert_eq!(w.tick(10_000.0, 3000), Tick::Wait);
+        assert_eq!(w.tick(11_000.0, 3000), Tick::Wait);
+        assert_eq!(w.tick(12_000.0, 3000), Tick::TakeOver);
+    }
+
+    #[test]
+    fn a_follower_throttled_for_good_still_takes_over() {
+        let mut w = LeaderWatch::new(0.0);
+        // A background tab checked once a minute.
+        assert_eq!(w.tick(60_000.0, 3000), Tick::Ping);
+        assert_eq!(w.tick(120_000.0, 3000), Tick::Ping, "late once: asks again");
+        assert_eq!(w.tick(180_000.0, 3000), Tick::TakeOver, "late every time");
     }
 
     #[test]

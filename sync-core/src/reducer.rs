@@ -164,6 +164,21 @@ pub trait Reducer {
         }
         self.upcast(action, schema)
     }
+
+    /// Decodes the payloads of a batch of events, each as
+    /// [`Reducer::decode_at`] would: one result per event, in order. The
+    /// default decodes them one by one; a reducer for which every call
+    /// crosses a boundary (a JavaScript reducer in a browser) decodes the
+    /// batch in one.
+    fn decode_events(
+        &self,
+        events: &[Event],
+    ) -> alloc::vec::Vec<Result<Self::Action, ReduceError>> {
+        events
+            .iter()
+            .map(|e| self.decode_at(&e.payload, e.schema))
+            .collect()
+    }
 }
 
 /// What a reducer knows about the action it folds, the same on every

@@ -573,8 +573,9 @@ impl<R: Reducer> Replica<R> {
                     && !p.withdrawn()
                     && !p.read_meta
             });
-        for e in events {
-            match self.reducer.decode_at(&e.payload, e.schema).and_then(|a| {
+        let actions = self.reducer.decode_events(events);
+        for (e, action) in events.iter().zip(actions) {
+            match action.and_then(|a| {
                 self.reducer
                     .reduce_meta(&self.confirmed, &a, &Meta::of_event(e))
             }) {

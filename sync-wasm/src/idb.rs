@@ -60,8 +60,40 @@ const watched = Object.freeze({
   get schema() { return pending.schema; },
 });
 export function metaRead() { return read; }
+// The actions of a batch of events (reducer.rs, `decode_events`): the
+// payloads' bytes end to end and where each ends; undefined for one that
+// is empty (left to be decoded alone) or not JSON. `ascii`: every byte is
+// below 0x80, so byte offsets are the text's. BOMs are kept, as wasm-bindgen's
+// own decoding keeps them.
+const utf8 = new TextDecoder('utf-8', { ignoreBOM: true });
+export function parseMany(bytes, ends, ascii) {
+  const out = new Array(ends.length);
+  const text = ascii ? utf8.decode(bytes) : '';
+  let a = 0;
+  for (let i = 0; i < ends.length; i++) {
+    const b = ends[i];
+    if (b > a) {
+      try {
+        out[i] = JSON.parse(ascii ? text.slice(a, b) : utf8.decode(bytes.subarray(a, b)));
+      } catch (_) {
+        // Decoded alone again, for its error.
+      }
+    }
+    a = b;
+  }
+  return out;
+}
 "#)]
 extern "C" {
+    /// The JSON values of a batch of payloads (`bytes` end to end, each
+    /// ending at `ends[i]`), in one crossing; `undefined` for one that is
+    /// empty or not JSON.
+    #[wasm_bindgen(js_name = parseMany)]
+    pub(crate) fn parse_many(
+        bytes: &js_sys::Uint8Array,
+        ends: &js_sys::Uint32Array,
+        ascii: bool,
+    ) -> js_sys::Array;
     /// The `meta` object a JS reducer receives (one crossing); a pending
     /// intent's (no offset) notes whether it is read.
     pub(crate) fn meta(

@@ -162,6 +162,63 @@ async fn records_of_the_previous_release_read_as_version_1_and_fold_upcast() {
     assert_eq!(fields[1].1.as_f64(), Some(4_000_000_000_000.0));
 }
 
+/// A batch of stored events is decoded in one call to JS (`decode_events`)
+/// exactly as each alone: this version's JSON parsed, an older version's
+/// upcast, and what is not this version's JSON (not JSON, not UTF-8, a
+/// byte-order mark, nothing) refused by the reducer and skipped, whether
+/// or not the batch is all ASCII.
+#[wasm_bindgen_test]
+async fn a_batch_of_events_decodes_as_each_event_alone() {
+    for (name, last) in [("ascii", "Z"), ("utf8", "é")] {
+        let db = unique(&format!("schema-batch-{name}"));
+        create(&db).await;
+        let payloads: Vec<(Vec<u8>, u32)> = vec![
+            (br#"{"type":"add","title":"A"}"#.to_vec(), 2),
+            (br#"{"type":"add","text":"b"}"#.to_vec(), 1),
+            (b"not json".to_vec(), 2),
+            (vec![0xff, 0xfe], 2),
+            (
+                "\u{feff}{\"type\":\"add\",\"title\":\"bom\"}"
+                    .as_bytes()
+                    .to_vec(),
+                2,
+            ),
+            (Vec::new(), 2),
+            (br#"{"type":"add","title":"Y"}"#.to_vec(), 2),
+            (
+                format!(r#"{{"type":"add","title":"{last}"}}"#).into_bytes(),
+                2,
+            ),
+        ];
+        let n = payloads.len() as u64;
+        for (i, (payload, schema)) in payloads.into_iter().enumerate() {
+            let offset = i as u64 + 1;
+            let e = Event {
+                payload,
+                schema,
+                ..event(offset, "")
+            };
+            let bytes = sync_core::protocol::encode_event(&e);
+            raw_put(
+                &db,
+                "events",
+                key(offset),
+                Uint8Array::from(&bytes[..]).into(),
+            )
+            .await;
+        }
+        raw_put(&db, "streams", "s".into(), stream_record(n, 1, 0)).await;
+        let store = open_with(v2_options(&db, ""), v2_reducer()).await;
+        assert_eq!(
+            state_json(&store),
+            format!(r#"{{"items":[["A",2],["B",1],["Y",2],["{last}",2]]}}"#),
+            "{name}: each event folded as alone"
+        );
+        assert_eq!(status_num(&store, "offset"), n as f64);
+        close(&store).await;
+    }
+}
+
 #[wasm_bindgen_test]
 async fn a_stored_snapshot_of_an_older_version_is_migrated_or_rebuilt() {
     let db = unique("schema-migrate");

@@ -54,7 +54,6 @@ use wasm_bindgen::prelude::*;
 
 use crate::conn::{PageEvents, TabChannel};
 use crate::lead::LeadLock;
-use crate::net::lock_lead;
 use crate::socket::{Socket, SocketEvent, Timer};
 
 /// What carries a store's connection: a WebSocket of its own, or a port
@@ -415,24 +414,22 @@ impl Hub {
     }
 
     fn seek(&self, steal: bool) {
-        let weak = self.me.clone();
-        let granted = Closure::<dyn FnMut()>::new(move || {
-            if let Some(h) = weak.upgrade() {
-                crate::socket::defer(Box::new(move || h.granted()));
-            }
-        });
-        let weak = self.me.clone();
-        let lost = Closure::<dyn FnMut()>::new(move || {
-            if let Some(h) = weak.upgrade() {
-                crate::socket::defer(Box::new(move || h.lost()));
-            }
-        });
-        let release = lock_lead(&self.key, steal, &granted, &lost);
-        let old = self.lock.borrow_mut().replace(LeadLock {
-            release,
-            _granted: granted,
-            _lost: lost,
-        });
+        let (a, b) = (self.me.clone(), self.me.clone());
+        let lock = LeadLock::request(
+            &self.key,
+            steal,
+            move || {
+                if let Some(h) = a.upgrade() {
+                    h.granted();
+                }
+            },
+            move || {
+                if let Some(h) = b.upgrade() {
+                    h.lost();
+                }
+            },
+        );
+        let old = self.lock.borrow_mut().replace(lock);
         drop(old);
     }
 

@@ -52,9 +52,35 @@ pub(crate) enum Role {
 
 /// A lock request and the callbacks the browser holds.
 pub(crate) struct LeadLock {
-    pub release: JsValue,
-    pub _granted: Closure<dyn FnMut()>,
-    pub _lost: Closure<dyn FnMut()>,
+    release: JsValue,
+    _granted: Closure<dyn FnMut()>,
+    _lost: Closure<dyn FnMut()>,
+}
+
+impl LeadLock {
+    /// Asks for Web Lock `name` (`steal`: take it from its holder):
+    /// `granted` runs when this tab holds it, `lost` when another stole
+    /// it, each from a fresh task. Dropping the request lets the lock go
+    /// (or gives the request up).
+    pub fn request(
+        name: &str,
+        steal: bool,
+        granted: impl Fn() + 'static,
+        lost: impl Fn() + 'static,
+    ) -> LeadLock {
+        fn later(f: Rc<dyn Fn()>) -> Closure<dyn FnMut()> {
+            Closure::<dyn FnMut()>::new(move || {
+                let f = f.clone();
+                crate::socket::defer(Box::new(move || f()));
+            })
+        }
+        let (granted, lost) = (later(Rc::new(granted)), later(Rc::new(lost)));
+        LeadLock {
+            release: lock_lead(name, steal, &granted, &lost),
+            _granted: granted,
+            _lost: lost,
+        }
+    }
 }
 
 impl Drop for LeadLock {
@@ -144,24 +170,21 @@ impl<R: StoreReducer> Engine<R> {
 
     /// Asks for the lock (`steal`: take it from a silent leader).
     pub fn seek_lead(self: &Rc<Self>, steal: bool) {
-        let weak = self.me.clone();
-        let granted = Closure::<dyn FnMut()>::new(move || {
-            if let Some(e) = weak.upgrade() {
-                crate::socket::defer(Box::new(move || e.granted()));
-            }
-        });
-        let weak = self.me.clone();
-        let lost = Closure::<dyn FnMut()>::new(move || {
-            if let Some(e) = weak.upgrade() {
-                crate::socket::defer(Box::new(move || e.lost()));
-            }
-        });
-        let release = lock_lead(&self.lock_name(), steal, &granted, &lost);
-        let lock = LeadLock {
-            release,
-            _granted: granted,
-            _lost: lost,
-        };
+        let (a, b) = (self.me.clone(), self.me.clone());
+        let lock = LeadLock::request(
+            &self.lock_name(),
+            steal,
+            move || {
+                if let Some(e) = a.upgrade() {
+                    e.granted();
+                }
+            },
+            move || {
+                if let Some(e) = b.upgrade() {
+                    e.lost();
+                }
+            },
+        );
         // A request replaced here was granted and lost already, or is
         // given up (its release aborts it).
         let old = self.lead.borrow_mut().replace(lock);

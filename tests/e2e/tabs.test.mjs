@@ -123,7 +123,8 @@ test('the leader page says it is being frozen (as a phone does to a background t
   assert.equal(log.events.length, 1);
 });
 
-test('tabs on two lists of one database share one connection; the tab holding it closes, another takes it, nothing lost', async (t) => {
+/** A new context behind its own link, and the names of two new lists (rooms) for it. */
+async function twoLists(t) {
   await connections(0);
   const link = await openLink(() => env.server.port);
   const context = await env.browser.newContext();
@@ -131,7 +132,14 @@ test('tabs on two lists of one database share one connection; the tab holding it
     await context.close();
     await link.close();
   });
-  const [one, two] = [`mux-${randomUUID().slice(0, 8)}`, `mux-${randomUUID().slice(0, 8)}`];
+  return { link, context, one: `mux-${randomUUID().slice(0, 8)}`, two: `mux-${randomUUID().slice(0, 8)}` };
+}
+
+/** The events of list `room` on the server. */
+const events = async (room) => (await (await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json()).events;
+
+test('tabs on two lists of one database share one connection; the tab holding it closes, another takes it, nothing lost', async (t) => {
+  const { link, context, one, two } = await twoLists(t);
   // A leads list one and holds the connection; B leads list two through
   // A's connection; C follows B.
   const a = await openTodoApp(context, link.url, one);
@@ -159,21 +167,13 @@ test('tabs on two lists of one database share one connection; the tab holding it
     await waitStatus(p, `${name} at offset 3`, (s) => s.online && s.pending === 0 && s.offset === 3);
   }
   await connections(1);
-  const events = async (room) => (await (await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json()).events;
   assert.equal((await events(one)).length, 1);
   assert.deepEqual((await events(two)).map((e) => e.offset), [1, 2, 3]);
   assert.deepEqual((await titles(b)).sort(), (await titles(c)).sort());
 });
 
 test('a silent holder (its page stopped in the debugger, as a frozen tab without warning) is taken over; running again, it lets the connection go', async (t) => {
-  await connections(0);
-  const link = await openLink(() => env.server.port);
-  const context = await env.browser.newContext();
-  t.after(async () => {
-    await context.close();
-    await link.close();
-  });
-  const [one, two] = [`mux-${randomUUID().slice(0, 8)}`, `mux-${randomUUID().slice(0, 8)}`];
+  const { link, context, one, two } = await twoLists(t);
   const a = await openTodoApp(context, link.url, one);
   await waitStatus(a, 'A online', (s) => s.online);
   const b = await openTodoApp(context, link.url, two);
@@ -203,7 +203,6 @@ test('a silent holder (its page stopped in the debugger, as a frozen tab without
   await addTodo(a, 'added in A after it ran again');
   await waitStatus(a, 'A synced through B', (s) => s.online && s.pending === 0 && s.offset === 1);
   await connections(1);
-  const events = async (room) => (await (await fetch(`${env.server.url}/v1/streams/${encodeURIComponent(`todos/${room}`)}/events`)).json()).events;
   assert.equal((await events(one)).length, 1);
   assert.equal((await events(two)).length, 1);
 });

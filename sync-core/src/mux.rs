@@ -550,6 +550,15 @@ mod tests {
         .encode()
     }
 
+    /// Ports 1 and 2 on an open socket.
+    fn two_open() -> Mux<u8> {
+        let mut m = Mux::<u8>::new();
+        m.attach(1);
+        m.attach(2);
+        m.opened();
+        m
+    }
+
     fn frames_to(out: &[MuxOut<u8>], port: u8) -> Vec<Vec<u8>> {
         out.iter()
             .filter_map(|o| match o {
@@ -754,10 +763,7 @@ mod tests {
 
     #[test]
     fn a_stream_changes_hands_behind_a_fence() {
-        let mut m = Mux::<u8>::new();
-        m.attach(1);
-        m.attach(2);
-        m.opened();
+        let mut m = two_open();
         m.port_frame(&1, subscribe("a"));
         // Port 2 claims a (a new leader of that stream): port 1's
         // subscription ends, a ping fences what is on its way, and port 1
@@ -798,10 +804,7 @@ mod tests {
     /// review: a stale leader's push used to unsubscribe the new one).
     #[test]
     fn a_write_on_a_followed_stream_takes_nothing() {
-        let mut m = Mux::<u8>::new();
-        m.attach(1);
-        m.attach(2);
-        m.opened();
+        let mut m = two_open();
         m.port_frame(&2, subscribe("a"));
         assert_eq!(m.port_frame(&1, push("a")), vec![MuxOut::Send(push("a"))]);
         assert_eq!(
@@ -821,10 +824,7 @@ mod tests {
     /// reconnect instead of taking another stream's refusal as theirs.
     #[test]
     fn an_error_goes_to_the_port_whose_subscription_it_refuses() {
-        let mut m = Mux::<u8>::new();
-        m.attach(1);
-        m.attach(2);
-        m.opened();
+        let mut m = two_open();
         m.port_frame(&1, hello("t"));
         m.server_frame(welcome());
         m.port_frame(&2, hello("t"));
@@ -906,10 +906,7 @@ mod tests {
 
     #[test]
     fn a_closed_socket_closes_every_port_and_starts_over() {
-        let mut m = Mux::<u8>::new();
-        m.attach(1);
-        m.attach(2);
-        m.opened();
+        let mut m = two_open();
         m.port_frame(&1, hello("t"));
         m.server_frame(welcome());
         m.port_frame(&1, subscribe("a"));

@@ -414,21 +414,7 @@ impl Hub {
     }
 
     fn seek(&self, steal: bool) {
-        let (a, b) = (self.me.clone(), self.me.clone());
-        let lock = LeadLock::request(
-            &self.key,
-            steal,
-            move || {
-                if let Some(h) = a.upgrade() {
-                    h.granted();
-                }
-            },
-            move || {
-                if let Some(h) = b.upgrade() {
-                    h.lost();
-                }
-            },
-        );
+        let lock = LeadLock::request(&self.key, steal, &self.me, |h| h.granted(), |h| h.lost());
         let old = self.lock.borrow_mut().replace(lock);
         drop(old);
     }

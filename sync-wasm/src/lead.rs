@@ -25,7 +25,7 @@
 //! - **Where Web Locks or `BroadcastChannel` are missing** each tab
 //!   connects on its own, as before (`Role::Alone`).
 
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use sync_core::lead::{decode_status, encode_status, LeaderWatch, Tick, PING_MS};
 use sync_core::{ErrorCode, Seq};
@@ -58,23 +58,26 @@ pub(crate) struct LeadLock {
 }
 
 impl LeadLock {
-    /// Asks for Web Lock `name` (`steal`: take it from its holder):
-    /// `granted` runs when this tab holds it, `lost` when another stole
-    /// it, each from a fresh task. Dropping the request lets the lock go
-    /// (or gives the request up).
-    pub fn request(
+    /// Asks for Web Lock `name` (`steal`: take it from its holder) for
+    /// `me`: `granted` runs when this tab holds it, `lost` when another
+    /// stole it, each from a fresh task and only while `me` lives.
+    /// Dropping the request lets the lock go (or gives the request up).
+    pub fn request<T: 'static>(
         name: &str,
         steal: bool,
-        granted: impl Fn() + 'static,
-        lost: impl Fn() + 'static,
+        me: &Weak<T>,
+        granted: fn(&Rc<T>),
+        lost: fn(&Rc<T>),
     ) -> LeadLock {
-        fn later(f: Rc<dyn Fn()>) -> Closure<dyn FnMut()> {
+        let later = |f: fn(&Rc<T>)| {
+            let me = me.clone();
             Closure::<dyn FnMut()>::new(move || {
-                let f = f.clone();
-                crate::socket::defer(Box::new(move || f()));
+                if let Some(me) = me.upgrade() {
+                    crate::socket::defer(Box::new(move || f(&me)));
+                }
             })
-        }
-        let (granted, lost) = (later(Rc::new(granted)), later(Rc::new(lost)));
+        };
+        let (granted, lost) = (later(granted), later(lost));
         LeadLock {
             release: lock_lead(name, steal, &granted, &lost),
             _granted: granted,
@@ -170,20 +173,12 @@ impl<R: StoreReducer> Engine<R> {
 
     /// Asks for the lock (`steal`: take it from a silent leader).
     pub fn seek_lead(self: &Rc<Self>, steal: bool) {
-        let (a, b) = (self.me.clone(), self.me.clone());
         let lock = LeadLock::request(
             &self.lock_name(),
             steal,
-            move || {
-                if let Some(e) = a.upgrade() {
-                    e.granted();
-                }
-            },
-            move || {
-                if let Some(e) = b.upgrade() {
-                    e.lost();
-                }
-            },
+            &self.me,
+            Self::granted,
+            Self::lost,
         );
         // A request replaced here was granted and lost already, or is
         // given up (its release aborts it).

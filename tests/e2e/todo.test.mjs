@@ -256,6 +256,10 @@ test('assigned to me offline: bob reloads offline and sees his cached list; his 
   // panel is the server's answer, which has not seen it.
   await assign(b, 'four', 'bob');
   assert.equal((await status(b)).pending, 1);
+  // A reload keeps what the outbox holds: wait for its write (a reload
+  // during it loses the dispatch, as closing a tab then would; this test
+  // once reloaded first, and found no assignment after the reload).
+  await waitFor('bob\'s assignment written to the outbox', () => b.evaluate(() => window.logsync.store.getStatus().writing === 0));
 
   await b.reload();
   await b.waitForSelector('[data-testid=assigned]', { timeout: 15_000 });

@@ -8,6 +8,7 @@ import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
+import { shortenNames } from './short-names.mjs';
 
 const jsDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const root = resolve(jsDir, '..');
@@ -56,6 +57,12 @@ if (opt.error || opt.status !== 0) {
   console.error(`wasm-opt -Os failed: ${opt.error?.message ?? `exit ${opt.status}`}`);
   process.exit(opt.status || 1);
 }
+
+// The names the module and the glue find each other by, shortened in both
+// (scripts/short-names.mjs says why and how; BENCHMARKS.md, "Short names").
+const glueFile = join(outDir, 'logsync_wasm.js');
+const short = shortenNames(wasmFile, glueFile, [join(outDir, 'logsync_wasm.d.ts'), join(outDir, 'logsync_wasm_bg.wasm.d.ts')]);
+console.log(`  short names: ${short.imports} imports, ${short.exports} exports, ${short.modules} modules; module ${short.before} -> ${short.after} B`);
 
 // wasm-pack copies the crate's README and licence; the package has its own.
 // `snippets/` holds the crate's inline JS, imported by the glue.

@@ -15,6 +15,12 @@ mod storage;
 mod wasm_store;
 mod writer;
 
+/// The module's allocator (talc): smaller and faster here than the
+/// default dlmalloc (BENCHMARKS.md, "The allocator").
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 #[cfg(feature = "test-hooks")]
 pub mod testing;
 

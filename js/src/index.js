@@ -333,8 +333,15 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
   // Status, error and rejection listeners live here, so that they follow
   // the store when it switches to another user's replica.
   const statusListeners = new Set();
+  // The layer above's hooks: told of every status change without the
+  // status object, which they build only if someone listens to them.
+  const changeHooks = new Set();
   const errorListeners = new Set();
   const rejectedListeners = new Set();
+  const statusMoved = () => {
+    for (const entry of [...changeHooks]) entry.fn();
+    if (statusListeners.size > 0) fanOut(statusListeners, inner.status());
+  };
   const fanOut = (set, value) => {
     for (const entry of [...set]) {
       try {
@@ -352,11 +359,13 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     seen = first.offset;
     const stops = [
       store.subscribe(onInner),
-      store.onStatus(() => {
+      // The status object is built only for someone who listens: a
+      // dispatch needs only the offset (its `meta.seen`), and every
+      // dispatch changes the status (`pending`, `writing`).
+      store.onStatus((offset) => {
         inlineLimit = Math.floor(store.maxActionBytes() / 3);
-        const status = store.status();
-        seen = status.offset;
-        fanOut(statusListeners, status);
+        seen = offset;
+        statusMoved();
       }),
       store.onError((err) => fanOut(errorListeners, toLogsyncError(err, 'INTERNAL', 'sync error'))),
       store.onRejected((rejection) => fanOut(rejectedListeners, rejection)),
@@ -536,7 +545,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
       wire(inner);
       switched();
       notify();
-      fanOut(statusListeners, inner.status());
+      statusMoved();
       await old.close();
     });
     switching = step;
@@ -575,6 +584,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     // microtask after its first dispatch.
     get status() { return inner.status(); },
     onStatus,
+    onStatusChange: (hook) => listen(changeHooks, 'onStatusChange', hook),
     onError,
     onRejected,
     synced,
@@ -753,6 +763,8 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   };
   let toldStatus = getStatus();
   const statusChanged = () => {
+    // Built only for listeners (every dispatch changes the status).
+    if (statusListeners.size === 0) return;
     const status = getStatus();
     if (status === toldStatus) return;
     toldStatus = status;
@@ -999,7 +1011,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
       notify();
       scheduleReconcile();
     });
-    store.onStatus(() => {
+    store.onStatusChange(() => {
       reconcile();
       statusChanged();
       if (Date.now() - storageAt > STORAGE_REFRESH_MS) refreshStorage();

@@ -92,6 +92,27 @@ test('status: a stable object, pending counts the outbox while offline', async (
   stop();
 });
 
+test('status: a listener added after changes nobody heard is told the next change, with every count', async (t) => {
+  // No status listener at first: the store does not build the status
+  // object for these changes, but what it says later must include them.
+  const store = await createSyncStore(offline());
+  t.after(() => store.close());
+  for (let i = 0; i < 5; i++) {
+    store.dispatch({ type: 'inc' });
+    await null;
+  }
+  const heard = [];
+  const stop = store.onStatus((s) => heard.push(s));
+  store.dispatch({ type: 'inc' });
+  const deadline = Date.now() + 5_000;
+  while (!heard.some((s) => s.pending === 6 && s.writing === 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  stop();
+  assert.ok(heard.length > 0, 'the listener heard the change');
+  assert.ok(heard.some((s) => s.pending === 6 && s.writing === 0), `heard ${JSON.stringify(heard.map((s) => [s.pending, s.writing]))}`);
+  for (const s of heard) assert.ok(s.pending >= 6, `every status after the dispatch counts all six: ${s.pending}`);
+  assert.equal(store.status, heard.at(-1), 'the last status told is the current one');
+});
+
 test('state and outbox survive closing and reopening (IndexedDB)', async () => {
   const options = offline();
   const first = await createSyncStore(options);

@@ -233,7 +233,7 @@ pub(crate) struct Notes {
 pub(crate) struct Listeners {
     next: ListenerId,
     pub state: List<dyn Fn()>,
-    pub status: List<dyn Fn()>,
+    pub status: List<dyn Fn(u64)>,
     pub error: List<dyn Fn(&WasmError)>,
     pub rejected: List<dyn Fn(&Rejection)>,
 }
@@ -553,9 +553,10 @@ impl<R: StoreReducer> Engine<R> {
         };
         if changed {
             self.post_status_if_changed();
+            let offset = self.published.borrow().0.offset;
             let ls = self.listeners.borrow().status.snapshot();
             for f in ls {
-                f();
+                f(offset);
             }
         }
         for w in synced {
@@ -1024,8 +1025,9 @@ impl<R: StoreReducer> Store<R> {
         self.add(|l, id| l.state.add(id, Rc::new(f)))
     }
 
-    /// Calls `f` after every status change.
-    pub fn on_status(&self, f: impl Fn() + 'static) -> ListenerId {
+    /// Calls `f` after every status change, with the confirmed offset
+    /// (what a dispatch's `meta.seen` says, without building the status).
+    pub fn on_status(&self, f: impl Fn(u64) + 'static) -> ListenerId {
         self.add(|l, id| l.status.add(id, Rc::new(f)))
     }
 

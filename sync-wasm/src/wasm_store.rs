@@ -319,14 +319,19 @@ impl WasmStore {
         Ok(self.store.discard(n as u64)?)
     }
 
-    /// Calls `listener()` after every status change; returns `unsubscribe`.
+    /// Calls `listener(offset)` after every status change, with the
+    /// confirmed offset (`status().offset`): a caller that needs only
+    /// that (the `logsync` package, for `meta.seen`) need not build the
+    /// status object on every change. Returns `unsubscribe`.
     #[wasm_bindgen(js_name = onStatus, unchecked_return_type = "() => void")]
     pub fn on_status(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "() => void")] listener: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "(offset: number) => void")] listener: JsValue,
     ) -> Result<Function, JsValue> {
         let f = function(listener, "onStatus")?;
-        let id = self.store.on_status(move || call(&f, &JsValue::UNDEFINED));
+        let id = self
+            .store
+            .on_status(move |offset| call(&f, &JsValue::from_f64(offset as f64)));
         Ok(unsubscriber(self.store.remover(id)))
     }
 

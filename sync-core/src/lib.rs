@@ -33,7 +33,7 @@ pub use protocol::{
 };
 #[cfg(feature = "views")]
 pub use protocol::{ViewChange, ViewKnown};
-pub use reducer::{Meta, ReduceError, Reducer};
+pub use reducer::{Folded, Meta, ReduceError, Reducer};
 pub use replica::{Applied, LocalId, Pending, Replica};
 pub use types::{
     sort_by_seq, ClientId, Epoch, Event, Offset, Seq, StreamName, MAX_STREAM_NAME_LEN,

@@ -165,20 +165,42 @@ pub trait Reducer {
         self.upcast(action, schema)
     }
 
-    /// Decodes the payloads of a batch of events, each as
-    /// [`Reducer::decode_at`] would: one result per event, in order. The
-    /// default decodes them one by one; a reducer for which every call
-    /// crosses a boundary (a JavaScript reducer in a browser) decodes the
-    /// batch in one.
-    fn decode_events(
-        &self,
-        events: &[Event],
-    ) -> alloc::vec::Vec<Result<Self::Action, ReduceError>> {
-        events
-            .iter()
-            .map(|e| self.decode_at(&e.payload, e.schema))
-            .collect()
+    /// Folds a batch of confirmed events onto `state`, each decoded as
+    /// [`Reducer::decode_at`] would and reduced by
+    /// [`Reducer::reduce_meta`] with [`Meta::of_event`]. An event that
+    /// does not decode, or that the reducer refuses, leaves the state as
+    /// it was; it is reported with its index in `events`, in order.
+    /// Returns the state after the batch (`None`: no event applied) and
+    /// those failures. The default folds the events one by one; a reducer
+    /// for which every call crosses a boundary (a JavaScript reducer in a
+    /// browser) folds the batch in one call and must give the same result.
+    fn fold_events(&self, state: &Self::State, events: &[Event]) -> Folded<Self::State> {
+        let mut folded = Folded {
+            state: None,
+            errors: alloc::vec::Vec::new(),
+        };
+        for (i, e) in events.iter().enumerate() {
+            let base = folded.state.as_ref().unwrap_or(state);
+            match self
+                .decode_at(&e.payload, e.schema)
+                .and_then(|a| self.reduce_meta(base, &a, &Meta::of_event(e)))
+            {
+                Ok(next) => folded.state = Some(next),
+                Err(err) => folded.errors.push((i, err)),
+            }
+        }
+        folded
     }
+}
+
+/// What [`Reducer::fold_events`] made of a batch.
+#[derive(Debug)]
+pub struct Folded<S> {
+    /// The state after the batch; `None` when no event of it applied.
+    pub state: Option<S>,
+    /// The events that did not decode or that the reducer refused: their
+    /// index in the batch and why, in order.
+    pub errors: alloc::vec::Vec<(usize, ReduceError)>,
 }
 
 /// What a reducer knows about the action it folds, the same on every

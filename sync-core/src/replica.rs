@@ -573,15 +573,14 @@ impl<R: Reducer> Replica<R> {
                     && !p.withdrawn()
                     && !p.read_meta
             });
-        let actions = self.reducer.decode_events(events);
-        for (e, action) in events.iter().zip(actions) {
-            match action.and_then(|a| {
-                self.reducer
-                    .reduce_meta(&self.confirmed, &a, &Meta::of_event(e))
-            }) {
-                Ok(next) => self.confirmed = next,
-                Err(err) => applied.reducer_errors.push((e.offset, err.0)),
-            }
+        let folded = self.reducer.fold_events(&self.confirmed, events);
+        if let Some(next) = folded.state {
+            self.confirmed = next;
+        }
+        for (i, err) in folded.errors {
+            applied.reducer_errors.push((events[i].offset, err.0));
+        }
+        for e in events {
             self.offset = e.offset;
             if e.client_id == self.client_id {
                 if let Some(i) = self.pending.iter().position(|p| p.seq == Some(e.seq)) {

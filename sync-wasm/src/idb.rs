@@ -60,40 +60,61 @@ const watched = Object.freeze({
   get schema() { return pending.schema; },
 });
 export function metaRead() { return read; }
-// The actions of a batch of events (reducer.rs, `decode_events`): the
-// payloads' bytes end to end and where each ends; undefined for one that
-// is empty (left to be decoded alone) or not JSON. `ascii`: every byte is
-// below 0x80, so byte offsets are the text's. BOMs are kept, as wasm-bindgen's
-// own decoding keeps them.
+// A batch of events folded in one call (reducer.rs, `fold_events`), from
+// event `from` on: the payloads' bytes end to end and where each ends (an
+// empty one is not this version's UTF-8: folded alone); `ascii`: every byte
+// is below 0x80, so byte offsets are the text's (BOMs are kept, as
+// wasm-bindgen's own decoding keeps them); `nums`: per event its offset,
+// seq, time, seen, and its client's and subject's index in `clients` and
+// `subjects`. Stops at the first event it cannot fold: [state, index,
+// kind, thrown], kind 1: not JSON here (folded alone, for its upcast or
+// error), 2: the reducer threw `thrown`, 3: it returned undefined; kind 0
+// and index = length when all are folded.
 const utf8 = new TextDecoder('utf-8', { ignoreBOM: true });
-export function parseMany(bytes, ends, ascii) {
-  const out = new Array(ends.length);
+export function foldMany(reducer, state, bytes, ends, ascii, from, nums, clients, subjects, schema) {
   const text = ascii ? utf8.decode(bytes) : '';
-  let a = 0;
-  for (let i = 0; i < ends.length; i++) {
+  let a = from > 0 ? ends[from - 1] : 0;
+  for (let i = from; i < ends.length; i++) {
     const b = ends[i];
-    if (b > a) {
-      try {
-        out[i] = JSON.parse(ascii ? text.slice(a, b) : utf8.decode(bytes.subarray(a, b)));
-      } catch (_) {
-        // Decoded alone again, for its error.
-      }
+    let action;
+    try {
+      if (b === a) throw a;
+      action = JSON.parse(ascii ? text.slice(a, b) : utf8.decode(bytes.subarray(a, b)));
+    } catch (_) {
+      return [state, i, 1];
     }
     a = b;
+    const k = i * 6;
+    const meta = { offset: nums[k], clientId: clients[nums[k + 4]], subject: subjects[nums[k + 5]], seq: nums[k + 1], time: nums[k + 2], seen: nums[k + 3], schema };
+    let next;
+    try {
+      next = reducer(state, action, meta);
+    } catch (e) {
+      return [state, i, 2, e];
+    }
+    if (next === undefined) return [state, i, 3];
+    state = next;
   }
-  return out;
+  return [state, ends.length, 0];
 }
 "#)]
 extern "C" {
-    /// The JSON values of a batch of payloads (`bytes` end to end, each
-    /// ending at `ends[i]`), in one crossing; `undefined` for one that is
-    /// empty or not JSON.
-    #[wasm_bindgen(js_name = parseMany)]
-    pub(crate) fn parse_many(
+    /// Folds a batch of events from `from` on, in one crossing, until
+    /// one it cannot fold (`foldMany` above says what it returns).
+    #[allow(clippy::too_many_arguments)]
+    #[wasm_bindgen(js_name = foldMany)]
+    pub(crate) fn fold_many(
+        reducer: &js_sys::Function,
+        state: &JsValue,
         bytes: &js_sys::Uint8Array,
         ends: &js_sys::Uint32Array,
         ascii: bool,
-    ) -> js_sys::Array;
+        from: u32,
+        nums: &js_sys::Float64Array,
+        clients: &Array,
+        subjects: &Array,
+        schema: u32,
+    ) -> Array;
     /// The `meta` object a JS reducer receives (one crossing); a pending
     /// intent's (no offset) notes whether it is read.
     pub(crate) fn meta(

@@ -2,12 +2,12 @@
 //! state` ([`JsReducer`]), or any Rust [`Reducer`] that says how its state
 //! is kept in IndexedDB ([`StoreReducer`]).
 
-use js_sys::Function;
-use sync_core::{Meta, ReduceError, Reducer};
+use js_sys::{Array, Function};
+use sync_core::{Folded, Meta, ReduceError, Reducer};
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::error::{describe_js, WasmError};
-use crate::idb::{meta, meta_read, parse_many};
+use crate::idb::{fold_many, meta, meta_read};
 
 /// A [`Reducer`] whose state a browser store can snapshot into IndexedDB.
 pub trait StoreReducer: Reducer + 'static {
@@ -102,29 +102,38 @@ impl JsReducer {
         let next = self
             .func
             .call3(&JsValue::UNDEFINED, state, action, meta)
-            .map_err(|e| ReduceError(format!("the reducer threw {}", describe_js(&e))))?;
+            .map_err(|e| thrown(&e))?;
         if next.is_undefined() {
-            return Err(ReduceError(
-                "the reducer returned undefined; return the state it was given when an action does not apply".into(),
-            ));
+            return Err(returned_undefined());
         }
         Ok(next)
     }
 
-    /// `meta.client_id` as a JS string of hex digits, from the one-entry
+    /// A client id as a JS string of hex digits, from the one-entry
     /// cache: events come in runs of one client's, and a string made in JS
     /// once is not decoded from wasm memory again for every event.
-    fn client_hex(&self, m: &Meta<'_>) -> JsValue {
+    fn hex(&self, client_id: sync_core::ClientId) -> JsValue {
         let mut cached = self.client.borrow_mut();
         match &*cached {
-            Some((id, hex)) if *id == m.client_id => hex.clone(),
+            Some((id, hex)) if *id == client_id => hex.clone(),
             _ => {
-                let hex = JsValue::from_str(&m.client_id.to_hex());
-                *cached = Some((m.client_id, hex.clone()));
+                let hex = JsValue::from_str(&client_id.to_hex());
+                *cached = Some((client_id, hex.clone()));
                 hex
             }
         }
     }
+}
+
+/// What a reducer that threw `e` did.
+fn thrown(e: &JsValue) -> ReduceError {
+    ReduceError(format!("the reducer threw {}", describe_js(e)))
+}
+
+fn returned_undefined() -> ReduceError {
+    ReduceError(
+        "the reducer returned undefined; return the state it was given when an action does not apply".into(),
+    )
 }
 
 impl Reducer for JsReducer {
@@ -142,34 +151,98 @@ impl Reducer for JsReducer {
         self.call(state, action, &JsValue::UNDEFINED)
     }
 
-    /// The payloads of this reducer's schema version that are UTF-8 go to
-    /// JS end to end and are parsed there in one call (not one text
-    /// handed over and one `JSON.parse` crossing per event); the others,
-    /// and any that do not parse, are decoded alone (`decode_at`: the
-    /// upcast, the error message).
-    fn decode_events(&self, events: &[sync_core::Event]) -> Vec<Result<JsValue, ReduceError>> {
+    /// One JS call folds the batch (`foldMany` in idb.rs's snippet): the
+    /// payloads of this reducer's schema version that are UTF-8 go over
+    /// end to end, each event's meta as numbers and indexes into its few
+    /// client ids and subjects, and JS parses each payload and calls the
+    /// reducer, instead of two crossings (the meta, the reducer) and a
+    /// decode per event. An event it cannot fold (an older version's, one
+    /// that is not JSON, one the reducer refuses) stops it; that one is
+    /// folded or reported here, as alone, and the call goes on after it.
+    fn fold_events(&self, state: &JsValue, events: &[sync_core::Event]) -> Folded<JsValue> {
         let now = self.schema.version;
         let mut bytes = Vec::new();
         let mut ends = Vec::with_capacity(events.len());
+        let mut nums = Vec::with_capacity(events.len() * 6);
+        let clients = Array::new();
+        let mut client_ids: Vec<sync_core::ClientId> = Vec::new();
+        let subjects = Array::of1(&JsValue::NULL);
+        let mut subject_names: Vec<&str> = Vec::new();
         for e in events {
             if e.schema == now && core::str::from_utf8(&e.payload).is_ok() {
                 bytes.extend_from_slice(&e.payload);
             }
             ends.push(bytes.len() as u32);
+            let client = client_ids.iter().position(|c| *c == e.client_id);
+            let client = client.unwrap_or_else(|| {
+                client_ids.push(e.client_id);
+                clients.push(&self.hex(e.client_id));
+                client_ids.len() - 1
+            });
+            let subject = match e.subject.as_deref() {
+                None => 0,
+                Some(s) => match subject_names.iter().position(|n| *n == s) {
+                    Some(i) => i + 1,
+                    None => {
+                        subject_names.push(s);
+                        subjects.push(&JsValue::from_str(s));
+                        subject_names.len()
+                    }
+                },
+            };
+            nums.extend_from_slice(&[
+                e.offset.0 as f64,
+                e.seq.get() as f64,
+                e.time_ms as f64,
+                e.seen.0 as f64,
+                client as f64,
+                subject as f64,
+            ]);
         }
-        let parsed = parse_many(
-            &js_sys::Uint8Array::from(&bytes[..]),
-            &js_sys::Uint32Array::from(&ends[..]),
-            bytes.is_ascii(),
-        );
-        events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| match parsed.get(i as u32) {
-                v if v.is_undefined() => self.decode_at(&e.payload, e.schema),
-                v => Ok(v),
-            })
-            .collect()
+        let ascii = bytes.is_ascii();
+        let bytes = js_sys::Uint8Array::from(&bytes[..]);
+        let ends = js_sys::Uint32Array::from(&ends[..]);
+        let nums = js_sys::Float64Array::from(&nums[..]);
+        let mut folded = Folded {
+            state: None,
+            errors: Vec::new(),
+        };
+        let mut from = 0;
+        while from < events.len() {
+            let base = folded.state.as_ref().unwrap_or(state);
+            let out = fold_many(
+                &self.func,
+                base,
+                &bytes,
+                &ends,
+                ascii,
+                from as u32,
+                &nums,
+                &clients,
+                &subjects,
+                now,
+            );
+            let at = out.get(1).as_f64().unwrap_or(0.0) as usize;
+            if at > from {
+                folded.state = Some(out.get(0));
+            }
+            let Some(e) = events.get(at) else { break };
+            let base = folded.state.as_ref().unwrap_or(state);
+            let one = match out.get(2).as_f64().map(|k| k as u32) {
+                Some(2) => Err(thrown(&out.get(3))),
+                Some(3) => Err(returned_undefined()),
+                _ => self
+                    .decode_at(&e.payload, e.schema)
+                    .and_then(|a| self.reduce_meta(base, &a, &Meta::of_event(e))),
+            };
+            match one {
+                Ok(next) => folded.state = Some(next),
+                Err(err) => folded.errors.push((at, err)),
+            }
+            from = at + 1;
+        }
+        self.read.set(false);
+        folded
     }
 
     fn reduce_meta(
@@ -179,7 +252,7 @@ impl Reducer for JsReducer {
         m: &Meta<'_>,
     ) -> Result<JsValue, ReduceError> {
         let pending = m.offset.is_none();
-        let client = self.client_hex(m);
+        let client = self.hex(m.client_id);
         let m = meta(
             m.offset.map(|o| o.0 as f64),
             &client,

@@ -162,7 +162,7 @@ async fn records_of_the_previous_release_read_as_version_1_and_fold_upcast() {
     assert_eq!(fields[1].1.as_f64(), Some(4_000_000_000_000.0));
 }
 
-/// A batch of stored events is decoded in one call to JS (`decode_events`)
+/// A batch of stored events is folded in one call to JS (`fold_events`)
 /// exactly as each alone: this version's JSON parsed, an older version's
 /// upcast, and what is not this version's JSON (not JSON, not UTF-8, a
 /// byte-order mark, nothing) refused by the reducer and skipped, whether
@@ -217,6 +217,82 @@ async fn a_batch_of_events_decodes_as_each_event_alone() {
         assert_eq!(status_num(&store, "offset"), n as f64);
         close(&store).await;
     }
+}
+
+/// A batch of stored events is folded in one call to JS (`fold_events`)
+/// exactly as each alone: every event's meta (offset, seq, client id,
+/// subject, time, seen, schema; two clients and two subjects in one
+/// batch), an event the reducer throws on or returns `undefined` for
+/// skipped with the state as it was, an older version's event upcast and
+/// a payload that is not JSON skipped, mid-batch, and the fold going on
+/// after each.
+#[wasm_bindgen_test]
+async fn a_batch_of_events_folds_with_each_events_meta_as_alone() {
+    let db = unique("schema-fold");
+    create(&db).await;
+    let other = ClientId::from_bytes([9; 16]);
+    let mine = ClientId::from_bytes([7; 16]);
+    let rows: Vec<(&str, u32, ClientId, Option<&str>)> = vec![
+        (r#"{"type":"add","title":"a"}"#, 2, mine, Some("ann")),
+        (r#"{"type":"add","title":"b"}"#, 2, other, None),
+        ("not json", 2, other, None),
+        (r#"{"type":"throw"}"#, 2, other, Some("bob")),
+        (r#"{"type":"add","title":"c"}"#, 2, other, Some("bob")),
+        (r#"{"type":"add","text":"old"}"#, 1, other, Some("ann")),
+        (r#"{"type":"undefined"}"#, 2, other, Some("ann")),
+        (r#"{"type":"add","title":"d"}"#, 2, mine, Some("ann")),
+    ];
+    let n = rows.len() as u64;
+    for (i, (payload, schema, client_id, subject)) in rows.into_iter().enumerate() {
+        let offset = i as u64 + 1;
+        let e = Event {
+            payload: payload.as_bytes().to_vec(),
+            schema,
+            client_id,
+            subject: subject.map(str::to_string),
+            seq: Seq::new(offset + 10).unwrap(),
+            time_ms: 5_000 + offset,
+            seen: Offset(offset - 1),
+            ..event(offset, "")
+        };
+        let bytes = sync_core::protocol::encode_event(&e);
+        raw_put(
+            &db,
+            "events",
+            key(offset),
+            Uint8Array::from(&bytes[..]).into(),
+        )
+        .await;
+    }
+    raw_put(&db, "streams", "s".into(), stream_record(n, 1, 0)).await;
+    let reducer = func(
+        "state, action, meta",
+        "if (action.type === 'throw') throw new Error('no');
+         if (action.type === 'undefined') return undefined;
+         if (typeof action.title !== 'string') throw new Error('not a v2 action');
+         const m = [meta.offset, meta.seq, meta.clientId.slice(0, 2), meta.subject, meta.time, meta.seen, meta.schema];
+         return { items: [...state.items, [action.title, ...m]] };",
+    );
+    let store = open_with(v2_options(&db, ""), reducer).await;
+    assert_eq!(
+        state_json(&store),
+        concat!(
+            r#"{"items":[["a",1,11,"07","ann",5001,0,2],["b",2,12,"09",null,5002,1,2],"#,
+            r#"["c",5,15,"09","bob",5005,4,2],["OLD",6,16,"09","ann",5006,5,1],"#,
+            r#"["d",8,18,"07","ann",5008,7,2]]}"#
+        ),
+        "each event folded with its own meta, the refused ones skipped"
+    );
+    assert_eq!(status_num(&store, "offset"), n as f64);
+    // Each refused event is reported; the last one is the status's.
+    let message = get(&status(&store, "lastError"), "message").as_string();
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("offset 7") && m.contains("returned undefined")),
+        "{message:?}"
+    );
+    close(&store).await;
 }
 
 #[wasm_bindgen_test]

@@ -60,6 +60,30 @@ const watched = Object.freeze({
   get schema() { return pending.schema; },
 });
 export function metaRead() { return read; }
+// Stored events in one call each way (storage.rs): `putEvents` writes
+// each event's bytes (its own copy: a view would store the whole buffer)
+// under [stream, offset]; `joinBytes` puts the values read end to end and
+// says where each ends, stopping at the first that is not bytes.
+export function putEvents(store, stream, bytes, ends, offsets) {
+  let a = 0;
+  for (let i = 0; i < ends.length; i++) {
+    store.put(bytes.slice(a, ends[i]), [stream, offsets[i]]);
+    a = ends[i];
+  }
+}
+export function joinBytes(values) {
+  let n = 0;
+  let len = 0;
+  for (; n < values.length && values[n] instanceof Uint8Array; n++) len += values[n].length;
+  const bytes = new Uint8Array(len);
+  const ends = new Uint32Array(n);
+  for (let i = 0, a = 0; i < n; i++) {
+    bytes.set(values[i], a);
+    a += values[i].length;
+    ends[i] = a;
+  }
+  return [bytes, ends];
+}
 // A batch of events folded in one call (reducer.rs, `fold_events`), from
 // event `from` on: the payloads' bytes end to end and where each ends (an
 // empty one is not this version's UTF-8: folded alone); `ascii`: every byte
@@ -126,6 +150,19 @@ extern "C" {
         seen: f64,
         schema: u32,
     ) -> JsValue;
+    /// Writes events (`bytes` end to end, each ending at `ends[i]`) under
+    /// `[stream, offsets[i]]`, in one crossing.
+    #[wasm_bindgen(js_name = putEvents, catch)]
+    pub(crate) fn put_events(
+        store: &IdbObjectStore,
+        stream: &str,
+        bytes: &js_sys::Uint8Array,
+        ends: &js_sys::Uint32Array,
+        offsets: &js_sys::Float64Array,
+    ) -> Result<(), JsValue>;
+    /// `[bytes, ends]`: the leading values that are bytes, end to end.
+    #[wasm_bindgen(js_name = joinBytes)]
+    pub(crate) fn join_bytes(values: &Array) -> Array;
     /// Whether the last pending `meta` was read.
     #[wasm_bindgen(js_name = metaRead)]
     pub(crate) fn meta_read() -> bool;

@@ -343,15 +343,24 @@ impl Db {
                 }
             }
         }
-        for e in &w.events {
-            if e.offset.0 > snapshot_at {
-                let bytes = sync_core::protocol::encode_event(e);
-                put(
-                    &events,
-                    &idb::key2(&key, e.offset.0),
-                    &Uint8Array::from(&bytes[..]),
-                )?;
-            }
+        // Every event's bytes in one buffer, written in one crossing.
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        let mut offsets = Vec::new();
+        for e in w.events.iter().filter(|e| e.offset.0 > snapshot_at) {
+            bytes.extend_from_slice(&sync_core::protocol::encode_event(e));
+            ends.push(bytes.len() as u32);
+            offsets.push(e.offset.0 as f64);
+        }
+        if !ends.is_empty() {
+            idb::put_events(
+                &events,
+                stream,
+                &Uint8Array::from(&bytes[..]),
+                &js_sys::Uint32Array::from(&ends[..]),
+                &js_sys::Float64Array::from(&offsets[..]),
+            )
+            .map_err(|e| WasmError::from_storage("write events", &e))?;
         }
         if snapshot_at > 0 {
             events
@@ -706,23 +715,31 @@ fn read_events(
         ));
         return Vec::new();
     };
-    let mut events = Vec::with_capacity(arr.length() as usize);
+    // Their bytes in one buffer, copied in one crossing; a value that is
+    // not bytes ends it (and the run).
+    let joined = idb::join_bytes(arr);
+    let bytes = Uint8Array::new(&joined.get(0)).to_vec();
+    let ends = js_sys::Uint32Array::new(&joined.get(1)).to_vec();
+    let not_bytes = (ends.len() < arr.length() as usize).then_some(Err("not bytes".to_string()));
+    let mut events = Vec::with_capacity(ends.len());
     let mut expect = after + 1;
-    for value in arr.iter() {
-        let decoded = value
-            .dyn_ref::<Uint8Array>()
-            .ok_or_else(|| "not bytes".to_string())
-            .and_then(|b| decode_stored_event(b.to_vec()))
-            .and_then(|e| {
-                if e.offset.0 == expect {
-                    Ok(e)
-                } else {
-                    Err(format!(
-                        "holds offset {} where {expect} was expected",
-                        e.offset
-                    ))
-                }
-            });
+    let mut start = 0;
+    let each = ends.iter().map(|&end| {
+        let one = &bytes[start..end as usize];
+        start = end as usize;
+        decode_stored_event(one)
+    });
+    for decoded in each.chain(not_bytes) {
+        let decoded = decoded.and_then(|e| {
+            if e.offset.0 == expect {
+                Ok(e)
+            } else {
+                Err(format!(
+                    "holds offset {} where {expect} was expected",
+                    e.offset
+                ))
+            }
+        });
         match decoded {
             Ok(e) => {
                 events.push(e);
@@ -746,14 +763,14 @@ fn read_events(
 /// they carried `subject` and `seen` (protocol version 1) lacks those too:
 /// no subject and seen 0 (postcard writes `None` and `0` as one zero byte
 /// each), as the server's log has it.
-fn decode_stored_event(bytes: Vec<u8>) -> Result<Event, String> {
-    let first = match postcard::from_bytes::<Event>(&bytes) {
+fn decode_stored_event(bytes: &[u8]) -> Result<Event, String> {
+    let first = match postcard::from_bytes::<Event>(bytes) {
         Ok(e) => return Ok(e),
         Err(e) => e.to_string(),
     };
     [&[1][..], &[0, 0, 1]]
         .iter()
-        .find_map(|tail| postcard::from_bytes::<Event>(&[&bytes[..], tail].concat()).ok())
+        .find_map(|tail| postcard::from_bytes::<Event>(&[bytes, tail].concat()).ok())
         .ok_or(first)
 }
 

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use sync_core::protocol::{
-    encode_event, encode_events_frame, encode_events_frame_with_ranges,
+    encode_event, encode_events_frame, encode_events_frame_of, encode_events_frame_with_ranges,
     EVENTS_FRAME_OVERHEAD as FRAME_OVERHEAD,
 };
 use sync_core::{Event, Offset, StreamName};
@@ -539,9 +539,7 @@ impl Chunk {
 }
 
 fn encode_frame(stream: &StreamName, events: &[Event], head: Offset) -> Bytes {
-    let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
-    let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-    Bytes::from(encode_events_frame(stream, &refs, head))
+    Bytes::from(encode_events_frame_of(stream, events, head))
 }
 
 /// A cursor over one stream: catch-up pages from the log, then live

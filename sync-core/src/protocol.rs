@@ -585,6 +585,28 @@ pub fn encode_events_frame_with_ranges(
     (out, ranges)
 }
 
+/// An `Events` frame of `events`, each encoded straight into the frame
+/// (no buffer per event, the frame's size reserved up front): what a
+/// catch-up page costs to send. Byte-for-byte what [`ServerMsg::encode`]
+/// makes.
+pub fn encode_events_frame_of(stream: &StreamName, events: &[Event], head: Offset) -> Vec<u8> {
+    let bound: usize = events
+        .iter()
+        .map(|e| e.payload.len() + e.subject.as_ref().map_or(0, String::len) + EVENT_OVERHEAD)
+        .sum();
+    let mut out = Vec::with_capacity(bound + EVENTS_FRAME_OVERHEAD);
+    out.push(1); // variant index of ServerMsg::Events
+    push_varint(&mut out, stream.as_str().len() as u64);
+    out.extend_from_slice(stream.as_str().as_bytes());
+    push_varint(&mut out, events.len() as u64);
+    for e in events {
+        // Serialising into a Vec cannot fail for an event (see `encode`).
+        out = postcard::to_extend(e, out).unwrap_or_default();
+    }
+    push_varint(&mut out, head.0);
+    out
+}
+
 /// Encodes one event as it appears inside an `Events` frame.
 pub fn encode_event(event: &Event) -> Vec<u8> {
     encode(event)
@@ -712,5 +734,39 @@ mod tests {
             encode_events_frame(&stream(), &refs, Offset(300)),
             msg.encode()
         );
+        assert_eq!(
+            encode_events_frame_of(&stream(), &events, Offset(300)),
+            msg.encode()
+        );
+    }
+
+    #[test]
+    fn events_frame_of_events_matches_with_subjects_large_numbers_and_none() {
+        let events: Vec<Event> = [0u64, 1, 127, 128, 300, u64::from(u32::MAX) + 7]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Event {
+                subject: (i % 2 == 1).then(|| alloc::format!("user-{n}-é")),
+                seen: Offset(n),
+                offset: Offset(n + 1),
+                client_id: ClientId([i as u8; 16]),
+                seq: Seq::new(n + 1).unwrap(),
+                time_ms: n.wrapping_mul(1_000_003),
+                payload: alloc::vec![b'x'; (n % 300) as usize],
+                schema: (n % 7) as u32 + 1,
+            })
+            .collect();
+        for k in [0, 1, events.len()] {
+            let msg = ServerMsg::Events {
+                stream: stream(),
+                events: events[..k].to_vec(),
+                head: Offset(u64::MAX - k as u64),
+            };
+            assert_eq!(
+                encode_events_frame_of(&stream(), &events[..k], Offset(u64::MAX - k as u64)),
+                msg.encode(),
+                "{k} events"
+            );
+        }
     }
 }

@@ -475,15 +475,19 @@ fn read_page(
                 compacted,
             });
         }
+        // No bound `LIMIT ?`: SQLite marks a statement whose LIMIT is a
+        // parameter to be prepared again at every new binding (once per
+        // page); the loop stops at `max_events` instead.
         let mut stmt = conn.prepare_cached(
             r#"SELECT "offset", client_id, seq, time_ms, payload, subject, seen, schema FROM events
-               WHERE stream_id = ?1 AND "offset" > ?2 ORDER BY "offset" LIMIT ?3"#,
+               WHERE stream_id = ?1 AND "offset" > ?2 ORDER BY "offset""#,
         )?;
-        let limit = to_sql(limits.max_events.max(1) as u64)?;
+        let limit = limits.max_events.max(1);
         let from = after.max(compacted);
-        let mut rows = stmt.query(rusqlite::params![id, to_sql(from.0)?, limit])?;
+        let mut rows = stmt.query(rusqlite::params![id, to_sql(from.0)?])?;
         let mut bytes = 0usize;
-        while let Some(r) = rows.next()? {
+        while events.len() < limit {
+            let Some(r) = rows.next()? else { break };
             let event = event_from_row(r)?;
             let size = event.payload.len()
                 + event.subject.as_ref().map_or(0, String::len)

@@ -209,10 +209,18 @@ function printProfile(profile, title, row) {
     self.set(name, (self.get(name) || 0) + (profile.timeDeltas[i] || 0));
   }
   const total = [...self.values()].reduce((a, b) => a + b, 0);
+  // How much of the profiled span the page's thread worked at all: the
+  // rest it waited (for the network, storage or a timer).
+  let all = 0;
+  let idle = 0;
+  for (let i = 0; i < profile.samples.length; i++) {
+    all += profile.timeDeltas[i] || 0;
+    if (byId.get(profile.samples[i]).callFrame.functionName === '(idle)') idle += profile.timeDeltas[i] || 0;
+  }
   const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25);
-  console.log(`\n${title}; self time, top 25:`);
+  console.log(`\n${title}; the page's thread idle ${f(idle / 1000, 1)} of ${f(all / 1000, 1)} ms sampled; self time of the rest, top 25:`);
   for (const [name, us] of top) console.log(`  ${(100 * us / total).toFixed(1).padStart(5)}%  ${name}`);
-  record({ ...row, top: top.map(([name, us]) => ({ name, pct: +(100 * us / total).toFixed(1) })) });
+  record({ ...row, sampled_ms: all / 1000, idle_ms: idle / 1000, top: top.map(([name, us]) => ({ name, pct: +(100 * us / total).toFixed(1) })) });
 }
 
 async function profileCatchup(page, wsUrl, stream, n) {

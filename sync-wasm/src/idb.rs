@@ -97,6 +97,7 @@ export function joinBytes(values) {
 const utf8 = new TextDecoder('utf-8', { ignoreBOM: true });
 export function foldMany(reducer, state, bytes, ends, ascii, from, nums, clients, subjects, schema) {
   const text = ascii ? utf8.decode(bytes) : '';
+  const meta = { offset: 0, clientId: null, subject: null, seq: 0, time: 0, seen: 0, schema };
   let a = from > 0 ? ends[from - 1] : 0;
   for (let i = from; i < ends.length; i++) {
     const b = ends[i];
@@ -108,8 +109,15 @@ export function foldMany(reducer, state, bytes, ends, ascii, from, nums, clients
       return [state, i, 1];
     }
     a = b;
+    // One meta object for the batch, its fields set per event: it is
+    // valid during the reducer's call (js/README.md, "meta").
     const k = i * 6;
-    const meta = { offset: nums[k], clientId: clients[nums[k + 4]], subject: subjects[nums[k + 5]], seq: nums[k + 1], time: nums[k + 2], seen: nums[k + 3], schema };
+    meta.offset = nums[k];
+    meta.clientId = clients[nums[k + 4]];
+    meta.subject = subjects[nums[k + 5]];
+    meta.seq = nums[k + 1];
+    meta.time = nums[k + 2];
+    meta.seen = nums[k + 3];
     let next;
     try {
       next = reducer(state, action, meta);

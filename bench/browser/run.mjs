@@ -17,7 +17,7 @@
 //
 //   node bench/browser/run.mjs --server target/release/logsync-server \
 //        --seeder target/release/logsync-bench [--json out.jsonl] [--quick]
-//        [--server-cpus 1] [--profile-dispatch]
+//        [--server-cpus 1] [--profile-dispatch] [--profile-catchup] [--profile-startup]
 //
 // Starts and stops everything itself (a static file server, the
 // logsync-server, Chromium); each run leaves nothing behind but --json.
@@ -35,7 +35,7 @@ const root = path.resolve(here, '..', '..');
 
 // ---- options ---------------------------------------------------------------
 
-const opts = { quick: false, json: null, server: null, seeder: null, cpus: null, profile: false, profileCatchup: false, profileEvery: 500, only: null, wasmDir: null };
+const opts = { quick: false, json: null, server: null, seeder: null, cpus: null, profile: false, profileCatchup: false, profileStartup: false, profileEvery: 500, only: null, wasmDir: null };
 {
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i++) {
@@ -46,6 +46,7 @@ const opts = { quick: false, json: null, server: null, seeder: null, cpus: null,
     else if (a === '--seeder') opts.seeder = argv[++i];
     else if (a === '--server-cpus') opts.cpus = argv[++i];
     else if (a === '--profile-dispatch') opts.profile = true;
+    else if (a === '--profile-startup') opts.profileStartup = true;
     else if (a === '--profile-catchup') opts.profileCatchup = true;
     // Hand over to wasm every N dispatches in the profile (1: one per microtask).
     else if (a === '--profile-every') opts.profileEvery = Number(argv[++i]);
@@ -383,7 +384,18 @@ async function main() {
     ...P.startupReplay.map((size) => ({ n: size, tail: size, label: 'events only (snapshots off)', snapshotEvery: 1e9 })),
   ];
   for (const c of cases) {
-    const r = await page.evaluate((a) => window.bench.startup(a), { n: c.n, tail: c.tail, runs: P.startupRuns, snapshotEvery: c.snapshotEvery });
+    // --profile-startup: the largest replay once more, under the profiler.
+    const profiled = opts.profileStartup && c === cases[cases.length - 1];
+    let cdp = null;
+    let finished = null;
+    if (profiled) {
+      cdp = await page.context().newCDPSession(page);
+      await cdp.send('Profiler.enable');
+      await cdp.send('Profiler.setSamplingInterval', { interval: 50 });
+      finished = new Promise((resolve) => cdp.once('Profiler.consoleProfileFinished', (e) => resolve(e.profile)));
+    }
+    const r = await page.evaluate((a) => window.bench.startup(a), { n: c.n, tail: c.tail, runs: P.startupRuns, snapshotEvery: c.snapshotEvery, profile: profiled });
+    if (profiled) printProfile(await finished, `profile of a start-up with ${c.tail} stored events`, { bench: 'browser-profile', what: 'startup', events: c.tail });
     const s = stats(r.store_ms);
     record({ bench: 'startup', events: c.n, stored: c.label, tail_events: c.tail, runs: P.startupRuns, store_ms: r.store_ms, idb_ms: r.idb_ms, median_ms: s.median, idb_median_ms: stats(r.idb_ms).median, seed_ms: r.seed_ms });
     console.log(`| ${c.n} | ${c.label} | ${c.tail + (c.tail < c.n ? 1 : 0)} | ${mmm(r.store_ms, 1)} | ${mmm(r.idb_ms, 1)} | ${f(r.seed_ms / 1000, 1)} |`);

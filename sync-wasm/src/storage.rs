@@ -66,11 +66,12 @@ pub(crate) struct Loaded {
     pub problems: Vec<WasmError>,
 }
 
-/// One transaction's worth of confirmed events and what goes with them.
-pub(crate) struct EventsWrite {
-    pub events: Vec<Event>,
+/// One transaction's worth of confirmed events and what goes with them
+/// (borrowed from the outbox's job: nothing is copied to write it).
+pub(crate) struct EventsWrite<'a> {
+    pub events: &'a [Event],
     /// Outbox entries to delete (confirmed or rejected seqs).
-    pub drop_seqs: Vec<Seq>,
+    pub drop_seqs: &'a [Seq],
     pub offset: Offset,
     /// A snapshot of the confirmed state at an offset within the batch.
     pub snapshot: Option<(Offset, JsValue)>,
@@ -80,7 +81,7 @@ pub(crate) struct EventsWrite {
     /// store did not use: dropped, with the events after it, before
     /// these are written (when it is still the stored one).
     pub drop_snapshot: Option<u64>,
-    pub epoch: Option<Epoch>,
+    pub epoch: Option<&'a Epoch>,
 }
 
 /// An open database.
@@ -287,7 +288,7 @@ impl Db {
     pub async fn write_events(
         &self,
         stream: &str,
-        w: &EventsWrite,
+        w: &EventsWrite<'_>,
         under: u64,
     ) -> Result<(Done, Vec<WasmError>), WasmError> {
         let key: JsValue = stream.into();
@@ -305,7 +306,7 @@ impl Db {
             StreamRecord::default()
         });
         let stored = record.stored_epoch();
-        let conflict = matches!((&stored, &w.epoch), (Some(s), Some(e)) if s != e);
+        let conflict = matches!((&stored, w.epoch), (Some(s), Some(e)) if s != e);
         if record.generation != under || conflict {
             finish(&self.name, &tx, outcome, "read the outbox numbering").await?;
             return Ok((record.stale(), problems));
@@ -369,7 +370,7 @@ impl Db {
             record.snapshot_offset = snapshot_at;
         }
         let outbox = idb::store(&tx, OUTBOX)?;
-        for seq in &w.drop_seqs {
+        for seq in w.drop_seqs {
             outbox
                 .delete(&idb::key2(&key, seq.get()))
                 .map_err(|e| WasmError::from_storage("delete outbox", &e))?;

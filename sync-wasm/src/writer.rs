@@ -110,13 +110,13 @@ impl<R: StoreReducer> Engine<R> {
                     None => None,
                 };
                 let w = EventsWrite {
-                    events: write.events.clone(),
-                    drop_seqs: write.drop_seqs.clone(),
+                    events: &write.events,
+                    drop_seqs: &write.drop_seqs,
                     offset: write.offset,
                     snapshot,
                     schema,
                     drop_snapshot,
-                    epoch: write.epoch.clone(),
+                    epoch: write.epoch.as_ref(),
                 };
                 let (done, more) = self.db.write_events(stream, &w, *under).await?;
                 problems.extend(more);

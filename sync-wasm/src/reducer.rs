@@ -125,6 +125,13 @@ impl JsReducer {
     }
 }
 
+/// The index of the entry among the last four of `table` that `is` says
+/// is the one.
+fn recent<T>(table: &[T], is: impl Fn(&T) -> bool) -> Option<usize> {
+    let from = table.len().saturating_sub(4);
+    (from..table.len()).rev().find(|&i| is(&table[i]))
+}
+
 /// What a reducer that threw `e` did.
 fn thrown(e: &JsValue) -> ReduceError {
     ReduceError(format!("the reducer threw {}", describe_js(e)))
@@ -173,15 +180,18 @@ impl Reducer for JsReducer {
                 bytes.extend_from_slice(&e.payload);
             }
             ends.push(bytes.len() as u32);
-            let client = client_ids.iter().position(|c| *c == e.client_id);
-            let client = client.unwrap_or_else(|| {
+            // Events come in runs of a few clients and subjects: the last
+            // few entries of each table are searched, and one not among
+            // them is added again (a table may hold one twice), so a batch
+            // of many clients costs linear time, not quadratic.
+            let client = recent(&client_ids, |c| *c == e.client_id).unwrap_or_else(|| {
                 client_ids.push(e.client_id);
                 clients.push(&self.hex(e.client_id));
                 client_ids.len() - 1
             });
             let subject = match e.subject.as_deref() {
                 None => 0,
-                Some(s) => match subject_names.iter().position(|n| *n == s) {
+                Some(s) => match recent(&subject_names, |n| *n == s) {
                     Some(i) => i + 1,
                     None => {
                         subject_names.push(s);

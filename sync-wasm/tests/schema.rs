@@ -295,6 +295,55 @@ async fn a_batch_of_events_folds_with_each_events_meta_as_alone() {
     close(&store).await;
 }
 
+/// A batch with more clients and subjects than the fold's lookup keeps at
+/// hand (it searches the last few): each event still gets its own.
+#[wasm_bindgen_test]
+async fn a_batch_of_many_clients_folds_each_with_its_own_client_and_subject() {
+    let db = unique("schema-fold-many");
+    create(&db).await;
+    let n = 14u64;
+    for offset in 1..=n {
+        let who = (offset * 5 % 7) as u8; // 5, 3, 1, 6, 4, 2, 0, 5, …
+        let e = Event {
+            payload: format!(r#"{{"type":"add","title":"t{offset}"}}"#).into_bytes(),
+            schema: 2,
+            client_id: ClientId::from_bytes([0x10 + who; 16]),
+            subject: (who % 3 != 0).then(|| format!("user-{who}")),
+            ..event(offset, "")
+        };
+        let bytes = sync_core::protocol::encode_event(&e);
+        raw_put(
+            &db,
+            "events",
+            key(offset),
+            Uint8Array::from(&bytes[..]).into(),
+        )
+        .await;
+    }
+    raw_put(&db, "streams", "s".into(), stream_record(n, 1, 0)).await;
+    let reducer = func(
+        "state, action, meta",
+        "return { items: [...state.items, [action.title, meta.clientId.slice(0, 2), meta.subject]] };",
+    );
+    let store = open_with(v2_options(&db, ""), reducer).await;
+    let expected: Vec<String> = (1..=n)
+        .map(|offset| {
+            let who = offset * 5 % 7;
+            let subject = if who % 3 != 0 {
+                format!(r#""user-{who}""#)
+            } else {
+                "null".to_string()
+            };
+            format!(r#"["t{offset}","1{who}",{subject}]"#)
+        })
+        .collect();
+    assert_eq!(
+        state_json(&store),
+        format!(r#"{{"items":[{}]}}"#, expected.join(","))
+    );
+    close(&store).await;
+}
+
 #[wasm_bindgen_test]
 async fn a_stored_snapshot_of_an_older_version_is_migrated_or_rebuilt() {
     let db = unique("schema-migrate");

@@ -339,7 +339,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
   const errorListeners = new Set();
   const rejectedListeners = new Set();
   const statusMoved = () => {
-    for (const entry of [...changeHooks]) entry.fn();
+    for (const entry of changeHooks) entry.fn(); // internal: no copy needed
     if (statusListeners.size > 0) fanOut(statusListeners, inner.status());
   };
   const fanOut = (set, value) => {

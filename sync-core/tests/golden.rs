@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use sync_core::legacy;
 use sync_core::protocol::{
-    ClientMsg, PushIntent, ServerMsg, ViewChange, ViewKnown, DEFAULT_MAX_FRAME_BYTES,
+    encode_event, encode_events_frame, encode_events_frame_of, ClientMsg, PushIntent, ServerMsg,
+    ViewChange, ViewKnown, DEFAULT_MAX_FRAME_BYTES,
 };
 use sync_core::{ClientId, Epoch, ErrorCode, Event, Offset, Seq, StreamName};
 
@@ -313,6 +314,47 @@ fn server_messages_match_golden_bytes() {
             "{name}"
         );
     }
+}
+
+/// The server's own ways of making an `Events` frame (from events encoded
+/// once for every subscriber, and a catch-up page encoded straight into
+/// one buffer) must make the golden bytes too.
+#[test]
+fn the_servers_events_frames_match_golden_bytes() {
+    let mut frames = 0;
+    for (name, msg) in server_fixtures() {
+        let ServerMsg::Events {
+            stream,
+            events,
+            head,
+        } = msg
+        else {
+            continue;
+        };
+        let golden = check(
+            name,
+            &ServerMsg::Events {
+                stream: stream.clone(),
+                events: events.clone(),
+                head,
+            }
+            .encode(),
+        );
+        let each: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
+        let refs: Vec<&[u8]> = each.iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            encode_events_frame(&stream, &refs, head),
+            golden,
+            "{name}: from encoded events"
+        );
+        assert_eq!(
+            encode_events_frame_of(&stream, &events, head),
+            golden,
+            "{name}: a page"
+        );
+        frames += 1;
+    }
+    assert!(frames >= 2, "the fixtures hold {frames} Events frames");
 }
 
 #[test]

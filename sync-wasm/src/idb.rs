@@ -101,9 +101,9 @@ export function foldMany(reducer, state, bytes, ends, ascii, from, nums, clients
   let a = from > 0 ? ends[from - 1] : 0;
   for (let i = from; i < ends.length; i++) {
     const b = ends[i];
+    if (b === a) return [state, i, 1];
     let action;
     try {
-      if (b === a) throw a;
       action = JSON.parse(ascii ? text.slice(a, b) : utf8.decode(bytes.subarray(a, b)));
     } catch (_) {
       return [state, i, 1];

@@ -232,7 +232,8 @@ impl Reducer for JsReducer {
                 &subjects,
                 now,
             );
-            let at = out.get(1).as_f64().unwrap_or(0.0) as usize;
+            // Never behind `from`: each event is folded once whatever JS says.
+            let at = (out.get(1).as_f64().unwrap_or(0.0) as usize).max(from);
             if at > from {
                 folded.state = Some(out.get(0));
             }

@@ -85,6 +85,23 @@ fn event(offset: u64, text: &str) -> Event {
     }
 }
 
+/// Stores `events` as the previous run of a store left them: each under
+/// its offset, and the stream's record at the last one.
+async fn store_events(db: &str, events: &[Event]) {
+    for e in events {
+        let bytes = sync_core::protocol::encode_event(e);
+        raw_put(
+            db,
+            "events",
+            key(e.offset.0),
+            Uint8Array::from(&bytes[..]).into(),
+        )
+        .await;
+    }
+    let n = events.last().map_or(0, |e| e.offset.0);
+    raw_put(db, "streams", "s".into(), stream_record(n, 1, 0)).await;
+}
+
 /// Creates the database of a store (its schema and client id).
 async fn create(db: &str) {
     let store = open_with(
@@ -191,23 +208,16 @@ async fn a_batch_of_events_decodes_as_each_event_alone() {
             ),
         ];
         let n = payloads.len() as u64;
-        for (i, (payload, schema)) in payloads.into_iter().enumerate() {
-            let offset = i as u64 + 1;
-            let e = Event {
+        let events: Vec<Event> = payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, (payload, schema))| Event {
                 payload,
                 schema,
-                ..event(offset, "")
-            };
-            let bytes = sync_core::protocol::encode_event(&e);
-            raw_put(
-                &db,
-                "events",
-                key(offset),
-                Uint8Array::from(&bytes[..]).into(),
-            )
-            .await;
-        }
-        raw_put(&db, "streams", "s".into(), stream_record(n, 1, 0)).await;
+                ..event(i as u64 + 1, "")
+            })
+            .collect();
+        store_events(&db, &events).await;
         let store = open_with(v2_options(&db, ""), v2_reducer()).await;
         assert_eq!(
             state_json(&store),
@@ -243,9 +253,9 @@ async fn a_batch_of_events_folds_with_each_events_meta_as_alone() {
         (r#"{"type":"add","title":"d"}"#, 2, mine, Some("ann")),
     ];
     let n = rows.len() as u64;
-    for (i, (payload, schema, client_id, subject)) in rows.into_iter().enumerate() {
-        let offset = i as u64 + 1;
-        let e = Event {
+    let events: Vec<Event> = (1..=n)
+        .zip(rows)
+        .map(|(offset, (payload, schema, client_id, subject))| Event {
             payload: payload.as_bytes().to_vec(),
             schema,
             client_id,
@@ -254,17 +264,9 @@ async fn a_batch_of_events_folds_with_each_events_meta_as_alone() {
             time_ms: 5_000 + offset,
             seen: Offset(offset - 1),
             ..event(offset, "")
-        };
-        let bytes = sync_core::protocol::encode_event(&e);
-        raw_put(
-            &db,
-            "events",
-            key(offset),
-            Uint8Array::from(&bytes[..]).into(),
-        )
-        .await;
-    }
-    raw_put(&db, "streams", "s".into(), stream_record(n, 1, 0)).await;
+        })
+        .collect();
+    store_events(&db, &events).await;
     let reducer = func(
         "state, action, meta",
         "if (action.type === 'throw') throw new Error('no');
@@ -302,25 +304,19 @@ async fn a_batch_of_many_clients_folds_each_with_its_own_client_and_subject() {
     let db = unique("schema-fold-many");
     create(&db).await;
     let n = 14u64;
-    for offset in 1..=n {
-        let who = (offset * 5 % 7) as u8; // 5, 3, 1, 6, 4, 2, 0, 5, …
-        let e = Event {
-            payload: format!(r#"{{"type":"add","title":"t{offset}"}}"#).into_bytes(),
-            schema: 2,
-            client_id: ClientId::from_bytes([0x10 + who; 16]),
-            subject: (who % 3 != 0).then(|| format!("user-{who}")),
-            ..event(offset, "")
-        };
-        let bytes = sync_core::protocol::encode_event(&e);
-        raw_put(
-            &db,
-            "events",
-            key(offset),
-            Uint8Array::from(&bytes[..]).into(),
-        )
-        .await;
-    }
-    raw_put(&db, "streams", "s".into(), stream_record(n, 1, 0)).await;
+    let events: Vec<Event> = (1..=n)
+        .map(|offset| {
+            let who = (offset * 5 % 7) as u8; // 5, 3, 1, 6, 4, 2, 0, 5, …
+            Event {
+                payload: format!(r#"{{"type":"add","title":"t{offset}"}}"#).into_bytes(),
+                schema: 2,
+                client_id: ClientId::from_bytes([0x10 + who; 16]),
+                subject: (who % 3 != 0).then(|| format!("user-{who}")),
+                ..event(offset, "")
+            }
+        })
+        .collect();
+    store_events(&db, &events).await;
     let reducer = func(
         "state, action, meta",
         "return { items: [...state.items, [action.title, meta.clientId.slice(0, 2), meta.subject]] };",

@@ -2,6 +2,8 @@
 //! bytes, truncations and bit flips never panics and only ever fails with
 //! the codec's own codes.
 
+mod common;
+
 use proptest::prelude::*;
 use sync_core::protocol::{ClientMsg, PushIntent, ServerMsg};
 use sync_core::{ClientId, Epoch, ErrorCode, Event, Offset, Seq, StreamName};
@@ -184,15 +186,8 @@ fn decode_any(bytes: &[u8]) {
     }
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::cases(2000), ..ProptestConfig::default() })]
 
     #[test]
     fn client_messages_round_trip(msg in client_msg()) {

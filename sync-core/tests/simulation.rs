@@ -19,6 +19,8 @@
 //! - every intent given a seq and not rejected, discarded or confirmed in
 //!   an earlier epoch's log appears exactly once; rejected ones never.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use proptest::prelude::*;
@@ -1496,15 +1498,8 @@ impl World {
     }
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::cases(1000), max_shrink_iters: 2000, ..ProptestConfig::default() })]
 
     /// Devices with one tab each.
     #[test]

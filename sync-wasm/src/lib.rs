@@ -4,7 +4,6 @@ mod conn;
 mod engine;
 mod error;
 mod hub;
-mod idb;
 mod lead;
 mod listeners;
 mod net;

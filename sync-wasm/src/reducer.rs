@@ -4,10 +4,44 @@
 
 use js_sys::{Array, Function};
 use sync_core::{Folded, Meta, ReduceError, Reducer};
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 
 use crate::error::{describe_js, WasmError};
-use crate::idb::{fold_many, meta, meta_read};
+
+#[wasm_bindgen(module = "/src/reducer.js")]
+extern "C" {
+    /// Folds a batch of events from `from` on, in one crossing, until
+    /// one it cannot fold (`foldMany` in reducer.js says what it returns).
+    #[allow(clippy::too_many_arguments)]
+    #[wasm_bindgen(js_name = foldMany)]
+    fn fold_many(
+        reducer: &Function,
+        state: &JsValue,
+        bytes: &js_sys::Uint8Array,
+        ends: &js_sys::Uint32Array,
+        ascii: bool,
+        from: u32,
+        nums: &js_sys::Float64Array,
+        clients: &Array,
+        subjects: &Array,
+        schema: u32,
+    ) -> Array;
+    /// The `meta` object a JS reducer receives (one crossing); a pending
+    /// intent's (no offset) notes whether it is read.
+    fn meta(
+        offset: Option<f64>,
+        client_id: &JsValue,
+        subject: Option<&str>,
+        seq: Option<f64>,
+        time: f64,
+        seen: f64,
+        schema: u32,
+    ) -> JsValue;
+    /// Whether the last pending `meta` was read.
+    #[wasm_bindgen(js_name = metaRead)]
+    fn meta_read() -> bool;
+}
 
 /// A [`Reducer`] whose state a browser store can snapshot into IndexedDB.
 pub trait StoreReducer: Reducer + 'static {
@@ -158,7 +192,7 @@ impl Reducer for JsReducer {
         self.call(state, action, &JsValue::UNDEFINED)
     }
 
-    /// One JS call folds the batch (`foldMany` in idb.rs's snippet): the
+    /// One JS call folds the batch (`foldMany` in reducer.js): the
     /// payloads of this reducer's schema version that are UTF-8 go over
     /// end to end, each event's meta as numbers and indexes into its few
     /// client ids and subjects, and JS parses each payload and calls the

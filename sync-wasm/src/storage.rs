@@ -1,29 +1,85 @@
 //! The store's IndexedDB schema and its transactions. See the README's
 //! "Storage schema" for the record shapes.
 //!
+//! Each transaction is one function of `storage.js`, which is plain JS
+//! because that is what the browser's API is (written here over web-sys,
+//! they made about a quarter of the module; BENCHMARKS.md, "Storage in
+//! JS"). This file hands them their inputs, makes their answers the
+//! `sync_core::Done` the storage queue takes, and decodes stored events.
+//!
 //! Every read of a record checks its shape; a record that does not have
 //! the shape this build writes is reported as [`WasmError::Corrupt`] and
 //! the load goes on with what can be trusted (the server sends again what
 //! was confirmed; see `load`).
 
-use js_sys::{Object, Reflect, Uint8Array};
+use js_sys::{Array, Float64Array, Function, Promise, Reflect, Uint32Array, Uint8Array};
 use sync_core::{ClientId, Done, Epoch, Event, NewIntent, Offset, OutboxEntry, Seq};
-use wasm_bindgen::{JsCast, JsValue};
-use web_sys::IdbDatabase;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
 
 use crate::error::WasmError;
-use crate::idb::{self, Durability};
 
 /// IndexedDB version of the schema below. A change of schema is a new
 /// version with an upgrade step.
 pub const SCHEMA_VERSION: u32 = 1;
 
-const META: &str = "meta";
-const STREAMS: &str = "streams";
-const EVENTS: &str = "events";
-const OUTBOX: &str = "outbox";
-const SNAPSHOTS: &str = "snapshots";
-const ALL: [&str; 5] = [META, STREAMS, EVENTS, OUTBOX, SNAPSHOTS];
+#[wasm_bindgen(module = "/src/storage.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = openDb)]
+    fn open_db(name: &str, version: u32) -> Promise;
+    #[wasm_bindgen(js_name = closeDb)]
+    fn close_db(db: &JsValue);
+    #[wasm_bindgen(js_name = clientId)]
+    fn client_id_tx(db: &JsValue, fresh: &str, fault: &JsValue) -> Promise;
+    #[wasm_bindgen(js_name = readStream)]
+    fn read_stream_tx(db: &JsValue, stream: &str, after: f64) -> Promise;
+    #[wasm_bindgen(js_name = allocate)]
+    fn allocate_tx(
+        db: &JsValue,
+        stream: &str,
+        under: f64,
+        floor: f64,
+        intents: &Array,
+        fault: &JsValue,
+    ) -> Promise;
+    #[allow(clippy::too_many_arguments)]
+    #[wasm_bindgen(js_name = writeEvents)]
+    fn write_events_tx(
+        db: &JsValue,
+        stream: &str,
+        under: f64,
+        epoch: Option<&str>,
+        drop_snapshot: f64,
+        snapshot_offset: f64,
+        state: &JsValue,
+        schema: u32,
+        bytes: &Uint8Array,
+        ends: &Uint32Array,
+        offsets: &Float64Array,
+        drop_seqs: &Float64Array,
+        offset: f64,
+        fault: &JsValue,
+    ) -> Promise;
+    #[wasm_bindgen(js_name = reset)]
+    fn reset_tx(
+        db: &JsValue,
+        stream: &str,
+        epoch: &str,
+        from: Option<&str>,
+        renumber: &Function,
+        fault: &JsValue,
+    ) -> Promise;
+    #[wasm_bindgen(js_name = readOutbox)]
+    fn read_outbox_tx(db: &JsValue, stream: &str, under: f64) -> Promise;
+    #[wasm_bindgen(js_name = markDiscarded)]
+    fn mark_discarded_tx(
+        db: &JsValue,
+        stream: &str,
+        under: f64,
+        seqs: &Float64Array,
+        fault: &JsValue,
+    ) -> Promise;
+}
 
 /// The `streams` record of one stream.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -39,14 +95,10 @@ pub(crate) struct StreamRecord {
 }
 
 impl StreamRecord {
-    fn stored_epoch(&self) -> Option<Epoch> {
-        self.epoch.clone().map(Epoch)
-    }
-
     /// Storage's answer to a job queued under another numbering.
     pub fn stale(&self) -> Done {
         Done::Stale {
-            stored: self.stored_epoch(),
+            stored: self.epoch.clone().map(Epoch),
         }
     }
 }
@@ -86,43 +138,154 @@ pub(crate) struct EventsWrite<'a> {
 
 /// An open database.
 pub(crate) struct Db {
-    db: IdbDatabase,
+    db: JsValue,
     name: String,
-    // Closes this connection when another tab upgrades the schema, so the
-    // upgrade is not blocked forever.
-    _on_version_change: wasm_bindgen::closure::Closure<dyn FnMut()>,
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        // A store dropped without close().
+        self.close();
+    }
+}
+
+/// Awaits a transaction of `storage.js`: its answer, or the error it
+/// rejected with (`[what, cause]`).
+async fn answer(tx: Promise) -> Result<JsValue, WasmError> {
+    JsFuture::from(tx).await.map_err(|e| {
+        let what = Reflect::get_u32(&e, 0).ok().and_then(|w| w.as_string());
+        let cause = Reflect::get_u32(&e, 1).unwrap_or(JsValue::UNDEFINED);
+        match what {
+            Some(what) if cause.is_undefined() => WasmError::Storage(what),
+            Some(what) => WasmError::from_storage(&what, &cause),
+            None => WasmError::from_storage("IndexedDB", &e),
+        }
+    })
+}
+
+fn field(o: &JsValue, name: &str) -> JsValue {
+    Reflect::get(o, &name.into()).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// A whole number `storage.js` checked.
+fn num(o: &JsValue, name: &str) -> u64 {
+    field(o, name).as_f64().unwrap_or(0.0) as u64
+}
+
+/// The answer's records that could not be read, and errors to report.
+fn problems(out: &JsValue) -> Vec<WasmError> {
+    let list: Array = field(out, "problems").unchecked_into();
+    list.iter()
+        .map(|p| {
+            let p: Array = p.unchecked_into();
+            let first = p.get(0).as_string().unwrap_or_default();
+            if p.length() > 2 {
+                WasmError::from_storage(&first, &p.get(1))
+            } else {
+                WasmError::Corrupt {
+                    key: first,
+                    reason: p.get(1).as_string().unwrap_or_default(),
+                }
+            }
+        })
+        .collect()
+}
+
+fn record(out: &JsValue) -> StreamRecord {
+    let r = field(out, "record");
+    StreamRecord {
+        offset: num(&r, "offset"),
+        next_seq: num(&r, "nextSeq"),
+        snapshot_offset: num(&r, "snapshotOffset"),
+        epoch: field(&r, "epoch").as_string(),
+        generation: num(&r, "generation"),
+    }
+}
+
+/// The answer of a transaction that found another numbering, if it did.
+fn stale(out: &JsValue) -> Option<Done> {
+    (field(out, "stale") == JsValue::TRUE).then(|| Done::Stale {
+        stored: field(out, "epoch").as_string().map(Epoch),
+    })
+}
+
+/// Outbox entries from their crossing form (`storage.js`), in seq order.
+fn outbox_from(v: &JsValue) -> Vec<OutboxEntry> {
+    let v: &Array = v.unchecked_ref();
+    let nums = Float64Array::new(&v.get(0)).to_vec();
+    let bytes = Uint8Array::new(&v.get(1)).to_vec();
+    let ends = Uint32Array::new(&v.get(2)).to_vec();
+    let mut start = 0;
+    let mut out: Vec<OutboxEntry> = nums
+        .chunks_exact(6)
+        .zip(ends)
+        .filter_map(|(n, end)| {
+            let payload = bytes[start..end as usize].to_vec();
+            start = end as usize;
+            Some(OutboxEntry {
+                seq: Seq::new(n[0] as u64).ok()?,
+                payload,
+                discarded: n[1] != 0.0,
+                seen: Offset(n[2] as u64),
+                time_ms: n[3] as u64,
+                schema: n[4] as u32,
+                expires_ms: n[5] as u64,
+            })
+        })
+        .collect();
+    sync_core::sort_by_seq(&mut out, |e| e.seq);
+    out
+}
+
+/// Outbox entries in their crossing form.
+fn outbox_to<'a>(entries: impl Iterator<Item = &'a OutboxEntry>) -> Array {
+    let mut nums = Vec::new();
+    let mut bytes = Vec::new();
+    let mut ends = Vec::new();
+    for e in entries {
+        nums.extend([
+            e.seq.get() as f64,
+            f64::from(u8::from(e.discarded)),
+            e.seen.0 as f64,
+            e.time_ms as f64,
+            f64::from(e.schema),
+            e.expires_ms as f64,
+        ]);
+        bytes.extend_from_slice(&e.payload);
+        ends.push(bytes.len() as u32);
+    }
+    Array::of3(
+        &Float64Array::from(&nums[..]),
+        &Uint8Array::from(&bytes[..]),
+        &Uint32Array::from(&ends[..]),
+    )
+}
+
+/// The fault a test armed for the next write transaction of `db`.
+fn fault(db: &str) -> JsValue {
+    #[cfg(feature = "test-hooks")]
+    if let Some(e) = crate::testing::take_fault(db) {
+        return e;
+    }
+    let _ = db;
+    JsValue::UNDEFINED
 }
 
 impl Db {
     /// Opens (or creates) database `name`.
     pub async fn open(name: &str) -> Result<Db, WasmError> {
-        let db = idb::open(name, SCHEMA_VERSION, &ALL).await?;
-        let to_close = db.clone();
-        let on_version_change =
-            wasm_bindgen::closure::Closure::<dyn FnMut()>::new(move || to_close.close());
-        db.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
+        let db = answer(open_db(name, SCHEMA_VERSION)).await?;
         Ok(Db {
             db,
             name: name.to_string(),
-            _on_version_change: on_version_change,
         })
     }
 
     /// Closes the connection (pending transactions finish first).
     pub fn close(&self) {
-        self.db.set_onversionchange(None);
-        self.db.close();
+        close_db(&self.db);
     }
-}
 
-impl Drop for Db {
-    fn drop(&mut self) {
-        // A store dropped without close(): the handler's closure goes now.
-        self.close();
-    }
-}
-
-impl Db {
     /// This browser profile's client id: read, or created once with
     /// `random` and stored, in one transaction (two tabs opening at once
     /// agree on one id).
@@ -130,31 +293,22 @@ impl Db {
         &self,
         random: [u8; 16],
     ) -> Result<(ClientId, Vec<WasmError>), WasmError> {
-        let tx = idb::transaction(&self.db, &[META], Some(Durability::Strict))?;
-        let outcome = idb::outcome(&tx);
-        let meta = idb::store(&tx, META)?;
-        let stored = idb::read(meta.get(&"clientId".into()), "read meta.clientId").await?;
+        let fresh = ClientId::from_bytes(random);
+        let out = answer(client_id_tx(&self.db, &fresh.to_hex(), &fault(&self.name))).await?;
+        let out: Array = out.unchecked_into();
         let mut problems = Vec::new();
-        let id = match stored.as_string().map(|s| ClientId::from_hex(&s)) {
-            Some(Ok(id)) => id,
-            found => {
-                if !stored.is_undefined() {
-                    problems.push(WasmError::Corrupt {
-                        key: "meta/clientId".into(),
-                        reason: match found {
-                            Some(Err(e)) => e.to_string(),
-                            _ => "not a string".into(),
-                        },
-                    });
-                }
-                let id = ClientId::from_bytes(random);
-                put(&meta, &"clientId".into(), &id.to_hex().into())?;
-                put(&meta, &"schemaVersion".into(), &SCHEMA_VERSION.into())?;
-                id
-            }
-        };
-        finish(&self.name, &tx, outcome, "store the client id").await?;
-        Ok((id, problems))
+        let found = out.get(1);
+        if out.length() > 1 && !found.is_undefined() {
+            problems.push(WasmError::Corrupt {
+                key: "meta/clientId".into(),
+                reason: match found.as_string().map(|s| ClientId::from_hex(&s)) {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "not a string".into(),
+                },
+            });
+        }
+        let id = out.get(0).as_string().unwrap_or_default();
+        Ok((ClientId::from_hex(&id).unwrap_or(fresh), problems))
     }
 
     /// Reads everything a store of `stream` starts from, in one read-only
@@ -170,51 +324,18 @@ impl Db {
     /// read-only transaction. The caller compares `record.generation`
     /// with its numbering.
     pub async fn read_stream(&self, stream: &str, after: u64) -> Result<Loaded, WasmError> {
-        let key: JsValue = stream.into();
-        let tx = idb::transaction(&self.db, &[STREAMS, EVENTS, OUTBOX, SNAPSHOTS], None)?;
-        let outcome = idb::outcome(&tx);
-        let mut problems = Vec::new();
-
-        let raw = idb::read(idb::store(&tx, STREAMS)?.get(&key), "read streams").await?;
-        let mut record = StreamRecord::from_js(&raw, stream).unwrap_or_else(|e| {
-            problems.push(e);
-            StreamRecord::default()
-        });
-        let mut snapshot = None;
-        let mut from = after;
-        if record.snapshot_offset > after {
-            let raw = idb::read(idb::store(&tx, SNAPSHOTS)?.get(&key), "read snapshots").await?;
-            match read_snapshot(&raw, stream, record.snapshot_offset) {
-                Ok(state) => {
-                    snapshot = Some(state);
-                    from = record.snapshot_offset;
-                }
-                Err(e) => {
-                    // The events before the snapshot are gone: start from
-                    // `after` (at open, offset 0) and let the server send
-                    // the history again.
-                    problems.push(e);
-                    if after == 0 {
-                        record.snapshot_offset = 0;
-                    }
-                }
-            }
-        }
-        let range = idb::range_from(&key, from + 1)?;
-        let raw = idb::read(
-            idb::store(&tx, EVENTS)?.get_all_with_key(&range),
-            "read events",
-        )
-        .await?;
-        let events = read_events(&raw, stream, from, &mut problems);
-        let raw = idb::read(
-            idb::store(&tx, OUTBOX)?.get_all_with_key(&idb::range_from(&key, 1)?),
-            "read outbox",
-        )
-        .await?;
-        let outbox = read_outbox(&raw, stream, &mut problems);
-        finish(&self.name, &tx, outcome, "read the stored stream").await?;
-
+        let out = answer(read_stream_tx(&self.db, stream, after as f64)).await?;
+        let mut problems = problems(&out);
+        let mut record = record(&out);
+        let state = field(&out, "snapshot");
+        let snapshot = (!state.is_undefined()).then(|| (state, num(&out, "schema") as u32));
+        let events = read_events(
+            &field(&out, "events"),
+            stream,
+            num(&out, "from"),
+            &mut problems,
+        );
+        let outbox = outbox_from(&field(&out, "outbox"));
         // A seq must never be handed out twice: when the record was
         // unreadable, start after every seq this store can still see.
         let seen = outbox.last().map_or(0, |e| e.seq.get());
@@ -241,41 +362,22 @@ impl Db {
         floor: Seq,
         under: u64,
     ) -> Result<(Done, Vec<WasmError>), WasmError> {
-        let key: JsValue = stream.into();
-        let tx = idb::transaction(&self.db, &[STREAMS, OUTBOX], Some(Durability::Strict))?;
-        let outcome = idb::outcome(&tx);
-        let streams = idb::store(&tx, STREAMS)?;
-        let outbox = idb::store(&tx, OUTBOX)?;
-        let mut problems = Vec::new();
-        let raw = idb::read(streams.get(&key), "read streams").await?;
-        let mut record = StreamRecord::from_js(&raw, stream).unwrap_or_else(|e| {
-            problems.push(e);
-            StreamRecord::default()
-        });
-        if record.generation != under {
-            finish(&self.name, &tx, outcome, "read the outbox numbering").await?;
-            return Ok((record.stale(), problems));
+        let entries: Vec<OutboxEntry> = intents.iter().map(|i| i.entry(floor)).collect();
+        let out = answer(allocate_tx(
+            &self.db,
+            stream,
+            under as f64,
+            floor.get() as f64,
+            &outbox_to(entries.iter()),
+            &fault(&self.name),
+        ))
+        .await?;
+        let problems = problems(&out);
+        if let Some(stale) = stale(&out) {
+            return Ok((stale, problems));
         }
-        let stored_next = record.next_seq.max(1);
-        let mut others = Vec::new();
-        if stored_next > floor.get() {
-            let range = idb::range(&key, floor.get(), stored_next - 1)?;
-            let raw = idb::read(outbox.get_all_with_key(&range), "read outbox").await?;
-            others = read_outbox(&raw, stream, &mut problems);
-        }
-        let first = stored_next.max(floor.get());
-        for (i, intent) in intents.iter().enumerate() {
-            let seq = first + i as u64;
-            put(
-                &outbox,
-                &idb::key2(&key, seq),
-                &outbox_value(seq, &intent.entry(Seq::new(seq).map_err(WasmError::from)?)),
-            )?;
-        }
-        record.next_seq = first + intents.len() as u64;
-        put(&streams, &key, &record.to_js())?;
-        finish(&self.name, &tx, outcome, "write the outbox").await?;
-        let first = Seq::new(first).map_err(WasmError::from)?;
+        let first = Seq::new(num(&out, "first")).map_err(WasmError::from)?;
+        let others = outbox_from(&field(&out, "others"));
         Ok((Done::Alloc { first, others }, problems))
     }
 
@@ -291,104 +393,46 @@ impl Db {
         w: &EventsWrite<'_>,
         under: u64,
     ) -> Result<(Done, Vec<WasmError>), WasmError> {
-        let key: JsValue = stream.into();
-        let tx = idb::transaction(
-            &self.db,
-            &[STREAMS, EVENTS, OUTBOX, SNAPSHOTS],
-            Some(Durability::Relaxed),
-        )?;
-        let outcome = idb::outcome(&tx);
-        let streams = idb::store(&tx, STREAMS)?;
-        let mut problems = Vec::new();
-        let raw = idb::read(streams.get(&key), "read streams").await?;
-        let mut record = StreamRecord::from_js(&raw, stream).unwrap_or_else(|e| {
-            problems.push(e);
-            StreamRecord::default()
-        });
-        let stored = record.stored_epoch();
-        let conflict = matches!((&stored, w.epoch), (Some(s), Some(e)) if s != e);
-        if record.generation != under || conflict {
-            finish(&self.name, &tx, outcome, "read the outbox numbering").await?;
-            return Ok((record.stale(), problems));
-        }
-        let events = idb::store(&tx, EVENTS)?;
-        if w.drop_snapshot == Some(record.snapshot_offset) {
-            let del = |store: &web_sys::IdbObjectStore, k: &JsValue| {
-                store
-                    .delete(k)
-                    .map(|_| ())
-                    .map_err(|e| WasmError::from_storage("drop the snapshot", &e))
-            };
-            del(&idb::store(&tx, SNAPSHOTS)?, &key)?;
-            del(&events, &idb::range_from(&key, 0)?)?;
-            record.snapshot_offset = 0;
-        }
-        // Another tab of this profile may be further along: never move back.
-        let mut snapshot_at = 0;
-        if let Some((offset, state)) = &w.snapshot {
-            if offset.0 > record.snapshot_offset {
-                let value = Object::new();
-                set(&value, "offset", &JsValue::from_f64(offset.0 as f64));
-                set(&value, "state", state);
-                set(&value, "timeMs", &js_sys::Date::now().into());
-                set(&value, "schema", &w.schema.into());
-                // A state that cannot be cloned (a function inside, say)
-                // throws here, synchronously, without aborting: keep the
-                // events instead and report it.
-                match idb::store(&tx, SNAPSHOTS)?.put_with_key(&value, &key) {
-                    Ok(_) => snapshot_at = offset.0,
-                    Err(e) => problems.push(WasmError::from_storage(
-                        "cannot store a snapshot of the state",
-                        &e,
-                    )),
-                }
-            }
-        }
         // Every event's bytes in one buffer, written in one crossing.
         let mut bytes = Vec::new();
         let mut ends = Vec::new();
         let mut offsets = Vec::new();
-        for e in w.events.iter().filter(|e| e.offset.0 > snapshot_at) {
+        for e in w.events {
             bytes.extend_from_slice(&sync_core::protocol::encode_event(e));
             ends.push(bytes.len() as u32);
             offsets.push(e.offset.0 as f64);
         }
-        if !ends.is_empty() {
-            idb::put_events(
-                &events,
-                stream,
-                &Uint8Array::from(&bytes[..]),
-                &js_sys::Uint32Array::from(&ends[..]),
-                &js_sys::Float64Array::from(&offsets[..]),
-            )
-            .map_err(|e| WasmError::from_storage("write events", &e))?;
-        }
-        if snapshot_at > 0 {
-            events
-                .delete(&idb::range(&key, 0, snapshot_at)?)
-                .map_err(|e| WasmError::from_storage("delete events", &e))?;
-            record.snapshot_offset = snapshot_at;
-        }
-        let outbox = idb::store(&tx, OUTBOX)?;
-        for seq in w.drop_seqs {
-            outbox
-                .delete(&idb::key2(&key, seq.get()))
-                .map_err(|e| WasmError::from_storage("delete outbox", &e))?;
-        }
-        record.offset = record.offset.max(w.offset.0);
-        if let Some(epoch) = &w.epoch {
-            record.epoch = Some(epoch.0.clone());
-        }
-        put(&streams, &key, &record.to_js())?;
-        finish(&self.name, &tx, outcome, "write events").await?;
-        Ok((Done::Written, problems))
+        let drop: Vec<f64> = w.drop_seqs.iter().map(|s| s.get() as f64).collect();
+        let (at, state) = match &w.snapshot {
+            Some((offset, state)) => (offset.0 as f64, state.clone()),
+            None => (0.0, JsValue::UNDEFINED),
+        };
+        let out = answer(write_events_tx(
+            &self.db,
+            stream,
+            under as f64,
+            w.epoch.map(|e| e.0.as_str()),
+            w.drop_snapshot.map_or(-1.0, |o| o as f64),
+            at,
+            &state,
+            w.schema,
+            &Uint8Array::from(&bytes[..]),
+            &Uint32Array::from(&ends[..]),
+            &Float64Array::from(&offsets[..]),
+            &Float64Array::from(&drop[..]),
+            w.offset.0 as f64,
+            &fault(&self.name),
+        ))
+        .await?;
+        let problems = problems(&out);
+        Ok((stale(&out).unwrap_or(Done::Written), problems))
     }
 
     /// The server's log has epoch `epoch` (see `sync_core::Work::Reset`):
     /// when storage holds `epoch` already nothing changes; when it holds
     /// `from`, the stream's history is forgotten (events and snapshot
     /// deleted, offset 0) and every tab's outbox entries are renumbered
-    /// from seq 1 in seq order, as one more numbering; otherwise
+    /// (`sync_core::outbox::renumber`), as one more numbering; otherwise
     /// (another tab moved storage on) nothing changes and the answer is
     /// [`Done::Stale`]. One strict transaction.
     pub async fn reset(
@@ -397,91 +441,30 @@ impl Db {
         epoch: &Epoch,
         from: Option<&Epoch>,
     ) -> Result<(Done, Vec<WasmError>), WasmError> {
-        let key: JsValue = stream.into();
-        let tx = idb::transaction(
+        // Called by the transaction, with what it read, before it writes.
+        let renumber = Closure::<dyn FnMut(JsValue) -> Array>::new(|entries: JsValue| {
+            outbox_to(sync_core::outbox::renumber(outbox_from(&entries)).iter())
+        });
+        let out = answer(reset_tx(
             &self.db,
-            &[STREAMS, EVENTS, OUTBOX, SNAPSHOTS],
-            Some(Durability::Strict),
-        )?;
-        let outcome = idb::outcome(&tx);
-        let mut problems = Vec::new();
-        let streams = idb::store(&tx, STREAMS)?;
-        let raw = idb::read(streams.get(&key), "read streams").await?;
-        let record = StreamRecord::from_js(&raw, stream).unwrap_or_else(|e| {
-            problems.push(e);
-            StreamRecord::default()
-        });
-        let out = idb::store(&tx, OUTBOX)?;
-        let raw = idb::read(
-            out.get_all_with_key(&idb::range_from(&key, 1)?),
-            "read outbox",
-        )
-        .await?;
-        let entries = read_outbox(&raw, stream, &mut problems);
-        let stored = record.stored_epoch();
-        if stored.as_ref() == Some(epoch) {
-            finish(&self.name, &tx, outcome, "read the outbox").await?;
-            let done = Done::Reset {
-                entries,
-                generation: record.generation,
-            };
-            return Ok((done, problems));
-        }
-        if from.is_none() || stored.as_ref() != from {
-            finish(&self.name, &tx, outcome, "read the outbox numbering").await?;
-            return Ok((record.stale(), problems));
-        }
-        let entries = sync_core::outbox::renumber(entries);
-        let all = idb::range_from(&key, 0)?;
-        let del = |store: &str, k: &JsValue| -> Result<(), WasmError> {
-            idb::store(&tx, store)?
-                .delete(k)
-                .map(|_| ())
-                .map_err(|e| WasmError::from_storage("reset the stream", &e))
-        };
-        del(EVENTS, &all)?;
-        del(OUTBOX, &all)?;
-        del(SNAPSHOTS, &key)?;
-        for e in &entries {
-            put(
-                &out,
-                &idb::key2(&key, e.seq.get()),
-                &outbox_value(e.seq.get(), e),
-            )?;
-        }
-        let generation = record.generation + 1;
-        let record = StreamRecord {
-            offset: 0,
-            next_seq: entries.last().map_or(1, |e| e.seq.get() + 1),
-            snapshot_offset: 0,
-            epoch: Some(epoch.0.clone()),
-            generation,
-        };
-        put(&streams, &key, &record.to_js())?;
-        finish(&self.name, &tx, outcome, "reset the stream").await?;
-        Ok((
-            Done::Reset {
-                entries,
-                generation,
-            },
-            problems,
+            stream,
+            &epoch.0,
+            from.map(|e| e.0.as_str()),
+            renumber.as_ref().unchecked_ref(),
+            &fault(&self.name),
         ))
-    }
-
-    /// Reads the numbering of `stream` in `tx`: `Some(stale answer)` when
-    /// it is not `under`.
-    async fn check_numbering(
-        tx: &web_sys::IdbTransaction,
-        stream: &str,
-        under: u64,
-        problems: &mut Vec<WasmError>,
-    ) -> Result<Option<Done>, WasmError> {
-        let raw = idb::read(idb::store(tx, STREAMS)?.get(&stream.into()), "read streams").await?;
-        let record = StreamRecord::from_js(&raw, stream).unwrap_or_else(|e| {
-            problems.push(e);
-            StreamRecord::default()
-        });
-        Ok((record.generation != under).then(|| record.stale()))
+        .await;
+        drop(renumber);
+        let out = out?;
+        let problems = problems(&out);
+        if let Some(stale) = stale(&out) {
+            return Ok((stale, problems));
+        }
+        let done = Done::Reset {
+            entries: outbox_from(&field(&out, "entries")),
+            generation: num(&out, "generation"),
+        };
+        Ok((done, problems))
     }
 
     /// The whole outbox of `stream`, in seq order.
@@ -492,22 +475,10 @@ impl Db {
         stream: &str,
         under: u64,
     ) -> Result<(Done, Vec<WasmError>), WasmError> {
-        let key: JsValue = stream.into();
-        let tx = idb::transaction(&self.db, &[STREAMS, OUTBOX], None)?;
-        let outcome = idb::outcome(&tx);
-        let mut problems = Vec::new();
-        if let Some(stale) = Self::check_numbering(&tx, stream, under, &mut problems).await? {
-            finish(&self.name, &tx, outcome, "read the outbox numbering").await?;
-            return Ok((stale, problems));
-        }
-        let raw = idb::read(
-            idb::store(&tx, OUTBOX)?.get_all_with_key(&idb::range_from(&key, 1)?),
-            "read outbox",
-        )
-        .await?;
-        let outbox = read_outbox(&raw, stream, &mut problems);
-        finish(&self.name, &tx, outcome, "read the outbox").await?;
-        Ok((Done::Reload(outbox), problems))
+        let out = answer(read_outbox_tx(&self.db, stream, under as f64)).await?;
+        let problems = problems(&out);
+        let done = stale(&out).unwrap_or_else(|| Done::Reload(outbox_from(&field(&out, "outbox"))));
+        Ok((done, problems))
     }
 
     /// Marks the outbox entries of `seqs` discarded (entries already gone,
@@ -519,209 +490,36 @@ impl Db {
         seqs: &[Seq],
         under: u64,
     ) -> Result<(Done, Vec<WasmError>), WasmError> {
-        let key: JsValue = stream.into();
-        let tx = idb::transaction(&self.db, &[STREAMS, OUTBOX], Some(Durability::Strict))?;
-        let outcome = idb::outcome(&tx);
-        let mut problems = Vec::new();
-        if let Some(stale) = Self::check_numbering(&tx, stream, under, &mut problems).await? {
-            finish(&self.name, &tx, outcome, "read the outbox numbering").await?;
-            return Ok((stale, problems));
-        }
-        let outbox = idb::store(&tx, OUTBOX)?;
-        for seq in seqs {
-            let k = idb::key2(&key, seq.get());
-            let raw = idb::read(outbox.get(&k), "read outbox").await?;
-            if raw.is_object() {
-                set(raw.unchecked_ref(), "discarded", &JsValue::TRUE);
-                put(&outbox, &k, &raw)?;
-            }
-        }
-        finish(&self.name, &tx, outcome, "mark outbox entries discarded").await?;
-        Ok((Done::Written, problems))
+        let seqs: Vec<f64> = seqs.iter().map(|s| s.get() as f64).collect();
+        let out = answer(mark_discarded_tx(
+            &self.db,
+            stream,
+            under as f64,
+            &Float64Array::from(&seqs[..]),
+            &fault(&self.name),
+        ))
+        .await?;
+        let problems = problems(&out);
+        Ok((stale(&out).unwrap_or(Done::Written), problems))
     }
 }
 
-async fn finish(
-    db: &str,
-    tx: &web_sys::IdbTransaction,
-    outcome: wasm_bindgen_futures::JsFuture,
-    what: &str,
-) -> Result<(), WasmError> {
-    #[cfg(feature = "test-hooks")]
-    if tx.mode().ok() == Some(web_sys::IdbTransactionMode::Readwrite) {
-        if let Some(e) = crate::testing::take_fault(db) {
-            // The browser refuses the transaction: nothing of it is kept.
-            let _ = tx.abort();
-            let _ = outcome.await;
-            return Err(WasmError::from_storage(what, &e));
-        }
-    }
-    let _ = (db, tx);
-    outcome
-        .await
-        .map(|_| ())
-        .map_err(|e| WasmError::from_storage(what, &e))
-}
-
-fn put(store: &web_sys::IdbObjectStore, key: &JsValue, value: &JsValue) -> Result<(), WasmError> {
-    store
-        .put_with_key(value, key)
-        .map(|_| ())
-        .map_err(|e| WasmError::from_storage(&format!("write {}", store.name()), &e))
-}
-
-fn set(obj: &Object, name: &str, value: &JsValue) {
-    // Setting a data property on a plain new object cannot fail.
-    let _ = Reflect::set(obj, &name.into(), value);
-}
-
-fn get(obj: &JsValue, name: &str) -> JsValue {
-    Reflect::get(obj, &name.into()).unwrap_or(JsValue::UNDEFINED)
-}
-
-/// A non-negative integer that a JS number holds exactly.
-fn whole(v: &JsValue) -> Option<u64> {
-    let n = v.as_f64()?;
-    (n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0).then_some(n as u64)
-}
-
-/// An outbox entry as stored under `seq`: `{seq, payload, discarded?,
-/// timeMs, seen, schema, expiresMs?}` (`seen` is missing in entries stored
-/// before intents carried it: 0; `schema` and `expiresMs` in entries
-/// stored before they were kept: schema 1, never expiring).
-fn outbox_value(seq: u64, e: &OutboxEntry) -> JsValue {
-    let value = Object::new();
-    set(&value, "seq", &JsValue::from_f64(seq as f64));
-    set(&value, "payload", &Uint8Array::from(&e.payload[..]));
-    if e.discarded {
-        set(&value, "discarded", &JsValue::TRUE);
-    }
-    set(&value, "timeMs", &JsValue::from_f64(e.time_ms as f64));
-    set(&value, "seen", &JsValue::from_f64(e.seen.0 as f64));
-    set(&value, "schema", &e.schema.into());
-    if e.expires_ms != 0 {
-        set(&value, "expiresMs", &JsValue::from_f64(e.expires_ms as f64));
-    }
-    value.into()
-}
-
-impl StreamRecord {
-    fn from_js(raw: &JsValue, stream: &str) -> Result<StreamRecord, WasmError> {
-        if raw.is_undefined() {
-            return Ok(StreamRecord {
-                next_seq: 1,
-                ..StreamRecord::default()
-            });
-        }
-        let bad = |reason: &str| WasmError::Corrupt {
-            key: format!("streams/{stream}"),
-            reason: reason.into(),
-        };
-        if !raw.is_object() {
-            return Err(bad("not an object"));
-        }
-        let offset =
-            whole(&get(raw, "offset")).ok_or_else(|| bad("offset is not a whole number"))?;
-        let next_seq = whole(&get(raw, "nextSeq"))
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| bad("nextSeq is not a whole number >= 1"))?;
-        let snapshot_offset = whole(&get(raw, "snapshotOffset"))
-            .ok_or_else(|| bad("snapshotOffset is not a whole number"))?;
-        let epoch = get(raw, "epoch");
-        let epoch = if epoch.is_null() || epoch.is_undefined() {
-            None
-        } else {
-            Some(
-                epoch
-                    .as_string()
-                    .ok_or_else(|| bad("epoch is not a string"))?,
-            )
-        };
-        let generation = get(raw, "generation");
-        let generation = if generation.is_undefined() {
-            0
-        } else {
-            whole(&generation).ok_or_else(|| bad("generation is not a whole number"))?
-        };
-        Ok(StreamRecord {
-            offset,
-            next_seq,
-            snapshot_offset,
-            epoch,
-            generation,
-        })
-    }
-
-    fn to_js(&self) -> JsValue {
-        let o = Object::new();
-        set(&o, "offset", &JsValue::from_f64(self.offset as f64));
-        set(&o, "nextSeq", &JsValue::from_f64(self.next_seq as f64));
-        set(
-            &o,
-            "snapshotOffset",
-            &JsValue::from_f64(self.snapshot_offset as f64),
-        );
-        let epoch = self
-            .epoch
-            .as_deref()
-            .map_or(JsValue::NULL, JsValue::from_str);
-        set(&o, "epoch", &epoch);
-        set(&o, "generation", &JsValue::from_f64(self.generation as f64));
-        o.into()
-    }
-}
-
-fn read_snapshot(raw: &JsValue, stream: &str, expected: u64) -> Result<(JsValue, u32), WasmError> {
-    let bad = |reason: String| WasmError::Corrupt {
-        key: format!("snapshots/{stream}"),
-        reason,
-    };
-    if !raw.is_object() {
-        return Err(bad("missing or not an object".into()));
-    }
-    match whole(&get(raw, "offset")) {
-        Some(o) if o == expected => {}
-        // (No `{:?}` of the `Option`: Debug formatting would come into
-        // the module for this one message.)
-        Some(other) => {
-            return Err(bad(format!(
-                "offset {other} does not match the stream's {expected}"
-            )))
-        }
-        None => return Err(bad("offset missing or not a whole number".into())),
-    }
-    let state = get(raw, "state");
-    if state.is_undefined() {
-        return Err(bad("no state".into()));
-    }
-    Ok((state, schema_of(raw)))
-}
-
-/// A record's `schema` (absent in records written before it was kept: 1).
-fn schema_of(raw: &JsValue) -> u32 {
-    whole(&get(raw, "schema")).map_or(1, |n| n.min(u64::from(u32::MAX)) as u32)
-}
-
-/// Decodes stored events, keeping the dense run after `after`; the first
-/// unreadable or missing one ends the run (the server sends the rest).
+/// Decodes stored events (`[bytes, ends, count]`: the values that are
+/// bytes, end to end, and how many values were read), keeping the dense
+/// run after `after`; the first unreadable or missing one ends the run (the
+/// server sends the rest).
 fn read_events(
-    raw: &JsValue,
+    read: &JsValue,
     stream: &str,
     after: u64,
     problems: &mut Vec<WasmError>,
 ) -> Vec<Event> {
-    let Some(arr) = raw.dyn_ref::<js_sys::Array>() else {
-        problems.push(WasmError::Storage(
-            "getAll on events did not return an array".into(),
-        ));
-        return Vec::new();
-    };
-    // Their bytes in one buffer, copied in one crossing; a value that is
-    // not bytes ends it (and the run).
-    let joined = idb::join_bytes(arr);
-    let bytes = Uint8Array::new(&joined.get(0)).to_vec();
-    let ends = js_sys::Uint32Array::new(&joined.get(1)).to_vec();
-    let not_bytes = (ends.len() < arr.length() as usize).then_some(Err("not bytes".to_string()));
+    let read: &Array = read.unchecked_ref();
+    let bytes = Uint8Array::new(&read.get(0)).to_vec();
+    let ends = Uint32Array::new(&read.get(1)).to_vec();
+    let count = read.get(2).as_f64().unwrap_or(0.0) as usize;
+    // A value that is not bytes ends the run.
+    let not_bytes = (ends.len() < count).then_some(Err("not bytes".to_string()));
     let mut events = Vec::with_capacity(ends.len());
     let mut expect = after + 1;
     let mut start = 0;
@@ -773,37 +571,4 @@ fn decode_stored_event(bytes: &[u8]) -> Result<Event, String> {
         .iter()
         .find_map(|tail| postcard::from_bytes::<Event>(&[bytes, tail].concat()).ok())
         .ok_or(first)
-}
-
-fn read_outbox(raw: &JsValue, stream: &str, problems: &mut Vec<WasmError>) -> Vec<OutboxEntry> {
-    let Some(arr) = raw.dyn_ref::<js_sys::Array>() else {
-        problems.push(WasmError::Storage(
-            "getAll on outbox did not return an array".into(),
-        ));
-        return Vec::new();
-    };
-    let mut out = Vec::with_capacity(arr.length() as usize);
-    for (i, value) in arr.iter().enumerate() {
-        let seq = whole(&get(&value, "seq")).and_then(|s| Seq::new(s).ok());
-        let payload = get(&value, "payload").dyn_into::<Uint8Array>().ok();
-        match (seq, payload) {
-            (Some(seq), Some(p)) => out.push(OutboxEntry {
-                seq,
-                payload: p.to_vec(),
-                discarded: get(&value, "discarded") == JsValue::TRUE,
-                seen: Offset(whole(&get(&value, "seen")).unwrap_or(0)),
-                time_ms: whole(&get(&value, "timeMs")).unwrap_or(0),
-                schema: schema_of(&value),
-                expires_ms: whole(&get(&value, "expiresMs")).unwrap_or(0),
-            }),
-            _ => problems.push(WasmError::Corrupt {
-                key: format!("outbox/{stream} (entry {i})"),
-                reason:
-                    "expected {seq: number >= 1, payload: Uint8Array}; the intent cannot be sent"
-                        .into(),
-            }),
-        }
-    }
-    sync_core::sort_by_seq(&mut out, |e| e.seq);
-    out
 }

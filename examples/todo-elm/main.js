@@ -1,7 +1,8 @@
 // Glue: open the Logsync store and the view store of the server's `counts`
 // view, start the Elm program, connect the ports that src/Logsync.elm and
 // src/Main.elm declare.
-import { createSyncStore, createViewStore } from 'logsync';
+import { createSyncStore } from 'logsync';
+import { createViewStore } from 'logsync/views';
 import { connectElmPorts, connectElmViewPorts } from 'logsync/elm';
 // The same reducer as the React example, so Elm and React windows can share a room.
 import { initialState, todosReducer } from '../todo-react/src/todos.js';

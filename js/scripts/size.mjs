@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 const js = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** The budget, gzip -9 bytes, for what a production bundle of `import 'logsync'` loads (wasm included). */
-export const BUDGET_GZIP = 105_900;
+export const BUDGET_GZIP = 103_900;
 
 const listJs = (dir) => (fs.existsSync(dir)
   ? fs.readdirSync(dir, { recursive: true }).filter((f) => f.endsWith('.js')).sort().map((f) => path.join(dir, f))
@@ -33,7 +33,7 @@ export async function measureSize() {
   const parts = [
     ['wasm module', [wasm]],
     ['JS glue (wasm-bindgen output + snippets)', [path.join(js, 'wasm/logsync_wasm.js'), ...listJs(path.join(js, 'wasm/snippets'))]],
-    ['package JS (src/index.js + errors, intents, devtools, views)', ['index.js', 'errors.js', 'intents.js', 'devtools.js', 'views.js'].map((f) => path.join(js, 'src', f))],
+    ['package JS (src/index.js + errors, intents, devtools)', ['index.js', 'errors.js', 'intents.js', 'devtools.js'].map((f) => path.join(js, 'src', f))],
   ];
   const rows = parts.map(([what, list]) => ({ what, ...sizeOf(files(list)) }));
   const wasmGlue = { raw: rows[0].raw + rows[1].raw, gzip: rows[0].gzip + rows[1].gzip };

@@ -327,11 +327,3 @@ export interface ViewStore<R = unknown> {
   close(): void;
 }
 
-/** Creates a view store at once; it reads its cached result (`ready`) and opens the feed in the background. */
-export declare function createViewStore<R = unknown>(options: ViewStoreOptions): ViewStore<R>;
-
-/** JSON Patch `add`/`remove`/`replace` (RFC 6902) applied without changing `doc`: new objects along each changed path. */
-export declare function applyPatch<T = unknown>(
-  doc: unknown,
-  ops: { op: 'add' | 'remove' | 'replace'; path: string; value?: unknown }[],
-): T;

@@ -9,7 +9,6 @@ import { intentTracker } from './intents.js';
 import { devtoolsBridge, findExtension } from './devtools.js';
 
 export { ERROR_CODES, LogsyncError, Rejection, isLogsyncError };
-export { createViewStore, applyPatch } from './views.js';
 
 /** The action that computes a missing `initialState`, as Redux does. */
 export const INIT_ACTION_TYPE = '@@logsync/INIT';

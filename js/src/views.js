@@ -7,7 +7,10 @@
 // SSE parser and the JSON Patch applier below are small hand-written parts:
 // the server sends only `add`, `remove` and `replace` with JSON Pointers,
 // and a general JSON Patch library would add its size to every page that
-// imports the package.
+// imports it.
+//
+// Its own entry point, `logsync/views`: a page that follows no view does
+// not load it (BENCHMARKS.md, "Views in their own entry point").
 
 import { LogsyncError, describe } from './errors.js';
 import { dbNameFor } from './index.js';

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import { createViewStore } from 'logsync';
+import { createViewStore } from 'logsync/views';
 import { connectElmPorts, connectElmViewPorts } from 'logsync/elm';
 import { LogsyncError } from '../src/errors.js';
 import { incomingPort, outgoingPort } from './elm-fakes.mjs';

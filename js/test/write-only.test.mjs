@@ -11,7 +11,8 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { createSyncStore, createViewStore } from 'logsync';
+import { createSyncStore } from 'logsync';
+import { createViewStore } from 'logsync/views';
 import { todosReducer, initialState } from '../../examples/todo-react/src/todos.js';
 import { SERVER_BIN, serverForFile, skip, until } from './real-server.mjs';
 

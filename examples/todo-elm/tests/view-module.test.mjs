@@ -12,7 +12,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createViewStore } from 'logsync';
+import { createViewStore } from 'logsync/views';
 import { connectElmViewPorts } from 'logsync/elm';
 import { memoryViewStore } from '../../../js/test/memory-store.mjs';
 import { ROOT, SERVER_BIN, startServer } from '../../../tests/e2e/lib/server.mjs';

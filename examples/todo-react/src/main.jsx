@@ -1,6 +1,6 @@
 import { createRoot } from 'react-dom/client';
 import { configureStore } from '@reduxjs/toolkit';
-import { createViewStore } from 'logsync';
+import { createViewStore } from 'logsync/views';
 import { logsync } from 'logsync/redux';
 import { LogsyncProvider } from 'logsync/react';
 import { App } from './App.jsx';

@@ -21,7 +21,7 @@ import {
   type Reducer,
 } from 'logsync';
 import { LogsyncProvider, useSyncState, useDispatch, useSyncStatus, useLogsyncStore, shallowEqual, useView } from 'logsync/react';
-import { createViewStore, applyPatch, type ViewStatus } from 'logsync';
+import { createViewStore, applyPatch, type ViewStatus } from 'logsync/views';
 import { connectElmPorts, connectElmViewPorts, type ElmPortsOptions, type ElmViewPortsOptions } from 'logsync/elm';
 import { Provider, useSelector } from 'react-redux';
 import { createLogsyncStore, type IntentEvent, type StorageInfo } from 'logsync';

@@ -25,6 +25,10 @@ if (!existsSync(join(tools, 'wasm-opt'))) {
   process.exit(1);
 }
 
+// wasm-pack writes the crate's JS snippets but never removes old ones: a
+// snippet the module no longer imports would still be shipped.
+rmSync(join(outDir, 'snippets'), { recursive: true, force: true });
+
 const result = spawnSync('wasm-pack', [
   'build', '--profile', PROFILE, '--target', 'web',
   '--out-dir', outDir, '--out-name', 'logsync_wasm',

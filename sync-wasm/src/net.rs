@@ -37,46 +37,8 @@ const MAX_INBOUND_FRAME: usize = 16 << 20;
 // no-cors GET would not: the browser blocks an opaque HTML or JSON body as
 // a network error). A network error on both means nothing answered that
 // the page may see. Resolves to the HTTP status (0 when opaque) or the
-// text of the network error.
-#[wasm_bindgen(inline_js = r#"
-export async function probeHttp(url) {
-  const init = (extra) => {
-    const o = { cache: 'no-store', credentials: 'omit', ...extra };
-    if (typeof AbortSignal !== 'undefined' && AbortSignal.timeout) o.signal = AbortSignal.timeout(5000);
-    return o;
-  };
-  try {
-    return (await fetch(url, init({ mode: 'cors' }))).status;
-  } catch (_) {
-    // Not readable across origins: ask without CORS.
-  }
-  try {
-    const r = await fetch(url, init({ mode: 'no-cors', method: 'HEAD' }));
-    return r.type === 'opaque' ? 0 : r.status;
-  } catch (e) {
-    return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-  }
-}
-// The tabs' election (lead.rs), here to keep the glue at two snippet files.
-export function lockLead(name, steal, granted, lost) {
-  const locks = globalThis.navigator && globalThis.navigator.locks;
-  if (!locks || typeof locks.request !== 'function') return undefined;
-  const ctl = new AbortController();
-  let release;
-  const held = new Promise((r) => { release = r; });
-  let got = false;
-  locks.request(name, steal ? { steal: true } : { signal: ctl.signal }, () => {
-    got = true;
-    granted();
-    return held;
-  }).then(() => {}, () => { if (got) lost(); });
-  return () => { release(); if (!got) ctl.abort(); };
-}
-export function hasLocks() {
-  const locks = globalThis.navigator && globalThis.navigator.locks;
-  return !!(locks && typeof locks.request === 'function');
-}
-"#)]
+// text of the network error (`probeHttp` in page.js).
+#[wasm_bindgen(module = "/src/page.js")]
 extern "C" {
     #[wasm_bindgen(js_name = probeHttp)]
     async fn probe_http(url: &str) -> JsValue;

@@ -9,10 +9,10 @@ use wasm_bindgen::JsCast;
 
 use crate::error::{describe_js, WasmError};
 
-#[wasm_bindgen(module = "/src/reducer.js")]
+#[wasm_bindgen(module = "/src/page.js")]
 extern "C" {
     /// Folds a batch of events from `from` on, in one crossing, until
-    /// one it cannot fold (`foldMany` in reducer.js says what it returns).
+    /// one it cannot fold (`foldMany` in page.js says what it returns).
     #[allow(clippy::too_many_arguments)]
     #[wasm_bindgen(js_name = foldMany)]
     fn fold_many(
@@ -192,7 +192,7 @@ impl Reducer for JsReducer {
         self.call(state, action, &JsValue::UNDEFINED)
     }
 
-    /// One JS call folds the batch (`foldMany` in reducer.js): the
+    /// One JS call folds the batch (`foldMany` in page.js): the
     /// payloads of this reducer's schema version that are UTF-8 go over
     /// end to end, each event's meta as numbers and indexes into its few
     /// client ids and subjects, and JS parses each payload and calls the

@@ -212,9 +212,10 @@ async function stale(t, tx, stream, under, out) {
 }
 
 /** This browser profile's client id: the stored one, or `fresh` stored in
- * its place, in one transaction (two tabs opening at once agree on one
- * id). Resolves to [id, the unreadable value found] (undefined: none). */
-export function clientId(db, fresh, fault) {
+ * its place (with the schema `version`), in one transaction (two tabs
+ * opening at once agree on one id). Resolves to [id, the unreadable value
+ * found] (undefined: none). */
+export function clientId(db, fresh, version, fault) {
   return run(db, ['meta'], 'strict', fault, async (t, tx) => {
     t.what = 'read meta.clientId';
     const meta = tx.objectStore('meta');
@@ -223,7 +224,7 @@ export function clientId(db, fresh, fault) {
     if (typeof stored === 'string' && /^[0-9a-fA-F]{32}$/.test(stored)) return [stored];
     t.what = 'write meta';
     meta.put(fresh, 'clientId');
-    meta.put(1, 'schemaVersion');
+    meta.put(version, 'schemaVersion');
     return [fresh, stored];
   });
 }

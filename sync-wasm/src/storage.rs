@@ -30,7 +30,7 @@ extern "C" {
     #[wasm_bindgen(js_name = closeDb)]
     fn close_db(db: &JsValue);
     #[wasm_bindgen(js_name = clientId)]
-    fn client_id_tx(db: &JsValue, fresh: &str, fault: &JsValue) -> Promise;
+    fn client_id_tx(db: &JsValue, fresh: &str, version: u32, fault: &JsValue) -> Promise;
     #[wasm_bindgen(js_name = readStream)]
     fn read_stream_tx(db: &JsValue, stream: &str, after: f64) -> Promise;
     #[wasm_bindgen(js_name = allocate)]
@@ -294,7 +294,13 @@ impl Db {
         random: [u8; 16],
     ) -> Result<(ClientId, Vec<WasmError>), WasmError> {
         let fresh = ClientId::from_bytes(random);
-        let out = answer(client_id_tx(&self.db, &fresh.to_hex(), &fault(&self.name))).await?;
+        let out = answer(client_id_tx(
+            &self.db,
+            &fresh.to_hex(),
+            SCHEMA_VERSION,
+            &fault(&self.name),
+        ))
+        .await?;
         let out: Array = out.unchecked_into();
         let mut problems = Vec::new();
         let found = out.get(1);

@@ -1,5 +1,11 @@
-// The JS half of reducer.rs: the `meta` a JS reducer receives, and a
-// batch of events folded in one call.
+// The module's JS besides its IndexedDB transactions (storage.js): the
+// `meta` a JS reducer receives and a batch of events folded in one call
+// (reducer.rs), the HTTP probe of a failed connection (net.rs) and the
+// tabs' Web Locks election (lead.rs).
+//
+// The module's JS stays in these two files: headless Chromium under
+// chromedriver has been seen never to start a test page when it was split
+// over three (scripts/test-wasm.sh).
 
 // The reducer's meta: a confirmed event's, or a pending intent's.
 let read = false;
@@ -72,4 +78,42 @@ export function foldMany(reducer, state, bytes, ends, ascii, from, nums, clients
     state = next;
   }
   return [state, ends.length, 0];
+}
+
+export async function probeHttp(url) {
+  const init = (extra) => {
+    const o = { cache: 'no-store', credentials: 'omit', ...extra };
+    if (typeof AbortSignal !== 'undefined' && AbortSignal.timeout) o.signal = AbortSignal.timeout(5000);
+    return o;
+  };
+  try {
+    return (await fetch(url, init({ mode: 'cors' }))).status;
+  } catch (_) {
+    // Not readable across origins: ask without CORS.
+  }
+  try {
+    const r = await fetch(url, init({ mode: 'no-cors', method: 'HEAD' }));
+    return r.type === 'opaque' ? 0 : r.status;
+  } catch (e) {
+    return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  }
+}
+// The tabs' election (lead.rs).
+export function lockLead(name, steal, granted, lost) {
+  const locks = globalThis.navigator && globalThis.navigator.locks;
+  if (!locks || typeof locks.request !== 'function') return undefined;
+  const ctl = new AbortController();
+  let release;
+  const held = new Promise((r) => { release = r; });
+  let got = false;
+  locks.request(name, steal ? { steal: true } : { signal: ctl.signal }, () => {
+    got = true;
+    granted();
+    return held;
+  }).then(() => {}, () => { if (got) lost(); });
+  return () => { release(); if (!got) ctl.abort(); };
+}
+export function hasLocks() {
+  const locks = globalThis.navigator && globalThis.navigator.locks;
+  return !!(locks && typeof locks.request === 'function');
 }

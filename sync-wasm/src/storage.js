@@ -9,8 +9,7 @@
 // Each resolves to plain data. A failure rejects with [what, cause] and
 // aborts the transaction (nothing of it is stored); storage.rs makes the
 // error. Records that do not have the shape this build writes are not
-// failures: they come back in `problems` as [key, reason] (a corrupt
-// record), or [what, cause, true] (a storage error to report), and the
+// failures: they come back in `problems` as [key, reason], and the
 // transaction goes on with what can be trusted.
 //
 // Requests of one transaction are issued without awaiting each: IndexedDB
@@ -67,7 +66,8 @@ export function closeDb(db) {
 
 // Runs `body(t, tx)` in one transaction over `names` (readonly without
 // `durability`), then awaits its outcome. `t.what` says what is under way
-// (it names the failure); `t.end` what the outcome completes. `fault` (test
+// (it names the failure); `t.end` what the outcome completes. An answer
+// with `abort` set aborts the transaction and is the result. `fault` (test
 // hooks only): the browser refuses the transaction with it.
 async function run(db, names, durability, fault, body) {
   const t = { what: 'cannot start a transaction', end: '' };
@@ -84,6 +84,11 @@ async function run(db, names, durability, fault, body) {
     done.catch(() => {});
     const out = await body(t, tx);
     t.what = t.end;
+    if (out.abort) {
+      tx.abort();
+      await done.catch(() => {});
+      return out;
+    }
     if (fault) {
       tx.abort();
       await done.catch(() => {});
@@ -211,6 +216,12 @@ async function stale(t, tx, stream, under, out) {
   return out.stale;
 }
 
+// The whole outbox of `stream` in `tx`, in the crossing form.
+async function readOutboxIn(t, tx, stream, out) {
+  t.what = 'read outbox';
+  return outbox(await request(tx.objectStore('outbox').getAll(range(stream, 1))), stream, out.problems);
+}
+
 /** This browser profile's client id: the stored one, or `fresh` stored in
  * its place (with the schema `version`), in one transaction (two tabs
  * opening at once agree on one id). Resolves to [id, the unreadable value
@@ -266,8 +277,7 @@ export function readStream(db, stream, after) {
     t.what = 'read events';
     const events = await request(tx.objectStore('events').getAll(range(stream, out.from + 1)));
     out.events = [...join(events), events.length];
-    t.what = 'read outbox';
-    out.outbox = outbox(await request(tx.objectStore('outbox').getAll(range(stream, 1))), stream, out.problems);
+    out.outbox = await readOutboxIn(t, tx, stream, out);
     t.end = 'read the stored stream';
     return out;
   });
@@ -306,10 +316,13 @@ export function allocate(db, stream, under, floor, intents, fault) {
  * (`bytes` end to end, each ending at `ends[i]`, at `offsets[i]`), the
  * outbox entries they confirm removed (`drop`), the offset moved (never
  * back: another tab may be ahead) and, given `snapshotOffset` > 0, a
- * snapshot of `state` (the events it covers deleted). `dropSnapshot`: a
- * stored snapshot at that offset is dropped first, with the events after it
- * (-1: none). Nothing is written, and it is `stale`, under another
- * numbering than `under` or another stored epoch than `epoch`. */
+ * snapshot of `state` (the events it covers deleted; they are not given).
+ * `dropSnapshot`: a stored snapshot at that offset is dropped first, with
+ * the events after it (-1: none). Nothing is written, and it is `stale`,
+ * under another numbering than `under` or another stored epoch than
+ * `epoch`; nothing is written either, and `unclonable` is the exception,
+ * when the state cannot be stored (storage.rs then writes the events that
+ * snapshot would have covered instead). */
 export function writeEvents(db, stream, under, epoch, dropSnapshot, snapshotOffset, state, schema, bytes, ends, offsets, drop, offset, fault) {
   return run(db, ['streams', 'events', 'outbox', 'snapshots'], 'relaxed', fault, async (t, tx) => {
     const out = { problems: [] };
@@ -331,12 +344,14 @@ export function writeEvents(db, stream, under, epoch, dropSnapshot, snapshotOffs
     let at = 0;
     if (snapshotOffset > rec.snapshotOffset) {
       // A state that cannot be cloned (a function inside, say) throws
-      // here, synchronously, without aborting: the events are kept instead.
+      // here, synchronously.
       try {
         snapshots.put({ offset: snapshotOffset, state, timeMs: Date.now(), schema }, stream);
         at = snapshotOffset;
       } catch (e) {
-        out.problems.push(['cannot store a snapshot of the state', e, true]);
+        out.unclonable = e;
+        out.abort = true;
+        return out;
       }
     }
     t.what = 'write events';
@@ -374,8 +389,7 @@ export function reset(db, stream, epoch, from, renumber, fault) {
     await readRecord(t, tx, stream, out);
     const rec = out.record;
     const box = tx.objectStore('outbox');
-    t.what = 'read outbox';
-    out.entries = outbox(await request(box.getAll(range(stream, 1))), stream, out.problems);
+    out.entries = await readOutboxIn(t, tx, stream, out);
     out.generation = rec.generation;
     out.stale = false;
     if (rec.epoch === epoch) {
@@ -418,8 +432,7 @@ export function readOutbox(db, stream, under) {
   return run(db, ['streams', 'outbox'], null, null, async (t, tx) => {
     const out = { problems: [] };
     if (await stale(t, tx, stream, under, out)) return out;
-    t.what = 'read outbox';
-    out.outbox = outbox(await request(tx.objectStore('outbox').getAll(range(stream, 1))), stream, out.problems);
+    out.outbox = await readOutboxIn(t, tx, stream, out);
     t.end = 'read the outbox';
     return out;
   });

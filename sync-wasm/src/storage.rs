@@ -152,15 +152,19 @@ impl Drop for Db {
 /// Awaits a transaction of `storage.js`: its answer, or the error it
 /// rejected with (`[what, cause]`).
 async fn answer(tx: Promise) -> Result<JsValue, WasmError> {
-    JsFuture::from(tx).await.map_err(|e| {
-        let what = Reflect::get_u32(&e, 0).ok().and_then(|w| w.as_string());
-        let cause = Reflect::get_u32(&e, 1).unwrap_or(JsValue::UNDEFINED);
-        match what {
-            Some(what) if cause.is_undefined() => WasmError::Storage(what),
-            Some(what) => WasmError::from_storage(&what, &cause),
-            None => WasmError::from_storage("IndexedDB", &e),
-        }
-    })
+    JsFuture::from(tx).await.map_err(rejected)
+}
+
+/// The error a transaction rejected with (`[what, cause]`).
+#[inline(never)]
+fn rejected(e: JsValue) -> WasmError {
+    let what = Reflect::get_u32(&e, 0).ok().and_then(|w| w.as_string());
+    let cause = Reflect::get_u32(&e, 1).unwrap_or(JsValue::UNDEFINED);
+    match what {
+        Some(what) if cause.is_undefined() => WasmError::Storage(what),
+        Some(what) => WasmError::from_storage(&what, &cause),
+        None => WasmError::from_storage("IndexedDB", &e),
+    }
 }
 
 fn field(o: &JsValue, name: &str) -> JsValue {
@@ -172,20 +176,15 @@ fn num(o: &JsValue, name: &str) -> u64 {
     field(o, name).as_f64().unwrap_or(0.0) as u64
 }
 
-/// The answer's records that could not be read, and errors to report.
+/// The answer's records that could not be read (`[key, reason]` each).
 fn problems(out: &JsValue) -> Vec<WasmError> {
     let list: Array = field(out, "problems").unchecked_into();
     list.iter()
         .map(|p| {
             let p: Array = p.unchecked_into();
-            let first = p.get(0).as_string().unwrap_or_default();
-            if p.length() > 2 {
-                WasmError::from_storage(&first, &p.get(1))
-            } else {
-                WasmError::Corrupt {
-                    key: first,
-                    reason: p.get(1).as_string().unwrap_or_default(),
-                }
+            WasmError::Corrupt {
+                key: p.get(0).as_string().unwrap_or_default(),
+                reason: p.get(1).as_string().unwrap_or_default(),
             }
         })
         .collect()
@@ -389,7 +388,9 @@ impl Db {
 
     /// Writes a batch of confirmed events in one transaction: the events,
     /// the outbox entries they confirm removed, the offset moved, and when
-    /// given a snapshot (the events it covers are deleted). Nothing is
+    /// given a snapshot, that (the events it covers are deleted, and those
+    /// of the batch not written; when the browser cannot clone the state,
+    /// that is reported and the batch is written without it). Nothing is
     /// written, and the answer is [`Done::Stale`], when storage has
     /// another numbering than `under` or another epoch than the one the
     /// write stores (`sync_core::EventsWrite::is_stale`).
@@ -399,28 +400,52 @@ impl Db {
         w: &EventsWrite<'_>,
         under: u64,
     ) -> Result<(Done, Vec<WasmError>), WasmError> {
-        // Every event's bytes in one buffer, written in one crossing.
+        let mut problems = Vec::new();
+        let mut snapshot = w.snapshot.as_ref();
+        loop {
+            let out = answer(self.events_tx(stream, w, under, snapshot)).await?;
+            problems.extend(self::problems(&out));
+            let refused = field(&out, "unclonable");
+            if snapshot.is_some() && !refused.is_undefined() {
+                // Nothing was written: write the events instead.
+                problems.push(WasmError::from_storage(
+                    "cannot store a snapshot of the state",
+                    &refused,
+                ));
+                snapshot = None;
+                continue;
+            }
+            return Ok((stale(&out).unwrap_or(Done::Written), problems));
+        }
+    }
+
+    /// Starts the transaction of [`Db::write_events`], with `snapshot`.
+    fn events_tx(
+        &self,
+        stream: &str,
+        w: &EventsWrite<'_>,
+        under: u64,
+        snapshot: Option<&(Offset, JsValue)>,
+    ) -> Promise {
+        // The events a snapshot covers are not stored: not encoded.
+        let at = snapshot.map_or(0, |(offset, _)| offset.0);
         let mut bytes = Vec::new();
         let mut ends = Vec::new();
         let mut offsets = Vec::new();
-        for e in w.events {
+        for e in w.events.iter().filter(|e| e.offset.0 > at) {
             bytes.extend_from_slice(&sync_core::protocol::encode_event(e));
             ends.push(bytes.len() as u32);
             offsets.push(e.offset.0 as f64);
         }
         let drop: Vec<f64> = w.drop_seqs.iter().map(|s| s.get() as f64).collect();
-        let (at, state) = match &w.snapshot {
-            Some((offset, state)) => (offset.0 as f64, state.clone()),
-            None => (0.0, JsValue::UNDEFINED),
-        };
-        let out = answer(write_events_tx(
+        write_events_tx(
             &self.db,
             stream,
             under as f64,
             w.epoch.map(|e| e.0.as_str()),
             w.drop_snapshot.map_or(-1.0, |o| o as f64),
-            at,
-            &state,
+            at as f64,
+            snapshot.map_or(&JsValue::UNDEFINED, |(_, state)| state),
             w.schema,
             &Uint8Array::from(&bytes[..]),
             &Uint32Array::from(&ends[..]),
@@ -428,10 +453,7 @@ impl Db {
             &Float64Array::from(&drop[..]),
             w.offset.0 as f64,
             &fault(&self.name),
-        ))
-        .await?;
-        let problems = problems(&out);
-        Ok((stale(&out).unwrap_or(Done::Written), problems))
+        )
     }
 
     /// The server's log has epoch `epoch` (see `sync_core::Work::Reset`):

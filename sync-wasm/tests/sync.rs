@@ -321,6 +321,51 @@ async fn snapshots_bound_what_a_restart_reads() {
     close(&again).await;
 }
 
+/// A confirmed state IndexedDB cannot clone (a function in it): no
+/// snapshot is stored, that is reported, and the events it would have
+/// covered are kept, so a restart rebuilds the same state from them.
+#[wasm_bindgen_test]
+async fn a_state_that_cannot_be_stored_keeps_its_events() {
+    let url = server_start().await;
+    let stream = unique("unclonable");
+    let db = unique("db");
+    let reducer = make_fn(
+        "state, action",
+        "if (action.type !== 'add') return state;
+         const items = [...state.items, action.id];
+         return items.length >= 3 ? { items, f() {} } : { items };",
+    );
+    let opts = options(&url, &stream, &db, r#","snapshotEvery":4"#);
+    let store = open_with(opts, reducer.clone()).await;
+    let (rec, errors) = recorder();
+    call(&store, "onError", &[rec.into()]).unwrap();
+    let want = ids("u", 10);
+    for id in &want {
+        add(&store, id);
+    }
+    synced(&store, 20_000).await;
+    wait_for(T, "offset 10", || status_num(&store, "offset") == 10.0).await;
+    wait_for(T, "the refused snapshot reported", || {
+        errors
+            .borrow()
+            .iter()
+            .any(|e| describe(e).contains("cannot store a snapshot of the state"))
+    })
+    .await;
+    close(&store).await;
+
+    let (snapshots, _) = raw_get_all(&db, "snapshots").await;
+    assert_eq!(snapshots.length(), 0, "no snapshot could be stored");
+    let (events, _) = raw_get_all(&db, "events").await;
+    assert_eq!(events.length(), 10, "every confirmed event is kept");
+
+    let opts = options(&url, &stream, &db, r#","connect":false"#);
+    let again = open_with(opts, reducer).await;
+    assert_eq!(items(&again), want);
+    assert_eq!(status_num(&again, "offset"), 10.0);
+    close(&again).await;
+}
+
 #[wasm_bindgen_test]
 async fn corrupt_records_are_reported_and_healed_from_the_server() {
     let url = server_start().await;

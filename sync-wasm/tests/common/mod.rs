@@ -56,7 +56,7 @@ extern "C" {
     #[wasm_bindgen(js_name = sleep)]
     fn sleep_promise(ms: u32) -> js_sys::Promise;
     #[wasm_bindgen(js_name = makeFn)]
-    fn make_fn(args: &str, body: &str) -> Function;
+    pub fn make_fn(args: &str, body: &str) -> Function;
     /// `JSON.stringify(v)`.
     pub fn stringify(v: &JsValue) -> String;
     #[wasm_bindgen(catch, js_name = rawPut)]

@@ -55,6 +55,8 @@ cargo build --release -p logsync-bench --bin logsync-bench --locked
 
 step "build: the Rust seats example (logsync-seats-server, its page's wasm module)"
 cargo build -p seats-server --bin logsync-seats-server --locked
+# wasm-pack never removes a snippet the module no longer imports.
+rm -rf examples/seats-rust/web/www/pkg/snippets
 wasm-pack build --profile wasm-release --target web --no-pack --out-dir www/pkg examples/seats-rust/web
 
 step "build: React example"

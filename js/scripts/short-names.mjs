@@ -175,6 +175,25 @@ export function shortenNames(wasmFile, glueFile, dtsFiles = []) {
   const missing = [...moduleNames.keys(), ...importNames.keys()].filter((old) => !seen.has(old));
   if (missing.length > 0) throw new Error(`${glueFile}: the glue does not define ${missing.join(', ')}; its shape changed`);
 
+  // wasm-bindgen imports a snippet file once per group of the module's
+  // imports from it, each as its own namespace under the same key of the
+  // imports object: a duplicate key every app's bundler warns about. One
+  // namespace per file (the same object: one module) is kept.
+  const kept = new Map();
+  const dropped = [];
+  glue = glue.replace(/^\s*(["'])([^"'\n]+)\1: (import\d+),\n/gm, (whole, quote, key, ns) => {
+    if (!kept.has(key)) {
+      kept.set(key, ns);
+      return whole;
+    }
+    dropped.push(ns);
+    return '';
+  });
+  for (const ns of dropped) {
+    glue = glue.replace(new RegExp(`^import \\* as ${ns} from "[^"\\n]+";?\\n`, 'm'), '');
+    if (new RegExp(`\\b${ns}\\b`).test(glue)) throw new Error(`${glueFile}: ${ns} is still used after its duplicate key went`);
+  }
+
   for (const file of dtsFiles) {
     let dts = readFileSync(file, 'utf8');
     dts = dts.replace(/(?<=readonly )([A-Za-z_$][\w$]*)/g, (id) => exportNames.get(id) ?? id);

@@ -35,3 +35,19 @@ test('the built module and its glue find each other by short names, and the modu
   const glue = fs.readFileSync(new URL('../wasm/logsync_wasm.js', import.meta.url), 'utf8');
   assert.doesNotMatch(glue, /__wbg_\w+_[0-9a-f]{16}: function/, 'hashed import names left in the glue');
 });
+
+test('the glue imports each of its JS files once and bundles without warnings', async () => {
+  const fs = await import('node:fs');
+  const esbuild = await import('esbuild');
+  const file = new URL('../wasm/logsync_wasm.js', import.meta.url);
+  const glue = fs.readFileSync(file, 'utf8');
+  const namespaces = [...glue.matchAll(/^import \* as \w+ from "([^"\n]+)"/gm)].map((m) => m[1]);
+  assert.ok(namespaces.length > 0, 'the glue imports its snippets as namespaces');
+  assert.deepEqual(namespaces, [...new Set(namespaces)], 'a snippet imported twice');
+  // What an app's bundler says about the glue (a duplicate key in its
+  // imports object is a warning in every app's build).
+  const built = await esbuild.build({
+    entryPoints: [file.pathname], bundle: true, minify: true, format: 'esm', write: false, logLevel: 'silent',
+  });
+  assert.deepEqual(built.warnings.map((w) => w.text), []);
+});

@@ -33,7 +33,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::conn::TabChannel;
 use crate::engine::{Engine, Notes};
-use crate::net::{has_locks, lock_lead};
+use crate::page::{has_locks, lock_lead};
 use crate::reducer::StoreReducer;
 use crate::socket::Timer;
 

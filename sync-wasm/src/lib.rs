@@ -7,6 +7,7 @@ mod hub;
 mod lead;
 mod listeners;
 mod net;
+mod page;
 mod reducer;
 mod signal;
 mod socket;

@@ -38,25 +38,7 @@ const MAX_INBOUND_FRAME: usize = 16 << 20;
 // a network error). A network error on both means nothing answered that
 // the page may see. Resolves to the HTTP status (0 when opaque) or the
 // text of the network error (`probeHttp` in page.js).
-#[wasm_bindgen(module = "/src/page.js")]
-extern "C" {
-    #[wasm_bindgen(js_name = probeHttp)]
-    async fn probe_http(url: &str) -> JsValue;
-    /// Asks for Web Lock `name` (`steal`: take it from its holder);
-    /// `granted` runs when this tab holds it, `lost` when it was stolen.
-    /// Returns the function that lets it go (or gives the request up), or
-    /// `undefined` where Web Locks are missing.
-    #[wasm_bindgen(js_name = lockLead)]
-    pub(crate) fn lock_lead(
-        name: &str,
-        steal: bool,
-        granted: &Closure<dyn FnMut()>,
-        lost: &Closure<dyn FnMut()>,
-    ) -> JsValue;
-    /// Whether the Web Locks API is there.
-    #[wasm_bindgen(js_name = hasLocks)]
-    pub(crate) fn has_locks() -> bool;
-}
+use crate::page::probe_http;
 
 /// The `http(s)://` address of a `ws(s)://` URL.
 fn http_url(ws_url: &str) -> String {

@@ -8,40 +8,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::error::{describe_js, WasmError};
-
-#[wasm_bindgen(module = "/src/page.js")]
-extern "C" {
-    /// Folds a batch of events from `from` on, in one crossing, until
-    /// one it cannot fold (`foldMany` in page.js says what it returns).
-    #[allow(clippy::too_many_arguments)]
-    #[wasm_bindgen(js_name = foldMany)]
-    fn fold_many(
-        reducer: &Function,
-        state: &JsValue,
-        bytes: &js_sys::Uint8Array,
-        ends: &js_sys::Uint32Array,
-        ascii: bool,
-        from: u32,
-        nums: &js_sys::Float64Array,
-        clients: &Array,
-        subjects: &Array,
-        schema: u32,
-    ) -> Array;
-    /// The `meta` object a JS reducer receives (one crossing); a pending
-    /// intent's (no offset) notes whether it is read.
-    fn meta(
-        offset: Option<f64>,
-        client_id: &JsValue,
-        subject: Option<&str>,
-        seq: Option<f64>,
-        time: f64,
-        seen: f64,
-        schema: u32,
-    ) -> JsValue;
-    /// Whether the last pending `meta` was read.
-    #[wasm_bindgen(js_name = metaRead)]
-    fn meta_read() -> bool;
-}
+use crate::page::{fold_many, meta, meta_read};
 
 /// A [`Reducer`] whose state a browser store can snapshot into IndexedDB.
 pub trait StoreReducer: Reducer + 'static {

@@ -1,0 +1,60 @@
+//! The module's JS besides its IndexedDB transactions: `page.js`, one
+//! import block for all of it (two blocks naming one file make the glue
+//! import it twice, under one name). The module's JS stays in two files
+//! (this and `storage.js`): headless Chromium under chromedriver has been
+//! seen never to start a test page when it was split over three
+//! (scripts/test-wasm.sh).
+
+use js_sys::{Array, Function};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(module = "/src/page.js")]
+extern "C" {
+    /// Folds a batch of events from `from` on, in one crossing, until
+    /// one it cannot fold (`foldMany` in page.js says what it returns).
+    #[allow(clippy::too_many_arguments)]
+    #[wasm_bindgen(js_name = foldMany)]
+    pub(crate) fn fold_many(
+        reducer: &Function,
+        state: &JsValue,
+        bytes: &js_sys::Uint8Array,
+        ends: &js_sys::Uint32Array,
+        ascii: bool,
+        from: u32,
+        nums: &js_sys::Float64Array,
+        clients: &Array,
+        subjects: &Array,
+        schema: u32,
+    ) -> Array;
+    /// The `meta` object a JS reducer receives (one crossing); a pending
+    /// intent's (no offset) notes whether it is read.
+    pub(crate) fn meta(
+        offset: Option<f64>,
+        client_id: &JsValue,
+        subject: Option<&str>,
+        seq: Option<f64>,
+        time: f64,
+        seen: f64,
+        schema: u32,
+    ) -> JsValue;
+    /// Whether the last pending `meta` was read.
+    #[wasm_bindgen(js_name = metaRead)]
+    pub(crate) fn meta_read() -> bool;
+    /// Asks a failed connection's address over HTTP (net.rs says why).
+    #[wasm_bindgen(js_name = probeHttp)]
+    pub(crate) async fn probe_http(url: &str) -> JsValue;
+    /// Asks for Web Lock `name` (`steal`: take it from its holder);
+    /// `granted` runs when this tab holds it, `lost` when it was stolen.
+    /// Returns the function that lets it go (or gives the request up), or
+    /// `undefined` where Web Locks are missing.
+    #[wasm_bindgen(js_name = lockLead)]
+    pub(crate) fn lock_lead(
+        name: &str,
+        steal: bool,
+        granted: &Closure<dyn FnMut()>,
+        lost: &Closure<dyn FnMut()>,
+    ) -> JsValue;
+    /// Whether the Web Locks API is there.
+    #[wasm_bindgen(js_name = hasLocks)]
+    pub(crate) fn has_locks() -> bool;
+}

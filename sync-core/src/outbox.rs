@@ -66,6 +66,17 @@ pub fn renumber(mut entries: Vec<OutboxEntry>) -> Vec<OutboxEntry> {
     entries
 }
 
+/// [`EventsWrite::is_stale`] of a write that brings `epoch`: for storage
+/// that decides inside its transaction, with what it read there.
+pub fn stale_write(
+    epoch: Option<&Epoch>,
+    under: u64,
+    generation: u64,
+    stored: Option<&Epoch>,
+) -> bool {
+    under != generation || matches!((stored, epoch), (Some(s), Some(e)) if s != e)
+}
+
 /// A storage job as queued.
 #[derive(Clone, Debug)]
 enum Job<S> {
@@ -137,7 +148,7 @@ impl<S> EventsWrite<S> {
     /// an epoch other than the one this write brings (a tab that had never
     /// heard of an epoch must not store one over another tab's reset).
     pub fn is_stale(&self, under: u64, generation: u64, stored: Option<&Epoch>) -> bool {
-        under != generation || matches!((stored, &self.epoch), (Some(s), Some(e)) if s != e)
+        stale_write(self.epoch.as_ref(), under, generation, stored)
     }
 
     fn empty() -> Self {

@@ -17,6 +17,11 @@
 // with its `error`, e.g. `QuotaExceededError`) is the one result that
 // matters: a batch of 1,000 writes is one round trip.
 //
+// Where a transaction needs one of sync-core's rules with what it read, it
+// calls back `decide` (storage.rs): `decide([0, outbox])` is the outbox
+// renumbered after an epoch reset; `decide([1, under, epoch, generation,
+// storedEpoch])` whether an events write is stale.
+//
 // Outboxes cross as [nums, bytes, ends]: per entry six numbers (seq,
 // discarded 0/1, seen, timeMs, schema, expiresMs), the payloads end to end,
 // and where each ends.
@@ -318,17 +323,18 @@ export function allocate(db, stream, under, floor, intents, fault) {
  * back: another tab may be ahead) and, given `snapshotOffset` > 0, a
  * snapshot of `state` (the events it covers deleted; they are not given).
  * `dropSnapshot`: a stored snapshot at that offset is dropped first, with
- * the events after it (-1: none). Nothing is written, and it is `stale`,
- * under another numbering than `under` or another stored epoch than
- * `epoch`; nothing is written either, and `unclonable` is the exception,
+ * the events after it (-1: none); `epoch`, when given, is stored. Nothing
+ * is written, and it is `stale`, when sync-core's rule says so (`decide`,
+ * given `under`, `epoch` and what is stored); nothing is written either,
+ * and `unclonable` is the exception,
  * when the state cannot be stored (storage.rs then writes the events that
  * snapshot would have covered instead). */
-export function writeEvents(db, stream, under, epoch, dropSnapshot, snapshotOffset, state, schema, bytes, ends, offsets, drop, offset, fault) {
+export function writeEvents(db, stream, decide, under, epoch, dropSnapshot, snapshotOffset, state, schema, bytes, ends, offsets, drop, offset, fault) {
   return run(db, ['streams', 'events', 'outbox', 'snapshots'], 'relaxed', fault, async (t, tx) => {
     const out = { problems: [] };
     await readRecord(t, tx, stream, out);
     const rec = out.record;
-    out.stale = rec.generation !== under || (rec.epoch != null && epoch != null && rec.epoch !== epoch);
+    out.stale = decide([1, under, epoch, rec.generation, rec.epoch]);
     if (out.stale) {
       t.end = 'read the outbox numbering';
       return out;
@@ -380,10 +386,10 @@ export function writeEvents(db, stream, under, epoch, dropSnapshot, snapshotOffs
 /** The server's log has epoch `epoch`: when storage holds it already
  * nothing changes (`entries`: the outbox); when it holds `from`, the
  * stream's history is forgotten (events and snapshot deleted, offset 0) and
- * the outbox is written again as `renumber(outbox)` gives it back (sync-core
- * decides the numbering), as one more numbering; otherwise another tab
+ * the outbox is written again as `decide` gives it back (sync-core decides
+ * the numbering), as one more numbering; otherwise another tab
  * moved storage on: `stale`. One strict transaction. */
-export function reset(db, stream, epoch, from, renumber, fault) {
+export function reset(db, stream, epoch, from, decide, fault) {
   return run(db, ['streams', 'events', 'outbox', 'snapshots'], 'strict', fault, async (t, tx) => {
     const out = { problems: [] };
     await readRecord(t, tx, stream, out);
@@ -401,7 +407,7 @@ export function reset(db, stream, epoch, from, renumber, fault) {
       t.end = 'read the outbox numbering';
       return out;
     }
-    out.entries = renumber(out.entries);
+    out.entries = decide([0, out.entries]);
     t.what = 'reset the stream';
     tx.objectStore('events').delete(range(stream, 0));
     box.delete(range(stream, 0));

@@ -47,6 +47,7 @@ extern "C" {
     fn write_events_tx(
         db: &JsValue,
         stream: &str,
+        decide: &Function,
         under: f64,
         epoch: Option<&str>,
         drop_snapshot: f64,
@@ -66,7 +67,7 @@ extern "C" {
         stream: &str,
         epoch: &str,
         from: Option<&str>,
-        renumber: &Function,
+        decide: &Function,
         fault: &JsValue,
     ) -> Promise;
     #[wasm_bindgen(js_name = readOutbox)]
@@ -140,6 +141,23 @@ pub(crate) struct EventsWrite<'a> {
 pub(crate) struct Db {
     db: JsValue,
     name: String,
+    /// sync-core's rules, called back by the transactions (`decide`).
+    decide: Closure<dyn FnMut(JsValue) -> JsValue>,
+}
+
+/// What a transaction asks of sync-core (`decide` in storage.js):
+/// `[0, outbox]`, the outbox renumbered after an epoch reset
+/// (`outbox::renumber`); `[1, under, epoch, generation, storedEpoch]`,
+/// whether an events write is stale (`outbox::stale_write`).
+fn decide(question: JsValue) -> JsValue {
+    let q: Array = question.unchecked_into();
+    if q.get(0).as_f64() == Some(0.0) {
+        return outbox_to(sync_core::outbox::renumber(outbox_from(&q.get(1))).iter()).into();
+    }
+    let whole = |i| q.get(i).as_f64().unwrap_or(0.0) as u64;
+    let epoch = q.get(2).as_string().map(Epoch);
+    let stored = q.get(4).as_string().map(Epoch);
+    sync_core::outbox::stale_write(epoch.as_ref(), whole(1), whole(3), stored.as_ref()).into()
 }
 
 impl Drop for Db {
@@ -277,6 +295,7 @@ impl Db {
         Ok(Db {
             db,
             name: name.to_string(),
+            decide: Closure::new(decide),
         })
     }
 
@@ -403,7 +422,8 @@ impl Db {
         let mut problems = Vec::new();
         let mut snapshot = w.snapshot.as_ref();
         loop {
-            let out = answer(self.events_tx(stream, w, under, snapshot)).await?;
+            let tx = self.events_tx(stream, w, under, snapshot);
+            let out = answer(tx).await?;
             problems.extend(self::problems(&out));
             let refused = field(&out, "unclonable");
             if snapshot.is_some() && !refused.is_undefined() {
@@ -441,6 +461,7 @@ impl Db {
         write_events_tx(
             &self.db,
             stream,
+            self.decide.as_ref().unchecked_ref(),
             under as f64,
             w.epoch.map(|e| e.0.as_str()),
             w.drop_snapshot.map_or(-1.0, |o| o as f64),
@@ -469,21 +490,15 @@ impl Db {
         epoch: &Epoch,
         from: Option<&Epoch>,
     ) -> Result<(Done, Vec<WasmError>), WasmError> {
-        // Called by the transaction, with what it read, before it writes.
-        let renumber = Closure::<dyn FnMut(JsValue) -> Array>::new(|entries: JsValue| {
-            outbox_to(sync_core::outbox::renumber(outbox_from(&entries)).iter())
-        });
         let out = answer(reset_tx(
             &self.db,
             stream,
             &epoch.0,
             from.map(|e| e.0.as_str()),
-            renumber.as_ref().unchecked_ref(),
+            self.decide.as_ref().unchecked_ref(),
             &fault(&self.name),
         ))
-        .await;
-        drop(renumber);
-        let out = out?;
+        .await?;
         let problems = problems(&out);
         if let Some(stale) = stale(&out) {
             return Ok((stale, problems));

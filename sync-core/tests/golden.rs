@@ -169,6 +169,27 @@ fn server_fixtures() -> Vec<(&'static str, ServerMsg)> {
             },
         ),
         (
+            // A catch-up page of 130 events: the event count takes two
+            // bytes, which the page encoder writes itself.
+            "server-events-page",
+            ServerMsg::Events {
+                stream: stream(),
+                events: (1..=130u64)
+                    .map(|n| Event {
+                        subject: (n % 2 == 0).then(|| "bob".into()),
+                        seen: Offset(n - 1),
+                        offset: Offset(n),
+                        client_id: CLIENT,
+                        seq: seq(n),
+                        time_ms: 1_764_115_200_000 + n,
+                        payload: format!(r#"{{"type":"n","n":{n}}}"#).into_bytes(),
+                        schema: 1,
+                    })
+                    .collect(),
+                head: Offset(130),
+            },
+        ),
+        (
             "server-events-empty",
             ServerMsg::Events {
                 stream: stream(),
@@ -354,7 +375,7 @@ fn the_servers_events_frames_match_golden_bytes() {
         );
         frames += 1;
     }
-    assert!(frames >= 2, "the fixtures hold {frames} Events frames");
+    assert!(frames >= 3, "the fixtures hold {frames} Events frames");
 }
 
 #[test]

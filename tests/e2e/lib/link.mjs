@@ -15,14 +15,42 @@ export async function openLink(targetPort) {
   // one ends in timeouts, rather than going on with a hole in its stream.
   let delayMs = 0;
   let blackHole = false;
+  // Held-back chunks of every direction, for `held()`.
+  let held = 0;
+  // Each direction holds its chunks in one queue, each due `delayMs` after
+  // it came but never before the one ahead of it: a chunk written after the
+  // delay dropped waits for those held back longer, as bytes of one TCP
+  // stream always arrive in the order they were sent.
   const forward = (from, to, pair) => {
+    const queue = [];
+    let timer = null;
+    const drain = () => {
+      timer = null;
+      while (queue.length > 0 && queue[0].at <= Date.now()) {
+        held--;
+        to.write(queue.shift().chunk);
+      }
+      if (queue.length > 0) timer = setTimeout(drain, queue[0].at - Date.now());
+    };
     from.on('data', (chunk) => {
       if (blackHole) {
         pair.lost = true;
         return;
       }
-      if (delayMs > 0) setTimeout(() => to.write(chunk), delayMs);
-      else to.write(chunk);
+      if (delayMs === 0 && queue.length === 0) {
+        to.write(chunk);
+        return;
+      }
+      const at = Math.max(Date.now() + delayMs, queue.length > 0 ? queue[queue.length - 1].at : 0);
+      held++;
+      queue.push({ chunk, at });
+      if (timer === null) timer = setTimeout(drain, at - Date.now());
+    });
+    // A closed connection's held chunks go nowhere.
+    from.once('close', () => {
+      if (timer !== null) clearTimeout(timer);
+      held -= queue.length;
+      queue.length = 0;
     });
   };
   const server = net.createServer((client) => {
@@ -85,6 +113,10 @@ export async function openLink(targetPort) {
           }
         }
       }
+    },
+    /** How many chunks are held back now. */
+    held() {
+      return held;
     },
     /** How many WebSocket connections are open through this link now. */
     webSockets() {

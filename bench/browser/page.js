@@ -493,5 +493,17 @@ function tabLatencies() { return tab.latencies; }
 
 async function tabClose() { await tab.store.close(); tab = null; }
 
-window.bench = { initTime, dispatch, catchup, fold, checkFormat, startup, openForProfile, dispatchLoop, closeProfiled, tabOpen, tabStatus, tabDispatch, tabLatencies, tabClose };
+/** (f) A database seeded for first.html, kept until `dropSeeded`. */
+async function seedFirst({ n, tail }) {
+  const dbName = unique(`first-${n}-${tail}`);
+  const stream = 'first';
+  await seedStore({ dbName, stream, n, tail });
+  return { dbName, stream };
+}
+
+async function dropSeeded({ dbName }) {
+  await deleteDb(dbName);
+}
+
+window.bench = { seedFirst, dropSeeded, initTime, dispatch, catchup, fold, checkFormat, startup, openForProfile, dispatchLoop, closeProfiled, tabOpen, tabStatus, tabDispatch, tabLatencies, tabClose };
 window.benchReady = true;

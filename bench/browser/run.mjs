@@ -13,7 +13,9 @@
 //   (e) tabs: five pages on one database and stream — WebSocket
 //       connections the server holds, events it sends per event, and the
 //       time from a dispatch in one tab to the state change in another
-//       (p50/p99), with the shared connection and without.
+//       (p50/p99), with the shared connection and without;
+//   (f) a page's first store: a new tab imports the package and opens a
+//       store of 1,000 stored events (import → usable store).
 //
 //   node bench/browser/run.mjs --server target/release/logsync-server \
 //        --seeder target/release/logsync-bench [--json out.jsonl] [--quick]
@@ -28,6 +30,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -35,7 +38,7 @@ const root = path.resolve(here, '..', '..');
 
 // ---- options ---------------------------------------------------------------
 
-const opts = { quick: false, json: null, server: null, seeder: null, cpus: null, profile: false, profileCatchup: false, profileStartup: false, profileEvery: 500, only: null, wasmDir: null };
+const opts = { quick: false, json: null, server: null, seeder: null, cpus: null, profile: false, profileCatchup: false, profileStartup: false, profileEvery: 500, only: null, wasmDir: null, jsDir: null };
 {
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i++) {
@@ -54,6 +57,9 @@ const opts = { quick: false, json: null, server: null, seeder: null, cpus: null,
     // Serve another build of the wasm module as js/wasm/ (e.g. one with
     // function names, `wasm-pack build --profiling --no-opt`, for profiles).
     else if (a === '--wasm-dir') opts.wasmDir = path.resolve(argv[++i]);
+    // Serve another build of the whole package as js/ (e.g. the js/ of
+    // another commit's worktree, built there), for before/after runs.
+    else if (a === '--js-dir') opts.jsDir = path.resolve(argv[++i]);
     else fail(`unknown argument ${a}`);
   }
   opts.server ||= path.join(root, 'target/release/logsync-server');
@@ -106,10 +112,14 @@ process.on('exit', () => { if (server) server.kill('SIGKILL'); });
 // ---- the static files: the package, Redux, the page ------------------------------
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.map': 'application/json' };
+// [prefix, directory, the cache-control it is served with]
 const ROUTES = [
   ...(opts.wasmDir ? [['/js/wasm/', opts.wasmDir + path.sep]] : []),
-  ['/js/', path.join(root, 'js') + path.sep],
+  ['/js/', (opts.jsDir ?? path.join(root, 'js')) + path.sep],
   ['/bench/browser/', here + path.sep],
+  // (f): the production bundle, fetched again each time or cached.
+  ['/first/nocache/', path.join(scratch, 'first') + path.sep],
+  ['/first/cached/', path.join(scratch, 'first') + path.sep, 'max-age=3600'],
 ];
 
 function startStatics() {
@@ -117,14 +127,16 @@ function startStatics() {
     const srv = http.createServer((req, res) => {
       const url = new URL(req.url, 'http://x');
       let file = null;
+      let cache = 'no-store';
       if (url.pathname === '/redux.mjs') {
         // Redux's production browser build, as an app would ship it.
         file = path.join(here, 'node_modules/redux/dist/redux.browser.mjs');
       } else {
-        for (const [prefix, dir] of ROUTES) {
+        for (const [prefix, dir, cacheControl] of ROUTES) {
           if (url.pathname.startsWith(prefix)) {
             const f = path.resolve(dir, `.${url.pathname.slice(prefix.length - 1)}`);
             if (f.startsWith(dir)) file = f;
+            if (cacheControl) cache = cacheControl;
             break;
           }
         }
@@ -139,7 +151,7 @@ function startStatics() {
         // instead of 100 µs.
         'cross-origin-opener-policy': 'same-origin',
         'cross-origin-embedder-policy': 'require-corp',
-        'cache-control': 'no-store',
+        'cache-control': cache,
       });
       fs.createReadStream(file).pipe(res);
     });
@@ -401,6 +413,74 @@ async function main() {
     console.log(`| ${c.n} | ${c.label} | ${c.tail + (c.tail < c.n ? 1 : 0)} | ${mmm(r.store_ms, 1)} | ${mmm(r.idb_ms, 1)} | ${f(r.seed_ms / 1000, 1)} |`);
   }
   }
+
+  // (f) a page's first store: a new tab imports the package and opens a
+  // store of 1,000 stored events (the issue's "import → usable store"):
+  // as the package's files come (unbundled), and as an app ships them (one
+  // minified bundle with the wasm file beside it), fetched again each time
+  // (a first visit) or from the browser's cache (a return visit).
+  if (want('first')) {
+  const bundleDir = path.join(scratch, 'first');
+  await bundlePackage(bundleDir);
+  console.log(`\n(f) first store of a new page: import of the package → a store's first getState(), 1,000 stored events, ms, min / median / max over ${P.startupRuns}`);
+  console.log('| stored as | the package as | import of the package | createSyncStore (the wasm fetched, compiled, instantiated; the store opened) → state | import → usable store | navigation start → usable store |');
+  console.log('|---|---|---:|---:|---:|---:|');
+  for (const c of [
+    { n: 1000, tail: 999, label: 'snapshot + 999 events', snapshotEvery: 1000 },
+    { n: 1000, tail: 1000, label: 'events only', snapshotEvery: 1e9 },
+  ]) {
+    for (const [how, pkg] of [
+      ['— (plain IndexedDB read of the same records in a new page)', null],
+      ['its files (unbundled), fetched again', '/js/src/index.js'],
+      ['one minified bundle, fetched again', '/first/nocache/index.js'],
+      ['one minified bundle, from the cache', '/first/cached/index.js'],
+    ]) {
+      const seeded = await page.evaluate((a) => window.bench.seedFirst(a), { n: c.n, tail: c.tail });
+      const runs = [];
+      // Run 0 is a warm-up (the database files' first use, the cache
+      // filled), not reported.
+      for (let r = 0; r <= P.startupRuns; r++) {
+        const tab = await browser.newPage();
+        try {
+          const q = new URLSearchParams({ pkg: pkg ?? '', plain: pkg ? '0' : '1', db: seeded.dbName, stream: seeded.stream, n: String(c.n), snapshotEvery: String(c.snapshotEvery) });
+          await tab.goto(`${origin}/bench/browser/first.html?${q}`);
+          const got = await (await tab.waitForFunction(() => window.first, null, { timeout: 60_000 })).jsonValue();
+          if (got.error) throw new Error(`first store: ${got.error}`);
+          if (r > 0) runs.push(got);
+        } finally {
+          await tab.close();
+        }
+      }
+      await page.evaluate((a) => window.bench.dropSeeded(a), seeded);
+      const col = (k) => runs.map((x) => x[k]);
+      if (!pkg) {
+        record({ bench: 'first-store-plain-read', stored: c.label, runs: runs.length, plain_ms: col('plain_ms'), median_ms: stats(col('plain_ms')).median });
+        console.log(`| ${c.label} | ${how} | | ${mmm(col('plain_ms'), 1)} | | |`);
+        continue;
+      }
+      record({ bench: 'first-store', stored: c.label, package: how, runs: runs.length, import_ms: col('import_ms'), open_ms: col('open_ms'), total_ms: col('total_ms'), navigation_ms: col('navigation_ms'), median_ms: stats(col('total_ms')).median });
+      console.log(`| ${c.label} | ${how} | ${mmm(col('import_ms'), 1)} | ${mmm(col('open_ms'), 1)} | ${mmm(col('total_ms'), 1)} | ${mmm(runs.map((x) => x.navigation_ms + x.total_ms), 1)} |`);
+    }
+  }
+  }
+}
+
+/** The package as an app's production build ships it: `import 'logsync'`
+ * bundled and minified into `dir/index.js` (as js/scripts/size.mjs
+ * measures it), the wasm file beside it, where the glue looks for it. */
+async function bundlePackage(dir) {
+  const esbuild = createRequire(path.join(root, 'js', 'package.json'))('esbuild');
+  fs.mkdirSync(dir, { recursive: true });
+  await esbuild.build({
+    entryPoints: [path.join(opts.jsDir ?? path.join(root, 'js'), 'src', 'index.js')],
+    bundle: true,
+    minify: true,
+    format: 'esm',
+    platform: 'browser',
+    outfile: path.join(dir, 'index.js'),
+    logLevel: 'silent',
+  });
+  fs.copyFileSync(path.join(opts.wasmDir ?? path.join(opts.jsDir ?? path.join(root, 'js'), 'wasm'), 'logsync_wasm_bg.wasm'), path.join(dir, 'logsync_wasm_bg.wasm'));
 }
 
 main().then(

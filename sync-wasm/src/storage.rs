@@ -419,6 +419,10 @@ impl Db {
         w: &EventsWrite<'_>,
         under: u64,
     ) -> Result<(Done, Vec<WasmError>), WasmError> {
+        #[cfg(feature = "test-hooks")]
+        if let Some(wait) = crate::testing::take_hold(&self.name) {
+            let _ = wasm_bindgen_futures::JsFuture::from(wait).await;
+        }
         let mut problems = Vec::new();
         let mut snapshot = w.snapshot.as_ref();
         loop {

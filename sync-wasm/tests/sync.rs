@@ -1026,3 +1026,73 @@ async fn a_store_whose_fold_diverges_reports_it_and_takes_the_servers_snapshot()
     close(&again).await;
     server_start().await;
 }
+
+#[wasm_bindgen_test]
+async fn an_events_write_held_across_another_tabs_reset_is_not_stored() {
+    // Tab b's write of a confirmed event of the old log waits (held by the
+    // test, as a slow transaction) while tab a meets the server's new log
+    // and resets the shared storage. When b's write runs, it belongs to a
+    // numbering that is gone: it must store nothing (sync-core's
+    // `stale_write`), or the old log's event would sit in the new one.
+    let url = server_start().await;
+    let stream = unique("epoch-held");
+    let db = unique("db");
+    let alone = r#","shareConnection":false"#;
+    let a = open(options(&url, &stream, &db, alone)).await;
+    let b = open(options(&url, &stream, &db, alone)).await;
+    add(&a, "old");
+    synced(&a, 20_000).await;
+    wait_for(T, "both tabs at offset 1", || {
+        status_num(&a, "offset") == 1.0 && status_num(&b, "offset") == 1.0
+    })
+    .await;
+    call(&a, "goOffline", &[]).unwrap();
+
+    // Another device's event reaches b, whose write of it waits.
+    sync_wasm::testing::hold_next_events_write(&db);
+    let other = open(options(&url, &stream, &unique("db"), "")).await;
+    add(&other, "from-old-log");
+    synced(&other, 20_000).await;
+    close(&other).await;
+    wait_for(T, "b's events write held", || {
+        sync_wasm::testing::events_write_held(&db)
+    })
+    .await;
+    assert_eq!(status_num(&b, "offset"), 2.0, "b applied the event");
+
+    // The server comes back with another log; a meets it and resets the
+    // shared storage while b's write still waits.
+    call(&b, "goOffline", &[]).unwrap();
+    server_reset().await;
+    server_start().await;
+    call(&a, "reconnect", &[]).unwrap();
+    wait_for(T, "a online in the new log, its reset stored", || {
+        status(&a, "online") == JsValue::TRUE
+            && status_num(&a, "offset") == 0.0
+            && status_num(&a, "writing") == 0.0
+    })
+    .await;
+    sync_wasm::testing::release_events_write(&db);
+
+    add(&a, "new");
+    synced(&a, 20_000).await;
+    call(&b, "reconnect", &[]).unwrap();
+    synced(&b, 20_000).await;
+    wait_for(T, "both tabs at offset 1 of the new log", || {
+        status_num(&a, "offset") == 1.0 && status_num(&b, "offset") == 1.0
+    })
+    .await;
+    assert_eq!(items(&a), vec!["new"]);
+    assert_eq!(items(&b), vec!["new"]);
+    let entries = log_entries(&stream).await;
+    assert_exactly_once(&entries, &["new".into()]);
+    assert_eq!(entries.len(), 1, "nothing else in the new log: {entries:?}");
+    close(&a).await;
+    close(&b).await;
+
+    // What is stored is the new log alone.
+    let again = open(options(&url, &stream, &db, r#","connect":false"#)).await;
+    assert_eq!(items(&again), vec!["new"], "stored: the new log only");
+    assert_eq!(status_num(&again, "offset"), 1.0);
+    close(&again).await;
+}

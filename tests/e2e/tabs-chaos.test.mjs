@@ -96,6 +96,10 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
     if (!store) return false;
     await store.ready;
     store.dispatch({ type: 'todo/added', id: todo, text: todo });
+    // The store takes a burst of dispatches over a microtask later: only
+    // then does `writing` count its outbox write (read at once, it was 0,
+    // and every dispatch counted as stored before its write began).
+    await null;
     // The outbox write (with its seq) is done when nothing is being written.
     const deadline = Date.now() + 10_000;
     while (store.getStatus().writing > 0) {

@@ -234,6 +234,10 @@ function checkOptions(options) {
   return { low, reducer, initialState, filter, devtools, onlineOnly: new Set(onlineOnly), ttl: new Map(Object.entries(ttl)) };
 }
 
+// Values per dispatch in a burst handed to the wasm store's
+// `dispatchFolded`: [json, action, state, time, seen, read, expires].
+const GROUP = 7;
+
 // An online-only action dispatched while the store is not live.
 const offline = (type) => new LogsyncError('OFFLINE', `"${type}" is online-only and the store is not connected; nothing was queued`);
 
@@ -373,6 +377,22 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
   };
   wire(inner);
 
+  // The status: the wasm store's, with a burst not handed over yet counted
+  // in (its actions are pending, their outbox writes to come), so that a
+  // read right after a dispatch describes now. Not flushed for it: status
+  // may be read while a view renders, and a flush tells status listeners.
+  // The same object until the wasm store's or the burst's count moves.
+  let overlay = null;
+  const status = () => {
+    const base = inner.status();
+    if (burst === null) return base;
+    const n = burst.items.length / GROUP;
+    if (overlay === null || overlay.base !== base || overlay.n !== n) {
+      overlay = { base, n, status: Object.freeze({ ...base, pending: base.pending + n, writing: base.writing + n }) };
+    }
+    return overlay.status;
+  };
+
   const ensureOpen = (method) => {
     if (closed) {
       throw new LogsyncError('STORE_CLOSED', `store.${method}() was called after store.close(); create a new store with createSyncStore()`);
@@ -436,7 +456,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
       queueMicrotask(flush);
     }
     const ms = ttl.get(action.type);
-    burst.items.push(text, parsed, next, time, at, metaRead, ms ? time + ms : 0);
+    burst.items.push(text, parsed, next, time, at, metaRead, ms ? time + ms : 0); // GROUP values
     latest = next;
     dispatched(text, parsed);
     notify();
@@ -578,10 +598,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     replaceReducer,
     busy: () => reducing, // the reducer runs (in a dispatch)
     pendingMeta: () => pendingMeta(clientId, subject, seen, schemaVersion), // what a dispatch now is folded with
-    // Not flushed here: status may be read while a view renders, and a
-    // flush tells status listeners. A burst shows in `pending` a
-    // microtask after its first dispatch.
-    get status() { return inner.status(); },
+    get status() { return status(); },
     onStatus,
     onStatusChange: (hook) => listen(changeHooks, 'onStatusChange', hook),
     onError,

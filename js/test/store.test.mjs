@@ -85,11 +85,38 @@ test('status: a stable object, pending counts the outbox while offline', async (
   store.dispatch({ type: 'inc' });
   store.dispatch({ type: 'inc' });
   const deadline = Date.now() + 5_000;
-  while (store.status.pending !== 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  // (status counts both at once; its listeners hear once the store took
+  // them over, a microtask later.)
+  while (!seen.includes(2) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
   assert.equal(store.status.pending, 2);
   assert.notEqual(store.status, s0);
   assert.ok(seen.includes(2), `onStatus saw ${seen}`);
   stop();
+});
+
+test('status: a dispatch counts in pending and writing as soon as it returns', async (t) => {
+  // The store takes a burst of dispatches over a microtask later; the
+  // status read before then still describes now.
+  const store = await createSyncStore(offline());
+  t.after(() => store.close());
+  const s0 = store.status;
+  store.dispatch({ type: 'inc' });
+  const s1 = store.status;
+  assert.equal(s1.pending, 1, 'pending at once');
+  assert.equal(s1.writing, 1, 'its outbox write to come');
+  assert.equal(store.getStatus(), s1, 'getStatus() is status');
+  assert.equal(store.status, s1, 'the same object until something changes');
+  assert.ok(Object.isFrozen(s1));
+  assert.notEqual(s1, s0);
+  store.dispatch({ type: 'inc' });
+  assert.equal(store.status.pending, 2);
+  assert.equal(store.status.writing, 2);
+  await null;
+  assert.equal(store.status.pending, 2, 'the same once taken over');
+  const deadline = Date.now() + 5_000;
+  while (store.status.writing !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(store.status.writing, 0, 'written');
+  assert.equal(store.status.pending, 2, 'still waiting for a server');
 });
 
 test('status: a listener added after changes nobody heard is told the next change, with every count', async (t) => {

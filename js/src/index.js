@@ -234,6 +234,9 @@ function checkOptions(options) {
   return { low, reducer, initialState, filter, devtools, onlineOnly: new Set(onlineOnly), ttl: new Map(Object.entries(ttl)) };
 }
 
+// Schedules microtasks: `resolved.then(f)` (queueMicrotask is slower).
+const resolved = Promise.resolve();
+
 // Values per dispatch in a burst handed to the wasm store's
 // `dispatchFolded`: [json, action, state, time, seen, read, expires].
 const GROUP = 7;
@@ -290,6 +293,12 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
   // the burst is handed over at once and folded again there.
   let burst = null;
   let latest; // the state after the burst's last dispatch
+  // The wasm store's state as this layer knows it without asking (a
+  // crossing into wasm per dispatch otherwise): the last state of a burst
+  // it took as given. Forgotten at every change it tells of (`onInner`).
+  let known = false;
+  let knownState;
+  const innerState = () => (known ? knownState : inner.getState());
   let reducing = false;
   // Actions whose JSON text has at most this many UTF-16 units are surely
   // within the store's byte limit (3 UTF-8 bytes per unit at most); longer
@@ -314,6 +323,10 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     try {
       const refolded = inner.dispatchFolded(base, items);
       retryMs = 0;
+      if (!refolded && burst === null) {
+        known = true;
+        knownState = items[items.length - GROUP + 2]; // the last state after
+      }
       return refolded;
     } catch (err) {
       // Nothing of the burst was recorded: keep it and try again, backing
@@ -329,6 +342,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
   // Every state change of the wasm store: remote events, rebases,
   // rollbacks, a refolded burst, replaceReducer, a large action.
   const onInner = () => {
+    known = false;
     if (burst !== null && flush()) return; // the refold notified already
     notify();
   };
@@ -400,7 +414,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
   };
   const getState = () => {
     if (reducing) throw new LogsyncError('INVALID_REQUEST', BUSY);
-    return burst !== null ? latest : inner.getState();
+    return burst !== null ? latest : innerState();
   };
 
   const dispatch = (action) => {
@@ -425,6 +439,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
       // with PAYLOAD_TOO_LARGE when it is over. Earlier dispatches first.
       flush();
       try {
+        known = false;
         inner.dispatch(action);
       } catch (err) {
         throw toLogsyncError(err, 'INTERNAL', 'dispatch failed');
@@ -435,7 +450,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     // What the reducer sees is what every other device will see: the
     // action as it travels, JSON.
     const parsed = JSON.parse(text);
-    const base = burst !== null ? latest : inner.getState();
+    const base = burst !== null ? latest : innerState();
     const time = Date.now();
     const at = seen;
     const meta = watchedMeta(clientId, subject, time, at, schemaVersion);
@@ -453,7 +468,9 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     }
     if (burst === null) {
       burst = { base, items: [] };
-      queueMicrotask(flush);
+      // A microtask. queueMicrotask cost about 1 µs more per dispatch in
+      // Chromium (BENCHMARKS.md, "A resolved promise for the handover").
+      resolved.then(flush);
     }
     const ms = ttl.get(action.type);
     burst.items.push(text, parsed, next, time, at, metaRead, ms ? time + ms : 0); // GROUP values
@@ -506,6 +523,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
       throw new LogsyncError('INVALID_REQUEST', `store.replaceReducer(reducer) expects a function (state, action) => state, got ${describe(nextReducer)}`);
     }
     flush();
+    known = false;
     inner.replaceReducer(nextReducer);
     reducer = nextReducer;
   };
@@ -559,6 +577,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
       const old = inner;
       unwire();
       inner = opened;
+      known = false;
       dbName = next;
       subject = subjectOf(token);
       wire(inner);
@@ -850,7 +869,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   const scheduleReconcile = () => {
     if (tracker === null || reconcileQueued || wrapped === null) return;
     reconcileQueued = true;
-    queueMicrotask(() => {
+    resolved.then(() => {
       reconcileQueued = false;
       reconcile();
     });

@@ -119,6 +119,27 @@ test('status: a dispatch counts in pending and writing as soon as it returns', a
   assert.equal(store.status.pending, 2, 'still waiting for a server');
 });
 
+test('a dispatch after the state moved under it folds onto the moved state', async (t) => {
+  // The package keeps the state of the last burst the wasm store took as
+  // given, to fold the next dispatch onto without asking; any change the
+  // wasm store makes itself (here a discard) must make it ask again.
+  const store = await createSyncStore(offline());
+  t.after(() => store.close());
+  store.dispatch({ type: 'inc', by: 10 });
+  store.dispatch({ type: 'inc', by: 1 });
+  await null; // the burst handed over
+  assert.deepEqual(store.getState(), { count: 11 });
+  const deadline = Date.now() + 5_000;
+  while (store.pending().some((p) => p.seq === null) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  const ten = store.pending().find((p) => p.action.by === 10);
+  store.discard(ten.seq);
+  assert.deepEqual(store.getState(), { count: 1 }, 'the discarded action left the state');
+  store.dispatch({ type: 'inc', by: 100 });
+  assert.deepEqual(store.getState(), { count: 101 }, 'folded onto the state after the discard');
+  await null;
+  assert.deepEqual(store.getState(), { count: 101 });
+});
+
 test('status: a listener added after changes nobody heard is told the next change, with every count', async (t) => {
   // No status listener at first: the store does not build the status
   // object for these changes, but what it says later must include them.

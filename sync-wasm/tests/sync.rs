@@ -21,6 +21,42 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
 
+/// Options for tabs that connect on their own (as where Web Locks are
+/// missing).
+const ALONE: &str = r#","shareConnection":false"#;
+
+/// Two tabs on one new database and stream, with `extra` options.
+struct TwoTabs {
+    url: String,
+    stream: String,
+    db: String,
+    a: JsValue,
+    b: JsValue,
+}
+
+/// Two tabs (`extra` options) on a new database and a new stream named
+/// after `prefix`, both at offset 1 after tab a's intent "old".
+async fn two_tabs_at_offset_one(prefix: &str, extra: &str) -> TwoTabs {
+    let url = server_start().await;
+    let stream = unique(prefix);
+    let db = unique("db");
+    let a = open(options(&url, &stream, &db, extra)).await;
+    let b = open(options(&url, &stream, &db, extra)).await;
+    add(&a, "old");
+    synced(&a, 20_000).await;
+    wait_for(T, "both tabs at offset 1", || {
+        status_num(&a, "offset") == 1.0 && status_num(&b, "offset") == 1.0
+    })
+    .await;
+    TwoTabs {
+        url,
+        stream,
+        db,
+        a,
+        b,
+    }
+}
+
 #[wasm_bindgen_test]
 async fn dispatch_while_the_server_is_down_reaches_the_log_once() {
     let url = server_ws_url().await;
@@ -695,17 +731,7 @@ async fn a_server_with_a_new_epoch_resets_the_history_and_keeps_pending_intents(
 
 #[wasm_bindgen_test]
 async fn an_epoch_reset_with_two_tabs_keeps_every_tabs_intent() {
-    let url = server_start().await;
-    let stream = unique("epoch-tabs");
-    let db = unique("db");
-    let a = open(options(&url, &stream, &db, "")).await;
-    let b = open(options(&url, &stream, &db, "")).await;
-    add(&a, "old");
-    synced(&a, 20_000).await;
-    wait_for(T, "both tabs at offset 1", || {
-        status_num(&a, "offset") == 1.0 && status_num(&b, "offset") == 1.0
-    })
-    .await;
+    let TwoTabs { stream, a, b, .. } = two_tabs_at_offset_one("epoch-tabs", "").await;
 
     // The server comes back with an empty database while each tab holds
     // an intent of its own, written to the shared outbox.
@@ -751,17 +777,7 @@ async fn an_epoch_reset_after_another_tab_wrote_keeps_every_intent() {
     // Tab b writes its intent first, then tab a (which finds b's entry
     // below its seq). a meets the new epoch first; b, which never read
     // a's entry, meets it after a has pushed both.
-    let url = server_start().await;
-    let stream = unique("epoch-order");
-    let db = unique("db");
-    let a = open(options(&url, &stream, &db, "")).await;
-    let b = open(options(&url, &stream, &db, "")).await;
-    add(&a, "old");
-    synced(&a, 20_000).await;
-    wait_for(T, "both tabs at offset 1", || {
-        status_num(&a, "offset") == 1.0 && status_num(&b, "offset") == 1.0
-    })
-    .await;
+    let TwoTabs { stream, a, b, .. } = two_tabs_at_offset_one("epoch-order", "").await;
     call(&a, "goOffline", &[]).unwrap();
     call(&b, "goOffline", &[]).unwrap();
     server_reset().await;
@@ -802,18 +818,7 @@ async fn a_tab_still_in_the_old_epoch_writes_after_another_tab_reset() {
     // intent, and a writes one after it. Each is in the new log once.
     // (Tabs that connect on their own, as where Web Locks are missing: a
     // tab following a's connection would have its intent pushed by a.)
-    let url = server_start().await;
-    let stream = unique("epoch-late");
-    let db = unique("db");
-    let alone = r#","shareConnection":false"#;
-    let a = open(options(&url, &stream, &db, alone)).await;
-    let b = open(options(&url, &stream, &db, alone)).await;
-    add(&a, "old");
-    synced(&a, 20_000).await;
-    wait_for(T, "both tabs at offset 1", || {
-        status_num(&a, "offset") == 1.0 && status_num(&b, "offset") == 1.0
-    })
-    .await;
+    let TwoTabs { stream, a, b, .. } = two_tabs_at_offset_one("epoch-late", ALONE).await;
     call(&a, "goOffline", &[]).unwrap();
     call(&b, "goOffline", &[]).unwrap();
     server_reset().await;
@@ -1034,18 +1039,13 @@ async fn an_events_write_held_across_another_tabs_reset_is_not_stored() {
     // and resets the shared storage. When b's write runs, it belongs to a
     // numbering that is gone: it must store nothing (sync-core's
     // `stale_write`), or the old log's event would sit in the new one.
-    let url = server_start().await;
-    let stream = unique("epoch-held");
-    let db = unique("db");
-    let alone = r#","shareConnection":false"#;
-    let a = open(options(&url, &stream, &db, alone)).await;
-    let b = open(options(&url, &stream, &db, alone)).await;
-    add(&a, "old");
-    synced(&a, 20_000).await;
-    wait_for(T, "both tabs at offset 1", || {
-        status_num(&a, "offset") == 1.0 && status_num(&b, "offset") == 1.0
-    })
-    .await;
+    let TwoTabs {
+        url,
+        stream,
+        db,
+        a,
+        b,
+    } = two_tabs_at_offset_one("epoch-held", ALONE).await;
     call(&a, "goOffline", &[]).unwrap();
 
     // Another device's event reaches b, whose write of it waits.

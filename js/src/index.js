@@ -293,12 +293,6 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
   // the burst is handed over at once and folded again there.
   let burst = null;
   let latest; // the state after the burst's last dispatch
-  // The wasm store's state as this layer knows it without asking (a
-  // crossing into wasm per dispatch otherwise): the last state of a burst
-  // it took as given. Forgotten at every change it tells of (`onInner`).
-  let known = false;
-  let knownState;
-  const innerState = () => (known ? knownState : inner.getState());
   let reducing = false;
   // Actions whose JSON text has at most this many UTF-16 units are surely
   // within the store's byte limit (3 UTF-8 bytes per unit at most); longer
@@ -323,10 +317,6 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     try {
       const refolded = inner.dispatchFolded(base, items);
       retryMs = 0;
-      if (!refolded && burst === null) {
-        known = true;
-        knownState = items[items.length - GROUP + 2]; // the last state after
-      }
       return refolded;
     } catch (err) {
       // Nothing of the burst was recorded: keep it and try again, backing
@@ -342,7 +332,6 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
   // Every state change of the wasm store: remote events, rebases,
   // rollbacks, a refolded burst, replaceReducer, a large action.
   const onInner = () => {
-    known = false;
     if (burst !== null && flush()) return; // the refold notified already
     notify();
   };
@@ -414,7 +403,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
   };
   const getState = () => {
     if (reducing) throw new LogsyncError('INVALID_REQUEST', BUSY);
-    return burst !== null ? latest : innerState();
+    return burst !== null ? latest : inner.getState();
   };
 
   const dispatch = (action) => {
@@ -439,7 +428,6 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
       // with PAYLOAD_TOO_LARGE when it is over. Earlier dispatches first.
       flush();
       try {
-        known = false;
         inner.dispatch(action);
       } catch (err) {
         throw toLogsyncError(err, 'INTERNAL', 'dispatch failed');
@@ -450,7 +438,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     // What the reducer sees is what every other device will see: the
     // action as it travels, JSON.
     const parsed = JSON.parse(text);
-    const base = burst !== null ? latest : innerState();
+    const base = burst !== null ? latest : inner.getState();
     const time = Date.now();
     const at = seen;
     const meta = watchedMeta(clientId, subject, time, at, schemaVersion);
@@ -523,7 +511,6 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
       throw new LogsyncError('INVALID_REQUEST', `store.replaceReducer(reducer) expects a function (state, action) => state, got ${describe(nextReducer)}`);
     }
     flush();
-    known = false;
     inner.replaceReducer(nextReducer);
     reducer = nextReducer;
   };
@@ -577,7 +564,6 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
       const old = inner;
       unwire();
       inner = opened;
-      known = false;
       dbName = next;
       subject = subjectOf(token);
       wire(inner);

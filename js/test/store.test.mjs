@@ -140,6 +140,38 @@ test('a dispatch after the state moved under it folds onto the moved state', asy
   assert.deepEqual(store.getState(), { count: 101 });
 });
 
+test('a reducer the wasm store runs (a refold after a discard) may not read the state either', async (t) => {
+  // The package folds dispatches in JS and refuses a reducer's reads
+  // itself; a fold the wasm store runs (here, the pending actions again
+  // after a discard) must refuse them as well.
+  let peek = false;
+  let outcome = null;
+  let store = null;
+  const reducer = (state = { count: 0 }, action) => {
+    if (peek && action.type === 'inc') {
+      try {
+        store.getState();
+        outcome = 'read';
+      } catch (err) {
+        outcome = err.code;
+      }
+    }
+    return action.type === 'inc' ? { count: state.count + 1 } : state;
+  };
+  store = await createSyncStore(offline({ reducer }));
+  t.after(() => store.close());
+  store.dispatch({ type: 'inc' });
+  store.dispatch({ type: 'inc' });
+  await null; // the burst handed over
+  const deadline = Date.now() + 5_000;
+  while (store.pending().some((p) => p.seq === null) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  peek = true;
+  store.discard(store.pending()[0].seq);
+  peek = false;
+  assert.equal(outcome, 'INVALID_REQUEST', 'refused (busy) while the wasm store folds');
+  assert.deepEqual(store.getState(), { count: 1 });
+});
+
 test('status: a listener added after changes nobody heard is told the next change, with every count', async (t) => {
   // No status listener at first: the store does not build the status
   // object for these changes, but what it says later must include them.

@@ -120,9 +120,10 @@ test('status: a dispatch counts in pending and writing as soon as it returns', a
 });
 
 test('a dispatch after the state moved under it folds onto the moved state', async (t) => {
-  // The package keeps the state of the last burst the wasm store took as
-  // given, to fold the next dispatch onto without asking; any change the
-  // wasm store makes itself (here a discard) must make it ask again.
+  // A change the wasm store makes itself (here a discard) moves the state
+  // the next dispatch folds onto: the package must not fold onto the state
+  // of the burst it handed over before (a copy kept in JS once did,
+  // BENCHMARKS.md, "A resolved promise for the handover").
   const store = await createSyncStore(offline());
   t.after(() => store.close());
   store.dispatch({ type: 'inc', by: 10 });

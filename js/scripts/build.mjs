@@ -1,8 +1,19 @@
 // Builds the wasm module into js/wasm/ (git-ignored, shipped by `npm pack`):
-// `wasm-pack build --profile wasm-release --target web` of ../sync-wasm (the
+// ../sync-wasm built by cargo with the `wasm-release` profile (the
 // size-first cargo profile of the root Cargo.toml; `release` is the native
-// server's), with the repository's wasm-opt on PATH, then prints the
-// package's size.
+// server's) and a pinned nightly that rebuilds the standard library for
+// size, then wasm-bindgen (`--target web`) and the repository's wasm-opt,
+// then prints the package's size.
+//
+// Why a nightly: the prebuilt standard library keeps the panic machinery
+// (messages formatted, locations) and is compiled with reference types and
+// multi-value, whose shims each export carries. Rebuilt with panics that
+// trap at once (`-Cpanic=immediate-abort`; with `panic = "abort"` a panic
+// already ended in a trap whose message no one could read, since the
+// module installs no hook), without locations, without those two target
+// features and with std's `optimize_for_size`, the module is about 8 KB
+// smaller in gzip (BENCHMARKS.md, "A pinned nightly for the package").
+// scripts/setup.sh installs it. Tests and every other build use stable.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { delimiter, dirname, join, resolve } from 'node:path';
@@ -12,55 +23,56 @@ import { shortenNames } from './short-names.mjs';
 
 const jsDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const root = resolve(jsDir, '..');
-const crate = join(root, 'sync-wasm');
 const outDir = join(jsDir, 'wasm');
 const tools = join(root, '.tools', 'node_modules', '.bin');
 const PROFILE = 'wasm-release';
-// Where cargo puts the module wasm-pack hands to wasm-bindgen.
-const targetDir = process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(root, 'target');
+// The nightly scripts/setup.sh installs (or finds as `nightly`), known by
+// its commit.
+const NIGHTLY = 'nightly-2026-05-20';
+const NIGHTLY_COMMIT = 'e50aa6fba';
+// A target directory of its own: other flags than the stable builds', so
+// neither rebuilds the other's crates.
+const targetDir = join(process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(root, 'target'), 'package');
 const cargoWasm = join(targetDir, 'wasm32-unknown-unknown', PROFILE, 'sync_wasm.wasm');
+const env = { ...process.env, PATH: `${tools}${delimiter}${process.env.PATH}` };
 
 if (!existsSync(join(tools, 'wasm-opt'))) {
   console.error(`wasm-opt not found in ${tools}; run scripts/setup.sh first`);
   process.exit(1);
 }
+const toolchain = [NIGHTLY, 'nightly'].find(hasNightly);
+if (!toolchain) {
+  console.error(`the ${NIGHTLY} toolchain (rustc ${NIGHTLY_COMMIT}) with rust-src was not found; run scripts/setup.sh first`);
+  process.exit(1);
+}
 
-// wasm-pack writes the crate's JS snippets but never removes old ones: a
+// wasm-bindgen writes the crate's JS snippets but never removes old ones: a
 // snippet the module no longer imports would still be shipped.
 rmSync(join(outDir, 'snippets'), { recursive: true, force: true });
 
-const result = spawnSync('wasm-pack', [
-  'build', '--profile', PROFILE, '--target', 'web',
-  '--out-dir', outDir, '--out-name', 'logsync_wasm',
-  '--no-pack', '--no-gitignore', crate,
+run('cargo', [
+  `+${toolchain}`, 'build', '-p', 'sync-wasm', '--lib', '--target', 'wasm32-unknown-unknown',
+  '--profile', PROFILE, '--locked',
+  '-Zbuild-std=std,panic_abort', '-Zbuild-std-features=optimize_for_size',
 ], {
-  stdio: 'inherit',
-  env: { ...process.env, PATH: `${tools}${delimiter}${process.env.PATH}` },
+  ...env,
+  CARGO_TARGET_DIR: targetDir,
+  RUSTFLAGS: [
+    '-Zunstable-options', '-Cpanic=immediate-abort', '-Zlocation-detail=none',
+    '-Ctarget-feature=-reference-types,-multivalue',
+  ].join(' '),
 });
-if (result.error) {
-  console.error(`could not run wasm-pack: ${result.error.message} (run scripts/setup.sh)`);
-  process.exit(1);
-}
-if (result.status !== 0) process.exit(result.status ?? 1);
-// The module must come from the size-first profile: a build that fell back
-// to another profile would ship a bigger, slower-to-download module.
-if (!existsSync(cargoWasm)) {
-  console.error(`expected the ${PROFILE} module at ${cargoWasm}`);
-  process.exit(1);
-}
-console.log(`  cargo profile ${PROFILE}: ${cargoWasm}`);
+console.log(`  cargo +${toolchain}, profile ${PROFILE}: ${cargoWasm}`);
+run('wasm-bindgen', [cargoWasm, '--target', 'web', '--out-dir', outDir, '--out-name', 'logsync_wasm'], env);
 
-// One more wasm-opt pass, for size (-Os) after wasm-pack's -O: about 430 B
-// less gzip, at no cost the dispatch benchmark can tell; and without the
+// wasm-opt -O, then one more pass for size (-Os): about 430 B less gzip
+// than -O alone, at no cost the dispatch benchmark can tell; and without the
 // `producers` section (the toolchain's names and versions, which no browser
 // reads): 88 B more (BENCHMARKS.md, "wasm-opt -Os"). The module's features
 // are read from its own section.
 const wasmFile = join(outDir, 'logsync_wasm_bg.wasm');
-const opt = spawnSync(join(tools, 'wasm-opt'), ['-Os', '--strip-producers', wasmFile, '-o', wasmFile], { stdio: 'inherit' });
-if (opt.error || opt.status !== 0) {
-  console.error(`wasm-opt -Os failed: ${opt.error?.message ?? `exit ${opt.status}`}`);
-  process.exit(opt.status || 1);
-}
+run(join(tools, 'wasm-opt'), ['-O', wasmFile, '-o', wasmFile], env);
+run(join(tools, 'wasm-opt'), ['-Os', '--strip-producers', wasmFile, '-o', wasmFile], env);
 
 // The names the module and the glue find each other by, shortened in both
 // (scripts/short-names.mjs says why and how; BENCHMARKS.md, "Short names").
@@ -68,8 +80,8 @@ const glueFile = join(outDir, 'logsync_wasm.js');
 const short = shortenNames(wasmFile, glueFile, [join(outDir, 'logsync_wasm.d.ts'), join(outDir, 'logsync_wasm_bg.wasm.d.ts')]);
 console.log(`  short names: ${short.imports} imports, ${short.exports} exports, ${short.modules} modules; module ${short.before} -> ${short.after} B`);
 
-// wasm-pack copies the crate's README and licence; the package has its own.
-// `snippets/` holds the crate's inline JS, imported by the glue.
+// Only the module, its glue and their types are shipped. `snippets/` holds
+// the crate's inline JS, imported by the glue.
 for (const name of readdirSync(outDir)) {
   if (name !== 'snippets' && !/^logsync_wasm(_bg)?\.(js|wasm|d\.ts|wasm\.d\.ts)$/.test(name)) {
     rmSync(join(outDir, name), { recursive: true });
@@ -103,4 +115,24 @@ function listJs(dir) {
 
 function kb(n) {
   return `${(n / 1024).toFixed(1)} KiB`;
+}
+
+function run(cmd, args, runEnv) {
+  const r = spawnSync(cmd, args, { stdio: 'inherit', env: runEnv });
+  if (r.error) {
+    console.error(`could not run ${cmd}: ${r.error.message} (run scripts/setup.sh)`);
+    process.exit(1);
+  }
+  if (r.status !== 0) {
+    console.error(`${cmd} ${args.join(' ')} failed: exit ${r.status}`);
+    process.exit(r.status ?? 1);
+  }
+}
+
+/** Whether rustup's toolchain `name` is the pinned nightly with its standard library's sources. */
+function hasNightly(name) {
+  const version = spawnSync('rustc', [`+${name}`, '-V'], { encoding: 'utf8' });
+  if (version.status !== 0 || !version.stdout.includes(NIGHTLY_COMMIT)) return false;
+  const sysroot = spawnSync('rustc', [`+${name}`, '--print', 'sysroot'], { encoding: 'utf8' });
+  return sysroot.status === 0 && existsSync(join(sysroot.stdout.trim(), 'lib', 'rustlib', 'src', 'rust', 'library', 'std'));
 }

@@ -468,15 +468,29 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     return action;
   };
 
+  // Whether a reducer runs: one this package runs (`reducing`) or one the
+  // wasm store runs (remote events, a refold), which the wasm store tells
+  // by refusing to be read. For the rare calls (subscribing): a dispatch's
+  // own read of the wasm store's state refuses it that way already.
+  const busy = () => {
+    if (reducing) return true;
+    try {
+      inner.getState();
+      return false;
+    } catch (err) {
+      return err?.code === 'INVALID_REQUEST';
+    }
+  };
+
   const subscribe = (listener) => {
     ensureFunction('subscribe', listener);
-    if (reducing) throw new LogsyncError('INVALID_REQUEST', BUSY);
+    if (busy()) throw new LogsyncError('INVALID_REQUEST', BUSY);
     const entry = { fn: listener };
     listeners = [...listeners, entry];
     let subscribed = true;
     return () => {
       if (!subscribed) return;
-      if (reducing) throw new LogsyncError('INVALID_REQUEST', BUSY);
+      if (busy()) throw new LogsyncError('INVALID_REQUEST', BUSY);
       subscribed = false;
       listeners = listeners.filter((e) => e !== entry);
     };
@@ -601,7 +615,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     dispatch,
     subscribe,
     replaceReducer,
-    busy: () => reducing, // the reducer runs (in a dispatch)
+    busy, // a reducer runs (in a dispatch, or in the wasm store)
     pendingMeta: () => pendingMeta(clientId, subject, seen, schemaVersion), // what a dispatch now is folded with
     get status() { return status(); },
     onStatus,

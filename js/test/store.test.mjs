@@ -173,6 +173,48 @@ test('a reducer the wasm store runs (a refold after a discard) may not read the 
   assert.deepEqual(store.getState(), { count: 1 });
 });
 
+test('a reducer the wasm store runs may not subscribe, unsubscribe or dispatch either', async (t) => {
+  // Like the read above: every call the package refuses a reducer it runs
+  // itself, it refuses one the wasm store runs.
+  let peek = false;
+  const outcomes = {};
+  let store = null;
+  let stopEarlier = null;
+  const attempt = (name, call) => {
+    try {
+      call();
+      outcomes[name] = 'done';
+    } catch (err) {
+      outcomes[name] = err.code;
+    }
+  };
+  const reducer = (state = { count: 0 }, action) => {
+    if (peek && action.type === 'inc') {
+      peek = false; // once: the refold folds every pending action
+      attempt('subscribe', () => store.subscribe(() => {}));
+      attempt('unsubscribe', () => stopEarlier());
+      attempt('dispatch', () => store.dispatch({ type: 'other' }));
+    }
+    return action.type === 'inc' ? { count: state.count + 1 } : state;
+  };
+  store = await createSyncStore(offline({ reducer }));
+  t.after(() => store.close());
+  let heard = 0;
+  stopEarlier = store.subscribe(() => heard++);
+  store.dispatch({ type: 'inc' });
+  store.dispatch({ type: 'inc' });
+  await null; // the burst handed over
+  const deadline = Date.now() + 5_000;
+  while (store.pending().some((p) => p.seq === null) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  peek = true;
+  const before = heard;
+  store.discard(store.pending()[0].seq);
+  assert.deepEqual(outcomes, { subscribe: 'INVALID_REQUEST', unsubscribe: 'INVALID_REQUEST', dispatch: 'INVALID_REQUEST' });
+  assert.deepEqual(store.getState(), { count: 1 });
+  assert.equal(store.pending().length, 1, 'the refused dispatch recorded nothing');
+  assert.ok(heard > before, 'the subscriber the reducer tried to remove still hears changes');
+});
+
 test('status: a listener added after changes nobody heard is told the next change, with every count', async (t) => {
   // No status listener at first: the store does not build the status
   // object for these changes, but what it says later must include them.

@@ -5,7 +5,7 @@
 # Steps (see docs/TOOLCHAIN notes in ARCHITECTURE.md):
 #   1. wasm32 target for rustc; the pinned nightly with the standard
 #      library's sources, which the npm package's build rebuilds for size
-#      (js/scripts/build.mjs says why)
+#      (js/scripts/nightly.mjs says why)
 #   2. Chromium + chromedriver (headless browser tests), PostgreSQL (scale-out tests)
 #   3. wasm-pack, pinned
 #   4. wasm-bindgen CLI matching Cargo.lock exactly
@@ -28,17 +28,14 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
 fi
 
 # The npm package's module is built by a pinned nightly that rebuilds the
-# standard library (js/scripts/build.mjs). A machine whose `nightly` is that
-# very compiler with its sources uses it; any other gets the dated one.
-NIGHTLY=nightly-2026-05-20
-NIGHTLY_COMMIT=e50aa6fba
-has_nightly() {
-  rustc "+$1" -V 2>/dev/null | grep -q "$NIGHTLY_COMMIT" \
-    && [ -d "$(rustc "+$1" --print sysroot)/lib/rustlib/src/rust/library/std" ]
-}
-if ! has_nightly "$NIGHTLY" && ! has_nightly nightly; then
+# standard library (js/scripts/nightly.mjs names it and says why). A
+# machine whose `nightly` is that very compiler with its sources uses it;
+# any other gets the dated one.
+if ! node js/scripts/nightly.mjs >/dev/null 2>&1; then
+  NIGHTLY="$(node js/scripts/nightly.mjs --name)"
   log "rustup toolchain install $NIGHTLY (minimal, with rust-src)"
   rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src
+  node js/scripts/nightly.mjs >/dev/null
 fi
 
 # 2. system packages

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# What a wasm module holding only sync-core (src/lib.rs) weighs after the
-# package build's passes (wasm-opt -O, then -Os): raw and gzip -9 bytes of
-# the module, and of its glue bundled and minified. Run from anywhere after
-# scripts/setup.sh; builds in its own target directory.
+# What a wasm module holding only sync-core (src/lib.rs) weighs, built the
+# way the package's module is (the pinned nightly and flags of
+# js/scripts/nightly.mjs) and after the package build's passes (wasm-opt -O,
+# then -Os): raw and gzip -9 bytes of the module, and of its glue bundled
+# and minified. Run from anywhere after scripts/setup.sh; builds in its own
+# target directory.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -11,7 +13,8 @@ OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 TARGET="${CORE_SIZE_TARGET_DIR:-$ROOT/target/core-size}"
 cp "$ROOT/Cargo.lock" "$HERE/Cargo.lock"
-CARGO_TARGET_DIR="$TARGET" cargo build --manifest-path "$HERE/Cargo.toml" --profile wasm-release --target wasm32-unknown-unknown
+IFS=$'\t' read -r -a NIGHTLY < <(node "$ROOT/js/scripts/nightly.mjs")
+CARGO_TARGET_DIR="$TARGET" RUSTFLAGS="${NIGHTLY[1]}" cargo "+${NIGHTLY[0]}" build --manifest-path "$HERE/Cargo.toml" --profile wasm-release "${NIGHTLY[@]:2}"
 wasm-bindgen "$TARGET/wasm32-unknown-unknown/wasm-release/core_size.wasm" --out-dir "$OUT" --target web
 wasm-opt -O "$OUT/core_size_bg.wasm" -o "$OUT/a.wasm"
 wasm-opt -Os --strip-producers "$OUT/a.wasm" -o "$OUT/m.wasm"

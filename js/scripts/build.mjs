@@ -4,21 +4,13 @@
 // server's) and a pinned nightly that rebuilds the standard library for
 // size, then wasm-bindgen (`--target web`) and the repository's wasm-opt,
 // then prints the package's size.
-//
-// Why a nightly: the prebuilt standard library keeps the panic machinery
-// (messages formatted, locations) and is compiled with reference types and
-// multi-value, whose shims each export carries. Rebuilt with panics that
-// trap at once (`-Cpanic=immediate-abort`; with `panic = "abort"` a panic
-// already ended in a trap whose message no one could read, since the
-// module installs no hook), without locations, without those two target
-// features and with std's `optimize_for_size`, the module is about 8 KB
-// smaller in gzip (BENCHMARKS.md, "A pinned nightly for the package").
-// scripts/setup.sh installs it. Tests and every other build use stable.
+// js/scripts/nightly.mjs says why a nightly, and which.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
+import { CARGO_ARGS, NIGHTLY, NIGHTLY_COMMIT, RUSTFLAGS, findNightly } from './nightly.mjs';
 import { shortenNames } from './short-names.mjs';
 
 const jsDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -26,10 +18,6 @@ const root = resolve(jsDir, '..');
 const outDir = join(jsDir, 'wasm');
 const tools = join(root, '.tools', 'node_modules', '.bin');
 const PROFILE = 'wasm-release';
-// The nightly scripts/setup.sh installs (or finds as `nightly`), known by
-// its commit.
-const NIGHTLY = 'nightly-2026-05-20';
-const NIGHTLY_COMMIT = 'e50aa6fba';
 // A target directory of its own: other flags than the stable builds', so
 // neither rebuilds the other's crates.
 const targetDir = join(process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(root, 'target'), 'package');
@@ -40,8 +28,8 @@ if (!existsSync(join(tools, 'wasm-opt'))) {
   console.error(`wasm-opt not found in ${tools}; run scripts/setup.sh first`);
   process.exit(1);
 }
-const toolchain = [NIGHTLY, 'nightly'].find(hasNightly);
-if (!toolchain) {
+const toolchain = findNightly();
+if (toolchain === null) {
   console.error(`the ${NIGHTLY} toolchain (rustc ${NIGHTLY_COMMIT}) with rust-src was not found; run scripts/setup.sh first`);
   process.exit(1);
 }
@@ -51,17 +39,8 @@ if (!toolchain) {
 rmSync(join(outDir, 'snippets'), { recursive: true, force: true });
 
 run('cargo', [
-  `+${toolchain}`, 'build', '-p', 'sync-wasm', '--lib', '--target', 'wasm32-unknown-unknown',
-  '--profile', PROFILE, '--locked',
-  '-Zbuild-std=std,panic_abort', '-Zbuild-std-features=optimize_for_size',
-], {
-  ...env,
-  CARGO_TARGET_DIR: targetDir,
-  RUSTFLAGS: [
-    '-Zunstable-options', '-Cpanic=immediate-abort', '-Zlocation-detail=none',
-    '-Ctarget-feature=-reference-types,-multivalue',
-  ].join(' '),
-});
+  `+${toolchain}`, 'build', '-p', 'sync-wasm', '--lib', '--profile', PROFILE, '--locked', ...CARGO_ARGS,
+], { ...env, CARGO_TARGET_DIR: targetDir, RUSTFLAGS });
 console.log(`  cargo +${toolchain}, profile ${PROFILE}: ${cargoWasm}`);
 run('wasm-bindgen', [cargoWasm, '--target', 'web', '--out-dir', outDir, '--out-name', 'logsync_wasm'], env);
 
@@ -129,10 +108,3 @@ function run(cmd, args, runEnv) {
   }
 }
 
-/** Whether rustup's toolchain `name` is the pinned nightly with its standard library's sources. */
-function hasNightly(name) {
-  const version = spawnSync('rustc', [`+${name}`, '-V'], { encoding: 'utf8' });
-  if (version.status !== 0 || !version.stdout.includes(NIGHTLY_COMMIT)) return false;
-  const sysroot = spawnSync('rustc', [`+${name}`, '--print', 'sysroot'], { encoding: 'utf8' });
-  return sysroot.status === 0 && existsSync(join(sysroot.stdout.trim(), 'lib', 'rustlib', 'src', 'rust', 'library', 'std'));
-}

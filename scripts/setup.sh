@@ -34,7 +34,7 @@ fi
 if ! node js/scripts/nightly.mjs >/dev/null 2>&1; then
   NIGHTLY="$(node js/scripts/nightly.mjs --name)"
   log "rustup toolchain install $NIGHTLY (minimal, with rust-src)"
-  rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src
+  rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src --no-self-update
   node js/scripts/nightly.mjs >/dev/null
 fi
 

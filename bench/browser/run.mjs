@@ -479,6 +479,14 @@ async function bundlePackage(dir) {
     platform: 'browser',
     outfile: path.join(dir, 'index.js'),
     logLevel: 'silent',
+    // With --wasm-dir, that build's glue beside its module: the names they
+    // find each other by differ from build to build.
+    plugins: opts.wasmDir ? [{
+      name: 'wasm-dir',
+      setup(build) {
+        build.onResolve({ filter: /\/logsync_wasm\.js$/ }, () => ({ path: path.join(opts.wasmDir, 'logsync_wasm.js') }));
+      },
+    }] : [],
   });
   fs.copyFileSync(path.join(opts.wasmDir ?? path.join(opts.jsDir ?? path.join(root, 'js'), 'wasm'), 'logsync_wasm_bg.wasm'), path.join(dir, 'logsync_wasm_bg.wasm'));
 }

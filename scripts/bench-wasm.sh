@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Browser SDK benchmarks, on the shipped (wasm-release profile) build:
+# Browser SDK benchmarks, on a stable wasm-release build (the npm package's
+# module is built by a pinned nightly: js/scripts/build.mjs, and its size by
+# `node bench/size.mjs` after `npm run build` in js/):
 #   1. size: wasm + JS glue of `wasm-pack build --profile wasm-release --target web`,
 #      raw and gzip -9;
 #   2. start-up: `openStore` → first state with N stored events (default

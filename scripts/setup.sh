@@ -31,11 +31,11 @@ fi
 # standard library (js/scripts/nightly.mjs names it and says why). A
 # machine whose `nightly` is that very compiler with its sources uses it;
 # any other gets the dated one.
-if ! node js/scripts/nightly.mjs >/dev/null 2>&1; then
+if [ -z "$(node js/scripts/nightly.mjs 2>/dev/null)" ]; then
   NIGHTLY="$(node js/scripts/nightly.mjs --name)"
   log "rustup toolchain install $NIGHTLY (minimal, with rust-src)"
   rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src --no-self-update
-  node js/scripts/nightly.mjs >/dev/null
+  [ -n "$(node js/scripts/nightly.mjs)" ]
 fi
 
 # 2. system packages

@@ -103,7 +103,7 @@ function run(cmd, args, runEnv) {
     process.exit(1);
   }
   if (r.status !== 0) {
-    console.error(`${cmd} ${args.join(' ')} failed: exit ${r.status}`);
+    console.error(`${cmd} ${args.join(' ')} failed: ${r.signal ? `killed by ${r.signal}` : `exit ${r.status}`}`);
     process.exit(r.status ?? 1);
   }
 }

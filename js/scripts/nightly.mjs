@@ -13,9 +13,9 @@
 // smaller in gzip (BENCHMARKS.md, "A pinned nightly for the package").
 // scripts/setup.sh installs it. Tests and every other build use stable.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 
 // The nightly scripts/setup.sh installs (or finds as `nightly`), known by
 // its commit.
@@ -39,17 +39,22 @@ export function findNightly() {
   return [NIGHTLY, 'nightly'].find(hasNightly) ?? null;
 }
 
+// Asked with rustup's auto-install off: naming a toolchain that is not
+// there must not download it (scripts/setup.sh installs it, minimal and
+// with rust-src, when neither name is it).
+const ASK = { encoding: 'utf8', env: { ...process.env, RUSTUP_AUTO_INSTALL: '0' } };
+
 function hasNightly(name) {
-  const version = spawnSync('rustc', [`+${name}`, '-V'], { encoding: 'utf8' });
+  const version = spawnSync('rustc', [`+${name}`, '-V'], ASK);
   if (version.status !== 0 || !version.stdout.includes(NIGHTLY_COMMIT)) return false;
-  const sysroot = spawnSync('rustc', [`+${name}`, '--print', 'sysroot'], { encoding: 'utf8' });
+  const sysroot = spawnSync('rustc', [`+${name}`, '--print', 'sysroot'], ASK);
   return sysroot.status === 0 && existsSync(join(sysroot.stdout.trim(), 'lib', 'rustlib', 'src', 'rust', 'library', 'std'));
 }
 
 // `node nightly.mjs`: prints `TOOLCHAIN<TAB>RUSTFLAGS<TAB>ARGS...` for
 // shell scripts, or fails with the reason. `node nightly.mjs --name`:
 // prints the pinned nightly's name (what scripts/setup.sh installs).
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (process.argv[1] && existsSync(process.argv[1]) && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
   if (process.argv[2] === '--name') {
     console.log(NIGHTLY);
   } else {

@@ -249,6 +249,23 @@ const $$observable = (typeof Symbol === 'function' && Symbol.observable) || '@@o
 // The wasm store's message for a reducer that dispatches or reads the state.
 const BUSY = 'the store is busy running the reducer: a reducer may not dispatch, read the state or subscribe';
 
+// What a store hands the wasm store as its reducer: the app's, marking
+// `running.on` while the wasm store runs it (remote events, a refold, the
+// replay on opening), so that the store refuses that reducer's calls
+// (dispatch, getState, subscribe) as it refuses those of a reducer it runs
+// itself.
+function guarded(running, reducer) {
+  return (state, action, meta) => {
+    if (running.on) return reducer(state, action, meta);
+    running.on = true;
+    try {
+      return reducer(state, action, meta);
+    } finally {
+      running.on = false;
+    }
+  };
+}
+
 // Calls a listener; a throw goes to the page as an uncaught error (as the
 // wasm store does with its listeners) and the other listeners still run.
 function callListener(fn) {
@@ -268,7 +285,7 @@ function errorText(err) {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }
 
-function wrapStore(first, low, firstReducer, initialState, dispatched, switched, onlineOnly, ttl) {
+function wrapStore(first, low, firstReducer, initialState, dispatched, switched, onlineOnly, ttl, running) {
   const { stream, schemaVersion } = low;
   let inner = first;
   let dbName = dbNameFor(low.dbName, low.token ?? null);
@@ -293,7 +310,6 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
   // the burst is handed over at once and folded again there.
   let burst = null;
   let latest; // the state after the burst's last dispatch
-  let reducing = false;
   // Actions whose JSON text has at most this many UTF-16 units are surely
   // within the store's byte limit (3 UTF-8 bytes per unit at most); longer
   // ones take the wasm store's own dispatch, which measures and refuses
@@ -402,7 +418,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     }
   };
   const getState = () => {
-    if (reducing) throw new LogsyncError('INVALID_REQUEST', BUSY);
+    if (running.on) throw new LogsyncError('INVALID_REQUEST', BUSY);
     return burst !== null ? latest : inner.getState();
   };
 
@@ -413,7 +429,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     if (switching !== null) {
       throw new LogsyncError('INVALID_REQUEST', 'store.dispatch() was called while the store switches to another user\'s replica; await store.setToken(token) first');
     }
-    if (reducing) throw new LogsyncError('INVALID_REQUEST', BUSY);
+    if (running.on) throw new LogsyncError('INVALID_REQUEST', BUSY);
     let text;
     try {
       text = JSON.stringify(action);
@@ -443,13 +459,13 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     const at = seen;
     const meta = watchedMeta(clientId, subject, time, at, schemaVersion);
     let next;
-    reducing = true;
+    running.on = true;
     try {
       next = reducer(base, parsed, meta);
     } catch (err) {
       throw new LogsyncError('REDUCER', `reducer failed: the reducer threw ${errorText(err)}`, { cause: err });
     } finally {
-      reducing = false;
+      running.on = false;
     }
     if (next === undefined) {
       throw new LogsyncError('REDUCER', 'reducer failed: the reducer returned undefined; return the state it was given when an action does not apply');
@@ -468,29 +484,15 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     return action;
   };
 
-  // Whether a reducer runs: one this package runs (`reducing`) or one the
-  // wasm store runs (remote events, a refold), which the wasm store tells
-  // by refusing to be read. For the rare calls (subscribing): a dispatch's
-  // own read of the wasm store's state refuses it that way already.
-  const busy = () => {
-    if (reducing) return true;
-    try {
-      inner.getState();
-      return false;
-    } catch (err) {
-      return err?.code === 'INVALID_REQUEST';
-    }
-  };
-
   const subscribe = (listener) => {
     ensureFunction('subscribe', listener);
-    if (busy()) throw new LogsyncError('INVALID_REQUEST', BUSY);
+    if (running.on) throw new LogsyncError('INVALID_REQUEST', BUSY);
     const entry = { fn: listener };
     listeners = [...listeners, entry];
     let subscribed = true;
     return () => {
       if (!subscribed) return;
-      if (busy()) throw new LogsyncError('INVALID_REQUEST', BUSY);
+      if (running.on) throw new LogsyncError('INVALID_REQUEST', BUSY);
       subscribed = false;
       listeners = listeners.filter((e) => e !== entry);
     };
@@ -525,7 +527,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
       throw new LogsyncError('INVALID_REQUEST', `store.replaceReducer(reducer) expects a function (state, action) => state, got ${describe(nextReducer)}`);
     }
     flush();
-    inner.replaceReducer(nextReducer);
+    inner.replaceReducer(guarded(running, nextReducer));
     reducer = nextReducer;
   };
 
@@ -570,7 +572,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
         return;
       }
       flush();
-      const opened = await openInner({ ...low, token: token ?? undefined }, reducer, initialState);
+      const opened = await openInner({ ...low, token: token ?? undefined }, guarded(running, reducer), initialState);
       if (closed) {
         await opened.close();
         return;
@@ -615,7 +617,6 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     dispatch,
     subscribe,
     replaceReducer,
-    busy, // a reducer runs (in a dispatch, or in the wasm store)
     pendingMeta: () => pendingMeta(clientId, subject, seen, schemaVersion), // what a dispatch now is folded with
     get status() { return status(); },
     onStatus,
@@ -699,7 +700,10 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   const local = []; // actions kept local by `filter`, in dispatch order
   let view = null; // { base, state }: `local` folded onto the synced state `base`
   let travel = null; // { state }: the state the DevTools jumped to
-  let reducing = false;
+  // A reducer runs: one this store runs, here or in the hydrated layer, or
+  // one the wasm store runs (`guarded`). Its calls into the store are
+  // refused.
+  const running = { on: false };
   let replaying = false;
   let connection = null; // 'reconnect' | 'offline', asked for before hydration
   // setToken with another user's token before hydration: until that
@@ -737,13 +741,13 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     : pendingMeta(null, subjectOf(tokenNow), 0, low.schemaVersion));
   const reduce = (base, action, meta) => {
     let next;
-    reducing = true;
+    running.on = true;
     try {
       next = reducer(base, action, meta);
     } catch (err) {
       throw new LogsyncError('REDUCER', `reducer failed: the reducer threw ${errorText(err)}`, { cause: err });
     } finally {
-      reducing = false;
+      running.on = false;
     }
     if (next === undefined) {
       throw new LogsyncError('REDUCER', 'reducer failed: the reducer returned undefined; return the state it was given when an action does not apply');
@@ -771,7 +775,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     return view.state;
   };
   const getState = () => {
-    if (reducing) throw busy();
+    if (running.on) throw busy();
     return travel !== null ? travel.state : live();
   };
 
@@ -901,7 +905,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
   const dispatch = (action) => {
     ensureOpen('dispatch');
     checkAction(action);
-    if (reducing) throw busy();
+    if (running.on) throw busy();
     const isLocal = filter !== undefined && !filter(action);
     if (travel !== null) {
       travel = null; // the app acts: back to the live state
@@ -953,18 +957,16 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     return action;
   };
 
-  // As in Redux, a reducer may not subscribe or unsubscribe: its own
-  // dispatch (here or in the hydrated store) is running.
-  const isBusy = () => reducing || (wrapped !== null && wrapped.busy());
+  // As in Redux, a reducer may not subscribe or unsubscribe.
   const subscribe = (listener) => {
     ensureFunction('subscribe', listener);
-    if (isBusy()) throw busy();
+    if (running.on) throw busy();
     const entry = { fn: listener };
     listeners = [...listeners, entry];
     let subscribed = true;
     return () => {
       if (!subscribed) return;
-      if (isBusy()) throw busy();
+      if (running.on) throw busy();
       subscribed = false;
       listeners = listeners.filter((e) => e !== entry);
     };
@@ -996,8 +998,8 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     await init();
     const opening = reducer;
     // Closed meanwhile: opened only to record the queued actions, offline.
-    const inner = await openInner(closed ? { ...low, connect: false } : low, opening, initialState);
-    const store = wrapStore(inner, low, opening, initialState, onDispatched, onSwitched, onlineOnly, ttl);
+    const inner = await openInner(closed ? { ...low, connect: false } : low, guarded(running, opening), initialState);
+    const store = wrapStore(inner, low, opening, initialState, onDispatched, onSwitched, onlineOnly, ttl, running);
     if (closed) {
       // close() came first: record the queued actions (it waits for that)
       // and tell no one anything more.

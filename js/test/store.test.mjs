@@ -7,7 +7,7 @@ import './wasm-node.mjs';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { createSyncStore, init, LogsyncError } from 'logsync';
+import { createLogsyncStore, createSyncStore, init, LogsyncError } from 'logsync';
 
 const counter = (state = { count: 0 }, action) => {
   switch (action.type) {
@@ -213,6 +213,37 @@ test('a reducer the wasm store runs may not subscribe, unsubscribe or dispatch e
   assert.deepEqual(store.getState(), { count: 1 });
   assert.equal(store.pending().length, 1, 'the refused dispatch recorded nothing');
   assert.ok(heard > before, 'the subscriber the reducer tried to remove still hears changes');
+});
+
+test('a reducer the wasm store runs while the store opens may not read the state or subscribe', async (t) => {
+  // The opening replays this device's pending actions with the reducer,
+  // before the store is hydrated: that run too is refused what a reducer
+  // may not do (createLogsyncStore hands out the store before then).
+  const dbName = `test-${randomUUID()}`;
+  const before = await createSyncStore(offline({ dbName }));
+  before.dispatch({ type: 'inc' });
+  await before.close(); // the action stored, pending (offline)
+  const outcomes = [];
+  let store = null;
+  const reducer = (state = { count: 0 }, action) => {
+    if (store !== null && action.type === 'inc') {
+      for (const call of [() => store.getState(), () => store.subscribe(() => {})]) {
+        try {
+          call();
+          outcomes.push('done');
+        } catch (err) {
+          outcomes.push(err.code);
+        }
+      }
+    }
+    return action.type === 'inc' ? { count: state.count + 1 } : state;
+  };
+  store = createLogsyncStore(offline({ dbName, reducer })); // usable before it opens
+  t.after(() => store.close());
+  await store.ready;
+  assert.ok(outcomes.length >= 2, `the opening ran the reducer on the stored action (${outcomes.length / 2} runs)`);
+  assert.ok(outcomes.every((o) => o === 'INVALID_REQUEST'), `every call refused: ${outcomes.join(', ')}`);
+  assert.deepEqual(store.getState(), { count: 1 });
 });
 
 test('status: a listener added after changes nobody heard is told the next change, with every count', async (t) => {

@@ -107,4 +107,3 @@ function run(cmd, args, runEnv) {
     process.exit(r.status ?? 1);
   }
 }
-

@@ -141,6 +141,17 @@ test('a dispatch after the state moved under it folds onto the moved state', asy
   assert.deepEqual(store.getState(), { count: 101 });
 });
 
+// Dispatches two `inc`s and waits until both are stored (each has its seq),
+// so that a discard refolds the other one in the wasm store.
+async function twoStored(store) {
+  store.dispatch({ type: 'inc' });
+  store.dispatch({ type: 'inc' });
+  await null; // the burst handed over
+  const deadline = Date.now() + 5_000;
+  while (store.pending().some((p) => p.seq === null) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(store.pending().filter((p) => p.seq !== null).length, 2, 'both stored within 5 s');
+}
+
 test('a reducer the wasm store runs (a refold after a discard) may not read the state either', async (t) => {
   // The package folds dispatches in JS and refuses a reducer's reads
   // itself; a fold the wasm store runs (here, the pending actions again
@@ -161,11 +172,7 @@ test('a reducer the wasm store runs (a refold after a discard) may not read the 
   };
   store = await createSyncStore(offline({ reducer }));
   t.after(() => store.close());
-  store.dispatch({ type: 'inc' });
-  store.dispatch({ type: 'inc' });
-  await null; // the burst handed over
-  const deadline = Date.now() + 5_000;
-  while (store.pending().some((p) => p.seq === null) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  await twoStored(store);
   peek = true;
   store.discard(store.pending()[0].seq);
   peek = false;
@@ -201,11 +208,7 @@ test('a reducer the wasm store runs may not subscribe, unsubscribe or dispatch e
   t.after(() => store.close());
   let heard = 0;
   stopEarlier = store.subscribe(() => heard++);
-  store.dispatch({ type: 'inc' });
-  store.dispatch({ type: 'inc' });
-  await null; // the burst handed over
-  const deadline = Date.now() + 5_000;
-  while (store.pending().some((p) => p.seq === null) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  await twoStored(store);
   peek = true;
   const before = heard;
   store.discard(store.pending()[0].seq);

@@ -11,6 +11,10 @@
 // module installs no hook), without locations, without those two target
 // features and with std's `optimize_for_size`, the module is about 8 KB
 // smaller in gzip (BENCHMARKS.md, "A pinned nightly for the package").
+// Offering every function of every crate for inlining across crates
+// (`-Zcross-crate-inline-threshold=always`; at opt-level "z" rustc offers
+// only `#[inline]` ones) takes about 7 KB more (BENCHMARKS.md, "Every
+// function inlinable across crates").
 // scripts/setup.sh installs it. Tests and every other build use stable.
 import { spawnSync } from 'node:child_process';
 import { existsSync, realpathSync } from 'node:fs';
@@ -32,6 +36,7 @@ export const CARGO_ARGS = [
 export const RUSTFLAGS = [
   '-Zunstable-options', '-Cpanic=immediate-abort', '-Zlocation-detail=none',
   '-Ctarget-feature=-reference-types,-multivalue',
+  '-Zcross-crate-inline-threshold=always',
 ].join(' ');
 
 /** The rustup toolchain to build with (`+name`), or null when neither name is the pinned nightly with rust-src. */

@@ -41,8 +41,18 @@ fn split_scheme(url: &str) -> Option<(&str, &str)> {
 /// its query.
 pub fn url_path(url: &str) -> &str {
     let rest = split_scheme(url).map_or(url, |(_, r)| r);
-    let rest = rest.split(['?', '#']).next().unwrap_or("");
-    rest.find('/').and_then(|i| rest.get(i..)).unwrap_or("/")
+    // Bytes, not `char` patterns, here and below: ASCII bytes sit at char
+    // boundaries, and the browser's module then carries no `char` searcher
+    // (BENCHMARKS.md, "Popped, not drained; bytes, not chars").
+    let end = rest
+        .bytes()
+        .position(|b| b == b'?' || b == b'#')
+        .unwrap_or(rest.len());
+    let rest = rest.get(..end).unwrap_or("");
+    rest.bytes()
+        .position(|b| b == b'/')
+        .and_then(|i| rest.get(i..))
+        .unwrap_or("/")
 }
 
 /// The WebSocket endpoint of `logsync-server`.
@@ -60,7 +70,8 @@ pub fn connect_failure(url: &str, transport: &str, probe: &Probe, suppressed: u3
         ),
         Probe::Http(status) => {
             let status = status.map_or(String::new(), |s| format!(" ({s})"));
-            if path.trim_end_matches('/') != WS_PATH {
+            let trimmed = path.len() - path.bytes().rev().take_while(|&b| b == b'/').count();
+            if path.get(..trimmed) != Some(WS_PATH) {
                 format!(
                     "; an HTTP server answered{status} instead of a WebSocket upgrade: the URL's path is \"{path}\", \
                      logsync-server's WebSocket endpoint is {WS_PATH} (e.g. {})",
@@ -130,6 +141,10 @@ mod tests {
         assert_eq!(url_path("ws://127.0.0.1:18431"), "/");
         assert_eq!(url_path("ws://h:1/"), "/");
         assert_eq!(url_path("wss://h/v1/ws?x=1"), "/v1/ws");
+        assert_eq!(url_path("wss://h/v1/ws#top"), "/v1/ws");
+        assert_eq!(url_path("ws://h:1?x=/a"), "/");
+        assert_eq!(url_path("ws://h\u{e9}t\u{e9}/\u{e4}/b?x"), "/\u{e4}/b");
+        assert_eq!(url_path("h:1/p/"), "/p/");
         assert_eq!(with_path("ws://h:1/app?x", WS_PATH), "ws://h:1/v1/ws");
     }
 
@@ -150,6 +165,14 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("(200)"), "{m}");
+        // The endpoint with trailing slashes is the endpoint: no path advice.
+        let m = connect_failure("ws://h:1/v1/ws//", "x", &Probe::Http(None), 0);
+        assert!(
+            m.contains("ws: true") && !m.contains("the URL's path"),
+            "{m}"
+        );
+        let m = connect_failure("ws://h:1/v1/w/", "x", &Probe::Http(None), 0);
+        assert!(m.contains("the URL's path is \"/v1/w/\""), "{m}");
         let m = connect_failure("ws://h:1/v1/ws", "x", &Probe::Http(None), 3);
         assert!(
             m.contains("ws: true") && m.contains("3 more failed attempts"),

@@ -621,7 +621,11 @@ impl Hub {
                 },
                 (CLOSED, at) if at.is_none_or(|at| at == id) => {
                     let text = data.as_string().unwrap_or_default();
-                    let (code, reason) = text.split_once(' ').unwrap_or(("1006", ""));
+                    // At the first space (a byte search: no `char` searcher).
+                    let (code, reason) = text
+                        .bytes()
+                        .position(|b| b == b' ')
+                        .map_or(("1006", ""), |i| (&text[..i], &text[i + 1..]));
                     PortEvent::Closed {
                         code: code.parse().unwrap_or(1006),
                         reason: reason.into(),

@@ -5,9 +5,9 @@
 
 use sync_core::{Backoff, ClientMsg, FailureReports};
 use wasm_bindgen::prelude::*;
-use web_sys::EventTarget;
 
 use crate::hub::Link;
+use crate::page::{close_channel, listen, open_channel, post_channel};
 use crate::socket::Timer;
 
 /// Connection state.
@@ -103,54 +103,56 @@ impl Net {
 /// that wrote intents posts on it, the others read the outbox again
 /// (`Outbox::written_elsewhere`). Dropping it closes the channel.
 pub(crate) struct TabChannel {
-    pub channel: web_sys::BroadcastChannel,
+    channel: JsValue,
     /// Kept alive while the channel calls it.
-    pub _on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
+    _on_message: Closure<dyn FnMut(JsValue)>,
+}
+
+impl TabChannel {
+    /// Opens channel `name`, its messages to `on` (`None` where the page
+    /// has no `BroadcastChannel`).
+    pub fn open(name: &str, on: impl FnMut(JsValue) + 'static) -> Option<TabChannel> {
+        let on = Closure::<dyn FnMut(JsValue)>::new(on);
+        let channel = open_channel(name, &on);
+        (!channel.is_undefined()).then_some(TabChannel {
+            channel,
+            _on_message: on,
+        })
+    }
+
+    /// Posts `msg` (one that cannot be cloned is dropped).
+    pub fn post(&self, msg: &JsValue) {
+        post_channel(&self.channel, msg);
+    }
 }
 
 impl Drop for TabChannel {
     fn drop(&mut self) {
-        self.channel.set_onmessage(None);
-        self.channel.close();
+        close_channel(&self.channel);
     }
 }
 
-/// Listeners of the page's lifecycle (`freeze`/`resume` on the document);
-/// dropping it removes them.
-pub(crate) struct PageEvents {
-    pub listeners: Vec<PageListener>,
+/// Listeners of the page's events (`listen` in page.js: `names` such as
+/// `"d:freeze w:online"`, d the document, w the global object; the
+/// callback hears the index of the one that fired). Dropping it removes
+/// them.
+pub(crate) struct Listening {
+    stop: js_sys::Function,
+    _on: Closure<dyn FnMut(u32)>,
 }
 
-/// One listener: where, which event, the callback.
-pub(crate) type PageListener = (
-    EventTarget,
-    &'static str,
-    Closure<dyn FnMut(web_sys::Event)>,
-);
-
-impl Drop for PageEvents {
-    fn drop(&mut self) {
-        for (target, name, f) in &self.listeners {
-            let _ = target.remove_event_listener_with_callback(name, f.as_ref().unchecked_ref());
+impl Listening {
+    pub fn new(names: &str, on: impl FnMut(u32) + 'static) -> Listening {
+        let on = Closure::<dyn FnMut(u32)>::new(on);
+        Listening {
+            stop: listen(names, &on),
+            _on: on,
         }
     }
 }
 
-/// The `online`/`offline` listeners on the global object; dropping it
-/// removes them.
-pub(crate) struct BrowserEvents {
-    pub target: EventTarget,
-    pub online: Closure<dyn FnMut()>,
-    pub offline: Closure<dyn FnMut()>,
-}
-
-impl Drop for BrowserEvents {
+impl Drop for Listening {
     fn drop(&mut self) {
-        let _ = self
-            .target
-            .remove_event_listener_with_callback("online", self.online.as_ref().unchecked_ref());
-        let _ = self
-            .target
-            .remove_event_listener_with_callback("offline", self.offline.as_ref().unchecked_ref());
+        let _ = self.stop.call0(&JsValue::UNDEFINED);
     }
 }

@@ -27,7 +27,7 @@ use sync_core::{
 };
 use wasm_bindgen::prelude::*;
 
-use crate::conn::{BrowserEvents, Net, TabChannel};
+use crate::conn::{Listening, Net, TabChannel};
 use crate::error::WasmError;
 use crate::lead::{LeadLock, Role};
 use crate::listeners::{List, ListenerId};
@@ -477,13 +477,13 @@ pub(crate) struct Engine<R: StoreReducer> {
     pub core: RefCell<Core<R>>,
     pub listeners: RefCell<Listeners>,
     pub me: Weak<Engine<R>>,
-    pub browser_events: RefCell<Option<BrowserEvents>>,
+    pub browser_events: RefCell<Option<Listening>>,
     /// The other tabs on the same storage (`BroadcastChannel`).
     pub tabs: RefCell<Option<TabChannel>>,
     /// This tab's request for (or hold of) the connection's lock.
     pub lead: RefCell<Option<LeadLock>>,
     /// The page lifecycle listeners of a tab that can lead.
-    pub page_events: RefCell<Option<crate::conn::PageEvents>>,
+    pub page_events: RefCell<Option<Listening>>,
     /// The page's connection to the server shared with every tab, for a
     /// store that can elect (hub.rs).
     pub hub: RefCell<Option<Rc<crate::hub::Hub>>>,

@@ -52,7 +52,7 @@ use sync_core::lead::{LeaderWatch, Tick, PING_MS};
 use sync_core::mux::{Mux, MuxOut, PortEvent};
 use wasm_bindgen::prelude::*;
 
-use crate::conn::{PageEvents, TabChannel};
+use crate::conn::{Listening, TabChannel};
 use crate::lead::LeadLock;
 use crate::socket::{Socket, SocketEvent, Timer};
 
@@ -146,7 +146,7 @@ pub(crate) struct Hub {
     lock: RefCell<Option<LeadLock>>,
     channel: RefCell<Option<TabChannel>>,
     timer: RefCell<Option<Timer>>,
-    page: RefCell<Option<PageEvents>>,
+    page: RefCell<Option<Listening>>,
 }
 
 thread_local! {
@@ -275,7 +275,7 @@ impl Hub {
         if let Some(c) = self.channel.borrow().as_ref() {
             let n = |x: u64| JsValue::from_f64(x as f64);
             let a = Array::of5(&kind.into(), &n(id), &n(tab), &port.into(), &data);
-            let _ = c.channel.post_message(&a);
+            c.post(&a);
         }
     }
 
@@ -639,52 +639,27 @@ impl Hub {
 
     /// Hears the other tabs' hubs, and the page's lifecycle.
     fn listen(&self) {
-        if let Ok(channel) = web_sys::BroadcastChannel::new(&self.key) {
-            let weak = self.me.clone();
-            let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
-                move |m: web_sys::MessageEvent| {
-                    let weak = weak.clone();
-                    crate::socket::defer(Box::new(move || {
-                        if let Some(h) = weak.upgrade() {
-                            h.heard(m.data());
-                        }
-                    }));
-                },
-            );
-            channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-            *self.channel.borrow_mut() = Some(TabChannel {
-                channel,
-                _on_message: on_message,
-            });
-        }
-        let document = js_sys::Reflect::get(&js_sys::global(), &"document".into())
-            .unwrap_or(JsValue::UNDEFINED);
-        let window = js_sys::global();
-        let mut listeners = Vec::new();
-        // 0: back, 1: hidden, 2: frozen.
-        for (target, name, how) in [
-            (&document, "freeze", 2),
-            (&document, "resume", 0),
-            (&window, "pagehide", 1),
-            (&window, "pageshow", 0),
-        ] {
-            let Some(target) = target.dyn_ref::<web_sys::EventTarget>() else {
-                continue;
-            };
-            let weak = self.me.clone();
-            let f = Closure::<dyn FnMut(web_sys::Event)>::new(move |_: web_sys::Event| {
+        let weak = self.me.clone();
+        *self.channel.borrow_mut() = TabChannel::open(&self.key, move |data| {
+            let weak = weak.clone();
+            crate::socket::defer(Box::new(move || {
                 if let Some(h) = weak.upgrade() {
-                    if how == 0 {
-                        h.back();
-                    } else {
-                        h.leave(how == 2);
-                    }
+                    h.heard(data);
                 }
-            });
-            let _ = target.add_event_listener_with_callback(name, f.as_ref().unchecked_ref());
-            listeners.push((target.clone(), name, f));
-        }
-        *self.page.borrow_mut() = Some(PageEvents { listeners });
+            }));
+        });
+        let weak = self.me.clone();
+        // 0: frozen, 1: back, 2: hidden, 3: back.
+        let listening = Listening::new("d:freeze d:resume w:pagehide w:pageshow", move |i| {
+            if let Some(h) = weak.upgrade() {
+                if i % 2 == 1 {
+                    h.back();
+                } else {
+                    h.leave(i == 0);
+                }
+            }
+        });
+        *self.page.borrow_mut() = Some(listening);
     }
 }
 

@@ -31,7 +31,7 @@ use sync_core::lead::{decode_status, encode_status, LeaderWatch, Tick, PING_MS};
 use sync_core::{ErrorCode, Seq};
 use wasm_bindgen::prelude::*;
 
-use crate::conn::TabChannel;
+use crate::conn::{Listening, TabChannel};
 use crate::engine::{Engine, Notes};
 use crate::page::{has_locks, lock_lead};
 use crate::reducer::StoreReducer;
@@ -136,30 +136,20 @@ impl<R: StoreReducer> Engine<R> {
     /// (A page kept in the back-forward cache with the lock would be
     /// silent, and taken over like a frozen one.)
     fn listen_to_page(self: &Rc<Self>) {
-        let document = js_sys::Reflect::get(&js_sys::global(), &"document".into())
-            .unwrap_or(JsValue::UNDEFINED);
-        let mut listeners = Vec::new();
-        let Some(target) = document.dyn_ref::<web_sys::EventTarget>() else {
-            return;
-        };
-        for (name, leave) in [("freeze", true), ("resume", false)] {
-            let weak = self.me.clone();
-            let f = Closure::<dyn FnMut(web_sys::Event)>::new(move |_: web_sys::Event| {
-                let Some(e) = weak.upgrade() else { return };
-                if leave {
-                    e.give_up_lead();
-                    e.emit(Notes::default());
-                } else {
-                    // Notices may have gone by while frozen: read storage.
-                    e.core.borrow_mut().outbox.stored_elsewhere();
-                    e.kick_writer();
-                    e.resume_lead();
-                }
-            });
-            let _ = target.add_event_listener_with_callback(name, f.as_ref().unchecked_ref());
-            listeners.push((target.clone(), name, f));
-        }
-        *self.page_events.borrow_mut() = Some(crate::conn::PageEvents { listeners });
+        let weak = self.me.clone();
+        let listening = Listening::new("d:freeze d:resume", move |i| {
+            let Some(e) = weak.upgrade() else { return };
+            if i == 0 {
+                e.give_up_lead();
+                e.emit(Notes::default());
+            } else {
+                // Notices may have gone by while frozen: read storage.
+                e.core.borrow_mut().outbox.stored_elsewhere();
+                e.kick_writer();
+                e.resume_lead();
+            }
+        });
+        *self.page_events.borrow_mut() = Some(listening);
     }
 
     fn lock_name(&self) -> String {
@@ -339,7 +329,7 @@ impl<R: StoreReducer> Engine<R> {
     /// Posts on the tabs' channel.
     pub fn post(&self, msg: &JsValue) {
         if let Some(t) = self.tabs.borrow().as_ref() {
-            let _ = t.channel.post_message(msg);
+            t.post(msg);
         }
     }
 
@@ -430,38 +420,21 @@ impl<R: StoreReducer> Engine<R> {
             self.opts.db_name,
             self.opts.stream.as_str()
         );
-        let Ok(channel) = web_sys::BroadcastChannel::new(&name) else {
-            return;
-        };
         let weak = self.me.clone();
-        let on_message =
-            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |m: web_sys::MessageEvent| {
-                let weak = weak.clone();
-                crate::socket::defer(Box::new(move || {
-                    if let Some(e) = weak.upgrade() {
-                        e.heard(m.data());
-                    }
-                }));
-            });
-        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        // Node's BroadcastChannel keeps the process alive while open (a
-        // store never closed would hang a script at exit): let it go, as
-        // its timers do. Browsers have no `unref`.
-        if let Ok(unref) = js_sys::Reflect::get(&channel, &JsValue::from_str("unref")) {
-            if let Some(unref) = unref.dyn_ref::<js_sys::Function>() {
-                let _ = unref.call0(&channel);
-            }
-        }
-        *self.tabs.borrow_mut() = Some(TabChannel {
-            channel,
-            _on_message: on_message,
+        *self.tabs.borrow_mut() = TabChannel::open(&name, move |data| {
+            let weak = weak.clone();
+            crate::socket::defer(Box::new(move || {
+                if let Some(e) = weak.upgrade() {
+                    e.heard(data);
+                }
+            }));
         });
     }
 
     /// Tells the other tabs that this tab wrote its outbox.
     pub fn tell_tabs(&self) {
         if let Some(t) = self.tabs.borrow().as_ref() {
-            let _ = t.channel.post_message(&JsValue::from_str("outbox"));
+            t.post(&JsValue::from_str("outbox"));
         }
     }
 

@@ -14,10 +14,8 @@
 use std::rc::Rc;
 
 use sync_core::{ClientMsg, CoreError, Phase, Probe, ServerMsg};
-use wasm_bindgen::prelude::*;
-use web_sys::EventTarget;
 
-use crate::conn::BrowserEvents;
+use crate::conn::Listening;
 use crate::engine::{Core, Engine, Notes, Problem};
 use crate::error::WasmError;
 use crate::hub::Link;
@@ -414,30 +412,16 @@ impl<R: StoreReducer> Engine<R> {
 
     /// Follows the browser's `online`/`offline` events.
     pub fn listen_to_browser(self: &Rc<Self>) {
-        let Ok(target) = js_sys::global().dyn_into::<EventTarget>() else {
-            return;
-        };
-        let make = |online: bool| {
-            let weak = self.me.clone();
-            Closure::<dyn FnMut()>::new(move || {
-                let weak = weak.clone();
-                crate::socket::defer(Box::new(move || {
-                    if let Some(e) = weak.upgrade() {
-                        e.browser_says(online);
-                    }
-                }));
-            })
-        };
-        let online = make(true);
-        let offline = make(false);
-        let _ = target.add_event_listener_with_callback("online", online.as_ref().unchecked_ref());
-        let _ =
-            target.add_event_listener_with_callback("offline", offline.as_ref().unchecked_ref());
-        *self.browser_events.borrow_mut() = Some(BrowserEvents {
-            target,
-            online,
-            offline,
+        let weak = self.me.clone();
+        let listening = Listening::new("w:online w:offline", move |i| {
+            let weak = weak.clone();
+            crate::socket::defer(Box::new(move || {
+                if let Some(e) = weak.upgrade() {
+                    e.browser_says(i == 0);
+                }
+            }));
         });
+        *self.browser_events.borrow_mut() = Some(listening);
     }
 
     /// Stops following the browser's events and the other tabs.

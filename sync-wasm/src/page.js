@@ -1,7 +1,8 @@
 // The module's JS besides its IndexedDB transactions (storage.js): the
 // `meta` a JS reducer receives and a batch of events folded in one call
-// (reducer.rs), the HTTP probe of a failed connection (net.rs) and the
-// tabs' Web Locks election (lead.rs).
+// (reducer.rs), the WebSocket (socket.rs), the HTTP probe of a failed
+// connection (net.rs), the page's events and the tabs' channels (conn.rs)
+// and their Web Locks election (lead.rs).
 //
 // The module's JS stays in these two files: headless Chromium under
 // chromedriver has been seen never to start a test page when it was split
@@ -78,6 +79,74 @@ export function foldMany(reducer, state, bytes, ends, ascii, from, nums, clients
     state = next;
   }
   return [state, ends.length, 0];
+}
+
+// A binary WebSocket (socket.rs): `on(0)` opened, `on(1, bytes)` a binary
+// frame, `on(2, length)` a text frame (its UTF-8 bytes), `on(3, code,
+// reason)` closed.
+export function openSocket(url, on) {
+  const ws = new WebSocket(url);
+  ws.binaryType = 'arraybuffer';
+  ws.onopen = () => on(0);
+  ws.onmessage = ({ data }) => (typeof data === 'string'
+    ? on(2, new TextEncoder().encode(data).length)
+    : on(1, new Uint8Array(data)));
+  ws.onclose = (e) => on(3, e.code, e.reason);
+  return ws;
+}
+export function sendSocket(ws, bytes) {
+  if (ws.readyState === 1) ws.send(bytes);
+}
+export function closeSocket(ws) {
+  ws.onopen = ws.onmessage = ws.onclose = null;
+  ws.close();
+}
+
+// A timer (socket.rs, `Timer`): `f` after `ms`, or every `ms` when
+// `repeat`. Returns what cancels it.
+export function timer(f, ms, repeat) {
+  const id = repeat ? setInterval(f, ms) : setTimeout(f, ms);
+  return () => (repeat ? clearInterval : clearTimeout)(id);
+}
+// The page's events (conn.rs, `Listening`): `names` such as `d:freeze
+// w:online` (d: the document, w: the global object); `on(i)` hears the
+// i-th. Returns what removes them.
+export function listen(names, on) {
+  const stops = names.split(' ').map((name, i) => {
+    const target = name[0] === 'd' ? globalThis.document : globalThis;
+    if (!target || typeof target.addEventListener !== 'function') return () => {};
+    const type = name.slice(2);
+    const f = () => on(i);
+    target.addEventListener(type, f);
+    return () => target.removeEventListener(type, f);
+  });
+  return () => stops.forEach((stop) => stop());
+}
+// A BroadcastChannel (conn.rs, `TabChannel`), undefined where there is
+// none. Node's keeps the process alive while open (a store never closed
+// would hang a script at exit): let go of it, as of its timers. Browsers
+// have no `unref`.
+export function openChannel(name, on) {
+  let ch;
+  try {
+    ch = new BroadcastChannel(name);
+  } catch (_) {
+    return undefined;
+  }
+  ch.onmessage = (m) => on(m.data);
+  if (typeof ch.unref === 'function') ch.unref();
+  return ch;
+}
+export function postChannel(ch, msg) {
+  try {
+    ch.postMessage(msg);
+  } catch (_) {
+    // Not cloneable, or closed: dropped.
+  }
+}
+export function closeChannel(ch) {
+  ch.onmessage = null;
+  ch.close();
 }
 
 export async function probeHttp(url) {

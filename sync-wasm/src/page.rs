@@ -54,6 +54,37 @@ extern "C" {
         granted: &Closure<dyn FnMut()>,
         lost: &Closure<dyn FnMut()>,
     ) -> JsValue;
+    /// Opens a binary WebSocket to `url` (throws what the constructor
+    /// throws); `on(kind, data, reason)` hears it: kind 0 open, 1 a binary
+    /// frame (`data`: its bytes), 2 a text frame (`data`: its length in
+    /// UTF-8 bytes), 3 closed (`data`: the code, `reason`).
+    #[wasm_bindgen(catch, js_name = openSocket)]
+    pub(crate) fn open_socket(
+        url: &str,
+        on: &Closure<dyn FnMut(u32, JsValue, JsValue)>,
+    ) -> Result<JsValue, JsValue>;
+    /// Sends a binary frame when the socket is open (else drops it).
+    #[wasm_bindgen(js_name = sendSocket)]
+    pub(crate) fn send_socket(ws: &JsValue, bytes: &[u8]);
+    /// Detaches the socket's callbacks and closes it.
+    #[wasm_bindgen(js_name = closeSocket)]
+    pub(crate) fn close_socket(ws: &JsValue);
+    /// Runs `f` after `ms`, or every `ms` when `repeat` (socket.rs,
+    /// `Timer`); returns what cancels it.
+    pub(crate) fn timer(f: &Closure<dyn FnMut()>, ms: u32, repeat: bool) -> Function;
+    /// Listens to the page's events `names` (conn.rs, `Listening`);
+    /// returns what removes the listeners.
+    pub(crate) fn listen(names: &str, on: &Closure<dyn FnMut(u32)>) -> Function;
+    /// Opens a `BroadcastChannel` whose messages go to `on` (`undefined`
+    /// where there is none).
+    #[wasm_bindgen(js_name = openChannel)]
+    pub(crate) fn open_channel(name: &str, on: &Closure<dyn FnMut(JsValue)>) -> JsValue;
+    /// Posts on a channel (a message that cannot be cloned is dropped).
+    #[wasm_bindgen(js_name = postChannel)]
+    pub(crate) fn post_channel(channel: &JsValue, msg: &JsValue);
+    /// Closes a channel.
+    #[wasm_bindgen(js_name = closeChannel)]
+    pub(crate) fn close_channel(channel: &JsValue);
     /// Whether the Web Locks API is there.
     #[wasm_bindgen(js_name = hasLocks)]
     pub(crate) fn has_locks() -> bool;

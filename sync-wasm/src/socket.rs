@@ -10,21 +10,9 @@ use std::rc::Rc;
 
 use js_sys::{Function, Uint8Array};
 use wasm_bindgen::prelude::*;
-use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use crate::error::{describe_js, WasmError};
-
-#[wasm_bindgen]
-extern "C" {
-    #[wasm_bindgen(js_name = setTimeout)]
-    fn set_timeout(f: &Function, ms: i32) -> JsValue;
-    #[wasm_bindgen(js_name = clearTimeout)]
-    fn clear_timeout(id: &JsValue);
-    #[wasm_bindgen(js_name = setInterval)]
-    fn set_interval(f: &Function, ms: i32) -> JsValue;
-    #[wasm_bindgen(js_name = clearInterval)]
-    fn clear_interval(id: &JsValue);
-}
+use crate::page::{close_socket, open_socket, send_socket, timer};
 
 /// Runs `f` from a fresh task. Every caller shares this one task type:
 /// each `spawn_local` of a future type of its own adds its own copy of the
@@ -44,12 +32,10 @@ pub(crate) enum SocketEvent {
     Closed { code: u16, reason: String },
 }
 
-/// One WebSocket connection.
+/// One WebSocket connection (`openSocket` in page.js).
 pub(crate) struct Socket {
-    ws: WebSocket,
-    _on_open: Closure<dyn FnMut()>,
-    _on_message: Closure<dyn FnMut(MessageEvent)>,
-    _on_close: Closure<dyn FnMut(CloseEvent)>,
+    ws: JsValue,
+    _on_event: Closure<dyn FnMut(u32, JsValue, JsValue)>,
 }
 
 impl Socket {
@@ -61,69 +47,48 @@ impl Socket {
 
     /// [`Socket::open`], one copy in the module for every caller.
     fn open_dyn(url: &str, on_event: Rc<dyn Fn(SocketEvent)>) -> Result<Socket, WasmError> {
-        let ws = WebSocket::new(url).map_err(|e| {
+        let on = Closure::<dyn FnMut(u32, JsValue, JsValue)>::new(
+            move |kind: u32, data: JsValue, reason: JsValue| {
+                let ev = match kind {
+                    0 => SocketEvent::Open,
+                    1 => SocketEvent::Frame(Ok(data.unchecked_into::<Uint8Array>().to_vec())),
+                    2 => SocketEvent::Frame(Err(data.as_f64().unwrap_or(0.0) as usize)),
+                    _ => SocketEvent::Closed {
+                        code: data.as_f64().unwrap_or(0.0) as u16,
+                        reason: reason.as_string().unwrap_or_default(),
+                    },
+                };
+                let f = on_event.clone();
+                defer(Box::new(move || f(ev)));
+            },
+        );
+        let ws = open_socket(url, &on).map_err(|e| {
             WasmError::InvalidRequest(format!(
                 "cannot open a WebSocket to \"{url}\": {}",
                 describe_js(&e)
             ))
         })?;
-        ws.set_binary_type(BinaryType::Arraybuffer);
-        let f = on_event.clone();
-        let on_open = Closure::<dyn FnMut()>::new(move || {
-            let f = f.clone();
-            defer(Box::new(move || f(SocketEvent::Open)));
-        });
-        let f = on_event.clone();
-        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |m: MessageEvent| {
-            let data = m.data();
-            let frame = match data.dyn_ref::<js_sys::ArrayBuffer>() {
-                Some(buf) => Ok(Uint8Array::new(buf).to_vec()),
-                None => Err(data.as_string().map_or(0, |s| s.len())),
-            };
-            let f = f.clone();
-            defer(Box::new(move || f(SocketEvent::Frame(frame))));
-        });
-        let f = on_event;
-        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
-            let f = f.clone();
-            let (code, reason) = (e.code(), e.reason());
-            defer(Box::new(move || f(SocketEvent::Closed { code, reason })));
-        });
-        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        Ok(Socket {
-            ws,
-            _on_open: on_open,
-            _on_message: on_message,
-            _on_close: on_close,
-        })
+        Ok(Socket { ws, _on_event: on })
     }
 
     /// Sends one binary frame. A socket that is not open drops it: its
     /// close event follows, and what was not confirmed is sent again on
     /// the next connection.
     pub fn send(&self, bytes: &[u8]) {
-        if self.ws.ready_state() == WebSocket::OPEN {
-            let _ = self.ws.send_with_u8_array(bytes);
-        }
+        send_socket(&self.ws, bytes);
     }
 }
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        self.ws.set_onopen(None);
-        self.ws.set_onmessage(None);
-        self.ws.set_onclose(None);
-        let _ = self.ws.close();
+        close_socket(&self.ws);
     }
 }
 
 /// A pending `setTimeout` (or a `setInterval` when repeating); dropping it
 /// cancels it.
 pub(crate) struct Timer {
-    id: JsValue,
-    repeat: bool,
+    cancel: Function,
     _cb: Closure<dyn FnMut()>,
 }
 
@@ -139,15 +104,8 @@ impl Timer {
             let f = f.clone();
             defer(Box::new(move || f()));
         });
-        let ms = ms.min(i32::MAX as u32) as i32;
-        let id = if repeat {
-            set_interval(cb.as_ref().unchecked_ref(), ms)
-        } else {
-            set_timeout(cb.as_ref().unchecked_ref(), ms)
-        };
         Timer {
-            id,
-            repeat,
+            cancel: timer(&cb, ms.min(i32::MAX as u32), repeat),
             _cb: cb,
         }
     }
@@ -155,10 +113,6 @@ impl Timer {
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        if self.repeat {
-            clear_interval(&self.id);
-        } else {
-            clear_timeout(&self.id);
-        }
+        let _ = self.cancel.call0(&JsValue::UNDEFINED);
     }
 }

@@ -3,7 +3,7 @@
 //! message).
 
 use sync_core::{CoreError, ErrorCode};
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsValue;
 
 /// Everything that can go wrong in the browser SDK. Each variant has a
 /// stable [`ErrorCode`] (see [`WasmError::code`]).
@@ -85,12 +85,11 @@ impl WasmError {
     /// `QuotaExceededError` becomes [`WasmError::Quota`], anything else
     /// [`WasmError::Storage`], with the DOM exception's name and message.
     pub fn from_storage(context: &str, cause: &JsValue) -> Self {
-        if let Some(dom) = cause.dyn_ref::<web_sys::DomException>() {
-            if dom.name() == "QuotaExceededError" {
-                return WasmError::Quota(format!("{context}: {}", dom.message()));
-            }
+        let text = describe_js(cause);
+        if cause.is_object() && text.starts_with("QuotaExceededError: ") {
+            return WasmError::Quota(format!("{context}: {}", &text[20..]));
         }
-        WasmError::Storage(format!("{context}: {}", describe_js(cause)))
+        WasmError::Storage(format!("{context}: {text}"))
     }
 
     /// This error as a JS `Error` with `name = "LogsyncError"` and `code`.
@@ -98,10 +97,7 @@ impl WasmError {
     /// the code (it is in `code`), and it is the same text that
     /// `status.lastError.message` shows.
     pub fn to_js(&self) -> JsValue {
-        let err = js_sys::Error::new(&self.to_string());
-        err.set_name("LogsyncError");
-        let _ = js_sys::Reflect::set(&err, &"code".into(), &self.code().as_str().into());
-        err.into()
+        crate::page::logsync_error(&self.to_string(), self.code().as_str())
     }
 }
 
@@ -114,21 +110,5 @@ impl From<WasmError> for JsValue {
 /// A readable text for any thrown JS value: `Name: message` for errors and
 /// DOM exceptions, the text of strings, and a note for anything else.
 pub fn describe_js(value: &JsValue) -> String {
-    if let Some(dom) = value.dyn_ref::<web_sys::DomException>() {
-        return format!("{}: {}", dom.name(), dom.message());
-    }
-    if let Some(err) = value.dyn_ref::<js_sys::Error>() {
-        return format!(
-            "{}: {}",
-            String::from(err.name()),
-            String::from(err.message())
-        );
-    }
-    if let Some(s) = value.as_string() {
-        return s;
-    }
-    match js_sys::JSON::stringify(value) {
-        Ok(s) if s.is_string() => format!("thrown value {}", String::from(s)),
-        _ => "a thrown value that is neither an Error nor a string".into(),
-    }
+    crate::page::describe(value)
 }

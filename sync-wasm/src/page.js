@@ -149,6 +149,36 @@ export function closeChannel(ch) {
   ch.close();
 }
 
+// A readable text for any thrown value (error.rs, `describe_js`): `Name:
+// message` for errors and DOM exceptions, the text of strings, else its
+// JSON.
+export function describe(v) {
+  if (v instanceof Error || (typeof DOMException === 'function' && v instanceof DOMException)) return `${v.name}: ${v.message}`;
+  if (typeof v === 'string') return v;
+  try {
+    const s = JSON.stringify(v);
+    if (typeof s === 'string') return `thrown value ${s}`;
+  } catch (_) {
+    // below
+  }
+  return 'a thrown value that is neither an Error nor a string';
+}
+export function logsyncError(message, code) {
+  const e = new Error(message);
+  e.name = 'LogsyncError';
+  e.code = code;
+  return e;
+}
+// The store's frozen objects (wasm_store.rs).
+export function statusObject(online, leader, offset, head, pending, writing, code, message, clientId, needsToken, outdated) {
+  const lastError = code == null ? null : Object.freeze({ code, message });
+  return Object.freeze({ online, leader, offset, head, pending, writing, lastError, clientId, needsToken, outdated });
+}
+export function frozen(kind, a, b, c) {
+  if (kind === 0) return Object.freeze({ action: a, code: b, message: c });
+  return Object.freeze(c ? { seq: a, action: b, expired: true } : { seq: a, action: b });
+}
+
 export async function probeHttp(url) {
   const init = (extra) => {
     const o = { cache: 'no-store', credentials: 'omit', ...extra };

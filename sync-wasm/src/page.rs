@@ -85,6 +85,32 @@ extern "C" {
     /// Closes a channel.
     #[wasm_bindgen(js_name = closeChannel)]
     pub(crate) fn close_channel(channel: &JsValue);
+    /// A readable text for any thrown value (`describe_js`).
+    pub(crate) fn describe(value: &JsValue) -> String;
+    /// A JS `Error` named `LogsyncError` with `code`.
+    #[wasm_bindgen(js_name = logsyncError)]
+    pub(crate) fn logsync_error(message: &str, code: &str) -> JsValue;
+    /// The frozen status object (`WasmStore::status`); `error_code` null
+    /// when there is no last error.
+    #[allow(clippy::too_many_arguments)]
+    #[wasm_bindgen(js_name = statusObject)]
+    pub(crate) fn status_object(
+        online: bool,
+        leader: bool,
+        offset: f64,
+        head: f64,
+        pending: f64,
+        writing: f64,
+        error_code: Option<&str>,
+        error_message: &str,
+        client_id: &str,
+        needs_token: bool,
+        outdated: bool,
+    ) -> JsValue;
+    /// A frozen `{action, code, message}` (a rejection), or `{seq,
+    /// action}` with `expired: true` when `expired` (a pending action).
+    #[wasm_bindgen(js_name = frozen)]
+    pub(crate) fn frozen(kind: u32, a: &JsValue, b: &JsValue, c: &JsValue) -> JsValue;
     /// Whether the Web Locks API is there.
     #[wasm_bindgen(js_name = hasLocks)]
     pub(crate) fn has_locks() -> bool;

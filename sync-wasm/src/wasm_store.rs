@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use js_sys::{Array, Function, JsString, Object, Promise, Reflect};
+use js_sys::{Array, Function, JsString, Promise, Reflect};
 use sync_core::{ErrorCode, Offset, StreamName};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
@@ -290,16 +290,10 @@ impl WasmStore {
         Ok(list
             .iter()
             .map(|p| {
-                let o = Object::new();
                 let seq = p
                     .seq
                     .map_or(JsValue::NULL, |s| JsValue::from_f64(s.get() as f64));
-                set(&o, "seq", &seq);
-                set(&o, "action", &payload_js(&p.payload));
-                if p.expired {
-                    set(&o, "expired", &JsValue::TRUE);
-                }
-                JsValue::from(Object::freeze(&o))
+                crate::page::frozen(1, &seq, &payload_js(&p.payload), &p.expired.into())
             })
             .collect())
     }
@@ -597,33 +591,25 @@ fn unsubscriber(remove: impl Fn() + 'static) -> Function {
         .unchecked_into()
 }
 
-fn set(obj: &Object, name: &str, value: &JsValue) {
-    // A data property on a plain new object: cannot fail.
-    let _ = Reflect::set(obj, &name.into(), value);
-}
-
 fn status_js(s: &Status) -> JsValue {
-    let o = Object::new();
-    set(&o, "online", &s.online.into());
-    set(&o, "leader", &s.leader.into());
-    set(&o, "offset", &JsValue::from_f64(s.offset as f64));
-    set(&o, "head", &JsValue::from_f64(s.head as f64));
-    set(&o, "pending", &JsValue::from_f64(s.pending as f64));
-    set(&o, "writing", &JsValue::from_f64(s.writing as f64));
-    let last = match &s.last_error {
-        None => JsValue::NULL,
-        Some(e) => {
-            let le = Object::new();
-            set(&le, "code", &e.code.as_str().into());
-            set(&le, "message", &e.message.as_str().into());
-            Object::freeze(&le).into()
-        }
+    let n = |x: u64| x as f64;
+    let (code, message) = match &s.last_error {
+        Some(e) => (Some(e.code.as_str()), e.message.as_str()),
+        None => (None, ""),
     };
-    set(&o, "lastError", &last);
-    set(&o, "clientId", &s.client_id.to_hex().into());
-    set(&o, "needsToken", &s.needs_token.into());
-    set(&o, "outdated", &s.outdated.into());
-    Object::freeze(&o).into()
+    crate::page::status_object(
+        s.online,
+        s.leader,
+        n(s.offset),
+        n(s.head),
+        n(s.pending as u64),
+        n(s.writing as u64),
+        code,
+        message,
+        &s.client_id.to_hex(),
+        s.needs_token,
+        s.outdated,
+    )
 }
 
 /// An intent's payload as the action it is (`undefined` if it is not JSON).
@@ -635,11 +621,12 @@ fn payload_js(payload: &[u8]) -> JsValue {
 }
 
 fn rejection_js(r: &Rejection) -> JsValue {
-    let o = Object::new();
-    set(&o, "action", &payload_js(&r.payload));
-    set(&o, "code", &r.code.as_str().into());
-    set(&o, "message", &r.message.as_str().into());
-    Object::freeze(&o).into()
+    crate::page::frozen(
+        0,
+        &payload_js(&r.payload),
+        &r.code.as_str().into(),
+        &r.message.as_str().into(),
+    )
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

@@ -172,7 +172,7 @@ function checkOptions(options) {
   if (options === null || typeof options !== 'object') {
     throw bad(`expects an options object { url, stream, reducer, initialState, dbName }, got ${describe(options)}`);
   }
-  const { url, stream, reducer, dbName = 'logsync', token, snapshotEvery, connect, replicate, heartbeatMs, backoffMinMs, backoffMaxMs, shareConnection, leaderTimeoutMs } = options;
+  const { url, stream, reducer, dbName = 'logsync', token, snapshotEvery, connect, replicate, heartbeatMs, backoffMinMs, backoffMaxMs, shareConnection, leaderTimeoutMs, schemaVersion = 1, minSchemaVersion } = options;
   if (typeof url !== 'string' || !/^wss?:\/\//i.test(url)) {
     const hint = typeof url === 'string' && /^https?:\/\//i.test(url)
       ? ` (use ${url.replace(/^http/i, 'ws')})` : '';
@@ -190,7 +190,7 @@ function checkOptions(options) {
   if (token !== undefined && token !== null && typeof token !== 'string') {
     throw bad(`options.token must be a string (a JWT) or left out, got ${describe(token)}`);
   }
-  for (const [name, value] of [['snapshotEvery', snapshotEvery], ['heartbeatMs', heartbeatMs], ['backoffMinMs', backoffMinMs], ['backoffMaxMs', backoffMaxMs], ['leaderTimeoutMs', leaderTimeoutMs]]) {
+  for (const [name, value] of [['snapshotEvery', snapshotEvery], ['heartbeatMs', heartbeatMs], ['backoffMinMs', backoffMinMs], ['backoffMaxMs', backoffMaxMs], ['leaderTimeoutMs', leaderTimeoutMs], ['schemaVersion', schemaVersion], ['minSchemaVersion', minSchemaVersion]]) {
     if (value !== undefined && !(Number.isInteger(value) && value > 0 && value <= 0xffffffff)) {
       throw bad(`options.${name} must be a positive integer, got ${describe(value)}`);
     }
@@ -219,7 +219,7 @@ function checkOptions(options) {
       throw bad('options.initialState is missing and reducer(undefined, { type: "@@logsync/INIT" }) returned undefined; pass initialState or give the reducer a default state');
     }
   }
-  const { schemaVersion = 1, minSchemaVersion, upcast, migrate } = options;
+  const { upcast, migrate } = options;
   if (![upcast, migrate].every((f) => f === undefined || typeof f === 'function')) throw bad('options.upcast and options.migrate must be functions');
   const low = { url, stream, dbName, schemaVersion, minSchemaVersion, upcast, migrate };
   if (token != null) low.token = token;

@@ -322,6 +322,8 @@ test('createSyncStore says which option is wrong', async () => {
   await rejects(offline({ reducer: {} }), /options\.reducer must be a function/);
   await rejects(offline({ dbName: 3 }), /options\.dbName/);
   await rejects(offline({ snapshotEvery: 0 }), /snapshotEvery must be a positive integer/);
+  await rejects(offline({ schemaVersion: 0 }), /schemaVersion must be a positive integer/);
+  await rejects(offline({ schemaVersion: 2, minSchemaVersion: 1.5 }), /minSchemaVersion must be a positive integer/);
   await rejects(offline({ connect: 'yes' }), /connect must be true or false/);
   await rejects(offline({ replicate: 'no' }), /replicate must be true or false/);
   await rejects(offline({ reducer: (s) => s }), /initialState is missing/);

@@ -136,7 +136,7 @@ pub async fn open_store(
     #[wasm_bindgen(js_name = initialState)] initial_state: JsValue,
 ) -> Result<JsValue, JsValue> {
     let opts = parse_options(&options)?;
-    let schema = parse_schema(&options)?;
+    let schema = parse_schema(&options);
     let reducer = JsReducer::new(reducer)?.with_schema(schema.clone());
     let store = Store::open(opts, reducer, initial_state).await?;
     let obj: JsValue = WasmStore {
@@ -445,74 +445,40 @@ fn bad(msg: String) -> WasmError {
     WasmError::InvalidRequest(msg)
 }
 
-fn required_string(options: &JsValue, name: &str) -> Result<String, WasmError> {
-    get(options, name)
-        .as_string()
-        .ok_or_else(|| bad(format!("options.{name} must be a string")))
+/// `options.name` as a whole number (the package checked it:
+/// `checkOptions` in index.js), else `default`.
+fn optional_u32(options: &JsValue, name: &str, default: u32) -> u32 {
+    get(options, name).as_f64().map_or(default, |n| n as u32)
 }
 
-fn optional_u32(options: &JsValue, name: &str, default: u32) -> Result<u32, WasmError> {
-    let v = get(options, name);
-    if v.is_undefined() {
-        return Ok(default);
-    }
-    match v.as_f64() {
-        Some(n) if n >= 1.0 && n <= f64::from(u32::MAX) && n.fract() == 0.0 => Ok(n as u32),
-        _ => Err(bad(format!("options.{name} must be a whole number >= 1"))),
-    }
-}
-
+/// The store's options as the package checked them (`checkOptions` in
+/// index.js: this face is the package's own, not exported). What the
+/// store itself relies on is checked again by `Store::open`: the stream
+/// name, the URL's scheme, a database name, the periods.
 fn parse_options(options: &JsValue) -> Result<StoreOptions, WasmError> {
-    if !options.is_object() {
-        return Err(bad(
-            "openStore needs an options object {url, stream, dbName}".into(),
-        ));
-    }
-    let stream = StreamName::new(required_string(options, "stream")?)?;
+    let text = |name: &str| get(options, name).as_string();
+    let flag = |name: &str| get(options, name).as_bool() != Some(false);
+    let stream = StreamName::new(text("stream").unwrap_or_default())?;
     let mut opts = StoreOptions::new(
-        required_string(options, "url")?,
+        text("url").unwrap_or_default(),
         stream,
-        required_string(options, "dbName")?,
+        text("dbName").unwrap_or_default(),
     );
-    let token = get(options, "token");
-    if !(token.is_undefined() || token.is_null()) {
-        opts.token = Some(
-            token
-                .as_string()
-                .ok_or_else(|| bad("options.token must be a string".into()))?,
-        );
-    }
-    let subject = get(options, "subject");
-    if !(subject.is_undefined() || subject.is_null()) {
-        opts.subject = Some(
-            subject
-                .as_string()
-                .ok_or_else(|| bad("options.subject must be a string".into()))?,
-        );
-    }
-    let connect = get(options, "connect");
-    if !connect.is_undefined() {
-        opts.connect = connect
-            .as_bool()
-            .ok_or_else(|| bad("options.connect must be a boolean".into()))?;
-    }
-    // Checked by the package (`createSyncStore`): only `false` turns it off.
-    opts.replicate = get(options, "replicate").as_bool() != Some(false);
+    opts.token = text("token");
+    opts.subject = text("subject");
+    // Only `false` turns these off.
+    opts.connect = flag("connect");
+    opts.replicate = flag("replicate");
+    opts.share_connection = flag("shareConnection");
     opts.snapshot_every = u64::from(optional_u32(
         options,
         "snapshotEvery",
         opts.snapshot_every as u32,
-    )?);
-    opts.heartbeat_ms = optional_u32(options, "heartbeatMs", opts.heartbeat_ms)?;
-    opts.backoff_min_ms = optional_u32(options, "backoffMinMs", opts.backoff_min_ms)?;
-    opts.backoff_max_ms = optional_u32(options, "backoffMaxMs", opts.backoff_max_ms)?;
-    let share = get(options, "shareConnection");
-    if !share.is_undefined() {
-        opts.share_connection = share
-            .as_bool()
-            .ok_or_else(|| bad("options.shareConnection must be a boolean".into()))?;
-    }
-    opts.leader_timeout_ms = optional_u32(options, "leaderTimeoutMs", opts.leader_timeout_ms)?;
+    ));
+    opts.heartbeat_ms = optional_u32(options, "heartbeatMs", opts.heartbeat_ms);
+    opts.backoff_min_ms = optional_u32(options, "backoffMinMs", opts.backoff_min_ms);
+    opts.backoff_max_ms = optional_u32(options, "backoffMaxMs", opts.backoff_max_ms);
+    opts.leader_timeout_ms = optional_u32(options, "leaderTimeoutMs", opts.leader_timeout_ms);
     Ok(opts)
 }
 
@@ -521,17 +487,17 @@ fn parse_options(options: &JsValue) -> Result<StoreOptions, WasmError> {
 /// `upcast(action, fromVersion)`, `migrate(state, fromVersion)`. The
 /// package checks that the last two are functions (anything else is
 /// none here).
-fn parse_schema(options: &JsValue) -> Result<Schema, WasmError> {
-    let version = optional_u32(options, "schemaVersion", 1)?;
+fn parse_schema(options: &JsValue) -> Schema {
+    let version = optional_u32(options, "schemaVersion", 1);
     let func = |name: &str| get(options, name).dyn_into::<Function>().ok();
     let upcast = func("upcast");
     let min = if upcast.is_some() { 1 } else { version };
-    Ok(Schema {
+    Schema {
         version,
-        min: optional_u32(options, "minSchemaVersion", min)?.min(version),
+        min: optional_u32(options, "minSchemaVersion", min).min(version),
         upcast,
         migrate: func("migrate"),
-    })
+    }
 }
 
 /// The payload of an action: its JSON text, after checking the Redux

@@ -169,6 +169,26 @@ export function logsyncError(message, code) {
   e.code = code;
   return e;
 }
+// Every method of a WasmStore bound to it (wasm_store.rs), so that
+// `const { dispatch, getState } = store` works.
+export function bindMethods(store) {
+  const proto = Object.getPrototypeOf(store);
+  for (const name of Object.getOwnPropertyNames(proto)) {
+    const f = Object.getOwnPropertyDescriptor(proto, name).value;
+    if (typeof f === 'function' && name !== 'constructor') store[name] = f.bind(store);
+  }
+}
+// Calls a store listener (wasm_store.rs); a throw is reported to the page
+// as an uncaught error (`reportError`, or `console.error` where there is
+// none, as in Node) and the other listeners still run.
+export function callListener(f, arg) {
+  try {
+    f(arg);
+  } catch (e) {
+    if (typeof reportError === 'function') reportError(e);
+    else console.error('a Logsync listener threw:', e);
+  }
+}
 // The store's frozen objects (wasm_store.rs).
 export function statusObject(online, leader, offset, head, pending, writing, code, message, clientId, needsToken, outdated) {
   const lastError = code == null ? null : Object.freeze({ code, message });

@@ -111,6 +111,13 @@ extern "C" {
     /// action}` with `expired: true` when `expired` (a pending action).
     #[wasm_bindgen(js_name = frozen)]
     pub(crate) fn frozen(kind: u32, a: &JsValue, b: &JsValue, c: &JsValue) -> JsValue;
+    /// Binds every method of a `WasmStore` to it (`const { dispatch } =
+    /// store` works).
+    #[wasm_bindgen(js_name = bindMethods)]
+    pub(crate) fn bind_methods(store: &JsValue);
+    /// Calls a listener with `arg`; a throw is reported (`callListener`).
+    #[wasm_bindgen(js_name = callListener)]
+    pub(crate) fn call_listener(f: &Function, arg: &JsValue);
     /// Whether the Web Locks API is there.
     #[wasm_bindgen(js_name = hasLocks)]
     pub(crate) fn has_locks() -> bool;

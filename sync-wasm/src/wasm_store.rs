@@ -145,7 +145,7 @@ pub async fn open_store(
         status: RefCell::new(None),
     }
     .into();
-    bind_methods(&obj);
+    crate::page::bind_methods(&obj);
     Ok(obj)
 }
 
@@ -409,34 +409,6 @@ impl WasmStore {
 }
 
 /// Makes every method callable detached (`const { dispatch } = store`).
-fn bind_methods(obj: &JsValue) {
-    const METHODS: [&str; 17] = [
-        "getState",
-        "dispatch",
-        "maxActionBytes",
-        "dispatchFolded",
-        "subscribe",
-        "replaceReducer",
-        "status",
-        "onStatus",
-        "onError",
-        "onRejected",
-        "synced",
-        "reconnect",
-        "goOffline",
-        "setToken",
-        "close",
-        "pending",
-        "discard",
-    ];
-    for name in METHODS {
-        let key = JsValue::from_str(name);
-        if let Ok(f) = Reflect::get(obj, &key).and_then(|f| f.dyn_into::<Function>()) {
-            let _ = Reflect::set(obj, &key, &f.bind0(obj));
-        }
-    }
-}
-
 fn get(obj: &JsValue, name: &str) -> JsValue {
     Reflect::get(obj, &name.into()).unwrap_or(JsValue::UNDEFINED)
 }
@@ -537,18 +509,7 @@ fn function(v: JsValue, method: &str) -> Result<Function, WasmError> {
 /// (`reportError`, or `console.error` where there is none, as in Node) and
 /// the other listeners still run.
 fn call(f: &Function, arg: &JsValue) {
-    if let Err(e) = f.call1(&JsValue::UNDEFINED, arg) {
-        let global = js_sys::global();
-        let report = get(&global, "reportError");
-        if let Some(report) = report.dyn_ref::<Function>() {
-            let _ = report.call1(&JsValue::UNDEFINED, &e);
-        } else {
-            let console = get(&global, "console");
-            if let Some(error) = get(&console, "error").dyn_ref::<Function>() {
-                let _ = error.call2(&console, &"a Logsync listener threw:".into(), &e);
-            }
-        }
-    }
+    crate::page::call_listener(f, arg);
 }
 
 fn unsubscriber(remove: impl Fn() + 'static) -> Function {

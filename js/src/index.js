@@ -328,12 +328,9 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
   // the burst is handed over at once and folded again there.
   let burst = null;
   let latest; // the state after the burst's last dispatch
-  // Actions whose JSON text has at most this many UTF-16 units are surely
-  // within the store's byte limit (3 UTF-8 bytes per unit at most); longer
-  // ones take the wasm store's own dispatch, which measures and refuses
-  // them before they are applied. The limit is the server's (learnt when
-  // connecting), so it is read again on every status change.
-  let inlineLimit = 0;
+  // The most UTF-8 bytes of JSON an action may have: the server's limit
+  // (learnt when connecting), so it is read again on every status change.
+  let maxBytes = 0;
 
   // Subscribers, copied on write so a dispatch notifies the ones it saw
   // when it began (as Redux does) without copying on every dispatch.
@@ -364,7 +361,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
   };
 
   // Every state change of the wasm store: remote events, rebases,
-  // rollbacks, a refolded burst, replaceReducer, a large action.
+  // rollbacks, a refolded burst, replaceReducer.
   const onInner = () => {
     if (burst !== null && flush()) return; // the refold notified already
     notify();
@@ -393,7 +390,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
   };
   let unwire = () => {};
   const wire = (store) => {
-    inlineLimit = Math.floor(store.maxActionBytes() / 3);
+    maxBytes = store.maxActionBytes();
     const first = store.status();
     clientId = first.clientId;
     seen = first.offset;
@@ -403,7 +400,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
       // dispatch needs only the offset (its `meta.seen`), and every
       // dispatch changes the status (`pending`, `writing`).
       store.onStatus((offset) => {
-        inlineLimit = Math.floor(store.maxActionBytes() / 3);
+        maxBytes = store.maxActionBytes();
         seen = offset;
         statusMoved();
       }),
@@ -448,27 +445,7 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
       throw new LogsyncError('INVALID_REQUEST', 'store.dispatch() was called while the store switches to another user\'s replica; await store.setToken(token) first');
     }
     if (running.on) throw new LogsyncError('INVALID_REQUEST', BUSY);
-    let text;
-    try {
-      text = JSON.stringify(action);
-    } catch (err) {
-      throw new LogsyncError('INVALID_JSON', `the action is not JSON-serialisable: ${errorText(err)}`, { cause: err });
-    }
-    if (typeof text !== 'string') {
-      throw new LogsyncError('INVALID_JSON', 'the action is not JSON-serialisable: JSON.stringify gave no text');
-    }
-    if (text.length > inlineLimit) {
-      // Rare and large: the wasm store measures it in bytes and refuses it
-      // with PAYLOAD_TOO_LARGE when it is over. Earlier dispatches first.
-      flush();
-      try {
-        inner.dispatch(action);
-      } catch (err) {
-        throw toLogsyncError(err, 'INTERNAL', 'dispatch failed');
-      }
-      dispatched(text, JSON.parse(text));
-      return action;
-    }
+    const text = actionText(action, maxBytes);
     // What the reducer sees is what every other device will see: the
     // action as it travels, JSON.
     const parsed = JSON.parse(text);
@@ -639,6 +616,27 @@ function wrapStore(first, low, firstReducer, initialState, dispatched, switched,
     close,
     [$$observable]: observable,
   };
+}
+
+// An action's JSON text, as it travels. Refused before it is applied (the
+// server would refuse it after the optimistic apply) when it is over
+// `limit` UTF-8 bytes; a text of at most limit / 3 UTF-16 units is surely
+// within it.
+function actionText(action, limit) {
+  let text;
+  try {
+    text = JSON.stringify(action);
+  } catch (err) {
+    throw new LogsyncError('INVALID_JSON', `the action is not JSON-serialisable: ${errorText(err)}`, { cause: err });
+  }
+  if (typeof text !== 'string') {
+    throw new LogsyncError('INVALID_JSON', 'the action is not JSON-serialisable: JSON.stringify gave no text');
+  }
+  if (text.length > limit / 3) {
+    const bytes = new TextEncoder().encode(text).length;
+    if (bytes > limit) throw new LogsyncError('PAYLOAD_TOO_LARGE', `the action's JSON is ${bytes} bytes; the limit is ${limit}`);
+  }
+  return text;
 }
 
 function checkAction(action) {
@@ -921,21 +919,7 @@ function hydratingStore({ low, reducer: firstReducer, initialState, filter, devt
     }
     if (onlineOnly.has(action.type)) throw offline(action.type);
     // Before hydration: applied here and queued.
-    let text;
-    try {
-      text = JSON.stringify(action);
-    } catch (err) {
-      throw new LogsyncError('INVALID_JSON', `the action is not JSON-serialisable: ${errorText(err)}`, { cause: err });
-    }
-    if (typeof text !== 'string') {
-      throw new LogsyncError('INVALID_JSON', 'the action is not JSON-serialisable: JSON.stringify gave no text');
-    }
-    if (text.length > DEFAULT_MAX_ACTION_BYTES / 3) {
-      const bytes = new TextEncoder().encode(text).length;
-      if (bytes > DEFAULT_MAX_ACTION_BYTES) {
-        throw new LogsyncError('PAYLOAD_TOO_LARGE', `the action is ${bytes} bytes; the limit is ${DEFAULT_MAX_ACTION_BYTES}`);
-      }
-    }
+    const text = actionText(action, DEFAULT_MAX_ACTION_BYTES);
     const parsed = JSON.parse(text);
     const meta = metaNow();
     early = reduce(early, parsed, meta);

@@ -5,7 +5,9 @@
 
 use std::cell::RefCell;
 
-use js_sys::{Array, Function, JsString, Promise, Reflect};
+#[cfg(feature = "test-hooks")]
+use js_sys::JsString;
+use js_sys::{Array, Function, Promise, Reflect};
 use sync_core::{ErrorCode, Offset, StreamName};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
@@ -168,7 +170,11 @@ impl WasmStore {
     }
 
     /// Applies `action` at once and notifies subscribers before it returns;
-    /// the intent is stored and sent after. Returns `action`.
+    /// the intent is stored and sent after. Returns `action`. Exported for
+    /// the browser tests only (feature `test-hooks`): the `logsync`
+    /// package runs the reducer itself and records its dispatches with
+    /// `dispatchFolded`.
+    #[cfg(feature = "test-hooks")]
     pub fn dispatch(&self, action: JsValue) -> Result<JsValue, JsValue> {
         // JSON.parse of the text JSON.stringify made is exactly what the
         // reducer's decode gives for the payload; parsing it here, from the
@@ -472,8 +478,7 @@ fn parse_schema(options: &JsValue) -> Schema {
     }
 }
 
-/// The payload of an action: its JSON text, after checking the Redux
-/// shape (a plain object with a string `type`).
+#[cfg(feature = "test-hooks")]
 #[wasm_bindgen]
 extern "C" {
     /// `JSON.parse` over a JS string (no copy through wasm memory).
@@ -481,6 +486,9 @@ extern "C" {
     fn json_parse(text: &JsString) -> Result<JsValue, JsValue>;
 }
 
+/// The payload of an action: its JSON text, after checking the Redux
+/// shape (a plain object with a string `type`).
+#[cfg(feature = "test-hooks")]
 fn action_json(action: &JsValue) -> Result<JsString, WasmError> {
     if !action.is_object() || Array::is_array(action) {
         return Err(bad(

@@ -678,10 +678,9 @@ impl<R: StoreReducer> Store<R> {
         initial: R::State,
     ) -> Result<Self, WasmError> {
         opts.check()?;
-        let db = Db::open(&opts.db_name).await?;
-        let (client_id, mut problems) = db.client_id(random16()?).await?;
-        let loaded = db.load(opts.stream.as_str()).await?;
-        problems.extend(loaded.problems);
+        let (db, client_id, mut problems, mut loaded) =
+            Db::open_stream(&opts.db_name, random16()?, opts.stream.as_str()).await?;
+        problems.append(&mut loaded.problems);
         let mut record = loaded.record;
         // A snapshot made under an older schema version is migrated; one
         // the reducer does not migrate is dropped, and so is one made

@@ -44,7 +44,7 @@ const range = (stream, from, to = Infinity) => IDBKeyRange.bound([stream, from],
 /** Opens (or creates) database `name` at `version` with every store. It
  * closes itself when another tab upgrades the schema, so the upgrade is not
  * blocked forever. */
-export async function openDb(name, version) {
+async function openDb(name, version) {
   const what = 'cannot open the database';
   let db;
   try {
@@ -61,6 +61,20 @@ export async function openDb(name, version) {
   }
   db.onversionchange = () => db.close();
   return db;
+}
+
+/** What a store opens with (storage.rs, `Db::open_stream`): database
+ * `name`, this browser profile's client id (`clientId`, with `fresh` if
+ * none is stored) and what is stored of `stream` (`readStream` from 0), as
+ * `[db, clientIdAnswer, streamAnswer]`. */
+export async function openStream(name, version, fresh, stream, fault) {
+  const db = await openDb(name, version);
+  try {
+    return [db, await clientId(db, fresh, version, fault), await readStream(db, stream, 0)];
+  } catch (e) {
+    closeDb(db);
+    throw e;
+  }
 }
 
 /** Closes the connection (pending transactions finish first). */
@@ -231,7 +245,7 @@ async function readOutboxIn(t, tx, stream, out) {
  * its place (with the schema `version`), in one transaction (two tabs
  * opening at once agree on one id). Resolves to [id, the unreadable value
  * found] (undefined: none). */
-export function clientId(db, fresh, version, fault) {
+function clientId(db, fresh, version, fault) {
   return run(db, ['meta'], 'strict', fault, async (t, tx) => {
     t.what = 'read meta.clientId';
     const meta = tx.objectStore('meta');

@@ -25,12 +25,16 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 #[wasm_bindgen(module = "/src/storage.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = openDb)]
-    fn open_db(name: &str, version: u32) -> Promise;
+    #[wasm_bindgen(js_name = openStream)]
+    fn open_stream_tx(
+        name: &str,
+        version: u32,
+        fresh: &str,
+        stream: &str,
+        fault: &JsValue,
+    ) -> Promise;
     #[wasm_bindgen(js_name = closeDb)]
     fn close_db(db: &JsValue);
-    #[wasm_bindgen(js_name = clientId)]
-    fn client_id_tx(db: &JsValue, fresh: &str, version: u32, fault: &JsValue) -> Promise;
     #[wasm_bindgen(js_name = readStream)]
     fn read_stream_tx(db: &JsValue, stream: &str, after: f64) -> Promise;
     #[wasm_bindgen(js_name = allocate)]
@@ -288,15 +292,85 @@ fn fault(db: &str) -> JsValue {
     JsValue::UNDEFINED
 }
 
+/// This browser profile's client id from `clientId`'s answer
+/// (`[stored]`, or `[fresh, unreadable]` when it stored `fresh`), and the
+/// unreadable record it replaced.
+fn client_id(out: &JsValue, fresh: ClientId) -> (ClientId, Vec<WasmError>) {
+    let out: &Array = out.unchecked_ref();
+    let mut problems = Vec::new();
+    let found = out.get(1);
+    if out.length() > 1 && !found.is_undefined() {
+        problems.push(WasmError::Corrupt {
+            key: "meta/clientId".into(),
+            reason: match found.as_string().map(|s| ClientId::from_hex(&s)) {
+                Some(Err(e)) => e.to_string(),
+                _ => "not a string".into(),
+            },
+        });
+    }
+    let id = out.get(0).as_string().unwrap_or_default();
+    (ClientId::from_hex(&id).unwrap_or(fresh), problems)
+}
+
+/// What `readStream` answered, read (see [`Db::read_stream`]).
+fn loaded(out: &JsValue, stream: &str) -> Loaded {
+    let mut problems = problems(out);
+    let mut record = record(out);
+    let state = field(out, "snapshot");
+    let snapshot = (!state.is_undefined()).then(|| (state, num(out, "schema") as u32));
+    let events = read_events(
+        &field(out, "events"),
+        stream,
+        num(out, "from"),
+        &mut problems,
+    );
+    let outbox = outbox_from(&field(out, "outbox"));
+    // A seq must never be handed out twice: when the record was
+    // unreadable, start after every seq this store can still see.
+    let seen = outbox.last().map_or(0, |e| e.seq.get());
+    record.next_seq = record.next_seq.max(seen + 1).max(1);
+    Loaded {
+        record,
+        snapshot,
+        events,
+        outbox,
+        problems,
+    }
+}
+
 impl Db {
-    /// Opens (or creates) database `name`.
-    pub async fn open(name: &str) -> Result<Db, WasmError> {
-        let db = answer(open_db(name, SCHEMA_VERSION)).await?;
-        Ok(Db {
-            db,
+    /// Opens (or creates) database `name` and reads what a store of
+    /// `stream` starts from, one step after the other in one call of
+    /// `storage.js` (`openStream`): this browser profile's client id
+    /// (read, or created once from `random` and stored, in one
+    /// transaction, so two tabs opening at once agree on one id) with
+    /// the unreadable record it replaced, and the stream's record,
+    /// snapshot, events and outbox (`read_stream` from offset 0, one
+    /// read-only transaction: a consistent view even while another tab
+    /// writes).
+    pub async fn open_stream(
+        name: &str,
+        random: [u8; 16],
+        stream: &str,
+    ) -> Result<(Db, ClientId, Vec<WasmError>, Loaded), WasmError> {
+        let fresh = ClientId::from_bytes(random);
+        let out = answer(open_stream_tx(
+            name,
+            SCHEMA_VERSION,
+            &fresh.to_hex(),
+            stream,
+            &fault(name),
+        ))
+        .await?;
+        let out: Array = out.unchecked_into();
+        let db = Db {
+            db: out.get(0),
             name: name.to_string(),
             decide: Closure::new(decide),
-        })
+        };
+        let (id, problems) = client_id(&out.get(1), fresh);
+        let loaded = loaded(&out.get(2), stream);
+        Ok((db, id, problems, loaded))
     }
 
     /// Closes the connection (pending transactions finish first).
@@ -304,73 +378,14 @@ impl Db {
         close_db(&self.db);
     }
 
-    /// This browser profile's client id: read, or created once with
-    /// `random` and stored, in one transaction (two tabs opening at once
-    /// agree on one id).
-    pub async fn client_id(
-        &self,
-        random: [u8; 16],
-    ) -> Result<(ClientId, Vec<WasmError>), WasmError> {
-        let fresh = ClientId::from_bytes(random);
-        let out = answer(client_id_tx(
-            &self.db,
-            &fresh.to_hex(),
-            SCHEMA_VERSION,
-            &fault(&self.name),
-        ))
-        .await?;
-        let out: Array = out.unchecked_into();
-        let mut problems = Vec::new();
-        let found = out.get(1);
-        if out.length() > 1 && !found.is_undefined() {
-            problems.push(WasmError::Corrupt {
-                key: "meta/clientId".into(),
-                reason: match found.as_string().map(|s| ClientId::from_hex(&s)) {
-                    Some(Err(e)) => e.to_string(),
-                    _ => "not a string".into(),
-                },
-            });
-        }
-        let id = out.get(0).as_string().unwrap_or_default();
-        Ok((ClientId::from_hex(&id).unwrap_or(fresh), problems))
-    }
-
-    /// Reads everything a store of `stream` starts from, in one read-only
-    /// transaction (a consistent view even while another tab writes).
-    pub async fn load(&self, stream: &str) -> Result<Loaded, WasmError> {
-        self.read_stream(stream, 0).await
-    }
-
     /// What a tab at offset `after` reads of what another tab stored (a
-    /// follower, `sync_core::Work::Follow`; at open, `after` is 0): the
-    /// stream record, the snapshot when it is ahead of `after`, the events
-    /// after `after` (or after the snapshot), and the outbox, in one
-    /// read-only transaction. The caller compares `record.generation`
-    /// with its numbering.
+    /// follower, `sync_core::Work::Follow`): the stream record, the
+    /// snapshot when it is ahead of `after`, the events after `after` (or
+    /// after the snapshot), and the outbox, in one read-only transaction.
+    /// The caller compares `record.generation` with its numbering.
     pub async fn read_stream(&self, stream: &str, after: u64) -> Result<Loaded, WasmError> {
         let out = answer(read_stream_tx(&self.db, stream, after as f64)).await?;
-        let mut problems = problems(&out);
-        let mut record = record(&out);
-        let state = field(&out, "snapshot");
-        let snapshot = (!state.is_undefined()).then(|| (state, num(&out, "schema") as u32));
-        let events = read_events(
-            &field(&out, "events"),
-            stream,
-            num(&out, "from"),
-            &mut problems,
-        );
-        let outbox = outbox_from(&field(&out, "outbox"));
-        // A seq must never be handed out twice: when the record was
-        // unreadable, start after every seq this store can still see.
-        let seen = outbox.last().map_or(0, |e| e.seq.get());
-        record.next_seq = record.next_seq.max(seen + 1).max(1);
-        Ok(Loaded {
-            record,
-            snapshot,
-            events,
-            outbox,
-            problems,
-        })
+        Ok(loaded(&out, stream))
     }
 
     /// Allocates `intents.len()` seqs and writes the intents to the

@@ -30,7 +30,7 @@ use wasm_bindgen::prelude::*;
 use crate::conn::{Listening, Net, TabChannel};
 use crate::error::WasmError;
 use crate::lead::{LeadLock, Role};
-use crate::listeners::{List, ListenerId};
+use crate::listeners::{ListenerId, Listeners, Told};
 use crate::reducer::StoreReducer;
 use crate::signal::{self, Sender};
 use crate::socket::Timer;
@@ -227,31 +227,6 @@ pub(crate) struct Notes {
     pub state: bool,
     pub errors: Vec<WasmError>,
     pub rejections: Vec<Rejection>,
-}
-
-#[derive(Default)]
-pub(crate) struct Listeners {
-    next: ListenerId,
-    pub state: List<dyn Fn()>,
-    pub status: List<dyn Fn(u64)>,
-    pub error: List<dyn Fn(&WasmError)>,
-    pub rejected: List<dyn Fn(&Rejection)>,
-}
-
-impl Listeners {
-    fn remove(&mut self, id: ListenerId) {
-        self.state.remove(id);
-        self.status.remove(id);
-        self.error.remove(id);
-        self.rejected.remove(id);
-    }
-
-    fn clear(&mut self) {
-        self.state.clear();
-        self.status.clear();
-        self.error.clear();
-        self.rejected.clear();
-    }
 }
 
 /// Everything mutable about a store.
@@ -498,31 +473,26 @@ fn busy() -> WasmError {
 }
 
 impl<R: StoreReducer> Engine<R> {
+    /// Tells the listeners of `what`'s kind.
+    fn tell(&self, what: &Told) {
+        let ls = self.listeners.borrow().snapshot(what);
+        for f in ls {
+            f(what);
+        }
+    }
+
     /// Tells listeners what happened, then refreshes the status and
     /// completes `synced()` / `close()` waiters whose condition holds.
     pub fn emit(&self, notes: Notes) {
         self.post_rejections(&notes);
         if notes.state {
-            let ls = self.listeners.borrow().state.snapshot();
-            for f in ls {
-                f();
-            }
+            self.tell(&Told::State);
         }
-        if !notes.rejections.is_empty() {
-            let ls = self.listeners.borrow().rejected.snapshot();
-            for r in &notes.rejections {
-                for f in &ls {
-                    f(r);
-                }
-            }
+        for r in &notes.rejections {
+            self.tell(&Told::Rejected(r));
         }
-        if !notes.errors.is_empty() {
-            let ls = self.listeners.borrow().error.snapshot();
-            for e in &notes.errors {
-                for f in &ls {
-                    f(e);
-                }
-            }
+        for e in &notes.errors {
+            self.tell(&Told::Error(e));
         }
         let (changed, synced, idle) = {
             let Ok(mut c) = self.core.try_borrow_mut() else {
@@ -554,10 +524,7 @@ impl<R: StoreReducer> Engine<R> {
         if changed {
             self.post_status_if_changed();
             let offset = self.published.borrow().0.offset;
-            let ls = self.listeners.borrow().status.snapshot();
-            for f in ls {
-                f(offset);
-            }
+            self.tell(&Told::Status(offset));
         }
         for w in synced {
             w.send(Ok(()));
@@ -1010,35 +977,52 @@ impl<R: StoreReducer> Store<R> {
         Ok(())
     }
 
-    fn add(&self, f: impl FnOnce(&mut Listeners, ListenerId)) -> ListenerId {
-        let mut l = self.engine.listeners.borrow_mut();
-        l.next += 1;
-        let id = l.next;
-        f(&mut l, id);
-        id
-    }
-
     /// Calls `f` after every state change (dispatch, remote events,
     /// rebases, rollbacks).
     pub fn subscribe(&self, f: impl Fn() + 'static) -> ListenerId {
-        self.add(|l, id| l.state.add(id, Rc::new(f)))
+        self.add(0, Rc::new(move |_: &Told| f()))
+    }
+
+    fn add(&self, kind: u8, f: Rc<dyn Fn(&Told)>) -> ListenerId {
+        self.engine.listeners.borrow_mut().add(kind, f)
     }
 
     /// Calls `f` after every status change, with the confirmed offset
     /// (what a dispatch's `meta.seen` says, without building the status).
     pub fn on_status(&self, f: impl Fn(u64) + 'static) -> ListenerId {
-        self.add(|l, id| l.status.add(id, Rc::new(f)))
+        self.add(
+            1,
+            Rc::new(move |t: &Told| {
+                if let Told::Status(offset) = t {
+                    f(*offset);
+                }
+            }),
+        )
     }
 
     /// Calls `f` with every error (storage, server, malformed frames,
     /// reducer failures on events, epoch changes).
     pub fn on_error(&self, f: impl Fn(&WasmError) + 'static) -> ListenerId {
-        self.add(|l, id| l.error.add(id, Rc::new(f)))
+        self.add(
+            2,
+            Rc::new(move |t: &Told| {
+                if let Told::Error(e) = t {
+                    f(e);
+                }
+            }),
+        )
     }
 
     /// Calls `f` with every intent the server refused (already rolled back).
     pub fn on_rejected(&self, f: impl Fn(&Rejection) + 'static) -> ListenerId {
-        self.add(|l, id| l.rejected.add(id, Rc::new(f)))
+        self.add(
+            3,
+            Rc::new(move |t: &Told| {
+                if let Told::Rejected(r) = t {
+                    f(r);
+                }
+            }),
+        )
     }
 
     /// Removes a listener of any kind; removing twice is harmless.

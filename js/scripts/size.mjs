@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 const js = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** The budget, gzip -9 bytes, for what a production bundle of `import 'logsync'` loads (wasm included). */
-export const BUDGET_GZIP = 84_000;
+export const BUDGET_GZIP = 83_300;
 
 const listJs = (dir) => (fs.existsSync(dir)
   ? fs.readdirSync(dir, { recursive: true }).filter((f) => f.endsWith('.js')).sort().map((f) => path.join(dir, f))

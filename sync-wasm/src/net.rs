@@ -272,7 +272,7 @@ impl<R: StoreReducer> Engine<R> {
             format!("the WebSocket closed before it opened (close code {code}: {reason})")
         };
         let weak = self.me.clone();
-        wasm_bindgen_futures::spawn_local(async move {
+        crate::socket::spawn(Box::pin(async move {
             let probe = probe(&url).await;
             let Some(e) = weak.upgrade() else { return };
             let mut notes = Notes::default();
@@ -292,7 +292,7 @@ impl<R: StoreReducer> Engine<R> {
                 );
             }
             e.emit(notes);
-        });
+        }));
     }
 
     /// Closes the socket (if any) and schedules the next attempt.

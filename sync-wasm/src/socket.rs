@@ -6,6 +6,8 @@
 //! socket or timer whose callback started it, which must not happen while
 //! that callback is still running.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use js_sys::{Function, Uint8Array};
@@ -14,11 +16,16 @@ use wasm_bindgen::prelude::*;
 use crate::error::{describe_js, WasmError};
 use crate::page::{close_socket, open_socket, send_socket, timer};
 
-/// Runs `f` from a fresh task. Every caller shares this one task type:
-/// each `spawn_local` of a future type of its own adds its own copy of the
-/// task machinery to the module.
+/// Runs `fut` as a task of its own. Every task of the module is spawned
+/// here, boxed: each `spawn_local` of a future type of its own adds its
+/// own copy of the task machinery to the module.
+pub(crate) fn spawn(fut: Pin<Box<dyn Future<Output = ()>>>) {
+    wasm_bindgen_futures::spawn_local(fut);
+}
+
+/// Runs `f` from a fresh task.
 pub(crate) fn defer(f: Box<dyn FnOnce()>) {
-    wasm_bindgen_futures::spawn_local(async move { f() });
+    spawn(Box::pin(async move { f() }));
 }
 
 /// What a socket reports.

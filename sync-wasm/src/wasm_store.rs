@@ -4,6 +4,8 @@
 //! result; errors become `LogsyncError`s through [`WasmError::to_js`].
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 
 #[cfg(feature = "test-hooks")]
 use js_sys::JsString;
@@ -129,13 +131,31 @@ pub fn error_codes() -> Array {
         .collect()
 }
 
+/// A JS promise of `fut`. The futures are boxed so that the module holds
+/// one copy of the promise machinery for all of them, not one per future
+/// type (BENCHMARKS.md, "One promise machinery").
+fn promise(fut: Pin<Box<dyn Future<Output = Result<JsValue, JsValue>>>>) -> Promise {
+    future_to_promise(fut)
+}
+
 /// Opens a store: IndexedDB first (no network needed), then the
 /// connection in the background. Its methods work detached from it.
-#[wasm_bindgen(js_name = openStore, unchecked_return_type = "WasmStore")]
-pub async fn open_store(
+/// ([`open_store`] as a JS promise.)
+#[wasm_bindgen(js_name = openStore, unchecked_return_type = "Promise<WasmStore>")]
+pub fn open_store_promise(
     #[wasm_bindgen(unchecked_param_type = "StoreOptions")] options: JsValue,
     #[wasm_bindgen(unchecked_param_type = "Reducer")] reducer: JsValue,
     #[wasm_bindgen(js_name = initialState)] initial_state: JsValue,
+) -> Promise {
+    promise(Box::pin(open_store(options, reducer, initial_state)))
+}
+
+/// Opens a store: IndexedDB first (no network needed), then the
+/// connection in the background. Its methods work detached from it.
+pub async fn open_store(
+    options: JsValue,
+    reducer: JsValue,
+    initial_state: JsValue,
 ) -> Result<JsValue, JsValue> {
     let opts = parse_options(&options)?;
     let schema = parse_schema(&options);
@@ -363,10 +383,10 @@ impl WasmStore {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn synced(&self) -> Promise {
         let store = self.store.clone();
-        future_to_promise(async move {
+        promise(Box::pin(async move {
             store.synced().await?;
             Ok(JsValue::UNDEFINED)
-        })
+        }))
     }
 
     /// Connects now (after `goOffline()`, or to skip a backoff wait).
@@ -407,10 +427,10 @@ impl WasmStore {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
         let store = self.store.clone();
-        future_to_promise(async move {
+        promise(Box::pin(async move {
             store.close().await?;
             Ok(JsValue::UNDEFINED)
-        })
+        }))
     }
 }
 

@@ -41,7 +41,7 @@ impl<R: StoreReducer> Engine<R> {
 
     /// Runs the writer (the caller has set `writer_busy`).
     pub fn restart_writer(self: &Rc<Self>) {
-        wasm_bindgen_futures::spawn_local(self.clone().run_writer());
+        crate::socket::spawn(Box::pin(self.clone().run_writer()));
     }
 
     async fn run_writer(self: Rc<Self>) {

@@ -82,8 +82,9 @@ impl WasmError {
     }
 
     /// A storage error from a value IndexedDB threw or rejected with: a
-    /// `QuotaExceededError` becomes [`WasmError::Quota`], anything else
-    /// [`WasmError::Storage`], with the DOM exception's name and message.
+    /// `QuotaExceededError` (an exception of that name) becomes
+    /// [`WasmError::Quota`] with its message, anything else
+    /// [`WasmError::Storage`] with its description ([`describe_js`]).
     pub fn from_storage(context: &str, cause: &JsValue) -> Self {
         let text = describe_js(cause);
         if cause.is_object() && text.starts_with("QuotaExceededError: ") {

@@ -434,7 +434,6 @@ impl WasmStore {
     }
 }
 
-/// Makes every method callable detached (`const { dispatch } = store`).
 fn get(obj: &JsValue, name: &str) -> JsValue {
     Reflect::get(obj, &name.into()).unwrap_or(JsValue::UNDEFINED)
 }

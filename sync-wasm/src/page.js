@@ -194,9 +194,11 @@ export function statusObject(online, leader, offset, head, pending, writing, cod
   const lastError = code == null ? null : Object.freeze({ code, message });
   return Object.freeze({ online, leader, offset, head, pending, writing, lastError, clientId, needsToken, outdated });
 }
-export function frozen(kind, a, b, c) {
-  if (kind === 0) return Object.freeze({ action: a, code: b, message: c });
-  return Object.freeze(c ? { seq: a, action: b, expired: true } : { seq: a, action: b });
+export function rejection(action, code, message) {
+  return Object.freeze({ action, code, message });
+}
+export function pendingAction(seq, action, expired) {
+  return Object.freeze(expired ? { seq, action, expired } : { seq, action });
 }
 
 export async function probeHttp(url) {

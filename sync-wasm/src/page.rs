@@ -107,10 +107,12 @@ extern "C" {
         needs_token: bool,
         outdated: bool,
     ) -> JsValue;
-    /// A frozen `{action, code, message}` (a rejection), or `{seq,
-    /// action}` with `expired: true` when `expired` (a pending action).
-    #[wasm_bindgen(js_name = frozen)]
-    pub(crate) fn frozen(kind: u32, a: &JsValue, b: &JsValue, c: &JsValue) -> JsValue;
+    /// A rejection: the frozen `{action, code, message}`.
+    pub(crate) fn rejection(action: &JsValue, code: &str, message: &str) -> JsValue;
+    /// A pending action: the frozen `{seq, action}`, with `expired: true`
+    /// when it expired.
+    #[wasm_bindgen(js_name = pendingAction)]
+    pub(crate) fn pending_action(seq: &JsValue, action: &JsValue, expired: bool) -> JsValue;
     /// Binds every method of a `WasmStore` to it (`const { dispatch } =
     /// store` works).
     #[wasm_bindgen(js_name = bindMethods)]

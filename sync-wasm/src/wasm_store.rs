@@ -319,7 +319,7 @@ impl WasmStore {
                 let seq = p
                     .seq
                     .map_or(JsValue::NULL, |s| JsValue::from_f64(s.get() as f64));
-                crate::page::frozen(1, &seq, &payload_js(&p.payload), &p.expired.into())
+                crate::page::pending_action(&seq, &payload_js(&p.payload), p.expired)
             })
             .collect())
     }
@@ -575,12 +575,7 @@ fn payload_js(payload: &[u8]) -> JsValue {
 }
 
 fn rejection_js(r: &Rejection) -> JsValue {
-    crate::page::frozen(
-        0,
-        &payload_js(&r.payload),
-        &r.code.as_str().into(),
-        &r.message.as_str().into(),
-    )
+    crate::page::rejection(&payload_js(&r.payload), r.code.as_str(), &r.message)
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

@@ -304,9 +304,9 @@ test('view ports with a real view store: a scripted feed\'s result and patch rea
 });
 
 async function until(what, check, ms = 5_000) {
-  const deadline = Date.now() + ms;
+  const deadline = performance.now() + ms;
   while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    if (performance.now() > deadline) assert.fail(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
   }
 }

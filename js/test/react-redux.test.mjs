@@ -54,8 +54,8 @@ test('react-redux <Provider store={logsyncStore}> renders, dispatches and re-ren
   assert.ok(renders >= 3);
 
   // Offline, both actions wait in the outbox; the status shows it.
-  const deadline = Date.now() + 5_000;
-  while (el.querySelector('em').textContent !== '2' && Date.now() < deadline) {
+  const deadline = performance.now() + 5_000;
+  while (el.querySelector('em').textContent !== '2' && performance.now() < deadline) {
     await act(async () => new Promise((r) => setTimeout(r, 10)));
   }
   assert.equal(el.querySelector('em').textContent, '2');
@@ -88,8 +88,8 @@ test('a configureStore + logsync() store in react-redux: renders before hydratio
   });
   assert.equal(store.getStatus().pending, 1);
   assert.equal(store.status.pending, 0, 'the enhancers around it copied the status getter once: read getStatus()');
-  const deadline = Date.now() + 5_000;
-  while (el.querySelector('p').textContent !== '1 true 1' && Date.now() < deadline) {
+  const deadline = performance.now() + 5_000;
+  while (el.querySelector('p').textContent !== '1 true 1' && performance.now() < deadline) {
     await act(async () => new Promise((r) => setTimeout(r, 10)));
   }
   assert.equal(el.querySelector('p').textContent, '1 true 1', 'hydrated, and the early action pending once');

@@ -50,9 +50,9 @@ export function serverForFile(args = []) {
 
 /** Waits until `check()` holds, failing the test after `ms`. */
 export async function until(what, check, ms = 30_000) {
-  const deadline = Date.now() + ms;
+  const deadline = performance.now() + ms;
   while (!(await check())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    if (performance.now() > deadline) assert.fail(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
 }

@@ -122,9 +122,9 @@ test('setToken with another user after hydration: onIntent forgets the previous 
   const withPanel = (state = { votes: [] }, action) => (action.type === 'panel' ? { ...state, panel: action.open } : votes(state, action));
   const options = offline({ reducer: withPanel, filter: (action) => action.type !== 'panel', devtools: false });
   const waitSeqs = async (store) => {
-    const deadline = Date.now() + 5000;
+    const deadline = performance.now() + 5000;
     while (store.pending().some((p) => p.seq === null)) {
-      assert.ok(Date.now() < deadline, 'seqs assigned within 5 s');
+      assert.ok(performance.now() < deadline, 'seqs assigned within 5 s');
       await new Promise((r) => setTimeout(r, 10));
     }
   };
@@ -152,9 +152,9 @@ test('setToken with another user after hydration: onIntent forgets the previous 
   assert.deepEqual(store.getState(), { votes: ['salad'] }, 'bob\'s state, without alice\'s local actions');
   assert.deepEqual(events, [['pending', 'salad', 1, true]], 'no fate for alice\'s pizza; bob\'s vote adopted as restored');
   store.discard(1);
-  const deadline = Date.now() + 5000;
+  const deadline = performance.now() + 5000;
   while (events.length < 2) {
-    assert.ok(Date.now() < deadline, 'the discard is reported within 5 s');
+    assert.ok(performance.now() < deadline, 'the discard is reported within 5 s');
     await new Promise((r) => setTimeout(r, 5));
   }
   assert.deepEqual(events.slice(1), [['discarded', 'salad', 1]], 'seq 1 is bob\'s salad now');
@@ -169,9 +169,9 @@ test('pending actions are listed and discarded', async (t) => {
   let list = store.pending();
   assert.deepEqual(list.map((p) => p.action.choice), ['a', 'b']);
   // Seqs arrive with the IndexedDB write.
-  const deadline = Date.now() + 5000;
+  const deadline = performance.now() + 5000;
   while (store.pending().some((p) => p.seq === null)) {
-    assert.ok(Date.now() < deadline, 'seqs assigned within 5 s');
+    assert.ok(performance.now() < deadline, 'seqs assigned within 5 s');
     await new Promise((r) => setTimeout(r, 10));
   }
   list = store.pending();

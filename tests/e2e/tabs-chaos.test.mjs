@@ -101,9 +101,9 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
     // and every dispatch counted as stored before its write began).
     await null;
     // The outbox write (with its seq) is done when nothing is being written.
-    const deadline = Date.now() + 10_000;
+    const deadline = performance.now() + 10_000;
     while (store.getStatus().writing > 0) {
-      if (Date.now() > deadline) return false;
+      if (performance.now() > deadline) return false;
       await new Promise((r) => setTimeout(r, 5));
     }
     return true;
@@ -120,13 +120,13 @@ test(`tabs sharing a connection lose and double nothing under network faults, ki
   };
 
   const faults = [];
-  const deadline = Date.now() + SECONDS * 1000;
+  const deadline = performance.now() + SECONDS * 1000;
   const killsPlanned = Math.max(2, Math.floor(SECONDS / 12));
-  const killAt = Array.from({ length: killsPlanned }, (_, i) => Date.now() + ((i + 0.5) * SECONDS * 1000) / killsPlanned);
-  while (Date.now() < deadline) {
+  const killAt = Array.from({ length: killsPlanned }, (_, i) => performance.now() + ((i + 0.5) * SECONDS * 1000) / killsPlanned);
+  while (performance.now() < deadline) {
     const r = random();
     const d = pick(devices);
-    if (killAt.length > 0 && Date.now() >= killAt[0]) {
+    if (killAt.length > 0 && performance.now() >= killAt[0]) {
       killAt.shift();
       await env.server.kill();
       counts.kills++;

@@ -17,9 +17,10 @@ export function launchBrowser() {
   });
 }
 
-/** Polls `check` until it returns a truthy value or the deadline passes. */
+/** Polls `check` until it returns a truthy value or the deadline passes
+ * (on the monotonic clock: a step of the wall clock does not move it). */
 export async function waitFor(what, check, { timeout = 10_000, interval = 25 } = {}) {
-  const deadline = Date.now() + timeout;
+  const deadline = performance.now() + timeout;
   let last;
   for (;;) {
     try {
@@ -28,7 +29,7 @@ export async function waitFor(what, check, { timeout = 10_000, interval = 25 } =
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) {
+    if (performance.now() > deadline) {
       throw new Error(`timed out after ${timeout} ms waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
     }
     await new Promise((r) => setTimeout(r, interval));

@@ -17,7 +17,8 @@ export async function openLink(targetPort) {
   let blackHole = false;
   // Held-back chunks of every direction, for `held()`.
   let held = 0;
-  // Each direction holds its chunks in one queue, each due `delayMs` after
+  // Each direction holds its chunks in one queue (due times on the
+  // monotonic clock), each due `delayMs` after
   // it came but never before the one ahead of it: a chunk written after the
   // delay dropped waits for those held back longer, as bytes of one TCP
   // stream always arrive in the order they were sent.
@@ -26,11 +27,11 @@ export async function openLink(targetPort) {
     let timer = null;
     const drain = () => {
       timer = null;
-      while (queue.length > 0 && queue[0].at <= Date.now()) {
+      while (queue.length > 0 && queue[0].at <= performance.now()) {
         held--;
         to.write(queue.shift().chunk);
       }
-      if (queue.length > 0) timer = setTimeout(drain, queue[0].at - Date.now());
+      if (queue.length > 0) timer = setTimeout(drain, queue[0].at - performance.now());
     };
     from.on('data', (chunk) => {
       if (blackHole) {
@@ -41,10 +42,10 @@ export async function openLink(targetPort) {
         to.write(chunk);
         return;
       }
-      const at = Math.max(Date.now() + delayMs, queue.length > 0 ? queue[queue.length - 1].at : 0);
+      const at = Math.max(performance.now() + delayMs, queue.length > 0 ? queue[queue.length - 1].at : 0);
       held++;
       queue.push({ chunk, at });
-      if (timer === null) timer = setTimeout(drain, at - Date.now());
+      if (timer === null) timer = setTimeout(drain, at - performance.now());
     });
     // A closed connection's held chunks go nowhere.
     from.once('close', () => {

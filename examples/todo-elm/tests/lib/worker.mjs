@@ -37,11 +37,11 @@ export function startPortsCheck() {
 
 /** Polls until `check()` is truthy (Elm delivers port values asynchronously). */
 export async function waitFor(what, check, timeout = 5_000) {
-  const deadline = Date.now() + timeout;
+  const deadline = performance.now() + timeout;
   for (;;) {
     const value = check();
     if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
   }
 }
